@@ -1,0 +1,43 @@
+"""Errors lsmap raises on bad input.
+
+Every error names the file (or option) at fault and says how to fix it. The CLI turns any
+:class:`LsmapError` into a one-line message and a non-zero exit; library callers can catch the
+builtin base class as well (``ValueError``, ``FileNotFoundError``, ...).
+"""
+
+from __future__ import annotations
+
+
+class LsmapError(Exception):
+    """Base class of all lsmap errors: the message is meant for the user as it is."""
+
+
+class InputError(LsmapError, ValueError):
+    """An input file or option is unusable (wrong shape, unreadable, inconsistent)."""
+
+
+class MissingInputError(LsmapError, FileNotFoundError):
+    """A required input file or folder does not exist."""
+
+
+class BandMismatchError(InputError):
+    """An input has another number of bands than its band profile expects."""
+
+    def __init__(self, path: object, profile: str, expected: int, found: int) -> None:
+        super().__init__(
+            f"{path}: band profile '{profile}' expects {expected} bands but the file has {found}; "
+            f"choose the matching profile with --bands or restack the input"
+        )
+        self.path, self.profile, self.expected, self.found = path, profile, expected, found
+
+
+class OutputExistsError(LsmapError, FileExistsError):
+    """An output exists and ``overwrite`` was not given."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"{path}: output exists; pass --overwrite to replace it")
+        self.path = path
+
+
+class CheckpointError(LsmapError, ValueError):
+    """A checkpoint is unreadable or does not fit the input it is asked to process."""
