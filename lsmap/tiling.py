@@ -1,0 +1,86 @@
+"""Pure: window grids that cover a raster exactly, and blend weights for stitching.
+
+Windows are ``(row_off, col_off, height, width)`` values. A grid covers every pixel, stays
+inside the raster, and snaps its last row/column of windows to the far edge instead of falling
+short; a raster smaller than one window gets one window of the raster's size (callers pad).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Window(NamedTuple):
+    """A pixel window: offsets of its top-left corner and its size."""
+
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """Row and column slices for indexing an array."""
+        return slice(self.row_off, self.row_off + self.height), slice(self.col_off, self.col_off + self.width)
+
+
+def offsets(length: int, size: int, overlap: int) -> list[int]:
+    """Start offsets along one axis: stride ``size - overlap``, the last one snapped to the end.
+
+    Args:
+        length: Raster length along the axis (>= 1).
+        size: Window length (>= 1).
+        overlap: Pixels shared by neighbouring windows (0 <= overlap < size).
+
+    Returns:
+        Sorted, distinct offsets; ``[0]`` when ``length <= size``.
+
+    Raises:
+        ValueError: on a non-positive length/size or an overlap outside ``[0, size)``.
+    """
+    if length < 1 or size < 1:
+        raise ValueError(f"length and size must be positive (got {length}, {size})")
+    if not 0 <= overlap < size:
+        raise ValueError(f"overlap must be in [0, {size}) (got {overlap})")
+    if length <= size:
+        return [0]
+    stride = size - overlap
+    offs = list(range(0, length - size, stride))
+    offs.append(length - size)
+    return offs
+
+
+def window_grid(height: int, width: int, size: int, overlap: int = 0) -> list[Window]:
+    """Windows of ``size`` x ``size`` (clipped to the raster) covering a ``height`` x ``width`` raster.
+
+    Row-major order. Every window lies inside the raster; windows are full-size unless the raster
+    itself is smaller than ``size`` along that axis.
+    """
+    rows = offsets(height, size, overlap)
+    cols = offsets(width, size, overlap)
+    h, w = min(size, height), min(size, width)
+    return [Window(r, c, h, w) for r in rows for c in cols]
+
+
+def blend_weight(size: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
+    """2-D weight for blending overlapping windows of ``size`` pixels that overlap by ``overlap``.
+
+    The weight is 1 in the centre and falls off with a raised-cosine (Hann) ramp over the
+    ``overlap`` pixels at each edge, never below ``floor`` (so pixels covered by one window only,
+    e.g. at the raster border, still get their own prediction). Stitching divides the weighted sum
+    by the summed weights, so a constant prediction stays constant and an identity-like model
+    reproduces its input exactly.
+
+    Shape:
+        ``(size, size)``, float32.
+    """
+    ramp = np.ones(size, np.float64)
+    if overlap > 0:
+        t = (np.arange(overlap) + 0.5) / overlap
+        edge = 0.5 - 0.5 * np.cos(np.pi * t)
+        ramp[:overlap] = edge
+        ramp[size - overlap:] = np.minimum(ramp[size - overlap:], edge[::-1])
+    ramp = np.maximum(ramp, floor)
+    return np.outer(ramp, ramp).astype(np.float32)
