@@ -81,5 +81,28 @@ def main() -> None:
 # --- info (issue 6) -----------------------------------------------------------------------------
 
 
+@main.command()
+@click.argument("model", required=False)
+@json_opt
+@handle_errors
+def info(model: str | None, as_json: bool) -> None:
+    """Print a model's card (the default model when MODEL is omitted).
+
+    \b
+    $ lsmap info
+    $ lsmap info runs/train/best.safetensors --json
+    """
+    from .models import default_model_path, describe_card, read_card
+
+    card = read_card(model or default_model_path())
+    if as_json:
+        echo_json(card.to_dict())
+        return
+    rows = describe_card(card)
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{width}}  {v}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

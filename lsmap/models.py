@@ -26,6 +26,8 @@ from .errors import CheckpointError, InputError, MissingInputError
 from .normalize import BandStats
 
 NUM_CLASSES = 2
+#: Name of the model shipped in the package (``lsmap/weights/``), used when no model is given.
+DEFAULT_MODEL = "l4s14-default"
 
 
 @dataclass(frozen=True)
@@ -257,3 +259,33 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu", expect: BandPr
     except RuntimeError as e:
         raise CheckpointError(f"{weights}: weights do not fit model '{card.model}' ({str(e).splitlines()[0]})") from None
     return module.to(device).eval(), card
+
+
+def default_model_path() -> Path:
+    """Path of the default model shipped in the package.
+
+    Raises:
+        MissingInputError: the package was installed without its weights.
+    """
+    path = Path(__file__).parent / "weights" / f"{DEFAULT_MODEL}.safetensors"
+    if not path.exists():
+        raise MissingInputError(f"{path}: the default model is not installed; pass --model PATH or reinstall lsmap")
+    return path
+
+
+def describe_card(card: ModelCard) -> list[tuple[str, str]]:
+    """Human-readable ``(field, value)`` rows of a model card (for ``lsmap info``)."""
+    p = card.profile
+    rows = [
+        ("model", f"{card.model} ({get_spec(card.model).description})" if card.model in MODELS else card.model),
+        ("bands", f"{p.name}: {', '.join(p.bands)}"),
+        ("input scale", f"x{card.scale:g}"),
+        ("threshold", f"{card.threshold:g}"),
+        ("domain batch norm", "yes" if card.domain_bn else "no"),
+        ("normalisation stats", f"{card.stats.get('count', 0):,} pixels" if card.stats else "none"),
+        ("training data", card.data or "-"),
+    ]
+    rows += [(f"metric {k}", f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in card.metrics.items()
+             if not isinstance(v, (dict, list))]
+    rows += [("lsmap version", card.lsmap_version), ("created", card.created)]
+    return rows

@@ -102,3 +102,28 @@ def test_predict_normalises_scales_and_averages():
 def test_load_ensemble_needs_a_model():
     with pytest.raises(CheckpointError, match="--model"):
         load_ensemble([])
+
+
+def test_info_prints_the_card(tmp_path):
+    from click.testing import CliRunner
+
+    from lsmap.cli import main
+
+    save_checkpoint(tmp_path / "m", build_model("tiny-unet", 4), _card(metrics={"f1": 0.5}, data="15 patches"))
+    res = CliRunner().invoke(main, ["info", str(tmp_path / "m.safetensors")])
+    assert res.exit_code == 0, res.output
+    assert "tiny-unet" in res.output and "rgbn: B4, B3, B2, B8" in res.output and "0.5000" in res.output
+    res = CliRunner().invoke(main, ["info", str(tmp_path / "m"), "--json"])
+    assert json.loads(res.output)["data"] == "15 patches"
+    res = CliRunner().invoke(main, ["info", str(tmp_path / "missing")])
+    assert res.exit_code == 1 and "missing.safetensors" in res.output
+
+
+def test_version():
+    from click.testing import CliRunner
+
+    from lsmap import __version__
+    from lsmap.cli import main
+
+    res = CliRunner().invoke(main, ["--version"])
+    assert res.exit_code == 0 and __version__ in res.output
