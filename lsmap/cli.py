@@ -63,6 +63,11 @@ def main() -> None:
 # --- tile (issue 2) -----------------------------------------------------------------------------
 
 
+def _progress(as_json: bool) -> bool:
+    """Progress bars only on an interactive terminal, never with --json."""
+    return not as_json and sys.stderr.isatty()
+
+
 @main.command()
 @click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Patch folder to write.")
@@ -99,7 +104,7 @@ def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands
 
     result = tile_scene(
         scene, out_dir, bands=bands, size=size, overlap=overlap, labels=labels, label_map=label_map,
-        min_valid=min_valid, raw=raw, overwrite=overwrite, progress=not as_json,
+        min_valid=min_valid, raw=raw, overwrite=overwrite, progress=_progress(as_json),
     )
     if as_json:
         echo_json(result.to_dict())
@@ -137,7 +142,7 @@ def stats(input_path, output, split, valid_only, raw, bands, overwrite, as_json)
     from .stats import compute_stats
 
     check_output(output, overwrite)
-    result = compute_stats(input_path, bands, split=split, valid_only=valid_only, raw=raw, progress=not as_json)
+    result = compute_stats(input_path, bands, split=split, valid_only=valid_only, raw=raw, progress=_progress(as_json))
     result.save(output)
     if as_json:
         echo_json(result.to_dict())

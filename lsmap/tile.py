@@ -228,6 +228,7 @@ def tile_scene(
     check_output(out_dir, overwrite)
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_drop_new_parents_on_error(out_dir))
         src = stack.enter_context(open_scene(scene, profile))
         lab = None
         if labels is not None:
@@ -285,6 +286,19 @@ def tile_scene(
             }
             (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     return TileResult(out_dir, len(rows), len(grid), n_skipped, n_padded, size, overlap, lab is not None)
+
+
+@contextlib.contextmanager
+def _drop_new_parents_on_error(path: Path):
+    """On an exception, remove the (empty) parent folders of ``path`` that did not exist before."""
+    new = [p for p in path.absolute().parents if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for p in new:  # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
 
 
 def _write_index(path: Path, rows: list[dict], transform, crs) -> None:
