@@ -70,10 +70,14 @@ def _progress(as_json: bool) -> bool:
 
 @main.command()
 @click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Patch folder to write.")
+@click.option(
+    "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Patch folder to write."
+)
 @click.option("--size", type=int, default=128, show_default=True, help="Patch size in pixels.")
 @click.option("--overlap", type=int, default=0, show_default=True, help="Pixels shared by neighbouring patches.")
-@click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Label raster on the scene grid -> masks.")
+@click.option(
+    "--labels", type=click.Path(dir_okay=False), default=None, help="Label raster on the scene grid -> masks."
+)
 @click.option(
     "--label-map", default=None,
     help="Label value:mask value pairs, e.g. '0:255,1:0,2:1' (default: labels are 0/1 masks, 255 ignored).",

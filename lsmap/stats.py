@@ -8,8 +8,10 @@ Pixels counted:
 - scenes with ``valid_only``: only valid pixels (not nodata in any band, see :mod:`lsmap.scene`);
   without it, nodata pixels count with their stored values.
 
-Scenes are read in blocks of ``block`` x ``block`` pixels; with ``raw`` their values are first
-brought to the L4S scale (:func:`lsmap.scene.scale_raw`), as ``lsmap tile --raw`` does.
+Scenes are read in disjoint blocks of ``block`` x ``block`` pixels (:func:`lsmap.tiling.block_grid`);
+with ``raw`` their values are first brought to the L4S scale (:func:`lsmap.scene.scale_raw`), as
+``lsmap tile --raw`` does. In a patch folder every patch counts fully, so pixels shared by
+overlapping patches (``lsmap tile --overlap``) count once per patch.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .errors import InputError, MissingInputError
 from .normalize import BandStats, RunningStats
 from .patches import find_patches, read_image
 from .scene import open_scene, read_window
-from .tiling import window_grid
+from .tiling import block_grid
 
 _FILL = 0.0  # lsmap.tile.FILL (not imported: tile pulls in the writers)
 
@@ -72,7 +74,7 @@ def compute_stats(
         if block < 1:
             raise InputError(f"block size must be positive (got {block})")
         with open_scene(path, profile) as src:
-            grid = window_grid(src.height, src.width, block)
+            grid = block_grid(src.height, src.width, block)
             for window in tqdm(grid, desc=f"stats {path.name}", unit="block", disable=not progress):
                 data, valid = read_window(src, window, profile, raw=raw)
                 rs.update(data, valid if valid_only else None)

@@ -107,3 +107,22 @@ def pad_to(array: np.ndarray, size: int, fill: float) -> np.ndarray:
         return array
     pad = [(0, 0)] * (array.ndim - 2) + [(0, size - h), (0, size - w)]
     return np.pad(array, pad, mode="constant", constant_values=np.asarray(fill).astype(array.dtype))
+
+
+def block_grid(height: int, width: int, size: int) -> list[Window]:
+    """Disjoint windows of at most ``size`` x ``size`` that partition a ``height`` x ``width`` raster.
+
+    Unlike :func:`window_grid`, the last row/column of windows is clipped at the edge instead of
+    snapped back, so every pixel lies in exactly one window (for streaming statistics, where a pixel
+    counted twice would bias the result). Row-major order.
+
+    Raises:
+        ValueError: on a non-positive height, width or size.
+    """
+    if height < 1 or width < 1 or size < 1:
+        raise ValueError(f"height, width and size must be positive (got {height}, {width}, {size})")
+    return [
+        Window(r, c, min(size, height - r), min(size, width - c))
+        for r in range(0, height, size)
+        for c in range(0, width, size)
+    ]

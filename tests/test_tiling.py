@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lsmap.tiling import Window, blend_weight, offsets, pad_to, window_grid
+from lsmap.tiling import Window, block_grid, blend_weight, offsets, pad_to, window_grid
 
 
 @st.composite
@@ -57,6 +57,20 @@ def test_window_grid_covers_every_pixel_inside_the_raster(case):
     # row-major and without duplicates
     keys = [(w.row_off, w.col_off) for w in grid]
     assert keys == sorted(set(keys))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 700), st.integers(1, 700), st.integers(8, 256))
+@example(1, 1, 1)
+@example(300, 300, 1)
+@example(128, 129, 128)
+@example(5, 700, 256)
+def test_block_grid_partitions_the_raster(height, width, size):
+    """Every pixel lies in exactly one block; blocks are inside the raster, at most size x size."""
+    grid = block_grid(height, width, size)
+    assert (coverage(height, width, grid) == 1).all()
+    assert all(0 < w.height <= size and 0 < w.width <= size for w in grid)
+    assert all(w.row_off + w.height <= height and w.col_off + w.width <= width for w in grid)
 
 
 @settings(max_examples=200, deadline=None)
