@@ -98,11 +98,18 @@ def find_patches(root: str | os.PathLike, split: str = "train", require_masks: b
     return [Patch(i, images[i], masks.get(i)) for i in sorted(images, key=_sort_key)]
 
 
-def read_image(path: str | os.PathLike, profile: BandProfile | None = None) -> tuple[np.ndarray, int]:
+def read_image(
+    path: str | os.PathLike, profile: BandProfile | None = None, *, fill: float | None = NONFINITE_FILL
+) -> tuple[np.ndarray, int]:
     """Read a patch image as ``(C, H, W)`` float32 with non-finite values replaced.
 
+    Args:
+        path: ``image_N.h5`` file.
+        profile: When given, the band count is checked against it.
+        fill: Value replacing NaN/inf; ``None`` keeps them (e.g. to leave them out of statistics).
+
     Returns:
-        The image and the number of non-finite values that were replaced.
+        The image and the number of non-finite values (replaced unless ``fill`` is None).
 
     Raises:
         InputError: unreadable file, no ``img`` dataset, wrong rank, or (with ``profile``) wrong band count.
@@ -124,8 +131,8 @@ def read_image(path: str | os.PathLike, profile: BandProfile | None = None) -> t
         profile.check_count(arr.shape[0], path)
     bad = ~np.isfinite(arr)
     n_bad = int(bad.sum())
-    if n_bad:
-        arr[bad] = NONFINITE_FILL
+    if n_bad and fill is not None:
+        arr[bad] = fill
     return arr, n_bad
 
 

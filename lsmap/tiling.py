@@ -84,3 +84,45 @@ def blend_weight(size: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
         ramp[size - overlap:] = np.minimum(ramp[size - overlap:], edge[::-1])
     ramp = np.maximum(ramp, floor)
     return np.outer(ramp, ramp).astype(np.float32)
+
+
+def pad_to(array: np.ndarray, size: int, fill: float) -> np.ndarray:
+    """Pad the last two axes of ``array`` at their far ends (bottom, right) to ``size`` with ``fill``.
+
+    A window of a raster smaller than ``size`` (see :func:`window_grid`) becomes a full patch this
+    way; pixel ``(i, j)`` of the result is pixel ``(i, j)`` of ``array`` wherever that exists, so
+    cropping ``result[..., :h, :w]`` undoes the padding. Arrays already ``size`` x ``size`` are
+    returned unchanged (not copied).
+
+    Shape:
+        ``(..., h, w)`` with ``h, w <= size`` -> ``(..., size, size)``, same dtype.
+
+    Raises:
+        ValueError: an axis is longer than ``size``.
+    """
+    h, w = array.shape[-2:]
+    if h > size or w > size:
+        raise ValueError(f"array of {h} x {w} pixels does not fit in {size} x {size}")
+    if h == size and w == size:
+        return array
+    pad = [(0, 0)] * (array.ndim - 2) + [(0, size - h), (0, size - w)]
+    return np.pad(array, pad, mode="constant", constant_values=np.asarray(fill).astype(array.dtype))
+
+
+def block_grid(height: int, width: int, size: int) -> list[Window]:
+    """Disjoint windows of at most ``size`` x ``size`` that partition a ``height`` x ``width`` raster.
+
+    Unlike :func:`window_grid`, the last row/column of windows is clipped at the edge instead of
+    snapped back, so every pixel lies in exactly one window (for streaming statistics, where a pixel
+    counted twice would bias the result). Row-major order.
+
+    Raises:
+        ValueError: on a non-positive height, width or size.
+    """
+    if height < 1 or width < 1 or size < 1:
+        raise ValueError(f"height, width and size must be positive (got {height}, {width}, {size})")
+    return [
+        Window(r, c, min(size, height - r), min(size, width - c))
+        for r in range(0, height, size)
+        for c in range(0, width, size)
+    ]

@@ -1,0 +1,352 @@
+"""lsmap.tile: scene -> L4S patches + index, and back."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _rasters import PIXEL, write_tif
+from click.testing import CliRunner
+from conftest import shared_data
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from lsmap.bands import get_profile
+from lsmap.cli import main
+from lsmap.errors import BandMismatchError, InputError, MissingInputError, OutputExistsError
+from lsmap.patches import find_patches, read_image, read_mask
+from lsmap.scene import scale_raw
+from lsmap.tile import FILL, assemble_patches, map_labels, parse_label_map, read_index, read_tiles_meta, tile_scene
+
+RGBN = get_profile("rgbn")
+# rasterio's own use of Affine * (not ours)
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+
+
+def make_scene(rng, height, width, bands=4, nodata_frac=0.1):
+    """Raw-DN-like uint16 scene with nodata 0 in a random set of pixels (sometimes one band only)."""
+    data = rng.integers(1, 6000, size=(bands, height, width)).astype(np.uint16)
+    holes = rng.random((height, width)) < nodata_frac
+    data[:, holes] = 0
+    one_band = rng.random((height, width)) < nodata_frac / 2
+    data[0, one_band] = 0  # nodata in one band only: the pixel is invalid too
+    return data
+
+
+def expected_image(data, raw=True):
+    scaled = scale_raw(data, RGBN) if raw else data.astype(np.float32)
+    valid = (data != 0).all(axis=0)
+    return np.where(valid, scaled, np.float32(FILL)), valid
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --- the round trip ------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    height=st.integers(1, 48), width=st.integers(1, 48), size=st.sampled_from([16, 32]),
+    overlap_frac=st.floats(0, 0.75), seed=st.integers(0, 2**16), raw=st.booleans(),
+)
+@example(height=1, width=1, size=32, overlap_frac=0.0, seed=0, raw=True)  # a one-pixel scene
+@example(height=20, width=60, size=32, overlap_frac=0.0, seed=1, raw=False)  # thinner than a patch
+@example(height=33, width=32, size=32, overlap_frac=0.99, seed=2, raw=True)  # snapped last row, max overlap
+def test_tile_then_assemble_reproduces_the_scene(height, width, size, overlap_frac, seed, raw):
+    """Tiling with min_valid=0 and reassembling from the index gives back every pixel of the scene
+    exactly: scaled values where valid, FILL (image) and 255 (mask) where nodata, at any scene size,
+    including scenes smaller than one patch (which are padded, not dropped)."""
+    overlap = int(overlap_frac * size)
+    rng = np.random.default_rng(seed)
+    data = make_scene(rng, height, width)
+    labels = rng.integers(0, 2, size=(height, width)).astype(np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        scene = write_tif(tmp / "scene.tif", data, nodata=0)
+        lab = write_tif(tmp / "labels.tif", labels)
+        res = tile_scene(scene, tmp / "out", bands="rgbn", size=size, overlap=overlap, labels=lab,
+                         min_valid=0.0, raw=raw)
+        back = assemble_patches(tmp / "out")
+        patches = find_patches(tmp / "out", require_masks=True)
+        first, _ = read_image(patches[0].image)
+    image, valid = expected_image(data, raw)
+    assert back.covered.all()
+    np.testing.assert_array_equal(back.image, image)
+    np.testing.assert_array_equal(back.mask, np.where(valid, labels, 255))
+    assert res.n_patches == len(patches) and res.n_skipped == 0
+    assert first.shape == (4, size, size)
+    assert res.n_padded == (res.n_patches if (height < size or width < size) else 0)
+
+
+# --- masks, index, skipping, padding, overlap ---------------------------------------------------
+
+
+@pytest.fixture
+def chittagong_like(tmp_path, rng):
+    """70 x 90 raw scene with a nodata corner and 0/1/2 labels (0 unlabelled, 1 no slide, 2 slide)."""
+    data = make_scene(rng, 70, 90, nodata_frac=0.02)
+    data[:, :32, :40] = 0  # top-left window entirely nodata
+    data[:, 32:64, 32:50] = 0  # about half of the window at (32, 32)
+    labels = rng.choice(np.array([0, 1, 2], np.uint8), size=(70, 90), p=[0.8, 0.15, 0.05])
+    scene = write_tif(tmp_path / "scene.tif", data, nodata=0, block=16)
+    lab = write_tif(tmp_path / "labels.tif", labels)
+    return scene, lab, data, labels
+
+
+def test_tile_masks_index_and_metadata(tmp_path, chittagong_like):
+    import rasterio
+    from rasterio.windows import Window, bounds
+
+    scene, lab, data, labels = chittagong_like
+    out = tmp_path / "patches"
+    res = tile_scene(scene, out, bands="rgbn", size=32, overlap=8, labels=lab, label_map="0:255,1:0,2:1",
+                     min_valid=0.5, raw=True)
+    image, valid = expected_image(data)
+    mask = np.select([~valid, labels == 0, labels == 1, labels == 2], [255, 255, 0, 1]).astype(np.uint8)
+    index = read_index(out)
+    meta = read_tiles_meta(out)
+    with rasterio.open(scene) as src:
+        transform, crs = src.transform, src.crs
+    assert index.crs == crs and meta["crs"] == crs.to_wkt()
+    assert meta["transform"] == list(transform)[:6] and meta["bands"]["name"] == "rgbn" and meta["raw"]
+    assert len(index) == res.n_patches == len(list((out / "img").glob("*.h5")))
+    assert list(index["id"]) == [str(i) for i in range(len(index))]
+    for row in index.itertuples():
+        win = Window(row.col_off, row.row_off, row.width, row.height)
+        np.testing.assert_allclose(row.geometry.bounds, _xyxy(bounds(win, transform)), rtol=0, atol=1e-6)
+        rows, cols = slice(row.row_off, row.row_off + 32), slice(row.col_off, row.col_off + 32)
+        patch, _ = read_image(out / "img" / f"image_{row.id}.h5")
+        np.testing.assert_array_equal(patch, image[:, rows, cols])
+        np.testing.assert_array_equal(read_mask(out / "mask" / f"mask_{row.id}.h5"), mask[rows, cols])
+        assert row.valid_fraction == pytest.approx(valid[rows, cols].mean())
+        assert row.valid_fraction >= 0.5
+        assert row.landslide_pixels == (mask[rows, cols] == 1).sum()
+        assert row.labelled_pixels == (mask[rows, cols] != 255).sum()
+
+
+def _xyxy(b):
+    left, bottom, right, top = b
+    return (left, bottom, right, top)
+
+
+def test_min_valid_skips_windows_with_few_valid_pixels(tmp_path, chittagong_like):
+    from lsmap.tiling import window_grid
+
+    scene, _, data, _ = chittagong_like
+    valid = (data != 0).all(axis=0)
+    grid = window_grid(70, 90, 32, 0)
+    fracs = [valid[w.slices].mean() for w in grid]
+    for min_valid in (0.0, 0.5, 0.9):
+        out = tmp_path / f"p{min_valid}"
+        res = tile_scene(scene, out, bands="rgbn", size=32, min_valid=min_valid, raw=True)
+        kept = [(w.row_off, w.col_off) for w, f in zip(grid, fracs) if f >= min_valid]
+        index = read_index(out)
+        assert list(zip(index.row_off, index.col_off)) == kept
+        assert res.n_skipped == len(grid) - len(kept) and res.n_windows == len(grid)
+    assert fracs[0] == 0.0  # the nodata corner really is skipped at min_valid > 0
+
+
+def test_small_scene_is_padded_not_dropped(tmp_path, rng):
+    data = make_scene(rng, 20, 50, nodata_frac=0)
+    labels = rng.integers(0, 2, size=(20, 50)).astype(np.uint8)
+    scene = write_tif(tmp_path / "s.tif", data, nodata=0)
+    lab = write_tif(tmp_path / "l.tif", labels)
+    res = tile_scene(scene, tmp_path / "o", bands="rgbn", size=32, labels=lab, raw=True)
+    assert (res.n_patches, res.n_padded) == (2, 2)
+    index = read_index(tmp_path / "o")
+    assert list(zip(index.row_off, index.col_off, index.height, index.width)) == [(0, 0, 20, 32), (0, 18, 20, 32)]
+    assert list(index.valid_fraction) == [1.0, 1.0]  # padding does not count against min_valid
+    img, _ = read_image(tmp_path / "o" / "img" / "image_1.h5")
+    msk = read_mask(tmp_path / "o" / "mask" / "mask_1.h5")
+    assert img.shape == (4, 32, 32) and msk.shape == (32, 32)
+    np.testing.assert_array_equal(img[:, :20], scale_raw(data[:, :, 18:], RGBN))
+    assert (img[:, 20:] == FILL).all() and (msk[20:] == 255).all()
+    np.testing.assert_array_equal(msk[:20], labels[:, 18:])
+
+
+def test_overlap_windows_share_pixels(tmp_path, rng):
+    data = make_scene(rng, 80, 80, nodata_frac=0)
+    scene = write_tif(tmp_path / "s.tif", data, nodata=0)
+    res = tile_scene(scene, tmp_path / "o", bands="rgbn", size=32, overlap=16, raw=True)
+    index = read_index(tmp_path / "o")
+    assert res.n_patches == 16
+    assert sorted(set(index.row_off)) == [0, 16, 32, 48]
+    a, _ = read_image(tmp_path / "o" / "img" / "image_0.h5")
+    b, _ = read_image(tmp_path / "o" / "img" / "image_1.h5")  # col_off 16
+    np.testing.assert_array_equal(a[:, :, 16:], b[:, :, :16])
+
+
+def test_values_pass_through_without_raw(tmp_path, rng):
+    data = rng.normal(size=(14, 40, 40)).astype(np.float32)
+    scene = write_tif(tmp_path / "stack.tif", data)
+    tile_scene(scene, tmp_path / "o", size=40)
+    img, _ = read_image(tmp_path / "o" / "img" / "image_0.h5")
+    np.testing.assert_array_equal(img, data)
+
+
+def test_raw_scene_without_declared_nodata_uses_profile_nodata(tmp_path, rng):
+    data = make_scene(rng, 16, 16, nodata_frac=0.3)
+    scene = write_tif(tmp_path / "s.tif", data, nodata=None)
+    tile_scene(scene, tmp_path / "o", bands="rgbn", size=16, min_valid=0, raw=True)
+    np.testing.assert_array_equal(assemble_patches(tmp_path / "o").image, expected_image(data)[0])
+
+
+def test_label_maps():
+    assert parse_label_map("0:255,1:0,2:1") == {0: 255, 1: 0, 2: 1}
+    assert parse_label_map(None) is None
+    for bad in ("0-255", "a:1", "", "1:7"):
+        with pytest.raises(InputError):
+            parse_label_map(bad)
+    np.testing.assert_array_equal(map_labels(np.array([[0, 1], [1, 255]]), None, "l.tif"), [[0, 1], [1, 255]])
+    with pytest.raises(InputError, match=r"l\.tif: label values 2"):
+        map_labels(np.array([0, 2]), None, "l.tif")
+    np.testing.assert_array_equal(map_labels(np.array([0, 1, 2], np.uint16), {0: 255, 1: 0, 2: 1}, "l"), [255, 0, 1])
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_failed(result, *needles):
+    assert result.exit_code != 0
+    msg = result.output.strip()
+    assert msg.startswith("Error: ") and len(msg.splitlines()) == 1, msg
+    for n in needles:
+        assert str(n) in msg
+
+
+def test_cli_tile_happy_path(tmp_path, chittagong_like):
+    scene, lab, _, _ = chittagong_like
+    out = tmp_path / "cli"
+    r = run_cli("tile", scene, "-o", out, "--size", 32, "--bands", "rgbn", "--raw", "--labels", lab,
+                "--label-map", "0:255,1:0,2:1", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["n_patches"] == len(read_index(out)) and d["labelled"]
+    r = run_cli("tile", scene, "-o", out, "--size", 32, "--bands", "rgbn", "--raw")
+    assert_failed(r, out, "--overwrite")
+    r = run_cli("tile", scene, "-o", out, "--size", 32, "--bands", "rgbn", "--raw", "--overwrite")
+    assert r.exit_code == 0 and "patches of 32 px" in r.output
+    assert not (out / "mask").exists()
+
+
+def test_existing_output_is_refused_before_work(tmp_path, chittagong_like, monkeypatch):
+    scene, _, _, _ = chittagong_like
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    import lsmap.tile
+
+    monkeypatch.setattr(lsmap.tile, "open_scene", lambda *a, **k: pytest.fail("opened the scene"))
+    with pytest.raises(OutputExistsError):
+        tile_scene(scene, out, bands="rgbn")
+    assert leftovers(out) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("case", ["bands", "grid_shift", "grid_shape", "grid_crs", "label_values", "garbage",
+                                  "truncated", "missing", "all_skipped", "label_bands"])
+def test_bad_input_one_line_error_nothing_left(tmp_path, rng, case):
+    data = make_scene(rng, 64, 64, nodata_frac=0)
+    scene = write_tif(tmp_path / "scene.tif", data, nodata=0, block=16)
+    labels = np.zeros((64, 64), np.uint8)
+    lab, extra, bands, needle = tmp_path / "labels.tif", [], "rgbn", None
+    if case == "bands":
+        write_tif(lab, labels)
+        bands, needle = "l4s14", scene
+    elif case == "grid_shift":
+        write_tif(lab, labels, origin=(400000.0 + PIXEL / 2, 3690000.0))
+        needle = lab
+    elif case == "grid_shape":
+        write_tif(lab, np.zeros((64, 63), np.uint8))
+        needle = lab
+    elif case == "grid_crs":
+        write_tif(lab, labels, crs="EPSG:32647")
+        needle = lab
+    elif case == "label_values":
+        labels[5, 5] = 2
+        write_tif(lab, labels)
+        needle = "--label-map"
+    elif case == "label_bands":
+        write_tif(lab, np.zeros((2, 64, 64), np.uint8))
+        needle = lab
+    elif case == "garbage":
+        write_tif(lab, labels)
+        scene.write_bytes(b"not a tiff at all" * 100)
+        needle = scene
+    elif case == "truncated":
+        write_tif(lab, labels)
+        blob = scene.read_bytes()
+        scene.write_bytes(blob[: len(blob) // 2])
+        needle = scene
+    elif case == "missing":
+        lab = tmp_path / "nope.tif"
+        needle = lab
+    elif case == "all_skipped":
+        write_tif(lab, labels)
+        data[:, :, 1:] = 0
+        write_tif(scene, data, nodata=0)
+        needle = "--min-valid"
+    before = leftovers(tmp_path)
+    r = run_cli("tile", scene, "-o", tmp_path / "out" / "patches", "--size", 32, "--bands", bands, "--raw",
+                "--labels", lab, *extra)
+    assert_failed(r, needle)
+    assert leftovers(tmp_path) == before  # no output, no temporary folder
+
+
+def test_library_errors_are_typed(tmp_path, rng):
+    scene = write_tif(tmp_path / "scene.tif", make_scene(rng, 8, 8), nodata=0)
+    with pytest.raises(BandMismatchError):
+        tile_scene(scene, tmp_path / "o")
+    with pytest.raises(MissingInputError):
+        tile_scene(tmp_path / "none.tif", tmp_path / "o")
+    for kw in ({"size": 0}, {"overlap": 128}, {"min_valid": 1.5}, {"label_map": "0:1"}):
+        with pytest.raises(InputError):
+            tile_scene(scene, tmp_path / "o", bands="rgbn", **kw)
+    assert not (tmp_path / "o").exists()
+
+
+# --- real data ----------------------------------------------------------------------------------
+
+
+@pytest.mark.realdata
+def test_chittagong_tiles_cover_valid_area_and_read_back_exactly(tmp_path):
+    import rasterio
+    import shapely
+    from rasterio.windows import Window, bounds
+
+    mosaic = shared_data("scenes", "chittagong_s2_rgbn", "mosaic")
+    scene, lab = mosaic / "chittagong_s2_rgbn_mosaic.tif", mosaic / "chittagong_labels_mosaic.tif"
+    out = tmp_path / "ct"
+    res = tile_scene(scene, out, bands="rgbn", size=128, labels=lab, label_map="0:255,1:0,2:1",
+                     min_valid=1 / (128 * 128), raw=True)
+    with rasterio.open(scene) as src, rasterio.open(lab) as lsrc:
+        data, transform = src.read(), src.transform
+        labels = lsrc.read(1)
+    valid = (data != 0).all(axis=0)
+    index = read_index(out)
+    assert res.n_windows == 144 and res.n_patches == len(index) > 0
+    # every valid pixel centre lies in some footprint
+    rows, cols = np.nonzero(valid)
+    xs, ys = rasterio.transform.xy(transform, rows, cols, offset="center")
+    union = shapely.union_all(index.geometry.values)
+    assert shapely.contains_xy(union, np.asarray(xs), np.asarray(ys)).all()
+    # every patch reads back bit-identical to its scene window (scaled, nodata -> FILL / 255)
+    image = np.where(valid, scale_raw(data, RGBN), np.float32(FILL))
+    mask = np.where(valid, np.array([255, 0, 1], np.uint8)[labels], 255)
+    for row in index.itertuples():
+        win = Window(row.col_off, row.row_off, row.width, row.height)
+        np.testing.assert_allclose(row.geometry.bounds, bounds(win, transform), rtol=0, atol=1e-12)
+        r, c = slice(row.row_off, row.row_off + 128), slice(row.col_off, row.col_off + 128)
+        patch, _ = read_image(out / "img" / f"image_{row.id}.h5")
+        np.testing.assert_array_equal(patch, image[:, r, c])
+        np.testing.assert_array_equal(read_mask(out / "mask" / f"mask_{row.id}.h5"), mask[r, c])
+    total = index.landslide_pixels.sum()
+    assert total == ((labels == 2) & valid).sum() > 0  # no landslide pixel lost with min_valid this low
