@@ -64,7 +64,9 @@ def main() -> None:
 @main.command("stack")
 @click.argument("s2", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--dem", type=click.Path(path_type=Path), help="DEM in metres (any CRS/resolution).")
-@click.option("--slope", type=click.Path(path_type=Path), help="Slope raster in degrees; computed from --dem when absent.")
+@click.option(
+    "--slope", type=click.Path(path_type=Path), help="Slope raster in degrees; computed from --dem when absent.",
+)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output GeoTIFF.")
 @bands_opt
 @click.option("--block", type=int, default=1024, show_default=True, help="Block size in pixels (memory bound).")

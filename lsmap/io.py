@@ -116,8 +116,8 @@ def geotiff_profile(
 
     Tiled 256 x 256, DEFLATE with the floating-point predictor (3) for float data and the
     horizontal one (2) for integers, ``BIGTIFF=IF_SAFER`` so scenes past 4 GB still write, and
-    band interleaving (each band compresses on its own). ``creation_options`` add or override GDAL options (e.g.
-    ``{"DISCARD_LSB": 12}`` for smaller, lossy float files).
+    band interleaving (each band compresses on its own). ``creation_options`` add or override
+    GDAL options (e.g. ``{"DISCARD_LSB": 12}`` for smaller, lossy float files).
     """
     import numpy as np
 
