@@ -280,6 +280,10 @@ class _Layer:
         )
         self.same_crs = src.crs == grid.crs
         self._key = "" if self.same_crs else src.crs.to_wkt()
+        # Same CRS, both grids north-up: source rows depend on output rows only (and columns on
+        # columns), so the interpolation separates into two cheap 1-D passes.
+        t, g = src.transform, grid.transform
+        self.separable = self.same_crs and t.b == t.d == 0 and g.b == g.d == 0
 
     def _read(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
         """Source pixels ``[row0, row0+rows) x [col0, col0+cols)`` as float64, NaN outside/invalid."""
@@ -307,10 +311,15 @@ class _Layer:
             if self.derive is not None:
                 arr = self.derive(arr, w.row_off - h)
             return np.asarray(arr[h:h + w.height, h:h + w.width], np.float32)
+        inv = ~self.src.transform
+        if self.separable:
+            g = self.grid.transform
+            col = inv.a * (g.a * (w.col_off + np.arange(w.width) + 0.5) + g.c) + inv.c - 0.5
+            row = inv.e * (g.e * (w.row_off + np.arange(w.height) + 0.5) + g.f) + inv.f - 0.5
+            return self._separable(row, col)
         if self._key not in cache:
             cache[self._key] = _centres(self.grid, w, None if self.same_crs else self.src.crs)
         x, y = cache[self._key]
-        inv = ~self.src.transform
         col = inv.a * x + inv.b * y + inv.c - 0.5  # source pixel-centre coordinates
         row = inv.d * x + inv.e * y + inv.f - 0.5
         ok = np.isfinite(col) & np.isfinite(row)
@@ -328,6 +337,23 @@ class _Layer:
         dst[ok] = bilinear(arr, row[ok] - r0, col[ok] - c0)
         return dst
 
+    def _separable(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        h = self.halo
+        ok_r = (row > -1) & (row < self.src.height)
+        ok_c = (col > -1) & (col < self.src.width)
+        dst = np.full((row.size, col.size), np.nan, np.float32)
+        if not ok_r.any() or not ok_c.any():
+            return dst
+        r0 = int(np.floor(row[ok_r].min())) - h
+        c0 = int(np.floor(col[ok_c].min())) - h
+        r1 = int(np.floor(row[ok_r].max())) + 2 + h
+        c1 = int(np.floor(col[ok_c].max())) + 2 + h
+        arr = self._read(r0, c0, r1 - r0, c1 - c0)
+        if self.derive is not None:
+            arr = self.derive(arr, r0)
+        dst[np.ix_(ok_r, ok_c)] = bilinear_separable(arr, row[ok_r] - r0, col[ok_c] - c0)
+        return dst
+
 
 def _centres(grid: _Grid, w, crs) -> tuple[np.ndarray, np.ndarray]:
     """Map coordinates of the pixel centres of window ``w`` of ``grid`` (in ``crs`` if given)."""
@@ -342,6 +368,37 @@ def _centres(grid: _Grid, w, crs) -> tuple[np.ndarray, np.ndarray]:
         return x, y
     xs, ys = transform(grid.crs, crs, x.ravel(), y.ravel())
     return np.asarray(xs, np.float64).reshape(x.shape), np.asarray(ys, np.float64).reshape(x.shape)
+
+
+def bilinear_separable(arr: np.ndarray, row: np.ndarray, col: np.ndarray, min_weight: float = 0.5) -> np.ndarray:
+    """:func:`bilinear` on the grid ``row x col`` (1-D coordinates), in two 1-D passes.
+
+    Gives the same values as ``bilinear(arr, *np.meshgrid(row, col, indexing="ij"))`` up to
+    rounding.
+
+    Shape:
+        ``arr`` ``(h, w)``, ``row`` ``(H,)``, ``col`` ``(W,)`` -> ``(H, W)``, float32.
+    """
+    padded = np.pad(np.asarray(arr, np.float64), 1, constant_values=np.nan)
+    valid = np.isfinite(padded)
+    values = np.where(valid, padded, 0.0)
+    weights = valid.astype(np.float64)
+    ri = np.floor(row).astype(np.int64)
+    ci = np.floor(col).astype(np.int64)
+    fr = (row - ri)[:, None]
+    fc = (col - ci)[None, :]
+    ri += 1  # index into the padded array
+    ci += 1
+
+    def interp(a: np.ndarray) -> np.ndarray:
+        rows = a[ri] * (1 - fr) + a[ri + 1] * fr
+        return rows[:, ci] * (1 - fc) + rows[:, ci + 1] * fc
+
+    total, weight = interp(values), interp(weights)
+    out = np.full(total.shape, np.nan, np.float32)
+    keep = weight >= min_weight
+    out[keep] = total[keep] / weight[keep]
+    return out
 
 
 def bilinear(arr: np.ndarray, row: np.ndarray, col: np.ndarray, min_weight: float = 0.5) -> np.ndarray:
