@@ -171,6 +171,22 @@ def test_stack_rgbn_needs_no_dem(s2_dir, raw, tmp_path):
     assert (arr[:, ~valid] == OUTPUT_NODATA).all()
 
 
+def test_stack_reads_jp2_band_files(s2_dir, raw, tmp_path):
+    """Sentinel-2 ships JPEG 2000: a lossless .jp2 band gives the same stack as its GeoTIFF."""
+    tif = s2_dir / "T45QYF_20230601_B04_10m.tif"
+    with rasterio.open(tif) as src:
+        prof = src.profile
+    prof.update(driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE="YES")
+    prof.pop("tiled", None), prof.pop("interleave", None), prof.pop("blockxsize", None), prof.pop("blockysize", None)
+    with rasterio.open(s2_dir / "T45QYF_20230601_B04_10m.jp2", "w", **prof) as dst:
+        dst.write(raw["B4"], 1)
+    tif.unlink()
+    assert find_band_files(s2_dir, ["B4"])["B4"].suffix == ".jp2"
+    arr, _, _ = read(stack_scene(s2_dir, tmp_path / "rgbn.tif", bands="rgbn").path)
+    valid = raw["B2"] != 0
+    np.testing.assert_allclose(arr[0][valid], (raw["B4"] / PROFILES["rgbn"].divisors[0])[valid], rtol=1e-6)
+
+
 def test_stack_explicit_slope_raster(s2_dir, dem_utm, tmp_path):
     slope = write_raster(tmp_path / "slope.tif", np.full((30, 30), 12.5, np.float32), UTM,
                          from_origin(X0 - 95.0, Y0 + 85.0, 30, 30), nodata=-9999.0)
@@ -382,3 +398,13 @@ def test_sample_data_is_reproducible_and_small(tmp_path):
         assert set(np.unique(read_mask(p.mask))) <= {0, 1}
     total = sum(f.stat().st_size for f in SAMPLE.rglob("*") if f.is_file())
     assert total < 5_000_000
+
+
+def test_cli_explicit_band_files(s2_dir, tmp_path):
+    files = [s2_dir / f"T45QYF_20230601_B0{i}_10m.tif" for i in (2, 3, 4, 8)]
+    out = tmp_path / "rgbn.tif"
+    r = run_cli(*files, "--bands", "rgbn", "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "4 bands (rgbn)" in r.output and read(out)[2] == ("B4", "B3", "B2", "B8")
+    r = run_cli(*files[:3], "--bands", "rgbn", "-o", tmp_path / "out.tif")
+    assert_failed(r, "band B8", tmp_path)
