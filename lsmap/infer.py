@@ -47,7 +47,7 @@ RAW_THRESHOLD = 20.0
 STATS_MAX_PIXELS = 1 << 26
 INPUT_SCALES = ("auto", "raw", "l4s")
 #: GDAL block cache (MB) while streaming: keeps the cache, hence memory, independent of scene size.
-GDAL_CACHE_MB = 64
+GDAL_CACHE_MB = 128
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,20 @@ def read_block(src, window: Window, profile: BandProfile, declares_nodata: bool)
     Shape:
         returns ``(C, h, w)`` float32 and ``(h, w)`` bool.
     """
+    from rasterio.enums import MaskFlags
     from rasterio.windows import Window as RioWindow
 
     rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
     data = src.read(window=rw, out_dtype="float32")
     valid = np.isfinite(data).all(axis=0)
     if declares_nodata:
-        valid &= (src.read_masks(window=rw) > 0).all(axis=0)
+        flags = src.mask_flag_enums
+        if all(f == [MaskFlags.nodata] for f in flags):  # nodata values only: compare, no second decode
+            for b, nd in enumerate(src.nodatavals):
+                if nd is not None and np.isfinite(nd):
+                    valid &= data[b] != np.float32(nd)
+        else:  # internal/alpha masks (or mixed): ask GDAL
+            valid &= (src.read_masks(window=rw) > 0).all(axis=0)
     elif profile.nodata is not None and profile.spectral_indices:
         spec = data[list(profile.spectral_indices)]
         valid &= ~(spec == np.float32(profile.nodata)).all(axis=0)
@@ -181,7 +188,7 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
         k = max(1, max_pixels // per_block)
         chosen = [blocks[i] for i in np.unique(np.linspace(0, len(blocks) - 1, k).round().astype(int))]
     rs = RunningStats(profile.count)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(scene.path) as src:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(scene.path) as src:
         for win in chosen:
             data, valid = read_block(src, win, profile, scene.declares_nodata)
             rs.update(data, valid)
@@ -322,7 +329,7 @@ class _Reader(threading.Thread):
         import rasterio
 
         try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(self.scene.path) as src:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(self.scene.path) as src:
                 for s in range(0, len(self.windows), self.batch_size):
                     if not self._put(self._read(src, list(self.windows[s:s + self.batch_size]))):
                         return
@@ -476,7 +483,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
 
         bar = tqdm(total=len(windows), unit="win", desc="detect")
     rprof = _raster_profile(scene)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(prob_out, "w", **rprof) as dst_p:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(prob_out, "w", **rprof) as dst_p:
         dst_u = rasterio.open(uncertainty_out, "w", **rprof) if want_unc else None
 
         def flush(upto: int) -> None:
@@ -583,7 +590,7 @@ def write_uint8_cog(prob: str | os.PathLike, out: str | os.PathLike, encode, *, 
     out = Path(out)
     staging = out.with_name(out.stem + ".staging.tif")
     try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(prob) as src:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(prob) as src:
             prof = {"driver": "GTiff", "dtype": "uint8", "count": 1, "height": src.height, "width": src.width,
                     "crs": src.crs, "transform": src.transform, "nodata": UINT8_NODATA, "tiled": True,
                     "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER"}

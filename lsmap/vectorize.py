@@ -159,7 +159,7 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
     pmax: list[np.ndarray] = []
     usum: list[np.ndarray] = []
     try:
-        env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+        env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20)
         with env, rasterio.open(prob) as src:
             usrc = rasterio.open(uncertainty) if uncertainty is not None else None
             try:

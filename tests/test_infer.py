@@ -257,3 +257,20 @@ def test_tta_scene_prediction_of_a_per_pixel_model_equals_plain(tmp_path, scene)
     predict_scene(path, m, tmp_path / "a.tif", stats=None, **KW)
     predict_scene(path, m, tmp_path / "b.tif", stats=None, tta=True, **KW)
     np.testing.assert_allclose(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"), atol=1e-6)
+
+
+def test_dataset_mask_marks_nodata(tmp_path, rng):
+    """A GDAL dataset mask (internal .msk / alpha) is honoured like a nodata value."""
+    data = smooth_scene(rng, h=80, w=90)
+    path = write_scene(tmp_path / "s.tif", data)
+    mask = np.full((80, 90), 255, np.uint8)
+    mask[:, :30] = 0
+    with rasterio.open(path, "r+") as dst:
+        dst.write_mask(mask)
+    info = open_scene(path, L4S)
+    assert info.declares_nodata
+    scan = scan_scene(info, L4S)
+    assert scan.valid_pixels == 80 * 60
+    predict_scene(info, [member(ConstantModel(0.0))], tmp_path / "p.tif", stats=scan.stats, **KW)
+    p = read(tmp_path / "p.tif")
+    assert (p[:, :30] == PROB_NODATA).all() and np.allclose(p[:, 30:], 0.5)
