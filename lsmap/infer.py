@@ -43,8 +43,9 @@ from .tiling import Window, blend_weight, window_grid
 PROB_NODATA = -1.0
 #: "auto" input scale: raw when the median spectral-band mean of valid pixels exceeds this.
 RAW_THRESHOLD = 20.0
-#: Scene statistics are computed over at most this many pixels (evenly spaced blocks beyond).
-STATS_MAX_PIXELS = 1 << 26
+#: Scene statistics are computed over at most this many pixels (16.8 M, e.g. 4096 x 4096); larger
+#: scenes are summarised from evenly spaced blocks totalling about this many pixels.
+STATS_MAX_PIXELS = 1 << 24
 INPUT_SCALES = ("auto", "raw", "l4s")
 #: GDAL block cache (MB) while streaming: keeps the cache, hence memory, independent of scene size.
 GDAL_CACHE_MB = 128
@@ -312,7 +313,8 @@ class _Reader(threading.Thread):
             data, ok = read_block(src, Window(batch[i].row_off, c0, h, c1 - c0), self.profile, self.scene.declares_nodata)
             if self.divisors is not None:
                 data /= self.divisors[:, None, None]
-            data = np.where(ok[None], data, self.fill[:, None, None])
+            if not ok.all():
+                np.copyto(data, np.broadcast_to(self.fill[:, None, None], data.shape), where=~ok[None])
             for k in range(i, j + 1):
                 cs = slice(batch[k].col_off - c0, batch[k].col_off - c0 + w)
                 x[k] = data[:, :, cs]
@@ -541,7 +543,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         Path(prob_out), Path(uncertainty_out) if want_unc else None,
         ("variance" if use_var else "bernoulli") if want_unc else None,
         len(windows), passes, batch_size, time.perf_counter() - t_start, model_seconds,
-        {"read": read_seconds, "write": write_seconds},
+        {"read_thread": read_seconds, "prob_write": write_seconds},
     )
 
 
