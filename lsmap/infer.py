@@ -43,9 +43,10 @@ from .tiling import Window, blend_weight, window_grid
 PROB_NODATA = -1.0
 #: "auto" input scale: raw when the median spectral-band mean of valid pixels exceeds this.
 RAW_THRESHOLD = 20.0
-#: Scene statistics are computed over at most this many pixels (16.8 M, e.g. 4096 x 4096); larger
-#: scenes are summarised from evenly spaced blocks totalling about this many pixels.
-STATS_MAX_PIXELS = 1 << 24
+#: Scene statistics are computed over all pixels up to this many (4.2 M, 2048 x 2048); larger scenes
+#: are summarised from a regular lattice of blocks (every k-th block row and column, centred) of
+#: about this many pixels: per-band mean/std for normalisation need no more.
+STATS_MAX_PIXELS = 1 << 22
 INPUT_SCALES = ("auto", "raw", "l4s")
 #: GDAL block cache (MB) while streaming: keeps the cache, hence memory, independent of scene size.
 GDAL_CACHE_MB = 128
@@ -146,7 +147,10 @@ def read_block(src, window: Window, profile: BandProfile, declares_nodata: bool)
 
     rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
     data = src.read(window=rw, out_dtype="float32")
-    valid = np.isfinite(data).all(axis=0)
+    if any(np.dtype(t).kind in "fc" for t in src.dtypes):
+        valid = np.isfinite(data).all(axis=0)
+    else:  # integer bands cannot hold NaN/inf
+        valid = np.ones(data.shape[1:], bool)
     if declares_nodata:
         flags = src.mask_flag_enums
         if all(f == [MaskFlags.nodata] for f in flags):  # nodata values only: compare, no second decode
@@ -172,7 +176,8 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
     """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
 
     Blocks of ``block`` pixels are read one at a time into a :class:`RunningStats`; a scene larger
-    than ``max_pixels`` is summarised from evenly spaced blocks covering about ``max_pixels``.
+    than ``max_pixels`` is summarised from a regular lattice of blocks covering about ``max_pixels``
+    (with a full pass when the lattice finds no valid pixel).
 
     Raises:
         InputError: the scene has no valid pixel, or ``input_scale`` is unknown.
@@ -182,12 +187,13 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
     if input_scale not in INPUT_SCALES:
         raise InputError(f"unknown input scale '{input_scale}'; choose one of: {', '.join(INPUT_SCALES)}")
     blocks = block_grid(scene.height, scene.width, block)
-    per_block = min(block, scene.height) * min(block, scene.width)
     sampled = scene.height * scene.width > max_pixels
     chosen = blocks
-    if sampled:
-        k = max(1, max_pixels // per_block)
-        chosen = [blocks[i] for i in np.unique(np.linspace(0, len(blocks) - 1, k).round().astype(int))]
+    if sampled:  # a regular lattice of blocks: every step-th block row and column, centred
+        step = int(np.ceil(np.sqrt(scene.height * scene.width / max_pixels)))
+        off = step // 2
+        chosen = [b for b in blocks if (b.row_off // block) % step == off % step and (b.col_off // block) % step == off % step]
+        chosen = chosen or blocks[:1]
     rs = RunningStats(profile.count)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(scene.path) as src:
         for win in chosen:
