@@ -78,6 +78,77 @@ def main() -> None:
 # --- detect (issue 5) ---------------------------------------------------------------------------
 
 
+@main.command()
+@click.argument("scene", type=click.Path(dir_okay=True, path_type=str))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Polygon output: .gpkg (default format), .geojson/.json or .shp.")
+@click.option("--model", "models", multiple=True, type=click.Path(),
+              help="Checkpoint (.safetensors/.json/stem); repeat for an ensemble (probabilities averaged).")
+@click.option("--bands", type=click.Choice(list(PROFILES)), default=None,
+              help="Band profile of the scene (default: the models' profile).")
+@click.option("--dem", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="DEM: SCENE is then the Sentinel-2 folder of 'lsmap stack', stacked first.")
+@click.option("--slope", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Slope raster for stacking (default: computed from --dem).")
+@click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
+@click.option("--window", type=click.IntRange(16), default=128, show_default=True, help="Window size (pixels).")
+@click.option("--overlap", type=click.IntRange(0), default=32, show_default=True,
+              help="Overlap of neighbouring windows (pixels), blended with Hann ramps.")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Windows per batch (default: sized for the device).")
+@click.option("--norm", type=click.Choice(["scene", "model"]), default="scene", show_default=True,
+              help="Normalise with the scene's own band statistics or the models' training statistics.")
+@click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Band statistics JSON (L4S scale) to normalise with instead of the scene's own.")
+@click.option("--input-scale", type=click.Choice(["auto", "raw", "l4s"]), default="auto", show_default=True,
+              help="Scene values: raw (DN, degrees, metres; divided by the profile's divisors), L4S-scaled, or auto.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Landslide probability threshold (default: the models' card thresholds, averaged).")
+@click.option("--prob", type=click.Path(dir_okay=False), default=None,
+              help="Also write probabilities as a uint8 COG: round(254 p), 255 = nodata.")
+@click.option("--mask", type=click.Path(dir_okay=False), default=None,
+              help="Also write the pixel mask as a uint8 COG: 1 landslide, 0 background, 255 nodata.")
+@click.option("--uncertainty", is_flag=True,
+              help="Add mean_unc: variance across models/flips (p(1-p) for a single pass).")
+@click.option("--min-area", type=click.FloatRange(0), default=0.0, show_default=True, help="Drop polygons below this area (m2).")
+@click.option("--simplify", type=click.FloatRange(0), default=0.0, show_default=True, help="Simplification tolerance (m).")
+@click.option("--fill-holes", type=click.FloatRange(0), default=0.0, show_default=True, help="Fill holes below this area (m2).")
+@device_opt
+@overwrite_opt
+@json_opt
+@handle_errors
+def detect(scene, out, models, bands, dem, slope, tta, window, overlap, batch_size, norm, stats, input_scale,
+           threshold, prob, mask, uncertainty, min_area, simplify, fill_holes, device, overwrite, as_json):
+    """Map the landslides of a scene: polygons with area and probability.
+
+    SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or with --dem the
+    Sentinel-2 folder that 'lsmap stack' takes. Nodata pixels never become landslides.
+
+    \b
+    $ lsmap detect scene.tif -o slides.gpkg --model unet.safetensors
+    $ lsmap detect scene.tif -o slides.gpkg --model a.safetensors --model b.safetensors --tta \\
+          --prob prob.tif --uncertainty --min-area 200 --simplify 5
+    $ lsmap detect S2_folder/ --dem dem.tif -o slides.geojson --model unet.safetensors
+    """
+    from .detection import detect as run_detect
+
+    if slope is not None and dem is None:
+        raise click.BadParameter("--slope needs --dem (SCENE is then the Sentinel-2 folder)", param_hint="--slope")
+    source = scene if dem is None else {"s2": scene, "dem": dem, **({"slope": slope} if slope else {})}
+    gdf = run_detect(source, list(models) or None, out=out, bands=bands, tta=tta, overlap=overlap, window=window,
+                     batch_size=batch_size, norm=norm, stats=stats, input_scale=input_scale, threshold=threshold,
+                     prob=prob, mask=mask, uncertainty=uncertainty, min_area=min_area, simplify=simplify,
+                     fill_holes=fill_holes, device=device, overwrite=overwrite, progress=not as_json)
+    summary = gdf.attrs["lsmap"]
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"{summary['polygons']} landslide polygons, {summary['landslide_area_m2'] / 1e6:.4f} km2 "
+               f"(threshold {summary['threshold']:.2f}) -> {out}")
+    click.echo(f"{summary['scene_km2']:.2f} km2 in {summary['seconds']:.1f} s ({summary['km2_per_s']:.2f} km2/s), "
+               f"{summary['windows']} windows on {summary['device']}, input {summary['input_scale']}, "
+               f"norm {summary['norm']}")
+
+
 # --- info (issue 6) -----------------------------------------------------------------------------
 
 

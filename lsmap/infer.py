@@ -1,0 +1,621 @@
+"""Sliding-window ensemble inference over whole scenes, streamed block by block.
+
+A scene is read in batches of overlapping windows (:func:`lsmap.tiling.window_grid`) by a reader
+thread that prefetches the next batches into a bounded queue while the model runs. Each window's
+probabilities are weighted with :func:`lsmap.tiling.blend_weight` (Hann ramps over the overlap, a
+small positive floor) and accumulated in a strip of ``window`` rows by the scene width; a row is
+final as soon as the next row of windows starts below it, and is then written (weighted sum /
+summed weights) to a float32 probability GeoTIFF. Peak memory is therefore a few batches plus one
+strip, whatever the scene's height, and grows only linearly with its width.
+
+Validity: a pixel is nodata (never a landslide; probability written as :data:`PROB_NODATA`) when
+any band is masked by GDAL (declared nodata values, internal or alpha masks) or non-finite, or,
+for files declaring no nodata at all, when every spectral band equals the band profile's nodata
+value (0 for Sentinel-2: outside the swath). Before normalisation, nodata pixels are filled with
+the band means of the normalisation statistics so they look like "average" ground to the model
+and do not create edge artefacts around data gaps.
+
+Input scale: models see L4S-scaled values. A scene of raw values (Sentinel-2 digital numbers,
+slope in degrees, DEM in metres) is divided by ``profile.divisors`` on the fly. ``input_scale``
+``"auto"`` decides from the scene's statistics: raw when the median over the spectral bands of
+the valid-pixel means exceeds :data:`RAW_THRESHOLD` (L4S-scaled reflectances average about 1,
+raw digital numbers hundreds to thousands).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .bands import BandProfile, get_profile
+from .errors import CheckpointError, InputError, MissingInputError
+from .normalize import BandStats, RunningStats
+from .tiling import Window, blend_weight, window_grid
+
+#: Value of nodata pixels in the internal float32 probability raster.
+PROB_NODATA = -1.0
+#: "auto" input scale: raw when the median spectral-band mean of valid pixels exceeds this.
+RAW_THRESHOLD = 20.0
+#: Scene statistics are computed over at most this many pixels (evenly spaced blocks beyond).
+STATS_MAX_PIXELS = 1 << 26
+INPUT_SCALES = ("auto", "raw", "l4s")
+#: GDAL block cache (MB) while streaming: keeps the cache, hence memory, independent of scene size.
+GDAL_CACHE_MB = 64
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What a scene raster is: size, georeferencing, and how its validity is decided."""
+
+    path: Path
+    height: int
+    width: int
+    count: int
+    crs: Any
+    transform: Any
+    declares_nodata: bool
+
+
+@dataclass(frozen=True)
+class SceneScan:
+    """Result of the streaming statistics pass over a scene.
+
+    Attributes:
+        stats: Per-band statistics of the valid pixels, in L4S scale.
+        raw: Whether the scene holds raw values (divided by the profile's divisors when read).
+        valid_pixels: Valid pixels seen by the pass.
+        sampled: Whether only a subset of blocks was read (very large scenes).
+    """
+
+    stats: BandStats
+    raw: bool
+    valid_pixels: int
+    sampled: bool
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_scene` wrote and how long it took.
+
+    Attributes:
+        prob: Float32 probability GeoTIFF (nodata :data:`PROB_NODATA`).
+        uncertainty: Float32 uncertainty GeoTIFF, when asked for.
+        uncertainty_method: ``"variance"`` (across ensemble members and TTA flips) or
+            ``"bernoulli"`` (``p * (1 - p)`` of the mean probability, with a single pass).
+        windows: Number of windows run through the models.
+        passes: Forward passes per window (members x flips).
+        batch_size: Windows per batch.
+        seconds: Wall time.
+        model_seconds: Time spent in the models (including host/device copies).
+    """
+
+    prob: Path
+    uncertainty: Path | None
+    uncertainty_method: str | None
+    windows: int
+    passes: int
+    batch_size: int
+    seconds: float
+    model_seconds: float
+    timings: dict = field(default_factory=dict)
+
+
+def open_scene(path: str | os.PathLike, profile: BandProfile | str | None = None) -> SceneInfo:
+    """Describe the raster at ``path``, checking it against ``profile``.
+
+    Raises:
+        MissingInputError: no such file.
+        InputError: unreadable, or without a CRS.
+        BandMismatchError: the band count differs from ``profile``'s.
+    """
+    import rasterio
+    from rasterio.enums import MaskFlags
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: scene does not exist")
+    try:
+        with rasterio.open(path) as src:
+            info = SceneInfo(path, src.height, src.width, src.count, src.crs, src.transform,
+                             any(MaskFlags.all_valid not in flags for flags in src.mask_flag_enums))
+    except rasterio.errors.RasterioIOError as e:
+        raise InputError(f"{path}: cannot read the scene as a raster ({e}); is it a GeoTIFF?") from None
+    if profile is not None:
+        get_profile(profile).check_count(info.count, path)
+    if info.crs is None:
+        raise InputError(f"{path}: scene has no coordinate reference system; georeference it (e.g. gdal_edit.py -a_srs)")
+    return info
+
+
+def read_block(src, window: Window, profile: BandProfile, declares_nodata: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` of an open dataset as float32 values and a validity mask (raw scale).
+
+    Shape:
+        returns ``(C, h, w)`` float32 and ``(h, w)`` bool.
+    """
+    from rasterio.windows import Window as RioWindow
+
+    rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
+    data = src.read(window=rw, out_dtype="float32")
+    valid = np.isfinite(data).all(axis=0)
+    if declares_nodata:
+        valid &= (src.read_masks(window=rw) > 0).all(axis=0)
+    elif profile.nodata is not None and profile.spectral_indices:
+        spec = data[list(profile.spectral_indices)]
+        valid &= ~(spec == np.float32(profile.nodata)).all(axis=0)
+    return data, valid
+
+
+def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto", *, block: int = 512,
+               max_pixels: int = STATS_MAX_PIXELS) -> SceneScan:
+    """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
+
+    Blocks of ``block`` pixels are read one at a time into a :class:`RunningStats`; a scene larger
+    than ``max_pixels`` is summarised from evenly spaced blocks covering about ``max_pixels``.
+
+    Raises:
+        InputError: the scene has no valid pixel, or ``input_scale`` is unknown.
+    """
+    import rasterio
+
+    if input_scale not in INPUT_SCALES:
+        raise InputError(f"unknown input scale '{input_scale}'; choose one of: {', '.join(INPUT_SCALES)}")
+    blocks = window_grid(scene.height, scene.width, block, 0)
+    per_block = min(block, scene.height) * min(block, scene.width)
+    sampled = len(blocks) * per_block > max_pixels
+    chosen = blocks
+    if sampled:
+        k = max(1, max_pixels // per_block)
+        chosen = [blocks[i] for i in np.unique(np.linspace(0, len(blocks) - 1, k).round().astype(int))]
+    rs = RunningStats(profile.count)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(scene.path) as src:
+        for win in chosen:
+            data, valid = read_block(src, win, profile, scene.declares_nodata)
+            rs.update(data, valid)
+        if rs.n == 0 and sampled:  # the sample missed the data: look everywhere
+            sampled = False
+            for win in blocks:
+                data, valid = read_block(src, win, profile, scene.declares_nodata)
+                rs.update(data, valid)
+    if rs.n == 0:
+        raise InputError(
+            f"{scene.path}: the scene has no valid pixel (every pixel is nodata, masked or non-finite); "
+            f"check its nodata value and extent"
+        )
+    raw_stats = rs.result(profile.bands)
+    if input_scale == "auto":
+        spec = [raw_stats.mean[i] for i in profile.spectral_indices] or list(raw_stats.mean)
+        raw = float(np.median(spec)) > RAW_THRESHOLD
+    else:
+        raw = input_scale == "raw"
+    if raw:
+        d = profile.divisors
+        stats = BandStats(tuple(m / q for m, q in zip(raw_stats.mean, d)),
+                          tuple(s / q for s, q in zip(raw_stats.std, d)), raw_stats.count, profile.bands)
+    else:
+        stats = raw_stats
+    return SceneScan(stats, raw, rs.n, sampled)
+
+
+def check_stats(stats: BandStats, profile: BandProfile, source: object) -> BandStats:
+    """Check that ``stats`` fit ``profile`` (band count, and names when recorded).
+
+    Raises:
+        InputError: naming ``source`` and the mismatch.
+    """
+    if len(stats.mean) != profile.count:
+        raise InputError(f"{source}: statistics have {len(stats.mean)} bands but the scene's profile "
+                         f"'{profile.name}' has {profile.count}; compute them on matching data")
+    if stats.bands is not None and tuple(stats.bands) != profile.bands:
+        raise InputError(f"{source}: statistics are for bands {', '.join(stats.bands)}, the scene has "
+                         f"{', '.join(profile.bands)}")
+    return stats
+
+
+def auto_batch_size(device, window: int, scale: float = 1.0, passes: int = 1) -> int:
+    """Windows per batch for ``device``: about 16 L4S-sized windows on a CPU, more on a GPU by memory."""
+    import torch
+
+    pixels = (window * scale) ** 2
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        budget = total / 2**30 * 8  # ~8 windows of 128x128 per GiB for a mid-size U-Net
+    else:
+        budget = 16
+    return int(max(1, min(256, budget * (128 * 128) / pixels)))
+
+
+def _pin(t):
+    """Pinned (page-locked) copy of a CPU tensor for asynchronous copies; unchanged when unavailable."""
+    try:
+        return t.pin_memory()
+    except RuntimeError:  # no CUDA driver: pinning is impossible (and pointless)
+        return t
+
+
+def to_device(x: np.ndarray, device, pin: bool):
+    """Move a batch to ``device``; with ``pin`` via pinned memory and a non-blocking copy.
+
+    Shape:
+        ``(N, C, H, W)`` float32.
+    """
+    import torch
+
+    t = torch.from_numpy(x)
+    if pin:
+        t = _pin(t)
+    return t.to(device, non_blocking=pin)
+
+
+@dataclass
+class _Batch:
+    windows: list[Window]
+    x: Any  # (B, C, h, w) float32 array or pinned tensor
+    valid: np.ndarray  # (B, h, w) bool
+    read_seconds: float
+
+
+_DONE = object()
+
+
+class _Reader(threading.Thread):
+    """Reads batches of windows (with their own dataset handle) into a bounded queue."""
+
+    def __init__(self, scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], batch_size: int,
+                 divisors: np.ndarray | None, fill: np.ndarray, pin: bool, prefetch: int) -> None:
+        super().__init__(daemon=True, name="lsmap-reader")
+        self.scene, self.profile, self.windows, self.batch_size = scene, profile, windows, batch_size
+        self.divisors, self.fill, self.pin = divisors, fill, pin
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self.stop = threading.Event()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self, src, batch: list[Window]) -> _Batch:
+        t0 = time.perf_counter()
+        h, w = batch[0].height, batch[0].width
+        x = np.empty((len(batch), self.profile.count, h, w), np.float32)
+        valid = np.empty((len(batch), h, w), bool)
+        i = 0
+        while i < len(batch):  # runs of windows on one row: one read of their bounding box
+            j = i
+            while j + 1 < len(batch) and batch[j + 1].row_off == batch[i].row_off:
+                j += 1
+            c0, c1 = batch[i].col_off, batch[j].col_off + w
+            data, ok = read_block(src, Window(batch[i].row_off, c0, h, c1 - c0), self.profile, self.scene.declares_nodata)
+            if self.divisors is not None:
+                data /= self.divisors[:, None, None]
+            data = np.where(ok[None], data, self.fill[:, None, None])
+            for k in range(i, j + 1):
+                cs = slice(batch[k].col_off - c0, batch[k].col_off - c0 + w)
+                x[k] = data[:, :, cs]
+                valid[k] = ok[:, cs]
+            i = j + 1
+        xb: Any = x
+        if self.pin:
+            import torch
+
+            xb = _pin(torch.from_numpy(x))
+        return _Batch(list(batch), xb, valid, time.perf_counter() - t0)
+
+    def run(self) -> None:
+        import rasterio
+
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(self.scene.path) as src:
+                for s in range(0, len(self.windows), self.batch_size):
+                    if not self._put(self._read(src, list(self.windows[s:s + self.batch_size]))):
+                        return
+            self._put(_DONE)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            self._put(e)
+
+    def __iter__(self) -> Iterator[_Batch]:
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+def ensemble_moments(members, x, stats: BandStats | None, tta: bool, want_var: bool, amp: bool = True):
+    """Mean landslide probability over members (x flips) and, with ``want_var``, its variance.
+
+    Shape:
+        ``x``: ``(N, C, H, W)`` L4S-scaled; returns ``(N, H, W)`` mean and ``(N, H, W)`` variance
+        (``None`` unless ``want_var``).
+    """
+    import torch
+
+    from .predict import member_logits, predict_proba
+
+    if not want_var:
+        return predict_proba(members, x, stats=stats, tta=tta, amp=amp), None
+    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
+    s = s2 = None
+    for m in members:
+        for dims in flips:
+            xi = torch.flip(x, dims) if dims else x
+            p = torch.softmax(member_logits(m, xi, stats, amp), dim=1)[:, 1]
+            p = torch.flip(p, [d + 1 for d in dims]) if dims else p
+            s = p if s is None else s + p
+            s2 = p * p if s2 is None else s2 + p * p
+    n = len(members) * len(flips)
+    mean = s / n
+    return mean, (s2 / n - mean * mean).clamp_min(0.0)
+
+
+def _raster_profile(scene: SceneInfo) -> dict:
+    return {
+        "driver": "GTiff", "dtype": "float32", "count": 1, "height": scene.height, "width": scene.width,
+        "crs": scene.crs, "transform": scene.transform, "nodata": PROB_NODATA, "tiled": True,
+        "blockxsize": 256, "blockysize": 256, "compress": "deflate", "zlevel": 1, "predictor": 3,
+        "BIGTIFF": "IF_SAFER",
+    }
+
+
+def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_out: str | os.PathLike, *,
+                  stats: BandStats | None, raw: bool = False, fill: Sequence[float] | None = None,
+                  tta: bool = False, overlap: int = 32, window: int = 128, batch_size: int | None = None,
+                  device: Any = "auto", uncertainty_out: str | os.PathLike | None = None,
+                  amp: bool = True, pin_memory: bool | None = None, prefetch: int = 2,
+                  progress: bool = False) -> PredictResult:
+    """Run the ensemble over a whole scene in overlapping windows; write a float32 probability raster.
+
+    Args:
+        scene: Path of a stacked scene (bands in the members' profile order), or its :class:`SceneInfo`.
+        members: Loaded ensemble members (:class:`lsmap.predict.Member`), all on ``device``.
+        prob_out: Float32 GeoTIFF to write: landslide probability in [0, 1], :data:`PROB_NODATA`
+            where the scene has no data. Written directly (callers wrap it in an atomic output).
+        stats: Normalisation statistics in L4S scale (the scene's own); ``None`` normalises with
+            each member's training statistics (``--norm model``).
+        raw: The scene holds raw values: divide by the profile's divisors when reading.
+        fill: Per-band L4S-scale value put into nodata pixels (default: the mean of ``stats``, or
+            the members' mean training means).
+        tta: Average over horizontal/vertical flips too.
+        overlap: Pixels shared by neighbouring windows (blended with Hann ramps).
+        window: Window size in pixels.
+        batch_size: Windows per batch (default :func:`auto_batch_size`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        uncertainty_out: Also write a float32 uncertainty raster here: the variance of the
+            probability across members and flips, or ``p * (1 - p)`` with a single pass.
+        amp: Mixed precision (bfloat16 + channels-last on AMX CPUs, AMP on CUDA).
+        pin_memory: Copy batches through pinned memory, non-blocking (default: on CUDA).
+        prefetch: Batches the reader thread may read ahead.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        A :class:`PredictResult`.
+
+    Raises:
+        CheckpointError: no member, or members trained on differing band profiles.
+        BandMismatchError: the scene's band count differs from the members' profile.
+        InputError: bad window/overlap.
+    """
+    import rasterio
+    import torch
+    from rasterio.windows import Window as RioWindow
+
+    from .device import resolve_device, use_channels_last
+
+    t_start = time.perf_counter()
+    if not members:
+        raise CheckpointError("no model given; pass --model PATH (one or more)")
+    profile = members_profile(members)
+    if not isinstance(scene, SceneInfo):
+        scene = open_scene(scene, profile)
+    else:
+        profile.check_count(scene.count, scene.path)
+    if window < 1 or not 0 <= overlap < window:
+        raise InputError(f"--overlap must be in [0, --window) (got window {window}, overlap {overlap})")
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    if stats is not None:
+        check_stats(stats, profile, "normalisation statistics")
+    if fill is None:
+        if stats is not None:
+            fill = stats.mean
+        else:
+            cards = [m.card.band_stats for m in members]
+            if any(c is None for c in cards):
+                raise CheckpointError("a model card has no training statistics; use the scene's statistics (--norm scene)")
+            fill = np.mean([c.mean for c in cards], axis=0)
+    fill = np.asarray(fill, np.float32)
+    scale = max(float(m.card.scale) for m in members)
+    flips = 4 if tta else 1
+    passes = len(members) * flips
+    if batch_size is None:
+        batch_size = auto_batch_size(device, window, scale, passes)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be positive (got {batch_size})")
+    pin = device.type == "cuda" if pin_memory is None else pin_memory
+    if use_channels_last(device, amp):
+        for m in members:
+            m.module.to(memory_format=torch.channels_last)
+
+    windows = window_grid(scene.height, scene.width, window, overlap)
+    wh, ww = windows[0].height, windows[0].width
+    weight = blend_weight(window, overlap)[:wh, :ww]
+    want_unc = uncertainty_out is not None
+    use_var = want_unc and passes > 1
+    divisors = np.asarray(profile.divisors, np.float32) if raw else None
+
+    H, W = scene.height, scene.width
+    acc_p = np.zeros((wh, W), np.float64)
+    acc_w = np.zeros((wh, W), np.float64)
+    acc_u = np.zeros((wh, W), np.float64) if use_var else None
+    acc_v = np.zeros((wh, W), bool)
+    top = 0  # scene row of the accumulator's first row
+
+    reader = _Reader(scene, profile, windows, batch_size, divisors, fill, pin, prefetch)
+    model_seconds = read_seconds = write_seconds = 0.0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(windows), unit="win", desc="detect")
+    rprof = _raster_profile(scene)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(prob_out, "w", **rprof) as dst_p:
+        dst_u = rasterio.open(uncertainty_out, "w", **rprof) if want_unc else None
+
+        def flush(upto: int) -> None:
+            nonlocal top, write_seconds
+            n = upto - top
+            if n <= 0:
+                return
+            t0 = time.perf_counter()
+            wsum = np.maximum(acc_w[:n], 1e-12)
+            p = acc_p[:n] / wsum
+            v = acc_v[:n]
+            dst_p.write(np.where(v, p, PROB_NODATA).astype(np.float32)[None], window=RioWindow(0, top, W, n))
+            if dst_u is not None:
+                u = acc_u[:n] / wsum if use_var else p * (1.0 - p)
+                dst_u.write(np.where(v, u, PROB_NODATA).astype(np.float32)[None], window=RioWindow(0, top, W, n))
+            for a in (acc_p, acc_w, acc_u, acc_v):
+                if a is not None:
+                    a[: wh - n] = a[n:]
+                    a[wh - n:] = 0
+            top = upto
+            write_seconds += time.perf_counter() - t0
+
+        reader.start()
+        try:
+            for batch in reader:
+                read_seconds += batch.read_seconds
+                t0 = time.perf_counter()
+                xb = batch.x if not isinstance(batch.x, np.ndarray) else torch.from_numpy(batch.x)
+                xb = xb.to(device, non_blocking=pin)
+                mean, var = ensemble_moments(members, xb, stats, tta, use_var, amp)
+                mean = mean.float().cpu().numpy()
+                var = var.float().cpu().numpy() if var is not None else None
+                model_seconds += time.perf_counter() - t0
+                for k, win in enumerate(batch.windows):
+                    if win.row_off != top:
+                        flush(win.row_off)
+                    rs = slice(win.row_off - top, win.row_off - top + wh)
+                    cs = slice(win.col_off, win.col_off + ww)
+                    acc_p[rs, cs] += weight * mean[k]
+                    acc_w[rs, cs] += weight
+                    if use_var:
+                        acc_u[rs, cs] += weight * var[k]
+                    acc_v[rs, cs] = batch.valid[k]
+                if bar is not None:
+                    bar.update(len(batch.windows))
+            flush(H)
+        finally:
+            reader.stop.set()
+            reader.join()
+            if dst_u is not None:
+                dst_u.close()
+            if bar is not None:
+                bar.close()
+    return PredictResult(
+        Path(prob_out), Path(uncertainty_out) if want_unc else None,
+        ("variance" if use_var else "bernoulli") if want_unc else None,
+        len(windows), passes, batch_size, time.perf_counter() - t_start, model_seconds,
+        {"read": read_seconds, "write": write_seconds},
+    )
+
+
+def members_profile(members: Sequence) -> BandProfile:
+    """The band profile shared by all ``members``.
+
+    Raises:
+        CheckpointError: members trained on different profiles.
+    """
+    profiles = [m.card.profile for m in members]
+    for m, p in zip(members, profiles):
+        if p.bands != profiles[0].bands:
+            raise CheckpointError(
+                f"{m.source or m.card.model}: trained on band profile '{p.name}' but "
+                f"{members[0].source or members[0].card.model} on '{profiles[0].name}'; an ensemble needs one profile"
+            )
+    return profiles[0]
+
+
+#: Encoding of the exported probability COG: value = round(p * PROB_SCALE), 255 = nodata.
+PROB_SCALE = 254
+UINT8_NODATA = 255
+
+
+def encode_probability(p: np.ndarray) -> np.ndarray:
+    """Probabilities (nodata :data:`PROB_NODATA`) as uint8: ``round(254 p)``, 255 = nodata."""
+    return np.where(p >= 0, np.rint(np.clip(p, 0, 1) * PROB_SCALE), UINT8_NODATA).astype(np.uint8)
+
+
+def encode_mask(p: np.ndarray, threshold: float) -> np.ndarray:
+    """Probabilities as a uint8 mask: 1 where ``p > threshold``, 0 elsewhere, 255 = nodata."""
+    return np.where(p >= 0, p > threshold, UINT8_NODATA).astype(np.uint8)
+
+
+def write_uint8_cog(prob: str | os.PathLike, out: str | os.PathLike, encode, *, resampling: str,
+                    scale: float | None = None, block: int = 1024) -> Path:
+    """Stream the float probability raster ``prob`` through ``encode`` into a uint8 COG at ``out``.
+
+    Written block by block into a tiled staging GeoTIFF beside ``out``, then copied with GDAL's COG
+    driver (overviews with ``resampling``). ``out`` is written directly: wrap in an atomic output.
+    """
+    import rasterio
+    import rasterio.shutil
+    from rasterio.windows import Window as RioWindow
+
+    out = Path(out)
+    staging = out.with_name(out.stem + ".staging.tif")
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(prob) as src:
+            prof = {"driver": "GTiff", "dtype": "uint8", "count": 1, "height": src.height, "width": src.width,
+                    "crs": src.crs, "transform": src.transform, "nodata": UINT8_NODATA, "tiled": True,
+                    "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER"}
+            with rasterio.open(staging, "w", **prof) as dst:
+                for r0 in range(0, src.height, block):
+                    for c0 in range(0, src.width, block):
+                        win = RioWindow(c0, r0, min(block, src.width - c0), min(block, src.height - r0))
+                        dst.write(encode(src.read(1, window=win))[None], window=win)
+                if scale is not None:
+                    dst.scales = (scale,)
+            rasterio.shutil.copy(staging, out, driver="COG", compress="DEFLATE", resampling=resampling,
+                                 overview_resampling=resampling, BIGTIFF="IF_SAFER")
+    finally:
+        staging.unlink(missing_ok=True)
+    return out
+
+
+def export_probability(prob: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write the probability raster as a uint8 cloud-optimized GeoTIFF (atomically).
+
+    Encoding (:func:`encode_probability`): ``round(254 p)`` in 0..254, 255 = nodata (no valid
+    input there); the GDAL scale ``1/254`` is set, so ``gdalinfo -unscale`` and rasterio's
+    ``scales`` give probabilities back.
+    """
+    from .io import atomic_output
+
+    with atomic_output(out, overwrite) as tmp:
+        write_uint8_cog(prob, tmp, encode_probability, resampling="average", scale=1 / PROB_SCALE)
+    return Path(out)
+
+
+def export_mask(prob: str | os.PathLike, out: str | os.PathLike, threshold: float, overwrite: bool = False) -> Path:
+    """Write the pixel mask ``p > threshold`` as a uint8 COG (atomically): 1, 0, 255 = nodata.
+
+    The mask is the thresholded probability, before the polygon filters (``min_area``, hole filling).
+    """
+    from .io import atomic_output
+
+    with atomic_output(out, overwrite) as tmp:
+        write_uint8_cog(prob, tmp, lambda p: encode_mask(p, threshold), resampling="nearest")
+    return Path(out)

@@ -1,0 +1,69 @@
+"""Test-only helpers for the detection tests: generated scenes and tiny stand-in models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from torch import nn
+
+from lsmap.bands import PROFILES
+from lsmap.models import ModelCard, build_model, save_checkpoint
+from lsmap.predict import Member
+
+
+class Band0Model(nn.Module):
+    """Identity-like: logits (0, x[:, 0]), so the landslide probability is sigmoid(normalised band 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x[:, :1]), x[:, :1]], 1)
+
+
+class ConstantModel(nn.Module):
+    """Logits (0, c) everywhere: probability sigmoid(c) whatever the input."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.zeros_like(x[:, :1])
+        return torch.cat([z, z + self.c], 1)
+
+
+def card(profile: str = "l4s14", mean: float = 1.0, std: float = 0.5, **kw) -> ModelCard:
+    n = PROFILES[profile].count
+    return ModelCard(model="tiny-unet", bands=PROFILES[profile].to_dict(),
+                     stats={"mean": [mean] * n, "std": [std] * n, "count": 1}, **kw)
+
+
+def member(module: nn.Module, profile: str = "l4s14", **kw) -> Member:
+    return Member(module.eval(), card(profile, **kw), source=type(module).__name__)
+
+
+def tiny_checkpoint(path: Path, profile: str = "l4s14", seed: int = 0) -> Path:
+    """Save an untrained tiny-unet checkpoint (random weights, fixed seed)."""
+    torch.manual_seed(seed)
+    module = build_model("tiny-unet", PROFILES[profile].count).eval()
+    return save_checkpoint(path, module, card(profile))
+
+
+def write_scene(path: Path, data: np.ndarray, *, crs: str = "EPSG:32645", res: float = 10.0,
+                origin: tuple[float, float] = (500000.0, 3000000.0), nodata: float | None = None) -> Path:
+    """Write a (C, H, W) float32 GeoTIFF."""
+    c, h, w = data.shape
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=c, dtype="float32", crs=crs,
+                       transform=from_origin(origin[0], origin[1], res, res), nodata=nodata,
+                       tiled=True, blockxsize=64, blockysize=64) as dst:
+        dst.write(data.astype(np.float32))
+    return path
+
+
+def smooth_scene(rng: np.random.Generator, bands: int = 14, h: int = 260, w: int = 300) -> np.ndarray:
+    """A plausible L4S-scaled scene: per-band smooth fields around 1 with some noise."""
+    yy, xx = np.mgrid[0:h, 0:w] / 40.0
+    base = np.stack([np.sin(xx * (1 + b / 7)) * np.cos(yy * (1 + b / 11)) for b in range(bands)])
+    return (1.0 + 0.4 * base + 0.05 * rng.standard_normal((bands, h, w))).astype(np.float32)
