@@ -45,6 +45,9 @@ DONE_SUFFIX = ".done.json"
 LIST_SUFFIXES = frozenset({".txt", ".lst"})
 _GLOB_CHARS = frozenset("*?[")
 
+#: Per-scene raster outputs of the detector that ``detect_many`` turns into ``<stem>.<name>.tif``.
+RASTER_OUTPUTS = ("prob", "mask")
+
 #: Per-process cache of loaded ensembles: on a Dask worker, models load once per worker process.
 _ENSEMBLES: dict[tuple, Any] = {}
 #: How many times this process loaded an ensemble (read by tests through ``Client.run``).
@@ -87,6 +90,12 @@ def _read_list(path: Path, base: Path | None, seen_lists: tuple[Path, ...]) -> l
         if line:
             out += _expand_one(line, path.parent, seen_lists + (path.resolve(),))
     return out
+
+
+def is_scene_list(item: str | os.PathLike) -> bool:
+    """Whether ``item`` names several scenes: a glob pattern or a list file (``@list.txt``, ``*.txt``)."""
+    text = os.fspath(item)
+    return text.startswith("@") or Path(text).suffix.lower() in LIST_SUFFIXES or bool(_GLOB_CHARS & set(text))
 
 
 def expand_scenes(scenes: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -190,6 +199,7 @@ class SceneJob:
         params: Keyword arguments for the detector (JSON-able).
         key: Hash of scene, models (paths, sizes, times), parameters and detector: the completion key.
         detector: Per-scene function (``None``: :func:`lsmap.detect`).
+        rasters: Per-scene raster outputs as ``(detector keyword, path)`` pairs (``prob``, ``mask``).
     """
 
     scene: str
@@ -199,6 +209,7 @@ class SceneJob:
     params: dict = field(default_factory=dict)
     key: str = ""
     detector: Detector | None = None
+    rasters: tuple[tuple[str, str], ...] = ()
 
     @property
     def marker(self) -> Path:
@@ -231,7 +242,7 @@ def job_key(scene: Path, models: Sequence[str], params: Mapping, detector: Detec
 
 def is_complete(job: SceneJob) -> bool:
     """Whether ``job``'s layer exists and its marker records the same scene and key."""
-    if not Path(job.out).is_file() or not job.marker.is_file():
+    if not all(Path(p).is_file() for p in (job.out, job.marker, *(v for _, v in job.rasters))):
         return False
     try:
         done = json.loads(job.marker.read_text())
@@ -302,16 +313,6 @@ def _remove_stale_temps(out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _default_detector() -> Detector:
-    try:
-        from . import detect as _detect_mod  # noqa: F401
-    except ImportError as e:  # pragma: no cover - present once issue 5 is merged
-        raise SceneError(f"single-scene detection is not available in this lsmap ({e})") from None
-    from . import detect
-
-    return detect if callable(detect) else detect.detect
-
-
 def run_scene(job: SceneJob) -> SceneOutcome:
     """Detect one scene and write its layer and completion marker (runs on a worker or locally).
 
@@ -336,11 +337,17 @@ def run_scene(job: SceneJob) -> SceneOutcome:
         _remove_stale_temps(out)
         if not Path(job.scene).exists():
             raise MissingInputError(f"{job.scene}: scene does not exist")
-        detector = job.detector or _default_detector()
         members = cached_ensemble(job.models, job.params.get("device", "auto"))
-        gdf = detector(job.scene, members, out=out, overwrite=True, **job.params)
-        if not out.is_file():
-            raise SceneError(f"{job.scene}: the detector returned without writing {out}")
+        params = {**job.params, **{k: v for k, v in job.rasters}}
+        if job.detector is None:
+            from .detection import detect
+
+            gdf = detect(job.scene, members, out=out, overwrite=True, progress=False, **params)
+        else:
+            gdf = job.detector(job.scene, members, out=out, overwrite=True, **params)
+        missing = [p for p in (out, *(Path(v) for _, v in job.rasters)) if not p.is_file()]
+        if missing:
+            raise SceneError(f"{job.scene}: the detector returned without writing {missing[0]}")
         n = len(gdf) if gdf is not None else 0
         done = {
             "scene": job.scene, "key": job.key, "models": list(job.models), "params": job.params,
@@ -568,7 +575,7 @@ def _describe(job: SceneJob, e: BaseException) -> str:
 
 def detect_many(
     scenes: str | os.PathLike | Iterable[str | os.PathLike],
-    models: str | os.PathLike | Sequence[str | os.PathLike],
+    models: str | os.PathLike | Sequence[str | os.PathLike] | None,
     out_dir: str | os.PathLike,
     *,
     scheduler: Any = "local",
@@ -583,7 +590,8 @@ def detect_many(
 
     Args:
         scenes: Scene paths, glob patterns and/or ``@list.txt`` files (see :func:`expand_scenes`).
-        models: One or more model checkpoints (an ensemble), as for :func:`lsmap.detect`.
+        models: One or more model checkpoints (an ensemble), as for :func:`lsmap.detect`; ``None``: the
+            shipped default model.
         out_dir: Folder of the outputs: ``<stem>.gpkg`` and ``<stem>.done.json`` per scene, and the
             merged layer. Must be on a filesystem the workers share when ``scheduler`` is a cluster.
         scheduler: ``"local"`` (scenes one after another in this process), a Dask scheduler address
@@ -598,7 +606,8 @@ def detect_many(
             that writes ``out`` atomically and returns its GeoDataFrame; default :func:`lsmap.detect`.
             Must be importable on the workers.
         **detect_kwargs: Passed to the detector for every scene (JSON-able values: they are hashed
-            into the completion marker, so changing one redoes the scenes).
+            into the completion marker, so changing one redoes the scenes). ``prob=True`` /
+            ``mask=True`` write ``<stem>.prob.tif`` / ``<stem>.mask.tif`` per scene.
 
     Returns:
         The per-scene layers, the failures, and the merged layer.
@@ -610,6 +619,10 @@ def detect_many(
     from tqdm.auto import tqdm
 
     paths = expand_scenes(scenes)
+    if models is None:
+        from .detection import default_models
+
+        models = default_models()
     model_list = [models] if isinstance(models, (str, os.PathLike)) else list(models)
     if not model_list:
         raise InputError("no model given; pass --model PATH (one or more)")
@@ -623,6 +636,10 @@ def detect_many(
         model_abs.append(str(weights))
     out_dir = Path(out_dir).absolute()
     merged_path = None if merged is None else (out_dir / merged if not Path(merged).is_absolute() else Path(merged))
+    if merged_path is not None:
+        from .vectorize import vector_driver
+
+        vector_driver(merged_path)  # an unknown format fails before any work
     reserved = [] if merged_path is None or merged_path.parent != out_dir else [_stem_of_out(merged_path)]
     stems = scene_stems(paths, reserved)
     params = dict(detect_kwargs)
@@ -630,9 +647,14 @@ def detect_many(
         json.dumps(params)
     except TypeError as e:
         raise InputError(f"detection parameters must be plain values (numbers, strings, lists): {e}") from None
+    raster_kw = [k for k in RASTER_OUTPUTS if params.pop(k, None)]
+    for k in RASTER_OUTPUTS:
+        params.pop(k, None)
+    keyed = {**params, **{k: True for k in raster_kw}}
     jobs = [
         SceneJob(str(p), s, str(out_dir / f"{s}.gpkg"), tuple(model_abs), params,
-                 job_key(p, model_abs, params, detector), detector)
+                 job_key(p, model_abs, keyed, detector), detector,
+                 tuple((k, str(out_dir / f"{s}.{k}.tif")) for k in raster_kw))
         for p, s in zip(paths, stems)
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -659,6 +681,7 @@ def detect_many(
     finally:
         bar.close()
 
+    _remove_stale_work(out_dir)
     ordered = [outcomes[j.scene] for j in jobs]
     outputs = {o.scene: Path(o.out) for o in ordered if o.out and not o.error}
     failures = {o.scene: o.error or "failed" for o in ordered if o.error or not o.out}
@@ -666,14 +689,32 @@ def detect_many(
     gdf = merge_layers(layers)
     written = None
     if merged_path is not None and layers:
-        with atomic_output(merged_path, overwrite=True) as tmp:
-            gdf.to_file(tmp, engine="pyogrio")
-        written = merged_path
+        written = _write_merged(gdf, merged_path)
     return RegionalResult(
         outputs=outputs, failures=failures, merged=written, gdf=gdf,
         skipped=[o.scene for o in ordered if o.skipped], scenes=ordered,
         crs=gdf.crs.to_string() if layers and gdf.crs is not None else None,
     )
+
+
+def _write_merged(gdf, path: Path) -> Path:
+    # like lsmap.vectorize.write_vector, but joined polygons may be MultiPolygons (promoted, not forced)
+    from .vectorize import vector_driver
+
+    driver, sidecars = vector_driver(path)
+    with atomic_output(path, overwrite=True) as tmp:
+        gdf.to_file(tmp, driver=driver, engine="pyogrio")
+        for s in sidecars:
+            if tmp.with_suffix(s).exists():
+                shutil.move(tmp.with_suffix(s), path.with_suffix(s))
+    return path
+
+
+def _remove_stale_work(out_dir: Path) -> None:
+    # every task of this run has ended: temporaries left in out_dir belong to killed attempts
+    for tmp in [*out_dir.glob(".lsmap-detect-*"), *out_dir.glob(".*.tmp")]:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _done_polygons(job: SceneJob) -> int:

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from click.testing import CliRunner
+
+from lsmap.cli import main
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io import atomic_output
 from lsmap.regional import (
@@ -23,8 +26,11 @@ X0, Y0 = 400_000.0, 2_500_000.0
 # --- fixtures: tiny scenes and a tiny model -----------------------------------------------------
 
 
-def write_scene(path: Path, col_off: int, size: int = 96, crs: str = UTM) -> Path:
-    """A 4-band (rgbn) uint16 scene whose pixels are bright inside a world-fixed rectangle."""
+def write_scene(path: Path, col_off: int, size: int = 96, crs: str = UTM, nodata_block: int = 21) -> Path:
+    """A 4-band (rgbn) uint16 scene whose pixels are bright inside a world-fixed rectangle.
+
+    Its top-left ``nodata_block`` x ``nodata_block`` pixels are nodata (0).
+    """
     import rasterio
     from rasterio.transform import from_origin
 
@@ -38,6 +44,7 @@ def write_scene(path: Path, col_off: int, size: int = 96, crs: str = UTM) -> Pat
     # a second one near each scene's own left edge, seen by one scene only when scenes are 64 px apart
     slide |= (xx >= x0 + 50) & (xx < x0 + 150) & (yy > Y0 - 900) & (yy <= Y0 - 800)
     data = np.where(slide, 3000, 500).astype("uint16")
+    data[:nodata_block, :nodata_block] = 0
     data = np.repeat(data[None], 4, axis=0)
     with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=4, dtype="uint16",
                        crs=crs, transform=transform, nodata=0) as dst:
@@ -316,3 +323,91 @@ def test_cluster_worker_dying_every_time_is_reported(tmp_path, scenes, model, cl
     assert "a.tif" in res.failures[a] and "died" in res.failures[a]
     assert not (out / "a.gpkg").exists() and not (out / "a.done.json").exists()
     assert sorted(read(res.merged).scene) == ["b", "b"]
+
+
+# --- with the real single-scene detection -----------------------------------------------------------
+
+#: threshold 0: every valid pixel is a landslide, so the layers are the scenes' valid footprints
+REAL = dict(threshold=0.0, window=64, overlap=16, device="cpu")
+#: union of the footprints of a (x 0..960 m) and b (x 640..1600 m), 960 m tall, minus a's nodata
+#: corner (210 m square; b's lies inside a's footprint)
+FOOTPRINT_M2 = 1600 * 960 - 210 * 210
+
+
+def check_real_event(res, scenes):
+    a, b, c = (str(s) for s in scenes)
+    assert set(res.outputs) == {a, b} and list(res.failures) == [c]
+    assert "c.tif" in res.failures[c]
+    merged, layers = read(res.merged), [read(p) for p in res.outputs.values()]
+    assert [len(g) for g in layers] == [1, 1]
+    assert layers[0].area.iloc[0] == pytest.approx(960 * 960 - 210 * 210)
+    assert len(merged) == 1 and merged.scene.iloc[0] == "a,b" and merged.n_parts.iloc[0] == 2
+    assert merged.area.iloc[0] == pytest.approx(FOOTPRINT_M2)
+    assert merged.area_m2.iloc[0] == pytest.approx(FOOTPRINT_M2, rel=2e-3)
+    assert merged.geometry.union_all().symmetric_difference(union_of(layers, merged.crs)).area < 1e-6
+    assert {"mean_prob", "max_prob"} <= set(merged.columns)
+    return merged
+
+
+def test_real_detect_local_and_cluster_agree(tmp_path, scenes, model, cluster):
+    local = detect_many(scenes, [model], tmp_path / "local", progress=False, **REAL)
+    dist = detect_many(scenes, [model], tmp_path / "dist", progress=False, scheduler=cluster, **REAL)
+    lm, dm = check_real_event(local, scenes), check_real_event(dist, scenes)
+    assert lm.geometry.iloc[0].symmetric_difference(dm.geometry.iloc[0]).area < 1e-6
+    assert dm.max_prob.iloc[0] == pytest.approx(lm.max_prob.iloc[0], abs=1e-3)
+    done = json.loads((tmp_path / "dist" / "a.done.json").read_text())
+    assert done["scene"] == str(scenes[0]) and done["params"]["threshold"] == 0.0 and done["polygons"] == 1
+
+
+def test_real_detect_prob_and_mask_rasters_per_scene(tmp_path, scenes, model):
+    out = tmp_path / "event"
+    res = detect_many(scenes[:2], [model], out, progress=False, prob=True, mask=True, **REAL)
+    assert res.ok and {p.name for p in out.glob("*.tif")} == {"a.prob.tif", "a.mask.tif", "b.prob.tif", "b.mask.tif"}
+    (out / "b.mask.tif").unlink()  # an output missing: the scene is not complete
+    res = detect_many(scenes[:2], [model], out, progress=False, prob=True, mask=True, **REAL)
+    assert res.skipped == [str(scenes[0])] and (out / "b.mask.tif").is_file()
+
+
+def test_cli_many_scenes_glob_failure_and_resume(tmp_path, scenes, model):
+    out = tmp_path / "event"
+    args = ["detect", str(scenes[0].parent / "*.tif"), "-o", str(out), "--model", str(model),
+            "--threshold", "0", "--window", "64", "--overlap", "16", "--device", "cpu"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1, r.output
+    assert "1 of 3 scenes failed: c.tif" in r.output and "2 done" in r.output
+    assert (out / "a.gpkg").is_file() and (out / "b.gpkg").is_file() and (out / "event.gpkg").is_file()
+    mtime = (out / "a.gpkg").stat().st_mtime_ns
+    lst = tmp_path / "scenes.txt"
+    lst.write_text("scenes/a.tif\nscenes/b.tif\n")
+    r = CliRunner().invoke(main, ["detect", f"@{lst}", *args[2:], "--merged", "all.geojson", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert len(summary["skipped"]) == 2 and summary["polygons"] == 1 and summary["merged"].endswith("all.geojson")
+    assert (out / "a.gpkg").stat().st_mtime_ns == mtime
+    r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), *args[2:], "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert "2 done, 0 already complete" in r.output and (out / "a.gpkg").stat().st_mtime_ns != mtime
+
+
+def test_cli_one_scene_stays_single_and_many_refuse_prob(tmp_path, scenes, model):
+    opts = ["--model", str(model), "--threshold", "0", "--window", "64", "--device", "cpu"]
+    r = CliRunner().invoke(main, ["detect", str(scenes[0]), "-o", str(tmp_path / "a.gpkg"), *opts])
+    assert r.exit_code == 0, r.output
+    assert len(read(tmp_path / "a.gpkg")) == 1 and not (tmp_path / "event.gpkg").exists()
+    r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "-o", str(tmp_path / "ev"), *opts,
+                                  "--prob", str(tmp_path / "p.tif")])
+    assert r.exit_code == 2 and "--prob works with one scene" in r.output
+
+
+def test_cli_scheduler_address(tmp_path, scenes, model, cluster):
+    r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "-o", str(tmp_path / "ev"),
+                                  "--model", str(model), "--threshold", "0", "--window", "64", "--device", "cpu",
+                                  "--scheduler", cluster.scheduler.address])
+    assert r.exit_code == 0, r.output
+    assert "2 done" in r.output and len(read(tmp_path / "ev" / "event.gpkg")) == 1
+
+
+def test_lazy_api():
+    import lsmap
+
+    assert lsmap.detect_many is detect_many and callable(lsmap.detect)
