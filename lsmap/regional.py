@@ -667,9 +667,11 @@ def detect_many(
                                                polygons=_done_polygons(job))
         else:
             todo.append(job)
+    local = scheduler in (None, "local")
+    client, owned = _client(scheduler) if todo and not local else (None, False)
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="scene", desc="scenes", disable=not progress)
     try:
-        if todo and scheduler in (None, "local"):
+        if local:
             for job in todo:
                 try:
                     outcomes[job.scene] = run_scene(job)
@@ -677,10 +679,11 @@ def detect_many(
                     outcomes[job.scene] = SceneOutcome(job.scene, job.stem, error=_describe(job, e))
                 bar.update(1)
         elif todo:
-            outcomes.update(_run_on_cluster(todo, scheduler, retries, bar))
+            outcomes.update(_run_on_cluster(todo, client, retries, bar))
     finally:
         bar.close()
-
+        if owned:
+            client.close()
     _remove_stale_work(out_dir)
     ordered = [outcomes[j.scene] for j in jobs]
     outputs = {o.scene: Path(o.out) for o in ordered if o.out and not o.error}
@@ -738,25 +741,21 @@ def _read_layers(paths: Mapping[str, Path], failures: dict, outputs: dict) -> di
     return layers
 
 
-def _run_on_cluster(jobs: Sequence[SceneJob], scheduler: Any, retries: int, bar) -> dict[str, SceneOutcome]:
+def _run_on_cluster(jobs: Sequence[SceneJob], client: Any, retries: int, bar) -> dict[str, SceneOutcome]:
+    """Submit one task per scene and collect the outcomes as they complete."""
     from distributed import as_completed
 
-    client, owned = _client(scheduler)
     outcomes: dict[str, SceneOutcome] = {}
-    try:
-        run = uuid.uuid4().hex[:8]
-        futures = {
-            client.submit(run_scene, job, pure=False, retries=retries, key=f"lsmap-detect-{job.stem}-{run}"): job
-            for job in jobs
-        }
-        for fut in as_completed(futures):
-            job = futures[fut]
-            try:
-                outcomes[job.scene] = fut.result()
-            except Exception as e:
-                outcomes[job.scene] = SceneOutcome(job.scene, job.stem, error=_describe(job, e))
-            bar.update(1)
-    finally:
-        if owned:
-            client.close()
+    run = uuid.uuid4().hex[:8]
+    futures = {
+        client.submit(run_scene, job, pure=False, retries=retries, key=f"lsmap-detect-{job.stem}-{run}"): job
+        for job in jobs
+    }
+    for fut in as_completed(futures, loop=client.loop):
+        job = futures[fut]
+        try:
+            outcomes[job.scene] = fut.result()
+        except Exception as e:
+            outcomes[job.scene] = SceneOutcome(job.scene, job.stem, error=_describe(job, e))
+        bar.update(1)
     return outcomes

@@ -124,7 +124,7 @@ def cluster():
     distributed = pytest.importorskip("distributed")
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                                      dashboard_address=None) as lc, distributed.Client(lc) as client:
+                                      dashboard_address=None) as lc, distributed.Client(lc, set_as_default=False) as client:
             yield client
 
 
