@@ -153,6 +153,12 @@ def read_block(src, window: Window, profile: BandProfile, declares_nodata: bool)
     return data, valid
 
 
+def block_grid(height: int, width: int, size: int) -> list[Window]:
+    """Non-overlapping blocks of at most ``size`` pixels tiling the raster (edge blocks are smaller)."""
+    return [Window(r, c, min(size, height - r), min(size, width - c))
+            for r in range(0, height, size) for c in range(0, width, size)]
+
+
 def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto", *, block: int = 512,
                max_pixels: int = STATS_MAX_PIXELS) -> SceneScan:
     """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
@@ -167,9 +173,9 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
 
     if input_scale not in INPUT_SCALES:
         raise InputError(f"unknown input scale '{input_scale}'; choose one of: {', '.join(INPUT_SCALES)}")
-    blocks = window_grid(scene.height, scene.width, block, 0)
+    blocks = block_grid(scene.height, scene.width, block)
     per_block = min(block, scene.height) * min(block, scene.width)
-    sampled = len(blocks) * per_block > max_pixels
+    sampled = scene.height * scene.width > max_pixels
     chosen = blocks
     if sampled:
         k = max(1, max_pixels // per_block)
@@ -353,7 +359,7 @@ def ensemble_moments(members, x, stats: BandStats | None, tta: bool, want_var: b
         for dims in flips:
             xi = torch.flip(x, dims) if dims else x
             p = torch.softmax(member_logits(m, xi, stats, amp), dim=1)[:, 1]
-            p = torch.flip(p, [d + 1 for d in dims]) if dims else p
+            p = torch.flip(p, dims) if dims else p  # negative dims: the same axes of (N, H, W)
             s = p if s is None else s + p
             s2 = p * p if s2 is None else s2 + p * p
     n = len(members) * len(flips)

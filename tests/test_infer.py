@@ -1,0 +1,259 @@
+"""Streamed sliding-window inference over scenes (lsmap.infer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from detect_fixtures import Band0Model, ConstantModel, member, smooth_scene, write_scene
+from lsmap.bands import PROFILES
+from lsmap.errors import BandMismatchError, CheckpointError, InputError, MissingInputError
+from lsmap.infer import (PROB_NODATA, auto_batch_size, encode_mask, encode_probability, ensemble_moments,
+                         export_mask, export_probability, open_scene, predict_scene, scan_scene, to_device)
+from lsmap.normalize import BandStats
+
+L4S = PROFILES["l4s14"]
+KW = dict(window=64, overlap=16, device="cpu")
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@pytest.fixture
+def scene(tmp_path, rng):
+    data = smooth_scene(rng)
+    return write_scene(tmp_path / "scene.tif", data), data
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+def test_identity_model_is_reproduced_exactly_across_window_borders(tmp_path, scene, batch_size):
+    """Blending (Hann ramps, positive floor) divides by the summed weights: a per-pixel model's
+    output is its input everywhere, whatever the batches (batches of 5 cross window rows)."""
+    path, data = scene
+    info = open_scene(path, L4S)
+    scan = scan_scene(info, L4S)
+    predict_scene(info, [member(Band0Model())], tmp_path / "p.tif", stats=scan.stats, batch_size=batch_size, **KW)
+    expected = sigmoid((data[0].astype(np.float64) - scan.stats.mean[0]) / scan.stats.std[0])
+    np.testing.assert_allclose(read(tmp_path / "p.tif"), expected, atol=2e-6)
+
+
+def test_constant_model_gives_constant_probability(tmp_path, scene):
+    path, _ = scene
+    predict_scene(path, [member(ConstantModel(0.7))], tmp_path / "p.tif", stats=None, tta=True, **KW)
+    p = read(tmp_path / "p.tif")
+    assert p.shape == (260, 300)
+    np.testing.assert_allclose(p, sigmoid(0.7), atol=1e-6)
+
+
+def test_ensemble_is_mean_of_members_and_uncertainty_their_variance(tmp_path, scene):
+    path, _ = scene
+    stats = BandStats((1.0,) * 14, (0.5,) * 14, 1)
+    a, b = member(Band0Model()), member(ConstantModel(-0.4))
+    predict_scene(path, [a], tmp_path / "a.tif", stats=stats, **KW)
+    predict_scene(path, [b], tmp_path / "b.tif", stats=stats, **KW)
+    r = predict_scene(path, [a, b], tmp_path / "ab.tif", stats=stats, uncertainty_out=tmp_path / "u.tif", **KW)
+    pa, pb = read(tmp_path / "a.tif"), read(tmp_path / "b.tif")
+    np.testing.assert_allclose(read(tmp_path / "ab.tif"), (pa + pb) / 2, atol=2e-6)
+    assert r.uncertainty_method == "variance" and r.passes == 2
+    np.testing.assert_allclose(read(tmp_path / "u.tif"), ((pa - pb) / 2) ** 2, atol=2e-6)
+
+
+def test_single_pass_uncertainty_is_bernoulli_variance(tmp_path, scene):
+    path, _ = scene
+    r = predict_scene(path, [member(Band0Model())], tmp_path / "p.tif", stats=None,
+                      uncertainty_out=tmp_path / "u.tif", **KW)
+    p = read(tmp_path / "p.tif")
+    assert r.uncertainty_method == "bernoulli"
+    np.testing.assert_allclose(read(tmp_path / "u.tif"), p * (1 - p), atol=2e-6)
+
+
+def test_norm_model_uses_card_statistics_and_differs_from_scene_norm(tmp_path, rng):
+    data = smooth_scene(rng)
+    data[0] += 0.8  # the scene is brighter in band 0 than the training data
+    path = write_scene(tmp_path / "s.tif", data)
+    m = member(Band0Model(), mean=1.0, std=0.5)
+    scan = scan_scene(open_scene(path, L4S), L4S)
+    predict_scene(path, [m], tmp_path / "model.tif", stats=None, **KW)
+    predict_scene(path, [m], tmp_path / "scene.tif", stats=scan.stats, **KW)
+    by_model, by_scene = read(tmp_path / "model.tif"), read(tmp_path / "scene.tif")
+    np.testing.assert_allclose(by_model, sigmoid((data[0] - 1.0) / 0.5), atol=2e-6)
+    # the scene's own statistics remove the brightness shift: centred around 0.5 instead of ~0.83
+    assert abs(np.median(by_scene) - 0.5) < 0.05
+    assert np.median(by_model) > 0.75
+
+
+def test_nodata_pixels_are_nodata_and_filled_with_band_mean(tmp_path, rng):
+    data = smooth_scene(rng)
+    data[3, 100:140, 50:90] = -9999.0  # nodata in one band only: the pixel is invalid
+    data[0, 10:20, 10:20] = np.nan  # non-finite values are invalid too
+    path = write_scene(tmp_path / "s.tif", data, nodata=-9999.0)
+    info = open_scene(path, L4S)
+    scan = scan_scene(info, L4S)
+    assert scan.valid_pixels == 260 * 300 - 40 * 40 - 100
+    predict_scene(info, [member(ConstantModel(1.0))], tmp_path / "p.tif", stats=scan.stats, **KW)
+    p = read(tmp_path / "p.tif")
+    assert (p[100:140, 50:90] == PROB_NODATA).all() and (p[10:20, 10:20] == PROB_NODATA).all()
+    assert np.isclose(p[p != PROB_NODATA], sigmoid(1.0), atol=1e-6).all()
+    # statistics ignore nodata: the mean of band 3 is that of the valid pixels
+    valid = np.ones((260, 300), bool)
+    valid[100:140, 50:90] = valid[10:20, 10:20] = False
+    assert scan.stats.mean[3] == pytest.approx(data[3][valid].mean(), rel=1e-5)
+
+
+def test_nodata_fill_is_the_band_mean(tmp_path, rng):
+    """A model that averages band 0 over the window sees the band mean (0 after normalisation)
+    in nodata pixels, so a hole in the data does not change its neighbours' output."""
+
+    class WindowMean(torch.nn.Module):
+        def forward(self, x):
+            m = x[:, :1].mean(dim=(2, 3), keepdim=True).expand_as(x[:, :1])
+            return torch.cat([torch.zeros_like(m), m], 1)
+
+    data = np.ones((14, 64, 64), np.float32)
+    data[:, 20:30, 20:30] = -9999.0
+    path = write_scene(tmp_path / "s.tif", data, nodata=-9999.0)
+    stats = BandStats((1.0,) * 14, (0.5,) * 14, 1)
+    predict_scene(path, [member(WindowMean())], tmp_path / "p.tif", stats=stats, window=64, overlap=0,
+                  device="cpu", amp=False)
+    p = read(tmp_path / "p.tif")
+    assert np.allclose(p[p != PROB_NODATA], 0.5, atol=1e-6)
+
+
+def test_raw_scene_is_detected_and_scaled(tmp_path, scene):
+    path, data = scene
+    raw = data * np.asarray(L4S.divisors, np.float32)[:, None, None]
+    raw_path = write_scene(tmp_path / "raw.tif", raw)
+    scan_raw = scan_scene(open_scene(raw_path, L4S), L4S)
+    scan = scan_scene(open_scene(path, L4S), L4S)
+    assert scan_raw.raw and not scan.raw
+    np.testing.assert_allclose(scan_raw.stats.mean, scan.stats.mean, rtol=1e-5)
+    m = [member(Band0Model())]
+    predict_scene(path, m, tmp_path / "a.tif", stats=scan.stats, **KW)
+    predict_scene(raw_path, m, tmp_path / "b.tif", stats=scan_raw.stats, raw=True, **KW)
+    np.testing.assert_allclose(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"), atol=1e-5)
+    assert not scan_scene(open_scene(raw_path, L4S), L4S, "l4s").raw
+
+
+def test_raw_scene_without_declared_nodata_uses_profile_nodata(tmp_path, rng):
+    data = smooth_scene(rng, bands=4) * np.asarray(PROFILES["rgbn"].divisors, np.float32)[:, None, None]
+    data[:, :30, :] = 0  # outside the swath: every spectral band 0
+    path = write_scene(tmp_path / "s.tif", data)  # no nodata declared
+    scan = scan_scene(open_scene(path, "rgbn"), PROFILES["rgbn"])
+    assert scan.raw and scan.valid_pixels == (260 - 30) * 300
+
+
+def test_stats_subsampling_of_large_scenes(tmp_path, scene):
+    path, data = scene
+    info = open_scene(path, L4S)
+    full = scan_scene(info, L4S, block=64)
+    part = scan_scene(info, L4S, block=64, max_pixels=64 * 64 * 5)
+    assert not full.sampled and part.sampled and part.valid_pixels < full.valid_pixels
+    np.testing.assert_allclose(full.stats.mean, data.reshape(14, -1).mean(1), rtol=1e-5)
+    np.testing.assert_allclose(part.stats.mean, full.stats.mean, rtol=0.2)
+
+
+def test_scene_without_valid_pixel_is_an_error(tmp_path):
+    path = write_scene(tmp_path / "s.tif", np.full((14, 40, 40), -9999.0, np.float32), nodata=-9999.0)
+    with pytest.raises(InputError, match="no valid pixel"):
+        scan_scene(open_scene(path, L4S), L4S)
+
+
+def test_bad_scene_inputs(tmp_path, scene):
+    path, _ = scene
+    with pytest.raises(BandMismatchError, match="expects 4 bands"):
+        open_scene(path, "rgbn")
+    with pytest.raises(BandMismatchError):
+        predict_scene(path, [member(Band0Model(), "rgbn")], tmp_path / "p.tif", stats=None, **KW)
+    with pytest.raises(MissingInputError):
+        open_scene(tmp_path / "nope.tif", L4S)
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"not a tiff at all")
+    with pytest.raises(InputError, match="cannot read"):
+        open_scene(junk, L4S)
+    with pytest.raises(CheckpointError, match="one profile"):
+        predict_scene(path, [member(Band0Model()), member(Band0Model(), "rgbn")], tmp_path / "p.tif", stats=None, **KW)
+    with pytest.raises(InputError, match="overlap"):
+        predict_scene(path, [member(Band0Model())], tmp_path / "p.tif", stats=None, window=64, overlap=64, device="cpu")
+    with pytest.raises(InputError, match="statistics have 4 bands"):
+        predict_scene(path, [member(Band0Model())], tmp_path / "p.tif", stats=BandStats((1.0,) * 4, (1.0,) * 4, 1), **KW)
+
+
+def test_reader_errors_reach_the_caller(tmp_path, scene, monkeypatch):
+    import lsmap.infer as infer
+
+    path, _ = scene
+
+    def broken(*a, **k):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(infer, "read_block", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        predict_scene(path, [member(Band0Model())], tmp_path / "p.tif", stats=None, **KW)
+
+
+def test_pinned_non_blocking_path_runs_on_cpu(tmp_path, scene):
+    """The CUDA transfer path (pinned host memory, non-blocking copies) gives the same result; on a
+    machine without a GPU pinning falls back to ordinary memory."""
+    path, _ = scene
+    m = [member(Band0Model())]
+    predict_scene(path, m, tmp_path / "a.tif", stats=None, pin_memory=False, **KW)
+    predict_scene(path, m, tmp_path / "b.tif", stats=None, pin_memory=True, **KW)
+    np.testing.assert_array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
+    x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    assert torch.equal(to_device(x, torch.device("cpu"), pin=True), torch.from_numpy(x))
+
+
+def test_tta_and_moments_of_a_flip_equivariant_model():
+    x = torch.rand(2, 14, 32, 32)
+    stats = BandStats((0.5,) * 14, (0.25,) * 14, 1)
+    m = [member(Band0Model())]
+    mean, var = ensemble_moments(m, x, stats, tta=True, want_var=True, amp=False)
+    plain, none = ensemble_moments(m, x, stats, tta=False, want_var=False, amp=False)
+    assert none is None
+    torch.testing.assert_close(mean, plain, atol=1e-6, rtol=0)
+    assert float(var.max()) < 1e-10
+
+
+def test_auto_batch_size_shrinks_with_window_and_scale():
+    cpu = torch.device("cpu")
+    assert auto_batch_size(cpu, 128) == 16
+    assert auto_batch_size(cpu, 256) == 4
+    assert auto_batch_size(cpu, 128, scale=4) == 1
+
+
+def test_exported_probability_and_mask_cogs(tmp_path, scene):
+    path, _ = scene
+    predict_scene(path, [member(Band0Model())], tmp_path / "p.tif", stats=None, **KW)
+    p = read(tmp_path / "p.tif")
+    p[:5, :5] = PROB_NODATA
+    with rasterio.open(tmp_path / "p.tif", "r+") as dst:
+        dst.write(p[None])
+    export_probability(tmp_path / "p.tif", tmp_path / "prob.tif")
+    export_mask(tmp_path / "p.tif", tmp_path / "mask.tif", 0.5)
+    with rasterio.open(tmp_path / "prob.tif") as src:
+        q = src.read(1)
+        assert src.nodata == 255 and src.scales[0] == pytest.approx(1 / 254) and src.crs == "EPSG:32645"
+        assert src.profile["tiled"] and src.driver == "GTiff"
+    np.testing.assert_array_equal(q, encode_probability(p))
+    assert (q[:5, :5] == 255).all() and q.max() <= 255
+    assert np.abs(q[5:, 5:] / 254 - p[5:, 5:]).max() <= 0.5 / 254 + 1e-7
+    np.testing.assert_array_equal(read(tmp_path / "mask.tif"), encode_mask(p, 0.5))
+    with pytest.raises(FileExistsError):
+        export_mask(tmp_path / "p.tif", tmp_path / "mask.tif", 0.5)
+
+
+def test_tta_scene_prediction_of_a_per_pixel_model_equals_plain(tmp_path, scene):
+    """Flips are undone on the probabilities: a per-pixel model gives the same map with --tta."""
+    path, _ = scene
+    m = [member(Band0Model())]
+    predict_scene(path, m, tmp_path / "a.tif", stats=None, **KW)
+    predict_scene(path, m, tmp_path / "b.tif", stats=None, tta=True, **KW)
+    np.testing.assert_allclose(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"), atol=1e-6)
