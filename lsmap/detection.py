@@ -53,7 +53,7 @@ def default_models() -> list[Path]:
     return [Path(path)]
 
 
-def _stack_inputs(scene: Any, work: Path) -> Path:
+def _stack_inputs(scene: Any, work: Path, bands: str) -> Path:
     """Stack Sentinel-2 + DEM inputs (a mapping or namespace of ``lsmap.stack.stack_scene`` arguments)."""
     try:
         from .stack import stack_scene
@@ -61,6 +61,7 @@ def _stack_inputs(scene: Any, work: Path) -> Path:
         raise InputError("stacking inputs needs lsmap.stack (lsmap stack); stack the scene first and pass the "
                          "stacked GeoTIFF") from None
     kwargs = dict(scene) if isinstance(scene, Mapping) else dict(vars(scene))
+    kwargs.setdefault("bands", bands)
     out = work / "stack.tif"
     result = stack_scene(**kwargs, out=out)
     return Path(getattr(result, "path", None) or (result if isinstance(result, (str, os.PathLike)) else out))
@@ -187,7 +188,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         tmp_mask = es.enter_context(atomic_output(mask, overwrite)) if mask is not None else None
         work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=".lsmap-detect-", dir=work_parent)))
 
-        scene_path = _stack_inputs(scene, work) if not isinstance(scene, (str, os.PathLike)) else Path(scene)
+        scene_path = _stack_inputs(scene, work, profile.name) if not isinstance(scene, (str, os.PathLike)) else Path(scene)
         info = open_scene(scene_path, profile)
         t_scan = time.perf_counter()
         scan = scan_scene(info, profile, input_scale)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import OutputExistsError
+from .errors import InputError, MissingInputError, OutputExistsError
 
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -51,3 +51,93 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False, *, directory
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- rasters ---------------------------------------------------------------------------------
+
+#: Nodata value of the float32 rasters lsmap writes (NaN trips up many GIS tools).
+OUTPUT_NODATA = -9999.0
+
+
+def open_raster(path: str | os.PathLike, what: str = "raster"):
+    """Open ``path`` with rasterio for reading, turning failures into lsmap errors.
+
+    Args:
+        path: Raster file (any GDAL format: GeoTIFF, JPEG 2000, VRT, ...).
+        what: What the file is meant to be (``"DEM"``, ``"band B04"``), used in messages.
+
+    Returns:
+        An open ``rasterio.DatasetReader`` (use it as a context manager).
+
+    Raises:
+        MissingInputError: ``path`` does not exist.
+        InputError: ``path`` exists but GDAL cannot read it (corrupt, truncated, not a raster).
+    """
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: {what} file does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: {what} is a folder; give a raster file")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as e:
+        raise InputError(
+            f"{path}: cannot read {what} ({_first_line(e)}); check or re-download the file"
+        ) from None
+
+
+def read_window(src, band: int, window, *, boundless: bool = False, fill_value: float | None = None) -> "np.ndarray":
+    """Read one band window of an open dataset, naming the file when the data are unreadable.
+
+    Corrupt files often open fine (the header is intact) and fail only when a block is decoded;
+    this turns that failure into :class:`InputError` naming the file.
+
+    Raises:
+        InputError: GDAL cannot decode the requested block.
+    """
+    from rasterio.errors import RasterioIOError
+
+    try:
+        return src.read(band, window=window, boundless=boundless, fill_value=fill_value)
+    except (RasterioIOError, ValueError) as e:
+        raise InputError(
+            f"{src.name}: cannot read pixels ({_first_line(e)}); check or re-download the file"
+        ) from None
+
+
+def geotiff_profile(
+    *, crs, transform, width: int, height: int, count: int, dtype: str = "float32",
+    nodata: float | None = OUTPUT_NODATA, creation_options: dict | None = None,
+) -> dict:
+    """Creation profile of the GeoTIFFs lsmap writes.
+
+    Tiled 256 x 256, DEFLATE with the floating-point predictor (3) for float data and the
+    horizontal one (2) for integers, ``BIGTIFF=IF_SAFER`` so scenes past 4 GB still write, and
+    band interleaving (each band compresses on its own). ``creation_options`` add or override
+    GDAL options (e.g. ``{"DISCARD_LSB": 12}`` for smaller, lossy float files).
+    """
+    import numpy as np
+
+    floating = np.issubdtype(np.dtype(dtype), np.floating)
+    profile = {
+        "driver": "GTiff", "crs": crs, "transform": transform, "width": int(width), "height": int(height),
+        "count": int(count), "dtype": dtype, "nodata": nodata, "tiled": True, "blockxsize": 256,
+        "blockysize": 256, "compress": "deflate", "predictor": 3 if floating else 2,
+        "BIGTIFF": "IF_SAFER", "interleave": "band",
+    }
+    profile.update(creation_options or {})
+    return profile
+
+
+def set_band_descriptions(dst, names) -> None:
+    """Write band names as band descriptions of an open, writable dataset."""
+    for i, name in enumerate(names, start=1):
+        dst.set_band_description(i, str(name))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

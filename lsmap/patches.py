@@ -150,12 +150,20 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return arr.astype(np.uint8, copy=False)
 
 
-def write_patch(folder: str | os.PathLike, pid: str, image: np.ndarray, mask: np.ndarray | None = None) -> Patch:
+def write_patch(
+    folder: str | os.PathLike, pid: str, image: np.ndarray, mask: np.ndarray | None = None,
+    *, compression: str | None = None,
+) -> Patch:
     """Write ``image`` (``(C, H, W)``) and optional ``mask`` (``(H, W)``) in the L4S format.
 
     Files go to ``folder/img/image_<pid>.h5`` and ``folder/mask/mask_<pid>.h5`` (float32 ``img``
-    stored ``(H, W, C)``, uint8 ``mask``), each written atomically.
+    stored ``(H, W, C)``, uint8 ``mask``), each written atomically. ``compression`` (e.g.
+    ``"gzip"`` at level 9, with the shuffle filter) makes smaller files that every HDF5 reader still opens;
+    the default writes them uncompressed like the official patches.
     """
+    opts = {"compression": compression, "shuffle": True} if compression else {}
+    if compression == "gzip":
+        opts["compression_opts"] = 9
     import h5py
 
     from .io import atomic_output
@@ -164,11 +172,11 @@ def write_patch(folder: str | os.PathLike, pid: str, image: np.ndarray, mask: np
     img_path = folder / "img" / f"image_{pid}.h5"
     with atomic_output(img_path, overwrite=True) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("img", data=np.asarray(image, np.float32).transpose(1, 2, 0))
+            f.create_dataset("img", data=np.asarray(image, np.float32).transpose(1, 2, 0), **opts)
     mask_path = None
     if mask is not None:
         mask_path = folder / "mask" / f"mask_{pid}.h5"
         with atomic_output(mask_path, overwrite=True) as tmp:
             with h5py.File(tmp, "w") as f:
-                f.create_dataset("mask", data=np.asarray(mask, np.uint8))
+                f.create_dataset("mask", data=np.asarray(mask, np.uint8), **opts)
     return Patch(pid, img_path, mask_path)

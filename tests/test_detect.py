@@ -1,0 +1,268 @@
+"""Scene-scale detection end to end: lsmap.detect and `lsmap detect`."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from scipy import ndimage
+
+import lsmap
+from conftest import shared_data
+from detect_fixtures import Band0Model, member, smooth_scene, tiny_checkpoint, write_scene
+from lsmap.bands import PROFILES
+from lsmap.cli import main
+from lsmap.errors import BandMismatchError, CheckpointError, InputError, OutputExistsError
+from lsmap.normalize import BandStats
+
+KW = dict(window=64, overlap=16, device="cpu")
+
+
+def blob_scene(rng, h=260, w=300):
+    """Band 0 is 2.0 on three blobs (one crossing window and block borders), 0.5 elsewhere."""
+    data = smooth_scene(rng, h=h, w=w)
+    yy, xx = np.mgrid[:h, :w]
+    blobs = np.zeros((h, w), bool)
+    blobs[(yy - 48) ** 2 + (xx - 48) ** 2 < 30**2] = True  # across the 48 / 50 px grid lines
+    blobs[150:170, 200:260] = True
+    blobs[200:240, 20:40] = True
+    data[0] = np.where(blobs, 2.0, 0.5)
+    return data, blobs
+
+
+def outputs(tmp_path):
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_polygons_match_known_landslides_and_nodata_is_respected(tmp_path, rng):
+    data, blobs = blob_scene(rng)
+    data[:, 190:260, 30:60] = -9999.0  # nodata over part of the third blob
+    scene = write_scene(tmp_path / "scene.tif", data, nodata=-9999.0)
+    m = member(Band0Model(), mean=1.0, std=0.5)  # p = sigmoid((b0 - 1) / 0.5): 0.88 on blobs, 0.27 off
+    gdf = lsmap.detect(scene, [m], out=tmp_path / "slides.gpkg", norm="model", prob=tmp_path / "prob.tif",
+                       block=50, **KW)
+    expected = blobs.copy()
+    expected[190:260, 30:60] = False
+    labels, n = ndimage.label(expected)
+    assert len(gdf) == n == 3
+    back = gpd.read_file(tmp_path / "slides.gpkg")
+    assert back.crs == "EPSG:32645" and len(back) == 3
+    sizes = sorted(np.bincount(labels.ravel())[1:] * 100.0)
+    np.testing.assert_allclose(sorted(back["area_m2"]), sizes)
+    np.testing.assert_allclose(back["mean_prob"], 1 / (1 + np.exp(-2.0)), rtol=1e-5)
+    assert back.geometry.union_all().area == pytest.approx(expected.sum() * 100.0)
+    with rasterio.open(tmp_path / "prob.tif") as src:
+        q = src.read(1)
+    assert (q[190:260, 30:60] == 255).all() and (q[expected] == round(254 / (1 + np.exp(-2.0)))).all()
+    info = gdf.attrs["lsmap"]
+    assert info["norm"] == "model" and info["stats"] is None and info["polygons"] == 3
+    assert info["windows"] == 36 and info["input_scale"] == "l4s"
+
+
+def test_raw_scene_gives_the_same_polygons_as_the_scaled_one(tmp_path, rng):
+    data, _ = blob_scene(rng)
+    raw = write_scene(tmp_path / "raw.tif", data * np.asarray(PROFILES["l4s14"].divisors, np.float32)[:, None, None])
+    scaled = write_scene(tmp_path / "scaled.tif", data)
+    m = [member(Band0Model())]
+    a = lsmap.detect(scaled, m, **KW)
+    b = lsmap.detect(raw, m, **KW)
+    assert b.attrs["lsmap"]["input_scale"] == "raw" and a.attrs["lsmap"]["input_scale"] == "l4s"
+    assert len(a) == len(b) == 3
+    assert all(x.equals(y) for x, y in zip(a.geometry, b.geometry))
+
+
+def test_api_with_checkpoints_writes_every_output(tmp_path, rng):
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng))
+    ck = [tiny_checkpoint(tmp_path / "a", seed=1), tiny_checkpoint(tmp_path / "b", seed=2)]
+    gdf = lsmap.detect(scene, ck, out=tmp_path / "s.geojson", prob=tmp_path / "p.tif", mask=tmp_path / "m.tif",
+                       uncertainty=True, tta=True, threshold=0.3, **KW)
+    info = gdf.attrs["lsmap"]
+    assert info["passes"] == 8 and info["uncertainty"] == "variance" and info["norm"] == "scene"
+    assert info["models"] == [str(p) for p in ck] and info["km2_per_s"] > 0
+    assert info["scene_km2"] == pytest.approx(260 * 300 * 100 / 1e6)
+    assert list(gdf.columns) == ["id", "area_m2", "mean_prob", "max_prob", "mean_unc", "geometry"]
+    assert len(gpd.read_file(tmp_path / "s.geojson")) == len(gdf)
+    with rasterio.open(tmp_path / "m.tif") as src:
+        mask = src.read(1)
+        assert src.nodata == 255 and set(np.unique(mask)) <= {0, 1}
+    with rasterio.open(tmp_path / "p.tif") as src:
+        assert ((src.read(1) > round(0.3 * 254)) == (mask == 1)).mean() > 0.99
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_lazy_reexport_and_default_model():
+    assert lsmap.detect is lsmap.detection.detect
+    with pytest.raises(CheckpointError, match="no default model"):
+        lsmap.detect("whatever.tif")
+
+
+def test_bad_inputs_raise_before_writing_anything(tmp_path, rng):
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng))
+    ck = tiny_checkpoint(tmp_path / "m")
+    rgbn = tiny_checkpoint(tmp_path / "rgbn", "rgbn")
+    with pytest.raises(BandMismatchError, match="expects 4 bands but the file has 14"):
+        lsmap.detect(scene, [rgbn], out=tmp_path / "o.gpkg", **KW)
+    with pytest.raises(CheckpointError, match="trained on band profile 'l4s14'"):
+        lsmap.detect(scene, [ck], bands="rgbn", out=tmp_path / "o.gpkg", **KW)
+    with pytest.raises(InputError, match="cannot be combined"):
+        lsmap.detect(scene, [ck], norm="model", stats=BandStats((1.0,) * 14, (1.0,) * 14, 1), **KW)
+    with pytest.raises(InputError, match="different files"):
+        lsmap.detect(scene, [ck], out=tmp_path / "x.gpkg", prob=tmp_path / "x.gpkg", **KW)
+    empty = write_scene(tmp_path / "empty.tif", np.zeros((14, 50, 50), np.float32), nodata=0.0)
+    with pytest.raises(InputError, match="no valid pixel"):
+        lsmap.detect(empty, [ck], out=tmp_path / "o.gpkg", prob=tmp_path / "p.tif", **KW)
+    assert outputs(tmp_path) == ["empty.tif", "m.json", "m.safetensors", "rgbn.json", "rgbn.safetensors", "scene.tif"]
+
+
+def test_cli_detect_end_to_end_json(tmp_path, rng):
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng))
+    ck = tiny_checkpoint(tmp_path / "m")
+    args = ["detect", str(scene), "-o", str(tmp_path / "s.shp"), "--model", str(ck), "--window", "64",
+            "--overlap", "16", "--device", "cpu", "--threshold", "0.4", "--min-area", "300", "--json"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    gdf = gpd.read_file(tmp_path / "s.shp")
+    assert info["polygons"] == len(gdf) and info["threshold"] == 0.4
+    assert (gdf["area_m2"] >= 300).all() and gdf.crs == "EPSG:32645"
+    # existing output: refused before any work, nothing else written
+    r = CliRunner().invoke(main, args[:-1] + ["--prob", str(tmp_path / "p.tif")])
+    assert r.exit_code == 1 and "output exists; pass --overwrite" in r.output
+    assert not (tmp_path / "p.tif").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    r = CliRunner().invoke(main, args + ["--overwrite"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, args[:4] + ["--model", str(ck), "--norm", "model", "--window", "64", "--overlap",
+                                             "16", "--device", "cpu", "-o", str(tmp_path / "n.gpkg")])
+    assert r.exit_code == 0 and "norm model" in r.output
+
+
+@pytest.mark.parametrize("case", ["unreadable", "missing-model", "missing-scene", "bad-ext", "no-model"])
+def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, rng, case):
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng, h=40, w=40))
+    ck = str(tiny_checkpoint(tmp_path / "m"))
+    out = tmp_path / "o.gpkg"
+    if case == "unreadable":
+        (tmp_path / "bad.tif").write_bytes(b"\x00" * 100)
+        args, msg = [str(tmp_path / "bad.tif"), "--model", ck], "cannot read"
+    elif case == "missing-model":
+        args, msg = [str(scene), "--model", str(tmp_path / "nope.safetensors")], "does not exist"
+    elif case == "missing-scene":
+        args, msg = [str(tmp_path / "nope.tif"), "--model", ck], "does not exist"
+    elif case == "bad-ext":
+        out = tmp_path / "o.kml"
+        args, msg = [str(scene), "--model", ck], "unknown vector format"
+    else:
+        args, msg = [str(scene)], "no default model"
+    before = outputs(tmp_path)
+    r = CliRunner().invoke(main, ["detect", *args, "-o", str(out), "--device", "cpu"])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and msg in r.output, r.output
+    assert outputs(tmp_path) == before
+
+
+def test_stack_inputs_are_stacked_first(tmp_path, rng):
+    stack = pytest.importorskip("lsmap.stack")
+    from rasterio.transform import from_origin
+
+    s2 = tmp_path / "s2"
+    s2.mkdir()
+    h = w = 96
+    data, _ = blob_scene(rng, h, w)
+    raw = data * np.asarray(PROFILES["l4s14"].divisors, np.float32)[:, None, None]
+    t = from_origin(500000.0, 3000000.0, 10.0, 10.0)
+    for i, band in enumerate(PROFILES["l4s14"].bands[:12]):
+        with rasterio.open(s2 / f"T45_{band}.tif", "w", driver="GTiff", width=w, height=h, count=1,
+                           dtype="uint16", crs="EPSG:32645", transform=t, nodata=0) as dst:
+            dst.write(np.maximum(np.rint(raw[i]), 1).astype(np.uint16)[None])
+    with rasterio.open(tmp_path / "dem.tif", "w", driver="GTiff", width=w, height=h, count=1, dtype="float32",
+                       crs="EPSG:32645", transform=t) as dst:
+        dst.write((1000 + 5 * np.arange(w, dtype=np.float32))[None].repeat(h, 1).reshape(1, h, w))
+    gdf = lsmap.detect({"s2": s2, "dem": tmp_path / "dem.tif"}, [member(Band0Model())], out=tmp_path / "o.gpkg",
+                       **KW)
+    assert stack.stack_scene is not None and gdf.crs == "EPSG:32645"
+    assert gdf.attrs["lsmap"]["scene"] == "stacked inputs" and len(gdf) >= 1
+    r = CliRunner().invoke(main, ["detect", str(s2), "--dem", str(tmp_path / "dem.tif"), "-o",
+                                  str(tmp_path / "c.gpkg"), "--model", str(tiny_checkpoint(tmp_path / "m")),
+                                  "--window", "64", "--overlap", "16", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+
+
+# --- real data --------------------------------------------------------------------------------
+
+
+def _train_rgbn_tiny_unet(image: np.ndarray, labels: np.ndarray, valid: np.ndarray, stats: BandStats, seed: int = 0):
+    """Test-local minimal training loop (not lsmap's trainer): a few dozen Adam steps of cross
+    entropy (batch 8) on the labelled pixels of 64-pixel patches centred on labels."""
+    import torch
+
+    from lsmap.models import build_model
+
+    torch.manual_seed(seed)
+    g = np.random.default_rng(seed)
+    target = np.full(labels.shape, 255, np.uint8)
+    target[labels == 1], target[labels == 2] = 0, 1
+    target[~valid] = 255
+    rows, cols = np.nonzero(target != 255)
+    h, w = labels.shape
+    norm = stats.normalize(image)
+    model = build_model("tiny-unet", 4)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+    model.train()
+    for _ in range(30):
+        idx = g.integers(0, len(rows), 8)
+        r0 = np.clip(rows[idx] - 32, 0, h - 64)
+        c0 = np.clip(cols[idx] - 32, 0, w - 64)
+        x = torch.from_numpy(np.stack([norm[:, r:r + 64, c:c + 64] for r, c in zip(r0, c0)]))
+        y = torch.from_numpy(np.stack([target[r:r + 64, c:c + 64] for r, c in zip(r0, c0)]).astype(np.int64))
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.realdata
+def test_chittagong_mosaic_end_to_end(tmp_path):
+    """The real EPSG:4326 Chittagong mosaic (4 bands, raw DN, nodata 0) -> a valid GeoPackage in
+    EPSG:4326, with a tiny U-Net trained in the test on the mosaic's sparse labels."""
+    import torch
+
+    from lsmap.infer import open_scene, scan_scene
+    from lsmap.models import ModelCard, save_checkpoint
+
+    folder = shared_data("scenes", "chittagong_s2_rgbn", "mosaic")
+    scene, label_path = folder / "chittagong_s2_rgbn_mosaic.tif", folder / "chittagong_labels_mosaic.tif"
+    profile = PROFILES["rgbn"]
+    torch.set_num_threads(2)
+    with rasterio.open(scene) as src, rasterio.open(label_path) as lab:
+        raw, labels = src.read(), lab.read(1)
+        valid = (src.read_masks() > 0).all(0)
+    scan = scan_scene(open_scene(scene, profile), profile)
+    assert scan.raw  # raw digital numbers are recognised and divided by the profile's divisors
+    image = (raw / np.asarray(profile.divisors, np.float32)[:, None, None]).astype(np.float32)
+    model = _train_rgbn_tiny_unet(image, labels, valid, scan.stats)
+    card = ModelCard(model="tiny-unet", bands=profile.to_dict(), stats=scan.stats.to_dict(),
+                     data="test-local: 30 steps on the Chittagong mosaic labels")
+    ck = save_checkpoint(tmp_path / "rgbn_tiny", model, card)
+
+    gdf = lsmap.detect(scene, [ck], out=tmp_path / "slides.gpkg", prob=tmp_path / "prob.tif", device="cpu",
+                       window=128, overlap=32)
+    back = gpd.read_file(tmp_path / "slides.gpkg")
+    assert back.crs == "EPSG:4326" and len(back) == len(gdf) > 0
+    assert back.geometry.is_valid.all() and (back["area_m2"] > 0).all()
+    with rasterio.open(scene) as src:
+        left, bottom, right, top = src.bounds
+    minx, miny, maxx, maxy = back.total_bounds
+    assert left <= minx and maxx <= right and bottom <= miny and maxy <= top
+    # one 10 m pixel at 22.4 N is about 92.5 m2: areas are true square metres, not square degrees
+    assert back["area_m2"].min() == pytest.approx(92.5, rel=0.02) or back["area_m2"].min() > 92
+    with rasterio.open(tmp_path / "prob.tif") as src:
+        q = src.read(1)
+    assert (q[~valid] == 255).all() and (q[valid] < 255).all()
+    # the georeferenced chain is consistent: landslide-labelled pixels score higher than background ones
+    assert q[labels == 2].mean() > q[labels == 1].mean() + 20
+    assert gdf.attrs["lsmap"]["input_scale"] == "raw"

@@ -1,0 +1,158 @@
+"""Block-wise vectorisation of probability rasters (lsmap.vectorize)."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from rasterio.transform import from_origin
+from scipy import ndimage
+
+from lsmap.errors import InputError, OutputExistsError
+from lsmap.infer import PROB_NODATA
+from lsmap.vectorize import areas_m2, vectorize, write_vector
+
+
+def write_prob(path, p, *, crs="EPSG:32645", transform=None):
+    transform = transform or from_origin(500000.0, 3000000.0, 10.0, 10.0)
+    with rasterio.open(path, "w", driver="GTiff", width=p.shape[1], height=p.shape[0], count=1, dtype="float32",
+                       crs=crs, transform=transform, nodata=PROB_NODATA) as dst:
+        dst.write(p.astype(np.float32)[None])
+    return path
+
+
+def test_polygons_match_a_known_mask(tmp_path):
+    p = np.full((100, 120), 0.1, np.float32)
+    p[10:20, 10:30] = 0.9  # 200 px
+    p[50:80, 60:70] = 0.7  # 300 px
+    p[55, 65] = 0.95
+    p[90:95, 100:120] = PROB_NODATA  # nodata never becomes a polygon
+    gdf = vectorize(write_prob(tmp_path / "p.tif", p), threshold=0.5, block=32)
+    assert gdf.crs == "EPSG:32645" and len(gdf) == 2
+    assert list(gdf["id"]) == [1, 2]
+    np.testing.assert_allclose(gdf["area_m2"], [200 * 100.0, 300 * 100.0])
+    np.testing.assert_allclose(gdf["mean_prob"], [0.9, (0.7 * 299 + 0.95) / 300], rtol=1e-6)
+    np.testing.assert_allclose(gdf["max_prob"], [0.9, 0.95], rtol=1e-6)
+    assert gdf.geometry.iloc[0].equals(shapely.box(500100, 3000000 - 200, 500300, 3000000 - 100))
+
+
+def test_blob_crossing_block_borders_is_one_polygon(tmp_path):
+    """A blob spanning several blocks, and a U shape whose arms meet only in another block, each
+    come out as one polygon identical to the one from a single block."""
+    p = np.zeros((64, 64), np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    p[(yy - 20) ** 2 + (xx - 20) ** 2 < 14**2] = 0.8  # disc around a block corner (block 16)
+    p[40:60, 40:43] = p[40:60, 50:53] = p[57:60, 40:53] = 0.9  # U: arms joined at the bottom
+    path = write_prob(tmp_path / "p.tif", p)
+    small, whole = vectorize(path, block=16), vectorize(path, block=1024)
+    assert len(small) == len(whole) == 2
+    for a, b in zip(small.geometry, whole.geometry):
+        assert a.geom_type == "Polygon" and a.equals(b)
+    np.testing.assert_allclose(small["mean_prob"], whole["mean_prob"])
+    np.testing.assert_allclose(small["area_m2"], whole["area_m2"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), block=st.integers(2, 40), fraction=st.floats(0.2, 0.7))
+@example(seed=0, block=2, fraction=0.6)
+def test_polygons_are_the_4_connected_components_for_any_block_size(tmp_path_factory, seed, block, fraction):
+    """Law: one polygon per 4-connected component of p > threshold, areas summing to the pixel
+    count times the pixel area, whatever the block size."""
+    rng = np.random.default_rng(seed)
+    p = (rng.random((37, 45)) < fraction).astype(np.float32) * 0.9
+    path = write_prob(tmp_path_factory.mktemp("v") / "p.tif", p)
+    gdf = vectorize(path, block=block)
+    _, n = ndimage.label(p > 0.5)
+    assert len(gdf) == n
+    assert gdf["area_m2"].sum() == pytest.approx((p > 0.5).sum() * 100.0)
+    assert gdf.geometry.is_valid.all()
+
+
+def test_geographic_crs_areas_are_true_square_metres(tmp_path):
+    """An EPSG:4326 blob at 22.4 N (about 10 m pixels): geodesic area within 0.5 % of its area in
+    the local UTM zone."""
+    res = 8.983152841196085e-05
+    p = np.zeros((200, 200), np.float32)
+    yy, xx = np.mgrid[:200, :200]
+    p[(yy - 100) ** 2 + (xx - 90) ** 2 < 60**2] = 0.9
+    path = write_prob(tmp_path / "p.tif", p, crs="EPSG:4326", transform=from_origin(91.76, 22.49, res, res))
+    gdf = vectorize(path)
+    assert len(gdf) == 1 and gdf.crs == "EPSG:4326"
+    utm = gdf.to_crs("EPSG:32646").area.iloc[0]
+    assert gdf["area_m2"].iloc[0] == pytest.approx(utm, rel=0.005)
+    # and about pixel count x (10 m)^2 at this latitude
+    assert gdf["area_m2"].iloc[0] == pytest.approx((p > 0.5).sum() * 9.2486 * 9.9996, rel=0.01)
+
+
+def test_areas_in_feet_and_metres():
+    square = shapely.box(0, 0, 100, 100)
+    assert areas_m2([square], "EPSG:32645")[0] == pytest.approx(1e4)
+    assert areas_m2([square], "EPSG:2229")[0] == pytest.approx(1e4 * 0.3048006096**2, rel=1e-6)  # US survey feet
+
+
+def test_min_area_fill_holes_and_simplify(tmp_path):
+    p = np.zeros((60, 60), np.float32)
+    p[5:25, 5:25] = 0.9
+    p[10, 10] = 0.0  # a 1-pixel hole (100 m2)
+    p[15:18, 15:18] = 0.0  # a 9-pixel hole (900 m2)
+    p[40:42, 40:42] = 0.9  # 400 m2
+    p[30:55, 30] = 0.9  # a thin line, to be simplified
+    p[30:55, 31] = np.where(np.arange(25) % 2 == 0, 0.9, 0.0)
+    path = write_prob(tmp_path / "p.tif", p)
+    plain = vectorize(path)
+    assert len(plain) == 3 and len(plain.geometry.iloc[0].interiors) == 2
+    filled = vectorize(path, fill_holes=500, min_area=450)
+    assert len(filled) == 2  # the 400 m2 square is dropped
+    assert len(filled.geometry.iloc[0].interiors) == 1
+    assert filled["area_m2"].iloc[0] == pytest.approx((400 - 9) * 100.0)
+    simple = vectorize(path, simplify=15)
+    assert shapely.get_num_coordinates(simple.geometry.iloc[2]) < shapely.get_num_coordinates(plain.geometry.iloc[2])
+    assert simple.geometry.is_valid.all()
+
+
+def test_uncertainty_column_and_grid_check(tmp_path):
+    p = np.zeros((30, 30), np.float32)
+    p[5:10, 5:10] = 0.8
+    u = np.full((30, 30), 0.1, np.float32)
+    u[5:10, 5:7] = 0.2
+    gdf = vectorize(write_prob(tmp_path / "p.tif", p), uncertainty=write_prob(tmp_path / "u.tif", u))
+    assert gdf["mean_unc"].iloc[0] == pytest.approx((10 * 0.2 + 15 * 0.1) / 25, rel=1e-6)
+    other = write_prob(tmp_path / "o.tif", u[:20])
+    with pytest.raises(InputError, match="not on the grid"):
+        vectorize(tmp_path / "p.tif", uncertainty=other)
+
+
+def test_empty_result_is_a_valid_empty_layer(tmp_path):
+    gdf = vectorize(write_prob(tmp_path / "p.tif", np.zeros((20, 20), np.float32)))
+    assert len(gdf) == 0 and gdf.crs == "EPSG:32645"
+    write_vector(gdf, tmp_path / "e.gpkg")
+    back = gpd.read_file(tmp_path / "e.gpkg")
+    assert len(back) == 0 and back.crs == "EPSG:32645"
+
+
+@pytest.mark.parametrize("name", ["out.gpkg", "out.geojson", "out.shp"])
+def test_write_vector_formats_and_overwrite(tmp_path, name):
+    p = np.zeros((20, 20), np.float32)
+    p[2:6, 2:6] = 0.9
+    gdf = vectorize(write_prob(tmp_path / "p.tif", p))
+    out = write_vector(gdf, tmp_path / name)
+    back = gpd.read_file(out)
+    assert len(back) == 1 and back.crs == "EPSG:32645"
+    assert back["area_m2"].iloc[0] == pytest.approx(1600.0)
+    with pytest.raises(OutputExistsError):
+        write_vector(gdf, tmp_path / name)
+    write_vector(gdf, tmp_path / name, overwrite=True)
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temporary left
+
+
+def test_unknown_vector_format_and_unreadable_raster(tmp_path):
+    gdf = gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
+    with pytest.raises(InputError, match="unknown vector format"):
+        write_vector(gdf, tmp_path / "out.kml")
+    (tmp_path / "bad.tif").write_text("nope")
+    with pytest.raises(InputError, match="cannot read"):
+        vectorize(tmp_path / "bad.tif")
