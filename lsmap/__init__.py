@@ -8,7 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 #: Public names re-exported lazily: name -> submodule that defines it.
-_LAZY = {"detect": "detection"}
+_LAZY = {"detect": "detection", "detect_many": "regional"}
 
 
 def __getattr__(name: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -207,9 +208,10 @@ def stats(input_path, output, split, valid_only, raw, bands, overwrite, as_json)
 
 
 @main.command()
-@click.argument("scene", type=click.Path(dir_okay=True, path_type=str))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
-              help="Polygon output: .gpkg (default format), .geojson/.json or .shp.")
+@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=True, path_type=str))
+@click.option("-o", "--out", required=True, type=click.Path(),
+              help="Polygon output: .gpkg (default format), .geojson/.json or .shp; with several scenes "
+                   "(or a glob or @list.txt) the output FOLDER.")
 @click.option("--model", "models", multiple=True, type=click.Path(),
               help="Checkpoint (.safetensors/.json/stem); repeat for an ensemble (probabilities averaged).")
 @click.option("--bands", type=click.Choice(list(PROFILES)), default=None,
@@ -240,12 +242,18 @@ def stats(input_path, output, split, valid_only, raw, bands, overwrite, as_json)
 @click.option("--min-area", type=click.FloatRange(0), default=0.0, show_default=True, help="Drop polygons below this area (m2).")
 @click.option("--simplify", type=click.FloatRange(0), default=0.0, show_default=True, help="Simplification tolerance (m).")
 @click.option("--fill-holes", type=click.FloatRange(0), default=0.0, show_default=True, help="Fill holes below this area (m2).")
+@click.option("--scheduler", default="local", show_default=True,
+              help="Several scenes: 'local' (one after another here) or a Dask scheduler address "
+                   "(tcp://host:8786; needs lsmap[cluster] and a filesystem the workers share).")
+@click.option("--merged", default="event.gpkg", show_default=True,
+              help="Several scenes: file name (in the output folder) of the merged event layer.")
 @device_opt
 @overwrite_opt
 @json_opt
 @handle_errors
-def detect(scene, out, models, bands, dem, slope, tta, window, overlap, batch_size, norm, stats, input_scale,
-           threshold, prob, mask, uncertainty, min_area, simplify, fill_holes, device, overwrite, as_json):
+def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_size, norm, stats, input_scale,
+           threshold, prob, mask, uncertainty, min_area, simplify, fill_holes, scheduler, merged, device,
+           overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
     SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or with --dem the
@@ -256,8 +264,30 @@ def detect(scene, out, models, bands, dem, slope, tta, window, overlap, batch_si
     $ lsmap detect scene.tif -o slides.gpkg --model a.safetensors --model b.safetensors --tta \\
           --prob prob.tif --uncertainty --min-area 200 --simplify 5
     $ lsmap detect S2_folder/ --dem dem.tif -o slides.geojson --model unet.safetensors
+
+    Several scenes (paths, a quoted glob, or @list.txt with one path per line): -o is a folder that
+    gets one layer per scene plus the merged event layer; complete scenes are skipped on a re-run
+    (--overwrite redoes them); the exit status is non-zero when a scene failed.
+
+    \b
+    $ lsmap detect scenes/*.tif -o event/ --model unet.safetensors
+    $ lsmap detect @scenes.txt -o event/ --model unet.safetensors --scheduler tcp://head:8786
     """
     from .detection import detect as run_detect
+    from .regional import is_scene_list
+
+    if len(scenes) > 1 or is_scene_list(scenes[0]) or out.endswith(("/", "\\")) or os.path.isdir(out):
+        for flag, value in (("--dem", dem), ("--slope", slope), ("--prob", prob), ("--mask", mask)):
+            if value is not None:
+                raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
+                                         f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
+                                         param_hint=flag)
+        _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, bands=bands, tta=tta,
+                     overlap=overlap, window=window, batch_size=batch_size, norm=norm, stats=stats,
+                     input_scale=input_scale, threshold=threshold, uncertainty=uncertainty, min_area=min_area,
+                     simplify=simplify, fill_holes=fill_holes, device=device)
+        return
+    scene = scenes[0]
 
     if slope is not None and dem is None:
         raise click.BadParameter("--slope needs --dem (SCENE is then the Sentinel-2 folder)", param_hint="--slope")
@@ -275,6 +305,29 @@ def detect(scene, out, models, bands, dem, slope, tta, window, overlap, batch_si
     click.echo(f"{summary['scene_km2']:.2f} km2 in {summary['seconds']:.1f} s ({summary['km2_per_s']:.2f} km2/s), "
                f"{summary['windows']} windows on {summary['device']}, input {summary['input_scale']}, "
                f"norm {summary['norm']}")
+
+
+
+def _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **kwargs) -> None:
+    """Several scenes: run :func:`lsmap.regional.detect_many` and render its result."""
+    from .regional import detect_many
+
+    res = detect_many(list(scenes), list(models) or None, out, scheduler=scheduler, merged=merged,
+                      overwrite=overwrite, progress=not as_json, **kwargs)
+    if as_json:
+        echo_json(res.to_dict())
+    else:
+        done = len(res.outputs) - len(res.skipped)
+        click.echo(f"{len(res.scenes)} scenes: {done} done, {len(res.skipped)} already complete (skipped), "
+                   f"{len(res.failures)} failed")
+        if res.merged is not None:
+            area = float(res.gdf["area_m2"].sum()) if len(res.gdf) else 0.0
+            click.echo(f"{len(res.gdf)} landslide polygons, {area / 1e6:.4f} km2 ({res.crs}) -> {res.merged}")
+    for scene, message in res.failures.items():
+        click.echo(f"failed: {message}", err=True)
+    if res.failures:
+        raise click.ClickException(f"{len(res.failures)} of {len(res.scenes)} scenes failed: "
+                                   + ", ".join(os.path.basename(s) for s in res.failures))
 
 
 # --- info (issue 6) -----------------------------------------------------------------------------

@@ -1,0 +1,413 @@
+"""Regional mapping: scene lists, resumability, merging, and the Dask cluster path."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from click.testing import CliRunner
+
+from lsmap.cli import main
+from lsmap.errors import InputError, MissingInputError
+from lsmap.io import atomic_output
+from lsmap.regional import (
+    detect_many, expand_scenes, merge_layers, scene_stems, true_area_m2,
+)
+
+UTM = "EPSG:32646"
+PIX = 10.0
+X0, Y0 = 400_000.0, 2_500_000.0
+
+
+# --- fixtures: tiny scenes and a tiny model -----------------------------------------------------
+
+
+def write_scene(path: Path, col_off: int, size: int = 96, crs: str = UTM, nodata_block: int = 21) -> Path:
+    """A 4-band (rgbn) uint16 scene whose pixels are bright inside a world-fixed rectangle.
+
+    Its top-left ``nodata_block`` x ``nodata_block`` pixels are nodata (0).
+    """
+    import rasterio
+    from rasterio.transform import from_origin
+
+    x0 = X0 + col_off * PIX
+    transform = from_origin(x0, Y0, PIX, PIX)
+    cols = x0 + (np.arange(size) + 0.5) * PIX
+    rows = Y0 - (np.arange(size) + 0.5) * PIX
+    xx, yy = np.meshgrid(cols, rows)
+    # the "landslide": x in [X0+500, X0+1100), y in (Y0-600, Y0-200]: crosses scene overlaps
+    slide = (xx >= X0 + 500) & (xx < X0 + 1100) & (yy > Y0 - 600) & (yy <= Y0 - 200)
+    # a second one near each scene's own left edge, seen by one scene only when scenes are 64 px apart
+    slide |= (xx >= x0 + 50) & (xx < x0 + 150) & (yy > Y0 - 900) & (yy <= Y0 - 800)
+    data = np.where(slide, 3000, 500).astype("uint16")
+    data[:nodata_block, :nodata_block] = 0
+    data = np.repeat(data[None], 4, axis=0)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=4, dtype="uint16",
+                       crs=crs, transform=transform, nodata=0) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture
+def scenes(tmp_path) -> list[Path]:
+    d = tmp_path / "scenes"
+    d.mkdir()
+    a = write_scene(d / "a.tif", 0)
+    b = write_scene(d / "b.tif", 64)
+    c = d / "c.tif"
+    c.write_bytes(b"II*\x00 this is not a GeoTIFF")
+    return [a, b, c]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    from lsmap.bands import get_profile
+    from lsmap.models import ModelCard, build_model, save_checkpoint
+
+    p = get_profile("rgbn")
+    card = ModelCard("tiny-unet", p.to_dict(), {"mean": [1.0] * 4, "std": [1.0] * 4, "count": 1})
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny", build_model("tiny-unet", 4), card)
+
+
+def threshold_detector(scene, members, *, out, overwrite, threshold=1000, log=None, kill_marker=None, **kw):
+    """Stand-in single-scene detector: polygons where band 1 exceeds ``threshold``.
+
+    With ``kill_marker``: on the first call for scene a (marker absent) it writes half a layer under a
+    temporary name and kills its own process, as a worker dying mid-scene would.
+    """
+    import geopandas as gpd
+    import rasterio
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    from lsmap.predict import Member
+
+    if not members or not all(isinstance(m, Member) for m in members):
+        raise TypeError(f"expected loaded ensemble members, got {members!r}")
+    if log is not None:
+        with open(log, "a") as f:
+            f.write(f"{Path(scene).name} {os.getpid()}\n")
+    with rasterio.open(scene) as src:
+        band = src.read(1)
+        transform, crs = src.transform, src.crs
+    mask = (band > threshold).astype("uint8")
+    geoms = [shape(g) for g, v in shapes(mask, mask=mask.astype(bool), transform=transform) if v == 1]
+    gdf = gpd.GeoDataFrame({"mean_prob": [0.8] * len(geoms), "max_prob": [0.9] * len(geoms)},
+                           geometry=geoms, crs=crs)
+    gdf["area_m2"] = gdf.area
+    with atomic_output(out, overwrite) as tmp:
+        if kill_marker is not None and Path(scene).name == "a.tif" and not Path(kill_marker, "a.tif").exists():
+            Path(kill_marker, Path(scene).name).write_text("killed once\n")
+            tmp.write_bytes(b"half a geopackage")
+            os._exit(1)
+        gdf.to_file(tmp, engine="pyogrio")
+    return gdf
+
+
+def always_killing_detector(scene, members, *, out, overwrite, **kw):
+    """Stand-in detector whose process dies on every scene named a*, after half-writing the layer."""
+    if Path(scene).name.startswith("a"):
+        with atomic_output(out, overwrite) as tmp:
+            tmp.write_bytes(b"half a geopackage")
+            os._exit(1)
+    return threshold_detector(scene, members, out=out, overwrite=overwrite, **kw)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two single-threaded worker processes on loopback; a dying task is rescheduled once."""
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                                      dashboard_address=None) as lc, distributed.Client(lc, set_as_default=False) as client:
+            yield client
+
+
+def read(path):
+    import geopandas as gpd
+
+    return gpd.read_file(path, engine="pyogrio")
+
+
+def union_of(gdfs, crs):
+    import shapely
+
+    return shapely.union_all([g for gdf in gdfs for g in gdf.to_crs(crs).geometry])
+
+
+# --- scene lists ----------------------------------------------------------------------------------
+
+
+def test_expand_scenes_globs_lists_and_duplicates(tmp_path, scenes):
+    d = scenes[0].parent
+    assert expand_scenes(str(d / "*.tif")) == [s.absolute() for s in scenes]
+    lst = tmp_path / "list.txt"
+    lst.write_text("# event scenes\nscenes/b.tif\n\n  scenes/a.tif  \nscenes/b.tif\n")
+    assert expand_scenes(f"@{lst}") == [scenes[1], scenes[0]]
+    assert expand_scenes(lst) == [scenes[1], scenes[0]]
+    assert expand_scenes([scenes[0], str(d / "?.tif")]) == [scenes[0], scenes[1], scenes[2]]
+    with pytest.raises(MissingInputError, match=r"nothing\*\.tif"):
+        expand_scenes(str(d / "nothing*.tif"))
+    with pytest.raises(MissingInputError, match="missing.txt"):
+        expand_scenes("@" + str(tmp_path / "missing.txt"))
+    with pytest.raises(InputError, match="no scene"):
+        expand_scenes([])
+
+
+def test_scene_stems_unique_and_stable():
+    paths = [Path("/e/t1/S2.tif"), Path("/e/t2/S2.tif"), Path("/e/x.tif"), Path("/f/event.tif")]
+    assert scene_stems(paths, reserved=["event"]) == ["t1_S2", "t2_S2", "x", "event-2"]
+    assert scene_stems([Path("/a/s.tif"), Path("/a/s.tiff")]) == ["s", "s-2"]
+
+
+# --- merging ------------------------------------------------------------------------------------
+
+
+def test_merge_joins_across_scenes_only_and_recomputes_true_area():
+    import geopandas as gpd
+    from shapely.geometry import box as _box
+
+    def box(x0, y0, x1, y1):  # near the UTM central meridian, where planar ~ geodesic area
+        return _box(X0 + x0, Y0 + y0, X0 + x1, Y0 + y1)
+
+    a = gpd.GeoDataFrame({"mean_prob": [0.6, 0.9], "max_prob": [0.7, 0.95]},
+                         geometry=[box(0, 0, 100, 100), box(100, 0, 200, 100)], crs=UTM)  # touching, same scene
+    b = gpd.GeoDataFrame({"mean_prob": [0.8], "max_prob": [0.99]}, geometry=[box(50, 0, 150, 300)], crs=UTM)
+    c = gpd.GeoDataFrame({"mean_prob": [0.5], "max_prob": [0.5]}, geometry=[box(1000, 1000, 1100, 1100)], crs=UTM)
+    m = merge_layers({"a": a, "b": b, "c": c})
+    assert len(m) == 2 and m.crs == a.crs
+    joined = m[m.scene == "a,b"].iloc[0]
+    assert joined.n_parts == 3 and joined.max_prob == 0.99
+    assert joined.geometry.area == pytest.approx(200 * 100 + 100 * 200)
+    assert 0.6 < joined.mean_prob < 0.9
+    # geodesic area on the ellipsoid: within the UTM scale error of the planar area
+    assert m.area_m2.to_numpy() == pytest.approx(m.area.to_numpy(), rel=2e-3)
+    alone = merge_layers({"a": a})
+    assert len(alone) == 2 and list(alone.scene) == ["a", "a"]  # same-scene neighbours stay apart
+
+
+def test_merge_different_crs_goes_to_wgs84_and_areas_are_true():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    a = gpd.GeoDataFrame(geometry=[box(X0, Y0, X0 + 1000, Y0 + 1000)], crs=UTM)
+    b = a.to_crs("EPSG:3857")
+    m = merge_layers({"a": a, "b": b})
+    assert m.crs.to_epsg() == 4326 and len(m) == 1 and m.scene.iloc[0] == "a,b"
+    assert m.area_m2.iloc[0] == pytest.approx(1e6, rel=2e-3)  # not the degrees^2 area
+    assert true_area_m2(b.geometry)[0] == pytest.approx(1e6, rel=2e-3)  # not the inflated Mercator area
+
+
+def test_merge_of_nothing_is_empty():
+    assert len(merge_layers({})) == 0
+
+
+# --- local runs, failures, resumability -----------------------------------------------------------
+
+
+def test_local_run_outputs_failure_and_merged_union(tmp_path, scenes, model):
+    out = tmp_path / "event"
+    res = detect_many(scenes, [model], out, detector=threshold_detector, progress=False)
+    a, b, c = (str(s) for s in scenes)
+    assert set(res.outputs) == {a, b} and set(res.failures) == {c}
+    assert "c.tif" in res.failures[c]
+    assert res.outputs[a] == out / "a.gpkg" and (out / "a.done.json").is_file()
+    assert not (out / "c.gpkg").exists() and not (out / "c.done.json").exists()
+    assert res.merged == out / "event.gpkg"
+    merged = read(res.merged)
+    per_scene = [read(p) for p in res.outputs.values()]
+    assert merged.crs == per_scene[0].crs
+    assert merged.geometry.union_all().symmetric_difference(union_of(per_scene, merged.crs)).area < 1e-6
+    # the rectangle crossing the a/b overlap is one polygon from both scenes; the edge ones are single
+    both = merged[merged.scene == "a,b"]
+    assert len(both) == 1 and both.geometry.iloc[0].area == pytest.approx(600 * 400)
+    assert sorted(merged.scene) == ["a", "a,b", "b"]
+    assert merged.area_m2.sum() == pytest.approx(merged.area.sum(), rel=2e-3)
+    assert not res.ok and res.to_dict()["polygons"] == 3
+
+
+def test_rerun_skips_complete_scenes_and_overwrite_redoes(tmp_path, scenes, model):
+    out, log = tmp_path / "event", tmp_path / "calls.log"
+    kw = dict(detector=threshold_detector, progress=False, log=str(log))
+    detect_many(scenes[:2], [model], out, **kw)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].*")}
+    assert len(log.read_text().splitlines()) == 2
+    res = detect_many(scenes[:2], [model], out, **kw)
+    assert len(log.read_text().splitlines()) == 2  # nothing ran
+    assert sorted(res.skipped) == sorted(str(s) for s in scenes[:2]) and res.ok
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].*")} == mtimes
+    assert len(read(res.merged)) == 3
+    detect_many(scenes[:2], [model], out, overwrite=True, **kw)
+    assert len(log.read_text().splitlines()) == 4
+    # other parameters: the markers no longer match, the scenes are redone
+    res = detect_many(scenes[:2], [model], out, threshold=2000, **kw)
+    assert len(log.read_text().splitlines()) == 6 and not res.skipped
+    # a layer without its marker (a run killed between the two) is not complete
+    (out / "a.done.json").unlink()
+    res = detect_many(scenes[:2], [model], out, threshold=2000, **kw)
+    assert len(log.read_text().splitlines()) == 7 and res.skipped == [str(scenes[1])]
+
+
+def test_models_load_once_per_process_locally(tmp_path, scenes, model):
+    import lsmap.regional as regional
+
+    before = regional._ENSEMBLE_LOADS
+    regional._ENSEMBLES.clear()
+    detect_many(scenes[:2], [model], tmp_path / "o", detector=threshold_detector, progress=False)
+    assert regional._ENSEMBLE_LOADS == before + 1
+
+
+def test_bad_arguments(tmp_path, scenes, model):
+    with pytest.raises(MissingInputError, match="nope"):
+        detect_many(scenes, [tmp_path / "nope"], tmp_path / "o", detector=threshold_detector)
+    with pytest.raises(InputError, match="plain values"):
+        detect_many(scenes, [model], tmp_path / "o", detector=threshold_detector, thing=object())
+    with pytest.raises(InputError, match="cannot reach the Dask scheduler"):
+        detect_many(scenes, [model], tmp_path / "o", detector=threshold_detector, progress=False,
+                    scheduler="tcp://127.0.0.1:9")
+
+
+def test_missing_scene_is_one_failure(tmp_path, scenes, model):
+    res = detect_many([scenes[0], tmp_path / "gone.tif"], [model], tmp_path / "o",
+                      detector=threshold_detector, progress=False)
+    assert list(res.outputs) == [str(scenes[0])]
+    assert "gone.tif" in res.failures[str(tmp_path / "gone.tif")]
+
+
+# --- Dask cluster ---------------------------------------------------------------------------------
+
+
+def test_cluster_matches_local(tmp_path, scenes, model, cluster):
+    local = detect_many(scenes, [model], tmp_path / "local", detector=threshold_detector, progress=False)
+    dist = detect_many(scenes, [model], tmp_path / "dist", detector=threshold_detector, progress=False,
+                       scheduler=cluster.scheduler.address)
+    assert set(dist.outputs) == set(local.outputs) and set(dist.failures) == set(local.failures)
+    assert "c.tif" in dist.failures[str(scenes[2])]
+    assert all(s.worker.startswith("tcp://127.0.0.1") for s in dist.scenes if not s.error)
+    lm, dm = read(local.merged), read(dist.merged)
+    assert sorted(lm.scene) == sorted(dm.scene)
+    assert lm.geometry.union_all().symmetric_difference(dm.geometry.union_all()).area < 1e-6
+    assert dm.area_m2.sum() == pytest.approx(lm.area_m2.sum())
+    per_scene = [read(p) for p in dist.outputs.values()]
+    assert dm.geometry.union_all().symmetric_difference(union_of(per_scene, dm.crs)).area < 1e-6
+    # models were loaded at most once per worker process
+    loads = cluster.run(lambda: __import__("lsmap.regional").regional._ENSEMBLE_LOADS)
+    assert 1 <= sum(loads.values()) <= len(loads)
+
+
+def test_cluster_worker_killed_mid_scene_is_retried(tmp_path, scenes, model, cluster):
+    marker = tmp_path / "kills"
+    marker.mkdir()
+    out = tmp_path / "event"
+    res = detect_many(scenes[:2], [model], out, detector=threshold_detector, progress=False,
+                      scheduler=cluster, kill_marker=str(marker))
+    assert (marker / "a.tif").exists()  # the worker running a died once
+    assert res.ok and len(res.outputs) == 2
+    for p in res.outputs.values():
+        assert len(read(p)) >= 1
+    assert not list(out.glob(".*.tmp"))  # the half-written temporary was cleared by the retry
+    assert sorted(read(res.merged).scene) == ["a", "a,b", "b"]
+
+
+def test_cluster_worker_dying_every_time_is_reported(tmp_path, scenes, model, cluster):
+    out = tmp_path / "event"
+    res = detect_many(scenes[:2], [model], out, detector=always_killing_detector, progress=False,
+                      scheduler=cluster)
+    a, b = str(scenes[0]), str(scenes[1])
+    assert list(res.outputs) == [b]
+    assert "a.tif" in res.failures[a] and "died" in res.failures[a]
+    assert not (out / "a.gpkg").exists() and not (out / "a.done.json").exists()
+    assert sorted(read(res.merged).scene) == ["b", "b"]
+
+
+# --- with the real single-scene detection -----------------------------------------------------------
+
+#: threshold 0: every valid pixel is a landslide, so the layers are the scenes' valid footprints
+REAL = dict(threshold=0.0, window=64, overlap=16, device="cpu")
+#: union of the footprints of a (x 0..960 m) and b (x 640..1600 m), 960 m tall, minus a's nodata
+#: corner (210 m square; b's lies inside a's footprint)
+FOOTPRINT_M2 = 1600 * 960 - 210 * 210
+
+
+def check_real_event(res, scenes):
+    a, b, c = (str(s) for s in scenes)
+    assert set(res.outputs) == {a, b} and list(res.failures) == [c]
+    assert "c.tif" in res.failures[c]
+    merged, layers = read(res.merged), [read(p) for p in res.outputs.values()]
+    assert [len(g) for g in layers] == [1, 1]
+    assert layers[0].area.iloc[0] == pytest.approx(960 * 960 - 210 * 210)
+    assert len(merged) == 1 and merged.scene.iloc[0] == "a,b" and merged.n_parts.iloc[0] == 2
+    assert merged.area.iloc[0] == pytest.approx(FOOTPRINT_M2)
+    assert merged.area_m2.iloc[0] == pytest.approx(FOOTPRINT_M2, rel=2e-3)
+    assert merged.geometry.union_all().symmetric_difference(union_of(layers, merged.crs)).area < 1e-6
+    assert {"mean_prob", "max_prob"} <= set(merged.columns)
+    return merged
+
+
+def test_real_detect_local_and_cluster_agree(tmp_path, scenes, model, cluster):
+    local = detect_many(scenes, [model], tmp_path / "local", progress=False, **REAL)
+    dist = detect_many(scenes, [model], tmp_path / "dist", progress=False, scheduler=cluster, **REAL)
+    lm, dm = check_real_event(local, scenes), check_real_event(dist, scenes)
+    assert lm.geometry.iloc[0].symmetric_difference(dm.geometry.iloc[0]).area < 1e-6
+    assert dm.max_prob.iloc[0] == pytest.approx(lm.max_prob.iloc[0], abs=1e-3)
+    done = json.loads((tmp_path / "dist" / "a.done.json").read_text())
+    assert done["scene"] == str(scenes[0]) and done["params"]["threshold"] == 0.0 and done["polygons"] == 1
+
+
+def test_real_detect_prob_and_mask_rasters_per_scene(tmp_path, scenes, model):
+    out = tmp_path / "event"
+    res = detect_many(scenes[:2], [model], out, progress=False, prob=True, mask=True, **REAL)
+    assert res.ok and {p.name for p in out.glob("*.tif")} == {"a.prob.tif", "a.mask.tif", "b.prob.tif", "b.mask.tif"}
+    (out / "b.mask.tif").unlink()  # an output missing: the scene is not complete
+    res = detect_many(scenes[:2], [model], out, progress=False, prob=True, mask=True, **REAL)
+    assert res.skipped == [str(scenes[0])] and (out / "b.mask.tif").is_file()
+
+
+def test_cli_many_scenes_glob_failure_and_resume(tmp_path, scenes, model):
+    out = tmp_path / "event"
+    args = ["detect", str(scenes[0].parent / "*.tif"), "-o", str(out), "--model", str(model),
+            "--threshold", "0", "--window", "64", "--overlap", "16", "--device", "cpu"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1, r.output
+    assert "1 of 3 scenes failed: c.tif" in r.output and "2 done" in r.output
+    assert (out / "a.gpkg").is_file() and (out / "b.gpkg").is_file() and (out / "event.gpkg").is_file()
+    mtime = (out / "a.gpkg").stat().st_mtime_ns
+    lst = tmp_path / "scenes.txt"
+    lst.write_text("scenes/a.tif\nscenes/b.tif\n")
+    r = CliRunner().invoke(main, ["detect", f"@{lst}", *args[2:], "--merged", "all.geojson", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert len(summary["skipped"]) == 2 and summary["polygons"] == 1 and summary["merged"].endswith("all.geojson")
+    assert (out / "a.gpkg").stat().st_mtime_ns == mtime
+    r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), *args[2:], "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert "2 done, 0 already complete" in r.output and (out / "a.gpkg").stat().st_mtime_ns != mtime
+
+
+def test_cli_one_scene_stays_single_and_many_refuse_prob(tmp_path, scenes, model):
+    opts = ["--model", str(model), "--threshold", "0", "--window", "64", "--device", "cpu"]
+    r = CliRunner().invoke(main, ["detect", str(scenes[0]), "-o", str(tmp_path / "a.gpkg"), *opts])
+    assert r.exit_code == 0, r.output
+    assert len(read(tmp_path / "a.gpkg")) == 1 and not (tmp_path / "event.gpkg").exists()
+    r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "-o", str(tmp_path / "ev"), *opts,
+                                  "--prob", str(tmp_path / "p.tif")])
+    assert r.exit_code == 2 and "--prob works with one scene" in r.output
+
+
+def test_cli_scheduler_address(tmp_path, scenes, model, cluster):
+    r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "-o", str(tmp_path / "ev"),
+                                  "--model", str(model), "--threshold", "0", "--window", "64", "--device", "cpu",
+                                  "--scheduler", cluster.scheduler.address])
+    assert r.exit_code == 0, r.output
+    assert "2 done" in r.output and len(read(tmp_path / "ev" / "event.gpkg")) == 1
+
+
+def test_lazy_api():
+    import lsmap
+
+    assert lsmap.detect_many is detect_many and callable(lsmap.detect)
