@@ -237,6 +237,8 @@ def stats(input_path, output, split, valid_only, raw, bands, overwrite, as_json)
               help="Also write probabilities as a uint8 COG: round(254 p), 255 = nodata.")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None,
               help="Also write the pixel mask as a uint8 COG: 1 landslide, 0 background, 255 nodata.")
+@click.option("--quicklook", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG: the scene in natural colour with the landslide outlines.")
 @click.option("--uncertainty", is_flag=True,
               help="Add mean_unc: variance across models/flips (p(1-p) for a single pass).")
 @click.option("--min-area", type=click.FloatRange(0), default=0.0, show_default=True, help="Drop polygons below this area (m2).")
@@ -252,8 +254,8 @@ def stats(input_path, output, split, valid_only, raw, bands, overwrite, as_json)
 @json_opt
 @handle_errors
 def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_size, norm, stats, input_scale,
-           threshold, prob, mask, uncertainty, min_area, simplify, fill_holes, scheduler, merged, device,
-           overwrite, as_json):
+           threshold, prob, mask, quicklook, uncertainty, min_area, simplify, fill_holes, scheduler, merged,
+           device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
     SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or with --dem the
@@ -277,7 +279,8 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
     from .regional import is_scene_list
 
     if len(scenes) > 1 or is_scene_list(scenes[0]) or out.endswith(("/", "\\")) or os.path.isdir(out):
-        for flag, value in (("--dem", dem), ("--slope", slope), ("--prob", prob), ("--mask", mask)):
+        for flag, value in (("--dem", dem), ("--slope", slope), ("--prob", prob), ("--mask", mask),
+                            ("--quicklook", quicklook)):
             if value is not None:
                 raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
                                          f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
@@ -294,7 +297,7 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
     source = scene if dem is None else {"s2": scene, "dem": dem, **({"slope": slope} if slope else {})}
     gdf = run_detect(source, list(models) or None, out=out, bands=bands, tta=tta, overlap=overlap, window=window,
                      batch_size=batch_size, norm=norm, stats=stats, input_scale=input_scale, threshold=threshold,
-                     prob=prob, mask=mask, uncertainty=uncertainty, min_area=min_area, simplify=simplify,
+                     prob=prob, mask=mask, quicklook=quicklook, uncertainty=uncertainty, min_area=min_area, simplify=simplify,
                      fill_holes=fill_holes, device=device, overwrite=overwrite, progress=not as_json)
     summary = gdf.attrs["lsmap"]
     if as_json:

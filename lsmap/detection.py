@@ -83,7 +83,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
            overlap: int = 32, window: int = 128, batch_size: int | None = None, norm: str = "scene",
            stats: str | os.PathLike | BandStats | None = None, input_scale: str = "auto",
            threshold: float | None = None, prob: str | os.PathLike | None = None,
-           mask: str | os.PathLike | None = None, uncertainty: bool = False, min_area: float = 0.0,
+           mask: str | os.PathLike | None = None, quicklook: str | os.PathLike | None = None, uncertainty: bool = False, min_area: float = 0.0,
            simplify: float = 0.0, fill_holes: float = 0.0, device: Any = "auto", overwrite: bool = False,
            block: int = 1024, progress: bool = False):
     """Map the landslides of a scene: polygons with area and probability attributes.
@@ -111,6 +111,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         threshold: Landslide probability threshold (default: mean of the models' card thresholds).
         prob: Also write the probability as a uint8 COG (``round(254 p)``, 255 = nodata).
         mask: Also write the pixel mask as a uint8 COG (1 landslide, 0 background, 255 nodata).
+        quicklook: Also write a PNG of the scene in natural colour with the polygons drawn.
         uncertainty: Add ``mean_unc``: mean over the polygon of the variance of the probability
             across members and flips (``p (1 - p)`` with a single model without TTA).
         min_area: Drop polygons smaller than this many m2.
@@ -149,7 +150,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     for name, v in (("min-area", min_area), ("simplify", simplify), ("fill-holes", fill_holes)):
         if v < 0:
             raise InputError(f"--{name} must not be negative (got {v})")
-    outputs = [Path(p) for p in (out, prob, mask) if p is not None]
+    outputs = [Path(p) for p in (out, prob, mask, quicklook) if p is not None]
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise InputError("the polygon, probability and mask outputs must be different files")
     if out is not None:
@@ -158,6 +159,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     for p in (prob, mask):
         if p is not None and Path(p).suffix.lower() not in (".tif", ".tiff"):
             raise InputError(f"{p}: raster outputs are GeoTIFFs; use a .tif name")
+    if quicklook is not None and Path(quicklook).suffix.lower() != ".png":
+        raise InputError(f"{quicklook}: the quick-look is a PNG; use a .png name")
     if isinstance(stats, (str, os.PathLike)):
         stats = BandStats.load(stats)
 
@@ -186,6 +189,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         tmp_out = es.enter_context(atomic_output(out, overwrite)) if out is not None else None
         tmp_prob = es.enter_context(atomic_output(prob, overwrite)) if prob is not None else None
         tmp_mask = es.enter_context(atomic_output(mask, overwrite)) if mask is not None else None
+        tmp_look = es.enter_context(atomic_output(quicklook, overwrite)) if quicklook is not None else None
         work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=".lsmap-detect-", dir=work_parent)))
 
         scene_path = _stack_inputs(scene, work, profile.name) if not isinstance(scene, (str, os.PathLike)) else Path(scene)
@@ -216,6 +220,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             for s in sidecars:
                 if tmp_out.with_suffix(s).exists():
                     shutil.move(tmp_out.with_suffix(s), Path(out).with_suffix(s))
+        if tmp_look is not None:
+            from .quicklook import render_quicklook
+
+            render_quicklook(scene_path, gdf, tmp_look, profile, overwrite=True)
         t_write = time.perf_counter() - t_write
     seconds = time.perf_counter() - t0
     km2 = _scene_area_km2(info)
@@ -231,7 +239,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "scene_km2": km2, "seconds": seconds, "km2_per_s": km2 / seconds if seconds > 0 else None,
         "timings": {"scan": t_scan, "predict": pred.seconds, "model": pred.model_seconds, **pred.timings,
                     "vectorize": t_vec, "write": t_write},
-        "outputs": {k: str(v) for k, v in (("polygons", out), ("prob", prob), ("mask", mask)) if v is not None},
+        "outputs": {k: str(v) for k, v in (("polygons", out), ("prob", prob), ("mask", mask), ("quicklook", quicklook))
+                    if v is not None},
     }
     return gdf
 

@@ -79,7 +79,7 @@ def test_api_with_checkpoints_writes_every_output(tmp_path, rng):
     scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng))
     ck = [tiny_checkpoint(tmp_path / "a", seed=1), tiny_checkpoint(tmp_path / "b", seed=2)]
     gdf = lsmap.detect(scene, ck, out=tmp_path / "s.geojson", prob=tmp_path / "p.tif", mask=tmp_path / "m.tif",
-                       uncertainty=True, tta=True, threshold=0.3, **KW)
+                       quicklook=tmp_path / "q.png", uncertainty=True, tta=True, threshold=0.3, **KW)
     info = gdf.attrs["lsmap"]
     assert info["passes"] == 8 and info["uncertainty"] == "variance" and info["norm"] == "scene"
     assert info["models"] == [str(p) for p in ck] and info["km2_per_s"] > 0
@@ -91,6 +91,8 @@ def test_api_with_checkpoints_writes_every_output(tmp_path, rng):
         assert src.nodata == 255 and set(np.unique(mask)) <= {0, 1}
     with rasterio.open(tmp_path / "p.tif") as src:
         assert ((src.read(1) > round(0.3 * 254)) == (mask == 1)).mean() > 0.99
+    assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert info["outputs"]["quicklook"] == str(tmp_path / "q.png")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
