@@ -9,14 +9,14 @@ summed weights) to a float32 probability GeoTIFF. Peak memory is therefore a few
 strip, whatever the scene's height, and grows only linearly with its width.
 
 Validity: a pixel is nodata (never a landslide; probability written as :data:`PROB_NODATA`) when
-any band is masked by GDAL (declared nodata values, internal or alpha masks) or non-finite, or,
-for files declaring no nodata at all, when every spectral band equals the band profile's nodata
-value (0 for Sentinel-2: outside the swath). Before normalisation, nodata pixels are filled with
-the band means of the normalisation statistics so they look like "average" ground to the model
-and do not create edge artefacts around data gaps.
+it is not valid by the one rule of :mod:`lsmap.scene` (masked by GDAL, non-finite, or, for files
+declaring no nodata at all, a spectral band equal to the band profile's nodata value). Before
+normalisation, nodata pixels are filled with the band means of the normalisation statistics so
+they look like "average" ground to the model and do not create edge artefacts around data gaps.
 
 Input scale: models see L4S-scaled values. A scene of raw values (Sentinel-2 digital numbers,
-slope in degrees, DEM in metres) is divided by ``profile.divisors`` on the fly. ``input_scale``
+slope in degrees, DEM in metres) is divided by ``profile.divisors`` on the fly
+(:func:`lsmap.scene.scale_raw`, as ``lsmap tile --raw`` does). ``input_scale``
 ``"auto"`` decides from the scene's statistics: raw when the median over the spectral bands of
 the valid-pixel means exceeds :data:`RAW_THRESHOLD` (L4S-scaled reflectances average about 1,
 raw digital numbers hundreds to thousands).
@@ -35,9 +35,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .bands import BandProfile, get_profile
-from .errors import CheckpointError, InputError, MissingInputError
+from .errors import CheckpointError, InputError
 from .normalize import BandStats, RunningStats
-from .tiling import Window, blend_weight, window_grid
+from .io import open_raster
+from .scene import SceneInfo, read_scene_window, scene_info
+from .tiling import Window, blend_weight, block_grid, window_grid
 
 #: Value of nodata pixels in the internal float32 probability raster.
 PROB_NODATA = -1.0
@@ -50,19 +52,6 @@ STATS_MAX_PIXELS = 1 << 22
 INPUT_SCALES = ("auto", "raw", "l4s")
 #: GDAL block cache (MB) while streaming: keeps the cache, hence memory, independent of scene size.
 GDAL_CACHE_MB = 128
-
-
-@dataclass(frozen=True)
-class SceneInfo:
-    """What a scene raster is: size, georeferencing, and how its validity is decided."""
-
-    path: Path
-    height: int
-    width: int
-    count: int
-    crs: Any
-    transform: Any
-    declares_nodata: bool
 
 
 @dataclass(frozen=True)
@@ -109,68 +98,6 @@ class PredictResult:
     timings: dict = field(default_factory=dict)
 
 
-def open_scene(path: str | os.PathLike, profile: BandProfile | str | None = None) -> SceneInfo:
-    """Describe the raster at ``path``, checking it against ``profile``.
-
-    Raises:
-        MissingInputError: no such file.
-        InputError: unreadable, or without a CRS.
-        BandMismatchError: the band count differs from ``profile``'s.
-    """
-    import rasterio
-    from rasterio.enums import MaskFlags
-
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"{path}: scene does not exist")
-    try:
-        with rasterio.open(path) as src:
-            info = SceneInfo(path, src.height, src.width, src.count, src.crs, src.transform,
-                             any(MaskFlags.all_valid not in flags for flags in src.mask_flag_enums))
-    except rasterio.errors.RasterioIOError as e:
-        raise InputError(f"{path}: cannot read the scene as a raster ({e}); is it a GeoTIFF?") from None
-    if profile is not None:
-        get_profile(profile).check_count(info.count, path)
-    if info.crs is None:
-        raise InputError(f"{path}: scene has no coordinate reference system; georeference it (e.g. gdal_edit.py -a_srs)")
-    return info
-
-
-def read_block(src, window: Window, profile: BandProfile, declares_nodata: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``window`` of an open dataset as float32 values and a validity mask (raw scale).
-
-    Shape:
-        returns ``(C, h, w)`` float32 and ``(h, w)`` bool.
-    """
-    from rasterio.enums import MaskFlags
-    from rasterio.windows import Window as RioWindow
-
-    rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
-    data = src.read(window=rw, out_dtype="float32")
-    if any(np.dtype(t).kind in "fc" for t in src.dtypes):
-        valid = np.isfinite(data).all(axis=0)
-    else:  # integer bands cannot hold NaN/inf
-        valid = np.ones(data.shape[1:], bool)
-    if declares_nodata:
-        flags = src.mask_flag_enums
-        if all(f == [MaskFlags.nodata] for f in flags):  # nodata values only: compare, no second decode
-            for b, nd in enumerate(src.nodatavals):
-                if nd is not None and np.isfinite(nd):
-                    valid &= data[b] != np.float32(nd)
-        else:  # internal/alpha masks (or mixed): ask GDAL
-            valid &= (src.read_masks(window=rw) > 0).all(axis=0)
-    elif profile.nodata is not None and profile.spectral_indices:
-        spec = data[list(profile.spectral_indices)]
-        valid &= ~(spec == np.float32(profile.nodata)).all(axis=0)
-    return data, valid
-
-
-def block_grid(height: int, width: int, size: int) -> list[Window]:
-    """Non-overlapping blocks of at most ``size`` pixels tiling the raster (edge blocks are smaller)."""
-    return [Window(r, c, min(size, height - r), min(size, width - c))
-            for r in range(0, height, size) for c in range(0, width, size)]
-
-
 def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto", *, block: int = 512,
                max_pixels: int = STATS_MAX_PIXELS) -> SceneScan:
     """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
@@ -195,14 +122,14 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
         chosen = [b for b in blocks if (b.row_off // block) % step == off % step and (b.col_off // block) % step == off % step]
         chosen = chosen or blocks[:1]
     rs = RunningStats(profile.count)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(scene.path) as src:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), open_raster(scene.path, "scene") as src:
         for win in chosen:
-            data, valid = read_block(src, win, profile, scene.declares_nodata)
+            data, valid = read_scene_window(src, win, profile, declared=scene.declares_nodata)
             rs.update(data, valid)
         if rs.n == 0 and sampled:  # the sample missed the data: look everywhere
             sampled = False
             for win in blocks:
-                data, valid = read_block(src, win, profile, scene.declares_nodata)
+                data, valid = read_scene_window(src, win, profile, declared=scene.declares_nodata)
                 rs.update(data, valid)
     if rs.n == 0:
         raise InputError(
@@ -289,10 +216,10 @@ class _Reader(threading.Thread):
     """Reads batches of windows (with their own dataset handle) into a bounded queue."""
 
     def __init__(self, scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], batch_size: int,
-                 divisors: np.ndarray | None, fill: np.ndarray, pin: bool, prefetch: int) -> None:
+                 raw: bool, fill: np.ndarray, pin: bool, prefetch: int) -> None:
         super().__init__(daemon=True, name="lsmap-reader")
         self.scene, self.profile, self.windows, self.batch_size = scene, profile, windows, batch_size
-        self.divisors, self.fill, self.pin = divisors, fill, pin
+        self.raw, self.fill, self.pin = raw, fill, pin
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self.stop = threading.Event()
 
@@ -316,9 +243,8 @@ class _Reader(threading.Thread):
             while j + 1 < len(batch) and batch[j + 1].row_off == batch[i].row_off:
                 j += 1
             c0, c1 = batch[i].col_off, batch[j].col_off + w
-            data, ok = read_block(src, Window(batch[i].row_off, c0, h, c1 - c0), self.profile, self.scene.declares_nodata)
-            if self.divisors is not None:
-                data /= self.divisors[:, None, None]
+            data, ok = read_scene_window(src, Window(batch[i].row_off, c0, h, c1 - c0), self.profile,
+                                         raw=self.raw, declared=self.scene.declares_nodata)
             if not ok.all():
                 np.copyto(data, np.broadcast_to(self.fill[:, None, None], data.shape), where=~ok[None])
             for k in range(i, j + 1):
@@ -337,7 +263,7 @@ class _Reader(threading.Thread):
         import rasterio
 
         try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(self.scene.path) as src:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), open_raster(self.scene.path, "scene") as src:
                 for s in range(0, len(self.windows), self.batch_size):
                     if not self._put(self._read(src, list(self.windows[s:s + self.batch_size]))):
                         return
@@ -440,7 +366,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         raise CheckpointError("no model given; pass --model PATH (one or more)")
     profile = members_profile(members)
     if not isinstance(scene, SceneInfo):
-        scene = open_scene(scene, profile)
+        scene = scene_info(scene, profile)
     else:
         profile.check_count(scene.count, scene.path)
     if window < 1 or not 0 <= overlap < window:
@@ -474,7 +400,6 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     weight = blend_weight(window, overlap)[:wh, :ww]
     want_unc = uncertainty_out is not None
     use_var = want_unc and passes > 1
-    divisors = np.asarray(profile.divisors, np.float32) if raw else None
 
     H, W = scene.height, scene.width
     acc_p = np.zeros((wh, W), np.float64)
@@ -483,7 +408,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     acc_v = np.zeros((wh, W), bool)
     top = 0  # scene row of the accumulator's first row
 
-    reader = _Reader(scene, profile, windows, batch_size, divisors, fill, pin, prefetch)
+    reader = _Reader(scene, profile, windows, batch_size, raw, fill, pin, prefetch)
     model_seconds = read_seconds = write_seconds = 0.0
     bar = None
     if progress:
