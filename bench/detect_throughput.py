@@ -179,7 +179,7 @@ def main() -> None:
                   f"{args.window} px, overlap {args.overlap}, batch {det['batch_size']}):")
             print(f"  detect {det['seconds']:.1f} s = {det['km2_per_s']:.2f} km2/s "
                   f"(scan {t['scan']:.1f} s, predict {t['predict']:.1f} s [model {t['model']:.1f} s, "
-                  f"reader thread {t['read_thread']:.1f} s, probability writes {t['prob_write']:.1f} s], vectorize {t['vectorize']:.2f} s "
+                  f"reading {t['read']:.1f} s, probability writes {t['prob_write']:.1f} s], vectorize {t['vectorize']:.2f} s "
                   f"for {det['polygons']} polygons, write {t['write']:.2f} s)")
             print(f"  bare model forward over the same windows: {bare['seconds']:.1f} s -> ratio bare/detect "
                   f"{bare['seconds'] / det['seconds']:.3f}")

@@ -275,3 +275,33 @@ def test_dataset_mask_marks_nodata(tmp_path, rng):
     predict_scene(info, [member(ConstantModel(0.0))], tmp_path / "p.tif", stats=scan.stats, **KW)
     p = read(tmp_path / "p.tif")
     assert (p[:, :30] == PROB_NODATA).all() and np.allclose(p[:, 30:], 0.5)
+
+
+def test_reader_thread_reads_what_the_inline_reader_reads(tmp_path, rng, monkeypatch):
+    """Prefetching batches in a reader thread (the GPU default) changes nothing in the output, with
+    nodata to fill and raw scaling; and the thread's errors reach the caller."""
+    import lsmap.infer as infer
+
+    data = smooth_scene(rng, h=150, w=170) * np.asarray(L4S.divisors, np.float32)[:, None, None]
+    data[:, 20:50, 30:80] = 0  # outside the swath (no nodata declared): filled, written as nodata
+    path = write_scene(tmp_path / "s.tif", data)
+    stats = BandStats((1.0,) * 14, (0.5,) * 14, 1)
+    for prefetch in (0, 2):
+        predict_scene(path, [member(Band0Model())], tmp_path / f"p{prefetch}.tif", stats=stats, raw=True,
+                      batch_size=3, prefetch=prefetch, **KW)
+    p0 = read(tmp_path / "p0.tif")
+    np.testing.assert_array_equal(p0, read(tmp_path / "p2.tif"))
+    assert (p0[20:50, 30:80] == PROB_NODATA).all() and (p0[50:] >= 0).all()
+
+    original = infer.read_scene_window
+    calls = []
+
+    def broken(*a, **k):
+        calls.append(1)
+        if len(calls) > 2:
+            raise OSError("disk gone")
+        return original(*a, **k)
+
+    monkeypatch.setattr(infer, "read_scene_window", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        predict_scene(path, [member(Band0Model())], tmp_path / "p.tif", stats=stats, prefetch=2, **KW)
