@@ -126,8 +126,9 @@ def valid_pixels(src, stored: np.ndarray, window: Window, profile: BandProfile,
         if all(flags == [MaskFlags.nodata] for flags in src.mask_flag_enums):
             # nodata values only: comparing the values GDAL would compare needs no second decode
             for b, nd in enumerate(src.nodatavals):
-                if nd is not None and not np.isnan(nd):
-                    valid &= stored[b] != np.asarray(nd).astype(stored.dtype)
+                value = _nodata_as(nd, stored.dtype)
+                if value is not None:
+                    valid &= stored[b] != value
         else:  # internal/alpha/dataset masks (or mixed): ask GDAL
             valid &= (read_window(src, None, _rio_window(window), masks=True) > 0).all(axis=0)
     elif profile.nodata is not None and profile.spectral_indices:
@@ -160,6 +161,18 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
     if data is not stored and stored.dtype.kind in "fc":  # float64 beyond float32's range becomes inf
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
+
+
+def _nodata_as(nodata: float | None, dtype: np.dtype):
+    """The nodata value as GDAL compares it to pixels of ``dtype``; ``None`` when no pixel can equal it
+    (none declared, NaN: caught by the finiteness test, or outside an integer type's range)."""
+    if nodata is None or np.isnan(nodata):
+        return None
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if nodata != int(nodata) or not info.min <= nodata <= info.max:
+            return None
+    return np.asarray(nodata).astype(dtype)
 
 
 def _rio_window(window: Window):
