@@ -39,7 +39,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .bands import BandProfile, get_profile
+from .bands import BandProfile
 from .errors import CheckpointError, InputError
 from .normalize import BandStats, RunningStats
 from .io import open_raster
