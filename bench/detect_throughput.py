@@ -5,7 +5,8 @@ Reports, for each scene size (each run in its own subprocess so that peak RSS is
   GeoPackage writing) at 10 m pixels;
 - the ratio of the bare model forward over the same number of windows (``predict_proba`` on
   in-memory batches of the same size: no reading, blending or writing) to the whole detect time
-  (1.0 = no overhead; target >= 0.9);
+  (1.0 = no overhead; target >= 0.9), in wall time and in CPU time of the process (user + system;
+  less sensitive to other jobs on a shared machine, though spinning threads count too);
 - peak RSS (``ru_maxrss``) of the detect process (target: flat across sizes);
 - vectorisation time and polygon count of the detect run, plus a standalone vectorisation of a
   generated probability raster with many blobs.
@@ -58,6 +59,11 @@ def make_scene(path: Path, size: int, seed: int = 0, block: int = 512) -> None:
                 dst.write(bands.astype(np.float32), window=Window(c0, r0, w, h))
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def child_detect(scene: str, model: str, out: str, window: int, overlap: int, batch_size: int | None) -> None:
     """Run detect in this (fresh) process and print its summary and peak RSS as JSON."""
     import geopandas  # noqa: F401  (imports done before timing: the figures are the work, not Python imports)
@@ -68,9 +74,11 @@ def child_detect(scene: str, model: str, out: str, window: int, overlap: int, ba
     import lsmap.detection  # noqa: F401
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu0 = _cpu()
     gdf = lsmap.detect(scene, [model], out=out, window=window, overlap=overlap, device="cpu",
                        batch_size=batch_size, threshold=0.5)
     info = gdf.attrs["lsmap"]
+    info["cpu_seconds"] = _cpu() - cpu0
     info["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     info["import_rss_mb"] = baseline
     print(json.dumps(info))
@@ -92,13 +100,13 @@ def child_bare(model: str, windows: int, window: int, batch_size: int) -> None:
     stats = BandStats((1.0,) * 14, (0.3,) * 14, 1)
     x = 1.0 + 0.3 * torch.randn(batch_size, 14, window, window)
     predict_proba(members, x, stats)  # warm-up
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu()
     done = 0
     while done < windows:
         n = min(batch_size, windows - done)
         predict_proba(members, x[:n], stats).cpu()
         done += n
-    print(json.dumps({"seconds": time.perf_counter() - t0, "windows": windows}))
+    print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - cpu0, "windows": windows}))
 
 
 def standalone_vectorize(work: Path, size: int, seed: int = 1) -> dict:
@@ -179,10 +187,11 @@ def main() -> None:
                   f"{args.window} px, overlap {args.overlap}, batch {det['batch_size']}):")
             print(f"  detect {det['seconds']:.1f} s = {det['km2_per_s']:.2f} km2/s "
                   f"(scan {t['scan']:.1f} s, predict {t['predict']:.1f} s [model {t['model']:.1f} s, "
-                  f"reader thread {t['read_thread']:.1f} s, probability writes {t['prob_write']:.1f} s], vectorize {t['vectorize']:.2f} s "
+                  f"reading {t.get('read', t.get('read_thread', float('nan'))):.1f} s, probability writes {t['prob_write']:.1f} s], vectorize {t['vectorize']:.2f} s "
                   f"for {det['polygons']} polygons, write {t['write']:.2f} s)")
             print(f"  bare model forward over the same windows: {bare['seconds']:.1f} s -> ratio bare/detect "
-                  f"{bare['seconds'] / det['seconds']:.3f}")
+                  f"{bare['seconds'] / det['seconds']:.3f}; CPU {bare['cpu_seconds']:.1f} s vs {det['cpu_seconds']:.1f} s "
+                  f"-> CPU ratio {bare['cpu_seconds'] / det['cpu_seconds']:.3f}")
             print(f"  peak RSS {det['peak_rss_mb']:.0f} MB ({det['peak_rss_mb'] - det['import_rss_mb']:.0f} MB above "
                   f"the {det['import_rss_mb']:.0f} MB after importing torch & co.)")
         if len(rows) > 1:

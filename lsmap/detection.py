@@ -136,9 +136,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     """
     from .bands import get_profile
     from .device import resolve_device
-    from .infer import (PROB_SCALE, check_stats, encode_mask, encode_probability, members_profile, open_scene,
-                        predict_scene, scan_scene, write_uint8_cog)
+    from .infer import (PROB_SCALE, check_stats, encode_mask, encode_probability, members_profile, predict_scene,
+                        scan_scene, write_uint8_cog)
     from .io import atomic_output
+    from .scene import scene_info
     from .predict import Member, load_ensemble
     from .vectorize import check_vector_output, vector_driver, vectorize
 
@@ -193,7 +194,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=".lsmap-detect-", dir=work_parent)))
 
         scene_path = _stack_inputs(scene, work, profile.name) if not isinstance(scene, (str, os.PathLike)) else Path(scene)
-        info = open_scene(scene_path, profile)
+        info = scene_info(scene_path, profile)
         t_scan = time.perf_counter()
         scan = scan_scene(info, profile, input_scale)
         t_scan = time.perf_counter() - t_scan

@@ -1,22 +1,26 @@
 """Sliding-window ensemble inference over whole scenes, streamed block by block.
 
-A scene is read in batches of overlapping windows (:func:`lsmap.tiling.window_grid`) by a reader
-thread that prefetches the next batches into a bounded queue while the model runs. Each window's
+A scene is cut into overlapping windows (:func:`lsmap.tiling.window_grid`), read in batches from a
+full-width strip of the window height: moving down one row of windows keeps the rows the two rows
+share and reads only the new ones, so each pixel is decoded, scaled and filled once. On a CPU the
+batches are read in the calling thread (the model's threads use every core); on a GPU a reader
+thread prefetches the next batches into a bounded queue while the model runs. Each window's
 probabilities are weighted with :func:`lsmap.tiling.blend_weight` (Hann ramps over the overlap, a
 small positive floor) and accumulated in a strip of ``window`` rows by the scene width; a row is
 final as soon as the next row of windows starts below it, and is then written (weighted sum /
-summed weights) to a float32 probability GeoTIFF. Peak memory is therefore a few batches plus one
-strip, whatever the scene's height, and grows only linearly with its width.
+summed weights) to a float32 probability GeoTIFF. Peak memory is therefore a few batches plus two
+strips and one row of GDAL blocks, whatever the scene's height, and grows only linearly with its
+width.
 
 Validity: a pixel is nodata (never a landslide; probability written as :data:`PROB_NODATA`) when
-any band is masked by GDAL (declared nodata values, internal or alpha masks) or non-finite, or,
-for files declaring no nodata at all, when every spectral band equals the band profile's nodata
-value (0 for Sentinel-2: outside the swath). Before normalisation, nodata pixels are filled with
-the band means of the normalisation statistics so they look like "average" ground to the model
-and do not create edge artefacts around data gaps.
+it is not valid by the one rule of :mod:`lsmap.scene` (masked by GDAL, non-finite, or, for files
+declaring no nodata at all, a spectral band equal to the band profile's nodata value). Before
+normalisation, nodata pixels are filled with the band means of the normalisation statistics so
+they look like "average" ground to the model and do not create edge artefacts around data gaps.
 
 Input scale: models see L4S-scaled values. A scene of raw values (Sentinel-2 digital numbers,
-slope in degrees, DEM in metres) is divided by ``profile.divisors`` on the fly. ``input_scale``
+slope in degrees, DEM in metres) is divided by ``profile.divisors`` on the fly
+(:func:`lsmap.scene.scale_raw`, as ``lsmap tile --raw`` does). ``input_scale``
 ``"auto"`` decides from the scene's statistics: raw when the median over the spectral bands of
 the valid-pixel means exceeds :data:`RAW_THRESHOLD` (L4S-scaled reflectances average about 1,
 raw digital numbers hundreds to thousands).
@@ -24,6 +28,7 @@ raw digital numbers hundreds to thousands).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -34,10 +39,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .bands import BandProfile, get_profile
-from .errors import CheckpointError, InputError, MissingInputError
+from .bands import BandProfile
+from .errors import CheckpointError, InputError
 from .normalize import BandStats, RunningStats
-from .tiling import Window, blend_weight, window_grid
+from .io import open_raster
+from .scene import SceneInfo, read_scene_window, scene_info
+from .tiling import Window, blend_weight, block_grid, window_grid
 
 #: Value of nodata pixels in the internal float32 probability raster.
 PROB_NODATA = -1.0
@@ -50,19 +57,6 @@ STATS_MAX_PIXELS = 1 << 22
 INPUT_SCALES = ("auto", "raw", "l4s")
 #: GDAL block cache (MB) while streaming: keeps the cache, hence memory, independent of scene size.
 GDAL_CACHE_MB = 128
-
-
-@dataclass(frozen=True)
-class SceneInfo:
-    """What a scene raster is: size, georeferencing, and how its validity is decided."""
-
-    path: Path
-    height: int
-    width: int
-    count: int
-    crs: Any
-    transform: Any
-    declares_nodata: bool
 
 
 @dataclass(frozen=True)
@@ -109,74 +103,14 @@ class PredictResult:
     timings: dict = field(default_factory=dict)
 
 
-def open_scene(path: str | os.PathLike, profile: BandProfile | str | None = None) -> SceneInfo:
-    """Describe the raster at ``path``, checking it against ``profile``.
-
-    Raises:
-        MissingInputError: no such file.
-        InputError: unreadable, or without a CRS.
-        BandMismatchError: the band count differs from ``profile``'s.
-    """
-    import rasterio
-    from rasterio.enums import MaskFlags
-
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"{path}: scene does not exist")
-    try:
-        with rasterio.open(path) as src:
-            info = SceneInfo(path, src.height, src.width, src.count, src.crs, src.transform,
-                             any(MaskFlags.all_valid not in flags for flags in src.mask_flag_enums))
-    except rasterio.errors.RasterioIOError as e:
-        raise InputError(f"{path}: cannot read the scene as a raster ({e}); is it a GeoTIFF?") from None
-    if profile is not None:
-        get_profile(profile).check_count(info.count, path)
-    if info.crs is None:
-        raise InputError(f"{path}: scene has no coordinate reference system; georeference it (e.g. gdal_edit.py -a_srs)")
-    return info
-
-
-def read_block(src, window: Window, profile: BandProfile, declares_nodata: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``window`` of an open dataset as float32 values and a validity mask (raw scale).
-
-    Shape:
-        returns ``(C, h, w)`` float32 and ``(h, w)`` bool.
-    """
-    from rasterio.enums import MaskFlags
-    from rasterio.windows import Window as RioWindow
-
-    rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
-    data = src.read(window=rw, out_dtype="float32")
-    if any(np.dtype(t).kind in "fc" for t in src.dtypes):
-        valid = np.isfinite(data).all(axis=0)
-    else:  # integer bands cannot hold NaN/inf
-        valid = np.ones(data.shape[1:], bool)
-    if declares_nodata:
-        flags = src.mask_flag_enums
-        if all(f == [MaskFlags.nodata] for f in flags):  # nodata values only: compare, no second decode
-            for b, nd in enumerate(src.nodatavals):
-                if nd is not None and np.isfinite(nd):
-                    valid &= data[b] != np.float32(nd)
-        else:  # internal/alpha masks (or mixed): ask GDAL
-            valid &= (src.read_masks(window=rw) > 0).all(axis=0)
-    elif profile.nodata is not None and profile.spectral_indices:
-        spec = data[list(profile.spectral_indices)]
-        valid &= ~(spec == np.float32(profile.nodata)).all(axis=0)
-    return data, valid
-
-
-def block_grid(height: int, width: int, size: int) -> list[Window]:
-    """Non-overlapping blocks of at most ``size`` pixels tiling the raster (edge blocks are smaller)."""
-    return [Window(r, c, min(size, height - r), min(size, width - c))
-            for r in range(0, height, size) for c in range(0, width, size)]
-
-
 def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto", *, block: int = 512,
-               max_pixels: int = STATS_MAX_PIXELS) -> SceneScan:
+               max_pixels: int = STATS_MAX_PIXELS, workers: int | None = None) -> SceneScan:
     """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
 
-    Blocks of ``block`` pixels are read one at a time into a :class:`RunningStats`; a scene larger
-    than ``max_pixels`` is summarised from a regular lattice of blocks covering about ``max_pixels``
+    Blocks of ``block`` pixels are summarised by ``workers`` threads (each with its own dataset
+    handle; decoding and NumPy release the GIL) and folded into one :class:`RunningStats` in block
+    order, so the result is the same, to the bit, as a single-threaded pass. A scene larger than
+    ``max_pixels`` is summarised from a regular lattice of blocks covering about ``max_pixels``
     (with a full pass when the lattice finds no valid pixel).
 
     Raises:
@@ -194,16 +128,15 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
         off = step // 2
         chosen = [b for b in blocks if (b.row_off // block) % step == off % step and (b.col_off // block) % step == off % step]
         chosen = chosen or blocks[:1]
+    workers = workers or min(4, os.cpu_count() or 1)
     rs = RunningStats(profile.count)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(scene.path) as src:
-        for win in chosen:
-            data, valid = read_block(src, win, profile, scene.declares_nodata)
-            rs.update(data, valid)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS=1):
+        for part in _block_stats(scene, profile, chosen, workers):
+            rs.merge(part)  # == rs.update(data, valid) of the block: same formula, same order
         if rs.n == 0 and sampled:  # the sample missed the data: look everywhere
             sampled = False
-            for win in blocks:
-                data, valid = read_block(src, win, profile, scene.declares_nodata)
-                rs.update(data, valid)
+            for part in _block_stats(scene, profile, blocks, workers):
+                rs.merge(part)
     if rs.n == 0:
         raise InputError(
             f"{scene.path}: the scene has no valid pixel (every pixel is nodata, masked or non-finite); "
@@ -222,6 +155,32 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
     else:
         stats = raw_stats
     return SceneScan(stats, raw, rs.n, sampled)
+
+
+def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], workers: int) -> Iterator[RunningStats]:
+    """Statistics of each window's valid pixels (raw values), in window order, read by ``workers`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+    opened: list = []
+
+    def one(win: Window) -> RunningStats:
+        src = getattr(local, "src", None)
+        if src is None:
+            src = local.src = open_raster(scene.path, "scene")
+            opened.append(src)
+        data, valid = read_scene_window(src, win, profile, declared=scene.declares_nodata)
+        part = RunningStats(profile.count)
+        part.update(data, valid)
+        return part
+
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="lsmap-scan")
+    try:
+        yield from pool.map(one, windows)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for src in opened:
+            src.close()
 
 
 def check_stats(stats: BandStats, profile: BandProfile, source: object) -> BandStats:
@@ -282,17 +241,88 @@ class _Batch:
     read_seconds: float
 
 
+def stream_cache_bytes(src) -> int:
+    """GDAL block cache for streaming ``src`` top to bottom: one row of its blocks (all bands), at least
+    :data:`GDAL_CACHE_MB`, so that every block is decoded once although several strips read it."""
+    bh, bw = src.block_shapes[0]
+    itemsize = max(np.dtype(t).itemsize for t in src.dtypes)
+    row = src.count * bh * -(-src.width // bw) * bw * itemsize
+    return max(GDAL_CACHE_MB * 2**20, row + row // 4)
+
+
+class _Strips:
+    """Batches of windows cut from a full-width strip of the scene, each pixel read and prepared once.
+
+    The strip holds the ``height`` scene rows of the current row of windows, scaled (raw scenes) and
+    with nodata pixels filled. Moving down to the next row of windows keeps the rows the two share
+    (the overlap) and reads only the new ones, in pieces that never straddle a row of GDAL blocks
+    (so a cache of one block row suffices: :func:`stream_cache_bytes`).
+    """
+
+    def __init__(self, src, scene: SceneInfo, profile: BandProfile, height: int, raw: bool, fill: np.ndarray) -> None:
+        self.src, self.scene, self.profile, self.raw = src, scene, profile, raw
+        self.fill = np.asarray(fill, np.float32)[:, None, None]
+        self.block_rows = src.block_shapes[0][0]
+        self.data = np.empty((profile.count, height, scene.width), np.float32)
+        self.valid = np.empty((height, scene.width), bool)
+        self.top: int | None = None
+
+    def _advance(self, row: int) -> None:
+        """Make the strip hold scene rows ``[row, row + height)``."""
+        h = self.valid.shape[0]
+        keep = 0
+        if self.top is not None and self.top < row < self.top + h:
+            keep = self.top + h - row
+            self.data[:, :keep] = self.data[:, h - keep:]
+            self.valid[:keep] = self.valid[h - keep:]
+        r = row + keep
+        while r < row + h:  # new rows, split at block-row boundaries
+            n = min(row + h, (r // self.block_rows + 1) * self.block_rows) - r
+            data, ok = read_scene_window(self.src, Window(r, 0, n, self.scene.width), self.profile, raw=self.raw,
+                                         declared=self.scene.declares_nodata)
+            if not ok.all():
+                np.copyto(data, self.fill, where=~ok[None])
+            self.data[:, r - row:r - row + n] = data
+            self.valid[r - row:r - row + n] = ok
+            r += n
+        self.top = row
+
+    def batch(self, windows: Sequence[Window], pin: bool) -> _Batch:
+        """The windows (in row-major order) as one batch of model inputs."""
+        t0 = time.perf_counter()
+        h, w = windows[0].height, windows[0].width
+        x = np.empty((len(windows), self.profile.count, h, w), np.float32)
+        valid = np.empty((len(windows), h, w), bool)
+        for k, win in enumerate(windows):
+            if win.row_off != self.top:
+                self._advance(win.row_off)
+            cs = slice(win.col_off, win.col_off + w)
+            x[k] = self.data[:, :, cs]
+            valid[k] = self.valid[:, cs]
+        xb: Any = x
+        if pin:
+            import torch
+
+            xb = _pin(torch.from_numpy(x))
+        return _Batch(list(windows), xb, valid, time.perf_counter() - t0)
+
+
+def _read_batches(src, scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], batch_size: int,
+                  raw: bool, fill: np.ndarray, pin: bool) -> Iterator[_Batch]:
+    strips = _Strips(src, scene, profile, windows[0].height, raw, fill)
+    for s in range(0, len(windows), batch_size):
+        yield strips.batch(windows[s:s + batch_size], pin)
+
+
 _DONE = object()
 
 
-class _Reader(threading.Thread):
-    """Reads batches of windows (with their own dataset handle) into a bounded queue."""
+class _Prefetcher(threading.Thread):
+    """Reads batches (with its own dataset handle) into a bounded queue while the consumer runs the model."""
 
-    def __init__(self, scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], batch_size: int,
-                 divisors: np.ndarray | None, fill: np.ndarray, pin: bool, prefetch: int) -> None:
+    def __init__(self, cache_bytes: int, scene: SceneInfo, *args, prefetch: int) -> None:
         super().__init__(daemon=True, name="lsmap-reader")
-        self.scene, self.profile, self.windows, self.batch_size = scene, profile, windows, batch_size
-        self.divisors, self.fill, self.pin = divisors, fill, pin
+        self.cache_bytes, self.scene, self.args = cache_bytes, scene, args
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self.stop = threading.Event()
 
@@ -305,41 +335,14 @@ class _Reader(threading.Thread):
                 continue
         return False
 
-    def _read(self, src, batch: list[Window]) -> _Batch:
-        t0 = time.perf_counter()
-        h, w = batch[0].height, batch[0].width
-        x = np.empty((len(batch), self.profile.count, h, w), np.float32)
-        valid = np.empty((len(batch), h, w), bool)
-        i = 0
-        while i < len(batch):  # runs of windows on one row: one read of their bounding box
-            j = i
-            while j + 1 < len(batch) and batch[j + 1].row_off == batch[i].row_off:
-                j += 1
-            c0, c1 = batch[i].col_off, batch[j].col_off + w
-            data, ok = read_block(src, Window(batch[i].row_off, c0, h, c1 - c0), self.profile, self.scene.declares_nodata)
-            if self.divisors is not None:
-                data /= self.divisors[:, None, None]
-            if not ok.all():
-                np.copyto(data, np.broadcast_to(self.fill[:, None, None], data.shape), where=~ok[None])
-            for k in range(i, j + 1):
-                cs = slice(batch[k].col_off - c0, batch[k].col_off - c0 + w)
-                x[k] = data[:, :, cs]
-                valid[k] = ok[:, cs]
-            i = j + 1
-        xb: Any = x
-        if self.pin:
-            import torch
-
-            xb = _pin(torch.from_numpy(x))
-        return _Batch(list(batch), xb, valid, time.perf_counter() - t0)
-
     def run(self) -> None:
         import rasterio
 
         try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(self.scene.path) as src:
-                for s in range(0, len(self.windows), self.batch_size):
-                    if not self._put(self._read(src, list(self.windows[s:s + self.batch_size]))):
+            with rasterio.Env(GDAL_CACHEMAX=self.cache_bytes, GDAL_NUM_THREADS=1), \
+                    open_raster(self.scene.path, "scene") as src:
+                for batch in _read_batches(src, self.scene, *self.args):
+                    if not self._put(batch):
                         return
             self._put(_DONE)
         except BaseException as e:  # handed to the consumer, which re-raises it
@@ -395,7 +398,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
                   stats: BandStats | None, raw: bool = False, fill: Sequence[float] | None = None,
                   tta: bool = False, overlap: int = 32, window: int = 128, batch_size: int | None = None,
                   device: Any = "auto", uncertainty_out: str | os.PathLike | None = None,
-                  amp: bool = True, pin_memory: bool | None = None, prefetch: int = 2,
+                  amp: bool = True, pin_memory: bool | None = None, prefetch: int | None = None,
                   progress: bool = False) -> PredictResult:
     """Run the ensemble over a whole scene in overlapping windows; write a float32 probability raster.
 
@@ -418,7 +421,10 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             probability across members and flips, or ``p * (1 - p)`` with a single pass.
         amp: Mixed precision (bfloat16 + channels-last on AMX CPUs, AMP on CUDA).
         pin_memory: Copy batches through pinned memory, non-blocking (default: on CUDA).
-        prefetch: Batches the reader thread may read ahead.
+        prefetch: Batches a reader thread may read ahead while the model runs; 0 reads each batch
+            in the calling thread just before it is needed. Default: 2 on a GPU; 0 on a CPU, where
+            the model's threads already use every core and a reader thread beside them only
+            interrupts them (the scene is read with one GDAL thread either way).
         progress: Show a tqdm progress bar.
 
     Returns:
@@ -440,7 +446,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         raise CheckpointError("no model given; pass --model PATH (one or more)")
     profile = members_profile(members)
     if not isinstance(scene, SceneInfo):
-        scene = open_scene(scene, profile)
+        scene = scene_info(scene, profile)
     else:
         profile.check_count(scene.count, scene.path)
     if window < 1 or not 0 <= overlap < window:
@@ -474,7 +480,6 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     weight = blend_weight(window, overlap)[:wh, :ww]
     want_unc = uncertainty_out is not None
     use_var = want_unc and passes > 1
-    divisors = np.asarray(profile.divisors, np.float32) if raw else None
 
     H, W = scene.height, scene.width
     acc_p = np.zeros((wh, W), np.float64)
@@ -483,7 +488,11 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     acc_v = np.zeros((wh, W), bool)
     top = 0  # scene row of the accumulator's first row
 
-    reader = _Reader(scene, profile, windows, batch_size, divisors, fill, pin, prefetch)
+    if prefetch is None:
+        prefetch = 0 if device.type == "cpu" else 2
+    with open_raster(scene.path, "scene") as src:
+        cache_bytes = stream_cache_bytes(src)
+    read_args = (profile, windows, batch_size, raw, fill, pin)
     model_seconds = read_seconds = write_seconds = 0.0
     bar = None
     if progress:
@@ -491,8 +500,22 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
 
         bar = tqdm(total=len(windows), unit="win", desc="detect")
     rprof = _raster_profile(scene)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(prob_out, "w", **rprof) as dst_p:
-        dst_u = rasterio.open(uncertainty_out, "w", **rprof) if want_unc else None
+    with contextlib.ExitStack() as es:
+        es.enter_context(rasterio.Env(GDAL_CACHEMAX=cache_bytes, GDAL_NUM_THREADS=1))
+        dst_p = es.enter_context(rasterio.open(prob_out, "w", **rprof))
+        dst_u = es.enter_context(rasterio.open(uncertainty_out, "w", **rprof)) if want_unc else None
+        if prefetch > 0:
+            reader = _Prefetcher(cache_bytes, scene, *read_args, prefetch=prefetch)
+            reader.start()
+            es.callback(reader.join)
+            es.callback(reader.stop.set)
+            batches: Iterator[_Batch] = iter(reader)
+        else:
+            src = es.enter_context(open_raster(scene.path, "scene"))
+            batches = _read_batches(src, scene, *read_args)
+            es.callback(batches.close)
+        if bar is not None:
+            es.callback(bar.close)
 
         def flush(upto: int) -> None:
             nonlocal top, write_seconds
@@ -514,42 +537,33 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             top = upto
             write_seconds += time.perf_counter() - t0
 
-        reader.start()
-        try:
-            for batch in reader:
-                read_seconds += batch.read_seconds
-                t0 = time.perf_counter()
-                xb = batch.x if not isinstance(batch.x, np.ndarray) else torch.from_numpy(batch.x)
-                xb = xb.to(device, non_blocking=pin)
-                mean, var = ensemble_moments(members, xb, stats, tta, use_var, amp)
-                mean = mean.float().cpu().numpy()
-                var = var.float().cpu().numpy() if var is not None else None
-                model_seconds += time.perf_counter() - t0
-                for k, win in enumerate(batch.windows):
-                    if win.row_off != top:
-                        flush(win.row_off)
-                    rs = slice(win.row_off - top, win.row_off - top + wh)
-                    cs = slice(win.col_off, win.col_off + ww)
-                    acc_p[rs, cs] += weight * mean[k]
-                    acc_w[rs, cs] += weight
-                    if use_var:
-                        acc_u[rs, cs] += weight * var[k]
-                    acc_v[rs, cs] = batch.valid[k]
-                if bar is not None:
-                    bar.update(len(batch.windows))
-            flush(H)
-        finally:
-            reader.stop.set()
-            reader.join()
-            if dst_u is not None:
-                dst_u.close()
+        for batch in batches:
+            read_seconds += batch.read_seconds
+            t0 = time.perf_counter()
+            xb = batch.x if not isinstance(batch.x, np.ndarray) else torch.from_numpy(batch.x)
+            xb = xb.to(device, non_blocking=pin)
+            mean, var = ensemble_moments(members, xb, stats, tta, use_var, amp)
+            mean = mean.float().cpu().numpy()
+            var = var.float().cpu().numpy() if var is not None else None
+            model_seconds += time.perf_counter() - t0
+            for k, win in enumerate(batch.windows):
+                if win.row_off != top:
+                    flush(win.row_off)
+                rs = slice(win.row_off - top, win.row_off - top + wh)
+                cs = slice(win.col_off, win.col_off + ww)
+                acc_p[rs, cs] += weight * mean[k]
+                acc_w[rs, cs] += weight
+                if use_var:
+                    acc_u[rs, cs] += weight * var[k]
+                acc_v[rs, cs] = batch.valid[k]
             if bar is not None:
-                bar.close()
+                bar.update(len(batch.windows))
+        flush(H)
     return PredictResult(
         Path(prob_out), Path(uncertainty_out) if want_unc else None,
         ("variance" if use_var else "bernoulli") if want_unc else None,
         len(windows), passes, batch_size, time.perf_counter() - t_start, model_seconds,
-        {"read_thread": read_seconds, "prob_write": write_seconds},
+        {"read": read_seconds, "prob_write": write_seconds},
     )
 
 

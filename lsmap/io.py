@@ -89,20 +89,31 @@ def open_raster(path: str | os.PathLike, what: str = "raster"):
         ) from None
 
 
-def read_window(src, band: int, window, *, boundless: bool = False, fill_value: float | None = None) -> "np.ndarray":
-    """Read one band window of an open dataset, naming the file when the data are unreadable.
+def read_window(src, band: int | None, window, *, boundless: bool = False, fill_value: float | None = None,
+                masks: bool = False) -> "np.ndarray":
+    """Read a window of one band (``band``, 1-based) or all bands (``None``) of an open dataset.
 
     Corrupt files often open fine (the header is intact) and fail only when a block is decoded;
     this turns that failure into :class:`InputError` naming the file.
 
+    Args:
+        src: Open ``rasterio`` dataset.
+        band: 1-based band index, or ``None`` for all bands (``(C, h, w)``).
+        window: ``rasterio.windows.Window``.
+        boundless: Allow windows reaching outside the raster (filled with ``fill_value``).
+        fill_value: Value outside the raster with ``boundless``.
+        masks: Read GDAL's validity masks (0 = nodata, 255 = valid) instead of the values.
+
     Raises:
         InputError: GDAL cannot decode the requested block.
     """
-    from rasterio.errors import RasterioIOError
+    from rasterio.errors import RasterioError
 
     try:
+        if masks:
+            return src.read_masks(band, window=window, boundless=boundless)
         return src.read(band, window=window, boundless=boundless, fill_value=fill_value)
-    except (RasterioIOError, ValueError) as e:
+    except (RasterioError, ValueError) as e:
         raise InputError(
             f"{src.name}: cannot read pixels ({_first_line(e)}); check or re-download the file"
         ) from None

@@ -46,10 +46,10 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import rasterio
     from rasterio.enums import Resampling
 
     from .io import atomic_output, check_output
+    from .scene import declares_nodata, open_scene
 
     out = check_output(out, overwrite)
     profile = get_profile(bands)
@@ -57,12 +57,15 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
         idx = [profile.bands.index(b) + 1 for b in ("B4", "B3", "B2")]
     except ValueError:
         raise InputError(f"band profile '{profile.name}' has no B4/B3/B2 for a natural-colour quick-look") from None
-    with rasterio.open(scene) as src:
+    with open_scene(scene, profile) as src:
         f = max(src.width, src.height) / MAX_SIDE
         shape = (max(1, round(src.height / max(f, 1))), max(1, round(src.width / max(f, 1))))
         rgb = src.read(idx, out_shape=(3, *shape), resampling=Resampling.average, masked=True)
-        bounds, crs = src.bounds, src.crs
+        bounds, crs, declared = src.bounds, src.crs, declares_nodata(src)
+    # the validity rule of lsmap.scene on the decimated pixels (B4, B3, B2 are spectral bands)
     valid = ~np.ma.getmaskarray(rgb).any(axis=0) & np.isfinite(rgb.filled(np.nan)).all(axis=0)
+    if not declared and profile.nodata is not None:
+        valid &= ~(rgb.data == profile.nodata).any(axis=0)
     img = _stretch(rgb.filled(0).astype(np.float32), valid).transpose(1, 2, 0)
 
     fig, ax = plt.subplots(figsize=(8, 8 * shape[0] / shape[1] + 0.6), dpi=150)

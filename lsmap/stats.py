@@ -23,7 +23,7 @@ from .bands import BandProfile, get_profile
 from .errors import InputError, MissingInputError
 from .normalize import BandStats, RunningStats
 from .patches import find_patches, read_image
-from .scene import open_scene, read_window
+from .scene import open_scene, read_scene_window
 from .tiling import block_grid
 
 _FILL = 0.0  # lsmap.tile.FILL (not imported: tile pulls in the writers)
@@ -76,7 +76,7 @@ def compute_stats(
         with open_scene(path, profile) as src:
             grid = block_grid(src.height, src.width, block)
             for window in tqdm(grid, desc=f"stats {path.name}", unit="block", disable=not progress):
-                data, valid = read_window(src, window, profile, raw=raw)
+                data, valid = read_scene_window(src, window, profile, raw=raw)
                 rs.update(data, valid if valid_only else None)
     try:
         return rs.result(profile.bands)

@@ -41,9 +41,9 @@ import numpy as np
 
 from .bands import BandProfile, get_profile
 from .errors import InputError, MissingInputError
-from .io import atomic_output, check_output
+from .io import atomic_output, check_output, read_window
 from .patches import IGNORE_INDEX, read_image, read_mask, write_patch
-from .scene import _one_line, open_scene, read_window
+from .scene import open_scene, read_scene_window
 from .tiling import Window, pad_to, window_grid
 
 #: Image value of nodata and padded pixels (L4S scale: 0 is "no signal").
@@ -158,15 +158,11 @@ def _check_same_grid(src, lab, labels: Path, scene: Path) -> None:
 
 
 def _read_labels(lab, window: Window, mapping, path: Path) -> np.ndarray:
-    from rasterio.errors import RasterioError
     from rasterio.windows import Window as RioWindow
 
     rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
-    try:
-        values = lab.read(1, window=rw)
-        ok = lab.read_masks(1, window=rw) > 0
-    except RasterioError as e:
-        raise InputError(f"{path}: cannot read pixels ({_one_line(e)}); the file may be corrupt") from None
+    values = read_window(lab, 1, rw)
+    ok = read_window(lab, 1, rw, masks=True) > 0
     mask = np.full(values.shape, IGNORE_INDEX, np.uint8)
     if ok.any():
         mask[ok] = map_labels(values[ok], mapping, path)
@@ -240,7 +236,7 @@ def tile_scene(
         n_skipped = n_padded = 0
         with atomic_output(out_dir, overwrite, directory=True) as tmp:
             for window in tqdm(grid, desc=f"tile {scene.name}", unit="window", disable=not progress):
-                data, valid = read_window(src, window, profile, raw=raw)
+                data, valid = read_scene_window(src, window, profile, raw=raw)
                 frac = float(valid.mean())
                 if frac < min_valid:
                     n_skipped += 1

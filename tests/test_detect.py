@@ -233,7 +233,8 @@ def test_chittagong_mosaic_end_to_end(tmp_path):
     EPSG:4326, with a tiny U-Net trained in the test on the mosaic's sparse labels."""
     import torch
 
-    from lsmap.infer import open_scene, scan_scene
+    from lsmap.infer import scan_scene
+    from lsmap.scene import scene_info
     from lsmap.models import ModelCard, save_checkpoint
 
     folder = shared_data("scenes", "chittagong_s2_rgbn", "mosaic")
@@ -243,7 +244,7 @@ def test_chittagong_mosaic_end_to_end(tmp_path):
     with rasterio.open(scene) as src, rasterio.open(label_path) as lab:
         raw, labels = src.read(), lab.read(1)
         valid = (src.read_masks() > 0).all(0)
-    scan = scan_scene(open_scene(scene, profile), profile)
+    scan = scan_scene(scene_info(scene, profile), profile)
     assert scan.raw  # raw digital numbers are recognised and divided by the profile's divisors
     image = (raw / np.asarray(profile.divisors, np.float32)[:, None, None]).astype(np.float32)
     model = _train_rgbn_tiny_unet(image, labels, valid, scan.stats)

@@ -11,8 +11,9 @@ from detect_fixtures import Band0Model, ConstantModel, member, smooth_scene, wri
 from lsmap.bands import PROFILES
 from lsmap.errors import BandMismatchError, CheckpointError, InputError, MissingInputError
 from lsmap.infer import (PROB_NODATA, auto_batch_size, encode_mask, encode_probability, ensemble_moments,
-                         export_mask, export_probability, open_scene, predict_scene, scan_scene, to_device)
+                         export_mask, export_probability, predict_scene, scan_scene, to_device)
 from lsmap.normalize import BandStats
+from lsmap.scene import scene_info
 
 L4S = PROFILES["l4s14"]
 KW = dict(window=64, overlap=16, device="cpu")
@@ -38,7 +39,7 @@ def test_identity_model_is_reproduced_exactly_across_window_borders(tmp_path, sc
     """Blending (Hann ramps, positive floor) divides by the summed weights: a per-pixel model's
     output is its input everywhere, whatever the batches (batches of 5 cross window rows)."""
     path, data = scene
-    info = open_scene(path, L4S)
+    info = scene_info(path, L4S)
     scan = scan_scene(info, L4S)
     predict_scene(info, [member(Band0Model())], tmp_path / "p.tif", stats=scan.stats, batch_size=batch_size, **KW)
     expected = sigmoid((data[0].astype(np.float64) - scan.stats.mean[0]) / scan.stats.std[0])
@@ -80,7 +81,7 @@ def test_norm_model_uses_card_statistics_and_differs_from_scene_norm(tmp_path, r
     data[0] += 0.8  # the scene is brighter in band 0 than the training data
     path = write_scene(tmp_path / "s.tif", data)
     m = member(Band0Model(), mean=1.0, std=0.5)
-    scan = scan_scene(open_scene(path, L4S), L4S)
+    scan = scan_scene(scene_info(path, L4S), L4S)
     predict_scene(path, [m], tmp_path / "model.tif", stats=None, **KW)
     predict_scene(path, [m], tmp_path / "scene.tif", stats=scan.stats, **KW)
     by_model, by_scene = read(tmp_path / "model.tif"), read(tmp_path / "scene.tif")
@@ -95,7 +96,7 @@ def test_nodata_pixels_are_nodata_and_filled_with_band_mean(tmp_path, rng):
     data[3, 100:140, 50:90] = -9999.0  # nodata in one band only: the pixel is invalid
     data[0, 10:20, 10:20] = np.nan  # non-finite values are invalid too
     path = write_scene(tmp_path / "s.tif", data, nodata=-9999.0)
-    info = open_scene(path, L4S)
+    info = scene_info(path, L4S)
     scan = scan_scene(info, L4S)
     assert scan.valid_pixels == 260 * 300 - 40 * 40 - 100
     predict_scene(info, [member(ConstantModel(1.0))], tmp_path / "p.tif", stats=scan.stats, **KW)
@@ -131,28 +132,28 @@ def test_raw_scene_is_detected_and_scaled(tmp_path, scene):
     path, data = scene
     raw = data * np.asarray(L4S.divisors, np.float32)[:, None, None]
     raw_path = write_scene(tmp_path / "raw.tif", raw)
-    scan_raw = scan_scene(open_scene(raw_path, L4S), L4S)
-    scan = scan_scene(open_scene(path, L4S), L4S)
+    scan_raw = scan_scene(scene_info(raw_path, L4S), L4S)
+    scan = scan_scene(scene_info(path, L4S), L4S)
     assert scan_raw.raw and not scan.raw
     np.testing.assert_allclose(scan_raw.stats.mean, scan.stats.mean, rtol=1e-5)
     m = [member(Band0Model())]
     predict_scene(path, m, tmp_path / "a.tif", stats=scan.stats, **KW)
     predict_scene(raw_path, m, tmp_path / "b.tif", stats=scan_raw.stats, raw=True, **KW)
     np.testing.assert_allclose(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"), atol=1e-5)
-    assert not scan_scene(open_scene(raw_path, L4S), L4S, "l4s").raw
+    assert not scan_scene(scene_info(raw_path, L4S), L4S, "l4s").raw
 
 
 def test_raw_scene_without_declared_nodata_uses_profile_nodata(tmp_path, rng):
     data = smooth_scene(rng, bands=4) * np.asarray(PROFILES["rgbn"].divisors, np.float32)[:, None, None]
     data[:, :30, :] = 0  # outside the swath: every spectral band 0
     path = write_scene(tmp_path / "s.tif", data)  # no nodata declared
-    scan = scan_scene(open_scene(path, "rgbn"), PROFILES["rgbn"])
+    scan = scan_scene(scene_info(path, "rgbn"), PROFILES["rgbn"])
     assert scan.raw and scan.valid_pixels == (260 - 30) * 300
 
 
 def test_stats_subsampling_of_large_scenes(tmp_path, scene):
     path, data = scene
-    info = open_scene(path, L4S)
+    info = scene_info(path, L4S)
     full = scan_scene(info, L4S, block=64)
     part = scan_scene(info, L4S, block=64, max_pixels=64 * 64 * 5)
     assert not full.sampled and part.sampled and part.valid_pixels < full.valid_pixels
@@ -163,21 +164,21 @@ def test_stats_subsampling_of_large_scenes(tmp_path, scene):
 def test_scene_without_valid_pixel_is_an_error(tmp_path):
     path = write_scene(tmp_path / "s.tif", np.full((14, 40, 40), -9999.0, np.float32), nodata=-9999.0)
     with pytest.raises(InputError, match="no valid pixel"):
-        scan_scene(open_scene(path, L4S), L4S)
+        scan_scene(scene_info(path, L4S), L4S)
 
 
 def test_bad_scene_inputs(tmp_path, scene):
     path, _ = scene
     with pytest.raises(BandMismatchError, match="expects 4 bands"):
-        open_scene(path, "rgbn")
+        scene_info(path, "rgbn")
     with pytest.raises(BandMismatchError):
         predict_scene(path, [member(Band0Model(), "rgbn")], tmp_path / "p.tif", stats=None, **KW)
     with pytest.raises(MissingInputError):
-        open_scene(tmp_path / "nope.tif", L4S)
+        scene_info(tmp_path / "nope.tif", L4S)
     junk = tmp_path / "junk.tif"
     junk.write_bytes(b"not a tiff at all")
     with pytest.raises(InputError, match="cannot read"):
-        open_scene(junk, L4S)
+        scene_info(junk, L4S)
     with pytest.raises(CheckpointError, match="one profile"):
         predict_scene(path, [member(Band0Model()), member(Band0Model(), "rgbn")], tmp_path / "p.tif", stats=None, **KW)
     with pytest.raises(InputError, match="overlap"):
@@ -194,7 +195,7 @@ def test_reader_errors_reach_the_caller(tmp_path, scene, monkeypatch):
     def broken(*a, **k):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(infer, "read_block", broken)
+    monkeypatch.setattr(infer, "read_scene_window", broken)
     with pytest.raises(OSError, match="disk gone"):
         predict_scene(path, [member(Band0Model())], tmp_path / "p.tif", stats=None, **KW)
 
@@ -267,10 +268,40 @@ def test_dataset_mask_marks_nodata(tmp_path, rng):
     mask[:, :30] = 0
     with rasterio.open(path, "r+") as dst:
         dst.write_mask(mask)
-    info = open_scene(path, L4S)
+    info = scene_info(path, L4S)
     assert info.declares_nodata
     scan = scan_scene(info, L4S)
     assert scan.valid_pixels == 80 * 60
     predict_scene(info, [member(ConstantModel(0.0))], tmp_path / "p.tif", stats=scan.stats, **KW)
     p = read(tmp_path / "p.tif")
     assert (p[:, :30] == PROB_NODATA).all() and np.allclose(p[:, 30:], 0.5)
+
+
+def test_reader_thread_reads_what_the_inline_reader_reads(tmp_path, rng, monkeypatch):
+    """Prefetching batches in a reader thread (the GPU default) changes nothing in the output, with
+    nodata to fill and raw scaling; and the thread's errors reach the caller."""
+    import lsmap.infer as infer
+
+    data = smooth_scene(rng, h=150, w=170) * np.asarray(L4S.divisors, np.float32)[:, None, None]
+    data[:, 20:50, 30:80] = 0  # outside the swath (no nodata declared): filled, written as nodata
+    path = write_scene(tmp_path / "s.tif", data)
+    stats = BandStats((1.0,) * 14, (0.5,) * 14, 1)
+    for prefetch in (0, 2):
+        predict_scene(path, [member(Band0Model())], tmp_path / f"p{prefetch}.tif", stats=stats, raw=True,
+                      batch_size=3, prefetch=prefetch, **KW)
+    p0 = read(tmp_path / "p0.tif")
+    np.testing.assert_array_equal(p0, read(tmp_path / "p2.tif"))
+    assert (p0[20:50, 30:80] == PROB_NODATA).all() and (p0[50:] >= 0).all()
+
+    original = infer.read_scene_window
+    calls = []
+
+    def broken(*a, **k):
+        calls.append(1)
+        if len(calls) > 2:
+            raise OSError("disk gone")
+        return original(*a, **k)
+
+    monkeypatch.setattr(infer, "read_scene_window", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        predict_scene(path, [member(Band0Model())], tmp_path / "p.tif", stats=stats, prefetch=2, **KW)

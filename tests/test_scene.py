@@ -1,0 +1,82 @@
+"""The one valid-pixel rule and window reader of lsmap.scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from _rasters import write_tif
+
+from lsmap.bands import PROFILES
+from lsmap.errors import InputError
+from lsmap.scene import declares_nodata, open_scene, read_scene_window, scale_raw, scene_info
+from lsmap.tiling import Window
+
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+RGBN, L4S = PROFILES["rgbn"], PROFILES["l4s14"]
+
+
+def gdal_valid(path):
+    """Validity as GDAL's own per-band masks give it (plus finiteness)."""
+    with rasterio.open(path) as src:
+        data = src.read()
+        ok = (src.read_masks() > 0).all(axis=0)
+    if data.dtype.kind == "f":
+        ok &= np.isfinite(data).all(axis=0)
+    return ok
+
+
+@pytest.mark.parametrize("dtype, nodata", [("uint16", 0), ("int16", -9999), ("float32", -9999.0), ("float32", np.nan)])
+def test_declared_nodata_compared_like_gdal_masks(tmp_path, rng, dtype, nodata):
+    """Comparing values with the declared nodata (no second decode) marks exactly the pixels GDAL's
+    masks mark."""
+    data = rng.integers(1, 3000, (4, 30, 40)).astype(dtype)
+    data[:, :5] = nodata
+    data[2, 10:12, :] = nodata  # one band only
+    if dtype == "float32":
+        data[3, 25, :5] = np.nan
+    path = write_tif(tmp_path / "s.tif", data, nodata=nodata, block=16)
+    with open_scene(path, RGBN) as src:
+        assert declares_nodata(src)
+        _, valid = read_scene_window(src, Window(0, 0, 30, 40), RGBN)
+        _, part = read_scene_window(src, Window(8, 16, 16, 20), RGBN)
+    np.testing.assert_array_equal(valid, gdal_valid(path))
+    np.testing.assert_array_equal(part, valid[8:24, 16:36])
+
+
+def test_undeclared_nodata_is_any_spectral_band_at_profile_nodata(tmp_path, rng):
+    """Without declared nodata or masks, a pixel is invalid when any spectral band holds the profile's
+    raw nodata (0); zeros in slope or DEM are real values."""
+    data = rng.integers(1, 3000, (14, 20, 20)).astype(np.uint16)
+    data[3, 0, :] = 0  # one spectral band (B4)
+    data[12, 1, :] = 0  # slope 0 degrees
+    data[13, 2, :] = 0  # DEM at sea level
+    data[:12, 3, :] = 0  # every spectral band
+    path = write_tif(tmp_path / "s.tif", data)
+    with open_scene(path, L4S) as src:
+        assert not declares_nodata(src)
+        scaled, valid = read_scene_window(src, Window(0, 0, 20, 20), L4S, raw=True)
+    expected = np.ones((20, 20), bool)
+    expected[[0, 3]] = False
+    np.testing.assert_array_equal(valid, expected)
+    np.testing.assert_array_equal(scaled, scale_raw(data, L4S))
+
+
+def test_dataset_mask_is_used_when_present(tmp_path, rng):
+    data = rng.random((4, 20, 30)).astype(np.float32) + 1
+    path = write_tif(tmp_path / "s.tif", data)
+    mask = np.full((20, 30), 255, np.uint8)
+    mask[:, :7] = 0
+    with rasterio.open(path, "r+") as dst:
+        dst.write_mask(mask)
+    with open_scene(path, RGBN) as src:
+        _, valid = read_scene_window(src, Window(0, 0, 20, 30), RGBN)
+    np.testing.assert_array_equal(valid, mask > 0)
+
+
+def test_scene_info_needs_a_crs(tmp_path, rng):
+    path = write_tif(tmp_path / "s.tif", rng.random((4, 8, 8)).astype(np.float32), crs=None)
+    with pytest.raises(InputError, match="coordinate reference system"):
+        scene_info(path, RGBN)
+    info = scene_info(write_tif(tmp_path / "g.tif", rng.random((4, 8, 9)).astype(np.float32), nodata=0.0), "rgbn")
+    assert (info.height, info.width, info.count, info.declares_nodata) == (8, 9, 4, True)
