@@ -118,6 +118,15 @@ def test_ohem_by_hand():
     assert ohem_cross_entropy(x, Y, thresh=0.5, min_kept=0).item() == 0.0
 
 
+def test_ohem_ignored_pixels_never_count_as_hard():
+    # the ignored pixel has p1 = 0.95, i.e. 0.05 for class 0 (what a 0-filled ignore would read)
+    x = logits_for([[0.8, 0.3], [0.6, 0.95]])
+    nll = [-math.log(p) for p in P_TRUE]
+    assert ohem_cross_entropy(x, Y, thresh=0.65, min_kept=2).item() == pytest.approx(
+        (nll[1] + nll[2]) / 2, rel=1e-6
+    )
+
+
 def test_lovasz_by_hand():
     """Two pixels: A (label 1, p1 = 0.8) and B (label 0, p1 = 0.3).
 
@@ -177,6 +186,16 @@ def test_lovasz_matches_naive_definition(seed):
     per_image = [naive_lovasz(probs[i][valid[i]], target[i][valid[i]]) for i in range(len(target))]
     got = lovasz_softmax(logits, target, per_image=True).item()
     assert got == pytest.approx(sum(per_image) / len(per_image), rel=1e-5)
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_lovasz_matches_smp_reference(per_image):
+    """Agrees with segmentation_models_pytorch's port of Berman's reference code."""
+    smp_lovasz = pytest.importorskip("segmentation_models_pytorch.losses.lovasz")
+    logits, target = random_case(12, n=3)
+    ref = smp_lovasz._lovasz_softmax(torch.softmax(logits, 1), target, per_image=per_image, ignore=255)
+    got = lovasz_softmax(logits, target, per_image=per_image)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
 def test_lovasz_per_image_skips_fully_ignored_images():
