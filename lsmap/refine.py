@@ -505,8 +505,7 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
         _check_resume(out_dir, record)
     s_stats = target_stats(src_patches, profile, progress, "source statistics")
     t_stats = target_stats(tgt_patches, profile, progress, "target statistics")
-    if val_patches is not None:
-        target_stats(val_patches[:1], profile)  # band check only
+    v_stats = target_stats(val_patches, profile, progress, "validation statistics") if val_patches else None
 
     # Inputs are valid: now touch the outputs.
     if overwrite and out_dir.exists() and not resume:
@@ -522,7 +521,7 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
             shutil.rmtree(stale)  # a partial round: redo it
     result = RefineResult(out_dir, list(done), list(done[-1]["models"]) if done else model_paths, len(done))
     for i in range(len(done) + 1, config.rounds + 1):
-        summary = _run_round(i, result.models, src_patches, tgt_patches, val_patches, s_stats, t_stats,
+        summary = _run_round(i, result.models, src_patches, tgt_patches, val_patches, s_stats, t_stats, v_stats,
                              profile, device, out_dir, config, progress)
         result.rounds.append(summary)
         result.models = summary["models"]
@@ -530,7 +529,8 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
 
 
 def _run_round(i: int, teachers: list[str], src_patches: list[Patch], tgt_patches: list[Patch],
-               val_patches: list[Patch] | None, s_stats: BandStats, t_stats: BandStats, profile: BandProfile,
+               val_patches: list[Patch] | None, s_stats: BandStats, t_stats: BandStats, v_stats: BandStats | None,
+               profile: BandProfile,
                device: Any, out_dir: Path, config: RefineConfig, progress: bool) -> dict:
     """One round: pseudo labels from ``teachers``, training, scoring; writes ``round_<i>``."""
     from .predict import load_ensemble
@@ -551,9 +551,8 @@ def _run_round(i: int, teachers: list[str], src_patches: list[Patch], tgt_patche
     students = teachers if config.strategy == "threshold" else teachers[:1]
     trained = []
     for k, init in enumerate(students):
-        trained.append(train_student(init, src_patches, pseudo, val_patches, s_stats, t_stats, profile,
-                                     round_dir / "models" / str(k), config, seed=config.seed + i,
-                                     progress=progress, desc=f"round {i}: model {k + 1}/{len(students)}"))
+        trained.append(train_student(init, src_patches, pseudo, val_patches, s_stats, t_stats, v_stats, profile,
+                                     round_dir / "models" / str(k), config, seed=config.seed + i, progress=progress))
     new_members = load_ensemble([t["checkpoint"] for t in trained], device, profile)
     after = score_target(new_members, tgt_patches, t_stats, profile, crf=config.crf, batch=config.predict_batch,
                          amp=config.amp, progress=progress, desc=f"round {i}: scoring target")
@@ -578,12 +577,62 @@ def _run_round(i: int, teachers: list[str], src_patches: list[Patch], tgt_patche
     return summary
 
 
+def _train_config(card: Any, config: RefineConfig, seed: int, has_val: bool):
+    """The training configuration of a round: the init model's recipe with the round's overrides."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    recipe = {k: v for k, v in (card.train or {}).items() if k in names}
+    steps = config.steps if config.steps is not None else 1000
+    tc = TrainConfig(**recipe)
+    return dataclasses.replace(
+        tc, model=card.model, scale=card.scale, domain_bn=card.domain_bn, threshold=card.threshold,
+        steps=steps, seed=seed, device=config.device, amp=config.amp,
+        batch_size=config.batch_size if config.batch_size is not None else int(recipe.get("batch_size", 8)),
+        lr=config.lr if config.lr is not None else tc.lr,
+        warmup=min(tc.warmup_steps, steps // 10), val_every=min(tc.val_every, steps) if has_val else steps,
+        workers=0,
+    )
+
+
 def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patch], val_patches: list[Patch] | None,
-                  s_stats: BandStats, t_stats: BandStats, profile: BandProfile, out_dir: Path, config: RefineConfig,
-                  *, seed: int, progress: bool = True, desc: str = "training") -> dict:
+                  s_stats: BandStats, t_stats: BandStats, v_stats: BandStats | None, profile: BandProfile,
+                  out_dir: Path, config: RefineConfig, *, seed: int, progress: bool = True) -> dict:
     """Train one model from checkpoint ``init`` on source labels plus target pseudo labels.
 
+    The source stream is normalised with the source statistics, the pseudo-labelled target
+    stream with the target's own (separated normalisation); with domain BN they use domains 0
+    and 1. Losses: ``threshold`` uses the init model's recipe loss on the source and soft CE on
+    pseudo labels; ``uncertainty`` uses CE + Jaccard on both, and both streams are mixed up.
+
     Returns:
-        ``{"checkpoint": path, "metrics": best metrics}``.
+        ``{"checkpoint": path, "metrics": validation metrics of that checkpoint or {}}``: the
+        best checkpoint on ``val_patches`` when given, else the last one.
     """
-    raise NotImplementedError  # filled in once lsmap.train lands
+    from .dataset import Augment, PatchDataset
+    from .domain_bn import SOURCE, TARGET
+    from .models import ModelCard, read_card
+    from .train import Source, fit
+
+    card = read_card(init)
+    tc = _train_config(card, config, seed, val_patches is not None)
+    recipe_loss = (card.train or {}).get("loss", "lovasz+ohem")
+    if config.strategy == "threshold":
+        src_loss, pseudo_loss = config.source_loss or recipe_loss, config.pseudo_loss or "softce"
+    else:
+        src_loss, pseudo_loss = config.source_loss or "ce+jaccard", config.pseudo_loss or "ce+jaccard"
+    aug = Augment() if (card.train or {}).get("augment", True) else None
+    sources = [
+        Source(PatchDataset(src_patches, s_stats, profile, augment=aug), src_loss, 1.0, SOURCE, config.mixup, "source"),
+        Source(PatchDataset(pseudo_patches, t_stats, profile, augment=aug), pseudo_loss, config.pseudo_weight, TARGET,
+               config.mixup, "pseudo"),
+    ]
+    val = PatchDataset(val_patches, v_stats, profile) if val_patches is not None else None
+    template = ModelCard(model=card.model, bands=profile.to_dict(), stats=s_stats.to_dict(),
+                         data=f"self-training ({config.strategy}) from {Path(init).name}: "
+                              f"{len(src_patches)} labelled + {len(pseudo_patches)} pseudo-labelled patches")
+    res = fit(sources, val, tc, out_dir, card=template, init=init, progress=progress)
+    path = res.best_path if val is not None and res.best_path is not None and res.best_path.exists() else res.last_path
+    return {"checkpoint": str(path), "metrics": res.best_metrics}
