@@ -217,6 +217,8 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         return ModelCard.from_dict(json.loads(meta["lsmap_card"]))
     except (json.JSONDecodeError, TypeError, KeyError) as e:
         raise CheckpointError(f"{card_path}: unreadable model card ({e})") from None
+    except MissingInputError:
+        raise
     except OSError as e:
         raise CheckpointError(f"{weights}: unreadable checkpoint ({e})") from None
 

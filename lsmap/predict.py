@@ -104,6 +104,6 @@ def predict_proba(members: Sequence[Member], x, stats: BandStats | None = None, 
         for dims in flips:
             xi = torch.flip(x, dims) if dims else x
             p = torch.softmax(member_logits(m, xi, stats, amp), dim=1)[:, 1]
-            p = torch.flip(p, [d + 1 for d in dims]) if dims else p
+            p = torch.flip(p, dims) if dims else p  # negative dims: same axes on (N, H, W)
             total = p if total is None else total + p
     return total / (len(members) * len(flips))

@@ -104,6 +104,7 @@ class TrainConfig:
         loss: Loss spec used by :func:`train` for the labelled source.
         augment: Whether :func:`train` augments the training data.
         norm: ``separated`` (target data normalised by its own statistics) or ``global``.
+        mixup_alpha: Mix-up of the labelled source in :func:`train` (0: off).
         encoder_weights: Optional local encoder weights file.
         loss_every: Steps between progress-bar loss updates.
     """
@@ -127,6 +128,7 @@ class TrainConfig:
     loss: str = "lovasz+ohem"
     augment: bool = True
     norm: str = "separated"
+    mixup_alpha: float = 0.0
     encoder_weights: str | None = None
     loss_every: int = 10
 
@@ -146,6 +148,8 @@ class TrainConfig:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.scale > 0:
             raise InputError(f"scale must be positive, got {self.scale}")
+        if self.mixup_alpha < 0:
+            raise InputError(f"mix-up alpha must be >= 0, got {self.mixup_alpha}")
         if not 0 < self.threshold < 1:
             raise InputError(f"threshold must be in (0, 1), got {self.threshold}")
 
@@ -732,7 +736,8 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     source_stats = patch_stats(train_p, profile)
     val_stats = patch_stats(val_p, profile) if config.norm == "separated" else source_stats
     aug = Augment() if config.augment else None
-    sources = [Source(PatchDataset(train_p, source_stats, profile, augment=aug), config.loss, 1.0, SOURCE, name="train")]
+    sources = [Source(PatchDataset(train_p, source_stats, profile, augment=aug), config.loss, 1.0, SOURCE,
+                      config.mixup_alpha, name="train")]
     if config.domain_bn:
         if target_dir is not None:
             tgt_p = find_patches(target_dir, "test")

@@ -1,0 +1,104 @@
+"""Model registry, checkpoints (safetensors + card, never unpickled), domain BN, ensemble prediction."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lsmap.bands import get_profile
+from lsmap.domain_bn import SOURCE, TARGET, DomainBatchNorm2d, convert_domain_bn, set_domain
+from lsmap.errors import CheckpointError, InputError, MissingInputError
+from lsmap.models import MODELS, ModelCard, build_model, load_checkpoint, read_card, save_checkpoint
+from lsmap.normalize import BandStats
+from lsmap.predict import Member, load_ensemble, predict_proba
+
+
+def _card(profile="rgbn", **kw):
+    p = get_profile(profile)
+    stats = BandStats((1.0,) * p.count, (0.5,) * p.count, 100, p.bands).to_dict()
+    return ModelCard("tiny-unet", p.to_dict(), stats, **kw)
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(InputError, match="unet-resnet34"):
+        build_model("unet-resnet1000", 14)
+
+
+@pytest.mark.parametrize("name", ["tiny-unet", "unet-resnet18", "segformer-mit_b0"])
+def test_registry_models_take_any_band_count(name):
+    m = build_model(name, 5).eval()
+    with torch.no_grad():
+        assert m(torch.zeros(1, 5, 64, 64)).shape == (1, 2, 64, 64)
+
+
+def test_checkpoint_roundtrip_without_pickle(tmp_path):
+    m = build_model("tiny-unet", 4)
+    save_checkpoint(tmp_path / "best", m, _card(scale=2.5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]
+    card = json.loads((tmp_path / "best.json").read_text())
+    assert card["scale"] == 2.5 and card["bands"]["name"] == "rgbn" and card["lsmap_version"]
+    m2, card2 = load_checkpoint(tmp_path / "best.safetensors")
+    for (k, v), v2 in zip(m.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(v, v2), k
+    # the card embedded in the weights file is enough on its own
+    (tmp_path / "best.json").unlink()
+    assert read_card(tmp_path / "best").scale == 2.5
+
+
+def test_checkpoint_refuses_other_band_profile(tmp_path):
+    save_checkpoint(tmp_path / "m", build_model("tiny-unet", 4), _card())
+    with pytest.raises(CheckpointError, match=r"'rgbn'.*'l4s14'"):
+        load_checkpoint(tmp_path / "m", expect="l4s14")
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(MissingInputError, match="nope"):
+        load_checkpoint(tmp_path / "nope")
+    save_checkpoint(tmp_path / "m", build_model("tiny-unet", 4), _card())
+    (tmp_path / "m.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="m.safetensors"):
+        load_checkpoint(tmp_path / "m")
+
+
+def test_domain_bn_keeps_separate_statistics():
+    m = convert_domain_bn(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.BatchNorm2d(3)))
+    bn = m[1]
+    assert isinstance(bn, DomainBatchNorm2d)
+    m.train()
+    set_domain(m, SOURCE)
+    m(torch.randn(4, 2, 8, 8))
+    src = bn.running_mean[SOURCE].clone()
+    assert torch.equal(bn.running_mean[TARGET], torch.zeros(3)), "target stats untouched by source batches"
+    set_domain(m, TARGET)
+    m(torch.randn(4, 2, 8, 8) + 5)
+    assert torch.equal(bn.running_mean[SOURCE], src)
+    assert not torch.equal(bn.running_mean[TARGET], torch.zeros(3))
+
+
+class _Band0(torch.nn.Module):
+    """Logits (0, x0): the landslide probability is sigmoid of normalised band 0."""
+
+    def forward(self, x):
+        return torch.stack([torch.zeros_like(x[:, 0]), x[:, 0]], 1)
+
+
+def test_predict_normalises_scales_and_averages():
+    # a smooth image: bilinear up- then down-sampling (scale promotion) is near-identity on it
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 36), indexing="ij")
+    x = torch.stack([yy + xx, yy, xx, yy * xx]).expand(2, 4, 40, 36) * 1.5
+    card = _card(scale=2.5)
+    (p,) = [predict_proba([Member(_Band0(), card)], x, amp=False)]
+    expected = torch.sigmoid((x[:, 0] - 1.0) / 0.5)
+    assert p.shape == (2, 40, 36)
+    torch.testing.assert_close(p, expected, atol=5e-3, rtol=0)
+    target = BandStats((2.0,) * 4, (1.0,) * 4, 1)
+    p2 = predict_proba([Member(_Band0(), _card())], x, stats=target, amp=False)
+    torch.testing.assert_close(p2, torch.sigmoid(x[:, 0] - 2.0))
+    ens = predict_proba([Member(_Band0(), _card()), Member(_Band0(), _card())], x, stats=target, tta=True, amp=False)
+    torch.testing.assert_close(ens, p2)
+
+
+def test_load_ensemble_needs_a_model():
+    with pytest.raises(CheckpointError, match="--model"):
+        load_ensemble([])

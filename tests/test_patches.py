@@ -1,0 +1,85 @@
+"""Patch folders in the official, Hugging Face and plain layouts."""
+
+import h5py
+import numpy as np
+import pytest
+
+from lsmap.bands import get_profile
+from lsmap.errors import BandMismatchError, InputError, MissingInputError
+from lsmap.patches import NONFINITE_FILL, find_patches, read_image, read_mask, write_patch
+
+
+def _write(path, name, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(name, data=data)
+
+
+@pytest.fixture
+def official(tmp_path, rng):
+    for i in (1, 2, 10):
+        _write(tmp_path / "TrainData/img" / f"image_{i}.h5", "img", rng.random((8, 8, 14)))
+        _write(tmp_path / "TrainData/mask" / f"mask_{i}.h5", "mask", (rng.random((8, 8)) > 0.9).astype(np.uint8))
+    _write(tmp_path / "ValidData/img/image_1.h5", "img", rng.random((8, 8, 14)))
+    return tmp_path
+
+
+def test_official_layout_sorted_numerically(official):
+    train = find_patches(official, "train")
+    assert [p.id for p in train] == ["1", "2", "10"]
+    assert all(p.mask is not None for p in train)
+    val = find_patches(official, "validation")
+    assert [p.id for p in val] == ["1"] and val[0].mask is None
+
+
+def test_huggingface_layout(tmp_path, rng):
+    _write(tmp_path / "images/validation/image_5.h5", "img", rng.random((8, 8, 14)))
+    _write(tmp_path / "annotations/validation/mask_5.h5", "mask", np.zeros((8, 8), np.uint8))
+    (p,) = find_patches(tmp_path, "validation")
+    assert p.id == "5" and p.mask.name == "mask_5.h5"
+
+
+def test_id_mismatch_is_a_clear_error(official):
+    (official / "TrainData/mask/mask_2.h5").unlink()
+    with pytest.raises(InputError, match="images without mask: 2"):
+        find_patches(official, "train")
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(MissingInputError, match="nowhere"):
+        find_patches(tmp_path / "nowhere")
+    (tmp_path / "img").mkdir()
+    with pytest.raises(InputError, match="no .h5"):
+        find_patches(tmp_path)
+
+
+def test_read_image_replaces_and_counts_nonfinite(tmp_path, rng):
+    img = rng.random((8, 8, 14))
+    img[0, 0, 3] = np.nan
+    img[1, 2, 0] = np.inf
+    _write(tmp_path / "a.h5", "img", img)
+    arr, bad = read_image(tmp_path / "a.h5", get_profile("l4s14"))
+    assert arr.shape == (14, 8, 8) and arr.dtype == np.float32 and bad == 2
+    assert arr[3, 0, 0] == NONFINITE_FILL and np.isfinite(arr).all()
+    np.testing.assert_allclose(arr[5], img[:, :, 5].astype(np.float32))
+    with pytest.raises(BandMismatchError, match="a.h5"):
+        read_image(tmp_path / "a.h5", get_profile("rgbn"))
+
+
+def test_corrupt_file_names_the_file(tmp_path):
+    (tmp_path / "c.h5").write_bytes(b"not hdf5")
+    with pytest.raises(InputError, match="c.h5"):
+        read_image(tmp_path / "c.h5")
+    with pytest.raises(InputError, match="c.h5"):
+        read_mask(tmp_path / "c.h5")
+
+
+def test_write_then_read_roundtrip(tmp_path, rng):
+    img = rng.random((4, 16, 16)).astype(np.float32)
+    mask = (rng.random((16, 16)) > 0.5).astype(np.uint8)
+    write_patch(tmp_path, "7", img, mask)
+    (p,) = find_patches(tmp_path, require_masks=True)
+    np.testing.assert_array_equal(read_image(p.image)[0], img)
+    np.testing.assert_array_equal(read_mask(p.mask), mask)
+    with h5py.File(p.image) as f:
+        assert f["img"].shape == (16, 16, 4), "files keep the L4S (H, W, C) layout"
