@@ -2,8 +2,8 @@
 
 The data are tiny generated 3-band ("rgb" profile) 32 x 32 patches with elliptic landslides. In
 the source domain a landslide brightens bands 1 and 2 by 1.0; in the target domain it brightens
-band 1 by 0.8 only (band 2 unchanged), and every target band is then scaled by 1.6 and shifted by
-0.8. The target's own normalisation removes the affine shift but not the changed signature, so a
+bands 1 and 3 by 0.8 (band 2 unchanged), and every target band is then scaled by 1.6 and shifted
+by 0.8. The target's own normalisation removes the affine shift but not the changed signature, so a
 source-only model misses many target landslides, and more source training does not help.
 """
 
@@ -31,6 +31,7 @@ SOURCE_SIGNATURE = (1.0, 1.0, 0.0)
 TARGET_SIGNATURE = (0.8, 0.0, 0.8)
 SEED = 1
 NOISE = 0.25
+#: Fraction of source patches whose landslides also brighten band 2 (one random draw per patch).
 SOURCE_BAND2_RATE = 1.0
 
 
@@ -253,15 +254,15 @@ def control_f1(world, tmp_path_factory) -> float:
 def test_refinement_closes_a_synthetic_domain_gap(world, tmp_path, strategy, control_f1):
     """Target F1 rises clearly after one round, and beyond a control that trains as long on the
     source with batch-norm statistics adapted to the target but without pseudo labels (measured
-    when written: F1 0.846 before, 0.871 control, 0.968 threshold, 0.970 uncertainty)."""
+    when written: F1 0.690 before, 0.768 control, 0.919 threshold, 0.959 uncertainty)."""
     result = _run(world, tmp_path / "run", strategy=strategy, steps=100, batch_size=8)
     (summary,) = result.rounds
     before, after = summary["target_f1_before"], summary["target_f1_after"]
     assert before == pytest.approx(_score(world, world["model"]))
     assert after == pytest.approx(_score(world, result.models[0]))
-    assert before < 0.9  # the source-only model is measurably worse on the target ...
-    assert after >= before + 0.08  # ... the round closes much of the gap ...
-    assert after >= control_f1 + 0.06  # ... and the pseudo labels are what does it
+    assert before < 0.8  # the source-only model is measurably worse on the target ...
+    assert after >= before + 0.15  # ... the round closes much of the gap ...
+    assert after >= control_f1 + 0.1  # ... and the pseudo labels are what does it
 
 
 def test_round_outputs(world, tmp_path):
