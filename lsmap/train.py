@@ -494,6 +494,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
         CheckpointError: ``init`` or the run to resume does not fit this configuration.
         TrainingError: the loss became NaN.
     """
+    import numpy as np
     import torch
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
@@ -595,7 +596,6 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
                 "rng_torch": torch.get_rng_state(),
             })
 
-        gen = torch.Generator().manual_seed(config.seed + 7919 * (dist.rank + 1))
         bar = tqdm(total=config.steps, initial=start, disable=not (progress and dist.main), desc="train",
                    dynamic_ncols=True, unit="step")
         run_loss = torch.zeros(len(sources), dtype=torch.float64)
@@ -624,9 +624,10 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
                     y = batch["target"].to(device, non_blocking=True)
                     w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
                     lam = None
-                    if s.mixup_alpha > 0:
-                        lam = float(torch.distributions.Beta(s.mixup_alpha, s.mixup_alpha).sample())
-                        perm = torch.randperm(x.shape[0], generator=gen).to(device)
+                    if s.mixup_alpha > 0:  # drawn from (seed, step, source, rank): resume-safe
+                        mix_rng = np.random.default_rng((config.seed, step, i, dist.rank))
+                        lam = float(mix_rng.beta(s.mixup_alpha, s.mixup_alpha))
+                        perm = torch.from_numpy(mix_rng.permutation(x.shape[0])).to(device)
                         x = lam * x + (1 - lam) * x[perm]
                     sync = dist.world == 1 or i == active[-1]
                     with (contextlib.nullcontext() if sync else model.no_sync()):
