@@ -176,6 +176,7 @@ class TrainResult:
         history: One row per validation (step, lr, losses, scores, speed).
         last_path: ``last.safetensors``.
         out_dir: The run folder.
+        model: The trained module in its final (``last``) state, unwrapped from DDP, in train mode.
     """
 
     best_path: Path | None
@@ -183,6 +184,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     last_path: Path | None = None
     out_dir: Path | None = None
+    model: Any = field(default=None, repr=False)
 
 
 # --- small pure helpers (also used by tests and the refine loop) ------------------------------------
@@ -266,6 +268,19 @@ class _Dist:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def sync_buffers(self, module) -> None:
+        """Copy rank 0's buffers (batch-norm running statistics) to every rank.
+
+        DDP broadcasts buffers at the start of each forward, so after the last training forward
+        of a step the ranks' running statistics differ; this makes validation and the saved
+        checkpoint use one set.
+        """
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for b in module.buffers():
+                dist.broadcast(b.data, 0)
 
     def close(self) -> None:
         if self.owned:
@@ -653,6 +668,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
                     row = {"step": step, "lr": lr, "loss": sum(mean_loss)}
                     row |= {f"loss_{sources[i].name or i}": v for i, v in enumerate(mean_loss) if i in active}
                     row["images_per_s"] = interval_images / elapsed if elapsed > 0 else 0.0
+                    dist.sync_buffers(module)
                     if val_loader is not None:
                         conf = validate(module, val_loader, device, config, dist, channels_last)
                         sc = scores(conf)
@@ -681,7 +697,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
     finally:
         dist.close()
     best_path = checkpoint_paths(out_dir / "best")[0] if val is not None else None
-    return TrainResult(best_path, best_metrics, history, checkpoint_paths(out_dir / "last")[0], out_dir)
+    return TrainResult(best_path, best_metrics, history, checkpoint_paths(out_dir / "last")[0], out_dir, module)
 
 
 # --- high level: folders in, run folder out ----------------------------------------------------------
