@@ -337,6 +337,32 @@ def _match_card(path: Path, card: ModelCard, model: str, bands: dict, what: str)
                               f"{bands.get('bands')}; choose the matching --bands")
 
 
+#: Settings that define a run: resuming with other values is refused (steps, val_every, device,
+#: workers and amp may change).
+RUN_KEYS = ("model", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "scale", "seed",
+            "domain_bn", "threshold", "loss", "augment", "norm", "mixup_alpha")
+
+
+def saved_config(out_dir: str | os.PathLike) -> TrainConfig:
+    """The training configuration of the run in ``out_dir`` (from ``last.json``), e.g. to resume it.
+
+    Raises:
+        MissingInputError: no run in ``out_dir``.
+    """
+    card = read_card(Path(out_dir) / "last")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in card.train.items() if k in names})
+
+
+def _check_resume_config(out_dir: Path, config: TrainConfig) -> None:
+    saved = read_card(out_dir / "last").train
+    diff = [f"{k}: run {saved[k]!r}, now {getattr(config, k)!r}" for k in RUN_KEYS
+            if k in saved and saved[k] != getattr(config, k)]
+    if diff:
+        raise CheckpointError(f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); "
+                              f"resume with the run's settings or start a new run")
+
+
 def _save_state(path: Path, state: dict) -> None:
     import torch
 
@@ -536,6 +562,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
         if last_card.domain_bn != config.domain_bn:
             raise CheckpointError(f"{out_dir}/last.json: run was trained with domain_bn={last_card.domain_bn}; "
                                   f"resume with the same setting")
+        _check_resume_config(out_dir, config)
         state = _load_state(out_dir / "last_state.pt")
     losses = [_loss_fn(s.loss) for s in sources]  # fail on a bad spec before any work
 
