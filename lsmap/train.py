@@ -413,11 +413,12 @@ def plot_curves(path: Path, history: Sequence[dict]) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(steps, [r["loss"] for r in history], marker=".")
     a.set(xlabel="step", ylabel="training loss", title="loss")
-    for key in ("f1", "precision", "recall", "iou"):
-        if key in history[0]:
-            b.plot(steps, [r.get(key, float("nan")) for r in history], marker=".", label=key)
-    b.set(xlabel="step", ylabel="landslide class", title="validation", ylim=(0, 1))
-    b.legend()
+    keys = [k for k in ("f1", "precision", "recall", "iou") if any(k in r for r in history)]
+    for key in keys:
+        b.plot(steps, [r.get(key, float("nan")) for r in history], marker=".", label=key)
+    b.set(xlabel="step", ylabel="landslide class", title="validation" if keys else "no validation", ylim=(0, 1))
+    if keys:
+        b.legend()
     fig.tight_layout()
     with atomic_output(path, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=80)
