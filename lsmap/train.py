@@ -60,8 +60,9 @@ class Source:
 
     Attributes:
         dataset: Yields dicts ``image`` ``(C, H, W)`` float32 normalised, ``target`` ``(H, W)``
-            int64 (255 ignored), optional ``weight`` ``(H, W)`` float32; indexable by
-            ``(index, seed)`` (see :class:`lsmap.dataset.PatchDataset`) or plain ``index``.
+            int64 (255 ignored), optional ``weight`` ``(H, W)`` float32. It is indexed with
+            ``(index, seed)`` keys (the seed drives its augmentation), as
+            :class:`lsmap.dataset.PatchDataset` accepts.
         loss: :func:`lsmap.losses.build_loss` spec, or a callable ``loss(logits, target, weight)``.
         weight: Weight of this stream's loss in the step's sum. ``0`` makes a statistics-only
             stream: its batches are run forward (no gradient) only to update the batch-norm
@@ -641,7 +642,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
 
         bar = tqdm(total=config.steps, initial=start, disable=not (progress and dist.main), desc="train",
                    dynamic_ncols=True, unit="step")
-        run_loss = torch.zeros(len(sources), dtype=torch.float64)
+        run_loss = torch.zeros(len(sources), dtype=torch.float32, device=device)  # no per-step host sync
         run_n, t0, interval_images = 0, time.perf_counter(), 0
         shown_f1 = best_metrics.get("f1")
         active = [i for i, s in enumerate(sources) if s.weight != 0]
@@ -679,7 +680,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
                         if lam is not None:
                             loss = lam * loss + (1 - lam) * losses[i](logits, y[perm], None if w is None else w[perm])
                         scaler.scale(loss * s.weight).backward()
-                    run_loss[i] += loss.detach().double().cpu()
+                    run_loss[i] += loss.detach().float()
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1
@@ -689,7 +690,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
                     bar.set_postfix(loss=f"{run_loss.sum().item() / run_n:.4f}",
                                     f1="-" if shown_f1 is None else f"{shown_f1:.3f}", refresh=False)
                 if step % config.val_every == 0 or step == config.steps:
-                    mean_loss = (run_loss / max(run_n, 1)).tolist()
+                    mean_loss = (run_loss.double().cpu() / max(run_n, 1)).tolist()
                     if not all(math.isfinite(v) for v in mean_loss):
                         raise TrainingError(f"training loss became {mean_loss} by step {step}; lower --lr or check the data")
                     elapsed = time.perf_counter() - t0

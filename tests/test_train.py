@@ -268,3 +268,20 @@ def test_global_norm_baseline_card(data, tmp_path):
     assert ev.norm == ["model"]  # trained in float32, evaluated with bfloat16 autocast: close, not equal
     assert ev.pixel["f1"] == pytest.approx(result.best_metrics["f1"], abs=0.02)
     assert json.loads(json.dumps(ev.to_dict()))["objects"]["n_true"] > 0
+
+
+def test_hugging_face_layout_with_domain_bn(data, tmp_path):
+    """``--data ROOT`` in the Hugging Face layout; domain BN learns target statistics from the val images."""
+    import shutil
+
+    root = tmp_path / "hf"
+    for split, src in (("train", data / "train"), ("validation", data / "val")):
+        shutil.copytree(src / "img", root / "images" / split)
+        shutil.copytree(src / "mask", root / "annotations" / split)
+    cfg = TrainConfig(**FAST | {"steps": 4, "val_every": 2, "domain_bn": True})
+    result = train(tmp_path / "run", data=root, config=cfg, progress=False)
+    card = read_card(result.best_path)
+    assert card.domain_bn and "train 16, validation 8 patches" in card.data
+    assert [s["domain"] for s in card.train["sources"]] == [0, 1] and card.train["sources"][1]["weight"] == 0.0
+    rm = read_state_dict(result.best_path)["enc1.1.running_mean"]
+    assert not torch.equal(rm[0], rm[1])
