@@ -117,7 +117,8 @@ def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_de
     $ lsmap train --data L4S_ROOT -o runs/r18 --steps 20000
     $ lsmap train --train patches/train --val patches/val --model tiny-unet --scale 1 --steps 500 -o runs/tiny
     $ lsmap train --data L4S_ROOT --loss ce --norm global --no-augment --scale 1 -o runs/baseline
-    $ lsmap train --data L4S_ROOT -o runs/r18 --resume
+    $ lsmap train --data L4S_ROOT -o runs/r18 --resume            # the run's settings
+    $ lsmap train --data L4S_ROOT -o runs/r18 --resume --steps 30000
     $ torchrun --nproc_per_node 2 -m lsmap.cli train --data L4S_ROOT -o runs/ddp
     """
     import os
@@ -125,12 +126,24 @@ def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_de
     from .train import TrainConfig
     from .train import train as run_train
 
-    config = TrainConfig(
+    given = dict(
         model=model, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
         schedule=schedule, scale=float(scale), val_every=val_every, seed=seed, device=device, amp=not no_amp,
         domain_bn=domain_bn, workers=workers, loss=loss, augment=not no_augment, norm=norm,
         encoder_weights=encoder_weights, mixup_alpha=mixup,
     )
+    if resume:  # the run's own settings, except options given on this command line
+        import dataclasses
+
+        from .train import saved_config
+
+        option = {"scale": "scale", "no_amp": "amp", "no_augment": "augment", "mixup": "mixup_alpha"}
+        ctx = click.get_current_context()
+        explicit = {option.get(p, p) for p in ctx.params
+                    if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT}
+        config = dataclasses.replace(saved_config(out_dir), **{k: v for k, v in given.items() if k in explicit})
+    else:
+        config = TrainConfig(**given)
     result = run_train(out_dir, data=data, train_dir=train_dir, val_dir=val_dir, target_dir=target_dir, config=config,
                        bands=bands, init=init, resume=resume, overwrite=overwrite, progress=not as_json)
     if int(os.environ.get("RANK", "0")) != 0:

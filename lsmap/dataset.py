@@ -89,7 +89,7 @@ def augment_sample(image: np.ndarray, target: np.ndarray, weight: np.ndarray | N
         if k:
             arrays = [np.rot90(a, k, axes=(1, 2)) for a in arrays]
     arrays = [np.ascontiguousarray(a) for a in arrays]
-    image = arrays[0]
+    image = np.array(arrays[0], np.float32, copy=True)  # never write into the caller's (cached) array
     idx = np.asarray(spectral, dtype=np.intp)
     if aug.colour and idx.size:
         bands = image[idx].astype(np.float32, copy=False)

@@ -60,8 +60,9 @@ class Source:
 
     Attributes:
         dataset: Yields dicts ``image`` ``(C, H, W)`` float32 normalised, ``target`` ``(H, W)``
-            int64 (255 ignored), optional ``weight`` ``(H, W)`` float32; indexable by
-            ``(index, seed)`` (see :class:`lsmap.dataset.PatchDataset`) or plain ``index``.
+            int64 (255 ignored), optional ``weight`` ``(H, W)`` float32. It is indexed with
+            ``(index, seed)`` keys (the seed drives its augmentation), as
+            :class:`lsmap.dataset.PatchDataset` accepts.
         loss: :func:`lsmap.losses.build_loss` spec, or a callable ``loss(logits, target, weight)``.
         weight: Weight of this stream's loss in the step's sum. ``0`` makes a statistics-only
             stream: its batches are run forward (no gradient) only to update the batch-norm
@@ -176,6 +177,7 @@ class TrainResult:
         history: One row per validation (step, lr, losses, scores, speed).
         last_path: ``last.safetensors``.
         out_dir: The run folder.
+        model: The trained module in its final (``last``) state, unwrapped from DDP, in train mode.
     """
 
     best_path: Path | None
@@ -183,6 +185,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     last_path: Path | None = None
     out_dir: Path | None = None
+    model: Any = field(default=None, repr=False)
 
 
 # --- small pure helpers (also used by tests and the refine loop) ------------------------------------
@@ -267,6 +270,19 @@ class _Dist:
 
             dist.barrier()
 
+    def sync_buffers(self, module) -> None:
+        """Copy rank 0's buffers (batch-norm running statistics) to every rank.
+
+        DDP broadcasts buffers at the start of each forward, so after the last training forward
+        of a step the ranks' running statistics differ; this makes validation and the saved
+        checkpoint use one set.
+        """
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for b in module.buffers():
+                dist.broadcast(b.data, 0)
+
     def close(self) -> None:
         if self.owned:
             import torch.distributed as dist
@@ -322,6 +338,32 @@ def _match_card(path: Path, card: ModelCard, model: str, bands: dict, what: str)
                               f"{bands.get('bands')}; choose the matching --bands")
 
 
+#: Settings that define a run: resuming with other values is refused (steps, val_every, device,
+#: workers and amp may change).
+RUN_KEYS = ("model", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "scale", "seed",
+            "domain_bn", "threshold", "loss", "augment", "norm", "mixup_alpha")
+
+
+def saved_config(out_dir: str | os.PathLike) -> TrainConfig:
+    """The training configuration of the run in ``out_dir`` (from ``last.json``), e.g. to resume it.
+
+    Raises:
+        MissingInputError: no run in ``out_dir``.
+    """
+    card = read_card(Path(out_dir) / "last")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in card.train.items() if k in names})
+
+
+def _check_resume_config(out_dir: Path, config: TrainConfig) -> None:
+    saved = read_card(out_dir / "last").train
+    diff = [f"{k}: run {saved[k]!r}, now {getattr(config, k)!r}" for k in RUN_KEYS
+            if k in saved and saved[k] != getattr(config, k)]
+    if diff:
+        raise CheckpointError(f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); "
+                              f"resume with the run's settings or start a new run")
+
+
 def _save_state(path: Path, state: dict) -> None:
     import torch
 
@@ -372,11 +414,12 @@ def plot_curves(path: Path, history: Sequence[dict]) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(steps, [r["loss"] for r in history], marker=".")
     a.set(xlabel="step", ylabel="training loss", title="loss")
-    for key in ("f1", "precision", "recall", "iou"):
-        if key in history[0]:
-            b.plot(steps, [r.get(key, float("nan")) for r in history], marker=".", label=key)
-    b.set(xlabel="step", ylabel="landslide class", title="validation", ylim=(0, 1))
-    b.legend()
+    keys = [k for k in ("f1", "precision", "recall", "iou") if any(k in r for r in history)]
+    for key in keys:
+        b.plot(steps, [r.get(key, float("nan")) for r in history], marker=".", label=key)
+    b.set(xlabel="step", ylabel="landslide class", title="validation" if keys else "no validation", ylim=(0, 1))
+    if keys:
+        b.legend()
     fig.tight_layout()
     with atomic_output(path, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=80)
@@ -494,6 +537,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
         CheckpointError: ``init`` or the run to resume does not fit this configuration.
         TrainingError: the loss became NaN.
     """
+    import numpy as np
     import torch
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
@@ -520,6 +564,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
         if last_card.domain_bn != config.domain_bn:
             raise CheckpointError(f"{out_dir}/last.json: run was trained with domain_bn={last_card.domain_bn}; "
                                   f"resume with the same setting")
+        _check_resume_config(out_dir, config)
         state = _load_state(out_dir / "last_state.pt")
     losses = [_loss_fn(s.loss) for s in sources]  # fail on a bad spec before any work
 
@@ -595,10 +640,9 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
                 "rng_torch": torch.get_rng_state(),
             })
 
-        gen = torch.Generator().manual_seed(config.seed + 7919 * (dist.rank + 1))
         bar = tqdm(total=config.steps, initial=start, disable=not (progress and dist.main), desc="train",
                    dynamic_ncols=True, unit="step")
-        run_loss = torch.zeros(len(sources), dtype=torch.float64)
+        run_loss = torch.zeros(len(sources), dtype=torch.float32, device=device)  # no per-step host sync
         run_n, t0, interval_images = 0, time.perf_counter(), 0
         shown_f1 = best_metrics.get("f1")
         active = [i for i, s in enumerate(sources) if s.weight != 0]
@@ -624,9 +668,10 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
                     y = batch["target"].to(device, non_blocking=True)
                     w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
                     lam = None
-                    if s.mixup_alpha > 0:
-                        lam = float(torch.distributions.Beta(s.mixup_alpha, s.mixup_alpha).sample())
-                        perm = torch.randperm(x.shape[0], generator=gen).to(device)
+                    if s.mixup_alpha > 0:  # drawn from (seed, step, source, rank): resume-safe
+                        mix_rng = np.random.default_rng((config.seed, step, i, dist.rank))
+                        lam = float(mix_rng.beta(s.mixup_alpha, s.mixup_alpha))
+                        perm = torch.from_numpy(mix_rng.permutation(x.shape[0])).to(device)
                         x = lam * x + (1 - lam) * x[perm]
                     sync = dist.world == 1 or i == active[-1]
                     with (contextlib.nullcontext() if sync else model.no_sync()):
@@ -635,7 +680,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
                         if lam is not None:
                             loss = lam * loss + (1 - lam) * losses[i](logits, y[perm], None if w is None else w[perm])
                         scaler.scale(loss * s.weight).backward()
-                    run_loss[i] += loss.detach().double().cpu()
+                    run_loss[i] += loss.detach().float()
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1
@@ -645,13 +690,14 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
                     bar.set_postfix(loss=f"{run_loss.sum().item() / run_n:.4f}",
                                     f1="-" if shown_f1 is None else f"{shown_f1:.3f}", refresh=False)
                 if step % config.val_every == 0 or step == config.steps:
-                    mean_loss = (run_loss / max(run_n, 1)).tolist()
+                    mean_loss = (run_loss.double().cpu() / max(run_n, 1)).tolist()
                     if not all(math.isfinite(v) for v in mean_loss):
                         raise TrainingError(f"training loss became {mean_loss} by step {step}; lower --lr or check the data")
                     elapsed = time.perf_counter() - t0
                     row = {"step": step, "lr": lr, "loss": sum(mean_loss)}
                     row |= {f"loss_{sources[i].name or i}": v for i, v in enumerate(mean_loss) if i in active}
                     row["images_per_s"] = interval_images / elapsed if elapsed > 0 else 0.0
+                    dist.sync_buffers(module)
                     if val_loader is not None:
                         conf = validate(module, val_loader, device, config, dist, channels_last)
                         sc = scores(conf)
@@ -680,7 +726,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
     finally:
         dist.close()
     best_path = checkpoint_paths(out_dir / "best")[0] if val is not None else None
-    return TrainResult(best_path, best_metrics, history, checkpoint_paths(out_dir / "last")[0], out_dir)
+    return TrainResult(best_path, best_metrics, history, checkpoint_paths(out_dir / "last")[0], out_dir, module)
 
 
 # --- high level: folders in, run folder out ----------------------------------------------------------
