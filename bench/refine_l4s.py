@@ -14,7 +14,7 @@ Nothing from the data is written into the repository.
 Run (about 15 minutes on 2 CPU cores with the defaults):
 
     $ PYTHONPATH=. python bench/refine_l4s.py
-    $ PYTHONPATH=. python bench/refine_l4s.py --holdout 5 --steps 400 --round-steps 150 --rounds 3
+    $ PYTHONPATH=. python bench/refine_l4s.py --holdout 5 --steps 300 --round-steps 60 --rounds 3
 
 Exits with a message (status 0) when ../shared/data is absent.
 """
@@ -74,13 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout", type=int, default=5, help="labelled patches held out as the target")
     ap.add_argument("--model", default="tiny-unet")
     ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--steps", type=int, default=400, help="source training steps")
-    ap.add_argument("--round-steps", type=int, default=150, help="training steps per refinement round")
+    ap.add_argument("--steps", type=int, default=300, help="source training steps")
+    ap.add_argument("--round-steps", type=int, default=60, help="training steps per refinement round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--strategies", default="threshold,uncertainty")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--source-model", type=Path, default=None,
+                    help="reuse this source checkpoint (trained by an earlier run with the same --holdout/--seed)")
     ap.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args(argv)
     if not (DATA / "train").is_dir():
@@ -101,17 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     config = TrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size, scale=args.scale,
                          val_every=max(1, args.steps // 4), seed=args.seed, device=args.device, loss="lovasz+ohem")
-    # 10 labelled patches leave none for a separate validation split: the checkpoint is chosen on the source.
-    source = train(root / "source_model", train_dir=folders["source"], val_dir=folders["source"], config=config,
-                   progress=False)
-    print(f"source model: {args.model}, {args.steps} steps, {time.monotonic() - t0:.0f} s -> {source.best_path}")
+    if args.source_model is not None:
+        source_path = args.source_model
+        print(f"source model: {source_path} (reused)")
+    else:
+        # 10 labelled patches leave none for a separate validation split: the checkpoint is chosen on the source.
+        source = train(root / "source_model", train_dir=folders["source"], val_dir=folders["source"], config=config,
+                       progress=False)
+        source_path = source.best_path
+        print(f"source model: {args.model}, {args.steps} steps, {time.monotonic() - t0:.0f} s -> {source_path}")
 
     results = {}
     for strategy in args.strategies.split(","):
         t1 = time.monotonic()
         rc = RefineConfig(strategy=strategy, rounds=args.rounds, steps=args.round_steps, batch_size=args.batch_size,
                           device=args.device, seed=args.seed)
-        res = refine([source.best_path], folders["source"], folders["target"], root / f"refine_{strategy}", rc,
+        res = refine([source_path], folders["source"], folders["target"], root / f"refine_{strategy}", rc,
                      overwrite=True, progress=False)
         rows = [(r["round"], r["target_f1_before"], r["target_f1_after"], r["kept"]["landslide"], r["kept"]["background"])
                 for r in res.rounds]

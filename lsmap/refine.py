@@ -345,6 +345,9 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
                              round_dir: Path, config: RefineConfig, progress: bool = True, desc: str = "pseudo labels") -> dict:
     """Label the target with the teacher's MC-dropout predictions and class-balanced selection.
 
+    A pixel's predicted class is the arg-max of the MC-dropout mean (landslide when its
+    probability is >= 0.5); its uncertainty is the MC-dropout variance.
+
     Two passes: the first runs the MC-dropout passes, writes the probability and uncertainty
     maps (float16) and fills the selector's histograms (and scores the deterministic teacher on
     the labelled target patches); the second reads the maps back and writes the pseudo labels.
@@ -488,6 +491,11 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
 
     config = config or RefineConfig()
     config.check()
+    if config.crf:
+        from .crf import available
+
+        if not available():
+            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
     out_dir = Path(out_dir)
     if out_dir.exists() and not (resume or overwrite):
         raise OutputExistsError(out_dir)
