@@ -30,7 +30,7 @@ PROFILE = "rgb"
 SIZE = 32
 SOURCE_SIGNATURE = (1.0, 1.0, 0.0)
 TARGET_SIGNATURE = (0.8, 0.0, 0.8)
-SEED = 1
+SEED = 0
 NOISE = 0.25
 #: Fraction of source patches whose landslides also brighten band 2 (one random draw per patch).
 SOURCE_BAND2_RATE = 1.0
@@ -255,7 +255,10 @@ def control_f1(world, tmp_path_factory) -> float:
 def test_refinement_closes_a_synthetic_domain_gap(world, tmp_path, strategy, control_f1):
     """Target F1 rises clearly after one round, and beyond a control that trains as long on the
     source with batch-norm statistics adapted to the target but without pseudo labels (measured
-    when written: F1 0.690 before, 0.768 control, 0.919 threshold, 0.959 uncertainty)."""
+    when written: F1 0.582 before, 0.574 control, 0.774 threshold, 0.959 uncertainty).
+
+    The figures depend on the seeded source model: a change to the training loop can move them
+    (other seeds give source models that already do well, or fail completely, on this target).."""
     result = _run(world, tmp_path / "run", strategy=strategy, steps=100, batch_size=8)
     (summary,) = result.rounds
     before, after = summary["target_f1_before"], summary["target_f1_after"]
