@@ -11,12 +11,14 @@ batch, learning rate and seed:
 - baseline: plain cross entropy, one global normalisation (training statistics for both), no
   augmentation.
 
-Scores are the landslide-class pixel F1 per fold and summed over all folds (TP/FP/FN summed over
+``--configs`` adds ablations (the baseline plus one part of the recipe). Scores are the
+landslide-class pixel F1 per fold and summed over all folds (TP/FP/FN summed over
 the 15 held-out patches, the benchmark's way). Scale promotion is off by default (``--scale 1``)
 to keep the run within about 15 minutes on a 2-core CPU.
 
     $ PYTHONPATH=. python bench/l4s_crossval.py
     $ PYTHONPATH=. python bench/l4s_crossval.py --model unet-resnet18 --steps 300 --scale 2.5
+    $ PYTHONPATH=. python bench/l4s_crossval.py --configs baseline,base+separated,base+augment,base+lovasz+ohem
 
 Exits cleanly (status 0, a message) when the shared data is absent. Writes only to a temporary
 folder.
@@ -35,6 +37,16 @@ import numpy as np
 
 CANDIDATES = [Path(__file__).resolve().parents[2] / "shared" / "data" / "l4s" / "train",
               Path("/work/shared/data/l4s/train")]
+
+
+#: Configurations: the recipe, the baseline, and the baseline with one part of the recipe added.
+VARIANTS = {
+    "recipe": dict(loss="lovasz+ohem", norm="separated", augment=True),
+    "baseline": dict(loss="ce", norm="global", augment=False),
+    "base+separated": dict(loss="ce", norm="separated", augment=False),
+    "base+augment": dict(loss="ce", norm="global", augment=True),
+    "base+lovasz+ohem": dict(loss="lovasz+ohem", norm="global", augment=False),
+}
 
 
 def _fold_dir(root: Path, patches) -> Path:
@@ -57,8 +69,13 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--configs", default="recipe,baseline",
+                    help=f"comma-separated variants to compare: {', '.join(VARIANTS)}")
     args = ap.parse_args()
 
+    unknown = set(args.configs.split(",")) - set(VARIANTS)
+    if unknown:
+        ap.error(f"unknown --configs {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
     data = args.data or next((c for c in CANDIDATES if c.exists()), None)
     if data is None or not data.exists():
         print("l4s_crossval: shared L4S data not found; nothing to do")
@@ -76,10 +93,7 @@ def main() -> int:
     order = np.random.default_rng(args.seed).permutation(len(patches))
     folds = [sorted(order[k::args.folds].tolist()) for k in range(args.folds)]
     profile = PROFILES["l4s14"]
-    configs = {
-        "recipe": dict(loss="lovasz+ohem", norm="separated", augment=True),
-        "baseline": dict(loss="ce", norm="global", augment=False),
-    }
+    configs = {name: VARIANTS[name] for name in args.configs.split(",")}
     print(f"data {data} ({len(patches)} patches), {args.folds} folds, model {args.model}, steps {args.steps}, "
           f"batch {args.batch_size}, lr {args.lr:g}, scale {args.scale:g}, seed {args.seed}")
     print("command: PYTHONPATH=. python " + " ".join(sys.argv))
@@ -87,7 +101,7 @@ def main() -> int:
     totals = {name: Confusion() for name in configs}
     t0 = time.perf_counter()
     try:
-        print(f"{'fold':>4}  {'held-out ids':<16}" + "".join(f"{n + ' F1':>14}" for n in configs))
+        print(f"{'fold':>4}  {'held-out ids':<16}" + "".join(f"{n:>18}" for n in configs))
         for k, held in enumerate(folds):
             test_p = [patches[i] for i in held]
             train_p = [p for i, p in enumerate(patches) if i not in held]
@@ -107,8 +121,8 @@ def main() -> int:
                 totals[name] = totals[name] + Confusion(p["tp"], p["fp"], p["fn"], p["tn"])
                 f1s.append(p["f1"])
             ids = ",".join(patches[i].id for i in held)
-            print(f"{k:>4}  {ids:<16}" + "".join(f"{f:>14.4f}" for f in f1s), flush=True)
-        print(f"{'sum':>4}  {'(all held out)':<16}" + "".join(f"{totals[n].f1:>14.4f}" for n in configs))
+            print(f"{k:>4}  {ids:<16}" + "".join(f"{f:>18.4f}" for f in f1s), flush=True)
+        print(f"{'sum':>4}  {'(all held out)':<16}" + "".join(f"{totals[n].f1:>18.4f}" for n in configs))
         for n, c in totals.items():
             print(f"{n}: precision {c.precision:.4f}, recall {c.recall:.4f}, F1 {c.f1:.4f}, IoU {c.iou:.4f} "
                   f"(TP {c.tp}, FP {c.fp}, FN {c.fn})")

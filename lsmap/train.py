@@ -510,6 +510,50 @@ def _loss_fn(loss: str | Callable) -> Callable:
     return build_loss(loss)
 
 
+def _accumulate_step(model, module, sources, iters, losses, config: TrainConfig, device, dist: _Dist, scaler,
+                     step: int, channels_last: bool, run_loss) -> int:
+    """Forward and backward one batch of every source (gradients accumulate); returns images seen.
+
+    Statistics-only sources (weight 0) run forward without gradient to update their domain's
+    batch-norm statistics. With DDP, gradients are all-reduced once, on the last weighted source.
+    Each source's unweighted loss is added to ``run_loss[i]``.
+    """
+    import numpy as np
+    import torch
+
+    from .domain_bn import set_domain
+
+    active = [i for i, s in enumerate(sources) if s.weight != 0]
+    images = 0
+    for i, s in enumerate(sources):
+        batch = next(iters[i])
+        x = batch["image"].to(device, non_blocking=True)
+        images += x.shape[0] * dist.world
+        if config.domain_bn:
+            set_domain(module, s.domain)
+        if s.weight == 0:
+            with torch.no_grad():
+                scaled_forward(module, x, config.scale, config.amp, channels_last)
+            continue
+        y = batch["target"].to(device, non_blocking=True)
+        w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
+        lam = None
+        if s.mixup_alpha > 0:  # drawn from (seed, step, source, rank): resume-safe
+            mix_rng = np.random.default_rng((config.seed, step, i, dist.rank))
+            lam = float(mix_rng.beta(s.mixup_alpha, s.mixup_alpha))
+            perm = torch.from_numpy(mix_rng.permutation(x.shape[0])).to(device)
+            x = lam * x + (1 - lam) * x[perm]
+        sync = dist.world == 1 or i == active[-1]
+        with (contextlib.nullcontext() if sync else model.no_sync()):
+            logits = scaled_forward(model, x, config.scale, config.amp, channels_last)
+            loss = losses[i](logits, y, w)
+            if lam is not None:
+                loss = lam * loss + (1 - lam) * losses[i](logits, y[perm], None if w is None else w[perm])
+            scaler.scale(loss * s.weight).backward()
+        run_loss[i] += loss.detach().float()
+    return images
+
+
 def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.PathLike, *, card: ModelCard,
         init: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
         overwrite: bool = False) -> TrainResult:
@@ -537,14 +581,12 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
         CheckpointError: ``init`` or the run to resume does not fit this configuration.
         TrainingError: the loss became NaN.
     """
-    import numpy as np
     import torch
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
     from .dataset import StepSampler
     from .device import use_channels_last
-    from .domain_bn import set_domain
     from .metrics import scores
 
     config.check()
@@ -554,6 +596,8 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
     for s in sources:
         if len(s.dataset) == 0:
             raise InputError(f"training source {s.name or '?'} is empty")
+    if all(s.weight == 0 for s in sources):
+        raise InputError("every source has weight 0: nothing to learn from")
     _check_run_dir(out_dir, overwrite, resume)
     profile = card.profile
     start, history, best_f1, best_metrics = 0, [], -1.0, {}
@@ -646,8 +690,6 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
         run_n, t0, interval_images = 0, time.perf_counter(), 0
         shown_f1 = best_metrics.get("f1")
         active = [i for i, s in enumerate(sources) if s.weight != 0]
-        if not active:
-            raise InputError("every source has weight 0: nothing to learn from")
         step = start
         try:
             while step < config.steps:
@@ -655,32 +697,8 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
-                for i, s in enumerate(sources):
-                    batch = next(iters[i])
-                    x = batch["image"].to(device, non_blocking=True)
-                    interval_images += x.shape[0] * dist.world
-                    if config.domain_bn:
-                        set_domain(module, s.domain)
-                    if s.weight == 0:  # statistics-only stream: update BN running stats of its domain
-                        with torch.no_grad():
-                            scaled_forward(module, x, config.scale, config.amp, channels_last)
-                        continue
-                    y = batch["target"].to(device, non_blocking=True)
-                    w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
-                    lam = None
-                    if s.mixup_alpha > 0:  # drawn from (seed, step, source, rank): resume-safe
-                        mix_rng = np.random.default_rng((config.seed, step, i, dist.rank))
-                        lam = float(mix_rng.beta(s.mixup_alpha, s.mixup_alpha))
-                        perm = torch.from_numpy(mix_rng.permutation(x.shape[0])).to(device)
-                        x = lam * x + (1 - lam) * x[perm]
-                    sync = dist.world == 1 or i == active[-1]
-                    with (contextlib.nullcontext() if sync else model.no_sync()):
-                        logits = scaled_forward(model, x, config.scale, config.amp, channels_last)
-                        loss = losses[i](logits, y, w)
-                        if lam is not None:
-                            loss = lam * loss + (1 - lam) * losses[i](logits, y[perm], None if w is None else w[perm])
-                        scaler.scale(loss * s.weight).backward()
-                    run_loss[i] += loss.detach().float()
+                interval_images += _accumulate_step(model, module, sources, iters, losses, config, device, dist,
+                                                    scaler, step, channels_last, run_loss)
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1
