@@ -1,0 +1,81 @@
+"""``lsmap train`` and ``lsmap evaluate`` through Click."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from patchgen import make_patches
+
+from lsmap.cli import main
+from lsmap.models import read_card
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    make_patches(root / "train", 8, seed=1)
+    make_patches(root / "val", 4, seed=2)
+    return root
+
+
+def _train_args(data, out, *extra):
+    return ["train", "--train", str(data / "train"), "--val", str(data / "val"), "--model", "tiny-unet",
+            "--scale", "1", "--steps", "6", "--val-every", "3", "--batch-size", "4", "--device", "cpu",
+            "-o", str(out), *extra]
+
+
+def test_train_then_evaluate(data, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, _train_args(data, tmp_path / "run", "--loss", "ce+jaccard", "--optimizer", "sgd",
+                                          "--no-augment", "--norm", "global", "--no-amp", "--seed", "3"))
+    assert res.exit_code == 0, res.output
+    assert "best: " in res.output and "on validation" in res.output
+    card = read_card(tmp_path / "run" / "best")
+    assert card.train["optimizer"] == "sgd" and card.train["loss"] == "ce+jaccard" and card.train["seed"] == 3
+    assert card.train["norm"] == "global" and card.train["augment"] is False and card.train["amp"] is False
+
+    res = runner.invoke(main, ["evaluate", str(tmp_path / "run" / "best.safetensors"), "--data", str(data / "val"),
+                               "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["patches"] == 4 and out["norm"] == ["model"] and 0 <= out["pixel"]["f1"] <= 1
+    assert out["pixel"]["tp"] + out["pixel"]["fn"] > 0 and "n_true" in out["objects"]
+
+    res = runner.invoke(main, ["evaluate", str(tmp_path / "run" / "best"), str(tmp_path / "run" / "last"),
+                               "--data", str(data / "val"), "--device", "cpu", "--tta", "--norm", "target"])
+    assert res.exit_code == 0, res.output
+    assert "2 model(s)" in res.output and "TTA" in res.output and "pixels" in res.output
+
+    # existing run: refused without --overwrite, and nothing is touched
+    before = (tmp_path / "run" / "best.safetensors").read_bytes()
+    res = runner.invoke(main, _train_args(data, tmp_path / "run"))
+    assert res.exit_code == 1 and "pass --overwrite" in res.output
+    assert (tmp_path / "run" / "best.safetensors").read_bytes() == before
+    # --resume keeps the run's settings (sgd, ce+jaccard, ...) and takes the options given again
+    res = runner.invoke(main, _train_args(data, tmp_path / "run", "--resume", "--steps", "8"))
+    assert res.exit_code == 0, res.output
+    card = json.loads((tmp_path / "run" / "last.json").read_text())
+    assert card["metrics"]["step"] == 8 and card["train"]["optimizer"] == "sgd" and card["train"]["steps"] == 8
+    res = runner.invoke(main, _train_args(data, tmp_path / "run", "--resume", "--steps", "9", "--optimizer", "adamw"))
+    assert res.exit_code == 1 and "cannot resume with other settings (optimizer: run 'sgd', now 'adamw')" in res.output
+
+
+def test_cli_errors(data, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, _train_args(data, tmp_path / "x", "--model", "resnet9000"))
+    assert res.exit_code == 2 and "unet-resnet18" in res.output and "tiny-unet" in res.output
+    res = runner.invoke(main, ["train", "--train", str(data / "train"), "-o", str(tmp_path / "y")])
+    assert res.exit_code == 1 and "--val DIR" in res.output
+    res = runner.invoke(main, _train_args(data, tmp_path / "z", "--loss", "focal"))
+    assert res.exit_code == 1 and "unknown loss 'focal'" in res.output
+    res = runner.invoke(main, ["evaluate", str(tmp_path / "missing"), "--data", str(data / "val")])
+    assert res.exit_code == 1 and "does not exist" in res.output
+    assert not any((tmp_path / n).exists() for n in "xyz")
+
+
+def test_help_examples():
+    for cmd in ("train", "evaluate"):
+        res = CliRunner().invoke(main, [cmd, "--help"])
+        assert res.exit_code == 0 and f"$ lsmap {cmd}" in res.output

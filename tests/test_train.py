@@ -1,0 +1,287 @@
+"""The training loop: learning, checkpoints, resume, validation choice, domain BN, device paths, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from patchgen import make_patches
+
+from lsmap.bands import PROFILES
+from lsmap.dataset import Augment, PatchDataset, patch_stats
+from lsmap.domain_bn import DomainBatchNorm2d
+from lsmap.errors import BandMismatchError, CheckpointError, InputError, MissingInputError, OutputExistsError
+from lsmap.evaluate import evaluate
+from lsmap.models import ModelCard, read_card, read_state_dict
+from lsmap.patches import find_patches, write_patch
+from lsmap.train import (
+    Source, TrainConfig, fit, grad_scaler_enabled, loader_options, lr_at, scaled_forward, train,
+)
+
+# amp off: float32 is faster than bfloat16 for a tiny model on 32 x 32 patches (the shared run uses amp)
+FAST = dict(model="tiny-unet", batch_size=8, scale=1.0, lr=3e-3, val_every=10, steps=30, amp=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_patches(root / "train", 16, seed=1)
+    make_patches(root / "val", 8, seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    """One short recipe run shared by several tests."""
+    out = tmp_path_factory.mktemp("runs") / "r"
+    result = train(out, train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST | {"amp": True}),
+                   progress=False)
+    return out, result
+
+
+def test_tiny_model_beats_chance(run):
+    _, result = run
+    # chance level: predicting every pixel as landslide gives F1 = 2p / (1 + p), p ~ 0.07 here
+    assert result.best_metrics["f1"] > 0.7
+    assert result.best_metrics["split"] == "validation"
+
+
+def test_best_chosen_on_validation_and_matches_evaluate(run, data):
+    out, result = run
+    f1s = [row["f1"] for row in result.history]
+    assert [row["step"] for row in result.history] == [10, 20, 30]
+    assert result.best_metrics["f1"] == max(f1s)
+    assert result.best_metrics["step"] == result.history[f1s.index(max(f1s))]["step"]
+    # the saved best model scores the same through the inference path (predict.member_logits)
+    ev = evaluate([result.best_path], data / "val", device="cpu")
+    assert ev.pixel["tp"] == result.best_metrics["tp"] and ev.pixel["fp"] == result.best_metrics["fp"]
+    assert math.isclose(ev.pixel["f1"], result.best_metrics["f1"])
+
+
+def test_checkpoint_card_contents(run, data):
+    out, result = run
+    card = read_card(out / "best")
+    assert card.model == "tiny-unet" and card.bands == PROFILES["l4s14"].to_dict()
+    stats = patch_stats(find_patches(data / "train"))
+    np.testing.assert_allclose(card.stats["mean"], stats.mean)
+    assert card.scale == 1.0 and card.threshold == 0.5 and card.domain_bn is False
+    assert card.train["loss"] == "lovasz+ohem" and card.train["norm"] == "separated" and card.train["augment"]
+    assert card.train["sources"][0]["patches"] == 16
+    assert card.metrics["f1"] == result.best_metrics["f1"] and card.lsmap_version
+    assert "train" in card.data and "16 patches" in card.data
+    log = (out / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,lr,loss") and len(log) == 4
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    state = torch.load(out / "last_state.pt", weights_only=True)
+    assert state["step"] == 30
+
+
+class _Interrupt(torch.utils.data.Dataset):
+    """Wraps a dataset and raises KeyboardInterrupt at the ``after``-th item."""
+
+    def __init__(self, ds, after):
+        self.ds, self.after, self.calls = ds, after, 0
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, key):
+        self.calls += 1
+        if self.calls == self.after:
+            raise KeyboardInterrupt
+        return self.ds[key]
+
+
+def _sources(data, wrap=None, mixup=0.0):
+    patches = find_patches(data / "train")
+    ds = PatchDataset(patches, patch_stats(patches), "l4s14", augment=Augment())
+    return [Source(wrap(ds) if wrap else ds, "ce+dice", mixup_alpha=mixup)]
+
+
+def _val(data):
+    patches = find_patches(data / "val")
+    return PatchDataset(patches, patch_stats(patches), "l4s14")
+
+
+def _card(data):
+    return ModelCard(model="", bands=PROFILES["l4s14"].to_dict(),
+                     stats=patch_stats(find_patches(data / "train")).to_dict(), data="test")
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    config = TrainConfig(**FAST | {"steps": 20})
+    whole = fit(_sources(data, mixup=0.4), _val(data), config, tmp_path / "a", card=_card(data), progress=False)
+    with pytest.raises(KeyboardInterrupt):  # interrupted while drawing the batch of step 14
+        fit(_sources(data, lambda d: _Interrupt(d, 8 * 13 + 3), mixup=0.4), _val(data), config, tmp_path / "b",
+            card=_card(data), progress=False)
+    assert torch.load(tmp_path / "b" / "last_state.pt", weights_only=True)["step"] == 13
+    resumed = fit(_sources(data, mixup=0.4), _val(data), config, tmp_path / "b", card=_card(data), resume=True,
+                  progress=False)
+    a, b = read_state_dict(whole.last_path), read_state_dict(resumed.last_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in resumed.history] == [10, 20]
+    assert resumed.history[-1]["f1"] == whole.history[-1]["f1"]
+
+
+def test_resume_with_other_model_is_refused_and_nothing_changes(run, data):
+    out, _ = run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(CheckpointError, match="'tiny-unet' model but this run trains 'unet-resnet18'"):
+        train(out, train_dir=data / "train", val_dir=data / "val",
+              config=TrainConfig(**FAST | {"model": "unet-resnet18"}), resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_existing_run_refused_before_any_work(run, tmp_path):
+    out, _ = run
+    with pytest.raises(OutputExistsError, match="pass --overwrite"):
+        train(out, train_dir=tmp_path / "missing", val_dir=tmp_path / "missing", config=TrainConfig(**FAST))
+
+
+def test_resume_without_run(data, tmp_path):
+    with pytest.raises(MissingInputError, match="no interrupted run to resume"):
+        train(tmp_path / "new", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST), resume=True)
+
+
+def test_init_from_checkpoint_of_other_bands_refused(run, data, tmp_path):
+    from lsmap.models import save_checkpoint
+    from lsmap.tiny_unet import TinyUNet
+
+    out, _ = run
+    card = read_card(out / "best")
+    card.bands = PROFILES["s2"].to_dict()
+    save_checkpoint(tmp_path / "s2", TinyUNet(12), card)
+    with pytest.raises(CheckpointError, match="trained on bands"):
+        fit(_sources(data), _val(data), TrainConfig(**FAST), tmp_path / "x", card=_card(data), init=tmp_path / "s2",
+            progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_domain_bn_keeps_separate_statistics(data, tmp_path):
+    make_patches(tmp_path / "target", 8, seed=3, offset=3.0, masks=False)
+    tgt = find_patches(tmp_path / "target")
+    src = _sources(data)
+    # target stream normalised with the *source* stats, so its BN inputs really differ
+    target_ds = PatchDataset(tgt, src[0].dataset.stats, "l4s14")
+    config = TrainConfig(**FAST | {"steps": 10, "domain_bn": True})
+    result = fit(src + [Source(target_ds, weight=0.0, domain=1)], _val(data), config, tmp_path / "d",
+                 card=_card(data), progress=False)
+    state = read_state_dict(result.best_path)
+    rm = state["enc1.1.running_mean"]
+    assert rm.shape == (2, 16)
+    assert (rm[1] - rm[0]).abs().mean() > 1.0  # target inputs are 3 source-std higher
+    assert read_card(result.best_path).domain_bn is True
+
+
+def test_schedule():
+    c = TrainConfig(steps=100, lr=1.0, warmup=10)
+    assert lr_at(0, c) == pytest.approx(0.1) and lr_at(9, c) == pytest.approx(1.0)
+    assert lr_at(10, c) == pytest.approx(1.0) and lr_at(99, c) < 0.05
+    assert all(lr_at(s, c) >= lr_at(s + 1, c) for s in range(10, 99))
+    cos = TrainConfig(steps=100, lr=1.0, warmup=0, schedule="cosine")
+    assert lr_at(50, cos) == pytest.approx(0.5)
+    assert TrainConfig(optimizer="sgd").peak_lr == 1e-2 and TrainConfig().decay == 1e-2
+
+
+def test_device_paths_on_cpu(monkeypatch):
+    """The CUDA-only options are decided by small functions: exercise their CUDA branches on a CPU."""
+    import lsmap.device
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert loader_options(cpu, 0) == {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
+    assert loader_options(cuda, 2)["pin_memory"] and loader_options(cuda, 2)["persistent_workers"]
+    assert not grad_scaler_enabled(cpu, True)
+    monkeypatch.setattr(lsmap.device, "amp_dtype", lambda d: torch.float16)
+    assert grad_scaler_enabled(cuda, True) and not grad_scaler_enabled(cuda, False)
+    monkeypatch.setattr(lsmap.device, "amp_dtype", lambda d: torch.bfloat16)
+    assert not grad_scaler_enabled(cuda, True)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)  # the disabled path fit uses on CPU
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([p], lr=1.0)
+    scaler.scale((p * 2).sum()).backward()
+    scaler.step(opt)
+    assert torch.equal(p.detach(), -torch.ones(2))
+
+
+@pytest.mark.parametrize("scale,channels_last", [(1.0, False), (2.5, True), (4.0, False)])
+def test_scaled_forward_returns_input_resolution(scale, channels_last):
+    from lsmap.tiny_unet import TinyUNet
+
+    m = TinyUNet(3).eval()
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)
+    seen = []
+    m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape))
+    out = scaled_forward(m, torch.randn(2, 3, 20, 20), scale, amp=True, channels_last=channels_last)
+    assert out.shape == (2, 2, 20, 20) and out.dtype == torch.float32
+    side = round(20 * scale)
+    assert seen[0][-1] == side + (-side) % 32
+
+
+def test_bad_inputs(tmp_path, data):
+    cfg = TrainConfig(**FAST)
+    (tmp_path / "empty" / "img").mkdir(parents=True)
+    with pytest.raises(InputError, match="holds no .h5 patch images"):
+        train(tmp_path / "o1", train_dir=tmp_path / "empty", val_dir=data / "val", config=cfg)
+    make_patches(tmp_path / "nomask", 2, size=16)
+    (tmp_path / "nomask" / "mask" / "mask_1.h5").unlink()
+    with pytest.raises(InputError, match="images without mask: 1"):
+        train(tmp_path / "o2", train_dir=tmp_path / "nomask", val_dir=data / "val", config=cfg)
+    make_patches(tmp_path / "nan", 2, size=16)
+    write_patch(tmp_path / "nan", "1", np.full((14, 16, 16), np.nan, np.float32), np.zeros((16, 16), np.uint8))
+    with pytest.raises(InputError, match="image_1.h5: patch has no finite value"):
+        train(tmp_path / "o3", train_dir=tmp_path / "nan", val_dir=data / "val", config=cfg)
+    with pytest.raises(BandMismatchError, match="'rgbn' expects 4 bands but the file has 14"):
+        train(tmp_path / "o4", train_dir=data / "train", val_dir=data / "val", config=cfg, bands="rgbn")
+    with pytest.raises(InputError, match="--val DIR"):
+        train(tmp_path / "o5", train_dir=data / "train", config=cfg)
+    with pytest.raises(InputError, match="unknown model 'nope'; choose one of: unet-resnet18"):
+        train(tmp_path / "o6", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(model="nope"))
+    with pytest.raises(InputError, match="unknown loss 'nope'"):
+        train(tmp_path / "o7", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST | {"loss": "nope"}))
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 8))
+
+
+def test_evaluate_refuses_mixed_band_profiles(run, data, tmp_path):
+    from lsmap.models import save_checkpoint
+    from lsmap.tiny_unet import TinyUNet
+
+    out, _ = run
+    card = read_card(out / "best")
+    card.bands = PROFILES["rgb"].to_dict()
+    save_checkpoint(tmp_path / "rgb", TinyUNet(3), card)
+    with pytest.raises(CheckpointError, match="trained on band profile 'rgb'"):
+        evaluate([out / "best", tmp_path / "rgb"], data / "val", device="cpu")
+    with pytest.raises(BandMismatchError, match="'rgb' expects 3 bands"):
+        evaluate([tmp_path / "rgb"], data / "val", device="cpu")
+
+
+def test_global_norm_baseline_card(data, tmp_path):
+    cfg = TrainConfig(**FAST | {"steps": 10, "loss": "ce", "norm": "global", "augment": False})
+    result = train(tmp_path / "g", train_dir=data / "train", val_dir=data / "val", config=cfg, progress=False)
+    card = read_card(result.best_path)
+    assert card.train["norm"] == "global" and card.train["loss"] == "ce"
+    ev = evaluate([result.best_path], data / "val", device="cpu")
+    assert ev.norm == ["model"]  # trained in float32, evaluated with bfloat16 autocast: close, not equal
+    assert ev.pixel["f1"] == pytest.approx(result.best_metrics["f1"], abs=0.02)
+    assert json.loads(json.dumps(ev.to_dict()))["objects"]["n_true"] > 0
+
+
+def test_hugging_face_layout_with_domain_bn(data, tmp_path):
+    """``--data ROOT`` in the Hugging Face layout; domain BN learns target statistics from the val images."""
+    import shutil
+
+    root = tmp_path / "hf"
+    for split, src in (("train", data / "train"), ("validation", data / "val")):
+        shutil.copytree(src / "img", root / "images" / split)
+        shutil.copytree(src / "mask", root / "annotations" / split)
+    cfg = TrainConfig(**FAST | {"steps": 4, "val_every": 2, "domain_bn": True})
+    result = train(tmp_path / "run", data=root, config=cfg, progress=False)
+    card = read_card(result.best_path)
+    assert card.domain_bn and "train 16, validation 8 patches" in card.data
+    assert [s["domain"] for s in card.train["sources"]] == [0, 1] and card.train["sources"][1]["weight"] == 0.0
+    rm = read_state_dict(result.best_path)["enc1.1.running_mean"]
+    assert not torch.equal(rm[0], rm[1])
