@@ -1,16 +1,20 @@
 """Throughput of the full training loop vs the bare model forward+backward on the same batches.
 
 The full loop is :func:`lsmap.train.fit` on a patch folder on disk: data loading, augmentation,
-normalisation, scale promotion, the loss, backward and the optimizer step, and its logging. The
-bare loop runs only forward + backward (cross entropy) of the same model, with the same autocast
-and memory format, on the same batches held in memory. Fixed costs (model build, first-step
-warmup, checkpoint writing) are cancelled by timing two run lengths and taking the difference.
+normalisation, scale promotion, the loss, backward, the optimizer step and the progress
+bookkeeping; its speed is fit's own measure of the steps after ``--warmup`` (model build and
+checkpoint writing are outside the timed steps). The bare loop runs only forward + loss +
+backward of a fresh model of the same kind, with the same autocast and memory format, on the
+same batches held in memory, timed after the same warmup; "bare + optimizer step" adds the
+optimizer step fit uses, to show its share. They alternate ``--repeats`` times; the median and the
+best (least disturbed) repeat are compared, since on a shared machine other processes slow some
+runs down.
 
     $ PYTHONPATH=. python bench/train_throughput.py                  # tiny-unet, generated patches
     $ PYTHONPATH=. python bench/train_throughput.py --model unet-resnet18 --batch-size 8
     $ PYTHONPATH=. python bench/train_throughput.py --data ../shared/data/l4s/train
 
-Prints images/s of both and their ratio (target >= 0.9).
+Prints images/s of both and their ratios (target >= 0.9).
 """
 
 from __future__ import annotations
@@ -44,15 +48,17 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--no-amp", action="store_true")
-    ap.add_argument("--loss", default="lovasz+ohem")
+    ap.add_argument("--loss", default="lovasz+ohem", help="loss of both loops")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating repeats; medians are reported")
     args = ap.parse_args()
 
     from lsmap.bands import PROFILES
     from lsmap.dataset import Augment, PatchDataset, StepSampler, patch_stats
     from lsmap.device import use_channels_last
+    from lsmap.losses import build_loss
     from lsmap.models import ModelCard, build_model
     from lsmap.patches import find_patches
-    from lsmap.train import Source, TrainConfig, fit, scaled_forward
+    from lsmap.train import Source, TrainConfig, _optimizer, fit, scaled_forward
 
     tmp = Path(tempfile.mkdtemp(prefix="lsmap-bench-"))
     try:
@@ -68,44 +74,55 @@ def main() -> None:
         device = torch.device("cpu")
         torch.manual_seed(0)
 
-        def full(steps: int) -> float:
-            cfg = TrainConfig(model=args.model, steps=steps, batch_size=args.batch_size, scale=args.scale,
-                              val_every=10**9, amp=amp, device="cpu", warmup=0)
-            t = time.perf_counter()
-            fit([Source(ds, args.loss)], None, cfg, tmp / "run", card=card, progress=False, overwrite=True)
-            return time.perf_counter() - t
+        def full() -> float:
+            """Images/s of fit over the steps after the warmup, as fit itself measures them."""
+            cfg = TrainConfig(model=args.model, steps=args.warmup + args.steps, batch_size=args.batch_size,
+                              scale=args.scale, val_every=args.warmup, amp=amp, device="cpu", warmup=0)
+            result = fit([Source(ds, args.loss)], None, cfg, tmp / "run", card=card, progress=False, overwrite=True)
+            return result.history[-1]["images_per_s"]
 
-        # the same batches, in memory, for the bare loop
+        # the same batches, in memory, for the bare loops
         it = iter(StepSampler(len(ds), args.batch_size, 0))
-        n_batches = args.warmup + args.steps
         batches = []
-        for _ in range(n_batches):
+        for _ in range(args.warmup + args.steps):
             items = [ds[next(it)] for _ in range(args.batch_size)]
             batches.append((torch.stack([b["image"] for b in items]), torch.stack([b["target"] for b in items])))
-        module = build_model(args.model, 14).to(device).train()
         cl = use_channels_last(device, amp)
-        if cl:
-            module = module.to(memory_format=torch.channels_last)
-        ce = torch.nn.CrossEntropyLoss(ignore_index=255)
+        loss_fn = build_loss(args.loss)
 
-        def bare(steps: int) -> float:
-            t = time.perf_counter()
-            for x, y in batches[:steps]:
+        def bare(step: bool = False) -> float:
+            """Images/s of forward + loss + backward (+ the optimizer step) of a fresh model."""
+            torch.manual_seed(0)
+            module = build_model(args.model, 14).to(device).train()
+            if cl:
+                module = module.to(memory_format=torch.channels_last)
+            opt = _optimizer(module, TrainConfig()) if step else None
+            t = 0.0
+            for k, (x, y) in enumerate(batches):
+                if k == args.warmup:
+                    t = time.perf_counter()
                 module.zero_grad(set_to_none=True)
-                ce(scaled_forward(module, x, args.scale, amp, cl), y).backward()
-            return time.perf_counter() - t
+                loss_fn(scaled_forward(module, x, args.scale, amp, cl), y).backward()
+                if opt is not None:
+                    opt.step()
+            return args.steps * args.batch_size / (time.perf_counter() - t)
 
-        results = {}
-        for name, fn in (("bare forward+backward", bare), ("full training loop", full)):
-            short, long = fn(args.warmup), fn(args.warmup + args.steps)
-            results[name] = args.steps * args.batch_size / (long - short)
-        b, f = results["bare forward+backward"], results["full training loop"]
+        names = ("bare forward+backward", "bare + optimizer step", "full training loop")
+        runs: dict[str, list[float]] = {n: [] for n in names}
+        for _ in range(args.repeats):  # alternate, so that load changes on a shared machine hit all
+            runs[names[0]].append(bare())
+            runs[names[1]].append(bare(step=True))
+            runs[names[2]].append(full())
         print(f"model {args.model}, batch {args.batch_size}, {patches[0].image.parent.parent.name} "
               f"({len(patches)} patches), scale {args.scale:g}, amp {amp}, loss {args.loss}, "
-              f"{torch.get_num_threads()} threads, {args.steps} timed steps")
-        print(f"bare forward+backward: {b:8.2f} images/s")
-        print(f"full training loop:    {f:8.2f} images/s")
-        print(f"ratio full / bare:     {f / b:8.3f}  (target >= 0.9)")
+              f"{torch.get_num_threads()} threads, {args.steps} timed steps after {args.warmup}, "
+              f"{args.repeats} repeats")
+        print(f"{'images/s':24}{'median':>10}{'best':>10}   per repeat")
+        for n in names:
+            print(f"{n:24}{np.median(runs[n]):>10.2f}{max(runs[n]):>10.2f}   "
+                  + ", ".join(f"{v:.2f}" for v in runs[n]))
+        b, f = runs[names[0]], runs[names[2]]
+        print(f"{'ratio full / bare':24}{np.median(f) / np.median(b):>10.3f}{max(f) / max(b):>10.3f}   (target >= 0.9)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
