@@ -119,10 +119,15 @@ def always_killing_detector(scene, members, *, out, overwrite, **kw):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two single-threaded worker processes on loopback; a dying task is rescheduled once."""
+    """Two single-threaded worker processes on loopback; a dying task is rescheduled once.
+
+    Worker saturation 1.0: a worker holds one scene at a time, so a scene that kills its worker
+    never takes a scene queued behind it down too (the default 1.1 queues two per worker).
+    """
     dask = pytest.importorskip("dask")
     distributed = pytest.importorskip("distributed")
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                          "distributed.scheduler.worker-saturation": 1.0}):
         with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
                                       dashboard_address=None) as lc, distributed.Client(lc, set_as_default=False) as client:
             yield client
