@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Retrain lsmap's default model (lsmap/weights/l4s14-default.*) with lsmap's own commands.
+#
+#   bash models/train_default_model.sh [WORK_DIR]      (default WORK_DIR: runs/default-model)
+#
+# Data: the real Landslide4Sense patches in ../shared/data/l4s (override with LSMAP_L4S=DIR):
+# 15 labelled training patches (12 train, 3 held out for validation: ids 16, 461, 600) and
+# 19 unlabelled patches (test/ and unknown_split/) as the self-training target.
+# Steps: train a tiny U-Net with the recipe, refine it for 2 rounds of progressive pseudo labels
+# on the unlabelled patches (checkpoints chosen on the 3 validation patches), score it on them,
+# then write the weights + card into lsmap/weights/. Same seed, same data: same metrics.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+L4S=${LSMAP_L4S:-../shared/data/l4s}
+WORK=${1:-runs/default-model}
+LSMAP=${LSMAP:-lsmap}
+PYTHON=${PYTHON:-python}
+export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
+
+[ -d "$L4S/train/img" ] || { echo "error: $L4S/train/img not found; set LSMAP_L4S to the L4S patch folder" >&2; exit 1; }
+rm -rf "$WORK" && mkdir -p "$WORK"/split/{train,val}/{img,mask} "$WORK"/split/unlabelled/img
+L4S=$(cd "$L4S" && pwd)
+for img in "$L4S"/train/img/image_*.h5; do
+  id=$(basename "$img" .h5); id=${id#image_}
+  case " 16 461 600 " in *" $id "*) part=val ;; *) part=train ;; esac
+  ln -s "$img" "$WORK/split/$part/img/image_$id.h5"
+  ln -s "$L4S/train/mask/mask_$id.h5" "$WORK/split/$part/mask/mask_$id.h5"
+done
+# unlabelled target: unique ids (unknown_split's 4.h5 and image_4.h5 would collide)
+for img in "$L4S"/test/img/*.h5; do ln -s "$img" "$WORK/split/unlabelled/img/image_t$(basename "$img" .h5 | sed 's/^image_//').h5"; done
+for img in "$L4S"/unknown_split/img/*.h5; do ln -s "$img" "$WORK/split/unlabelled/img/image_u$(basename "$img" .h5 | sed 's/^image_/i/').h5"; done
+
+$LSMAP train --train "$WORK/split/train" --val "$WORK/split/val" --model tiny-unet --scale 1 \
+    --loss lovasz+ohem --steps 1500 --batch-size 8 --val-every 100 --device cpu --seed 0 -o "$WORK/train"
+$LSMAP refine --model "$WORK/train/best.safetensors" --source "$WORK/split/train" \
+    --target "$WORK/split/unlabelled" --val "$WORK/split/val" --strategy threshold --rounds 2 \
+    --steps 300 --device cpu --seed 0 -o "$WORK/refine"
+$LSMAP evaluate "$WORK/train/best.safetensors" --data "$WORK/split/val" --device cpu --json \
+    > "$WORK/eval_train_only.json"
+FINAL=$(ls "$WORK"/refine/round_2/models/*/best.safetensors 2>/dev/null | head -1 || true)
+[ -n "$FINAL" ] || FINAL=$(ls "$WORK"/refine/round_2/models/*/*.safetensors | head -1)
+$LSMAP evaluate "$FINAL" --data "$WORK/split/val" --device cpu --json > "$WORK/eval_refined.json"
+"$PYTHON" models/finalize_default_model.py "$FINAL" "$WORK/eval_train_only.json" "$WORK/eval_refined.json" \
+    lsmap/weights/l4s14-default
