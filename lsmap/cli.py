@@ -303,10 +303,11 @@ def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_de
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Probability threshold [default: the models' cards].")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Patches per forward pass.")
+@click.option("--crf", is_flag=True, help="Sharpen each patch's probabilities with a dense CRF before thresholding (needs lsmap[crf]).")
 @device_opt
 @json_opt
 @handle_errors
-def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, device, as_json):
+def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, device, as_json):
     """Score MODEL(s) on labelled patches: pixel P/R/F1/IoU summed over the split, object scores.
 
     Several models are averaged as an ensemble.
@@ -315,12 +316,13 @@ def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, devic
     $ lsmap evaluate runs/r18/best.safetensors --data L4S_ROOT
     $ lsmap evaluate runs/a/best runs/b/best --data patches/val --tta --json
     $ lsmap evaluate runs/r18/best --data scene_patches --stats scene_stats.json
+    $ lsmap evaluate runs/r18/best --data L4S_ROOT --crf
     """
     from .evaluate import evaluate as run_evaluate
     from .evaluate import format_table
 
     result = run_evaluate(list(models), data, split=split, tta=tta, stats=stats, norm=norm, device=device,
-                          batch_size=batch_size, threshold=threshold, progress=not as_json)
+                          batch_size=batch_size, threshold=threshold, crf=crf, progress=not as_json)
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -451,6 +453,8 @@ def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr,
 @click.option("--min-area", type=click.FloatRange(0), default=0.0, show_default=True, help="Drop polygons below this area (m2).")
 @click.option("--simplify", type=click.FloatRange(0), default=0.0, show_default=True, help="Simplification tolerance (m).")
 @click.option("--fill-holes", type=click.FloatRange(0), default=0.0, show_default=True, help="Fill holes below this area (m2).")
+@click.option("--crf", is_flag=True,
+              help="Sharpen each window's probabilities with a dense CRF before blending (needs lsmap[crf]).")
 @click.option("--scheduler", default="local", show_default=True,
               help="Several scenes: 'local' (one after another here) or a Dask scheduler address "
                    "(tcp://host:8786; needs lsmap[cluster] and a filesystem the workers share).")
@@ -461,7 +465,7 @@ def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr,
 @json_opt
 @handle_errors
 def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_size, norm, stats, input_scale,
-           threshold, prob, mask, quicklook, uncertainty, min_area, simplify, fill_holes, scheduler, merged,
+           threshold, prob, mask, quicklook, uncertainty, min_area, simplify, fill_holes, crf, scheduler, merged,
            device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
@@ -472,6 +476,7 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
     $ lsmap detect scene.tif -o slides.gpkg --model unet.safetensors
     $ lsmap detect scene.tif -o slides.gpkg --model a.safetensors --model b.safetensors --tta \\
           --prob prob.tif --uncertainty --min-area 200 --simplify 5
+    $ lsmap detect scene.tif -o slides.gpkg --model unet.safetensors --crf
     $ lsmap detect S2_folder/ --dem dem.tif -o slides.geojson --model unet.safetensors
 
     Several scenes (paths, a quoted glob, or @list.txt with one path per line): -o is a folder that
@@ -495,7 +500,8 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
         _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, bands=bands, tta=tta,
                      overlap=overlap, window=window, batch_size=batch_size, norm=norm, stats=stats,
                      input_scale=input_scale, threshold=threshold, uncertainty=uncertainty, min_area=min_area,
-                     simplify=simplify, fill_holes=fill_holes, device=device)
+                     simplify=simplify, fill_holes=fill_holes, device=device,
+                     **({"crf": True} if crf else {}))  # absent when off: completion markers of earlier runs stay valid
         return
     scene = scenes[0]
 
@@ -505,7 +511,7 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
     gdf = run_detect(source, list(models) or None, out=out, bands=bands, tta=tta, overlap=overlap, window=window,
                      batch_size=batch_size, norm=norm, stats=stats, input_scale=input_scale, threshold=threshold,
                      prob=prob, mask=mask, quicklook=quicklook, uncertainty=uncertainty, min_area=min_area, simplify=simplify,
-                     fill_holes=fill_holes, device=device, overwrite=overwrite, progress=not as_json)
+                     fill_holes=fill_holes, crf=crf, device=device, overwrite=overwrite, progress=not as_json)
     summary = gdf.attrs["lsmap"]
     if as_json:
         echo_json(summary)

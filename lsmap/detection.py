@@ -84,8 +84,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
            stats: str | os.PathLike | BandStats | None = None, input_scale: str = "auto",
            threshold: float | None = None, prob: str | os.PathLike | None = None,
            mask: str | os.PathLike | None = None, quicklook: str | os.PathLike | None = None, uncertainty: bool = False, min_area: float = 0.0,
-           simplify: float = 0.0, fill_holes: float = 0.0, device: Any = "auto", overwrite: bool = False,
-           block: int = 1024, progress: bool = False):
+           simplify: float = 0.0, fill_holes: float = 0.0, crf: bool = False, device: Any = "auto",
+           overwrite: bool = False, block: int = 1024, progress: bool = False):
     """Map the landslides of a scene: polygons with area and probability attributes.
 
     Args:
@@ -117,6 +117,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         min_area: Drop polygons smaller than this many m2.
         simplify: Simplification tolerance in metres (0: none).
         fill_holes: Fill holes smaller than this many m2.
+        crf: Sharpen each window's ensemble probability with a dense CRF before the windows are
+            blended (:func:`lsmap.crf.crf_refine`; needs ``lsmap[crf]``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
         overwrite: Replace existing outputs.
         block: Vectorisation block size in pixels.
@@ -151,6 +153,11 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     for name, v in (("min-area", min_area), ("simplify", simplify), ("fill-holes", fill_holes)):
         if v < 0:
             raise InputError(f"--{name} must not be negative (got {v})")
+    if crf:
+        from .crf import available
+
+        if not available():
+            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
     outputs = [Path(p) for p in (out, prob, mask, quicklook) if p is not None]
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise InputError("the polygon, probability and mask outputs must be different files")
@@ -205,7 +212,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         fill = used.mean if used is not None else None
         pred = predict_scene(info, members, work / "prob.tif", stats=used, raw=scan.raw, fill=fill, tta=tta,
                              overlap=overlap, window=window, batch_size=batch_size, device=dev,
-                             uncertainty_out=work / "unc.tif" if uncertainty else None, progress=progress)
+                             uncertainty_out=work / "unc.tif" if uncertainty else None, crf=crf, progress=progress)
         t_vec = time.perf_counter()
         gdf = vectorize(pred.prob, threshold=threshold, uncertainty=pred.uncertainty, block=block,
                         min_area=min_area, simplify=simplify, fill_holes=fill_holes)
@@ -233,7 +240,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "models": [m.source or m.card.model for m in members], "bands": profile.name,
         "input_scale": "raw" if scan.raw else "l4s", "norm": norm if stats is None else "stats",
         "stats": used.to_dict() if used is not None else None, "stats_sampled": scan.sampled,
-        "valid_pixels": scan.valid_pixels, "threshold": threshold, "tta": tta, "window": window,
+        "valid_pixels": scan.valid_pixels, "threshold": threshold, "tta": tta, "crf": crf, "window": window,
         "overlap": overlap, "batch_size": pred.batch_size, "windows": pred.windows, "passes": pred.passes,
         "device": str(dev), "uncertainty": pred.uncertainty_method, "polygons": len(gdf),
         "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,

@@ -35,6 +35,7 @@ class EvalResult:
         threshold: Probability threshold used.
         tta: Whether flips were averaged.
         norm: Normalisation used per member (``target``, ``model`` or ``stats``).
+        crf: Whether the ensemble probability was refined with a dense CRF before thresholding.
         pixel: Confusion counts (``tp, fp, fn, tn``) and ``precision, recall, f1, iou, accuracy``.
         objects: ``n_pred, n_true, matched, precision, recall, f1`` of connected components.
     """
@@ -46,6 +47,7 @@ class EvalResult:
     threshold: float
     tta: bool
     norm: list[str]
+    crf: bool = False
     pixel: dict = field(default_factory=dict)
     objects: dict = field(default_factory=dict)
 
@@ -65,7 +67,7 @@ def _member_norm(card, norm: str) -> str:
 def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, split: str = "validation",
              tta: bool = False, stats: BandStats | str | os.PathLike | None = None, norm: str = "auto",
              device: str = "auto", batch_size: int = 16, threshold: float | None = None,
-             object_iou: float = 0.5, progress: bool = False) -> EvalResult:
+             object_iou: float = 0.5, crf: bool = False, progress: bool = False) -> EvalResult:
     """Score the ensemble of ``models`` on the labelled patches of ``data``.
 
     Args:
@@ -79,6 +81,8 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         batch_size: Patches per forward pass.
         threshold: Probability threshold (``None``: the mean of the members' card thresholds).
         object_iou: IoU at which a predicted object matches a true one.
+        crf: Refine each patch's ensemble probability with a dense CRF (:func:`lsmap.crf.crf_refine`,
+            colours from the patch's natural-colour bands) before thresholding; needs ``lsmap[crf]``.
         progress: Show a progress bar.
 
     Raises:
@@ -102,6 +106,11 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     if not models:
         raise InputError("no model given; pass one or more checkpoints")
+    if crf:
+        from .crf import available
+
+        if not available():
+            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
     profile = read_card(models[0]).profile
     patches = find_patches(data, split, require_masks=True)
     dev = resolve_device(device)
@@ -136,13 +145,20 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         for idx in groups.values():
             x = torch.from_numpy(np.stack([images[i] for i in idx])).to(dev)
             prob = sum(predict_proba([m], x, s, tta=tta) for m, s in zip(members, member_stats)) / len(members)
-            pred = (prob > thr).cpu().numpy().astype(np.uint8)
+            if crf:
+                from .crf import crf_refine, rgb_indices
+
+                prob = np.stack([crf_refine(pk, images[i], rgb=rgb_indices(profile.bands))
+                                 for pk, i in zip(prob.float().cpu().numpy(), idx)])
+                pred = (prob > thr).astype(np.uint8)
+            else:
+                pred = (prob > thr).cpu().numpy().astype(np.uint8)
             target = np.stack([masks[i] for i in idx])
             conf = conf + confusion(pred, target)
             objs = objs + object_scores(pred, target, iou=object_iou)
     return EvalResult(
         models=[str(Path(m)) for m in models], data=str(data), split=split, patches=len(patches), threshold=thr,
-        tta=tta, norm=norms, pixel=scores(conf), objects=objs.as_dict(),
+        tta=tta, norm=norms, crf=crf, pixel=scores(conf), objects=objs.as_dict(),
     )
 
 
@@ -151,7 +167,7 @@ def format_table(result: EvalResult) -> str:
     p, o = result.pixel, result.objects
     lines = [
         f"{result.data} [{result.split}]: {result.patches} patches, {len(result.models)} model(s), "
-        f"threshold {result.threshold:g}{', TTA' if result.tta else ''}, norm {'/'.join(sorted(set(result.norm)))}",
+        f"threshold {result.threshold:g}{', TTA' if result.tta else ''}{', CRF' if result.crf else ''}, norm {'/'.join(sorted(set(result.norm)))}",
         f"{'':10}{'precision':>10}{'recall':>10}{'F1':>10}{'IoU':>10}",
         f"{'pixels':10}{p['precision']:>10.4f}{p['recall']:>10.4f}{p['f1']:>10.4f}{p['iou']:>10.4f}"
         f"   (TP {p['tp']}, FP {p['fp']}, FN {p['fn']})",

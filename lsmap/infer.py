@@ -399,7 +399,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
                   tta: bool = False, overlap: int = 32, window: int = 128, batch_size: int | None = None,
                   device: Any = "auto", uncertainty_out: str | os.PathLike | None = None,
                   amp: bool = True, pin_memory: bool | None = None, prefetch: int | None = None,
-                  progress: bool = False) -> PredictResult:
+                  crf: bool = False, progress: bool = False) -> PredictResult:
     """Run the ensemble over a whole scene in overlapping windows; write a float32 probability raster.
 
     Args:
@@ -425,6 +425,10 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             in the calling thread just before it is needed. Default: 2 on a GPU; 0 on a CPU, where
             the model's threads already use every core and a reader thread beside them only
             interrupts them (the scene is read with one GDAL thread either way).
+        crf: Refine each window's ensemble probability with a dense CRF
+            (:func:`lsmap.crf.crf_refine`, colours from the window's natural-colour bands, nodata
+            filled as for the models) before it is blended; needs ``lsmap[crf]``. A variance
+            uncertainty is the models' (not refined); ``p * (1 - p)`` uses the refined ``p``.
         progress: Show a tqdm progress bar.
 
     Returns:
@@ -480,6 +484,12 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     weight = blend_weight(window, overlap)[:wh, :ww]
     want_unc = uncertainty_out is not None
     use_var = want_unc and passes > 1
+    if crf:
+        from .crf import available, crf_refine, rgb_indices
+
+        if not available():
+            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
+        rgb = rgb_indices(profile.bands)
 
     H, W = scene.height, scene.width
     acc_p = np.zeros((wh, W), np.float64)
@@ -493,7 +503,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     with open_raster(scene.path, "scene") as src:
         cache_bytes = stream_cache_bytes(src)
     read_args = (profile, windows, batch_size, raw, fill, pin)
-    model_seconds = read_seconds = write_seconds = 0.0
+    model_seconds = read_seconds = write_seconds = crf_seconds = 0.0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -546,6 +556,11 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             mean = mean.float().cpu().numpy()
             var = var.float().cpu().numpy() if var is not None else None
             model_seconds += time.perf_counter() - t0
+            if crf:  # per window, before blending: the CRF output is stitched with the same weights
+                t0 = time.perf_counter()
+                xn = batch.x if isinstance(batch.x, np.ndarray) else batch.x.numpy()
+                mean = np.stack([crf_refine(mean[k], xn[k], rgb=rgb) for k in range(len(batch.windows))])
+                crf_seconds += time.perf_counter() - t0
             for k, win in enumerate(batch.windows):
                 if win.row_off != top:
                     flush(win.row_off)
@@ -563,7 +578,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         Path(prob_out), Path(uncertainty_out) if want_unc else None,
         ("variance" if use_var else "bernoulli") if want_unc else None,
         len(windows), passes, batch_size, time.perf_counter() - t_start, model_seconds,
-        {"read": read_seconds, "prob_write": write_seconds},
+        {"read": read_seconds, "prob_write": write_seconds, **({"crf": crf_seconds} if crf else {})},
     )
 
 

@@ -647,6 +647,11 @@ def detect_many(
         json.dumps(params)
     except TypeError as e:
         raise InputError(f"detection parameters must be plain values (numbers, strings, lists): {e}") from None
+    if params.get("crf") and detector is None and scheduler in (None, "local"):  # a cluster's workers decide there
+        from .crf import available
+
+        if not available():
+            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
     raster_kw = [k for k in RASTER_OUTPUTS if params.pop(k, None)]
     for k in RASTER_OUTPUTS:
         params.pop(k, None)
