@@ -26,31 +26,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, MissingInputError
 from .normalize import BandStats
 
 NORMS = ("scene", "model")
 
 
 def default_models() -> list[Path]:
-    """The checkpoint(s) shipped with lsmap, used when no model is given.
+    """The checkpoint shipped with lsmap (:func:`lsmap.models.default_model_path`), used when no model is given.
 
     Raises:
-        CheckpointError: no default model is shipped with this installation.
+        CheckpointError: the installation has no default model.
     """
-    from . import models
+    from .models import default_model_path
 
-    finder = getattr(models, "default_model_path", None)
-    path = None
-    if finder is not None:
-        try:
-            path = finder()
-        except (LookupError, OSError):
-            path = None
-    if path is None or not Path(path).exists():
-        raise CheckpointError("no default model is shipped with this lsmap installation; pass --model PATH "
-                              "(a checkpoint written by 'lsmap train')")
-    return [Path(path)]
+    try:
+        return [default_model_path()]
+    except MissingInputError as e:
+        raise CheckpointError(f"no default model: {e}") from None
 
 
 def _stack_inputs(scene: Any, work: Path, bands: str) -> Path:

@@ -96,10 +96,27 @@ def test_api_with_checkpoints_writes_every_output(tmp_path, rng):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_lazy_reexport_and_default_model():
+def test_lazy_reexport_and_default_model(monkeypatch, tmp_path):
     assert lsmap.detect is lsmap.detection.detect
-    with pytest.raises(CheckpointError, match="no default model"):
+    (path,) = lsmap.detection.default_models()
+    assert lsmap.models.read_card(path).profile.name == "l4s14", "the shipped default model reads L4S stacks"
+    monkeypatch.setattr(lsmap.models, "default_model_path", lambda: (_ for _ in ()).throw(
+        lsmap.errors.MissingInputError("weights/x.safetensors: the default model is not installed")))
+    with pytest.raises(CheckpointError, match="no default model.*not installed"):
         lsmap.detect("whatever.tif")
+
+
+def test_detect_without_model_uses_the_default_on_the_sample_scene(tmp_path):
+    """The quickstart: the shipped model on the bundled synthetic scene gives a non-empty layer."""
+    from pathlib import Path
+
+    scene = Path(__file__).resolve().parents[1] / "sample_data" / "scene_l4s14.tif"
+    r = CliRunner().invoke(main, ["detect", str(scene), "-o", str(tmp_path / "s.gpkg"), "--quicklook",
+                                  str(tmp_path / "s.png"), "--device", "cpu", "--json"])
+    assert r.exit_code == 0, r.output
+    gdf = gpd.read_file(tmp_path / "s.gpkg")
+    assert len(gdf) > 0 and gdf.crs == "EPSG:32645" and (gdf.area_m2 > 0).all()
+    assert json.loads(r.output)["models"][0].endswith("l4s14-default.safetensors")
 
 
 def test_bad_inputs_raise_before_writing_anything(tmp_path, rng):
