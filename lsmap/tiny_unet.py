@@ -14,7 +14,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class TinyUNet(nn.Module):
-    """Three-level U-Net with ``width`` channels at the top (about 0.5 M parameters at width 16).
+    """Three-level U-Net with ``width`` channels at the top (0.12 M parameters at width 16, 14 bands).
 
     Shape:
         input ``(N, C, H, W)`` with H, W divisible by 4; output ``(N, classes, H, W)``.

@@ -3,6 +3,9 @@
 #
 #   bash models/train_default_model.sh [WORK_DIR]      (default WORK_DIR: runs/default-model)
 #
+# The model goes to lsmap/weights/l4s14-default.{safetensors,json}; set LSMAP_DEFAULT_OUT=STEM to
+# write it elsewhere (e.g. to compare a rerun with the shipped card).
+#
 # Data: the real Landslide4Sense patches in ../shared/data/l4s (override with LSMAP_L4S=DIR):
 # 15 labelled training patches (12 train, 3 held out for validation: ids 16, 461, 600) and
 # 19 unlabelled patches (test/ and unknown_split/) as the self-training target.
@@ -41,4 +44,4 @@ FINAL=$(ls "$WORK"/refine/round_2/models/*/best.safetensors 2>/dev/null | head -
 [ -n "$FINAL" ] || FINAL=$(ls "$WORK"/refine/round_2/models/*/*.safetensors | head -1)
 $LSMAP evaluate "$FINAL" --data "$WORK/split/val" --device cpu --json > "$WORK/eval_refined.json"
 "$PYTHON" models/finalize_default_model.py "$FINAL" "$WORK/eval_train_only.json" "$WORK/eval_refined.json" \
-    lsmap/weights/l4s14-default
+    "${LSMAP_DEFAULT_OUT:-lsmap/weights/l4s14-default}"
