@@ -160,7 +160,7 @@ def test_cli_detect_end_to_end_json(tmp_path, rng):
 
 
 @pytest.mark.parametrize("case", ["unreadable", "missing-model", "missing-scene", "bad-ext", "no-model"])
-def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, rng, case):
+def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, rng, case, monkeypatch):
     scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng, h=40, w=40))
     ck = str(tiny_checkpoint(tmp_path / "m"))
     out = tmp_path / "o.gpkg"
@@ -174,7 +174,11 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, rng, case):
     elif case == "bad-ext":
         out = tmp_path / "o.kml"
         args, msg = [str(scene), "--model", ck], "unknown vector format"
-    else:
+    else:  # an installation without the shipped weights
+        def not_installed():
+            raise lsmap.errors.MissingInputError("weights/l4s14-default.safetensors: the default model is not installed")
+
+        monkeypatch.setattr(lsmap.models, "default_model_path", not_installed)
         args, msg = [str(scene)], "no default model"
     before = outputs(tmp_path)
     r = CliRunner().invoke(main, ["detect", *args, "-o", str(out), "--device", "cpu"])
