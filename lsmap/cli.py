@@ -48,6 +48,11 @@ def handle_errors(fn):
     return wrapper
 
 
+def _progress(as_json: bool) -> bool:
+    """Progress bars only on an interactive terminal, never with --json."""
+    return not as_json and sys.stderr.isatty()
+
+
 def echo_json(obj) -> None:
     """Print ``obj`` as indented JSON."""
     click.echo(json.dumps(obj, indent=2, default=str))
@@ -73,7 +78,8 @@ def main() -> None:
 @click.option("--block", type=int, default=1024, show_default=True, help="Block size in pixels (memory bound).")
 @overwrite_opt
 @json_opt
-@click.option("--progress/--no-progress", default=False, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar [default: on an interactive terminal, without --json].")
 @handle_errors
 def stack_cmd(s2, dem, slope, output, bands, block, overwrite, as_json, progress):
     """Stack Sentinel-2 band files, a DEM and slope on the 10 m grid, scaled like L4S.
@@ -88,6 +94,7 @@ def stack_cmd(s2, dem, slope, output, bands, block, overwrite, as_json, progress
     """
     from .stack import stack_scene
 
+    progress = _progress(as_json) if progress is None else progress
     result = stack_scene(
         list(s2), output, dem=dem, slope=slope, bands=bands, overwrite=overwrite, block=block, progress=progress,
     )
@@ -102,11 +109,6 @@ def stack_cmd(s2, dem, slope, output, bands, block, overwrite, as_json, progress
 
 
 # --- tile (issue 2) -----------------------------------------------------------------------------
-
-
-def _progress(as_json: bool) -> bool:
-    """Progress bars only on an interactive terminal, never with --json."""
-    return not as_json and sys.stderr.isatty()
 
 
 @main.command()
