@@ -276,7 +276,7 @@ def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_de
     else:
         config = TrainConfig(**given)
     result = run_train(out_dir, data=data, train_dir=train_dir, val_dir=val_dir, target_dir=target_dir, config=config,
-                       bands=bands, init=init, resume=resume, overwrite=overwrite, progress=not as_json)
+                       bands=bands, init=init, resume=resume, overwrite=overwrite, progress=_progress(as_json))
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:
@@ -324,7 +324,7 @@ def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, 
     from .evaluate import format_table
 
     result = run_evaluate(list(models), data, split=split, tta=tta, stats=stats, norm=norm, device=device,
-                          batch_size=batch_size, threshold=threshold, crf=crf, progress=not as_json)
+                          batch_size=batch_size, threshold=threshold, crf=crf, progress=_progress(as_json))
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -398,7 +398,7 @@ def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr,
         mixup_alpha=mixup_alpha, crf=crf, bands=bands, device=device, seed=seed,
     )
     result = run_refine(list(models), source, target, out_dir, config, val=val, resume=resume, overwrite=overwrite,
-                        progress=not as_json)
+                        progress=_progress(as_json))
     if as_json:
         echo_json(result.to_dict())
         return
@@ -513,7 +513,7 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
     gdf = run_detect(source, list(models) or None, out=out, bands=bands, tta=tta, overlap=overlap, window=window,
                      batch_size=batch_size, norm=norm, stats=stats, input_scale=input_scale, threshold=threshold,
                      prob=prob, mask=mask, quicklook=quicklook, uncertainty=uncertainty, min_area=min_area, simplify=simplify,
-                     fill_holes=fill_holes, crf=crf, device=device, overwrite=overwrite, progress=not as_json)
+                     fill_holes=fill_holes, crf=crf, device=device, overwrite=overwrite, progress=_progress(as_json))
     summary = gdf.attrs["lsmap"]
     if as_json:
         echo_json(summary)
@@ -531,7 +531,7 @@ def _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **k
     from .regional import detect_many
 
     res = detect_many(list(scenes), list(models) or None, out, scheduler=scheduler, merged=merged,
-                      overwrite=overwrite, progress=not as_json, **kwargs)
+                      overwrite=overwrite, progress=_progress(as_json), **kwargs)
     if as_json:
         echo_json(res.to_dict())
     else:
