@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .bands import BandProfile, get_profile
 from .errors import InputError
-from .normalize import BandStats, RunningStats
+from .normalize import _MIN_STD, BandStats, RunningStats
 from .patches import IGNORE_INDEX, Patch, read_image, read_mask
 
 #: Datasets smaller than this (bytes of float32 images) are held in memory by default.
@@ -88,20 +88,27 @@ def augment_sample(image: np.ndarray, target: np.ndarray, weight: np.ndarray | N
         k = int(rng.integers(4))
         if k:
             arrays = [np.rot90(a, k, axes=(1, 2)) for a in arrays]
-    arrays = [np.ascontiguousarray(a) for a in arrays]
-    image = np.array(arrays[0], np.float32, copy=True)  # never write into the caller's (cached) array
+    # one copy of the image, C-contiguous: never write into the caller's (cached) array
+    image = np.array(arrays[0], np.float32, order="C", copy=True)
+    arrays = [image] + [np.ascontiguousarray(a) for a in arrays[1:]]
     idx = np.asarray(spectral, dtype=np.intp)
     if aug.colour and idx.size:
-        bands = image[idx].astype(np.float32, copy=False)
+        # a run of bands is changed in place through a view; otherwise on a copy written back.
+        # The in-place arithmetic is the same float32 operations as mean + (bands - mean) * k.
+        run = bool(np.all(np.diff(idx) == 1))
+        bands = image[int(idx[0]):int(idx[-1]) + 1] if run else image[idx]
         if aug.contrast > 0:
             k = rng.uniform(1 - aug.contrast, 1 + aug.contrast)
             mean = bands.mean(axis=(1, 2), keepdims=True)
-            bands = mean + (bands - mean) * np.float32(k)
+            bands -= mean
+            bands *= np.float32(k)
+            bands += mean
         if aug.brightness > 0:
             g = rng.uniform(1 - aug.brightness, 1 + aug.brightness)
             gb = rng.uniform(1 - aug.brightness / 2, 1 + aug.brightness / 2, size=(idx.size, 1, 1))
-            bands = bands * (g * gb).astype(np.float32)
-        image[idx] = bands
+            bands *= (g * gb).astype(np.float32)
+        if not run:
+            image[idx] = bands
     return image, arrays[1][0], (arrays[2][0] if weight is not None else None)
 
 
@@ -144,6 +151,10 @@ class PatchDataset(Dataset):
         self.targets = list(targets) if targets is not None else None
         self.weights = list(weights) if weights is not None else None
         self._spectral = self.profile.spectral_indices
+        self._norm = None
+        if stats is not None:  # as BandStats.normalize computes them, for in-place normalisation
+            self._norm = (np.asarray(stats.mean, np.float32).reshape(-1, 1, 1),
+                          np.maximum(np.asarray(stats.std, np.float32), np.float32(_MIN_STD)).reshape(-1, 1, 1))
         if cache is None:
             cache = len(self.patches) * self.profile.count * 128 * 128 * 4 < CACHE_BYTES
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
@@ -184,13 +195,21 @@ class PatchDataset(Dataset):
         if self.weights is not None:
             w = self.weights[index]
             weight = np.ones(mask.shape, np.float32) if w is None else np.asarray(w, np.float32)
+        fresh = False  # whether ``image`` is a new array of ours (not the cached one)
         if self.augment is not None:
             rng = np.random.default_rng(seed)
             image, mask, weight = augment_sample(image, mask, weight, rng, self.augment, self._spectral)
+            fresh = True
         if self.stats is not None:
-            image = self.stats.normalize(image)
+            if fresh:  # the same float32 (x - mean) / std as BandStats.normalize, without temporaries
+                mean, std = self._norm
+                image -= mean
+                image /= std
+            else:
+                image = self.stats.normalize(image)
+                fresh = True
         item = {
-            "image": torch.from_numpy(np.array(image, np.float32, copy=True)),
+            "image": torch.from_numpy(image if fresh else np.array(image, np.float32, copy=True)),
             "target": torch.from_numpy(mask.astype(np.int64)),
         }
         if weight is not None:
