@@ -327,30 +327,29 @@ class _Layer:
         dst = np.full((w.height, w.width), np.nan, np.float32)
         if not ok.any():
             return dst
-        r0 = int(np.floor(row[ok].min())) - h
-        c0 = int(np.floor(col[ok].min())) - h
-        r1 = int(np.floor(row[ok].max())) + 2 + h
-        c1 = int(np.floor(col[ok].max())) + 2 + h
-        arr = self._read(r0, c0, r1 - r0, c1 - c0)
-        if self.derive is not None:
-            arr = self.derive(arr, r0)
+        arr, r0, c0 = self._read_around(row[ok], col[ok])
         dst[ok] = bilinear(arr, row[ok] - r0, col[ok] - c0)
         return dst
 
-    def _separable(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    def _read_around(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Source pixels covering fractional ``rows``/``cols`` plus the halo (derived if set), and their offsets."""
         h = self.halo
+        r0 = int(np.floor(rows.min())) - h
+        c0 = int(np.floor(cols.min())) - h
+        r1 = int(np.floor(rows.max())) + 2 + h
+        c1 = int(np.floor(cols.max())) + 2 + h
+        arr = self._read(r0, c0, r1 - r0, c1 - c0)
+        if self.derive is not None:
+            arr = self.derive(arr, r0)
+        return arr, r0, c0
+
+    def _separable(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
         ok_r = (row > -1) & (row < self.src.height)
         ok_c = (col > -1) & (col < self.src.width)
         dst = np.full((row.size, col.size), np.nan, np.float32)
         if not ok_r.any() or not ok_c.any():
             return dst
-        r0 = int(np.floor(row[ok_r].min())) - h
-        c0 = int(np.floor(col[ok_c].min())) - h
-        r1 = int(np.floor(row[ok_r].max())) + 2 + h
-        c1 = int(np.floor(col[ok_c].max())) + 2 + h
-        arr = self._read(r0, c0, r1 - r0, c1 - c0)
-        if self.derive is not None:
-            arr = self.derive(arr, r0)
+        arr, r0, c0 = self._read_around(row[ok_r], col[ok_c])
         dst[np.ix_(ok_r, ok_c)] = bilinear_separable(arr, row[ok_r] - r0, col[ok_c] - c0)
         return dst
 

@@ -146,14 +146,19 @@ def test_resume_without_run(data, tmp_path):
         train(tmp_path / "new", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST), resume=True)
 
 
-def test_init_from_checkpoint_of_other_bands_refused(run, data, tmp_path):
+def _foreign_checkpoint(run, path, profile: str):
+    """A copy of the run's best card with another band profile, on a tiny U-Net of that width."""
     from lsmap.models import save_checkpoint
     from lsmap.tiny_unet import TinyUNet
 
-    out, _ = run
-    card = read_card(out / "best")
-    card.bands = PROFILES["s2"].to_dict()
-    save_checkpoint(tmp_path / "s2", TinyUNet(12), card)
+    card = read_card(run[0] / "best")
+    card.bands = PROFILES[profile].to_dict()
+    save_checkpoint(path, TinyUNet(PROFILES[profile].count), card)
+    return run[0]
+
+
+def test_init_from_checkpoint_of_other_bands_refused(run, data, tmp_path):
+    _foreign_checkpoint(run, tmp_path / "s2", "s2")
     with pytest.raises(CheckpointError, match="trained on bands"):
         fit(_sources(data), _val(data), TrainConfig(**FAST), tmp_path / "x", card=_card(data), init=tmp_path / "s2",
             progress=False)
@@ -246,13 +251,7 @@ def test_bad_inputs(tmp_path, data):
 
 
 def test_evaluate_refuses_mixed_band_profiles(run, data, tmp_path):
-    from lsmap.models import save_checkpoint
-    from lsmap.tiny_unet import TinyUNet
-
-    out, _ = run
-    card = read_card(out / "best")
-    card.bands = PROFILES["rgb"].to_dict()
-    save_checkpoint(tmp_path / "rgb", TinyUNet(3), card)
+    out = _foreign_checkpoint(run, tmp_path / "rgb", "rgb")
     with pytest.raises(CheckpointError, match="trained on band profile 'rgb'"):
         evaluate([out / "best", tmp_path / "rgb"], data / "val", device="cpu")
     with pytest.raises(BandMismatchError, match="'rgb' expects 3 bands"):
