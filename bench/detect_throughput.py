@@ -37,16 +37,19 @@ HERE = Path(__file__).resolve()
 
 
 def make_scene(path: Path, size: int, seed: int = 0, block: int = 512) -> None:
-    """Generate a plausible L4S-scaled 14-band scene (smooth fields + noise + bright blobs), block by block."""
+    """Generate a plausible L4S-scaled 14-band scene (smooth fields + noise + bright blobs), block by block,
+    in the GeoTIFF layout `lsmap stack` writes (256 px tiles, DEFLATE with the floating-point predictor)."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
+    from lsmap.io import geotiff_profile
+
     rng = np.random.default_rng(seed)
     centres = rng.integers(0, size, (max(1, size * size // 40000), 2))
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=14, dtype="float32",
-                       crs="EPSG:32645", transform=from_origin(500000.0, 3000000.0, 10.0, 10.0), nodata=-9999.0,
-                       tiled=True, blockxsize=256, blockysize=256, compress="deflate") as dst:
+    profile = geotiff_profile(crs="EPSG:32645", transform=from_origin(500000.0, 3000000.0, 10.0, 10.0),
+                              width=size, height=size, count=14, nodata=-9999.0)
+    with rasterio.open(path, "w", **profile) as dst:  # as `lsmap stack` writes scenes
         for r0 in range(0, size, block):
             for c0 in range(0, size, block):
                 h, w = min(block, size - r0), min(block, size - c0)
@@ -66,10 +69,12 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def child_detect(scene: str, model: str, out: str, window: int, overlap: int, batch_size: int | None) -> None:
+def child_detect(scene: str, models: list[str], out: str, window: int, overlap: int, batch_size: int | None,
+                 tta: bool) -> None:
     """Run detect in this (fresh) process and print its summary and peak RSS as JSON."""
     import geopandas  # noqa: F401  (imports done before timing: the figures are the work, not Python imports)
     import scipy.ndimage  # noqa: F401
+    import segmentation_models_pytorch  # noqa: F401  (1.7 s here, paid once per process by any smp model)
     import torch  # noqa: F401
 
     import lsmap
@@ -77,8 +82,8 @@ def child_detect(scene: str, model: str, out: str, window: int, overlap: int, ba
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cpu0 = _cpu()
-    gdf = lsmap.detect(scene, [model], out=out, window=window, overlap=overlap, device="cpu",
-                       batch_size=batch_size, threshold=0.5)
+    gdf = lsmap.detect(scene, models, out=out, window=window, overlap=overlap, device="cpu",
+                       batch_size=batch_size, threshold=0.5, tta=tta)
     info = gdf.attrs["lsmap"]
     info["cpu_seconds"] = _cpu() - cpu0
     info["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -86,29 +91,64 @@ def child_detect(scene: str, model: str, out: str, window: int, overlap: int, ba
     print(json.dumps(info))
 
 
-def child_bare(model: str, windows: int, window: int, batch_size: int) -> None:
-    """Time the bare ensemble forward over ``windows`` windows in batches (data already in memory)."""
+def child_bare(models: list[str], windows: int, window: int, batch_size: int, tta: bool, layout: str) -> None:
+    """Time the bare ensemble forward over ``windows`` windows in batches (data already in memory).
+
+    ``layout`` ``"all-cores"``: one batch at a time on all of torch's threads; ``"workers"``: the
+    batches shared among model worker threads exactly as detect runs them on this CPU
+    (:func:`lsmap.infer.model_threads`).
+    """
     import torch
 
     from lsmap.device import use_channels_last
+    from lsmap.infer import _ordered_map, ensemble_moments, model_threads
     from lsmap.normalize import BandStats
-    from lsmap.predict import load_ensemble, predict_proba
+    from lsmap.predict import load_ensemble
 
     dev = torch.device("cpu")
-    members = load_ensemble([model], dev)
+    members = load_ensemble(models, dev)
     if use_channels_last(dev):
         for m in members:
             m.module.to(memory_format=torch.channels_last)
     stats = BandStats((1.0,) * 14, (0.3,) * 14, 1)
     x = 1.0 + 0.3 * torch.randn(batch_size, 14, window, window)
-    predict_proba(members, x, stats)  # warm-up
+    workers, threads = model_threads(dev) if layout == "workers" else (1, torch.get_num_threads())
+    torch.set_num_threads(threads)
+    sizes = [min(batch_size, windows - s) for s in range(0, windows, batch_size)]
+
+    def run(n: int):
+        return ensemble_moments(members, x[:n], stats, tta, False)[0].float().cpu()
+
+    for _ in _ordered_map(run, iter(sorted(set(sizes)) * workers), workers):  # warm-up: every batch shape, every worker
+        pass
     t0, cpu0 = time.perf_counter(), _cpu()
-    done = 0
-    while done < windows:
-        n = min(batch_size, windows - done)
-        predict_proba(members, x[:n], stats).cpu()
-        done += n
-    print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - cpu0, "windows": windows}))
+    for _ in _ordered_map(run, iter(sizes), workers):
+        pass
+    print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - cpu0, "windows": windows,
+                      "workers": workers, "threads": threads}))
+
+
+def calibrate_head(module, scene: Path, positive: float = 0.02) -> float:
+    """Shift the untrained model's landslide logit so that about ``positive`` of the scene's pixels
+    exceed p = 0.5, as in a post-event scene (Landslide4Sense: 2-3 % landslide pixels); the random
+    head would otherwise flag half the scene and the polygon step would measure noise. Returns the shift.
+    """
+    import rasterio
+    import torch
+    from torch import nn
+
+    with rasterio.open(scene) as src:
+        h, w = min(512, src.height), min(512, src.width)
+        x = src.read(window=rasterio.windows.Window((src.width - w) // 2, (src.height - h) // 2, w, h))
+    x = torch.from_numpy(x).float()
+    x = (x - x.mean((1, 2), keepdim=True)) / x.std((1, 2), keepdim=True)
+    tiles = x.unfold(1, 128, 128).unfold(2, 128, 128).permute(1, 2, 0, 3, 4).reshape(-1, 14, 128, 128)
+    head = [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 2][-1]
+    with torch.no_grad():
+        logits = module.eval()(tiles)
+        shift = float(torch.quantile((logits[:, 1] - logits[:, 0]).flatten()[::7], 1 - positive))
+        head.bias[1] -= shift
+    return shift
 
 
 def standalone_vectorize(work: Path, size: int, seed: int = 1) -> dict:
@@ -149,14 +189,16 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--model", default="tiny-unet", help="registry name of the (untrained) model")
+    ap.add_argument("--members", type=int, default=1, help="ensemble of this many models (seeds 0..N-1)")
+    ap.add_argument("--tta", action="store_true", help="flip test-time augmentation (4 passes per member)")
     ap.add_argument("--child", nargs="*")
     args = ap.parse_args()
     if args.child:
         kind, *rest = args.child
         if kind == "detect":
-            child_detect(rest[0], rest[1], rest[2], args.window, args.overlap, args.batch_size)
+            child_detect(rest[0], rest[3:], rest[1], args.window, args.overlap, args.batch_size, args.tta)
         else:
-            child_bare(rest[0], int(rest[1]), args.window, int(rest[2]))
+            child_bare(rest[3:], int(rest[0]), args.window, int(rest[1]), args.tta, rest[2])
         return
 
     import platform
@@ -171,31 +213,42 @@ def main() -> None:
           f"{torch.__version__}, bf16 AMX/AVX512: {cpu_has_bf16()}, load avg {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="lsmap-bench-") as tmp:
         work = Path(tmp)
-        torch.manual_seed(0)
         card = ModelCard(model=args.model, bands=PROFILES["l4s14"].to_dict(),
                          stats={"mean": [1.0] * 14, "std": [0.3] * 14, "count": 1})
-        model = str(save_checkpoint(work / "model", build_model(args.model, 14).eval(), card))
-        print(f"model: {args.model} (untrained)")
-        rows = []
-        for size in args.sizes:
-            scene = work / f"scene_{size}.tif"
+        scenes = {size: work / f"scene_{size}.tif" for size in args.sizes}
+        for size, scene in scenes.items():
             make_scene(scene, size)
-            det = run(["--window", str(args.window), "--overlap", str(args.overlap),
+        models, shifts = [], []
+        for seed in range(args.members):
+            torch.manual_seed(seed)
+            module = build_model(args.model, 14)
+            shifts.append(calibrate_head(module, scenes[args.sizes[0]]))
+            models.append(str(save_checkpoint(work / f"model{seed}", module.eval(), card)))
+        print(f"model: {args.model} x {args.members}{' + flip TTA' if args.tta else ''} (untrained; landslide "
+              f"logit shifted by {', '.join(f'{s:+.2f}' for s in shifts)} so that ~2 % of pixels exceed p = 0.5)")
+        tta = ["--tta"] if args.tta else []
+        rows = []
+        for size, scene in scenes.items():
+            det = run(["--window", str(args.window), "--overlap", str(args.overlap), *tta,
                        *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
-                       "--child", "detect", str(scene), model, str(work / f"out_{size}.gpkg")])
-            bare = run(["--window", str(args.window), "--child", "bare", model, str(det["windows"]),
-                        str(det["batch_size"])])
+                       "--child", "detect", str(scene), str(work / f"out_{size}.gpkg"), "-", *models])
+            bares = {layout: run(["--window", str(args.window), *tta, "--child", "bare", str(det["windows"]),
+                                  str(det["batch_size"]), layout, *models])
+                     for layout in ("all-cores", "workers")}
+            bare = min(bares.values(), key=lambda b: b["seconds"])  # the faster way to run the model alone
             rows.append((size, det, bare))
             t = det["timings"]
             print(f"scene {size} x {size} px ({det['scene_km2']:.0f} km2, {det['windows']} windows of "
-                  f"{args.window} px, overlap {args.overlap}, batch {det['batch_size']}):")
+                  f"{args.window} px, overlap {args.overlap}, batch {det['batch_size']}, {t['workers']} model workers):")
             print(f"  detect {det['seconds']:.1f} s = {det['km2_per_s']:.2f} km2/s "
-                  f"(scan {t['scan']:.1f} s, predict {t['predict']:.1f} s [model {t['model']:.1f} s, "
-                  f"reading {t.get('read', t.get('read_thread', float('nan'))):.1f} s, probability writes {t['prob_write']:.1f} s], vectorize {t['vectorize']:.2f} s "
-                  f"for {det['polygons']} polygons, write {t['write']:.2f} s)")
-            print(f"  bare model forward over the same windows: {bare['seconds']:.1f} s -> ratio bare/detect "
-                  f"{bare['seconds'] / det['seconds']:.3f}; CPU {bare['cpu_seconds']:.1f} s vs {det['cpu_seconds']:.1f} s "
-                  f"-> CPU ratio {bare['cpu_seconds'] / det['cpu_seconds']:.3f}")
+                  f"(scan {t['scan']:.1f} s, predict {t['predict']:.1f} s [model {t['model']:.1f} s summed over "
+                  f"workers, reading {t['read']:.1f} s in the reader thread, probability writes "
+                  f"{t['prob_write']:.1f} s], vectorize {t['vectorize']:.2f} s for {det['polygons']} polygons, "
+                  f"write {t['write']:.2f} s)")
+            print(f"  bare model forward over the same windows: {bares['all-cores']['seconds']:.2f} s one batch at a "
+                  f"time on all cores, {bares['workers']['seconds']:.2f} s as {bares['workers']['workers']} workers")
+            print(f"  ratio bare (faster) / detect {bare['seconds'] / det['seconds']:.3f}; CPU {bare['cpu_seconds']:.1f} s "
+                  f"vs {det['cpu_seconds']:.1f} s -> CPU ratio {bare['cpu_seconds'] / det['cpu_seconds']:.3f}")
             print(f"  peak RSS {det['peak_rss_mb']:.0f} MB ({det['peak_rss_mb'] - det['import_rss_mb']:.0f} MB above "
                   f"the {det['import_rss_mb']:.0f} MB after importing torch & co.)")
         if len(rows) > 1:

@@ -145,7 +145,6 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
     from affine import Affine
     from rasterio.features import shapes
     from rasterio.windows import Window as RioWindow
-    from scipy import ndimage
     from shapely.geometry import shape
 
     from .infer import GDAL_CACHE_MB
@@ -181,10 +180,11 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
                         if n:
                             uf.add(n)
                             flat = labels.ravel()
-                            idx = np.arange(1, n + 1)
                             count.append(np.bincount(flat, minlength=n + 1)[1:])
                             psum.append(np.bincount(flat, weights=p.ravel(), minlength=n + 1)[1:])
-                            pmax.append(np.asarray(ndimage.maximum(p, labels, idx), np.float64))
+                            block_max = np.full(n + 1, -np.inf)
+                            np.maximum.at(block_max, flat, p.ravel())
+                            pmax.append(block_max[1:])
                             if usrc is not None:
                                 u = usrc.read(1, window=win, out_dtype="float64")
                                 usum.append(np.bincount(flat, weights=u.ravel(), minlength=n + 1)[1:])

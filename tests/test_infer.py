@@ -305,3 +305,73 @@ def test_reader_thread_reads_what_the_inline_reader_reads(tmp_path, rng, monkeyp
     monkeypatch.setattr(infer, "read_scene_window", broken)
     with pytest.raises(OSError, match="disk gone"):
         predict_scene(path, [member(Band0Model())], tmp_path / "p.tif", stats=stats, prefetch=2, **KW)
+
+
+def test_model_workers_give_the_single_worker_output_and_restore_torch_threads(tmp_path, scene):
+    """Several CPU model workers (whole batches on a share of the cores, results blended in window
+    order) write what one worker writes, with the reader thread or inline reads, and leave torch's
+    thread count as they found it."""
+    from lsmap.models import build_model
+
+    path, _ = scene
+    torch.manual_seed(0)
+    m = [member(build_model("tiny-unet", 14))]
+    before = torch.get_num_threads()
+    runs = {}
+    for workers, prefetch in ((1, 0), (3, None), (2, 0)):
+        out = tmp_path / f"w{workers}.tif"
+        res = predict_scene(path, m, out, stats=None, batch_size=2, workers=workers, prefetch=prefetch,
+                            amp=False, **KW)
+        assert res.timings["workers"] == workers and torch.get_num_threads() == before
+        runs[workers] = read(out)
+    np.testing.assert_allclose(runs[3], runs[1], atol=1e-6)
+    np.testing.assert_allclose(runs[2], runs[1], atol=1e-6)
+    with pytest.raises(InputError, match="workers must be positive"):
+        predict_scene(path, m, tmp_path / "bad.tif", stats=None, workers=0, **KW)
+
+
+def test_model_threads_share_the_cores(monkeypatch):
+    from lsmap.infer import MAX_CPU_WORKERS, model_threads
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert model_threads(cpu) == (2, 1) and model_threads(cpu, 1) == (1, 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert model_threads(cpu) == (MAX_CPU_WORKERS, 16 // MAX_CPU_WORKERS)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert model_threads(cpu) == (1, 1)
+    assert model_threads(torch.device("cuda")) == (1, 1)
+
+
+def test_ordered_map_keeps_order_bounds_lookahead_and_propagates_errors():
+    import threading
+    import time
+
+    from lsmap.infer import _ordered_map
+
+    taken = []
+
+    def items():
+        for i in range(20):
+            taken.append(i)
+            yield i
+
+    def slow_square(i):
+        time.sleep(0.002 * (i % 3))  # finish out of order
+        return i * i, threading.current_thread().name
+
+    seen = []
+    for item, (sq, thread) in _ordered_map(slow_square, items(), 3):
+        assert len(taken) <= item + 1 + 3  # never more than `workers` items taken ahead
+        seen.append((item, sq))
+        assert thread.startswith("lsmap-model")
+    assert seen == [(i, i * i) for i in range(20)]
+
+    def fails(i):
+        if i == 5:
+            raise ValueError("bad batch")
+        return i
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(_ordered_map(fails, iter(range(10)), 2))
+    assert [r for _, r in _ordered_map(lambda i: i + 1, iter(range(4)), 1)] == [1, 2, 3, 4]
