@@ -43,7 +43,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny-unet")
     ap.add_argument("--data", type=Path, help="labelled patch folder (default: 32 generated 128 x 128 patches)")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="images per step (default: lsmap train's default, the winners' 16)")
     ap.add_argument("--steps", type=int, default=30, help="timed steps (after --warmup steps)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0)
@@ -59,6 +60,9 @@ def main() -> None:
     from lsmap.models import ModelCard, build_model
     from lsmap.patches import find_patches
     from lsmap.train import Source, TrainConfig, _optimizer, fit, scaled_forward
+
+    if args.batch_size is None:
+        args.batch_size = TrainConfig().batch_size
 
     tmp = Path(tempfile.mkdtemp(prefix="lsmap-bench-"))
     try:

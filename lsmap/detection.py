@@ -1,7 +1,7 @@
 """Scene in, landslide polygons out: the whole detection job as one Python call.
 
 :func:`detect` loads the ensemble, stacks the scene first when given its Sentinel-2 + DEM inputs,
-scans it once for per-band statistics and validity (:func:`lsmap.infer.scan_scene`), runs the
+scans it once for per-band statistics and validity (:func:`lsmap.scan.scan_scene`), runs the
 streamed sliding-window inference (:func:`lsmap.infer.predict_scene`) into a temporary
 probability raster, vectorises it block by block (:func:`lsmap.vectorize.vectorize`), and writes
 the requested outputs. Every output is checked for existence before any work and written under a
@@ -131,8 +131,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     """
     from .bands import get_profile
     from .device import resolve_device
-    from .infer import (PROB_SCALE, check_stats, encode_mask, encode_probability, members_profile, predict_scene,
-                        scan_scene, write_uint8_cog)
+    from .cog import PROB_SCALE, encode_mask, encode_probability, write_uint8_cog
+    from .infer import members_profile, predict_scene
+    from .scan import check_stats, scan_scene
     from .io import atomic_output
     from .scene import scene_info
     from .predict import Member, load_ensemble

@@ -22,10 +22,9 @@ they look like "average" ground to the model and do not create edge artefacts ar
 
 Input scale: models see L4S-scaled values. A scene of raw values (Sentinel-2 digital numbers,
 slope in degrees, DEM in metres) is divided by ``profile.divisors`` on the fly
-(:func:`lsmap.scene.scale_raw`, as ``lsmap tile --raw`` does). ``input_scale``
-``"auto"`` decides from the scene's statistics: raw when the median over the spectral bands of
-the valid-pixel means exceeds :data:`RAW_THRESHOLD` (L4S-scaled reflectances average about 1,
-raw digital numbers hundreds to thousands).
+(:func:`lsmap.scene.scale_raw`, as ``lsmap tile --raw`` does); :func:`lsmap.scan.scan_scene`
+tells which scenes are raw, and computes the per-scene statistics. The probability raster is turned
+into uint8 COGs by :mod:`lsmap.cog` and into polygons by :mod:`lsmap.vectorize`.
 """
 
 from __future__ import annotations
@@ -43,39 +42,14 @@ import numpy as np
 
 from .bands import BandProfile
 from .errors import CheckpointError, InputError
-from .normalize import BandStats, RunningStats
-from .io import open_raster
+from .io import GDAL_CACHE_MB, open_raster
+from .normalize import BandStats
+from .scan import check_stats
 from .scene import SceneInfo, read_scene_window, scene_info
-from .tiling import Window, blend_weight, block_grid, window_grid
+from .tiling import Window, blend_weight, window_grid
 
 #: Value of nodata pixels in the internal float32 probability raster.
 PROB_NODATA = -1.0
-#: "auto" input scale: raw when the median spectral-band mean of valid pixels exceeds this.
-RAW_THRESHOLD = 20.0
-#: Scene statistics are computed over all pixels up to this many (4.2 M, 2048 x 2048); larger scenes
-#: are summarised from a regular lattice of blocks (every k-th block row and column, centred) of
-#: about this many pixels: per-band mean/std for normalisation need no more.
-STATS_MAX_PIXELS = 1 << 22
-INPUT_SCALES = ("auto", "raw", "l4s")
-#: GDAL block cache (MB) while streaming: keeps the cache, hence memory, independent of scene size.
-GDAL_CACHE_MB = 128
-
-
-@dataclass(frozen=True)
-class SceneScan:
-    """Result of the streaming statistics pass over a scene.
-
-    Attributes:
-        stats: Per-band statistics of the valid pixels, in L4S scale.
-        raw: Whether the scene holds raw values (divided by the profile's divisors when read).
-        valid_pixels: Valid pixels seen by the pass.
-        sampled: Whether only a subset of blocks was read (very large scenes).
-    """
-
-    stats: BandStats
-    raw: bool
-    valid_pixels: int
-    sampled: bool
 
 
 @dataclass
@@ -106,101 +80,6 @@ class PredictResult:
     seconds: float
     model_seconds: float
     timings: dict = field(default_factory=dict)
-
-
-def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto", *, block: int = 512,
-               max_pixels: int = STATS_MAX_PIXELS, workers: int | None = None) -> SceneScan:
-    """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
-
-    Blocks of ``block`` pixels are summarised by ``workers`` threads (each with its own dataset
-    handle; decoding and NumPy release the GIL) and folded into one :class:`RunningStats` in block
-    order, so the result is the same, to the bit, as a single-threaded pass. A scene larger than
-    ``max_pixels`` is summarised from a regular lattice of blocks covering about ``max_pixels``
-    (with a full pass when the lattice finds no valid pixel).
-
-    Raises:
-        InputError: the scene has no valid pixel, or ``input_scale`` is unknown.
-    """
-    import rasterio
-
-    if input_scale not in INPUT_SCALES:
-        raise InputError(f"unknown input scale '{input_scale}'; choose one of: {', '.join(INPUT_SCALES)}")
-    blocks = block_grid(scene.height, scene.width, block)
-    sampled = scene.height * scene.width > max_pixels
-    chosen = blocks
-    if sampled:  # a regular lattice of blocks: every step-th block row and column, centred
-        step = int(np.ceil(np.sqrt(scene.height * scene.width / max_pixels)))
-        off = step // 2
-        chosen = [b for b in blocks if (b.row_off // block) % step == off % step and (b.col_off // block) % step == off % step]
-        chosen = chosen or blocks[:1]
-    workers = workers or min(4, os.cpu_count() or 1)
-    rs = RunningStats(profile.count)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS=1):
-        for part in _block_stats(scene, profile, chosen, workers):
-            rs.merge(part)  # == rs.update(data, valid) of the block: same formula, same order
-        if rs.n == 0 and sampled:  # the sample missed the data: look everywhere
-            sampled = False
-            for part in _block_stats(scene, profile, blocks, workers):
-                rs.merge(part)
-    if rs.n == 0:
-        raise InputError(
-            f"{scene.path}: the scene has no valid pixel (every pixel is nodata, masked or non-finite); "
-            f"check its nodata value and extent"
-        )
-    raw_stats = rs.result(profile.bands)
-    if input_scale == "auto":
-        spec = [raw_stats.mean[i] for i in profile.spectral_indices] or list(raw_stats.mean)
-        raw = float(np.median(spec)) > RAW_THRESHOLD
-    else:
-        raw = input_scale == "raw"
-    if raw:
-        d = profile.divisors
-        stats = BandStats(tuple(m / q for m, q in zip(raw_stats.mean, d)),
-                          tuple(s / q for s, q in zip(raw_stats.std, d)), raw_stats.count, profile.bands)
-    else:
-        stats = raw_stats
-    return SceneScan(stats, raw, rs.n, sampled)
-
-
-def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], workers: int) -> Iterator[RunningStats]:
-    """Statistics of each window's valid pixels (raw values), in window order, read by ``workers`` threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    local = threading.local()
-    opened: list = []
-
-    def one(win: Window) -> RunningStats:
-        src = getattr(local, "src", None)
-        if src is None:
-            src = local.src = open_raster(scene.path, "scene")
-            opened.append(src)
-        data, valid = read_scene_window(src, win, profile, declared=scene.declares_nodata)
-        part = RunningStats(profile.count)
-        part.update(data, valid)
-        return part
-
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="lsmap-scan")
-    try:
-        yield from pool.map(one, windows)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for src in opened:
-            src.close()
-
-
-def check_stats(stats: BandStats, profile: BandProfile, source: object) -> BandStats:
-    """Check that ``stats`` fit ``profile`` (band count, and names when recorded).
-
-    Raises:
-        InputError: naming ``source`` and the mismatch.
-    """
-    if len(stats.mean) != profile.count:
-        raise InputError(f"{source}: statistics have {len(stats.mean)} bands but the scene's profile "
-                         f"'{profile.name}' has {profile.count}; compute them on matching data")
-    if stats.bands is not None and tuple(stats.bands) != profile.bands:
-        raise InputError(f"{source}: statistics are for bands {', '.join(stats.bands)}, the scene has "
-                         f"{', '.join(profile.bands)}")
-    return stats
 
 
 def auto_batch_size(device, window: int, scale: float = 1.0, passes: int = 1) -> int:
@@ -673,76 +552,3 @@ def members_profile(members: Sequence) -> BandProfile:
                 f"{members[0].source or members[0].card.model} on '{profiles[0].name}'; an ensemble needs one profile"
             )
     return profiles[0]
-
-
-#: Encoding of the exported probability COG: value = round(p * PROB_SCALE), 255 = nodata.
-PROB_SCALE = 254
-UINT8_NODATA = 255
-
-
-def encode_probability(p: np.ndarray) -> np.ndarray:
-    """Probabilities (nodata :data:`PROB_NODATA`) as uint8: ``round(254 p)``, 255 = nodata."""
-    return np.where(p >= 0, np.rint(np.clip(p, 0, 1) * PROB_SCALE), UINT8_NODATA).astype(np.uint8)
-
-
-def encode_mask(p: np.ndarray, threshold: float) -> np.ndarray:
-    """Probabilities as a uint8 mask: 1 where ``p > threshold``, 0 elsewhere, 255 = nodata."""
-    return np.where(p >= 0, p > threshold, UINT8_NODATA).astype(np.uint8)
-
-
-def write_uint8_cog(prob: str | os.PathLike, out: str | os.PathLike, encode, *, resampling: str,
-                    scale: float | None = None, block: int = 1024) -> Path:
-    """Stream the float probability raster ``prob`` through ``encode`` into a uint8 COG at ``out``.
-
-    Written block by block into a tiled staging GeoTIFF beside ``out``, then copied with GDAL's COG
-    driver (overviews with ``resampling``). ``out`` is written directly: wrap in an atomic output.
-    """
-    import rasterio
-    import rasterio.shutil
-    from rasterio.windows import Window as RioWindow
-
-    out = Path(out)
-    staging = out.with_name(out.stem + ".staging.tif")
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(prob) as src:
-            prof = {"driver": "GTiff", "dtype": "uint8", "count": 1, "height": src.height, "width": src.width,
-                    "crs": src.crs, "transform": src.transform, "nodata": UINT8_NODATA, "tiled": True,
-                    "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER"}
-            with rasterio.open(staging, "w", **prof) as dst:
-                for r0 in range(0, src.height, block):
-                    for c0 in range(0, src.width, block):
-                        win = RioWindow(c0, r0, min(block, src.width - c0), min(block, src.height - r0))
-                        dst.write(encode(src.read(1, window=win))[None], window=win)
-                if scale is not None:
-                    dst.scales = (scale,)
-            rasterio.shutil.copy(staging, out, driver="COG", compress="DEFLATE", resampling=resampling,
-                                 overview_resampling=resampling, BIGTIFF="IF_SAFER")
-    finally:
-        staging.unlink(missing_ok=True)
-    return out
-
-
-def export_probability(prob: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write the probability raster as a uint8 cloud-optimized GeoTIFF (atomically).
-
-    Encoding (:func:`encode_probability`): ``round(254 p)`` in 0..254, 255 = nodata (no valid
-    input there); the GDAL scale ``1/254`` is set, so ``gdalinfo -unscale`` and rasterio's
-    ``scales`` give probabilities back.
-    """
-    from .io import atomic_output
-
-    with atomic_output(out, overwrite) as tmp:
-        write_uint8_cog(prob, tmp, encode_probability, resampling="average", scale=1 / PROB_SCALE)
-    return Path(out)
-
-
-def export_mask(prob: str | os.PathLike, out: str | os.PathLike, threshold: float, overwrite: bool = False) -> Path:
-    """Write the pixel mask ``p > threshold`` as a uint8 COG (atomically): 1, 0, 255 = nodata.
-
-    The mask is the thresholded probability, before the polygon filters (``min_area``, hole filling).
-    """
-    from .io import atomic_output
-
-    with atomic_output(out, overwrite) as tmp:
-        write_uint8_cog(prob, tmp, lambda p: encode_mask(p, threshold), resampling="nearest")
-    return Path(out)

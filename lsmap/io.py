@@ -15,6 +15,9 @@ from typing import Iterator
 
 from .errors import InputError, MissingInputError, OutputExistsError
 
+#: GDAL block cache (MB) while streaming rasters: keeps the cache, hence memory, independent of scene size.
+GDAL_CACHE_MB = 128
+
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     """Return ``path`` as a Path, raising :class:`OutputExistsError` if it exists and not ``overwrite``."""

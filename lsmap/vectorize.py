@@ -147,7 +147,7 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
     from rasterio.windows import Window as RioWindow
     from shapely.geometry import shape
 
-    from .infer import GDAL_CACHE_MB
+    from .io import GDAL_CACHE_MB
 
     if block < 2:
         raise InputError(f"vectorize block must be at least 2 pixels (got {block})")

@@ -254,7 +254,7 @@ def test_chittagong_mosaic_end_to_end(tmp_path):
     EPSG:4326, with a tiny U-Net trained in the test on the mosaic's sparse labels."""
     import torch
 
-    from lsmap.infer import scan_scene
+    from lsmap.scan import scan_scene
     from lsmap.scene import scene_info
     from lsmap.models import ModelCard, save_checkpoint
 

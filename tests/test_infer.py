@@ -10,8 +10,9 @@ import torch
 from detect_fixtures import Band0Model, ConstantModel, member, smooth_scene, write_scene
 from lsmap.bands import PROFILES
 from lsmap.errors import BandMismatchError, CheckpointError, InputError, MissingInputError
-from lsmap.infer import (PROB_NODATA, auto_batch_size, encode_mask, encode_probability, ensemble_moments,
-                         export_mask, export_probability, predict_scene, scan_scene, to_device)
+from lsmap.cog import encode_mask, encode_probability, export_mask, export_probability
+from lsmap.infer import PROB_NODATA, auto_batch_size, ensemble_moments, predict_scene, to_device
+from lsmap.scan import scan_scene
 from lsmap.normalize import BandStats
 from lsmap.scene import scene_info
 
