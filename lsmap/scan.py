@@ -26,13 +26,12 @@ from .errors import InputError
 from .io import GDAL_CACHE_MB, open_raster
 from .normalize import BandStats, RunningStats
 from .scene import SceneInfo, read_scene_window
-from .tiling import Window, block_grid
+from .tiling import Window, block_grid, spread_sample
 
 #: "auto" input scale: raw when the median spectral-band mean of valid pixels exceeds this.
 RAW_THRESHOLD = 20.0
 #: Scene statistics are computed over all pixels up to this many (4.2 M, 2048 x 2048); larger scenes
-#: are summarised from a regular lattice of blocks (every k-th block row and column, centred) of
-#: about this many pixels: per-band mean/std for normalisation need no more.
+#: are summarised from about this many pixels in cells spread over the scene (:func:`scan_scene`).
 STATS_MAX_PIXELS = 1 << 22
 INPUT_SCALES = ("auto", "raw", "l4s")
 
@@ -55,14 +54,16 @@ class SceneScan:
 
 
 def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto", *, block: int = 512,
-               max_pixels: int = STATS_MAX_PIXELS, workers: int | None = None) -> SceneScan:
+               max_pixels: int = STATS_MAX_PIXELS, sample_block: int = 256, workers: int | None = None) -> SceneScan:
     """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
 
     Blocks of ``block`` pixels are summarised by ``workers`` threads (each with its own dataset
     handle; decoding and NumPy release the GIL) and folded into one :class:`RunningStats` in block
     order, so the result is the same, to the bit, as a single-threaded pass. A scene larger than
-    ``max_pixels`` is summarised from a regular lattice of blocks covering about ``max_pixels``
-    (with a full pass when the lattice finds no valid pixel).
+    ``max_pixels`` is summarised from cells of ``sample_block`` pixels (lsmap's GeoTIFF tile size,
+    so each cell decodes its own tiles only) spread over the scene by
+    :func:`lsmap.tiling.spread_sample`, about ``max_pixels`` in all (with a full pass when the
+    sample finds no valid pixel).
 
     Raises:
         InputError: the scene has no valid pixel, or ``input_scale`` is unknown.
@@ -73,12 +74,7 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
         raise InputError(f"unknown input scale '{input_scale}'; choose one of: {', '.join(INPUT_SCALES)}")
     blocks = block_grid(scene.height, scene.width, block)
     sampled = scene.height * scene.width > max_pixels
-    chosen = blocks
-    if sampled:  # a regular lattice of blocks: every step-th block row and column, centred
-        step = int(np.ceil(np.sqrt(scene.height * scene.width / max_pixels)))
-        off = step // 2
-        chosen = [b for b in blocks if (b.row_off // block) % step == off % step and (b.col_off // block) % step == off % step]
-        chosen = chosen or blocks[:1]
+    chosen = spread_sample(scene.height, scene.width, sample_block, max_pixels) if sampled else blocks
     workers = workers or min(4, os.cpu_count() or 1)
     rs = RunningStats(profile.count)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS=1):

@@ -126,3 +126,28 @@ def block_grid(height: int, width: int, size: int) -> list[Window]:
         for r in range(0, height, size)
         for c in range(0, width, size)
     ]
+
+
+def spread_sample(height: int, width: int, size: int, max_pixels: int) -> list[Window]:
+    """About ``max_pixels`` worth of the :func:`block_grid` cells, spread evenly over the raster.
+
+    The cells are those hit by a Fibonacci (golden-ratio) lattice of ``k = max_pixels // size**2``
+    points in the unit square: every row of cells gets its share and, unlike every n-th cell of a
+    regular grid, the sample does not alias with periodic patterns (fields, orbits, stripes). The
+    lattice is fixed, so the sample is the same on every run. Row-major order; at least one cell.
+
+    Raises:
+        ValueError: on a non-positive height, width, size or budget.
+    """
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive (got {max_pixels})")
+    cells = block_grid(height, width, size)
+    rows, cols = -(-height // size), -(-width // size)
+    k = max(1, max_pixels // (size * size))
+    if k >= len(cells):
+        return cells
+    golden = (5**0.5 - 1) / 2
+    hit = sorted({(min(rows - 1, int((i + 0.5) / k * rows)), min(cols - 1, int((i * golden) % 1.0 * cols)))
+                  for i in range(k)})
+    return [cells[r * cols + c] for r, c in hit]
+

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lsmap.tiling import Window, block_grid, blend_weight, offsets, pad_to, window_grid
+from lsmap.tiling import Window, block_grid, blend_weight, offsets, pad_to, spread_sample, window_grid
 
 
 @st.composite
@@ -159,3 +159,35 @@ def test_blend_weight_shape_and_range(size, overlap):
     assert w.shape == (size, size) and w.dtype == np.float32
     assert (w > 0).all() and (w <= 1).all()
     np.testing.assert_array_equal(w, w.T)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3000), st.integers(1, 3000), st.integers(16, 300), st.integers(1, 2_000_000))
+def test_spread_sample_is_a_spread_subset_of_the_block_grid(height, width, size, budget):
+    cells = block_grid(height, width, size)
+    sample = spread_sample(height, width, size, budget)
+    k = max(1, budget // (size * size))
+    assert sample and len(set(sample)) == len(sample) and set(sample) <= set(cells)
+    assert sample == sorted(sample, key=lambda w: (w.row_off, w.col_off))  # row-major, like the grid
+    if k >= len(cells):
+        assert sample == cells
+    else:
+        assert len(sample) <= k
+        rows = -(-height // size)
+        # every row of cells gets its share: k points, at most ceil(k / rows) per row, none empty
+        # when there are at least as many points as rows
+        per_row = {}
+        for w in sample:
+            per_row[w.row_off] = per_row.get(w.row_off, 0) + 1
+        assert max(per_row.values()) <= -(-k // rows)
+        if k >= rows:
+            assert len(per_row) == rows
+
+
+def test_spread_sample_does_not_alias_with_a_periodic_field():
+    """A regular every-other-cell lattice sees only one phase of a field with a two-cell period;
+    the golden-ratio lattice sees both about equally."""
+    sample = spread_sample(4096, 4096, 256, 64 * 256 * 256)
+    phases = [((w.row_off // 256) % 2, (w.col_off // 256) % 2) for w in sample]
+    counts = [phases.count(p) for p in [(0, 0), (0, 1), (1, 0), (1, 1)]]
+    assert len(sample) == 64 and min(counts) >= 12
