@@ -206,7 +206,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         fill = used.mean if used is not None else None
         pred = predict_scene(info, members, work / "prob.tif", stats=used, raw=scan.raw, fill=fill, tta=tta,
                              overlap=overlap, window=window, batch_size=batch_size, device=dev,
-                             uncertainty_out=work / "unc.tif" if uncertainty else None, crf=crf, progress=progress)
+                             uncertainty_out=work / "unc.tif" if uncertainty else None, crf=crf, compress=False,
+                             progress=progress)
         t_vec = time.perf_counter()
         gdf = vectorize(pred.prob, threshold=threshold, uncertainty=pred.uncertainty, block=block,
                         min_area=min_area, simplify=simplify, fill_holes=fill_holes)
