@@ -490,7 +490,7 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
     $ lsmap detect @scenes.txt -o event/ --model unet.safetensors --scheduler tcp://head:8786
     """
     from .detection import detect as run_detect
-    from .regional import is_scene_list
+    from .scenelist import is_scene_list
 
     if len(scenes) > 1 or is_scene_list(scenes[0]) or out.endswith(("/", "\\")) or os.path.isdir(out):
         for flag, value in (("--dem", dem), ("--slope", slope), ("--prob", prob), ("--mask", mask),

@@ -87,14 +87,18 @@ def fill_small_holes(geoms: Sequence[Any], crs: Any, max_area_m2: float) -> list
     return out
 
 
-class _UnionFind:
+class UnionFind:
+    """Disjoint sets of items ``0..n-1`` (path halving; a set's root is its smallest item)."""
+
     def __init__(self) -> None:
         self.parent: list[int] = []
 
     def add(self, n: int) -> None:
+        """Add ``n`` new items, each in a set of its own."""
         self.parent.extend(range(len(self.parent), len(self.parent) + n))
 
     def find(self, i: int) -> int:
+        """The root of ``i``'s set."""
         p = self.parent
         while p[i] != i:
             p[i] = p[p[i]]
@@ -102,6 +106,7 @@ class _UnionFind:
         return i
 
     def union(self, a: int, b: int) -> None:
+        """Join the sets of ``a`` and ``b``."""
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
@@ -151,7 +156,7 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
 
     if block < 2:
         raise InputError(f"vectorize block must be at least 2 pixels (got {block})")
-    uf = _UnionFind()
+    uf = UnionFind()
     geoms: list = []
     count: list[np.ndarray] = []
     psum: list[np.ndarray] = []
@@ -278,8 +283,16 @@ def check_vector_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
-def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False) -> Path:
+def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, *,
+                 geometry_type: str | None = "Polygon") -> Path:
     """Write ``gdf`` atomically; the format follows the extension (GeoPackage, GeoJSON, Shapefile).
+
+    Args:
+        gdf: The layer.
+        path: Output path.
+        overwrite: Replace an existing output.
+        geometry_type: Layer geometry type declared to the driver; ``None``: taken from the
+            geometries (Polygons and MultiPolygons mixed are promoted to MultiPolygon).
 
     Raises:
         OutputExistsError: ``path`` (or a shapefile sidecar) exists and not ``overwrite``.
@@ -290,7 +303,7 @@ def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False) -> Path:
     path = check_vector_output(path, overwrite)
     driver, sidecars = vector_driver(path)
     with atomic_output(path, overwrite) as tmp:
-        gdf.to_file(tmp, driver=driver, engine="pyogrio", geometry_type="Polygon")
+        gdf.to_file(tmp, driver=driver, engine="pyogrio", geometry_type=geometry_type)
         for s in sidecars:  # sidecars go first; the main file's rename completes the output
             if tmp.with_suffix(s).exists():
                 shutil.move(tmp.with_suffix(s), path.with_suffix(s))

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from lsmap.cli import main
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io import atomic_output
-from lsmap.regional import (
-    detect_many, expand_scenes, merge_layers, scene_stems, true_area_m2,
-)
+from lsmap.merge import merge_layers, true_area_m2
+from lsmap.regional import detect_many
+from lsmap.scenelist import expand_scenes, scene_stems
 
 UTM = "EPSG:32646"
 PIX = 10.0
@@ -259,12 +259,12 @@ def test_rerun_skips_complete_scenes_and_overwrite_redoes(tmp_path, scenes, mode
 
 
 def test_models_load_once_per_process_locally(tmp_path, scenes, model):
-    import lsmap.regional as regional
+    import lsmap.scenejob as scenejob
 
-    before = regional._ENSEMBLE_LOADS
-    regional._ENSEMBLES.clear()
+    before = scenejob._ENSEMBLE_LOADS
+    scenejob._ENSEMBLES.clear()
     detect_many(scenes[:2], [model], tmp_path / "o", detector=threshold_detector, progress=False)
-    assert regional._ENSEMBLE_LOADS == before + 1
+    assert scenejob._ENSEMBLE_LOADS == before + 1
 
 
 def test_bad_arguments(tmp_path, scenes, model):
@@ -307,7 +307,7 @@ def test_cluster_matches_local(tmp_path, scenes, model, cluster):
     per_scene = [read(p) for p in dist.outputs.values()]
     assert dm.geometry.union_all().symmetric_difference(union_of(per_scene, dm.crs)).area < 1e-6
     # models were loaded at most once per worker process
-    loads = cluster.run(lambda: __import__("lsmap.regional").regional._ENSEMBLE_LOADS)
+    loads = cluster.run(lambda: __import__("lsmap.scenejob").scenejob._ENSEMBLE_LOADS)
     assert 1 <= sum(loads.values()) <= len(loads)
 
 
