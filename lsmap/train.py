@@ -6,7 +6,8 @@ source, sums their weighted losses (mix-up optional per source), and takes one o
 The learning rate follows a warmup + poly (or cosine) schedule over ``steps``. Every
 ``val_every`` steps the model is scored on the validation split by the landslide F1 summed over
 the split (the benchmark metric); the best one is kept as ``best.safetensors`` + ``best.json``
-(never chosen on training data), and ``last.*`` + ``last_state.pt`` allow ``resume``.
+(never chosen on training data), and ``last.*`` + ``last_state.pt`` allow ``resume``
+(:mod:`lsmap.run_folder` checks, reads and writes these files).
 
 The recipe of the 1st-place solution is the default: separated normalisation (done by the
 datasets), optional domain-specific batch norm, scale promotion (inputs upsampled by ``scale``,
@@ -36,13 +37,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .bands import get_profile
-from .errors import CheckpointError, InputError, LsmapError, MissingInputError, OutputExistsError
+from .errors import CheckpointError, InputError, LsmapError
 from .models import ModelCard, checkpoint_paths, read_card, read_state_dict, save_checkpoint
 from .optim import AliasedOptimizer, needs_alias
+from .run_folder import check_run_dir, clear_run, match_card, resume_state, save_state, write_log
 
-#: Files a run folder holds; a new run refuses to start over them without ``overwrite``.
-RUN_FILES = ("best.safetensors", "best.json", "last.safetensors", "last.json", "last_state.pt", "log.csv",
-             "curves.png")
 _MULTIPLE = 32
 NORMS = ("separated", "global")
 OPTIMIZERS = ("adamw", "sgd")
@@ -315,34 +314,7 @@ def _setup_dist(device_name: str) -> tuple[_Dist, Any]:
     return _Dist(dist.get_rank(), dist.get_world_size(), local, owned), device
 
 
-# --- checkpoints, logs -------------------------------------------------------------------------------
-
-
-def _check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to start over an existing run unless ``overwrite``; ``resume`` needs one."""
-    existing = [n for n in RUN_FILES if (out_dir / n).exists()]
-    if resume:
-        if not (out_dir / "last_state.pt").exists() or not (out_dir / "last.safetensors").exists():
-            raise MissingInputError(f"{out_dir}: no interrupted run to resume (last.safetensors + last_state.pt); "
-                                    f"start without --resume")
-        return
-    if existing and not overwrite:
-        raise OutputExistsError(out_dir / existing[0])
-
-
-def _match_card(path: Path, card: ModelCard, model: str, bands: dict, what: str) -> None:
-    if card.model != model:
-        raise CheckpointError(f"{path}: {what} is a '{card.model}' model but this run trains '{model}'; "
-                              f"use --model {card.model} or another checkpoint")
-    if list(card.bands.get("bands", [])) != list(bands.get("bands", [])):
-        raise CheckpointError(f"{path}: {what} was trained on bands {card.bands.get('bands')} but this run uses "
-                              f"{bands.get('bands')}; choose the matching --bands")
-
-
-#: Settings that define a run: resuming with other values is refused (steps, val_every, device,
-#: workers and amp may change).
-RUN_KEYS = ("model", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "scale", "seed",
-            "domain_bn", "threshold", "loss", "augment", "norm", "mixup_alpha")
+# --- the run folder's configuration ---------------------------------------------------------------
 
 
 def saved_config(out_dir: str | os.PathLike) -> TrainConfig:
@@ -355,76 +327,6 @@ def saved_config(out_dir: str | os.PathLike) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in card.train.items() if k in names})
 
-
-def _check_resume_config(out_dir: Path, config: TrainConfig) -> None:
-    saved = read_card(out_dir / "last").train
-    diff = [f"{k}: run {saved[k]!r}, now {getattr(config, k)!r}" for k in RUN_KEYS
-            if k in saved and saved[k] != getattr(config, k)]
-    if diff:
-        raise CheckpointError(f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); "
-                              f"resume with the run's settings or start a new run")
-
-
-def _save_state(path: Path, state: dict) -> None:
-    import torch
-
-    from .io import atomic_output
-
-    with atomic_output(path, overwrite=True) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_state(path: Path) -> dict:
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types on corrupt or foreign files
-        raise CheckpointError(f"{path}: cannot read training state ({e}); start without --resume") from None
-
-
-def write_log(out_dir: Path, history: Sequence[dict]) -> None:
-    """Write ``log.csv`` (one row per validation) and ``curves.png`` into ``out_dir``."""
-    import csv
-
-    from .io import atomic_output
-
-    if not history:
-        return
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    with atomic_output(out_dir / "log.csv", overwrite=True) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, keys)
-            w.writeheader()
-            w.writerows(history)
-    plot_curves(out_dir / "curves.png", history)
-
-
-def plot_curves(path: Path, history: Sequence[dict]) -> None:
-    """PNG of the training loss and the validation scores against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_output
-
-    steps = [r["step"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(steps, [r["loss"] for r in history], marker=".")
-    a.set(xlabel="step", ylabel="training loss", title="loss")
-    keys = [k for k in ("f1", "precision", "recall", "iou") if any(k in r for r in history)]
-    for key in keys:
-        b.plot(steps, [r.get(key, float("nan")) for r in history], marker=".", label=key)
-    b.set(xlabel="step", ylabel="landslide class", title="validation" if keys else "no validation", ylim=(0, 1))
-    if keys:
-        b.legend()
-    fig.tight_layout()
-    with atomic_output(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
 
 
 # --- validation -----------------------------------------------------------------------------------------
@@ -477,7 +379,7 @@ def _build(config: TrainConfig, in_channels: int, init: Path | None, bands: dict
     state = None
     if init is not None:
         init_card = read_card(init)
-        _match_card(Path(init), init_card, config.model, bands, "the --init checkpoint")
+        match_card(Path(init), init_card, config.model, bands, "the --init checkpoint")
         init_dbn = init_card.domain_bn
         if init_dbn and not config.domain_bn:
             raise CheckpointError(f"{init}: checkpoint has domain-specific batch norm; train with --domain-bn")
@@ -589,16 +491,34 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
         CheckpointError: ``init`` or the run to resume does not fit this configuration.
         TrainingError: the loss became NaN.
     """
-    import torch
-    from torch.utils.data import DataLoader, Subset
-    from tqdm.auto import tqdm
-
-    from .dataset import StepSampler
-    from .device import use_channels_last
-    from .metrics import scores
-
     config.check()
     out_dir = Path(out_dir)
+    _check_sources(sources)
+    check_run_dir(out_dir, overwrite, resume)
+    in_channels = card.profile.count
+    state = resume_state(out_dir, config, card.bands) if resume else None
+    losses = [_loss_fn(s.loss) for s in sources]  # fail on a bad spec before any work
+
+    dist, device = _setup_dist(config.device)
+    try:
+        batch_size = _rank_batch_size(config.batch_size, dist)
+        module = _initial_module(config, in_channels, card.bands, init,
+                                 resume_from=out_dir / "last.safetensors" if state is not None else None)
+        if overwrite and not resume and dist.main:
+            clear_run(out_dir)
+        dist.barrier()
+        run = _Run(module, sources, losses, config, card, out_dir, dist, device)
+        if state is not None:
+            run.restore(state)
+        run.open_loaders(batch_size, val)
+        run.take_steps(progress)
+    finally:
+        dist.close()
+    return run.result()
+
+
+def _check_sources(sources: Sequence[Source]) -> None:
+    """Refuse no sources, an empty one, or only statistics-only (weight 0) ones."""
     if not sources:
         raise InputError("no training source given")
     for s in sources:
@@ -606,153 +526,222 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
             raise InputError(f"training source {s.name or '?'} is empty")
     if all(s.weight == 0 for s in sources):
         raise InputError("every source has weight 0: nothing to learn from")
-    _check_run_dir(out_dir, overwrite, resume)
-    profile = card.profile
-    start, history, best_f1, best_metrics = 0, [], -1.0, {}
-    state = None
-    if resume:
-        last_card = read_card(out_dir / "last")
-        _match_card(out_dir / "last.json", last_card, config.model, card.bands, "the run to resume")
-        if last_card.domain_bn != config.domain_bn:
-            raise CheckpointError(f"{out_dir}/last.json: run was trained with domain_bn={last_card.domain_bn}; "
-                                  f"resume with the same setting")
-        _check_resume_config(out_dir, config)
-        state = _load_state(out_dir / "last_state.pt")
-    losses = [_loss_fn(s.loss) for s in sources]  # fail on a bad spec before any work
 
-    dist, device = _setup_dist(config.device)
-    try:
-        if config.batch_size % dist.world:
-            raise InputError(f"batch size {config.batch_size} is not divisible by the {dist.world} processes")
-        bs = config.batch_size // dist.world
-        torch.manual_seed(config.seed)
-        module = _build(config, profile.count, Path(init) if init is not None and state is None else None, card.bands)
-        if state is not None:
-            try:
-                module.load_state_dict(read_state_dict(out_dir / "last.safetensors"))
-            except RuntimeError as e:
-                raise CheckpointError(f"{out_dir}/last.safetensors: weights do not fit ({str(e).splitlines()[0]})") from None
-        if overwrite and not resume and dist.main:
-            for n in RUN_FILES:
-                (out_dir / n).unlink(missing_ok=True)
-        dist.barrier()
-        channels_last = use_channels_last(device, config.amp)
+
+def _rank_batch_size(batch_size: int, dist: _Dist) -> int:
+    """This process's share of each step's batch (per source)."""
+    if batch_size % dist.world:
+        raise InputError(f"batch size {batch_size} is not divisible by the {dist.world} processes")
+    return batch_size // dist.world
+
+
+def _initial_module(config: TrainConfig, in_channels: int, bands: dict, init: str | os.PathLike | None, *,
+                    resume_from: Path | None = None):
+    """The model, built after seeding torch with ``config.seed``.
+
+    Its weights are those of ``resume_from`` (an interrupted run's ``last.safetensors``) when
+    given, else those of the ``init`` checkpoint, else fresh ones.
+
+    Raises:
+        CheckpointError: the weights do not fit the model.
+    """
+    import torch
+
+    torch.manual_seed(config.seed)
+    module = _build(config, in_channels, Path(init) if init is not None and resume_from is None else None, bands)
+    if resume_from is not None:
+        try:
+            module.load_state_dict(read_state_dict(resume_from))
+        except RuntimeError as e:
+            raise CheckpointError(f"{resume_from}: weights do not fit ({str(e).splitlines()[0]})") from None
+    return module
+
+
+class _Run:
+    """One training run in this process: model, optimizer, batch streams, scores so far.
+
+    :func:`fit` builds it, calls :meth:`restore` when resuming, :meth:`open_loaders`, then
+    :meth:`take_steps` from ``step`` to ``config.steps``, which validates and saves every
+    ``config.val_every`` steps. Rank 0 writes the files.
+    """
+
+    def __init__(self, module, sources: Sequence[Source], losses: list[Callable], config: TrainConfig,
+                 card: ModelCard, out_dir: Path, dist: _Dist, device) -> None:
+        """Place ``module`` on ``device`` (channels-last when it helps), wrap it in DDP under
+        ``torchrun``, and make its optimizer and gradient scaler."""
+        import torch
+
+        from .device import use_channels_last
+
+        self.sources, self.losses, self.config, self.out_dir, self.dist, self.device = (
+            sources, losses, config, out_dir, dist, device)
+        self.channels_last = use_channels_last(device, config.amp)
         module = module.to(device)
-        if channels_last:
+        if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         module.train()
-        model = module
+        self.module = self.model = module
         if dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-        optimizer = _optimizer(module, config)
-        scaler = torch.amp.GradScaler(device.type, enabled=grad_scaler_enabled(device, config.amp))
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            start = int(state["step"])
-            best_f1 = float(state["best_f1"])
-            best_metrics = json.loads(state["best_metrics"])
-            history = json.loads(state["history"])
-            torch.set_rng_state(state["rng_torch"])
-
-        opts = loader_options(device, config.workers)
-        iters = []
-        for i, s in enumerate(sources):
-            sampler = StepSampler(len(s.dataset), bs, config.seed, i, dist.rank, dist.world, start)
-            iters.append(iter(DataLoader(s.dataset, batch_size=bs, sampler=sampler, drop_last=True, **opts)))
-        val_loader = None
-        if val is not None:
-            if len(val) == 0:
-                raise InputError("validation dataset is empty")
-            shard = Subset(val, range(dist.rank, len(val), dist.world))
-            val_loader = DataLoader(shard, batch_size=max(1, bs), shuffle=False, **{**opts, "persistent_workers": False})
-
-        base_card = dict(card.to_dict())
-        train_info = dataclasses.asdict(config) | {
+            self.model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = _optimizer(module, config)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=grad_scaler_enabled(device, config.amp))
+        self.step, self.best_f1, self.best_metrics, self.history = 0, -1.0, {}, []
+        self.iters: list = []
+        self.val_loader = None
+        self.run_loss = torch.zeros(len(sources), dtype=torch.float32, device=device)  # no per-step host sync
+        self.run_n, self.interval_images, self.t0 = 0, 0, 0.0  # the interval's counters (:meth:`_new_interval`)
+        self.base_card = dict(card.to_dict())
+        self.train_info = dataclasses.asdict(config) | {
             "world_size": dist.world,
             "sources": [{"name": s.name, "loss": s.loss if isinstance(s.loss, str) else getattr(s.loss, "__name__", "custom"),
                          "weight": s.weight, "domain": s.domain, "mixup_alpha": s.mixup_alpha, "patches": len(s.dataset)}
                         for s in sources],
         }
 
-        def make_card(metrics: dict) -> ModelCard:
-            return ModelCard.from_dict(base_card | {
-                "model": config.model, "scale": config.scale, "threshold": config.threshold,
-                "domain_bn": config.domain_bn, "train": train_info, "metrics": metrics,
-            })
+    def restore(self, state: dict) -> None:
+        """Continue from a saved training state (see :meth:`save_last`)."""
+        import torch
 
-        def save_last(step: int) -> None:
-            save_checkpoint(out_dir / "last", module, make_card({"step": step}))
-            _save_state(out_dir / "last_state.pt", {
-                "step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "best_f1": best_f1, "best_metrics": json.dumps(best_metrics), "history": json.dumps(history),
-                "rng_torch": torch.get_rng_state(),
-            })
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.best_f1 = float(state["best_f1"])
+        self.best_metrics = json.loads(state["best_metrics"])
+        self.history = json.loads(state["history"])
+        torch.set_rng_state(state["rng_torch"])
 
+    def open_loaders(self, batch_size: int, val) -> None:
+        """One endless batch stream per source, from ``step`` on; this rank's share of ``val``."""
+        from torch.utils.data import DataLoader, Subset
+
+        from .dataset import StepSampler
+
+        dist = self.dist
+        opts = loader_options(self.device, self.config.workers)
+        for i, s in enumerate(self.sources):
+            sampler = StepSampler(len(s.dataset), batch_size, self.config.seed, i, dist.rank, dist.world, self.step)
+            self.iters.append(iter(DataLoader(s.dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **opts)))
+        if val is not None:
+            if len(val) == 0:
+                raise InputError("validation dataset is empty")
+            shard = Subset(val, range(dist.rank, len(val), dist.world))
+            self.val_loader = DataLoader(shard, batch_size=max(1, batch_size), shuffle=False,
+                                         **{**opts, "persistent_workers": False})
+
+    def take_steps(self, progress: bool) -> None:
+        """Take steps up to ``config.steps``; on Ctrl-C a single process saves ``last`` first."""
+        from tqdm.auto import tqdm
+
+        config, dist, start = self.config, self.dist, self.step
         bar = tqdm(total=config.steps, initial=start, disable=not (progress and dist.main), desc="train",
                    dynamic_ncols=True, unit="step")
-        run_loss = torch.zeros(len(sources), dtype=torch.float32, device=device)  # no per-step host sync
-        run_n, t0, interval_images = 0, time.perf_counter(), 0
-        shown_f1 = best_metrics.get("f1")
-        active = [i for i, s in enumerate(sources) if s.weight != 0]
-        step = start
+        self._new_interval()
+        shown_f1 = self.best_metrics.get("f1")
         try:
-            while step < config.steps:
-                lr = lr_at(step, config)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                interval_images += _accumulate_step(model, module, sources, iters, losses, config, device, dist,
-                                                    scaler, step, channels_last, run_loss)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                run_n += 1
+            while self.step < config.steps:
+                lr = self._step()
                 bar.update(1)
-                if step % config.loss_every == 0 and bar.disable is False:
-                    bar.set_postfix(loss=f"{run_loss.sum().item() / run_n:.4f}",
+                if self.step % config.loss_every == 0 and bar.disable is False:
+                    bar.set_postfix(loss=f"{self.run_loss.sum().item() / self.run_n:.4f}",
                                     f1="-" if shown_f1 is None else f"{shown_f1:.3f}", refresh=False)
-                if step % config.val_every == 0 or step == config.steps:
-                    mean_loss = (run_loss.double().cpu() / max(run_n, 1)).tolist()
-                    if not all(math.isfinite(v) for v in mean_loss):
-                        raise TrainingError(f"training loss became {mean_loss} by step {step}; lower --lr or check the data")
-                    elapsed = time.perf_counter() - t0
-                    row = {"step": step, "lr": lr, "loss": sum(mean_loss)}
-                    row |= {f"loss_{sources[i].name or i}": v for i, v in enumerate(mean_loss) if i in active}
-                    row["images_per_s"] = interval_images / elapsed if elapsed > 0 else 0.0
-                    dist.sync_buffers(module)
-                    if val_loader is not None:
-                        conf = validate(module, val_loader, device, config, dist, channels_last)
-                        sc = scores(conf)
-                        row |= {k: sc[k] for k in ("f1", "precision", "recall", "iou", "tp", "fp", "fn")}
-                        shown_f1 = sc["f1"]
-                        improved = sc["f1"] > best_f1
-                        if improved:
-                            best_f1 = sc["f1"]
-                            best_metrics = {"step": step, "split": "validation", **sc}
-                    history.append(row)
-                    if dist.main:
-                        if val_loader is not None and improved:
-                            save_checkpoint(out_dir / "best", module, make_card(best_metrics))
-                        save_last(step)
-                        write_log(out_dir, history)
-                    dist.barrier()
-                    run_loss.zero_()
-                    run_n, interval_images, t0 = 0, 0, time.perf_counter()
+                if self.step % config.val_every == 0 or self.step == config.steps:
+                    row = self._end_interval(lr)
+                    shown_f1 = row.get("f1", shown_f1)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", f1="-" if shown_f1 is None else f"{shown_f1:.3f}")
         except KeyboardInterrupt:
-            if dist.main and dist.world == 1 and step > start:
-                save_last(step)
+            if dist.main and dist.world == 1 and self.step > start:
+                self.save_last()
             raise
         finally:
             bar.close()
-    finally:
-        dist.close()
-    best_path = checkpoint_paths(out_dir / "best")[0] if val is not None else None
-    return TrainResult(best_path, best_metrics, history, checkpoint_paths(out_dir / "last")[0], out_dir, module)
+
+    def _step(self) -> float:
+        """One optimizer step over a batch of every source; returns its learning rate."""
+        lr = lr_at(self.step, self.config)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        self.interval_images += _accumulate_step(self.model, self.module, self.sources, self.iters, self.losses,
+                                                 self.config, self.device, self.dist, self.scaler, self.step,
+                                                 self.channels_last, self.run_loss)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        self.run_n += 1
+        return lr
+
+    def _new_interval(self) -> None:
+        """Start counting losses, steps, images and time until the next validation."""
+        self.run_loss.zero_()
+        self.run_n, self.interval_images, self.t0 = 0, 0, time.perf_counter()
+
+    def _end_interval(self, lr: float) -> dict:
+        """Log the interval, validate, save ``best`` (when better) and ``last``; the log row."""
+        row = self._interval_row(lr)
+        self.dist.sync_buffers(self.module)
+        improved = self._validate(row) if self.val_loader is not None else False
+        self.history.append(row)
+        if self.dist.main:
+            if improved:
+                save_checkpoint(self.out_dir / "best", self.module, self._card(self.best_metrics))
+            self.save_last()
+            write_log(self.out_dir, self.history)
+        self.dist.barrier()
+        self._new_interval()
+        return row
+
+    def _interval_row(self, lr: float) -> dict:
+        """Step, learning rate, mean losses and speed of the interval; refuses a non-finite loss."""
+        mean_loss = (self.run_loss.double().cpu() / max(self.run_n, 1)).tolist()
+        if not all(math.isfinite(v) for v in mean_loss):
+            raise TrainingError(f"training loss became {mean_loss} by step {self.step}; lower --lr or check the data")
+        elapsed = time.perf_counter() - self.t0
+        row = {"step": self.step, "lr": lr, "loss": sum(mean_loss)}
+        row |= {f"loss_{s.name or i}": v for i, (s, v) in enumerate(zip(self.sources, mean_loss)) if s.weight != 0}
+        row["images_per_s"] = self.interval_images / elapsed if elapsed > 0 else 0.0
+        return row
+
+    def _validate(self, row: dict) -> bool:
+        """Add the validation scores to ``row``; whether they beat the best so far (then kept)."""
+        from .metrics import scores
+
+        conf = validate(self.module, self.val_loader, self.device, self.config, self.dist, self.channels_last)
+        sc = scores(conf)
+        row |= {k: sc[k] for k in ("f1", "precision", "recall", "iou", "tp", "fp", "fn")}
+        if sc["f1"] <= self.best_f1:
+            return False
+        self.best_f1 = sc["f1"]
+        self.best_metrics = {"step": self.step, "split": "validation", **sc}
+        return True
+
+    def _card(self, metrics: dict) -> ModelCard:
+        """The model card of a checkpoint of this run with ``metrics``."""
+        config = self.config
+        return ModelCard.from_dict(self.base_card | {
+            "model": config.model, "scale": config.scale, "threshold": config.threshold,
+            "domain_bn": config.domain_bn, "train": self.train_info, "metrics": metrics,
+        })
+
+    def save_last(self) -> None:
+        """Write ``last.*`` and ``last_state.pt``: everything :meth:`restore` needs."""
+        import torch
+
+        save_checkpoint(self.out_dir / "last", self.module, self._card({"step": self.step}))
+        save_state(self.out_dir / "last_state.pt", {
+            "step": self.step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "best_f1": self.best_f1, "best_metrics": json.dumps(self.best_metrics),
+            "history": json.dumps(self.history), "rng_torch": torch.get_rng_state(),
+        })
+
+    def result(self) -> TrainResult:
+        """What the run produced."""
+        out_dir = self.out_dir
+        best_path = checkpoint_paths(out_dir / "best")[0] if self.val_loader is not None else None
+        return TrainResult(best_path, self.best_metrics, self.history, checkpoint_paths(out_dir / "last")[0],
+                           out_dir, self.module)
 
 
 # --- high level: folders in, run folder out ----------------------------------------------------------
@@ -796,7 +785,7 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         raise InputError("give either --data ROOT or --train DIR --val DIR, not both")
     if data is None and (train_dir is None or val_dir is None):
         raise InputError("give --data ROOT, or --train DIR and --val DIR (the best checkpoint is chosen on validation)")
-    _check_run_dir(out_dir, overwrite, resume)
+    check_run_dir(out_dir, overwrite, resume)
     if data is not None:
         train_p = find_patches(data, "train", require_masks=True)
         val_p = find_patches(data, "validation", require_masks=True)
