@@ -81,6 +81,10 @@ class RegionalResult:
         }
 
 
+#: How long to try to reach a Dask scheduler before giving up.
+CONNECT_TIMEOUT = "20s"
+
+
 def _client(scheduler: Any):
     """``(client, owned)`` for a scheduler address or an existing client."""
     try:
@@ -92,7 +96,7 @@ def _client(scheduler: Any):
     if isinstance(scheduler, distributed.Client):
         return scheduler, False
     try:
-        return distributed.Client(str(scheduler), timeout="20s", set_as_default=False), True
+        return distributed.Client(str(scheduler), timeout=CONNECT_TIMEOUT, set_as_default=False), True
     except (OSError, TimeoutError) as e:
         raise InputError(
             f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e}); start one with "

@@ -267,7 +267,10 @@ def test_models_load_once_per_process_locally(tmp_path, scenes, model):
     assert scenejob._ENSEMBLE_LOADS == before + 1
 
 
-def test_bad_arguments(tmp_path, scenes, model):
+def test_bad_arguments(tmp_path, scenes, model, monkeypatch):
+    import lsmap.regional
+
+    monkeypatch.setattr(lsmap.regional, "CONNECT_TIMEOUT", "2s")  # nothing listens there: fail fast
     with pytest.raises(MissingInputError, match="nope"):
         detect_many(scenes, [tmp_path / "nope"], tmp_path / "o", detector=threshold_detector)
     with pytest.raises(InputError, match="plain values"):
