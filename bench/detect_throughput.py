@@ -123,7 +123,7 @@ def child_bare(models: list[str], windows: int, window: int, batch_size: int, tt
     import torch
 
     from lsmap.device import use_channels_last
-    from lsmap.infer import _ordered_map, ensemble_moments, model_threads
+    from lsmap.infer import ensemble_moments, inference_context, model_threads, ordered_map
     from lsmap.normalize import BandStats
     from lsmap.predict import load_ensemble
 
@@ -141,10 +141,13 @@ def child_bare(models: list[str], windows: int, window: int, batch_size: int, tt
     def run(n: int):
         return ensemble_moments(members, x[:n], stats, tta, False)[0].float().cpu()
 
-    for _ in _ordered_map(run, iter(sorted(set(sizes)) * workers), workers):  # warm-up: every batch shape, every worker
+    def context():
+        return inference_context(dev)  # as detect runs its model threads
+
+    for _ in ordered_map(run, iter(sorted(set(sizes)) * workers), workers, context):  # warm-up: every shape, every worker
         pass
     t0, cpu0 = time.perf_counter(), _cpu()
-    for _ in _ordered_map(run, iter(sizes), workers):
+    for _ in ordered_map(run, iter(sizes), workers, context):
         pass
     print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - cpu0, "windows": windows,
                       "workers": workers, "threads": threads}))

@@ -348,7 +348,7 @@ def test_ordered_map_keeps_order_bounds_lookahead_and_propagates_errors():
     import threading
     import time
 
-    from lsmap.infer import _ordered_map
+    from lsmap.infer import ordered_map
 
     taken = []
 
@@ -362,7 +362,7 @@ def test_ordered_map_keeps_order_bounds_lookahead_and_propagates_errors():
         return i * i, threading.current_thread().name
 
     seen = []
-    for item, (sq, thread) in _ordered_map(slow_square, items(), 3):
+    for item, (sq, thread) in ordered_map(slow_square, items(), 3):
         assert len(taken) <= item + 1 + 3  # never more than `workers` items taken ahead
         seen.append((item, sq))
         assert thread.startswith("lsmap-model")
@@ -374,5 +374,34 @@ def test_ordered_map_keeps_order_bounds_lookahead_and_propagates_errors():
         return i
 
     with pytest.raises(ValueError, match="bad batch"):
-        list(_ordered_map(fails, iter(range(10)), 2))
-    assert [r for _, r in _ordered_map(lambda i: i + 1, iter(range(4)), 1)] == [1, 2, 3, 4]
+        list(ordered_map(fails, iter(range(10)), 2))
+    assert [r for _, r in ordered_map(lambda i: i + 1, iter(range(4)), 1)] == [1, 2, 3, 4]
+
+
+def test_ordered_map_runs_each_worker_inside_one_context():
+    import contextlib
+    import threading
+
+    from lsmap.infer import inference_context, ordered_map
+
+    entered, inside = [], threading.local()
+
+    @contextlib.contextmanager
+    def ctx():
+        entered.append(threading.current_thread().name)
+        inside.flag = True
+        yield
+        inside.flag = False
+
+    out = [r for _, r in ordered_map(lambda i: (i, getattr(inside, "flag", False)), iter(range(12)), 3, ctx)]
+    assert out == [(i, True) for i in range(12)] and len(entered) == 3  # once per thread, not per item
+    from lsmap.device import amp_dtype
+
+    cpu = torch.device("cpu")
+    with inference_context(cpu):
+        assert not torch.is_grad_enabled()
+        assert torch.is_autocast_enabled("cpu") == (amp_dtype(cpu) is not None)
+    with inference_context(cpu, amp=False):
+        assert not torch.is_autocast_enabled("cpu")
+    assert torch.is_grad_enabled()
+
