@@ -371,6 +371,71 @@ def ordered_map(fn: Callable, items: Iterator, workers: int,
             t.join()
 
 
+def _default_fill(stats: BandStats | None, members: Sequence) -> Sequence[float]:
+    """What nodata pixels become: the band means of the normalisation statistics (the scene's, or
+    the mean of the members' training statistics)."""
+    if stats is not None:
+        return stats.mean
+    cards = [m.card.band_stats for m in members]
+    if any(c is None for c in cards):
+        raise CheckpointError("a model card has no training statistics; use the scene's statistics (--norm scene)")
+    return np.mean([c.mean for c in cards], axis=0)
+
+
+class _StripBlender:
+    """Blends window probabilities into a strip of window rows by the scene width, writing each row
+    as soon as no later window covers it: the weighted sum over the windows / the summed weights,
+    :data:`PROB_NODATA` where the scene has no data. Windows must come in row-major order.
+    """
+
+    def __init__(self, weight: np.ndarray, width: int, dst_p, dst_u, use_var: bool) -> None:
+        self.weight, self.dst_p, self.dst_u, self.use_var = weight, dst_p, dst_u, use_var
+        h = weight.shape[0]
+        self.p = np.zeros((h, width), np.float64)  # sum of weight x probability
+        self.w = np.zeros((h, width), np.float64)  # sum of weights
+        self.u = np.zeros((h, width), np.float64) if use_var else None  # sum of weight x variance
+        self.v = np.zeros((h, width), bool)  # valid input
+        self.top = 0  # scene row of the strip's first row
+        self.seconds = 0.0  # spent writing
+
+    def add(self, win: Window, mean: np.ndarray, var: np.ndarray | None, valid: np.ndarray) -> None:
+        """Blend one window's probability (and variance) in; rows above it are final and written."""
+        if win.row_off != self.top:
+            self.flush(win.row_off)
+        h, w = self.weight.shape
+        rs, cs = slice(win.row_off - self.top, win.row_off - self.top + h), slice(win.col_off, win.col_off + w)
+        self.p[rs, cs] += self.weight * mean
+        self.w[rs, cs] += self.weight
+        if self.use_var:
+            self.u[rs, cs] += self.weight * var
+        self.v[rs, cs] = valid
+
+    def flush(self, upto: int) -> None:
+        """Write the rows above scene row ``upto`` and move the strip down to it."""
+        from rasterio.windows import Window as RioWindow
+
+        n = upto - self.top
+        if n <= 0:
+            return
+        t0 = time.perf_counter()
+        width = self.p.shape[1]
+        wsum = np.maximum(self.w[:n], 1e-12)
+        p = self.p[:n] / wsum
+        v = self.v[:n]
+        target = RioWindow(0, self.top, width, n)
+        self.dst_p.write(np.where(v, p, PROB_NODATA).astype(np.float32)[None], window=target)
+        if self.dst_u is not None:
+            u = self.u[:n] / wsum if self.use_var else p * (1.0 - p)
+            self.dst_u.write(np.where(v, u, PROB_NODATA).astype(np.float32)[None], window=target)
+        h = self.p.shape[0]
+        for a in (self.p, self.w, self.u, self.v):
+            if a is not None:
+                a[: h - n] = a[n:]
+                a[h - n:] = 0
+        self.top = upto
+        self.seconds += time.perf_counter() - t0
+
+
 def _raster_profile(scene: SceneInfo, compress: bool) -> dict:
     profile = {
         "driver": "GTiff", "dtype": "float32", "count": 1, "height": scene.height, "width": scene.width,
@@ -437,7 +502,6 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     """
     import rasterio
     import torch
-    from rasterio.windows import Window as RioWindow
 
     from .device import resolve_device, use_channels_last
 
@@ -454,15 +518,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if stats is not None:
         check_stats(stats, profile, "normalisation statistics")
-    if fill is None:
-        if stats is not None:
-            fill = stats.mean
-        else:
-            cards = [m.card.band_stats for m in members]
-            if any(c is None for c in cards):
-                raise CheckpointError("a model card has no training statistics; use the scene's statistics (--norm scene)")
-            fill = np.mean([c.mean for c in cards], axis=0)
-    fill = np.asarray(fill, np.float32)
+    fill = np.asarray(fill if fill is not None else _default_fill(stats, members), np.float32)
     scale = max(float(m.card.scale) for m in members)
     flips = 4 if tta else 1
     passes = len(members) * flips
@@ -476,8 +532,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             m.module.to(memory_format=torch.channels_last)
 
     windows = window_grid(scene.height, scene.width, window, overlap)
-    wh, ww = windows[0].height, windows[0].width
-    weight = blend_weight(window, overlap)[:wh, :ww]
+    weight = blend_weight(window, overlap)[:windows[0].height, :windows[0].width]
     want_unc = uncertainty_out is not None
     use_var = want_unc and passes > 1
     if crf:
@@ -487,20 +542,13 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
         rgb = rgb_indices(profile.bands)
 
-    H, W = scene.height, scene.width
-    acc_p = np.zeros((wh, W), np.float64)
-    acc_w = np.zeros((wh, W), np.float64)
-    acc_u = np.zeros((wh, W), np.float64) if use_var else None
-    acc_v = np.zeros((wh, W), bool)
-    top = 0  # scene row of the accumulator's first row
-
     workers, threads = model_threads(device, workers)
     if prefetch is None:
         prefetch = 2 if device.type != "cpu" else workers if workers > 1 else 0
     with open_raster(scene.path, "scene") as src:
         cache_bytes = stream_cache_bytes(src)
     read_args = (profile, windows, batch_size, raw, fill, pin)
-    model_seconds = read_seconds = write_seconds = crf_seconds = 0.0
+    model_seconds = read_seconds = crf_seconds = 0.0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -512,8 +560,9 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         if threads != torch.get_num_threads():
             es.callback(torch.set_num_threads, torch.get_num_threads())
             torch.set_num_threads(threads)
-        dst_p = es.enter_context(rasterio.open(prob_out, "w", **rprof))
-        dst_u = es.enter_context(rasterio.open(uncertainty_out, "w", **rprof)) if want_unc else None
+        blender = _StripBlender(weight, scene.width, es.enter_context(rasterio.open(prob_out, "w", **rprof)),
+                                es.enter_context(rasterio.open(uncertainty_out, "w", **rprof)) if want_unc else None,
+                                use_var)
         if prefetch > 0:
             reader = _Prefetcher(cache_bytes, scene, *read_args, prefetch=prefetch)
             reader.start()
@@ -526,26 +575,6 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             es.callback(batches.close)
         if bar is not None:
             es.callback(bar.close)
-
-        def flush(upto: int) -> None:
-            nonlocal top, write_seconds
-            n = upto - top
-            if n <= 0:
-                return
-            t0 = time.perf_counter()
-            wsum = np.maximum(acc_w[:n], 1e-12)
-            p = acc_p[:n] / wsum
-            v = acc_v[:n]
-            dst_p.write(np.where(v, p, PROB_NODATA).astype(np.float32)[None], window=RioWindow(0, top, W, n))
-            if dst_u is not None:
-                u = acc_u[:n] / wsum if use_var else p * (1.0 - p)
-                dst_u.write(np.where(v, u, PROB_NODATA).astype(np.float32)[None], window=RioWindow(0, top, W, n))
-            for a in (acc_p, acc_w, acc_u, acc_v):
-                if a is not None:
-                    a[: wh - n] = a[n:]
-                    a[wh - n:] = 0
-            top = upto
-            write_seconds += time.perf_counter() - t0
 
         def run(batch: _Batch) -> tuple:
             t0 = time.perf_counter()
@@ -567,23 +596,15 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             model_seconds += t_model
             crf_seconds += t_crf
             for k, win in enumerate(batch.windows):
-                if win.row_off != top:
-                    flush(win.row_off)
-                rs = slice(win.row_off - top, win.row_off - top + wh)
-                cs = slice(win.col_off, win.col_off + ww)
-                acc_p[rs, cs] += weight * mean[k]
-                acc_w[rs, cs] += weight
-                if use_var:
-                    acc_u[rs, cs] += weight * var[k]
-                acc_v[rs, cs] = batch.valid[k]
+                blender.add(win, mean[k], var[k] if var is not None else None, batch.valid[k])
             if bar is not None:
                 bar.update(len(batch.windows))
-        flush(H)
+        blender.flush(scene.height)
     return PredictResult(
         Path(prob_out), Path(uncertainty_out) if want_unc else None,
         ("variance" if use_var else "bernoulli") if want_unc else None,
         len(windows), passes, batch_size, time.perf_counter() - t_start, model_seconds,
-        {"read": read_seconds, "prob_write": write_seconds, "workers": workers,
+        {"read": read_seconds, "prob_write": blender.seconds, "workers": workers,
          **({"crf": crf_seconds} if crf else {})},
     )
 
