@@ -4,7 +4,8 @@ Detection normalises each scene by its own statistics (the 1st-place solution's 
 normalisation). :func:`scan_scene` reads the scene in blocks with a few threads (each with its own
 dataset handle; decoding and NumPy release the GIL) and folds the blocks' statistics in block
 order, so the result is the same, to the bit, as one thread's. Scenes larger than
-:data:`STATS_MAX_PIXELS` are summarised from a regular lattice of blocks.
+:data:`STATS_MAX_PIXELS` are summarised from cells spread over the scene
+(:func:`lsmap.tiling.spread_sample`).
 
 Input scale: models see L4S-scaled values. ``"auto"`` decides from the statistics: raw (Sentinel-2
 digital numbers, slope in degrees, DEM in metres; divided by the profile's divisors when read) when
