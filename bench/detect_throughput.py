@@ -123,9 +123,9 @@ def child_bare(models: list[str], windows: int, window: int, batch_size: int, tt
     import torch
 
     from lsmap.device import use_channels_last
-    from lsmap.infer import ensemble_moments, inference_context, model_threads, ordered_map
+    from lsmap.infer import ensemble_moments, model_threads, ordered_map
     from lsmap.normalize import BandStats
-    from lsmap.predict import load_ensemble
+    from lsmap.predict import inference_context, load_ensemble
 
     dev = torch.device("cpu")
     members = load_ensemble(models, dev)

@@ -98,7 +98,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     from .metrics import Confusion, ObjectScores, confusion, object_scores, scores
     from .models import read_card
     from .patches import find_patches, read_image, read_mask
-    from .predict import load_ensemble, predict_proba
+    from .predict import inference_context, load_ensemble, predict_proba
 
     if norm not in EVAL_NORMS:
         raise InputError(f"unknown normalisation '{norm}'; choose one of: {', '.join(EVAL_NORMS)}")
@@ -127,35 +127,36 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         raise InputError(f"threshold must be in (0, 1), got {thr}")
 
     conf, objs = Confusion(), ObjectScores()
-    for start in tqdm(range(0, len(patches), batch_size), disable=not progress, desc="evaluate", unit="batch"):
-        chunk = patches[start:start + batch_size]
-        images, masks = [], []
-        for p in chunk:
-            image, n_bad = read_image(p.image, profile)
-            if n_bad == image.size:
-                raise InputError(f"{p.image}: patch has no finite value (all NaN/inf); remove it from the folder")
-            mask = read_mask(p.mask)
-            if mask.shape != image.shape[1:]:
-                raise InputError(f"{p.mask}: mask is {mask.shape} but the image is {image.shape[1:]}; they must match")
-            images.append(image)
-            masks.append(mask)
-        groups: dict[tuple, list[int]] = {}
-        for i, im in enumerate(images):
-            groups.setdefault(im.shape, []).append(i)
-        for idx in groups.values():
-            x = torch.from_numpy(np.stack([images[i] for i in idx])).to(dev)
-            prob = sum(predict_proba([m], x, s, tta=tta) for m, s in zip(members, member_stats)) / len(members)
-            if crf:
-                from .crf import crf_refine, rgb_indices
+    with inference_context(dev):  # weights cast to the autocast dtype once, not per batch
+        for start in tqdm(range(0, len(patches), batch_size), disable=not progress, desc="evaluate", unit="batch"):
+            chunk = patches[start:start + batch_size]
+            images, masks = [], []
+            for p in chunk:
+                image, n_bad = read_image(p.image, profile)
+                if n_bad == image.size:
+                    raise InputError(f"{p.image}: patch has no finite value (all NaN/inf); remove it from the folder")
+                mask = read_mask(p.mask)
+                if mask.shape != image.shape[1:]:
+                    raise InputError(f"{p.mask}: mask is {mask.shape} but the image is {image.shape[1:]}; they must match")
+                images.append(image)
+                masks.append(mask)
+            groups: dict[tuple, list[int]] = {}
+            for i, im in enumerate(images):
+                groups.setdefault(im.shape, []).append(i)
+            for idx in groups.values():
+                x = torch.from_numpy(np.stack([images[i] for i in idx])).to(dev)
+                prob = sum(predict_proba([m], x, s, tta=tta) for m, s in zip(members, member_stats)) / len(members)
+                if crf:
+                    from .crf import crf_refine, rgb_indices
 
-                prob = np.stack([crf_refine(pk, images[i], rgb=rgb_indices(profile.bands))
-                                 for pk, i in zip(prob.float().cpu().numpy(), idx)])
-                pred = (prob > thr).astype(np.uint8)
-            else:
-                pred = (prob > thr).cpu().numpy().astype(np.uint8)
-            target = np.stack([masks[i] for i in idx])
-            conf = conf + confusion(pred, target)
-            objs = objs + object_scores(pred, target, iou=object_iou)
+                    prob = np.stack([crf_refine(pk, images[i], rgb=rgb_indices(profile.bands))
+                                     for pk, i in zip(prob.float().cpu().numpy(), idx)])
+                    pred = (prob > thr).astype(np.uint8)
+                else:
+                    pred = (prob > thr).cpu().numpy().astype(np.uint8)
+                target = np.stack([masks[i] for i in idx])
+                conf = conf + confusion(pred, target)
+                objs = objs + object_scores(pred, target, iou=object_iou)
     return EvalResult(
         models=[str(Path(m)) for m in models], data=str(data), split=split, patches=len(patches), threshold=thr,
         tta=tta, norm=norms, crf=crf, pixel=scores(conf), objects=objs.as_dict(),

@@ -244,7 +244,7 @@ def score_target(members: Sequence[Any], patches: Sequence[Patch], stats: BandSt
     from tqdm.auto import tqdm
 
     from .metrics import Confusion, confusion, scores
-    from .predict import predict_proba
+    from .predict import inference_context, predict_proba
 
     labelled = [p for p in patches if p.mask is not None]
     if not labelled:
@@ -252,7 +252,8 @@ def score_target(members: Sequence[Any], patches: Sequence[Patch], stats: BandSt
     device = next(members[0].module.parameters()).device
     thr = _ensemble_threshold(members)
     total = Confusion()
-    with tqdm(total=len(labelled), desc=desc, unit="patch", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(labelled), desc=desc, unit="patch", disable=not progress, leave=False) as bar, \
+            inference_context(device, amp):
         for group, x in _batches(labelled, profile, batch):
             prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=amp).cpu().numpy()
             for k, p in enumerate(group):
@@ -304,7 +305,7 @@ def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], sta
     from tqdm.auto import tqdm
 
     from .metrics import Confusion, confusion, scores
-    from .predict import predict_proba
+    from .predict import inference_context, predict_proba
     from .pseudo import confidence, threshold_labels
 
     device = next(members[0].module.parameters()).device
@@ -314,7 +315,8 @@ def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], sta
     kept_bg = kept_ls = total = 0
     conf_sum = conf_all = 0.0
     conf_mat, labelled = Confusion(), False
-    with tqdm(total=len(patches), desc=desc, unit="patch", disable=not progress) as bar:
+    with tqdm(total=len(patches), desc=desc, unit="patch", disable=not progress) as bar, \
+            inference_context(device, config.amp):
         for group, x in _batches(patches, profile, config.predict_batch):
             prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=config.amp).cpu().numpy()
             for k, p in enumerate(group):
@@ -356,7 +358,7 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
     from tqdm.auto import tqdm
 
     from .metrics import Confusion, confusion, scores
-    from .predict import predict_proba
+    from .predict import inference_context, predict_proba
     from .pseudo import ClassBalancedSelector, confidence, mc_dropout_proba, to_float16_nonneg, uncertainty_labels
 
     torch.manual_seed(config.seed)
@@ -369,7 +371,8 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
     conf_mat, labelled = Confusion(), False
     conf_all = 0.0
     total = 0
-    with tqdm(total=len(patches), desc=f"{desc} (MC dropout)", unit="patch", disable=not progress) as bar:
+    with tqdm(total=len(patches), desc=f"{desc} (MC dropout)", unit="patch", disable=not progress) as bar, \
+            inference_context(device, config.amp):
         for group, x in _batches(patches, profile, config.predict_batch):
             xt = torch.from_numpy(x).to(device)
             mean, var = mc_dropout_proba(members, xt, stats, config.mc_passes, config.mc_p, amp=config.amp)

@@ -382,7 +382,8 @@ def test_ordered_map_runs_each_worker_inside_one_context():
     import contextlib
     import threading
 
-    from lsmap.infer import inference_context, ordered_map
+    from lsmap.infer import ordered_map
+    from lsmap.predict import inference_context
 
     entered, inside = [], threading.local()
 
