@@ -50,7 +50,8 @@ def write_uint8_cog(prob: str | os.PathLike, out: str | os.PathLike, encode, *, 
                 if scale is not None:
                     dst.scales = (scale,)
             rasterio.shutil.copy(staging, out, driver="COG", compress="DEFLATE", resampling=resampling,
-                                 overview_resampling=resampling, BIGTIFF="IF_SAFER")
+                                 overview_resampling=resampling, BIGTIFF="IF_SAFER",
+                                 NUM_THREADS="ALL_CPUS")  # 0.57-0.74 -> 0.5 s at 4096^2 here
     finally:
         staging.unlink(missing_ok=True)
     return out

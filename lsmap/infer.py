@@ -311,23 +311,31 @@ def ordered_map(fn: Callable, items: Iterator, workers: int,
 
     tasks: queue.Queue = queue.Queue()
     results: dict[int, tuple[bool, Any]] = {}
+    broken: list[BaseException] = []  # a worker that failed outside ``fn`` (e.g. entering ``context``)
     done = threading.Condition()
 
     def work() -> None:
-        with context() if context is not None else contextlib.nullcontext():
-            while (task := tasks.get()) is not None:
-                k, item = task
-                try:
-                    out = (True, fn(item))
-                except BaseException as e:  # raised to the consumer for this item
-                    out = (False, e)
-                with done:
-                    results[k] = out
-                    done.notify_all()
+        try:
+            with context() if context is not None else contextlib.nullcontext():
+                while (task := tasks.get()) is not None:
+                    k, item = task
+                    try:
+                        out = (True, fn(item))
+                    except BaseException as e:  # raised to the consumer for this item
+                        out = (False, e)
+                    with done:
+                        results[k] = out
+                        done.notify_all()
+        except BaseException as e:  # the consumer must not wait for results that never come
+            with done:
+                broken.append(e)
+                done.notify_all()
 
     def result(k: int):
         with done:
-            done.wait_for(lambda: k in results)
+            done.wait_for(lambda: k in results or broken)
+            if k not in results:
+                raise broken[0]
             ok, value = results.pop(k)
         if not ok:
             raise value

@@ -406,3 +406,18 @@ def test_ordered_map_runs_each_worker_inside_one_context():
         assert not torch.is_autocast_enabled("cpu")
     assert torch.is_grad_enabled()
 
+
+def test_ordered_map_reports_a_worker_that_cannot_start():
+    """A worker whose context fails raises to the consumer instead of leaving it waiting forever."""
+    import contextlib
+
+    from lsmap.infer import ordered_map
+
+    @contextlib.contextmanager
+    def broken():
+        raise RuntimeError("no such device")
+        yield
+
+    with pytest.raises(RuntimeError, match="no such device"):
+        list(ordered_map(lambda i: i, iter(range(5)), 2, broken))
+
