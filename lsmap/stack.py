@@ -496,6 +496,8 @@ def stack_scene(
         InputError: unreadable/corrupt inputs, multi-band band files, a DEM or slope raster that
             does not overlap the scene, a missing ``dem``, an unknown profile, a bad ``block``.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from rasterio.windows import Window
     from tqdm.auto import tqdm
 
@@ -555,6 +557,13 @@ def stack_scene(
             count=profile.count, creation_options=creation_options,
         )
         windows = window_grid(grid.height, grid.width, block)
+        # bands are resampled in parallel, one thread per source file at a time (a dataset handle
+        # is not for two threads at once: slope and DEM read the same file, so go together)
+        groups: dict[int, list[str]] = {}
+        for b in profile.bands:
+            groups.setdefault(id(layers[b].src), []).append(b)
+        pool = stack.enter_context(ThreadPoolExecutor(min(len(groups), os.cpu_count() or 1),
+                                                      thread_name_prefix="lsmap-stack"))
         n_valid = 0
         with atomic_output(out, overwrite) as tmp:
             import rasterio
@@ -563,8 +572,8 @@ def stack_scene(
                 set_band_descriptions(dst, profile.bands)
                 dst.update_tags(LSMAP_PROFILE=profile.name, LSMAP_SCALING="raw / L4S divisors")
                 for w in tqdm(windows, desc="stack", unit="block", disable=not progress):
-                    cache: dict = {}
-                    arr = np.stack([layers[b].block(w, cache) for b in profile.bands]) / divisors
+                    parts = _resample_block(layers, groups.values(), w, pool)
+                    arr = np.stack([parts[b] for b in profile.bands]) / divisors
                     invalid = ~np.isfinite(arr).all(axis=0)
                     arr[:, invalid] = OUTPUT_NODATA
                     n_valid += int(invalid.size - invalid.sum())
@@ -576,6 +585,19 @@ def stack_scene(
         crs=crs, resolution=(abs(grid.transform.a), abs(grid.transform.e)), sources=sources,
         nodata=OUTPUT_NODATA, valid_fraction=n_valid / float(grid.width * grid.height),
     )
+
+
+def _resample_block(layers: dict, groups, w, pool) -> dict[str, np.ndarray]:
+    """Every layer on output window ``w``; each group of layers (one source file) in one thread."""
+    cache: dict = {}  # pixel-centre coordinates per source CRS, shared by the layers
+
+    def group(names: list[str]) -> dict[str, np.ndarray]:
+        return {b: layers[b].block(w, cache) for b in names}
+
+    parts: dict[str, np.ndarray] = {}
+    for done in pool.map(group, groups):
+        parts.update(done)
+    return parts
 
 
 def _ref_band(opened: dict) -> str:
