@@ -42,7 +42,7 @@ import numpy as np
 
 from .bands import BandProfile
 from .errors import CheckpointError, InputError
-from .io import GDAL_CACHE_MB, open_raster
+from .io import GDAL_CACHE_MB, geotiff_profile, open_raster
 from .normalize import BandStats
 from .predict import inference_context
 from .scan import check_stats
@@ -385,7 +385,10 @@ class _StripBlender:
     """
 
     def __init__(self, weight: np.ndarray, width: int, dst_p, dst_u, use_var: bool) -> None:
+        from rasterio.windows import Window as RioWindow
+
         self.weight, self.dst_p, self.dst_u, self.use_var = weight, dst_p, dst_u, use_var
+        self.rio_window = RioWindow
         h = weight.shape[0]
         self.p = np.zeros((h, width), np.float64)  # sum of weight x probability
         self.w = np.zeros((h, width), np.float64)  # sum of weights
@@ -408,8 +411,6 @@ class _StripBlender:
 
     def flush(self, upto: int) -> None:
         """Write the rows above scene row ``upto`` and move the strip down to it."""
-        from rasterio.windows import Window as RioWindow
-
         n = upto - self.top
         if n <= 0:
             return
@@ -418,7 +419,7 @@ class _StripBlender:
         wsum = np.maximum(self.w[:n], 1e-12)
         p = self.p[:n] / wsum
         v = self.v[:n]
-        target = RioWindow(0, self.top, width, n)
+        target = self.rio_window(0, self.top, width, n)
         self.dst_p.write(np.where(v, p, PROB_NODATA).astype(np.float32)[None], window=target)
         if self.dst_u is not None:
             u = self.u[:n] / wsum if self.use_var else p * (1.0 - p)
@@ -433,13 +434,13 @@ class _StripBlender:
 
 
 def _raster_profile(scene: SceneInfo, compress: bool) -> dict:
-    profile = {
-        "driver": "GTiff", "dtype": "float32", "count": 1, "height": scene.height, "width": scene.width,
-        "crs": scene.crs, "transform": scene.transform, "nodata": PROB_NODATA, "tiled": True,
-        "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
-    }
-    if compress:
-        profile.update(compress="deflate", zlevel=1, predictor=3)
+    """lsmap's GeoTIFF profile for a one-band float32 probability raster on the scene's grid:
+    fast DEFLATE (level 1), or none for scratch files."""
+    profile = geotiff_profile(crs=scene.crs, transform=scene.transform, width=scene.width, height=scene.height,
+                              count=1, nodata=PROB_NODATA, creation_options={"zlevel": 1})
+    if not compress:
+        for key in ("compress", "predictor", "zlevel"):
+            del profile[key]
     return profile
 
 

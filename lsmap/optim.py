@@ -85,9 +85,11 @@ class AliasedOptimizer:
     def _reshape(self, index: int, state: dict, dims: tuple, contiguous: bool = False) -> dict:
         if not self.aliased[index]:
             return state
+        import torch
+
         out = {}
         for k, v in state.items():
-            if getattr(v, "dim", lambda: 0)() == 4:
+            if isinstance(v, torch.Tensor) and v.dim() == 4:
                 v = v.permute(*dims)
                 v = v.contiguous() if contiguous else v
             out[k] = v
