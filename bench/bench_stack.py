@@ -16,8 +16,8 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.warp import transform
 
-from lsmap.bands import S2_RESOLUTION
-from lsmap.stack import stack_scene
+from lsmap.core.bands import S2_RESOLUTION
+from lsmap.data.stack import stack_scene
 
 X0, Y0, CRS = 500_000.0, 3_080_000.0, "EPSG:32645"
 

@@ -49,7 +49,7 @@ def make_scene(path: Path, size: int, seed: int = 0, block: int = 512) -> None:
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    from lsmap.io import geotiff_profile
+    from lsmap.io.rasters import geotiff_profile
 
     rng = np.random.default_rng(seed)
     centres = rng.integers(0, size, (max(1, size * size // 40000), 2))
@@ -100,7 +100,7 @@ def child_detect(scene: str, models: list[str], out: str, window: int, overlap: 
     import torch  # noqa: F401
 
     import lsmap
-    import lsmap.detection  # noqa: F401
+    import lsmap.map.detect  # noqa: F401
 
     baseline = peak_rss_mb()
     cpu0 = _cpu()
@@ -118,14 +118,14 @@ def child_bare(models: list[str], windows: int, window: int, batch_size: int, tt
 
     ``layout`` ``"all-cores"``: one batch at a time on all of torch's threads; ``"workers"``: the
     batches shared among model worker threads exactly as detect runs them on this CPU
-    (:func:`lsmap.infer.model_threads`).
+    (:func:`lsmap.map.stream.model_threads`).
     """
     import torch
 
-    from lsmap.device import use_channels_last
-    from lsmap.infer import ensemble_moments, model_threads, ordered_map
-    from lsmap.normalize import BandStats
-    from lsmap.predict import inference_context, load_ensemble
+    from lsmap.core.normalize import BandStats
+    from lsmap.learn.device import use_channels_last
+    from lsmap.learn.ensemble import inference_context, load_ensemble
+    from lsmap.map.stream import ensemble_moments, model_threads, ordered_map
 
     dev = torch.device("cpu")
     members = load_ensemble(models, dev)
@@ -183,14 +183,14 @@ def standalone_vectorize(work: Path, size: int, seed: int = 1) -> dict:
     import rasterio
     from rasterio.transform import from_origin
 
-    from lsmap.vectorize import vectorize
+    from lsmap.map.vectorize import vectorize
 
     rng = np.random.default_rng(seed)
     p = np.zeros((size, size), np.float32)
     n = size * size // 2000
     rr, cc = rng.integers(0, size, n), rng.integers(0, size, n)
     rad = rng.integers(2, 12, n)
-    for r, c, k in zip(rr, cc, rad):
+    for r, c, k in zip(rr, cc, rad, strict=False):
         p[max(0, r - k):r + k, max(0, c - k):c + k] = 0.9
     path = work / f"vec_{size}.tif"
     with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=1, dtype="float32",
@@ -236,9 +236,9 @@ def main() -> None:
 
     import torch
 
-    from lsmap.device import cpu_has_bf16
-    from lsmap.models import ModelCard, build_model, save_checkpoint
-    from lsmap.bands import PROFILES
+    from lsmap.core.bands import PROFILES
+    from lsmap.learn.device import cpu_has_bf16
+    from lsmap.learn.models import ModelCard, build_model, save_checkpoint
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, bf16 AMX/AVX512: {cpu_has_bf16()}, load avg {os.getloadavg()[0]:.1f}")
@@ -251,7 +251,7 @@ def main() -> None:
             make_scene(scene, size)
         models, shifts = [], []
         if args.model == "default":
-            from lsmap.detection import default_models
+            from lsmap.map.detect import default_models
 
             if args.members != 1 or args.scale != 1:
                 raise SystemExit("--model default is one trained model: no --members or --scale")

@@ -81,13 +81,13 @@ def main() -> int:
         print("l4s_crossval: shared L4S data not found; nothing to do")
         return 0
 
-    from lsmap.bands import PROFILES
-    from lsmap.dataset import Augment, PatchDataset, patch_stats
-    from lsmap.evaluate import evaluate
-    from lsmap.metrics import Confusion
-    from lsmap.models import ModelCard
-    from lsmap.patches import find_patches
-    from lsmap.train import Source, TrainConfig, fit
+    from lsmap.core.bands import PROFILES
+    from lsmap.core.metrics import Confusion
+    from lsmap.data.dataset import Augment, PatchDataset, patch_stats
+    from lsmap.io.patches import find_patches
+    from lsmap.learn.evaluate import evaluate
+    from lsmap.learn.models import ModelCard
+    from lsmap.learn.train import Source, TrainConfig, fit
 
     patches = find_patches(data, require_masks=True)
     order = np.random.default_rng(args.seed).permutation(len(patches))

@@ -44,7 +44,7 @@ def build_folders(root: Path, holdout: int, seed: int) -> dict:
     """Source (labelled), source-val and target folders under ``root``; returns their paths and ids."""
     import h5py
 
-    from lsmap.patches import IGNORE_INDEX, find_patches, read_image
+    from lsmap.io.patches import IGNORE_INDEX, find_patches, read_image
 
     labelled = find_patches(DATA / "train", require_masks=True)
     rng = np.random.default_rng(seed)
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: real data not available at {DATA}")
         return 0
 
-    from lsmap.refine import RefineConfig, refine
-    from lsmap.train import TrainConfig, train
+    from lsmap.learn.refine.rounds import RefineConfig, refine
+    from lsmap.learn.train import TrainConfig, train
 
     warnings.filterwarnings("ignore", category=UserWarning)
     tmp = tempfile.TemporaryDirectory(prefix="lsmap_refine_bench_")

@@ -1,6 +1,6 @@
 """Throughput of the full training loop vs the bare model forward+backward on the same batches.
 
-The full loop is :func:`lsmap.train.fit` on a patch folder on disk: data loading, augmentation,
+The full loop is :func:`lsmap.learn.train.fit` on a patch folder on disk: data loading, augmentation,
 normalisation, scale promotion, the loss, backward, the optimizer step and the progress
 bookkeeping; its speed is fit's own measure of the steps after ``--warmup`` (model build and
 checkpoint writing are outside the timed steps). The bare loop runs only forward + loss +
@@ -30,7 +30,7 @@ import torch
 
 
 def _make_patches(folder: Path, n: int, size: int) -> None:
-    from lsmap.patches import write_patch
+    from lsmap.io.patches import write_patch
 
     rng = np.random.default_rng(0)
     for i in range(n):
@@ -53,13 +53,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="alternating repeats; medians are reported")
     args = ap.parse_args()
 
-    from lsmap.bands import PROFILES
-    from lsmap.dataset import Augment, PatchDataset, StepSampler, patch_stats
-    from lsmap.device import use_channels_last
-    from lsmap.losses import build_loss
-    from lsmap.models import ModelCard, build_model
-    from lsmap.patches import find_patches
-    from lsmap.train import Source, TrainConfig, _optimizer, fit, scaled_forward
+    from lsmap.core.bands import PROFILES
+    from lsmap.data.dataset import Augment, PatchDataset, StepSampler, patch_stats
+    from lsmap.io.patches import find_patches
+    from lsmap.learn.device import use_channels_last
+    from lsmap.learn.losses import build_loss
+    from lsmap.learn.models import ModelCard, build_model
+    from lsmap.learn.train import Source, TrainConfig, _optimizer, fit, scaled_forward
 
     if args.batch_size is None:
         args.batch_size = TrainConfig().batch_size

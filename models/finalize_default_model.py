@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from lsmap.models import load_checkpoint, save_checkpoint
+from lsmap.learn.models import load_checkpoint, save_checkpoint
 
 DATA = (
     "Landslide4Sense 2022 (Ghorbanzadeh et al., IEEE TGRS 2022): only 12 labelled 128x128 training "

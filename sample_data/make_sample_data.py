@@ -14,7 +14,7 @@ What it writes (all synthetic, nothing from real data):
   ridges, valleys and a river;
 - ``truth_mask.tif``: uint8 landslide mask at 10 m (0 background, 1 landslide, 255 nodata);
   ``truth_scars.geojson``: the same scars as polygons;
-- ``scene_l4s14.tif``: the 14-band L4S-scaled stack made by :func:`lsmap.stack.stack_scene`
+- ``scene_l4s14.tif``: the 14-band L4S-scaled stack made by :func:`lsmap.data.stack.stack_scene`
   (stored with GDAL's ``DISCARD_LSB`` so the file stays small: spectral bands to 0.4 %, slope
   to 0.2 %, DEM to 0.8 m; see ``LOSSY``);
 - ``patches/img|mask``: 8 L4S-format 128 x 128 patches cut from that stack, with masks
@@ -38,10 +38,10 @@ import rasterio
 from rasterio.features import shapes
 from rasterio.transform import from_origin
 
-from lsmap.bands import S2_RESOLUTION
-from lsmap.io import geotiff_profile
-from lsmap.patches import write_patch
-from lsmap.stack import stack_scene
+from lsmap.core.bands import S2_RESOLUTION
+from lsmap.data.stack import stack_scene
+from lsmap.io.patches import write_patch
+from lsmap.io.rasters import geotiff_profile
 
 SEED = 20230601
 CRS = "EPSG:32645"
@@ -240,7 +240,7 @@ def scars(rng, x, y, slope, downslope, allowed, n_target: int = 30):
         inside = np.zeros(x.shape, bool)
         for (cx, cy, ang), length, width, wob in zip(
             centres, rng.uniform(140, 420, len(centres)), rng.uniform(45, 120, len(centres)),
-            rng.uniform(0, 2 * np.pi, len(centres)),
+            rng.uniform(0, 2 * np.pi, len(centres)), strict=False,
         ):
             # local axes: u along the downslope direction (head at u = -L/2), v across
             u = (sx - cx) * np.cos(ang) + (sy - cy) * np.sin(ang)

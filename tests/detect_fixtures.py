@@ -10,9 +10,9 @@ import torch
 from rasterio.transform import from_origin
 from torch import nn
 
-from lsmap.bands import PROFILES
-from lsmap.models import ModelCard, build_model, save_checkpoint
-from lsmap.predict import Member
+from lsmap.core.bands import PROFILES
+from lsmap.learn.ensemble import Member
+from lsmap.learn.models import ModelCard, build_model, save_checkpoint
 
 
 class Band0Model(nn.Module):

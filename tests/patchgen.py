@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsmap.patches import write_patch
+from lsmap.io.patches import write_patch
 
 
 def make_patches(folder: Path, n: int, size: int = 32, seed: int = 0, bands: int = 14, offset: float = 0.0,

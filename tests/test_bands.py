@@ -2,7 +2,7 @@
 
 import pytest
 
-from lsmap.bands import L4S_BANDS, L4S_DIVISORS, PROFILES, get_profile, profile_from_dict
+from lsmap.core.bands import L4S_BANDS, L4S_DIVISORS, PROFILES, get_profile, profile_from_dict
 from lsmap.errors import BandMismatchError, InputError
 
 
@@ -15,7 +15,7 @@ def test_l4s14_matches_the_benchmark():
 
 
 def test_rgb_profiles_reuse_sentinel2_divisors():
-    div = dict(zip(L4S_BANDS, L4S_DIVISORS))
+    div = dict(zip(L4S_BANDS, L4S_DIVISORS, strict=False))
     for name, bands in (("rgb", ("B4", "B3", "B2")), ("rgbn", ("B4", "B3", "B2", "B8"))):
         p = get_profile(name)
         assert p.bands == bands

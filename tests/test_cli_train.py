@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from patchgen import make_patches
 
 from lsmap.cli import main
-from lsmap.models import read_card
+from lsmap.learn.models import read_card
 
 
 @pytest.fixture(scope="module")

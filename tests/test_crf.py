@@ -10,16 +10,16 @@ import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
+from detect_fixtures import Band0Model, card, member, smooth_scene, write_scene
 from patchgen import make_patches
 
 import lsmap
-import lsmap.crf
-from detect_fixtures import Band0Model, card, member, smooth_scene, write_scene
+import lsmap.learn.crf
 from lsmap.cli import main
-from lsmap.evaluate import evaluate
-from lsmap.models import build_model, save_checkpoint
+from lsmap.learn.evaluate import evaluate
+from lsmap.learn.models import build_model, save_checkpoint
 
-needs_crf = pytest.mark.skipif(not lsmap.crf.available(), reason="needs the crf extra (pydensecrf2)")
+needs_crf = pytest.mark.skipif(not lsmap.learn.crf.available(), reason="needs the crf extra (pydensecrf2)")
 
 
 def _box(conv: torch.nn.Conv2d, pairs) -> None:
@@ -131,7 +131,7 @@ def test_detect_with_crf_writes_a_valid_layer_that_differs(tmp_path, rng):
 
 
 def test_missing_crf_extra_is_a_one_line_error_and_writes_nothing(tmp_path, rng, monkeypatch, blurry):
-    monkeypatch.setattr(lsmap.crf, "available", lambda: False)
+    monkeypatch.setattr(lsmap.learn.crf, "available", lambda: False)
     data, ckpt = blurry
     scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng, h=64, w=64))
     runner = CliRunner()

@@ -8,10 +8,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from patchgen import make_patches
 
-from lsmap.bands import PROFILES
-from lsmap.dataset import Augment, PatchDataset, StepSampler, augment_sample, patch_stats
+from lsmap.core.bands import PROFILES
+from lsmap.data.dataset import Augment, PatchDataset, StepSampler, augment_sample, patch_stats
 from lsmap.errors import BandMismatchError, InputError
-from lsmap.patches import find_patches, write_patch
+from lsmap.io.patches import find_patches, write_patch
 
 L4S = PROFILES["l4s14"]
 TERRAIN = [L4S.bands.index("slope"), L4S.bands.index("DEM")]

@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from patchgen import make_patches
 
-from lsmap.models import read_card, read_state_dict
+from lsmap.learn.models import read_card, read_state_dict
 
 
 def _free_port() -> int:
@@ -26,7 +26,7 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, root: str) -> None:
     from safetensors.torch import save_file
 
-    from lsmap.train import TrainConfig, train
+    from lsmap.learn.train import TrainConfig, train
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import shared_data
-from lsmap.models import default_model_path, read_card
+
+from lsmap.learn.models import default_model_path, read_card
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from conftest import shared_data
+from detect_fixtures import Band0Model, member, smooth_scene, tiny_checkpoint, write_scene
 from scipy import ndimage
 
 import lsmap
-from conftest import shared_data
-from detect_fixtures import Band0Model, member, smooth_scene, tiny_checkpoint, write_scene
-from lsmap.bands import PROFILES
 from lsmap.cli import main
-from lsmap.errors import BandMismatchError, CheckpointError, InputError, OutputExistsError
-from lsmap.normalize import BandStats
+from lsmap.core.bands import PROFILES
+from lsmap.core.normalize import BandStats
+from lsmap.errors import BandMismatchError, CheckpointError, InputError
 
 KW = dict(window=64, overlap=16, device="cpu")
 
@@ -72,7 +72,7 @@ def test_raw_scene_gives_the_same_polygons_as_the_scaled_one(tmp_path, rng):
     b = lsmap.detect(raw, m, **KW)
     assert b.attrs["lsmap"]["input_scale"] == "raw" and a.attrs["lsmap"]["input_scale"] == "l4s"
     assert len(a) == len(b) == 3
-    assert all(x.equals(y) for x, y in zip(a.geometry, b.geometry))
+    assert all(x.equals(y) for x, y in zip(a.geometry, b.geometry, strict=False))
 
 
 def test_api_with_checkpoints_writes_every_output(tmp_path, rng):
@@ -97,10 +97,10 @@ def test_api_with_checkpoints_writes_every_output(tmp_path, rng):
 
 
 def test_lazy_reexport_and_default_model(monkeypatch, tmp_path):
-    assert lsmap.detect is lsmap.detection.detect
-    (path,) = lsmap.detection.default_models()
-    assert lsmap.models.read_card(path).profile.name == "l4s14", "the shipped default model reads L4S stacks"
-    monkeypatch.setattr(lsmap.models, "default_model_path", lambda: (_ for _ in ()).throw(
+    assert lsmap.detect is lsmap.map.detect.detect
+    (path,) = lsmap.map.detect.default_models()
+    assert lsmap.learn.models.read_card(path).profile.name == "l4s14", "the shipped default model reads L4S stacks"
+    monkeypatch.setattr(lsmap.learn.models, "default_model_path", lambda: (_ for _ in ()).throw(
         lsmap.errors.MissingInputError("weights/x.safetensors: the default model is not installed")))
     with pytest.raises(CheckpointError, match="no default model.*not installed"):
         lsmap.detect("whatever.tif")
@@ -178,7 +178,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, rng, case, monkeypa
         def not_installed():
             raise lsmap.errors.MissingInputError("weights/l4s14-default.safetensors: the default model is not installed")
 
-        monkeypatch.setattr(lsmap.models, "default_model_path", not_installed)
+        monkeypatch.setattr(lsmap.learn.models, "default_model_path", not_installed)
         args, msg = [str(scene)], "no default model"
     before = outputs(tmp_path)
     r = CliRunner().invoke(main, ["detect", *args, "-o", str(out), "--device", "cpu"])
@@ -187,7 +187,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, rng, case, monkeypa
 
 
 def test_stack_inputs_are_stacked_first(tmp_path, rng):
-    stack = pytest.importorskip("lsmap.stack")
+    stack = pytest.importorskip("lsmap.data.stack")
     from rasterio.transform import from_origin
 
     s2 = tmp_path / "s2"
@@ -221,7 +221,7 @@ def _train_rgbn_tiny_unet(image: np.ndarray, labels: np.ndarray, valid: np.ndarr
     entropy (batch 8) on the labelled pixels of 64-pixel patches centred on labels."""
     import torch
 
-    from lsmap.models import build_model
+    from lsmap.learn.models import build_model
 
     torch.manual_seed(seed)
     g = np.random.default_rng(seed)
@@ -239,8 +239,8 @@ def _train_rgbn_tiny_unet(image: np.ndarray, labels: np.ndarray, valid: np.ndarr
         idx = g.integers(0, len(rows), 8)
         r0 = np.clip(rows[idx] - 32, 0, h - 64)
         c0 = np.clip(cols[idx] - 32, 0, w - 64)
-        x = torch.from_numpy(np.stack([norm[:, r:r + 64, c:c + 64] for r, c in zip(r0, c0)]))
-        y = torch.from_numpy(np.stack([target[r:r + 64, c:c + 64] for r, c in zip(r0, c0)]).astype(np.int64))
+        x = torch.from_numpy(np.stack([norm[:, r:r + 64, c:c + 64] for r, c in zip(r0, c0, strict=False)]))
+        y = torch.from_numpy(np.stack([target[r:r + 64, c:c + 64] for r, c in zip(r0, c0, strict=False)]).astype(np.int64))
         loss = loss_fn(model(x), y)
         opt.zero_grad()
         loss.backward()
@@ -254,9 +254,9 @@ def test_chittagong_mosaic_end_to_end(tmp_path):
     EPSG:4326, with a tiny U-Net trained in the test on the mosaic's sparse labels."""
     import torch
 
-    from lsmap.scan import scan_scene
-    from lsmap.scene import scene_info
-    from lsmap.models import ModelCard, save_checkpoint
+    from lsmap.data.scan import scan_scene
+    from lsmap.io.scene import scene_info
+    from lsmap.learn.models import ModelCard, save_checkpoint
 
     folder = shared_data("scenes", "chittagong_s2_rgbn", "mosaic")
     scene, label_path = folder / "chittagong_s2_rgbn_mosaic.tif", folder / "chittagong_labels_mosaic.tif"

@@ -1,4 +1,4 @@
-"""Streamed sliding-window inference over scenes (lsmap.infer)."""
+"""Streamed sliding-window inference over scenes (lsmap.map.stream)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-
 from detect_fixtures import Band0Model, ConstantModel, member, smooth_scene, write_scene
-from lsmap.bands import PROFILES
+
+from lsmap.core.bands import PROFILES
+from lsmap.core.normalize import BandStats
+from lsmap.data.scan import scan_scene
 from lsmap.errors import BandMismatchError, CheckpointError, InputError, MissingInputError
-from lsmap.cog import encode_mask, encode_probability, export_mask, export_probability
-from lsmap.infer import PROB_NODATA, auto_batch_size, ensemble_moments, predict_scene, to_device
-from lsmap.scan import scan_scene
-from lsmap.normalize import BandStats
-from lsmap.scene import scene_info
+from lsmap.io.cog import encode_mask, encode_probability, export_mask, export_probability
+from lsmap.io.scene import scene_info
+from lsmap.map.stream import PROB_NODATA, auto_batch_size, ensemble_moments, predict_scene, to_device
 
 L4S = PROFILES["l4s14"]
 KW = dict(window=64, overlap=16, device="cpu")
@@ -189,7 +189,7 @@ def test_bad_scene_inputs(tmp_path, scene):
 
 
 def test_reader_errors_reach_the_caller(tmp_path, scene, monkeypatch):
-    import lsmap.infer as infer
+    import lsmap.map.stream as infer
 
     path, _ = scene
 
@@ -281,7 +281,7 @@ def test_dataset_mask_marks_nodata(tmp_path, rng):
 def test_reader_thread_reads_what_the_inline_reader_reads(tmp_path, rng, monkeypatch):
     """Prefetching batches in a reader thread (the GPU default) changes nothing in the output, with
     nodata to fill and raw scaling; and the thread's errors reach the caller."""
-    import lsmap.infer as infer
+    import lsmap.map.stream as infer
 
     data = smooth_scene(rng, h=150, w=170) * np.asarray(L4S.divisors, np.float32)[:, None, None]
     data[:, 20:50, 30:80] = 0  # outside the swath (no nodata declared): filled, written as nodata
@@ -312,7 +312,7 @@ def test_model_workers_give_the_single_worker_output_and_restore_torch_threads(t
     """Several CPU model workers (whole batches on a share of the cores, results blended in window
     order) write what one worker writes, with the reader thread or inline reads, and leave torch's
     thread count as they found it."""
-    from lsmap.models import build_model
+    from lsmap.learn.models import build_model
 
     path, _ = scene
     torch.manual_seed(0)
@@ -332,7 +332,7 @@ def test_model_workers_give_the_single_worker_output_and_restore_torch_threads(t
 
 
 def test_model_threads_share_the_cores(monkeypatch):
-    from lsmap.infer import MAX_CPU_WORKERS, model_threads
+    from lsmap.map.stream import MAX_CPU_WORKERS, model_threads
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
@@ -348,7 +348,7 @@ def test_ordered_map_keeps_order_bounds_lookahead_and_propagates_errors():
     import threading
     import time
 
-    from lsmap.infer import ordered_map
+    from lsmap.map.stream import ordered_map
 
     taken = []
 
@@ -382,8 +382,8 @@ def test_ordered_map_runs_each_worker_inside_one_context():
     import contextlib
     import threading
 
-    from lsmap.infer import ordered_map
-    from lsmap.predict import inference_context
+    from lsmap.learn.ensemble import inference_context
+    from lsmap.map.stream import ordered_map
 
     entered, inside = [], threading.local()
 
@@ -396,7 +396,7 @@ def test_ordered_map_runs_each_worker_inside_one_context():
 
     out = [r for _, r in ordered_map(lambda i: (i, getattr(inside, "flag", False)), iter(range(12)), 3, ctx)]
     assert out == [(i, True) for i in range(12)] and len(entered) == 3  # once per thread, not per item
-    from lsmap.device import amp_dtype
+    from lsmap.learn.device import amp_dtype
 
     cpu = torch.device("cpu")
     with inference_context(cpu):
@@ -411,7 +411,7 @@ def test_ordered_map_reports_a_worker_that_cannot_start():
     """A worker whose context fails raises to the consumer instead of leaving it waiting forever."""
     import contextlib
 
-    from lsmap.infer import ordered_map
+    from lsmap.map.stream import ordered_map
 
     @contextlib.contextmanager
     def broken():

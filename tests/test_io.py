@@ -3,7 +3,7 @@
 import pytest
 
 from lsmap.errors import OutputExistsError
-from lsmap.io import atomic_output
+from lsmap.io.rasters import atomic_output
 
 
 def test_success_renames_into_place(tmp_path):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsmap.errors import InputError
-from lsmap.losses import (
+from lsmap.learn.losses import (
     LOSSES,
     CompositeLoss,
     build_loss,

@@ -10,8 +10,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from lsmap.core.metrics import Confusion, ObjectScores, confusion, label_objects, object_scores, scores
 from lsmap.errors import InputError
-from lsmap.metrics import Confusion, ObjectScores, confusion, label_objects, object_scores, scores
 
 # --- pixel confusion -------------------------------------------------------------------------
 

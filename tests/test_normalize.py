@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lsmap.core.normalize import BandStats, RunningStats
 from lsmap.errors import InputError
-from lsmap.normalize import BandStats, RunningStats
 
 
 @settings(max_examples=40, deadline=None)

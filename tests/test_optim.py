@@ -1,4 +1,4 @@
-"""Fused optimizer steps over dense aliases of channels-last weights (lsmap.optim)."""
+"""Fused optimizer steps over dense aliases of channels-last weights (lsmap.learn.optim)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from lsmap.models import build_model
-from lsmap.optim import AliasedOptimizer, needs_alias
+from lsmap.learn.models import build_model
+from lsmap.learn.optim import AliasedOptimizer, needs_alias
 
 OPTIMIZERS = [
     (torch.optim.AdamW, {"lr": 1e-2, "weight_decay": 1e-2}),
@@ -25,7 +25,7 @@ def twin_models():
 
 
 def set_grads(params, grads):
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads, strict=False):
         p.grad = g.clone(memory_format=torch.preserve_format)
 
 
@@ -57,7 +57,7 @@ def test_aliased_steps_equal_plain_steps_to_the_bit(cls, kw):
             g["lr"] *= 0.5  # the schedule writes through param_groups
         for g in plain.param_groups:
             g["lr"] *= 0.5
-    assert all(torch.equal(x, y) for x, y in zip(pa, pb))
+    assert all(torch.equal(x, y) for x, y in zip(pa, pb, strict=False))
 
 
 @pytest.mark.parametrize("cls,kw", OPTIMIZERS)
@@ -94,12 +94,12 @@ def test_state_dict_is_in_parameter_shapes_and_round_trips(cls, kw):
         plain.step()
         resumed_c.step()
         resumed_aliased.step()
-    assert all(torch.equal(x, y) for x, y in zip(pa, pc))
-    assert all(torch.equal(x, y) for x, y in zip(pa, pd))
+    assert all(torch.equal(x, y) for x, y in zip(pa, pc, strict=False))
+    assert all(torch.equal(x, y) for x, y in zip(pa, pd, strict=False))
 
 
 def test_training_uses_the_aliased_optimizer_on_cpu_for_channels_last_models():
-    from lsmap.train import TrainConfig, _optimizer
+    from lsmap.learn.train import TrainConfig, _optimizer
 
     torch.manual_seed(0)
     module = build_model("tiny-unet", 14)

@@ -4,9 +4,9 @@ import h5py
 import numpy as np
 import pytest
 
-from lsmap.bands import get_profile
+from lsmap.core.bands import get_profile
 from lsmap.errors import BandMismatchError, InputError, MissingInputError
-from lsmap.patches import NONFINITE_FILL, find_patches, read_image, read_mask, write_patch
+from lsmap.io.patches import NONFINITE_FILL, find_patches, read_image, read_mask, write_patch
 
 
 def _write(path, name, data):

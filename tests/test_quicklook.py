@@ -8,7 +8,7 @@ from rasterio.transform import from_origin
 from shapely.geometry import box
 
 from lsmap.errors import InputError, OutputExistsError
-from lsmap.quicklook import render_quicklook
+from lsmap.map.quicklook import render_quicklook
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_quicklook_draws_polygons(scene, tmp_path):
 
 
 def test_quicklook_needs_natural_colour_bands(scene, tmp_path):
-    from lsmap.bands import BandProfile
+    from lsmap.core.bands import BandProfile
 
     p = BandProfile("nir", ("B8",), (1.0,), frozenset({"B8"}))
     with pytest.raises(InputError, match="B4/B3/B2"):

@@ -21,10 +21,17 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lsmap.errors import BandMismatchError, InputError, OutputExistsError
-from lsmap.patches import IGNORE_INDEX, find_patches, read_mask, write_patch
-from lsmap.pseudo import (ClassBalancedSelector, confidence, first_conv_dropout, mc_dropout_proba,
-                          threshold_labels, to_float16_nonneg, uncertainty_labels)
-from lsmap.refine import RefineConfig, finished_rounds, refine, score_target, target_stats
+from lsmap.io.patches import IGNORE_INDEX, find_patches, read_mask, write_patch
+from lsmap.learn.refine.pseudo import (
+    ClassBalancedSelector,
+    confidence,
+    first_conv_dropout,
+    mc_dropout_proba,
+    threshold_labels,
+    to_float16_nonneg,
+    uncertainty_labels,
+)
+from lsmap.learn.refine.rounds import RefineConfig, finished_rounds, refine, score_target, target_stats
 
 PROFILE = "rgb"
 SIZE = 32
@@ -75,7 +82,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """Source, validation and target folders and a source-only tiny-unet (trained once per module)."""
-    from lsmap.train import TrainConfig, train
+    from lsmap.learn.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("refine")
     rng = np.random.default_rng(SEED)
@@ -153,7 +160,7 @@ def test_selector_keeps_exact_fractions_of_lowest_uncertainty(maps, keep_bg, kee
     kept = [sel.select(u, p) for u, p in arrays]
     for c, frac in enumerate((keep_bg, keep_ls)):
         unc = np.concatenate([u[p == c] for u, p in arrays]).astype(np.float32)
-        k = np.concatenate([m[p == c] for m, (_, p) in zip(kept, arrays)])
+        k = np.concatenate([m[p == c] for m, (_, p) in zip(kept, arrays, strict=False)])
         assert k.sum() == int(np.floor(frac * unc.size + 0.5)) == stats[c]["kept"]
         assert stats[c]["predicted"] == unc.size
         if k.any() and (~k).any():
@@ -173,10 +180,10 @@ def test_selector_rejects_bad_fractions_and_late_add():
 def _member(name: str = "tiny-unet"):
     import torch
 
-    from lsmap.bands import get_profile
-    from lsmap.models import ModelCard, build_model
-    from lsmap.normalize import BandStats
-    from lsmap.predict import Member
+    from lsmap.core.bands import get_profile
+    from lsmap.core.normalize import BandStats
+    from lsmap.learn.ensemble import Member
+    from lsmap.learn.models import ModelCard, build_model
 
     torch.manual_seed(0)
     module = build_model(name, 3).eval()
@@ -198,7 +205,7 @@ def test_mc_dropout_variance_only_with_dropout(name):
     _, var0 = mc_dropout_proba([member], x, passes=3, p=0.0, amp=False)
     assert float(var0.abs().max()) == 0.0
     # the hook is gone afterwards: eval passes are deterministic again
-    from lsmap.pseudo import first_conv
+    from lsmap.learn.refine.pseudo import first_conv
 
     assert not first_conv(member.module)._forward_hooks
     with first_conv_dropout(member.module, 0.3) as conv:
@@ -216,8 +223,8 @@ def test_mc_dropout_refuses_bad_p():
 
 
 def _score(world, path) -> float:
-    from lsmap.bands import get_profile
-    from lsmap.predict import load_ensemble
+    from lsmap.core.bands import get_profile
+    from lsmap.learn.ensemble import load_ensemble
 
     profile = get_profile(PROFILE)
     patches = find_patches(world["tgt"])
@@ -229,10 +236,10 @@ def _adapted_control(world, out: Path, steps: int) -> Path:
     see the target batches (a zero-weight stream): everything a round does except the pseudo labels."""
     import dataclasses
 
-    from lsmap.bands import get_profile
-    from lsmap.dataset import Augment, PatchDataset
-    from lsmap.models import read_card
-    from lsmap.train import Source, fit
+    from lsmap.core.bands import get_profile
+    from lsmap.data.dataset import Augment, PatchDataset
+    from lsmap.learn.models import read_card
+    from lsmap.learn.train import Source, fit
 
     profile = get_profile(PROFILE)
     src, tgt = find_patches(world["src"]), find_patches(world["tgt"])
@@ -306,7 +313,7 @@ def test_threshold_round_on_unlabelled_target(world, tmp_path):
     assert kept["background"] == sum(int((m == 0).sum()) for m in masks)
     assert sel["ignored"] == sum(int((m == IGNORE_INDEX).sum()) for m in masks)
     probs = [np.load(tmp_path / "run" / "round_1" / "maps" / f"prob_{i}.npy").astype(np.float32) for i in range(3)]
-    for m, p in zip(masks, probs):
+    for m, p in zip(masks, probs, strict=False):
         np.testing.assert_array_equal(m, threshold_labels(p, 0.7, 0.3))
 
 
@@ -397,7 +404,7 @@ def test_cli_refine(world, tmp_path):
 
 def test_crf_sharpens_a_noisy_probability_map():
     pytest.importorskip("pydensecrf")
-    from lsmap.crf import crf_refine
+    from lsmap.learn.crf import crf_refine
 
     rng = np.random.default_rng(0)
     truth = np.zeros((32, 32), bool)
@@ -411,14 +418,14 @@ def test_crf_sharpens_a_noisy_probability_map():
 
 
 def test_crf_checks_shapes_and_picks_natural_colour_bands():
-    from lsmap.bands import get_profile
-    from lsmap.crf import rgb_indices
+    from lsmap.core.bands import get_profile
+    from lsmap.learn.crf import rgb_indices
 
     assert rgb_indices(get_profile("l4s14").bands) == (3, 2, 1)
     assert rgb_indices(get_profile("rgb").bands) == (0, 1, 2)
     assert rgb_indices(["a"]) == (0, 0, 0)
     pytest.importorskip("pydensecrf")
-    from lsmap.crf import crf_refine
+    from lsmap.learn.crf import crf_refine
 
     with pytest.raises(InputError, match="do not match"):
         crf_refine(np.zeros((4, 4)), np.zeros((3, 5, 5)))

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from click.testing import CliRunner
 
 from lsmap.cli import main
 from lsmap.errors import InputError, MissingInputError
-from lsmap.io import atomic_output
-from lsmap.merge import merge_layers, true_area_m2
-from lsmap.regional import detect_many
-from lsmap.scenelist import expand_scenes, scene_stems
+from lsmap.io.rasters import atomic_output
+from lsmap.map.regional.merge import merge_layers, true_area_m2
+from lsmap.map.regional.run import detect_many
+from lsmap.map.regional.scenelist import expand_scenes, scene_stems
 
 UTM = "EPSG:32646"
 PIX = 10.0
@@ -65,8 +64,8 @@ def scenes(tmp_path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    from lsmap.bands import get_profile
-    from lsmap.models import ModelCard, build_model, save_checkpoint
+    from lsmap.core.bands import get_profile
+    from lsmap.learn.models import ModelCard, build_model, save_checkpoint
 
     p = get_profile("rgbn")
     card = ModelCard("tiny-unet", p.to_dict(), {"mean": [1.0] * 4, "std": [1.0] * 4, "count": 1})
@@ -84,7 +83,7 @@ def threshold_detector(scene, members, *, out, overwrite, threshold=1000, log=No
     from rasterio.features import shapes
     from shapely.geometry import shape
 
-    from lsmap.predict import Member
+    from lsmap.learn.ensemble import Member
 
     if not members or not all(isinstance(m, Member) for m in members):
         raise TypeError(f"expected loaded ensemble members, got {members!r}")
@@ -259,7 +258,7 @@ def test_rerun_skips_complete_scenes_and_overwrite_redoes(tmp_path, scenes, mode
 
 
 def test_models_load_once_per_process_locally(tmp_path, scenes, model):
-    import lsmap.scenejob as scenejob
+    import lsmap.map.regional.scenejob as scenejob
 
     before = scenejob._ENSEMBLE_LOADS
     scenejob._ENSEMBLES.clear()
@@ -268,9 +267,9 @@ def test_models_load_once_per_process_locally(tmp_path, scenes, model):
 
 
 def test_bad_arguments(tmp_path, scenes, model, monkeypatch):
-    import lsmap.regional
+    import lsmap.map.regional.run
 
-    monkeypatch.setattr(lsmap.regional, "CONNECT_TIMEOUT", "2s")  # nothing listens there: fail fast
+    monkeypatch.setattr(lsmap.map.regional.run, "CONNECT_TIMEOUT", "2s")  # nothing listens there: fail fast
     with pytest.raises(MissingInputError, match="nope"):
         detect_many(scenes, [tmp_path / "nope"], tmp_path / "o", detector=threshold_detector)
     with pytest.raises(InputError, match="plain values"):
@@ -310,7 +309,7 @@ def test_cluster_matches_local(tmp_path, scenes, model, cluster):
     per_scene = [read(p) for p in dist.outputs.values()]
     assert dm.geometry.union_all().symmetric_difference(union_of(per_scene, dm.crs)).area < 1e-6
     # models were loaded at most once per worker process
-    loads = cluster.run(lambda: __import__("lsmap.scenejob").scenejob._ENSEMBLE_LOADS)
+    loads = cluster.run(lambda: __import__("importlib").import_module("lsmap.map.regional.scenejob")._ENSEMBLE_LOADS)
     assert 1 <= sum(loads.values()) <= len(loads)
 
 

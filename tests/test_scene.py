@@ -1,4 +1,4 @@
-"""The one valid-pixel rule and window reader of lsmap.scene."""
+"""The one valid-pixel rule and window reader of lsmap.io.scene."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 import rasterio
 from _rasters import write_tif
 
-from lsmap.bands import PROFILES
+from lsmap.core.bands import PROFILES
+from lsmap.core.windows import Window
 from lsmap.errors import InputError
-from lsmap.scene import declares_nodata, open_scene, read_scene_window, scale_raw, scene_info
-from lsmap.tiling import Window
+from lsmap.io.scene import declares_nodata, open_scene, read_scene_window, scale_raw, scene_info
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 RGBN, L4S = PROFILES["rgbn"], PROFILES["l4s14"]

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from conftest import shared_data
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, reproject, transform
 
-from conftest import shared_data
-from lsmap.bands import PROFILES, S2_RESOLUTION
 from lsmap.cli import main
+from lsmap.core.bands import PROFILES, S2_RESOLUTION
+from lsmap.data.stack import band_of, find_band_files, horn_slope, pixel_size_metres, stack_scene
 from lsmap.errors import InputError, MissingInputError, OutputExistsError
-from lsmap.io import OUTPUT_NODATA
-from lsmap.stack import band_of, find_band_files, horn_slope, pixel_size_metres, stack_scene
+from lsmap.io.rasters import OUTPUT_NODATA
 
 UTM = CRS.from_epsg(32645)
 X0, Y0 = 500_000.0, 3_000_000.0  # top-left corner of the 10 m grid
@@ -376,7 +376,7 @@ def test_sample_data_is_reproducible_and_small(tmp_path):
     import runpy
     import sys
 
-    from lsmap.patches import find_patches, read_image, read_mask
+    from lsmap.io.patches import find_patches, read_image, read_mask
 
     argv = sys.argv
     sys.argv = ["make_sample_data.py", "--out", str(tmp_path)]

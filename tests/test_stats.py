@@ -1,4 +1,4 @@
-"""lsmap.stats and the RunningStats laws it relies on."""
+"""lsmap.data.stats and the RunningStats laws it relies on."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lsmap.bands import get_profile
 from lsmap.cli import main
+from lsmap.core.bands import get_profile
+from lsmap.core.normalize import BandStats, RunningStats
+from lsmap.data.stats import compute_stats
+from lsmap.data.tile import tile_scene
 from lsmap.errors import BandMismatchError, InputError, MissingInputError
-from lsmap.normalize import BandStats, RunningStats
-from lsmap.patches import write_patch
-from lsmap.scene import scale_raw
-from lsmap.stats import compute_stats
-from lsmap.tile import tile_scene
+from lsmap.io.patches import write_patch
+from lsmap.io.scene import scale_raw
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 

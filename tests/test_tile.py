@@ -1,4 +1,4 @@
-"""lsmap.tile: scene -> L4S patches + index, and back."""
+"""lsmap.data.tile: scene -> L4S patches + index, and back."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from conftest import shared_data
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lsmap.bands import get_profile
 from lsmap.cli import main
+from lsmap.core.bands import get_profile
+from lsmap.data.tile import FILL, assemble_patches, map_labels, parse_label_map, read_index, read_tiles_meta, tile_scene
 from lsmap.errors import BandMismatchError, InputError, MissingInputError, OutputExistsError
-from lsmap.patches import find_patches, read_image, read_mask
-from lsmap.scene import scale_raw
-from lsmap.tile import FILL, assemble_patches, map_labels, parse_label_map, read_index, read_tiles_meta, tile_scene
+from lsmap.io.patches import find_patches, read_image, read_mask
+from lsmap.io.scene import scale_raw
 
 RGBN = get_profile("rgbn")
 # rasterio's own use of Affine * (not ours)
@@ -135,7 +135,7 @@ def _xyxy(b):
 
 
 def test_min_valid_skips_windows_with_few_valid_pixels(tmp_path, chittagong_like):
-    from lsmap.tiling import window_grid
+    from lsmap.core.windows import window_grid
 
     scene, _, data, _ = chittagong_like
     valid = (data != 0).all(axis=0)
@@ -144,9 +144,9 @@ def test_min_valid_skips_windows_with_few_valid_pixels(tmp_path, chittagong_like
     for min_valid in (0.0, 0.5, 0.9):
         out = tmp_path / f"p{min_valid}"
         res = tile_scene(scene, out, bands="rgbn", size=32, min_valid=min_valid, raw=True)
-        kept = [(w.row_off, w.col_off) for w, f in zip(grid, fracs) if f >= min_valid]
+        kept = [(w.row_off, w.col_off) for w, f in zip(grid, fracs, strict=False) if f >= min_valid]
         index = read_index(out)
-        assert list(zip(index.row_off, index.col_off)) == kept
+        assert list(zip(index.row_off, index.col_off, strict=False)) == kept
         assert res.n_skipped == len(grid) - len(kept) and res.n_windows == len(grid)
     assert fracs[0] == 0.0  # the nodata corner really is skipped at min_valid > 0
 
@@ -159,7 +159,7 @@ def test_small_scene_is_padded_not_dropped(tmp_path, rng):
     res = tile_scene(scene, tmp_path / "o", bands="rgbn", size=32, labels=lab, raw=True)
     assert (res.n_patches, res.n_padded) == (2, 2)
     index = read_index(tmp_path / "o")
-    assert list(zip(index.row_off, index.col_off, index.height, index.width)) == [(0, 0, 20, 32), (0, 18, 20, 32)]
+    assert list(zip(index.row_off, index.col_off, index.height, index.width, strict=False)) == [(0, 0, 20, 32), (0, 18, 20, 32)]
     assert list(index.valid_fraction) == [1.0, 1.0]  # padding does not count against min_valid
     img, _ = read_image(tmp_path / "o" / "img" / "image_1.h5")
     msk = read_mask(tmp_path / "o" / "mask" / "mask_1.h5")
@@ -243,9 +243,9 @@ def test_existing_output_is_refused_before_work(tmp_path, chittagong_like, monke
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    import lsmap.tile
+    import lsmap.data.tile
 
-    monkeypatch.setattr(lsmap.tile, "open_scene", lambda *a, **k: pytest.fail("opened the scene"))
+    monkeypatch.setattr(lsmap.data.tile, "open_scene", lambda *a, **k: pytest.fail("opened the scene"))
     with pytest.raises(OutputExistsError):
         tile_scene(scene, out, bands="rgbn")
     assert leftovers(out) == ["keep.txt"]

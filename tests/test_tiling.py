@@ -1,4 +1,4 @@
-"""Laws of the pure window grid, padding and blend weights (lsmap.tiling)."""
+"""Laws of the pure window grid, padding and blend weights (lsmap.core.windows)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lsmap.tiling import Window, block_grid, blend_weight, offsets, pad_to, spread_sample, window_grid
+from lsmap.core.windows import Window, blend_weight, block_grid, offsets, pad_to, spread_sample, window_grid
 
 
 @st.composite
@@ -122,7 +122,7 @@ def stitch(height: int, width: int, size: int, overlap: int, patches) -> np.ndar
     weight = blend_weight(size, overlap).astype(np.float64)
     acc = np.zeros((height, width))
     wsum = np.zeros((height, width))
-    for w, patch in zip(window_grid(height, width, size, overlap), patches):
+    for w, patch in zip(window_grid(height, width, size, overlap), patches, strict=False):
         ww = weight[: w.height, : w.width]
         acc[w.slices] += ww * patch
         wsum[w.slices] += ww

@@ -10,15 +10,21 @@ import pytest
 import torch
 from patchgen import make_patches
 
-from lsmap.bands import PROFILES
-from lsmap.dataset import Augment, PatchDataset, patch_stats
-from lsmap.domain_bn import DomainBatchNorm2d
+from lsmap.core.bands import PROFILES
+from lsmap.data.dataset import Augment, PatchDataset, patch_stats
 from lsmap.errors import BandMismatchError, CheckpointError, InputError, MissingInputError, OutputExistsError
-from lsmap.evaluate import evaluate
-from lsmap.models import ModelCard, read_card, read_state_dict
-from lsmap.patches import find_patches, write_patch
-from lsmap.train import (
-    Source, TrainConfig, fit, grad_scaler_enabled, loader_options, lr_at, scaled_forward, train,
+from lsmap.io.patches import find_patches, write_patch
+from lsmap.learn.evaluate import evaluate
+from lsmap.learn.models import ModelCard, read_card, read_state_dict
+from lsmap.learn.train import (
+    Source,
+    TrainConfig,
+    fit,
+    grad_scaler_enabled,
+    loader_options,
+    lr_at,
+    scaled_forward,
+    train,
 )
 
 # amp off: float32 is faster than bfloat16 for a tiny model on 32 x 32 patches (the shared run uses amp)
@@ -148,8 +154,8 @@ def test_resume_without_run(data, tmp_path):
 
 def _foreign_checkpoint(run, path, profile: str):
     """A copy of the run's best card with another band profile, on a tiny U-Net of that width."""
-    from lsmap.models import save_checkpoint
-    from lsmap.tiny_unet import TinyUNet
+    from lsmap.learn.models import save_checkpoint
+    from lsmap.learn.tiny_unet import TinyUNet
 
     card = read_card(run[0] / "best")
     card.bands = PROFILES[profile].to_dict()
@@ -193,15 +199,15 @@ def test_schedule():
 
 def test_device_paths_on_cpu(monkeypatch):
     """The CUDA-only options are decided by small functions: exercise their CUDA branches on a CPU."""
-    import lsmap.device
+    import lsmap.learn.device
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert loader_options(cpu, 0) == {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
     assert loader_options(cuda, 2)["pin_memory"] and loader_options(cuda, 2)["persistent_workers"]
     assert not grad_scaler_enabled(cpu, True)
-    monkeypatch.setattr(lsmap.device, "amp_dtype", lambda d: torch.float16)
+    monkeypatch.setattr(lsmap.learn.device, "amp_dtype", lambda d: torch.float16)
     assert grad_scaler_enabled(cuda, True) and not grad_scaler_enabled(cuda, False)
-    monkeypatch.setattr(lsmap.device, "amp_dtype", lambda d: torch.bfloat16)
+    monkeypatch.setattr(lsmap.learn.device, "amp_dtype", lambda d: torch.bfloat16)
     assert not grad_scaler_enabled(cuda, True)
     scaler = torch.amp.GradScaler("cpu", enabled=False)  # the disabled path fit uses on CPU
     p = torch.nn.Parameter(torch.ones(2))
@@ -213,7 +219,7 @@ def test_device_paths_on_cpu(monkeypatch):
 
 @pytest.mark.parametrize("scale,channels_last", [(1.0, False), (2.5, True), (4.0, False)])
 def test_scaled_forward_returns_input_resolution(scale, channels_last):
-    from lsmap.tiny_unet import TinyUNet
+    from lsmap.learn.tiny_unet import TinyUNet
 
     m = TinyUNet(3).eval()
     if channels_last:

@@ -1,4 +1,4 @@
-"""Block-wise vectorisation of probability rasters (lsmap.vectorize)."""
+"""Block-wise vectorisation of probability rasters (lsmap.map.vectorize)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 
 from lsmap.errors import InputError, OutputExistsError
-from lsmap.infer import PROB_NODATA
-from lsmap.vectorize import areas_m2, vectorize, write_vector
+from lsmap.map.stream import PROB_NODATA
+from lsmap.map.vectorize import areas_m2, vectorize, write_vector
 
 
 def write_prob(path, p, *, crs="EPSG:32645", transform=None):
@@ -50,7 +50,7 @@ def test_blob_crossing_block_borders_is_one_polygon(tmp_path):
     path = write_prob(tmp_path / "p.tif", p)
     small, whole = vectorize(path, block=16), vectorize(path, block=1024)
     assert len(small) == len(whole) == 2
-    for a, b in zip(small.geometry, whole.geometry):
+    for a, b in zip(small.geometry, whole.geometry, strict=False):
         assert a.geom_type == "Polygon" and a.equals(b)
     np.testing.assert_allclose(small["mean_prob"], whole["mean_prob"])
     np.testing.assert_allclose(small["area_m2"], whole["area_m2"])

@@ -1,0 +1,7 @@
+"""``python -m lsmap``: the command line."""
+
+import sys
+
+from lsmap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""lsmap detect: landslide polygons of one scene or many."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from lsmap.cli.options import device_opt, echo_json, handle_errors, json_opt, overwrite_opt, progress_default
+from lsmap.core.bands import PROFILES
+
+
+@click.command("detect")
+@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=True, path_type=str))
+@click.option("-o", "--out", required=True, type=click.Path(),
+              help="Polygon output: .gpkg (default format), .geojson/.json or .shp; with several scenes "
+                   "(or a glob or @list.txt) the output FOLDER.")
+@click.option("--model", "models", multiple=True, type=click.Path(),
+              help="Checkpoint (.safetensors/.json/stem); repeat for an ensemble (probabilities averaged).")
+@click.option("--bands", type=click.Choice(list(PROFILES)), default=None,
+              help="Band profile of the scene (default: the models' profile).")
+@click.option("--dem", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="DEM: SCENE is then the Sentinel-2 folder of 'lsmap stack', stacked first.")
+@click.option("--slope", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Slope raster for stacking (default: computed from --dem).")
+@click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
+@click.option("--window", type=click.IntRange(16), default=128, show_default=True, help="Window size (pixels).")
+@click.option("--overlap", type=click.IntRange(0), default=32, show_default=True,
+              help="Overlap of neighbouring windows (pixels), blended with Hann ramps.")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Windows per batch (default: sized for the device).")
+@click.option("--norm", type=click.Choice(["scene", "model"]), default="scene", show_default=True,
+              help="Normalise with the scene's own band statistics or the models' training statistics.")
+@click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Band statistics JSON (L4S scale) to normalise with instead of the scene's own.")
+@click.option("--input-scale", type=click.Choice(["auto", "raw", "l4s"]), default="auto", show_default=True,
+              help="Scene values: raw (DN, degrees, metres; divided by the profile's divisors), L4S-scaled, or auto.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Landslide probability threshold (default: the models' card thresholds, averaged).")
+@click.option("--prob", type=click.Path(dir_okay=False), default=None,
+              help="Also write probabilities as a uint8 COG: round(254 p), 255 = nodata.")
+@click.option("--mask", type=click.Path(dir_okay=False), default=None,
+              help="Also write the pixel mask as a uint8 COG: 1 landslide, 0 background, 255 nodata.")
+@click.option("--quicklook", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG: the scene in natural colour with the landslide outlines.")
+@click.option("--uncertainty", is_flag=True,
+              help="Add mean_unc: variance across models/flips (p(1-p) for a single pass).")
+@click.option("--min-area", type=click.FloatRange(0), default=0.0, show_default=True, help="Drop polygons below this area (m2).")
+@click.option("--simplify", type=click.FloatRange(0), default=0.0, show_default=True, help="Simplification tolerance (m).")
+@click.option("--fill-holes", type=click.FloatRange(0), default=0.0, show_default=True, help="Fill holes below this area (m2).")
+@click.option("--crf", is_flag=True,
+              help="Sharpen each window's probabilities with a dense CRF before blending (needs lsmap[crf]).")
+@click.option("--scheduler", default="local", show_default=True,
+              help="Several scenes: 'local' (one after another here) or a Dask scheduler address "
+                   "(tcp://host:8786; needs lsmap[cluster] and a filesystem the workers share).")
+@click.option("--merged", default="event.gpkg", show_default=True,
+              help="Several scenes: file name (in the output folder) of the merged event layer.")
+@device_opt
+@overwrite_opt
+@json_opt
+@handle_errors
+def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_size, norm, stats, input_scale,
+           threshold, prob, mask, quicklook, uncertainty, min_area, simplify, fill_holes, crf, scheduler, merged,
+           device, overwrite, as_json):
+    """Map the landslides of a scene: polygons with area and probability.
+
+    SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or with --dem the
+    Sentinel-2 folder that 'lsmap stack' takes. Nodata pixels never become landslides.
+
+    \b
+    $ lsmap detect scene.tif -o slides.gpkg --model unet.safetensors
+    $ lsmap detect scene.tif -o slides.gpkg --model a.safetensors --model b.safetensors --tta \\
+          --prob prob.tif --uncertainty --min-area 200 --simplify 5
+    $ lsmap detect scene.tif -o slides.gpkg --model unet.safetensors --crf
+    $ lsmap detect S2_folder/ --dem dem.tif -o slides.geojson --model unet.safetensors
+
+    Several scenes (paths, a quoted glob, or @list.txt with one path per line): -o is a folder that
+    gets one layer per scene plus the merged event layer; complete scenes are skipped on a re-run
+    (--overwrite redoes them); the exit status is non-zero when a scene failed.
+
+    \b
+    $ lsmap detect scenes/*.tif -o event/ --model unet.safetensors
+    $ lsmap detect @scenes.txt -o event/ --model unet.safetensors --scheduler tcp://head:8786
+    """
+    from lsmap.map.detect import detect as run_detect
+    from lsmap.map.regional.scenelist import is_scene_list
+
+    if len(scenes) > 1 or is_scene_list(scenes[0]) or out.endswith(("/", "\\")) or os.path.isdir(out):
+        for flag, value in (("--dem", dem), ("--slope", slope), ("--prob", prob), ("--mask", mask),
+                            ("--quicklook", quicklook)):
+            if value is not None:
+                raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
+                                         f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
+                                         param_hint=flag)
+        _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, bands=bands, tta=tta,
+                     overlap=overlap, window=window, batch_size=batch_size, norm=norm, stats=stats,
+                     input_scale=input_scale, threshold=threshold, uncertainty=uncertainty, min_area=min_area,
+                     simplify=simplify, fill_holes=fill_holes, device=device,
+                     **({"crf": True} if crf else {}))  # absent when off: completion markers of earlier runs stay valid
+        return
+    scene = scenes[0]
+
+    if slope is not None and dem is None:
+        raise click.BadParameter("--slope needs --dem (SCENE is then the Sentinel-2 folder)", param_hint="--slope")
+    source = scene if dem is None else {"s2": scene, "dem": dem, **({"slope": slope} if slope else {})}
+    gdf = run_detect(source, list(models) or None, out=out, bands=bands, tta=tta, overlap=overlap, window=window,
+                     batch_size=batch_size, norm=norm, stats=stats, input_scale=input_scale, threshold=threshold,
+                     prob=prob, mask=mask, quicklook=quicklook, uncertainty=uncertainty, min_area=min_area, simplify=simplify,
+                     fill_holes=fill_holes, crf=crf, device=device, overwrite=overwrite, progress=progress_default(as_json))
+    summary = gdf.attrs["lsmap"]
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"{summary['polygons']} landslide polygons, {summary['landslide_area_m2'] / 1e6:.4f} km2 "
+               f"(threshold {summary['threshold']:.2f}) -> {out}")
+    click.echo(f"{summary['scene_km2']:.2f} km2 in {summary['seconds']:.1f} s ({summary['km2_per_s']:.2f} km2/s), "
+               f"{summary['windows']} windows on {summary['device']}, input {summary['input_scale']}, "
+               f"norm {summary['norm']}")
+
+
+
+def _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **kwargs) -> None:
+    """Several scenes: run :func:`lsmap.map.regional.run.detect_many` and render its result."""
+    from lsmap.map.regional.run import detect_many
+
+    res = detect_many(list(scenes), list(models) or None, out, scheduler=scheduler, merged=merged,
+                      overwrite=overwrite, progress=progress_default(as_json), **kwargs)
+    if as_json:
+        echo_json(res.to_dict())
+    else:
+        done = len(res.outputs) - len(res.skipped)
+        click.echo(f"{len(res.scenes)} scenes: {done} done, {len(res.skipped)} already complete (skipped), "
+                   f"{len(res.failures)} failed")
+        if res.merged is not None:
+            area = float(res.gdf["area_m2"].sum()) if len(res.gdf) else 0.0
+            click.echo(f"{len(res.gdf)} landslide polygons, {area / 1e6:.4f} km2 ({res.crs}) -> {res.merged}")
+    for _scene, message in res.failures.items():
+        click.echo(f"failed: {message}", err=True)
+    if res.failures:
+        raise click.ClickException(f"{len(res.failures)} of {len(res.scenes)} scenes failed: "
+                                   + ", ".join(os.path.basename(s) for s in res.failures))

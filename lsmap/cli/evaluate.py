@@ -1,0 +1,45 @@
+"""lsmap evaluate: the benchmark metric for one model or an ensemble."""
+
+from __future__ import annotations
+
+import click
+
+from lsmap.cli.options import device_opt, echo_json, handle_errors, json_opt, progress_default
+
+
+@click.command("evaluate")
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--data", type=click.Path(file_okay=False), required=True, help="Labelled patch folder or dataset root.")
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="validation", show_default=True,
+              help="Split to read from a dataset root.")
+@click.option("--tta", is_flag=True, help="Average over flips (test-time augmentation).")
+@click.option("--stats", type=click.Path(dir_okay=False, exists=True), help="Normalisation statistics of the data (from lsmap stats).")
+@click.option("--norm", type=click.Choice(["auto", "target", "model"]), default="auto", show_default=True,
+              help="target: the data's own statistics; model: the training statistics; auto: what each model was trained with.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Probability threshold [default: the models' cards].")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Patches per forward pass.")
+@click.option("--crf", is_flag=True, help="Sharpen each patch's probabilities with a dense CRF before thresholding (needs lsmap[crf]).")
+@device_opt
+@json_opt
+@handle_errors
+def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, device, as_json):
+    """Score MODEL(s) on labelled patches: pixel P/R/F1/IoU summed over the split, object scores.
+
+    Several models are averaged as an ensemble.
+
+    \b
+    $ lsmap evaluate runs/r18/best.safetensors --data L4S_ROOT
+    $ lsmap evaluate runs/a/best runs/b/best --data patches/val --tta --json
+    $ lsmap evaluate runs/r18/best --data scene_patches --stats scene_stats.json
+    $ lsmap evaluate runs/r18/best --data L4S_ROOT --crf
+    """
+    from lsmap.learn.evaluate import evaluate as run_evaluate
+    from lsmap.learn.evaluate import format_table
+
+    result = run_evaluate(list(models), data, split=split, tta=tta, stats=stats, norm=norm, device=device,
+                          batch_size=batch_size, threshold=threshold, crf=crf, progress=progress_default(as_json))
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(format_table(result))

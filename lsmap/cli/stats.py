@@ -1,0 +1,38 @@
+"""lsmap stats: per-band statistics of a patch folder or a scene."""
+
+from __future__ import annotations
+
+import click
+
+from lsmap.cli.options import bands_opt, echo_json, handle_errors, json_opt, overwrite_opt, progress_default
+
+
+@click.command("stats")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="train", show_default=True,
+              help="Split to read from a dataset root.")
+@click.option("--valid-only", is_flag=True, help="Leave out nodata pixels (scene nodata; all-0.0 pixels in patches).")
+@click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")
+@bands_opt
+@overwrite_opt
+@json_opt
+@handle_errors
+def stats(input_path, output, split, valid_only, raw, bands, overwrite, as_json):
+    """Per-band mean and standard deviation of a patch folder or a scene, as JSON.
+
+    \b
+    $ lsmap stats data/TrainData -o train_stats.json
+    $ lsmap stats patches/ -o scene_stats.json --bands rgbn --valid-only
+    $ lsmap stats chittagong.tif -o stats.json --bands rgbn --raw --valid-only
+    """
+    from lsmap.data.stats import compute_stats
+    from lsmap.io.rasters import check_output
+
+    check_output(output, overwrite)
+    result = compute_stats(input_path, bands, split=split, valid_only=valid_only, raw=raw, progress=progress_default(as_json))
+    result.save(output)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(f"{output}: mean/std of {len(result.mean)} bands over {result.count} pixels")

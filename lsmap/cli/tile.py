@@ -1,0 +1,59 @@
+"""lsmap tile: a scene -> L4S-style patches and their index."""
+
+from __future__ import annotations
+
+import click
+
+from lsmap.cli.options import bands_opt, echo_json, handle_errors, json_opt, overwrite_opt, progress_default
+
+
+@click.command("tile")
+@click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Patch folder to write."
+)
+@click.option("--size", type=int, default=128, show_default=True, help="Patch size in pixels.")
+@click.option("--overlap", type=int, default=0, show_default=True, help="Pixels shared by neighbouring patches.")
+@click.option(
+    "--labels", type=click.Path(dir_okay=False), default=None, help="Label raster on the scene grid -> masks."
+)
+@click.option(
+    "--label-map", default=None,
+    help="Label value:mask value pairs, e.g. '0:255,1:0,2:1' (default: labels are 0/1 masks, 255 ignored).",
+)
+@click.option(
+    "--min-valid", type=float, default=0.5, show_default=True,
+    help="Skip patches with a smaller fraction of valid (non-nodata) pixels.",
+)
+@click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")
+@bands_opt
+@overwrite_opt
+@json_opt
+@handle_errors
+def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands, overwrite, as_json):
+    """Cut a scene into Landslide4Sense-style patches plus an index GeoPackage.
+
+    Writes OUT/img/image_N.h5 (and OUT/mask/mask_N.h5 with --labels), OUT/index.gpkg (each
+    patch's pixel window and footprint in the scene CRS) and OUT/tiles.json. Nodata pixels are
+    written as 0.0 and masked 255.
+
+    \b
+    $ lsmap tile stack.tif -o patches/
+    $ lsmap tile chittagong.tif -o patches/ --bands rgbn --raw \\
+        --labels labels.tif --label-map 0:255,1:0,2:1
+    $ lsmap tile stack.tif -o patches/ --size 128 --overlap 32 --min-valid 0.2 --overwrite
+    """
+    from lsmap.data.tile import tile_scene
+
+    result = tile_scene(
+        scene, out_dir, bands=bands, size=size, overlap=overlap, labels=labels, label_map=label_map,
+        min_valid=min_valid, raw=raw, overwrite=overwrite, progress=progress_default(as_json),
+    )
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(
+            f"{result.out_dir}: {result.n_patches} patches of {result.size} px "
+            f"({result.n_skipped} of {result.n_windows} windows skipped, {result.n_padded} padded"
+            f"{', with masks' if result.labelled else ''})"
+        )

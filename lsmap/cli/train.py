@@ -1,0 +1,105 @@
+"""lsmap train: train a segmentation model on L4S-style patches."""
+
+from __future__ import annotations
+
+import click
+
+from lsmap.cli.options import (
+    bands_opt,
+    device_opt,
+    echo_json,
+    handle_errors,
+    json_opt,
+    overwrite_opt,
+    progress_default,
+    seed_opt,
+)
+from lsmap.learn.models import MODELS  # registry names only: imports no torch
+
+_SCALES = ("1", "2.5", "4")
+
+
+@click.command("train")
+@click.option("--data", type=click.Path(file_okay=False), help="Dataset root (official TrainData/ValidData or Hugging Face layout).")
+@click.option("--train", "train_dir", type=click.Path(file_okay=False), help="Labelled training patch folder (img/, mask/).")
+@click.option("--val", "val_dir", type=click.Path(file_okay=False), help="Labelled validation patch folder; the best checkpoint is chosen on it.")
+@click.option("--model", type=click.Choice(list(MODELS)), default="unet-resnet18", show_default=True, help="Architecture.")
+@bands_opt
+@click.option("--loss", default="lovasz+ohem", show_default=True, help="Loss spec, e.g. lovasz+ohem, softce+lovasz+ohem, ce, ce+jaccard.")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True, help="AdamW, or SGD with Nesterov momentum.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 5e-4 AdamW, 1e-2 SGD].")
+@click.option("--weight-decay", type=float, default=None, help="Weight decay [default: 1e-2 AdamW, 5e-4 SGD].")
+@click.option("--schedule", type=click.Choice(["poly", "cosine", "constant"]), default="poly", show_default=True, help="Learning-rate decay after the warmup.")
+@click.option("--scale", type=click.Choice(_SCALES), default="2.5", show_default=True, help="Scale promotion: upsample inputs by this factor.")
+@click.option("--no-augment", is_flag=True, help="No flips, rotations or colour perturbation.")
+@click.option("--norm", type=click.Choice(["separated", "global"]), default="separated", show_default=True,
+              help="separated: validation/target data normalised by its own statistics; global: by the training statistics (baseline).")
+@click.option("--domain-bn", is_flag=True, help="Domain-specific batch-norm statistics (source vs target).")
+@click.option("--target", "target_dir", type=click.Path(file_okay=False), help="Unlabelled target patches for --domain-bn statistics [default: the validation images].")
+@click.option("--mixup", type=float, default=0.0, show_default=True, help="Mix-up Beta(a, a) parameter (0: off).")
+@seed_opt
+@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True, help="Optimizer steps.")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Images per step (over all processes).")
+@click.option("--val-every", type=click.IntRange(1), default=500, show_default=True, help="Validate and save every N steps.")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data-loading worker processes.")
+@device_opt
+@click.option("--no-amp", is_flag=True, help="Plain float32 (no bfloat16/float16 autocast).")
+@click.option("--encoder-weights", type=click.Path(dir_okay=False, exists=True), help="Local encoder weights (safetensors or state dict).")
+@click.option("--init", type=click.Path(), help="Start from this checkpoint (same model and bands).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in RUN_DIR from its last checkpoint.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True, help="Run folder.")
+@overwrite_opt
+@json_opt
+@handle_errors
+def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_decay, schedule, scale, no_augment, norm,
+          domain_bn, target_dir, mixup, seed, steps, batch_size, val_every, workers, device, no_amp, encoder_weights,
+          init, resume, out_dir, overwrite, as_json):
+    """Train a landslide segmentation model on L4S-style patches (the winners' recipe by default).
+
+    Writes RUN_DIR/best.safetensors + best.json (chosen on validation F1), last.* for --resume,
+    log.csv and curves.png. Run under torchrun for several GPUs or nodes.
+
+    \b
+    $ lsmap train --data L4S_ROOT -o runs/r18 --steps 20000
+    $ lsmap train --train patches/train --val patches/val --model tiny-unet --scale 1 --steps 500 -o runs/tiny
+    $ lsmap train --data L4S_ROOT --loss ce --norm global --no-augment --scale 1 -o runs/baseline
+    $ lsmap train --data L4S_ROOT -o runs/r18 --resume            # the run's settings
+    $ lsmap train --data L4S_ROOT -o runs/r18 --resume --steps 30000
+    $ torchrun --nproc_per_node 2 -m lsmap.cli train --data L4S_ROOT -o runs/ddp
+    """
+    import os
+
+    from lsmap.learn.train import TrainConfig
+    from lsmap.learn.train import train as run_train
+
+    given = dict(
+        model=model, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+        schedule=schedule, scale=float(scale), val_every=val_every, seed=seed, device=device, amp=not no_amp,
+        domain_bn=domain_bn, workers=workers, loss=loss, augment=not no_augment, norm=norm,
+        encoder_weights=encoder_weights, mixup_alpha=mixup,
+    )
+    if resume:  # the run's own settings, except options given on this command line
+        import dataclasses
+
+        from lsmap.learn.train import saved_config
+
+        option = {"scale": "scale", "no_amp": "amp", "no_augment": "augment", "mixup": "mixup_alpha"}
+        ctx = click.get_current_context()
+        explicit = {option.get(p, p) for p in ctx.params
+                    if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT}
+        config = dataclasses.replace(saved_config(out_dir), **{k: v for k, v in given.items() if k in explicit})
+    else:
+        config = TrainConfig(**given)
+    result = run_train(out_dir, data=data, train_dir=train_dir, val_dir=val_dir, target_dir=target_dir, config=config,
+                       bands=bands, init=init, resume=resume, overwrite=overwrite, progress=progress_default(as_json))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if as_json:
+        echo_json({"best": result.best_path, "last": result.last_path, "metrics": result.best_metrics,
+                   "history": result.history})
+        return
+    m = result.best_metrics
+    if m:
+        click.echo(f"best: {result.best_path} (step {m['step']}: F1 {m['f1']:.4f}, precision {m['precision']:.4f}, "
+                   f"recall {m['recall']:.4f}, IoU {m['iou']:.4f} on validation)")
+    click.echo(f"log: {result.out_dir / 'log.csv'}, curves: {result.out_dir / 'curves.png'}")

@@ -1,0 +1,146 @@
+"""The streaming statistics pass over a scene: per-band statistics of its valid pixels, raw or scaled.
+
+Detection normalises each scene by its own statistics (the 1st-place solution's separated
+normalisation). :func:`scan_scene` reads the scene in blocks with a few threads (each with its own
+dataset handle; decoding and NumPy release the GIL) and folds the blocks' statistics in block
+order, so the result is the same, to the bit, as one thread's. Scenes larger than
+:data:`STATS_MAX_PIXELS` are summarised from cells spread over the scene
+(:func:`lsmap.core.windows.spread_sample`).
+
+Input scale: models see L4S-scaled values. ``"auto"`` decides from the statistics: raw (Sentinel-2
+digital numbers, slope in degrees, DEM in metres; divided by the profile's divisors when read) when
+the median over the spectral bands of the valid-pixel means exceeds :data:`RAW_THRESHOLD`
+(L4S-scaled reflectances average about 1, raw digital numbers hundreds to thousands).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lsmap.core.bands import BandProfile
+from lsmap.core.normalize import BandStats, RunningStats
+from lsmap.core.windows import Window, block_grid, spread_sample
+from lsmap.errors import InputError
+from lsmap.io.rasters import GDAL_CACHE_MB, open_raster
+from lsmap.io.scene import SceneInfo, read_scene_window
+
+#: "auto" input scale: raw when the median spectral-band mean of valid pixels exceeds this.
+RAW_THRESHOLD = 20.0
+#: Scene statistics are computed over all pixels up to this many (4.2 M, 2048 x 2048); larger scenes
+#: are summarised from about this many pixels in cells spread over the scene (:func:`scan_scene`).
+STATS_MAX_PIXELS = 1 << 22
+INPUT_SCALES = ("auto", "raw", "l4s")
+
+
+@dataclass(frozen=True)
+class SceneScan:
+    """Result of the streaming statistics pass over a scene.
+
+    Attributes:
+        stats: Per-band statistics of the valid pixels, in L4S scale.
+        raw: Whether the scene holds raw values (divided by the profile's divisors when read).
+        valid_pixels: Valid pixels seen by the pass.
+        sampled: Whether only a subset of blocks was read (very large scenes).
+    """
+
+    stats: BandStats
+    raw: bool
+    valid_pixels: int
+    sampled: bool
+
+
+def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto", *, block: int = 512,
+               max_pixels: int = STATS_MAX_PIXELS, sample_block: int = 256, workers: int | None = None) -> SceneScan:
+    """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
+
+    Blocks of ``block`` pixels are summarised by ``workers`` threads (each with its own dataset
+    handle; decoding and NumPy release the GIL) and folded into one :class:`RunningStats` in block
+    order, so the result is the same, to the bit, as a single-threaded pass. A scene larger than
+    ``max_pixels`` is summarised from cells of ``sample_block`` pixels (lsmap's GeoTIFF tile size,
+    so each cell decodes its own tiles only) spread over the scene by
+    :func:`lsmap.core.windows.spread_sample`, about ``max_pixels`` in all (with a full pass when the
+    sample finds no valid pixel).
+
+    Raises:
+        InputError: the scene has no valid pixel, or ``input_scale`` is unknown.
+    """
+    import rasterio
+
+    if input_scale not in INPUT_SCALES:
+        raise InputError(f"unknown input scale '{input_scale}'; choose one of: {', '.join(INPUT_SCALES)}")
+    blocks = block_grid(scene.height, scene.width, block)
+    sampled = scene.height * scene.width > max_pixels
+    chosen = spread_sample(scene.height, scene.width, sample_block, max_pixels) if sampled else blocks
+    workers = workers or min(4, os.cpu_count() or 1)
+    rs = RunningStats(profile.count)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS=1):
+        for part in _block_stats(scene, profile, chosen, workers):
+            rs.merge(part)  # == rs.update(data, valid) of the block: same formula, same order
+        if rs.n == 0 and sampled:  # the sample missed the data: look everywhere
+            sampled = False
+            for part in _block_stats(scene, profile, blocks, workers):
+                rs.merge(part)
+    if rs.n == 0:
+        raise InputError(
+            f"{scene.path}: the scene has no valid pixel (every pixel is nodata, masked or non-finite); "
+            f"check its nodata value and extent"
+        )
+    raw_stats = rs.result(profile.bands)
+    if input_scale == "auto":
+        spec = [raw_stats.mean[i] for i in profile.spectral_indices] or list(raw_stats.mean)
+        raw = float(np.median(spec)) > RAW_THRESHOLD
+    else:
+        raw = input_scale == "raw"
+    if raw:
+        d = profile.divisors
+        stats = BandStats(tuple(m / q for m, q in zip(raw_stats.mean, d, strict=False)),
+                          tuple(s / q for s, q in zip(raw_stats.std, d, strict=False)), raw_stats.count, profile.bands)
+    else:
+        stats = raw_stats
+    return SceneScan(stats, raw, rs.n, sampled)
+
+
+def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], workers: int) -> Iterator[RunningStats]:
+    """Statistics of each window's valid pixels (raw values), in window order, read by ``workers`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+    opened: list = []
+
+    def one(win: Window) -> RunningStats:
+        src = getattr(local, "src", None)
+        if src is None:
+            src = local.src = open_raster(scene.path, "scene")
+            opened.append(src)
+        data, valid = read_scene_window(src, win, profile, declared=scene.declares_nodata)
+        part = RunningStats(profile.count)
+        part.update(data, valid)
+        return part
+
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="lsmap-scan")
+    try:
+        yield from pool.map(one, windows)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for src in opened:
+            src.close()
+
+
+def check_stats(stats: BandStats, profile: BandProfile, source: object) -> BandStats:
+    """Check that ``stats`` fit ``profile`` (band count, and names when recorded).
+
+    Raises:
+        InputError: naming ``source`` and the mismatch.
+    """
+    if len(stats.mean) != profile.count:
+        raise InputError(f"{source}: statistics have {len(stats.mean)} bands but the scene's profile "
+                         f"'{profile.name}' has {profile.count}; compute them on matching data")
+    if stats.bands is not None and tuple(stats.bands) != profile.bands:
+        raise InputError(f"{source}: statistics are for bands {', '.join(stats.bands)}, the scene has "
+                         f"{', '.join(profile.bands)}")
+    return stats

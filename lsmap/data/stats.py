@@ -1,0 +1,84 @@
+"""Per-band mean/std of a patch folder or a scene, streamed one patch / one block at a time.
+
+Pixels counted:
+
+- always only pixels whose bands are all finite (NaN/inf in L4S patches are left out, not filled);
+- patch folders with ``valid_only``: also leave out pixels whose bands are all exactly
+  :data:`lsmap.data.tile.FILL` (0.0), the value ``lsmap tile`` writes for nodata and padding;
+- scenes with ``valid_only``: only valid pixels (not nodata in any band, see :mod:`lsmap.io.scene`);
+  without it, nodata pixels count with their stored values.
+
+Scenes are read in disjoint blocks of ``block`` x ``block`` pixels (:func:`lsmap.core.windows.block_grid`);
+with ``raw`` their values are first brought to the L4S scale (:func:`lsmap.io.scene.scale_raw`), as
+``lsmap tile --raw`` does. In a patch folder every patch counts fully, so pixels shared by
+overlapping patches (``lsmap tile --overlap``) count once per patch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.normalize import BandStats, RunningStats
+from lsmap.core.windows import block_grid
+from lsmap.errors import InputError, MissingInputError
+from lsmap.io.patches import find_patches, read_image
+from lsmap.io.scene import open_scene, read_scene_window
+
+_FILL = 0.0  # lsmap.data.tile.FILL (not imported: tile pulls in the writers)
+
+
+def compute_stats(
+    path: str | os.PathLike,
+    bands: str | BandProfile = "l4s14",
+    *,
+    split: str = "train",
+    valid_only: bool = False,
+    raw: bool = False,
+    block: int = 512,
+    progress: bool = False,
+) -> BandStats:
+    """Per-band statistics of a patch folder (any layout of :func:`lsmap.io.patches.find_patches`) or a scene.
+
+    Args:
+        path: Patch folder / dataset root, or a GeoTIFF scene.
+        bands: Band profile; the band count of every input is checked against it.
+        split: Split to read from a dataset root.
+        valid_only: Leave out nodata pixels (see the module docstring).
+        raw: Scale a raw scene by the profile divisors (scenes only).
+        block: Block size for reading scenes.
+        progress: Show a progress bar.
+
+    Returns:
+        Mean and population standard deviation per band, with the band names.
+
+    Raises:
+        MissingInputError: ``path`` does not exist.
+        InputError: unreadable inputs, wrong band count, ``raw`` on a patch folder, no valid pixel.
+    """
+    from tqdm.auto import tqdm
+
+    profile = get_profile(bands)
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: input does not exist; give a patch folder or a GeoTIFF scene")
+    rs = RunningStats(profile.count)
+    if path.is_dir():
+        if raw:
+            raise InputError(f"{path}: --raw applies to scenes only; patches are already on the L4S scale")
+        for patch in tqdm(find_patches(path, split), desc=f"stats {path.name}", unit="patch", disable=not progress):
+            image, _ = read_image(patch.image, profile, fill=None)
+            rs.update(image, ~(image == _FILL).all(axis=0) if valid_only else None)
+    else:
+        if block < 1:
+            raise InputError(f"block size must be positive (got {block})")
+        with open_scene(path, profile) as src:
+            grid = block_grid(src.height, src.width, block)
+            for window in tqdm(grid, desc=f"stats {path.name}", unit="block", disable=not progress):
+                data, valid = read_scene_window(src, window, profile, raw=raw)
+                rs.update(data, valid if valid_only else None)
+    try:
+        return rs.result(profile.bands)
+    except InputError:
+        raise InputError(f"{path}: no valid pixel to compute band statistics from") from None

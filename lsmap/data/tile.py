@@ -1,0 +1,384 @@
+"""Cut a scene into Landslide4Sense-style patches, with an index that puts them back on the map.
+
+``tile_scene`` reads a GeoTIFF window by window (never the whole scene) along
+:func:`lsmap.core.windows.window_grid` and writes each kept window as ``img/image_<id>.h5`` (and
+``mask/mask_<id>.h5`` when a label raster is given), ids ``0, 1, ...`` in row-major window order.
+The output folder also holds:
+
+- ``index.gpkg`` (layer ``patches``): per patch its ``id``, the pixel window of the scene it covers
+  (``row_off, col_off, height, width``), ``valid_fraction``, and the window's footprint polygon in
+  the scene CRS (``rasterio.windows.bounds``);
+- ``tiles.json``: scene path, size, CRS (WKT), transform, patch size, overlap, band profile,
+  scaling and fill conventions.
+
+Conventions:
+
+- Values: as stored in the scene (float32), or, with ``raw=True``, divided by the band profile's
+  divisors to the L4S scale (:func:`lsmap.io.scene.scale_raw`). Use ``raw`` for raw Sentinel-2
+  digital numbers; stacks from ``lsmap stack`` are already scaled.
+- Invalid pixels (nodata in any band, see :mod:`lsmap.io.scene`) are written as :data:`FILL` (0.0, "no
+  signal" on the L4S scale) in every band, and as 255 (ignored) in the mask.
+- A scene smaller than ``size`` along an axis gives windows of the scene's size; they are padded at
+  the bottom/right to ``size`` x ``size`` with :data:`FILL` (mask 255). ``height``/``width`` in the
+  index are the unpadded window, so ``patch[:, :height, :width]`` is the scene window.
+- ``valid_fraction`` is over the window's scene pixels (padding excluded); windows with
+  ``valid_fraction < min_valid`` are skipped.
+- Labels must lie on the scene's grid. By default they must be 0/1 masks (255 and the label
+  raster's nodata become 255); ``label_map`` maps other conventions, e.g. Chittagong's
+  ``"0:255,1:0,2:1"`` (0 unlabelled -> ignored, 1 non-landslide -> 0, 2 landslide -> 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.windows import Window, pad_to, window_grid
+from lsmap.errors import InputError, MissingInputError
+from lsmap.io.patches import IGNORE_INDEX, read_image, read_mask, write_patch
+from lsmap.io.rasters import atomic_output, check_output, read_window
+from lsmap.io.scene import open_scene, read_scene_window
+
+#: Image value of nodata and padded pixels (L4S scale: 0 is "no signal").
+FILL = 0.0
+INDEX_NAME = "index.gpkg"
+INDEX_LAYER = "patches"
+META_NAME = "tiles.json"
+_MASK_VALUES = (0, 1, IGNORE_INDEX)
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """What :func:`tile_scene` wrote.
+
+    Attributes:
+        out_dir: The patch folder.
+        n_patches: Patches written.
+        n_windows: Windows in the grid.
+        n_skipped: Windows skipped for too few valid pixels.
+        n_padded: Patches padded because the scene is smaller than one patch.
+        size: Patch size in pixels.
+        overlap: Overlap of neighbouring windows in pixels.
+        labelled: Masks were written.
+    """
+
+    out_dir: Path
+    n_patches: int
+    n_windows: int
+    n_skipped: int
+    n_padded: int
+    size: int
+    overlap: int
+    labelled: bool
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+def parse_label_map(text: str | Mapping[int, int] | None) -> dict[int, int] | None:
+    """Parse ``"0:255,1:0,2:1"`` (label value -> mask value) into a dict; dicts and None pass through.
+
+    Raises:
+        InputError: malformed text, or a target outside 0, 1, 255.
+    """
+    if text is None:
+        return None
+    if isinstance(text, Mapping):
+        mapping = {int(k): int(v) for k, v in text.items()}
+    else:
+        mapping = {}
+        try:
+            for item in text.split(","):
+                if not item.strip():
+                    continue
+                src, dst = item.split(":")
+                mapping[int(src)] = int(dst)
+        except ValueError:
+            raise InputError(
+                f"--label-map '{text}': expected comma-separated value:mask pairs, e.g. '0:255,1:0,2:1'"
+            ) from None
+    if not mapping:
+        raise InputError("--label-map is empty; give value:mask pairs, e.g. '0:255,1:0,2:1'")
+    bad = sorted({v for v in mapping.values() if v not in _MASK_VALUES})
+    if bad:
+        raise InputError(f"--label-map maps to {bad}; mask values must be 0, 1 or 255")
+    return mapping
+
+
+def map_labels(labels: np.ndarray, mapping: Mapping[int, int] | None, path: object) -> np.ndarray:
+    """Turn label values into mask values (uint8 0/1/255).
+
+    Args:
+        labels: Label values, any integer dtype.
+        mapping: Value -> mask value; ``None`` accepts 0/1/255 masks as they are.
+        path: Label file, named in errors.
+
+    Raises:
+        InputError: a value that ``mapping`` (or the 0/1 convention) does not cover.
+    """
+    mapping = {v: v for v in _MASK_VALUES} if mapping is None else dict(mapping)
+    values, inverse = np.unique(labels, return_inverse=True)
+    unknown = [v.item() for v in values if v.item() not in mapping]
+    if unknown:
+        shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+        raise InputError(
+            f"{path}: label values {shown} are not covered by the label map "
+            f"(default: 0/1 masks, 255 ignored); map them with --label-map, e.g. '0:255,1:0,2:1'"
+        )
+    lut = np.array([mapping[v.item()] for v in values], np.uint8)
+    return lut[inverse.reshape(labels.shape)]
+
+
+def _check_same_grid(src, lab, labels: Path, scene: Path) -> None:
+    if lab.count != 1:
+        raise InputError(f"{labels}: label raster has {lab.count} bands; expected 1")
+    tol = 1e-6 * min(abs(src.transform.a), abs(src.transform.e)) if src.transform.is_rectilinear else 1e-9
+    same = (
+        (lab.height, lab.width) == (src.height, src.width)
+        and lab.crs == src.crs
+        and lab.transform.almost_equals(src.transform, precision=tol)
+    )
+    if not same:
+        raise InputError(
+            f"{labels}: labels are not on the grid of {scene} "
+            f"({lab.width}x{lab.height} px, {lab.crs}, {tuple(lab.transform)[:6]} vs "
+            f"{src.width}x{src.height} px, {src.crs}, {tuple(src.transform)[:6]}); "
+            f"resample them onto the scene grid first"
+        )
+
+
+def _read_labels(lab, window: Window, mapping, path: Path) -> np.ndarray:
+    from rasterio.windows import Window as RioWindow
+
+    rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
+    values = read_window(lab, 1, rw)
+    ok = read_window(lab, 1, rw, masks=True) > 0
+    mask = np.full(values.shape, IGNORE_INDEX, np.uint8)
+    if ok.any():
+        mask[ok] = map_labels(values[ok], mapping, path)
+    return mask
+
+
+def tile_scene(
+    scene: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    bands: str | BandProfile = "l4s14",
+    size: int = 128,
+    overlap: int = 0,
+    labels: str | os.PathLike | None = None,
+    label_map: str | Mapping[int, int] | None = None,
+    min_valid: float = 0.5,
+    raw: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> TileResult:
+    """Cut ``scene`` into ``size`` x ``size`` L4S patches in ``out_dir`` (conventions: module docstring).
+
+    Args:
+        scene: GeoTIFF with the bands of ``bands``.
+        out_dir: Output patch folder (written atomically).
+        bands: Band profile of the scene.
+        size: Patch size in pixels.
+        overlap: Pixels shared by neighbouring windows, in ``[0, size)``.
+        labels: Optional single-band label raster on the scene's grid -> masks.
+        label_map: Label value -> mask value (text ``"0:255,1:0,2:1"`` or a dict); default 0/1 masks.
+        min_valid: Skip windows whose fraction of valid pixels is below this, in ``[0, 1]``.
+        raw: Divide values by the profile divisors (raw digital numbers -> L4S scale).
+        overwrite: Replace an existing ``out_dir``.
+        progress: Show a progress bar.
+
+    Returns:
+        Counts of what was written.
+
+    Raises:
+        OutputExistsError: ``out_dir`` exists and not ``overwrite`` (before any work).
+        MissingInputError: the scene or label raster does not exist.
+        BandMismatchError: the scene's band count does not fit ``bands``.
+        InputError: bad options, unreadable files, labels on another grid or with unmapped values,
+            or no window with enough valid pixels.
+    """
+    from tqdm.auto import tqdm
+
+    profile = get_profile(bands)
+    scene, out_dir = Path(scene), Path(out_dir)
+    if size < 1:
+        raise InputError(f"--size must be positive (got {size})")
+    if not 0 <= overlap < size:
+        raise InputError(f"--overlap must be in [0, {size}) for --size {size} (got {overlap})")
+    if not 0.0 <= min_valid <= 1.0:
+        raise InputError(f"--min-valid must be in [0, 1] (got {min_valid})")
+    mapping = parse_label_map(label_map)
+    if mapping is not None and labels is None:
+        raise InputError("--label-map needs --labels")
+    check_output(out_dir, overwrite)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_drop_new_parents_on_error(out_dir))
+        src = stack.enter_context(open_scene(scene, profile))
+        lab = None
+        if labels is not None:
+            labels = Path(labels)
+            lab = stack.enter_context(open_scene(labels))
+            _check_same_grid(src, lab, labels, scene)
+        grid = window_grid(src.height, src.width, size, overlap)
+        rows: list[dict] = []
+        n_skipped = n_padded = 0
+        with atomic_output(out_dir, overwrite, directory=True) as tmp:
+            for window in tqdm(grid, desc=f"tile {scene.name}", unit="window", disable=not progress):
+                data, valid = read_scene_window(src, window, profile, raw=raw)
+                frac = float(valid.mean())
+                if frac < min_valid:
+                    n_skipped += 1
+                    continue
+                data[:, ~valid] = FILL
+                mask = None
+                if lab is not None:
+                    mask = _read_labels(lab, window, mapping, labels)
+                    mask[~valid] = IGNORE_INDEX
+                    mask = pad_to(mask, size, IGNORE_INDEX)
+                n_padded += (window.height, window.width) != (size, size)
+                pid = str(len(rows))
+                write_patch(tmp, pid, pad_to(data, size, FILL), mask)
+                row = {"id": pid, **window._asdict(), "valid_fraction": frac}
+                if mask is not None:
+                    row["labelled_pixels"] = int((mask != IGNORE_INDEX).sum())
+                    row["landslide_pixels"] = int((mask == 1).sum())
+                rows.append(row)
+            if not rows:
+                raise InputError(
+                    f"{scene}: no window of {size} px has at least {min_valid:g} valid pixels "
+                    f"({len(grid)} windows); lower --min-valid or check the scene's nodata"
+                )
+            _write_index(tmp / INDEX_NAME, rows, src.transform, src.crs)
+            meta = {
+                "scene": str(scene.resolve()),
+                "labels": str(labels.resolve()) if labels is not None else None,
+                "label_map": {str(k): v for k, v in mapping.items()} if mapping is not None else None,
+                "height": src.height,
+                "width": src.width,
+                "crs": src.crs.to_wkt() if src.crs is not None else None,
+                "transform": list(src.transform)[:6],
+                "size": size,
+                "overlap": overlap,
+                "min_valid": min_valid,
+                "raw": raw,
+                "fill": FILL,
+                "bands": profile.to_dict(),
+                "n_patches": len(rows),
+                "n_windows": len(grid),
+                "n_skipped": n_skipped,
+                "index": INDEX_NAME,
+            }
+            (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+    return TileResult(out_dir, len(rows), len(grid), n_skipped, n_padded, size, overlap, lab is not None)
+
+
+@contextlib.contextmanager
+def _drop_new_parents_on_error(path: Path):
+    """On an exception, remove the (empty) parent folders of ``path`` that did not exist before."""
+    new = [p for p in path.absolute().parents if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for p in new:  # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
+def _write_index(path: Path, rows: list[dict], transform, crs) -> None:
+    import geopandas as gpd
+    from rasterio.windows import Window as RioWindow
+    from rasterio.windows import bounds
+    from shapely.geometry import box
+
+    geoms = [box(*bounds(RioWindow(r["col_off"], r["row_off"], r["width"], r["height"]), transform)) for r in rows]
+    gdf = gpd.GeoDataFrame(rows, geometry=geoms, crs=crs)
+    gdf.to_file(path, layer=INDEX_LAYER, driver="GPKG", engine="pyogrio")
+
+
+class Assembled(NamedTuple):
+    """A scene rebuilt from its patches.
+
+    Attributes:
+        image: ``(C, H, W)`` float32; pixels no patch covers hold the ``fill`` asked for.
+        mask: ``(H, W)`` uint8, 255 where no patch covers (``None`` for unlabelled patches).
+        covered: ``(H, W)`` bool, true where some patch covers the pixel.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    covered: np.ndarray
+
+
+def read_index(out_dir: str | os.PathLike):
+    """Read the patch index (``index.gpkg``) of a folder written by :func:`tile_scene` as a GeoDataFrame.
+
+    Raises:
+        MissingInputError: the folder has no index.
+    """
+    import geopandas as gpd
+
+    path = Path(out_dir) / INDEX_NAME
+    if not path.exists():
+        raise MissingInputError(f"{path}: no patch index; write the folder with 'lsmap tile'")
+    return gpd.read_file(path, layer=INDEX_LAYER, engine="pyogrio")
+
+
+def read_tiles_meta(out_dir: str | os.PathLike) -> dict:
+    """Read ``tiles.json`` of a folder written by :func:`tile_scene`.
+
+    Raises:
+        MissingInputError: the folder has no ``tiles.json``.
+        InputError: the file is not valid JSON.
+    """
+    path = Path(out_dir) / META_NAME
+    if not path.exists():
+        raise MissingInputError(f"{path}: no tiles.json; write the folder with 'lsmap tile'")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e}); re-run 'lsmap tile'") from None
+
+
+def assemble_patches(out_dir: str | os.PathLike, fill: float = np.nan) -> Assembled:
+    """Rebuild the scene from a folder written by :func:`tile_scene` (patches + index).
+
+    Holds the whole scene in memory: meant for tests and small scenes. Where patches overlap they
+    hold the same scene pixels, so the order of placement does not matter.
+
+    Args:
+        out_dir: Folder written by :func:`tile_scene`.
+        fill: Image value of pixels no patch covers (skipped windows).
+
+    Shape:
+        image ``(C, H, W)``, mask and covered ``(H, W)``.
+    """
+    out_dir = Path(out_dir)
+    meta = read_tiles_meta(out_dir)
+    index = read_index(out_dir)
+    n_bands, height, width = len(meta["bands"]["bands"]), meta["height"], meta["width"]
+    image = np.full((n_bands, height, width), fill, np.float32)
+    covered = np.zeros((height, width), bool)
+    labelled = (out_dir / "mask").is_dir()
+    mask = np.full((height, width), IGNORE_INDEX, np.uint8) if labelled else None
+    for row in index.itertuples():
+        w = Window(int(row.row_off), int(row.col_off), int(row.height), int(row.width))
+        patch, _ = read_image(out_dir / "img" / f"image_{row.id}.h5")
+        image[(slice(None), *w.slices)] = patch[:, : w.height, : w.width]
+        covered[w.slices] = True
+        if mask is not None:
+            mask[w.slices] = read_mask(out_dir / "mask" / f"mask_{row.id}.h5")[: w.height, : w.width]
+    return Assembled(image, mask, covered)

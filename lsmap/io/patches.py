@@ -1,0 +1,189 @@
+"""Landslide4Sense-style patch folders: find, read and write ``image_N.h5`` / ``mask_N.h5``.
+
+Layouts understood (``split`` is ``train``, ``validation`` or ``test``):
+
+- plain: ``DIR/img/image_N.h5`` (+ ``DIR/mask/mask_N.h5``), as ``lsmap tile`` writes;
+- official: ``ROOT/TrainData|ValidData|TestData/img|mask/``;
+- Hugging Face mirror: ``ROOT/images/<split>/`` and ``ROOT/annotations/<split>/``.
+
+Images are HDF5 dataset ``img`` of shape ``(H, W, C)`` (float64 or float32); masks are dataset
+``mask`` of shape ``(H, W)``, uint8, 0 = background, 1 = landslide, 255 = unlabelled (ignored).
+In memory lsmap uses channels-first ``(C, H, W)`` float32. Non-finite values (NaN, inf), which
+occur in the wild, are replaced by :data:`NONFINITE_FILL` and counted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lsmap.core.bands import BandProfile
+from lsmap.errors import InputError, MissingInputError
+
+#: Value that replaces NaN/inf in patch images (L4S-scaled units: 0 is "no signal").
+NONFINITE_FILL = 0.0
+#: Mask value of unlabelled pixels, ignored by losses and metrics.
+IGNORE_INDEX = 255
+SPLITS = ("train", "validation", "test")
+_OFFICIAL = {"train": "TrainData", "validation": "ValidData", "test": "TestData"}
+_ID = re.compile(r"^(?:image_|mask_)?(.+)$")
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One patch on disk: its id, image file and (when labelled) mask file."""
+
+    id: str
+    image: Path
+    mask: Path | None
+
+
+def patch_id(path: str | os.PathLike) -> str:
+    """The id of ``image_N.h5`` / ``mask_N.h5`` (``N``); other names keep their stem."""
+    return _ID.match(Path(path).stem).group(1)
+
+
+def _layout(root: Path, split: str) -> tuple[Path, Path]:
+    if (root / "img").is_dir():
+        return root / "img", root / "mask"
+    if (root / _OFFICIAL[split] / "img").is_dir():
+        return root / _OFFICIAL[split] / "img", root / _OFFICIAL[split] / "mask"
+    if (root / "images" / split).is_dir():
+        return root / "images" / split, root / "annotations" / split
+    raise InputError(
+        f"{root}: no patches found; expected img/ (+ mask/), {_OFFICIAL[split]}/img/, or images/{split}/"
+    )
+
+
+def _sort_key(pid: str) -> tuple:
+    return (0, int(pid), "") if pid.isdigit() else (1, 0, pid)
+
+
+def find_patches(root: str | os.PathLike, split: str = "train", require_masks: bool = False) -> list[Patch]:
+    """List the patches of ``split`` under ``root`` (any supported layout), sorted by id.
+
+    Args:
+        root: A plain patch folder or a dataset root.
+        split: Which split to read from a dataset root (ignored for a plain folder).
+        require_masks: Every image must have a mask.
+
+    Raises:
+        MissingInputError: ``root`` does not exist.
+        InputError: no patches, or images and masks whose ids do not match.
+    """
+    if split not in SPLITS:
+        raise InputError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
+    root = Path(root)
+    if not root.exists():
+        raise MissingInputError(f"{root}: patch folder does not exist")
+    img_dir, mask_dir = _layout(root, split)
+    images = {patch_id(p): p for p in img_dir.glob("*.h5")}
+    if not images:
+        raise InputError(f"{img_dir}: folder holds no .h5 patch images")
+    masks = {patch_id(p): p for p in mask_dir.glob("*.h5")} if mask_dir.is_dir() else {}
+    if masks or require_masks:
+        missing = sorted(set(images) - set(masks), key=_sort_key)
+        orphan = sorted(set(masks) - set(images), key=_sort_key)
+        if missing or orphan:
+            parts = []
+            if missing:
+                parts.append(f"images without mask: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+            if orphan:
+                parts.append(f"masks without image: {', '.join(orphan[:5])}{' ...' if len(orphan) > 5 else ''}")
+            raise InputError(f"{root}: image and mask ids do not match ({'; '.join(parts)}); add or remove the files")
+    return [Patch(i, images[i], masks.get(i)) for i in sorted(images, key=_sort_key)]
+
+
+def read_image(
+    path: str | os.PathLike, profile: BandProfile | None = None, *, fill: float | None = NONFINITE_FILL
+) -> tuple[np.ndarray, int]:
+    """Read a patch image as ``(C, H, W)`` float32 with non-finite values replaced.
+
+    Args:
+        path: ``image_N.h5`` file.
+        profile: When given, the band count is checked against it.
+        fill: Value replacing NaN/inf; ``None`` keeps them (e.g. to leave them out of statistics).
+
+    Returns:
+        The image and the number of non-finite values (replaced unless ``fill`` is None).
+
+    Raises:
+        InputError: unreadable file, no ``img`` dataset, wrong rank, or (with ``profile``) wrong band count.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "img" not in f:
+                raise InputError(f"{path}: no 'img' dataset; is this a Landslide4Sense image patch?")
+            arr = np.asarray(f["img"][()], dtype=np.float32)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read HDF5 patch ({e}); re-create or remove the file") from None
+    if arr.ndim != 3:
+        raise InputError(f"{path}: 'img' has shape {arr.shape}; expected (H, W, bands)")
+    arr = np.ascontiguousarray(arr.transpose(2, 0, 1))
+    if profile is not None:
+        profile.check_count(arr.shape[0], path)
+    bad = ~np.isfinite(arr)
+    n_bad = int(bad.sum())
+    if n_bad and fill is not None:
+        arr[bad] = fill
+    return arr, n_bad
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a patch mask as ``(H, W)`` uint8.
+
+    Raises:
+        InputError: unreadable, no ``mask`` dataset, or not 2-D.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "mask" not in f:
+                raise InputError(f"{path}: no 'mask' dataset; is this a Landslide4Sense mask patch?")
+            arr = np.asarray(f["mask"][()])
+    except OSError as e:
+        raise InputError(f"{path}: cannot read HDF5 mask ({e}); re-create or remove the file") from None
+    if arr.ndim != 2:
+        raise InputError(f"{path}: 'mask' has shape {arr.shape}; expected (H, W)")
+    return arr.astype(np.uint8, copy=False)
+
+
+def write_patch(
+    folder: str | os.PathLike, pid: str, image: np.ndarray, mask: np.ndarray | None = None,
+    *, compression: str | None = None,
+) -> Patch:
+    """Write ``image`` (``(C, H, W)``) and optional ``mask`` (``(H, W)``) in the L4S format.
+
+    Files go to ``folder/img/image_<pid>.h5`` and ``folder/mask/mask_<pid>.h5`` (float32 ``img``
+    stored ``(H, W, C)``, uint8 ``mask``), each written atomically. ``compression`` (e.g.
+    ``"gzip"`` at level 9, with the shuffle filter) makes smaller files that every HDF5 reader still opens;
+    the default writes them uncompressed like the official patches.
+    """
+    opts = {"compression": compression, "shuffle": True} if compression else {}
+    if compression == "gzip":
+        opts["compression_opts"] = 9
+    import h5py
+
+    from lsmap.io.rasters import atomic_output
+
+    folder = Path(folder)
+    img_path = folder / "img" / f"image_{pid}.h5"
+    with atomic_output(img_path, overwrite=True) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("img", data=np.asarray(image, np.float32).transpose(1, 2, 0), **opts)
+    mask_path = None
+    if mask is not None:
+        mask_path = folder / "mask" / f"mask_{pid}.h5"
+        with atomic_output(mask_path, overwrite=True) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("mask", data=np.asarray(mask, np.uint8), **opts)
+    return Patch(pid, img_path, mask_path)

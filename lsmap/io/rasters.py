@@ -1,0 +1,164 @@
+"""The one module that opens files: rasters, HDF5 patches, vector layers, and atomic outputs.
+
+Outputs are written to a temporary name beside the target and renamed into place only when
+complete, so an interrupted or failed run never leaves a half-written file under the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lsmap.errors import InputError, MissingInputError, OutputExistsError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: GDAL block cache (MB) while streaming rasters: keeps the cache, hence memory, independent of scene size.
+GDAL_CACHE_MB = 128
+
+
+def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Return ``path`` as a Path, raising :class:`OutputExistsError` if it exists and not ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(path)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = False, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it onto ``path``.
+
+    The temporary name keeps the suffix of ``path`` so that drivers chosen by extension (GDAL,
+    pyogrio) still pick the right format. On any exception the temporary file (or folder) is
+    removed and ``path`` is left untouched.
+
+    Args:
+        path: Final output path.
+        overwrite: Replace an existing ``path``; otherwise an existing output is an error.
+        directory: The output is a folder (it is created empty at the temporary path).
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is false (raised before any work).
+    """
+    path = check_output(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp if directory else tmp / path.name
+    try:
+        yield target
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- rasters ---------------------------------------------------------------------------------
+
+#: Nodata value of the float32 rasters lsmap writes (NaN trips up many GIS tools).
+OUTPUT_NODATA = -9999.0
+
+
+def open_raster(path: str | os.PathLike, what: str = "raster"):
+    """Open ``path`` with rasterio for reading, turning failures into lsmap errors.
+
+    Args:
+        path: Raster file (any GDAL format: GeoTIFF, JPEG 2000, VRT, ...).
+        what: What the file is meant to be (``"DEM"``, ``"band B04"``), used in messages.
+
+    Returns:
+        An open ``rasterio.DatasetReader`` (use it as a context manager).
+
+    Raises:
+        MissingInputError: ``path`` does not exist.
+        InputError: ``path`` exists but GDAL cannot read it (corrupt, truncated, not a raster).
+    """
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: {what} file does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: {what} is a folder; give a raster file")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as e:
+        raise InputError(
+            f"{path}: cannot read {what} ({_first_line(e)}); check or re-download the file"
+        ) from None
+
+
+def read_window(src, band: int | None, window, *, boundless: bool = False, fill_value: float | None = None,
+                masks: bool = False) -> np.ndarray:
+    """Read a window of one band (``band``, 1-based) or all bands (``None``) of an open dataset.
+
+    Corrupt files often open fine (the header is intact) and fail only when a block is decoded;
+    this turns that failure into :class:`InputError` naming the file.
+
+    Args:
+        src: Open ``rasterio`` dataset.
+        band: 1-based band index, or ``None`` for all bands (``(C, h, w)``).
+        window: ``rasterio.windows.Window``.
+        boundless: Allow windows reaching outside the raster (filled with ``fill_value``).
+        fill_value: Value outside the raster with ``boundless``.
+        masks: Read GDAL's validity masks (0 = nodata, 255 = valid) instead of the values.
+
+    Raises:
+        InputError: GDAL cannot decode the requested block.
+    """
+    from rasterio.errors import RasterioError
+
+    try:
+        if masks:
+            return src.read_masks(band, window=window, boundless=boundless)
+        return src.read(band, window=window, boundless=boundless, fill_value=fill_value)
+    except (RasterioError, ValueError) as e:
+        raise InputError(
+            f"{src.name}: cannot read pixels ({_first_line(e)}); check or re-download the file"
+        ) from None
+
+
+def geotiff_profile(
+    *, crs, transform, width: int, height: int, count: int, dtype: str = "float32",
+    nodata: float | None = OUTPUT_NODATA, creation_options: dict | None = None,
+) -> dict:
+    """Creation profile of the GeoTIFFs lsmap writes.
+
+    Tiled 256 x 256, DEFLATE with the floating-point predictor (3) for float data and the
+    horizontal one (2) for integers, ``BIGTIFF=IF_SAFER`` so scenes past 4 GB still write, and
+    band interleaving (each band compresses on its own). Tiles are compressed by GDAL threads
+    (``NUM_THREADS=ALL_CPUS``) while the caller prepares the next block: a 2048^2 px stack took
+    7.5-7.8 s instead of 9.1-9.5 s on this project's 2-core machine, with the same pixels.
+    ``creation_options`` add or override GDAL options (e.g. ``{"DISCARD_LSB": 12}`` for smaller,
+    lossy float files).
+    """
+    import numpy as np
+
+    floating = np.issubdtype(np.dtype(dtype), np.floating)
+    profile = {
+        "driver": "GTiff", "crs": crs, "transform": transform, "width": int(width), "height": int(height),
+        "count": int(count), "dtype": dtype, "nodata": nodata, "tiled": True, "blockxsize": 256,
+        "blockysize": 256, "compress": "deflate", "predictor": 3 if floating else 2,
+        "BIGTIFF": "IF_SAFER", "interleave": "band", "NUM_THREADS": "ALL_CPUS",
+    }
+    profile.update(creation_options or {})
+    return profile
+
+
+def set_band_descriptions(dst, names) -> None:
+    """Write band names as band descriptions of an open, writable dataset."""
+    for i, name in enumerate(names, start=1):
+        dst.set_band_description(i, str(name))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

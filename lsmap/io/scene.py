@@ -1,0 +1,182 @@
+"""Scene rasters: open a GeoTIFF with its band profile checked, and read it window by window.
+
+This is the one place that decides which pixels of a scene are *valid* (:func:`valid_pixels`)
+and how a window of a scene is read (:func:`read_scene_window`); ``lsmap tile``, ``lsmap stats``,
+``lsmap detect`` and the quick-look all read scenes through it. Files are opened through
+:func:`lsmap.io.rasters.open_raster` and read through :func:`lsmap.io.rasters.read_window`, which turn GDAL
+failures into errors naming the file.
+
+Valid pixel: every band holds data, that is, no band is
+
+- masked by GDAL: the band's declared nodata value, or an internal / alpha / dataset mask;
+- non-finite (NaN, inf);
+- and, only when the file declares no nodata value and no mask at all (:func:`declares_nodata`),
+  equal to the band profile's raw nodata value (:attr:`lsmap.core.bands.BandProfile.nodata`, 0 for
+  Sentinel-2, whose digital number 0 means "no data" in every band) in any *spectral* band.
+  Terrain bands (slope, DEM) are not tested: 0 degrees or 0 m are real values.
+
+Values are returned as float32. With ``raw=True`` they are brought to the Landslide4Sense scale
+by dividing each band by its profile divisor, computed in float64 and then rounded once to
+float32 (:func:`scale_raw`); otherwise they are returned as stored (cast to float32), which is
+right for stacks written by ``lsmap stack``, already on the L4S scale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.windows import Window
+from lsmap.errors import InputError
+from lsmap.io.rasters import open_raster, read_window
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What a scene raster is: size, georeferencing, and whether it declares nodata or masks."""
+
+    path: Path
+    height: int
+    width: int
+    count: int
+    crs: Any
+    transform: Any
+    declares_nodata: bool
+
+
+def scale_raw(data: np.ndarray, profile: BandProfile) -> np.ndarray:
+    """Raw values ``(C, H, W)`` -> L4S-scaled float32: ``float32(float64(data) / divisor)`` per band."""
+    div = np.asarray(profile.divisors, np.float64).reshape(-1, *([1] * (data.ndim - 1)))
+    return (np.asarray(data, np.float64) / div).astype(np.float32)
+
+
+@contextlib.contextmanager
+def open_scene(path: str | os.PathLike, profile: BandProfile | str | None = None) -> Iterator:
+    """Open a raster for reading, checking its band count against ``profile``.
+
+    Yields:
+        The open ``rasterio`` dataset.
+
+    Raises:
+        MissingInputError: ``path`` does not exist.
+        InputError: the file is not a readable raster.
+        BandMismatchError: the band count does not fit ``profile``.
+    """
+    with open_raster(path, "raster") as src:
+        if profile is not None:
+            get_profile(profile).check_count(src.count, Path(path))
+        yield src
+
+
+def scene_info(path: str | os.PathLike, profile: BandProfile | str | None = None) -> SceneInfo:
+    """Describe the georeferenced scene at ``path``, checking it against ``profile``.
+
+    Raises:
+        MissingInputError: no such file.
+        InputError: unreadable, or without a CRS.
+        BandMismatchError: the band count differs from ``profile``'s.
+    """
+    path = Path(path)
+    with open_scene(path, profile) as src:
+        info = SceneInfo(path, src.height, src.width, src.count, src.crs, src.transform, declares_nodata(src))
+    if info.crs is None:
+        raise InputError(f"{path}: scene has no coordinate reference system; georeference it (e.g. gdal_edit.py -a_srs)")
+    return info
+
+
+def declares_nodata(src) -> bool:
+    """Whether some band of the open dataset has a nodata value or a mask (GDAL mask flags)."""
+    from rasterio.enums import MaskFlags
+
+    return any(MaskFlags.all_valid not in flags for flags in src.mask_flag_enums)
+
+
+def valid_pixels(src, stored: np.ndarray, window: Window, profile: BandProfile,
+                 declared: bool | None = None) -> np.ndarray:
+    """Valid-pixel mask of a window read from ``src`` (the rule in the module docstring).
+
+    Args:
+        src: Open dataset the values were read from.
+        stored: The window's values as stored (before any scaling), any dtype.
+        window: The window they were read from (for GDAL masks).
+        profile: Band profile (raw nodata value, spectral bands).
+        declared: :func:`declares_nodata` of ``src``, when the caller already knows it.
+
+    Shape:
+        ``stored`` ``(C, h, w)`` -> ``(h, w)`` bool.
+
+    Raises:
+        InputError: the masks cannot be read (corrupt file); the message names the file.
+    """
+    from rasterio.enums import MaskFlags
+
+    if stored.dtype.kind in "fc":
+        valid = np.isfinite(stored).all(axis=0)
+    else:  # integer bands cannot hold NaN/inf
+        valid = np.ones(stored.shape[1:], bool)
+    if declared is None:
+        declared = declares_nodata(src)
+    if declared:
+        if all(flags == [MaskFlags.nodata] for flags in src.mask_flag_enums):
+            # nodata values only: comparing the values GDAL would compare needs no second decode
+            for b, nd in enumerate(src.nodatavals):
+                value = _nodata_as(nd, stored.dtype)
+                if value is not None:
+                    valid &= stored[b] != value
+        else:  # internal/alpha/dataset masks (or mixed): ask GDAL
+            valid &= (read_window(src, None, _rio_window(window), masks=True) > 0).all(axis=0)
+    elif profile.nodata is not None and profile.spectral_indices:
+        valid &= ~(stored[list(profile.spectral_indices)] == profile.nodata).any(axis=0)
+    return valid
+
+
+def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = False,
+                      declared: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one window of an open scene: values and valid-pixel mask (see the module docstring).
+
+    Invalid pixels keep the values stored in the file (callers fill them).
+
+    Args:
+        src: Dataset from :func:`open_scene`.
+        window: Pixel window inside the raster.
+        profile: Band profile (divisors, raw nodata, spectral bands).
+        raw: Scale raw values by the profile divisors (:func:`scale_raw`).
+        declared: :func:`declares_nodata` of ``src``, when the caller already knows it.
+
+    Returns:
+        ``(data, valid)``: float32 ``(C, h, w)`` and bool ``(h, w)``.
+
+    Raises:
+        InputError: the window cannot be read (corrupt file); the message names the file.
+    """
+    stored = read_window(src, None, _rio_window(window))
+    valid = valid_pixels(src, stored, window, profile, declared)
+    data = scale_raw(stored, profile) if raw else stored.astype(np.float32, copy=False)
+    if data is not stored and stored.dtype.kind in "fc":  # float64 beyond float32's range becomes inf
+        valid &= np.isfinite(data).all(axis=0)
+    return data, valid
+
+
+def _nodata_as(nodata: float | None, dtype: np.dtype):
+    """The nodata value as GDAL compares it to pixels of ``dtype``; ``None`` when no pixel can equal it
+    (none declared, NaN: caught by the finiteness test, or outside an integer type's range)."""
+    if nodata is None or np.isnan(nodata):
+        return None
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if nodata != int(nodata) or not info.min <= nodata <= info.max:
+            return None
+    return np.asarray(nodata).astype(dtype)
+
+
+def _rio_window(window: Window):
+    from rasterio.windows import Window as RioWindow
+
+    return RioWindow(window.col_off, window.row_off, window.width, window.height)

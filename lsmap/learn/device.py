@@ -1,0 +1,71 @@
+"""Device choice and mixed precision, shared by training and inference.
+
+On CUDA lsmap uses float16 autocast (bfloat16 where the GPU supports it); on CPUs with bfloat16
+matrix units (AMX, AVX512-BF16) it uses bfloat16 autocast with channels-last tensors, which runs
+U-Nets 2-3x faster than float32 on this project's machines. Everything else runs float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+from lsmap.errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto"):
+    """Return a ``torch.device`` for ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
+
+    Raises:
+        InputError: ``cuda`` was asked for and no GPU is visible, or the name is unknown.
+    """
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+        return torch.device(name)
+    raise InputError(f"unknown device '{name}'; choose one of: {', '.join(DEVICES)}")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bfloat16 matrix instructions (AMX or AVX512-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def amp_dtype(device):
+    """The autocast dtype lsmap uses on ``device``, or ``None`` for plain float32."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """Autocast context for ``device`` (a no-op when disabled or not beneficial)."""
+    import torch
+
+    dtype = amp_dtype(device) if enabled else None
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def use_channels_last(device, enabled: bool = True) -> bool:
+    """Whether to convert models and inputs to channels-last memory format on ``device``."""
+    return enabled and amp_dtype(device) is not None

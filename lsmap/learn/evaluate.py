@@ -1,0 +1,178 @@
+"""Score models (one, or an averaged ensemble) on a labelled patch split with the benchmark metric.
+
+Pixel precision, recall, F1 and IoU of the landslide class are computed from TP/FP/FN summed over
+every patch of the split (as the Landslide4Sense benchmark does, not averaged per patch), plus
+object-level scores (:func:`lsmap.core.metrics.object_scores`: a predicted connected component matches
+a true one at IoU >= 0.5).
+
+Normalisation (``norm``): ``target`` normalises the data with its own statistics (separated
+normalisation, computed over the evaluated split), ``model`` with each model's training
+statistics, ``auto`` picks per model what it was trained with (``target`` for ``separated``,
+``model`` for ``global``); explicit ``stats`` override all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lsmap.core.normalize import BandStats
+from lsmap.errors import InputError
+
+EVAL_NORMS = ("auto", "target", "model")
+
+
+@dataclass
+class EvalResult:
+    """Scores of a model or ensemble on one split.
+
+    Attributes:
+        models: Checkpoint paths of the ensemble members.
+        data: The evaluated folder, and ``split``.
+        patches: Number of patches scored.
+        threshold: Probability threshold used.
+        tta: Whether flips were averaged.
+        norm: Normalisation used per member (``target``, ``model`` or ``stats``).
+        crf: Whether the ensemble probability was refined with a dense CRF before thresholding.
+        pixel: Confusion counts (``tp, fp, fn, tn``) and ``precision, recall, f1, iou, accuracy``.
+        objects: ``n_pred, n_true, matched, precision, recall, f1`` of connected components.
+    """
+
+    models: list[str]
+    data: str
+    split: str
+    patches: int
+    threshold: float
+    tta: bool
+    norm: list[str]
+    crf: bool = False
+    pixel: dict = field(default_factory=dict)
+    objects: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _member_norm(card, norm: str) -> str:
+    if norm != "auto":
+        return norm
+    return "model" if (card.train or {}).get("norm") == "global" else "target"
+
+
+def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, split: str = "validation",
+             tta: bool = False, stats: BandStats | str | os.PathLike | None = None, norm: str = "auto",
+             device: str = "auto", batch_size: int = 16, threshold: float | None = None,
+             object_iou: float = 0.5, crf: bool = False, progress: bool = False) -> EvalResult:
+    """Score the ensemble of ``models`` on the labelled patches of ``data``.
+
+    Args:
+        models: Checkpoints (``NAME.safetensors``, ``NAME.json`` or ``NAME``); several are averaged.
+        data: Patch folder or dataset root; every image needs a mask.
+        split: Split to read from a dataset root.
+        tta: Average predictions over flips.
+        stats: Normalisation statistics of the data (a :class:`BandStats` or a JSON file).
+        norm: ``auto``, ``target`` or ``model`` (see the module docstring); ignored with ``stats``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        batch_size: Patches per forward pass.
+        threshold: Probability threshold (``None``: the mean of the members' card thresholds).
+        object_iou: IoU at which a predicted object matches a true one.
+        crf: Refine each patch's ensemble probability with a dense CRF (:func:`lsmap.learn.crf.crf_refine`,
+            colours from the patch's natural-colour bands) before thresholding; needs ``lsmap[crf]``.
+        progress: Show a progress bar.
+
+    Raises:
+        InputError: empty folder, image without mask, wrong band count, NaN-only patch, bad option.
+        CheckpointError: unreadable checkpoint, or members trained on different band profiles.
+    """
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
+    from lsmap.data.dataset import patch_stats
+    from lsmap.io.patches import find_patches, read_image, read_mask
+    from lsmap.learn.device import resolve_device
+    from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
+    from lsmap.learn.models import read_card
+
+    if norm not in EVAL_NORMS:
+        raise InputError(f"unknown normalisation '{norm}'; choose one of: {', '.join(EVAL_NORMS)}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    if not models:
+        raise InputError("no model given; pass one or more checkpoints")
+    if crf:
+        from lsmap.learn.crf import available
+
+        if not available():
+            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
+    profile = read_card(models[0]).profile
+    patches = find_patches(data, split, require_masks=True)
+    dev = resolve_device(device)
+    members = load_ensemble(models, dev, expect=profile)
+    if stats is not None and not isinstance(stats, BandStats):
+        stats = BandStats.load(stats)
+    norms = ["stats" if stats is not None else _member_norm(m.card, norm) for m in members]
+    target_stats = stats
+    if stats is None and "target" in norms:
+        target_stats = patch_stats(patches, profile)
+    member_stats = [target_stats if n in ("target", "stats") else None for n in norms]
+    thr = threshold if threshold is not None else float(np.mean([m.card.threshold for m in members]))
+    if not 0 < thr < 1:
+        raise InputError(f"threshold must be in (0, 1), got {thr}")
+
+    conf, objs = Confusion(), ObjectScores()
+    with inference_context(dev):  # weights cast to the autocast dtype once, not per batch
+        for start in tqdm(range(0, len(patches), batch_size), disable=not progress, desc="evaluate", unit="batch"):
+            chunk = patches[start:start + batch_size]
+            images, masks = [], []
+            for p in chunk:
+                image, n_bad = read_image(p.image, profile)
+                if n_bad == image.size:
+                    raise InputError(f"{p.image}: patch has no finite value (all NaN/inf); remove it from the folder")
+                mask = read_mask(p.mask)
+                if mask.shape != image.shape[1:]:
+                    raise InputError(f"{p.mask}: mask is {mask.shape} but the image is {image.shape[1:]}; they must match")
+                images.append(image)
+                masks.append(mask)
+            groups: dict[tuple, list[int]] = {}
+            for i, im in enumerate(images):
+                groups.setdefault(im.shape, []).append(i)
+            for idx in groups.values():
+                x = torch.from_numpy(np.stack([images[i] for i in idx])).to(dev)
+                prob = sum(predict_proba([m], x, s, tta=tta) for m, s in zip(members, member_stats, strict=False)) / len(members)
+                if crf:
+                    from lsmap.learn.crf import crf_refine, rgb_indices
+
+                    prob = np.stack([crf_refine(pk, images[i], rgb=rgb_indices(profile.bands))
+                                     for pk, i in zip(prob.float().cpu().numpy(), idx, strict=False)])
+                    pred = (prob > thr).astype(np.uint8)
+                else:
+                    pred = (prob > thr).cpu().numpy().astype(np.uint8)
+                target = np.stack([masks[i] for i in idx])
+                conf = conf + confusion(pred, target)
+                objs = objs + object_scores(pred, target, iou=object_iou)
+    return EvalResult(
+        models=[str(Path(m)) for m in models], data=str(data), split=split, patches=len(patches), threshold=thr,
+        tta=tta, norm=norms, crf=crf, pixel=scores(conf), objects=objs.as_dict(),
+    )
+
+
+def format_table(result: EvalResult) -> str:
+    """Plain-text table of ``result`` for the terminal."""
+    p, o = result.pixel, result.objects
+    lines = [
+        f"{result.data} [{result.split}]: {result.patches} patches, {len(result.models)} model(s), "
+        f"threshold {result.threshold:g}{', TTA' if result.tta else ''}{', CRF' if result.crf else ''}, norm {'/'.join(sorted(set(result.norm)))}",
+        f"{'':10}{'precision':>10}{'recall':>10}{'F1':>10}{'IoU':>10}",
+        f"{'pixels':10}{p['precision']:>10.4f}{p['recall']:>10.4f}{p['f1']:>10.4f}{p['iou']:>10.4f}"
+        f"   (TP {p['tp']}, FP {p['fp']}, FN {p['fn']})",
+        f"{'objects':10}{o['precision']:>10.4f}{o['recall']:>10.4f}{o['f1']:>10.4f}{'':>10}"
+        f"   ({o['matched']} matched of {o['n_pred']} predicted, {o['n_true']} true)",
+    ]
+    return "\n".join(lines)

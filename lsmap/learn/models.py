@@ -1,0 +1,292 @@
+"""Model registry over segmentation-models-pytorch, model cards and checkpoints.
+
+A checkpoint is two files side by side: ``NAME.safetensors`` (the weights; loading never
+unpickles) and ``NAME.json`` (the model card: architecture, band profile, normalisation
+statistics, input scale, threshold, training configuration, metrics, lsmap version). The card is
+also embedded in the safetensors metadata, so the weights file alone is enough to load a model.
+
+Every model maps ``(N, C, H, W)`` normalised inputs to ``(N, 2, H, W)`` logits (background,
+landslide).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from lsmap import __version__
+from lsmap.core.bands import BandProfile, get_profile, profile_from_dict
+from lsmap.core.normalize import BandStats
+from lsmap.errors import CheckpointError, InputError, MissingInputError
+
+NUM_CLASSES = 2
+#: Name of the model shipped in the package (``lsmap/weights/``), used when no model is given.
+DEFAULT_MODEL = "l4s14-default"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture: how to build it and what it is."""
+
+    name: str
+    description: str
+    build: Callable[[int, int], Any]  # (in_channels, classes) -> nn.Module
+
+
+def _smp(arch: str, encoder: str, **kw) -> Callable[[int, int], Any]:
+    def build(in_channels: int, classes: int):
+        import segmentation_models_pytorch as smp
+
+        return smp.create_model(arch, encoder_name=encoder, encoder_weights=None,
+                                in_channels=in_channels, classes=classes, **kw)
+
+    return build
+
+
+def _tiny(in_channels: int, classes: int):
+    from lsmap.learn.tiny_unet import TinyUNet
+
+    return TinyUNet(in_channels, classes)
+
+
+MODELS: Mapping[str, ModelSpec] = MappingProxyType({
+    s.name: s
+    for s in (
+        ModelSpec("unet-resnet18", "U-Net, ResNet-18 encoder (14.4 M parameters at 14 bands)", _smp("Unet", "resnet18")),
+        ModelSpec("unet-resnet34", "U-Net, ResNet-34 encoder (24.5 M)", _smp("Unet", "resnet34")),
+        ModelSpec("unet-efficientnet-b0", "U-Net, EfficientNet-B0 encoder (6.3 M)", _smp("Unet", "efficientnet-b0")),
+        ModelSpec("unet-efficientnet-b3", "U-Net, EfficientNet-B3 encoder", _smp("Unet", "efficientnet-b3")),
+        ModelSpec("segformer-mit_b0", "SegFormer, MiT-B0 encoder, MLP decoder (3.7 M)", _smp("Segformer", "mit_b0")),
+        ModelSpec("segformer-mit_b2", "SegFormer, MiT-B2 encoder, MLP decoder", _smp("Segformer", "mit_b2")),
+        ModelSpec("deeplabv3plus-resnet34", "DeepLabV3+, ResNet-34 encoder (22.5 M)", _smp("DeepLabV3Plus", "resnet34")),
+        ModelSpec("deeplabv3plus-resnet50", "DeepLabV3+, ResNet-50 encoder", _smp("DeepLabV3Plus", "resnet50")),
+        ModelSpec("tiny-unet", "small built-in U-Net for tests and CPU-only use", _tiny),
+    )
+})
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Registered architecture ``name``.
+
+    Raises:
+        InputError: unknown name; the message lists the valid ones.
+    """
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise InputError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}") from None
+
+
+def build_model(name: str, in_channels: int, classes: int = NUM_CLASSES, encoder_weights: str | os.PathLike | None = None):
+    """Build registered model ``name`` for ``in_channels`` input bands.
+
+    Args:
+        name: Registry name (see :data:`MODELS`).
+        in_channels: Number of input bands.
+        classes: Output classes (2: background, landslide).
+        encoder_weights: Optional local weights file (safetensors, or a torch state dict loaded with
+            ``weights_only=True``) for the encoder; tensors whose shapes do not fit (e.g. a 3-band
+            first convolution) are skipped. Nothing is ever downloaded.
+
+    Raises:
+        InputError: unknown name or unusable weights file.
+    """
+    module = get_spec(name).build(in_channels, classes)
+    if encoder_weights is not None:
+        target = getattr(module, "encoder", module)
+        state = read_state_dict(encoder_weights)
+        own = target.state_dict()
+        fit = {k.removeprefix("encoder."): v for k, v in state.items()
+               if k.removeprefix("encoder.") in own and own[k.removeprefix("encoder.")].shape == v.shape}
+        if not fit:
+            raise InputError(f"{encoder_weights}: no tensor fits the {name} encoder; check the file")
+        target.load_state_dict(fit, strict=False)
+    return module
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """Read tensors from a safetensors file or a torch file (``weights_only=True``, never unpickling)."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: weights file does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors/torch raise many types on corrupt files
+        raise CheckpointError(f"{path}: cannot read weights ({e}); is it a safetensors/state-dict file?") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+@dataclass
+class ModelCard:
+    """What a trained model is, how its inputs must be prepared, and how well it did.
+
+    Attributes:
+        model: Registry name of the architecture.
+        bands: The band profile the model was trained on (``BandProfile.to_dict``).
+        stats: Per-band statistics of the training (source) data, used with ``--norm model``.
+        scale: Scale promotion factor: inputs are upsampled by it before the network.
+        threshold: Probability above which a pixel is a landslide.
+        domain_bn: Whether batch norms keep per-domain statistics (0 source, 1 target).
+        train: Training configuration (free-form, JSON).
+        metrics: Validation metrics of the chosen checkpoint (free-form, JSON).
+        data: Description of the training data.
+        lsmap_version: lsmap version that wrote the card.
+        created: UTC timestamp (ISO 8601).
+    """
+
+    model: str
+    bands: dict
+    stats: dict | None = None
+    scale: float = 1.0
+    threshold: float = 0.5
+    domain_bn: bool = False
+    train: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    data: str = ""
+    lsmap_version: str = __version__
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+
+    @property
+    def profile(self) -> BandProfile:
+        """The band profile as an object."""
+        return profile_from_dict(self.bands)
+
+    @property
+    def band_stats(self) -> BandStats | None:
+        """Training statistics as an object."""
+        return BandStats.from_dict(self.stats) if self.stats else None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelCard:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(weights, card)`` paths of a checkpoint named by its ``.safetensors``, ``.json`` or stem."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save_checkpoint(path: str | os.PathLike, module, card: ModelCard, overwrite: bool = True) -> Path:
+    """Write ``module``'s weights and ``card`` atomically; returns the weights path."""
+    from safetensors.torch import save_file
+
+    from lsmap.io.rasters import atomic_output
+
+    weights, card_path = checkpoint_paths(path)
+    text = json.dumps(card.to_dict(), indent=2, default=str)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    with atomic_output(weights, overwrite) as tmp:
+        save_file(state, str(tmp), metadata={"lsmap_card": text})
+    with atomic_output(card_path, overwrite=True) as tmp:
+        tmp.write_text(text + "\n")
+    return weights
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """Read a checkpoint's model card (from the JSON beside it, else the weights' metadata)."""
+    weights, card_path = checkpoint_paths(path)
+    try:
+        if card_path.exists():
+            return ModelCard.from_dict(json.loads(card_path.read_text()))
+        if not weights.exists():
+            raise MissingInputError(f"{weights}: checkpoint does not exist")
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            meta = f.metadata() or {}
+        if "lsmap_card" not in meta:
+            raise CheckpointError(f"{weights}: no model card (neither {card_path.name} nor embedded); not an lsmap checkpoint")
+        return ModelCard.from_dict(json.loads(meta["lsmap_card"]))
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{card_path}: unreadable model card ({e})") from None
+    except MissingInputError:
+        raise
+    except OSError as e:
+        raise CheckpointError(f"{weights}: unreadable checkpoint ({e})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, device: Any = "cpu", expect: BandProfile | str | None = None):
+    """Load a checkpoint as ``(module, card)``, module in eval mode on ``device``.
+
+    Args:
+        path: ``NAME.safetensors``, ``NAME.json`` or ``NAME``.
+        device: Torch device for the module.
+        expect: Band profile of the input the model will see; a different one is refused.
+
+    Raises:
+        MissingInputError: no such checkpoint.
+        CheckpointError: unreadable, or trained on another band profile than ``expect``.
+    """
+    card = read_card(path)
+    profile = card.profile
+    if expect is not None:
+        expect = get_profile(expect)
+        if expect.bands != profile.bands:
+            raise CheckpointError(
+                f"{path}: model was trained on band profile '{profile.name}' ({profile.count} bands: "
+                f"{', '.join(profile.bands)}) but the input is '{expect.name}' ({expect.count} bands); "
+                f"use a model trained on '{expect.name}' or restack the input"
+            )
+    module = build_model(card.model, profile.count)
+    if card.domain_bn:
+        from lsmap.learn.domain_bn import convert_domain_bn
+
+        convert_domain_bn(module)
+    weights, _ = checkpoint_paths(path)
+    state = read_state_dict(weights)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights}: weights do not fit model '{card.model}' ({str(e).splitlines()[0]})") from None
+    return module.to(device).eval(), card
+
+
+def default_model_path() -> Path:
+    """Path of the default model shipped in the package.
+
+    Raises:
+        MissingInputError: the package was installed without its weights.
+    """
+    path = Path(__file__).resolve().parents[1] / "weights" / f"{DEFAULT_MODEL}.safetensors"
+    if not path.exists():
+        raise MissingInputError(f"{path}: the default model is not installed; pass --model PATH or reinstall lsmap")
+    return path
+
+
+def describe_card(card: ModelCard) -> list[tuple[str, str]]:
+    """Human-readable ``(field, value)`` rows of a model card (for ``lsmap info``)."""
+    p = card.profile
+    rows = [
+        ("model", f"{card.model} ({get_spec(card.model).description})" if card.model in MODELS else card.model),
+        ("bands", f"{p.name}: {', '.join(p.bands)}"),
+        ("input scale", f"x{card.scale:g}"),
+        ("threshold", f"{card.threshold:g}"),
+        ("domain batch norm", "yes" if card.domain_bn else "no"),
+        ("normalisation stats", f"{card.stats.get('count', 0):,} pixels" if card.stats else "none"),
+        ("training data", card.data or "-"),
+    ]
+    rows += [(f"metric {k}", f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in card.metrics.items()
+             if not isinstance(v, (dict, list))]
+    rows += [("lsmap version", card.lsmap_version), ("created", card.created)]
+    return rows

@@ -1,0 +1,656 @@
+"""Self-training domain adaptation: rounds of pseudo labelling an unlabelled target and retraining.
+
+Two strategies from the Landslide4Sense 2022 winners (``docs/METHODS.md``):
+
+``threshold`` (1st place, progressive label refinement)
+    The current best models (round 0: the given ones) predict every target patch, normalised with
+    the target's own statistics; probabilities ``>= pos`` become landslide, ``<= neg`` background,
+    the rest is ignored. Each model is then trained further (starting from its previous weights)
+    on the source labels with its recipe loss plus the target pseudo labels with soft cross
+    entropy; the new models label the target for the next round.
+
+``uncertainty`` (3rd place, uncertainty-aware teacher-student)
+    A fixed teacher (round 1: the given models; later rounds: the previous student) labels each
+    target pixel with its predicted class; Monte-Carlo dropout on the first feature map gives a
+    per-pixel variance, and over the whole target set the lowest-variance ``keep_bg`` of predicted
+    background and ``keep_ls`` of predicted landslide pixels are kept. A student (starting from
+    the first teacher's weights) is trained on labelled and pseudo-labelled batches alike, both
+    with mix-up (lambda ~ Beta(a, a)) and cross entropy + Jaccard.
+
+Layout of a run folder ``OUT``::
+
+    OUT/refine.json            run configuration and inputs (checked on --resume)
+    OUT/source_stats.json      band statistics of the labelled source
+    OUT/target_stats.json      band statistics of the target (its own normalisation)
+    OUT/round_<i>/pseudo/mask_<id>.h5          pseudo labels (L4S mask, 255 = ignored)
+    OUT/round_<i>/maps/prob_<id>.npy           teacher landslide probability (float16)
+    OUT/round_<i>/maps/uncertainty_<id>.npy    MC-dropout variance (float16; uncertainty only)
+    OUT/round_<i>/selection.json               pixels per class, thresholds / cut-offs
+    OUT/round_<i>/models/<k>/...               training output of each model (checkpoints)
+    OUT/round_<i>/summary.json                 written last: the round is finished
+
+A round is finished when its ``summary.json`` exists; ``resume`` continues after the last
+finished round and redoes a partial one (its folder is removed first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.normalize import BandStats
+from lsmap.errors import InputError, OutputExistsError
+from lsmap.io.patches import IGNORE_INDEX, Patch, find_patches, read_image, read_mask
+
+STRATEGIES = ("threshold", "uncertainty")
+RUN_FILE = "refine.json"
+SUMMARY_FILE = "summary.json"
+#: Settings that must not change when a run is resumed.
+_RESUME_KEYS = ("strategy", "bands", "pos_thresh", "neg_thresh", "keep_bg", "keep_ls", "mc_passes", "mc_p", "crf")
+
+
+@dataclass
+class RefineConfig:
+    """Settings of a refinement run.
+
+    Attributes:
+        strategy: ``threshold`` (1st place) or ``uncertainty`` (3rd place).
+        rounds: Number of self-training rounds.
+        steps: Training steps per round and model (``None``: 1000).
+        batch_size: Batch size per source (``None``: the model card's, else 8).
+        lr: Learning rate (``None``: the model card's, else the training default).
+        pos_thresh: Threshold strategy: probability at or above which a pixel becomes landslide.
+        neg_thresh: Threshold strategy: probability at or below which a pixel becomes background.
+        keep_bg: Uncertainty strategy: fraction of predicted-background pixels kept.
+        keep_ls: Uncertainty strategy: fraction of predicted-landslide pixels kept.
+        mc_passes: Uncertainty strategy: Monte-Carlo dropout passes per model.
+        mc_p: Uncertainty strategy: dropout probability on the first feature map.
+        mixup_alpha: Mix-up ``Beta(a, a)`` parameter for both streams (``None``: 0 for
+            threshold, i.e. off, and 0.4 for uncertainty).
+        source_loss: Loss on source labels (``None``: the card's recipe for threshold, else
+            ``ce+jaccard``).
+        pseudo_loss: Loss on pseudo labels (``None``: ``softce`` for threshold, ``ce+jaccard``
+            for uncertainty).
+        pseudo_weight: Weight of the pseudo-label stream relative to the source stream.
+        crf: Sharpen the teacher probabilities with a dense CRF before pseudo labelling.
+        bands: Band profile of source and target.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        seed: Seed of every random generator (round ``i`` trains with ``seed + i``).
+        amp: Mixed precision where it helps.
+        predict_batch: Patches per forward pass when labelling and scoring the target.
+    """
+
+    strategy: str = "threshold"
+    rounds: int = 3
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    pos_thresh: float = 0.7
+    neg_thresh: float = 0.3
+    keep_bg: float = 0.9
+    keep_ls: float = 0.7
+    mc_passes: int = 10
+    mc_p: float = 0.3
+    mixup_alpha: float | None = None
+    source_loss: str | None = None
+    pseudo_loss: str | None = None
+    pseudo_weight: float = 1.0
+    crf: bool = False
+    bands: str = "l4s14"
+    device: str = "auto"
+    seed: int = 0
+    amp: bool = True
+    predict_batch: int = 16
+
+    def check(self) -> None:
+        """Raise :class:`InputError` on a setting out of range."""
+        from lsmap.learn.refine.pseudo import check_thresholds
+
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"unknown refinement strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
+        if self.rounds < 1:
+            raise InputError(f"--rounds must be at least 1; got {self.rounds}")
+        if self.steps is not None and self.steps < 1:
+            raise InputError(f"--steps must be at least 1; got {self.steps}")
+        check_thresholds(self.pos_thresh, self.neg_thresh)
+        for name, f in (("--keep-bg", self.keep_bg), ("--keep-ls", self.keep_ls)):
+            if not 0.0 < f <= 1.0:
+                raise InputError(f"{name} must be in (0, 1]; got {f}")
+        if self.mc_passes < 2 and self.strategy == "uncertainty":
+            raise InputError(f"--mc-passes must be at least 2 to measure a variance; got {self.mc_passes}")
+        if not 0.0 <= self.mc_p < 1.0:
+            raise InputError(f"--mc-p must be in [0, 1); got {self.mc_p}")
+        if self.mixup_alpha is not None and self.mixup_alpha < 0:
+            raise InputError(f"--mixup-alpha must be >= 0; got {self.mixup_alpha}")
+        if self.pseudo_weight <= 0:
+            raise InputError(f"pseudo-label weight must be > 0; got {self.pseudo_weight}")
+        get_profile(self.bands)
+
+    @property
+    def mixup(self) -> float:
+        """Effective mix-up parameter."""
+        if self.mixup_alpha is not None:
+            return float(self.mixup_alpha)
+        return 0.4 if self.strategy == "uncertainty" else 0.0
+
+
+@dataclass
+class RefineResult:
+    """What a refinement run produced.
+
+    Attributes:
+        out_dir: The run folder.
+        rounds: The summary of every finished round (``round_<i>/summary.json``), in order.
+        models: Checkpoints of the final round (the given models when no round ran).
+        resumed_after: Number of rounds found finished when the run started.
+    """
+
+    out_dir: Path
+    rounds: list[dict] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    resumed_after: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {"out_dir": str(self.out_dir), "rounds": self.rounds, "models": self.models,
+                "resumed_after": self.resumed_after}
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def check_unique_ids(patches: Sequence[Patch]) -> None:
+    """Refuse a folder in which two image files map to one patch id (e.g. ``4.h5`` and ``image_4.h5``).
+
+    Raises:
+        InputError: naming the folder and the colliding files.
+    """
+    from lsmap.io.patches import patch_id
+
+    folders = {p.image.parent for p in patches}
+    for folder in folders:
+        seen: dict[str, Path] = {}
+        for f in sorted(folder.glob("*.h5")):
+            pid = patch_id(f)
+            if pid in seen:
+                raise InputError(f"{folder}: {seen[pid].name} and {f.name} both have patch id '{pid}'; "
+                                 f"rename one of them (patch ids come from the file name)")
+            seen[pid] = f
+
+
+def target_stats(patches: Sequence[Patch], profile: BandProfile, progress: bool = False, desc: str = "statistics") -> BandStats:
+    """Per-band statistics over ``patches`` (streaming), checking every file's band count.
+
+    Raises:
+        BandMismatchError: a file with another number of bands than ``profile``.
+        InputError: unreadable file, or no finite pixel at all.
+    """
+    from tqdm.auto import tqdm
+
+    from lsmap.core.normalize import RunningStats
+
+    rs = RunningStats(profile.count)
+    for p in tqdm(patches, desc=desc, unit="patch", disable=not progress, leave=False):
+        image, _ = read_image(p.image, profile)
+        rs.update(image)
+    try:
+        return rs.result(profile.bands)
+    except InputError:
+        raise InputError(f"{patches[0].image.parent}: no finite pixel in any patch; check the folder") from None
+
+
+def _batches(patches: Sequence[Patch], profile: BandProfile, size: int) -> Iterator[tuple[list[Patch], np.ndarray]]:
+    """Consecutive patches of equal shape, read and stacked ``(N, C, H, W)``."""
+    group: list[Patch] = []
+    images: list[np.ndarray] = []
+    for p in patches:
+        image, _ = read_image(p.image, profile)
+        if images and (image.shape != images[0].shape or len(images) == size):
+            yield group, np.stack(images)
+            group, images = [], []
+        group.append(p)
+        images.append(image)
+    if images:
+        yield group, np.stack(images)
+
+
+def _crf(prob: np.ndarray, image: np.ndarray, profile: BandProfile) -> np.ndarray:
+    from lsmap.learn.crf import crf_refine, rgb_indices
+
+    return crf_refine(prob, image, rgb=rgb_indices(profile.bands))
+
+
+def _ensemble_threshold(members: Sequence[Any]) -> float:
+    return float(np.mean([m.card.threshold for m in members]))
+
+
+def score_target(members: Sequence[Any], patches: Sequence[Patch], stats: BandStats, profile: BandProfile, *,
+                 crf: bool = False, batch: int = 16, amp: bool = True, progress: bool = False,
+                 desc: str = "scoring target") -> dict | None:
+    """Pixel scores of the ensemble on the labelled patches among ``patches`` (``None`` if none has a mask).
+
+    The ensemble predicts with the target's own statistics ``stats`` and the mean of its members'
+    card thresholds (after the dense CRF with ``crf``), as :func:`refine` labels the target.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from lsmap.core.metrics import Confusion, confusion, scores
+    from lsmap.learn.ensemble import inference_context, predict_proba
+
+    labelled = [p for p in patches if p.mask is not None]
+    if not labelled:
+        return None
+    device = next(members[0].module.parameters()).device
+    thr = _ensemble_threshold(members)
+    total = Confusion()
+    with tqdm(total=len(labelled), desc=desc, unit="patch", disable=not progress, leave=False) as bar, \
+            inference_context(device, amp):
+        for group, x in _batches(labelled, profile, batch):
+            prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=amp).cpu().numpy()
+            for k, p in enumerate(group):
+                pk = _crf(prob[k], x[k], profile) if crf else prob[k]
+                total = total + confusion(pk >= thr, read_mask(p.mask))
+            bar.update(len(group))
+    out = scores(total)
+    out["threshold"] = thr
+    return out
+
+
+# --- pseudo labels ------------------------------------------------------------------------------
+
+
+def _save_map(path: Path, values: np.ndarray) -> None:
+    np.save(path, np.asarray(values, np.float16))
+
+
+def _write_mask(path: Path, mask: np.ndarray) -> None:
+    import h5py
+
+    from lsmap.io.rasters import atomic_output
+
+    with atomic_output(path, overwrite=True) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("mask", data=np.asarray(mask, np.uint8), compression="gzip")
+
+
+def _pixel_summary(kept_bg: int, kept_ls: int, total: int, conf_sum: float) -> dict:
+    kept = kept_bg + kept_ls
+    return {
+        "pixels": total,
+        "kept": {"background": kept_bg, "landslide": kept_ls},
+        "ignored": total - kept,
+        "kept_fraction": kept / total if total else 0.0,
+        "mean_confidence_kept": conf_sum / kept if kept else None,
+    }
+
+
+def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], stats: BandStats, profile: BandProfile,
+                           round_dir: Path, config: RefineConfig, progress: bool = True, desc: str = "pseudo labels") -> dict:
+    """Label the target with the ensemble's thresholded probabilities; write masks, maps and selection stats.
+
+    Returns:
+        The selection statistics (also written to ``round_dir/selection.json``), including
+        ``target_before``: scores of the ensemble on the labelled target patches, if any.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from lsmap.core.metrics import Confusion, confusion, scores
+    from lsmap.learn.ensemble import inference_context, predict_proba
+    from lsmap.learn.refine.pseudo import confidence, threshold_labels
+
+    device = next(members[0].module.parameters()).device
+    thr = _ensemble_threshold(members)
+    (round_dir / "pseudo").mkdir(parents=True, exist_ok=True)
+    (round_dir / "maps").mkdir(parents=True, exist_ok=True)
+    kept_bg = kept_ls = total = 0
+    conf_sum = conf_all = 0.0
+    conf_mat, labelled = Confusion(), False
+    with tqdm(total=len(patches), desc=desc, unit="patch", disable=not progress) as bar, \
+            inference_context(device, config.amp):
+        for group, x in _batches(patches, profile, config.predict_batch):
+            prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=config.amp).cpu().numpy()
+            for k, p in enumerate(group):
+                pk = _crf(prob[k], x[k], profile) if config.crf else prob[k]
+                mask = threshold_labels(pk, config.pos_thresh, config.neg_thresh)
+                _write_mask(round_dir / "pseudo" / f"mask_{p.id}.h5", mask)
+                _save_map(round_dir / "maps" / f"prob_{p.id}.npy", pk)
+                conf = confidence(pk)
+                kept = mask != IGNORE_INDEX
+                kept_bg += int(np.count_nonzero(mask == 0))
+                kept_ls += int(np.count_nonzero(mask == 1))
+                total += mask.size
+                conf_sum += float(conf[kept].sum())
+                conf_all += float(conf.sum())
+                if p.mask is not None:
+                    labelled = True
+                    conf_mat = conf_mat + confusion(pk >= thr, read_mask(p.mask))
+            bar.update(len(group))
+    sel = {"strategy": "threshold", "pos_thresh": config.pos_thresh, "neg_thresh": config.neg_thresh,
+           "crf": config.crf, **_pixel_summary(kept_bg, kept_ls, total, conf_sum),
+           "mean_confidence": conf_all / total if total else None}
+    if labelled:
+        sel["target_before"] = {**scores(conf_mat), "threshold": thr}
+    return sel
+
+
+def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], stats: BandStats, profile: BandProfile,
+                             round_dir: Path, config: RefineConfig, progress: bool = True, desc: str = "pseudo labels") -> dict:
+    """Label the target with the teacher's MC-dropout predictions and class-balanced selection.
+
+    A pixel's predicted class is the arg-max of the MC-dropout mean (landslide when its
+    probability is >= 0.5); its uncertainty is the MC-dropout variance.
+
+    Two passes: the first runs the MC-dropout passes, writes the probability and uncertainty
+    maps (float16) and fills the selector's histograms (and scores the deterministic teacher on
+    the labelled target patches); the second reads the maps back and writes the pseudo labels.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from lsmap.core.metrics import Confusion, confusion, scores
+    from lsmap.learn.ensemble import inference_context, predict_proba
+    from lsmap.learn.refine.pseudo import (
+        ClassBalancedSelector,
+        confidence,
+        mc_dropout_proba,
+        to_float16_nonneg,
+        uncertainty_labels,
+    )
+
+    torch.manual_seed(config.seed)
+    device = next(members[0].module.parameters()).device
+    thr = _ensemble_threshold(members)
+    maps = round_dir / "maps"
+    maps.mkdir(parents=True, exist_ok=True)
+    (round_dir / "pseudo").mkdir(parents=True, exist_ok=True)
+    selector = ClassBalancedSelector((config.keep_bg, config.keep_ls))
+    conf_mat, labelled = Confusion(), False
+    conf_all = 0.0
+    total = 0
+    with tqdm(total=len(patches), desc=f"{desc} (MC dropout)", unit="patch", disable=not progress) as bar, \
+            inference_context(device, config.amp):
+        for group, x in _batches(patches, profile, config.predict_batch):
+            xt = torch.from_numpy(x).to(device)
+            mean, var = mc_dropout_proba(members, xt, stats, config.mc_passes, config.mc_p, amp=config.amp)
+            mean, var = mean.cpu().numpy(), var.cpu().numpy()
+            det = None
+            if any(p.mask is not None for p in group):
+                det = predict_proba(members, xt, stats, amp=config.amp).cpu().numpy()
+            for k, p in enumerate(group):
+                pk = _crf(mean[k], x[k], profile) if config.crf else mean[k]
+                p16 = np.asarray(pk, np.float16)
+                u16 = to_float16_nonneg(var[k])
+                _save_map(maps / f"prob_{p.id}.npy", p16)
+                _save_map(maps / f"uncertainty_{p.id}.npy", u16)
+                selector.add(u16, p16.astype(np.float32) >= 0.5)
+                conf_all += float(confidence(p16.astype(np.float32)).sum())
+                total += p16.size
+                if det is not None and p.mask is not None:
+                    labelled = True
+                    dk = _crf(det[k], x[k], profile) if config.crf else det[k]
+                    conf_mat = conf_mat + confusion(dk >= thr, read_mask(p.mask))
+            bar.update(len(group))
+    classes = selector.finalize()
+    kept_bg = kept_ls = 0
+    conf_sum = 0.0
+    for p in tqdm(patches, desc=f"{desc} (selection)", unit="patch", disable=not progress, leave=False):
+        p16 = np.load(maps / f"prob_{p.id}.npy").astype(np.float32)
+        u16 = np.load(maps / f"uncertainty_{p.id}.npy")
+        pred = (p16 >= 0.5).astype(np.uint8)
+        keep = selector.select(u16, pred)
+        mask = uncertainty_labels(pred, keep)
+        _write_mask(round_dir / "pseudo" / f"mask_{p.id}.h5", mask)
+        kept_bg += int(np.count_nonzero(mask == 0))
+        kept_ls += int(np.count_nonzero(mask == 1))
+        conf_sum += float(confidence(p16)[keep].sum())
+    sel = {"strategy": "uncertainty", "mc_passes": config.mc_passes, "mc_p": config.mc_p,
+           "keep_bg": config.keep_bg, "keep_ls": config.keep_ls, "crf": config.crf, "classes": classes,
+           **_pixel_summary(kept_bg, kept_ls, total, conf_sum),
+           "mean_confidence": conf_all / total if total else None}
+    if labelled:
+        sel["target_before"] = {**scores(conf_mat), "threshold": thr}
+    return sel
+
+
+# --- rounds -------------------------------------------------------------------------------------
+
+
+def _json_write(path: Path, obj: dict) -> None:
+    from lsmap.io.rasters import atomic_output
+
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _run_record(models: Sequence[str], source: Path, target: Path, val: Path | None, config: RefineConfig) -> dict:
+    return {"models": [str(Path(m).resolve()) for m in models], "source": str(source.resolve()),
+            "target": str(target.resolve()), "val": str(val.resolve()) if val else None, "config": asdict(config)}
+
+
+def _check_resume(out_dir: Path, record: dict) -> None:
+    path = out_dir / RUN_FILE
+    if not path.exists():
+        if any(out_dir.glob("round_*")):
+            raise InputError(f"{out_dir}: has round folders but no {RUN_FILE}; not a refine run folder, choose another -o")
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: unreadable ({e}); pass --overwrite to start again") from None
+    diffs = [k for k in ("models", "source", "target") if old.get(k) != record[k]]
+    diffs += [k for k in _RESUME_KEYS if old.get("config", {}).get(k) != record["config"][k]]
+    if diffs:
+        raise InputError(f"{out_dir}: cannot resume, the run was started with other {', '.join(diffs)}; "
+                         f"use the same settings, another -o, or --overwrite")
+
+
+def finished_rounds(out_dir: str | os.PathLike) -> list[dict]:
+    """Summaries of the consecutive finished rounds (``round_1``, ``round_2``, ...) of a run folder."""
+    out = []
+    i = 1
+    while (p := Path(out_dir) / f"round_{i}" / SUMMARY_FILE).exists():
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, json.JSONDecodeError):
+            break  # written atomically, so only a foreign file gets here: redo the round
+        i += 1
+    return out
+
+
+def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, target: str | os.PathLike,
+           out_dir: str | os.PathLike, config: RefineConfig | None = None, *, val: str | os.PathLike | None = None,
+           resume: bool = False, overwrite: bool = False, progress: bool = True) -> RefineResult:
+    """Run self-training rounds on an unlabelled target patch folder.
+
+    Args:
+        models: Checkpoints of the starting model(s) (an ensemble for ``threshold``; the teacher
+            for ``uncertainty``).
+        source: Labelled patch folder (the models' training data or any labelled set).
+        target: Target patch folder (e.g. from ``lsmap tile``); masks there, if any, are used only
+            to report F1 before and after each round, never for training.
+        out_dir: Run folder (layout in the module docstring).
+        config: Settings (default :class:`RefineConfig`).
+        val: Optional labelled folder for choosing each round's best checkpoint (normalised with
+            the source statistics); default: the last checkpoint of each round's training.
+        resume: Continue a run in ``out_dir`` after its last finished round.
+        overwrite: Replace an existing ``out_dir``.
+        progress: Show progress bars.
+
+    Returns:
+        The summaries of all finished rounds and the final models.
+
+    Raises:
+        OutputExistsError: ``out_dir`` exists without ``resume`` or ``overwrite`` (before any work).
+        InputError: bad settings, empty or unusable folders, a resume with other settings.
+        BandMismatchError: a source or target file with another band count than ``config.bands``.
+        CheckpointError: unreadable models or models trained on another band profile.
+    """
+    from lsmap.learn.device import resolve_device
+    from lsmap.learn.ensemble import load_ensemble
+
+    config = config or RefineConfig()
+    config.check()
+    if config.crf:
+        from lsmap.learn.crf import available
+
+        if not available():
+            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (resume or overwrite):
+        raise OutputExistsError(out_dir)
+    profile = get_profile(config.bands)
+    device = resolve_device(config.device)
+    model_paths = [str(m) for m in models]
+    load_ensemble(model_paths, "cpu", profile)  # validate the models before any work
+    source, target = Path(source), Path(target)
+    src_patches = find_patches(source, require_masks=True)
+    tgt_patches = find_patches(target)
+    check_unique_ids(tgt_patches)
+    val_patches = find_patches(val, require_masks=True) if val is not None else None
+    record = _run_record(model_paths, source, target, Path(val) if val else None, config)
+    if resume and out_dir.exists() and not overwrite:
+        _check_resume(out_dir, record)
+    s_stats = target_stats(src_patches, profile, progress, "source statistics")
+    t_stats = target_stats(tgt_patches, profile, progress, "target statistics")
+    v_stats = target_stats(val_patches, profile, progress, "validation statistics") if val_patches else None
+
+    # Inputs are valid: now touch the outputs.
+    if overwrite and out_dir.exists() and not resume:
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _json_write(out_dir / RUN_FILE, record)
+    s_stats.save(out_dir / "source_stats.json")
+    t_stats.save(out_dir / "target_stats.json")
+    done = finished_rounds(out_dir)
+    for stale in out_dir.glob("round_*"):
+        suffix = stale.name.removeprefix("round_")
+        if stale.is_dir() and (not suffix.isdigit() or int(suffix) > len(done)):
+            shutil.rmtree(stale)  # a partial round: redo it
+    result = RefineResult(out_dir, list(done), list(done[-1]["models"]) if done else model_paths, len(done))
+    for i in range(len(done) + 1, config.rounds + 1):
+        summary = _run_round(i, result.models, src_patches, tgt_patches, val_patches, s_stats, t_stats, v_stats,
+                             profile, device, out_dir, config, progress)
+        result.rounds.append(summary)
+        result.models = summary["models"]
+    return result
+
+
+def _run_round(i: int, teachers: list[str], src_patches: list[Patch], tgt_patches: list[Patch],
+               val_patches: list[Patch] | None, s_stats: BandStats, t_stats: BandStats, v_stats: BandStats | None,
+               profile: BandProfile,
+               device: Any, out_dir: Path, config: RefineConfig, progress: bool) -> dict:
+    """One round: pseudo labels from ``teachers``, training, scoring; writes ``round_<i>``."""
+    from lsmap.learn.ensemble import load_ensemble
+
+    start = time.monotonic()
+    round_dir = out_dir / f"round_{i}"
+    round_dir.mkdir(parents=True, exist_ok=True)
+    members = load_ensemble(teachers, device, profile)
+    label = pseudo_label_threshold if config.strategy == "threshold" else pseudo_label_uncertainty
+    sel = label(members, tgt_patches, t_stats, profile, round_dir, config, progress, desc=f"round {i}: pseudo labels")
+    before = sel.pop("target_before", None)
+    _json_write(round_dir / "selection.json", sel)
+    if sel["kept"]["background"] + sel["kept"]["landslide"] == 0:
+        raise InputError(f"round {i}: no target pixel passed the selection; loosen --pos-thresh/--neg-thresh "
+                         f"or raise --keep-bg/--keep-ls")
+    del members
+    pseudo = [Patch(p.id, p.image, round_dir / "pseudo" / f"mask_{p.id}.h5") for p in tgt_patches]
+    students = teachers if config.strategy == "threshold" else teachers[:1]
+    trained = []
+    for k, init in enumerate(students):
+        trained.append(train_student(init, src_patches, pseudo, val_patches, s_stats, t_stats, v_stats, profile,
+                                     round_dir / "models" / str(k), config, seed=config.seed + i, progress=progress))
+    new_members = load_ensemble([t["checkpoint"] for t in trained], device, profile)
+    after = score_target(new_members, tgt_patches, t_stats, profile, crf=config.crf, batch=config.predict_batch,
+                         amp=config.amp, progress=progress, desc=f"round {i}: scoring target")
+    summary = {
+        "round": i,
+        "strategy": config.strategy,
+        "teachers": list(teachers),
+        "models": [t["checkpoint"] for t in trained],
+        "pixels": sel["pixels"],
+        "kept": sel["kept"],
+        "ignored": sel["ignored"],
+        "mean_confidence": sel["mean_confidence"],
+        "mean_confidence_kept": sel["mean_confidence_kept"],
+        "target_f1_before": before["f1"] if before else None,
+        "target_f1_after": after["f1"] if after else None,
+        "target_before": before,
+        "target_after": after,
+        "train": [t["metrics"] for t in trained],
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    _json_write(round_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _train_config(card: Any, config: RefineConfig, seed: int, has_val: bool):
+    """The training configuration of a round: the init model's recipe with the round's overrides."""
+    import dataclasses
+
+    from lsmap.learn.train import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    recipe = {k: v for k, v in (card.train or {}).items() if k in names}
+    steps = config.steps if config.steps is not None else 1000
+    tc = TrainConfig(**recipe)
+    return dataclasses.replace(
+        tc, model=card.model, scale=card.scale, domain_bn=card.domain_bn, threshold=card.threshold,
+        steps=steps, seed=seed, device=config.device, amp=config.amp,
+        batch_size=config.batch_size if config.batch_size is not None else int(recipe.get("batch_size", 8)),
+        lr=config.lr if config.lr is not None else tc.lr,
+        warmup=min(tc.warmup_steps, steps // 10), val_every=min(tc.val_every, steps) if has_val else steps,
+        workers=0,
+    )
+
+
+def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patch], val_patches: list[Patch] | None,
+                  s_stats: BandStats, t_stats: BandStats, v_stats: BandStats | None, profile: BandProfile,
+                  out_dir: Path, config: RefineConfig, *, seed: int, progress: bool = True) -> dict:
+    """Train one model from checkpoint ``init`` on source labels plus target pseudo labels.
+
+    The source stream is normalised with the source statistics, the pseudo-labelled target
+    stream with the target's own (separated normalisation); with domain BN they use domains 0
+    and 1. Losses: ``threshold`` uses the init model's recipe loss on the source and soft CE on
+    pseudo labels; ``uncertainty`` uses CE + Jaccard on both, and both streams are mixed up.
+
+    Returns:
+        ``{"checkpoint": path, "metrics": validation metrics of that checkpoint or {}}``: the
+        best checkpoint on ``val_patches`` when given, else the last one.
+    """
+    from lsmap.data.dataset import Augment, PatchDataset
+    from lsmap.learn.domain_bn import SOURCE, TARGET
+    from lsmap.learn.models import ModelCard, read_card
+    from lsmap.learn.train import Source, fit
+
+    card = read_card(init)
+    tc = _train_config(card, config, seed, val_patches is not None)
+    recipe_loss = (card.train or {}).get("loss", "lovasz+ohem")
+    if config.strategy == "threshold":
+        src_loss, pseudo_loss = config.source_loss or recipe_loss, config.pseudo_loss or "softce"
+    else:
+        src_loss, pseudo_loss = config.source_loss or "ce+jaccard", config.pseudo_loss or "ce+jaccard"
+    aug = Augment() if (card.train or {}).get("augment", True) else None
+    sources = [
+        Source(PatchDataset(src_patches, s_stats, profile, augment=aug), src_loss, 1.0, SOURCE, config.mixup, "source"),
+        Source(PatchDataset(pseudo_patches, t_stats, profile, augment=aug), pseudo_loss, config.pseudo_weight, TARGET,
+               config.mixup, "pseudo"),
+    ]
+    val = PatchDataset(val_patches, v_stats, profile) if val_patches is not None else None
+    template = ModelCard(model=card.model, bands=profile.to_dict(), stats=s_stats.to_dict(),
+                         data=f"self-training ({config.strategy}) from {Path(init).name}: "
+                              f"{len(src_patches)} labelled + {len(pseudo_patches)} pseudo-labelled patches")
+    res = fit(sources, val, tc, out_dir, card=template, init=init, progress=progress)
+    path = res.best_path if val is not None and res.best_path is not None and res.best_path.exists() else res.last_path
+    return {"checkpoint": str(path), "metrics": res.best_metrics}

@@ -1,0 +1,158 @@
+"""The files of a training run folder: may a run start or resume here, its saved state, its log.
+
+A run folder holds :data:`RUN_FILES`: the validation-chosen ``best.*`` checkpoint, the latest
+``last.*`` checkpoint with ``last_state.pt`` (optimizer, scaler, step, scores, torch RNG) to
+resume from, and the log (``log.csv`` and ``curves.png``, one point per validation).
+:func:`lsmap.learn.train.fit` writes them; this module checks, reads and writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lsmap.errors import CheckpointError, MissingInputError, OutputExistsError
+from lsmap.learn.models import ModelCard, read_card
+
+if TYPE_CHECKING:
+    from lsmap.learn.train import TrainConfig
+
+#: Files a run folder holds; a new run refuses to start over them without ``overwrite``.
+RUN_FILES = ("best.safetensors", "best.json", "last.safetensors", "last.json", "last_state.pt", "log.csv",
+             "curves.png")
+
+#: Settings that define a run: resuming with other values is refused (steps, val_every, device,
+#: workers and amp may change).
+RUN_KEYS = ("model", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "scale", "seed",
+            "domain_bn", "threshold", "loss", "augment", "norm", "mixup_alpha")
+
+
+def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to start over an existing run unless ``overwrite``; ``resume`` needs one.
+
+    Raises:
+        MissingInputError: ``resume`` but no interrupted run in ``out_dir``.
+        OutputExistsError: ``out_dir`` holds a run and neither ``overwrite`` nor ``resume``.
+    """
+    existing = [n for n in RUN_FILES if (out_dir / n).exists()]
+    if resume:
+        if not (out_dir / "last_state.pt").exists() or not (out_dir / "last.safetensors").exists():
+            raise MissingInputError(f"{out_dir}: no interrupted run to resume (last.safetensors + last_state.pt); "
+                                    f"start without --resume")
+        return
+    if existing and not overwrite:
+        raise OutputExistsError(out_dir / existing[0])
+
+
+def clear_run(out_dir: Path) -> None:
+    """Delete the files of the previous run in ``out_dir`` (a new run overwrites it)."""
+    for n in RUN_FILES:
+        (out_dir / n).unlink(missing_ok=True)
+
+
+def match_card(path: Path, card: ModelCard, model: str, bands: dict, what: str) -> None:
+    """Refuse checkpoint ``path`` (``what``, for the message) unless it is a ``model`` on ``bands``.
+
+    Raises:
+        CheckpointError: another model or other bands.
+    """
+    if card.model != model:
+        raise CheckpointError(f"{path}: {what} is a '{card.model}' model but this run trains '{model}'; "
+                              f"use --model {card.model} or another checkpoint")
+    if list(card.bands.get("bands", [])) != list(bands.get("bands", [])):
+        raise CheckpointError(f"{path}: {what} was trained on bands {card.bands.get('bands')} but this run uses "
+                              f"{bands.get('bands')}; choose the matching --bands")
+
+
+def resume_state(out_dir: Path, config: TrainConfig, bands: dict) -> dict:
+    """The saved training state of the interrupted run in ``out_dir``, once it fits ``config``.
+
+    Raises:
+        CheckpointError: the run trains another model, on other bands, with another domain-BN
+            setting or other :data:`RUN_KEYS` values; unreadable ``last_state.pt``.
+    """
+    last_card = read_card(out_dir / "last")
+    match_card(out_dir / "last.json", last_card, config.model, bands, "the run to resume")
+    if last_card.domain_bn != config.domain_bn:
+        raise CheckpointError(f"{out_dir}/last.json: run was trained with domain_bn={last_card.domain_bn}; "
+                              f"resume with the same setting")
+    _check_resume_config(out_dir, config)
+    return load_state(out_dir / "last_state.pt")
+
+
+def _check_resume_config(out_dir: Path, config: TrainConfig) -> None:
+    saved = read_card(out_dir / "last").train
+    diff = [f"{k}: run {saved[k]!r}, now {getattr(config, k)!r}" for k in RUN_KEYS
+            if k in saved and saved[k] != getattr(config, k)]
+    if diff:
+        raise CheckpointError(f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); "
+                              f"resume with the run's settings or start a new run")
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Write the training ``state`` (tensors and plain values) to ``path`` atomically."""
+    import torch
+
+    from lsmap.io.rasters import atomic_output
+
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: Path) -> dict:
+    """The training state :func:`save_state` wrote.
+
+    Raises:
+        CheckpointError: ``path`` is corrupt or not a training state.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types on corrupt or foreign files
+        raise CheckpointError(f"{path}: cannot read training state ({e}); start without --resume") from None
+
+
+def write_log(out_dir: Path, history: Sequence[dict]) -> None:
+    """Write ``log.csv`` (one row per validation) and ``curves.png`` into ``out_dir``."""
+    import csv
+
+    from lsmap.io.rasters import atomic_output
+
+    if not history:
+        return
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with atomic_output(out_dir / "log.csv", overwrite=True) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, keys)
+            w.writeheader()
+            w.writerows(history)
+    plot_curves(out_dir / "curves.png", history)
+
+
+def plot_curves(path: Path, history: Sequence[dict]) -> None:
+    """PNG of the training loss and the validation scores against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lsmap.io.rasters import atomic_output
+
+    steps = [r["step"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(steps, [r["loss"] for r in history], marker=".")
+    a.set(xlabel="step", ylabel="training loss", title="loss")
+    keys = [k for k in ("f1", "precision", "recall", "iou") if any(k in r for r in history)]
+    for key in keys:
+        b.plot(steps, [r.get(key, float("nan")) for r in history], marker=".", label=key)
+    b.set(xlabel="step", ylabel="landslide class", title="validation" if keys else "no validation", ylim=(0, 1))
+    if keys:
+        b.legend()
+    fig.tight_layout()
+    with atomic_output(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,813 @@
+"""The training loop: step-based, several batch streams, validation-chosen checkpoints, resumable.
+
+:func:`fit` trains one model on one or more :class:`Source` streams (e.g. labelled source patches
+plus pseudo-labelled target patches in self-training). Each step draws one batch from every
+source, sums their weighted losses (mix-up optional per source), and takes one optimizer step.
+The learning rate follows a warmup + poly (or cosine) schedule over ``steps``. Every
+``val_every`` steps the model is scored on the validation split by the landslide F1 summed over
+the split (the benchmark metric); the best one is kept as ``best.safetensors`` + ``best.json``
+(never chosen on training data), and ``last.*`` + ``last_state.pt`` allow ``resume``
+(:mod:`lsmap.learn.run_folder` checks, reads and writes these files).
+
+The recipe of the 1st-place solution is the default: separated normalisation (done by the
+datasets), optional domain-specific batch norm, scale promotion (inputs upsampled by ``scale``,
+logits brought back to the input resolution before the loss, exactly as
+:func:`lsmap.learn.ensemble.member_logits` does at inference), flips/rotations/colour perturbation,
+Lovasz + OHEM loss, AdamW.
+
+Speed: bfloat16 autocast + channels-last on CPUs with bfloat16 units, mixed precision on CUDA
+(with a gradient scaler for float16); pinned memory when on CUDA. Under ``torchrun`` the model
+is wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA); every rank draws its own
+share of each step's batch (:class:`lsmap.data.dataset.StepSampler`), rank 0 writes all files.
+
+The decision threshold is ``config.threshold`` (0.5 by default); it is not tuned on the
+validation split, so the validation F1 is not biased by a threshold search.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsmap.core.bands import get_profile
+from lsmap.errors import CheckpointError, InputError, LsmapError
+from lsmap.learn.models import ModelCard, checkpoint_paths, read_card, read_state_dict, save_checkpoint
+from lsmap.learn.optim import AliasedOptimizer, needs_alias
+from lsmap.learn.run_folder import check_run_dir, clear_run, match_card, resume_state, save_state, write_log
+
+_MULTIPLE = 32
+NORMS = ("separated", "global")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("poly", "cosine", "constant")
+_DEFAULT_LR = {"adamw": 5e-4, "sgd": 1e-2}
+_DEFAULT_WD = {"adamw": 1e-2, "sgd": 5e-4}
+
+
+class TrainingError(LsmapError, RuntimeError):
+    """Training cannot continue (e.g. the loss became NaN)."""
+
+
+@dataclass
+class Source:
+    """One stream of training batches.
+
+    Attributes:
+        dataset: Yields dicts ``image`` ``(C, H, W)`` float32 normalised, ``target`` ``(H, W)``
+            int64 (255 ignored), optional ``weight`` ``(H, W)`` float32. It is indexed with
+            ``(index, seed)`` keys (the seed drives its augmentation), as
+            :class:`lsmap.data.dataset.PatchDataset` accepts.
+        loss: :func:`lsmap.learn.losses.build_loss` spec, or a callable ``loss(logits, target, weight)``.
+        weight: Weight of this stream's loss in the step's sum. ``0`` makes a statistics-only
+            stream: its batches are run forward (no gradient) only to update the batch-norm
+            statistics of ``domain`` (e.g. unlabelled target patches with domain BN).
+        domain: Domain-BN domain of this stream (0 source, 1 target); ignored without domain BN.
+        mixup_alpha: When > 0, each batch is mixed with a shuffled copy of itself with
+            ``lam ~ Beta(a, a)`` and the loss is ``lam * L(y) + (1 - lam) * L(y_shuffled)``.
+        name: Label in logs.
+    """
+
+    dataset: Any
+    loss: str | Callable = "lovasz+ohem"
+    weight: float = 1.0
+    domain: int = 0
+    mixup_alpha: float = 0.0
+    name: str = ""
+
+
+@dataclass
+class TrainConfig:
+    """Training configuration; the defaults are the 1st-place recipe (batch 16, 20k steps, x2.5).
+
+    Attributes:
+        model: Registry name (:data:`lsmap.learn.models.MODELS`).
+        steps: Optimizer steps.
+        batch_size: Images per step and source, over all processes.
+        lr: Peak learning rate (``None``: 5e-4 for AdamW, 1e-2 for SGD).
+        weight_decay: ``None``: 1e-2 for AdamW, 5e-4 for SGD (3rd place).
+        optimizer: ``adamw`` or ``sgd`` (Nesterov, momentum 0.9).
+        schedule: ``poly`` (power 0.9), ``cosine`` or ``constant`` after the warmup.
+        warmup: Linear warmup steps (``None``: 5 % of ``steps``, at most 500).
+        scale: Scale promotion factor (1, 2.5 or 4).
+        val_every: Validate (and save ``last``) every this many steps, and at the end.
+        seed: Seed of every random generator.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        amp: Mixed precision where it helps (bfloat16 on AMX CPUs, CUDA AMP).
+        domain_bn: Domain-specific batch-norm statistics.
+        threshold: Landslide probability threshold for validation and the model card.
+        workers: DataLoader worker processes per source.
+        loss: Loss spec used by :func:`train` for the labelled source.
+        augment: Whether :func:`train` augments the training data.
+        norm: ``separated`` (target data normalised by its own statistics) or ``global``.
+        mixup_alpha: Mix-up of the labelled source in :func:`train` (0: off).
+        encoder_weights: Optional local encoder weights file.
+        loss_every: Steps between progress-bar loss updates.
+    """
+
+    model: str = "unet-resnet18"
+    steps: int = 20000
+    batch_size: int = 16
+    lr: float | None = None
+    weight_decay: float | None = None
+    optimizer: str = "adamw"
+    schedule: str = "poly"
+    warmup: int | None = None
+    scale: float = 2.5
+    val_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    domain_bn: bool = False
+    threshold: float = 0.5
+    workers: int = 0
+    loss: str = "lovasz+ohem"
+    augment: bool = True
+    norm: str = "separated"
+    mixup_alpha: float = 0.0
+    encoder_weights: str | None = None
+    loss_every: int = 10
+
+    def check(self) -> None:
+        """Raise :class:`InputError` on values that cannot work."""
+        from lsmap.learn.models import get_spec
+
+        get_spec(self.model)
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}")
+        if self.norm not in NORMS:
+            raise InputError(f"unknown normalisation '{self.norm}'; choose one of: {', '.join(NORMS)}")
+        for name in ("steps", "batch_size", "val_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.scale > 0:
+            raise InputError(f"scale must be positive, got {self.scale}")
+        if self.mixup_alpha < 0:
+            raise InputError(f"mix-up alpha must be >= 0, got {self.mixup_alpha}")
+        if not 0 < self.threshold < 1:
+            raise InputError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else _DEFAULT_LR[self.optimizer]
+
+    @property
+    def decay(self) -> float:
+        return self.weight_decay if self.weight_decay is not None else _DEFAULT_WD[self.optimizer]
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup if self.warmup is not None else min(500, self.steps // 20)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` produced.
+
+    Attributes:
+        best_path: ``best.safetensors`` (``None`` when there was no validation split).
+        best_metrics: Validation scores of the best checkpoint (``step``, ``f1``, ``precision``...).
+        history: One row per validation (step, lr, losses, scores, speed).
+        last_path: ``last.safetensors``.
+        out_dir: The run folder.
+        model: The trained module in its final (``last``) state, unwrapped from DDP, in train mode.
+    """
+
+    best_path: Path | None
+    best_metrics: dict
+    history: list[dict] = field(default_factory=list)
+    last_path: Path | None = None
+    out_dir: Path | None = None
+    model: Any = field(default=None, repr=False)
+
+
+# --- small pure helpers (also used by tests and the refine loop) ------------------------------------
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate of ``step`` (0-based): linear warmup, then poly / cosine decay / constant."""
+    base, warm, total = config.peak_lr, config.warmup_steps, config.steps
+    if warm and step < warm:
+        return base * (step + 1) / warm
+    if config.schedule == "constant" or total <= warm:
+        return base
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    if config.schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * t))
+    return base * (1 - t) ** 0.9
+
+
+def grad_scaler_enabled(device, amp: bool) -> bool:
+    """Whether training on ``device`` needs a gradient scaler (CUDA float16 autocast only)."""
+    import torch
+
+    from lsmap.learn.device import amp_dtype
+
+    return bool(amp) and device.type == "cuda" and amp_dtype(device) == torch.float16
+
+
+def loader_options(device, workers: int) -> dict:
+    """DataLoader keyword arguments for ``device``: pinned memory on CUDA, persistent workers."""
+    return {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
+
+
+def scaled_forward(module, z, scale: float = 1.0, amp: bool = True, channels_last: bool = False):
+    """Logits of ``module`` for normalised ``z`` with scale promotion, at ``z``'s resolution.
+
+    ``z`` is upsampled bilinearly by ``scale``, padded to a multiple of 32 (reflect), run under
+    the device's autocast, cropped, and the logits are resized back to the input size — the same
+    steps as :func:`lsmap.learn.ensemble.member_logits`, so training, validation and inference agree.
+
+    Shape:
+        ``z`` ``(N, C, H, W)`` float32; returns ``(N, classes, H, W)`` float32.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from lsmap.learn.device import autocast
+
+    h, w = z.shape[-2:]
+    if scale != 1:
+        z = F.interpolate(z, scale_factor=scale, mode="bilinear", align_corners=False)
+    zh, zw = z.shape[-2:]
+    ph, pw = (-zh) % _MULTIPLE, (-zw) % _MULTIPLE
+    if ph or pw:
+        z = F.pad(z, (0, pw, 0, ph), mode="reflect" if min(zh, zw) > max(ph, pw) else "replicate")
+    if channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
+    with autocast(z.device, amp):
+        logits = module(z)
+    logits = logits[..., :zh, :zw].float()
+    if (zh, zw) != (h, w):
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    return logits
+
+
+# --- distributed ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owned: bool = False  # we initialised the process group (and must destroy it)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def sync_buffers(self, module) -> None:
+        """Copy rank 0's buffers (batch-norm running statistics) to every rank.
+
+        DDP broadcasts buffers at the start of each forward, so after the last training forward
+        of a step the ranks' running statistics differ; this makes validation and the saved
+        checkpoint use one set.
+        """
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for b in module.buffers():
+                dist.broadcast(b.data, 0)
+
+    def close(self) -> None:
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _setup_dist(device_name: str) -> tuple[_Dist, Any]:
+    """Join the process group ``torchrun`` describes (env WORLD_SIZE > 1); pick this rank's device."""
+    import torch
+    import torch.distributed as dist
+
+    from lsmap.learn.device import resolve_device
+
+    device = resolve_device(device_name)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), device
+    if not dist.is_available():
+        raise TrainingError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    owned = False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        owned = True
+    return _Dist(dist.get_rank(), dist.get_world_size(), local, owned), device
+
+
+# --- the run folder's configuration ---------------------------------------------------------------
+
+
+def saved_config(out_dir: str | os.PathLike) -> TrainConfig:
+    """The training configuration of the run in ``out_dir`` (from ``last.json``), e.g. to resume it.
+
+    Raises:
+        MissingInputError: no run in ``out_dir``.
+    """
+    card = read_card(Path(out_dir) / "last")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in card.train.items() if k in names})
+
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+
+def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = None, channels_last: bool = False):
+    """Landslide confusion counts of ``module`` over ``loader``'s batches (summed over ranks).
+
+    Returns:
+        A :class:`lsmap.core.metrics.Confusion` over the whole validation split.
+    """
+    import numpy as np
+    import torch
+
+    from lsmap.core.metrics import Confusion, confusion
+    from lsmap.learn.domain_bn import TARGET, set_domain
+
+    was_training = module.training
+    module.eval()
+    if config.domain_bn:
+        set_domain(module, TARGET)
+    total = Confusion()
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["image"].to(device, non_blocking=True)
+            logits = scaled_forward(module, x, config.scale, config.amp, channels_last)
+            prob = torch.softmax(logits, dim=1)[:, 1]
+            pred = (prob > config.threshold).cpu().numpy().astype(np.uint8)
+            total = total + confusion(pred, batch["target"].numpy())
+    module.train(was_training)
+    if dist is not None and dist.world > 1:
+        import torch.distributed as tdist
+
+        t = torch.tensor([total.tp, total.fp, total.fn, total.tn], dtype=torch.float64)
+        tdist.all_reduce(t)
+        total = Confusion(*(int(v) for v in t.tolist()))
+    return total
+
+
+# --- the loop -------------------------------------------------------------------------------------------
+
+
+def _build(config: TrainConfig, in_channels: int, init: Path | None, bands: dict):
+    """The model (domain BN converted when asked), optionally initialised from checkpoint ``init``."""
+    from lsmap.learn.domain_bn import convert_domain_bn
+    from lsmap.learn.models import build_model
+
+    module = build_model(config.model, in_channels, encoder_weights=config.encoder_weights)
+    init_dbn = False
+    state = None
+    if init is not None:
+        init_card = read_card(init)
+        match_card(Path(init), init_card, config.model, bands, "the --init checkpoint")
+        init_dbn = init_card.domain_bn
+        if init_dbn and not config.domain_bn:
+            raise CheckpointError(f"{init}: checkpoint has domain-specific batch norm; train with --domain-bn")
+        state = read_state_dict(checkpoint_paths(init)[0])
+    if init_dbn:
+        convert_domain_bn(module)
+    if state is not None:
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{init}: weights do not fit '{config.model}' ({str(e).splitlines()[0]})") from None
+    if config.domain_bn and not init_dbn:
+        convert_domain_bn(module)
+    return module
+
+
+def _optimizer(module, config: TrainConfig):
+    import torch
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        cls, kw = torch.optim.SGD, {"lr": config.peak_lr, "momentum": 0.9, "nesterov": True, "weight_decay": config.decay}
+    else:
+        cls, kw = torch.optim.AdamW, {"lr": config.peak_lr, "weight_decay": config.decay}
+    try:  # fused kernels: about 4x faster steps than the default per-tensor loop on CPU (measured here)
+        if all(p.device.type == "cpu" for p in params) and any(needs_alias(p) for p in params):
+            return AliasedOptimizer(cls, params, fused=True, **kw)  # channels-last weights: lsmap.learn.optim
+        return cls(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):  # device or dtype without a fused implementation
+        return cls(params, **kw)
+
+
+def _loss_fn(loss: str | Callable) -> Callable:
+    if callable(loss):
+        return loss
+    from lsmap.learn.losses import build_loss
+
+    return build_loss(loss)
+
+
+def _accumulate_step(model, module, sources, iters, losses, config: TrainConfig, device, dist: _Dist, scaler,
+                     step: int, channels_last: bool, run_loss) -> int:
+    """Forward and backward one batch of every source (gradients accumulate); returns images seen.
+
+    Statistics-only sources (weight 0) run forward without gradient to update their domain's
+    batch-norm statistics. With DDP, gradients are all-reduced once, on the last weighted source.
+    Each source's unweighted loss is added to ``run_loss[i]``.
+    """
+    import numpy as np
+    import torch
+
+    from lsmap.learn.domain_bn import set_domain
+
+    active = [i for i, s in enumerate(sources) if s.weight != 0]
+    images = 0
+    for i, s in enumerate(sources):
+        batch = next(iters[i])
+        x = batch["image"].to(device, non_blocking=True)
+        images += x.shape[0] * dist.world
+        if config.domain_bn:
+            set_domain(module, s.domain)
+        if s.weight == 0:
+            with torch.no_grad():
+                scaled_forward(module, x, config.scale, config.amp, channels_last)
+            continue
+        y = batch["target"].to(device, non_blocking=True)
+        w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
+        lam = None
+        if s.mixup_alpha > 0:  # drawn from (seed, step, source, rank): resume-safe
+            mix_rng = np.random.default_rng((config.seed, step, i, dist.rank))
+            lam = float(mix_rng.beta(s.mixup_alpha, s.mixup_alpha))
+            perm = torch.from_numpy(mix_rng.permutation(x.shape[0])).to(device)
+            x = lam * x + (1 - lam) * x[perm]
+        sync = dist.world == 1 or i == active[-1]
+        with (contextlib.nullcontext() if sync else model.no_sync()):
+            logits = scaled_forward(model, x, config.scale, config.amp, channels_last)
+            loss = losses[i](logits, y, w)
+            if lam is not None:
+                loss = lam * loss + (1 - lam) * losses[i](logits, y[perm], None if w is None else w[perm])
+            scaler.scale(loss * s.weight).backward()
+        run_loss[i] += loss.detach().float()
+    return images
+
+
+def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.PathLike, *, card: ModelCard,
+        init: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
+        overwrite: bool = False) -> TrainResult:
+    """Train a model on ``sources``, choosing the best checkpoint on ``val``.
+
+    Args:
+        sources: Batch streams; each step draws one batch from each and sums their weighted losses.
+        val: Validation dataset (normalised with the target's statistics) or ``None`` (then no
+            ``best`` checkpoint is chosen; only ``last`` is written).
+        config: Training configuration.
+        out_dir: Run folder: ``best.*``, ``last.*``, ``last_state.pt``, ``log.csv``, ``curves.png``.
+        card: Template model card: its ``bands``, ``stats`` and ``data`` are kept; ``model``,
+            ``scale``, ``threshold``, ``domain_bn``, ``train`` and ``metrics`` are filled in.
+        init: Checkpoint to start from (same model and bands), e.g. the previous refinement round.
+        resume: Continue the interrupted run in ``out_dir`` from ``last``.
+        progress: Show a progress bar (rank 0 only).
+        overwrite: Start a new run over an existing one in ``out_dir``.
+
+    Returns:
+        The best checkpoint, its validation metrics and the history.
+
+    Raises:
+        InputError: bad configuration, empty dataset, batch size not divisible by the world size.
+        OutputExistsError: ``out_dir`` holds a run and neither ``overwrite`` nor ``resume``.
+        CheckpointError: ``init`` or the run to resume does not fit this configuration.
+        TrainingError: the loss became NaN.
+    """
+    config.check()
+    out_dir = Path(out_dir)
+    _check_sources(sources)
+    check_run_dir(out_dir, overwrite, resume)
+    in_channels = card.profile.count
+    state = resume_state(out_dir, config, card.bands) if resume else None
+    losses = [_loss_fn(s.loss) for s in sources]  # fail on a bad spec before any work
+
+    dist, device = _setup_dist(config.device)
+    try:
+        batch_size = _rank_batch_size(config.batch_size, dist)
+        module = _initial_module(config, in_channels, card.bands, init,
+                                 resume_from=out_dir / "last.safetensors" if state is not None else None)
+        if overwrite and not resume and dist.main:
+            clear_run(out_dir)
+        dist.barrier()
+        run = _Run(module, sources, losses, config, card, out_dir, dist, device)
+        if state is not None:
+            run.restore(state)
+        run.open_loaders(batch_size, val)
+        run.take_steps(progress)
+    finally:
+        dist.close()
+    return run.result()
+
+
+def _check_sources(sources: Sequence[Source]) -> None:
+    """Refuse no sources, an empty one, or only statistics-only (weight 0) ones."""
+    if not sources:
+        raise InputError("no training source given")
+    for s in sources:
+        if len(s.dataset) == 0:
+            raise InputError(f"training source {s.name or '?'} is empty")
+    if all(s.weight == 0 for s in sources):
+        raise InputError("every source has weight 0: nothing to learn from")
+
+
+def _rank_batch_size(batch_size: int, dist: _Dist) -> int:
+    """This process's share of each step's batch (per source)."""
+    if batch_size % dist.world:
+        raise InputError(f"batch size {batch_size} is not divisible by the {dist.world} processes")
+    return batch_size // dist.world
+
+
+def _initial_module(config: TrainConfig, in_channels: int, bands: dict, init: str | os.PathLike | None, *,
+                    resume_from: Path | None = None):
+    """The model, built after seeding torch with ``config.seed``.
+
+    Its weights are those of ``resume_from`` (an interrupted run's ``last.safetensors``) when
+    given, else those of the ``init`` checkpoint, else fresh ones.
+
+    Raises:
+        CheckpointError: the weights do not fit the model.
+    """
+    import torch
+
+    torch.manual_seed(config.seed)
+    module = _build(config, in_channels, Path(init) if init is not None and resume_from is None else None, bands)
+    if resume_from is not None:
+        try:
+            module.load_state_dict(read_state_dict(resume_from))
+        except RuntimeError as e:
+            raise CheckpointError(f"{resume_from}: weights do not fit ({str(e).splitlines()[0]})") from None
+    return module
+
+
+class _Run:
+    """One training run in this process: model, optimizer, batch streams, scores so far.
+
+    :func:`fit` builds it, calls :meth:`restore` when resuming, :meth:`open_loaders`, then
+    :meth:`take_steps` from ``step`` to ``config.steps``, which validates and saves every
+    ``config.val_every`` steps. Rank 0 writes the files.
+    """
+
+    def __init__(self, module, sources: Sequence[Source], losses: list[Callable], config: TrainConfig,
+                 card: ModelCard, out_dir: Path, dist: _Dist, device) -> None:
+        """Place ``module`` on ``device`` (channels-last when it helps), wrap it in DDP under
+        ``torchrun``, and make its optimizer and gradient scaler."""
+        import torch
+
+        from lsmap.learn.device import use_channels_last
+
+        self.sources, self.losses, self.config, self.out_dir, self.dist, self.device = (
+            sources, losses, config, out_dir, dist, device)
+        self.channels_last = use_channels_last(device, config.amp)
+        module = module.to(device)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        module.train()
+        self.module = self.model = module
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = _optimizer(module, config)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=grad_scaler_enabled(device, config.amp))
+        self.step, self.best_f1, self.best_metrics, self.history = 0, -1.0, {}, []
+        self.iters: list = []
+        self.val_loader = None
+        self.run_loss = torch.zeros(len(sources), dtype=torch.float32, device=device)  # no per-step host sync
+        self.run_n, self.interval_images, self.t0 = 0, 0, 0.0  # the interval's counters (:meth:`_new_interval`)
+        self.base_card = dict(card.to_dict())
+        self.train_info = dataclasses.asdict(config) | {
+            "world_size": dist.world,
+            "sources": [{"name": s.name, "loss": s.loss if isinstance(s.loss, str) else getattr(s.loss, "__name__", "custom"),
+                         "weight": s.weight, "domain": s.domain, "mixup_alpha": s.mixup_alpha, "patches": len(s.dataset)}
+                        for s in sources],
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from a saved training state (see :meth:`save_last`)."""
+        import torch
+
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.best_f1 = float(state["best_f1"])
+        self.best_metrics = json.loads(state["best_metrics"])
+        self.history = json.loads(state["history"])
+        torch.set_rng_state(state["rng_torch"])
+
+    def open_loaders(self, batch_size: int, val) -> None:
+        """One endless batch stream per source, from ``step`` on; this rank's share of ``val``."""
+        from torch.utils.data import DataLoader, Subset
+
+        from lsmap.data.dataset import StepSampler
+
+        dist = self.dist
+        opts = loader_options(self.device, self.config.workers)
+        for i, s in enumerate(self.sources):
+            sampler = StepSampler(len(s.dataset), batch_size, self.config.seed, i, dist.rank, dist.world, self.step)
+            self.iters.append(iter(DataLoader(s.dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **opts)))
+        if val is not None:
+            if len(val) == 0:
+                raise InputError("validation dataset is empty")
+            shard = Subset(val, range(dist.rank, len(val), dist.world))
+            self.val_loader = DataLoader(shard, batch_size=max(1, batch_size), shuffle=False,
+                                         **{**opts, "persistent_workers": False})
+
+    def take_steps(self, progress: bool) -> None:
+        """Take steps up to ``config.steps``; on Ctrl-C a single process saves ``last`` first."""
+        from tqdm.auto import tqdm
+
+        config, dist, start = self.config, self.dist, self.step
+        bar = tqdm(total=config.steps, initial=start, disable=not (progress and dist.main), desc="train",
+                   dynamic_ncols=True, unit="step")
+        self._new_interval()
+        shown_f1 = self.best_metrics.get("f1")
+        try:
+            while self.step < config.steps:
+                lr = self._step()
+                bar.update(1)
+                if self.step % config.loss_every == 0 and bar.disable is False:
+                    bar.set_postfix(loss=f"{self.run_loss.sum().item() / self.run_n:.4f}",
+                                    f1="-" if shown_f1 is None else f"{shown_f1:.3f}", refresh=False)
+                if self.step % config.val_every == 0 or self.step == config.steps:
+                    row = self._end_interval(lr)
+                    shown_f1 = row.get("f1", shown_f1)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", f1="-" if shown_f1 is None else f"{shown_f1:.3f}")
+        except KeyboardInterrupt:
+            if dist.main and dist.world == 1 and self.step > start:
+                self.save_last()
+            raise
+        finally:
+            bar.close()
+
+    def _step(self) -> float:
+        """One optimizer step over a batch of every source; returns its learning rate."""
+        lr = lr_at(self.step, self.config)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        self.interval_images += _accumulate_step(self.model, self.module, self.sources, self.iters, self.losses,
+                                                 self.config, self.device, self.dist, self.scaler, self.step,
+                                                 self.channels_last, self.run_loss)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        self.run_n += 1
+        return lr
+
+    def _new_interval(self) -> None:
+        """Start counting losses, steps, images and time until the next validation."""
+        self.run_loss.zero_()
+        self.run_n, self.interval_images, self.t0 = 0, 0, time.perf_counter()
+
+    def _end_interval(self, lr: float) -> dict:
+        """Log the interval, validate, save ``best`` (when better) and ``last``; the log row."""
+        row = self._interval_row(lr)
+        self.dist.sync_buffers(self.module)
+        improved = self._validate(row) if self.val_loader is not None else False
+        self.history.append(row)
+        if self.dist.main:
+            if improved:
+                save_checkpoint(self.out_dir / "best", self.module, self._card(self.best_metrics))
+            self.save_last()
+            write_log(self.out_dir, self.history)
+        self.dist.barrier()
+        self._new_interval()
+        return row
+
+    def _interval_row(self, lr: float) -> dict:
+        """Step, learning rate, mean losses and speed of the interval; refuses a non-finite loss."""
+        mean_loss = (self.run_loss.double().cpu() / max(self.run_n, 1)).tolist()
+        if not all(math.isfinite(v) for v in mean_loss):
+            raise TrainingError(f"training loss became {mean_loss} by step {self.step}; lower --lr or check the data")
+        elapsed = time.perf_counter() - self.t0
+        row = {"step": self.step, "lr": lr, "loss": sum(mean_loss)}
+        row |= {f"loss_{s.name or i}": v for i, (s, v) in enumerate(zip(self.sources, mean_loss, strict=False)) if s.weight != 0}
+        row["images_per_s"] = self.interval_images / elapsed if elapsed > 0 else 0.0
+        return row
+
+    def _validate(self, row: dict) -> bool:
+        """Add the validation scores to ``row``; whether they beat the best so far (then kept)."""
+        from lsmap.core.metrics import scores
+
+        conf = validate(self.module, self.val_loader, self.device, self.config, self.dist, self.channels_last)
+        sc = scores(conf)
+        row |= {k: sc[k] for k in ("f1", "precision", "recall", "iou", "tp", "fp", "fn")}
+        if sc["f1"] <= self.best_f1:
+            return False
+        self.best_f1 = sc["f1"]
+        self.best_metrics = {"step": self.step, "split": "validation", **sc}
+        return True
+
+    def _card(self, metrics: dict) -> ModelCard:
+        """The model card of a checkpoint of this run with ``metrics``."""
+        config = self.config
+        return ModelCard.from_dict(self.base_card | {
+            "model": config.model, "scale": config.scale, "threshold": config.threshold,
+            "domain_bn": config.domain_bn, "train": self.train_info, "metrics": metrics,
+        })
+
+    def save_last(self) -> None:
+        """Write ``last.*`` and ``last_state.pt``: everything :meth:`restore` needs."""
+        import torch
+
+        save_checkpoint(self.out_dir / "last", self.module, self._card({"step": self.step}))
+        save_state(self.out_dir / "last_state.pt", {
+            "step": self.step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "best_f1": self.best_f1, "best_metrics": json.dumps(self.best_metrics),
+            "history": json.dumps(self.history), "rng_torch": torch.get_rng_state(),
+        })
+
+    def result(self) -> TrainResult:
+        """What the run produced."""
+        out_dir = self.out_dir
+        best_path = checkpoint_paths(out_dir / "best")[0] if self.val_loader is not None else None
+        return TrainResult(best_path, self.best_metrics, self.history, checkpoint_paths(out_dir / "last")[0],
+                           out_dir, self.module)
+
+
+# --- high level: folders in, run folder out ----------------------------------------------------------
+
+
+def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
+          train_dir: str | os.PathLike | None = None, val_dir: str | os.PathLike | None = None,
+          target_dir: str | os.PathLike | None = None, config: TrainConfig | None = None,
+          bands: str = "l4s14", init: str | os.PathLike | None = None, resume: bool = False,
+          overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train on patch folders with the recipe: what ``lsmap train`` runs.
+
+    Args:
+        out_dir: Run folder.
+        data: Dataset root (official ``TrainData``/``ValidData`` or Hugging Face layout).
+        train_dir: Plain labelled patch folder (instead of ``data``).
+        val_dir: Plain labelled validation folder (with ``train_dir``).
+        target_dir: Unlabelled target patches whose batch-norm statistics domain BN learns
+            (default: the validation images; their labels are never used for it).
+        config: Training configuration (defaults: the recipe).
+        bands: Band profile of the patches.
+        init: Checkpoint to start from.
+        resume: Continue the interrupted run in ``out_dir``.
+        overwrite: Replace an existing run in ``out_dir``.
+        progress: Show a progress bar.
+
+    Raises:
+        InputError: neither ``data`` nor ``train_dir``+``val_dir``, empty folders, images
+            without masks, NaN-only patches, wrong band count.
+        OutputExistsError: ``out_dir`` holds a run (checked before any data is read).
+    """
+    from lsmap.data.dataset import Augment, PatchDataset, patch_stats
+    from lsmap.io.patches import find_patches
+    from lsmap.learn.domain_bn import SOURCE, TARGET
+
+    config = config or TrainConfig()
+    config.check()
+    profile = get_profile(bands)
+    out_dir = Path(out_dir)
+    if data is not None and (train_dir is not None or val_dir is not None):
+        raise InputError("give either --data ROOT or --train DIR --val DIR, not both")
+    if data is None and (train_dir is None or val_dir is None):
+        raise InputError("give --data ROOT, or --train DIR and --val DIR (the best checkpoint is chosen on validation)")
+    check_run_dir(out_dir, overwrite, resume)
+    if data is not None:
+        train_p = find_patches(data, "train", require_masks=True)
+        val_p = find_patches(data, "validation", require_masks=True)
+        desc = f"{data} (train {len(train_p)}, validation {len(val_p)} patches)"
+    else:
+        train_p = find_patches(train_dir, "train", require_masks=True)
+        val_p = find_patches(val_dir, "validation", require_masks=True)
+        desc = f"train {train_dir} ({len(train_p)} patches), validation {val_dir} ({len(val_p)})"
+    source_stats = patch_stats(train_p, profile)
+    val_stats = patch_stats(val_p, profile) if config.norm == "separated" else source_stats
+    aug = Augment() if config.augment else None
+    sources = [Source(PatchDataset(train_p, source_stats, profile, augment=aug), config.loss, 1.0, SOURCE,
+                      config.mixup_alpha, name="train")]
+    if config.domain_bn:
+        if target_dir is not None:
+            tgt_p = find_patches(target_dir, "test")
+            tgt_stats = patch_stats(tgt_p, profile) if config.norm == "separated" else source_stats
+        else:
+            tgt_p, tgt_stats = [dataclasses.replace(p, mask=None) for p in val_p], val_stats
+        sources.append(Source(PatchDataset(tgt_p, tgt_stats, profile, augment=aug), config.loss, 0.0, TARGET, name="target"))
+    val = PatchDataset(val_p, val_stats, profile)
+    card = ModelCard(model=config.model, bands=profile.to_dict(), stats=source_stats.to_dict(), data=desc)
+    return fit(sources, val, config, out_dir, card=card, init=init, resume=resume, progress=progress,
+               overwrite=overwrite)

@@ -1,0 +1,249 @@
+"""Scene in, landslide polygons out: the whole detection job as one Python call.
+
+:func:`detect` loads the ensemble, stacks the scene first when given its Sentinel-2 + DEM inputs,
+scans it once for per-band statistics and validity (:func:`lsmap.data.scan.scan_scene`), runs the
+streamed sliding-window inference (:func:`lsmap.map.stream.predict_scene`) into a temporary
+probability raster, vectorises it block by block (:func:`lsmap.map.vectorize.vectorize`), and writes
+the requested outputs. Every output is checked for existence before any work and written under a
+temporary name, renamed into place only when the whole job succeeded.
+
+Example:
+    >>> import lsmap
+    >>> slides = lsmap.detect("scene.tif", ["model.safetensors"], out="slides.gpkg")  # doctest: +SKIP
+    >>> slides[["area_m2", "mean_prob"]].describe()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lsmap.core.normalize import BandStats
+from lsmap.errors import CheckpointError, InputError, MissingInputError
+
+NORMS = ("scene", "model")
+
+
+def default_models() -> list[Path]:
+    """The checkpoint shipped with lsmap (:func:`lsmap.learn.models.default_model_path`), used when no model is given.
+
+    Raises:
+        CheckpointError: the installation has no default model.
+    """
+    from lsmap.learn.models import default_model_path
+
+    try:
+        return [default_model_path()]
+    except MissingInputError as e:
+        raise CheckpointError(f"no default model: {e}") from None
+
+
+def _stack_inputs(scene: Any, work: Path, bands: str) -> Path:
+    """Stack Sentinel-2 + DEM inputs (a mapping or namespace of ``lsmap.data.stack.stack_scene`` arguments)."""
+    try:
+        from lsmap.data.stack import stack_scene
+    except ImportError:
+        raise InputError("stacking inputs needs lsmap.data.stack (lsmap stack); stack the scene first and pass the "
+                         "stacked GeoTIFF") from None
+    kwargs = dict(scene) if isinstance(scene, Mapping) else dict(vars(scene))
+    kwargs.setdefault("bands", bands)
+    out = work / "stack.tif"
+    result = stack_scene(**kwargs, out=out)
+    return Path(getattr(result, "path", None) or (result if isinstance(result, (str, os.PathLike)) else out))
+
+
+def _scene_area_km2(info) -> float:
+    from shapely.geometry import box
+
+    from lsmap.map.vectorize import areas_m2
+
+    t = info.transform
+    xs = [t.c, t.c + t.a * info.width]
+    ys = [t.f, t.f + t.e * info.height]
+    return float(areas_m2([box(min(xs), min(ys), max(xs), max(ys))], info.crs)[0]) / 1e6
+
+
+def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | None = None, *,
+           out: str | os.PathLike | None = None, bands: str | None = None, tta: bool = False,
+           overlap: int = 32, window: int = 128, batch_size: int | None = None, norm: str = "scene",
+           stats: str | os.PathLike | BandStats | None = None, input_scale: str = "auto",
+           threshold: float | None = None, prob: str | os.PathLike | None = None,
+           mask: str | os.PathLike | None = None, quicklook: str | os.PathLike | None = None, uncertainty: bool = False, min_area: float = 0.0,
+           simplify: float = 0.0, fill_holes: float = 0.0, crf: bool = False, device: Any = "auto",
+           overwrite: bool = False, block: int = 1024, progress: bool = False):
+    """Map the landslides of a scene: polygons with area and probability attributes.
+
+    Args:
+        scene: A stacked GeoTIFF (bands in the models' profile order; raw or L4S-scaled values), or
+            the inputs of ``lsmap stack`` as a mapping/namespace of ``lsmap.data.stack.stack_scene``
+            keyword arguments (stacked into a temporary file first).
+        models: Checkpoint paths (``.safetensors``/``.json``/stem) or loaded
+            :class:`lsmap.learn.ensemble.Member` objects; several are averaged. ``None``: the shipped
+            default model.
+        out: Polygon output (``.gpkg``, ``.geojson``/``.json``, ``.shp``); ``None`` writes nothing.
+        bands: Band profile of the scene; ``None`` takes the models' profile. A model trained on
+            another profile is refused.
+        tta: Also average over horizontal/vertical flips.
+        overlap: Window overlap in pixels (blended with Hann ramps).
+        window: Window size in pixels.
+        batch_size: Windows per batch (default: sized for the device).
+        norm: ``"scene"`` normalises with the scene's own per-band statistics (the 1st-place
+            recipe), ``"model"`` with each model's training statistics.
+        stats: Statistics (BandStats JSON path or object, L4S scale) to normalise with instead of
+            the scene's own (implies ``norm="scene"``).
+        input_scale: ``"auto"`` (decide from the data), ``"raw"`` (digital numbers, degrees,
+            metres: divided by the profile's divisors) or ``"l4s"`` (already scaled).
+        threshold: Landslide probability threshold (default: mean of the models' card thresholds).
+        prob: Also write the probability as a uint8 COG (``round(254 p)``, 255 = nodata).
+        mask: Also write the pixel mask as a uint8 COG (1 landslide, 0 background, 255 nodata).
+        quicklook: Also write a PNG of the scene in natural colour with the polygons drawn.
+        uncertainty: Add ``mean_unc``: mean over the polygon of the variance of the probability
+            across members and flips (``p (1 - p)`` with a single model without TTA).
+        min_area: Drop polygons smaller than this many m2.
+        simplify: Simplification tolerance in metres (0: none).
+        fill_holes: Fill holes smaller than this many m2.
+        crf: Sharpen each window's ensemble probability with a dense CRF before the windows are
+            blended (:func:`lsmap.learn.crf.crf_refine`; needs ``lsmap[crf]``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
+        overwrite: Replace existing outputs.
+        block: Vectorisation block size in pixels.
+        progress: Show a progress bar.
+
+    Returns:
+        GeoDataFrame in the scene's CRS with columns ``id``, ``area_m2``, ``mean_prob``,
+        ``max_prob`` (+ ``mean_unc``); ``gdf.attrs["lsmap"]`` holds a run summary (windows,
+        timings, km2/s, statistics used, outputs).
+
+    Raises:
+        OutputExistsError: an output exists and not ``overwrite`` (before any work).
+        MissingInputError: the scene or a model does not exist.
+        CheckpointError: unreadable model, no default model, or a model for another band profile.
+        BandMismatchError: the scene's band count differs from the profile's.
+        InputError: unreadable scene, no valid pixel, bad options.
+    """
+    from lsmap.core.bands import get_profile
+    from lsmap.data.scan import check_stats, scan_scene
+    from lsmap.io.cog import PROB_SCALE, encode_mask, encode_probability, write_uint8_cog
+    from lsmap.io.rasters import atomic_output
+    from lsmap.io.scene import scene_info
+    from lsmap.learn.device import resolve_device
+    from lsmap.learn.ensemble import Member, load_ensemble
+    from lsmap.map.stream import members_profile, predict_scene
+    from lsmap.map.vectorize import check_vector_output, vector_driver, vectorize
+
+    t0 = time.perf_counter()
+    if norm not in NORMS:
+        raise InputError(f"unknown normalisation '{norm}'; choose one of: {', '.join(NORMS)}")
+    if stats is not None and norm == "model":
+        raise InputError("--stats gives the scene's statistics; it cannot be combined with --norm model")
+    for name, v in (("min-area", min_area), ("simplify", simplify), ("fill-holes", fill_holes)):
+        if v < 0:
+            raise InputError(f"--{name} must not be negative (got {v})")
+    if crf:
+        from lsmap.learn.crf import available
+
+        if not available():
+            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
+    outputs = [Path(p) for p in (out, prob, mask, quicklook) if p is not None]
+    if len({p.resolve() for p in outputs}) != len(outputs):
+        raise InputError("the polygon, probability and mask outputs must be different files")
+    if out is not None:
+        vector_driver(out)
+        check_vector_output(out, overwrite)
+    for p in (prob, mask):
+        if p is not None and Path(p).suffix.lower() not in (".tif", ".tiff"):
+            raise InputError(f"{p}: raster outputs are GeoTIFFs; use a .tif name")
+    if quicklook is not None and Path(quicklook).suffix.lower() != ".png":
+        raise InputError(f"{quicklook}: the quick-look is a PNG; use a .png name")
+    if isinstance(stats, (str, os.PathLike)):
+        stats = BandStats.load(stats)
+
+    dev = resolve_device(device) if isinstance(device, str) else device
+    if models is None:
+        models = default_models()
+    if not models:
+        raise CheckpointError("no model given; pass --model PATH (one or more)")
+    expect = get_profile(bands) if bands is not None else None
+    paths = [m for m in models if not isinstance(m, Member)]
+    members = [m for m in models if isinstance(m, Member)] + (load_ensemble(paths, dev, expect) if paths else [])
+    profile = members_profile(members)
+    if expect is not None and expect.bands != profile.bands:
+        raise CheckpointError(f"{members[0].source or members[0].card.model}: model was trained on band profile "
+                              f"'{profile.name}' but the input is '{expect.name}'; use a model trained on "
+                              f"'{expect.name}' or restack the input")
+    if threshold is None:
+        threshold = float(np.mean([m.card.threshold for m in members]))
+
+    work_parent = Path(out).parent if out is not None else None
+    if work_parent is not None:
+        work_parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as es:
+        # every output gets its temporary name now (existence checked before any work) and is
+        # renamed into place only when the block below completes
+        tmp_out = es.enter_context(atomic_output(out, overwrite)) if out is not None else None
+        tmp_prob = es.enter_context(atomic_output(prob, overwrite)) if prob is not None else None
+        tmp_mask = es.enter_context(atomic_output(mask, overwrite)) if mask is not None else None
+        tmp_look = es.enter_context(atomic_output(quicklook, overwrite)) if quicklook is not None else None
+        work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=".lsmap-detect-", dir=work_parent)))
+
+        scene_path = _stack_inputs(scene, work, profile.name) if not isinstance(scene, (str, os.PathLike)) else Path(scene)
+        info = scene_info(scene_path, profile)
+        t_scan = time.perf_counter()
+        scan = scan_scene(info, profile, input_scale)
+        t_scan = time.perf_counter() - t_scan
+        if norm == "scene":
+            used = check_stats(stats, profile, "--stats") if stats is not None else scan.stats
+        else:
+            used = None
+        fill = used.mean if used is not None else None
+        pred = predict_scene(info, members, work / "prob.tif", stats=used, raw=scan.raw, fill=fill, tta=tta,
+                             overlap=overlap, window=window, batch_size=batch_size, device=dev,
+                             uncertainty_out=work / "unc.tif" if uncertainty else None, crf=crf, compress=False,
+                             progress=progress)
+        t_vec = time.perf_counter()
+        gdf = vectorize(pred.prob, threshold=threshold, uncertainty=pred.uncertainty, block=block,
+                        min_area=min_area, simplify=simplify, fill_holes=fill_holes)
+        t_vec = time.perf_counter() - t_vec
+        t_write = time.perf_counter()
+        if tmp_prob is not None:
+            write_uint8_cog(pred.prob, tmp_prob, encode_probability, resampling="average", scale=1 / PROB_SCALE)
+        if tmp_mask is not None:
+            write_uint8_cog(pred.prob, tmp_mask, lambda p: encode_mask(p, threshold), resampling="nearest")
+        if tmp_out is not None:
+            driver, sidecars = vector_driver(out)
+            gdf.to_file(tmp_out, driver=driver, engine="pyogrio", geometry_type="Polygon")
+            for s in sidecars:
+                if tmp_out.with_suffix(s).exists():
+                    shutil.move(tmp_out.with_suffix(s), Path(out).with_suffix(s))
+        if tmp_look is not None:
+            from lsmap.map.quicklook import render_quicklook
+
+            render_quicklook(scene_path, gdf, tmp_look, profile, overwrite=True)
+        t_write = time.perf_counter() - t_write
+    seconds = time.perf_counter() - t0
+    km2 = _scene_area_km2(info)
+    gdf.attrs["lsmap"] = {
+        "scene": str(scene_path) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",
+        "models": [m.source or m.card.model for m in members], "bands": profile.name,
+        "input_scale": "raw" if scan.raw else "l4s", "norm": norm if stats is None else "stats",
+        "stats": used.to_dict() if used is not None else None, "stats_sampled": scan.sampled,
+        "valid_pixels": scan.valid_pixels, "threshold": threshold, "tta": tta, "crf": crf, "window": window,
+        "overlap": overlap, "batch_size": pred.batch_size, "windows": pred.windows, "passes": pred.passes,
+        "device": str(dev), "uncertainty": pred.uncertainty_method, "polygons": len(gdf),
+        "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
+        "scene_km2": km2, "seconds": seconds, "km2_per_s": km2 / seconds if seconds > 0 else None,
+        "timings": {"scan": t_scan, "predict": pred.seconds, "model": pred.model_seconds, **pred.timings,
+                    "vectorize": t_vec, "write": t_write},
+        "outputs": {k: str(v) for k, v in (("polygons", out), ("prob", prob), ("mask", mask), ("quicklook", quicklook))
+                    if v is not None},
+    }
+    return gdf
+

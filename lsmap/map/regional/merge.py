@@ -1,0 +1,129 @@
+"""Per-scene polygon layers -> one event layer, and true (geodesic) polygon areas.
+
+:func:`merge_layers` brings the layers to one CRS (the first scene's, or EPSG:4326 when the scenes
+have different CRSs) and replaces polygons from different scenes that intersect (scene overlaps, or
+a landslide cut by a scene border) by their union, once; ``scene`` lists the scene names they came
+from, comma-joined. :func:`true_area_m2` gives the geodesic area on the CRS's ellipsoid, which
+``area_m2`` of the merged layer is recomputed with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lsmap.errors import InputError
+from lsmap.map.vectorize import UnionFind
+
+
+def true_area_m2(geoms) -> Any:
+    """Geodesic area in m2 of each geometry of a GeoSeries, on its CRS's ellipsoid.
+
+    Correct for geographic CRSs and for projected ones whatever their distortion.
+
+    Raises:
+        InputError: the GeoSeries has no CRS.
+    """
+    import numpy as np
+
+    if geoms.crs is None:
+        raise InputError("polygon layer has no CRS; cannot compute areas in m2")
+    crs = geoms.crs
+    lonlat = geoms if crs.is_geographic else geoms.to_crs(crs.geodetic_crs)
+    geod = crs.get_geod()
+    return np.array([abs(geod.geometry_area_perimeter(g)[0]) if g is not None and not g.is_empty else 0.0
+                     for g in lonlat], dtype="float64")
+
+
+def _common_crs(layers: Mapping[str, Any]):
+    from pyproj import CRS
+
+    crss = [g.crs for g in layers.values() if g.crs is not None]
+    if not crss:
+        raise InputError("no scene layer has a CRS; cannot merge them")
+    first = crss[0]
+    return first if all(CRS(c) == CRS(first) for c in crss) else CRS.from_epsg(4326)
+
+
+def _components(n: int, left, right) -> list[list[int]]:
+    """Connected components of ``n`` items joined by the pairs ``(left[k], right[k])``, in item order."""
+    uf = UnionFind()
+    uf.add(n)
+    for a, b in zip(left.tolist(), right.tolist(), strict=False):
+        uf.union(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(uf.find(i), []).append(i)
+    return list(groups.values())
+
+
+def merge_layers(layers: Mapping[str, Any]):
+    """Merge per-scene polygon layers into one event layer.
+
+    Polygons of different scenes that intersect (touching included) are joined, transitively, and
+    replaced by their union; polygons within one scene are otherwise kept as they are. Numeric
+    attributes of joined polygons are combined: columns named ``max*`` by maximum, ``min*`` by
+    minimum, others by an area-weighted mean. ``area_m2`` is recomputed as the true area.
+
+    Args:
+        layers: ``{scene name: GeoDataFrame}`` in scene order.
+
+    Returns:
+        GeoDataFrame with ``scene`` (comma-joined names for joined polygons), ``n_parts``,
+        ``area_m2`` and the layers' other attributes, in the first scene's CRS, or EPSG:4326 when the
+        scenes' CRSs differ.
+    """
+    import geopandas as gpd
+    import numpy as np
+    import pandas as pd
+    import shapely
+
+    layers = {k: v for k, v in layers.items() if v is not None}
+    if not layers:
+        return gpd.GeoDataFrame({"scene": [], "n_parts": [], "area_m2": []}, geometry=[], crs="EPSG:4326")
+    crs = _common_crs(layers)
+    frames = []
+    for name, g in layers.items():
+        g = g.to_crs(crs) if g.crs is not None and g.crs != crs else g.set_crs(crs, allow_override=True)
+        g = g.copy()
+        g["scene"] = name
+        frames.append(g)
+    allp = pd.concat(frames, ignore_index=True)
+    allp = gpd.GeoDataFrame(allp, geometry=allp.geometry.name, crs=crs)
+    allp = allp[~(allp.geometry.isna() | allp.geometry.is_empty)].reset_index(drop=True)
+    geoms = shapely.make_valid(allp.geometry.values)
+    allp = allp.set_geometry(gpd.GeoSeries(geoms, crs=crs))
+    scenes = allp["scene"].to_numpy()
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    cross = scenes[left] != scenes[right]
+    groups = _components(len(allp), left[cross], right[cross])
+    weights = true_area_m2(allp.geometry)
+    order = {name: i for i, name in enumerate(layers)}
+    value_cols = [c for c in allp.columns if c not in (allp.geometry.name, "scene", "area_m2", "n_parts")]
+    rows = []
+    for idx in groups:
+        part = allp.iloc[idx]
+        row: dict[str, Any] = {}
+        for c in value_cols:
+            col = part[c]
+            if len(idx) == 1:
+                row[c] = col.iloc[0]
+            elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+                low = c.lower()
+                if low.startswith("max"):
+                    row[c] = col.max()
+                elif low.startswith("min"):
+                    row[c] = col.min()
+                else:
+                    w = weights[idx]
+                    row[c] = float(np.average(col.to_numpy(dtype="float64"), weights=w)) if w.sum() > 0 else col.mean()
+            else:
+                row[c] = col.iloc[0]
+        row["scene"] = ",".join(sorted(set(part["scene"]), key=order.__getitem__))
+        row["n_parts"] = len(idx)
+        row["geometry"] = part.geometry.iloc[0] if len(idx) == 1 else shapely.union_all(part.geometry.values)
+        rows.append(row)
+    out = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
+    out["area_m2"] = true_area_m2(out.geometry)
+    first = ["scene", "n_parts", "area_m2"]
+    return out[[*first, *[c for c in value_cols], "geometry"]]

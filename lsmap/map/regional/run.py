@@ -1,0 +1,283 @@
+"""Regional mapping: detection over many scenes, one after another or on a Dask cluster.
+
+:func:`detect_many` expands a scene list (paths, globs, ``@list.txt`` files; :mod:`lsmap.map.regional.scenelist`),
+runs single-scene detection on each scene (in this process, or as one task per scene on the workers
+of a Dask distributed cluster; :mod:`lsmap.map.regional.scenejob`), writes one polygon layer per scene
+(``OUT_DIR/<stem>.gpkg``) and merges them into one layer for the whole event (``OUT_DIR/event.gpkg``;
+:mod:`lsmap.map.regional.merge`).
+
+Resumability: a scene is complete when its layer exists (written under a temporary name and renamed,
+so it never exists half-written) *and* its sidecar ``<stem>.done.json`` (written after the layer)
+records the same scene, models and detection parameters as the current run. Complete scenes are
+skipped on a re-run; ``overwrite=True`` redoes them; a scene whose sidecar is missing or records
+other parameters is redone.
+
+On a cluster every worker must see the scenes, the model files and ``out_dir`` under the same paths
+(a shared filesystem): workers write the per-scene layers themselves and return only a summary; the
+client reads the layers back to merge them. Models are loaded once per worker process and reused for
+every scene that worker runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsmap.errors import InputError, MissingInputError
+from lsmap.map.regional.merge import merge_layers
+from lsmap.map.regional.scenejob import (
+    Detector,
+    SceneJob,
+    SceneOutcome,
+    done_polygons,
+    failure_message,
+    is_complete,
+    job_key,
+    run_scene,
+)
+from lsmap.map.regional.scenelist import expand_scenes, scene_stems
+from lsmap.map.vectorize import vector_driver, write_vector
+
+#: Per-scene raster outputs of the detector that ``detect_many`` turns into ``<stem>.<name>.tif``.
+RASTER_OUTPUTS = ("prob", "mask")
+
+
+@dataclass
+class RegionalResult:
+    """Outcome of :func:`detect_many`.
+
+    Attributes:
+        outputs: ``{scene path: layer path}`` of every scene with a complete layer (new or skipped).
+        failures: ``{scene path: message}`` of the scenes that failed (the message names the scene).
+        merged: Path of the merged event layer (``None`` when no scene has a layer or none asked).
+        gdf: The merged event layer.
+        skipped: Scenes that were already complete and were not run again.
+        scenes: Per-scene outcomes, in scene order.
+        crs: CRS of the merged layer (as a string).
+    """
+
+    outputs: dict[str, Path]
+    failures: dict[str, str]
+    merged: Path | None
+    gdf: Any
+    skipped: list[str] = field(default_factory=list)
+    scenes: list[SceneOutcome] = field(default_factory=list)
+    crs: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every scene has a complete layer."""
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary."""
+        return {
+            "outputs": {k: str(v) for k, v in self.outputs.items()},
+            "failures": dict(self.failures),
+            "skipped": list(self.skipped),
+            "merged": str(self.merged) if self.merged else None,
+            "crs": self.crs,
+            "polygons": 0 if self.gdf is None else len(self.gdf),
+            "area_m2": 0.0 if self.gdf is None or not len(self.gdf) else float(self.gdf["area_m2"].sum()),
+            "scenes": [vars(s) for s in self.scenes],
+        }
+
+
+#: How long to try to reach a Dask scheduler before giving up.
+CONNECT_TIMEOUT = "20s"
+
+
+def _client(scheduler: Any):
+    """``(client, owned)`` for a scheduler address or an existing client."""
+    try:
+        import distributed
+    except ImportError:
+        raise InputError(
+            f"--scheduler {scheduler}: Dask distributed is not installed; pip install 'lsmap[cluster]'"
+        ) from None
+    if isinstance(scheduler, distributed.Client):
+        return scheduler, False
+    try:
+        return distributed.Client(str(scheduler), timeout=CONNECT_TIMEOUT, set_as_default=False), True
+    except (OSError, TimeoutError) as e:
+        raise InputError(
+            f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e}); start one with "
+            f"`dask scheduler` and give its address, e.g. tcp://host:8786"
+        ) from None
+
+
+def detect_many(
+    scenes: str | os.PathLike | Iterable[str | os.PathLike],
+    models: str | os.PathLike | Sequence[str | os.PathLike] | None,
+    out_dir: str | os.PathLike,
+    *,
+    scheduler: Any = "local",
+    merged: str | os.PathLike | None = "event.gpkg",
+    overwrite: bool = False,
+    progress: bool = True,
+    retries: int = 1,
+    detector: Detector | None = None,
+    **detect_kwargs: Any,
+) -> RegionalResult:
+    """Detect landslides in many scenes and merge them into one event layer.
+
+    Args:
+        scenes: Scene paths, glob patterns and/or ``@list.txt`` files (see :func:`lsmap.map.regional.scenelist.expand_scenes`).
+        models: One or more model checkpoints (an ensemble), as for :func:`lsmap.detect`; ``None``: the
+            shipped default model.
+        out_dir: Folder of the outputs: ``<stem>.gpkg`` and ``<stem>.done.json`` per scene, and the
+            merged layer. Must be on a filesystem the workers share when ``scheduler`` is a cluster.
+        scheduler: ``"local"`` (scenes one after another in this process), a Dask scheduler address
+            (``"tcp://host:8786"``: one task per scene on the cluster's workers), or a
+            ``distributed.Client``.
+        merged: File name (in ``out_dir``) or path of the merged layer; ``None`` writes none.
+        overwrite: Redo scenes whose complete outputs exist (otherwise they are skipped).
+        progress: Show a progress bar over scenes (tqdm, on stderr).
+        retries: Extra attempts of a scene on the cluster after an unexpected error; a scene whose
+            worker dies is rescheduled by Dask (``distributed.scheduler.allowed-failures`` times).
+        detector: Per-scene function ``detector(scene, members, *, out, overwrite, **detect_kwargs)``
+            that writes ``out`` atomically and returns its GeoDataFrame; default :func:`lsmap.detect`.
+            Must be importable on the workers.
+        **detect_kwargs: Passed to the detector for every scene (JSON-able values: they are hashed
+            into the completion marker, so changing one redoes the scenes). ``prob=True`` /
+            ``mask=True`` write ``<stem>.prob.tif`` / ``<stem>.mask.tif`` per scene.
+
+    Returns:
+        The per-scene layers, the failures, and the merged layer.
+
+    Raises:
+        InputError: no scene, an unusable option, or an unreachable scheduler.
+        MissingInputError: a glob matches nothing, a list file or a model is missing.
+    """
+    from tqdm.auto import tqdm
+
+    paths = expand_scenes(scenes)
+    if models is None:
+        from lsmap.map.detect import default_models
+
+        models = default_models()
+    model_list = [models] if isinstance(models, (str, os.PathLike)) else list(models)
+    if not model_list:
+        raise InputError("no model given; pass --model PATH (one or more)")
+    from lsmap.learn.models import checkpoint_paths
+
+    model_abs = []
+    for m in model_list:
+        weights, card = checkpoint_paths(Path(m).absolute())
+        if not weights.exists() and not card.exists():
+            raise MissingInputError(f"{m}: checkpoint does not exist (neither {weights.name} nor {card.name})")
+        model_abs.append(str(weights))
+    out_dir = Path(out_dir).absolute()
+    merged_path = None if merged is None else (out_dir / merged if not Path(merged).is_absolute() else Path(merged))
+    if merged_path is not None:
+        vector_driver(merged_path)  # an unknown format fails before any work
+    reserved = [] if merged_path is None or merged_path.parent != out_dir else [merged_path.stem]
+    stems = scene_stems(paths, reserved)
+    params = dict(detect_kwargs)
+    try:
+        json.dumps(params)
+    except TypeError as e:
+        raise InputError(f"detection parameters must be plain values (numbers, strings, lists): {e}") from None
+    if params.get("crf") and detector is None and scheduler in (None, "local"):  # a cluster's workers decide there
+        from lsmap.learn.crf import available
+
+        if not available():
+            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
+    raster_kw = [k for k in RASTER_OUTPUTS if params.pop(k, None)]
+    for k in RASTER_OUTPUTS:
+        params.pop(k, None)
+    keyed = {**params, **{k: True for k in raster_kw}}
+    jobs = [
+        SceneJob(str(p), s, str(out_dir / f"{s}.gpkg"), tuple(model_abs), params,
+                 job_key(p, model_abs, keyed, detector), detector,
+                 tuple((k, str(out_dir / f"{s}.{k}.tif")) for k in raster_kw))
+        for p, s in zip(paths, stems, strict=False)
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    outcomes: dict[str, SceneOutcome] = {}
+    todo = []
+    for job in jobs:
+        if not overwrite and is_complete(job):
+            outcomes[job.scene] = SceneOutcome(job.scene, job.stem, out=job.out, skipped=True,
+                                               polygons=done_polygons(job))
+        else:
+            todo.append(job)
+    local = scheduler in (None, "local")
+    client, owned = _client(scheduler) if todo and not local else (None, False)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="scene", desc="scenes", disable=not progress)
+    try:
+        if local:
+            for job in todo:
+                try:
+                    outcomes[job.scene] = run_scene(job)
+                except Exception as e:
+                    outcomes[job.scene] = SceneOutcome(job.scene, job.stem, error=failure_message(job, e))
+                bar.update(1)
+        elif todo:
+            outcomes.update(_run_on_cluster(todo, client, retries, bar))
+    finally:
+        bar.close()
+        if owned:
+            client.close()
+    _remove_stale_work(out_dir)
+    ordered = [outcomes[j.scene] for j in jobs]
+    outputs = {o.scene: Path(o.out) for o in ordered if o.out and not o.error}
+    failures = {o.scene: o.error or "failed" for o in ordered if o.error or not o.out}
+    layers = _read_layers({o.stem: Path(o.out) for o in ordered if o.scene in outputs}, failures, outputs)
+    gdf = merge_layers(layers)
+    written = None
+    if merged_path is not None and layers:  # joined polygons may be MultiPolygons: the type is promoted, not forced
+        written = write_vector(gdf, merged_path, overwrite=True, geometry_type=None)
+    return RegionalResult(
+        outputs=outputs, failures=failures, merged=written, gdf=gdf,
+        skipped=[o.scene for o in ordered if o.skipped], scenes=ordered,
+        crs=gdf.crs.to_string() if layers and gdf.crs is not None else None,
+    )
+
+
+def _remove_stale_work(out_dir: Path) -> None:
+    # every task of this run has ended: temporaries left in out_dir belong to killed attempts
+    for tmp in [*out_dir.glob(".lsmap-detect-*"), *out_dir.glob(".*.tmp")]:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_layers(paths: Mapping[str, Path], failures: dict, outputs: dict) -> dict:
+    import geopandas as gpd
+
+    layers = {}
+    for stem, path in paths.items():
+        try:
+            layers[stem] = gpd.read_file(path, engine="pyogrio")
+        except Exception as e:  # a layer deleted or damaged after it was marked complete
+            scene = next(s for s, p in outputs.items() if p == path)
+            failures[scene] = f"{path}: cannot read the scene's layer ({e}); rerun with --overwrite"
+            outputs.pop(scene)
+    return layers
+
+
+def _run_on_cluster(jobs: Sequence[SceneJob], client: Any, retries: int, bar) -> dict[str, SceneOutcome]:
+    """Submit one task per scene and collect the outcomes as they complete."""
+    from distributed import as_completed
+
+    outcomes: dict[str, SceneOutcome] = {}
+    run = uuid.uuid4().hex[:8]
+    futures = {
+        client.submit(run_scene, job, pure=False, retries=retries, key=f"lsmap-detect-{job.stem}-{run}"): job
+        for job in jobs
+    }
+    for fut in as_completed(futures, loop=client.loop):
+        job = futures[fut]
+        try:
+            outcomes[job.scene] = fut.result()
+        except Exception as e:
+            outcomes[job.scene] = SceneOutcome(job.scene, job.stem, error=failure_message(job, e))
+        bar.update(1)
+    return outcomes

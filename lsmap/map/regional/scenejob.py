@@ -1,0 +1,256 @@
+"""One scene's detection job: its completion key and marker, and running it here or on a Dask worker.
+
+A :class:`SceneJob` holds everything a worker needs as plain picklable values. :func:`run_scene`
+runs the detector on the scene, which writes the scene's layer (under a temporary name, renamed when
+complete, so it never exists half-written), then writes the completion marker ``<stem>.done.json``
+beside it. :func:`is_complete` holds a job done when its outputs exist *and* the marker records the
+same scene and the same :func:`job_key` (a hash of the scene file, the model files, the detection
+parameters and the detector), so a re-run skips it and a run with other parameters redoes it.
+
+Models are loaded once per process (:func:`cached_ensemble`, keyed by the model files), so a Dask
+worker loads them once and reuses them for every scene it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsmap import __version__
+from lsmap.errors import LsmapError, MissingInputError
+from lsmap.io.rasters import atomic_output
+
+#: Suffix of the per-scene completion marker written after the scene's layer.
+DONE_SUFFIX = ".done.json"
+
+#: Per-process cache of loaded ensembles: on a Dask worker, models load once per worker process.
+_ENSEMBLES: dict[tuple, Any] = {}
+#: How many times this process loaded an ensemble (read by tests through ``Client.run``).
+_ENSEMBLE_LOADS = 0
+
+Detector = Callable[..., Any]
+
+
+def _fingerprint(path: Path) -> list:
+    try:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [None, None]
+
+
+def _model_files(models: Sequence[str]) -> list[Path]:
+    from lsmap.learn.models import checkpoint_paths
+
+    return [f for m in models for f in checkpoint_paths(m)]
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """One scene to detect: everything a worker needs, as plain picklable values.
+
+    Attributes:
+        scene: Absolute scene path.
+        stem: Unique output name of the scene.
+        out: Path of the scene's polygon layer.
+        models: Absolute model checkpoint paths.
+        params: Keyword arguments for the detector (JSON-able).
+        key: Hash of scene, models (paths, sizes, times), parameters and detector: the completion key.
+        detector: Per-scene function (``None``: :func:`lsmap.detect`).
+        rasters: Per-scene raster outputs as ``(detector keyword, path)`` pairs (``prob``, ``mask``).
+    """
+
+    scene: str
+    stem: str
+    out: str
+    models: tuple[str, ...]
+    params: dict = field(default_factory=dict)
+    key: str = ""
+    detector: Detector | None = None
+    rasters: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def marker(self) -> Path:
+        """The completion marker beside the layer."""
+        out = Path(self.out)
+        return out.with_name(out.stem + DONE_SUFFIX)
+
+
+def _detector_name(detector: Detector | None) -> str:
+    if detector is None:
+        return "lsmap.detect"
+    return f"{getattr(detector, '__module__', '?')}.{getattr(detector, '__qualname__', repr(detector))}"
+
+
+def job_key(scene: Path, models: Sequence[str], params: Mapping, detector: Detector | None) -> str:
+    """Hash of what a scene's result depends on (scene file, model files, parameters, detector)."""
+    payload = {
+        "scene": [str(scene), *_fingerprint(scene)],
+        "models": [[str(f), *_fingerprint(f)] for f in _model_files(models)],
+        "params": dict(params),
+        "detector": _detector_name(detector),
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def is_complete(job: SceneJob) -> bool:
+    """Whether ``job``'s layer exists and its marker records the same scene and key."""
+    if not all(Path(p).is_file() for p in (job.out, job.marker, *(v for _, v in job.rasters))):
+        return False
+    try:
+        done = json.loads(job.marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return done.get("scene") == job.scene and done.get("key") == job.key
+
+
+def done_polygons(job: SceneJob) -> int:
+    """The number of polygons ``job``'s completion marker records (0 when unreadable)."""
+    try:
+        return int(json.loads(job.marker.read_text()).get("polygons", 0))
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
+@dataclass
+class SceneOutcome:
+    """What happened to one scene.
+
+    Attributes:
+        scene: Scene path.
+        stem: Output name.
+        out: The scene's layer when it succeeded (or was already complete), else ``None``.
+        polygons: Number of polygons in the layer.
+        seconds: Wall time of the detection (0 when skipped).
+        skipped: The scene was already complete.
+        error: Failure message (names the scene) when it failed.
+        worker: Where it ran (``"local"`` or the worker's address).
+    """
+
+    scene: str
+    stem: str
+    out: str | None = None
+    polygons: int = 0
+    seconds: float = 0.0
+    skipped: bool = False
+    error: str | None = None
+    worker: str = "local"
+
+
+class SceneError(RuntimeError):
+    """An unexpected (possibly transient) error while detecting one scene; Dask retries it.
+
+    A plain :class:`RuntimeError` with a message only, so that it pickles back from a worker.
+    """
+
+
+def _name_scene(scene: str, message: str) -> str:
+    return message if scene in message or Path(scene).name in message else f"{scene}: {message}"
+
+
+def failure_message(job: SceneJob, e: BaseException) -> str:
+    """The message (naming the scene) of ``job`` failing with ``e``, locally or on a Dask worker."""
+    name = type(e).__name__
+    if name == "KilledWorker":
+        return (f"{job.scene}: the Dask worker running it died (also on retry); "
+                f"the scene may need more memory than a worker has; rerun to retry it")
+    if name == "CancelledError":
+        return f"{job.scene}: task cancelled (the cluster went away?); rerun to retry it"
+    return _name_scene(job.scene, str(e) or name)
+
+
+def cached_ensemble(models: Sequence[str], device: str = "auto") -> list:
+    """Load ``models`` as ensemble members once per process (keyed by the files and the device).
+
+    Returns:
+        ``list[lsmap.learn.ensemble.Member]``; the same objects on every call with the same files.
+    """
+    global _ENSEMBLE_LOADS
+    key = (tuple(models), tuple(tuple(_fingerprint(f)) for f in _model_files(models)), str(device))
+    members = _ENSEMBLES.get(key)
+    if members is None:
+        from lsmap.learn.device import resolve_device
+        from lsmap.learn.ensemble import load_ensemble
+
+        members = load_ensemble(list(models), resolve_device(device))
+        _ENSEMBLES.clear()  # one ensemble per process at a time: a long-lived worker does not pile up models
+        _ENSEMBLES[key] = members
+        _ENSEMBLE_LOADS += 1
+    return members
+
+
+def _remove_stale_temps(out: Path) -> None:
+    # atomic_output's temporary folders are ".<name>.<random>.tmp"; a killed process leaves them.
+    for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_scene(job: SceneJob) -> SceneOutcome:
+    """Detect one scene and write its layer and completion marker (runs on a worker or locally).
+
+    The layer is written by the detector through :func:`lsmap.io.rasters.atomic_output` (never half-written);
+    the marker is written after it. A stale marker is removed first, so an interrupted redo is never
+    taken for complete.
+
+    Args:
+        job: The scene, its output and the detection parameters.
+
+    Returns:
+        The outcome; input errors (:class:`~lsmap.errors.LsmapError`) are returned as failures.
+
+    Raises:
+        SceneError: any other error (Dask retries the task; the caller reports it after the retries).
+    """
+    out = Path(job.out)
+    t0 = time.perf_counter()
+    worker = _worker_address()
+    try:
+        job.marker.unlink(missing_ok=True)
+        _remove_stale_temps(out)
+        if not Path(job.scene).exists():
+            raise MissingInputError(f"{job.scene}: scene does not exist")
+        members = cached_ensemble(job.models, job.params.get("device", "auto"))
+        params = {**job.params, **{k: v for k, v in job.rasters}}
+        if job.detector is None:
+            from lsmap.map.detect import detect
+
+            gdf = detect(job.scene, members, out=out, overwrite=True, progress=False, **params)
+        else:
+            gdf = job.detector(job.scene, members, out=out, overwrite=True, **params)
+        missing = [p for p in (out, *(Path(v) for _, v in job.rasters)) if not p.is_file()]
+        if missing:
+            raise SceneError(f"{job.scene}: the detector returned without writing {missing[0]}")
+        n = len(gdf) if gdf is not None else 0
+        done = {
+            "scene": job.scene, "key": job.key, "models": list(job.models), "params": job.params,
+            "detector": _detector_name(job.detector), "polygons": n, "lsmap_version": __version__,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        with atomic_output(job.marker, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(done, indent=2, default=str) + "\n")
+    except LsmapError as e:
+        return SceneOutcome(job.scene, job.stem, error=_name_scene(job.scene, str(e)),
+                            seconds=time.perf_counter() - t0, worker=worker)
+    except SceneError:
+        raise
+    except Exception as e:  # anything else: report it as a plain, picklable, retryable error
+        raise SceneError(_name_scene(job.scene, f"{type(e).__name__}: {e}")) from None
+    return SceneOutcome(job.scene, job.stem, out=str(out), polygons=n,
+                        seconds=time.perf_counter() - t0, worker=worker)
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "local"

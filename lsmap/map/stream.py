@@ -1,0 +1,623 @@
+"""Sliding-window ensemble inference over whole scenes, streamed block by block.
+
+A scene is cut into overlapping windows (:func:`lsmap.core.windows.window_grid`), read in batches from a
+full-width strip of the window height: moving down one row of windows keeps the rows the two rows
+share and reads only the new ones, so each pixel is decoded, scaled and filled once. A reader
+thread prefetches the next batches into a bounded queue while the models run: on a GPU the
+calling thread runs one batch at a time, on a CPU several model worker threads each run whole
+batches on a share of the cores (:func:`model_threads`); results are blended in window order, so
+the output does not depend on the number of workers. Each window's
+probabilities are weighted with :func:`lsmap.core.windows.blend_weight` (Hann ramps over the overlap, a
+small positive floor) and accumulated in a strip of ``window`` rows by the scene width; a row is
+final as soon as the next row of windows starts below it, and is then written (weighted sum /
+summed weights) to a float32 probability GeoTIFF. Peak memory is therefore a few batches plus two
+strips and one row of GDAL blocks, whatever the scene's height, and grows only linearly with its
+width.
+
+Validity: a pixel is nodata (never a landslide; probability written as :data:`PROB_NODATA`) when
+it is not valid by the one rule of :mod:`lsmap.io.scene` (masked by GDAL, non-finite, or, for files
+declaring no nodata at all, a spectral band equal to the band profile's nodata value). Before
+normalisation, nodata pixels are filled with the band means of the normalisation statistics so
+they look like "average" ground to the model and do not create edge artefacts around data gaps.
+
+Input scale: models see L4S-scaled values. A scene of raw values (Sentinel-2 digital numbers,
+slope in degrees, DEM in metres) is divided by ``profile.divisors`` on the fly
+(:func:`lsmap.io.scene.scale_raw`, as ``lsmap tile --raw`` does); :func:`lsmap.data.scan.scan_scene`
+tells which scenes are raw, and computes the per-scene statistics. The probability raster is turned
+into uint8 COGs by :mod:`lsmap.io.cog` and into polygons by :mod:`lsmap.map.vectorize`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lsmap.core.bands import BandProfile
+from lsmap.core.normalize import BandStats
+from lsmap.core.windows import Window, blend_weight, window_grid
+from lsmap.data.scan import check_stats
+from lsmap.errors import CheckpointError, InputError
+from lsmap.io.rasters import GDAL_CACHE_MB, geotiff_profile, open_raster
+from lsmap.io.scene import SceneInfo, read_scene_window, scene_info
+from lsmap.learn.ensemble import inference_context
+
+#: Value of nodata pixels in the internal float32 probability raster.
+PROB_NODATA = -1.0
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_scene` wrote and how long it took.
+
+    Attributes:
+        prob: Float32 probability GeoTIFF (nodata :data:`PROB_NODATA`).
+        uncertainty: Float32 uncertainty GeoTIFF, when asked for.
+        uncertainty_method: ``"variance"`` (across ensemble members and TTA flips) or
+            ``"bernoulli"`` (``p * (1 - p)`` of the mean probability, with a single pass).
+        windows: Number of windows run through the models.
+        passes: Forward passes per window (members x flips).
+        batch_size: Windows per batch.
+        seconds: Wall time.
+        model_seconds: Time spent in the models (including host/device copies), summed over
+            batches: with several CPU model workers running at once it exceeds the wall time.
+        timings: Further seconds (``read``: preparing batches, in the reader thread when there is
+            one; ``prob_write``; ``crf``) and ``workers``, the model workers used.
+    """
+
+    prob: Path
+    uncertainty: Path | None
+    uncertainty_method: str | None
+    windows: int
+    passes: int
+    batch_size: int
+    seconds: float
+    model_seconds: float
+    timings: dict = field(default_factory=dict)
+
+
+def auto_batch_size(device, window: int, scale: float = 1.0, passes: int = 1) -> int:
+    """Windows per batch for ``device``: about 16 L4S-sized windows on a CPU, more on a GPU by memory."""
+    import torch
+
+    pixels = (window * scale) ** 2
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        budget = total / 2**30 * 8  # ~8 windows of 128x128 per GiB for a mid-size U-Net
+    else:
+        budget = 16
+    return int(max(1, min(256, budget * (128 * 128) / pixels)))
+
+
+def _pin(t):
+    """Pinned (page-locked) copy of a CPU tensor for asynchronous copies; unchanged when unavailable."""
+    try:
+        return t.pin_memory()
+    except RuntimeError:  # no CUDA driver: pinning is impossible (and pointless)
+        return t
+
+
+def to_device(x: np.ndarray, device, pin: bool):
+    """Move a batch to ``device``; with ``pin`` via pinned memory and a non-blocking copy.
+
+    Shape:
+        ``(N, C, H, W)`` float32.
+    """
+    import torch
+
+    t = torch.from_numpy(x)
+    if pin:
+        t = _pin(t)
+    return t.to(device, non_blocking=pin)
+
+
+@dataclass
+class _Batch:
+    windows: list[Window]
+    x: Any  # (B, C, h, w) float32 array or pinned tensor
+    valid: np.ndarray  # (B, h, w) bool
+    read_seconds: float
+
+
+def stream_cache_bytes(src) -> int:
+    """GDAL block cache for streaming ``src`` top to bottom: one row of its blocks (all bands), at least
+    :data:`GDAL_CACHE_MB`, so that every block is decoded once although several strips read it."""
+    bh, bw = src.block_shapes[0]
+    itemsize = max(np.dtype(t).itemsize for t in src.dtypes)
+    row = src.count * bh * -(-src.width // bw) * bw * itemsize
+    return max(GDAL_CACHE_MB * 2**20, row + row // 4)
+
+
+class _Strips:
+    """Batches of windows cut from a full-width strip of the scene, each pixel read and prepared once.
+
+    The strip holds the ``height`` scene rows of the current row of windows, scaled (raw scenes) and
+    with nodata pixels filled. Moving down to the next row of windows keeps the rows the two share
+    (the overlap) and reads only the new ones, in pieces that never straddle a row of GDAL blocks
+    (so a cache of one block row suffices: :func:`stream_cache_bytes`).
+    """
+
+    def __init__(self, src, scene: SceneInfo, profile: BandProfile, height: int, raw: bool, fill: np.ndarray) -> None:
+        self.src, self.scene, self.profile, self.raw = src, scene, profile, raw
+        self.fill = np.asarray(fill, np.float32)[:, None, None]
+        self.block_rows = src.block_shapes[0][0]
+        self.data = np.empty((profile.count, height, scene.width), np.float32)
+        self.valid = np.empty((height, scene.width), bool)
+        self.top: int | None = None
+
+    def _advance(self, row: int) -> None:
+        """Make the strip hold scene rows ``[row, row + height)``."""
+        h = self.valid.shape[0]
+        keep = 0
+        if self.top is not None and self.top < row < self.top + h:
+            keep = self.top + h - row
+            self.data[:, :keep] = self.data[:, h - keep:]
+            self.valid[:keep] = self.valid[h - keep:]
+        r = row + keep
+        while r < row + h:  # new rows, split at block-row boundaries
+            n = min(row + h, (r // self.block_rows + 1) * self.block_rows) - r
+            data, ok = read_scene_window(self.src, Window(r, 0, n, self.scene.width), self.profile, raw=self.raw,
+                                         declared=self.scene.declares_nodata)
+            if not ok.all():
+                np.copyto(data, self.fill, where=~ok[None])
+            self.data[:, r - row:r - row + n] = data
+            self.valid[r - row:r - row + n] = ok
+            r += n
+        self.top = row
+
+    def batch(self, windows: Sequence[Window], pin: bool) -> _Batch:
+        """The windows (in row-major order) as one batch of model inputs."""
+        t0 = time.perf_counter()
+        h, w = windows[0].height, windows[0].width
+        x = np.empty((len(windows), self.profile.count, h, w), np.float32)
+        valid = np.empty((len(windows), h, w), bool)
+        for k, win in enumerate(windows):
+            if win.row_off != self.top:
+                self._advance(win.row_off)
+            cs = slice(win.col_off, win.col_off + w)
+            x[k] = self.data[:, :, cs]
+            valid[k] = self.valid[:, cs]
+        xb: Any = x
+        if pin:
+            import torch
+
+            xb = _pin(torch.from_numpy(x))
+        return _Batch(list(windows), xb, valid, time.perf_counter() - t0)
+
+
+def _read_batches(src, scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], batch_size: int,
+                  raw: bool, fill: np.ndarray, pin: bool) -> Iterator[_Batch]:
+    strips = _Strips(src, scene, profile, windows[0].height, raw, fill)
+    for s in range(0, len(windows), batch_size):
+        yield strips.batch(windows[s:s + batch_size], pin)
+
+
+_DONE = object()
+
+
+class _Prefetcher(threading.Thread):
+    """Reads batches (with its own dataset handle) into a bounded queue while the consumer runs the model."""
+
+    def __init__(self, cache_bytes: int, scene: SceneInfo, *args, prefetch: int) -> None:
+        super().__init__(daemon=True, name="lsmap-reader")
+        self.cache_bytes, self.scene, self.args = cache_bytes, scene, args
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self.stop = threading.Event()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        import rasterio
+
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=self.cache_bytes, GDAL_NUM_THREADS=1), \
+                    open_raster(self.scene.path, "scene") as src:
+                for batch in _read_batches(src, self.scene, *self.args):
+                    if not self._put(batch):
+                        return
+            self._put(_DONE)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            self._put(e)
+
+    def __iter__(self) -> Iterator[_Batch]:
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+def ensemble_moments(members, x, stats: BandStats | None, tta: bool, want_var: bool, amp: bool = True):
+    """Mean landslide probability over members (x flips) and, with ``want_var``, its variance.
+
+    Shape:
+        ``x``: ``(N, C, H, W)`` L4S-scaled; returns ``(N, H, W)`` mean and ``(N, H, W)`` variance
+        (``None`` unless ``want_var``).
+    """
+    import torch
+
+    from lsmap.learn.ensemble import member_logits, predict_proba
+
+    if not want_var:
+        return predict_proba(members, x, stats=stats, tta=tta, amp=amp), None
+    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
+    s = s2 = None
+    for m in members:
+        for dims in flips:
+            xi = torch.flip(x, dims) if dims else x
+            p = torch.softmax(member_logits(m, xi, stats, amp), dim=1)[:, 1]
+            p = torch.flip(p, dims) if dims else p  # negative dims: the same axes of (N, H, W)
+            s = p if s is None else s + p
+            s2 = p * p if s2 is None else s2 + p * p
+    n = len(members) * len(flips)
+    mean = s / n
+    return mean, (s2 / n - mean * mean).clamp_min(0.0)
+
+
+#: Most model workers on a CPU (more cores go to intra-op threads of each).
+MAX_CPU_WORKERS = 4
+
+
+def model_threads(device, workers: int | None = None) -> tuple[int, int]:
+    """``(workers, threads)``: batches run through the models at once, and torch threads for each.
+
+    On a CPU, by default one worker per core up to :data:`MAX_CPU_WORKERS` (the cores being
+    ``torch.get_num_threads()``), the cores shared out among them. Whole batches on single
+    threads keep the cores busier than one batch on all of them (no barrier between layers: on
+    this project's 2-core AMX machine a ResNet-18 U-Net ran 441 windows in 1.84 s as two workers
+    against 2.01 s as one), and leave gaps for the reader thread. A GPU runs one batch at a time.
+
+    Raises:
+        InputError: ``workers`` is not positive.
+    """
+    import torch
+
+    if workers is not None and workers < 1:
+        raise InputError(f"model workers must be positive (got {workers})")
+    if device.type != "cpu":
+        return 1, torch.get_num_threads()
+    cores = torch.get_num_threads()
+    workers = workers or max(1, min(cores, MAX_CPU_WORKERS))
+    return workers, max(1, cores // workers)
+
+
+def ordered_map(fn: Callable, items: Iterator, workers: int,
+                context: Callable[[], contextlib.AbstractContextManager] | None = None) -> Iterator[tuple]:
+    """``(item, fn(item))`` in the order of ``items``, ``fn`` run by ``workers`` threads.
+
+    Each worker thread runs all its calls inside one ``context()`` (e.g. autocast: the casts of
+    the weights are then made once per thread, not once per batch). At most ``workers + 1``
+    items are taken ahead of the one yielded, so memory stays a few batches. An exception in
+    ``fn`` is raised here for its item; closing the generator drops the items not yet started and
+    waits for the threads.
+    """
+    from collections import deque
+
+    tasks: queue.Queue = queue.Queue()
+    results: dict[int, tuple[bool, Any]] = {}
+    broken: list[BaseException] = []  # a worker that failed outside ``fn`` (e.g. entering ``context``)
+    done = threading.Condition()
+
+    def work() -> None:
+        try:
+            with context() if context is not None else contextlib.nullcontext():
+                while (task := tasks.get()) is not None:
+                    k, item = task
+                    try:
+                        out = (True, fn(item))
+                    except BaseException as e:  # raised to the consumer for this item
+                        out = (False, e)
+                    with done:
+                        results[k] = out
+                        done.notify_all()
+        except BaseException as e:  # the consumer must not wait for results that never come
+            with done:
+                broken.append(e)
+                done.notify_all()
+
+    def result(k: int):
+        with done:
+            done.wait_for(lambda: k in results or broken)
+            if k not in results:
+                raise broken[0]
+            ok, value = results.pop(k)
+        if not ok:
+            raise value
+        return value
+
+    threads = [threading.Thread(target=work, daemon=True, name=f"lsmap-model-{i}") for i in range(max(1, workers))]
+    for t in threads:
+        t.start()
+    pending: deque = deque()
+    try:
+        for k, item in enumerate(items):
+            tasks.put((k, item))
+            pending.append((k, item))
+            if len(pending) > len(threads):
+                k0, first = pending.popleft()
+                yield first, result(k0)
+        while pending:
+            k0, first = pending.popleft()
+            yield first, result(k0)
+    finally:
+        while True:  # drop what no thread has started
+            try:
+                tasks.get_nowait()
+            except queue.Empty:
+                break
+        for _ in threads:
+            tasks.put(None)
+        for t in threads:
+            t.join()
+
+
+def _default_fill(stats: BandStats | None, members: Sequence) -> Sequence[float]:
+    """What nodata pixels become: the band means of the normalisation statistics (the scene's, or
+    the mean of the members' training statistics)."""
+    if stats is not None:
+        return stats.mean
+    cards = [m.card.band_stats for m in members]
+    if any(c is None for c in cards):
+        raise CheckpointError("a model card has no training statistics; use the scene's statistics (--norm scene)")
+    return np.mean([c.mean for c in cards], axis=0)
+
+
+class _StripBlender:
+    """Blends window probabilities into a strip of window rows by the scene width, writing each row
+    as soon as no later window covers it: the weighted sum over the windows / the summed weights,
+    :data:`PROB_NODATA` where the scene has no data. Windows must come in row-major order.
+    """
+
+    def __init__(self, weight: np.ndarray, width: int, dst_p, dst_u, use_var: bool) -> None:
+        from rasterio.windows import Window as RioWindow
+
+        self.weight, self.dst_p, self.dst_u, self.use_var = weight, dst_p, dst_u, use_var
+        self.rio_window = RioWindow
+        h = weight.shape[0]
+        self.p = np.zeros((h, width), np.float64)  # sum of weight x probability
+        self.w = np.zeros((h, width), np.float64)  # sum of weights
+        self.u = np.zeros((h, width), np.float64) if use_var else None  # sum of weight x variance
+        self.v = np.zeros((h, width), bool)  # valid input
+        self.top = 0  # scene row of the strip's first row
+        self.seconds = 0.0  # spent writing
+
+    def add(self, win: Window, mean: np.ndarray, var: np.ndarray | None, valid: np.ndarray) -> None:
+        """Blend one window's probability (and variance) in; rows above it are final and written."""
+        if win.row_off != self.top:
+            self.flush(win.row_off)
+        h, w = self.weight.shape
+        rs, cs = slice(win.row_off - self.top, win.row_off - self.top + h), slice(win.col_off, win.col_off + w)
+        self.p[rs, cs] += self.weight * mean
+        self.w[rs, cs] += self.weight
+        if self.use_var:
+            self.u[rs, cs] += self.weight * var
+        self.v[rs, cs] = valid
+
+    def flush(self, upto: int) -> None:
+        """Write the rows above scene row ``upto`` and move the strip down to it."""
+        n = upto - self.top
+        if n <= 0:
+            return
+        t0 = time.perf_counter()
+        width = self.p.shape[1]
+        wsum = np.maximum(self.w[:n], 1e-12)
+        p = self.p[:n] / wsum
+        v = self.v[:n]
+        target = self.rio_window(0, self.top, width, n)
+        self.dst_p.write(np.where(v, p, PROB_NODATA).astype(np.float32)[None], window=target)
+        if self.dst_u is not None:
+            u = self.u[:n] / wsum if self.use_var else p * (1.0 - p)
+            self.dst_u.write(np.where(v, u, PROB_NODATA).astype(np.float32)[None], window=target)
+        h = self.p.shape[0]
+        for a in (self.p, self.w, self.u, self.v):
+            if a is not None:
+                a[: h - n] = a[n:]
+                a[h - n:] = 0
+        self.top = upto
+        self.seconds += time.perf_counter() - t0
+
+
+def _raster_profile(scene: SceneInfo, compress: bool) -> dict:
+    """lsmap's GeoTIFF profile for a one-band float32 probability raster on the scene's grid:
+    fast DEFLATE (level 1), or none for scratch files."""
+    profile = geotiff_profile(crs=scene.crs, transform=scene.transform, width=scene.width, height=scene.height,
+                              count=1, nodata=PROB_NODATA, creation_options={"zlevel": 1})
+    if not compress:
+        for key in ("compress", "predictor", "zlevel"):
+            del profile[key]
+    return profile
+
+
+def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_out: str | os.PathLike, *,
+                  stats: BandStats | None, raw: bool = False, fill: Sequence[float] | None = None,
+                  tta: bool = False, overlap: int = 32, window: int = 128, batch_size: int | None = None,
+                  device: Any = "auto", uncertainty_out: str | os.PathLike | None = None,
+                  amp: bool = True, pin_memory: bool | None = None, prefetch: int | None = None,
+                  workers: int | None = None, crf: bool = False, compress: bool = True,
+                  progress: bool = False) -> PredictResult:
+    """Run the ensemble over a whole scene in overlapping windows; write a float32 probability raster.
+
+    Args:
+        scene: Path of a stacked scene (bands in the members' profile order), or its :class:`SceneInfo`.
+        members: Loaded ensemble members (:class:`lsmap.learn.ensemble.Member`), all on ``device``.
+        prob_out: Float32 GeoTIFF to write: landslide probability in [0, 1], :data:`PROB_NODATA`
+            where the scene has no data. Written directly (callers wrap it in an atomic output).
+        stats: Normalisation statistics in L4S scale (the scene's own); ``None`` normalises with
+            each member's training statistics (``--norm model``).
+        raw: The scene holds raw values: divide by the profile's divisors when reading.
+        fill: Per-band L4S-scale value put into nodata pixels (default: the mean of ``stats``, or
+            the members' mean training means).
+        tta: Average over horizontal/vertical flips too.
+        overlap: Pixels shared by neighbouring windows (blended with Hann ramps).
+        window: Window size in pixels.
+        batch_size: Windows per batch (default :func:`auto_batch_size`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        uncertainty_out: Also write a float32 uncertainty raster here: the variance of the
+            probability across members and flips, or ``p * (1 - p)`` with a single pass.
+        amp: Mixed precision (bfloat16 + channels-last on AMX CPUs, AMP on CUDA).
+        pin_memory: Copy batches through pinned memory, non-blocking (default: on CUDA).
+        prefetch: Batches a reader thread may read ahead while the models run; 0 reads each batch
+            in the calling thread just before it is needed. Default: 2 on a GPU, ``workers`` on a
+            CPU with several model workers, else 0.
+        workers: Batches run through the models at once (CPU only; default
+            :func:`model_threads`): each worker thread runs whole batches with
+            ``torch.get_num_threads() // workers`` intra-op threads, which keeps every core busy
+            between the layers and lets the reader thread interleave. Torch's thread count is
+            changed for the call and restored afterwards.
+        crf: Refine each window's ensemble probability with a dense CRF
+            (:func:`lsmap.learn.crf.crf_refine`, colours from the window's natural-colour bands, nodata
+            filled as for the models) before it is blended; needs ``lsmap[crf]``. A variance
+            uncertainty is the models' (not refined); ``p * (1 - p)`` uses the refined ``p``.
+        compress: DEFLATE-compress the output rasters; off for scratch files that are read once
+            and deleted (4 bytes a pixel on disk, but no compression on the writing thread: about
+            1 s of 8-13 s for a 4096^2 scene here).
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        A :class:`PredictResult`.
+
+    Raises:
+        CheckpointError: no member, or members trained on differing band profiles.
+        BandMismatchError: the scene's band count differs from the members' profile.
+        InputError: bad window/overlap.
+    """
+    import rasterio
+    import torch
+
+    from lsmap.learn.device import resolve_device, use_channels_last
+
+    t_start = time.perf_counter()
+    if not members:
+        raise CheckpointError("no model given; pass --model PATH (one or more)")
+    profile = members_profile(members)
+    if not isinstance(scene, SceneInfo):
+        scene = scene_info(scene, profile)
+    else:
+        profile.check_count(scene.count, scene.path)
+    if window < 1 or not 0 <= overlap < window:
+        raise InputError(f"--overlap must be in [0, --window) (got window {window}, overlap {overlap})")
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    if stats is not None:
+        check_stats(stats, profile, "normalisation statistics")
+    fill = np.asarray(fill if fill is not None else _default_fill(stats, members), np.float32)
+    scale = max(float(m.card.scale) for m in members)
+    flips = 4 if tta else 1
+    passes = len(members) * flips
+    if batch_size is None:
+        batch_size = auto_batch_size(device, window, scale, passes)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be positive (got {batch_size})")
+    pin = device.type == "cuda" if pin_memory is None else pin_memory
+    if use_channels_last(device, amp):
+        for m in members:
+            m.module.to(memory_format=torch.channels_last)
+
+    windows = window_grid(scene.height, scene.width, window, overlap)
+    weight = blend_weight(window, overlap)[:windows[0].height, :windows[0].width]
+    want_unc = uncertainty_out is not None
+    use_var = want_unc and passes > 1
+    if crf:
+        from lsmap.learn.crf import available, crf_refine, rgb_indices
+
+        if not available():
+            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
+        rgb = rgb_indices(profile.bands)
+
+    workers, threads = model_threads(device, workers)
+    if prefetch is None:
+        prefetch = 2 if device.type != "cpu" else workers if workers > 1 else 0
+    with open_raster(scene.path, "scene") as src:
+        cache_bytes = stream_cache_bytes(src)
+    read_args = (profile, windows, batch_size, raw, fill, pin)
+    model_seconds = read_seconds = crf_seconds = 0.0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(windows), unit="win", desc="detect")
+    rprof = _raster_profile(scene, compress)
+    with contextlib.ExitStack() as es:
+        es.enter_context(rasterio.Env(GDAL_CACHEMAX=cache_bytes, GDAL_NUM_THREADS=1))
+        if threads != torch.get_num_threads():
+            es.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(threads)
+        blender = _StripBlender(weight, scene.width, es.enter_context(rasterio.open(prob_out, "w", **rprof)),
+                                es.enter_context(rasterio.open(uncertainty_out, "w", **rprof)) if want_unc else None,
+                                use_var)
+        if prefetch > 0:
+            reader = _Prefetcher(cache_bytes, scene, *read_args, prefetch=prefetch)
+            reader.start()
+            es.callback(reader.join)
+            es.callback(reader.stop.set)
+            batches: Iterator[_Batch] = iter(reader)
+        else:
+            src = es.enter_context(open_raster(scene.path, "scene"))
+            batches = _read_batches(src, scene, *read_args)
+            es.callback(batches.close)
+        if bar is not None:
+            es.callback(bar.close)
+
+        def run(batch: _Batch) -> tuple:
+            t0 = time.perf_counter()
+            xb = batch.x if not isinstance(batch.x, np.ndarray) else torch.from_numpy(batch.x)
+            xb = xb.to(device, non_blocking=pin)
+            mean, var = ensemble_moments(members, xb, stats, tta, use_var, amp)
+            mean = mean.float().cpu().numpy()
+            var = var.float().cpu().numpy() if var is not None else None
+            t1 = time.perf_counter()
+            if crf:  # per window, before blending: the CRF output is stitched with the same weights
+                xn = batch.x if isinstance(batch.x, np.ndarray) else batch.x.numpy()
+                mean = np.stack([crf_refine(mean[k], xn[k], rgb=rgb) for k in range(len(batch.windows))])
+            return mean, var, t1 - t0, time.perf_counter() - t1
+
+        results = ordered_map(run, batches, workers, lambda: inference_context(device, amp))
+        es.callback(results.close)
+        for batch, (mean, var, t_model, t_crf) in results:
+            read_seconds += batch.read_seconds
+            model_seconds += t_model
+            crf_seconds += t_crf
+            for k, win in enumerate(batch.windows):
+                blender.add(win, mean[k], var[k] if var is not None else None, batch.valid[k])
+            if bar is not None:
+                bar.update(len(batch.windows))
+        blender.flush(scene.height)
+    return PredictResult(
+        Path(prob_out), Path(uncertainty_out) if want_unc else None,
+        ("variance" if use_var else "bernoulli") if want_unc else None,
+        len(windows), passes, batch_size, time.perf_counter() - t_start, model_seconds,
+        {"read": read_seconds, "prob_write": blender.seconds, "workers": workers,
+         **({"crf": crf_seconds} if crf else {})},
+    )
+
+
+def members_profile(members: Sequence) -> BandProfile:
+    """The band profile shared by all ``members``.
+
+    Raises:
+        CheckpointError: members trained on different profiles.
+    """
+    profiles = [m.card.profile for m in members]
+    for m, p in zip(members, profiles, strict=False):
+        if p.bands != profiles[0].bands:
+            raise CheckpointError(
+                f"{m.source or m.card.model}: trained on band profile '{p.name}' but "
+                f"{members[0].source or members[0].card.model} on '{profiles[0].name}'; an ensemble needs one profile"
+            )
+    return profiles[0]
