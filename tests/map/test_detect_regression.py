@@ -1,0 +1,54 @@
+"""Detection on the bundled sample scene is bit-identical to the output recorded before the regroup.
+
+The digests were recorded with the code of commit 565a944 (before lsmap was regrouped into
+packages), the shipped ``l4s14-default`` model and this project's 2-core AMX CPU. A change that
+alters a single probability bit changes ``mean_prob`` sums at full float precision, so any
+behaviour change in reading, normalising, predicting, blending or vectorising shows here. Record
+new digests only for a deliberate change of the output, and say so in the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+import lsmap
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "scene_l4s14.tif"
+
+#: (tta, uncertainty) -> digests of the uint8 probability COG, the mask COG, the polygons' WKB,
+#: and the polygons' mean_prob values as float64 bytes.
+RECORDED = {
+    (False, False): {"prob": "26fe34550ef19e80", "mask": "067880103c286ef9", "wkb": "f77344ef65cbd7e4",
+                     "mean_prob": "bf658dfba4778c9a", "polygons": "48"},
+    (True, True): {"prob": "cd8a8ab7b087ab3e", "mask": "f1888c0cd1d98600", "wkb": "a7deec5617efc1e4",
+                   "mean_prob": "79402575ef34675c", "polygons": "39"},
+}
+
+
+def _digest(a: bytes) -> str:
+    return hashlib.sha256(a).hexdigest()[:16]
+
+
+def run(tmp_path: Path, tta: bool, uncertainty: bool) -> dict[str, str]:
+    gdf = lsmap.detect(SAMPLE, out=tmp_path / "s.gpkg", prob=tmp_path / "p.tif", mask=tmp_path / "m.tif",
+                       tta=tta, uncertainty=uncertainty)
+    with rasterio.open(tmp_path / "p.tif") as src:
+        prob = src.read()
+    with rasterio.open(tmp_path / "m.tif") as src:
+        mask = src.read()
+    return {
+        "prob": _digest(prob.tobytes()), "mask": _digest(mask.tobytes()),
+        "wkb": _digest(b"".join(g.wkb for g in gdf.geometry)),
+        "mean_prob": _digest(np.asarray(gdf["mean_prob"], np.float64).tobytes()),
+        "polygons": str(len(gdf)),
+    }
+
+
+@pytest.mark.parametrize("tta,uncertainty", list(RECORDED))
+def test_sample_scene_detection_is_unchanged(tmp_path, tta, uncertainty):
+    assert run(tmp_path, tta, uncertainty) == RECORDED[(tta, uncertainty)]
