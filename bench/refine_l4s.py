@@ -44,7 +44,8 @@ def build_folders(root: Path, holdout: int, seed: int) -> dict:
     """Source (labelled), source-val and target folders under ``root``; returns their paths and ids."""
     import h5py
 
-    from lsmap.io.patches import IGNORE_INDEX, find_patches, read_image
+    from lsmap.core.constants import IGNORE_INDEX
+    from lsmap.io.patches import find_patches, read_image
 
     labelled = find_patches(DATA / "train", require_masks=True)
     rng = np.random.default_rng(seed)

@@ -21,7 +21,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lsmap.errors import BandMismatchError, InputError, OutputExistsError
-from lsmap.io.patches import IGNORE_INDEX, find_patches, read_mask, write_patch
+from lsmap.core.constants import IGNORE_INDEX
+from lsmap.io.patches import find_patches, read_mask, write_patch
 from lsmap.learn.refine.pseudo import (
     ClassBalancedSelector,
     confidence,

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from lsmap.cli import main
 from lsmap.core.bands import get_profile
-from lsmap.data.tile import FILL, assemble_patches, map_labels, parse_label_map, read_index, read_tiles_meta, tile_scene
+from lsmap.core.constants import FILL
+from lsmap.data.tile import assemble_patches, map_labels, parse_label_map, read_index, read_tiles_meta, tile_scene
 from lsmap.errors import BandMismatchError, InputError, MissingInputError, OutputExistsError
 from lsmap.io.patches import find_patches, read_image, read_mask
 from lsmap.io.scene import scale_raw

@@ -19,10 +19,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from lsmap.core.constants import IGNORE_INDEX
 from lsmap.errors import InputError
 
 #: Mask value of unlabelled pixels (same as ``lsmap.io.patches.IGNORE_INDEX``).
-IGNORE_INDEX = 255
 
 
 def _ratio(num: int, den: int) -> float:

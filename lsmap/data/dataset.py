@@ -27,9 +27,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.normalize import _MIN_STD, BandStats, RunningStats
 from lsmap.errors import InputError
-from lsmap.io.patches import IGNORE_INDEX, Patch, read_image, read_mask
+from lsmap.io.patches import Patch, read_image, read_mask
 
 #: Datasets smaller than this (bytes of float32 images) are held in memory by default.
 CACHE_BYTES = 2 * 1024**3

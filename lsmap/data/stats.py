@@ -20,13 +20,12 @@ import os
 from pathlib import Path
 
 from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.constants import FILL
 from lsmap.core.normalize import BandStats, RunningStats
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.patches import find_patches, read_image
 from lsmap.io.scene import open_scene, read_scene_window
-
-_FILL = 0.0  # lsmap.data.tile.FILL (not imported: tile pulls in the writers)
 
 
 def compute_stats(
@@ -69,7 +68,7 @@ def compute_stats(
             raise InputError(f"{path}: --raw applies to scenes only; patches are already on the L4S scale")
         for patch in tqdm(find_patches(path, split), desc=f"stats {path.name}", unit="patch", disable=not progress):
             image, _ = read_image(patch.image, profile, fill=None)
-            rs.update(image, ~(image == _FILL).all(axis=0) if valid_only else None)
+            rs.update(image, ~(image == FILL).all(axis=0) if valid_only else None)
     else:
         if block < 1:
             raise InputError(f"block size must be positive (got {block})")

@@ -41,14 +41,14 @@ from typing import NamedTuple
 import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.windows import Window, pad_to, window_grid
 from lsmap.errors import InputError, MissingInputError
-from lsmap.io.patches import IGNORE_INDEX, read_image, read_mask, write_patch
+from lsmap.io.patches import read_image, read_mask, write_patch
 from lsmap.io.rasters import atomic_output, check_output, read_window
 from lsmap.io.scene import open_scene, read_scene_window
 
 #: Image value of nodata and padded pixels (L4S scale: 0 is "no signal").
-FILL = 0.0
 INDEX_NAME = "index.gpkg"
 INDEX_LAYER = "patches"
 META_NAME = "tiles.json"

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from lsmap.core.bands import BandProfile
+from lsmap.core.constants import FILL
 from lsmap.errors import InputError, MissingInputError
 
 #: Value that replaces NaN/inf in patch images (L4S-scaled units: 0 is "no signal").
-NONFINITE_FILL = 0.0
+NONFINITE_FILL = FILL
 #: Mask value of unlabelled pixels, ignored by losses and metrics.
-IGNORE_INDEX = 255
 SPLITS = ("train", "validation", "test")
 _OFFICIAL = {"train": "TrainData", "validation": "ValidData", "test": "TestData"}
 _ID = re.compile(r"^(?:image_|mask_)?(.+)$")

@@ -2,7 +2,7 @@
 
 Each ensemble member normalises the batch (with the target's own statistics when given, as the
 1st-place solution did, else with its training statistics), upsamples it by its scale-promotion
-factor, pads to a multiple of 32, runs under autocast, and returns landslide probabilities at the
+factor, pads to a multiple of 32, runs under autocast (:func:`lsmap.learn.forward.scaled_forward`), and returns landslide probabilities at the
 input resolution. The ensemble averages the members' probabilities; ``tta`` averages over flips.
 """
 
@@ -17,9 +17,8 @@ from typing import Any
 from lsmap.core.bands import BandProfile
 from lsmap.core.normalize import BandStats
 from lsmap.errors import CheckpointError
+from lsmap.learn.forward import flip_passes, scaled_forward
 from lsmap.learn.models import ModelCard, load_checkpoint
-
-_MULTIPLE = 32
 
 
 @dataclass
@@ -64,32 +63,18 @@ def member_logits(member: Member, x, stats: BandStats | None = None, amp: bool =
         ``x``: ``(N, C, H, W)``; returns ``(N, 2, H, W)`` float32.
     """
     import torch
-    import torch.nn.functional as F
 
-    from lsmap.learn.device import autocast, use_channels_last
+    from lsmap.learn.device import use_channels_last
     from lsmap.learn.domain_bn import TARGET, set_domain
 
     stats = stats if stats is not None else member.card.band_stats
     if stats is None:
         raise CheckpointError(f"{member.source}: model card has no normalisation statistics; pass the data's statistics")
-    h, w = x.shape[-2:]
-    z = _normalize(x.float(), stats)
-    if member.card.scale != 1:
-        z = F.interpolate(z, scale_factor=member.card.scale, mode="bilinear", align_corners=False)
-    zh, zw = z.shape[-2:]
-    ph, pw = (-zh) % _MULTIPLE, (-zw) % _MULTIPLE
-    if ph or pw:
-        z = F.pad(z, (0, pw, 0, ph), mode="reflect" if min(zh, zw) > max(ph, pw) else "replicate")
     if member.card.domain_bn:
         set_domain(member.module, TARGET)
-    if use_channels_last(z.device, amp):
-        z = z.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), autocast(z.device, amp):
-        logits = member.module(z)
-    logits = logits[..., :zh, :zw].float()
-    if (zh, zw) != (h, w):
-        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-    return logits
+    with torch.no_grad():
+        return scaled_forward(member.module, _normalize(x.float(), stats), member.card.scale, amp,
+                              use_channels_last(x.device, amp))
 
 
 def predict_proba(members: Sequence[Member], x, stats: BandStats | None = None, tta: bool = False, amp: bool = True):
@@ -98,17 +83,23 @@ def predict_proba(members: Sequence[Member], x, stats: BandStats | None = None, 
     Shape:
         ``x``: ``(N, C, H, W)`` L4S-scaled; returns ``(N, H, W)`` float32 in [0, 1].
     """
+    total = n = None
+    for p in member_passes(members, x, stats, tta, amp):
+        total, n = (p, 1) if total is None else (total + p, n + 1)
+    return total / n
+
+
+def member_passes(members: Sequence[Member], x, stats: BandStats | None = None, tta: bool = False,
+                  amp: bool = True) -> Iterator:
+    """Landslide probability of each member (and each flip, with ``tta``), one pass at a time.
+
+    Shape:
+        ``x``: ``(N, C, H, W)`` L4S-scaled; yields ``(N, H, W)`` float32 in [0, 1].
+    """
     import torch
 
-    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
-    total = None
     for m in members:
-        for dims in flips:
-            xi = torch.flip(x, dims) if dims else x
-            p = torch.softmax(member_logits(m, xi, stats, amp), dim=1)[:, 1]
-            p = torch.flip(p, dims) if dims else p  # negative dims: same axes on (N, H, W)
-            total = p if total is None else total + p
-    return total / (len(members) * len(flips))
+        yield from flip_passes(lambda xi, m=m: torch.softmax(member_logits(m, xi, stats, amp), dim=1)[:, 1], x, tta)
 
 
 @contextlib.contextmanager

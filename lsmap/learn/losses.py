@@ -35,13 +35,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+from lsmap.core.constants import IGNORE_INDEX
 from lsmap.errors import InputError
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 #: Target value of pixels that every loss ignores (same as ``lsmap.io.patches.IGNORE_INDEX``).
-IGNORE_INDEX = 255
 #: Index of the landslide class in the logits.
 LANDSLIDE = 1
 

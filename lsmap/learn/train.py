@@ -39,11 +39,11 @@ from typing import Any
 
 from lsmap.core.bands import get_profile
 from lsmap.errors import CheckpointError, InputError, LsmapError
+from lsmap.learn.forward import scaled_forward
 from lsmap.learn.models import ModelCard, checkpoint_paths, read_card, read_state_dict, save_checkpoint
 from lsmap.learn.optim import AliasedOptimizer, needs_alias
 from lsmap.learn.run_folder import check_run_dir, clear_run, match_card, resume_state, save_state, write_log
 
-_MULTIPLE = 32
 NORMS = ("separated", "global")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
@@ -217,38 +217,6 @@ def grad_scaler_enabled(device, amp: bool) -> bool:
 def loader_options(device, workers: int) -> dict:
     """DataLoader keyword arguments for ``device``: pinned memory on CUDA, persistent workers."""
     return {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
-
-
-def scaled_forward(module, z, scale: float = 1.0, amp: bool = True, channels_last: bool = False):
-    """Logits of ``module`` for normalised ``z`` with scale promotion, at ``z``'s resolution.
-
-    ``z`` is upsampled bilinearly by ``scale``, padded to a multiple of 32 (reflect), run under
-    the device's autocast, cropped, and the logits are resized back to the input size — the same
-    steps as :func:`lsmap.learn.ensemble.member_logits`, so training, validation and inference agree.
-
-    Shape:
-        ``z`` ``(N, C, H, W)`` float32; returns ``(N, classes, H, W)`` float32.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from lsmap.learn.device import autocast
-
-    h, w = z.shape[-2:]
-    if scale != 1:
-        z = F.interpolate(z, scale_factor=scale, mode="bilinear", align_corners=False)
-    zh, zw = z.shape[-2:]
-    ph, pw = (-zh) % _MULTIPLE, (-zw) % _MULTIPLE
-    if ph or pw:
-        z = F.pad(z, (0, pw, 0, ph), mode="reflect" if min(zh, zw) > max(ph, pw) else "replicate")
-    if channels_last:
-        z = z.contiguous(memory_format=torch.channels_last)
-    with autocast(z.device, amp):
-        logits = module(z)
-    logits = logits[..., :zh, :zw].float()
-    if (zh, zw) != (h, w):
-        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-    return logits
 
 
 # --- distributed ------------------------------------------------------------------------------------

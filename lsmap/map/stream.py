@@ -251,22 +251,16 @@ def ensemble_moments(members, x, stats: BandStats | None, tta: bool, want_var: b
         ``x``: ``(N, C, H, W)`` L4S-scaled; returns ``(N, H, W)`` mean and ``(N, H, W)`` variance
         (``None`` unless ``want_var``).
     """
-    import torch
-
-    from lsmap.learn.ensemble import member_logits, predict_proba
+    from lsmap.learn.ensemble import member_passes, predict_proba
 
     if not want_var:
         return predict_proba(members, x, stats=stats, tta=tta, amp=amp), None
-    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
     s = s2 = None
-    for m in members:
-        for dims in flips:
-            xi = torch.flip(x, dims) if dims else x
-            p = torch.softmax(member_logits(m, xi, stats, amp), dim=1)[:, 1]
-            p = torch.flip(p, dims) if dims else p  # negative dims: the same axes of (N, H, W)
-            s = p if s is None else s + p
-            s2 = p * p if s2 is None else s2 + p * p
-    n = len(members) * len(flips)
+    n = 0
+    for p in member_passes(members, x, stats, tta, amp):
+        s = p if s is None else s + p
+        s2 = p * p if s2 is None else s2 + p * p
+        n += 1
     mean = s / n
     return mean, (s2 / n - mean * mean).clamp_min(0.0)
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from lsmap.core.constants import IGNORE_INDEX
 from lsmap.errors import CheckpointError, InputError
-from lsmap.io.patches import IGNORE_INDEX
 
 BACKGROUND, LANDSLIDE = 0, 1
 CLASS_NAMES = ("background", "landslide")

@@ -47,9 +47,10 @@ from typing import Any
 import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.normalize import BandStats
 from lsmap.errors import InputError, OutputExistsError
-from lsmap.io.patches import IGNORE_INDEX, Patch, find_patches, read_image, read_mask
+from lsmap.io.patches import Patch, find_patches, read_image, read_mask
 
 STRATEGIES = ("threshold", "uncertainty")
 RUN_FILE = "refine.json"

@@ -1,0 +1,30 @@
+"""Pure: the numbers every stage must agree on, defined once.
+
+Masks, patches, the model's input geometry and the sliding-window defaults are shared by tiling,
+training, evaluation, refinement and detection; each is named here and imported everywhere else.
+"""
+
+from __future__ import annotations
+
+#: Mask value of unlabelled / ignored pixels (Landslide4Sense masks, pseudo labels, losses, metrics).
+IGNORE_INDEX = 255
+
+#: L4S-scale value written into nodata and padding pixels of patches (``lsmap tile``), and put
+#: in place of non-finite values read from patches.
+FILL = 0.0
+
+#: Side of a Landslide4Sense patch in pixels (``lsmap tile`` default, the benchmark's patch size).
+PATCH_SIZE = 128
+
+#: Models see inputs padded to a multiple of this (five stride-2 stages of the U-Net encoders).
+PAD_MULTIPLE = 32
+
+#: Sliding-window defaults of detection: window side and overlap of neighbouring windows, pixels.
+WINDOW = 128
+OVERLAP = 32
+
+#: Scale-promotion factors offered by ``lsmap train`` (the 1st place trained at x2.5 and x4).
+SCALES = (1.0, 2.5, 4.0)
+
+#: Dataset splits of the Landslide4Sense layouts.
+SPLITS = ("train", "validation", "test")
