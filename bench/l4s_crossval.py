@@ -83,7 +83,8 @@ def main() -> int:
 
     from lsmap.core.bands import PROFILES
     from lsmap.core.metrics import Confusion
-    from lsmap.data.dataset import Augment, PatchDataset, patch_stats
+    from lsmap.data.dataset import Augment, PatchDataset
+    from lsmap.data.stats import patch_stats
     from lsmap.io.patches import find_patches
     from lsmap.learn.evaluate import evaluate
     from lsmap.learn.models import ModelCard

@@ -54,7 +54,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from lsmap.core.bands import PROFILES
-    from lsmap.data.dataset import Augment, PatchDataset, StepSampler, patch_stats
+    from lsmap.data.dataset import Augment, PatchDataset, StepSampler
+    from lsmap.data.stats import patch_stats
     from lsmap.io.patches import find_patches
     from lsmap.learn.device import use_channels_last
     from lsmap.learn.losses import build_loss

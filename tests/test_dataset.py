@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from patchgen import make_patches
 
 from lsmap.core.bands import PROFILES
-from lsmap.data.dataset import Augment, PatchDataset, StepSampler, augment_sample, patch_stats
+from lsmap.data.dataset import Augment, PatchDataset, StepSampler, augment_sample
+from lsmap.data.stats import patch_stats
 from lsmap.errors import BandMismatchError, InputError
 from lsmap.io.patches import find_patches, write_patch
 

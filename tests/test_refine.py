@@ -20,8 +20,9 @@ from click.testing import CliRunner
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lsmap.errors import BandMismatchError, InputError, OutputExistsError
 from lsmap.core.constants import IGNORE_INDEX
+from lsmap.data.stats import patch_stats
+from lsmap.errors import BandMismatchError, InputError, OutputExistsError
 from lsmap.io.patches import find_patches, read_mask, write_patch
 from lsmap.learn.refine.pseudo import (
     ClassBalancedSelector,
@@ -32,7 +33,7 @@ from lsmap.learn.refine.pseudo import (
     to_float16_nonneg,
     uncertainty_labels,
 )
-from lsmap.learn.refine.rounds import RefineConfig, finished_rounds, refine, score_target, target_stats
+from lsmap.learn.refine.rounds import RefineConfig, finished_rounds, refine, score_target
 
 PROFILE = "rgb"
 SIZE = 32
@@ -229,7 +230,7 @@ def _score(world, path) -> float:
 
     profile = get_profile(PROFILE)
     patches = find_patches(world["tgt"])
-    return score_target(load_ensemble([path], "cpu", profile), patches, target_stats(patches, profile), profile)["f1"]
+    return score_target(load_ensemble([path], "cpu", profile), patches, patch_stats(patches, profile), profile)["f1"]
 
 
 def _adapted_control(world, out: Path, steps: int) -> Path:
@@ -245,8 +246,8 @@ def _adapted_control(world, out: Path, steps: int) -> Path:
     profile = get_profile(PROFILE)
     src, tgt = find_patches(world["src"]), find_patches(world["tgt"])
     unlabelled = [dataclasses.replace(p, mask=None) for p in tgt]
-    sources = [Source(PatchDataset(src, target_stats(src, profile), profile, augment=Augment()), "ce", 1.0, 0, name="source"),
-               Source(PatchDataset(unlabelled, target_stats(tgt, profile), profile, augment=Augment()), "ce", 0.0, 1, name="target")]
+    sources = [Source(PatchDataset(src, patch_stats(src, profile), profile, augment=Augment()), "ce", 1.0, 0, name="source"),
+               Source(PatchDataset(unlabelled, patch_stats(tgt, profile), profile, augment=Augment()), "ce", 0.0, 1, name="target")]
     config = dataclasses.replace(world["config"], steps=steps, warmup=10, val_every=steps, seed=SEED + 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -14,7 +14,7 @@ from lsmap.cli.options import (
     progress_default,
     seed_opt,
 )
-from lsmap.learn.refine.rounds import STRATEGIES as REFINE_STRATEGIES  # imports no torch
+from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
 
 
 @click.command("refine")

@@ -17,8 +17,6 @@ Scale promotion (x2.5, x4) is not done here: the training loop upsamples normali
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +26,7 @@ from torch.utils.data import Dataset, Sampler
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import IGNORE_INDEX
-from lsmap.core.normalize import _MIN_STD, BandStats, RunningStats
+from lsmap.core.normalize import _MIN_STD, BandStats
 from lsmap.errors import InputError
 from lsmap.io.patches import Patch, read_image, read_mask
 
@@ -223,24 +221,6 @@ def index_seed(index: int) -> int:
     return int(np.random.SeedSequence((0, index)).generate_state(1)[0])
 
 
-def patch_stats(patches: Sequence[Patch], profile: BandProfile | str = "l4s14") -> BandStats:
-    """Per-band statistics over ``patches`` (the per-domain statistics of separated normalisation).
-
-    Raises:
-        InputError: wrong band count, or a patch without any finite value.
-    """
-    profile = get_profile(profile)
-    rs = RunningStats(profile.count)
-    for p in patches:
-        image, n_bad = read_image(p.image, profile)
-        if n_bad == image.size:
-            raise InputError(f"{p.image}: patch has no finite value (all NaN/inf); remove it from the folder")
-        if n_bad:
-            warnings.warn(f"{p.image}: {n_bad} non-finite values replaced by 0", stacklevel=2)
-        rs.update(image)
-    return rs.result(profile.bands)
-
-
 class StepSampler(Sampler):
     """Endless stream of ``(index, seed)`` items for step-based training.
 
@@ -290,8 +270,3 @@ class StepSampler(Sampler):
             for j in range(self.batch_size):
                 yield self.item(base + j)
             step += 1
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Steps in which a source of ``n`` items is seen once at ``batch_size`` (global)."""
-    return max(1, math.ceil(n / batch_size))

@@ -17,6 +17,8 @@ overlapping patches (``lsmap tile --overlap``) count once per patch.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from lsmap.core.bands import BandProfile, get_profile
@@ -24,7 +26,7 @@ from lsmap.core.constants import FILL
 from lsmap.core.normalize import BandStats, RunningStats
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, MissingInputError
-from lsmap.io.patches import find_patches, read_image
+from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_image
 from lsmap.io.scene import open_scene, read_scene_window
 
 
@@ -66,9 +68,8 @@ def compute_stats(
     if path.is_dir():
         if raw:
             raise InputError(f"{path}: --raw applies to scenes only; patches are already on the L4S scale")
-        for patch in tqdm(find_patches(path, split), desc=f"stats {path.name}", unit="patch", disable=not progress):
-            image, _ = read_image(patch.image, profile, fill=None)
-            rs.update(image, ~(image == FILL).all(axis=0) if valid_only else None)
+        return patch_stats(find_patches(path, split), profile, valid_only=valid_only, fill=None, progress=progress,
+                           desc=f"stats {path.name}")
     else:
         if block < 1:
             raise InputError(f"block size must be positive (got {block})")
@@ -81,3 +82,41 @@ def compute_stats(
         return rs.result(profile.bands)
     except InputError:
         raise InputError(f"{path}: no valid pixel to compute band statistics from") from None
+
+
+def patch_stats(patches: Sequence[Patch], bands: str | BandProfile = "l4s14", *, valid_only: bool = False,
+                fill: float | None = NONFINITE_FILL, progress: bool = False, desc: str = "statistics") -> BandStats:
+    """Per-band statistics over ``patches``, streamed one patch at a time.
+
+    These are the per-domain statistics of separated normalisation: training, evaluation and
+    refinement compute the statistics of their source, validation and target patches here.
+
+    Args:
+        patches: The patches (:func:`lsmap.io.patches.find_patches`).
+        bands: Band profile; every file's band count is checked against it.
+        valid_only: Leave out pixels whose bands are all exactly :data:`~lsmap.core.constants.FILL`.
+        fill: Value that replaces non-finite values before counting (the value the models see;
+            a warning names the file); ``None`` leaves non-finite pixels out instead.
+        progress: Show a progress bar.
+        desc: Label of the progress bar.
+
+    Raises:
+        BandMismatchError: a file with another number of bands than the profile.
+        InputError: a patch without any finite value (with ``fill``), or no pixel to count at all.
+    """
+    from tqdm.auto import tqdm
+
+    profile = get_profile(bands)
+    rs = RunningStats(profile.count)
+    for p in tqdm(patches, desc=desc, unit="patch", disable=not progress, leave=False):
+        image, n_bad = read_image(p.image, profile, fill=fill)
+        if fill is not None and n_bad == image.size:
+            raise InputError(f"{p.image}: patch has no finite value (all NaN/inf); remove it from the folder")
+        if fill is not None and n_bad:
+            warnings.warn(f"{p.image}: {n_bad} non-finite values replaced by {fill:g}", stacklevel=2)
+        rs.update(image, ~(image == FILL).all(axis=0) if valid_only else None)
+    try:
+        return rs.result(profile.bands)
+    except InputError:
+        where = patches[0].image.parent if patches else "patch folder"
+        raise InputError(f"{where}: no valid pixel to compute band statistics from; check the folder") from None

@@ -94,7 +94,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     from tqdm.auto import tqdm
 
     from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
-    from lsmap.data.dataset import patch_stats
+    from lsmap.data.stats import patch_stats
     from lsmap.io.patches import find_patches, read_image, read_mask
     from lsmap.learn.device import resolve_device
     from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba

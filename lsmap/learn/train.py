@@ -742,7 +742,8 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
             without masks, NaN-only patches, wrong band count.
         OutputExistsError: ``out_dir`` holds a run (checked before any data is read).
     """
-    from lsmap.data.dataset import Augment, PatchDataset, patch_stats
+    from lsmap.data.dataset import Augment, PatchDataset
+    from lsmap.data.stats import patch_stats
     from lsmap.io.patches import find_patches
     from lsmap.learn.domain_bn import SOURCE, TARGET
 

@@ -49,10 +49,11 @@ import numpy as np
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.normalize import BandStats
+from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError, OutputExistsError
 from lsmap.io.patches import Patch, find_patches, read_image, read_mask
+from lsmap.learn.refine import STRATEGIES
 
-STRATEGIES = ("threshold", "uncertainty")
 RUN_FILE = "refine.json"
 SUMMARY_FILE = "summary.json"
 #: Settings that must not change when a run is resumed.
@@ -186,27 +187,6 @@ def check_unique_ids(patches: Sequence[Patch]) -> None:
                 raise InputError(f"{folder}: {seen[pid].name} and {f.name} both have patch id '{pid}'; "
                                  f"rename one of them (patch ids come from the file name)")
             seen[pid] = f
-
-
-def target_stats(patches: Sequence[Patch], profile: BandProfile, progress: bool = False, desc: str = "statistics") -> BandStats:
-    """Per-band statistics over ``patches`` (streaming), checking every file's band count.
-
-    Raises:
-        BandMismatchError: a file with another number of bands than ``profile``.
-        InputError: unreadable file, or no finite pixel at all.
-    """
-    from tqdm.auto import tqdm
-
-    from lsmap.core.normalize import RunningStats
-
-    rs = RunningStats(profile.count)
-    for p in tqdm(patches, desc=desc, unit="patch", disable=not progress, leave=False):
-        image, _ = read_image(p.image, profile)
-        rs.update(image)
-    try:
-        return rs.result(profile.bands)
-    except InputError:
-        raise InputError(f"{patches[0].image.parent}: no finite pixel in any patch; check the folder") from None
 
 
 def _batches(patches: Sequence[Patch], profile: BandProfile, size: int) -> Iterator[tuple[list[Patch], np.ndarray]]:
@@ -522,9 +502,9 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
     record = _run_record(model_paths, source, target, Path(val) if val else None, config)
     if resume and out_dir.exists() and not overwrite:
         _check_resume(out_dir, record)
-    s_stats = target_stats(src_patches, profile, progress, "source statistics")
-    t_stats = target_stats(tgt_patches, profile, progress, "target statistics")
-    v_stats = target_stats(val_patches, profile, progress, "validation statistics") if val_patches else None
+    s_stats = patch_stats(src_patches, profile, progress=progress, desc="source statistics")
+    t_stats = patch_stats(tgt_patches, profile, progress=progress, desc="target statistics")
+    v_stats = patch_stats(val_patches, profile, progress=progress, desc="validation statistics") if val_patches else None
 
     # Inputs are valid: now touch the outputs.
     if overwrite and out_dir.exists() and not resume:
