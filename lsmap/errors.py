@@ -26,7 +26,7 @@ class BandMismatchError(InputError):
     def __init__(self, path: object, profile: str, expected: int, found: int) -> None:
         super().__init__(
             f"{path}: band profile '{profile}' expects {expected} bands but the file has {found}; "
-            f"choose the matching profile with --bands or restack the input"
+            f"choose the matching profile with `bands` or restack the input"
         )
         self.path, self.profile, self.expected, self.found = path, profile, expected, found
 
@@ -35,7 +35,7 @@ class OutputExistsError(LsmapError, FileExistsError):
     """An output exists and ``overwrite`` was not given."""
 
     def __init__(self, path: object) -> None:
-        super().__init__(f"{path}: output exists; pass --overwrite to replace it")
+        super().__init__(f"{path}: output exists; pass `overwrite` to replace it")
         self.path = path
 
 

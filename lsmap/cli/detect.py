@@ -8,6 +8,10 @@ import click
 
 from lsmap.cli.options import device_opt, echo_json, handle_errors, json_opt, overwrite_opt, progress_default
 from lsmap.core.bands import PROFILES
+from lsmap.core.normalize import norm_choices
+from lsmap.map.detect import INPUT_SCALES, DetectOptions
+
+_D = DetectOptions()  # the library's defaults
 
 
 @click.command("detect")
@@ -24,15 +28,15 @@ from lsmap.core.bands import PROFILES
 @click.option("--slope", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Slope raster for stacking (default: computed from --dem).")
 @click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
-@click.option("--window", type=click.IntRange(16), default=128, show_default=True, help="Window size (pixels).")
-@click.option("--overlap", type=click.IntRange(0), default=32, show_default=True,
+@click.option("--window", type=click.IntRange(16), default=_D.window, show_default=True, help="Window size (pixels).")
+@click.option("--overlap", type=click.IntRange(0), default=_D.overlap, show_default=True,
               help="Overlap of neighbouring windows (pixels), blended with Hann ramps.")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Windows per batch (default: sized for the device).")
-@click.option("--norm", type=click.Choice(["scene", "model"]), default="scene", show_default=True,
-              help="Normalise with the scene's own band statistics or the models' training statistics.")
+@click.option("--norm", type=click.Choice(norm_choices()), default=_D.norm, show_default=True,
+              help="own: the scene's own band statistics (the 1st place's recipe); model: the models' training statistics.")
 @click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Band statistics JSON (L4S scale) to normalise with instead of the scene's own.")
-@click.option("--input-scale", type=click.Choice(["auto", "raw", "l4s"]), default="auto", show_default=True,
+@click.option("--input-scale", type=click.Choice(INPUT_SCALES), default=_D.input_scale, show_default=True,
               help="Scene values: raw (DN, degrees, metres; divided by the profile's divisors), L4S-scaled, or auto.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Landslide probability threshold (default: the models' card thresholds, averaged).")
@@ -82,30 +86,27 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
     $ lsmap detect @scenes.txt -o event/ --model unet.safetensors --scheduler tcp://head:8786
     """
     from lsmap.map.detect import detect as run_detect
-    from lsmap.map.regional.scenelist import is_scene_list
+    from lsmap.map.regional.scenelist import names_many
 
-    if len(scenes) > 1 or is_scene_list(scenes[0]) or out.endswith(("/", "\\")) or os.path.isdir(out):
+    settings = dict(bands=bands, tta=tta, overlap=overlap, window=window, batch_size=batch_size, norm=norm,
+                    stats=stats, input_scale=input_scale, threshold=threshold, uncertainty=uncertainty,
+                    min_area=min_area, simplify=simplify, fill_holes=fill_holes, crf=crf, device=device)
+    if names_many(scenes, out):
         for flag, value in (("--dem", dem), ("--slope", slope), ("--prob", prob), ("--mask", mask),
                             ("--quicklook", quicklook)):
             if value is not None:
                 raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
                                          f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
                                          param_hint=flag)
-        _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, bands=bands, tta=tta,
-                     overlap=overlap, window=window, batch_size=batch_size, norm=norm, stats=stats,
-                     input_scale=input_scale, threshold=threshold, uncertainty=uncertainty, min_area=min_area,
-                     simplify=simplify, fill_holes=fill_holes, device=device,
-                     **({"crf": True} if crf else {}))  # absent when off: completion markers of earlier runs stay valid
+        _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **settings)
         return
     scene = scenes[0]
 
     if slope is not None and dem is None:
         raise click.BadParameter("--slope needs --dem (SCENE is then the Sentinel-2 folder)", param_hint="--slope")
     source = scene if dem is None else {"s2": scene, "dem": dem, **({"slope": slope} if slope else {})}
-    gdf = run_detect(source, list(models) or None, out=out, bands=bands, tta=tta, overlap=overlap, window=window,
-                     batch_size=batch_size, norm=norm, stats=stats, input_scale=input_scale, threshold=threshold,
-                     prob=prob, mask=mask, quicklook=quicklook, uncertainty=uncertainty, min_area=min_area, simplify=simplify,
-                     fill_holes=fill_holes, crf=crf, device=device, overwrite=overwrite, progress=progress_default(as_json))
+    gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook,
+                     overwrite=overwrite, progress=progress_default(as_json), **settings)
     summary = gdf.attrs["lsmap"]
     if as_json:
         echo_json(summary)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import click
 
 from lsmap.cli.options import device_opt, echo_json, handle_errors, json_opt, progress_default
+from lsmap.core.constants import SPLITS
+from lsmap.core.normalize import norm_choices
 
 
 @click.command("evaluate")
 @click.argument("models", nargs=-1, required=True, type=click.Path())
 @click.option("--data", type=click.Path(file_okay=False), required=True, help="Labelled patch folder or dataset root.")
-@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="validation", show_default=True,
+@click.option("--split", type=click.Choice(SPLITS), default="validation", show_default=True,
               help="Split to read from a dataset root.")
 @click.option("--tta", is_flag=True, help="Average over flips (test-time augmentation).")
 @click.option("--stats", type=click.Path(dir_okay=False, exists=True), help="Normalisation statistics of the data (from lsmap stats).")
-@click.option("--norm", type=click.Choice(["auto", "target", "model"]), default="auto", show_default=True,
-              help="target: the data's own statistics; model: the training statistics; auto: what each model was trained with.")
+@click.option("--norm", type=click.Choice(norm_choices(auto=True)), default="auto", show_default=True,
+              help="own: the data's own statistics; model: the training statistics; auto: what each model was trained with.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Probability threshold [default: the models' cards].")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Patches per forward pass.")

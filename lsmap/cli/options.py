@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 
 import click
@@ -30,15 +31,48 @@ seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
+#: A Python argument named in a library message: ```overlap```.
+_ARGUMENT = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def flag_names(command: click.Command) -> dict[str, str]:
+    """Python argument name -> the command's flag for it (``overlap`` -> ``--overlap``).
+
+    A parameter answers to its own name and to the names of its flags (``models`` and ``model``
+    for ``--model``; ``out_dir`` and ``output`` for ``-o/--output``); the longest flag is shown.
+    """
+    names: dict[str, str] = {}
+    for param in command.params:
+        if isinstance(param, click.Argument):
+            names[param.name] = param.human_readable_name
+            continue
+        flag = max(param.opts, key=len)
+        for name in (param.name, *(o.lstrip("-").replace("-", "_") for o in param.opts)):
+            names.setdefault(name, flag)
+    return names
+
+
+def cli_message(message: str, command: click.Command | None) -> str:
+    """A library message in the command's words: each ```argument``` becomes its flag.
+
+    Library errors name Python arguments (``lsmap.detect(..., overlap=200)`` fails with
+    "`overlap` must be in [0, `window`)"); on the command line the same error names ``--overlap``.
+    Arguments the command does not have are shown plainly.
+    """
+    names = flag_names(command) if command is not None else {}
+    return _ARGUMENT.sub(lambda m: names.get(m.group(1), m.group(1)), message)
+
+
 def handle_errors(fn):
-    """Turn library errors into a one-line message and a non-zero exit."""
+    """Turn library errors into a one-line message in the command's flags and a non-zero exit."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except LsmapError as e:
-            raise click.ClickException(str(e)) from None
+            ctx = click.get_current_context(silent=True)
+            raise click.ClickException(cli_message(str(e), ctx.command if ctx else None)) from None
 
     return wrapper
 

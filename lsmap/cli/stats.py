@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from lsmap.cli.options import bands_opt, echo_json, handle_errors, json_opt, overwrite_opt, progress_default
+from lsmap.core.constants import SPLITS
 
 
 @click.command("stats")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
-@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="train", show_default=True,
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True,
               help="Split to read from a dataset root.")
 @click.option("--valid-only", is_flag=True, help="Leave out nodata pixels (scene nodata; all-0.0 pixels in patches).")
 @click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from lsmap.cli.options import bands_opt, echo_json, handle_errors, json_opt, overwrite_opt, progress_default
+from lsmap.core.constants import PATCH_SIZE
 
 
 @click.command("tile")
@@ -12,7 +13,7 @@ from lsmap.cli.options import bands_opt, echo_json, handle_errors, json_opt, ove
 @click.option(
     "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Patch folder to write."
 )
-@click.option("--size", type=int, default=128, show_default=True, help="Patch size in pixels.")
+@click.option("--size", type=int, default=PATCH_SIZE, show_default=True, help="Patch size in pixels.")
 @click.option("--overlap", type=int, default=0, show_default=True, help="Pixels shared by neighbouring patches.")
 @click.option(
     "--labels", type=click.Path(dir_okay=False), default=None, help="Label raster on the scene grid -> masks."

@@ -14,33 +14,37 @@ from lsmap.cli.options import (
     progress_default,
     seed_opt,
 )
-from lsmap.learn.models import MODELS  # registry names only: imports no torch
+from lsmap.core.constants import SCALES
+from lsmap.core.normalize import norm_choices
+from lsmap.learn.models import MODELS
+from lsmap.learn.train import OPTIMIZERS, SCHEDULES, TrainConfig
 
-_SCALES = ("1", "2.5", "4")
+_D = TrainConfig()  # the library's defaults
+_SCALES = [f"{s:g}" for s in SCALES]
 
 
 @click.command("train")
 @click.option("--data", type=click.Path(file_okay=False), help="Dataset root (official TrainData/ValidData or Hugging Face layout).")
 @click.option("--train", "train_dir", type=click.Path(file_okay=False), help="Labelled training patch folder (img/, mask/).")
 @click.option("--val", "val_dir", type=click.Path(file_okay=False), help="Labelled validation patch folder; the best checkpoint is chosen on it.")
-@click.option("--model", type=click.Choice(list(MODELS)), default="unet-resnet18", show_default=True, help="Architecture.")
+@click.option("--model", type=click.Choice(list(MODELS)), default=_D.model, show_default=True, help="Architecture.")
 @bands_opt
-@click.option("--loss", default="lovasz+ohem", show_default=True, help="Loss spec, e.g. lovasz+ohem, softce+lovasz+ohem, ce, ce+jaccard.")
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True, help="AdamW, or SGD with Nesterov momentum.")
+@click.option("--loss", default=_D.loss, show_default=True, help="Loss spec, e.g. lovasz+ohem, softce+lovasz+ohem, ce, ce+jaccard.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_D.optimizer, show_default=True, help="AdamW, or SGD with Nesterov momentum.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 5e-4 AdamW, 1e-2 SGD].")
 @click.option("--weight-decay", type=float, default=None, help="Weight decay [default: 1e-2 AdamW, 5e-4 SGD].")
-@click.option("--schedule", type=click.Choice(["poly", "cosine", "constant"]), default="poly", show_default=True, help="Learning-rate decay after the warmup.")
-@click.option("--scale", type=click.Choice(_SCALES), default="2.5", show_default=True, help="Scale promotion: upsample inputs by this factor.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=_D.schedule, show_default=True, help="Learning-rate decay after the warmup.")
+@click.option("--scale", type=click.Choice(_SCALES), default=f"{_D.scale:g}", show_default=True, help="Scale promotion: upsample inputs by this factor.")
 @click.option("--no-augment", is_flag=True, help="No flips, rotations or colour perturbation.")
-@click.option("--norm", type=click.Choice(["separated", "global"]), default="separated", show_default=True,
-              help="separated: validation/target data normalised by its own statistics; global: by the training statistics (baseline).")
+@click.option("--norm", type=click.Choice(norm_choices()), default=_D.norm, show_default=True,
+              help="own: validation/target data normalised by its own statistics (separated); model: by the training statistics (global, the baseline).")
 @click.option("--domain-bn", is_flag=True, help="Domain-specific batch-norm statistics (source vs target).")
 @click.option("--target", "target_dir", type=click.Path(file_okay=False), help="Unlabelled target patches for --domain-bn statistics [default: the validation images].")
 @click.option("--mixup", type=float, default=0.0, show_default=True, help="Mix-up Beta(a, a) parameter (0: off).")
 @seed_opt
-@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True, help="Optimizer steps.")
-@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Images per step (over all processes).")
-@click.option("--val-every", type=click.IntRange(1), default=500, show_default=True, help="Validate and save every N steps.")
+@click.option("--steps", type=click.IntRange(1), default=_D.steps, show_default=True, help="Optimizer steps.")
+@click.option("--batch-size", type=click.IntRange(1), default=_D.batch_size, show_default=True, help="Images per step (over all processes).")
+@click.option("--val-every", type=click.IntRange(1), default=_D.val_every, show_default=True, help="Validate and save every N steps.")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data-loading worker processes.")
 @device_opt
 @click.option("--no-amp", is_flag=True, help="Plain float32 (no bfloat16/float16 autocast).")
@@ -69,7 +73,7 @@ def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_de
     """
     import os
 
-    from lsmap.learn.train import TrainConfig
+    from lsmap.learn.train import TrainConfig, resume_config
     from lsmap.learn.train import train as run_train
 
     given = dict(
@@ -79,15 +83,11 @@ def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_de
         encoder_weights=encoder_weights, mixup_alpha=mixup,
     )
     if resume:  # the run's own settings, except options given on this command line
-        import dataclasses
-
-        from lsmap.learn.train import saved_config
-
-        option = {"scale": "scale", "no_amp": "amp", "no_augment": "augment", "mixup": "mixup_alpha"}
         ctx = click.get_current_context()
+        option = {"scale": "scale", "no_amp": "amp", "no_augment": "augment", "mixup": "mixup_alpha"}
         explicit = {option.get(p, p) for p in ctx.params
                     if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT}
-        config = dataclasses.replace(saved_config(out_dir), **{k: v for k, v in given.items() if k in explicit})
+        config = resume_config(out_dir, given, explicit)
     else:
         config = TrainConfig(**given)
     result = run_train(out_dir, data=data, train_dir=train_dir, val_dir=val_dir, target_dir=target_dir, config=config,

@@ -179,7 +179,7 @@ def find_band_files(sources: str | os.PathLike | Sequence[str | os.PathLike], ba
         if not files:
             raise MissingInputError(
                 f"{where}: no file for Sentinel-2 band {band} (looked for names like "
-                f"'*_{band[0]}{band[1:].zfill(2)}*.jp2' or '{band}.tif'); add it or choose another --bands profile"
+                f"'*_{band[0]}{band[1:].zfill(2)}*.jp2' or '{band}.tif'); add it or choose another `bands` profile"
             )
         chosen[band] = files[0] if len(files) == 1 else _finest(band, files)
     return chosen
@@ -513,7 +513,7 @@ def stack_scene(
         raise InputError(f"block size {block} is too small; use at least 16 pixels (default 1024)")
     needs_dem = "DEM" in profile.bands or ("slope" in profile.bands and slope is None)
     if needs_dem and dem is None:
-        raise InputError(f"band profile '{profile.name}' needs a DEM; pass --dem (and optionally --slope)")
+        raise InputError(f"band profile '{profile.name}' needs a DEM; pass `dem` (and optionally `slope`)")
     files = find_band_files(s2, profile.sentinel2_bands)
 
     with contextlib.ExitStack() as stack:

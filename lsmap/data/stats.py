@@ -67,7 +67,7 @@ def compute_stats(
     rs = RunningStats(profile.count)
     if path.is_dir():
         if raw:
-            raise InputError(f"{path}: --raw applies to scenes only; patches are already on the L4S scale")
+            raise InputError(f"{path}: `raw` applies to scenes only; patches are already on the L4S scale")
         return patch_stats(find_patches(path, split), profile, valid_only=valid_only, fill=None, progress=progress,
                            desc=f"stats {path.name}")
     else:

@@ -106,13 +106,13 @@ def parse_label_map(text: str | Mapping[int, int] | None) -> dict[int, int] | No
                 mapping[int(src)] = int(dst)
         except ValueError:
             raise InputError(
-                f"--label-map '{text}': expected comma-separated value:mask pairs, e.g. '0:255,1:0,2:1'"
+                f"`label_map` '{text}': expected comma-separated value:mask pairs, e.g. '0:255,1:0,2:1'"
             ) from None
     if not mapping:
-        raise InputError("--label-map is empty; give value:mask pairs, e.g. '0:255,1:0,2:1'")
+        raise InputError("`label_map` is empty; give value:mask pairs, e.g. '0:255,1:0,2:1'")
     bad = sorted({v for v in mapping.values() if v not in _MASK_VALUES})
     if bad:
-        raise InputError(f"--label-map maps to {bad}; mask values must be 0, 1 or 255")
+        raise InputError(f"`label_map` maps to {bad}; mask values must be 0, 1 or 255")
     return mapping
 
 
@@ -134,7 +134,7 @@ def map_labels(labels: np.ndarray, mapping: Mapping[int, int] | None, path: obje
         shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
         raise InputError(
             f"{path}: label values {shown} are not covered by the label map "
-            f"(default: 0/1 masks, 255 ignored); map them with --label-map, e.g. '0:255,1:0,2:1'"
+            f"(default: 0/1 masks, 255 ignored); map them with `label_map`, e.g. '0:255,1:0,2:1'"
         )
     lut = np.array([mapping[v.item()] for v in values], np.uint8)
     return lut[inverse.reshape(labels.shape)]
@@ -214,14 +214,14 @@ def tile_scene(
     profile = get_profile(bands)
     scene, out_dir = Path(scene), Path(out_dir)
     if size < 1:
-        raise InputError(f"--size must be positive (got {size})")
+        raise InputError(f"`size` must be positive (got {size})")
     if not 0 <= overlap < size:
-        raise InputError(f"--overlap must be in [0, {size}) for --size {size} (got {overlap})")
+        raise InputError(f"`overlap` must be in [0, {size}) for `size` {size} (got {overlap})")
     if not 0.0 <= min_valid <= 1.0:
-        raise InputError(f"--min-valid must be in [0, 1] (got {min_valid})")
+        raise InputError(f"`min_valid` must be in [0, 1] (got {min_valid})")
     mapping = parse_label_map(label_map)
     if mapping is not None and labels is None:
-        raise InputError("--label-map needs --labels")
+        raise InputError("`label_map` needs `labels`")
     check_output(out_dir, overwrite)
 
     with contextlib.ExitStack() as stack:
@@ -259,7 +259,7 @@ def tile_scene(
             if not rows:
                 raise InputError(
                     f"{scene}: no window of {size} px has at least {min_valid:g} valid pixels "
-                    f"({len(grid)} windows); lower --min-valid or check the scene's nodata"
+                    f"({len(grid)} windows); lower `min_valid` or check the scene's nodata"
                 )
             _write_index(tmp / INDEX_NAME, rows, src.transform, src.crs)
             meta = {

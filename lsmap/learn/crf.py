@@ -24,6 +24,9 @@ RGB_BANDS = ("B4", "B3", "B2")
 _EPS = 1e-6
 
 
+_MISSING = "`crf` needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)"
+
+
 def available() -> bool:
     """True when ``pydensecrf2`` is importable (``pip install 'lsmap[crf]'``)."""
     try:
@@ -31,6 +34,16 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def require() -> None:
+    """Raise :class:`InputError` naming the extra to install unless :func:`available`.
+
+    Every stage that takes ``crf=True`` (evaluate, refine, detect, regional runs) checks with this
+    before any work.
+    """
+    if not available():
+        raise InputError(_MISSING)
 
 
 def rgb_indices(band_names: Sequence[str]) -> tuple[int, int, int]:
@@ -101,7 +114,7 @@ def crf_refine(
     try:
         import pydensecrf.densecrf as dcrf
     except ImportError:
-        raise InputError("dense CRF needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)") from None
+        raise InputError(_MISSING) from None
     prob = np.asarray(prob, np.float32)
     if prob.ndim != 2 or np.asarray(image).ndim != 3 or np.asarray(image).shape[1:] != prob.shape:
         raise InputError(f"CRF: probability {prob.shape} and image {np.asarray(image).shape} do not match; "

@@ -29,7 +29,7 @@ def resolve_device(name: str = "auto"):
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+            raise InputError("`device` cuda: no CUDA GPU is visible; use `device` cpu or auto")
         return torch.device(name)
     raise InputError(f"unknown device '{name}'; choose one of: {', '.join(DEVICES)}")
 

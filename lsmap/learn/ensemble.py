@@ -34,7 +34,7 @@ def load_ensemble(paths: Sequence[str | os.PathLike], device: Any = "cpu",
                   expect: BandProfile | str | None = None) -> list[Member]:
     """Load checkpoints as ensemble members (refusing any trained on another band profile)."""
     if not paths:
-        raise CheckpointError("no model given; pass --model PATH (one or more)")
+        raise CheckpointError("no model given; pass `model` PATH (one or more)")
     members = []
     for p in paths:
         module, card = load_checkpoint(p, device, expect)

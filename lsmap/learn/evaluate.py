@@ -5,7 +5,7 @@ every patch of the split (as the Landslide4Sense benchmark does, not averaged pe
 object-level scores (:func:`lsmap.core.metrics.object_scores`: a predicted connected component matches
 a true one at IoU >= 0.5).
 
-Normalisation (``norm``): ``target`` normalises the data with its own statistics (separated
+Normalisation (``norm``, :data:`lsmap.core.normalize.NORMS`): ``own`` normalises the data with its own statistics (separated
 normalisation, computed over the evaluated split), ``model`` with each model's training
 statistics, ``auto`` picks per model what it was trained with (``target`` for ``separated``,
 ``model`` for ``global``); explicit ``stats`` override all of them.
@@ -18,10 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lsmap.core.normalize import BandStats
+from lsmap.core.normalize import BandStats, norm_mode
 from lsmap.errors import InputError
-
-EVAL_NORMS = ("auto", "target", "model")
 
 
 @dataclass
@@ -34,7 +32,7 @@ class EvalResult:
         patches: Number of patches scored.
         threshold: Probability threshold used.
         tta: Whether flips were averaged.
-        norm: Normalisation used per member (``target``, ``model`` or ``stats``).
+        norm: Normalisation used per member (``own``, ``model`` or ``stats``).
         crf: Whether the ensemble probability was refined with a dense CRF before thresholding.
         pixel: Confusion counts (``tp, fp, fn, tn``) and ``precision, recall, f1, iou, accuracy``.
         objects: ``n_pred, n_true, matched, precision, recall, f1`` of connected components.
@@ -61,7 +59,7 @@ class EvalResult:
 def _member_norm(card, norm: str) -> str:
     if norm != "auto":
         return norm
-    return "model" if (card.train or {}).get("norm") == "global" else "target"
+    return norm_mode((card.train or {}).get("norm", "own"))
 
 
 def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, split: str = "validation",
@@ -76,7 +74,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         split: Split to read from a dataset root.
         tta: Average predictions over flips.
         stats: Normalisation statistics of the data (a :class:`BandStats` or a JSON file).
-        norm: ``auto``, ``target`` or ``model`` (see the module docstring); ignored with ``stats``.
+        norm: ``auto``, ``own`` or ``model`` (aliases of :data:`lsmap.core.normalize.NORM_ALIASES` too; see the module docstring); ignored with ``stats``.
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: Patches per forward pass.
         threshold: Probability threshold (``None``: the mean of the members' card thresholds).
@@ -100,17 +98,15 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
     from lsmap.learn.models import read_card
 
-    if norm not in EVAL_NORMS:
-        raise InputError(f"unknown normalisation '{norm}'; choose one of: {', '.join(EVAL_NORMS)}")
+    norm = norm_mode(norm, auto=True)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     if not models:
         raise InputError("no model given; pass one or more checkpoints")
     if crf:
-        from lsmap.learn.crf import available
+        from lsmap.learn.crf import require
 
-        if not available():
-            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
+        require()
     profile = read_card(models[0]).profile
     patches = find_patches(data, split, require_masks=True)
     dev = resolve_device(device)
@@ -119,9 +115,9 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         stats = BandStats.load(stats)
     norms = ["stats" if stats is not None else _member_norm(m.card, norm) for m in members]
     target_stats = stats
-    if stats is None and "target" in norms:
+    if stats is None and "own" in norms:
         target_stats = patch_stats(patches, profile)
-    member_stats = [target_stats if n in ("target", "stats") else None for n in norms]
+    member_stats = [target_stats if n in ("own", "stats") else None for n in norms]
     thr = threshold if threshold is not None else float(np.mean([m.card.threshold for m in members]))
     if not 0 < thr < 1:
         raise InputError(f"threshold must be in (0, 1), got {thr}")

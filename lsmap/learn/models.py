@@ -270,7 +270,7 @@ def default_model_path() -> Path:
     """
     path = Path(__file__).resolve().parents[1] / "weights" / f"{DEFAULT_MODEL}.safetensors"
     if not path.exists():
-        raise MissingInputError(f"{path}: the default model is not installed; pass --model PATH or reinstall lsmap")
+        raise MissingInputError(f"{path}: the default model is not installed; pass `model` PATH or reinstall lsmap")
     return path
 
 

@@ -39,7 +39,7 @@ def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
     if resume:
         if not (out_dir / "last_state.pt").exists() or not (out_dir / "last.safetensors").exists():
             raise MissingInputError(f"{out_dir}: no interrupted run to resume (last.safetensors + last_state.pt); "
-                                    f"start without --resume")
+                                    f"start without `resume`")
         return
     if existing and not overwrite:
         raise OutputExistsError(out_dir / existing[0])
@@ -59,10 +59,10 @@ def match_card(path: Path, card: ModelCard, model: str, bands: dict, what: str) 
     """
     if card.model != model:
         raise CheckpointError(f"{path}: {what} is a '{card.model}' model but this run trains '{model}'; "
-                              f"use --model {card.model} or another checkpoint")
+                              f"use `model` {card.model} or another checkpoint")
     if list(card.bands.get("bands", [])) != list(bands.get("bands", [])):
         raise CheckpointError(f"{path}: {what} was trained on bands {card.bands.get('bands')} but this run uses "
-                              f"{bands.get('bands')}; choose the matching --bands")
+                              f"{bands.get('bands')}; choose the matching `bands`")
 
 
 def resume_state(out_dir: Path, config: TrainConfig, bands: dict) -> dict:
@@ -111,7 +111,7 @@ def load_state(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types on corrupt or foreign files
-        raise CheckpointError(f"{path}: cannot read training state ({e}); start without --resume") from None
+        raise CheckpointError(f"{path}: cannot read training state ({e}); start without `resume`") from None
 
 
 def write_log(out_dir: Path, history: Sequence[dict]) -> None:

@@ -38,13 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from lsmap.core.bands import get_profile
+from lsmap.core.normalize import norm_mode
 from lsmap.errors import CheckpointError, InputError, LsmapError
 from lsmap.learn.forward import scaled_forward
 from lsmap.learn.models import ModelCard, checkpoint_paths, read_card, read_state_dict, save_checkpoint
 from lsmap.learn.optim import AliasedOptimizer, needs_alias
 from lsmap.learn.run_folder import check_run_dir, clear_run, match_card, resume_state, save_state, write_log
 
-NORMS = ("separated", "global")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
 _DEFAULT_LR = {"adamw": 5e-4, "sgd": 1e-2}
@@ -105,7 +105,9 @@ class TrainConfig:
         workers: DataLoader worker processes per source.
         loss: Loss spec used by :func:`train` for the labelled source.
         augment: Whether :func:`train` augments the training data.
-        norm: ``separated`` (target data normalised by its own statistics) or ``global``.
+        norm: ``own`` (validation/target data normalised by its own statistics, the 1st place's
+            separated normalisation) or ``model`` (by the training statistics); see
+            :data:`lsmap.core.normalize.NORMS` (``separated``/``global`` are accepted too).
         mixup_alpha: Mix-up of the labelled source in :func:`train` (0: off).
         encoder_weights: Optional local encoder weights file.
         loss_every: Steps between progress-bar loss updates.
@@ -129,7 +131,7 @@ class TrainConfig:
     workers: int = 0
     loss: str = "lovasz+ohem"
     augment: bool = True
-    norm: str = "separated"
+    norm: str = "own"
     mixup_alpha: float = 0.0
     encoder_weights: str | None = None
     loss_every: int = 10
@@ -143,8 +145,7 @@ class TrainConfig:
             raise InputError(f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}")
-        if self.norm not in NORMS:
-            raise InputError(f"unknown normalisation '{self.norm}'; choose one of: {', '.join(NORMS)}")
+        self.norm = norm_mode(self.norm)
         for name in ("steps", "batch_size", "val_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -297,6 +298,20 @@ def saved_config(out_dir: str | os.PathLike) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in card.train.items() if k in names})
 
 
+def resume_config(out_dir: str | os.PathLike, given: dict[str, Any], explicit: set[str]) -> TrainConfig:
+    """The configuration to resume the run in ``out_dir`` with: the run's own settings, except
+    those in ``explicit`` (given by the caller on purpose), which take their values from ``given``.
+
+    Raises:
+        MissingInputError: no run in ``out_dir``.
+        InputError: ``given`` names a setting :class:`TrainConfig` does not have.
+    """
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise InputError(f"unknown training setting(s) {', '.join(unknown)}")
+    return dataclasses.replace(saved_config(out_dir), **{k: v for k, v in given.items() if k in explicit})
+
+
 
 # --- validation -----------------------------------------------------------------------------------------
 
@@ -348,10 +363,10 @@ def _build(config: TrainConfig, in_channels: int, init: Path | None, bands: dict
     state = None
     if init is not None:
         init_card = read_card(init)
-        match_card(Path(init), init_card, config.model, bands, "the --init checkpoint")
+        match_card(Path(init), init_card, config.model, bands, "the `init` checkpoint")
         init_dbn = init_card.domain_bn
         if init_dbn and not config.domain_bn:
-            raise CheckpointError(f"{init}: checkpoint has domain-specific batch norm; train with --domain-bn")
+            raise CheckpointError(f"{init}: checkpoint has domain-specific batch norm; train with `domain_bn`")
         state = read_state_dict(checkpoint_paths(init)[0])
     if init_dbn:
         convert_domain_bn(module)
@@ -666,7 +681,7 @@ class _Run:
         """Step, learning rate, mean losses and speed of the interval; refuses a non-finite loss."""
         mean_loss = (self.run_loss.double().cpu() / max(self.run_n, 1)).tolist()
         if not all(math.isfinite(v) for v in mean_loss):
-            raise TrainingError(f"training loss became {mean_loss} by step {self.step}; lower --lr or check the data")
+            raise TrainingError(f"training loss became {mean_loss} by step {self.step}; lower `lr` or check the data")
         elapsed = time.perf_counter() - self.t0
         row = {"step": self.step, "lr": lr, "loss": sum(mean_loss)}
         row |= {f"loss_{s.name or i}": v for i, (s, v) in enumerate(zip(self.sources, mean_loss, strict=False)) if s.weight != 0}
@@ -752,9 +767,9 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     profile = get_profile(bands)
     out_dir = Path(out_dir)
     if data is not None and (train_dir is not None or val_dir is not None):
-        raise InputError("give either --data ROOT or --train DIR --val DIR, not both")
+        raise InputError("give either `data` ROOT or `train` DIR `val` DIR, not both")
     if data is None and (train_dir is None or val_dir is None):
-        raise InputError("give --data ROOT, or --train DIR and --val DIR (the best checkpoint is chosen on validation)")
+        raise InputError("give `data` ROOT, or `train` DIR and `val` DIR (the best checkpoint is chosen on validation)")
     check_run_dir(out_dir, overwrite, resume)
     if data is not None:
         train_p = find_patches(data, "train", require_masks=True)
@@ -765,14 +780,14 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         val_p = find_patches(val_dir, "validation", require_masks=True)
         desc = f"train {train_dir} ({len(train_p)} patches), validation {val_dir} ({len(val_p)})"
     source_stats = patch_stats(train_p, profile)
-    val_stats = patch_stats(val_p, profile) if config.norm == "separated" else source_stats
+    val_stats = patch_stats(val_p, profile) if norm_mode(config.norm) == "own" else source_stats
     aug = Augment() if config.augment else None
     sources = [Source(PatchDataset(train_p, source_stats, profile, augment=aug), config.loss, 1.0, SOURCE,
                       config.mixup_alpha, name="train")]
     if config.domain_bn:
         if target_dir is not None:
             tgt_p = find_patches(target_dir, "test")
-            tgt_stats = patch_stats(tgt_p, profile) if config.norm == "separated" else source_stats
+            tgt_stats = patch_stats(tgt_p, profile) if norm_mode(config.norm) == "own" else source_stats
         else:
             tgt_p, tgt_stats = [dataclasses.replace(p, mask=None) for p in val_p], val_stats
         sources.append(Source(PatchDataset(tgt_p, tgt_stats, profile, augment=aug), config.loss, 0.0, TARGET, name="target"))

@@ -21,15 +21,86 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lsmap.core.normalize import BandStats
+from lsmap.core.constants import OVERLAP, WINDOW
+from lsmap.core.normalize import BandStats, norm_mode
 from lsmap.errors import CheckpointError, InputError, MissingInputError
 
-NORMS = ("scene", "model")
+#: Input scales a scene may hold (:func:`lsmap.data.scan.scan_scene`).
+INPUT_SCALES = ("auto", "raw", "l4s")
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """How a scene is mapped: everything of :func:`detect` but the scene, the models and the outputs.
+
+    The fields are :func:`detect`'s keyword arguments of the same names (see there); one options
+    object can be reused for many scenes (:func:`lsmap.detect_many` builds one per run).
+    """
+
+    bands: str | None = None
+    tta: bool = False
+    overlap: int = OVERLAP
+    window: int = WINDOW
+    batch_size: int | None = None
+    norm: str = "own"
+    stats: str | os.PathLike | BandStats | None = None
+    input_scale: str = "auto"
+    threshold: float | None = None
+    uncertainty: bool = False
+    min_area: float = 0.0
+    simplify: float = 0.0
+    fill_holes: float = 0.0
+    crf: bool = False
+    device: Any = "auto"
+    block: int = 1024
+
+    def check(self) -> None:
+        """Raise :class:`InputError` for an option that cannot work, before any work."""
+        if norm_mode(self.norm) == "model" and self.stats is not None:
+            raise InputError("`stats` gives the scene's statistics; it cannot be combined with `norm` model")
+        for name in ("min_area", "simplify", "fill_holes"):
+            if getattr(self, name) < 0:
+                raise InputError(f"`{name}` must not be negative (got {getattr(self, name)})")
+        if self.crf:
+            from lsmap.learn.crf import require
+
+            require()
+
+
+@dataclass(frozen=True)
+class DetectOutputs:
+    """The files a detection writes (``None``: not written)."""
+
+    polygons: Path | None = None
+    prob: Path | None = None
+    mask: Path | None = None
+    quicklook: Path | None = None
+
+    def check(self, overwrite: bool) -> None:
+        """Raise before any work when the outputs clash, have the wrong type, or exist."""
+        from lsmap.map.vectorize import check_vector_output, vector_driver
+
+        given = [p for p in (self.polygons, self.prob, self.mask, self.quicklook) if p is not None]
+        if len({p.resolve() for p in given}) != len(given):
+            raise InputError("the polygon, probability and mask outputs must be different files")
+        if self.polygons is not None:
+            vector_driver(self.polygons)
+            check_vector_output(self.polygons, overwrite)
+        for p in (self.prob, self.mask):
+            if p is not None and p.suffix.lower() not in (".tif", ".tiff"):
+                raise InputError(f"{p}: raster outputs are GeoTIFFs; use a .tif name")
+        if self.quicklook is not None and self.quicklook.suffix.lower() != ".png":
+            raise InputError(f"{self.quicklook}: the quick-look is a PNG; use a .png name")
+
+    def named(self) -> dict[str, str]:
+        """``{"polygons": path, ...}`` of the outputs written."""
+        return {k: str(v) for k, v in vars(self).items() if v is not None}
 
 
 def default_models() -> list[Path]:
@@ -72,13 +143,9 @@ def _scene_area_km2(info) -> float:
 
 
 def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | None = None, *,
-           out: str | os.PathLike | None = None, bands: str | None = None, tta: bool = False,
-           overlap: int = 32, window: int = 128, batch_size: int | None = None, norm: str = "scene",
-           stats: str | os.PathLike | BandStats | None = None, input_scale: str = "auto",
-           threshold: float | None = None, prob: str | os.PathLike | None = None,
-           mask: str | os.PathLike | None = None, quicklook: str | os.PathLike | None = None, uncertainty: bool = False, min_area: float = 0.0,
-           simplify: float = 0.0, fill_holes: float = 0.0, crf: bool = False, device: Any = "auto",
-           overwrite: bool = False, block: int = 1024, progress: bool = False):
+           out: str | os.PathLike | None = None, prob: str | os.PathLike | None = None,
+           mask: str | os.PathLike | None = None, quicklook: str | os.PathLike | None = None,
+           options: DetectOptions | None = None, overwrite: bool = False, progress: bool = False, **settings: Any):
     """Map the landslides of a scene: polygons with area and probability attributes.
 
     Args:
@@ -89,16 +156,19 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             :class:`lsmap.learn.ensemble.Member` objects; several are averaged. ``None``: the shipped
             default model.
         out: Polygon output (``.gpkg``, ``.geojson``/``.json``, ``.shp``); ``None`` writes nothing.
+        options: A :class:`DetectOptions`; keyword arguments named like its fields (below)
+            override it.
         bands: Band profile of the scene; ``None`` takes the models' profile. A model trained on
             another profile is refused.
         tta: Also average over horizontal/vertical flips.
         overlap: Window overlap in pixels (blended with Hann ramps).
         window: Window size in pixels.
         batch_size: Windows per batch (default: sized for the device).
-        norm: ``"scene"`` normalises with the scene's own per-band statistics (the 1st-place
-            recipe), ``"model"`` with each model's training statistics.
+        norm: ``"own"`` normalises with the scene's own per-band statistics (the 1st-place
+            recipe), ``"model"`` with each model's training statistics
+            (:data:`lsmap.core.normalize.NORMS`; ``"scene"`` is accepted for ``"own"``).
         stats: Statistics (BandStats JSON path or object, L4S scale) to normalise with instead of
-            the scene's own (implies ``norm="scene"``).
+            the scene's own (implies ``norm="own"``).
         input_scale: ``"auto"`` (decide from the data), ``"raw"`` (digital numbers, degrees,
             metres: divided by the profile's divisors) or ``"l4s"`` (already scaled).
         threshold: Landslide probability threshold (default: mean of the models' card thresholds).
@@ -129,49 +199,74 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         BandMismatchError: the scene's band count differs from the profile's.
         InputError: unreadable scene, no valid pixel, bad options.
     """
+    t0 = time.perf_counter()
+    opts = _options(options, settings)
+    outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook)))
+    opts.check()
+    outputs.check(overwrite)
+    stats = BandStats.load(opts.stats) if isinstance(opts.stats, (str, os.PathLike)) else opts.stats
+    dev, members, profile = _load_members(models, opts)
+    threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
+
+    work_parent = outputs.polygons.parent if outputs.polygons is not None else None
+    if work_parent is not None:
+        work_parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as es:
+        # every output gets its temporary name now (existence checked before any work) and is
+        # renamed into place only when the block below completes
+        tmp = _temporary_outputs(es, outputs, overwrite)
+        work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=".lsmap-detect-", dir=work_parent)))
+        stacked = not isinstance(scene, (str, os.PathLike))
+        scene_path = _stack_inputs(scene, work, profile.name) if stacked else Path(scene)
+        info, scan, used, t_scan = _scan(scene_path, profile, opts, stats)
+        pred = _predict(info, members, work, scan, used, opts, dev, progress)
+        t_vec = time.perf_counter()
+        gdf = _vectorize(pred, threshold, opts)
+        t_vec = time.perf_counter() - t_vec
+        t_write = time.perf_counter()
+        _write_outputs(tmp, outputs, pred, gdf, threshold, scene_path, profile)
+        t_write = time.perf_counter() - t_write
+    seconds = time.perf_counter() - t0
+    km2 = _scene_area_km2(info)
+    gdf.attrs["lsmap"] = {
+        "scene": str(scene_path) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",
+        "models": [m.source or m.card.model for m in members], "bands": profile.name,
+        "input_scale": "raw" if scan.raw else "l4s", "norm": norm_mode(opts.norm) if stats is None else "stats",
+        "stats": used.to_dict() if used is not None else None, "stats_sampled": scan.sampled,
+        "valid_pixels": scan.valid_pixels, "threshold": threshold, "tta": opts.tta, "crf": opts.crf,
+        "window": opts.window, "overlap": opts.overlap, "batch_size": pred.batch_size, "windows": pred.windows,
+        "passes": pred.passes, "device": str(dev), "uncertainty": pred.uncertainty_method, "polygons": len(gdf),
+        "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
+        "scene_km2": km2, "seconds": seconds, "km2_per_s": km2 / seconds if seconds > 0 else None,
+        "timings": {"scan": t_scan, "predict": pred.seconds, "model": pred.model_seconds, **pred.timings,
+                    "vectorize": t_vec, "write": t_write},
+        "outputs": outputs.named(),
+    }
+    return gdf
+
+
+def _options(options: DetectOptions | None, settings: Mapping[str, Any]) -> DetectOptions:
+    """``options`` (default :class:`DetectOptions`) with the keyword ``settings`` applied."""
+    known = {f.name for f in fields(DetectOptions)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise InputError(f"unknown detection option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    return replace(options or DetectOptions(), **settings)
+
+
+def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
+    """``(device, members, profile)``: the ensemble loaded on the device, checked against ``opts.bands``."""
     from lsmap.core.bands import get_profile
-    from lsmap.data.scan import check_stats, scan_scene
-    from lsmap.io.cog import PROB_SCALE, encode_mask, encode_probability, write_uint8_cog
-    from lsmap.io.rasters import atomic_output
-    from lsmap.io.scene import scene_info
     from lsmap.learn.device import resolve_device
     from lsmap.learn.ensemble import Member, load_ensemble
-    from lsmap.map.stream import members_profile, predict_scene
-    from lsmap.map.vectorize import check_vector_output, vector_driver, vectorize
+    from lsmap.map.stream import members_profile
 
-    t0 = time.perf_counter()
-    if norm not in NORMS:
-        raise InputError(f"unknown normalisation '{norm}'; choose one of: {', '.join(NORMS)}")
-    if stats is not None and norm == "model":
-        raise InputError("--stats gives the scene's statistics; it cannot be combined with --norm model")
-    for name, v in (("min-area", min_area), ("simplify", simplify), ("fill-holes", fill_holes)):
-        if v < 0:
-            raise InputError(f"--{name} must not be negative (got {v})")
-    if crf:
-        from lsmap.learn.crf import available
-
-        if not available():
-            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
-    outputs = [Path(p) for p in (out, prob, mask, quicklook) if p is not None]
-    if len({p.resolve() for p in outputs}) != len(outputs):
-        raise InputError("the polygon, probability and mask outputs must be different files")
-    if out is not None:
-        vector_driver(out)
-        check_vector_output(out, overwrite)
-    for p in (prob, mask):
-        if p is not None and Path(p).suffix.lower() not in (".tif", ".tiff"):
-            raise InputError(f"{p}: raster outputs are GeoTIFFs; use a .tif name")
-    if quicklook is not None and Path(quicklook).suffix.lower() != ".png":
-        raise InputError(f"{quicklook}: the quick-look is a PNG; use a .png name")
-    if isinstance(stats, (str, os.PathLike)):
-        stats = BandStats.load(stats)
-
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = resolve_device(opts.device) if isinstance(opts.device, str) else opts.device
     if models is None:
         models = default_models()
     if not models:
-        raise CheckpointError("no model given; pass --model PATH (one or more)")
-    expect = get_profile(bands) if bands is not None else None
+        raise CheckpointError("no model given; pass `model` PATH (one or more)")
+    expect = get_profile(opts.bands) if opts.bands is not None else None
     paths = [m for m in models if not isinstance(m, Member)]
     members = [m for m in models if isinstance(m, Member)] + (load_ensemble(paths, dev, expect) if paths else [])
     profile = members_profile(members)
@@ -179,71 +274,69 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         raise CheckpointError(f"{members[0].source or members[0].card.model}: model was trained on band profile "
                               f"'{profile.name}' but the input is '{expect.name}'; use a model trained on "
                               f"'{expect.name}' or restack the input")
-    if threshold is None:
-        threshold = float(np.mean([m.card.threshold for m in members]))
+    return dev, members, profile
 
-    work_parent = Path(out).parent if out is not None else None
-    if work_parent is not None:
-        work_parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as es:
-        # every output gets its temporary name now (existence checked before any work) and is
-        # renamed into place only when the block below completes
-        tmp_out = es.enter_context(atomic_output(out, overwrite)) if out is not None else None
-        tmp_prob = es.enter_context(atomic_output(prob, overwrite)) if prob is not None else None
-        tmp_mask = es.enter_context(atomic_output(mask, overwrite)) if mask is not None else None
-        tmp_look = es.enter_context(atomic_output(quicklook, overwrite)) if quicklook is not None else None
-        work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=".lsmap-detect-", dir=work_parent)))
 
-        scene_path = _stack_inputs(scene, work, profile.name) if not isinstance(scene, (str, os.PathLike)) else Path(scene)
-        info = scene_info(scene_path, profile)
-        t_scan = time.perf_counter()
-        scan = scan_scene(info, profile, input_scale)
-        t_scan = time.perf_counter() - t_scan
-        if norm == "scene":
-            used = check_stats(stats, profile, "--stats") if stats is not None else scan.stats
-        else:
-            used = None
-        fill = used.mean if used is not None else None
-        pred = predict_scene(info, members, work / "prob.tif", stats=used, raw=scan.raw, fill=fill, tta=tta,
-                             overlap=overlap, window=window, batch_size=batch_size, device=dev,
-                             uncertainty_out=work / "unc.tif" if uncertainty else None, crf=crf, compress=False,
-                             progress=progress)
-        t_vec = time.perf_counter()
-        gdf = vectorize(pred.prob, threshold=threshold, uncertainty=pred.uncertainty, block=block,
-                        min_area=min_area, simplify=simplify, fill_holes=fill_holes)
-        t_vec = time.perf_counter() - t_vec
-        t_write = time.perf_counter()
-        if tmp_prob is not None:
-            write_uint8_cog(pred.prob, tmp_prob, encode_probability, resampling="average", scale=1 / PROB_SCALE)
-        if tmp_mask is not None:
-            write_uint8_cog(pred.prob, tmp_mask, lambda p: encode_mask(p, threshold), resampling="nearest")
-        if tmp_out is not None:
-            driver, sidecars = vector_driver(out)
-            gdf.to_file(tmp_out, driver=driver, engine="pyogrio", geometry_type="Polygon")
-            for s in sidecars:
-                if tmp_out.with_suffix(s).exists():
-                    shutil.move(tmp_out.with_suffix(s), Path(out).with_suffix(s))
-        if tmp_look is not None:
-            from lsmap.map.quicklook import render_quicklook
+def _temporary_outputs(es: contextlib.ExitStack, outputs: DetectOutputs, overwrite: bool) -> DetectOutputs:
+    """Enter an atomic output for each requested file; returns their temporary paths."""
+    from lsmap.io.rasters import atomic_output
 
-            render_quicklook(scene_path, gdf, tmp_look, profile, overwrite=True)
-        t_write = time.perf_counter() - t_write
-    seconds = time.perf_counter() - t0
-    km2 = _scene_area_km2(info)
-    gdf.attrs["lsmap"] = {
-        "scene": str(scene_path) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",
-        "models": [m.source or m.card.model for m in members], "bands": profile.name,
-        "input_scale": "raw" if scan.raw else "l4s", "norm": norm if stats is None else "stats",
-        "stats": used.to_dict() if used is not None else None, "stats_sampled": scan.sampled,
-        "valid_pixels": scan.valid_pixels, "threshold": threshold, "tta": tta, "crf": crf, "window": window,
-        "overlap": overlap, "batch_size": pred.batch_size, "windows": pred.windows, "passes": pred.passes,
-        "device": str(dev), "uncertainty": pred.uncertainty_method, "polygons": len(gdf),
-        "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
-        "scene_km2": km2, "seconds": seconds, "km2_per_s": km2 / seconds if seconds > 0 else None,
-        "timings": {"scan": t_scan, "predict": pred.seconds, "model": pred.model_seconds, **pred.timings,
-                    "vectorize": t_vec, "write": t_write},
-        "outputs": {k: str(v) for k, v in (("polygons", out), ("prob", prob), ("mask", mask), ("quicklook", quicklook))
-                    if v is not None},
-    }
-    return gdf
+    return DetectOutputs(*(es.enter_context(atomic_output(p, overwrite)) if p is not None else None
+                           for p in (outputs.polygons, outputs.prob, outputs.mask, outputs.quicklook)))
 
+
+def _scan(scene_path: Path, profile, opts: DetectOptions, stats: BandStats | None):
+    """The statistics pass: ``(info, scan, normalisation statistics used, seconds)``."""
+    from lsmap.data.scan import check_stats, scan_scene
+    from lsmap.io.scene import scene_info
+
+    info = scene_info(scene_path, profile)
+    t_scan = time.perf_counter()
+    scan = scan_scene(info, profile, opts.input_scale)
+    t_scan = time.perf_counter() - t_scan
+    if norm_mode(opts.norm) == "own":
+        used = check_stats(stats, profile, "`stats`") if stats is not None else scan.stats
+    else:
+        used = None
+    return info, scan, used, t_scan
+
+
+def _predict(info, members, work: Path, scan, used: BandStats | None, opts: DetectOptions, dev, progress: bool):
+    """Streamed ensemble inference into scratch probability (and uncertainty) rasters in ``work``."""
+    from lsmap.map.stream import predict_scene
+
+    fill = used.mean if used is not None else None
+    return predict_scene(info, members, work / "prob.tif", stats=used, raw=scan.raw, fill=fill, tta=opts.tta,
+                         overlap=opts.overlap, window=opts.window, batch_size=opts.batch_size, device=dev,
+                         uncertainty_out=work / "unc.tif" if opts.uncertainty else None, crf=opts.crf,
+                         compress=False, progress=progress)
+
+
+def _vectorize(pred, threshold: float, opts: DetectOptions):
+    """The probability raster -> landslide polygons."""
+    from lsmap.map.vectorize import vectorize
+
+    return vectorize(pred.prob, threshold=threshold, uncertainty=pred.uncertainty, block=opts.block,
+                     min_area=opts.min_area, simplify=opts.simplify, fill_holes=opts.fill_holes)
+
+
+def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, threshold: float, scene_path: Path,
+                   profile) -> None:
+    """Write every requested output to its temporary name (renamed when the job completes)."""
+    from lsmap.io.cog import PROB_SCALE, encode_mask, encode_probability, write_uint8_cog
+    from lsmap.map.vectorize import vector_driver
+
+    if tmp.prob is not None:
+        write_uint8_cog(pred.prob, tmp.prob, encode_probability, resampling="average", scale=1 / PROB_SCALE)
+    if tmp.mask is not None:
+        write_uint8_cog(pred.prob, tmp.mask, lambda p: encode_mask(p, threshold), resampling="nearest")
+    if tmp.polygons is not None:
+        driver, sidecars = vector_driver(outputs.polygons)
+        gdf.to_file(tmp.polygons, driver=driver, engine="pyogrio", geometry_type="Polygon")
+        for s in sidecars:
+            if tmp.polygons.with_suffix(s).exists():
+                shutil.move(tmp.polygons.with_suffix(s), outputs.polygons.with_suffix(s))
+    if tmp.quicklook is not None:
+        from lsmap.map.quicklook import render_quicklook
+
+        render_quicklook(scene_path, gdf, tmp.quicklook, profile, overwrite=True)

@@ -369,7 +369,7 @@ def _default_fill(stats: BandStats | None, members: Sequence) -> Sequence[float]
         return stats.mean
     cards = [m.card.band_stats for m in members]
     if any(c is None for c in cards):
-        raise CheckpointError("a model card has no training statistics; use the scene's statistics (--norm scene)")
+        raise CheckpointError("a model card has no training statistics; use the scene's statistics (`norm` scene)")
     return np.mean([c.mean for c in cards], axis=0)
 
 
@@ -499,14 +499,14 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
 
     t_start = time.perf_counter()
     if not members:
-        raise CheckpointError("no model given; pass --model PATH (one or more)")
+        raise CheckpointError("no model given; pass `model` PATH (one or more)")
     profile = members_profile(members)
     if not isinstance(scene, SceneInfo):
         scene = scene_info(scene, profile)
     else:
         profile.check_count(scene.count, scene.path)
     if window < 1 or not 0 <= overlap < window:
-        raise InputError(f"--overlap must be in [0, --window) (got window {window}, overlap {overlap})")
+        raise InputError(f"`overlap` must be in [0, `window`) (got window {window}, overlap {overlap})")
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if stats is not None:
         check_stats(stats, profile, "normalisation statistics")
@@ -517,7 +517,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     if batch_size is None:
         batch_size = auto_batch_size(device, window, scale, passes)
     if batch_size < 1:
-        raise InputError(f"--batch-size must be positive (got {batch_size})")
+        raise InputError(f"`batch_size` must be positive (got {batch_size})")
     pin = device.type == "cuda" if pin_memory is None else pin_memory
     if use_channels_last(device, amp):
         for m in members:
@@ -528,10 +528,9 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     want_unc = uncertainty_out is not None
     use_var = want_unc and passes > 1
     if crf:
-        from lsmap.learn.crf import available, crf_refine, rgb_indices
+        from lsmap.learn.crf import crf_refine, require, rgb_indices
 
-        if not available():
-            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
+        require()
         rgb = rgb_indices(profile.bands)
 
     workers, threads = model_threads(device, workers)

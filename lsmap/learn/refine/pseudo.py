@@ -38,7 +38,7 @@ _F16_FINITE = 0x7C00
 def check_thresholds(pos: float, neg: float) -> None:
     """Raise :class:`InputError` unless ``0 <= neg < pos <= 1``."""
     if not (0.0 <= neg < pos <= 1.0):
-        raise InputError(f"pseudo-label thresholds need 0 <= --neg-thresh < --pos-thresh <= 1; got neg={neg}, pos={pos}")
+        raise InputError(f"pseudo-label thresholds need 0 <= `neg_thresh` < `pos_thresh` <= 1; got neg={neg}, pos={pos}")
 
 
 def threshold_labels(prob: np.ndarray, pos: float = 0.7, neg: float = 0.3) -> np.ndarray:

@@ -120,19 +120,19 @@ class RefineConfig:
         if self.strategy not in STRATEGIES:
             raise InputError(f"unknown refinement strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
         if self.rounds < 1:
-            raise InputError(f"--rounds must be at least 1; got {self.rounds}")
+            raise InputError(f"`rounds` must be at least 1; got {self.rounds}")
         if self.steps is not None and self.steps < 1:
-            raise InputError(f"--steps must be at least 1; got {self.steps}")
+            raise InputError(f"`steps` must be at least 1; got {self.steps}")
         check_thresholds(self.pos_thresh, self.neg_thresh)
-        for name, f in (("--keep-bg", self.keep_bg), ("--keep-ls", self.keep_ls)):
+        for name, f in (("`keep_bg`", self.keep_bg), ("`keep_ls`", self.keep_ls)):
             if not 0.0 < f <= 1.0:
                 raise InputError(f"{name} must be in (0, 1]; got {f}")
         if self.mc_passes < 2 and self.strategy == "uncertainty":
-            raise InputError(f"--mc-passes must be at least 2 to measure a variance; got {self.mc_passes}")
+            raise InputError(f"`mc_passes` must be at least 2 to measure a variance; got {self.mc_passes}")
         if not 0.0 <= self.mc_p < 1.0:
-            raise InputError(f"--mc-p must be in [0, 1); got {self.mc_p}")
+            raise InputError(f"`mc_p` must be in [0, 1); got {self.mc_p}")
         if self.mixup_alpha is not None and self.mixup_alpha < 0:
-            raise InputError(f"--mixup-alpha must be >= 0; got {self.mixup_alpha}")
+            raise InputError(f"`mixup_alpha` must be >= 0; got {self.mixup_alpha}")
         if self.pseudo_weight <= 0:
             raise InputError(f"pseudo-label weight must be > 0; got {self.pseudo_weight}")
         get_profile(self.bands)
@@ -428,12 +428,12 @@ def _check_resume(out_dir: Path, record: dict) -> None:
     try:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: unreadable ({e}); pass --overwrite to start again") from None
+        raise InputError(f"{path}: unreadable ({e}); pass `overwrite` to start again") from None
     diffs = [k for k in ("models", "source", "target") if old.get(k) != record[k]]
     diffs += [k for k in _RESUME_KEYS if old.get("config", {}).get(k) != record["config"][k]]
     if diffs:
         raise InputError(f"{out_dir}: cannot resume, the run was started with other {', '.join(diffs)}; "
-                         f"use the same settings, another -o, or --overwrite")
+                         f"use the same settings, another `output`, or `overwrite`")
 
 
 def finished_rounds(out_dir: str | os.PathLike) -> list[dict]:
@@ -483,10 +483,9 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
     config = config or RefineConfig()
     config.check()
     if config.crf:
-        from lsmap.learn.crf import available
+        from lsmap.learn.crf import require
 
-        if not available():
-            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
+        require()
     out_dir = Path(out_dir)
     if out_dir.exists() and not (resume or overwrite):
         raise OutputExistsError(out_dir)
@@ -543,8 +542,8 @@ def _run_round(i: int, teachers: list[str], src_patches: list[Patch], tgt_patche
     before = sel.pop("target_before", None)
     _json_write(round_dir / "selection.json", sel)
     if sel["kept"]["background"] + sel["kept"]["landslide"] == 0:
-        raise InputError(f"round {i}: no target pixel passed the selection; loosen --pos-thresh/--neg-thresh "
-                         f"or raise --keep-bg/--keep-ls")
+        raise InputError(f"round {i}: no target pixel passed the selection; loosen `pos_thresh`/`neg_thresh` "
+                         f"or raise `keep_bg`/`keep_ls`")
     del members
     pseudo = [Patch(p.id, p.image, round_dir / "pseudo" / f"mask_{p.id}.h5") for p in tgt_patches]
     students = teachers if config.strategy == "threshold" else teachers[:1]

@@ -99,7 +99,7 @@ def _client(scheduler: Any):
         import distributed
     except ImportError:
         raise InputError(
-            f"--scheduler {scheduler}: Dask distributed is not installed; pip install 'lsmap[cluster]'"
+            f"`scheduler` {scheduler}: Dask distributed is not installed; pip install 'lsmap[cluster]'"
         ) from None
     if isinstance(scheduler, distributed.Client):
         return scheduler, False
@@ -107,7 +107,7 @@ def _client(scheduler: Any):
         return distributed.Client(str(scheduler), timeout=CONNECT_TIMEOUT, set_as_default=False), True
     except (OSError, TimeoutError) as e:
         raise InputError(
-            f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e}); start one with "
+            f"`scheduler` {scheduler}: cannot reach the Dask scheduler ({e}); start one with "
             f"`dask scheduler` and give its address, e.g. tcp://host:8786"
         ) from None
 
@@ -164,7 +164,7 @@ def detect_many(
         models = default_models()
     model_list = [models] if isinstance(models, (str, os.PathLike)) else list(models)
     if not model_list:
-        raise InputError("no model given; pass --model PATH (one or more)")
+        raise InputError("no model given; pass `model` PATH (one or more)")
     from lsmap.learn.models import checkpoint_paths
 
     model_abs = []
@@ -185,10 +185,9 @@ def detect_many(
     except TypeError as e:
         raise InputError(f"detection parameters must be plain values (numbers, strings, lists): {e}") from None
     if params.get("crf") and detector is None and scheduler in (None, "local"):  # a cluster's workers decide there
-        from lsmap.learn.crf import available
+        from lsmap.learn.crf import require
 
-        if not available():
-            raise InputError("--crf needs the 'crf' extra: pip install 'lsmap[crf]' (pydensecrf2)")
+        require()
     raster_kw = [k for k in RASTER_OUTPUTS if params.pop(k, None)]
     for k in RASTER_OUTPUTS:
         params.pop(k, None)
@@ -258,7 +257,7 @@ def _read_layers(paths: Mapping[str, Path], failures: dict, outputs: dict) -> di
             layers[stem] = gpd.read_file(path, engine="pyogrio")
         except Exception as e:  # a layer deleted or damaged after it was marked complete
             scene = next(s for s, p in outputs.items() if p == path)
-            failures[scene] = f"{path}: cannot read the scene's layer ({e}); rerun with --overwrite"
+            failures[scene] = f"{path}: cannot read the scene's layer ({e}); rerun with `overwrite`"
             outputs.pop(scene)
     return layers
 

@@ -129,3 +129,14 @@ def scene_stems(scenes: Sequence[Path], reserved: Iterable[str] = ()) -> list[st
         used.add(name.lower())
         out.append(name)
     return out
+
+
+def names_many(scenes: Sequence[str], out: str | os.PathLike) -> bool:
+    """Whether a detection of ``scenes`` into ``out`` is a regional run (``out`` is then a folder).
+
+    It is when several scenes are given, one argument names several (a glob, ``@list.txt``), or
+    ``out`` ends with a path separator or is an existing folder.
+    """
+    out = str(out)
+    return (len(scenes) > 1 or any(is_scene_list(s) for s in scenes) or out.endswith(("/", os.sep))
+            or os.path.isdir(out))

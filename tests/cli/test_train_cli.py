@@ -34,7 +34,7 @@ def test_train_then_evaluate(data, tmp_path):
     assert "best: " in res.output and "on validation" in res.output
     card = read_card(tmp_path / "run" / "best")
     assert card.train["optimizer"] == "sgd" and card.train["loss"] == "ce+jaccard" and card.train["seed"] == 3
-    assert card.train["norm"] == "global" and card.train["augment"] is False and card.train["amp"] is False
+    assert card.train["norm"] == "model" and card.train["augment"] is False and card.train["amp"] is False
 
     res = runner.invoke(main, ["evaluate", str(tmp_path / "run" / "best.safetensors"), "--data", str(data / "val"),
                                "--device", "cpu", "--json"])

@@ -130,7 +130,7 @@ def test_patch_folder_errors(tmp_path, rng):
     write_patch(tmp_path, "0", rng.normal(size=(4, 8, 8)))
     with pytest.raises(BandMismatchError, match="image_0.h5"):
         compute_stats(tmp_path)
-    with pytest.raises(InputError, match="--raw"):
+    with pytest.raises(InputError, match="`raw`"):
         compute_stats(tmp_path, "rgbn", raw=True)
     with pytest.raises(MissingInputError):
         compute_stats(tmp_path / "none")

@@ -75,7 +75,7 @@ def test_checkpoint_card_contents(run, data):
     stats = patch_stats(find_patches(data / "train"))
     np.testing.assert_allclose(card.stats["mean"], stats.mean)
     assert card.scale == 1.0 and card.threshold == 0.5 and card.domain_bn is False
-    assert card.train["loss"] == "lovasz+ohem" and card.train["norm"] == "separated" and card.train["augment"]
+    assert card.train["loss"] == "lovasz+ohem" and card.train["norm"] == "own" and card.train["augment"]
     assert card.train["sources"][0]["patches"] == 16
     assert card.metrics["f1"] == result.best_metrics["f1"] and card.lsmap_version
     assert "train" in card.data and "16 patches" in card.data
@@ -144,7 +144,7 @@ def test_resume_with_other_model_is_refused_and_nothing_changes(run, data):
 
 def test_existing_run_refused_before_any_work(run, tmp_path):
     out, _ = run
-    with pytest.raises(OutputExistsError, match="pass --overwrite"):
+    with pytest.raises(OutputExistsError, match="pass `overwrite`"):
         train(out, train_dir=tmp_path / "missing", val_dir=tmp_path / "missing", config=TrainConfig(**FAST))
 
 
@@ -248,7 +248,7 @@ def test_bad_inputs(tmp_path, data):
         train(tmp_path / "o3", train_dir=tmp_path / "nan", val_dir=data / "val", config=cfg)
     with pytest.raises(BandMismatchError, match="'rgbn' expects 4 bands but the file has 14"):
         train(tmp_path / "o4", train_dir=data / "train", val_dir=data / "val", config=cfg, bands="rgbn")
-    with pytest.raises(InputError, match="--val DIR"):
+    with pytest.raises(InputError, match="`val` DIR"):
         train(tmp_path / "o5", train_dir=data / "train", config=cfg)
     with pytest.raises(InputError, match="unknown model 'nope'; choose one of: unet-resnet18"):
         train(tmp_path / "o6", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(model="nope"))
@@ -269,7 +269,7 @@ def test_global_norm_baseline_card(data, tmp_path):
     cfg = TrainConfig(**FAST | {"steps": 10, "loss": "ce", "norm": "global", "augment": False})
     result = train(tmp_path / "g", train_dir=data / "train", val_dir=data / "val", config=cfg, progress=False)
     card = read_card(result.best_path)
-    assert card.train["norm"] == "global" and card.train["loss"] == "ce"
+    assert card.train["norm"] == "model" and card.train["loss"] == "ce"
     ev = evaluate([result.best_path], data / "val", device="cpu")
     assert ev.norm == ["model"]  # trained in float32, evaluated with bfloat16 autocast: close, not equal
     assert ev.pixel["f1"] == pytest.approx(result.best_metrics["f1"], abs=0.02)

@@ -13,7 +13,7 @@ from conftest import shared_data
 
 from lsmap.learn.models import default_model_path, read_card
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_model_card_states_its_data_and_scores():

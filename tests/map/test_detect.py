@@ -81,7 +81,7 @@ def test_api_with_checkpoints_writes_every_output(tmp_path, rng):
     gdf = lsmap.detect(scene, ck, out=tmp_path / "s.geojson", prob=tmp_path / "p.tif", mask=tmp_path / "m.tif",
                        quicklook=tmp_path / "q.png", uncertainty=True, tta=True, threshold=0.3, **KW)
     info = gdf.attrs["lsmap"]
-    assert info["passes"] == 8 and info["uncertainty"] == "variance" and info["norm"] == "scene"
+    assert info["passes"] == 8 and info["uncertainty"] == "variance" and info["norm"] == "own"
     assert info["models"] == [str(p) for p in ck] and info["km2_per_s"] > 0
     assert info["scene_km2"] == pytest.approx(260 * 300 * 100 / 1e6)
     assert list(gdf.columns) == ["id", "area_m2", "mean_prob", "max_prob", "mean_unc", "geometry"]
@@ -110,7 +110,7 @@ def test_detect_without_model_uses_the_default_on_the_sample_scene(tmp_path):
     """The quickstart: the shipped model on the bundled synthetic scene gives a non-empty layer."""
     from pathlib import Path
 
-    scene = Path(__file__).resolve().parents[1] / "sample_data" / "scene_l4s14.tif"
+    scene = Path(__file__).resolve().parents[2] / "sample_data" / "scene_l4s14.tif"
     r = CliRunner().invoke(main, ["detect", str(scene), "-o", str(tmp_path / "s.gpkg"), "--quicklook",
                                   str(tmp_path / "s.png"), "--device", "cpu", "--json"])
     assert r.exit_code == 0, r.output

@@ -27,7 +27,7 @@ def test_failure_leaves_nothing(tmp_path):
 def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "a.txt"
     out.write_text("keep")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="`overwrite`"):
         with atomic_output(out):
             pass
     assert out.read_text() == "keep"

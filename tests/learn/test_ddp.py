@@ -61,7 +61,7 @@ def test_torchrun_cli(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     make_patches(tmp_path / "train", 8, size=32, seed=1)
     make_patches(tmp_path / "val", 4, size=32, seed=2)
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "lsmap.cli", "train",
          "--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"), "--model", "tiny-unet", "--scale", "1",

@@ -368,7 +368,7 @@ def test_real_dem_slope_agrees_with_reference_slope(tmp_path, rng, epsg):
 
 # --- sample data --------------------------------------------------------------------------------
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
 
 def test_sample_data_is_reproducible_and_small(tmp_path):
