@@ -1,29 +1,14 @@
 """Pure: window grids that cover a raster exactly, and blend weights for stitching.
 
-Windows are ``(row_off, col_off, height, width)`` values. A grid covers every pixel, stays
+Windows are :class:`rasterio.windows.Window` values (``col_off, row_off, width, height``). A grid covers every pixel, stays
 inside the raster, and snaps its last row/column of windows to the far edge instead of falling
 short; a raster smaller than one window gets one window of the raster's size (callers pad).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
-
-
-class Window(NamedTuple):
-    """A pixel window: offsets of its top-left corner and its size."""
-
-    row_off: int
-    col_off: int
-    height: int
-    width: int
-
-    @property
-    def slices(self) -> tuple[slice, slice]:
-        """Row and column slices for indexing an array."""
-        return slice(self.row_off, self.row_off + self.height), slice(self.col_off, self.col_off + self.width)
+from rasterio.windows import Window
 
 
 def offsets(length: int, size: int, overlap: int) -> list[int]:
@@ -61,7 +46,7 @@ def window_grid(height: int, width: int, size: int, overlap: int = 0) -> list[Wi
     rows = offsets(height, size, overlap)
     cols = offsets(width, size, overlap)
     h, w = min(size, height), min(size, width)
-    return [Window(r, c, h, w) for r in rows for c in cols]
+    return [Window(col_off=c, row_off=r, width=w, height=h) for r in rows for c in cols]
 
 
 def blend_weight(size: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
@@ -122,7 +107,7 @@ def block_grid(height: int, width: int, size: int) -> list[Window]:
     if height < 1 or width < 1 or size < 1:
         raise ValueError(f"height, width and size must be positive (got {height}, {width}, {size})")
     return [
-        Window(r, c, min(size, height - r), min(size, width - c))
+        Window(col_off=c, row_off=r, width=min(size, width - c), height=min(size, height - r))
         for r in range(0, height, size)
         for c in range(0, width, size)
     ]

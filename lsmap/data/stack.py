@@ -307,7 +307,7 @@ class _Layer:
         return out
 
     def block(self, w, cache: dict) -> np.ndarray:
-        """This band on output window ``w`` (a :class:`lsmap.core.windows.Window`), float32, NaN where invalid.
+        """This band on output window ``w`` (a :class:`rasterio.windows.Window`), float32, NaN where invalid.
 
         ``cache`` holds the block's pixel-centre coordinates per source CRS, shared by layers.
         """
@@ -504,7 +504,6 @@ def stack_scene(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from rasterio.windows import Window
     from tqdm.auto import tqdm
 
     out = check_output(out, overwrite)
@@ -583,7 +582,7 @@ def stack_scene(
                     invalid = ~np.isfinite(arr).all(axis=0)
                     arr[:, invalid] = OUTPUT_NODATA
                     n_valid += int(invalid.size - invalid.sum())
-                    dst.write(arr.astype(np.float32), window=Window(w.col_off, w.row_off, w.width, w.height))
+                    dst.write(arr.astype(np.float32), window=w)
 
     crs = grid.crs.to_string() if grid.crs is not None else ""
     return StackResult(

@@ -159,11 +159,8 @@ def _check_same_grid(src, lab, labels: Path, scene: Path) -> None:
 
 
 def _read_labels(lab, window: Window, mapping, path: Path) -> np.ndarray:
-    from rasterio.windows import Window as RioWindow
-
-    rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
-    values = read_window(lab, 1, rw)
-    ok = read_window(lab, 1, rw, masks=True) > 0
+    values = read_window(lab, 1, window)
+    ok = read_window(lab, 1, window, masks=True) > 0
     mask = np.full(values.shape, IGNORE_INDEX, np.uint8)
     if ok.any():
         mask[ok] = map_labels(values[ok], mapping, path)
@@ -251,7 +248,8 @@ def tile_scene(
                 n_padded += (window.height, window.width) != (size, size)
                 pid = str(len(rows))
                 write_patch(tmp, pid, pad_to(data, size, FILL), mask)
-                row = {"id": pid, **window._asdict(), "valid_fraction": frac}
+                row = {"id": pid, "row_off": window.row_off, "col_off": window.col_off, "height": window.height,
+                       "width": window.width, "valid_fraction": frac}
                 if mask is not None:
                     row["labelled_pixels"] = int((mask != IGNORE_INDEX).sum())
                     row["landslide_pixels"] = int((mask == 1).sum())
@@ -375,10 +373,10 @@ def assemble_patches(out_dir: str | os.PathLike, fill: float = np.nan) -> Assemb
     labelled = (out_dir / "mask").is_dir()
     mask = np.full((height, width), IGNORE_INDEX, np.uint8) if labelled else None
     for row in index.itertuples():
-        w = Window(int(row.row_off), int(row.col_off), int(row.height), int(row.width))
+        w = Window(col_off=int(row.col_off), row_off=int(row.row_off), width=int(row.width), height=int(row.height))
         patch, _ = read_image(out_dir / "img" / f"image_{row.id}.h5")
-        image[(slice(None), *w.slices)] = patch[:, : w.height, : w.width]
-        covered[w.slices] = True
+        image[(slice(None), *w.toslices())] = patch[:, : w.height, : w.width]
+        covered[w.toslices()] = True
         if mask is not None:
-            mask[w.slices] = read_mask(out_dir / "mask" / f"mask_{row.id}.h5")[: w.height, : w.width]
+            mask[w.toslices()] = read_mask(out_dir / "mask" / f"mask_{row.id}.h5")[: w.height, : w.width]
     return Assembled(image, mask, covered)

@@ -131,7 +131,7 @@ def valid_pixels(src, stored: np.ndarray, window: Window, profile: BandProfile,
                 if value is not None:
                     valid &= stored[b] != value
         else:  # internal/alpha/dataset masks (or mixed): ask GDAL
-            valid &= (read_window(src, None, _rio_window(window), masks=True) > 0).all(axis=0)
+            valid &= (read_window(src, None, window, masks=True) > 0).all(axis=0)
     elif profile.nodata is not None and profile.spectral_indices:
         valid &= ~(stored[list(profile.spectral_indices)] == profile.nodata).any(axis=0)
     return valid
@@ -156,7 +156,7 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
     Raises:
         InputError: the window cannot be read (corrupt file); the message names the file.
     """
-    stored = read_window(src, None, _rio_window(window))
+    stored = read_window(src, None, window)
     valid = valid_pixels(src, stored, window, profile, declared)
     data = scale_raw(stored, profile) if raw else stored.astype(np.float32, copy=False)
     if data is not stored and stored.dtype.kind in "fc":  # float64 beyond float32's range becomes inf
@@ -176,7 +176,3 @@ def _nodata_as(nodata: float | None, dtype: np.dtype):
     return np.asarray(nodata).astype(dtype)
 
 
-def _rio_window(window: Window):
-    from rasterio.windows import Window as RioWindow
-
-    return RioWindow(window.col_off, window.row_off, window.width, window.height)

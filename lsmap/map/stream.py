@@ -164,7 +164,7 @@ class _Strips:
         r = row + keep
         while r < row + h:  # new rows, split at block-row boundaries
             n = min(row + h, (r // self.block_rows + 1) * self.block_rows) - r
-            data, ok = read_scene_window(self.src, Window(r, 0, n, self.scene.width), self.profile, raw=self.raw,
+            data, ok = read_scene_window(self.src, Window(col_off=0, row_off=r, width=self.scene.width, height=n), self.profile, raw=self.raw,
                                          declared=self.scene.declares_nodata)
             if not ok.all():
                 np.copyto(data, self.fill, where=~ok[None])

@@ -124,8 +124,8 @@ def stitch(height: int, width: int, size: int, overlap: int, patches) -> np.ndar
     wsum = np.zeros((height, width))
     for w, patch in zip(window_grid(height, width, size, overlap), patches, strict=False):
         ww = weight[: w.height, : w.width]
-        acc[w.slices] += ww * patch
-        wsum[w.slices] += ww
+        acc[w.toslices()] += ww * patch
+        wsum[w.toslices()] += ww
     return acc / wsum
 
 
@@ -149,7 +149,7 @@ def test_blend_weight_stitching_reproduces_the_raster(case):
     height, width, size, overlap = case
     raster = np.random.default_rng(height + width).normal(size=(height, width))
     grid = window_grid(height, width, size, overlap)
-    out = stitch(height, width, size, overlap, [raster[w.slices] for w in grid])
+    out = stitch(height, width, size, overlap, [raster[w.toslices()] for w in grid])
     np.testing.assert_allclose(out, raster, rtol=1e-9, atol=1e-9)
 
 

@@ -141,7 +141,7 @@ def test_min_valid_skips_windows_with_few_valid_pixels(tmp_path, chittagong_like
     scene, _, data, _ = chittagong_like
     valid = (data != 0).all(axis=0)
     grid = window_grid(70, 90, 32, 0)
-    fracs = [valid[w.slices].mean() for w in grid]
+    fracs = [valid[w.toslices()].mean() for w in grid]
     for min_valid in (0.0, 0.5, 0.9):
         out = tmp_path / f"p{min_valid}"
         res = tile_scene(scene, out, bands="rgbn", size=32, min_valid=min_valid, raw=True)

@@ -38,8 +38,8 @@ def test_declared_nodata_compared_like_gdal_masks(tmp_path, rng, dtype, nodata):
     path = write_tif(tmp_path / "s.tif", data, nodata=nodata, block=16)
     with open_scene(path, RGBN) as src:
         assert declares_nodata(src)
-        _, valid = read_scene_window(src, Window(0, 0, 30, 40), RGBN)
-        _, part = read_scene_window(src, Window(8, 16, 16, 20), RGBN)
+        _, valid = read_scene_window(src, Window(0, 0, 40, 30), RGBN)
+        _, part = read_scene_window(src, Window(16, 8, 20, 16), RGBN)
     np.testing.assert_array_equal(valid, gdal_valid(path))
     np.testing.assert_array_equal(part, valid[8:24, 16:36])
 
@@ -70,7 +70,7 @@ def test_dataset_mask_is_used_when_present(tmp_path, rng):
     with rasterio.open(path, "r+") as dst:
         dst.write_mask(mask)
     with open_scene(path, RGBN) as src:
-        _, valid = read_scene_window(src, Window(0, 0, 20, 30), RGBN)
+        _, valid = read_scene_window(src, Window(0, 0, 30, 20), RGBN)
     np.testing.assert_array_equal(valid, mask > 0)
 
 
