@@ -4,8 +4,8 @@ The probability raster is read in square blocks; in each block the pixels above 
 are labelled into 4-connected components (``scipy.ndimage.label``), polygonised with
 ``rasterio.features.shapes`` in *pixel* coordinates (integers, so polygons from neighbouring
 blocks share exactly equal edges), and summarised (pixel count, sum and maximum of the
-probability, sum of the uncertainty). Components that touch across a block border are joined with
-a union-find over the border pixels, and only those are dissolved (``shapely.union_all``); so a
+probability, sum of the uncertainty). Components that touch across a block border are joined as
+the connected components of the pairs of parts that touch across a border (:mod:`lsmap.core.graph`), and only those are dissolved (``shapely.union_all``); so a
 landslide split by block borders comes out as one polygon, and no whole-scene array is ever held.
 Polygons are then mapped to the scene's CRS.
 
@@ -17,6 +17,7 @@ geographic CRSs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from lsmap.core.graph import components, groups
+from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, OutputExistsError
 
 #: Output formats by file extension: (pyogrio driver, sidecar extensions written with it).
@@ -88,31 +91,6 @@ def fill_small_holes(geoms: Sequence[Any], crs: Any, max_area_m2: float) -> list
     return out
 
 
-class UnionFind:
-    """Disjoint sets of items ``0..n-1`` (path halving; a set's root is its smallest item)."""
-
-    def __init__(self) -> None:
-        self.parent: list[int] = []
-
-    def add(self, n: int) -> None:
-        """Add ``n`` new items, each in a set of its own."""
-        self.parent.extend(range(len(self.parent), len(self.parent) + n))
-
-    def find(self, i: int) -> int:
-        """The root of ``i``'s set."""
-        p = self.parent
-        while p[i] != i:
-            p[i] = p[p[i]]
-            i = p[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        """Join the sets of ``a`` and ``b``."""
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 def label_block(prob: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
     """4-connected components of ``prob > threshold``.
 
@@ -145,120 +123,130 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
     Raises:
         InputError: unreadable raster, or the uncertainty raster is on another grid.
     """
-    import geopandas as gpd
     import rasterio
-    import shapely
-    from affine import Affine
-    from rasterio.features import shapes
-    from rasterio.windows import Window as RioWindow
-    from shapely.geometry import shape
 
     from lsmap.io.rasters import GDAL_CACHE_MB
 
     if block < 2:
         raise InputError(f"vectorize block must be at least 2 pixels (got {block})")
-    uf = UnionFind()
-    geoms: list = []
-    count: list[np.ndarray] = []
-    psum: list[np.ndarray] = []
-    pmax: list[np.ndarray] = []
-    usum: list[np.ndarray] = []
+    parts = _Parts(with_uncertainty=uncertainty is not None)
     try:
-        env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20)
-        with env, rasterio.open(prob) as src:
-            usrc = rasterio.open(uncertainty) if uncertainty is not None else None
-            try:
-                if usrc is not None and (usrc.shape != src.shape or usrc.transform != src.transform):
-                    raise InputError(f"{uncertainty}: uncertainty raster is not on the grid of {prob}")
-                H, W = src.height, src.width
-                crs, transform = src.crs, src.transform
-                bottom = np.zeros(W, np.int64)  # global ids (+1) of the last row of the block row above
-                for r0 in range(0, H, block):
-                    h = min(block, H - r0)
-                    right = None
-                    for c0 in range(0, W, block):
-                        w = min(block, W - c0)
-                        win = RioWindow(c0, r0, w, h)
-                        p = src.read(1, window=win, out_dtype="float64")
-                        labels, n = label_block(p, threshold)
-                        base = len(uf.parent)
-                        ids = np.where(labels > 0, labels.astype(np.int64) + base, 0)  # global id + 1
-                        if n:
-                            uf.add(n)
-                            flat = labels.ravel()
-                            count.append(np.bincount(flat, minlength=n + 1)[1:])
-                            psum.append(np.bincount(flat, weights=p.ravel(), minlength=n + 1)[1:])
-                            block_max = np.full(n + 1, -np.inf)
-                            np.maximum.at(block_max, flat, p.ravel())
-                            pmax.append(block_max[1:])
-                            if usrc is not None:
-                                u = usrc.read(1, window=win, out_dtype="float64")
-                                usum.append(np.bincount(flat, weights=u.ravel(), minlength=n + 1)[1:])
-                            block_geoms: list = [None] * n
-                            for g, v in shapes(labels, mask=labels > 0, connectivity=4,
-                                               transform=Affine.translation(c0, r0)):
-                                block_geoms[int(v) - 1] = shape(g)
-                            geoms.extend(block_geoms)
-                        # join components across the left and top block borders (4-connectivity)
-                        for a, b in ((right, ids[:, 0]) if c0 > 0 else (None, None),
-                                     (bottom[c0:c0 + w], ids[0, :]) if r0 > 0 else (None, None)):
-                            if a is None:
-                                continue
-                            both = (a > 0) & (b > 0)
-                            if both.any():
-                                for x, y in np.unique(np.stack([a[both], b[both]], 1), axis=0):
-                                    uf.union(int(x) - 1, int(y) - 1)
-                        right = ids[:, -1].copy()
-                        bottom[c0:c0 + w] = ids[-1, :]
-            finally:
-                if usrc is not None:
-                    usrc.close()
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(prob) as src, \
+                contextlib.ExitStack() as es:
+            usrc = es.enter_context(rasterio.open(uncertainty)) if uncertainty is not None else None
+            if usrc is not None and (usrc.shape != src.shape or usrc.transform != src.transform):
+                raise InputError(f"{uncertainty}: uncertainty raster is not on the grid of {prob}")
+            crs, transform = src.crs, src.transform
+            for win in block_grid(src.height, src.width, block):
+                p = src.read(1, window=win, out_dtype="float64")
+                u = usrc.read(1, window=win, out_dtype="float64") if usrc is not None else None
+                parts.add_block(win, p, u, threshold)
     except rasterio.errors.RasterioIOError as e:
         raise InputError(f"{prob}: cannot read probability raster ({e})") from None
+    return parts.polygons(crs, transform, min_area=min_area, simplify=simplify, fill_holes=fill_holes)
 
-    columns = list(COLUMNS) + (["mean_unc"] if uncertainty is not None else [])
-    if not geoms:
-        return gpd.GeoDataFrame({c: [] for c in columns}, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
-    roots = np.array([uf.find(i) for i in range(len(uf.parent))])
-    count_a, psum_a, pmax_a = np.concatenate(count), np.concatenate(psum), np.concatenate(pmax)
-    usum_a = np.concatenate(usum) if usum else None
-    uniq, inv = np.unique(roots, return_inverse=True)
-    k = len(uniq)
-    g_count = np.bincount(inv, weights=count_a, minlength=k)
-    g_psum = np.bincount(inv, weights=psum_a, minlength=k)
-    g_pmax = np.full(k, -np.inf)
-    np.maximum.at(g_pmax, inv, pmax_a)
-    members: list[list[int]] = [[] for _ in range(k)]
-    for i, gi in enumerate(inv):
-        members[gi].append(i)
-    out_geoms = [geoms[m[0]] if len(m) == 1 else shapely.union_all([geoms[i] for i in m]) for m in members]
-    # raster order (top row first, then left column), whatever the block size
-    bounds = shapely.bounds(np.asarray(out_geoms, dtype=object))
-    order = np.lexsort((bounds[:, 2], bounds[:, 3], bounds[:, 0], bounds[:, 1]))
-    out_geoms = [out_geoms[i] for i in order]
-    g_count, g_psum, g_pmax = g_count[order], g_psum[order], g_pmax[order]
-    g_usum = np.bincount(inv, weights=usum_a, minlength=k)[order] if usum_a is not None else None
-    a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
-    out_geoms = shapely.transform(
-        np.asarray(out_geoms, dtype=object),
-        lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f]),
-    )
-    data = {"mean_prob": g_psum / g_count, "max_prob": g_pmax}
-    if g_usum is not None:
-        data["mean_unc"] = g_usum / g_count
-    geom_list = fill_small_holes(list(out_geoms), crs, fill_holes)
-    area = areas_m2(geom_list, crs)
-    keep = area >= min_area
-    geom_arr = np.asarray(geom_list, dtype=object)[keep]
-    if simplify > 0 and len(geom_arr):
-        geom_arr = shapely.simplify(geom_arr, metres_to_crs_units(simplify, crs), preserve_topology=True)
-        area_kept = areas_m2(list(geom_arr), crs)
-    else:
-        area_kept = area[keep]
-    n_out = int(keep.sum())
-    table = {"id": np.arange(1, n_out + 1), "area_m2": area_kept}
-    table.update({name: v[keep] for name, v in data.items()})
-    return gpd.GeoDataFrame({c: table[c] for c in columns}, geometry=gpd.GeoSeries(list(geom_arr), crs=crs), crs=crs)
+
+class _Parts:
+    """The connected components of every block so far (the parts of the landslides), and which
+    parts touch across block borders.
+
+    Each part has a global number (in block order, then label order), its pixel geometry, its pixel
+    count, probability sum and maximum, and uncertainty sum.
+    """
+
+    def __init__(self, with_uncertainty: bool) -> None:
+        self.geoms: list = []
+        self.count: list[np.ndarray] = []
+        self.psum: list[np.ndarray] = []
+        self.pmax: list[np.ndarray] = []
+        self.usum: list[np.ndarray] | None = [] if with_uncertainty else None
+        self.pairs: list[np.ndarray] = []
+        self.bottom: np.ndarray | None = None  # part numbers (+1) of the last row of the block row above
+        self.right: np.ndarray | None = None  # part numbers (+1) of the last column of the block on the left
+
+    def add_block(self, win, p: np.ndarray, u: np.ndarray | None, threshold: float) -> None:
+        """Label the block's components, summarise and polygonise them, join them to their neighbours."""
+        from affine import Affine
+        from rasterio.features import shapes
+        from shapely.geometry import shape
+
+        labels, n = label_block(p, threshold)
+        ids = np.where(labels > 0, labels.astype(np.int64) + len(self.geoms), 0)  # part number + 1
+        if n:
+            flat = labels.ravel()
+            self.count.append(np.bincount(flat, minlength=n + 1)[1:])
+            self.psum.append(np.bincount(flat, weights=p.ravel(), minlength=n + 1)[1:])
+            block_max = np.full(n + 1, -np.inf)
+            np.maximum.at(block_max, flat, p.ravel())
+            self.pmax.append(block_max[1:])
+            if self.usum is not None:
+                self.usum.append(np.bincount(flat, weights=u.ravel(), minlength=n + 1)[1:])
+            block_geoms: list = [None] * n
+            for g, v in shapes(labels, mask=labels > 0, connectivity=4,
+                               transform=Affine.translation(win.col_off, win.row_off)):
+                block_geoms[int(v) - 1] = shape(g)
+            self.geoms.extend(block_geoms)
+        c0, c1 = win.col_off, win.col_off + win.width
+        if self.bottom is None:
+            self.bottom = np.zeros(c1, np.int64)
+        elif len(self.bottom) < c1:
+            self.bottom = np.concatenate([self.bottom, np.zeros(c1 - len(self.bottom), np.int64)])
+        if c0 > 0:
+            self._join(self.right, ids[:, 0])
+        if win.row_off > 0:
+            self._join(self.bottom[c0:c1], ids[0, :])
+        self.right = ids[:, -1].copy()
+        self.bottom[c0:c1] = ids[-1, :]
+
+    def _join(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Record that the parts on either side of a block border touch (4-connectivity)."""
+        both = (a > 0) & (b > 0)
+        if both.any():
+            self.pairs.append(np.unique(np.stack([a[both], b[both]], 1), axis=0) - 1)
+
+    def polygons(self, crs, transform, *, min_area: float, simplify: float, fill_holes: float):
+        """One polygon per landslide (touching parts dissolved), in the scene CRS, with attributes."""
+        import geopandas as gpd
+        import shapely
+
+        columns = list(COLUMNS) + (["mean_unc"] if self.usum is not None else [])
+        if not self.geoms:
+            return gpd.GeoDataFrame({c: [] for c in columns}, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+        pairs = np.concatenate(self.pairs) if self.pairs else np.zeros((0, 2), np.int64)
+        inv = components(len(self.geoms), pairs[:, 0], pairs[:, 1])
+        k = int(inv.max()) + 1
+        g_count = np.bincount(inv, weights=np.concatenate(self.count), minlength=k)
+        g_psum = np.bincount(inv, weights=np.concatenate(self.psum), minlength=k)
+        g_pmax = np.full(k, -np.inf)
+        np.maximum.at(g_pmax, inv, np.concatenate(self.pmax))
+        geoms = self.geoms
+        out_geoms = [geoms[m[0]] if len(m) == 1 else shapely.union_all([geoms[i] for i in m]) for m in groups(inv)]
+        # raster order (top row first, then left column), whatever the block size
+        bounds = shapely.bounds(np.asarray(out_geoms, dtype=object))
+        order = np.lexsort((bounds[:, 2], bounds[:, 3], bounds[:, 0], bounds[:, 1]))
+        out_geoms = [out_geoms[i] for i in order]
+        g_count, g_psum, g_pmax = g_count[order], g_psum[order], g_pmax[order]
+        data = {"mean_prob": g_psum / g_count, "max_prob": g_pmax}
+        if self.usum is not None:
+            data["mean_unc"] = np.bincount(inv, weights=np.concatenate(self.usum), minlength=k)[order] / g_count
+        a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
+        out_geoms = shapely.transform(
+            np.asarray(out_geoms, dtype=object),
+            lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f]),
+        )
+        geom_list = fill_small_holes(list(out_geoms), crs, fill_holes)
+        area = areas_m2(geom_list, crs)
+        keep = area >= min_area
+        geom_arr = np.asarray(geom_list, dtype=object)[keep]
+        if simplify > 0 and len(geom_arr):
+            geom_arr = shapely.simplify(geom_arr, metres_to_crs_units(simplify, crs), preserve_topology=True)
+            area_kept = areas_m2(list(geom_arr), crs)
+        else:
+            area_kept = area[keep]
+        table = {"id": np.arange(1, int(keep.sum()) + 1), "area_m2": area_kept}
+        table.update({name: v[keep] for name, v in data.items()})
+        return gpd.GeoDataFrame({c: table[c] for c in columns}, geometry=gpd.GeoSeries(list(geom_arr), crs=crs),
+                                crs=crs)
 
 
 def vector_driver(path: str | os.PathLike) -> tuple[str, tuple[str, ...]]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lsmap.core.graph import components, groups
 from lsmap.errors import InputError
-from lsmap.map.vectorize import UnionFind
 
 
 def true_area_m2(geoms) -> Any:
@@ -47,14 +47,7 @@ def _common_crs(layers: Mapping[str, Any]):
 
 def _components(n: int, left, right) -> list[list[int]]:
     """Connected components of ``n`` items joined by the pairs ``(left[k], right[k])``, in item order."""
-    uf = UnionFind()
-    uf.add(n)
-    for a, b in zip(left.tolist(), right.tolist(), strict=False):
-        uf.union(a, b)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(uf.find(i), []).append(i)
-    return list(groups.values())
+    return groups(components(n, left, right))
 
 
 def merge_layers(layers: Mapping[str, Any]):
