@@ -31,7 +31,8 @@ _D = DetectOptions()  # the library's defaults
 @click.option("--window", type=click.IntRange(16), default=_D.window, show_default=True, help="Window size (pixels).")
 @click.option("--overlap", type=click.IntRange(0), default=_D.overlap, show_default=True,
               help="Overlap of neighbouring windows (pixels), blended with Hann ramps.")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Windows per batch (default: sized for the device).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Windows per batch (default: sized for the device).")
 @click.option("--norm", type=click.Choice(norm_choices()), default=_D.norm, show_default=True,
               help="own: the scene's own band statistics (the 1st place's recipe); model: the models' training statistics.")
 @click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -48,9 +49,12 @@ _D = DetectOptions()  # the library's defaults
               help="Also write a PNG: the scene in natural colour with the landslide outlines.")
 @click.option("--uncertainty", is_flag=True,
               help="Add mean_unc: variance across models/flips (p(1-p) for a single pass).")
-@click.option("--min-area", type=click.FloatRange(0), default=0.0, show_default=True, help="Drop polygons below this area (m2).")
-@click.option("--simplify", type=click.FloatRange(0), default=0.0, show_default=True, help="Simplification tolerance (m).")
-@click.option("--fill-holes", type=click.FloatRange(0), default=0.0, show_default=True, help="Fill holes below this area (m2).")
+@click.option("--min-area", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Drop polygons below this area (m2).")
+@click.option("--simplify", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Simplification tolerance (m).")
+@click.option("--fill-holes", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Fill holes below this area (m2).")
 @click.option("--crf", is_flag=True,
               help="Sharpen each window's probabilities with a dense CRF before blending (needs lsmap[crf]).")
 @click.option("--scheduler", default="local", show_default=True,

@@ -15,13 +15,15 @@ from lsmap.core.normalize import norm_choices
 @click.option("--split", type=click.Choice(SPLITS), default="validation", show_default=True,
               help="Split to read from a dataset root.")
 @click.option("--tta", is_flag=True, help="Average over flips (test-time augmentation).")
-@click.option("--stats", type=click.Path(dir_okay=False, exists=True), help="Normalisation statistics of the data (from lsmap stats).")
+@click.option("--stats", type=click.Path(dir_okay=False, exists=True),
+              help="Normalisation statistics of the data (from lsmap stats).")
 @click.option("--norm", type=click.Choice(norm_choices(auto=True)), default="auto", show_default=True,
               help="own: the data's own statistics; model: the training statistics; auto: what each model was trained with.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Probability threshold [default: the models' cards].")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Patches per forward pass.")
-@click.option("--crf", is_flag=True, help="Sharpen each patch's probabilities with a dense CRF before thresholding (needs lsmap[crf]).")
+@click.option("--crf", is_flag=True,
+              help="Sharpen each patch's probabilities with a dense CRF before thresholding (needs lsmap[crf]).")
 @device_opt
 @json_opt
 @handle_errors

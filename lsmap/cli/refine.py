@@ -28,8 +28,10 @@ from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
 @click.option("--strategy", type=click.Choice(list(REFINE_STRATEGIES)), default="threshold", show_default=True,
               help="threshold: 1st-place progressive label refinement; uncertainty: 3rd-place MC-dropout teacher-student.")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Self-training rounds.")
-@click.option("--steps", type=click.IntRange(1), default=1000, show_default=True, help="Training steps per round and model.")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per step and stream [default: the model card's].")
+@click.option("--steps", type=click.IntRange(1), default=1000, show_default=True,
+              help="Training steps per round and model.")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Images per step and stream [default: the model card's].")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: the model card's].")
 @click.option("--pos-thresh", type=click.FloatRange(0, 1), default=0.7, show_default=True,
               help="threshold: probability at or above which a target pixel becomes landslide.")
@@ -39,7 +41,8 @@ from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
               help="uncertainty: fraction of predicted-background pixels kept (lowest variance first).")
 @click.option("--keep-ls", type=click.FloatRange(0, 1, min_open=True), default=0.7, show_default=True,
               help="uncertainty: fraction of predicted-landslide pixels kept (lowest variance first).")
-@click.option("--mc-passes", type=click.IntRange(2), default=10, show_default=True, help="uncertainty: MC-dropout passes.")
+@click.option("--mc-passes", type=click.IntRange(2), default=10, show_default=True,
+              help="uncertainty: MC-dropout passes.")
 @click.option("--mc-p", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True,
               help="uncertainty: dropout probability on the first feature map.")
 @click.option("--mixup-alpha", type=click.FloatRange(0), default=None,

@@ -24,31 +24,42 @@ _SCALES = [f"{s:g}" for s in SCALES]
 
 
 @click.command("train")
-@click.option("--data", type=click.Path(file_okay=False), help="Dataset root (official TrainData/ValidData or Hugging Face layout).")
-@click.option("--train", "train_dir", type=click.Path(file_okay=False), help="Labelled training patch folder (img/, mask/).")
-@click.option("--val", "val_dir", type=click.Path(file_okay=False), help="Labelled validation patch folder; the best checkpoint is chosen on it.")
+@click.option("--data", type=click.Path(file_okay=False),
+              help="Dataset root (official TrainData/ValidData or Hugging Face layout).")
+@click.option("--train", "train_dir", type=click.Path(file_okay=False),
+              help="Labelled training patch folder (img/, mask/).")
+@click.option("--val", "val_dir", type=click.Path(file_okay=False),
+              help="Labelled validation patch folder; the best checkpoint is chosen on it.")
 @click.option("--model", type=click.Choice(list(MODELS)), default=_D.model, show_default=True, help="Architecture.")
 @bands_opt
-@click.option("--loss", default=_D.loss, show_default=True, help="Loss spec, e.g. lovasz+ohem, softce+lovasz+ohem, ce, ce+jaccard.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_D.optimizer, show_default=True, help="AdamW, or SGD with Nesterov momentum.")
+@click.option("--loss", default=_D.loss, show_default=True,
+              help="Loss spec, e.g. lovasz+ohem, softce+lovasz+ohem, ce, ce+jaccard.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_D.optimizer, show_default=True,
+              help="AdamW, or SGD with Nesterov momentum.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 5e-4 AdamW, 1e-2 SGD].")
 @click.option("--weight-decay", type=float, default=None, help="Weight decay [default: 1e-2 AdamW, 5e-4 SGD].")
-@click.option("--schedule", type=click.Choice(SCHEDULES), default=_D.schedule, show_default=True, help="Learning-rate decay after the warmup.")
-@click.option("--scale", type=click.Choice(_SCALES), default=f"{_D.scale:g}", show_default=True, help="Scale promotion: upsample inputs by this factor.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=_D.schedule, show_default=True,
+              help="Learning-rate decay after the warmup.")
+@click.option("--scale", type=click.Choice(_SCALES), default=f"{_D.scale:g}", show_default=True,
+              help="Scale promotion: upsample inputs by this factor.")
 @click.option("--no-augment", is_flag=True, help="No flips, rotations or colour perturbation.")
 @click.option("--norm", type=click.Choice(norm_choices()), default=_D.norm, show_default=True,
               help="own: validation/target data normalised by its own statistics (separated); model: by the training statistics (global, the baseline).")
 @click.option("--domain-bn", is_flag=True, help="Domain-specific batch-norm statistics (source vs target).")
-@click.option("--target", "target_dir", type=click.Path(file_okay=False), help="Unlabelled target patches for --domain-bn statistics [default: the validation images].")
+@click.option("--target", "target_dir", type=click.Path(file_okay=False),
+              help="Unlabelled target patches for --domain-bn statistics [default: the validation images].")
 @click.option("--mixup", type=float, default=0.0, show_default=True, help="Mix-up Beta(a, a) parameter (0: off).")
 @seed_opt
 @click.option("--steps", type=click.IntRange(1), default=_D.steps, show_default=True, help="Optimizer steps.")
-@click.option("--batch-size", type=click.IntRange(1), default=_D.batch_size, show_default=True, help="Images per step (over all processes).")
-@click.option("--val-every", type=click.IntRange(1), default=_D.val_every, show_default=True, help="Validate and save every N steps.")
+@click.option("--batch-size", type=click.IntRange(1), default=_D.batch_size, show_default=True,
+              help="Images per step (over all processes).")
+@click.option("--val-every", type=click.IntRange(1), default=_D.val_every, show_default=True,
+              help="Validate and save every N steps.")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data-loading worker processes.")
 @device_opt
 @click.option("--no-amp", is_flag=True, help="Plain float32 (no bfloat16/float16 autocast).")
-@click.option("--encoder-weights", type=click.Path(dir_okay=False, exists=True), help="Local encoder weights (safetensors or state dict).")
+@click.option("--encoder-weights", type=click.Path(dir_okay=False, exists=True),
+              help="Local encoder weights (safetensors or state dict).")
 @click.option("--init", type=click.Path(), help="Start from this checkpoint (same model and bands).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in RUN_DIR from its last checkpoint.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True, help="Run folder.")
