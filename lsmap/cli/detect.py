@@ -9,7 +9,7 @@ import click
 from lsmap.cli.options import device_opt, echo_json, handle_errors, json_opt, overwrite_opt, progress_default
 from lsmap.core.bands import PROFILES
 from lsmap.core.normalize import norm_choices
-from lsmap.map.detect import INPUT_SCALES, DetectOptions
+from lsmap.map.options import INPUT_SCALES, DetectOptions
 
 _D = DetectOptions()  # the library's defaults
 

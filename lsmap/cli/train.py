@@ -16,8 +16,8 @@ from lsmap.cli.options import (
 )
 from lsmap.core.constants import SCALES
 from lsmap.core.normalize import norm_choices
+from lsmap.learn.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from lsmap.learn.models import MODELS
-from lsmap.learn.train import OPTIMIZERS, SCHEDULES, TrainConfig
 
 _D = TrainConfig()  # the library's defaults
 _SCALES = [f"{s:g}" for s in SCALES]
@@ -84,7 +84,7 @@ def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_de
     """
     import os
 
-    from lsmap.learn.train import TrainConfig, resume_config
+    from lsmap.learn.train import resume_config
     from lsmap.learn.train import train as run_train
 
     given = dict(

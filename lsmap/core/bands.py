@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from lsmap.errors import BandMismatchError, InputError
 
-#: Landslide4Sense band order and the dataset authors' raw-to-scaled divisors (METHODS.md).
+#: Landslide4Sense band order and the dataset authors' raw-to-scaled divisors (the benchmark's data loader).
 L4S_BANDS: tuple[str, ...] = (
     "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "slope", "DEM",
 )

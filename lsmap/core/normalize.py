@@ -17,6 +17,7 @@ from types import MappingProxyType
 import numpy as np
 
 from lsmap.errors import InputError
+from lsmap.io.rasters import atomic_output
 
 #: How a domain (a validation split, a target region, a scene) is normalised, in every stage: by
 #: its ``own`` per-band statistics (the 1st place's separated normalisation) or by the ``model``'s
@@ -95,7 +96,6 @@ class BandStats:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as JSON (atomically, see :func:`lsmap.io.rasters.atomic_output`)."""
-        from lsmap.io.rasters import atomic_output
 
         with atomic_output(path, overwrite=True) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")

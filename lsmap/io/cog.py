@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsmap.io.rasters import GDAL_CACHE_MB
+from lsmap.io.rasters import GDAL_CACHE_MB, atomic_output
 
 #: Encoding of the exported probability COG: value = round(p * PROB_SCALE), 255 = nodata.
 PROB_SCALE = 254
@@ -51,7 +51,7 @@ def write_uint8_cog(prob: str | os.PathLike, out: str | os.PathLike, encode, *, 
                     dst.scales = (scale,)
             rasterio.shutil.copy(staging, out, driver="COG", compress="DEFLATE", resampling=resampling,
                                  overview_resampling=resampling, BIGTIFF="IF_SAFER",
-                                 NUM_THREADS="ALL_CPUS")  # 0.57-0.74 -> 0.5 s at 4096^2 here
+                                 NUM_THREADS="ALL_CPUS")
     finally:
         staging.unlink(missing_ok=True)
     return out
@@ -64,10 +64,8 @@ def export_probability(prob: str | os.PathLike, out: str | os.PathLike, overwrit
     input there); the GDAL scale ``1/254`` is set, so ``gdalinfo -unscale`` and rasterio's
     ``scales`` give probabilities back.
     """
-    from lsmap.io.rasters import atomic_output
-
     with atomic_output(out, overwrite) as tmp:
-        write_uint8_cog(prob, tmp, encode_probability, resampling="average", scale=1 / PROB_SCALE)
+        write_probability_cog(prob, tmp)
     return Path(out)
 
 
@@ -76,8 +74,16 @@ def export_mask(prob: str | os.PathLike, out: str | os.PathLike, threshold: floa
 
     The mask is the thresholded probability, before the polygon filters (``min_area``, hole filling).
     """
-    from lsmap.io.rasters import atomic_output
-
     with atomic_output(out, overwrite) as tmp:
-        write_uint8_cog(prob, tmp, lambda p: encode_mask(p, threshold), resampling="nearest")
+        write_mask_cog(prob, tmp, threshold)
     return Path(out)
+
+
+def write_probability_cog(prob: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Write the probability COG of :func:`export_probability` to ``out`` directly (the caller renames)."""
+    write_uint8_cog(prob, out, encode_probability, resampling="average", scale=1 / PROB_SCALE)
+
+
+def write_mask_cog(prob: str | os.PathLike, out: str | os.PathLike, threshold: float) -> None:
+    """Write the mask COG of :func:`export_mask` to ``out`` directly (the caller renames)."""
+    write_uint8_cog(prob, out, lambda p: encode_mask(p, threshold), resampling="nearest")

@@ -24,6 +24,7 @@ import numpy as np
 from lsmap.core.bands import BandProfile
 from lsmap.core.constants import FILL
 from lsmap.errors import InputError, MissingInputError
+from lsmap.io.rasters import atomic_output
 
 #: Value that replaces NaN/inf in patch images (L4S-scaled units: 0 is "no signal").
 NONFINITE_FILL = FILL
@@ -173,7 +174,6 @@ def write_patch(
         opts["compression_opts"] = 9
     import h5py
 
-    from lsmap.io.rasters import atomic_output
 
     folder = Path(folder)
     img_path = folder / "img" / f"image_{pid}.h5"

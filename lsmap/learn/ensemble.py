@@ -17,6 +17,7 @@ from typing import Any
 from lsmap.core.bands import BandProfile
 from lsmap.core.normalize import BandStats
 from lsmap.errors import CheckpointError
+from lsmap.learn.device import autocast, use_channels_last
 from lsmap.learn.forward import flip_passes, scaled_forward
 from lsmap.learn.models import ModelCard, load_checkpoint
 
@@ -64,7 +65,6 @@ def member_logits(member: Member, x, stats: BandStats | None = None, amp: bool =
     """
     import torch
 
-    from lsmap.learn.device import use_channels_last
     from lsmap.learn.domain_bn import TARGET, set_domain
 
     stats = stats if stats is not None else member.card.band_stats
@@ -105,11 +105,9 @@ def member_passes(members: Sequence[Member], x, stats: BandStats | None = None, 
 @contextlib.contextmanager
 def inference_context(device, amp: bool = True) -> Iterator[None]:
     """``no_grad`` and the device's autocast, for a thread that runs many batches: inside one
-    context the weights are cast to bfloat16/float16 once, not at every call (10-20 % of a
-    ResNet-18 U-Net's batch time on this project's CPU)."""
+    context the weights are cast to bfloat16/float16 once, not at every call."""
     import torch
 
-    from lsmap.learn.device import autocast
 
     with torch.no_grad(), autocast(device, amp):
         yield

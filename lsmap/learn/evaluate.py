@@ -18,8 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
 from lsmap.core.normalize import BandStats, norm_mode
+from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError
+from lsmap.io.patches import find_patches, read_image, read_mask
+from lsmap.learn.crf import crf_refine, require, rgb_indices
+from lsmap.learn.device import resolve_device
+from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
+from lsmap.learn.models import read_card
 
 
 @dataclass
@@ -91,12 +98,6 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     import torch
     from tqdm.auto import tqdm
 
-    from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
-    from lsmap.data.stats import patch_stats
-    from lsmap.io.patches import find_patches, read_image, read_mask
-    from lsmap.learn.device import resolve_device
-    from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
-    from lsmap.learn.models import read_card
 
     norm = norm_mode(norm, auto=True)
     if batch_size < 1:
@@ -104,8 +105,6 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     if not models:
         raise InputError("no model given; pass one or more checkpoints")
     if crf:
-        from lsmap.learn.crf import require
-
         require()
     profile = read_card(models[0]).profile
     patches = find_patches(data, split, require_masks=True)
@@ -143,8 +142,6 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
                 x = torch.from_numpy(np.stack([images[i] for i in idx])).to(dev)
                 prob = sum(predict_proba([m], x, s, tta=tta) for m, s in zip(members, member_stats, strict=False)) / len(members)
                 if crf:
-                    from lsmap.learn.crf import crf_refine, rgb_indices
-
                     prob = np.stack([crf_refine(pk, images[i], rgb=rgb_indices(profile.bands))
                                      for pk, i in zip(prob.float().cpu().numpy(), idx, strict=False)])
                     pred = (prob > thr).astype(np.uint8)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from lsmap.core.constants import PAD_MULTIPLE
+from lsmap.learn.device import autocast
 
 #: Flip axes of test-time augmentation (none, horizontal, vertical, both) of an ``(N, C, H, W)``
 #: batch; negative axes are the same axes of the ``(N, H, W)`` probabilities.
@@ -31,7 +32,6 @@ def scaled_forward(module, z, scale: float = 1.0, amp: bool = True, channels_las
     import torch
     import torch.nn.functional as F
 
-    from lsmap.learn.device import autocast
 
     h, w = z.shape[-2:]
     if scale != 1:

@@ -25,6 +25,7 @@ from lsmap import __version__
 from lsmap.core.bands import BandProfile, get_profile, profile_from_dict
 from lsmap.core.normalize import BandStats
 from lsmap.errors import CheckpointError, InputError, MissingInputError
+from lsmap.io.rasters import atomic_output
 
 NUM_CLASSES = 2
 #: Name of the model shipped in the package (``lsmap/weights/``), used when no model is given.
@@ -191,7 +192,6 @@ def save_checkpoint(path: str | os.PathLike, module, card: ModelCard, overwrite:
     """Write ``module``'s weights and ``card`` atomically; returns the weights path."""
     from safetensors.torch import save_file
 
-    from lsmap.io.rasters import atomic_output
 
     weights, card_path = checkpoint_paths(path)
     text = json.dumps(card.to_dict(), indent=2, default=str)

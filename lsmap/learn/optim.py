@@ -3,9 +3,8 @@
 On CPUs with bfloat16 units lsmap trains in channels-last memory format, weights included (the
 U-Nets' forward and backward run faster that way). PyTorch's fused CPU AdamW/SGD kernels, though,
 take a slow path for tensors that are not contiguous, and a channels-last convolution weight is not,
-although its memory is one dense block. For a ResNet-18 U-Net (14 M parameters) on this project's
-2-core machine the fused AdamW step took 18-21 ms on the channels-last weights and 10.6-10.8 ms on
-contiguous aliases of the same memory, in a training step of about 350 ms.
+although its memory is one dense block: the step takes about twice as long on channels-last
+weights as on contiguous aliases of the same memory (measured: BENCHMARKS.md, training throughput).
 
 :class:`AliasedOptimizer` builds the optimizer over such aliases: each channels-last 4-D
 parameter ``(O, I, kH, kW)`` is seen as the contiguous ``(O, kH, kW, I)`` tensor its memory holds,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lsmap.errors import CheckpointError, MissingInputError, OutputExistsError
+from lsmap.io.rasters import atomic_output
 from lsmap.learn.models import ModelCard, read_card
 
 if TYPE_CHECKING:
@@ -94,7 +95,6 @@ def save_state(path: Path, state: dict) -> None:
     """Write the training ``state`` (tensors and plain values) to ``path`` atomically."""
     import torch
 
-    from lsmap.io.rasters import atomic_output
 
     with atomic_output(path, overwrite=True) as tmp:
         torch.save(state, tmp)
@@ -118,7 +118,6 @@ def write_log(out_dir: Path, history: Sequence[dict]) -> None:
     """Write ``log.csv`` (one row per validation) and ``curves.png`` into ``out_dir``."""
     import csv
 
-    from lsmap.io.rasters import atomic_output
 
     if not history:
         return
@@ -140,7 +139,6 @@ def plot_curves(path: Path, history: Sequence[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lsmap.io.rasters import atomic_output
 
     steps = [r["step"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))

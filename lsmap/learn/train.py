@@ -38,17 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from lsmap.core.bands import get_profile
+from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import norm_mode
+from lsmap.data.stats import patch_stats
 from lsmap.errors import CheckpointError, InputError, LsmapError
+from lsmap.io.patches import find_patches
+from lsmap.learn.config import TrainConfig
+from lsmap.learn.device import amp_dtype, resolve_device, use_channels_last
 from lsmap.learn.forward import scaled_forward
-from lsmap.learn.models import ModelCard, checkpoint_paths, read_card, read_state_dict, save_checkpoint
+from lsmap.learn.losses import build_loss
+from lsmap.learn.models import ModelCard, build_model, checkpoint_paths, read_card, read_state_dict, save_checkpoint
 from lsmap.learn.optim import AliasedOptimizer, needs_alias
 from lsmap.learn.run_folder import check_run_dir, clear_run, match_card, resume_state, save_state, write_log
-
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("poly", "cosine", "constant")
-_DEFAULT_LR = {"adamw": 5e-4, "sgd": 1e-2}
-_DEFAULT_WD = {"adamw": 1e-2, "sgd": 5e-4}
 
 
 class TrainingError(LsmapError, RuntimeError):
@@ -80,93 +81,6 @@ class Source:
     domain: int = 0
     mixup_alpha: float = 0.0
     name: str = ""
-
-
-@dataclass
-class TrainConfig:
-    """Training configuration; the defaults are the 1st-place recipe (batch 16, 20k steps, x2.5).
-
-    Attributes:
-        model: Registry name (:data:`lsmap.learn.models.MODELS`).
-        steps: Optimizer steps.
-        batch_size: Images per step and source, over all processes.
-        lr: Peak learning rate (``None``: 5e-4 for AdamW, 1e-2 for SGD).
-        weight_decay: ``None``: 1e-2 for AdamW, 5e-4 for SGD (3rd place).
-        optimizer: ``adamw`` or ``sgd`` (Nesterov, momentum 0.9).
-        schedule: ``poly`` (power 0.9), ``cosine`` or ``constant`` after the warmup.
-        warmup: Linear warmup steps (``None``: 5 % of ``steps``, at most 500).
-        scale: Scale promotion factor (1, 2.5 or 4).
-        val_every: Validate (and save ``last``) every this many steps, and at the end.
-        seed: Seed of every random generator.
-        device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        amp: Mixed precision where it helps (bfloat16 on AMX CPUs, CUDA AMP).
-        domain_bn: Domain-specific batch-norm statistics.
-        threshold: Landslide probability threshold for validation and the model card.
-        workers: DataLoader worker processes per source.
-        loss: Loss spec used by :func:`train` for the labelled source.
-        augment: Whether :func:`train` augments the training data.
-        norm: ``own`` (validation/target data normalised by its own statistics, the 1st place's
-            separated normalisation) or ``model`` (by the training statistics); see
-            :data:`lsmap.core.normalize.NORMS` (``separated``/``global`` are accepted too).
-        mixup_alpha: Mix-up of the labelled source in :func:`train` (0: off).
-        encoder_weights: Optional local encoder weights file.
-        loss_every: Steps between progress-bar loss updates.
-    """
-
-    model: str = "unet-resnet18"
-    steps: int = 20000
-    batch_size: int = 16
-    lr: float | None = None
-    weight_decay: float | None = None
-    optimizer: str = "adamw"
-    schedule: str = "poly"
-    warmup: int | None = None
-    scale: float = 2.5
-    val_every: int = 500
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    domain_bn: bool = False
-    threshold: float = 0.5
-    workers: int = 0
-    loss: str = "lovasz+ohem"
-    augment: bool = True
-    norm: str = "own"
-    mixup_alpha: float = 0.0
-    encoder_weights: str | None = None
-    loss_every: int = 10
-
-    def check(self) -> None:
-        """Raise :class:`InputError` on values that cannot work."""
-        from lsmap.learn.models import get_spec
-
-        get_spec(self.model)
-        if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}")
-        self.norm = norm_mode(self.norm)
-        for name in ("steps", "batch_size", "val_every"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.scale > 0:
-            raise InputError(f"scale must be positive, got {self.scale}")
-        if self.mixup_alpha < 0:
-            raise InputError(f"mix-up alpha must be >= 0, got {self.mixup_alpha}")
-        if not 0 < self.threshold < 1:
-            raise InputError(f"threshold must be in (0, 1), got {self.threshold}")
-
-    @property
-    def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else _DEFAULT_LR[self.optimizer]
-
-    @property
-    def decay(self) -> float:
-        return self.weight_decay if self.weight_decay is not None else _DEFAULT_WD[self.optimizer]
-
-    @property
-    def warmup_steps(self) -> int:
-        return self.warmup if self.warmup is not None else min(500, self.steps // 20)
 
 
 @dataclass
@@ -210,7 +124,6 @@ def grad_scaler_enabled(device, amp: bool) -> bool:
     """Whether training on ``device`` needs a gradient scaler (CUDA float16 autocast only)."""
     import torch
 
-    from lsmap.learn.device import amp_dtype
 
     return bool(amp) and device.type == "cuda" and amp_dtype(device) == torch.float16
 
@@ -265,7 +178,6 @@ def _setup_dist(device_name: str) -> tuple[_Dist, Any]:
     import torch
     import torch.distributed as dist
 
-    from lsmap.learn.device import resolve_device
 
     device = resolve_device(device_name)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -325,7 +237,6 @@ def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = N
     import numpy as np
     import torch
 
-    from lsmap.core.metrics import Confusion, confusion
     from lsmap.learn.domain_bn import TARGET, set_domain
 
     was_training = module.training
@@ -356,7 +267,6 @@ def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = N
 def _build(config: TrainConfig, in_channels: int, init: Path | None, bands: dict):
     """The model (domain BN converted when asked), optionally initialised from checkpoint ``init``."""
     from lsmap.learn.domain_bn import convert_domain_bn
-    from lsmap.learn.models import build_model
 
     module = build_model(config.model, in_channels, encoder_weights=config.encoder_weights)
     init_dbn = False
@@ -399,7 +309,6 @@ def _optimizer(module, config: TrainConfig):
 def _loss_fn(loss: str | Callable) -> Callable:
     if callable(loss):
         return loss
-    from lsmap.learn.losses import build_loss
 
     return build_loss(loss)
 
@@ -555,7 +464,6 @@ class _Run:
         ``torchrun``, and make its optimizer and gradient scaler."""
         import torch
 
-        from lsmap.learn.device import use_channels_last
 
         self.sources, self.losses, self.config, self.out_dir, self.dist, self.device = (
             sources, losses, config, out_dir, dist, device)
@@ -690,7 +598,6 @@ class _Run:
 
     def _validate(self, row: dict) -> bool:
         """Add the validation scores to ``row``; whether they beat the best so far (then kept)."""
-        from lsmap.core.metrics import scores
 
         conf = validate(self.module, self.val_loader, self.device, self.config, self.dist, self.channels_last)
         sc = scores(conf)
@@ -758,8 +665,6 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         OutputExistsError: ``out_dir`` holds a run (checked before any data is read).
     """
     from lsmap.data.dataset import Augment, PatchDataset
-    from lsmap.data.stats import patch_stats
-    from lsmap.io.patches import find_patches
     from lsmap.learn.domain_bn import SOURCE, TARGET
 
     config = config or TrainConfig()

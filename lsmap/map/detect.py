@@ -21,86 +21,26 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lsmap.core.constants import OVERLAP, WINDOW
+from lsmap.core.bands import get_profile
 from lsmap.core.normalize import BandStats, norm_mode
+from lsmap.data.scan import check_stats, scan_scene
 from lsmap.errors import CheckpointError, InputError, MissingInputError
-
-#: Input scales a scene may hold (:func:`lsmap.data.scan.scan_scene`).
-INPUT_SCALES = ("auto", "raw", "l4s")
-
-
-@dataclass(frozen=True)
-class DetectOptions:
-    """How a scene is mapped: everything of :func:`detect` but the scene, the models and the outputs.
-
-    The fields are :func:`detect`'s keyword arguments of the same names (see there); one options
-    object can be reused for many scenes (:func:`lsmap.detect_many` builds one per run).
-    """
-
-    bands: str | None = None
-    tta: bool = False
-    overlap: int = OVERLAP
-    window: int = WINDOW
-    batch_size: int | None = None
-    norm: str = "own"
-    stats: str | os.PathLike | BandStats | None = None
-    input_scale: str = "auto"
-    threshold: float | None = None
-    uncertainty: bool = False
-    min_area: float = 0.0
-    simplify: float = 0.0
-    fill_holes: float = 0.0
-    crf: bool = False
-    device: Any = "auto"
-    block: int = 1024
-
-    def check(self) -> None:
-        """Raise :class:`InputError` for an option that cannot work, before any work."""
-        if norm_mode(self.norm) == "model" and self.stats is not None:
-            raise InputError("`stats` gives the scene's statistics; it cannot be combined with `norm` model")
-        for name in ("min_area", "simplify", "fill_holes"):
-            if getattr(self, name) < 0:
-                raise InputError(f"`{name}` must not be negative (got {getattr(self, name)})")
-        if self.crf:
-            from lsmap.learn.crf import require
-
-            require()
-
-
-@dataclass(frozen=True)
-class DetectOutputs:
-    """The files a detection writes (``None``: not written)."""
-
-    polygons: Path | None = None
-    prob: Path | None = None
-    mask: Path | None = None
-    quicklook: Path | None = None
-
-    def check(self, overwrite: bool) -> None:
-        """Raise before any work when the outputs clash, have the wrong type, or exist."""
-        from lsmap.map.vectorize import check_vector_output, vector_driver
-
-        given = [p for p in (self.polygons, self.prob, self.mask, self.quicklook) if p is not None]
-        if len({p.resolve() for p in given}) != len(given):
-            raise InputError("the polygon, probability and mask outputs must be different files")
-        if self.polygons is not None:
-            vector_driver(self.polygons)
-            check_vector_output(self.polygons, overwrite)
-        for p in (self.prob, self.mask):
-            if p is not None and p.suffix.lower() not in (".tif", ".tiff"):
-                raise InputError(f"{p}: raster outputs are GeoTIFFs; use a .tif name")
-        if self.quicklook is not None and self.quicklook.suffix.lower() != ".png":
-            raise InputError(f"{self.quicklook}: the quick-look is a PNG; use a .png name")
-
-    def named(self) -> dict[str, str]:
-        """``{"polygons": path, ...}`` of the outputs written."""
-        return {k: str(v) for k, v in vars(self).items() if v is not None}
+from lsmap.io.cog import write_mask_cog, write_probability_cog
+from lsmap.io.rasters import atomic_output
+from lsmap.io.scene import scene_info
+from lsmap.learn.device import resolve_device
+from lsmap.learn.ensemble import Member, load_ensemble
+from lsmap.learn.models import default_model_path
+from lsmap.map.options import DetectOptions, DetectOutputs
+from lsmap.map.quicklook import render_quicklook
+from lsmap.map.stream import members_profile, predict_scene
+from lsmap.map.vectorize import areas_m2, vector_driver, vectorize
 
 
 def default_models() -> list[Path]:
@@ -109,7 +49,6 @@ def default_models() -> list[Path]:
     Raises:
         CheckpointError: the installation has no default model.
     """
-    from lsmap.learn.models import default_model_path
 
     try:
         return [default_model_path()]
@@ -134,7 +73,6 @@ def _stack_inputs(scene: Any, work: Path, bands: str) -> Path:
 def _scene_area_km2(info) -> float:
     from shapely.geometry import box
 
-    from lsmap.map.vectorize import areas_m2
 
     t = info.transform
     xs = [t.c, t.c + t.a * info.width]
@@ -256,10 +194,6 @@ def _options(options: DetectOptions | None, settings: Mapping[str, Any]) -> Dete
 
 def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
     """``(device, members, profile)``: the ensemble loaded on the device, checked against ``opts.bands``."""
-    from lsmap.core.bands import get_profile
-    from lsmap.learn.device import resolve_device
-    from lsmap.learn.ensemble import Member, load_ensemble
-    from lsmap.map.stream import members_profile
 
     dev = resolve_device(opts.device) if isinstance(opts.device, str) else opts.device
     if models is None:
@@ -279,7 +213,6 @@ def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
 
 def _temporary_outputs(es: contextlib.ExitStack, outputs: DetectOutputs, overwrite: bool) -> DetectOutputs:
     """Enter an atomic output for each requested file; returns their temporary paths."""
-    from lsmap.io.rasters import atomic_output
 
     return DetectOutputs(*(es.enter_context(atomic_output(p, overwrite)) if p is not None else None
                            for p in (outputs.polygons, outputs.prob, outputs.mask, outputs.quicklook)))
@@ -287,8 +220,6 @@ def _temporary_outputs(es: contextlib.ExitStack, outputs: DetectOutputs, overwri
 
 def _scan(scene_path: Path, profile, opts: DetectOptions, stats: BandStats | None):
     """The statistics pass: ``(info, scan, normalisation statistics used, seconds)``."""
-    from lsmap.data.scan import check_stats, scan_scene
-    from lsmap.io.scene import scene_info
 
     info = scene_info(scene_path, profile)
     t_scan = time.perf_counter()
@@ -303,7 +234,6 @@ def _scan(scene_path: Path, profile, opts: DetectOptions, stats: BandStats | Non
 
 def _predict(info, members, work: Path, scan, used: BandStats | None, opts: DetectOptions, dev, progress: bool):
     """Streamed ensemble inference into scratch probability (and uncertainty) rasters in ``work``."""
-    from lsmap.map.stream import predict_scene
 
     fill = used.mean if used is not None else None
     return predict_scene(info, members, work / "prob.tif", stats=used, raw=scan.raw, fill=fill, tta=opts.tta,
@@ -314,7 +244,6 @@ def _predict(info, members, work: Path, scan, used: BandStats | None, opts: Dete
 
 def _vectorize(pred, threshold: float, opts: DetectOptions):
     """The probability raster -> landslide polygons."""
-    from lsmap.map.vectorize import vectorize
 
     return vectorize(pred.prob, threshold=threshold, uncertainty=pred.uncertainty, block=opts.block,
                      min_area=opts.min_area, simplify=opts.simplify, fill_holes=opts.fill_holes)
@@ -323,13 +252,11 @@ def _vectorize(pred, threshold: float, opts: DetectOptions):
 def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, threshold: float, scene_path: Path,
                    profile) -> None:
     """Write every requested output to its temporary name (renamed when the job completes)."""
-    from lsmap.io.cog import PROB_SCALE, encode_mask, encode_probability, write_uint8_cog
-    from lsmap.map.vectorize import vector_driver
 
     if tmp.prob is not None:
-        write_uint8_cog(pred.prob, tmp.prob, encode_probability, resampling="average", scale=1 / PROB_SCALE)
+        write_probability_cog(pred.prob, tmp.prob)
     if tmp.mask is not None:
-        write_uint8_cog(pred.prob, tmp.mask, lambda p: encode_mask(p, threshold), resampling="nearest")
+        write_mask_cog(pred.prob, tmp.mask, threshold)
     if tmp.polygons is not None:
         driver, sidecars = vector_driver(outputs.polygons)
         gdf.to_file(tmp.polygons, driver=driver, engine="pyogrio", geometry_type="Polygon")
@@ -337,6 +264,4 @@ def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, thresh
             if tmp.polygons.with_suffix(s).exists():
                 shutil.move(tmp.polygons.with_suffix(s), outputs.polygons.with_suffix(s))
     if tmp.quicklook is not None:
-        from lsmap.map.quicklook import render_quicklook
-
         render_quicklook(scene_path, gdf, tmp.quicklook, profile, overwrite=True)

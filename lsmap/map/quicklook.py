@@ -9,6 +9,8 @@ import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.errors import InputError
+from lsmap.io.rasters import atomic_output, check_output
+from lsmap.io.scene import declares_nodata, open_scene
 
 #: Longest side of the rendered image, in pixels (the scene is read decimated, never whole).
 MAX_SIDE = 1600
@@ -48,8 +50,6 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
     import matplotlib.pyplot as plt
     from rasterio.enums import Resampling
 
-    from lsmap.io.rasters import atomic_output, check_output
-    from lsmap.io.scene import declares_nodata, open_scene
 
     out = check_output(out, overwrite)
     profile = get_profile(bands)

@@ -48,7 +48,9 @@ from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
 from lsmap.io.rasters import GDAL_CACHE_MB, geotiff_profile, open_raster
 from lsmap.io.scene import SceneInfo, read_scene_window, scene_info
-from lsmap.learn.ensemble import inference_context
+from lsmap.learn.crf import crf_refine, require, rgb_indices
+from lsmap.learn.device import resolve_device, use_channels_last
+from lsmap.learn.ensemble import inference_context, member_passes, predict_proba
 
 #: Value of nodata pixels in the internal float32 probability raster.
 PROB_NODATA = -1.0
@@ -103,20 +105,6 @@ def _pin(t):
         return t.pin_memory()
     except RuntimeError:  # no CUDA driver: pinning is impossible (and pointless)
         return t
-
-
-def to_device(x: np.ndarray, device, pin: bool):
-    """Move a batch to ``device``; with ``pin`` via pinned memory and a non-blocking copy.
-
-    Shape:
-        ``(N, C, H, W)`` float32.
-    """
-    import torch
-
-    t = torch.from_numpy(x)
-    if pin:
-        t = _pin(t)
-    return t.to(device, non_blocking=pin)
 
 
 @dataclass
@@ -251,7 +239,6 @@ def ensemble_moments(members, x, stats: BandStats | None, tta: bool, want_var: b
         ``x``: ``(N, C, H, W)`` L4S-scaled; returns ``(N, H, W)`` mean and ``(N, H, W)`` variance
         (``None`` unless ``want_var``).
     """
-    from lsmap.learn.ensemble import member_passes, predict_proba
 
     if not want_var:
         return predict_proba(members, x, stats=stats, tta=tta, amp=amp), None
@@ -274,9 +261,8 @@ def model_threads(device, workers: int | None = None) -> tuple[int, int]:
 
     On a CPU, by default one worker per core up to :data:`MAX_CPU_WORKERS` (the cores being
     ``torch.get_num_threads()``), the cores shared out among them. Whole batches on single
-    threads keep the cores busier than one batch on all of them (no barrier between layers: on
-    this project's 2-core AMX machine a ResNet-18 U-Net ran 441 windows in 1.84 s as two workers
-    against 2.01 s as one), and leave gaps for the reader thread. A GPU runs one batch at a time.
+    threads keep the cores busier than one batch on all of them (no barrier between layers; the
+    measured gain is in BENCHMARKS.md), and leave gaps for the reader thread. A GPU runs one batch at a time.
 
     Raises:
         InputError: ``workers`` is not positive.
@@ -480,8 +466,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             filled as for the models) before it is blended; needs ``lsmap[crf]``. A variance
             uncertainty is the models' (not refined); ``p * (1 - p)`` uses the refined ``p``.
         compress: DEFLATE-compress the output rasters; off for scratch files that are read once
-            and deleted (4 bytes a pixel on disk, but no compression on the writing thread: about
-            1 s of 8-13 s for a 4096^2 scene here).
+            and deleted (4 bytes a pixel on disk, but no compression on the writing thread).
         progress: Show a tqdm progress bar.
 
     Returns:
@@ -495,41 +480,15 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     import rasterio
     import torch
 
-    from lsmap.learn.device import resolve_device, use_channels_last
-
     t_start = time.perf_counter()
-    if not members:
-        raise CheckpointError("no model given; pass `model` PATH (one or more)")
-    profile = members_profile(members)
-    if not isinstance(scene, SceneInfo):
-        scene = scene_info(scene, profile)
-    else:
-        profile.check_count(scene.count, scene.path)
-    if window < 1 or not 0 <= overlap < window:
-        raise InputError(f"`overlap` must be in [0, `window`) (got window {window}, overlap {overlap})")
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    if stats is not None:
-        check_stats(stats, profile, "normalisation statistics")
-    fill = np.asarray(fill if fill is not None else _default_fill(stats, members), np.float32)
-    scale = max(float(m.card.scale) for m in members)
-    flips = 4 if tta else 1
-    passes = len(members) * flips
-    if batch_size is None:
-        batch_size = auto_batch_size(device, window, scale, passes)
-    if batch_size < 1:
-        raise InputError(f"`batch_size` must be positive (got {batch_size})")
-    pin = device.type == "cuda" if pin_memory is None else pin_memory
-    if use_channels_last(device, amp):
-        for m in members:
-            m.module.to(memory_format=torch.channels_last)
-
+    plan = _plan(scene, members, stats, fill, tta, overlap, window, batch_size, device, amp, pin_memory)
+    scene, profile, device, fill, passes, batch_size, pin = (plan.scene, plan.profile, plan.device, plan.fill,
+                                                            plan.passes, plan.batch_size, plan.pin)
     windows = window_grid(scene.height, scene.width, window, overlap)
     weight = blend_weight(window, overlap)[:windows[0].height, :windows[0].width]
     want_unc = uncertainty_out is not None
     use_var = want_unc and passes > 1
     if crf:
-        from lsmap.learn.crf import crf_refine, require, rgb_indices
-
         require()
         rgb = rgb_indices(profile.bands)
 
@@ -554,16 +513,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         blender = _StripBlender(weight, scene.width, es.enter_context(rasterio.open(prob_out, "w", **rprof)),
                                 es.enter_context(rasterio.open(uncertainty_out, "w", **rprof)) if want_unc else None,
                                 use_var)
-        if prefetch > 0:
-            reader = _Prefetcher(cache_bytes, scene, *read_args, prefetch=prefetch)
-            reader.start()
-            es.callback(reader.join)
-            es.callback(reader.stop.set)
-            batches: Iterator[_Batch] = iter(reader)
-        else:
-            src = es.enter_context(open_raster(scene.path, "scene"))
-            batches = _read_batches(src, scene, *read_args)
-            es.callback(batches.close)
+        batches = _batch_source(es, scene, read_args, prefetch, cache_bytes)
         if bar is not None:
             es.callback(bar.close)
 
@@ -598,6 +548,66 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         {"read": read_seconds, "prob_write": blender.seconds, "workers": workers,
          **({"crf": crf_seconds} if crf else {})},
     )
+
+
+@dataclass
+class _Plan:
+    """What :func:`predict_scene` runs with, once its arguments are checked."""
+
+    scene: SceneInfo
+    profile: BandProfile
+    device: Any
+    fill: np.ndarray
+    passes: int
+    batch_size: int
+    pin: bool
+
+
+def _plan(scene, members: Sequence, stats: BandStats | None, fill, tta: bool, overlap: int, window: int,
+          batch_size: int | None, device: Any, amp: bool, pin_memory: bool | None) -> _Plan:
+    """Check :func:`predict_scene`'s arguments and settle its defaults; put the models in the memory
+    format the device runs fastest."""
+    import torch
+
+    if not members:
+        raise CheckpointError("no model given; pass `model` PATH (one or more)")
+    profile = members_profile(members)
+    if not isinstance(scene, SceneInfo):
+        scene = scene_info(scene, profile)
+    else:
+        profile.check_count(scene.count, scene.path)
+    if window < 1 or not 0 <= overlap < window:
+        raise InputError(f"`overlap` must be in [0, `window`) (got window {window}, overlap {overlap})")
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    if stats is not None:
+        check_stats(stats, profile, "normalisation statistics")
+    fill = np.asarray(fill if fill is not None else _default_fill(stats, members), np.float32)
+    scale = max(float(m.card.scale) for m in members)
+    passes = len(members) * (4 if tta else 1)
+    if batch_size is None:
+        batch_size = auto_batch_size(device, window, scale, passes)
+    if batch_size < 1:
+        raise InputError(f"`batch_size` must be positive (got {batch_size})")
+    pin = device.type == "cuda" if pin_memory is None else pin_memory
+    if use_channels_last(device, amp):
+        for m in members:
+            m.module.to(memory_format=torch.channels_last)
+    return _Plan(scene, profile, device, fill, passes, batch_size, pin)
+
+
+def _batch_source(es: contextlib.ExitStack, scene: SceneInfo, read_args: tuple, prefetch: int,
+                  cache_bytes: int) -> Iterator[_Batch]:
+    """The batches of windows: read ahead by a :class:`_Prefetcher` thread, or in this thread."""
+    if prefetch > 0:
+        reader = _Prefetcher(cache_bytes, scene, *read_args, prefetch=prefetch)
+        reader.start()
+        es.callback(reader.join)
+        es.callback(reader.stop.set)
+        return iter(reader)
+    src = es.enter_context(open_raster(scene.path, "scene"))
+    batches = _read_batches(src, scene, *read_args)
+    es.callback(batches.close)
+    return batches
 
 
 def members_profile(members: Sequence) -> BandProfile:

@@ -29,6 +29,7 @@ import numpy as np
 from lsmap.core.graph import components, groups
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, OutputExistsError
+from lsmap.io.rasters import GDAL_CACHE_MB, atomic_output
 
 #: Output formats by file extension: (pyogrio driver, sidecar extensions written with it).
 VECTOR_DRIVERS = {
@@ -125,7 +126,6 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
     """
     import rasterio
 
-    from lsmap.io.rasters import GDAL_CACHE_MB
 
     if block < 2:
         raise InputError(f"vectorize block must be at least 2 pixels (got {block})")
@@ -287,7 +287,6 @@ def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, *,
         OutputExistsError: ``path`` (or a shapefile sidecar) exists and not ``overwrite``.
         InputError: unsupported extension.
     """
-    from lsmap.io.rasters import atomic_output
 
     path = check_vector_output(path, overwrite)
     driver, sidecars = vector_driver(path)

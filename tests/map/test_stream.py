@@ -14,7 +14,7 @@ from lsmap.data.scan import scan_scene
 from lsmap.errors import BandMismatchError, CheckpointError, InputError, MissingInputError
 from lsmap.io.cog import encode_mask, encode_probability, export_mask, export_probability
 from lsmap.io.scene import scene_info
-from lsmap.map.stream import PROB_NODATA, auto_batch_size, ensemble_moments, predict_scene, to_device
+from lsmap.map.stream import PROB_NODATA, _pin, auto_batch_size, ensemble_moments, predict_scene
 
 L4S = PROFILES["l4s14"]
 KW = dict(window=64, overlap=16, device="cpu")
@@ -210,7 +210,7 @@ def test_pinned_non_blocking_path_runs_on_cpu(tmp_path, scene):
     predict_scene(path, m, tmp_path / "b.tif", stats=None, pin_memory=True, **KW)
     np.testing.assert_array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
     x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
-    assert torch.equal(to_device(x, torch.device("cpu"), pin=True), torch.from_numpy(x))
+    assert torch.equal(_pin(torch.from_numpy(x)).to("cpu", non_blocking=True), torch.from_numpy(x))
 
 
 def test_tta_and_moments_of_a_flip_equivariant_model():

@@ -28,6 +28,7 @@ import numpy as np
 
 from lsmap.core.constants import IGNORE_INDEX
 from lsmap.errors import CheckpointError, InputError
+from lsmap.learn.ensemble import member_logits
 
 BACKGROUND, LANDSLIDE = 0, 1
 CLASS_NAMES = ("background", "landslide")
@@ -125,7 +126,6 @@ def mc_dropout_proba(members: Sequence[Any], x, stats=None, passes: int = 10, p:
     """
     import torch
 
-    from lsmap.learn.ensemble import member_logits
 
     if passes < 1:
         raise InputError(f"MC dropout needs at least one pass; got {passes}")

@@ -1,6 +1,6 @@
 """Self-training domain adaptation: rounds of pseudo labelling an unlabelled target and retraining.
 
-Two strategies from the Landslide4Sense 2022 winners (``docs/METHODS.md``):
+Two strategies from the Landslide4Sense 2022 winners (the competition report, Ghorbanzadeh et al. 2022):
 
 ``threshold`` (1st place, progressive label refinement)
     The current best models (round 0: the given ones) predict every target patch, normalised with
@@ -48,11 +48,19 @@ import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import IGNORE_INDEX
+from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import BandStats
 from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError, OutputExistsError
-from lsmap.io.patches import Patch, find_patches, read_image, read_mask
+from lsmap.io.patches import Patch, find_patches, patch_id, read_image, read_mask
+from lsmap.io.rasters import atomic_output
+from lsmap.learn.crf import crf_refine, require, rgb_indices
+from lsmap.learn.device import resolve_device
+from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
+from lsmap.learn.models import ModelCard, read_card
 from lsmap.learn.refine import STRATEGIES
+from lsmap.learn.refine.pseudo import check_thresholds, confidence, threshold_labels
+from lsmap.learn.train import Source, TrainConfig, fit
 
 RUN_FILE = "refine.json"
 SUMMARY_FILE = "summary.json"
@@ -115,7 +123,6 @@ class RefineConfig:
 
     def check(self) -> None:
         """Raise :class:`InputError` on a setting out of range."""
-        from lsmap.learn.refine.pseudo import check_thresholds
 
         if self.strategy not in STRATEGIES:
             raise InputError(f"unknown refinement strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
@@ -176,7 +183,6 @@ def check_unique_ids(patches: Sequence[Patch]) -> None:
     Raises:
         InputError: naming the folder and the colliding files.
     """
-    from lsmap.io.patches import patch_id
 
     folders = {p.image.parent for p in patches}
     for folder in folders:
@@ -205,8 +211,6 @@ def _batches(patches: Sequence[Patch], profile: BandProfile, size: int) -> Itera
 
 
 def _crf(prob: np.ndarray, image: np.ndarray, profile: BandProfile) -> np.ndarray:
-    from lsmap.learn.crf import crf_refine, rgb_indices
-
     return crf_refine(prob, image, rgb=rgb_indices(profile.bands))
 
 
@@ -225,8 +229,6 @@ def score_target(members: Sequence[Any], patches: Sequence[Patch], stats: BandSt
     import torch
     from tqdm.auto import tqdm
 
-    from lsmap.core.metrics import Confusion, confusion, scores
-    from lsmap.learn.ensemble import inference_context, predict_proba
 
     labelled = [p for p in patches if p.mask is not None]
     if not labelled:
@@ -257,7 +259,6 @@ def _save_map(path: Path, values: np.ndarray) -> None:
 def _write_mask(path: Path, mask: np.ndarray) -> None:
     import h5py
 
-    from lsmap.io.rasters import atomic_output
 
     with atomic_output(path, overwrite=True) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -286,9 +287,6 @@ def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], sta
     import torch
     from tqdm.auto import tqdm
 
-    from lsmap.core.metrics import Confusion, confusion, scores
-    from lsmap.learn.ensemble import inference_context, predict_proba
-    from lsmap.learn.refine.pseudo import confidence, threshold_labels
 
     device = next(members[0].module.parameters()).device
     thr = _ensemble_threshold(members)
@@ -339,8 +337,6 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
     import torch
     from tqdm.auto import tqdm
 
-    from lsmap.core.metrics import Confusion, confusion, scores
-    from lsmap.learn.ensemble import inference_context, predict_proba
     from lsmap.learn.refine.pseudo import (
         ClassBalancedSelector,
         confidence,
@@ -408,8 +404,6 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
 
 
 def _json_write(path: Path, obj: dict) -> None:
-    from lsmap.io.rasters import atomic_output
-
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -477,14 +471,10 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
         BandMismatchError: a source or target file with another band count than ``config.bands``.
         CheckpointError: unreadable models or models trained on another band profile.
     """
-    from lsmap.learn.device import resolve_device
-    from lsmap.learn.ensemble import load_ensemble
 
     config = config or RefineConfig()
     config.check()
     if config.crf:
-        from lsmap.learn.crf import require
-
         require()
     out_dir = Path(out_dir)
     if out_dir.exists() and not (resume or overwrite):
@@ -531,7 +521,6 @@ def _run_round(i: int, teachers: list[str], src_patches: list[Patch], tgt_patche
                profile: BandProfile,
                device: Any, out_dir: Path, config: RefineConfig, progress: bool) -> dict:
     """One round: pseudo labels from ``teachers``, training, scoring; writes ``round_<i>``."""
-    from lsmap.learn.ensemble import load_ensemble
 
     start = time.monotonic()
     round_dir = out_dir / f"round_{i}"
@@ -579,7 +568,6 @@ def _train_config(card: Any, config: RefineConfig, seed: int, has_val: bool):
     """The training configuration of a round: the init model's recipe with the round's overrides."""
     import dataclasses
 
-    from lsmap.learn.train import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     recipe = {k: v for k, v in (card.train or {}).items() if k in names}
@@ -611,8 +599,6 @@ def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patc
     """
     from lsmap.data.dataset import Augment, PatchDataset
     from lsmap.learn.domain_bn import SOURCE, TARGET
-    from lsmap.learn.models import ModelCard, read_card
-    from lsmap.learn.train import Source, fit
 
     card = read_card(init)
     tc = _train_config(card, config, seed, val_patches is not None)

@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from lsmap.errors import InputError, MissingInputError
+from lsmap.learn.crf import require
+from lsmap.learn.models import checkpoint_paths
+from lsmap.map.detect import default_models
 from lsmap.map.regional.merge import merge_layers
 from lsmap.map.regional.scenejob import (
     Detector,
@@ -159,13 +162,10 @@ def detect_many(
 
     paths = expand_scenes(scenes)
     if models is None:
-        from lsmap.map.detect import default_models
-
         models = default_models()
     model_list = [models] if isinstance(models, (str, os.PathLike)) else list(models)
     if not model_list:
         raise InputError("no model given; pass `model` PATH (one or more)")
-    from lsmap.learn.models import checkpoint_paths
 
     model_abs = []
     for m in model_list:
@@ -185,7 +185,6 @@ def detect_many(
     except TypeError as e:
         raise InputError(f"detection parameters must be plain values (numbers, strings, lists): {e}") from None
     if params.get("crf") and detector is None and scheduler in (None, "local"):  # a cluster's workers decide there
-        from lsmap.learn.crf import require
 
         require()
     raster_kw = [k for k in RASTER_OUTPUTS if params.pop(k, None)]

@@ -26,6 +26,10 @@ from typing import Any
 from lsmap import __version__
 from lsmap.errors import LsmapError, MissingInputError
 from lsmap.io.rasters import atomic_output
+from lsmap.learn.device import resolve_device
+from lsmap.learn.ensemble import load_ensemble
+from lsmap.learn.models import checkpoint_paths
+from lsmap.map.options import DetectOptions
 
 #: Suffix of the per-scene completion marker written after the scene's layer.
 DONE_SUFFIX = ".done.json"
@@ -47,8 +51,6 @@ def _fingerprint(path: Path) -> list:
 
 
 def _model_files(models: Sequence[str]) -> list[Path]:
-    from lsmap.learn.models import checkpoint_paths
-
     return [f for m in models for f in checkpoint_paths(m)]
 
 
@@ -94,7 +96,6 @@ def job_key(scene: Path, models: Sequence[str], params: Mapping, detector: Detec
 
     Parameters equal to their :class:`lsmap.map.detect.DetectOptions` default are left out.
     """
-    from lsmap.map.detect import DetectOptions
 
     defaults = {f.name: f.default for f in dataclasses.fields(DetectOptions)}
     payload = {
@@ -184,9 +185,6 @@ def cached_ensemble(models: Sequence[str], device: str = "auto") -> list:
     key = (tuple(models), tuple(tuple(_fingerprint(f)) for f in _model_files(models)), str(device))
     members = _ENSEMBLES.get(key)
     if members is None:
-        from lsmap.learn.device import resolve_device
-        from lsmap.learn.ensemble import load_ensemble
-
         members = load_ensemble(list(models), resolve_device(device))
         _ENSEMBLES.clear()  # one ensemble per process at a time: a long-lived worker does not pile up models
         _ENSEMBLES[key] = members

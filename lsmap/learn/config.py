@@ -1,0 +1,103 @@
+"""Training settings: the 1st-place recipe as defaults, checked before a run starts.
+
+Kept apart from the training loop (:mod:`lsmap.learn.train`) so that the command line can take
+its choices and defaults from here without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lsmap.core.normalize import norm_mode
+from lsmap.errors import InputError
+from lsmap.learn.models import get_spec
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("poly", "cosine", "constant")
+_DEFAULT_LR = {"adamw": 5e-4, "sgd": 1e-2}
+_DEFAULT_WD = {"adamw": 1e-2, "sgd": 5e-4}
+
+
+@dataclass
+class TrainConfig:
+    """Training configuration; the defaults are the 1st-place recipe (batch 16, 20k steps, x2.5).
+
+    Attributes:
+        model: Registry name (:data:`lsmap.learn.models.MODELS`).
+        steps: Optimizer steps.
+        batch_size: Images per step and source, over all processes.
+        lr: Peak learning rate (``None``: 5e-4 for AdamW, 1e-2 for SGD).
+        weight_decay: ``None``: 1e-2 for AdamW, 5e-4 for SGD (3rd place).
+        optimizer: ``adamw`` or ``sgd`` (Nesterov, momentum 0.9).
+        schedule: ``poly`` (power 0.9), ``cosine`` or ``constant`` after the warmup.
+        warmup: Linear warmup steps (``None``: 5 % of ``steps``, at most 500).
+        scale: Scale promotion factor (1, 2.5 or 4).
+        val_every: Validate (and save ``last``) every this many steps, and at the end.
+        seed: Seed of every random generator.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        amp: Mixed precision where it helps (bfloat16 on AMX CPUs, CUDA AMP).
+        domain_bn: Domain-specific batch-norm statistics.
+        threshold: Landslide probability threshold for validation and the model card.
+        workers: DataLoader worker processes per source.
+        loss: Loss spec used by :func:`train` for the labelled source.
+        augment: Whether :func:`train` augments the training data.
+        norm: ``own`` (validation/target data normalised by its own statistics, the 1st place's
+            separated normalisation) or ``model`` (by the training statistics); see
+            :data:`lsmap.core.normalize.NORMS` (``separated``/``global`` are accepted too).
+        mixup_alpha: Mix-up of the labelled source in :func:`train` (0: off).
+        encoder_weights: Optional local encoder weights file.
+        loss_every: Steps between progress-bar loss updates.
+    """
+
+    model: str = "unet-resnet18"
+    steps: int = 20000
+    batch_size: int = 16
+    lr: float | None = None
+    weight_decay: float | None = None
+    optimizer: str = "adamw"
+    schedule: str = "poly"
+    warmup: int | None = None
+    scale: float = 2.5
+    val_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    domain_bn: bool = False
+    threshold: float = 0.5
+    workers: int = 0
+    loss: str = "lovasz+ohem"
+    augment: bool = True
+    norm: str = "own"
+    mixup_alpha: float = 0.0
+    encoder_weights: str | None = None
+    loss_every: int = 10
+
+    def check(self) -> None:
+        """Raise :class:`InputError` on values that cannot work."""
+        get_spec(self.model)
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}")
+        self.norm = norm_mode(self.norm)
+        for name in ("steps", "batch_size", "val_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.scale > 0:
+            raise InputError(f"scale must be positive, got {self.scale}")
+        if self.mixup_alpha < 0:
+            raise InputError(f"mix-up alpha must be >= 0, got {self.mixup_alpha}")
+        if not 0 < self.threshold < 1:
+            raise InputError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else _DEFAULT_LR[self.optimizer]
+
+    @property
+    def decay(self) -> float:
+        return self.weight_decay if self.weight_decay is not None else _DEFAULT_WD[self.optimizer]
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup if self.warmup is not None else min(500, self.steps // 20)

@@ -1,0 +1,88 @@
+"""What a detection is asked for: its options and its output files, checked before any work.
+
+Kept apart from the detection job (:mod:`lsmap.map.detect`) so the command line and regional runs
+take their defaults from here without importing the models or the readers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lsmap.core.constants import OVERLAP, WINDOW
+from lsmap.core.normalize import BandStats, norm_mode
+from lsmap.errors import InputError
+
+#: Input scales a scene may hold (:func:`lsmap.data.scan.scan_scene`).
+INPUT_SCALES = ("auto", "raw", "l4s")
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """How a scene is mapped: everything of :func:`detect` but the scene, the models and the outputs.
+
+    The fields are :func:`detect`'s keyword arguments of the same names (see there); one options
+    object can be reused for many scenes (:func:`lsmap.detect_many` builds one per run).
+    """
+
+    bands: str | None = None
+    tta: bool = False
+    overlap: int = OVERLAP
+    window: int = WINDOW
+    batch_size: int | None = None
+    norm: str = "own"
+    stats: str | os.PathLike | BandStats | None = None
+    input_scale: str = "auto"
+    threshold: float | None = None
+    uncertainty: bool = False
+    min_area: float = 0.0
+    simplify: float = 0.0
+    fill_holes: float = 0.0
+    crf: bool = False
+    device: Any = "auto"
+    block: int = 1024
+
+    def check(self) -> None:
+        """Raise :class:`InputError` for an option that cannot work, before any work."""
+        if norm_mode(self.norm) == "model" and self.stats is not None:
+            raise InputError("`stats` gives the scene's statistics; it cannot be combined with `norm` model")
+        for name in ("min_area", "simplify", "fill_holes"):
+            if getattr(self, name) < 0:
+                raise InputError(f"`{name}` must not be negative (got {getattr(self, name)})")
+        if self.crf:
+            from lsmap.learn.crf import require
+
+            require()
+
+
+@dataclass(frozen=True)
+class DetectOutputs:
+    """The files a detection writes (``None``: not written)."""
+
+    polygons: Path | None = None
+    prob: Path | None = None
+    mask: Path | None = None
+    quicklook: Path | None = None
+
+    def check(self, overwrite: bool) -> None:
+        """Raise before any work when the outputs clash, have the wrong type, or exist."""
+
+        from lsmap.map.vectorize import check_vector_output, vector_driver
+
+        given = [p for p in (self.polygons, self.prob, self.mask, self.quicklook) if p is not None]
+        if len({p.resolve() for p in given}) != len(given):
+            raise InputError("the polygon, probability and mask outputs must be different files")
+        if self.polygons is not None:
+            vector_driver(self.polygons)
+            check_vector_output(self.polygons, overwrite)
+        for p in (self.prob, self.mask):
+            if p is not None and p.suffix.lower() not in (".tif", ".tiff"):
+                raise InputError(f"{p}: raster outputs are GeoTIFFs; use a .tif name")
+        if self.quicklook is not None and self.quicklook.suffix.lower() != ".png":
+            raise InputError(f"{self.quicklook}: the quick-look is a PNG; use a .png name")
+
+    def named(self) -> dict[str, str]:
+        """``{"polygons": path, ...}`` of the outputs written."""
+        return {k: str(v) for k, v in vars(self).items() if v is not None}
