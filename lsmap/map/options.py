@@ -7,7 +7,7 @@ take their defaults from here without importing the models or the readers.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,16 @@ class DetectOptions:
             from lsmap.learn.crf import require
 
             require()
+
+
+def non_default(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without those equal to their :class:`DetectOptions` default.
+
+    Regional runs record and hash only these, so a scene's completion marker stays valid when a
+    new option (at its default) is added or a default is passed explicitly.
+    """
+    defaults = {f.name: f.default for f in fields(DetectOptions)}
+    return {k: v for k, v in settings.items() if not (k in defaults and v == defaults[k])}
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def test_threshold_labels_hand_values():
 
 @pytest.mark.parametrize("pos,neg", [(0.5, 0.5), (0.3, 0.7), (1.2, 0.3), (0.7, -0.1)])
 def test_threshold_labels_refuses_bad_thresholds(pos, neg):
-    with pytest.raises(InputError, match="neg-thresh"):
+    with pytest.raises(InputError, match="neg_thresh"):
         threshold_labels(np.zeros((2, 2)), pos, neg)
 
 
@@ -374,7 +374,7 @@ def test_colliding_patch_ids_are_refused(world, tmp_path):
 def test_bad_settings_are_refused_before_work(world, tmp_path):
     with pytest.raises(InputError, match="strategy"):
         _run(world, tmp_path / "run", strategy="magic")
-    with pytest.raises(InputError, match="keep-ls"):
+    with pytest.raises(InputError, match="keep_ls"):
         _run(world, tmp_path / "run", strategy="uncertainty", keep_ls=0.0)
     assert not (tmp_path / "run").exists()
 

@@ -201,14 +201,15 @@ def test_schedule():
 def test_device_paths_on_cpu(monkeypatch):
     """The CUDA-only options are decided by small functions: exercise their CUDA branches on a CPU."""
     import lsmap.learn.device
+    import lsmap.learn.train
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert loader_options(cpu, 0) == {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
     assert loader_options(cuda, 2)["pin_memory"] and loader_options(cuda, 2)["persistent_workers"]
     assert not grad_scaler_enabled(cpu, True)
-    monkeypatch.setattr(lsmap.learn.device, "amp_dtype", lambda d: torch.float16)
+    monkeypatch.setattr(lsmap.learn.train, "amp_dtype", lambda d: torch.float16)
     assert grad_scaler_enabled(cuda, True) and not grad_scaler_enabled(cuda, False)
-    monkeypatch.setattr(lsmap.learn.device, "amp_dtype", lambda d: torch.bfloat16)
+    monkeypatch.setattr(lsmap.learn.train, "amp_dtype", lambda d: torch.bfloat16)
     assert not grad_scaler_enabled(cuda, True)
     scaler = torch.amp.GradScaler("cpu", enabled=False)  # the disabled path fit uses on CPU
     p = torch.nn.Parameter(torch.ones(2))

@@ -100,7 +100,7 @@ def test_lazy_reexport_and_default_model(monkeypatch, tmp_path):
     assert lsmap.detect is lsmap.map.detect.detect
     (path,) = lsmap.map.detect.default_models()
     assert lsmap.learn.models.read_card(path).profile.name == "l4s14", "the shipped default model reads L4S stacks"
-    monkeypatch.setattr(lsmap.learn.models, "default_model_path", lambda: (_ for _ in ()).throw(
+    monkeypatch.setattr(lsmap.map.detect, "default_model_path", lambda: (_ for _ in ()).throw(
         lsmap.errors.MissingInputError("weights/x.safetensors: the default model is not installed")))
     with pytest.raises(CheckpointError, match="no default model.*not installed"):
         lsmap.detect("whatever.tif")
@@ -178,7 +178,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, rng, case, monkeypa
         def not_installed():
             raise lsmap.errors.MissingInputError("weights/l4s14-default.safetensors: the default model is not installed")
 
-        monkeypatch.setattr(lsmap.learn.models, "default_model_path", not_installed)
+        monkeypatch.setattr(lsmap.map.detect, "default_model_path", not_installed)
         args, msg = [str(scene)], "no default model"
     before = outputs(tmp_path)
     r = CliRunner().invoke(main, ["detect", *args, "-o", str(out), "--device", "cpu"])

@@ -33,6 +33,7 @@ from lsmap.errors import InputError, MissingInputError
 from lsmap.learn.crf import require
 from lsmap.learn.models import checkpoint_paths
 from lsmap.map.detect import default_models
+from lsmap.map.options import non_default
 from lsmap.map.regional.merge import merge_layers
 from lsmap.map.regional.scenejob import (
     Detector,
@@ -179,7 +180,7 @@ def detect_many(
         vector_driver(merged_path)  # an unknown format fails before any work
     reserved = [] if merged_path is None or merged_path.parent != out_dir else [merged_path.stem]
     stems = scene_stems(paths, reserved)
-    params = dict(detect_kwargs)
+    params = non_default(detect_kwargs)
     try:
         json.dumps(params)
     except TypeError as e:

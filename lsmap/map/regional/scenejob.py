@@ -13,7 +13,6 @@ worker loads them once and reuses them for every scene it runs.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -29,7 +28,6 @@ from lsmap.io.rasters import atomic_output
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import load_ensemble
 from lsmap.learn.models import checkpoint_paths
-from lsmap.map.options import DetectOptions
 
 #: Suffix of the per-scene completion marker written after the scene's layer.
 DONE_SUFFIX = ".done.json"
@@ -92,17 +90,12 @@ def _detector_name(detector: Detector | None) -> str:
 
 
 def job_key(scene: Path, models: Sequence[str], params: Mapping, detector: Detector | None) -> str:
-    """Hash of what a scene's result depends on (scene file, model files, parameters, detector).
+    """Hash of what a scene's result depends on (scene file, model files, parameters, detector)."""
 
-    Parameters equal to their :class:`lsmap.map.detect.DetectOptions` default are left out.
-    """
-
-    defaults = {f.name: f.default for f in dataclasses.fields(DetectOptions)}
     payload = {
         "scene": [str(scene), *_fingerprint(scene)],
         "models": [[str(f), *_fingerprint(f)] for f in _model_files(models)],
-        # a setting at its default is not part of the key: a marker stays valid when options are added
-        "params": {k: v for k, v in params.items() if not (k in defaults and v == defaults[k])},
+        "params": dict(params),
         "detector": _detector_name(detector),
     }
     text = json.dumps(payload, sort_keys=True, default=str)
