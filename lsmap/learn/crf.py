@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lsmap.core.display import percentile_stretch, to_uint8
 from lsmap.errors import InputError
 
 #: Natural-colour bands, in R, G, B order.
@@ -59,8 +60,8 @@ def rgb_indices(band_names: Sequence[str]) -> tuple[int, int, int]:
 def to_rgb8(image: np.ndarray, rgb: tuple[int, int, int] = (0, 1, 2), percentiles: tuple[float, float] = (2, 98)) -> np.ndarray:
     """Stretch three bands of ``image`` to a contiguous ``(H, W, 3)`` uint8 composite.
 
-    Each band is clipped to its ``percentiles`` and scaled linearly to 0..255 (a constant band
-    becomes 0).
+    Each band is clipped to its own ``percentiles`` and scaled linearly to 0..255 (a constant band
+    becomes 0): :func:`lsmap.core.display.percentile_stretch` per band.
 
     Shape:
         ``image``: ``(C, H, W)``; returns ``(H, W, 3)``.
@@ -68,13 +69,8 @@ def to_rgb8(image: np.ndarray, rgb: tuple[int, int, int] = (0, 1, 2), percentile
     image = np.asarray(image, np.float32)
     if image.ndim != 3:
         raise InputError(f"CRF image has shape {image.shape}; expected (bands, H, W)")
-    out = np.empty(image.shape[1:] + (3,), np.uint8)
-    for k, b in enumerate(rgb):
-        band = np.nan_to_num(image[b], nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = np.percentile(band, percentiles)
-        scaled = (band - lo) / (hi - lo) if hi > lo else np.zeros_like(band)
-        out[..., k] = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(out)
+    stretched = percentile_stretch(image[list(rgb)], percentiles=percentiles)
+    return np.ascontiguousarray(to_uint8(stretched).transpose(1, 2, 0))
 
 
 def crf_refine(
