@@ -46,7 +46,11 @@ _D = DetectOptions()  # the library's defaults
 @click.option("--mask", type=click.Path(dir_okay=False), default=None,
               help="Also write the pixel mask as a uint8 COG: 1 landslide, 0 background, 255 nodata.")
 @click.option("--quicklook", type=click.Path(dir_okay=False), default=None,
-              help="Also write a PNG: the scene in natural colour with the landslide outlines.")
+              help="Also write a PNG map: the scene in natural colour with the landslide outlines, coordinates, "
+                   "scale bar, north arrow and legend.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Also write an HTML report (one file, works offline): interactive map, sortable polygon table, "
+                   "summary and model card.")
 @click.option("--uncertainty", is_flag=True,
               help="Add mean_unc: variance across models/flips (p(1-p) for a single pass).")
 @click.option("--min-area", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -67,7 +71,7 @@ _D = DetectOptions()  # the library's defaults
 @json_opt
 @handle_errors
 def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_size, norm, stats, input_scale,
-           threshold, prob, mask, quicklook, uncertainty, min_area, simplify, fill_holes, crf, scheduler, merged,
+           threshold, prob, mask, quicklook, report, uncertainty, min_area, simplify, fill_holes, crf, scheduler, merged,
            device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
@@ -97,7 +101,7 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
                     min_area=min_area, simplify=simplify, fill_holes=fill_holes, crf=crf, device=device)
     if names_many(scenes, out):
         for flag, value in (("--dem", dem), ("--slope", slope), ("--prob", prob), ("--mask", mask),
-                            ("--quicklook", quicklook)):
+                            ("--quicklook", quicklook), ("--report", report)):
             if value is not None:
                 raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
                                          f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
@@ -109,7 +113,7 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
     if slope is not None and dem is None:
         raise click.BadParameter("--slope needs --dem (SCENE is then the Sentinel-2 folder)", param_hint="--slope")
     source = scene if dem is None else {"s2": scene, "dem": dem, **({"slope": slope} if slope else {})}
-    gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook,
+    gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,
                      overwrite=overwrite, progress=progress_default(as_json), **settings)
     summary = gdf.attrs["lsmap"]
     if as_json:

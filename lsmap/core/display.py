@@ -21,7 +21,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ProbClass:
-    """One class of mean landslide probability: ``lower <= p < upper`` (the last one includes 1)."""
+    """One class of mean landslide probability: ``lower < p <= upper`` (the first one includes 0), QGIS's rule."""
 
     lower: float
     upper: float
@@ -56,7 +56,7 @@ NOT_OBSERVED_COLOUR = "#c8c8ff"
 def prob_class(p: float) -> ProbClass:
     """The :data:`PROB_CLASSES` entry of a probability (values outside ``[0, 1]`` go to the end classes)."""
     for c in PROB_CLASSES:
-        if p < c.upper:
+        if p <= c.upper:
             return c
     return PROB_CLASSES[-1]
 

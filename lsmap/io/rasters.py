@@ -97,7 +97,7 @@ def open_raster(path: str | os.PathLike, what: str = "raster"):
 
 
 def read_window(src, band: int | None, window, *, boundless: bool = False, fill_value: float | None = None,
-                masks: bool = False) -> np.ndarray:
+                masks: bool = False, out_shape: tuple[int, ...] | None = None, resampling=None) -> np.ndarray:
     """Read a window of one band (``band``, 1-based) or all bands (``None``) of an open dataset.
 
     Corrupt files often open fine (the header is intact) and fail only when a block is decoded;
@@ -110,16 +110,19 @@ def read_window(src, band: int | None, window, *, boundless: bool = False, fill_
         boundless: Allow windows reaching outside the raster (filled with ``fill_value``).
         fill_value: Value outside the raster with ``boundless``.
         masks: Read GDAL's validity masks (0 = nodata, 255 = valid) instead of the values.
+        out_shape: Read resampled to this shape (``(h, w)`` or ``(C, h, w)``): an overview.
+        resampling: ``rasterio.enums.Resampling`` of an ``out_shape`` read (default nearest).
 
     Raises:
         InputError: GDAL cannot decode the requested block.
     """
     from rasterio.errors import RasterioError
 
+    kw = {} if out_shape is None else {"out_shape": out_shape, **({"resampling": resampling} if resampling else {})}
     try:
         if masks:
-            return src.read_masks(band, window=window, boundless=boundless)
-        return src.read(band, window=window, boundless=boundless, fill_value=fill_value)
+            return src.read_masks(band, window=window, boundless=boundless, **kw)
+        return src.read(band, window=window, boundless=boundless, fill_value=fill_value, **kw)
     except (RasterioError, ValueError) as e:
         raise InputError(
             f"{src.name}: cannot read pixels ({_first_line(e)}); check or re-download the file"

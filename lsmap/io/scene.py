@@ -98,14 +98,15 @@ def declares_nodata(src) -> bool:
     return any(MaskFlags.all_valid not in flags for flags in src.mask_flag_enums)
 
 
-def valid_pixels(src, stored: np.ndarray, window: Window, profile: BandProfile,
+def valid_pixels(src, stored: np.ndarray, window: Window | None, profile: BandProfile,
                  declared: bool | None = None) -> np.ndarray:
     """Valid-pixel mask of a window read from ``src`` (the rule in the module docstring).
 
     Args:
         src: Open dataset the values were read from.
         stored: The window's values as stored (before any scaling), any dtype.
-        window: The window they were read from (for GDAL masks).
+        window: The window they were read from (for GDAL masks); ``None``: the whole raster, read
+            at the shape of ``stored`` (an overview, :func:`read_scene_overview`).
         profile: Band profile (raw nodata value, spectral bands).
         declared: :func:`declares_nodata` of ``src``, when the caller already knows it.
 
@@ -131,7 +132,8 @@ def valid_pixels(src, stored: np.ndarray, window: Window, profile: BandProfile,
                 if value is not None:
                     valid &= stored[b] != value
         else:  # internal/alpha/dataset masks (or mixed): ask GDAL
-            valid &= (read_window(src, None, window, masks=True) > 0).all(axis=0)
+            shape = None if window is not None else (src.count, *stored.shape[1:])
+            valid &= (read_window(src, None, window, masks=True, out_shape=shape) > 0).all(axis=0)
     elif profile.nodata is not None and profile.spectral_indices:
         valid &= ~(stored[list(profile.spectral_indices)] == profile.nodata).any(axis=0)
     return valid
@@ -162,6 +164,36 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
     if data is not stored and stored.dtype.kind in "fc":  # float64 beyond float32's range becomes inf
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
+
+
+def read_scene_overview(src, profile: BandProfile, max_side: int, bands: tuple[int, ...] | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Read a whole scene decimated so that its longer side is at most ``max_side`` pixels.
+
+    Values are block averages (GDAL's average resampling, which leaves nodata out), read as stored;
+    validity is :func:`valid_pixels` on the decimated values and masks, so a display shows the
+    same pixels as missing as the rest of lsmap skips, up to the decimation.
+
+    Args:
+        src: Dataset from :func:`open_scene`.
+        profile: Band profile of the scene (the validity rule needs every band).
+        max_side: Longest side of the overview.
+        bands: 0-based indices of the bands to return (default: all).
+
+    Returns:
+        ``(data, valid)``: float32 ``(len(bands), h, w)`` and bool ``(h, w)``.
+
+    Raises:
+        InputError: the scene cannot be read (corrupt file); the message names the file.
+    """
+    from rasterio.enums import Resampling
+
+    f = max(1.0, max(src.width, src.height) / max_side)
+    shape = (src.count, max(1, round(src.height / f)), max(1, round(src.width / f)))
+    stored = read_window(src, None, None, out_shape=shape, resampling=Resampling.average)
+    valid = valid_pixels(src, stored, None, profile)
+    picked = stored if bands is None else stored[list(bands)]
+    return picked.astype(np.float32, copy=False), valid
 
 
 def _nodata_as(nodata: float | None, dtype: np.dtype):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -38,9 +37,10 @@ from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import Member, load_ensemble
 from lsmap.learn.models import default_model_path
 from lsmap.map.options import DetectOptions, DetectOutputs
-from lsmap.map.quicklook import render_quicklook
+from lsmap.map.quicklook import natural_colour, render_quicklook, scene_date
+from lsmap.map.report import write_report
 from lsmap.map.stream import members_profile, predict_scene
-from lsmap.map.vectorize import areas_m2, vector_driver, vectorize
+from lsmap.map.vectorize import areas_m2, vectorize, write_layer
 
 
 def default_models() -> list[Path]:
@@ -83,7 +83,8 @@ def _scene_area_km2(info) -> float:
 def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | None = None, *,
            out: str | os.PathLike | None = None, prob: str | os.PathLike | None = None,
            mask: str | os.PathLike | None = None, quicklook: str | os.PathLike | None = None,
-           options: DetectOptions | None = None, overwrite: bool = False, progress: bool = False, **settings: Any):
+           options: DetectOptions | None = None, overwrite: bool = False, progress: bool = False,
+           report: str | os.PathLike | None = None, **settings: Any):
     """Map the landslides of a scene: polygons with area and probability attributes.
 
     Args:
@@ -112,7 +113,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         threshold: Landslide probability threshold (default: mean of the models' card thresholds).
         prob: Also write the probability as a uint8 COG (``round(254 p)``, 255 = nodata).
         mask: Also write the pixel mask as a uint8 COG (1 landslide, 0 background, 255 nodata).
-        quicklook: Also write a PNG of the scene in natural colour with the polygons drawn.
+        quicklook: Also write a PNG map of the scene in natural colour with the polygons drawn
+            (:func:`lsmap.map.quicklook.render_quicklook`).
+        report: Also write a self-contained HTML report: an interactive map of the polygons over
+            the scene, a sortable table and the run's summary (:func:`lsmap.map.report.write_report`).
         uncertainty: Add ``mean_unc``: mean over the polygon of the variance of the probability
             across members and flips (``p (1 - p)`` with a single model without TTA).
         min_area: Drop polygons smaller than this many m2.
@@ -139,7 +143,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     """
     t0 = time.perf_counter()
     opts = _options(options, settings)
-    outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook)))
+    outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook, report)))
     opts.check()
     outputs.check(overwrite)
     stats = BandStats.load(opts.stats) if isinstance(opts.stats, (str, os.PathLike)) else opts.stats
@@ -162,11 +166,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         gdf = _vectorize(pred, threshold, opts)
         t_vec = time.perf_counter() - t_vec
         t_write = time.perf_counter()
-        _write_outputs(tmp, outputs, pred, gdf, threshold, scene_path, profile)
-        t_write = time.perf_counter() - t_write
-    seconds = time.perf_counter() - t0
-    km2 = _scene_area_km2(info)
-    gdf.attrs["lsmap"] = {
+        _write_outputs(tmp, outputs, pred, gdf, threshold)
+        km2 = _scene_area_km2(info)
+        summary = {
         "scene": str(scene_path) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",
         "models": [m.source or m.card.model for m in members], "bands": profile.name,
         "input_scale": "raw" if scan.raw else "l4s", "norm": norm_mode(opts.norm) if stats is None else "stats",
@@ -175,7 +177,13 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "window": opts.window, "overlap": opts.overlap, "batch_size": pred.batch_size, "windows": pred.windows,
         "passes": pred.passes, "device": str(dev), "uncertainty": pred.uncertainty_method, "polygons": len(gdf),
         "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
-        "scene_km2": km2, "seconds": seconds, "km2_per_s": km2 / seconds if seconds > 0 else None,
+        "scene_km2": km2}
+        if tmp.quicklook is not None or tmp.report is not None:
+            _maps(scene, scene_path, gdf, profile, members, scan.raw, tmp, summary, opts)
+        t_write = time.perf_counter() - t_write
+    seconds = time.perf_counter() - t0
+    gdf.attrs["lsmap"] = {
+        **summary, "seconds": seconds, "km2_per_s": km2 / seconds if seconds > 0 else None,
         "timings": {"scan": t_scan, "predict": pred.seconds, "model": pred.model_seconds, **pred.timings,
                     "vectorize": t_vec, "write": t_write},
         "outputs": outputs.named(),
@@ -215,7 +223,8 @@ def _temporary_outputs(es: contextlib.ExitStack, outputs: DetectOutputs, overwri
     """Enter an atomic output for each requested file; returns their temporary paths."""
 
     return DetectOutputs(*(es.enter_context(atomic_output(p, overwrite)) if p is not None else None
-                           for p in (outputs.polygons, outputs.prob, outputs.mask, outputs.quicklook)))
+                           for p in (outputs.polygons, outputs.prob, outputs.mask, outputs.quicklook,
+                                     outputs.report)))
 
 
 def _scan(scene_path: Path, profile, opts: DetectOptions, stats: BandStats | None):
@@ -249,19 +258,39 @@ def _vectorize(pred, threshold: float, opts: DetectOptions):
                      min_area=opts.min_area, simplify=opts.simplify, fill_holes=opts.fill_holes)
 
 
-def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, threshold: float, scene_path: Path,
-                   profile) -> None:
-    """Write every requested output to its temporary name (renamed when the job completes)."""
+def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, threshold: float) -> None:
+    """Write the rasters and the polygons to their temporary names (renamed when the job completes)."""
 
     if tmp.prob is not None:
         write_probability_cog(pred.prob, tmp.prob)
     if tmp.mask is not None:
         write_mask_cog(pred.prob, tmp.mask, threshold)
     if tmp.polygons is not None:
-        driver, sidecars = vector_driver(outputs.polygons)
-        gdf.to_file(tmp.polygons, driver=driver, engine="pyogrio", geometry_type="Polygon")
-        for s in sidecars:
-            if tmp.polygons.with_suffix(s).exists():
-                shutil.move(tmp.polygons.with_suffix(s), outputs.polygons.with_suffix(s))
+        write_layer(gdf, tmp.polygons, outputs.polygons)
+
+
+def _maps(scene: Any, scene_path: Path, gdf, profile, members, raw: bool, tmp: DetectOutputs, summary: dict,
+          opts: DetectOptions) -> None:
+    """The quick-look PNG and the HTML report of a run, from one read of the scene's natural colour."""
+
+    source = scene_path if isinstance(scene, (str, os.PathLike)) else _inputs_path(scene)
+    image = natural_colour(scene_path, profile, input_scale="raw" if raw else "l4s")
+    date = scene_date(source, image.tags)
+    if date is None and source.is_dir():  # a folder of band files: their names may hold the date
+        date = next((d for f in sorted(source.iterdir())[:20] if (d := scene_date(f.name))), None)
+    name = source.name or str(source)
     if tmp.quicklook is not None:
-        render_quicklook(scene_path, gdf, tmp.quicklook, profile, overwrite=True)
+        render_quicklook(scene_path, gdf, tmp.quicklook, profile, overwrite=True, models=members, scene_name=name,
+                         date=date, image=image)
+    if tmp.report is not None:
+        options = {"min_area_m2": opts.min_area, "simplify_m": opts.simplify, "fill_holes_m2": opts.fill_holes}
+        write_report(tmp.report, gdf, image, scene_name=name, date=date, models=members, summary=summary,
+                     options=options, overwrite=True)
+
+
+def _inputs_path(scene: Any) -> Path:
+    """The Sentinel-2 input of stacked inputs (its product name usually holds the date)."""
+    kwargs = dict(scene) if isinstance(scene, Mapping) else dict(vars(scene))
+    s2 = kwargs.get("s2") or "stacked inputs"
+    s2 = s2[0] if isinstance(s2, (list, tuple)) and s2 else s2
+    return Path(str(s2))

@@ -75,15 +75,16 @@ class DetectOutputs:
     prob: Path | None = None
     mask: Path | None = None
     quicklook: Path | None = None
+    report: Path | None = None
 
     def check(self, overwrite: bool) -> None:
         """Raise before any work when the outputs clash, have the wrong type, or exist."""
 
         from lsmap.map.vectorize import check_vector_output, vector_driver
 
-        given = [p for p in (self.polygons, self.prob, self.mask, self.quicklook) if p is not None]
+        given = [p for p in vars(self).values() if p is not None]
         if len({p.resolve() for p in given}) != len(given):
-            raise InputError("the polygon, probability and mask outputs must be different files")
+            raise InputError("the polygon, probability, mask, quick-look and report outputs must be different files")
         if self.polygons is not None:
             vector_driver(self.polygons)
             check_vector_output(self.polygons, overwrite)
@@ -92,6 +93,8 @@ class DetectOutputs:
                 raise InputError(f"{p}: raster outputs are GeoTIFFs; use a .tif name")
         if self.quicklook is not None and self.quicklook.suffix.lower() != ".png":
             raise InputError(f"{self.quicklook}: the quick-look is a PNG; use a .png name")
+        if self.report is not None and self.report.suffix.lower() not in (".html", ".htm"):
+            raise InputError(f"{self.report}: the report is an HTML page; use a .html name")
 
     def named(self) -> dict[str, str]:
         """``{"polygons": path, ...}`` of the outputs written."""

@@ -29,6 +29,7 @@ import numpy as np
 from lsmap.core.graph import components, groups
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, OutputExistsError
+from lsmap.io.qgis_style import write_layer_style
 from lsmap.io.rasters import GDAL_CACHE_MB, atomic_output
 
 #: Output formats by file extension: (pyogrio driver, sidecar extensions written with it).
@@ -272,9 +273,26 @@ def check_vector_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
+def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometry_type: str | None = "Polygon") -> None:
+    """Write ``gdf`` at ``tmp``, the temporary name of the output ``path`` (same extension).
+
+    The one writer of lsmap's polygon layers: the format follows the extension; shapefile sidecars
+    are moved beside ``path`` (the caller's rename of ``tmp`` completes the output); a GeoPackage
+    with ``mean_prob`` gets its QGIS style (:func:`lsmap.io.qgis_style.write_layer_style`).
+    """
+    tmp, path = Path(tmp), Path(path)
+    driver, sidecars = vector_driver(path)
+    gdf.to_file(tmp, driver=driver, engine="pyogrio", geometry_type=geometry_type)
+    if driver == "GPKG" and "mean_prob" in gdf.columns:
+        write_layer_style(tmp)
+    for s in sidecars:  # sidecars go first; the main file's rename completes the output
+        if tmp.with_suffix(s).exists():
+            shutil.move(tmp.with_suffix(s), path.with_suffix(s))
+
+
 def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, *,
                  geometry_type: str | None = "Polygon") -> Path:
-    """Write ``gdf`` atomically; the format follows the extension (GeoPackage, GeoJSON, Shapefile).
+    """Write ``gdf`` atomically (:func:`write_layer`); the format follows the extension (GeoPackage, GeoJSON, Shapefile).
 
     Args:
         gdf: The layer.
@@ -289,10 +307,6 @@ def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, *,
     """
 
     path = check_vector_output(path, overwrite)
-    driver, sidecars = vector_driver(path)
     with atomic_output(path, overwrite) as tmp:
-        gdf.to_file(tmp, driver=driver, engine="pyogrio", geometry_type=geometry_type)
-        for s in sidecars:  # sidecars go first; the main file's rename completes the output
-            if tmp.with_suffix(s).exists():
-                shutil.move(tmp.with_suffix(s), path.with_suffix(s))
+        write_layer(gdf, tmp, path, geometry_type=geometry_type)
     return path
