@@ -81,6 +81,7 @@ def test_stretch_limits_come_from_valid_pixels():
 def test_prob_classes_cover_zero_to_one():
     assert PROB_CLASSES[0].lower == 0.0 and PROB_CLASSES[-1].upper == 1.0
     assert all(a.upper == b.lower for a, b in zip(PROB_CLASSES, PROB_CLASSES[1:], strict=False))
-    assert prob_class(0.55).lower == 0.5 and prob_class(0.6).lower == 0.5 and prob_class(1.0) is PROB_CLASSES[-1] and prob_class(0.0) is PROB_CLASSES[0]
+    assert prob_class(0.55).lower == 0.5 and prob_class(0.6).lower == 0.5  # QGIS's rule: lower < p <= upper
+    assert prob_class(1.0) is PROB_CLASSES[-1] and prob_class(0.0) is PROB_CLASSES[0]
     assert PROB_CLASSES[-1].rgb == (0xBD, 0x00, 0x26)
     assert to_uint8(np.array([-1.0, 0.5, 2.0])).tolist() == [0, 128, 255]

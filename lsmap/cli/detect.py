@@ -71,8 +71,8 @@ _D = DetectOptions()  # the library's defaults
 @json_opt
 @handle_errors
 def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_size, norm, stats, input_scale,
-           threshold, prob, mask, quicklook, report, uncertainty, min_area, simplify, fill_holes, crf, scheduler, merged,
-           device, overwrite, as_json):
+           threshold, prob, mask, quicklook, report, uncertainty, min_area, simplify, fill_holes, crf, scheduler,
+           merged, device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
     SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or with --dem the

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS layer_styles (
 
 
 def _fill_layer(options: dict[str, str]) -> str:
-    """One ``SimpleFill`` symbol layer, its properties both as QGIS >= 3.26 ``Option`` map and as the older ``prop``s."""
+    """One ``SimpleFill`` symbol layer; its properties both as an ``Option`` map (QGIS >= 3.26) and as ``prop``s."""
     opts = "".join(f'\n          <Option name="{k}" type="QString" value={quoteattr(v)}/>' for k, v in options.items())
     props = "".join(f"\n        <prop k=\"{k}\" v={quoteattr(v)}/>" for k, v in options.items())
     return (f'      <layer class="SimpleFill" enabled="1" locked="0" pass="0">\n        <Option type="Map">{opts}\n'
@@ -75,8 +75,8 @@ def graduated_qml(column: str = "mean_prob", classes: Sequence[ProbClass] = PROB
     Returns:
         The QML document (XML text).
     """
-    ranges = "".join(f'      <range lower="{c.lower:.6f}" upper="{c.upper:.6f}" symbol="{i}" label={quoteattr(c.label)} '
-                     f'render="true"/>\n' for i, c in enumerate(classes))
+    ranges = "".join(f'      <range lower="{c.lower:.6f}" upper="{c.upper:.6f}" symbol="{i}" '
+                     f'label={quoteattr(c.label)} render="true"/>\n' for i, c in enumerate(classes))
     symbols = "".join(_symbol(str(i), c) for i, c in enumerate(classes))
     return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
             '<qgis version="3.28.0" styleCategories="Symbology">\n'

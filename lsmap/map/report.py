@@ -89,7 +89,8 @@ def _fmt(v: Any) -> str:
 
 
 def _card_fields(card: Any, source: str | None) -> dict:
-    """Fields of a model card (ModelCard or dict) for the page: headline fields, and the whole card as JSON."""
+    """A model card (ModelCard or dict) for the page: headline fields, scalar metrics, the training data
+    description, and the whole card as JSON (less the per-band statistics)."""
     d = card.to_dict() if hasattr(card, "to_dict") else dict(card)
     fields = []
     if source:
@@ -98,14 +99,13 @@ def _card_fields(card: Any, source: str | None) -> dict:
     bands = d.get("bands") or {}
     if isinstance(bands, Mapping):
         fields.append(("bands", f"{bands.get('name', '?')} ({len(bands.get('bands', []))} bands)"))
-    for key in ("threshold", "scale", "domain_bn", "data", "created", "lsmap_version"):
+    for key in ("threshold", "scale", "domain_bn", "created", "lsmap_version"):
         if d.get(key) not in (None, "", {}):
             fields.append((key.replace("_", " "), _fmt(d[key])))
-    for key, v in (d.get("metrics") or {}).items():
-        if isinstance(v, (int, float, str, bool)):
-            fields.append((f"metric: {key}", _fmt(v)))
+    metrics = [(k, _fmt(v)) for k, v in (d.get("metrics") or {}).items() if isinstance(v, (int, float, str, bool))]
     slim = {k: v for k, v in d.items() if k != "stats"}  # per-band statistics: long and not for reading
-    return {"fields": fields, "json": json.dumps(slim, indent=1, default=str)}
+    return {"fields": fields, "metrics": metrics, "data": str(d.get("data") or ""),
+            "json": json.dumps(slim, indent=1, default=str)}
 
 
 def _area_lines(image, summary: Mapping) -> list[tuple[str, str]]:
@@ -217,20 +217,19 @@ def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, da
             opts.append((key.replace("_", " "), _fmt(summary[key])))
     for key, v in (options or {}).items():
         opts.append((key.replace("_", " "), _fmt(v)))
-    if summary.get("models"):
-        opts.append(("models", _fmt(summary["models"])))
-
     cards = []
     for m in models or []:
         card = getattr(m, "card", m)
         if hasattr(card, "to_dict") or isinstance(card, Mapping):
             cards.append(_card_fields(card, getattr(m, "source", None)))
+    if summary.get("models") and not cards:
+        opts.append(("models", _fmt(summary["models"])))
 
     has_nodata = not bool(image.valid.all())
     data = {
         "title": head, "subtitle": sub,
         "image": {"href": _data_uri(image.rgba8()[..., :3], "JPEG", quality=JPEG_QUALITY),
-                  "width": image.width, "height": image.height},
+                  "width": image.width, "height": image.height, "pixels": int(image.valid.shape[1])},
         "not_observed": (_data_uri(np.where(image.not_observed, 255, 0).astype(np.uint8), "PNG", optimize=True)
                          if image.not_observed is not None and image.not_observed.any() else None),
         "transform": [t.a, t.b, t.c, t.d, t.e, t.f],

@@ -292,7 +292,7 @@ def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometr
 
 def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, *,
                  geometry_type: str | None = "Polygon") -> Path:
-    """Write ``gdf`` atomically (:func:`write_layer`); the format follows the extension (GeoPackage, GeoJSON, Shapefile).
+    """Write ``gdf`` atomically (:func:`write_layer`); the format follows the extension (GPKG, GeoJSON, SHP).
 
     Args:
         gdf: The layer.

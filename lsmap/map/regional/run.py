@@ -254,7 +254,9 @@ def _read_layers(paths: Mapping[str, Path], failures: dict, outputs: dict) -> di
     layers = {}
     for stem, path in paths.items():
         try:
-            layers[stem] = gpd.read_file(path, engine="pyogrio")
+            # the GeoPackage also holds QGIS's layer_styles table: name the polygon layer (the file's stem)
+            layer = {"layer": path.stem} if path.suffix.lower() == ".gpkg" else {}
+            layers[stem] = gpd.read_file(path, engine="pyogrio", **layer)
         except Exception as e:  # a layer deleted or damaged after it was marked complete
             scene = next(s for s, p in outputs.items() if p == path)
             failures[scene] = f"{path}: cannot read the scene's layer ({e}); rerun with `overwrite`"

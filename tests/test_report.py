@@ -1,0 +1,183 @@
+"""The HTML report of `lsmap detect --report`: self-contained, and working in a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import geopandas as gpd
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+from _browser import Browser, chromium
+from click.testing import CliRunner
+from detect_fixtures import smooth_scene, write_scene
+from shapely.geometry import MultiPolygon, box
+
+from lsmap.cli import main
+from lsmap.core.display import PROB_CLASSES, prob_class
+from lsmap.errors import OutputExistsError
+from lsmap.map.quicklook import natural_colour
+from lsmap.map.report import render_report, write_report
+
+needs_chromium = pytest.mark.skipif(chromium() is None, reason="needs chromium (apt-get install chromium)")
+
+
+def page_data(path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    m = re.search(r'<script type="application/json" id="lsmap-data">(.*?)</script>', text, re.S)
+    return json.loads(m.group(1))
+
+
+def external_references(text: str) -> list[str]:
+    """Everything the page would fetch from elsewhere: src/href/url() not data: or a fragment."""
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", text) + re.findall(r"url\(([^)]*)\)", text)
+    return [r for r in refs if not r.startswith(("data:", "#", "url(#")) and r.strip("'\"") and not r.startswith("#")]
+
+
+@pytest.fixture
+def scene(tmp_path, rng):
+    data = smooth_scene(rng, bands=4, h=60, w=80)
+    data[:, :4] = 0  # nodata rows
+    return write_scene(tmp_path / "S2A_MSIL2A_20230601T045701_scene.tif", data, nodata=0.0)
+
+
+@pytest.fixture
+def polygons():
+    holed = box(500300, 2999300, 500600, 2999600).difference(box(500400, 2999400, 500500, 2999500))
+    multi = MultiPolygon([box(500650, 2999700, 500700, 2999750), box(500720, 2999700, 500760, 2999760)])
+    geoms = [box(500050, 2999450, 500250, 2999650), holed, multi]
+    return gpd.GeoDataFrame({"id": [1, 2, 3], "area_m2": [g.area for g in geoms], "mean_prob": [0.55, 0.97, 0.72],
+                             "max_prob": [0.7, 1.0, 0.8]}, geometry=geoms, crs="EPSG:32645")
+
+
+def test_report_is_one_offline_file(scene, polygons, tmp_path):
+    mask = np.zeros((60, 80), bool)
+    mask[30:50, 40:70] = True
+    summary = {"scene_km2": 0.48, "valid_pixels": 56 * 80, "stats_sampled": False, "threshold": 0.5, "tta": True}
+    image = natural_colour(scene, "rgbn", not_observed=mask)
+    out = write_report(tmp_path / "r.html", polygons, image, scene_name=scene.name, date="2023-06-01",
+                       summary=summary, options={"min_area_m2": 200.0})
+    text = out.read_text(encoding="utf-8")
+    assert external_references(text) == [] and "{{" not in text
+    assert "<script src" not in text and "<link rel=\"stylesheet\"" not in text
+    d = page_data(out)
+    assert [p["id"] for p in d["polygons"]] == [1, 2, 3]
+    # full-resolution pixel coordinates: x 500050..500250 -> col 5..25, y 2999650..2999450 -> row 35..55
+    assert d["polygons"][0]["bbox"] == [5, 35, 25, 55] and d["polygons"][0]["d"] == "M25 55 25 35 5 35 5 55Z"
+    assert d["polygons"][1]["d"].count("M") == 2 and d["polygons"][2]["d"].count("M") == 2  # hole; two parts
+    colours = [d["classes"][p["cls"]]["colour"] for p in d["polygons"]]
+    assert colours == [prob_class(p).colour for p in (0.55, 0.97, 0.72)]
+    assert d["image"]["href"].startswith("data:image/jpeg;base64,") and d["not_observed"].startswith("data:image/png")
+    assert d["transform"] == [10.0, 0.0, 500000.0, 0.0, -10.0, 3000000.0] and d["pixel_m"] == 10.0
+    rows = dict(d["summary"])
+    assert rows["acquired"] == "2023-06-01" and rows["polygons"] == "3"
+    assert rows["no data"] == "0.03 km² (6.7 %)"  # exact from the valid pixel count: 4 of 60 rows
+    assert rows["not observed (clouds)"] == "≈ 0.06 km² (12.5 %)"  # 600 of 4800 pixels, from the mask
+    assert rows["observed"] == "≈ 0.39 km² (80.8 %)"
+    assert dict(d["options"])["min area m2"] == "200" and dict(d["options"])["tta"] == "yes"
+    with pytest.raises(OutputExistsError):
+        write_report(out, polygons, image, scene_name="x")
+
+
+def test_render_report_reads_the_scene(scene, polygons, tmp_path):
+    from lsmap.learn.models import ModelCard
+
+    card = ModelCard("tiny-unet", {"name": "rgbn", "bands": ["B4", "B3", "B2", "B8"]}, metrics={"val_f1": 0.5})
+    out = render_report(scene, polygons.iloc[:0], tmp_path / "empty.html", "rgbn", models=[card])
+    d = page_data(out)
+    assert d["polygons"] == [] and d["title"].endswith("2023-06-01")  # date from the file name
+    assert dict(d["models"][0]["fields"])["metric: val_f1"] == "0.5" and "val_f1" in d["models"][0]["json"]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """`lsmap detect --report` on a generated scene with a tiny model: (gpkg, report, quick-look)."""
+    from test_crf import blurry_checkpoint  # a tiny-unet whose probability follows band 0, blurred
+
+    tmp = tmp_path_factory.mktemp("cli")
+    data = smooth_scene(np.random.default_rng(3), h=160, w=200)
+    yy, xx = np.mgrid[:160, :200]
+    blobs = ((yy - 40) ** 2 + (xx - 50) ** 2 < 20**2) | ((yy - 110) ** 2 + (xx - 140) ** 2 < 9**2)
+    blobs[120:126, 20:60] = True
+    blobs[20:23, 150:153] = True
+    data[0] = np.where(blobs, 2.0, 0.5)
+    data[:, :, :12] = -9999.0
+    scene = write_scene(tmp / "scene.tif", data, nodata=-9999.0)
+    ck = blurry_checkpoint(tmp / "blur")
+    out = tmp / "out"
+    r = CliRunner().invoke(main, ["detect", str(scene), "-o", str(out / "slides.gpkg"), "--model", str(ck),
+                                  "--norm", "model", "--window", "64", "--overlap", "16", "--device", "cpu",
+                                  "--report", str(out / "report.html"), "--quicklook", str(out / "slides.png")])
+    assert r.exit_code == 0, r.output
+    n = len(gpd.read_file(out / "slides.gpkg", layer="slides"))
+    assert n >= 2, "the fixture should give a few polygons"
+    return out / "slides.gpkg", out / "report.html", out / "slides.png", n
+
+
+def test_cli_report(cli_run, tmp_path):
+    gpkg, report, look, n = cli_run
+    d = page_data(report)
+    assert len(d["polygons"]) == n and d["models"] and dict(d["options"])["threshold"] == "0.5"
+    assert look.exists()
+    r = CliRunner().invoke(main, ["detect", "x.tif", "-o", str(tmp_path / "s.gpkg"),
+                                  "--report", str(tmp_path / "r.txt")])
+    assert r.exit_code != 0 and "use a .html name" in r.output and not list(tmp_path.iterdir())
+    r = CliRunner().invoke(main, ["detect", "a.tif", "b.tif", "-o", str(tmp_path / "ev"), "--report", "r.html"])
+    assert r.exit_code != 0 and "--report works with one scene" in r.output
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with Browser(chromium()) as b:
+        yield b
+
+
+@needs_chromium
+def test_report_in_headless_chromium(cli_run, browser, tmp_path):
+    """The page loads without console messages or errors, draws one SVG path per polygon of the
+    GeoPackage, sorts its table, zooms to a clicked row, and renders a non-blank map."""
+    gpkg, report, _, n = cli_run
+    browser.events.clear()
+    browser.open(report.as_uri())
+    assert browser.eval("document.body.dataset.ready") == "1"
+    assert browser.problems() == []
+    assert browser.eval("document.querySelectorAll('#slides path.slide').length") == n
+    assert browser.eval("document.querySelectorAll('#polys tbody tr').length") == n
+    # sorted by area, largest first; a click on "mean p" sorts by probability
+    rows = "Array.from(document.querySelectorAll('#polys tbody tr'))"
+    areas = browser.eval(rows + ".map(r => +r.cells[1].textContent.replace(/,/g, ''))")
+    assert areas == sorted(areas, reverse=True)
+    browser.eval("document.querySelector('th[data-key=mean_prob]').click()")
+    probs = browser.eval(rows + ".map(r => +r.cells[2].textContent)")
+    assert probs == sorted(probs, reverse=True)
+    # clicking the last row zooms to its polygon and selects it
+    before = browser.eval("document.getElementById('map').getAttribute('viewBox')")
+    pid = browser.eval("(() => { const r = document.querySelector('#polys tbody tr:last-child'); r.click(); "
+                       "return r.dataset.id; })()")
+    vb = [float(v) for v in browser.eval("document.getElementById('map').getAttribute('viewBox')").split()]
+    poly = next(p for p in page_data(report)["polygons"] if str(p["id"]) == pid)
+    x0, y0, x1, y1 = poly["bbox"]
+    assert vb != [float(v) for v in before.split()] and vb[2] < 200  # zoomed in from the whole scene
+    assert vb[0] <= x0 and vb[1] <= y0 and vb[0] + vb[2] >= x1 and vb[1] + vb[3] >= y1
+    assert browser.eval(f"document.querySelector('path.slide[data-id=\"{pid}\"]').classList.contains('selected')")
+    browser.eval("document.getElementById('zfit').click()")
+    shot = mpimg.imread(browser.screenshot(tmp_path / "shot.png"))
+    assert shot.shape[0] >= 900 and shot.std() > 0.1
+    map_area = shot[100:700, 30:900, :3]
+    colours = {tuple(c) for c in np.round(map_area.reshape(-1, 3) * 16).astype(int).tolist()}
+    assert len(colours) > 100  # an image, not a flat page
+    assert any(np.abs(map_area - np.array(c.rgb) / 255).max(-1).min() < 0.06 for c in PROB_CLASSES)  # outlines
+    assert browser.problems() == []
+
+
+@needs_chromium
+def test_browser_check_catches_a_broken_page(cli_run, browser, tmp_path):
+    """The check above can fail: a script error shows up as a problem and no polygon is drawn."""
+    _, report, _, _ = cli_run
+    broken = tmp_path / "broken.html"
+    broken.write_text(report.read_text(encoding="utf-8").replace("JSON.parse(", "JSON.parsee("), encoding="utf-8")
+    browser.events.clear()
+    browser.open(broken.as_uri())
+    assert any("parsee" in p for p in browser.problems())
+    assert browser.eval("document.querySelectorAll('#slides path.slide').length") == 0
