@@ -87,7 +87,7 @@ def test_render_report_reads_the_scene(scene, polygons, tmp_path):
     out = render_report(scene, polygons.iloc[:0], tmp_path / "empty.html", "rgbn", models=[card])
     d = page_data(out)
     assert d["polygons"] == [] and d["title"].endswith("2023-06-01")  # date from the file name
-    assert dict(d["models"][0]["fields"])["metric: val_f1"] == "0.5" and "val_f1" in d["models"][0]["json"]
+    assert dict(d["models"][0]["metrics"])["val_f1"] == "0.5" and "val_f1" in d["models"][0]["json"]
 
 
 @pytest.fixture(scope="module")
