@@ -67,3 +67,33 @@ def smooth_scene(rng: np.random.Generator, bands: int = 14, h: int = 260, w: int
     yy, xx = np.mgrid[0:h, 0:w] / 40.0
     base = np.stack([np.sin(xx * (1 + b / 7)) * np.cos(yy * (1 + b / 11)) for b in range(bands)])
     return (1.0 + 0.4 * base + 0.05 * rng.standard_normal((bands, h, w))).astype(np.float32)
+
+
+def _box(conv: torch.nn.Conv2d, pairs) -> None:
+    """A 3 x 3 mean filter from input channel ``i`` to output channel ``o`` for each ``(o, i)``."""
+    for o, i in pairs:
+        conv.weight[o, i] = 1.0 / 9.0
+
+
+def blurry_checkpoint(path, gain: float = 3.0):
+    """A tiny-unet whose landslide logit is ``gain`` x (band 0, normalised, mean-filtered four times).
+
+    Band 0 travels as relu(z) and relu(-z) through four 3 x 3 mean filters (two in ``enc1``, two in
+    ``dec1`` via the skip connection); everything else is zero. The probability is right in the
+    middle of a bright square and of the background but blurred over about 8 px across its edges.
+    """
+    m = build_model("tiny-unet", 14).eval()
+    w = m.head.in_channels
+    with torch.no_grad():
+        for mod in m.modules():  # batch norms stay identities (eval mode, fresh running statistics)
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                for p in mod.parameters():
+                    p.zero_()
+        m.enc1[0].weight[0, 0] = 1.0 / 9.0  # relu(+z)
+        m.enc1[0].weight[1, 0] = -1.0 / 9.0  # relu(-z)
+        _box(m.enc1[3], [(0, 0), (1, 1)])
+        _box(m.dec1[0], [(0, w), (1, w + 1)])  # e1 arrives after up1's (zero) channels
+        _box(m.dec1[3], [(0, 0), (1, 1)])
+        m.head.weight[1, 0, 0, 0] = gain
+        m.head.weight[1, 1, 0, 0] = -gain
+    return save_checkpoint(path, m, card("l4s14", mean=1.3, std=0.3))

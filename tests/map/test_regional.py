@@ -424,3 +424,11 @@ def test_lazy_api():
     import lsmap
 
     assert lsmap.detect_many is detect_many and callable(lsmap.detect)
+
+
+def test_merged_layer_is_styled_for_qgis(tmp_path, scenes, model):
+    from _qgis import check_styled
+
+    res = detect_many(scenes[:2], [model], tmp_path / "event", detector=threshold_detector, progress=False)
+    assert res.merged is not None and len(res.gdf)
+    check_styled(res.merged, res.merged.stem)

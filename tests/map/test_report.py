@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from _browser import Browser, chromium
 from click.testing import CliRunner
-from detect_fixtures import smooth_scene, write_scene
+from detect_fixtures import blurry_checkpoint, smooth_scene, write_scene
 from shapely.geometry import MultiPolygon, box
 
 from lsmap.cli import main
@@ -93,8 +93,6 @@ def test_render_report_reads_the_scene(scene, polygons, tmp_path):
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     """`lsmap detect --report` on a generated scene with a tiny model: (gpkg, report, quick-look)."""
-    from test_crf import blurry_checkpoint  # a tiny-unet whose probability follows band 0, blurred
-
     tmp = tmp_path_factory.mktemp("cli")
     data = smooth_scene(np.random.default_rng(3), h=160, w=200)
     yy, xx = np.mgrid[:160, :200]
