@@ -41,3 +41,23 @@ class OutputExistsError(LsmapError, FileExistsError):
 
 class CheckpointError(LsmapError, ValueError):
     """A checkpoint is unreadable or does not fit the input it is asked to process."""
+
+
+class OutputError(LsmapError, OSError):
+    """An output cannot be written: read-only or full filesystem, a parent that is a file, no permission."""
+
+
+class NoSpaceError(OutputError):
+    """The filesystem of an output is full."""
+
+
+class OutputLockedError(OutputError):
+    """Another lsmap run is writing the same output."""
+
+
+class OutputOwnershipError(OutputError):
+    """An output folder holds files lsmap did not write (or is the working/home directory): never replaced."""
+
+
+class TooLargeError(InputError):
+    """A run would need more memory or disk than there is; the message gives the estimate."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lsmap.cli.options import device_opt, echo_json, handle_errors, json_opt, progress_default
+from lsmap.cli.options import device_opt, echo_json, handle_errors, json_opt, label_map_opt, progress_default
 from lsmap.core.constants import SPLITS
 from lsmap.core.normalize import norm_choices
 
@@ -25,9 +25,10 @@ from lsmap.core.normalize import norm_choices
 @click.option("--crf", is_flag=True,
               help="Sharpen each patch's probabilities with a dense CRF before thresholding (needs lsmap[crf]).")
 @device_opt
+@label_map_opt
 @json_opt
 @handle_errors
-def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, device, as_json):
+def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, device, label_map, as_json):
     """Score MODEL(s) on labelled patches: pixel P/R/F1/IoU summed over the split, object scores.
 
     Several models are averaged as an ensemble.
@@ -42,7 +43,8 @@ def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, 
     from lsmap.learn.evaluate import format_table
 
     result = run_evaluate(list(models), data, split=split, tta=tta, stats=stats, norm=norm, device=device,
-                          batch_size=batch_size, threshold=threshold, crf=crf, progress=progress_default(as_json))
+                          batch_size=batch_size, threshold=threshold, crf=crf, progress=progress_default(as_json),
+                          label_map=label_map)
     if as_json:
         echo_json(result.to_dict())
     else:

@@ -29,6 +29,10 @@ device_opt = click.option(
 )
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random generator.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+label_map_opt = click.option(
+    "--label-map", default=None,
+    help="Mask value:0/1/255 pairs for masks in another convention, e.g. '0:0,255:1' for 0/255 masks.",
+)
 
 
 #: A Python argument named in a library message: ```overlap```.
@@ -73,6 +77,13 @@ def handle_errors(fn):
         except LsmapError as e:
             ctx = click.get_current_context(silent=True)
             raise click.ClickException(cli_message(str(e), ctx.command if ctx else None)) from None
+        except OSError as e:  # a full or read-only disk outside the library's own checks: still one line
+            from lsmap.io.outputs import output_oserror
+
+            mapped = output_oserror(e, getattr(e, "filename", None) or "output")
+            if mapped is None:
+                raise
+            raise click.ClickException(str(mapped)) from None
 
     return wrapper
 

@@ -13,7 +13,9 @@ from lsmap.core.constants import SPLITS
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True,
               help="Split to read from a dataset root.")
-@click.option("--valid-only", is_flag=True, help="Leave out nodata pixels (scene nodata; all-0.0 pixels in patches).")
+@click.option("--valid-only/--all-pixels", default=None,
+              help="Leave out nodata pixels (scene nodata; all-0.0 pixels in patches) or count every pixel "
+                   "[default: scenes leave nodata out, patch folders count every pixel].")
 @click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")
 @bands_opt
 @overwrite_opt
@@ -32,7 +34,7 @@ def stats(input_path, output, split, valid_only, raw, bands, overwrite, as_json)
 
     check_output(output, overwrite)
     result = compute_stats(input_path, bands, split=split, valid_only=valid_only, raw=raw, progress=progress_default(as_json))
-    result.save(output)
+    result.save(output, lock=True)
     if as_json:
         echo_json(result.to_dict())
     else:

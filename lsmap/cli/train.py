@@ -10,6 +10,7 @@ from lsmap.cli.options import (
     echo_json,
     handle_errors,
     json_opt,
+    label_map_opt,
     overwrite_opt,
     progress_default,
     seed_opt,
@@ -64,11 +65,12 @@ _SCALES = [f"{s:g}" for s in SCALES]
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in RUN_DIR from its last checkpoint.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True, help="Run folder.")
 @overwrite_opt
+@label_map_opt
 @json_opt
 @handle_errors
 def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_decay, schedule, scale, no_augment, norm,
           domain_bn, target_dir, mixup, seed, steps, batch_size, val_every, workers, device, no_amp, encoder_weights,
-          init, resume, out_dir, overwrite, as_json):
+          init, resume, out_dir, overwrite, label_map, as_json):
     """Train a landslide segmentation model on L4S-style patches (the winners' recipe by default).
 
     Writes RUN_DIR/best.safetensors + best.json (chosen on validation F1), last.* for --resume,
@@ -102,7 +104,8 @@ def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_de
     else:
         config = TrainConfig(**given)
     result = run_train(out_dir, data=data, train_dir=train_dir, val_dir=val_dir, target_dir=target_dir, config=config,
-                       bands=bands, init=init, resume=resume, overwrite=overwrite, progress=progress_default(as_json))
+                       bands=bands, init=init, resume=resume, overwrite=overwrite, progress=progress_default(as_json),
+                       label_map=label_map)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:

@@ -94,10 +94,10 @@ class BandStats:
         bands = tuple(d["bands"]) if d.get("bands") is not None else None
         return cls(mean, std, int(d.get("count", 0)), bands)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write as JSON (atomically, see :func:`lsmap.io.rasters.atomic_output`)."""
+    def save(self, path: str | os.PathLike, *, lock: bool = False) -> None:
+        """Write as JSON (atomically, see :func:`lsmap.io.outputs.atomic_output`; ``lock`` for a command's output)."""
 
-        with atomic_output(path, overwrite=True) as tmp:
+        with atomic_output(path, overwrite=True, lock=lock) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
@@ -105,11 +105,26 @@ class BandStats:
         """Read statistics written by :meth:`save` (or ``lsmap stats``)."""
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as e:
+            stats = cls.from_dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
             raise InputError(f"{path}: cannot read band statistics ({e}); write them with 'lsmap stats'") from None
         except InputError as e:
             raise InputError(f"{path}: {e}") from None
+        problem = stats.problem()
+        if problem:
+            raise InputError(f"{path}: {problem}; normalising with it would give wrong values, recompute the "
+                             f"statistics with 'lsmap stats' over data where every band varies")
+        return stats
+
+    def problem(self) -> str | None:
+        """Why these statistics cannot normalise data (a NaN/inf value, a zero or negative std), or ``None``."""
+        names = self.bands or tuple(f"#{i + 1}" for i in range(len(self.mean)))
+        for name, m, s in zip(names, self.mean, self.std, strict=False):
+            if not (np.isfinite(m) and np.isfinite(s)):
+                return f"band {name} has mean {m} and std {s} (not finite)"
+            if s <= 0:
+                return f"band {name} has std {s} (a constant band)"
+        return None
 
 
 class RunningStats:

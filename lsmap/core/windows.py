@@ -49,7 +49,7 @@ def window_grid(height: int, width: int, size: int, overlap: int = 0) -> list[Wi
     return [Window(col_off=c, row_off=r, width=w, height=h) for r in rows for c in cols]
 
 
-def blend_weight(size: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
+def blend_weight(size: int, overlap: int, floor: float = 1e-3, crop: tuple[int, int] | None = None) -> np.ndarray:
     """2-D weight for blending overlapping windows of ``size`` pixels that overlap by ``overlap``.
 
     The weight is 1 in the centre and falls off with a raised-cosine (Hann) ramp over the
@@ -58,8 +58,11 @@ def blend_weight(size: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
     by the summed weights, so a constant prediction stays constant and an identity-like model
     reproduces its input exactly.
 
+    ``crop=(h, w)`` returns ``blend_weight(size, overlap)[:h, :w]`` without building the full
+    square (a window larger than the scene is clipped to it: ``--window 100000`` needs no 74 GiB).
+
     Shape:
-        ``(size, size)``, float32.
+        ``(size, size)`` (or ``crop``), float32.
     """
     ramp = np.ones(size, np.float64)
     if overlap > 0:
@@ -68,7 +71,8 @@ def blend_weight(size: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
         ramp[:overlap] = edge
         ramp[size - overlap:] = np.minimum(ramp[size - overlap:], edge[::-1])
     ramp = np.maximum(ramp, floor)
-    return np.outer(ramp, ramp).astype(np.float32)
+    h, w = (size, size) if crop is None else crop
+    return np.outer(ramp[:h], ramp[:w]).astype(np.float32)
 
 
 def pad_to(array: np.ndarray, size: int, fill: float) -> np.ndarray:

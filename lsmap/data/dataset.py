@@ -128,6 +128,7 @@ class PatchDataset(Dataset):
         weights: Optional per-pixel loss weights, one ``(H, W)`` float map (or ``None``) per patch.
         cache: Hold images and masks in memory after the first read (``None``: when the
             dataset is smaller than :data:`CACHE_BYTES`).
+        label_map: Mask value in the files -> 0/1/255 (:func:`lsmap.core.labels.parse_label_map`).
 
     Raises:
         InputError: no patches, or ``targets``/``weights`` of another length than ``patches``.
@@ -135,7 +136,8 @@ class PatchDataset(Dataset):
 
     def __init__(self, patches: Sequence[Patch], stats: BandStats | None, profile: BandProfile | str = "l4s14", *,
                  augment: Augment | None = None, targets: Sequence[np.ndarray | None] | None = None,
-                 weights: Sequence[np.ndarray | None] | None = None, cache: bool | None = None) -> None:
+                 weights: Sequence[np.ndarray | None] | None = None, cache: bool | None = None,
+                 label_map: dict[int, int] | None = None) -> None:
         self.patches = list(patches)
         if not self.patches:
             raise InputError("no patches to build a dataset from; check the patch folder")
@@ -143,6 +145,7 @@ class PatchDataset(Dataset):
             if seq is not None and len(seq) != len(self.patches):
                 raise InputError(f"{name}: {len(seq)} given for {len(self.patches)} patches")
         self.stats = stats
+        self.label_map = label_map
         self.profile = get_profile(profile)
         if stats is not None and len(stats.mean) != self.profile.count:
             raise InputError(f"band statistics have {len(stats.mean)} bands, profile '{self.profile.name}' has {self.profile.count}")
@@ -177,7 +180,7 @@ class PatchDataset(Dataset):
         if self.targets is not None and self.targets[index] is not None:
             mask = np.asarray(self.targets[index], np.uint8)
         elif patch.mask is not None:
-            mask = read_mask(patch.mask)
+            mask = read_mask(patch.mask, self.label_map)
         else:
             mask = np.full(image.shape[1:], IGNORE_INDEX, np.uint8)
         if mask.shape != image.shape[1:]:

@@ -46,16 +46,20 @@ class SceneScan:
         raw: Whether the scene holds raw values (divided by the profile's divisors when read).
         valid_pixels: Valid pixels seen by the pass.
         sampled: Whether only a subset of blocks was read (very large scenes).
+        seen_pixels: Pixels the pass read (valid or not); with ``sampled``, the scene's valid
+            pixels are about ``valid_pixels * height * width / seen_pixels``.
     """
 
     stats: BandStats
     raw: bool
     valid_pixels: int
     sampled: bool
+    seen_pixels: int = 0
 
 
 def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto", *, block: int = 512,
-               max_pixels: int = STATS_MAX_PIXELS, sample_block: int = 256, workers: int | None = None) -> SceneScan:
+               max_pixels: int = STATS_MAX_PIXELS, sample_block: int = 256, workers: int | None = None,
+               progress: bool = False) -> SceneScan:
     """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
 
     Blocks of ``block`` pixels are summarised by ``workers`` threads (each with its own dataset
@@ -66,10 +70,14 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
     :func:`lsmap.core.windows.spread_sample`, about ``max_pixels`` in all (with a full pass when the
     sample finds no valid pixel).
 
+    With ``progress`` a bar shows the blocks read (the full pass over a large, mostly empty scene
+    can take long: it says why it runs).
+
     Raises:
         InputError: the scene has no valid pixel, or ``input_scale`` is unknown.
     """
     import rasterio
+    from tqdm.auto import tqdm
 
     if input_scale not in INPUT_SCALES:
         raise InputError(f"unknown input scale '{input_scale}'; choose one of: {', '.join(INPUT_SCALES)}")
@@ -79,11 +87,15 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
     workers = workers or min(4, os.cpu_count() or 1)
     rs = RunningStats(profile.count)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS=1):
-        for part in _block_stats(scene, profile, chosen, workers):
+        desc = "statistics (sample)" if sampled else "statistics"
+        for part in tqdm(_block_stats(scene, profile, chosen, workers), total=len(chosen), desc=desc,
+                         unit="block", disable=not progress, leave=False):
             rs.merge(part)  # == rs.update(data, valid) of the block: same formula, same order
         if rs.n == 0 and sampled:  # the sample missed the data: look everywhere
             sampled = False
-            for part in _block_stats(scene, profile, blocks, workers):
+            desc = f"statistics: the sample of {len(chosen)} cells found no valid pixel, reading all"
+            for part in tqdm(_block_stats(scene, profile, blocks, workers), total=len(blocks), desc=desc,
+                             unit="block", disable=not progress):
                 rs.merge(part)
     if rs.n == 0:
         raise InputError(
@@ -102,7 +114,8 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
                           tuple(s / q for s, q in zip(raw_stats.std, d, strict=False)), raw_stats.count, profile.bands)
     else:
         stats = raw_stats
-    return SceneScan(stats, raw, rs.n, sampled)
+    seen = sum(w.height * w.width for w in (chosen if sampled else blocks))
+    return SceneScan(stats, raw, rs.n, sampled, seen)
 
 
 def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], workers: int) -> Iterator[RunningStats]:
@@ -140,6 +153,12 @@ def check_stats(stats: BandStats, profile: BandProfile, source: object) -> BandS
     if len(stats.mean) != profile.count:
         raise InputError(f"{source}: statistics have {len(stats.mean)} bands but the scene's profile "
                          f"'{profile.name}' has {profile.count}; compute them on matching data")
+    bad = [(b, m, sd) for b, m, sd in zip(stats.bands or profile.bands, stats.mean, stats.std, strict=False)
+           if not (np.isfinite(m) and np.isfinite(sd) and sd >= 0)]
+    if bad:
+        b, m, sd = bad[0]
+        raise InputError(f"{source}: statistics of band {b} are not usable (mean {m}, std {sd}); "
+                         f"recompute them with 'lsmap stats'")
     if stats.bands is not None and tuple(stats.bands) != profile.bands:
         raise InputError(f"{source}: statistics are for bands {', '.join(stats.bands)}, the scene has "
                          f"{', '.join(profile.bands)}")

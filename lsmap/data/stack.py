@@ -54,12 +54,11 @@ from pathlib import Path
 import numpy as np
 
 from lsmap.core.bands import S2_RESOLUTION, BandProfile, get_profile
-from lsmap.core.windows import window_grid
+from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, MissingInputError
+from lsmap.io.outputs import atomic_output, check_output, gdal_write_check, verify_geotiff
 from lsmap.io.rasters import (
     OUTPUT_NODATA,
-    atomic_output,
-    check_output,
     geotiff_profile,
     open_raster,
     read_window,
@@ -173,14 +172,17 @@ def find_band_files(sources: str | os.PathLike | Sequence[str | os.PathLike], ba
                 )
             candidates.setdefault(band, []).append(src)
     where = ", ".join(str(s) for s in sources)
+    missing = [band for band in bands if not candidates.get(band)]
+    if missing:
+        looked = ", ".join(f"'*_{b[0]}{b[1:].zfill(2)}*.jp2' or '{b}.tif'" for b in missing[:2])
+        raise MissingInputError(
+            f"{where}: no file for Sentinel-2 band{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(looked for names like {looked}); add {'them' if len(missing) > 1 else 'it'} or choose another "
+            f"`bands` profile"
+        )
     chosen: dict[str, Path] = {}
     for band in bands:
-        files = candidates.get(band, [])
-        if not files:
-            raise MissingInputError(
-                f"{where}: no file for Sentinel-2 band {band} (looked for names like "
-                f"'*_{band[0]}{band[1:].zfill(2)}*.jp2' or '{band}.tif'); add it or choose another `bands` profile"
-            )
+        files = candidates[band]
         chosen[band] = files[0] if len(files) == 1 else _finest(band, files)
     return chosen
 
@@ -521,6 +523,13 @@ def stack_scene(
             _single_band(src, f"Sentinel-2 band {b}")
         ref = _reference(opened)
         grid = _Grid(ref.crs, ref.transform, ref.width, ref.height)
+        off = [b for b, src in opened.items() if src is not ref and not _overlaps(src, grid)]
+        if off:
+            raise InputError(
+                f"{', '.join(str(files[b]) for b in off)}: band file{'s' if len(off) > 1 else ''} "
+                f"{', '.join(off)} do{'es' if len(off) == 1 else ''} not overlap the scene's 10 m grid "
+                f"({files[_ref_band(opened)]}); give the band files of one scene"
+            )
         layers: dict[str, _Layer] = {}
         sources: dict[str, str] = {}
         for b, src in opened.items():
@@ -561,7 +570,11 @@ def stack_scene(
             crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
             count=profile.count, creation_options=creation_options,
         )
-        windows = window_grid(grid.height, grid.width, block)
+        windows = block_grid(grid.height, grid.width, block)  # disjoint: each pixel written and counted once
+        from lsmap.io.resources import check_memory
+
+        check_memory(block * block * (profile.count * 4 * 3 + 8 * len(groups_of(profile, layers))), f"--block {block}",
+                     f"blocks of {block} x {block} px x {profile.count} bands", "use a smaller --block")
         # bands are resampled in parallel, one thread per source file at a time (a dataset handle
         # is not for two threads at once: slope and DEM read the same file, so go together)
         groups: dict[int, list[str]] = {}
@@ -570,19 +583,31 @@ def stack_scene(
         pool = stack.enter_context(ThreadPoolExecutor(min(len(groups), os.cpu_count() or 1),
                                                       thread_name_prefix="lsmap-stack"))
         n_valid = 0
-        with atomic_output(out, overwrite) as tmp:
+        band_valid = dict.fromkeys(profile.bands, 0)
+        with atomic_output(out, overwrite, lock=True) as tmp:
             import rasterio
 
-            with rasterio.open(tmp, "w", **out_profile) as dst:
+            with gdal_write_check(out), rasterio.open(tmp, "w", **out_profile) as dst:
                 set_band_descriptions(dst, profile.bands)
                 dst.update_tags(LSMAP_PROFILE=profile.name, LSMAP_SCALING="raw / L4S divisors")
                 for w in tqdm(windows, desc="stack", unit="block", disable=not progress):
                     parts = _resample_block(layers, groups.values(), w, pool)
                     arr = np.stack([parts[b] for b in profile.bands]) / divisors
-                    invalid = ~np.isfinite(arr).all(axis=0)
+                    finite = np.isfinite(arr)
+                    for k, b in enumerate(profile.bands):
+                        band_valid[b] += int(finite[k].sum())
+                    invalid = ~finite.all(axis=0)
                     arr[:, invalid] = OUTPUT_NODATA
                     n_valid += int(invalid.size - invalid.sum())
                     dst.write(arr.astype(np.float32), window=w)
+            if n_valid == 0:
+                empty = [b for b, n in band_valid.items() if n == 0]
+                named = ", ".join(f"{b} ({sources.get(b, '?')})" for b in empty) or "no single band"
+                raise InputError(
+                    f"{out}: the stack would have no valid pixel; bands without any valid pixel on the grid: "
+                    f"{named}; check that every input covers the scene and its nodata value"
+                )
+            verify_geotiff(tmp, out)
 
     crs = grid.crs.to_string() if grid.crs is not None else ""
     return StackResult(
@@ -590,6 +615,11 @@ def stack_scene(
         crs=crs, resolution=(abs(grid.transform.a), abs(grid.transform.e)), sources=sources,
         nodata=OUTPUT_NODATA, valid_fraction=n_valid / float(grid.width * grid.height),
     )
+
+
+def groups_of(profile: BandProfile, layers: dict) -> list[str]:
+    """Distinct source files among the layers (the resampling threads)."""
+    return list({id(layers[b].src): b for b in profile.bands}.values())
 
 
 def _resample_block(layers: dict, groups, w, pool) -> dict[str, np.ndarray]:

@@ -5,8 +5,8 @@ Pixels counted:
 - always only pixels whose bands are all finite (NaN/inf in L4S patches are left out, not filled);
 - patch folders with ``valid_only``: also leave out pixels whose bands are all exactly
   :data:`lsmap.data.tile.FILL` (0.0), the value ``lsmap tile`` writes for nodata and padding;
-- scenes with ``valid_only``: only valid pixels (not nodata in any band, see :mod:`lsmap.io.scene`);
-  without it, nodata pixels count with their stored values.
+- scenes with ``valid_only`` (the default for scenes): only valid pixels (not nodata in any band,
+  see :mod:`lsmap.io.scene`); with ``valid_only=False`` nodata pixels count with their stored values.
 
 Scenes are read in disjoint blocks of ``block`` x ``block`` pixels (:func:`lsmap.core.windows.block_grid`);
 with ``raw`` their values are first brought to the L4S scale (:func:`lsmap.io.scene.scale_raw`), as
@@ -35,7 +35,7 @@ def compute_stats(
     bands: str | BandProfile = "l4s14",
     *,
     split: str = "train",
-    valid_only: bool = False,
+    valid_only: bool | None = None,
     raw: bool = False,
     block: int = 512,
     progress: bool = False,
@@ -46,7 +46,9 @@ def compute_stats(
         path: Patch folder / dataset root, or a GeoTIFF scene.
         bands: Band profile; the band count of every input is checked against it.
         split: Split to read from a dataset root.
-        valid_only: Leave out nodata pixels (see the module docstring).
+        valid_only: Leave out nodata pixels (see the module docstring). ``None`` (default): scenes
+            leave their nodata out (a declared -9999 fill must never count into a mean), patch
+            folders count every pixel.
         raw: Scale a raw scene by the profile divisors (scenes only).
         block: Block size for reading scenes.
         progress: Show a progress bar.
@@ -64,6 +66,8 @@ def compute_stats(
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path}: input does not exist; give a patch folder or a GeoTIFF scene")
+    if valid_only is None:
+        valid_only = not path.is_dir()
     rs = RunningStats(profile.count)
     if path.is_dir():
         if raw:

@@ -42,17 +42,20 @@ import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL, IGNORE_INDEX
+from lsmap.core.labels import map_labels, parse_label_map
 from lsmap.core.windows import Window, pad_to, window_grid
 from lsmap.errors import InputError, MissingInputError
+from lsmap.io.outputs import atomic_output, check_owned_dir, mark_owned
 from lsmap.io.patches import read_image, read_mask, write_patch
-from lsmap.io.rasters import atomic_output, check_output, read_window
+from lsmap.io.rasters import read_window
 from lsmap.io.scene import open_scene, read_scene_window
 
 #: Image value of nodata and padded pixels (L4S scale: 0 is "no signal").
 INDEX_NAME = "index.gpkg"
 INDEX_LAYER = "patches"
 META_NAME = "tiles.json"
-_MASK_VALUES = (0, 1, IGNORE_INDEX)
+#: What ``lsmap tile`` writes into its folder: ``--overwrite`` replaces a folder holding nothing else.
+OUTPUT_PATTERNS = ("img/image_*.h5", "mask/mask_*.h5", INDEX_NAME, META_NAME)
 
 
 @dataclass(frozen=True)
@@ -84,60 +87,6 @@ class TileResult:
         d = asdict(self)
         d["out_dir"] = str(self.out_dir)
         return d
-
-
-def parse_label_map(text: str | Mapping[int, int] | None) -> dict[int, int] | None:
-    """Parse ``"0:255,1:0,2:1"`` (label value -> mask value) into a dict; dicts and None pass through.
-
-    Raises:
-        InputError: malformed text, or a target outside 0, 1, 255.
-    """
-    if text is None:
-        return None
-    if isinstance(text, Mapping):
-        mapping = {int(k): int(v) for k, v in text.items()}
-    else:
-        mapping = {}
-        try:
-            for item in text.split(","):
-                if not item.strip():
-                    continue
-                src, dst = item.split(":")
-                mapping[int(src)] = int(dst)
-        except ValueError:
-            raise InputError(
-                f"`label_map` '{text}': expected comma-separated value:mask pairs, e.g. '0:255,1:0,2:1'"
-            ) from None
-    if not mapping:
-        raise InputError("`label_map` is empty; give value:mask pairs, e.g. '0:255,1:0,2:1'")
-    bad = sorted({v for v in mapping.values() if v not in _MASK_VALUES})
-    if bad:
-        raise InputError(f"`label_map` maps to {bad}; mask values must be 0, 1 or 255")
-    return mapping
-
-
-def map_labels(labels: np.ndarray, mapping: Mapping[int, int] | None, path: object) -> np.ndarray:
-    """Turn label values into mask values (uint8 0/1/255).
-
-    Args:
-        labels: Label values, any integer dtype.
-        mapping: Value -> mask value; ``None`` accepts 0/1/255 masks as they are.
-        path: Label file, named in errors.
-
-    Raises:
-        InputError: a value that ``mapping`` (or the 0/1 convention) does not cover.
-    """
-    mapping = {v: v for v in _MASK_VALUES} if mapping is None else dict(mapping)
-    values, inverse = np.unique(labels, return_inverse=True)
-    unknown = [v.item() for v in values if v.item() not in mapping]
-    if unknown:
-        shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
-        raise InputError(
-            f"{path}: label values {shown} are not covered by the label map "
-            f"(default: 0/1 masks, 255 ignored); map them with `label_map`, e.g. '0:255,1:0,2:1'"
-        )
-    lut = np.array([mapping[v.item()] for v in values], np.uint8)
-    return lut[inverse.reshape(labels.shape)]
 
 
 def _check_same_grid(src, lab, labels: Path, scene: Path) -> None:
@@ -219,7 +168,11 @@ def tile_scene(
     mapping = parse_label_map(label_map)
     if mapping is not None and labels is None:
         raise InputError("`label_map` needs `labels`")
-    check_output(out_dir, overwrite)
+    check_owned_dir(out_dir, overwrite, "tile", OUTPUT_PATTERNS, manifests=(META_NAME,))
+    check_tile_memory(profile.count, size, labels is not None)
+
+    def still_ours(path: Path) -> None:  # re-checked under the lock, just before the old folder goes
+        check_owned_dir(path, True, "tile", OUTPUT_PATTERNS, manifests=(META_NAME,))
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_drop_new_parents_on_error(out_dir))
@@ -232,7 +185,8 @@ def tile_scene(
         grid = window_grid(src.height, src.width, size, overlap)
         rows: list[dict] = []
         n_skipped = n_padded = 0
-        with atomic_output(out_dir, overwrite, directory=True) as tmp:
+        with atomic_output(out_dir, overwrite, directory=True, lock=True, before_replace=still_ours) as tmp:
+            mark_owned(tmp, "tile")
             for window in tqdm(grid, desc=f"tile {scene.name}", unit="window", disable=not progress):
                 data, valid = read_scene_window(src, window, profile, raw=raw)
                 frac = float(valid.mean())
@@ -281,6 +235,19 @@ def tile_scene(
             }
             (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     return TileResult(out_dir, len(rows), len(grid), n_skipped, n_padded, size, overlap, lab is not None)
+
+
+def check_tile_memory(bands: int, size: int, labelled: bool) -> None:
+    """Refuse a patch size whose patches cannot be held in memory (a few copies of one patch).
+
+    Raises:
+        TooLargeError: the estimate exceeds the memory available.
+    """
+    from lsmap.io.resources import check_memory
+
+    per_patch = bands * size * size * 4 + (size * size if labelled else 0)
+    check_memory(4 * per_patch, f"--size {size}", f"patches of {size} x {size} px x {bands} bands",
+                 "use a smaller --size (L4S patches are 128)")
 
 
 @contextlib.contextmanager

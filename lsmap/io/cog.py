@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lsmap.io.outputs import gdal_write_check, verify_geotiff
 from lsmap.io.rasters import GDAL_CACHE_MB, atomic_output
 
 #: Encoding of the exported probability COG: value = round(p * PROB_SCALE), 255 = nodata.
@@ -38,7 +39,7 @@ def write_uint8_cog(prob: str | os.PathLike, out: str | os.PathLike, encode, *, 
     out = Path(out)
     staging = out.with_name(out.stem + ".staging.tif")
     try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(prob) as src:
+        with gdal_write_check(out), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(prob) as src:
             prof = {"driver": "GTiff", "dtype": "uint8", "count": 1, "height": src.height, "width": src.width,
                     "crs": src.crs, "transform": src.transform, "nodata": UINT8_NODATA, "tiled": True,
                     "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER"}
@@ -52,6 +53,7 @@ def write_uint8_cog(prob: str | os.PathLike, out: str | os.PathLike, encode, *, 
             rasterio.shutil.copy(staging, out, driver="COG", compress="DEFLATE", resampling=resampling,
                                  overview_resampling=resampling, BIGTIFF="IF_SAFER",
                                  NUM_THREADS="ALL_CPUS")
+        verify_geotiff(out)
     finally:
         staging.unlink(missing_ok=True)
     return out

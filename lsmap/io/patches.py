@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lsmap.core.bands import BandProfile
-from lsmap.core.constants import FILL
+from lsmap.core.constants import FILL, IGNORE_INDEX
+from lsmap.core.labels import mask_values
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.rasters import atomic_output
 
@@ -137,11 +139,17 @@ def read_image(
     return arr, n_bad
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a patch mask as ``(H, W)`` uint8.
+def read_mask(path: str | os.PathLike, label_map: Mapping[int, int] | None = None) -> np.ndarray:
+    """Read a patch mask as ``(H, W)`` uint8: 0 background, 1 landslide, 255 ignored.
+
+    Args:
+        path: ``mask_N.h5`` file.
+        label_map: Mask value in the file -> 0/1/255 (parsed :func:`lsmap.core.labels.parse_label_map`);
+            ``None``: the file must hold 0/1/255 already.
 
     Raises:
-        InputError: unreadable, no ``mask`` dataset, or not 2-D.
+        InputError: unreadable, no ``mask`` dataset, not 2-D, or values that would be silently lost
+            (non-integer floats, values outside 0/1/255 not covered by ``label_map``).
     """
     import h5py
 
@@ -155,7 +163,42 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: cannot read HDF5 mask ({e}); re-create or remove the file") from None
     if arr.ndim != 2:
         raise InputError(f"{path}: 'mask' has shape {arr.shape}; expected (H, W)")
-    return arr.astype(np.uint8, copy=False)
+    return mask_values(arr, label_map, path)
+
+
+def check_labels(patches: Sequence[Patch], label_map: Mapping[int, int] | None = None,
+                 what: str = "labelled") -> dict[str, int]:
+    """Read every mask of ``patches`` once and refuse a folder whose labels would be lost.
+
+    Each mask goes through :func:`read_mask` (values outside 0/1/255, non-integer floats); then
+    a folder without any landslide pixel is refused: training or scoring on it runs, but on
+    nothing. A folder of 0/255 masks (a common export where 255 marks landslides, while L4S
+    reads 255 as "ignored") gets the label map that reads it.
+
+    Returns:
+        Pixel counts ``{"background", "landslide", "ignored"}``.
+
+    Raises:
+        InputError: a bad mask, or no landslide pixel in the whole folder.
+    """
+    counts = {"background": 0, "landslide": 0, "ignored": 0}
+    masks = [p.mask for p in patches if p.mask is not None]
+    for m in masks:
+        arr = read_mask(m, label_map)
+        n1 = int((arr == 1).sum())
+        n255 = int((arr == IGNORE_INDEX).sum())
+        counts["landslide"] += n1
+        counts["ignored"] += n255
+        counts["background"] += arr.size - n1 - n255
+    if masks and counts["landslide"] == 0:
+        folder = masks[0].parent
+        found = ", ".join(f"{counts[k]:,} {k}" for k in counts if counts[k])
+        hint = ("; if 255 marks the landslides (a 0/255 export), read them with `label_map` 0:0,255:1"
+                if counts["ignored"] and label_map is None else
+                "; check the masks, or map their values with `label_map`")
+        raise InputError(f"{folder}: the {what} masks hold no landslide pixel (value 1) in {len(masks)} masks "
+                         f"({found}){hint}")
+    return counts
 
 
 def write_patch(

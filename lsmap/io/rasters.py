@@ -1,63 +1,27 @@
-"""The one module that opens files: rasters, HDF5 patches, vector layers, and atomic outputs.
+"""Rasters: open and read them with GDAL failures turned into lsmap errors; lsmap's GeoTIFF profile.
 
-Outputs are written to a temporary name beside the target and renamed into place only when
-complete, so an interrupted or failed run never leaves a half-written file under the real name.
+Outputs (checks before any work, atomic writes, locks, GDAL write checks) are
+:mod:`lsmap.io.outputs`'s; :func:`atomic_output` and :func:`check_output` are re-exported here
+for the modules that import them from this one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lsmap.errors import InputError, MissingInputError, OutputExistsError
+from lsmap.errors import InputError, MissingInputError
+from lsmap.io.outputs import atomic_output, check_output
+
+__all__ = ["GDAL_CACHE_MB", "OUTPUT_NODATA", "atomic_output", "check_output", "geotiff_profile", "open_raster",
+           "read_window", "set_band_descriptions"]
 
 if TYPE_CHECKING:
     import numpy as np
 
 #: GDAL block cache (MB) while streaming rasters: keeps the cache, hence memory, independent of scene size.
 GDAL_CACHE_MB = 128
-
-
-def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Return ``path`` as a Path, raising :class:`OutputExistsError` if it exists and not ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(path)
-    return path
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, overwrite: bool = False, *, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it onto ``path``.
-
-    The temporary name keeps the suffix of ``path`` so that drivers chosen by extension (GDAL,
-    pyogrio) still pick the right format. On any exception the temporary file (or folder) is
-    removed and ``path`` is left untouched.
-
-    Args:
-        path: Final output path.
-        overwrite: Replace an existing ``path``; otherwise an existing output is an error.
-        directory: The output is a folder (it is created empty at the temporary path).
-
-    Raises:
-        OutputExistsError: ``path`` exists and ``overwrite`` is false (raised before any work).
-    """
-    path = check_output(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    target = tmp if directory else tmp / path.name
-    try:
-        yield target
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --- rasters ---------------------------------------------------------------------------------

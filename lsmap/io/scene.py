@@ -71,8 +71,51 @@ def open_scene(path: str | os.PathLike, profile: BandProfile | str | None = None
     """
     with open_raster(path, "raster") as src:
         if profile is not None:
-            get_profile(profile).check_count(src.count, Path(path))
+            profile = get_profile(profile)
+            profile.check_count(src.count, Path(path))
+            check_band_order(src.descriptions, profile, path)
         yield src
+
+
+def band_name(text: str | None) -> str | None:
+    """A band description as a band name (``"B04"`` -> ``"B4"``, ``"dem"`` -> ``"DEM"``), or ``None``
+    when it names no known band."""
+    import re
+
+    from lsmap.core.bands import S2_RESOLUTION
+
+    if not text:
+        return None
+    t = text.strip()
+    m = re.fullmatch(r"[Bb](\d{1,2})([Aa]?)", t)
+    if m:
+        name = f"B{int(m.group(1))}{m.group(2).upper()}"
+        return name if name in S2_RESOLUTION else None
+    return {"slope": "slope", "dem": "DEM", "elevation": "DEM"}.get(t.lower())
+
+
+def check_band_order(descriptions, profile: BandProfile, path: object) -> None:
+    """Refuse a raster whose band descriptions name the profile's bands in another order (or other bands).
+
+    Only descriptions that all name known bands are read (``lsmap stack`` writes them; other tools
+    may write free text, which is ignored).
+
+    Raises:
+        InputError: the descriptions say the bands are in another order, or are other bands.
+    """
+    names = [band_name(d) for d in descriptions or ()]
+    if not names or any(n is None for n in names) or tuple(names) == profile.bands:
+        return
+    if sorted(names) == sorted(profile.bands):
+        raise InputError(
+            f"{path}: band descriptions say the bands are in the order {', '.join(names)}, but profile "
+            f"'{profile.name}' expects {', '.join(profile.bands)}; restack the scene in the profile's order "
+            f"(lsmap stack) or reorder its bands (gdal_translate -b ...)"
+        )
+    raise InputError(
+        f"{path}: band descriptions say the bands are {', '.join(names)}, but profile '{profile.name}' expects "
+        f"{', '.join(profile.bands)}; choose the matching --bands profile or restack the scene"
+    )
 
 
 def scene_info(path: str | os.PathLike, profile: BandProfile | str | None = None) -> SceneInfo:

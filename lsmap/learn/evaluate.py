@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lsmap.core.checks import as_list, check_bool, check_int, check_number
+from lsmap.core.labels import parse_label_map
 from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
 from lsmap.core.normalize import BandStats, norm_mode
 from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError
-from lsmap.io.patches import find_patches, read_image, read_mask
+from lsmap.io.patches import check_labels, find_patches, read_image, read_mask
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
@@ -72,7 +74,8 @@ def _member_norm(card, norm: str) -> str:
 def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, split: str = "validation",
              tta: bool = False, stats: BandStats | str | os.PathLike | None = None, norm: str = "auto",
              device: str = "auto", batch_size: int = 16, threshold: float | None = None,
-             object_iou: float = 0.5, crf: bool = False, progress: bool = False) -> EvalResult:
+             object_iou: float = 0.5, crf: bool = False, progress: bool = False,
+             label_map: str | dict | None = None) -> EvalResult:
     """Score the ensemble of ``models`` on the labelled patches of ``data``.
 
     Args:
@@ -89,6 +92,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         crf: Refine each patch's ensemble probability with a dense CRF (:func:`lsmap.learn.crf.crf_refine`,
             colours from the patch's natural-colour bands) before thresholding; needs ``lsmap[crf]``.
         progress: Show a progress bar.
+        label_map: Mask values of the files -> 0/1/255 (``"0:0,255:1"`` for 0/255 masks).
 
     Raises:
         InputError: empty folder, image without mask, wrong band count, NaN-only patch, bad option.
@@ -99,15 +103,22 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     from tqdm.auto import tqdm
 
 
+    models = as_list("model", models)
     norm = norm_mode(norm, auto=True)
-    if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    check_int("batch_size", batch_size, 1)
+    if threshold is not None:
+        check_number("threshold", threshold, 0, 1, lo_open=True, hi_open=True)
+    check_number("object_iou", object_iou, 0, 1, lo_open=True)
+    for name, v in (("tta", tta), ("crf", crf), ("progress", progress)):
+        check_bool(name, v)
+    mapping = parse_label_map(label_map)
     if not models:
         raise InputError("no model given; pass one or more checkpoints")
     if crf:
         require()
     profile = read_card(models[0]).profile
     patches = find_patches(data, split, require_masks=True)
+    check_labels(patches, mapping, "evaluation")
     dev = resolve_device(device)
     members = load_ensemble(models, dev, expect=profile)
     if stats is not None and not isinstance(stats, BandStats):
@@ -130,7 +141,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
                 image, n_bad = read_image(p.image, profile)
                 if n_bad == image.size:
                     raise InputError(f"{p.image}: patch has no finite value (all NaN/inf); remove it from the folder")
-                mask = read_mask(p.mask)
+                mask = read_mask(p.mask, mapping)
                 if mask.shape != image.shape[1:]:
                     raise InputError(f"{p.mask}: mask is {mask.shape} but the image is {image.shape[1:]}; they must match")
                 images.append(image)

@@ -124,9 +124,16 @@ def read_state_dict(path: str | os.PathLike) -> dict:
             from safetensors.torch import load_file
 
             return load_file(str(path))
+    except Exception as e:  # safetensors raises many types on corrupt files
+        raise CheckpointError(f"{path}: cannot read weights ({_first_line(e)}); is it a safetensors file?") from None
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # safetensors/torch raise many types on corrupt files
-        raise CheckpointError(f"{path}: cannot read weights ({e}); is it a safetensors/state-dict file?") from None
+    except Exception:  # torch's text suggests unpickling (weights_only=False): never do that, never say it
+        raise CheckpointError(f"{path}: not a safetensors or weights-only checkpoint (it cannot be read without "
+                              f"running pickled code, which lsmap never does); save its tensors with "
+                              f"safetensors") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a dict of tensors; save its state dict")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return state
@@ -176,9 +183,89 @@ class ModelCard:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> ModelCard:
+    def from_dict(cls, d: dict, source: object = "model card") -> ModelCard:
+        """A card from its JSON form, checked against the schema (:func:`check_card`)."""
+        check_card(d, source)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+#: Largest scale promotion a card may ask for (the winners used x1, x2.5, x4).
+MAX_CARD_SCALE = 8.0
+
+
+def _number(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_card(d: Any, source: object = "model card") -> None:
+    """Check a model card's JSON against the schema; one line naming the card and the field.
+
+    Raises:
+        CheckpointError: not an object, a missing or mistyped field, a value out of range
+            (threshold outside [0, 1], scale not in (0, 8], zero divisors, unknown band names,
+            statistics that are not finite or do not fit the bands).
+    """
+    from lsmap.core.bands import L4S_BANDS, S2_RESOLUTION
+
+    def bad(field_name: str, why: str) -> CheckpointError:
+        return CheckpointError(f"{source}: model card field '{field_name}' {why}; re-save the checkpoint with lsmap")
+
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{source}: model card is a JSON {type(d).__name__}, not an object; "
+                              f"not an lsmap model card")
+    if not isinstance(d.get("model"), str) or not d["model"]:
+        raise bad("model", f"must be an architecture name (got {d.get('model')!r})")
+    b = d.get("bands")
+    if not isinstance(b, dict):
+        raise bad("bands", f"must be a band profile object (got {type(b).__name__})")
+    names = b.get("bands")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise bad("bands.bands", "must be a non-empty list of band names")
+    known = set(L4S_BANDS) | set(S2_RESOLUTION)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise bad("bands.bands", f"names unknown bands {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    div = b.get("divisors")
+    if not isinstance(div, list) or len(div) != len(names):
+        raise bad("bands.divisors", f"must be a list of {len(names)} numbers, one per band")
+    if not all(_number(x) and x != 0 for x in div):
+        raise bad("bands.divisors", f"must be finite, non-zero numbers (got {div})")
+    if not isinstance(b.get("name"), str):
+        raise bad("bands.name", "must be a profile name")
+    spectral = b.get("spectral", [])
+    if not isinstance(spectral, list) or not set(spectral) <= set(names):
+        raise bad("bands.spectral", "must list some of the card's bands")
+    if b.get("nodata") is not None and not _number(b["nodata"]):
+        raise bad("bands.nodata", f"must be a number or null (got {b['nodata']!r})")
+    scale = d.get("scale", 1.0)
+    if not _number(scale) or not 0 < scale <= MAX_CARD_SCALE:
+        raise bad("scale", f"must be a number in (0, {MAX_CARD_SCALE:g}] (got {scale!r})")
+    thr = d.get("threshold", 0.5)
+    if not _number(thr) or not 0 <= thr <= 1:
+        raise bad("threshold", f"must be a number in [0, 1] (got {thr!r})")
+    if not isinstance(d.get("domain_bn", False), bool):
+        raise bad("domain_bn", f"must be true or false (got {d.get('domain_bn')!r})")
+    st = d.get("stats")
+    if st is not None:
+        if not isinstance(st, dict):
+            raise bad("stats", "must be an object with 'mean' and 'std' lists or null")
+        for key in ("mean", "std"):
+            v = st.get(key)
+            if not isinstance(v, list) or len(v) != len(names) or not all(_number(x) for x in v):
+                raise bad(f"stats.{key}", f"must be a list of {len(names)} finite numbers")
+        if any(x < 0 for x in st["std"]):
+            raise bad("stats.std", "must not be negative")
+    for key, typ in (("train", dict), ("metrics", dict), ("data", str), ("lsmap_version", str), ("created", str)):
+        if key in d and not isinstance(d[key], typ):
+            raise bad(key, f"must be a JSON {'object' if typ is dict else 'string'} (got {type(d[key]).__name__})")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -203,27 +290,53 @@ def save_checkpoint(path: str | os.PathLike, module, card: ModelCard, overwrite:
     return weights
 
 
+def check_checkpoint_name(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(weights, card)`` of the checkpoint the user named, with errors that name what was given.
+
+    Raises:
+        CheckpointError: ``path`` is an existing file that is not ``.safetensors``/``.json`` (a
+            pickled ``.pth``/``.pt``/``.ckpt`` is never loaded).
+        MissingInputError: neither ``NAME.safetensors`` nor ``NAME.json`` exists.
+    """
+    given = Path(path)
+    weights, card_path = checkpoint_paths(given)
+    if given.suffix not in (".safetensors", ".json") and given.is_file() and not (weights.exists() or card_path.exists()):
+        raise CheckpointError(f"{given}: not an lsmap checkpoint; lsmap loads NAME.safetensors (+ NAME.json) and "
+                              f"never unpickles .pth/.pt files; convert the weights to safetensors")
+    if given.is_dir():
+        raise CheckpointError(f"{given}: is a folder; give a checkpoint (NAME.safetensors) inside it")
+    if not weights.exists() and not card_path.exists():
+        raise MissingInputError(f"{given}: checkpoint does not exist (no {weights.name} or {card_path.name} "
+                                f"in {weights.parent})")
+    return weights, card_path
+
+
 def read_card(path: str | os.PathLike) -> ModelCard:
-    """Read a checkpoint's model card (from the JSON beside it, else the weights' metadata)."""
-    weights, card_path = checkpoint_paths(path)
+    """Read a checkpoint's model card (from the JSON beside it, else the weights' metadata).
+
+    Raises:
+        MissingInputError: no such checkpoint.
+        CheckpointError: unreadable, or a card that does not fit the schema (:func:`check_card`).
+    """
+    weights, card_path = check_checkpoint_name(path)
     try:
         if card_path.exists():
-            return ModelCard.from_dict(json.loads(card_path.read_text()))
-        if not weights.exists():
-            raise MissingInputError(f"{weights}: checkpoint does not exist")
+            return ModelCard.from_dict(json.loads(card_path.read_text()), card_path)
         from safetensors import safe_open
 
         with safe_open(str(weights), "pt") as f:
             meta = f.metadata() or {}
         if "lsmap_card" not in meta:
             raise CheckpointError(f"{weights}: no model card (neither {card_path.name} nor embedded); not an lsmap checkpoint")
-        return ModelCard.from_dict(json.loads(meta["lsmap_card"]))
-    except (json.JSONDecodeError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{card_path}: unreadable model card ({e})") from None
-    except MissingInputError:
+        return ModelCard.from_dict(json.loads(meta["lsmap_card"]), f"{weights} (embedded card)")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{card_path}: unreadable model card ({_first_line(e)})") from None
+    except (MissingInputError, CheckpointError):
         raise
-    except OSError as e:
-        raise CheckpointError(f"{weights}: unreadable checkpoint ({e})") from None
+    except (TypeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{card_path}: unusable model card ({_first_line(e)})") from None
+    except Exception as e:  # OSError, safetensors' own errors on a corrupt header
+        raise CheckpointError(f"{weights}: unreadable checkpoint ({_first_line(e)})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, device: Any = "cpu", expect: BandProfile | str | None = None):
@@ -248,6 +361,9 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu", expect: BandPr
                 f"{', '.join(profile.bands)}) but the input is '{expect.name}' ({expect.count} bands); "
                 f"use a model trained on '{expect.name}' or restack the input"
             )
+    if card.model not in MODELS:
+        raise CheckpointError(f"{path}: model card field 'model' names unknown architecture '{card.model}'; "
+                              f"known: {', '.join(MODELS)}")
     module = build_model(card.model, profile.count)
     if card.domain_bn:
         from lsmap.learn.domain_bn import convert_domain_bn

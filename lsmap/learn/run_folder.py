@@ -35,15 +35,20 @@ def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
     Raises:
         MissingInputError: ``resume`` but no interrupted run in ``out_dir``.
         OutputExistsError: ``out_dir`` holds a run and neither ``overwrite`` nor ``resume``.
+        OutputError: ``out_dir`` cannot be written (read-only, full, a file in the way).
     """
+    from lsmap.io.outputs import check_writable
+
     existing = [n for n in RUN_FILES if (out_dir / n).exists()]
     if resume:
         if not (out_dir / "last_state.pt").exists() or not (out_dir / "last.safetensors").exists():
             raise MissingInputError(f"{out_dir}: no interrupted run to resume (last.safetensors + last_state.pt); "
                                     f"start without `resume`")
+        check_writable(out_dir)
         return
     if existing and not overwrite:
         raise OutputExistsError(out_dir / existing[0])
+    check_writable(out_dir)  # a read-only or full location fails now, not after the training
 
 
 def clear_run(out_dir: Path) -> None:

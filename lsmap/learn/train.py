@@ -41,7 +41,7 @@ from lsmap.core.bands import get_profile
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import norm_mode
 from lsmap.data.stats import patch_stats
-from lsmap.errors import CheckpointError, InputError, LsmapError
+from lsmap.errors import CheckpointError, InputError, LsmapError, TooLargeError
 from lsmap.io.patches import find_patches
 from lsmap.learn.config import TrainConfig
 from lsmap.learn.device import amp_dtype, resolve_device, use_channels_last
@@ -392,6 +392,17 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
     state = resume_state(out_dir, config, card.bands) if resume else None
     losses = [_loss_fn(s.loss) for s in sources]  # fail on a bad spec before any work
 
+    with contextlib.ExitStack() as es:
+        if int(os.environ.get("RANK", "0")) == 0:  # one run per folder; the other ranks follow rank 0
+            from lsmap.io.locks import output_lock
+
+            out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+            es.enter_context(output_lock(out_dir))
+        return _fit(sources, val, config, out_dir, card, init, resume, progress, overwrite, state, losses, in_channels)
+
+
+def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init, resume: bool, progress: bool,
+         overwrite: bool, state, losses, in_channels: int) -> TrainResult:
     dist, device = _setup_dist(config.device)
     try:
         batch_size = _rank_batch_size(config.batch_size, dist)
@@ -638,11 +649,44 @@ class _Run:
 # --- high level: folders in, run folder out ----------------------------------------------------------
 
 
+#: Bytes of activations (kept for the backward pass) per scaled input pixel of a training batch: a low
+#: estimate for a ResNet-18 U-Net in float32.
+TRAIN_ACTIVATION_BYTES = 1024
+
+
+def check_train_memory(patch, profile, config: TrainConfig) -> None:
+    """Refuse a batch size (x scale promotion) whose batch cannot fit in memory, before any training.
+
+    Raises:
+        TooLargeError: the estimate exceeds the available memory (CPU) or the GPU's memory.
+    """
+    from lsmap.io.patches import read_image
+    from lsmap.io.resources import check_memory, human
+
+    image, _ = read_image(patch.image, profile)
+    _, h, w = image.shape
+    pixels = config.batch_size * h * w * config.scale ** 2
+    need = pixels * (profile.count * 4 + TRAIN_ACTIVATION_BYTES)
+    option = f"--batch-size {config.batch_size}"
+    what = f"a training batch of {config.batch_size} patches of {h} x {w} px at scale x{config.scale:g}"
+    fix = "use a smaller --batch-size (or --scale)"
+    if config.device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(0).total_memory
+            if need > total:
+                raise TooLargeError(f"{option}: {what} would need about {human(need)} of GPU memory but the GPU has "
+                                    f"{human(total)}; {fix}")
+            return
+    check_memory(need, option, what, fix)
+
+
 def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
           train_dir: str | os.PathLike | None = None, val_dir: str | os.PathLike | None = None,
           target_dir: str | os.PathLike | None = None, config: TrainConfig | None = None,
           bands: str = "l4s14", init: str | os.PathLike | None = None, resume: bool = False,
-          overwrite: bool = False, progress: bool = True) -> TrainResult:
+          overwrite: bool = False, progress: bool = True, label_map: str | dict | None = None) -> TrainResult:
     """Train on patch folders with the recipe: what ``lsmap train`` runs.
 
     Args:
@@ -658,13 +702,18 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         resume: Continue the interrupted run in ``out_dir``.
         overwrite: Replace an existing run in ``out_dir``.
         progress: Show a progress bar.
+        label_map: Mask values of the files -> 0/1/255 (``"0:0,255:1"`` for 0/255 masks).
 
     Raises:
         InputError: neither ``data`` nor ``train_dir``+``val_dir``, empty folders, images
-            without masks, NaN-only patches, wrong band count.
+            without masks, NaN-only patches, wrong band count, masks with values outside 0/1/255
+            (unmapped) or without any landslide pixel.
+        TooLargeError: a batch that cannot fit in memory.
         OutputExistsError: ``out_dir`` holds a run (checked before any data is read).
     """
+    from lsmap.core.labels import parse_label_map
     from lsmap.data.dataset import Augment, PatchDataset
+    from lsmap.io.patches import check_labels
     from lsmap.learn.domain_bn import SOURCE, TARGET
 
     config = config or TrainConfig()
@@ -684,10 +733,14 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         train_p = find_patches(train_dir, "train", require_masks=True)
         val_p = find_patches(val_dir, "validation", require_masks=True)
         desc = f"train {train_dir} ({len(train_p)} patches), validation {val_dir} ({len(val_p)})"
+    mapping = parse_label_map(label_map)
+    check_labels(train_p, mapping, "training")
+    check_labels(val_p, mapping, "validation")
+    check_train_memory(train_p[0], profile, config)
     source_stats = patch_stats(train_p, profile)
     val_stats = patch_stats(val_p, profile) if norm_mode(config.norm) == "own" else source_stats
     aug = Augment() if config.augment else None
-    sources = [Source(PatchDataset(train_p, source_stats, profile, augment=aug), config.loss, 1.0, SOURCE,
+    sources = [Source(PatchDataset(train_p, source_stats, profile, augment=aug, label_map=mapping), config.loss, 1.0, SOURCE,
                       config.mixup_alpha, name="train")]
     if config.domain_bn:
         if target_dir is not None:
@@ -696,7 +749,7 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         else:
             tgt_p, tgt_stats = [dataclasses.replace(p, mask=None) for p in val_p], val_stats
         sources.append(Source(PatchDataset(tgt_p, tgt_stats, profile, augment=aug), config.loss, 0.0, TARGET, name="target"))
-    val = PatchDataset(val_p, val_stats, profile)
+    val = PatchDataset(val_p, val_stats, profile, label_map=mapping)
     card = ModelCard(model=config.model, bands=profile.to_dict(), stats=source_stats.to_dict(), data=desc)
     return fit(sources, val, config, out_dir, card=card, init=init, resume=resume, progress=progress,
                overwrite=overwrite)

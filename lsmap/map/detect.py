@@ -27,11 +27,14 @@ from typing import Any
 import numpy as np
 
 from lsmap.core.bands import get_profile
+from lsmap.core.checks import as_list, check_bool, check_path
 from lsmap.core.normalize import BandStats, norm_mode
 from lsmap.data.scan import check_stats, scan_scene
 from lsmap.errors import CheckpointError, InputError, MissingInputError
 from lsmap.io.cog import write_mask_cog, write_probability_cog
-from lsmap.io.rasters import atomic_output
+from lsmap.io.locks import owner_tag
+from lsmap.io.outputs import atomic_output
+from lsmap.io.resources import check_disk
 from lsmap.io.scene import scene_info
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import Member, load_ensemble
@@ -70,9 +73,43 @@ def _stack_inputs(scene: Any, work: Path, bands: str) -> Path:
     return Path(getattr(result, "path", None) or (result if isinstance(result, (str, os.PathLike)) else out))
 
 
+def _check_args(scene: Any, models: Any, paths: Sequence[Any], overwrite: Any, progress: Any) -> list | None:
+    """Check :func:`detect`'s arguments that are not options (types), with the CLI's messages.
+
+    Returns:
+        ``models`` as a list (one path given as a string is one model, never its characters).
+
+    Raises:
+        InputError: the first unusable argument.
+    """
+    if not isinstance(scene, (str, os.PathLike, Mapping)) and not hasattr(scene, "__dict__"):
+        raise InputError(f"`scene` must be a GeoTIFF path or the inputs of 'lsmap stack' as a mapping (got "
+                         f"{type(scene).__name__})")
+    for name, value in zip(("out", "prob", "mask", "quicklook", "report"), paths, strict=True):
+        check_path(name, value)
+    check_bool("overwrite", overwrite)
+    check_bool("progress", progress)
+    models = as_list("model", models)
+    for m in models or []:
+        if not isinstance(m, (str, os.PathLike, Member)):
+            raise InputError(f"`model` must be a checkpoint path or a loaded ensemble member (got {m!r} of type "
+                             f"{type(m).__name__})")
+    return models
+
+
+def _check_scratch(work: Path, valid_pixels: int, info, uncertainty: bool) -> None:
+    """Refuse a scene whose scratch rasters cannot fit beside the output.
+
+    The scratch probability (and uncertainty) rasters are DEFLATE-compressed float32 (nodata
+    areas compress to almost nothing): about 2 bytes per valid pixel is assumed for each.
+    """
+    need = 2.0 * valid_pixels * (2 if uncertainty else 1)
+    check_disk(work, need, f"the scratch rasters of a {info.width} x {info.height} px scene "
+               f"({valid_pixels:,} valid pixels)", "free some space, or write the outputs on a larger disk")
+
+
 def _scene_area_km2(info) -> float:
     from shapely.geometry import box
-
 
     t = info.transform
     xs = [t.c, t.c + t.a * info.width]
@@ -142,6 +179,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         InputError: unreadable scene, no valid pixel, bad options.
     """
     t0 = time.perf_counter()
+    models = _check_args(scene, models, (out, prob, mask, quicklook, report), overwrite, progress)
     opts = _options(options, settings)
     outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook, report)))
     opts.check()
@@ -157,10 +195,11 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         # every output gets its temporary name now (existence checked before any work) and is
         # renamed into place only when the block below completes
         tmp = _temporary_outputs(es, outputs, overwrite)
-        work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=".lsmap-detect-", dir=work_parent)))
+        work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=f".lsmap-detect-{owner_tag()}-",
+                                                                 dir=work_parent)))
         stacked = not isinstance(scene, (str, os.PathLike))
         scene_path = _stack_inputs(scene, work, profile.name) if stacked else Path(scene)
-        info, scan, used, t_scan = _scan(scene_path, profile, opts, stats)
+        info, scan, used, t_scan = _scan(scene_path, profile, opts, stats, progress)
         pred = _predict(info, members, work, scan, used, opts, dev, progress)
         t_vec = time.perf_counter()
         gdf = _vectorize(pred, threshold, opts)
@@ -220,19 +259,20 @@ def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
 
 
 def _temporary_outputs(es: contextlib.ExitStack, outputs: DetectOutputs, overwrite: bool) -> DetectOutputs:
-    """Enter an atomic output for each requested file; returns their temporary paths."""
+    """Enter an atomic output for each requested file, locked for the run (a second run on the same
+    output fails at once); returns their temporary paths."""
 
-    return DetectOutputs(*(es.enter_context(atomic_output(p, overwrite)) if p is not None else None
+    return DetectOutputs(*(es.enter_context(atomic_output(p, overwrite, lock=True)) if p is not None else None
                            for p in (outputs.polygons, outputs.prob, outputs.mask, outputs.quicklook,
                                      outputs.report)))
 
 
-def _scan(scene_path: Path, profile, opts: DetectOptions, stats: BandStats | None):
+def _scan(scene_path: Path, profile, opts: DetectOptions, stats: BandStats | None, progress: bool = False):
     """The statistics pass: ``(info, scan, normalisation statistics used, seconds)``."""
 
     info = scene_info(scene_path, profile)
     t_scan = time.perf_counter()
-    scan = scan_scene(info, profile, opts.input_scale)
+    scan = scan_scene(info, profile, opts.input_scale, progress=progress)
     t_scan = time.perf_counter() - t_scan
     if norm_mode(opts.norm) == "own":
         used = check_stats(stats, profile, "`stats`") if stats is not None else scan.stats
@@ -245,10 +285,14 @@ def _predict(info, members, work: Path, scan, used: BandStats | None, opts: Dete
     """Streamed ensemble inference into scratch probability (and uncertainty) rasters in ``work``."""
 
     fill = used.mean if used is not None else None
+    valid = scan.valid_pixels
+    if scan.sampled and scan.seen_pixels:  # the sample's valid fraction over the whole scene
+        valid = int(valid * info.width * info.height / scan.seen_pixels)
+    _check_scratch(work, valid, info, opts.uncertainty)
     return predict_scene(info, members, work / "prob.tif", stats=used, raw=scan.raw, fill=fill, tta=opts.tta,
                          overlap=opts.overlap, window=opts.window, batch_size=opts.batch_size, device=dev,
                          uncertainty_out=work / "unc.tif" if opts.uncertainty else None, crf=opts.crf,
-                         compress=False, progress=progress)
+                         compress=True, progress=progress)
 
 
 def _vectorize(pred, threshold: float, opts: DetectOptions):

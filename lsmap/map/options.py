@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from lsmap.core.checks import check_bool, check_choice, check_int, check_number
 from lsmap.core.constants import OVERLAP, WINDOW
 from lsmap.core.normalize import BandStats, norm_mode
 from lsmap.errors import InputError
@@ -45,12 +46,29 @@ class DetectOptions:
     block: int = 1024
 
     def check(self) -> None:
-        """Raise :class:`InputError` for an option that cannot work, before any work."""
+        """Raise :class:`InputError` for an option that cannot work, before any work.
+
+        Types and ranges are checked as the command line would (:mod:`lsmap.core.checks`): NaN
+        never passes, a threshold outside [0, 1] or a string where a number belongs is refused.
+        """
         if norm_mode(self.norm) == "model" and self.stats is not None:
             raise InputError("`stats` gives the scene's statistics; it cannot be combined with `norm` model")
+        check_choice("input_scale", self.input_scale, INPUT_SCALES)
+        window = check_int("window", self.window, 16)
+        check_int("overlap", self.overlap, 0, window - 1)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, 1)
+        check_int("block", self.block, 16)
+        if self.threshold is not None:
+            check_number("threshold", self.threshold, 0, 1)
         for name in ("min_area", "simplify", "fill_holes"):
-            if getattr(self, name) < 0:
-                raise InputError(f"`{name}` must not be negative (got {getattr(self, name)})")
+            check_number(name, getattr(self, name), 0)
+        for name in ("tta", "uncertainty", "crf"):
+            check_bool(name, getattr(self, name))
+        if self.bands is not None and not isinstance(self.bands, str):
+            raise InputError(f"`bands` must be a band profile name (got {self.bands!r})")
+        if self.stats is not None and not isinstance(self.stats, (str, os.PathLike, BandStats)):
+            raise InputError(f"`stats` must be a statistics JSON path or BandStats (got {type(self.stats).__name__})")
         if self.crf:
             from lsmap.learn.crf import require
 

@@ -46,6 +46,7 @@ from lsmap.core.normalize import BandStats
 from lsmap.core.windows import Window, blend_weight, window_grid
 from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
+from lsmap.io.outputs import gdal_write_check
 from lsmap.io.rasters import GDAL_CACHE_MB, geotiff_profile, open_raster
 from lsmap.io.scene import SceneInfo, read_scene_window, scene_info
 from lsmap.learn.crf import crf_refine, require, rgb_indices
@@ -97,6 +98,45 @@ def auto_batch_size(device, window: int, scale: float = 1.0, passes: int = 1) ->
     else:
         budget = 16
     return int(max(1, min(256, budget * (128 * 128) / pixels)))
+
+
+#: Bytes of model activations per (scaled) input pixel of a batch, a low estimate for the U-Nets in
+#: inference: a ResNet-18 U-Net's largest live tensors are 64 channels at half resolution and 16 at
+#: full resolution (float32).
+ACTIVATION_BYTES = 256
+
+
+def predict_memory(scene: SceneInfo, bands: int, win: Window, batch_size: int, scale: float, *,
+                   on_cpu: bool = True, workers: int = 1, prefetch: int = 0, uncertainty: bool = False) -> int:
+    """Bytes of host memory :func:`predict_scene` needs (a low estimate).
+
+    Two strips of ``window`` rows by the scene width (scene values and blend sums), the batches in
+    flight (read ahead + being run), and on a CPU the models' activations at the scaled size.
+    """
+    h, w = win.height, win.width
+    strip = bands * h * scene.width * 4 + h * scene.width  # values + validity
+    blend = h * scene.width * (8 * (3 if uncertainty else 2) + 1)
+    batch = batch_size * bands * h * w * 4
+    in_flight = max(1, workers) + max(0, prefetch) + 1
+    act = batch_size * (h * scale) * (w * scale) * ACTIVATION_BYTES * max(1, workers) if on_cpu else 0
+    return int(strip + blend + batch * in_flight + act + h * w * 4)
+
+
+def check_predict_memory(scene: SceneInfo, profile: BandProfile, win: Window, batch_size: int, scale: float, device,
+                         *, workers: int = 1, prefetch: int | None = None, uncertainty: bool = False) -> None:
+    """Refuse window, batch and scale settings whose buffers cannot fit in memory (before any allocation).
+
+    Raises:
+        TooLargeError: the estimate (:func:`predict_memory`) exceeds the available memory.
+    """
+    from lsmap.io.resources import check_memory
+
+    cpu = getattr(device, "type", str(device)) == "cpu"
+    pf = prefetch if prefetch is not None else (2 if not cpu else workers if workers > 1 else 0)
+    need = predict_memory(scene, profile.count, win, batch_size, scale, on_cpu=cpu, workers=workers, prefetch=pf,
+                          uncertainty=uncertainty)
+    check_memory(need, f"--window {win.height}x{win.width} --batch-size {batch_size} (model scale x{scale:g})",
+                 f"inference on a {scene.width} px wide scene", "use a smaller --window or --batch-size")
 
 
 def _pin(t):
@@ -485,7 +525,10 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     scene, profile, device, fill, passes, batch_size, pin = (plan.scene, plan.profile, plan.device, plan.fill,
                                                             plan.passes, plan.batch_size, plan.pin)
     windows = window_grid(scene.height, scene.width, window, overlap)
-    weight = blend_weight(window, overlap)[:windows[0].height, :windows[0].width]
+    weight = blend_weight(window, overlap, crop=(windows[0].height, windows[0].width))
+    scale = max(float(m.card.scale) for m in members)
+    check_predict_memory(scene, profile, windows[0], batch_size, scale, device, workers=model_threads(device, workers)[0],
+                         prefetch=prefetch, uncertainty=uncertainty_out is not None)
     want_unc = uncertainty_out is not None
     use_var = want_unc and passes > 1
     if crf:
@@ -506,6 +549,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         bar = tqdm(total=len(windows), unit="win", desc="detect")
     rprof = _raster_profile(scene, compress)
     with contextlib.ExitStack() as es:
+        es.enter_context(gdal_write_check(prob_out))  # exits last: after the rasters are closed
         es.enter_context(rasterio.Env(GDAL_CACHEMAX=cache_bytes, GDAL_NUM_THREADS=1))
         if threads != torch.get_num_threads():
             es.callback(torch.set_num_threads, torch.get_num_threads())

@@ -156,7 +156,8 @@ def test_scene_stats_equal_numpy_with_nodata_excluded(raw_scene, block):
     prof = get_profile("rgbn")
     valid = (data != 0).all(axis=0)
     assert_stats(compute_stats(path, "rgbn", valid_only=True, block=block), data[:, valid])
-    assert_stats(compute_stats(path, "rgbn", block=block), data.reshape(4, -1))
+    assert_stats(compute_stats(path, "rgbn", valid_only=False, block=block), data.reshape(4, -1))
+    assert_stats(compute_stats(path, "rgbn", block=block), data[:, valid])  # the default leaves nodata out
     assert_stats(compute_stats(path, "rgbn", valid_only=True, raw=True, block=block), scale_raw(data, prof)[:, valid])
 
 

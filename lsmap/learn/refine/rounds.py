@@ -35,6 +35,7 @@ finished round and redoes a partial one (its folder is removed first).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,12 +48,15 @@ from typing import Any
 import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.checks import as_list
 from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import BandStats
 from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError, OutputExistsError
-from lsmap.io.patches import Patch, find_patches, patch_id, read_image, read_mask
+from lsmap.io.locks import output_lock
+from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned
+from lsmap.io.patches import Patch, check_labels, find_patches, patch_id, read_image, read_mask
 from lsmap.io.rasters import atomic_output
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
@@ -64,6 +68,8 @@ from lsmap.learn.train import Source, TrainConfig, fit
 
 RUN_FILE = "refine.json"
 SUMMARY_FILE = "summary.json"
+#: What ``lsmap refine`` writes into its folder: ``--overwrite`` replaces a folder holding nothing else.
+OUTPUT_PATTERNS = (RUN_FILE, "source_stats.json", "target_stats.json", "round_*/**")
 #: Settings that must not change when a run is resumed.
 _RESUME_KEYS = ("strategy", "bands", "pos_thresh", "neg_thresh", "keep_bg", "keep_ls", "mc_passes", "mc_p", "crf")
 
@@ -479,12 +485,23 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
     out_dir = Path(out_dir)
     if out_dir.exists() and not (resume or overwrite):
         raise OutputExistsError(out_dir)
+    if overwrite and not resume:
+        check_owned_dir(out_dir, True, "refine", OUTPUT_PATTERNS, manifests=(RUN_FILE,))
+    else:
+        check_writable(out_dir)
+    with output_lock(out_dir) if out_dir.parent.exists() else contextlib.nullcontext():
+        return _refine(models, source, target, out_dir, config, val, resume, overwrite, progress)
+
+
+def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, resume: bool, overwrite: bool,
+            progress: bool) -> RefineResult:
     profile = get_profile(config.bands)
     device = resolve_device(config.device)
-    model_paths = [str(m) for m in models]
+    model_paths = [str(m) for m in as_list("model", models)]
     load_ensemble(model_paths, "cpu", profile)  # validate the models before any work
     source, target = Path(source), Path(target)
     src_patches = find_patches(source, require_masks=True)
+    check_labels(src_patches, None, "source")
     tgt_patches = find_patches(target)
     check_unique_ids(tgt_patches)
     val_patches = find_patches(val, require_masks=True) if val is not None else None
@@ -497,8 +514,11 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
 
     # Inputs are valid: now touch the outputs.
     if overwrite and out_dir.exists() and not resume:
+        check_owned_dir(out_dir, True, "refine", OUTPUT_PATTERNS, manifests=(RUN_FILE,))
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / OWNER_MARKER).exists():
+        mark_owned(out_dir, "refine")
     _json_write(out_dir / RUN_FILE, record)
     s_stats.save(out_dir / "source_stats.json")
     t_stats.save(out_dir / "target_stats.json")

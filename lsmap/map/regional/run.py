@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lsmap.errors import InputError, MissingInputError
+from lsmap.core.checks import as_list
+from lsmap.errors import InputError
 from lsmap.learn.crf import require
-from lsmap.learn.models import checkpoint_paths
+from lsmap.learn.models import check_checkpoint_name
 from lsmap.map.detect import default_models
 from lsmap.map.options import non_default
 from lsmap.map.regional.merge import merge_layers
@@ -97,6 +98,65 @@ class RegionalResult:
 CONNECT_TIMEOUT = "20s"
 
 
+#: How long the check that an address speaks Dask's protocol waits for the scheduler's greeting.
+PROBE_TIMEOUT = 10.0
+#: A Dask handshake message is a few hundred bytes; a "length" past this is not Dask talking.
+_MAX_HANDSHAKE = 16 << 20
+
+
+def probe_scheduler(address: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Check that ``address`` (``tcp://host:port``) is a Dask scheduler before handing it to Dask.
+
+    A Dask scheduler greets every new connection at once with a handshake message whose first 8
+    bytes are its little-endian length (a few hundred bytes). A service that sends nothing, closes
+    the connection, or sends bytes that do not read as such a length is not a Dask scheduler;
+    given to Dask it hangs or ends in a huge allocation. Other schemes (``tls://``, ``inproc://``)
+    are not probed.
+
+    Raises:
+        InputError: the address cannot be reached, or does not speak Dask's protocol (within ``timeout``).
+    """
+    import socket
+    import struct
+
+    text = str(address)
+    if "://" in text and not text.startswith("tcp://"):
+        return
+    hostport = text.removeprefix("tcp://").rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise InputError(f"--scheduler {address}: expected a Dask scheduler address like tcp://host:8786")
+    fix = "start one with `dask scheduler` and give its address, e.g. tcp://host:8786"
+    try:
+        conn = socket.create_connection((host, int(port)), timeout=timeout)
+    except OSError as e:
+        raise InputError(f"--scheduler {address}: cannot reach the Dask scheduler ({e}); {fix}") from None
+    data = b""
+    try:
+        conn.settimeout(timeout)
+        while len(data) < 8:
+            chunk = conn.recv(8 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        raise InputError(f"--scheduler {address}: the service there sent nothing within {timeout:g} s; it is not a "
+                         f"Dask scheduler (which answers at once); {fix}") from None
+    except OSError as e:
+        raise InputError(f"--scheduler {address}: connection failed ({e}); {fix}") from None
+    finally:
+        conn.close()
+    if len(data) < 8:
+        raise InputError(f"--scheduler {address}: the service there closed the connection without a Dask "
+                         f"handshake; it is not a Dask scheduler; {fix}")
+    (length,) = struct.unpack("<Q", data)
+    if not 0 < length <= _MAX_HANDSHAKE:
+        shown = data.decode("ascii", "replace").encode("unicode_escape").decode()[:16]
+        raise InputError(f"--scheduler {address}: the service there does not speak Dask's protocol (it sent "
+                         f"'{shown}'); it is not a Dask scheduler; {fix}")
+
+
 def _client(scheduler: Any):
     """``(client, owned)`` for a scheduler address or an existing client."""
     try:
@@ -107,6 +167,7 @@ def _client(scheduler: Any):
         ) from None
     if isinstance(scheduler, distributed.Client):
         return scheduler, False
+    probe_scheduler(str(scheduler))
     try:
         return distributed.Client(str(scheduler), timeout=CONNECT_TIMEOUT, set_as_default=False), True
     except (OSError, TimeoutError) as e:
@@ -161,18 +222,17 @@ def detect_many(
     """
     from tqdm.auto import tqdm
 
+
     paths = expand_scenes(scenes)
     if models is None:
         models = default_models()
-    model_list = [models] if isinstance(models, (str, os.PathLike)) else list(models)
+    model_list = as_list("model", models)
     if not model_list:
         raise InputError("no model given; pass `model` PATH (one or more)")
 
     model_abs = []
     for m in model_list:
-        weights, card = checkpoint_paths(Path(m).absolute())
-        if not weights.exists() and not card.exists():
-            raise MissingInputError(f"{m}: checkpoint does not exist (neither {weights.name} nor {card.name})")
+        weights, _ = check_checkpoint_name(Path(m).absolute())
         model_abs.append(str(weights))
     out_dir = Path(out_dir).absolute()
     merged_path = None if merged is None else (out_dir / merged if not Path(merged).is_absolute() else Path(merged))

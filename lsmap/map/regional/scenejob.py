@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -186,9 +185,10 @@ def cached_ensemble(models: Sequence[str], device: str = "auto") -> list:
 
 
 def _remove_stale_temps(out: Path) -> None:
-    # atomic_output's temporary folders are ".<name>.<random>.tmp"; a killed process leaves them.
-    for tmp in out.parent.glob(f".{out.name}.*.tmp"):
-        shutil.rmtree(tmp, ignore_errors=True)
+    # the temporaries a killed run left (their owner process is gone); a live run's are kept
+    from lsmap.io.locks import remove_stale
+
+    remove_stale(out.parent, out.name)
 
 
 def run_scene(job: SceneJob) -> SceneOutcome:

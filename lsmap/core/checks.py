@@ -1,0 +1,116 @@
+"""Pure: argument checks shared by the public functions, with the messages the command line shows.
+
+Each check names the Python argument in backticks (```threshold```), which the command line
+shows as its flag (:func:`lsmap.cli.options.cli_message`), so a script calling
+``lsmap.detect(..., threshold=2.0)`` and a shell user typing ``--threshold 2`` read the same line.
+NaN never passes a range check (every comparison with NaN is false, so ``not lo <= x <= hi`` is
+the test, never ``x < lo``), and booleans are not numbers here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from numbers import Integral, Real
+from typing import Any
+
+from lsmap.errors import InputError
+
+
+def _name(option: str) -> str:
+    """The argument as library messages name it: ```min_area``` (the CLI shows ``--min-area``)."""
+    return f"`{option.lstrip('-').replace('-', '_')}`"
+
+
+def check_number(option: str, value: Any, lo: float | None = None, hi: float | None = None, *,
+                 lo_open: bool = False, hi_open: bool = False) -> float:
+    """``value`` as a float, finite and inside ``[lo, hi]`` (open ends with ``lo_open``/``hi_open``).
+
+    Raises:
+        InputError: not a real number (a string, a bool, None), NaN/inf, or out of range.
+    """
+    name = _name(option)
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InputError(f"{name} must be a number (got {value!r} of type {type(value).__name__})")
+    v = float(value)
+    ok = math.isfinite(v)
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if not ok:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        bounds = f"{left}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}{right}"
+        raise InputError(f"{name} must be a finite number in {bounds} (got {value!r})")
+    return v
+
+
+def check_int(option: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as an int inside ``[lo, hi]``.
+
+    Raises:
+        InputError: not an integer (floats, strings and bools are refused), or out of range.
+    """
+    name = _name(option)
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise InputError(f"{name} must be an integer (got {value!r} of type {type(value).__name__})")
+    v = int(value)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise InputError(f"{name} must be an integer in [{'-inf' if lo is None else lo}, "
+                         f"{'inf' if hi is None else hi}] (got {v})")
+    return v
+
+
+def check_bool(option: str, value: Any) -> bool:
+    """``value`` must be a bool (a string "False" is truthy: refused).
+
+    Raises:
+        InputError: not a bool.
+    """
+    if not isinstance(value, bool):
+        raise InputError(f"{_name(option)} must be True or False (got {value!r} of type {type(value).__name__})")
+    return value
+
+
+def check_choice(option: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` must be one of ``choices``.
+
+    Raises:
+        InputError: another value, listing the choices.
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"{_name(option)}: unknown value {value!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
+def check_path(option: str, value: Any, *, optional: bool = True) -> Any:
+    """``value`` must be a path (str or ``os.PathLike``), or ``None`` when ``optional``.
+
+    Raises:
+        InputError: another type.
+    """
+    if value is None and optional:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise InputError(f"{_name(option)} must be a file path (got {value!r} of type {type(value).__name__})")
+    return value
+
+
+def as_list(option: str, value: Any) -> list | None:
+    """A sequence argument as a list; a single path (``"model.safetensors"``) becomes ``[path]``.
+
+    ``None`` stays ``None``. Strings are never iterated character by character.
+
+    Raises:
+        InputError: neither a path, nor an iterable of items.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return [os.fsdecode(value) if isinstance(value, bytes) else value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]  # one object (e.g. a loaded model): the callee checks its type

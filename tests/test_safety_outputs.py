@@ -1,0 +1,132 @@
+"""Outputs: --overwrite replaces only lsmap's own folders; unwritable locations fail before any work (issue 14, 1 and 3)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lsmap.cli import main
+from lsmap.errors import OutputError, OutputExistsError, OutputOwnershipError
+from lsmap.io.outputs import OWNER_MARKER, atomic_output, check_owned_dir, check_writable, foreign_files
+from tests._rasters import write_tif
+
+
+@pytest.fixture
+def scene(tmp_path: Path, rng) -> Path:
+    return write_tif(tmp_path / "scene.tif", rng.random((14, 40, 40)).astype(np.float32))
+
+
+def test_tile_overwrite_in_the_working_directory_is_refused_and_deletes_nothing(tmp_path, scene, monkeypatch):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "thesis.txt").write_text("mine\n")
+    monkeypatch.chdir(work)
+    res = CliRunner().invoke(main, ["tile", str(scene), "-o", ".", "--size", "16", "--overwrite"])
+    assert res.exit_code == 1
+    assert "working directory" in res.output and "Traceback" not in res.output
+    assert (work / "thesis.txt").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("target", ["home", "parent"])
+def test_home_and_parents_of_the_working_directory_are_never_replaced(tmp_path, monkeypatch, target):
+    home = tmp_path / "home"
+    (home / "sub").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home) if target == "home" else str(tmp_path / "elsewhere"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(home / "sub" if target == "parent" else tmp_path / "cwd")
+    why = "home directory" if target == "home" else "parent of the working directory"
+    with pytest.raises(OutputOwnershipError, match=why):
+        check_owned_dir(home, True, "tile", ["*"])
+
+
+def test_tile_overwrite_refuses_a_folder_lsmap_did_not_write(tmp_path, scene):
+    out = tmp_path / "mine"
+    (out / "img").mkdir(parents=True)
+    (out / "img" / "image_1.h5").write_bytes(b"user's own L4S patch")  # matches the pattern, but no marker
+    res = CliRunner().invoke(main, ["tile", str(scene), "-o", str(out), "--size", "16", "--overwrite"])
+    assert res.exit_code == 1 and "not written by 'lsmap tile'" in res.output
+    assert (out / "img" / "image_1.h5").read_bytes() == b"user's own L4S patch"
+
+
+def test_tile_overwrite_keeps_other_files_in_an_lsmap_folder(tmp_path, scene):
+    out = tmp_path / "p"
+    runner = CliRunner()
+    assert runner.invoke(main, ["tile", str(scene), "-o", str(out), "--size", "16"]).exit_code == 0
+    assert (out / OWNER_MARKER).is_file()
+    (out / "notes.txt").write_text("keep me")
+    res = runner.invoke(main, ["tile", str(scene), "-o", str(out), "--size", "16", "--overwrite"])
+    assert res.exit_code == 1 and "notes.txt" in res.output
+    assert (out / "notes.txt").read_text() == "keep me"
+    (out / "notes.txt").unlink()
+    res = runner.invoke(main, ["tile", str(scene), "-o", str(out), "--size", "20", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert '"size": 20' in (out / "tiles.json").read_text()
+
+
+def test_refine_overwrite_refuses_foreign_folder(tmp_path):
+    from lsmap.learn.refine.rounds import OUTPUT_PATTERNS, RUN_FILE
+
+    out = tmp_path / "r"
+    (out / "round_1" / "models").mkdir(parents=True)
+    (out / RUN_FILE).write_text("{}")
+    assert foreign_files(out, OUTPUT_PATTERNS) == []
+    (out / "data.csv").write_text("x")
+    assert foreign_files(out, OUTPUT_PATTERNS) == ["data.csv"]
+    with pytest.raises(OutputOwnershipError, match="data.csv"):
+        check_owned_dir(out, True, "refine", OUTPUT_PATTERNS, manifests=(RUN_FILE,))
+
+
+def test_parent_that_is_a_file_fails_before_work(tmp_path, scene):
+    (tmp_path / "afile").write_text("x")
+    for args in (["stack", str(scene), "-o", str(tmp_path / "afile" / "s.tif")],
+                 ["tile", str(scene), "-o", str(tmp_path / "afile" / "p")],
+                 ["stats", str(scene), "-o", str(tmp_path / "afile" / "s.json")]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1, args
+        assert "Traceback" not in res.output and "afile" in res.output
+
+
+def test_immutable_or_unwritable_folder_fails_before_any_work(tmp_path, monkeypatch):
+    """A probe file is created and removed: its failure (EPERM of an immutable folder) is the error."""
+    import errno
+
+    real_open = os.open
+
+    def refuse(path, flags, *a, **k):
+        if ".lsmap-probe." in str(path):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(OutputError, match="cannot write"):
+        check_writable(tmp_path / "out.tif")
+
+
+def test_train_checks_the_run_folder_before_training(tmp_path):
+    from lsmap.learn.train import TrainConfig, train
+    from tests.patchgen import make_patches
+
+    data = tmp_path / "d"
+    make_patches(data / "train", 2)
+    make_patches(data / "val", 2)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="afile"):
+        train(tmp_path / "afile" / "run", train_dir=data / "train", val_dir=data / "val",
+              config=TrainConfig(model="tiny-unet", steps=1, scale=1.0, device="cpu"), progress=False)
+
+
+def test_atomic_output_failure_leaves_the_old_file_and_no_temporary(tmp_path):
+    out = tmp_path / "x.txt"
+    out.write_text("old")
+    with pytest.raises(RuntimeError), atomic_output(out, overwrite=True) as tmp:
+        tmp.write_text("new")
+        raise RuntimeError("boom")
+    assert out.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]
+    with pytest.raises(OutputExistsError):
+        with atomic_output(out):
+            pass
