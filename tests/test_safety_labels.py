@@ -35,7 +35,7 @@ def test_mask_values_outside_0_1_255_are_refused_never_cast(values):
     if set(values) <= set(MASK_VALUES):
         np.testing.assert_array_equal(mask_values(arr, None, "m.h5"), arr)
     else:
-        with pytest.raises(InputError, match="--label-map"):
+        with pytest.raises(InputError, match="`label_map`"):
             mask_values(arr, None, "m.h5")
 
 
@@ -57,7 +57,7 @@ def test_0_255_mask_folder_is_refused_with_the_label_map_hint_and_reads_with_it(
     data = make_patches(tmp_path / "p", 3, size=16)
     _rewrite_masks(data, lambda m: (m * 255).astype(np.uint8))
     patches = find_patches(data)
-    with pytest.raises(InputError, match="no landslide pixel.*--label-map 0:0,255:1"):
+    with pytest.raises(InputError, match="no landslide pixel.*`label_map` 0:0,255:1"):
         check_labels(patches)
     counts = check_labels(patches, {0: 0, 255: 1})
     assert counts["landslide"] > 0 and counts["ignored"] == 0

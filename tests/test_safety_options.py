@@ -39,7 +39,7 @@ def test_threshold_check_accepts_exactly_finite_numbers_in_0_1(value):
     if good:
         assert check_number("threshold", value, 0, 1) == value
     else:
-        with pytest.raises(InputError, match="--threshold"):
+        with pytest.raises(InputError, match="`threshold`"):
             check_number("threshold", value, 0, 1)
 
 
@@ -49,7 +49,7 @@ def test_int_check_refuses_floats_strings_and_bools(value):
     if isinstance(value, int) and not isinstance(value, bool) and value >= 16:
         assert check_int("window", value, 16) == value
     else:
-        with pytest.raises(InputError, match="--window"):
+        with pytest.raises(InputError, match="`window`"):
             check_int("window", value, 16)
 
 
@@ -73,15 +73,15 @@ def test_detect_api_takes_one_model_string_and_validates(det):
     scene, model, tmp = det
     gdf = lsmap.detect(scene, str(model), device="cpu")
     assert gdf.attrs["lsmap"]["models"] == [str(model)]
-    with pytest.raises(InputError, match=r"--threshold must be a finite number in \[0, 1\] \(got 2.0\)"):
+    with pytest.raises(InputError, match=r"`threshold` must be a finite number in \[0, 1\] \(got 2.0\)"):
         lsmap.detect(scene, str(model), threshold=2.0, device="cpu")
-    with pytest.raises(InputError, match="--window must be an integer"):
+    with pytest.raises(InputError, match="`window` must be an integer"):
         lsmap.detect(scene, str(model), window="128", device="cpu")
-    with pytest.raises(InputError, match="--tta must be True or False"):
+    with pytest.raises(InputError, match="`tta` must be True or False"):
         lsmap.detect(scene, str(model), tta="no", device="cpu")
-    with pytest.raises(InputError, match="--model must be a checkpoint path"):
+    with pytest.raises(InputError, match="`model` must be a checkpoint path"):
         lsmap.detect(scene, [3.5], device="cpu")
-    with pytest.raises(InputError, match="scene must be"):
+    with pytest.raises(InputError, match="`scene` must be"):
         lsmap.detect(42, str(model), device="cpu")
 
 
@@ -92,7 +92,7 @@ def test_evaluate_api_takes_one_model_string(tmp_path, det):
     data = make_patches(tmp_path / "p", 2, size=16)
     res = lsmap.evaluate(str(model), data, device="cpu")
     assert res is not None
-    with pytest.raises(InputError, match="--threshold"):
+    with pytest.raises(InputError, match="`threshold`"):
         lsmap.evaluate(str(model), data, device="cpu", threshold=float("nan"))
 
 
