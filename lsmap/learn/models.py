@@ -254,8 +254,10 @@ def check_card(d: Any, source: object = "model card") -> None:
             raise bad("stats", "must be an object with 'mean' and 'std' lists or null")
         for key in ("mean", "std"):
             v = st.get(key)
-            if not isinstance(v, list) or len(v) != len(names) or not all(_number(x) for x in v):
-                raise bad(f"stats.{key}", f"must be a list of {len(names)} finite numbers")
+            if not isinstance(v, list) or not v or not all(_number(x) for x in v):
+                raise bad(f"stats.{key}", "must be a list of finite numbers, one per band")
+        if len(st["mean"]) != len(st["std"]):
+            raise bad("stats.std", "must have as many values as 'stats.mean'")
         if any(x < 0 for x in st["std"]):
             raise bad("stats.std", "must not be negative")
     for key, typ in (("train", dict), ("metrics", dict), ("data", str), ("lsmap_version", str), ("created", str)):

@@ -201,6 +201,8 @@ def test_cli_stats_writes_band_stats_json(tmp_path, raw_scene):
     r = run_cli("stats", path, "-o", out, "--bands", "rgbn")
     assert r.exit_code != 0 and "--overwrite" in r.output and BandStats.load(out) == res
     r = run_cli("stats", path, "-o", out, "--bands", "rgbn", "--overwrite", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["count"] == int(valid.sum())  # a scene's nodata never counts
+    r = run_cli("stats", path, "-o", out, "--bands", "rgbn", "--overwrite", "--all-pixels", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["count"] == data[0].size
 
 
