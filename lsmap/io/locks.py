@@ -163,7 +163,12 @@ def output_lock(path: str | os.PathLike, *, clean: bool = True) -> Iterator[Path
 
 def _acquire(lock: Path, path: Path) -> int:
     for _ in range(100):
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:  # a read-only or full location: name the output, not the lock file
+            from lsmap.io.outputs import OutputError, output_oserror
+
+            raise (output_oserror(e, path) or OutputError(f"{path}: cannot lock the output ({e.strerror})")) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
