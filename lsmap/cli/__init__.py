@@ -10,6 +10,7 @@ import click
 
 from lsmap import __version__
 from lsmap.cli.detect import detect
+from lsmap.cli.download import download
 from lsmap.cli.evaluate import evaluate
 from lsmap.cli.info import info
 from lsmap.cli.refine import refine
@@ -25,5 +26,5 @@ def main() -> None:
     """Map landslides from Sentinel-2 scenes (Landslide4Sense 2022 winners' methods)."""
 
 
-for _command in (stack_cmd, tile, stats, train, evaluate, refine, detect, info):
+for _command in (stack_cmd, tile, stats, train, evaluate, refine, detect, info, download):
     main.add_command(_command)

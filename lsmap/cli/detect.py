@@ -16,9 +16,9 @@ _D = DetectOptions()  # the library's defaults
 
 @click.command("detect")
 @click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=True, path_type=str))
-@click.option("-o", "--out", required=True, type=click.Path(),
-              help="Polygon output: .gpkg (default format), .geojson/.json or .shp; with several scenes "
-                   "(or a glob or @list.txt) the output FOLDER.")
+@click.option("-o", "--output", "--out", "out", required=True, type=click.Path(),
+              help="Polygon output: .gpkg (default format; scene CRS), .geojson/.json (EPSG:4326, RFC 7946) or "
+                   ".shp (scene CRS); with several scenes (or a glob or @list.txt) the output FOLDER.")
 @click.option("--model", "models", multiple=True, type=click.Path(),
               help="Checkpoint (.safetensors/.json/stem); repeat for an ensemble (probabilities averaged).")
 @click.option("--bands", type=click.Choice(list(PROFILES)), default=None,
@@ -79,11 +79,15 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
     Sentinel-2 folder that 'lsmap stack' takes. Nodata pixels never become landslides.
 
     \b
+    $ lsmap detect sample_data/scene_l4s14.tif -o out/slides.gpkg --quicklook out/slides.png --overwrite
     $ lsmap detect scene.tif -o slides.gpkg --model unet.safetensors
     $ lsmap detect scene.tif -o slides.gpkg --model a.safetensors --model b.safetensors --tta \\
           --prob prob.tif --uncertainty --min-area 200 --simplify 5
     $ lsmap detect scene.tif -o slides.gpkg --model unet.safetensors --crf
     $ lsmap detect S2_folder/ --dem dem.tif -o slides.geojson --model unet.safetensors
+
+    Without --model the default model is used; --model takes a checkpoint or a shipped model's
+    name (--model default; see 'lsmap info').
 
     Several scenes (paths, a quoted glob, or @list.txt with one path per line): -o is a folder that
     gets one layer per scene plus the merged event layer; complete scenes are skipped on a re-run
@@ -124,6 +128,22 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
     click.echo(f"{summary['scene_km2']:.2f} km2 in {summary['seconds']:.1f} s ({summary['km2_per_s']:.2f} km2/s), "
                f"{summary['windows']} windows on {summary['device']}, input {summary['input_scale']}, "
                f"norm {summary['norm']}")
+    click.echo("wrote: " + ", ".join(_written(summary["outputs"])))
+
+
+def _written(outputs: dict) -> list[str]:
+    """Every file detect wrote: its outputs, with a shapefile's sidecars."""
+    from pathlib import Path
+
+    from lsmap.map.vectorize import vector_driver
+
+    files = []
+    for kind, path in outputs.items():
+        files.append(str(path))
+        if kind == "polygons":
+            sidecars = (Path(path).with_suffix(s) for s in vector_driver(path)[1])
+            files += [str(p) for p in sidecars if p.exists()]
+    return files
 
 
 
@@ -142,6 +162,10 @@ def _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **k
         if res.merged is not None:
             area = float(res.gdf["area_m2"].sum()) if len(res.gdf) else 0.0
             click.echo(f"{len(res.gdf)} landslide polygons, {area / 1e6:.4f} km2 ({res.crs}) -> {res.merged}")
+        written = [str(p) for s, p in res.outputs.items() if s not in res.skipped]
+        written += [str(res.merged)] if res.merged is not None else []
+        if written:
+            click.echo("wrote: " + ", ".join(written))
     for _scene, message in res.failures.items():
         click.echo(f"failed: {message}", err=True)
     if res.failures:

@@ -10,7 +10,7 @@ from lsmap.core.normalize import norm_choices
 
 
 @click.command("evaluate")
-@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.argument("models", nargs=-1, type=click.Path())
 @click.option("--data", type=click.Path(file_okay=False), required=True, help="Labelled patch folder or dataset root.")
 @click.option("--split", type=click.Choice(SPLITS), default="validation", show_default=True,
               help="Split to read from a dataset root.")
@@ -31,7 +31,8 @@ from lsmap.core.normalize import norm_choices
 def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, device, label_map, as_json):
     """Score MODEL(s) on labelled patches: pixel P/R/F1/IoU summed over the split, object scores.
 
-    Several models are averaged as an ensemble.
+    Several models are averaged as an ensemble; without MODEL the default model is scored. A
+    MODEL is a checkpoint or a shipped model's name (see 'lsmap info').
 
     \b
     $ lsmap evaluate runs/r18/best.safetensors --data L4S_ROOT
@@ -42,6 +43,10 @@ def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, 
     from lsmap.learn.evaluate import evaluate as run_evaluate
     from lsmap.learn.evaluate import format_table
 
+    if not models:
+        from lsmap.learn.models import default_model_path
+
+        models = (str(default_model_path()),)
     result = run_evaluate(list(models), data, split=split, tta=tta, stats=stats, norm=norm, device=device,
                           batch_size=batch_size, threshold=threshold, crf=crf, progress=progress_default(as_json),
                           label_map=label_map)

@@ -17,7 +17,7 @@ from lsmap.cli.options import (
 )
 from lsmap.core.constants import SCALES
 from lsmap.core.normalize import norm_choices
-from lsmap.learn.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from lsmap.learn.config import OPTIMIZERS, SCHEDULES, VAL_FRACTION, TrainConfig
 from lsmap.learn.models import MODELS
 
 _D = TrainConfig()  # the library's defaults
@@ -26,11 +26,16 @@ _SCALES = [f"{s:g}" for s in SCALES]
 
 @click.command("train")
 @click.option("--data", type=click.Path(file_okay=False),
-              help="Dataset root (official TrainData/ValidData or Hugging Face layout).")
+              help="Dataset root (TrainData/ValidData, train/test, or images/+annotations/ layout) or a patch "
+                   "folder.")
 @click.option("--train", "train_dir", type=click.Path(file_okay=False),
               help="Labelled training patch folder (img/, mask/).")
 @click.option("--val", "val_dir", type=click.Path(file_okay=False),
-              help="Labelled validation patch folder; the best checkpoint is chosen on it.")
+              help="Labelled validation patch folder (the best checkpoint is chosen on it), or 'none' for no "
+                   "validation [default: the root's validation split, else --val-fraction of the training patches].")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help=f"Hold out this fraction of the training patches (seeded by --seed) for validation when there "
+                   f"is no validation folder [default: {VAL_FRACTION:g}].")
 @click.option("--model", type=click.Choice(list(MODELS)), default=_D.model, show_default=True, help="Architecture.")
 @bands_opt
 @click.option("--loss", default=_D.loss, show_default=True,
@@ -59,8 +64,9 @@ _SCALES = [f"{s:g}" for s in SCALES]
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data-loading worker processes.")
 @device_opt
 @click.option("--no-amp", is_flag=True, help="Plain float32 (no bfloat16/float16 autocast).")
-@click.option("--encoder-weights", type=click.Path(dir_okay=False, exists=True),
-              help="Local encoder weights (safetensors or state dict).")
+@click.option("--encoder-weights", metavar="FILE|imagenet",
+              help="Encoder weights to start from: a local file (safetensors or state dict), or 'imagenet' for the "
+                   "encoder's published weights (downloaded once; needs internet) [default: random weights].")
 @click.option("--init", type=click.Path(), help="Start from this checkpoint (same model and bands).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in RUN_DIR from its last checkpoint.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True, help="Run folder.")
@@ -68,7 +74,7 @@ _SCALES = [f"{s:g}" for s in SCALES]
 @label_map_opt
 @json_opt
 @handle_errors
-def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_decay, schedule, scale, no_augment, norm,
+def train(data, train_dir, val_dir, val_fraction, model, bands, loss, optimizer, lr, weight_decay, schedule, scale, no_augment, norm,
           domain_bn, target_dir, mixup, seed, steps, batch_size, val_every, workers, device, no_amp, encoder_weights,
           init, resume, out_dir, overwrite, label_map, as_json):
     """Train a landslide segmentation model on L4S-style patches (the winners' recipe by default).
@@ -93,13 +99,20 @@ def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_de
         model=model, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
         schedule=schedule, scale=float(scale), val_every=val_every, seed=seed, device=device, amp=not no_amp,
         domain_bn=domain_bn, workers=workers, loss=loss, augment=not no_augment, norm=norm,
-        encoder_weights=encoder_weights, mixup_alpha=mixup,
+        encoder_weights=encoder_weights, mixup_alpha=mixup, val_fraction=val_fraction,
     )
+    if val_dir is not None and val_dir.lower() == "none":
+        if val_fraction is not None:
+            raise click.BadParameter("--val none trains without validation; leave out --val-fraction",
+                                     param_hint="--val-fraction")
+        val_dir, given["val_fraction"] = None, 0.0
     if resume:  # the run's own settings, except options given on this command line
         ctx = click.get_current_context()
         option = {"scale": "scale", "no_amp": "amp", "no_augment": "augment", "mixup": "mixup_alpha"}
         explicit = {option.get(p, p) for p in ctx.params
                     if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT}
+        if given["val_fraction"] == 0.0:
+            explicit.add("val_fraction")
         config = resume_config(out_dir, given, explicit)
     else:
         config = TrainConfig(**given)
@@ -110,10 +123,16 @@ def train(data, train_dir, val_dir, model, bands, loss, optimizer, lr, weight_de
         return
     if as_json:
         echo_json({"best": result.best_path, "last": result.last_path, "metrics": result.best_metrics,
-                   "history": result.history})
+                   "validation": result.validation, "held_out": result.held_out, "history": result.history})
         return
+    if result.held_out:
+        click.echo(f"validation: {len(result.held_out)} training patches held out (seed {config.seed}): "
+                   f"ids {', '.join(result.held_out)}")
+    elif result.validation is None:
+        click.echo("validation: none (--val none); the last checkpoint is the result")
     m = result.best_metrics
     if m:
         click.echo(f"best: {result.best_path} (step {m['step']}: F1 {m['f1']:.4f}, precision {m['precision']:.4f}, "
                    f"recall {m['recall']:.4f}, IoU {m['iou']:.4f} on validation)")
+    click.echo(f"last: {result.last_path}")
     click.echo(f"log: {result.out_dir / 'log.csv'}, curves: {result.out_dir / 'curves.png'}")

@@ -273,3 +273,24 @@ class StepSampler(Sampler):
             for j in range(self.batch_size):
                 yield self.item(base + j)
             step += 1
+
+
+
+def hold_out(patches: Sequence[Patch], fraction: float, seed: int) -> tuple[list[Patch], list[Patch]]:
+    """Split ``patches`` into ``(train, validation)``: a seeded random ``fraction`` held out.
+
+    At least one patch goes to each side; the same patches, ``fraction`` and ``seed`` always give
+    the same split (both sides keep the input order).
+
+    Raises:
+        InputError: ``fraction`` outside ``(0, 1)`` or fewer than 2 patches.
+    """
+    if not 0 < fraction < 1:
+        raise InputError(f"`val_fraction` must be between 0 and 1 (exclusive), got {fraction}")
+    n = len(patches)
+    if n < 2:
+        raise InputError(f"{n} training patch(es): too few to hold out validation patches; give a validation "
+                         f"folder (`val_dir`) or none (--val none)")
+    k = min(n - 1, max(1, round(fraction * n)))
+    chosen = set(np.random.default_rng(seed).permutation(n)[:k].tolist())
+    return ([p for i, p in enumerate(patches) if i not in chosen], [p for i, p in enumerate(patches) if i in chosen])

@@ -312,6 +312,30 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status`` on Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, hence the last resort)
+    os.umask(old)
+    return old
+
+
+def normal_mode(path: Path) -> None:
+    """Give ``path`` the mode the umask gives a new file (0666) or folder (0777).
+
+    Some writers create files 0600 (safetensors) and ``tempfile`` its folders 0700; on a shared
+    filesystem other users and workers could not read such outputs.
+    """
+    if path.exists() and not path.is_symlink():
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask())
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, overwrite: bool = False, *, directory: bool = False,
                   lock: bool = False, before_replace: Callable[[Path], None] | None = None) -> Iterator[Path]:
@@ -320,7 +344,8 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False, *, directory
     The temporary name keeps the suffix of ``path`` so that drivers chosen by extension (GDAL,
     pyogrio) still pick the right format. On any exception the temporary file (or folder) is
     removed and ``path`` is left untouched; OS errors of a full, read-only or forbidden
-    filesystem are raised as :class:`OutputError` naming the device and the file.
+    filesystem are raised as :class:`OutputError` naming the device and the file. The output
+    gets the mode the umask gives a new file or folder (:func:`normal_mode`).
 
     Args:
         path: Final output path.
@@ -357,6 +382,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False, *, directory
             yield target
             if not directory:
                 _fsync_file(target)
+            normal_mode(target)
             if path.is_dir() and not path.is_symlink():
                 if not directory:
                     raise OutputError(f"{path}: is a folder; the output is a file, choose another name")

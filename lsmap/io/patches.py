@@ -4,7 +4,11 @@ Layouts understood (``split`` is ``train``, ``validation`` or ``test``):
 
 - plain: ``DIR/img/image_N.h5`` (+ ``DIR/mask/mask_N.h5``), as ``lsmap tile`` writes;
 - official: ``ROOT/TrainData|ValidData|TestData/img|mask/``;
+- split folders: ``ROOT/train|validation|test/img|mask/`` (``val``/``valid`` also name the
+  validation split), e.g. the real patches beside the project;
 - Hugging Face mirror: ``ROOT/images/<split>/`` and ``ROOT/annotations/<split>/``.
+
+:data:`LAYOUTS` describes them for error messages.
 
 Images are HDF5 dataset ``img`` of shape ``(H, W, C)`` (float64 or float32); masks are dataset
 ``mask`` of shape ``(H, W)``, uint8, 0 = background, 1 = landslide, 255 = unlabelled (ignored).
@@ -33,6 +37,14 @@ NONFINITE_FILL = FILL
 #: Mask value of unlabelled pixels, ignored by losses and metrics.
 SPLITS = ("train", "validation", "test")
 _OFFICIAL = {"train": "TrainData", "validation": "ValidData", "test": "TestData"}
+_SPLIT_DIRS = {"train": ("train",), "validation": ("validation", "val", "valid"), "test": ("test",)}
+#: The folder layouts :func:`find_patches` reads, in the order it tries them.
+LAYOUTS = (
+    "DIR/img/ (+ DIR/mask/)",
+    "ROOT/TrainData|ValidData|TestData/img/ (+ mask/)",
+    "ROOT/train|validation|test/img/ (+ mask/)",
+    "ROOT/images/<split>/ (+ ROOT/annotations/<split>/)",
+)
 _ID = re.compile(r"^(?:image_|mask_)?(.+)$")
 
 
@@ -50,16 +62,36 @@ def patch_id(path: str | os.PathLike) -> str:
     return _ID.match(Path(path).stem).group(1)
 
 
-def _layout(root: Path, split: str) -> tuple[Path, Path]:
+def _find_layout(root: Path, split: str) -> tuple[Path, Path] | None:
+    """``(img folder, mask folder)`` of ``split`` under ``root``, or ``None``."""
     if (root / "img").is_dir():
         return root / "img", root / "mask"
-    if (root / _OFFICIAL[split] / "img").is_dir():
-        return root / _OFFICIAL[split] / "img", root / _OFFICIAL[split] / "mask"
+    for folder in (_OFFICIAL[split], *_SPLIT_DIRS[split]):
+        if (root / folder / "img").is_dir():
+            return root / folder / "img", root / folder / "mask"
     if (root / "images" / split).is_dir():
         return root / "images" / split, root / "annotations" / split
-    raise InputError(
-        f"{root}: no patches found; expected img/ (+ mask/), {_OFFICIAL[split]}/img/, or images/{split}/"
-    )
+    return None
+
+
+def _layout(root: Path, split: str) -> tuple[Path, Path]:
+    found = _find_layout(root, split)
+    if found is None:
+        raise InputError(f"{root}: no {split} patches found; the layouts read are: {'; '.join(LAYOUTS)}")
+    return found
+
+
+def has_split(root: str | os.PathLike, split: str) -> bool:
+    """Whether ``root`` holds a folder of ``split`` patches in one of the :data:`LAYOUTS`.
+
+    A plain patch folder (``DIR/img/``) holds every split.
+    """
+    return _find_layout(Path(root), split) is not None
+
+
+def is_plain_folder(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is a plain patch folder (``DIR/img/``) rather than a dataset root with splits."""
+    return (Path(root) / "img").is_dir()
 
 
 def _sort_key(pid: str) -> tuple:

@@ -7,15 +7,18 @@ its choices and defaults from here without importing torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lsmap.core.normalize import norm_mode
-from lsmap.errors import InputError
+from lsmap.errors import InputError, MissingInputError
 from lsmap.learn.models import get_spec
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
 _DEFAULT_LR = {"adamw": 5e-4, "sgd": 1e-2}
 _DEFAULT_WD = {"adamw": 1e-2, "sgd": 5e-4}
+#: Fraction of the training patches held out for validation when no validation folder is given.
+VAL_FRACTION = 0.2
 
 
 @dataclass
@@ -45,8 +48,13 @@ class TrainConfig:
             separated normalisation) or ``model`` (by the training statistics); see
             :data:`lsmap.core.normalize.NORMS` (``separated``/``global`` are accepted too).
         mixup_alpha: Mix-up of the labelled source in :func:`train` (0: off).
-        encoder_weights: Optional local encoder weights file.
+        encoder_weights: Encoder weights to start from: a local file, or ``"imagenet"`` for the
+            encoder's published weights (:func:`lsmap.learn.models.load_published_encoder`);
+            ``None``: random weights.
         loss_every: Steps between progress-bar loss updates.
+        val_fraction: Fraction of the training patches :func:`lsmap.learn.train.train` holds out
+            for validation (seeded by ``seed``) when no validation folder is given; ``None``:
+            :data:`VAL_FRACTION`; ``0``: no validation (only ``last`` is written).
     """
 
     model: str = "unet-resnet18"
@@ -71,6 +79,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0
     encoder_weights: str | None = None
     loss_every: int = 10
+    val_fraction: float | None = None
 
     def check(self) -> None:
         """Raise :class:`InputError` on values that cannot work."""
@@ -89,6 +98,11 @@ class TrainConfig:
             raise InputError(f"mix-up alpha must be >= 0, got {self.mixup_alpha}")
         if not 0 < self.threshold < 1:
             raise InputError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.encoder_weights not in (None, "imagenet") and not Path(self.encoder_weights).is_file():
+            raise MissingInputError(f"{self.encoder_weights}: `encoder_weights` file does not exist; give a "
+                                    f"safetensors/state-dict file or 'imagenet'")
+        if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
+            raise InputError(f"`val_fraction` must be in [0, 1), got {self.val_fraction}")
 
     @property
     def peak_lr(self) -> float:

@@ -19,7 +19,7 @@ from lsmap.core.normalize import BandStats
 from lsmap.errors import CheckpointError
 from lsmap.learn.device import autocast, use_channels_last
 from lsmap.learn.forward import flip_passes, scaled_forward
-from lsmap.learn.models import ModelCard, load_checkpoint
+from lsmap.learn.models import ModelCard, load_checkpoint, resolve_model
 
 
 @dataclass
@@ -38,8 +38,9 @@ def load_ensemble(paths: Sequence[str | os.PathLike], device: Any = "cpu",
         raise CheckpointError("no model given; pass `model` PATH (one or more)")
     members = []
     for p in paths:
-        module, card = load_checkpoint(p, device, expect)
-        members.append(Member(module, card, str(p)))
+        path = resolve_model(p)
+        module, card = load_checkpoint(path, device, expect)
+        members.append(Member(module, card, str(path)))
     return members
 
 

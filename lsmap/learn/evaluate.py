@@ -24,7 +24,7 @@ from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores
 from lsmap.core.normalize import BandStats, norm_mode
 from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError
-from lsmap.io.patches import check_labels, find_patches, read_image, read_mask
+from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_image, read_mask
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
@@ -37,7 +37,7 @@ class EvalResult:
 
     Attributes:
         models: Checkpoint paths of the ensemble members.
-        data: The evaluated folder, and ``split``.
+        data: The evaluated folder, and ``split`` (``None`` for a plain patch folder, which has no splits).
         patches: Number of patches scored.
         threshold: Probability threshold used.
         tta: Whether flips were averaged.
@@ -49,7 +49,7 @@ class EvalResult:
 
     models: list[str]
     data: str
-    split: str
+    split: str | None
     patches: int
     threshold: float
     tta: bool
@@ -162,7 +162,8 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
                 conf = conf + confusion(pred, target)
                 objs = objs + object_scores(pred, target, iou=object_iou)
     return EvalResult(
-        models=[str(Path(m)) for m in models], data=str(data), split=split, patches=len(patches), threshold=thr,
+        models=[str(Path(m)) for m in models], data=str(data), split=None if is_plain_folder(data) else split,
+        patches=len(patches), threshold=thr,
         tta=tta, norm=norms, crf=crf, pixel=scores(conf), objects=objs.as_dict(),
     )
 
@@ -171,7 +172,8 @@ def format_table(result: EvalResult) -> str:
     """Plain-text table of ``result`` for the terminal."""
     p, o = result.pixel, result.objects
     lines = [
-        f"{result.data} [{result.split}]: {result.patches} patches, {len(result.models)} model(s), "
+        f"{result.data}{f' [{result.split}]' if result.split else ''}: {result.patches} patches, "
+        f"{len(result.models)} model(s), "
         f"threshold {result.threshold:g}{', TTA' if result.tta else ''}{', CRF' if result.crf else ''}, norm {'/'.join(sorted(set(result.norm)))}",
         f"{'':10}{'precision':>10}{'recall':>10}{'F1':>10}{'IoU':>10}",
         f"{'pixels':10}{p['precision']:>10.4f}{p['recall']:>10.4f}{p['f1']:>10.4f}{p['iou']:>10.4f}"

@@ -30,6 +30,10 @@ from lsmap.io.rasters import atomic_output
 NUM_CLASSES = 2
 #: Name of the model shipped in the package (``lsmap/weights/``), used when no model is given.
 DEFAULT_MODEL = "l4s14-default"
+#: Short name of :data:`DEFAULT_MODEL` wherever a checkpoint is asked for (``--model default``).
+DEFAULT_ALIAS = "default"
+#: Folder of the shipped models: each ``NAME.safetensors`` (+ ``NAME.json``) is a model called ``NAME``.
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class ModelSpec:
     name: str
     description: str
     build: Callable[[int, int], Any]  # (in_channels, classes) -> nn.Module
+    encoder: str | None = None  # segmentation-models-pytorch encoder name (published weights)
 
 
 def _smp(arch: str, encoder: str, **kw) -> Callable[[int, int], Any]:
@@ -51,6 +56,10 @@ def _smp(arch: str, encoder: str, **kw) -> Callable[[int, int], Any]:
     return build
 
 
+def _smp_spec(name: str, description: str, arch: str, encoder: str) -> ModelSpec:
+    return ModelSpec(name, description, _smp(arch, encoder), encoder)
+
+
 def _tiny(in_channels: int, classes: int):
     from lsmap.learn.tiny_unet import TinyUNet
 
@@ -60,14 +69,14 @@ def _tiny(in_channels: int, classes: int):
 MODELS: Mapping[str, ModelSpec] = MappingProxyType({
     s.name: s
     for s in (
-        ModelSpec("unet-resnet18", "U-Net, ResNet-18 encoder (14.4 M parameters at 14 bands)", _smp("Unet", "resnet18")),
-        ModelSpec("unet-resnet34", "U-Net, ResNet-34 encoder (24.5 M)", _smp("Unet", "resnet34")),
-        ModelSpec("unet-efficientnet-b0", "U-Net, EfficientNet-B0 encoder (6.3 M)", _smp("Unet", "efficientnet-b0")),
-        ModelSpec("unet-efficientnet-b3", "U-Net, EfficientNet-B3 encoder", _smp("Unet", "efficientnet-b3")),
-        ModelSpec("segformer-mit_b0", "SegFormer, MiT-B0 encoder, MLP decoder (3.7 M)", _smp("Segformer", "mit_b0")),
-        ModelSpec("segformer-mit_b2", "SegFormer, MiT-B2 encoder, MLP decoder", _smp("Segformer", "mit_b2")),
-        ModelSpec("deeplabv3plus-resnet34", "DeepLabV3+, ResNet-34 encoder (22.5 M)", _smp("DeepLabV3Plus", "resnet34")),
-        ModelSpec("deeplabv3plus-resnet50", "DeepLabV3+, ResNet-50 encoder", _smp("DeepLabV3Plus", "resnet50")),
+        _smp_spec("unet-resnet18", "U-Net, ResNet-18 encoder (14.4 M parameters at 14 bands)", "Unet", "resnet18"),
+        _smp_spec("unet-resnet34", "U-Net, ResNet-34 encoder (24.5 M)", "Unet", "resnet34"),
+        _smp_spec("unet-efficientnet-b0", "U-Net, EfficientNet-B0 encoder (6.3 M)", "Unet", "efficientnet-b0"),
+        _smp_spec("unet-efficientnet-b3", "U-Net, EfficientNet-B3 encoder", "Unet", "efficientnet-b3"),
+        _smp_spec("segformer-mit_b0", "SegFormer, MiT-B0 encoder, MLP decoder (3.7 M)", "Segformer", "mit_b0"),
+        _smp_spec("segformer-mit_b2", "SegFormer, MiT-B2 encoder, MLP decoder", "Segformer", "mit_b2"),
+        _smp_spec("deeplabv3plus-resnet34", "DeepLabV3+, ResNet-34 encoder (22.5 M)", "DeepLabV3Plus", "resnet34"),
+        _smp_spec("deeplabv3plus-resnet50", "DeepLabV3+, ResNet-50 encoder", "DeepLabV3Plus", "resnet50"),
         ModelSpec("tiny-unet", "small built-in U-Net for tests and CPU-only use", _tiny),
     )
 })
@@ -88,19 +97,24 @@ def get_spec(name: str) -> ModelSpec:
 def build_model(name: str, in_channels: int, classes: int = NUM_CLASSES, encoder_weights: str | os.PathLike | None = None):
     """Build registered model ``name`` for ``in_channels`` input bands.
 
+    Without ``encoder_weights`` every weight starts random.
+
     Args:
         name: Registry name (see :data:`MODELS`).
         in_channels: Number of input bands.
         classes: Output classes (2: background, landslide).
         encoder_weights: Optional local weights file (safetensors, or a torch state dict loaded with
             ``weights_only=True``) for the encoder; tensors whose shapes do not fit (e.g. a 3-band
-            first convolution) are skipped. Nothing is ever downloaded.
+            first convolution) are skipped. ``"imagenet"``: the encoder's published ImageNet
+            weights (:func:`load_published_encoder`: downloaded once into the Hugging Face cache).
 
     Raises:
-        InputError: unknown name or unusable weights file.
+        InputError: unknown name, unusable weights file, or published weights out of reach.
     """
     module = get_spec(name).build(in_channels, classes)
-    if encoder_weights is not None:
+    if encoder_weights == PUBLISHED_WEIGHTS:
+        load_published_encoder(module, name)
+    elif encoder_weights is not None:
         target = getattr(module, "encoder", module)
         state = read_state_dict(encoder_weights)
         own = target.state_dict()
@@ -110,6 +124,83 @@ def build_model(name: str, in_channels: int, classes: int = NUM_CLASSES, encoder
             raise InputError(f"{encoder_weights}: no tensor fits the {name} encoder; check the file")
         target.load_state_dict(fit, strict=False)
     return module
+
+
+#: ``encoder_weights`` value that asks for the encoder's published ImageNet weights.
+PUBLISHED_WEIGHTS = "imagenet"
+#: Seconds to wait for the Hugging Face Hub before published weights count as out of reach.
+HUB_TIMEOUT_S = 5.0
+
+
+def _hub_reachable(endpoint: str, timeout: float) -> bool:
+    """Whether a TCP connection to ``endpoint``'s host opens within ``timeout`` (or a proxy is set)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # the proxy decides; huggingface_hub's own timeouts apply
+    url = urlsplit(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def published_encoder_file(encoder: str) -> Path:
+    """Local path of ``encoder``'s published ImageNet weights (downloaded into the Hugging Face cache).
+
+    Offline (``HF_HUB_OFFLINE=1``, or the Hub unreachable within :data:`HUB_TIMEOUT_S`) only
+    the cache is used, so this fails within seconds rather than retrying for minutes.
+
+    Raises:
+        InputError: no published weights for ``encoder``, or they are neither cached nor reachable.
+    """
+    from huggingface_hub import constants, hf_hub_download
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders.get(encoder, {}).get("pretrained_settings", {}).get(PUBLISHED_WEIGHTS)
+    if settings is None:
+        raise InputError(f"--encoder-weights imagenet: encoder '{encoder}' has no published ImageNet weights; "
+                         f"pass --encoder-weights FILE")
+    offline = bool(constants.HF_HUB_OFFLINE) or not _hub_reachable(constants.ENDPOINT, HUB_TIMEOUT_S)
+    try:
+        return Path(hf_hub_download(settings["repo_id"], "model.safetensors", revision=settings["revision"],
+                                    local_files_only=offline, etag_timeout=HUB_TIMEOUT_S))
+    except Exception as e:  # huggingface_hub raises many types (offline, HTTP, disk)
+        why = "offline and not in the cache" if offline else str(e).strip().splitlines()[0]
+        raise InputError(f"--encoder-weights imagenet: cannot get the published weights of encoder '{encoder}' "
+                         f"(https://huggingface.co/{settings['repo_id']}: {why}); download model.safetensors from "
+                         f"there on a machine with internet access and pass --encoder-weights FILE") from None
+
+
+def load_published_encoder(module, name: str) -> None:
+    """Load the published ImageNet weights into ``module``'s encoder (model ``name``).
+
+    A first convolution with another number of input bands gets the RGB filters cycled over the
+    bands and scaled by ``3 / bands``, as segmentation-models-pytorch does.
+
+    Raises:
+        InputError: the model has no published encoder, or the weights are out of reach
+            (:func:`published_encoder_file`) or do not fit.
+    """
+    spec = get_spec(name)
+    if spec.encoder is None:
+        raise InputError(f"--encoder-weights imagenet: model '{name}' has no published encoder weights; "
+                         f"choose a U-Net/DeepLabV3+/SegFormer model or pass --encoder-weights FILE")
+    path = published_encoder_file(spec.encoder)
+    state = read_state_dict(path)
+    encoder = module.encoder
+    own = encoder.state_dict()
+    for k, v in list(state.items()):
+        if k in own and v.ndim == 4 and own[k].shape[1] != v.shape[1] and own[k].shape[0] == v.shape[0]:
+            bands, rgb = own[k].shape[1], v.shape[1]
+            state[k] = v[:, [i % rgb for i in range(bands)]] * (rgb / bands)
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"{path}: published weights do not fit the {name} encoder "
+                         f"({str(e).splitlines()[0]})") from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict:
@@ -295,12 +386,14 @@ def save_checkpoint(path: str | os.PathLike, module, card: ModelCard, overwrite:
 def check_checkpoint_name(path: str | os.PathLike) -> tuple[Path, Path]:
     """``(weights, card)`` of the checkpoint the user named, with errors that name what was given.
 
+    A shipped model's name (``default``, :func:`resolve_model`) names its files in the package.
+
     Raises:
         CheckpointError: ``path`` is an existing file that is not ``.safetensors``/``.json`` (a
             pickled ``.pth``/``.pt``/``.ckpt`` is never loaded).
         MissingInputError: neither ``NAME.safetensors`` nor ``NAME.json`` exists.
     """
-    given = Path(path)
+    given = resolve_model(path)
     weights, card_path = checkpoint_paths(given)
     if given.suffix not in (".safetensors", ".json") and given.is_file() and not (weights.exists() or card_path.exists()):
         raise CheckpointError(f"{given}: not an lsmap checkpoint; lsmap loads NAME.safetensors (+ NAME.json) and "
@@ -315,6 +408,8 @@ def check_checkpoint_name(path: str | os.PathLike) -> tuple[Path, Path]:
 
 def read_card(path: str | os.PathLike) -> ModelCard:
     """Read a checkpoint's model card (from the JSON beside it, else the weights' metadata).
+
+    ``path`` may name a shipped model (:func:`resolve_model`).
 
     Raises:
         MissingInputError: no such checkpoint.
@@ -345,7 +440,7 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu", expect: BandPr
     """Load a checkpoint as ``(module, card)``, module in eval mode on ``device``.
 
     Args:
-        path: ``NAME.safetensors``, ``NAME.json`` or ``NAME``.
+        path: ``NAME.safetensors``, ``NAME.json`` or ``NAME``, or a shipped model's name (:func:`resolve_model`).
         device: Torch device for the module.
         expect: Band profile of the input the model will see; a different one is refused.
 
@@ -353,6 +448,7 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu", expect: BandPr
         MissingInputError: no such checkpoint.
         CheckpointError: unreadable, or trained on another band profile than ``expect``.
     """
+    path = resolve_model(path)
     card = read_card(path)
     profile = card.profile
     if expect is not None:
@@ -386,9 +482,39 @@ def default_model_path() -> Path:
     Raises:
         MissingInputError: the package was installed without its weights.
     """
-    path = Path(__file__).resolve().parents[1] / "weights" / f"{DEFAULT_MODEL}.safetensors"
+    path = WEIGHTS_DIR / f"{DEFAULT_MODEL}.safetensors"
     if not path.exists():
         raise MissingInputError(f"{path}: the default model is not installed; pass `model` PATH or reinstall lsmap")
+    return path
+
+
+def shipped_models() -> dict[str, Path]:
+    """The models shipped in :data:`WEIGHTS_DIR`, by name (``{DEFAULT_ALIAS}`` included when installed)."""
+    found = {p.name.removesuffix(".safetensors"): p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+    if DEFAULT_MODEL in found:
+        found = {DEFAULT_ALIAS: found[DEFAULT_MODEL], **found}
+    return found
+
+
+def resolve_model(model: str | os.PathLike) -> Path:
+    """The checkpoint ``model`` names: a path (``.safetensors``, ``.json`` or stem), or a shipped model's name.
+
+    An existing checkpoint path wins over a shipped name; ``default`` is the default model.
+
+    Raises:
+        MissingInputError: neither a checkpoint nor a shipped model; the message lists the shipped ones.
+    """
+    path = Path(model)
+    weights, card = checkpoint_paths(path)
+    if weights.exists() or card.exists() or path.exists():
+        return path
+    if len(path.parts) == 1:
+        shipped = shipped_models()
+        if path.name in shipped:
+            return shipped[path.name]
+        if path.suffix not in (".safetensors", ".json"):
+            raise MissingInputError(f"{model}: no such checkpoint or shipped model; give a .safetensors path or one "
+                                    f"of the shipped models: {', '.join(shipped) or 'none installed'}")
     return path
 
 

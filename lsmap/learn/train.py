@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,14 +41,23 @@ from typing import Any
 from lsmap.core.bands import get_profile
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import norm_mode
+from lsmap.data.dataset import Augment, PatchDataset, hold_out
 from lsmap.data.stats import patch_stats
 from lsmap.errors import CheckpointError, InputError, LsmapError, TooLargeError
-from lsmap.io.patches import find_patches
-from lsmap.learn.config import TrainConfig
+from lsmap.io.patches import find_patches, has_split, is_plain_folder
+from lsmap.learn.config import VAL_FRACTION, TrainConfig
 from lsmap.learn.device import amp_dtype, resolve_device, use_channels_last
 from lsmap.learn.forward import scaled_forward
 from lsmap.learn.losses import build_loss
-from lsmap.learn.models import ModelCard, build_model, checkpoint_paths, read_card, read_state_dict, save_checkpoint
+from lsmap.learn.models import (
+    ModelCard,
+    build_model,
+    checkpoint_paths,
+    read_card,
+    read_state_dict,
+    resolve_model,
+    save_checkpoint,
+)
 from lsmap.learn.optim import AliasedOptimizer, needs_alias
 from lsmap.learn.run_folder import check_run_dir, clear_run, match_card, resume_state, save_state, write_log
 
@@ -94,6 +104,9 @@ class TrainResult:
         last_path: ``last.safetensors``.
         out_dir: The run folder.
         model: The trained module in its final (``last``) state, unwrapped from DDP, in train mode.
+        validation: Where the validation patches came from: a folder, ``"held out"`` (then
+            ``held_out`` lists their ids) or ``None`` (no validation).
+        held_out: Ids of the training patches held out for validation by :func:`train`.
     """
 
     best_path: Path | None
@@ -102,6 +115,8 @@ class TrainResult:
     last_path: Path | None = None
     out_dir: Path | None = None
     model: Any = field(default=None, repr=False)
+    validation: str | None = None
+    held_out: list[str] = field(default_factory=list)
 
 
 # --- small pure helpers (also used by tests and the refine loop) ------------------------------------
@@ -131,6 +146,25 @@ def grad_scaler_enabled(device, amp: bool) -> bool:
 def loader_options(device, workers: int) -> dict:
     """DataLoader keyword arguments for ``device``: pinned memory on CUDA, persistent workers."""
     return {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
+
+
+def show_bar(progress: bool | None) -> bool:
+    """The progress rule of training (the CLI's too): ``None`` shows a bar only on a terminal."""
+    return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+def log_line(row: dict, steps: int, eta_s: float) -> str:
+    """One plain progress line of a validation row: step, loss, F1, images/s and ETA.
+
+    >>> log_line({"step": 100, "loss": 0.51234, "f1": 0.4, "images_per_s": 31.4}, 400, 95)
+    'step 100/400  loss 0.5123  F1 0.4000  31.4 images/s  ETA 1m35s'
+    """
+    f1 = f"{row['f1']:.4f}" if "f1" in row else "-"
+    eta = int(round(eta_s))
+    h, m, sec = eta // 3600, eta % 3600 // 60, eta % 60
+    eta_text = f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+    return (f"step {row['step']}/{steps}  loss {row['loss']:.4f}  F1 {f1}  "
+            f"{row.get('images_per_s', 0.0):.1f} images/s  ETA {eta_text}")
 
 
 # --- distributed ------------------------------------------------------------------------------------
@@ -264,14 +298,18 @@ def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = N
 # --- the loop -------------------------------------------------------------------------------------------
 
 
-def _build(config: TrainConfig, in_channels: int, init: Path | None, bands: dict):
-    """The model (domain BN converted when asked), optionally initialised from checkpoint ``init``."""
+def _build(config: TrainConfig, in_channels: int, init: Path | None, bands: dict, *, fresh: bool = True):
+    """The model (domain BN converted when asked), optionally initialised from checkpoint ``init``.
+
+    ``fresh=False`` (resuming: the weights are replaced next) skips the encoder weights.
+    """
     from lsmap.learn.domain_bn import convert_domain_bn
 
-    module = build_model(config.model, in_channels, encoder_weights=config.encoder_weights)
+    module = build_model(config.model, in_channels, encoder_weights=config.encoder_weights if fresh else None)
     init_dbn = False
     state = None
     if init is not None:
+        init = resolve_model(init)
         init_card = read_card(init)
         match_card(Path(init), init_card, config.model, bands, "the `init` checkpoint")
         init_dbn = init_card.domain_bn
@@ -358,7 +396,7 @@ def _accumulate_step(model, module, sources, iters, losses, config: TrainConfig,
 
 
 def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.PathLike, *, card: ModelCard,
-        init: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
+        init: str | os.PathLike | None = None, resume: bool = False, progress: bool | None = None,
         overwrite: bool = False) -> TrainResult:
     """Train a model on ``sources``, choosing the best checkpoint on ``val``.
 
@@ -372,7 +410,8 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
             ``scale``, ``threshold``, ``domain_bn``, ``train`` and ``metrics`` are filled in.
         init: Checkpoint to start from (same model and bands), e.g. the previous refinement round.
         resume: Continue the interrupted run in ``out_dir`` from ``last``.
-        progress: Show a progress bar (rank 0 only).
+        progress: A progress bar (``True``) or one plain log line per validation on stderr
+            (``False``), rank 0 only; ``None``: :func:`show_bar` decides (a bar on a terminal).
         overwrite: Start a new run over an existing one in ``out_dir``.
 
     Returns:
@@ -452,7 +491,8 @@ def _initial_module(config: TrainConfig, in_channels: int, bands: dict, init: st
     import torch
 
     torch.manual_seed(config.seed)
-    module = _build(config, in_channels, Path(init) if init is not None and resume_from is None else None, bands)
+    module = _build(config, in_channels, Path(init) if init is not None and resume_from is None else None, bands,
+                    fresh=resume_from is None)
     if resume_from is not None:
         try:
             module.load_state_dict(read_state_dict(resume_from))
@@ -534,13 +574,20 @@ class _Run:
             self.val_loader = DataLoader(shard, batch_size=max(1, batch_size), shuffle=False,
                                          **{**opts, "persistent_workers": False})
 
-    def take_steps(self, progress: bool) -> None:
-        """Take steps up to ``config.steps``; on Ctrl-C a single process saves ``last`` first."""
+    def take_steps(self, progress: bool | None) -> None:
+        """Take steps up to ``config.steps``; on Ctrl-C a single process saves ``last`` first.
+
+        With a progress bar the loss and F1 are shown on it; without one (``progress`` false, or
+        ``None`` off a terminal) rank 0 writes one plain line per validation to stderr.
+        """
         from tqdm.auto import tqdm
 
         config, dist, start = self.config, self.dist, self.step
-        bar = tqdm(total=config.steps, initial=start, disable=not (progress and dist.main), desc="train",
+        use_bar = show_bar(progress)
+        bar = tqdm(total=config.steps, initial=start, disable=not (use_bar and dist.main), desc="train",
                    dynamic_ncols=True, unit="step")
+        log = dist.main and not use_bar
+        t_start = time.perf_counter()
         self._new_interval()
         shown_f1 = self.best_metrics.get("f1")
         try:
@@ -554,6 +601,10 @@ class _Run:
                     row = self._end_interval(lr)
                     shown_f1 = row.get("f1", shown_f1)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", f1="-" if shown_f1 is None else f"{shown_f1:.3f}")
+                    if log:
+                        per_step = (time.perf_counter() - t_start) / (self.step - start)
+                        print(log_line(row, config.steps, per_step * (config.steps - self.step)),
+                              file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             if dist.main and dist.world == 1 and self.step > start:
                 self.save_last()
@@ -686,14 +737,20 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
           train_dir: str | os.PathLike | None = None, val_dir: str | os.PathLike | None = None,
           target_dir: str | os.PathLike | None = None, config: TrainConfig | None = None,
           bands: str = "l4s14", init: str | os.PathLike | None = None, resume: bool = False,
-          overwrite: bool = False, progress: bool = True, label_map: str | dict | None = None) -> TrainResult:
+          overwrite: bool = False, progress: bool | None = None, label_map: str | dict | None = None) -> TrainResult:
     """Train on patch folders with the recipe: what ``lsmap train`` runs.
+
+    Validation patches come from ``val_dir``, else from the dataset root's validation split
+    (``data``), else ``config.val_fraction`` (default :data:`VAL_FRACTION`) of the training
+    patches are held out, drawn with ``config.seed`` (:func:`lsmap.data.dataset.hold_out`;
+    their ids are in the result and the model card). ``config.val_fraction = 0`` trains without
+    validation: no ``best`` checkpoint, only ``last``.
 
     Args:
         out_dir: Run folder.
-        data: Dataset root (official ``TrainData``/``ValidData`` or Hugging Face layout).
+        data: Dataset root (any layout of :data:`lsmap.io.patches.LAYOUTS`) or a plain patch folder.
         train_dir: Plain labelled patch folder (instead of ``data``).
-        val_dir: Plain labelled validation folder (with ``train_dir``).
+        val_dir: Labelled validation folder.
         target_dir: Unlabelled target patches whose batch-norm statistics domain BN learns
             (default: the validation images; their labels are never used for it).
         config: Training configuration (defaults: the recipe).
@@ -701,18 +758,18 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         init: Checkpoint to start from.
         resume: Continue the interrupted run in ``out_dir``.
         overwrite: Replace an existing run in ``out_dir``.
-        progress: Show a progress bar.
+        progress: A progress bar (``True``), or one plain log line per validation on stderr
+            (``False``); ``None``: the bar on a terminal, log lines otherwise (as ``lsmap train``).
         label_map: Mask values of the files -> 0/1/255 (``"0:0,255:1"`` for 0/255 masks).
 
     Raises:
-        InputError: neither ``data`` nor ``train_dir``+``val_dir``, empty folders, images
-            without masks, NaN-only patches, wrong band count, masks with values outside 0/1/255
-            (unmapped) or without any landslide pixel.
+        InputError: neither ``data`` nor ``train_dir``, both, ``val_dir`` with a hold-out
+            fraction, empty folders, images without masks, NaN-only patches, wrong band count,
+            masks with values outside 0/1/255 (unmapped) or without any landslide pixel.
         TooLargeError: a batch that cannot fit in memory.
         OutputExistsError: ``out_dir`` holds a run (checked before any data is read).
     """
     from lsmap.core.labels import parse_label_map
-    from lsmap.data.dataset import Augment, PatchDataset
     from lsmap.io.patches import check_labels
     from lsmap.learn.domain_bn import SOURCE, TARGET
 
@@ -720,25 +777,47 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     config.check()
     profile = get_profile(bands)
     out_dir = Path(out_dir)
-    if data is not None and (train_dir is not None or val_dir is not None):
-        raise InputError("give either `data` ROOT or `train` DIR `val` DIR, not both")
-    if data is None and (train_dir is None or val_dir is None):
-        raise InputError("give `data` ROOT, or `train` DIR and `val` DIR (the best checkpoint is chosen on validation)")
+    if data is not None and train_dir is not None:
+        raise InputError("give either `data` ROOT or `train_dir` DIR, not both")
+    if data is None and train_dir is None:
+        raise InputError("give `data` ROOT or `train_dir` DIR (labelled patches)")
+    if val_dir is not None and config.val_fraction is not None:
+        raise InputError("give either `val_dir` DIR or `val_fraction` (patches held out of the training data), "
+                         "not both")
     check_run_dir(out_dir, overwrite, resume)
-    if data is not None:
-        train_p = find_patches(data, "train", require_masks=True)
-        val_p = find_patches(data, "validation", require_masks=True)
+    root = data if data is not None else train_dir
+    train_p = find_patches(root, "train", require_masks=True)
+    val_p: list = []
+    held: list[str] = []
+    validation: str | None
+    if val_dir is not None:
+        val_p, validation = find_patches(val_dir, "validation", require_masks=True), str(val_dir)
+    elif (data is not None and config.val_fraction is None and not is_plain_folder(data)
+          and has_split(data, "validation")):
+        val_p, validation = find_patches(data, "validation", require_masks=True), f"{data} (validation split)"
+    elif config.val_fraction == 0:
+        validation = None
+    else:
+        fraction = VAL_FRACTION if config.val_fraction is None else config.val_fraction
+        train_p, val_p = hold_out(train_p, fraction, config.seed)
+        held, validation = [p.id for p in val_p], "held out"
+    if held:
+        fraction = VAL_FRACTION if config.val_fraction is None else config.val_fraction
+        desc = (f"{root} (train {len(train_p)} patches, validation {len(held)} patches held out of the training "
+                f"data with fraction {fraction:g} and seed {config.seed}: ids {', '.join(held)})")
+    elif validation is None:
+        desc = f"{root} (train {len(train_p)} patches, no validation)"
+    elif val_dir is None:
         desc = f"{data} (train {len(train_p)}, validation {len(val_p)} patches)"
     else:
-        train_p = find_patches(train_dir, "train", require_masks=True)
-        val_p = find_patches(val_dir, "validation", require_masks=True)
-        desc = f"train {train_dir} ({len(train_p)} patches), validation {val_dir} ({len(val_p)})"
+        desc = f"train {root} ({len(train_p)} patches), validation {val_dir} ({len(val_p)})"
     mapping = parse_label_map(label_map)
     check_labels(train_p, mapping, "training")
-    check_labels(val_p, mapping, "validation")
+    if val_p:
+        check_labels(val_p, mapping, "validation")
     check_train_memory(train_p[0], profile, config)
     source_stats = patch_stats(train_p, profile)
-    val_stats = patch_stats(val_p, profile) if norm_mode(config.norm) == "own" else source_stats
+    val_stats = (patch_stats(val_p, profile) if norm_mode(config.norm) == "own" else source_stats) if val_p else None
     aug = Augment() if config.augment else None
     sources = [Source(PatchDataset(train_p, source_stats, profile, augment=aug, label_map=mapping), config.loss, 1.0, SOURCE,
                       config.mixup_alpha, name="train")]
@@ -746,10 +825,14 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         if target_dir is not None:
             tgt_p = find_patches(target_dir, "test")
             tgt_stats = patch_stats(tgt_p, profile) if norm_mode(config.norm) == "own" else source_stats
-        else:
+        elif val_p:
             tgt_p, tgt_stats = [dataclasses.replace(p, mask=None) for p in val_p], val_stats
+        else:
+            raise InputError("`domain_bn` without validation patches needs `target_dir` (unlabelled target patches)")
         sources.append(Source(PatchDataset(tgt_p, tgt_stats, profile, augment=aug), config.loss, 0.0, TARGET, name="target"))
-    val = PatchDataset(val_p, val_stats, profile, label_map=mapping)
+    val = PatchDataset(val_p, val_stats, profile, label_map=mapping) if val_p else None
     card = ModelCard(model=config.model, bands=profile.to_dict(), stats=source_stats.to_dict(), data=desc)
-    return fit(sources, val, config, out_dir, card=card, init=init, resume=resume, progress=progress,
-               overwrite=overwrite)
+    result = fit(sources, val, config, out_dir, card=card, init=init, resume=resume, progress=progress,
+                 overwrite=overwrite)
+    result.validation, result.held_out = validation, held
+    return result

@@ -9,10 +9,11 @@ the connected components of the pairs of parts that touch across a border (:mod:
 landslide split by block borders comes out as one polygon, and no whole-scene array is ever held.
 Polygons are then mapped to the scene's CRS.
 
-Areas are true square metres: planar areas times the squared unit factor for projected CRSs,
-geodesic areas on the CRS's ellipsoid (``pyproj.Geod.geometry_area_perimeter``) for geographic
-ones. ``simplify`` tolerances are metres, converted to degrees (1 degree = 111 320 m) for
-geographic CRSs.
+Areas are true square metres, computed in the scene's CRS: planar areas times the squared unit
+factor for projected CRSs, geodesic areas on the CRS's ellipsoid
+(``pyproj.Geod.geometry_area_perimeter``) for geographic ones. ``simplify`` tolerances are metres,
+converted to degrees (1 degree = 111 320 m) for geographic CRSs. GeoJSON files are written in
+EPSG:4326 (RFC 7946), the other formats in the scene's CRS (:func:`write_layer`).
 """
 
 from __future__ import annotations
@@ -279,10 +280,18 @@ def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometr
     The one writer of lsmap's polygon layers: the format follows the extension; shapefile sidecars
     are moved beside ``path`` (the caller's rename of ``tmp`` completes the output); a GeoPackage
     with ``mean_prob`` gets its QGIS style (:func:`lsmap.io.qgis_style.write_layer_style`).
+    GeoJSON is written as RFC 7946 asks: WGS 84 longitude/latitude (EPSG:4326), no ``crs``
+    member; the attributes (``area_m2`` included, computed in the scene's CRS) are unchanged.
+    GeoPackages and shapefiles keep the layer's CRS.
     """
     tmp, path = Path(tmp), Path(path)
     driver, sidecars = vector_driver(path)
-    gdf.to_file(tmp, driver=driver, engine="pyogrio", geometry_type=geometry_type)
+    options = None
+    if driver == "GeoJSON":
+        if gdf.crs is not None:
+            gdf = gdf.to_crs("EPSG:4326")
+        options = {"RFC7946": "YES"}
+    gdf.to_file(tmp, driver=driver, engine="pyogrio", geometry_type=geometry_type, layer_options=options)
     if driver == "GPKG" and "mean_prob" in gdf.columns:
         write_layer_style(tmp)
     for s in sidecars:  # sidecars go first; the main file's rename completes the output
@@ -293,6 +302,8 @@ def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometr
 def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, *,
                  geometry_type: str | None = "Polygon") -> Path:
     """Write ``gdf`` atomically (:func:`write_layer`); the format follows the extension (GPKG, GeoJSON, SHP).
+
+    GeoJSON is written in EPSG:4326 (RFC 7946), the others in the layer's CRS (:func:`write_layer`).
 
     Args:
         gdf: The layer.

@@ -66,8 +66,8 @@ def test_cli_errors(data, tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, _train_args(data, tmp_path / "x", "--model", "resnet9000"))
     assert res.exit_code == 2 and "unet-resnet18" in res.output and "tiny-unet" in res.output
-    res = runner.invoke(main, ["train", "--train", str(data / "train"), "-o", str(tmp_path / "y")])
-    assert res.exit_code == 1 and "--val DIR" in res.output
+    res = runner.invoke(main, ["train", "-o", str(tmp_path / "y")])
+    assert res.exit_code == 1 and "--data ROOT or --train DIR" in res.output
     res = runner.invoke(main, _train_args(data, tmp_path / "z", "--loss", "focal"))
     assert res.exit_code == 1 and "unknown loss 'focal'" in res.output
     res = runner.invoke(main, ["evaluate", str(tmp_path / "missing"), "--data", str(data / "val")])

@@ -6,7 +6,7 @@ import pytest
 
 from lsmap.core.bands import get_profile
 from lsmap.errors import BandMismatchError, InputError, MissingInputError
-from lsmap.io.patches import NONFINITE_FILL, find_patches, read_image, read_mask, write_patch
+from lsmap.io.patches import LAYOUTS, NONFINITE_FILL, find_patches, has_split, read_image, read_mask, write_patch
 
 
 def _write(path, name, data):
@@ -37,6 +37,22 @@ def test_huggingface_layout(tmp_path, rng):
     _write(tmp_path / "annotations/validation/mask_5.h5", "mask", np.zeros((8, 8), np.uint8))
     (p,) = find_patches(tmp_path, "validation")
     assert p.id == "5" and p.mask.name == "mask_5.h5"
+
+
+def test_split_folders_layout(tmp_path, rng):
+    """ROOT/train|test/img (+ mask/): the layout of the real patches beside the project."""
+    for i in (3, 1):
+        _write(tmp_path / "train/img" / f"image_{i}.h5", "img", rng.random((8, 8, 14)))
+        _write(tmp_path / "train/mask" / f"mask_{i}.h5", "mask", np.zeros((8, 8), np.uint8))
+    _write(tmp_path / "test/img/image_9.h5", "img", rng.random((8, 8, 14)))
+    assert [p.id for p in find_patches(tmp_path, "train", require_masks=True)] == ["1", "3"]
+    (t,) = find_patches(tmp_path, "test")
+    assert t.id == "9" and t.mask is None
+    assert has_split(tmp_path, "train") and has_split(tmp_path, "test") and not has_split(tmp_path, "validation")
+    with pytest.raises(InputError) as e:
+        find_patches(tmp_path, "validation")
+    msg = str(e.value)
+    assert "no validation patches" in msg and "\n" not in msg and all(layout in msg for layout in LAYOUTS)
 
 
 def test_id_mismatch_is_a_clear_error(official):

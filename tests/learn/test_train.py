@@ -249,8 +249,8 @@ def test_bad_inputs(tmp_path, data):
         train(tmp_path / "o3", train_dir=tmp_path / "nan", val_dir=data / "val", config=cfg)
     with pytest.raises(BandMismatchError, match="'rgbn' expects 4 bands but the file has 14"):
         train(tmp_path / "o4", train_dir=data / "train", val_dir=data / "val", config=cfg, bands="rgbn")
-    with pytest.raises(InputError, match="`val` DIR"):
-        train(tmp_path / "o5", train_dir=data / "train", config=cfg)
+    with pytest.raises(InputError, match="`data` ROOT or `train_dir` DIR"):
+        train(tmp_path / "o5", config=cfg)
     with pytest.raises(InputError, match="unknown model 'nope'; choose one of: unet-resnet18"):
         train(tmp_path / "o6", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(model="nope"))
     with pytest.raises(InputError, match="unknown loss 'nope'"):

@@ -47,7 +47,7 @@ from lsmap.map.regional.scenejob import (
     run_scene,
 )
 from lsmap.map.regional.scenelist import expand_scenes, scene_stems
-from lsmap.map.vectorize import vector_driver, write_vector
+from lsmap.map.vectorize import VECTOR_DRIVERS, vector_driver, write_vector
 
 #: Per-scene raster outputs of the detector that ``detect_many`` turns into ``<stem>.<name>.tif``.
 RASTER_OUTPUTS = ("prob", "mask")
@@ -177,6 +177,20 @@ def _client(scheduler: Any):
         ) from None
 
 
+def check_output_folder(out_dir: str | os.PathLike) -> Path:
+    """Refuse an output folder named like a vector file (``-o slides.gpkg`` with several scenes).
+
+    Raises:
+        InputError: ``out_dir`` ends in a vector extension (:data:`lsmap.map.vectorize.VECTOR_DRIVERS`).
+    """
+    out_dir = Path(out_dir)
+    suffix = out_dir.suffix.lower()
+    if suffix in VECTOR_DRIVERS:
+        raise InputError(f"{out_dir}: several scenes write a folder (one layer each), but a {suffix} path names "
+                         f"a file; give -o a folder such as {out_dir.with_suffix('')}/ or pass one scene")
+    return out_dir
+
+
 def detect_many(
     scenes: str | os.PathLike | Iterable[str | os.PathLike],
     models: str | os.PathLike | Sequence[str | os.PathLike] | None,
@@ -222,7 +236,7 @@ def detect_many(
     """
     from tqdm.auto import tqdm
 
-
+    check_output_folder(out_dir)
     paths = expand_scenes(scenes)
     if models is None:
         models = default_models()
@@ -232,7 +246,8 @@ def detect_many(
 
     model_abs = []
     for m in model_list:
-        weights, _ = check_checkpoint_name(Path(m).absolute())
+        weights, _ = check_checkpoint_name(m)
+        weights = weights.absolute()
         model_abs.append(str(weights))
     out_dir = Path(out_dir).absolute()
     merged_path = None if merged is None else (out_dir / merged if not Path(merged).is_absolute() else Path(merged))

@@ -1,0 +1,104 @@
+"""Outputs that behave: umask modes, vector paths that are never folders, RFC 7946 GeoJSON,
+one name for -o, a summary of every file written, plain training log lines off a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from detect_fixtures import Band0Model, member, smooth_scene, tiny_checkpoint, write_scene
+from patchgen import make_patches
+
+import lsmap
+from lsmap.cli import main
+from lsmap.data.tile import tile_scene
+from lsmap.learn.train import TrainConfig, log_line, train
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_outputs_get_the_umask_modes(tmp_path, rng, umask_027):
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng, h=64, w=64))
+    tile_scene(scene, tmp_path / "patches", size=32, progress=False)
+    assert _mode(tmp_path / "patches") == 0o750, "not the 0700 of a temporary folder"
+    assert _mode(tmp_path / "patches" / "img" / "image_1.h5") == 0o640
+    weights = tiny_checkpoint(tmp_path / "model")
+    assert _mode(weights) == 0o640, "not the 0600 safetensors writes"
+    assert _mode(tmp_path / "model.json") == 0o640
+
+
+def test_vector_named_output_with_several_scenes_is_refused(tmp_path, rng):
+    a = write_scene(tmp_path / "a.tif", smooth_scene(rng, h=32, w=32))
+    b = write_scene(tmp_path / "b.tif", smooth_scene(rng, h=32, w=32))
+    res = CliRunner().invoke(main, ["detect", str(a), str(b), "-o", str(tmp_path / "out" / "slides.gpkg")])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
+    assert "slides.gpkg" in res.output and "folder" in res.output
+    assert not (tmp_path / "out").exists(), "nothing created"
+
+
+def test_geojson_is_rfc7946_wgs84_with_areas_in_metres(tmp_path, rng):
+    data = smooth_scene(rng, h=96, w=96)
+    data[0] = 0.5
+    data[0, 20:40, 30:60] = 2.0  # one 20 x 30 px landslide: 60 000 m2
+    scene = write_scene(tmp_path / "scene.tif", data)
+    m = member(Band0Model(), mean=1.0, std=0.5)
+    kw = dict(norm="model", window=64, overlap=16, device="cpu")
+    lsmap.detect(scene, [m], out=tmp_path / "slides.geojson", **kw)
+    lsmap.detect(scene, [m], out=tmp_path / "slides.gpkg", **kw)
+    doc = json.loads((tmp_path / "slides.geojson").read_text())
+    assert "crs" not in doc, "RFC 7946 has no crs member"
+    lon, lat = np.array(doc["features"][0]["geometry"]["coordinates"][0]).T
+    assert (80 < lon).all() and (lon < 90).all() and (20 < lat).all() and (lat < 30).all()  # UTM 45N, lon/lat
+    gj, gp = gpd.read_file(tmp_path / "slides.geojson"), gpd.read_file(tmp_path / "slides.gpkg")
+    assert gj.crs == "EPSG:4326" and gp.crs == "EPSG:32645", "GeoPackage keeps the scene CRS"
+    assert gj["area_m2"].tolist() == gp["area_m2"].tolist() == [60000.0]
+    assert gj.to_crs(gp.crs).geometry.iloc[0].area == pytest.approx(60000.0, rel=1e-4)
+
+
+def test_detect_output_names_and_summary(tmp_path, rng):
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng, h=64, w=64))
+    model = tiny_checkpoint(tmp_path / "m")
+    runner = CliRunner()
+    for flag in ("-o", "--output", "--out"):  # --output is the name everywhere; --out stays as an alias
+        out = tmp_path / f"slides{flag.strip('-')}.shp"
+        res = runner.invoke(main, ["detect", str(scene), flag, str(out), "--model", str(model), "--device", "cpu",
+                                   "--window", "32", "--overlap", "8", "--prob", str(tmp_path / f"p{flag}.tif")])
+        assert res.exit_code == 0, res.output
+        wrote = res.output.strip().splitlines()[-1]
+        assert wrote.startswith("wrote: ")
+        files = wrote.removeprefix("wrote: ").split(", ")
+        assert set(files) == {str(out), str(tmp_path / f"p{flag}.tif"),
+                              *(str(out.with_suffix(s)) for s in (".shx", ".dbf", ".prj", ".cpg"))}
+        assert all(os.path.exists(f) for f in files)
+    assert "-o, --output, --out" in runner.invoke(main, ["detect", "--help"]).output
+
+
+def test_train_off_a_terminal_prints_a_line_per_validation(tmp_path, capsys):
+    make_patches(tmp_path / "p", 6, seed=1)
+    cfg = TrainConfig(model="tiny-unet", batch_size=4, scale=1.0, steps=4, val_every=2, amp=False, device="cpu")
+    train(tmp_path / "r", train_dir=tmp_path / "p", config=cfg)  # progress=None: capsys is no terminal
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines] == ["2/4", "4/4"]
+    for ln in lines:
+        words = ln.split()
+        assert words[2] == "loss" and words[4] == "F1" and words[7] == "images/s" and words[8] == "ETA"
+        float(words[3]), float(words[5]), float(words[6])
+    assert lines[-1].endswith("ETA 0s")
+    assert log_line({"step": 5, "loss": 1.0, "images_per_s": 2.0}, 10, 4000) == \
+        "step 5/10  loss 1.0000  F1 -  2.0 images/s  ETA 1h06m"
