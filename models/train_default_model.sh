@@ -3,8 +3,10 @@
 #
 #   bash models/train_default_model.sh [WORK_DIR]      (default WORK_DIR: runs/default-model)
 #
-# The model goes to lsmap/weights/l4s14-default.{safetensors,json}; set LSMAP_DEFAULT_OUT=STEM to
-# write it elsewhere (e.g. to compare a rerun with the shipped card).
+# The model goes to WORK_DIR/l4s14-default.{safetensors,json} (LSMAP_DEFAULT_OUT=STEM: elsewhere);
+# the tracked shipped weights lsmap/weights/l4s14-default.* are rewritten only with
+# LSMAP_WRITE_SHIPPED=1 (an explicit choice: compare the new card with the shipped one first).
+# LSMAP=CMD runs lsmap another way (default: the lsmap of .venv/bin when there is one).
 #
 # Data: the real Landslide4Sense patches in ../shared/data/l4s (override with LSMAP_L4S=DIR):
 # 15 labelled training patches (12 train, 3 held out for validation: ids 16, 461, 600) and
@@ -16,8 +18,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 L4S=${LSMAP_L4S:-../shared/data/l4s}
 WORK=${1:-runs/default-model}
+if [ -x .venv/bin/lsmap ]; then LSMAP=${LSMAP:-.venv/bin/lsmap}; PYTHON=${PYTHON:-.venv/bin/python}; fi
 LSMAP=${LSMAP:-lsmap}
 PYTHON=${PYTHON:-python}
+if [ "${LSMAP_WRITE_SHIPPED:-0}" = 1 ]; then OUT=lsmap/weights/l4s14-default; else OUT=${LSMAP_DEFAULT_OUT:-$WORK/l4s14-default}; fi
 export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 
 [ -d "$L4S/train/img" ] || { echo "error: $L4S/train/img not found; set LSMAP_L4S to the L4S patch folder" >&2; exit 1; }
@@ -44,4 +48,5 @@ FINAL=$(ls "$WORK"/refine/round_2/models/*/best.safetensors 2>/dev/null | head -
 [ -n "$FINAL" ] || FINAL=$(ls "$WORK"/refine/round_2/models/*/*.safetensors | head -1)
 $LSMAP evaluate "$FINAL" --data "$WORK/split/val" --device cpu --json > "$WORK/eval_refined.json"
 "$PYTHON" models/finalize_default_model.py "$FINAL" "$WORK/eval_train_only.json" "$WORK/eval_refined.json" \
-    "${LSMAP_DEFAULT_OUT:-lsmap/weights/l4s14-default}"
+    "$OUT"
+[ "$OUT" = lsmap/weights/l4s14-default ] || echo "not the shipped weights; to replace them: LSMAP_WRITE_SHIPPED=1 bash $0"

@@ -35,6 +35,7 @@ def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, 
     MODEL is a checkpoint or a shipped model's name (see 'lsmap info').
 
     \b
+    $ lsmap evaluate default --data sample_data/patches
     $ lsmap evaluate runs/r18/best.safetensors --data L4S_ROOT
     $ lsmap evaluate runs/a/best runs/b/best --data patches/val --tta --json
     $ lsmap evaluate runs/r18/best --data scene_patches --stats scene_stats.json

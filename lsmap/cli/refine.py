@@ -66,6 +66,8 @@ def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr,
     --resume continues after the last finished round; a partial round is redone.
 
     \b
+    $ lsmap refine --model default --source sample_data/patches --target sample_data/patches --steps 5 \\
+        --rounds 1 -o out/refine --overwrite
     $ lsmap refine --model runs/r18/best --source l4s/train --target scene_patches -o runs/refine
     $ lsmap refine --model runs/a/best --model runs/b/best --source l4s/train --target l4s/test \\
         --rounds 3 --steps 2000 --pos-thresh 0.7 --neg-thresh 0.3 -o runs/refine

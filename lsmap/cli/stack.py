@@ -30,6 +30,7 @@ def stack_cmd(s2, dem, slope, output, bands, block, overwrite, as_json, progress
     name: ..._B04_10m.jp2, B4.tif, B8A.tif) or the band files themselves.
 
     \b
+    $ lsmap stack sample_data/s2 --dem sample_data/dem_30m.tif -o out/scene.tif --overwrite
     $ lsmap stack S2_SAFE/GRANULE/L2A_T45QYF/IMG_DATA --dem dem.tif -o scene.tif
     $ lsmap stack B02.tif B03.tif B04.tif B08.tif --bands rgbn -o rgbn.tif
     $ lsmap stack bands/ --dem dem.tif --slope slope.tif -o scene.tif --overwrite --json

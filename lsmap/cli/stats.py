@@ -25,6 +25,7 @@ def stats(input_path, output, split, valid_only, raw, bands, overwrite, as_json)
     """Per-band mean and standard deviation of a patch folder or a scene, as JSON.
 
     \b
+    $ lsmap stats sample_data/patches -o out/stats.json --overwrite
     $ lsmap stats data/TrainData -o train_stats.json
     $ lsmap stats patches/ -o scene_stats.json --bands rgbn --valid-only
     $ lsmap stats chittagong.tif -o stats.json --bands rgbn --raw --valid-only

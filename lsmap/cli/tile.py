@@ -39,6 +39,7 @@ def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands
     written as 0.0 and masked 255.
 
     \b
+    $ lsmap tile sample_data/scene_l4s14.tif -o out/patches --overwrite
     $ lsmap tile stack.tif -o patches/
     $ lsmap tile chittagong.tif -o patches/ --bands rgbn --raw \\
         --labels labels.tif --label-map 0:255,1:0,2:1

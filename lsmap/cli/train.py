@@ -83,8 +83,11 @@ def train(data, train_dir, val_dir, val_fraction, model, bands, loss, optimizer,
     log.csv and curves.png. Run under torchrun for several GPUs or nodes.
 
     \b
+    $ lsmap train --data sample_data/patches --model tiny-unet --scale 1 --steps 20 --val-every 10 \\
+        -o out/run --overwrite
     $ lsmap train --data L4S_ROOT -o runs/r18 --steps 20000
     $ lsmap train --train patches/train --val patches/val --model tiny-unet --scale 1 --steps 500 -o runs/tiny
+    $ lsmap train --train patches/train --val-fraction 0.1 --encoder-weights imagenet -o runs/r18
     $ lsmap train --data L4S_ROOT --loss ce --norm global --no-augment --scale 1 -o runs/baseline
     $ lsmap train --data L4S_ROOT -o runs/r18 --resume            # the run's settings
     $ lsmap train --data L4S_ROOT -o runs/r18 --resume --steps 30000

@@ -39,3 +39,24 @@ def test_retraining_script_reproduces_the_shipped_card(tmp_path):
     for k, v in shipped.items():
         if isinstance(v, float):
             assert rerun[k] == pytest.approx(v, abs=0.02), k
+
+
+@pytest.mark.parametrize("write_shipped", [False, True])
+def test_retraining_script_writes_the_shipped_weights_only_when_asked(tmp_path, write_shipped):
+    """The script's final step gets WORK/l4s14-default unless LSMAP_WRITE_SHIPPED=1 (lsmap and python faked)."""
+    l4s = tmp_path / "l4s"
+    for sub in ("train/img", "train/mask", "test/img", "unknown_split/img"):
+        (l4s / sub).mkdir(parents=True)
+    (l4s / "train/img/image_1.h5").touch()
+    fake = tmp_path / "fake_lsmap"  # records nothing, makes the files the script looks for
+    fake.write_text('#!/bin/bash\nif [ "$1" = refine ]; then for a in "$@"; do [ "$prev" = -o ] && o=$a; prev=$a; '
+                    'done; mkdir -p "$o/round_2/models/0"; touch "$o/round_2/models/0/best.safetensors"; fi\n')
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("LSMAP_DEFAULT_OUT", "LSMAP_WRITE_SHIPPED")}
+    env |= {"LSMAP_L4S": str(l4s), "LSMAP": str(fake), "PYTHON": "echo"}
+    if write_shipped:
+        env["LSMAP_WRITE_SHIPPED"] = "1"
+    res = subprocess.run(["bash", str(ROOT / "models" / "train_default_model.sh"), str(tmp_path / "work")],
+                         env=env, capture_output=True, text=True, check=True)
+    final = res.stdout.strip().splitlines()[0].split()[-1]  # `echo finalize.py FINAL BEFORE AFTER OUT`
+    assert final == ("lsmap/weights/l4s14-default" if write_shipped else str(tmp_path / "work" / "l4s14-default"))
