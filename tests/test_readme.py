@@ -93,7 +93,7 @@ def test_readme_parses_into_blocks_and_skips_only_what_cannot_run_here():
     keep, skipped = runnable(readme_blocks())
     assert any(s == "Quickstart" for s, _, _ in keep)
     assert all(any(w in s for w in ("internet", "Dask cluster", "shared/data", "test suite")) for s in skipped)
-    for _, lang, text in keep:  # no example names a file that is neither bundled nor made earlier
+    for _, _lang, text in keep:  # no example names a file that is neither bundled nor made earlier
         assert "a.safetensors" not in text and "L4S_ROOT" not in text
 
 

@@ -25,7 +25,7 @@ def download(dataset, root, url, keep_archives, timeout, as_json):
     Reads the record's file list (sizes, MD5 checksums) from Zenodo, downloads each archive to
     DIR/archives (a re-run resumes a partial download and skips complete ones), checks its size
     and checksum, and unpacks it: DIR then has TrainData/, ValidData/, TestData/ with img/ (and
-    mask/), a root that 'lsmap train --data' and 'lsmap evaluate --data' read. About 3.1 GB.
+    mask/), a root that 'lsmap train --data' and 'lsmap evaluate --data' read. Several GB.
 
     \b
     $ lsmap download l4s data/l4s

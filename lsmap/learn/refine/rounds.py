@@ -64,7 +64,7 @@ from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
 from lsmap.learn.models import ModelCard, read_card
 from lsmap.learn.refine import STRATEGIES
 from lsmap.learn.refine.pseudo import check_thresholds, confidence, threshold_labels
-from lsmap.learn.train import Source, TrainConfig, fit
+from lsmap.learn.train import Source, TrainConfig, fit, show_bar
 
 RUN_FILE = "refine.json"
 SUMMARY_FILE = "summary.json"
@@ -451,7 +451,7 @@ def finished_rounds(out_dir: str | os.PathLike) -> list[dict]:
 
 def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, target: str | os.PathLike,
            out_dir: str | os.PathLike, config: RefineConfig | None = None, *, val: str | os.PathLike | None = None,
-           resume: bool = False, overwrite: bool = False, progress: bool = True) -> RefineResult:
+           resume: bool = False, overwrite: bool = False, progress: bool | None = None) -> RefineResult:
     """Run self-training rounds on an unlabelled target patch folder.
 
     Args:
@@ -466,7 +466,9 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
             the source statistics); default: the last checkpoint of each round's training.
         resume: Continue a run in ``out_dir`` after its last finished round.
         overwrite: Replace an existing ``out_dir``.
-        progress: Show progress bars.
+        progress: Progress bars (``True``), or none but one plain line per training validation
+            on stderr (``False``); ``None``: bars on a terminal only (the CLI's rule,
+            :func:`lsmap.learn.train.show_bar`).
 
     Returns:
         The summaries of all finished rounds and the final models.
@@ -478,6 +480,7 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
         CheckpointError: unreadable models or models trained on another band profile.
     """
 
+    progress = show_bar(progress)
     config = config or RefineConfig()
     config.check()
     if config.crf:
