@@ -31,6 +31,23 @@ class BandMismatchError(InputError):
         self.path, self.profile, self.expected, self.found = path, profile, expected, found
 
 
+class MissingBandError(InputError):
+    """Bands a model or band set needs are not among the bands of an input.
+
+    Attributes:
+        bands: The missing band names (``band``: the first).
+    """
+
+    def __init__(self, bands: tuple[str, ...], source: object, user: object = None,
+                 available: tuple[str, ...] = ()) -> None:
+        which = f"band {bands[0]}" if len(bands) == 1 else f"bands {', '.join(bands)}"
+        who = f" needed by {user}" if user is not None else ""
+        has = f" (it has {', '.join(available)})" if available else ""
+        super().__init__(f"{source}: no {which}{who}{has}; restack the input with them, "
+                         f"or use a model or `bands` without them")
+        self.bands, self.band, self.source, self.user, self.available = bands, bands[0], source, user, available
+
+
 class OutputExistsError(LsmapError, FileExistsError):
     """An output exists and ``overwrite`` was not given."""
 

@@ -1,7 +1,8 @@
 """Write the refined checkpoint as lsmap's default model, with an honest model card.
 
-Usage: python models/finalize_default_model.py FINAL EVAL_BEFORE.json EVAL_AFTER.json OUT_STEM
-(called by models/train_default_model.sh).
+Usage: python models/finalize_default_model.py FINAL EVAL_BEFORE.json EVAL_AFTER.json OUT_STEM [half]
+(called by models/train_default_model.sh). ``half``: store the weights as float16 (half the size;
+they are cast back to float32 when loaded).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ def _pixel(path: str) -> dict:
     return {k: px[k] for k in ("precision", "recall", "f1", "iou") if k in px}
 
 
-def main(final: str, before: str, after: str, out: str) -> None:
+def main(final: str, before: str, after: str, out: str, half: str = "") -> None:
     module, card = load_checkpoint(final)
+    if half:
+        module = module.half()  # floating-point tensors only; counters stay int64
     card.data = DATA
     card.metrics = {
         **{f"val3_{k}": v for k, v in _pixel(after).items()},
@@ -41,4 +44,4 @@ def main(final: str, before: str, after: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

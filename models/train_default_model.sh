@@ -7,6 +7,9 @@
 # the tracked shipped weights lsmap/weights/l4s14-default.* are rewritten only with
 # LSMAP_WRITE_SHIPPED=1 (an explicit choice: compare the new card with the shipped one first).
 # LSMAP=CMD runs lsmap another way (default: the lsmap of .venv/bin when there is one).
+# LSMAP_BANDS=SET trains on that band set, taken by name from the 14-band patches (default l4s14;
+# the model is then <SET>-default): the shipped defaults for real products are LSMAP_BANDS=l2a-terrain
+# and LSMAP_BANDS=l2a. LSMAP_HALF=1 stores the weights in float16 (scored again below).
 #
 # Data: the real Landslide4Sense patches in ../shared/data/l4s (override with LSMAP_L4S=DIR):
 # 15 labelled training patches (12 train, 3 held out for validation: ids 16, 461, 600) and
@@ -21,7 +24,8 @@ WORK=${1:-runs/default-model}
 if [ -x .venv/bin/lsmap ]; then LSMAP=${LSMAP:-.venv/bin/lsmap}; PYTHON=${PYTHON:-.venv/bin/python}; fi
 LSMAP=${LSMAP:-lsmap}
 PYTHON=${PYTHON:-python}
-if [ "${LSMAP_WRITE_SHIPPED:-0}" = 1 ]; then OUT=lsmap/weights/l4s14-default; else OUT=${LSMAP_DEFAULT_OUT:-$WORK/l4s14-default}; fi
+BANDS=${LSMAP_BANDS:-l4s14}
+if [ "${LSMAP_WRITE_SHIPPED:-0}" = 1 ]; then OUT=lsmap/weights/$BANDS-default; else OUT=${LSMAP_DEFAULT_OUT:-$WORK/$BANDS-default}; fi
 export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 
 [ -d "$L4S/train/img" ] || { echo "error: $L4S/train/img not found; set LSMAP_L4S to the L4S patch folder" >&2; exit 1; }
@@ -37,7 +41,7 @@ done
 for img in "$L4S"/test/img/*.h5; do ln -s "$img" "$WORK/split/unlabelled/img/image_t$(basename "$img" .h5 | sed 's/^image_//').h5"; done
 for img in "$L4S"/unknown_split/img/*.h5; do ln -s "$img" "$WORK/split/unlabelled/img/image_u$(basename "$img" .h5 | sed 's/^image_/i/').h5"; done
 
-$LSMAP train --train "$WORK/split/train" --val "$WORK/split/val" --model tiny-unet --scale 1 \
+$LSMAP train --train "$WORK/split/train" --val "$WORK/split/val" --model tiny-unet --scale 1 --bands "$BANDS" \
     --loss lovasz+ohem --steps 1500 --batch-size 8 --val-every 100 --device cpu --seed 0 -o "$WORK/train"
 $LSMAP refine --model "$WORK/train/best.safetensors" --source "$WORK/split/train" \
     --target "$WORK/split/unlabelled" --val "$WORK/split/val" --strategy threshold --rounds 2 \
@@ -48,5 +52,8 @@ FINAL=$(ls "$WORK"/refine/round_2/models/*/best.safetensors 2>/dev/null | head -
 [ -n "$FINAL" ] || FINAL=$(ls "$WORK"/refine/round_2/models/*/*.safetensors | head -1)
 $LSMAP evaluate "$FINAL" --data "$WORK/split/val" --device cpu --json > "$WORK/eval_refined.json"
 "$PYTHON" models/finalize_default_model.py "$FINAL" "$WORK/eval_train_only.json" "$WORK/eval_refined.json" \
-    "$OUT"
-[ "$OUT" = lsmap/weights/l4s14-default ] || echo "not the shipped weights; to replace them: LSMAP_WRITE_SHIPPED=1 bash $0"
+    "$OUT" ${LSMAP_HALF:+half}
+if [ -n "${LSMAP_HALF:-}" ]; then  # the stored (float16) weights, scored as shipped
+  $LSMAP evaluate "$OUT" --data "$WORK/split/val" --device cpu --json > "$WORK/eval_stored.json"
+fi
+[ "$OUT" = "lsmap/weights/$BANDS-default" ] || echo "not the shipped weights; to replace them: LSMAP_WRITE_SHIPPED=1 bash $0"

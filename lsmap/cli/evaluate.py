@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lsmap.cli.options import device_opt, echo_json, handle_errors, json_opt, label_map_opt, progress_default
+from lsmap.cli.options import bands_option, device_opt, echo_json, handle_errors, json_opt, label_map_opt, progress_default
 from lsmap.core.constants import SPLITS
 from lsmap.core.normalize import norm_choices
 
@@ -24,11 +24,12 @@ from lsmap.core.normalize import norm_choices
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Patches per forward pass.")
 @click.option("--crf", is_flag=True,
               help="Sharpen each patch's probabilities with a dense CRF before thresholding (needs lsmap[crf]).")
+@bands_option(None, "Band set the models take from the patches [default: the first model card's].")
 @device_opt
 @label_map_opt
 @json_opt
 @handle_errors
-def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, device, label_map, as_json):
+def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, bands, device, label_map, as_json):
     """Score MODEL(s) on labelled patches: pixel P/R/F1/IoU summed over the split, object scores.
 
     Several models are averaged as an ensemble; without MODEL the default model is scored. A
@@ -49,8 +50,8 @@ def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, 
 
         models = (str(default_model_path()),)
     result = run_evaluate(list(models), data, split=split, tta=tta, stats=stats, norm=norm, device=device,
-                          batch_size=batch_size, threshold=threshold, crf=crf, progress=progress_default(as_json),
-                          label_map=label_map)
+                          batch_size=batch_size, threshold=threshold, crf=crf, bands=bands,
+                          progress=progress_default(as_json), label_map=label_map)
     if as_json:
         echo_json(result.to_dict())
     else:

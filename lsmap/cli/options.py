@@ -19,10 +19,30 @@ from lsmap.errors import LsmapError
 from lsmap.learn.device import DEVICES
 
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-bands_opt = click.option(
-    "--bands", "bands", type=click.Choice(list(PROFILES)), default="l4s14", show_default=True,
-    help="Band profile of the input.",
-)
+
+
+def _check_bands(ctx, param, value):
+    """Validate a ``--bands`` value (a profile name or a comma list of band names) early."""
+    if value is None:
+        return None
+    from lsmap.core.bands import get_profile
+
+    try:
+        get_profile(value)
+    except LsmapError as e:
+        raise click.BadParameter(cli_message(str(e), ctx.command)) from None
+    return value
+
+
+def bands_option(default: str | None = "l4s14", help: str = "Band set of the input.") -> click.decorators.FC:
+    """A ``--bands`` option: a profile name (``PROFILES``) or a comma list of band names."""
+    return click.option(
+        "--bands", "bands", metavar="SET", default=default, show_default=default is not None, callback=_check_bands,
+        help=f"{help} A profile ({', '.join(PROFILES)}) or a comma list of band names, e.g. B4,B3,B2,B8.",
+    )
+
+
+bands_opt = bands_option()
 device_opt = click.option(
     "--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True,
     help="Where to run: auto picks CUDA when a GPU is visible, else the CPU.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from lsmap.cli.options import (
-    bands_opt,
+    bands_option,
     device_opt,
     echo_json,
     handle_errors,
@@ -48,7 +48,7 @@ from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
 @click.option("--mixup-alpha", type=click.FloatRange(0), default=None,
               help="Mix-up Beta(a, a) on both streams [default: 0 (off) for threshold, 0.4 for uncertainty].")
 @click.option("--crf", is_flag=True, help="Sharpen the teacher's probabilities with a dense CRF (needs lsmap[crf]).")
-@bands_opt
+@bands_option(None, "Band set to take from source and target [default: the first model card's].")
 @device_opt
 @seed_opt
 @click.option("--resume", is_flag=True, help="Continue the run in OUT after its last finished round.")

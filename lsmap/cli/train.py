@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from lsmap.cli.options import (
-    bands_opt,
+    bands_option,
     device_opt,
     echo_json,
     handle_errors,
@@ -37,7 +37,7 @@ _SCALES = [f"{s:g}" for s in SCALES]
               help=f"Hold out this fraction of the training patches (seeded by --seed) for validation when there "
                    f"is no validation folder [default: {VAL_FRACTION:g}].")
 @click.option("--model", type=click.Choice(list(MODELS)), default=_D.model, show_default=True, help="Architecture.")
-@bands_opt
+@bands_option("l4s14", "Band set to train on, taken from the patches by name (they may hold more bands).")
 @click.option("--loss", default=_D.loss, show_default=True,
               help="Loss spec, e.g. lovasz+ohem, softce+lovasz+ohem, ce, ce+jaccard.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_D.optimizer, show_default=True,

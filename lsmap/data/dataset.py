@@ -1,6 +1,7 @@
 """Torch datasets over L4S-style patch lists, augmentations, and a step-based sampler.
 
-A :class:`PatchDataset` reads patches with :func:`lsmap.io.patches.read_image` / ``read_mask``,
+A :class:`PatchDataset` reads patches with :func:`lsmap.io.patches.read_patch_image` / ``read_mask``
+(the band set's bands taken by name, so patches may hold more bands than it),
 applies augmentations to the L4S-scaled image (random flips, 90-degree rotations, colour
 perturbation of the *spectral* bands only: slope and DEM are moved geometrically with the image
 but their values are never changed), then normalises it with one :class:`BandStats` (separated
@@ -28,7 +29,7 @@ from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.normalize import _MIN_STD, BandStats
 from lsmap.errors import InputError
-from lsmap.io.patches import Patch, read_image, read_mask
+from lsmap.io.patches import Patch, read_mask, read_patch_image
 
 #: Datasets smaller than this (bytes of float32 images) are held in memory by default.
 CACHE_BYTES = 2 * 1024**3
@@ -121,7 +122,8 @@ class PatchDataset(Dataset):
     Args:
         patches: The patches (from :func:`lsmap.io.patches.find_patches`).
         stats: Normalisation statistics for these patches (``None``: no normalisation).
-        profile: Band profile; every image must have its band count.
+        profile: Band set; its bands are taken from each image by name (per-band statistics and
+            colour perturbation follow it).
         augment: Augmentations (``None``: none, e.g. for validation).
         targets: Optional masks overriding the patches' own (e.g. pseudo labels), one per patch,
             ``(H, W)`` uint8 with 255 = ignored.
@@ -174,7 +176,7 @@ class PatchDataset(Dataset):
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         patch = self.patches[index]
-        image, n_bad = read_image(patch.image, self.profile)
+        image, n_bad = read_patch_image(patch, self.profile)
         if n_bad == image.size:
             raise InputError(f"{patch.image}: patch has no finite value (all NaN/inf); remove it from the folder")
         if self.targets is not None and self.targets[index] is not None:

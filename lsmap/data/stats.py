@@ -26,7 +26,7 @@ from lsmap.core.constants import FILL
 from lsmap.core.normalize import BandStats, RunningStats
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, MissingInputError
-from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_image
+from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
 from lsmap.io.scene import open_scene, read_scene_window
 
 
@@ -113,7 +113,7 @@ def patch_stats(patches: Sequence[Patch], bands: str | BandProfile = "l4s14", *,
     profile = get_profile(bands)
     rs = RunningStats(profile.count)
     for p in tqdm(patches, desc=desc, unit="patch", disable=not progress, leave=False):
-        image, n_bad = read_image(p.image, profile, fill=fill)
+        image, n_bad = read_patch_image(p, profile, fill=fill)
         if fill is not None and n_bad == image.size:
             raise InputError(f"{p.image}: patch has no finite value (all NaN/inf); remove it from the folder")
         if fill is not None and n_bad:

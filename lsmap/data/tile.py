@@ -46,14 +46,13 @@ from lsmap.core.labels import map_labels, parse_label_map
 from lsmap.core.windows import Window, pad_to, window_grid
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.outputs import atomic_output, check_owned_dir, mark_owned
-from lsmap.io.patches import read_image, read_mask, write_patch
+from lsmap.io.patches import META_NAME, read_image, read_mask, write_patch
 from lsmap.io.rasters import read_window
 from lsmap.io.scene import open_scene, read_scene_window
 
 #: Image value of nodata and padded pixels (L4S scale: 0 is "no signal").
 INDEX_NAME = "index.gpkg"
 INDEX_LAYER = "patches"
-META_NAME = "tiles.json"
 #: What ``lsmap tile`` writes into its folder: ``--overwrite`` replaces a folder holding nothing else.
 OUTPUT_PATTERNS = ("img/image_*.h5", "mask/mask_*.h5", INDEX_NAME, META_NAME)
 
@@ -201,7 +200,7 @@ def tile_scene(
                     mask = pad_to(mask, size, IGNORE_INDEX)
                 n_padded += (window.height, window.width) != (size, size)
                 pid = str(len(rows))
-                write_patch(tmp, pid, pad_to(data, size, FILL), mask)
+                write_patch(tmp, pid, pad_to(data, size, FILL), mask, bands=profile.bands)
                 row = {"id": pid, "row_off": window.row_off, "col_off": window.col_off, "height": window.height,
                        "width": window.width, "valid_fraction": frac}
                 if mask is not None:

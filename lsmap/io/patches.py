@@ -14,10 +14,19 @@ Images are HDF5 dataset ``img`` of shape ``(H, W, C)`` (float64 or float32); mas
 ``mask`` of shape ``(H, W)``, uint8, 0 = background, 1 = landslide, 255 = unlabelled (ignored).
 In memory lsmap uses channels-first ``(C, H, W)`` float32. Non-finite values (NaN, inf), which
 occur in the wild, are replaced by :data:`NONFINITE_FILL` and counted.
+
+Band names: an image's bands are known by name, so a band set can be taken from patches that hold
+more bands (e.g. ``rgbn`` from the 14-band L4S patches). The names come from, in this order: the
+``bands`` attribute of the ``img`` dataset (comma list; :func:`write_patch` writes it), the
+``tiles.json`` of the folder (written by ``lsmap tile``), and the Landslide4Sense convention for a
+14-band image without names (L4S order: B1..B12, slope, DEM). An image with another band count and
+no names is taken to be in the order of the band set asked for (its count is checked).
 """
 
 from __future__ import annotations
 
+import json
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -26,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsmap.core.bands import BandProfile
+from lsmap.core.bands import L4S_BANDS, BandProfile, band_indices
 from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import mask_values
 from lsmap.errors import InputError, MissingInputError
@@ -46,15 +55,21 @@ LAYOUTS = (
     "ROOT/images/<split>/ (+ ROOT/annotations/<split>/)",
 )
 _ID = re.compile(r"^(?:image_|mask_)?(.+)$")
+#: Name of the metadata file ``lsmap tile`` writes beside ``img/`` (it records the band names).
+META_NAME = "tiles.json"
+#: HDF5 attribute of the ``img`` dataset holding its band names (comma list).
+BANDS_ATTR = "bands"
 
 
 @dataclass(frozen=True)
 class Patch:
-    """One patch on disk: its id, image file and (when labelled) mask file."""
+    """One patch on disk: its id, image file, (when labelled) mask file, and (when the folder
+    records them) its band names."""
 
     id: str
     image: Path
     mask: Path | None
+    bands: tuple[str, ...] | None = None
 
 
 def patch_id(path: str | os.PathLike) -> str:
@@ -130,24 +145,55 @@ def find_patches(root: str | os.PathLike, split: str = "train", require_masks: b
             if orphan:
                 parts.append(f"masks without image: {', '.join(orphan[:5])}{' ...' if len(orphan) > 5 else ''}")
             raise InputError(f"{root}: image and mask ids do not match ({'; '.join(parts)}); add or remove the files")
-    return [Patch(i, images[i], masks.get(i)) for i in sorted(images, key=_sort_key)]
+    bands = _folder_bands(root)
+    return [Patch(i, images[i], masks.get(i), bands) for i in sorted(images, key=_sort_key)]
+
+
+def _folder_bands(root: Path) -> tuple[str, ...] | None:
+    """The band names recorded in ``root/tiles.json`` (a band list or a band-profile dict), if any."""
+    path = root / META_NAME
+    if not path.is_file():
+        return None
+    try:
+        bands = json.loads(path.read_text()).get("bands")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    if isinstance(bands, dict):
+        bands = bands.get("bands")
+    return tuple(str(b) for b in bands) if isinstance(bands, list) and bands else None
+
+
+def _names_attr(value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str):
+        return tuple(b.strip() for b in value.split(",") if b.strip()) or None
+    return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in np.ravel(value)) or None
 
 
 def read_image(
-    path: str | os.PathLike, profile: BandProfile | None = None, *, fill: float | None = NONFINITE_FILL
+    path: str | os.PathLike, profile: BandProfile | None = None, *, fill: float | None = NONFINITE_FILL,
+    bands: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Read a patch image as ``(C, H, W)`` float32 with non-finite values replaced.
 
     Args:
         path: ``image_N.h5`` file.
-        profile: When given, the band count is checked against it.
+        profile: When given, its bands are taken from the image by name, in its order (see the
+            module docstring for where the names come from); without names the band count is checked.
         fill: Value replacing NaN/inf; ``None`` keeps them (e.g. to leave them out of statistics).
+        bands: The image's band names when known from elsewhere (e.g. :attr:`Patch.bands`); the
+            file's own ``bands`` attribute takes precedence.
 
     Returns:
-        The image and the number of non-finite values (replaced unless ``fill`` is None).
+        The image (only ``profile``'s bands, when given) and the number of non-finite values in it
+        (replaced unless ``fill`` is None).
 
     Raises:
-        InputError: unreadable file, no ``img`` dataset, wrong rank, or (with ``profile``) wrong band count.
+        InputError: unreadable file, no ``img`` dataset, wrong rank, or (with ``profile``) a band it
+            lacks (:class:`lsmap.errors.MissingBandError`) or, without names, the wrong band count.
     """
     import h5py
 
@@ -156,19 +202,36 @@ def read_image(
         with h5py.File(path, "r") as f:
             if "img" not in f:
                 raise InputError(f"{path}: no 'img' dataset; is this a Landslide4Sense image patch?")
-            arr = np.asarray(f["img"][()], dtype=np.float32)
+            ds = f["img"]
+            names = _names_attr(ds.attrs.get(BANDS_ATTR))
+            arr = np.asarray(ds[()], dtype=np.float32)
     except OSError as e:
         raise InputError(f"{path}: cannot read HDF5 patch ({e}); re-create or remove the file") from None
     if arr.ndim != 3:
         raise InputError(f"{path}: 'img' has shape {arr.shape}; expected (H, W, bands)")
+    names = names or (tuple(bands) if bands is not None else None)
+    if names is not None and len(names) != arr.shape[2]:
+        raise InputError(f"{path}: {arr.shape[2]} bands but {len(names)} band names recorded "
+                         f"({', '.join(names)}); re-create the patch")
+    if names is None and arr.shape[2] == len(L4S_BANDS):
+        names = L4S_BANDS  # the Landslide4Sense convention
+    if profile is not None and names is not None:
+        idx = band_indices(names, profile, source=path)
+        arr = arr[:, :, list(idx)] if idx != tuple(range(arr.shape[2])) else arr
+    elif profile is not None:
+        profile.check_count(arr.shape[2], path)
     arr = np.ascontiguousarray(arr.transpose(2, 0, 1))
-    if profile is not None:
-        profile.check_count(arr.shape[0], path)
     bad = ~np.isfinite(arr)
     n_bad = int(bad.sum())
     if n_bad and fill is not None:
         arr[bad] = fill
     return arr, n_bad
+
+
+def read_patch_image(patch: Patch, profile: BandProfile | None = None, *,
+                     fill: float | None = NONFINITE_FILL) -> tuple[np.ndarray, int]:
+    """:func:`read_image` of ``patch``'s image, with the band names its folder records."""
+    return read_image(patch.image, profile, fill=fill, bands=patch.bands)
 
 
 def read_mask(path: str | os.PathLike, label_map: Mapping[int, int] | None = None) -> np.ndarray:
@@ -235,12 +298,13 @@ def check_labels(patches: Sequence[Patch], label_map: Mapping[int, int] | None =
 
 def write_patch(
     folder: str | os.PathLike, pid: str, image: np.ndarray, mask: np.ndarray | None = None,
-    *, compression: str | None = None,
+    *, compression: str | None = None, bands: Sequence[str] | None = None,
 ) -> Patch:
     """Write ``image`` (``(C, H, W)``) and optional ``mask`` (``(H, W)``) in the L4S format.
 
     Files go to ``folder/img/image_<pid>.h5`` and ``folder/mask/mask_<pid>.h5`` (float32 ``img``
-    stored ``(H, W, C)``, uint8 ``mask``), each written atomically. ``compression`` (e.g.
+    stored ``(H, W, C)``, uint8 ``mask``), each written atomically. ``bands`` (one name per band)
+    is recorded as the ``img`` dataset's ``bands`` attribute. ``compression`` (e.g.
     ``"gzip"`` at level 9, with the shuffle filter) makes smaller files that every HDF5 reader still opens;
     the default writes them uncompressed like the official patches.
     """
@@ -251,14 +315,19 @@ def write_patch(
 
 
     folder = Path(folder)
+    image = np.asarray(image, np.float32)
+    if bands is not None and len(bands) != image.shape[0]:
+        raise InputError(f"patch {pid}: {image.shape[0]} bands but {len(bands)} band names given")
     img_path = folder / "img" / f"image_{pid}.h5"
     with atomic_output(img_path, overwrite=True) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("img", data=np.asarray(image, np.float32).transpose(1, 2, 0), **opts)
+            ds = f.create_dataset("img", data=image.transpose(1, 2, 0), **opts)
+            if bands is not None:
+                ds.attrs[BANDS_ATTR] = ",".join(bands)
     mask_path = None
     if mask is not None:
         mask_path = folder / "mask" / f"mask_{pid}.h5"
         with atomic_output(mask_path, overwrite=True) as tmp:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("mask", data=np.asarray(mask, np.uint8), **opts)
-    return Patch(pid, img_path, mask_path)
+    return Patch(pid, img_path, mask_path, tuple(bands) if bands is not None else None)

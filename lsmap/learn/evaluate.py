@@ -20,11 +20,12 @@ from pathlib import Path
 
 from lsmap.core.checks import as_list, check_bool, check_int, check_number
 from lsmap.core.labels import parse_label_map
+from lsmap.core.bands import get_profile
 from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
 from lsmap.core.normalize import BandStats, norm_mode
 from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError
-from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_image, read_mask
+from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_mask, read_patch_image
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
@@ -74,7 +75,7 @@ def _member_norm(card, norm: str) -> str:
 def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, split: str = "validation",
              tta: bool = False, stats: BandStats | str | os.PathLike | None = None, norm: str = "auto",
              device: str = "auto", batch_size: int = 16, threshold: float | None = None,
-             object_iou: float = 0.5, crf: bool = False, progress: bool = False,
+             object_iou: float = 0.5, crf: bool = False, bands: str | None = None, progress: bool = False,
              label_map: str | dict | None = None) -> EvalResult:
     """Score the ensemble of ``models`` on the labelled patches of ``data``.
 
@@ -91,6 +92,8 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         object_iou: IoU at which a predicted object matches a true one.
         crf: Refine each patch's ensemble probability with a dense CRF (:func:`lsmap.learn.crf.crf_refine`,
             colours from the patch's natural-colour bands) before thresholding; needs ``lsmap[crf]``.
+        bands: Band set of the models (``None``: the first model card's); taken from the patches
+            by name, so they may hold more bands. A model on another band set is refused.
         progress: Show a progress bar.
         label_map: Mask values of the files -> 0/1/255 (``"0:0,255:1"`` for 0/255 masks).
 
@@ -116,7 +119,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         raise InputError("no model given; pass one or more checkpoints")
     if crf:
         require()
-    profile = read_card(models[0]).profile
+    profile = get_profile(bands) if bands is not None else read_card(models[0]).profile
     patches = find_patches(data, split, require_masks=True)
     check_labels(patches, mapping, "evaluation")
     dev = resolve_device(device)
@@ -138,7 +141,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
             chunk = patches[start:start + batch_size]
             images, masks = [], []
             for p in chunk:
-                image, n_bad = read_image(p.image, profile)
+                image, n_bad = read_patch_image(p, profile)
                 if n_bad == image.size:
                     raise InputError(f"{p.image}: patch has no finite value (all NaN/inf); remove it from the folder")
                 mask = read_mask(p.mask, mapping)

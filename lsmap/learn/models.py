@@ -1,8 +1,9 @@
 """Model registry over segmentation-models-pytorch, model cards and checkpoints.
 
 A checkpoint is two files side by side: ``NAME.safetensors`` (the weights; loading never
-unpickles) and ``NAME.json`` (the model card: architecture, band profile, normalisation
-statistics, input scale, threshold, training configuration, metrics, lsmap version). The card is
+unpickles) and ``NAME.json`` (the model card: architecture, the names of its input bands in
+order, normalisation statistics, input scale, threshold, training configuration, metrics, lsmap
+version; cards written before band names were stored hold a band-profile dict, read the same way). The card is
 also embedded in the safetensors metadata, so the weights file alone is enough to load a model.
 
 Every model maps ``(N, C, H, W)`` normalised inputs to ``(N, 2, H, W)`` logits (background,
@@ -236,7 +237,8 @@ class ModelCard:
 
     Attributes:
         model: Registry name of the architecture.
-        bands: The band profile the model was trained on (``BandProfile.to_dict``).
+        bands: Names of the model's input bands, in order (e.g. ``["B4", "B3", "B2", "B8"]``); a
+            band-profile dict or a :class:`BandProfile` given here (older cards) becomes its names.
         stats: Per-band statistics of the training (source) data, used with ``--norm model``.
         scale: Scale promotion factor: inputs are upsampled by it before the network.
         threshold: Probability above which a pixel is a landslide.
@@ -249,7 +251,7 @@ class ModelCard:
     """
 
     model: str
-    bands: dict
+    bands: list
     stats: dict | None = None
     scale: float = 1.0
     threshold: float = 0.5
@@ -260,10 +262,21 @@ class ModelCard:
     lsmap_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
 
+    def __post_init__(self) -> None:
+        if isinstance(self.bands, BandProfile):
+            self.bands = list(self.bands.bands)
+        elif isinstance(self.bands, dict):  # cards before band names: a band-profile dict
+            self.bands = [str(b) for b in self.bands.get("bands", [])]
+        else:
+            self.bands = [str(b) for b in self.bands]
+
     @property
     def profile(self) -> BandProfile:
-        """The band profile as an object."""
-        return profile_from_dict(self.bands)
+        """The band set as an object (the registered profile when one has exactly these bands)."""
+        try:
+            return profile_from_dict(self.bands)
+        except InputError as e:
+            raise CheckpointError(f"model card names bands {self.bands}: {e}") from None
 
     @property
     def band_stats(self) -> BandStats | None:

@@ -57,7 +57,7 @@ def clear_run(out_dir: Path) -> None:
         (out_dir / n).unlink(missing_ok=True)
 
 
-def match_card(path: Path, card: ModelCard, model: str, bands: dict, what: str) -> None:
+def match_card(path: Path, card: ModelCard, model: str, bands: list, what: str) -> None:
     """Refuse checkpoint ``path`` (``what``, for the message) unless it is a ``model`` on ``bands``.
 
     Raises:
@@ -66,12 +66,13 @@ def match_card(path: Path, card: ModelCard, model: str, bands: dict, what: str) 
     if card.model != model:
         raise CheckpointError(f"{path}: {what} is a '{card.model}' model but this run trains '{model}'; "
                               f"use `model` {card.model} or another checkpoint")
-    if list(card.bands.get("bands", [])) != list(bands.get("bands", [])):
-        raise CheckpointError(f"{path}: {what} was trained on bands {card.bands.get('bands')} but this run uses "
-                              f"{bands.get('bands')}; choose the matching `bands`")
+    bands = ModelCard(model, bands).bands  # names, also from a band-profile dict
+    if list(card.bands) != list(bands):
+        raise CheckpointError(f"{path}: {what} was trained on bands {','.join(card.bands)} but this run uses "
+                              f"{','.join(bands)}; choose the matching `bands`")
 
 
-def resume_state(out_dir: Path, config: TrainConfig, bands: dict) -> dict:
+def resume_state(out_dir: Path, config: TrainConfig, bands: list) -> dict:
     """The saved training state of the interrupted run in ``out_dir``, once it fits ``config``.
 
     Raises:

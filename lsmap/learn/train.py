@@ -298,7 +298,7 @@ def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = N
 # --- the loop -------------------------------------------------------------------------------------------
 
 
-def _build(config: TrainConfig, in_channels: int, init: Path | None, bands: dict, *, fresh: bool = True):
+def _build(config: TrainConfig, in_channels: int, init: Path | None, bands: list, *, fresh: bool = True):
     """The model (domain BN converted when asked), optionally initialised from checkpoint ``init``.
 
     ``fresh=False`` (resuming: the weights are replaced next) skips the encoder weights.
@@ -478,7 +478,7 @@ def _rank_batch_size(batch_size: int, dist: _Dist) -> int:
     return batch_size // dist.world
 
 
-def _initial_module(config: TrainConfig, in_channels: int, bands: dict, init: str | os.PathLike | None, *,
+def _initial_module(config: TrainConfig, in_channels: int, bands: list, init: str | os.PathLike | None, *,
                     resume_from: Path | None = None):
     """The model, built after seeding torch with ``config.seed``.
 
@@ -736,7 +736,7 @@ def check_train_memory(patch, profile, config: TrainConfig) -> None:
 def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
           train_dir: str | os.PathLike | None = None, val_dir: str | os.PathLike | None = None,
           target_dir: str | os.PathLike | None = None, config: TrainConfig | None = None,
-          bands: str = "l4s14", init: str | os.PathLike | None = None, resume: bool = False,
+          bands: str | Sequence[str] = "l4s14", init: str | os.PathLike | None = None, resume: bool = False,
           overwrite: bool = False, progress: bool | None = None, label_map: str | dict | None = None) -> TrainResult:
     """Train on patch folders with the recipe: what ``lsmap train`` runs.
 
@@ -754,7 +754,9 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         target_dir: Unlabelled target patches whose batch-norm statistics domain BN learns
             (default: the validation images; their labels are never used for it).
         config: Training configuration (defaults: the recipe).
-        bands: Band profile of the patches.
+        bands: Band set to train on: a profile name, a comma list of band names or a sequence of
+            names; taken from the patches by name, so they may hold more bands (e.g. ``rgbn`` from
+            14-band L4S patches). The card records the band names.
         init: Checkpoint to start from.
         resume: Continue the interrupted run in ``out_dir``.
         overwrite: Replace an existing run in ``out_dir``.
@@ -831,7 +833,7 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
             raise InputError("`domain_bn` without validation patches needs `target_dir` (unlabelled target patches)")
         sources.append(Source(PatchDataset(tgt_p, tgt_stats, profile, augment=aug), config.loss, 0.0, TARGET, name="target"))
     val = PatchDataset(val_p, val_stats, profile, label_map=mapping) if val_p else None
-    card = ModelCard(model=config.model, bands=profile.to_dict(), stats=source_stats.to_dict(), data=desc)
+    card = ModelCard(model=config.model, bands=list(profile.bands), stats=source_stats.to_dict(), data=desc)
     result = fit(sources, val, config, out_dir, card=card, init=init, resume=resume, progress=progress,
                  overwrite=overwrite)
     result.validation, result.held_out = validation, held

@@ -114,9 +114,30 @@ def test_partial_nan_is_replaced_and_warned(tmp_path):
     assert np.isfinite(stats.mean).all()
 
 
-def test_wrong_band_count(folder):
-    with pytest.raises(BandMismatchError, match="'rgb' expects 3 bands but the file has 14"):
-        patch_stats(find_patches(folder), "rgb")
+def test_band_subset_statistics_follow_the_selection(folder):
+    full = patch_stats(find_patches(folder), "l4s14")
+    sub = patch_stats(find_patches(folder), "B8,slope,B2")
+    assert sub.bands == ("B8", "slope", "B2")
+    idx = [7, 12, 1]
+    np.testing.assert_allclose(sub.mean, [full.mean[i] for i in idx], rtol=1e-6)
+    np.testing.assert_allclose(sub.std, [full.std[i] for i in idx], rtol=1e-6)
+
+
+def test_colour_perturbation_follows_the_selection(folder):
+    """With slope in the middle of the selection, only the spectral bands change in value."""
+    patches = find_patches(folder)
+    plain = PatchDataset(patches, None, "B8,slope,B2")
+    aug = PatchDataset(patches, None, "B8,slope,B2", augment=Augment(flip=False, rotate=False, contrast=0.3,
+                                                                   brightness=0.3))
+    x, y = plain[0]["image"].numpy(), aug[(0, 123)]["image"].numpy()
+    np.testing.assert_array_equal(x[1], y[1])  # slope: untouched
+    assert not np.allclose(x[0], y[0]) and not np.allclose(x[2], y[2])
+
+
+def test_wrong_band_count(tmp_path):
+    write_patch(tmp_path / "p5", "1", np.ones((5, 8, 8), np.float32), np.zeros((8, 8), np.uint8))
+    with pytest.raises(BandMismatchError, match="'rgb' expects 3 bands but the file has 5"):
+        patch_stats(find_patches(tmp_path / "p5"), "rgb")
 
 
 def test_sampler_ranks_disjoint_and_resumable():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from lsmap.core.bands import get_profile
-from lsmap.errors import BandMismatchError, InputError, MissingInputError
-from lsmap.io.patches import LAYOUTS, NONFINITE_FILL, find_patches, has_split, read_image, read_mask, write_patch
+from lsmap.errors import BandMismatchError, InputError, MissingBandError, MissingInputError
+from lsmap.io.patches import LAYOUTS, NONFINITE_FILL, find_patches, has_split, read_image, read_mask, read_patch_image, write_patch
 
 
 def _write(path, name, data):
@@ -78,8 +78,36 @@ def test_read_image_replaces_and_counts_nonfinite(tmp_path, rng):
     assert arr.shape == (14, 8, 8) and arr.dtype == np.float32 and bad == 2
     assert arr[3, 0, 0] == NONFINITE_FILL and np.isfinite(arr).all()
     np.testing.assert_allclose(arr[5], img[:, :, 5].astype(np.float32))
-    with pytest.raises(BandMismatchError, match="a.h5"):
-        read_image(tmp_path / "a.h5", get_profile("rgbn"))
+    _write(tmp_path / "b.h5", "img", img[:, :, :5])  # 5 bands, no names: the count is checked
+    with pytest.raises(BandMismatchError, match="b.h5"):
+        read_image(tmp_path / "b.h5", get_profile("rgbn"))
+
+
+def test_band_set_taken_by_name_from_14_band_l4s_patch(tmp_path, rng):
+    img = rng.random((8, 8, 14))
+    _write(tmp_path / "a.h5", "img", img)  # no names: the L4S convention (B1..B12, slope, DEM)
+    arr, _ = read_image(tmp_path / "a.h5", get_profile("rgbn"))
+    np.testing.assert_array_equal(arr, img[:, :, [3, 2, 1, 7]].transpose(2, 0, 1).astype(np.float32))
+    arr, _ = read_image(tmp_path / "a.h5", get_profile("DEM,B2"))  # any order
+    np.testing.assert_array_equal(arr, img[:, :, [13, 1]].transpose(2, 0, 1).astype(np.float32))
+    with pytest.raises(MissingBandError, match=r"a\.h5: no band B8A"):
+        read_image(tmp_path / "a.h5", get_profile("B8A,B4"))
+
+
+def test_recorded_band_names_are_used(tmp_path, rng):
+    img = rng.random((3, 8, 8)).astype(np.float32)  # stored as B8, B2, DEM
+    (p,) = [write_patch(tmp_path / "f", "1", img, bands=("B8", "B2", "DEM"))]
+    assert p.bands == ("B8", "B2", "DEM")
+    arr, _ = read_image(p.image, get_profile("B2,B8"))
+    np.testing.assert_array_equal(arr, img[[1, 0]])
+    with pytest.raises(MissingBandError, match="no bands B4, B3 .*it has B8, B2, DEM"):
+        read_image(p.image, get_profile("rgbn"))
+    # names from the folder's tiles.json (patches written before the attribute existed)
+    _write(tmp_path / "g" / "img" / "image_1.h5", "img", img.transpose(1, 2, 0))
+    (tmp_path / "g" / "tiles.json").write_text('{"bands": {"name": "x", "bands": ["B8", "B2", "DEM"]}}')
+    (q,) = find_patches(tmp_path / "g")
+    assert q.bands == ("B8", "B2", "DEM")
+    np.testing.assert_array_equal(read_patch_image(q, get_profile("DEM"))[0], img[[2]])
 
 
 def test_corrupt_file_names_the_file(tmp_path):

@@ -36,13 +36,22 @@ def test_checkpoint_roundtrip_without_pickle(tmp_path):
     save_checkpoint(tmp_path / "best", m, _card(scale=2.5))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]
     card = json.loads((tmp_path / "best.json").read_text())
-    assert card["scale"] == 2.5 and card["bands"]["name"] == "rgbn" and card["lsmap_version"]
+    assert card["scale"] == 2.5 and card["bands"] == ["B4", "B3", "B2", "B8"] and card["lsmap_version"]
     m2, card2 = load_checkpoint(tmp_path / "best.safetensors")
     for (k, v), v2 in zip(m.state_dict().items(), m2.state_dict().values(), strict=False):
         assert torch.equal(v, v2), k
     # the card embedded in the weights file is enough on its own
     (tmp_path / "best.json").unlink()
     assert read_card(tmp_path / "best").scale == 2.5
+
+
+def test_old_cards_with_a_profile_dict_still_load(tmp_path):
+    save_checkpoint(tmp_path / "m", build_model("tiny-unet", 4), _card())
+    card = json.loads((tmp_path / "m.json").read_text())
+    card["bands"] = get_profile("rgbn").to_dict()  # how cards stored bands before band names
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    _, loaded = load_checkpoint(tmp_path / "m")
+    assert loaded.bands == ["B4", "B3", "B2", "B8"] and loaded.profile.name == "rgbn"
 
 
 def test_checkpoint_refuses_other_band_profile(tmp_path):

@@ -71,7 +71,7 @@ def test_best_chosen_on_validation_and_matches_evaluate(run, data):
 def test_checkpoint_card_contents(run, data):
     out, result = run
     card = read_card(out / "best")
-    assert card.model == "tiny-unet" and card.bands == PROFILES["l4s14"].to_dict()
+    assert card.model == "tiny-unet" and card.bands == list(PROFILES["l4s14"].bands)
     stats = patch_stats(find_patches(data / "train"))
     np.testing.assert_allclose(card.stats["mean"], stats.mean)
     assert card.scale == 1.0 and card.threshold == 0.5 and card.domain_bn is False
@@ -247,8 +247,11 @@ def test_bad_inputs(tmp_path, data):
     write_patch(tmp_path / "nan", "1", np.full((14, 16, 16), np.nan, np.float32), np.zeros((16, 16), np.uint8))
     with pytest.raises(InputError, match="image_1.h5: patch has no finite value"):
         train(tmp_path / "o3", train_dir=tmp_path / "nan", val_dir=data / "val", config=cfg)
-    with pytest.raises(BandMismatchError, match="'rgbn' expects 4 bands but the file has 14"):
-        train(tmp_path / "o4", train_dir=data / "train", val_dir=data / "val", config=cfg, bands="rgbn")
+    make_patches(tmp_path / "five", 2, size=16, bands=5)  # no band names, 5 bands: counted against the set
+    with pytest.raises(BandMismatchError, match="'rgbn' expects 4 bands but the file has 5"):
+        train(tmp_path / "o4", train_dir=tmp_path / "five", val_dir=data / "val", config=cfg, bands="rgbn")
+    with pytest.raises(MissingBandError, match="image_0.h5: no band B8A"):
+        train(tmp_path / "o4", train_dir=data / "train", val_dir=data / "val", config=cfg, bands="B8A,B4")
     with pytest.raises(InputError, match="`data` ROOT or `train_dir` DIR"):
         train(tmp_path / "o5", config=cfg)
     with pytest.raises(InputError, match="unknown model 'nope'; choose one of: unet-resnet18"):

@@ -41,6 +41,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError, OutputExistsError
 from lsmap.io.locks import output_lock
 from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned
-from lsmap.io.patches import Patch, check_labels, find_patches, patch_id, read_image, read_mask
+from lsmap.io.patches import Patch, check_labels, find_patches, patch_id, read_mask, read_patch_image
 from lsmap.io.rasters import atomic_output
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
@@ -98,7 +99,8 @@ class RefineConfig:
             for uncertainty).
         pseudo_weight: Weight of the pseudo-label stream relative to the source stream.
         crf: Sharpen the teacher probabilities with a dense CRF before pseudo labelling.
-        bands: Band profile of source and target.
+        bands: Band set taken (by name) from source and target patches (``None``: the first
+            model card's).
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: Seed of every random generator (round ``i`` trains with ``seed + i``).
         amp: Mixed precision where it helps.
@@ -121,7 +123,7 @@ class RefineConfig:
     pseudo_loss: str | None = None
     pseudo_weight: float = 1.0
     crf: bool = False
-    bands: str = "l4s14"
+    bands: str | None = None
     device: str = "auto"
     seed: int = 0
     amp: bool = True
@@ -148,7 +150,8 @@ class RefineConfig:
             raise InputError(f"`mixup_alpha` must be >= 0; got {self.mixup_alpha}")
         if self.pseudo_weight <= 0:
             raise InputError(f"pseudo-label weight must be > 0; got {self.pseudo_weight}")
-        get_profile(self.bands)
+        if self.bands is not None:
+            get_profile(self.bands)
 
     @property
     def mixup(self) -> float:
@@ -206,7 +209,7 @@ def _batches(patches: Sequence[Patch], profile: BandProfile, size: int) -> Itera
     group: list[Patch] = []
     images: list[np.ndarray] = []
     for p in patches:
-        image, _ = read_image(p.image, profile)
+        image, _ = read_patch_image(p, profile)
         if images and (image.shape != images[0].shape or len(images) == size):
             yield group, np.stack(images)
             group, images = [], []
@@ -498,9 +501,12 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
 
 def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, resume: bool, overwrite: bool,
             progress: bool) -> RefineResult:
-    profile = get_profile(config.bands)
-    device = resolve_device(config.device)
     model_paths = [str(m) for m in as_list("model", models)]
+    if not model_paths:
+        raise InputError("no model given; pass `model` PATH (one or more)")
+    profile = get_profile(config.bands) if config.bands is not None else read_card(model_paths[0]).profile
+    config = dataclasses.replace(config, bands=profile.name)
+    device = resolve_device(config.device)
     load_ensemble(model_paths, "cpu", profile)  # validate the models before any work
     source, target = Path(source), Path(target)
     src_patches = find_patches(source, require_masks=True)
@@ -557,7 +563,7 @@ def _run_round(i: int, teachers: list[str], src_patches: list[Patch], tgt_patche
         raise InputError(f"round {i}: no target pixel passed the selection; loosen `pos_thresh`/`neg_thresh` "
                          f"or raise `keep_bg`/`keep_ls`")
     del members
-    pseudo = [Patch(p.id, p.image, round_dir / "pseudo" / f"mask_{p.id}.h5") for p in tgt_patches]
+    pseudo = [dataclasses.replace(p, mask=round_dir / "pseudo" / f"mask_{p.id}.h5") for p in tgt_patches]
     students = teachers if config.strategy == "threshold" else teachers[:1]
     trained = []
     for k, init in enumerate(students):
@@ -637,7 +643,7 @@ def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patc
                config.mixup, "pseudo"),
     ]
     val = PatchDataset(val_patches, v_stats, profile) if val_patches is not None else None
-    template = ModelCard(model=card.model, bands=profile.to_dict(), stats=s_stats.to_dict(),
+    template = ModelCard(model=card.model, bands=list(profile.bands), stats=s_stats.to_dict(),
                          data=f"self-training ({config.strategy}) from {Path(init).name}: "
                               f"{len(src_patches)} labelled + {len(pseudo_patches)} pseudo-labelled patches")
     res = fit(sources, val, tc, out_dir, card=template, init=init, progress=progress)
