@@ -2,7 +2,10 @@
 
 :func:`stack_scene` turns a folder (or list) of Sentinel-2 band files at 10/20/60 m, a DEM in any
 CRS/resolution and optionally a slope raster into one float32 GeoTIFF whose bands follow a band
-profile (``l4s14`` by default: B1..B12 without B8A, slope, DEM) and hold ``raw / divisor``.
+set and hold ``raw / divisor``; the band names are written as the band descriptions. Without a
+band set it writes the fullest set in L4S order (B1..B12 without B8A, slope, DEM) that the inputs
+can fill: every L4S band that has a file (an L2A product has no B10), and slope and DEM only with
+a DEM (slope also from a slope raster alone).
 
 Grid: the grid of a 10 m band (B2, B3, B4 or B8, in that order of preference). Bands on another
 grid (20/60 m bands, the DEM, a slope raster) are resampled onto it bilinearly at the output
@@ -53,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsmap.core.bands import S2_RESOLUTION, BandProfile, get_profile
+from lsmap.core.bands import L4S_BANDS, S2_RESOLUTION, TERRAIN_BANDS, BandProfile, get_profile
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.outputs import atomic_output, check_output, gdal_write_check, verify_geotiff
@@ -91,6 +94,7 @@ class StackResult:
         sources: Band name -> the file it came from (slope: the DEM when computed).
         nodata: Output nodata value.
         valid_fraction: Fraction of output pixels with every band valid.
+        left_out: L4S bands the stack lacks, each with why (when the band set was chosen from the inputs).
     """
 
     path: Path
@@ -103,6 +107,7 @@ class StackResult:
     sources: dict[str, str] = field(default_factory=dict)
     nodata: float = OUTPUT_NODATA
     valid_fraction: float = 0.0
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -148,6 +153,24 @@ def find_band_files(sources: str | os.PathLike | Sequence[str | os.PathLike], ba
         InputError: an explicitly given file names no band (or several), or one band has several
             files at the same resolution.
     """
+    candidates, where = _candidates(sources)
+    missing = [band for band in bands if not candidates.get(band)]
+    if missing:
+        looked = ", ".join(f"'*_{b[0]}{b[1:].zfill(2)}*.jp2' or '{b}.tif'" for b in missing[:2])
+        raise MissingInputError(
+            f"{where}: no file for Sentinel-2 band{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(looked for names like {looked}); add {'them' if len(missing) > 1 else 'it'} or choose another "
+            f"`bands` profile"
+        )
+    chosen: dict[str, Path] = {}
+    for band in bands:
+        files = candidates[band]
+        chosen[band] = files[0] if len(files) == 1 else _finest(band, files)
+    return chosen
+
+
+def _candidates(sources) -> tuple[dict[str, list[Path]], str]:
+    """Band name -> the files among ``sources`` that hold it, and the sources as text."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = [Path(s) for s in sources]
@@ -171,20 +194,34 @@ def find_band_files(sources: str | os.PathLike | Sequence[str | os.PathLike], ba
                     f"'..._B04.tif' (one band name per file)"
                 )
             candidates.setdefault(band, []).append(src)
-    where = ", ".join(str(s) for s in sources)
-    missing = [band for band in bands if not candidates.get(band)]
-    if missing:
-        looked = ", ".join(f"'*_{b[0]}{b[1:].zfill(2)}*.jp2' or '{b}.tif'" for b in missing[:2])
-        raise MissingInputError(
-            f"{where}: no file for Sentinel-2 band{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-            f"(looked for names like {looked}); add {'them' if len(missing) > 1 else 'it'} or choose another "
-            f"`bands` profile"
-        )
-    chosen: dict[str, Path] = {}
-    for band in bands:
-        files = candidates[band]
-        chosen[band] = files[0] if len(files) == 1 else _finest(band, files)
-    return chosen
+    return candidates, ", ".join(str(s) for s in sources)
+
+
+def fullest_band_set(sources: str | os.PathLike | Sequence[str | os.PathLike], dem: object = None,
+                     slope: object = None) -> tuple[BandProfile, dict[str, str]]:
+    """The fullest L4S-ordered band set ``sources`` (and a DEM / slope raster) can fill.
+
+    Returns:
+        The band set, and each L4S band left out with why.
+
+    Raises:
+        MissingInputError: no source holds any L4S Sentinel-2 band.
+    """
+    candidates, where = _candidates(sources)
+    names, left_out = [], {}
+    for b in L4S_BANDS:
+        if b in TERRAIN_BANDS:
+            ok = dem is not None or (b == "slope" and slope is not None)
+            why = "no DEM"
+        else:
+            ok, why = b in candidates, "no band file"
+        if ok:
+            names.append(b)
+        else:
+            left_out[b] = why
+    if not any(b not in TERRAIN_BANDS for b in names):
+        raise MissingInputError(f"{where}: no Sentinel-2 band file found (names like '*_B04*.jp2' or 'B4.tif')")
+    return get_profile(names), left_out
 
 
 def _finest(band: str, files: list[Path]) -> Path:
@@ -473,7 +510,7 @@ def stack_scene(
     *,
     dem: str | os.PathLike | None = None,
     slope: str | os.PathLike | None = None,
-    bands: str | BandProfile = "l4s14",
+    bands: str | BandProfile | None = None,
     overwrite: bool = False,
     block: int = 1024,
     progress: bool = False,
@@ -489,7 +526,9 @@ def stack_scene(
         dem: DEM in metres, any CRS/resolution. Needed when the profile has a ``DEM`` band, or a
             ``slope`` band and no ``slope`` raster.
         slope: Slope raster in degrees (any CRS/resolution); computed from ``dem`` when absent.
-        bands: Band profile name (``l4s14``, ``s2``, ``rgb``, ``rgbn``) or profile.
+        bands: Band set: a profile name (``l4s14``, ``l2a-terrain``, ``l2a``, ``rgbn``, ...), a comma
+            list of band names, or a profile; ``None``: the fullest L4S-ordered set the inputs can
+            fill (:func:`fullest_band_set`; what was left out is in the result).
         overwrite: Replace an existing ``out``.
         block: Output block size in pixels (memory grows with ``block**2 * bands``).
         progress: Show a tqdm progress bar over blocks.
@@ -509,12 +548,16 @@ def stack_scene(
     from tqdm.auto import tqdm
 
     out = check_output(out, overwrite)
-    profile = get_profile(bands)
+    left_out: dict[str, str] = {}
+    if bands is None:
+        profile, left_out = fullest_band_set(s2, dem, slope)
+    else:
+        profile = get_profile(bands)
     if block < 16:
         raise InputError(f"block size {block} is too small; use at least 16 pixels (default 1024)")
     needs_dem = "DEM" in profile.bands or ("slope" in profile.bands and slope is None)
     if needs_dem and dem is None:
-        raise InputError(f"band profile '{profile.name}' needs a DEM; pass `dem` (and optionally `slope`)")
+        raise InputError(f"band set {profile.label} needs a DEM; pass `dem` (and optionally `slope`)")
     files = find_band_files(s2, profile.sentinel2_bands)
 
     with contextlib.ExitStack() as stack:
@@ -613,7 +656,7 @@ def stack_scene(
     return StackResult(
         path=out, profile=profile.name, bands=profile.bands, width=grid.width, height=grid.height,
         crs=crs, resolution=(abs(grid.transform.a), abs(grid.transform.e)), sources=sources,
-        nodata=OUTPUT_NODATA, valid_fraction=n_valid / float(grid.width * grid.height),
+        nodata=OUTPUT_NODATA, valid_fraction=n_valid / float(grid.width * grid.height), left_out=left_out,
     )
 
 

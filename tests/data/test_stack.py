@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -265,9 +266,27 @@ def test_cli_wrong_band_count(s2_dir, tmp_path):
 
 def test_cli_missing_band_file(s2_dir, dem_utm, tmp_path):
     (s2_dir / "T45QYF_20230601_B05_20m.tif").unlink()
-    r = run_cli(s2_dir, "--dem", dem_utm, "-o", tmp_path / "out.tif")
+    r = run_cli(s2_dir, "--dem", dem_utm, "--bands", "l4s14", "-o", tmp_path / "out.tif")
     assert_failed(r, "band B5", tmp_path)
     assert str(s2_dir) in r.output
+
+
+def test_cli_without_bands_writes_the_fullest_l4s_set(s2_dir, dem_utm, tmp_path):
+    """An L2A-like folder (no B10) without a DEM: the 11 spectral bands; with a DEM: + slope, DEM."""
+    (s2_dir / "T45QYF_20230601_B10_60m.tif").unlink()
+    r = run_cli(s2_dir, "-o", tmp_path / "a.tif")
+    assert r.exit_code == 0, r.output
+    assert "11 bands (l2a: B1,B2,B3,B4,B5,B6,B7,B8,B9,B11,B12)" in r.output, r.output
+    assert "left out: B10 (no band file); slope, DEM (no DEM)" in r.output
+    assert read(tmp_path / "a.tif")[2] == PROFILES["l2a"].bands
+    r = run_cli(s2_dir, "--dem", dem_utm, "-o", tmp_path / "b.tif", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["profile"] == "l2a-terrain" and res["left_out"] == {"B10": "no band file"}
+    assert read(tmp_path / "b.tif")[2] == PROFILES["l2a-terrain"].bands
+    # only the 10 m bands: they are written in L4S order
+    r = run_cli(*[s2_dir / f"T45QYF_20230601_B0{i}_10m.tif" for i in (8, 4, 3, 2)], "-o", tmp_path / "c.tif")
+    assert r.exit_code == 0 and read(tmp_path / "c.tif")[2] == ("B2", "B3", "B4", "B8"), r.output
 
 
 def test_cli_dem_not_overlapping(s2_dir, tmp_path):
@@ -280,7 +299,7 @@ def test_cli_dem_missing_file(s2_dir, tmp_path):
 
 
 def test_cli_needs_dem(s2_dir, tmp_path):
-    assert_failed(run_cli(s2_dir, "-o", tmp_path / "out.tif"), "--dem", tmp_path)
+    assert_failed(run_cli(s2_dir, "--bands", "l4s14", "-o", tmp_path / "out.tif"), "--dem", tmp_path)
 
 
 @pytest.mark.parametrize("how", ["garbage", "truncated"])
@@ -405,6 +424,6 @@ def test_cli_explicit_band_files(s2_dir, tmp_path):
     out = tmp_path / "rgbn.tif"
     r = run_cli(*files, "--bands", "rgbn", "-o", out)
     assert r.exit_code == 0, r.output
-    assert "4 bands (rgbn)" in r.output and read(out)[2] == ("B4", "B3", "B2", "B8")
+    assert "4 bands (rgbn: B4,B3,B2,B8)" in r.output and read(out)[2] == ("B4", "B3", "B2", "B8")
     r = run_cli(*files[:3], "--bands", "rgbn", "-o", tmp_path / "out.tif")
     assert_failed(r, "band B8", tmp_path)
