@@ -11,7 +11,9 @@ batch, learning rate and seed:
 - baseline: plain cross entropy, one global normalisation (training statistics for both), no
   augmentation.
 
-``--configs`` adds ablations (the baseline plus one part of the recipe). Scores are the
+``--configs`` adds ablations (the baseline plus one part of the recipe). ``--bands SET`` (repeat it)
+trains on band sets taken by name from the 14-band patches, e.g. to measure what dropping B10 or
+terrain costs; every configuration runs on every band set. Scores are the
 landslide-class pixel F1 per fold and summed over all folds (TP/FP/FN summed over
 the 15 held-out patches, the benchmark's way). Scale promotion is off by default (``--scale 1``)
 to keep the run within about 15 minutes on a 2-core CPU.
@@ -19,6 +21,7 @@ to keep the run within about 15 minutes on a 2-core CPU.
     $ PYTHONPATH=. python bench/l4s_crossval.py
     $ PYTHONPATH=. python bench/l4s_crossval.py --model unet-resnet18 --steps 300 --scale 2.5
     $ PYTHONPATH=. python bench/l4s_crossval.py --configs baseline,base+separated,base+augment,base+lovasz+ohem
+    $ PYTHONPATH=. python bench/l4s_crossval.py --configs recipe --bands l4s14 --bands l2a-terrain --bands l2a
 
 Exits cleanly (status 0, a message) when the shared data is absent. Writes only to a temporary
 folder.
@@ -71,6 +74,8 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--configs", default="recipe,baseline",
                     help=f"comma-separated variants to compare: {', '.join(VARIANTS)}")
+    ap.add_argument("--bands", action="append", default=None,
+                    help="band set (profile or comma list of band names); repeat to compare several [default: l4s14]")
     args = ap.parse_args()
 
     unknown = set(args.configs.split(",")) - set(VARIANTS)
@@ -81,7 +86,7 @@ def main() -> int:
         print("l4s_crossval: shared L4S data not found; nothing to do")
         return 0
 
-    from lsmap.core.bands import PROFILES
+    from lsmap.core.bands import get_profile
     from lsmap.core.metrics import Confusion
     from lsmap.data.dataset import Augment, PatchDataset
     from lsmap.data.stats import patch_stats
@@ -93,10 +98,13 @@ def main() -> int:
     patches = find_patches(data, require_masks=True)
     order = np.random.default_rng(args.seed).permutation(len(patches))
     folds = [sorted(order[k::args.folds].tolist()) for k in range(args.folds)]
-    profile = PROFILES["l4s14"]
-    configs = {name: VARIANTS[name] for name in args.configs.split(",")}
+    profiles = [get_profile(b) for b in (args.bands or ["l4s14"])]
+    # one column per (configuration, band set); named by the configuration alone for one band set
+    configs = {(name if len(profiles) == 1 else f"{name}/{p.name}"): (VARIANTS[name], p)
+               for name in args.configs.split(",") for p in profiles}
     print(f"data {data} ({len(patches)} patches), {args.folds} folds, model {args.model}, steps {args.steps}, "
-          f"batch {args.batch_size}, lr {args.lr:g}, scale {args.scale:g}, seed {args.seed}")
+          f"batch {args.batch_size}, lr {args.lr:g}, scale {args.scale:g}, seed {args.seed}, "
+          f"band sets {'; '.join(f'{p.name} ({p.count})' for p in profiles)}")
     print("command: PYTHONPATH=. python " + " ".join(sys.argv))
     tmp = Path(tempfile.mkdtemp(prefix="lsmap-cv-"))
     totals = {name: Confusion() for name in configs}
@@ -107,16 +115,16 @@ def main() -> int:
             test_p = [patches[i] for i in held]
             train_p = [p for i, p in enumerate(patches) if i not in held]
             fold_dir = _fold_dir(tmp / f"fold{k}", test_p)
-            src_stats = patch_stats(train_p, profile)
             f1s = []
-            for name, c in configs.items():
+            for name, (c, profile) in configs.items():
+                src_stats = patch_stats(train_p, profile)
                 cfg = TrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                   scale=args.scale, seed=args.seed, device=args.device, val_every=args.steps,
                                   loss=c["loss"], norm=c["norm"], augment=c["augment"])
                 ds = PatchDataset(train_p, src_stats, profile, augment=Augment() if c["augment"] else None)
-                card = ModelCard(model=args.model, bands=profile.to_dict(), stats=src_stats.to_dict(),
+                card = ModelCard(model=args.model, bands=list(profile.bands), stats=src_stats.to_dict(),
                                  data=f"L4S train15 fold {k}")
-                result = fit([Source(ds, c["loss"])], None, cfg, tmp / f"run{k}-{name}", card=card, progress=False)
+                result = fit([Source(ds, c["loss"])], None, cfg, tmp / f"run{k}-{name.replace('/', '_').replace(',', '+')}", card=card, progress=False)
                 ev = evaluate([result.last_path], fold_dir, norm="auto", device=args.device)
                 p = ev.pixel
                 totals[name] = totals[name] + Confusion(p["tp"], p["fp"], p["fn"], p["tn"])
