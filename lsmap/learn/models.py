@@ -16,25 +16,28 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from lsmap import __version__
-from lsmap.core.bands import BandProfile, get_profile, profile_from_dict
+from lsmap.core.bands import BandProfile, canonical_band, get_profile, profile_from_dict
 from lsmap.core.normalize import BandStats
 from lsmap.errors import CheckpointError, InputError, MissingInputError
 from lsmap.io.rasters import atomic_output
 
 NUM_CLASSES = 2
-#: Name of the model shipped in the package (``lsmap/weights/``), used when no model is given.
+#: Name of the model shipped in the package (``lsmap/weights/``) for 14-band L4S stacks.
 DEFAULT_MODEL = "l4s14-default"
 #: Short name of :data:`DEFAULT_MODEL` wherever a checkpoint is asked for (``--model default``).
 DEFAULT_ALIAS = "default"
 #: Folder of the shipped models: each ``NAME.safetensors`` (+ ``NAME.json``) is a model called ``NAME``.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+#: The models shipped in the package, fullest band set first: without ``--model``, detection takes
+#: the first whose bands the scene has (L4S 14 bands; L2A/L1C bands + terrain; spectral bands only).
+DEFAULT_MODELS = ("l4s14-default", "l2a-terrain-default", "l2a-default")
 
 
 @dataclass(frozen=True)
@@ -489,13 +492,13 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu", expect: BandPr
     return module.to(device).eval(), card
 
 
-def default_model_path() -> Path:
-    """Path of the default model shipped in the package.
+def default_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """Path of the shipped model ``name`` (one of :data:`DEFAULT_MODELS`; default: the 14-band one).
 
     Raises:
         MissingInputError: the package was installed without its weights.
     """
-    path = WEIGHTS_DIR / f"{DEFAULT_MODEL}.safetensors"
+    path = WEIGHTS_DIR / f"{name}.safetensors"
     if not path.exists():
         raise MissingInputError(f"{path}: the default model is not installed; pass `model` PATH or reinstall lsmap")
     return path
@@ -531,12 +534,43 @@ def resolve_model(model: str | os.PathLike) -> Path:
     return path
 
 
+def shipped_defaults() -> list[Path]:
+    """The installed models of :data:`DEFAULT_MODELS`, in that order."""
+    return [p for p in (WEIGHTS_DIR / f"{n}.safetensors" for n in DEFAULT_MODELS) if p.exists()]
+
+
+def default_model_for(bands: Sequence[str], source: object = "the scene") -> Path:
+    """The first shipped model (:data:`DEFAULT_MODELS` order) whose bands are all among ``bands``.
+
+    Args:
+        bands: The band names the input has.
+        source: The input, for the message.
+
+    Raises:
+        MissingInputError: no shipped model is installed.
+        CheckpointError: no shipped model fits; the message says what each needs.
+    """
+    installed = shipped_defaults()
+    if not installed:
+        default_model_path()  # raises the "not installed" error
+    have = {canonical_band(b) or b for b in bands}
+    needs = []
+    for path in installed:
+        card = read_card(path)
+        missing = [b for b in card.bands if b not in have]
+        if not missing:
+            return path
+        needs.append(f"{path.stem} lacks {', '.join(missing)}")
+    raise CheckpointError(f"{source}: no shipped model fits its bands ({', '.join(bands)}): {'; '.join(needs)}; "
+                          f"restack with more bands or pass `model`")
+
+
 def describe_card(card: ModelCard) -> list[tuple[str, str]]:
     """Human-readable ``(field, value)`` rows of a model card (for ``lsmap info``)."""
     p = card.profile
     rows = [
         ("model", f"{card.model} ({get_spec(card.model).description})" if card.model in MODELS else card.model),
-        ("bands", f"{p.name}: {', '.join(p.bands)}"),
+        ("bands", f"{p.name}: {', '.join(p.bands)}" if p.name != ",".join(p.bands) else ", ".join(p.bands)),
         ("input scale", f"x{card.scale:g}"),
         ("threshold", f"{card.threshold:g}"),
         ("domain batch norm", "yes" if card.domain_bn else "no"),

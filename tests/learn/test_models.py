@@ -135,3 +135,34 @@ def test_version():
 
     res = CliRunner().invoke(main, ["--version"])
     assert res.exit_code == 0 and __version__ in res.output
+
+
+def test_info_lists_the_shipped_defaults():
+    from click.testing import CliRunner
+
+    from lsmap.cli import main
+    from lsmap.learn.models import DEFAULT_MODELS, shipped_defaults
+
+    res = CliRunner().invoke(main, ["info"])
+    assert res.exit_code == 0, res.output
+    assert "shipped default models" in res.output
+    for p in shipped_defaults():
+        assert p.stem in res.output and p.stem in DEFAULT_MODELS
+    assert "l4s14-default  14 bands: B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B11,B12,slope,DEM" in res.output
+
+
+def test_default_model_is_chosen_from_the_scene_bands(tmp_path, monkeypatch):
+    """The first shipped model whose bands the scene has; a clear error when none fits."""
+    import lsmap.learn.models as models
+
+    for name, bands in (("l4s14-default", "l4s14"), ("l2a-terrain-default", "l2a-terrain"), ("l2a-default", "l2a")):
+        p = get_profile(bands)
+        save_checkpoint(tmp_path / name, build_model("tiny-unet", p.count), ModelCard("tiny-unet", list(p.bands)))
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)
+    l4s = get_profile("l4s14").bands
+    assert models.default_model_for(l4s).stem == "l4s14-default"
+    assert models.default_model_for([b for b in l4s if b != "B10"]).stem == "l2a-terrain-default"
+    assert models.default_model_for(get_profile("l2a").bands[::-1]).stem == "l2a-default", "order does not matter"
+    with pytest.raises(CheckpointError, match=r"s\.tif: no shipped model fits its bands \(B4, B3, B2, B8\).*"
+                                              r"l2a-default lacks B1, B5"):
+        models.default_model_for(["B4", "B3", "B2", "B8"], "s.tif")
