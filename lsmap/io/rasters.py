@@ -8,6 +8,7 @@ for the modules that import them from this one.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,7 +61,7 @@ def open_raster(path: str | os.PathLike, what: str = "raster"):
         ) from None
 
 
-def read_window(src, band: int | None, window, *, boundless: bool = False, fill_value: float | None = None,
+def read_window(src, band: int | Sequence[int] | None, window, *, boundless: bool = False, fill_value: float | None = None,
                 masks: bool = False, out_shape: tuple[int, ...] | None = None, resampling=None) -> np.ndarray:
     """Read a window of one band (``band``, 1-based) or all bands (``None``) of an open dataset.
 
@@ -69,7 +70,7 @@ def read_window(src, band: int | None, window, *, boundless: bool = False, fill_
 
     Args:
         src: Open ``rasterio`` dataset.
-        band: 1-based band index, or ``None`` for all bands (``(C, h, w)``).
+        band: 1-based band index, a list of them (``(len, h, w)``), or ``None`` for all bands (``(C, h, w)``).
         window: ``rasterio.windows.Window``.
         boundless: Allow windows reaching outside the raster (filled with ``fill_value``).
         fill_value: Value outside the raster with ``boundless``.

@@ -15,6 +15,11 @@ Valid pixel: every band holds data, that is, no band is
   Sentinel-2, whose digital number 0 means "no data" in every band) in any *spectral* band.
   Terrain bands (slope, DEM) are not tested: 0 degrees or 0 m are real values.
 
+Band names: a scene's bands are known by name from its band descriptions (``lsmap stack`` writes
+them; :func:`band_names`), so a reader can take any band set from it in any order
+(:func:`scene_band_indices`, ``indexes`` of :func:`read_scene_window`); validity is then judged on
+the bands read.
+
 Values are returned as float32. With ``raw=True`` they are brought to the Landslide4Sense scale
 by dividing each band by its profile divisor, computed in float64 and then rounded once to
 float32 (:func:`scale_raw`); otherwise they are returned as stored (cast to float32), which is
@@ -25,14 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.bands import L4S_BANDS, BandProfile, band_indices, canonical_band, get_profile
 from lsmap.core.windows import Window
 from lsmap.errors import InputError
 from lsmap.io.rasters import open_raster, read_window
@@ -40,7 +45,8 @@ from lsmap.io.rasters import open_raster, read_window
 
 @dataclass(frozen=True)
 class SceneInfo:
-    """What a scene raster is: size, georeferencing, and whether it declares nodata or masks."""
+    """What a scene raster is: size, georeferencing, whether it declares nodata or masks, and its
+    band names (from the band descriptions; ``None`` when they do not name every band)."""
 
     path: Path
     height: int
@@ -49,6 +55,7 @@ class SceneInfo:
     crs: Any
     transform: Any
     declares_nodata: bool
+    bands: tuple[str, ...] | None = None
 
 
 def scale_raw(data: np.ndarray, profile: BandProfile) -> np.ndarray:
@@ -128,10 +135,58 @@ def scene_info(path: str | os.PathLike, profile: BandProfile | str | None = None
     """
     path = Path(path)
     with open_scene(path, profile) as src:
-        info = SceneInfo(path, src.height, src.width, src.count, src.crs, src.transform, declares_nodata(src))
+        info = SceneInfo(path, src.height, src.width, src.count, src.crs, src.transform, declares_nodata(src),
+                         band_names(src))
     if info.crs is None:
         raise InputError(f"{path}: scene has no coordinate reference system; georeference it (e.g. gdal_edit.py -a_srs)")
     return info
+
+
+def band_names(src) -> tuple[str, ...] | None:
+    """The band names of an open dataset from its band descriptions (canonical spelling), or
+    ``None`` unless every band is described by a distinct known band name."""
+    names = tuple(canonical_band(d) if d else None for d in src.descriptions)
+    if not names or None in names or len(set(names)) != len(names):
+        return None
+    return names
+
+
+def scene_band_names(info: SceneInfo, given: str | Sequence[str] | BandProfile | None = None,
+                     assume: BandProfile | None = None) -> tuple[str, ...]:
+    """The names of ``info``'s bands, in file order.
+
+    From, in this order: the band descriptions; ``given`` (``--bands``, for a file without
+    descriptions); ``assume`` when its band count fits (what a caller expects, e.g. the one band set of
+    the models); the Landslide4Sense order for a 14-band file.
+
+    Raises:
+        InputError: ``given`` contradicts the descriptions or the band count, or the names cannot be told.
+    """
+    if given is not None:
+        want = get_profile(given)
+        if info.bands is not None and want.bands != info.bands:
+            raise InputError(f"{info.path}: --bands {want.name} ({', '.join(want.bands)}) but the file's band "
+                             f"descriptions say {', '.join(info.bands)}; leave --bands out or restack")
+        want.check_count(info.count, info.path)
+        return want.bands
+    if info.bands is not None:
+        return info.bands
+    if assume is not None and assume.count == info.count:
+        return assume.bands
+    if info.count == len(L4S_BANDS):
+        return L4S_BANDS
+    raise InputError(f"{info.path}: {info.count} bands without band names (no band descriptions); pass --bands "
+                     f"with the file's bands in order, e.g. --bands B4,B3,B2,B8, or restack it with 'lsmap stack'")
+
+
+def scene_band_indices(names: Sequence[str], wanted: BandProfile | str | Sequence[str], *, source: object,
+                       user: object = None) -> tuple[int, ...]:
+    """1-based band indexes (for :func:`read_scene_window`) of ``wanted``'s bands among ``names``.
+
+    Raises:
+        MissingBandError: a band of ``wanted`` is not in the scene; the message names it, the scene and ``user``.
+    """
+    return tuple(i + 1 for i in band_indices(names, wanted, source=source, user=user))
 
 
 def declares_nodata(src) -> bool:
@@ -142,7 +197,7 @@ def declares_nodata(src) -> bool:
 
 
 def valid_pixels(src, stored: np.ndarray, window: Window | None, profile: BandProfile,
-                 declared: bool | None = None) -> np.ndarray:
+                 declared: bool | None = None, indexes: Sequence[int] | None = None) -> np.ndarray:
     """Valid-pixel mask of a window read from ``src`` (the rule in the module docstring).
 
     Args:
@@ -150,8 +205,9 @@ def valid_pixels(src, stored: np.ndarray, window: Window | None, profile: BandPr
         stored: The window's values as stored (before any scaling), any dtype.
         window: The window they were read from (for GDAL masks); ``None``: the whole raster, read
             at the shape of ``stored`` (an overview, :func:`read_scene_overview`).
-        profile: Band profile (raw nodata value, spectral bands).
+        profile: Band profile of ``stored`` (raw nodata value, spectral bands).
         declared: :func:`declares_nodata` of ``src``, when the caller already knows it.
+        indexes: The 1-based bands of ``src`` that ``stored`` holds (``None``: all).
 
     Shape:
         ``stored`` ``(C, h, w)`` -> ``(h, w)`` bool.
@@ -168,22 +224,25 @@ def valid_pixels(src, stored: np.ndarray, window: Window | None, profile: BandPr
     if declared is None:
         declared = declares_nodata(src)
     if declared:
-        if all(flags == [MaskFlags.nodata] for flags in src.mask_flag_enums):
+        bands = list(indexes) if indexes is not None else list(range(1, src.count + 1))
+        if all(src.mask_flag_enums[i - 1] == [MaskFlags.nodata] for i in bands):
             # nodata values only: comparing the values GDAL would compare needs no second decode
-            for b, nd in enumerate(src.nodatavals):
-                value = _nodata_as(nd, stored.dtype)
+            for b, i in enumerate(bands):
+                value = _nodata_as(src.nodatavals[i - 1], stored.dtype)
                 if value is not None:
                     valid &= stored[b] != value
         else:  # internal/alpha/dataset masks (or mixed): ask GDAL
-            shape = None if window is not None else (src.count, *stored.shape[1:])
-            valid &= (read_window(src, None, window, masks=True, out_shape=shape) > 0).all(axis=0)
+            which = None if indexes is None else bands
+            shape = None if window is not None else (len(bands), *stored.shape[1:])
+            valid &= (read_window(src, which, window, masks=True, out_shape=shape) > 0).all(axis=0)
     elif profile.nodata is not None and profile.spectral_indices:
         valid &= ~(stored[list(profile.spectral_indices)] == profile.nodata).any(axis=0)
     return valid
 
 
 def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = False,
-                      declared: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      declared: bool | None = None,
+                      indexes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read one window of an open scene: values and valid-pixel mask (see the module docstring).
 
     Invalid pixels keep the values stored in the file (callers fill them).
@@ -191,9 +250,10 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
     Args:
         src: Dataset from :func:`open_scene`.
         window: Pixel window inside the raster.
-        profile: Band profile (divisors, raw nodata, spectral bands).
+        profile: Band set of the bands read (divisors, raw nodata, spectral bands).
         raw: Scale raw values by the profile divisors (:func:`scale_raw`).
         declared: :func:`declares_nodata` of ``src``, when the caller already knows it.
+        indexes: 1-based bands to read, in this order (:func:`scene_band_indices`; ``None``: all).
 
     Returns:
         ``(data, valid)``: float32 ``(C, h, w)`` and bool ``(h, w)``.
@@ -201,8 +261,8 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
     Raises:
         InputError: the window cannot be read (corrupt file); the message names the file.
     """
-    stored = read_window(src, None, window)
-    valid = valid_pixels(src, stored, window, profile, declared)
+    stored = read_window(src, list(indexes) if indexes is not None else None, window)
+    valid = valid_pixels(src, stored, window, profile, declared, indexes)
     data = scale_raw(stored, profile) if raw else stored.astype(np.float32, copy=False)
     if data is not stored and stored.dtype.kind in "fc":  # float64 beyond float32's range becomes inf
         valid &= np.isfinite(data).all(axis=0)

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from _rasters import write_tif
 
-from lsmap.core.bands import PROFILES
+from lsmap.core.bands import PROFILES, get_profile
 from lsmap.core.windows import Window
 from lsmap.errors import InputError
 from lsmap.io.scene import declares_nodata, open_scene, read_scene_window, scale_raw, scene_info
@@ -80,3 +80,47 @@ def test_scene_info_needs_a_crs(tmp_path, rng):
         scene_info(path, RGBN)
     info = scene_info(write_tif(tmp_path / "g.tif", rng.random((4, 8, 9)).astype(np.float32), nodata=0.0), "rgbn")
     assert (info.height, info.width, info.count, info.declares_nodata) == (8, 9, 4, True)
+
+
+def _described(path, data, names, nodata=None):
+    write_tif(path, data, nodata=nodata)
+    with rasterio.open(path, "r+") as dst:
+        for i, n in enumerate(names, start=1):
+            dst.set_band_description(i, n)
+    return path
+
+
+def test_scene_band_names_from_descriptions_or_given(tmp_path, rng):
+    from lsmap.io.scene import scene_band_names
+
+    data = rng.random((4, 8, 8)).astype(np.float32)
+    info = scene_info(_described(tmp_path / "d.tif", data, ["B08", "b4", "B3", "B2"]))
+    assert info.bands == ("B8", "B4", "B3", "B2"), "descriptions in canonical spelling"
+    assert scene_band_names(info) == ("B8", "B4", "B3", "B2")
+    with pytest.raises(InputError, match=r"d\.tif: --bands rgbn .* descriptions say B8, B4, B3, B2"):
+        scene_band_names(info, "rgbn")
+    bare = scene_info(write_tif(tmp_path / "n.tif", data))
+    assert bare.bands is None
+    assert scene_band_names(bare, "B2,B3,B4,B8") == ("B2", "B3", "B4", "B8")
+    assert scene_band_names(bare, assume=RGBN) == RGBN.bands
+    with pytest.raises(InputError, match=r"n\.tif: 4 bands without band names .*--bands"):
+        scene_band_names(bare)
+    assert scene_band_names(scene_info(write_tif(tmp_path / "l.tif", rng.random((14, 4, 4))))) == L4S.bands
+
+
+def test_read_a_band_subset_by_name_in_its_order(tmp_path, rng):
+    from lsmap.errors import MissingBandError
+    from lsmap.io.scene import scene_band_indices
+
+    data = rng.integers(1, 3000, (4, 8, 8)).astype(np.uint16)
+    data[0, 0, 0] = 0  # nodata in B8 only
+    path = _described(tmp_path / "s.tif", data, ["B8", "B4", "B3", "B2"], nodata=0)
+    info = scene_info(path)
+    idx = scene_band_indices(info.bands, "B2,B4", source=path)
+    assert idx == (4, 2)
+    with open_scene(path) as src:
+        got, valid = read_scene_window(src, Window(0, 0, 8, 8), get_profile("B2,B4"), indexes=idx)
+    np.testing.assert_array_equal(got, data[[3, 1]].astype(np.float32))
+    assert valid.all(), "B8's nodata does not matter when B8 is not read"
+    with pytest.raises(MissingBandError, match=r"s\.tif: no band B5 needed by m\.safetensors"):
+        scene_band_indices(info.bands, "B4,B5", source=path, user="m.safetensors")
