@@ -165,8 +165,8 @@ def scene_band_names(info: SceneInfo, given: str | Sequence[str] | BandProfile |
     if given is not None:
         want = get_profile(given)
         if info.bands is not None and want.bands != info.bands:
-            raise InputError(f"{info.path}: --bands {want.name} ({', '.join(want.bands)}) but the file's band "
-                             f"descriptions say {', '.join(info.bands)}; leave --bands out or restack")
+            raise InputError(f"{info.path}: `bands` {want.name} ({', '.join(want.bands)}) but the file's band "
+                             f"descriptions say {', '.join(info.bands)}; leave `bands` out or restack")
         want.check_count(info.count, info.path)
         return want.bands
     if info.bands is not None:
@@ -175,8 +175,8 @@ def scene_band_names(info: SceneInfo, given: str | Sequence[str] | BandProfile |
         return assume.bands
     if info.count == len(L4S_BANDS):
         return L4S_BANDS
-    raise InputError(f"{info.path}: {info.count} bands without band names (no band descriptions); pass --bands "
-                     f"with the file's bands in order, e.g. --bands B4,B3,B2,B8, or restack it with 'lsmap stack'")
+    raise InputError(f"{info.path}: {info.count} bands without band names (no band descriptions); pass `bands` "
+                     f"with the file's bands in order, e.g. `bands` B4,B3,B2,B8, or restack it with 'lsmap stack'")
 
 
 def scene_band_indices(names: Sequence[str], wanted: BandProfile | str | Sequence[str], *, source: object,

@@ -97,13 +97,13 @@ def test_scene_band_names_from_descriptions_or_given(tmp_path, rng):
     info = scene_info(_described(tmp_path / "d.tif", data, ["B08", "b4", "B3", "B2"]))
     assert info.bands == ("B8", "B4", "B3", "B2"), "descriptions in canonical spelling"
     assert scene_band_names(info) == ("B8", "B4", "B3", "B2")
-    with pytest.raises(InputError, match=r"d\.tif: --bands rgbn .* descriptions say B8, B4, B3, B2"):
+    with pytest.raises(InputError, match=r"d\.tif: `bands` rgbn .* descriptions say B8, B4, B3, B2"):
         scene_band_names(info, "rgbn")
     bare = scene_info(write_tif(tmp_path / "n.tif", data))
     assert bare.bands is None
     assert scene_band_names(bare, "B2,B3,B4,B8") == ("B2", "B3", "B4", "B8")
     assert scene_band_names(bare, assume=RGBN) == RGBN.bands
-    with pytest.raises(InputError, match=r"n\.tif: 4 bands without band names .*--bands"):
+    with pytest.raises(InputError, match=r"n\.tif: 4 bands without band names .*`bands`"):
         scene_band_names(bare)
     assert scene_band_names(scene_info(write_tif(tmp_path / "l.tif", rng.random((14, 4, 4))))) == L4S.bands
 
