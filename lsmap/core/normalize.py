@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -74,6 +75,12 @@ class BandStats:
         mean = np.asarray(self.mean, np.float32).reshape(shape)
         std = np.maximum(np.asarray(self.std, np.float32), _MIN_STD).reshape(shape)
         return ((x - mean) / std).astype(np.float32, copy=False)
+
+    def take(self, indices: Sequence[int]) -> BandStats:
+        """The statistics of the bands at ``indices`` (0-based), in that order."""
+        idx = list(indices)
+        return BandStats(tuple(self.mean[i] for i in idx), tuple(self.std[i] for i in idx), self.count,
+                         tuple(self.bands[i] for i in idx) if self.bands is not None else None)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""

@@ -59,7 +59,7 @@ class SceneScan:
 
 def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto", *, block: int = 512,
                max_pixels: int = STATS_MAX_PIXELS, sample_block: int = 256, workers: int | None = None,
-               progress: bool = False) -> SceneScan:
+               progress: bool = False, indexes: Sequence[int] | None = None) -> SceneScan:
     """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
 
     Blocks of ``block`` pixels are summarised by ``workers`` threads (each with its own dataset
@@ -72,6 +72,9 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
 
     With ``progress`` a bar shows the blocks read (the full pass over a large, mostly empty scene
     can take long: it says why it runs).
+
+    ``profile`` is the band set read: all the scene's bands in file order, or the bands at the
+    1-based ``indexes`` (:func:`lsmap.io.scene.scene_band_indices`), validity judged on those.
 
     Raises:
         InputError: the scene has no valid pixel, or ``input_scale`` is unknown.
@@ -88,13 +91,13 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
     rs = RunningStats(profile.count)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS=1):
         desc = "statistics (sample)" if sampled else "statistics"
-        for part in tqdm(_block_stats(scene, profile, chosen, workers), total=len(chosen), desc=desc,
+        for part in tqdm(_block_stats(scene, profile, chosen, workers, indexes), total=len(chosen), desc=desc,
                          unit="block", disable=not progress, leave=False):
             rs.merge(part)  # == rs.update(data, valid) of the block: same formula, same order
         if rs.n == 0 and sampled:  # the sample missed the data: look everywhere
             sampled = False
             desc = f"statistics: the sample of {len(chosen)} cells found no valid pixel, reading all"
-            for part in tqdm(_block_stats(scene, profile, blocks, workers), total=len(blocks), desc=desc,
+            for part in tqdm(_block_stats(scene, profile, blocks, workers, indexes), total=len(blocks), desc=desc,
                              unit="block", disable=not progress):
                 rs.merge(part)
     if rs.n == 0:
@@ -118,7 +121,8 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
     return SceneScan(stats, raw, rs.n, sampled, seen)
 
 
-def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], workers: int) -> Iterator[RunningStats]:
+def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], workers: int,
+                 indexes: Sequence[int] | None = None) -> Iterator[RunningStats]:
     """Statistics of each window's valid pixels (raw values), in window order, read by ``workers`` threads."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -130,7 +134,7 @@ def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Windo
         if src is None:
             src = local.src = open_raster(scene.path, "scene")
             opened.append(src)
-        data, valid = read_scene_window(src, win, profile, declared=scene.declares_nodata)
+        data, valid = read_scene_window(src, win, profile, declared=scene.declares_nodata, indexes=indexes)
         part = RunningStats(profile.count)
         part.update(data, valid)
         return part
@@ -145,11 +149,14 @@ def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Windo
 
 
 def check_stats(stats: BandStats, profile: BandProfile, source: object) -> BandStats:
-    """Check that ``stats`` fit ``profile`` (band count, and names when recorded).
+    """``stats`` for ``profile``'s bands: taken by name when the statistics name their bands (they
+    may hold more), else checked by band count.
 
     Raises:
         InputError: naming ``source`` and the mismatch.
     """
+    if stats.bands is not None and set(profile.bands) <= set(stats.bands) and len(set(stats.bands)) == len(stats.bands):
+        return stats.take([tuple(stats.bands).index(b) for b in profile.bands])
     if len(stats.mean) != profile.count:
         raise InputError(f"{source}: statistics have {len(stats.mean)} bands but the scene's profile "
                          f"'{profile.name}' has {profile.count}; compute them on matching data")

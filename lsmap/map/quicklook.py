@@ -20,12 +20,13 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.bands import L4S_BANDS, BandProfile, get_profile
 from lsmap.core.display import (
     NODATA_COLOUR,
     NOT_OBSERVED_COLOUR,
@@ -37,7 +38,7 @@ from lsmap.core.display import (
 from lsmap.data.scan import INPUT_SCALES, RAW_THRESHOLD
 from lsmap.errors import InputError
 from lsmap.io.rasters import atomic_output, check_output, open_raster, read_window
-from lsmap.io.scene import open_scene, read_scene_overview
+from lsmap.io.scene import band_names, open_scene, read_scene_overview
 
 #: Longest side of the decimated image, in pixels.
 MAX_SIDE = 1600
@@ -94,13 +95,14 @@ def _hex_rgb(colour: str) -> tuple[float, float, float]:
     return int(c[0:2], 16) / 255, int(c[2:4], 16) / 255, int(c[4:6], 16) / 255
 
 
-def natural_colour(scene: str | os.PathLike, bands: str | BandProfile = "l4s14", *, input_scale: str = "auto",
-                   not_observed: Any = None, max_side: int = MAX_SIDE) -> NaturalColour:
+def natural_colour(scene: str | os.PathLike, bands: str | BandProfile | Sequence[str] | None = None, *,
+                   input_scale: str = "auto", not_observed: Any = None, max_side: int = MAX_SIDE) -> NaturalColour:
     """Read ``scene`` decimated and stretch B4, B3, B2 to natural colour (see the module docstring).
 
     Args:
-        scene: GeoTIFF with the bands of ``bands``.
-        bands: Band profile of the scene; it must contain B4, B3 and B2.
+        scene: GeoTIFF whose bands include B4, B3 and B2.
+        bands: The scene's bands in file order; ``None``: its band descriptions (the L4S order for
+            a 14-band file without them).
         input_scale: ``"raw"`` (digital numbers), ``"l4s"`` (divided by the profile's divisors) or
             ``"auto"`` (the rule of :mod:`lsmap.data.scan`, on the decimated pixels).
         not_observed: Not-observed mask: a bool/0-1 array of the scene's (or the overview's) shape,
@@ -108,17 +110,23 @@ def natural_colour(scene: str | os.PathLike, bands: str | BandProfile = "l4s14",
         max_side: Longest side of the decimated image.
 
     Raises:
-        InputError: the profile lacks a natural-colour band, an unknown ``input_scale``, or a
-            not-observed mask of another shape.
+        InputError: the scene lacks a natural-colour band or its band names cannot be told, an
+            unknown ``input_scale``, or a not-observed mask of another shape.
     """
-    profile = get_profile(bands)
-    try:
-        idx = tuple(profile.bands.index(b) for b in ("B4", "B3", "B2"))
-    except ValueError:
-        raise InputError(f"band profile '{profile.name}' has no B4/B3/B2 for a natural-colour quick-look") from None
+    given = get_profile(bands) if bands is not None else None
+    if given is not None:
+        _rgb_indices(scene, given.bands)
     if input_scale not in INPUT_SCALES:
         raise InputError(f"unknown input scale '{input_scale}'; choose one of: {', '.join(INPUT_SCALES)}")
-    with open_scene(scene, profile) as src:
+    with open_scene(scene, given) as src:
+        names = given.bands if given is not None else band_names(src)
+        if names is None and src.count == len(L4S_BANDS):
+            names = L4S_BANDS
+        if names is None:
+            raise InputError(f"{scene}: no band names (band descriptions) to find B4, B3, B2 for the quick-look; "
+                             f"pass `bands`")
+        profile = get_profile(names)
+        idx = _rgb_indices(scene, profile.bands)
         rgb, valid = read_scene_overview(src, profile, max_side, idx)
         bounds, crs, transform = tuple(src.bounds), src.crs, src.transform
         width, height, tags = src.width, src.height, dict(src.tags())
@@ -133,6 +141,13 @@ def natural_colour(scene: str | os.PathLike, bands: str | BandProfile = "l4s14",
     img[:, ~valid] = 0.0
     mask = _not_observed(not_observed, valid.shape, (height, width))
     return NaturalColour(img.transpose(1, 2, 0), valid, mask, bounds, crs, transform, width, height, tags)
+
+
+def _rgb_indices(scene: object, names: Sequence[str]) -> tuple[int, ...]:
+    """0-based indexes of B4, B3, B2 among ``names``."""
+    if not {"B4", "B3", "B2"} <= set(names):
+        raise InputError(f"{scene}: bands {', '.join(names)} have no B4/B3/B2 for a natural-colour quick-look")
+    return tuple(list(names).index(b) for b in ("B4", "B3", "B2"))
 
 
 def _not_observed(mask: Any, shape: tuple[int, int], full: tuple[int, int]) -> np.ndarray | None:
@@ -248,7 +263,8 @@ def _rings(geom) -> list[np.ndarray]:
     return rings
 
 
-def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike, bands: str | BandProfile = "l4s14",
+def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
+                     bands: str | BandProfile | Sequence[str] | None = None,
                      overwrite: bool = False, title: str | None = None, *, models: Any = None,
                      date: str | None = None, scene_name: str | None = None, not_observed: Any = None,
                      input_scale: str = "auto", image: NaturalColour | None = None) -> Path:
@@ -259,7 +275,8 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
         polygons: GeoDataFrame of landslide polygons (reprojected to the scene's CRS if needed);
             outlines are coloured by ``mean_prob`` when it has that column.
         out: PNG path (written atomically).
-        bands: Band profile of the scene; it must contain B4, B3 and B2.
+        bands: The scene's bands in file order; ``None``: its band descriptions (the L4S order for
+            a 14-band file without them).
         overwrite: Replace an existing ``out``.
         title: First title line (default: the scene's name and date).
         models: Model label, or the checkpoints/members of the run (:func:`model_label`).
