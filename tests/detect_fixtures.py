@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from rasterio.transform import from_origin
 from torch import nn
 
-from lsmap.core.bands import PROFILES
+from lsmap.core.bands import get_profile
 from lsmap.learn.ensemble import Member
 from lsmap.learn.models import ModelCard, build_model, save_checkpoint
 
@@ -35,8 +36,10 @@ class ConstantModel(nn.Module):
 
 
 def card(profile: str = "l4s14", mean: float = 1.0, std: float = 0.5, **kw) -> ModelCard:
-    n = PROFILES[profile].count
-    return ModelCard(model="tiny-unet", bands=PROFILES[profile].to_dict(),
+    """A card for band set ``profile`` (a profile name or a comma list of band names)."""
+    bands = get_profile(profile).bands
+    n = len(bands)
+    return ModelCard(model="tiny-unet", bands=list(bands),
                      stats={"mean": [mean] * n, "std": [std] * n, "count": 1}, **kw)
 
 
@@ -47,18 +50,21 @@ def member(module: nn.Module, profile: str = "l4s14", **kw) -> Member:
 def tiny_checkpoint(path: Path, profile: str = "l4s14", seed: int = 0) -> Path:
     """Save an untrained tiny-unet checkpoint (random weights, fixed seed)."""
     torch.manual_seed(seed)
-    module = build_model("tiny-unet", PROFILES[profile].count).eval()
+    module = build_model("tiny-unet", get_profile(profile).count).eval()
     return save_checkpoint(path, module, card(profile))
 
 
 def write_scene(path: Path, data: np.ndarray, *, crs: str = "EPSG:32645", res: float = 10.0,
-                origin: tuple[float, float] = (500000.0, 3000000.0), nodata: float | None = None) -> Path:
-    """Write a (C, H, W) float32 GeoTIFF."""
+                origin: tuple[float, float] = (500000.0, 3000000.0), nodata: float | None = None,
+                bands: Sequence[str] | None = None) -> Path:
+    """Write a (C, H, W) float32 GeoTIFF (``bands``: band descriptions, as ``lsmap stack`` writes)."""
     c, h, w = data.shape
     with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=c, dtype="float32", crs=crs,
                        transform=from_origin(origin[0], origin[1], res, res), nodata=nodata,
                        tiled=True, blockxsize=64, blockysize=64) as dst:
         dst.write(data.astype(np.float32))
+        for i, name in enumerate(bands or (), start=1):
+            dst.set_band_description(i, name)
     return path
 
 
