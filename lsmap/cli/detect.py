@@ -6,8 +6,15 @@ import os
 
 import click
 
-from lsmap.cli.options import device_opt, echo_json, handle_errors, json_opt, overwrite_opt, progress_default
-from lsmap.core.bands import PROFILES
+from lsmap.cli.options import (
+    bands_option,
+    device_opt,
+    echo_json,
+    handle_errors,
+    json_opt,
+    overwrite_opt,
+    progress_default,
+)
 from lsmap.core.normalize import norm_choices
 from lsmap.map.options import INPUT_SCALES, DetectOptions
 
@@ -20,9 +27,11 @@ _D = DetectOptions()  # the library's defaults
               help="Polygon output: .gpkg (default format; scene CRS), .geojson/.json (EPSG:4326, RFC 7946) or "
                    ".shp (scene CRS); with several scenes (or a glob or @list.txt) the output FOLDER.")
 @click.option("--model", "models", multiple=True, type=click.Path(),
-              help="Checkpoint (.safetensors/.json/stem); repeat for an ensemble (probabilities averaged).")
-@click.option("--bands", type=click.Choice(list(PROFILES)), default=None,
-              help="Band profile of the scene (default: the models' profile).")
+              help="Checkpoint (.safetensors/.json/stem); repeat for an ensemble (probabilities averaged; the "
+                   "models may take different bands) [default: the first shipped model whose bands the scene "
+                   "has, see 'lsmap info'].")
+@bands_option(None, "The scene's bands in file order, for a file without band descriptions "
+                    "[default: its descriptions, as 'lsmap stack' writes them].")
 @click.option("--dem", type=click.Path(exists=True, dir_okay=False), default=None,
               help="DEM: SCENE is then the Sentinel-2 folder of 'lsmap stack', stacked first.")
 @click.option("--slope", type=click.Path(exists=True, dir_okay=False), default=None,

@@ -4,6 +4,8 @@ Each ensemble member normalises the batch (with the target's own statistics when
 1st-place solution did, else with its training statistics), upsamples it by its scale-promotion
 factor, pads to a multiple of 32, runs under autocast (:func:`lsmap.learn.forward.scaled_forward`), and returns landslide probabilities at the
 input resolution. The ensemble averages the members' probabilities; ``tta`` averages over flips.
+Members may take different band sets: a batch then holds the union of their bands and each member
+picks its own, in its card's order (:attr:`Member.inputs`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,20 @@ from lsmap.learn.models import ModelCard, load_checkpoint, resolve_model
 
 @dataclass
 class Member:
-    """One loaded ensemble member."""
+    """One loaded ensemble member.
+
+    Attributes:
+        module: The model, in eval mode.
+        card: Its model card.
+        source: Where it was loaded from (for messages).
+        inputs: Indices of the member's bands (its card's, in that order) among the bands of the
+            batches it is given; ``None``: the batches hold exactly its bands.
+    """
 
     module: Any
     card: ModelCard
     source: str = ""
+    inputs: tuple[int, ...] | None = None
 
 
 def load_ensemble(paths: Sequence[str | os.PathLike], device: Any = "cpu",
@@ -58,7 +69,8 @@ def member_logits(member: Member, x, stats: BandStats | None = None, amp: bool =
     Args:
         member: The loaded model and card.
         x: Batch of L4S-scaled images.
-        stats: Normalisation statistics of the data (the target's own); ``None`` uses the card's.
+        stats: Normalisation statistics of the data (the target's own, for the bands of ``x``);
+            ``None`` uses the card's.
         amp: Use the device's autocast dtype where it helps (bfloat16 on AMX CPUs, CUDA AMP).
 
     Shape:
@@ -68,6 +80,9 @@ def member_logits(member: Member, x, stats: BandStats | None = None, amp: bool =
 
     from lsmap.learn.domain_bn import TARGET, set_domain
 
+    if member.inputs is not None:  # the member's bands, in its order, out of the batch's
+        x = x[:, list(member.inputs)]
+        stats = stats.take(member.inputs) if stats is not None else None
     stats = stats if stats is not None else member.card.band_stats
     if stats is None:
         raise CheckpointError(f"{member.source}: model card has no normalisation statistics; pass the data's statistics")

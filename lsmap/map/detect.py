@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lsmap.core.bands import get_profile
+from lsmap.core.bands import BAND_NAMES, get_profile
 from lsmap.core.checks import as_list, check_bool, check_path
 from lsmap.core.normalize import BandStats, norm_mode
 from lsmap.data.scan import check_stats, scan_scene
@@ -35,31 +35,32 @@ from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
 from lsmap.io.outputs import atomic_output
 from lsmap.io.resources import check_disk
-from lsmap.io.scene import scene_info
+from lsmap.io.scene import scene_band_names, scene_info
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import Member, load_ensemble
-from lsmap.learn.models import default_model_path
+from lsmap.learn.models import default_model_for, default_model_path, shipped_models
 from lsmap.map.options import DetectOptions, DetectOutputs
 from lsmap.map.quicklook import natural_colour, render_quicklook, scene_date
 from lsmap.map.report import write_report
-from lsmap.map.stream import members_profile, predict_scene
+from lsmap.map.stream import band_plan, predict_scene
 from lsmap.map.vectorize import areas_m2, vectorize, write_layer
 
 
 def default_models() -> list[Path]:
-    """The checkpoint shipped with lsmap (:func:`lsmap.learn.models.default_model_path`), used when no model is given.
+    """The models shipped with lsmap (:data:`lsmap.learn.models.DEFAULT_MODELS`, installed ones, in
+    that order); without a model, detection takes the first whose bands the scene has.
 
     Raises:
         CheckpointError: the installation has no default model.
     """
 
     try:
-        return [default_model_path()]
+        return shipped_models() or [default_model_path()]
     except MissingInputError as e:
         raise CheckpointError(f"no default model: {e}") from None
 
 
-def _stack_inputs(scene: Any, work: Path, bands: str) -> Path:
+def _stack_inputs(scene: Any, work: Path, bands: Any) -> Path:
     """Stack Sentinel-2 + DEM inputs (a mapping or namespace of ``lsmap.data.stack.stack_scene`` arguments)."""
     try:
         from lsmap.data.stack import stack_scene
@@ -125,17 +126,20 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     """Map the landslides of a scene: polygons with area and probability attributes.
 
     Args:
-        scene: A stacked GeoTIFF (bands in the models' profile order; raw or L4S-scaled values), or
-            the inputs of ``lsmap stack`` as a mapping/namespace of ``lsmap.data.stack.stack_scene``
-            keyword arguments (stacked into a temporary file first).
+        scene: A stacked GeoTIFF (raw or L4S-scaled values; its band descriptions name its bands, as
+            ``lsmap stack`` writes them), or the inputs of ``lsmap stack`` as a mapping/namespace of
+            ``lsmap.data.stack.stack_scene`` keyword arguments (stacked into a temporary file first).
+            Each model takes the bands its card names from it, in the card's order.
         models: Checkpoint paths (``.safetensors``/``.json``/stem) or loaded
-            :class:`lsmap.learn.ensemble.Member` objects; several are averaged. ``None``: the shipped
-            default model.
+            :class:`lsmap.learn.ensemble.Member` objects; several are averaged, and they may take
+            different band sets. ``None``: the first shipped default model whose bands the scene has
+            (:data:`lsmap.learn.models.DEFAULT_MODELS`).
         out: Polygon output (``.gpkg``, ``.geojson``/``.json``, ``.shp``); ``None`` writes nothing.
         options: A :class:`DetectOptions`; keyword arguments named like its fields (below)
             override it.
-        bands: Band profile of the scene; ``None`` takes the models' profile. A model trained on
-            another profile is refused.
+        bands: The scene's bands in file order (a profile or a comma list), for a file without band
+            descriptions; ``None``: the descriptions (or, without them, the models' one band set or
+            the L4S order of a 14-band file).
         tta: Also average over horizontal/vertical flips.
         overlap: Window overlap in pixels (blended with Hann ramps).
         window: Window size in pixels.
@@ -174,9 +178,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     Raises:
         OutputExistsError: an output exists and not ``overwrite`` (before any work).
         MissingInputError: the scene or a model does not exist.
-        CheckpointError: unreadable model, no default model, or a model for another band profile.
-        BandMismatchError: the scene's band count differs from the profile's.
-        InputError: unreadable scene, no valid pixel, bad options.
+        CheckpointError: unreadable model, or no (fitting) default model.
+        MissingBandError: a model needs a band the scene lacks (named, with the scene and the model).
+        InputError: unreadable scene, band names that cannot be told, no valid pixel, bad options.
     """
     t0 = time.perf_counter()
     models = _check_args(scene, models, (out, prob, mask, quicklook, report), overwrite, progress)
@@ -185,8 +189,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     opts.check()
     outputs.check(overwrite)
     stats = BandStats.load(opts.stats) if isinstance(opts.stats, (str, os.PathLike)) else opts.stats
-    dev, members, profile = _load_members(models, opts)
-    threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
+    dev, members = _load_members(models, opts)
 
     work_parent = outputs.polygons.parent if outputs.polygons is not None else None
     if work_parent is not None:
@@ -198,8 +201,11 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=f".lsmap-detect-{owner_tag()}-",
                                                                  dir=work_parent)))
         stacked = not isinstance(scene, (str, os.PathLike))
-        scene_path = _stack_inputs(scene, work, profile.name) if stacked else Path(scene)
-        info, scan, used, t_scan = _scan(scene_path, profile, opts, stats, progress)
+        scene_path = _stack_inputs(scene, work, _union(members)) if stacked else Path(scene)
+        info, plan = _match_bands(scene_path, members, opts, dev)
+        members = plan.members
+        threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
+        scan, used, t_scan = _scan(info, plan, opts, stats, progress)
         pred = _predict(info, members, work, scan, used, opts, dev, progress)
         t_vec = time.perf_counter()
         gdf = _vectorize(pred, threshold, opts)
@@ -209,7 +215,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         km2 = _scene_area_km2(info)
         summary = {
         "scene": str(scene_path) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",
-        "models": [m.source or m.card.model for m in members], "bands": profile.name,
+        "models": [m.source or m.card.model for m in members], "bands": plan.profile.name,
         "input_scale": "raw" if scan.raw else "l4s", "norm": norm_mode(opts.norm) if stats is None else "stats",
         "stats": used.to_dict() if used is not None else None, "stats_sampled": scan.sampled,
         "valid_pixels": scan.valid_pixels, "threshold": threshold, "tta": opts.tta, "crf": opts.crf,
@@ -218,7 +224,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
         "scene_km2": km2}
         if tmp.quicklook is not None or tmp.report is not None:
-            _maps(scene, scene_path, gdf, profile, members, scan.raw, tmp, summary, opts)
+            _maps(scene, scene_path, gdf, plan.scene_bands, members, scan.raw, tmp, summary, opts)
         t_write = time.perf_counter() - t_write
     seconds = time.perf_counter() - t0
     gdf.attrs["lsmap"] = {
@@ -240,22 +246,40 @@ def _options(options: DetectOptions | None, settings: Mapping[str, Any]) -> Dete
 
 
 def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
-    """``(device, members, profile)``: the ensemble loaded on the device, checked against ``opts.bands``."""
+    """``(device, members)``: the ensemble loaded on the device; ``None`` members when the default
+    model is to be chosen from the scene's bands (checked to be installed)."""
 
     dev = resolve_device(opts.device) if isinstance(opts.device, str) else opts.device
+    if opts.bands is not None:
+        get_profile(opts.bands)
     if models is None:
-        models = default_models()
+        default_models()  # raises before any work when none is installed
+        return dev, None
     if not models:
         raise CheckpointError("no model given; pass `model` PATH (one or more)")
-    expect = get_profile(opts.bands) if opts.bands is not None else None
     paths = [m for m in models if not isinstance(m, Member)]
-    members = [m for m in models if isinstance(m, Member)] + (load_ensemble(paths, dev, expect) if paths else [])
-    profile = members_profile(members)
-    if expect is not None and expect.bands != profile.bands:
-        raise CheckpointError(f"{members[0].source or members[0].card.model}: model was trained on band profile "
-                              f"'{profile.name}' but the input is '{expect.name}'; use a model trained on "
-                              f"'{expect.name}' or restack the input")
-    return dev, members, profile
+    return dev, [m for m in models if isinstance(m, Member)] + (load_ensemble(paths, dev) if paths else [])
+
+
+def _union(members) -> Any:
+    """The band set to stack for ``members``: their bands in canonical order (``None``: the fullest set)."""
+    if members is None:
+        return None
+    needed = {b for m in members for b in m.card.bands}
+    return get_profile([b for b in BAND_NAMES if b in needed])
+
+
+def _match_bands(scene_path: Path, members, opts: DetectOptions, dev):
+    """``(info, plan)``: the scene, and which of its bands each member takes (the default model,
+    chosen from the scene's bands, when ``members`` is ``None``)."""
+    info = scene_info(scene_path)
+    if members is None:
+        try:
+            path = default_model_for(scene_band_names(info, opts.bands), scene_path)
+        except MissingInputError as e:
+            raise CheckpointError(f"no default model: {e}") from None
+        members = load_ensemble([path], dev)
+    return info, band_plan(info, members, opts.bands)
 
 
 def _temporary_outputs(es: contextlib.ExitStack, outputs: DetectOutputs, overwrite: bool) -> DetectOutputs:
@@ -267,18 +291,17 @@ def _temporary_outputs(es: contextlib.ExitStack, outputs: DetectOutputs, overwri
                                      outputs.report)))
 
 
-def _scan(scene_path: Path, profile, opts: DetectOptions, stats: BandStats | None, progress: bool = False):
-    """The statistics pass: ``(info, scan, normalisation statistics used, seconds)``."""
+def _scan(info, plan, opts: DetectOptions, stats: BandStats | None, progress: bool = False):
+    """The statistics pass over the bands read: ``(scan, normalisation statistics used, seconds)``."""
 
-    info = scene_info(scene_path, profile)
     t_scan = time.perf_counter()
-    scan = scan_scene(info, profile, opts.input_scale, progress=progress)
+    scan = scan_scene(info, plan.profile, opts.input_scale, progress=progress, indexes=plan.indexes)
     t_scan = time.perf_counter() - t_scan
     if norm_mode(opts.norm) == "own":
-        used = check_stats(stats, profile, "`stats`") if stats is not None else scan.stats
+        used = check_stats(stats, plan.profile, "`stats`") if stats is not None else scan.stats
     else:
         used = None
-    return info, scan, used, t_scan
+    return scan, used, t_scan
 
 
 def _predict(info, members, work: Path, scan, used: BandStats | None, opts: DetectOptions, dev, progress: bool):
@@ -292,7 +315,7 @@ def _predict(info, members, work: Path, scan, used: BandStats | None, opts: Dete
     return predict_scene(info, members, work / "prob.tif", stats=used, raw=scan.raw, fill=fill, tta=opts.tta,
                          overlap=opts.overlap, window=opts.window, batch_size=opts.batch_size, device=dev,
                          uncertainty_out=work / "unc.tif" if opts.uncertainty else None, crf=opts.crf,
-                         compress=True, progress=progress)
+                         compress=True, bands=opts.bands, progress=progress)
 
 
 def _vectorize(pred, threshold: float, opts: DetectOptions):
@@ -313,18 +336,18 @@ def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, thresh
         write_layer(gdf, tmp.polygons, outputs.polygons)
 
 
-def _maps(scene: Any, scene_path: Path, gdf, profile, members, raw: bool, tmp: DetectOutputs, summary: dict,
+def _maps(scene: Any, scene_path: Path, gdf, scene_bands: Sequence[str], members, raw: bool, tmp: DetectOutputs, summary: dict,
           opts: DetectOptions) -> None:
     """The quick-look PNG and the HTML report of a run, from one read of the scene's natural colour."""
 
     source = scene_path if isinstance(scene, (str, os.PathLike)) else _inputs_path(scene)
-    image = natural_colour(scene_path, profile, input_scale="raw" if raw else "l4s")
+    image = natural_colour(scene_path, scene_bands, input_scale="raw" if raw else "l4s")
     date = scene_date(source, image.tags)
     if date is None and source.is_dir():  # a folder of band files: their names may hold the date
         date = next((d for f in sorted(source.iterdir())[:20] if (d := scene_date(f.name))), None)
     name = source.name or str(source)
     if tmp.quicklook is not None:
-        render_quicklook(scene_path, gdf, tmp.quicklook, profile, overwrite=True, models=members, scene_name=name,
+        render_quicklook(scene_path, gdf, tmp.quicklook, scene_bands, overwrite=True, models=members, scene_name=name,
                          date=date, image=image)
     if tmp.report is not None:
         options = {"min_area_m2": opts.min_area, "simplify_m": opts.simplify, "fill_holes_m2": opts.fill_holes}

@@ -30,6 +30,7 @@ into uint8 COGs by :mod:`lsmap.io.cog` and into polygons by :mod:`lsmap.map.vect
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import threading
@@ -41,14 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from lsmap.core.bands import BandProfile
+from lsmap.core.bands import BandProfile, band_indices, get_profile
 from lsmap.core.normalize import BandStats
 from lsmap.core.windows import Window, blend_weight, window_grid
 from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
 from lsmap.io.outputs import gdal_write_check
 from lsmap.io.rasters import GDAL_CACHE_MB, geotiff_profile, open_raster
-from lsmap.io.scene import SceneInfo, read_scene_window, scene_info
+from lsmap.io.scene import SceneInfo, read_scene_window, scene_band_indices, scene_band_names, scene_info
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device, use_channels_last
 from lsmap.learn.ensemble import inference_context, member_passes, predict_proba
@@ -173,8 +174,9 @@ class _Strips:
     (so a cache of one block row suffices: :func:`stream_cache_bytes`).
     """
 
-    def __init__(self, src, scene: SceneInfo, profile: BandProfile, height: int, raw: bool, fill: np.ndarray) -> None:
-        self.src, self.scene, self.profile, self.raw = src, scene, profile, raw
+    def __init__(self, src, scene: SceneInfo, profile: BandProfile, height: int, raw: bool, fill: np.ndarray,
+                 indexes: Sequence[int] | None = None) -> None:
+        self.src, self.scene, self.profile, self.raw, self.indexes = src, scene, profile, raw, indexes
         self.fill = np.asarray(fill, np.float32)[:, None, None]
         self.block_rows = src.block_shapes[0][0]
         self.data = np.empty((profile.count, height, scene.width), np.float32)
@@ -193,7 +195,7 @@ class _Strips:
         while r < row + h:  # new rows, split at block-row boundaries
             n = min(row + h, (r // self.block_rows + 1) * self.block_rows) - r
             data, ok = read_scene_window(self.src, Window(col_off=0, row_off=r, width=self.scene.width, height=n), self.profile, raw=self.raw,
-                                         declared=self.scene.declares_nodata)
+                                         declared=self.scene.declares_nodata, indexes=self.indexes)
             if not ok.all():
                 np.copyto(data, self.fill, where=~ok[None])
             self.data[:, r - row:r - row + n] = data
@@ -222,8 +224,8 @@ class _Strips:
 
 
 def _read_batches(src, scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], batch_size: int,
-                  raw: bool, fill: np.ndarray, pin: bool) -> Iterator[_Batch]:
-    strips = _Strips(src, scene, profile, windows[0].height, raw, fill)
+                  raw: bool, fill: np.ndarray, pin: bool, indexes: Sequence[int] | None = None) -> Iterator[_Batch]:
+    strips = _Strips(src, scene, profile, windows[0].height, raw, fill, indexes)
     for s in range(0, len(windows), batch_size):
         yield strips.batch(windows[s:s + batch_size], pin)
 
@@ -388,15 +390,66 @@ def ordered_map(fn: Callable, items: Iterator, workers: int,
             t.join()
 
 
-def _default_fill(stats: BandStats | None, members: Sequence) -> Sequence[float]:
-    """What nodata pixels become: the band means of the normalisation statistics (the scene's, or
-    the mean of the members' training statistics)."""
+def _default_fill(stats: BandStats | None, members: Sequence, bands: Sequence[str]) -> Sequence[float]:
+    """What nodata pixels become, per band of ``bands``: the band means of the normalisation
+    statistics (the scene's, or, per band, the mean of the training means of the members that take it)."""
     if stats is not None:
         return stats.mean
     cards = [m.card.band_stats for m in members]
     if any(c is None for c in cards):
         raise CheckpointError("a model card has no training statistics; use the scene's statistics (`norm` scene)")
-    return np.mean([c.mean for c in cards], axis=0)
+    out = []
+    for b in bands:
+        means = [c.mean[list(m.card.bands).index(b)] for m, c in zip(members, cards, strict=True) if b in m.card.bands]
+        out.append(float(np.mean(means)))
+    return out
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """Which scene bands are read and which of them each member takes.
+
+    Attributes:
+        profile: The bands read (the union of the members' bands, in the scene's order).
+        indexes: Their 1-based band indexes in the scene file.
+        members: The members, each with :attr:`lsmap.learn.ensemble.Member.inputs` set to its bands
+            among ``profile``'s (copies: the given members are not changed).
+        scene_bands: The names of all the scene's bands, in file order.
+    """
+
+    profile: BandProfile
+    indexes: tuple[int, ...]
+    members: list
+    scene_bands: tuple[str, ...]
+
+
+def band_plan(scene: SceneInfo, members: Sequence, bands: str | Sequence[str] | BandProfile | None = None) -> BandPlan:
+    """Match every member's bands (its card's, by name) to the scene's bands.
+
+    Args:
+        scene: The scene (its band descriptions name its bands).
+        members: Loaded ensemble members.
+        bands: The scene's bands in file order, for a file without band descriptions (``--bands``).
+
+    Raises:
+        CheckpointError: no member.
+        MissingBandError: a member needs a band the scene lacks (named with the scene and the member).
+        InputError: the scene's band names cannot be told (see :func:`lsmap.io.scene.scene_band_names`).
+    """
+    if not members:
+        raise CheckpointError("no model given; pass `model` PATH (one or more)")
+    sets = {tuple(m.card.bands) for m in members}
+    assume = members[0].card.profile if len(sets) == 1 else None
+    names = scene_band_names(scene, bands, assume=assume)
+    needed: set[str] = set()
+    for m in members:  # every member's bands by name; the first missing ones name it
+        scene_band_indices(names, m.card.profile, source=scene.path, user=m.source or m.card.model)
+        needed.update(m.card.bands)
+    read = tuple(b for b in names if b in needed)
+    profile = get_profile(read)
+    planned = [dataclasses.replace(m, inputs=None if tuple(m.card.bands) == read else
+                                   band_indices(read, m.card.profile, source=scene.path)) for m in members]
+    return BandPlan(profile, scene_band_indices(names, profile, source=scene.path), planned, tuple(names))
 
 
 class _StripBlender:
@@ -471,15 +524,18 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
                   device: Any = "auto", uncertainty_out: str | os.PathLike | None = None,
                   amp: bool = True, pin_memory: bool | None = None, prefetch: int | None = None,
                   workers: int | None = None, crf: bool = False, compress: bool = True,
-                  progress: bool = False) -> PredictResult:
+                  bands: str | Sequence[str] | None = None, progress: bool = False) -> PredictResult:
     """Run the ensemble over a whole scene in overlapping windows; write a float32 probability raster.
 
     Args:
-        scene: Path of a stacked scene (bands in the members' profile order), or its :class:`SceneInfo`.
-        members: Loaded ensemble members (:class:`lsmap.learn.ensemble.Member`), all on ``device``.
+        scene: Path of a stacked scene, or its :class:`SceneInfo`; each member takes the bands its card
+            names from it, by name (:func:`band_plan`).
+        members: Loaded ensemble members (:class:`lsmap.learn.ensemble.Member`), all on ``device``;
+            they may take different band sets.
         prob_out: Float32 GeoTIFF to write: landslide probability in [0, 1], :data:`PROB_NODATA`
             where the scene has no data. Written directly (callers wrap it in an atomic output).
-        stats: Normalisation statistics in L4S scale (the scene's own); ``None`` normalises with
+        stats: Normalisation statistics in L4S scale (the scene's own, for the bands read:
+            :attr:`BandPlan.profile`, or named statistics holding them); ``None`` normalises with
             each member's training statistics (``--norm model``).
         raw: The scene holds raw values: divide by the profile's divisors when reading.
         fill: Per-band L4S-scale value put into nodata pixels (default: the mean of ``stats``, or
@@ -507,23 +563,25 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             uncertainty is the models' (not refined); ``p * (1 - p)`` uses the refined ``p``.
         compress: DEFLATE-compress the output rasters; off for scratch files that are read once
             and deleted (4 bytes a pixel on disk, but no compression on the writing thread).
+        bands: The scene's bands in file order, for a file without band descriptions.
         progress: Show a tqdm progress bar.
 
     Returns:
         A :class:`PredictResult`.
 
     Raises:
-        CheckpointError: no member, or members trained on differing band profiles.
-        BandMismatchError: the scene's band count differs from the members' profile.
-        InputError: bad window/overlap.
+        CheckpointError: no member.
+        MissingBandError: a member needs a band the scene lacks.
+        InputError: bad window/overlap, or the scene's band names cannot be told.
     """
     import rasterio
     import torch
 
     t_start = time.perf_counter()
-    plan = _plan(scene, members, stats, fill, tta, overlap, window, batch_size, device, amp, pin_memory)
-    scene, profile, device, fill, passes, batch_size, pin = (plan.scene, plan.profile, plan.device, plan.fill,
+    plan = _plan(scene, members, stats, fill, tta, overlap, window, batch_size, device, amp, pin_memory, bands)
+    scene, profile, device, fill, passes, batch_size, pin = (plan.scene, plan.bands.profile, plan.device, plan.fill,
                                                             plan.passes, plan.batch_size, plan.pin)
+    members, stats = plan.bands.members, plan.stats
     windows = window_grid(scene.height, scene.width, window, overlap)
     weight = blend_weight(window, overlap, crop=(windows[0].height, windows[0].width))
     scale = max(float(m.card.scale) for m in members)
@@ -540,7 +598,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         prefetch = 2 if device.type != "cpu" else workers if workers > 1 else 0
     with open_raster(scene.path, "scene") as src:
         cache_bytes = stream_cache_bytes(src)
-    read_args = (profile, windows, batch_size, raw, fill, pin)
+    read_args = (profile, windows, batch_size, raw, fill, pin, plan.bands.indexes)
     model_seconds = read_seconds = crf_seconds = 0.0
     bar = None
     if progress:
@@ -599,7 +657,8 @@ class _Plan:
     """What :func:`predict_scene` runs with, once its arguments are checked."""
 
     scene: SceneInfo
-    profile: BandProfile
+    bands: BandPlan
+    stats: BandStats | None
     device: Any
     fill: np.ndarray
     passes: int
@@ -608,24 +667,23 @@ class _Plan:
 
 
 def _plan(scene, members: Sequence, stats: BandStats | None, fill, tta: bool, overlap: int, window: int,
-          batch_size: int | None, device: Any, amp: bool, pin_memory: bool | None) -> _Plan:
+          batch_size: int | None, device: Any, amp: bool, pin_memory: bool | None, bands=None) -> _Plan:
     """Check :func:`predict_scene`'s arguments and settle its defaults; put the models in the memory
     format the device runs fastest."""
     import torch
 
     if not members:
         raise CheckpointError("no model given; pass `model` PATH (one or more)")
-    profile = members_profile(members)
     if not isinstance(scene, SceneInfo):
-        scene = scene_info(scene, profile)
-    else:
-        profile.check_count(scene.count, scene.path)
+        scene = scene_info(scene)
+    matched = band_plan(scene, members, bands)
+    profile, members = matched.profile, matched.members
     if window < 1 or not 0 <= overlap < window:
         raise InputError(f"`overlap` must be in [0, `window`) (got window {window}, overlap {overlap})")
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if stats is not None:
-        check_stats(stats, profile, "normalisation statistics")
-    fill = np.asarray(fill if fill is not None else _default_fill(stats, members), np.float32)
+        stats = check_stats(stats, profile, "normalisation statistics")
+    fill = np.asarray(fill if fill is not None else _default_fill(stats, members, profile.bands), np.float32)
     scale = max(float(m.card.scale) for m in members)
     passes = len(members) * (4 if tta else 1)
     if batch_size is None:
@@ -636,7 +694,7 @@ def _plan(scene, members: Sequence, stats: BandStats | None, fill, tta: bool, ov
     if use_channels_last(device, amp):
         for m in members:
             m.module.to(memory_format=torch.channels_last)
-    return _Plan(scene, profile, device, fill, passes, batch_size, pin)
+    return _Plan(scene, matched, stats, device, fill, passes, batch_size, pin)
 
 
 def _batch_source(es: contextlib.ExitStack, scene: SceneInfo, read_args: tuple, prefetch: int,
@@ -652,19 +710,3 @@ def _batch_source(es: contextlib.ExitStack, scene: SceneInfo, read_args: tuple, 
     batches = _read_batches(src, scene, *read_args)
     es.callback(batches.close)
     return batches
-
-
-def members_profile(members: Sequence) -> BandProfile:
-    """The band profile shared by all ``members``.
-
-    Raises:
-        CheckpointError: members trained on different profiles.
-    """
-    profiles = [m.card.profile for m in members]
-    for m, p in zip(members, profiles, strict=False):
-        if p.bands != profiles[0].bands:
-            raise CheckpointError(
-                f"{m.source or m.card.model}: trained on band profile '{p.name}' but "
-                f"{members[0].source or members[0].card.model} on '{profiles[0].name}'; an ensemble needs one profile"
-            )
-    return profiles[0]

@@ -17,7 +17,7 @@ import lsmap
 from lsmap.cli import main
 from lsmap.core.bands import PROFILES
 from lsmap.core.normalize import BandStats
-from lsmap.errors import BandMismatchError, CheckpointError, InputError
+from lsmap.errors import BandMismatchError, CheckpointError, InputError, MissingBandError
 
 KW = dict(window=64, overlap=16, device="cpu")
 
@@ -98,10 +98,9 @@ def test_api_with_checkpoints_writes_every_output(tmp_path, rng):
 
 def test_lazy_reexport_and_default_model(monkeypatch, tmp_path):
     assert lsmap.detect is lsmap.map.detect.detect
-    (path,) = lsmap.map.detect.default_models()
-    assert lsmap.learn.models.read_card(path).profile.name == "l4s14", "the shipped default model reads L4S stacks"
-    monkeypatch.setattr(lsmap.map.detect, "default_model_path", lambda: (_ for _ in ()).throw(
-        lsmap.errors.MissingInputError("weights/x.safetensors: the default model is not installed")))
+    paths = lsmap.map.detect.default_models()
+    assert lsmap.learn.models.read_card(paths[0]).profile.name == "l4s14", "the first default reads L4S stacks"
+    monkeypatch.setattr(lsmap.learn.models, "_WEIGHTS", tmp_path / "no-weights")  # an installation without them
     with pytest.raises(CheckpointError, match="no default model.*not installed"):
         lsmap.detect("whatever.tif")
 
@@ -124,9 +123,12 @@ def test_bad_inputs_raise_before_writing_anything(tmp_path, rng):
     ck = tiny_checkpoint(tmp_path / "m")
     rgbn = tiny_checkpoint(tmp_path / "rgbn", "rgbn")
     with pytest.raises(BandMismatchError, match="expects 4 bands but the file has 14"):
-        lsmap.detect(scene, [rgbn], out=tmp_path / "o.gpkg", **KW)
-    with pytest.raises(CheckpointError, match="trained on band profile 'l4s14'"):
         lsmap.detect(scene, [ck], bands="rgbn", out=tmp_path / "o.gpkg", **KW)
+    four = write_scene(tmp_path / "four.tif", smooth_scene(rng, bands=4, h=40, w=40))
+    with pytest.raises(InputError, match="4 bands without band names"):
+        lsmap.detect(four, [ck], out=tmp_path / "o.gpkg", **KW)
+    with pytest.raises(MissingBandError, match=r"four\.tif: no bands B1, B5.* needed by .*m\.safetensors"):
+        lsmap.detect(four, [ck, rgbn], bands="rgbn", out=tmp_path / "o.gpkg", **KW)
     with pytest.raises(InputError, match="cannot be combined"):
         lsmap.detect(scene, [ck], norm="model", stats=BandStats((1.0,) * 14, (1.0,) * 14, 1), **KW)
     with pytest.raises(InputError, match="different files"):
@@ -134,7 +136,8 @@ def test_bad_inputs_raise_before_writing_anything(tmp_path, rng):
     empty = write_scene(tmp_path / "empty.tif", np.zeros((14, 50, 50), np.float32), nodata=0.0)
     with pytest.raises(InputError, match="no valid pixel"):
         lsmap.detect(empty, [ck], out=tmp_path / "o.gpkg", prob=tmp_path / "p.tif", **KW)
-    assert outputs(tmp_path) == ["empty.tif", "m.json", "m.safetensors", "rgbn.json", "rgbn.safetensors", "scene.tif"]
+    assert outputs(tmp_path) == ["empty.tif", "four.tif", "m.json", "m.safetensors", "rgbn.json", "rgbn.safetensors",
+                                 "scene.tif"]
 
 
 def test_cli_detect_end_to_end_json(tmp_path, rng):
@@ -175,10 +178,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, rng, case, monkeypa
         out = tmp_path / "o.kml"
         args, msg = [str(scene), "--model", ck], "unknown vector format"
     else:  # an installation without the shipped weights
-        def not_installed():
-            raise lsmap.errors.MissingInputError("weights/l4s14-default.safetensors: the default model is not installed")
-
-        monkeypatch.setattr(lsmap.map.detect, "default_model_path", not_installed)
+        monkeypatch.setattr(lsmap.learn.models, "_WEIGHTS", tmp_path / "no-weights")
         args, msg = [str(scene)], "no default model"
     before = outputs(tmp_path)
     r = CliRunner().invoke(main, ["detect", *args, "-o", str(out), "--device", "cpu"])

@@ -172,16 +172,18 @@ def test_bad_scene_inputs(tmp_path, scene):
     path, _ = scene
     with pytest.raises(BandMismatchError, match="expects 4 bands"):
         scene_info(path, "rgbn")
-    with pytest.raises(BandMismatchError):
-        predict_scene(path, [member(Band0Model(), "rgbn")], tmp_path / "p.tif", stats=None, **KW)
+    five = tmp_path / "five.tif"
+    write_scene(five, np.ones((5, 32, 32), np.float32))
+    with pytest.raises(InputError, match="5 bands without band names"):  # rgbn cannot be told in 5 nameless bands
+        predict_scene(five, [member(Band0Model(), "rgbn")], tmp_path / "p.tif", stats=None, **KW)
     with pytest.raises(MissingInputError):
         scene_info(tmp_path / "nope.tif", L4S)
     junk = tmp_path / "junk.tif"
     junk.write_bytes(b"not a tiff at all")
     with pytest.raises(InputError, match="cannot read"):
         scene_info(junk, L4S)
-    with pytest.raises(CheckpointError, match="one profile"):
-        predict_scene(path, [member(Band0Model()), member(Band0Model(), "rgbn")], tmp_path / "p.tif", stats=None, **KW)
+    with pytest.raises(CheckpointError, match="no model"):
+        predict_scene(path, [], tmp_path / "p.tif", stats=None, **KW)
     with pytest.raises(InputError, match="overlap"):
         predict_scene(path, [member(Band0Model())], tmp_path / "p.tif", stats=None, window=64, overlap=64, device="cpu")
     with pytest.raises(InputError, match="statistics have 4 bands"):
