@@ -119,3 +119,25 @@ def test_default_model_is_chosen_from_the_scene_bands(tmp_path, rng):
     scene = write_scene(tmp_path / "l2a.tif", smooth_scene(rng, bands=len(names), h=64, w=64), bands=names)
     gdf = lsmap.detect(scene, **KW)
     assert [p.split("/")[-1] for p in gdf.attrs["lsmap"]["models"]] == ["l2a-default.safetensors"]
+
+
+@pytest.mark.realdata
+def test_real_l2a_bands_stack_and_detect_with_the_shipped_default(tmp_path):
+    """Real post-event Sentinel-2 L2A bands (Puthumala, Aug 2019): 12 bands, no B10, no DEM. `lsmap
+    stack` without --bands writes the 11 L4S bands it can fill; `lsmap detect` picks the shipped
+    spectral-only default and maps the scene."""
+    from conftest import shared_data
+
+    bands_dir = shared_data("s2", "kerala", "puthumala_2019")
+    scene = tmp_path / "s.tif"
+    r = CliRunner().invoke(main, ["stack", str(bands_dir), "-o", str(scene)])
+    assert r.exit_code == 0, r.output
+    assert "11 bands (l2a: B1,B2,B3,B4,B5,B6,B7,B8,B9,B11,B12)" in r.output
+    assert "left out: B10 (no band file); slope, DEM (no DEM)" in r.output
+    r = CliRunner().invoke(main, ["detect", str(scene), "-o", str(tmp_path / "slides.gpkg"), "--quicklook",
+                                  str(tmp_path / "q.png"), "--device", "cpu", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert [m.split("/")[-1] for m in summary["models"]] == ["l2a-default.safetensors"]
+    assert summary["bands"] == "l2a" and summary["input_scale"] == "l4s"
+    assert (tmp_path / "slides.gpkg").exists() and (tmp_path / "q.png").stat().st_size > 10_000
