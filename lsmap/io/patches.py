@@ -26,7 +26,6 @@ no names is taken to be in the order of the band set asked for (its count is che
 from __future__ import annotations
 
 import json
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence

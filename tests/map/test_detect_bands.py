@@ -57,8 +57,9 @@ def test_scene_band_order_does_not_matter(tmp_path, rng):
 
 
 def test_missing_band_is_one_line_naming_band_scene_and_model(tmp_path, rng):
-    from lsmap.learn.models import save_checkpoint
     from detect_fixtures import card
+
+    from lsmap.learn.models import save_checkpoint
 
     scene = write_scene(tmp_path / "rgbn.tif", smooth_scene(rng, bands=4, h=64, w=64), bands=("B2", "B3", "B4", "B8"))
     ck = save_checkpoint(tmp_path / "m", lsmap.learn.models.build_model("tiny-unet", 11), card("l2a"))

@@ -36,12 +36,12 @@ finished round and redoes a partial one (its folder is removed first).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
