@@ -13,7 +13,14 @@ from patchgen import make_patches
 from lsmap.core.bands import PROFILES
 from lsmap.data.dataset import Augment, PatchDataset
 from lsmap.data.stats import patch_stats
-from lsmap.errors import BandMismatchError, CheckpointError, InputError, MissingBandError, MissingInputError, OutputExistsError
+from lsmap.errors import (
+    BandMismatchError,
+    CheckpointError,
+    InputError,
+    MissingBandError,
+    MissingInputError,
+    OutputExistsError,
+)
 from lsmap.io.patches import find_patches, write_patch
 from lsmap.learn.evaluate import evaluate
 from lsmap.learn.models import ModelCard, read_card, read_state_dict
