@@ -13,14 +13,15 @@ statistics, ``auto`` picks per model what it was trained with (``target`` for ``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lsmap.core.bands import BAND_NAMES, band_indices, get_profile
 from lsmap.core.checks import as_list, check_bool, check_int, check_number
 from lsmap.core.labels import parse_label_map
-from lsmap.core.bands import get_profile
 from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
 from lsmap.core.normalize import BandStats, norm_mode
 from lsmap.data.stats import patch_stats
@@ -29,7 +30,6 @@ from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_m
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
-from lsmap.learn.models import read_card
 
 
 @dataclass
@@ -72,6 +72,24 @@ def _member_norm(card, norm: str) -> str:
     return norm_mode((card.train or {}).get("norm", "own"))
 
 
+def _ensemble_bands(members: list, bands: str | None, data: object) -> tuple:
+    """``(band set read from the patches, members)``: the given set, the members' one set, or the
+    union of their sets in canonical order; members on a set other than the one read get the
+    indices of their bands in it (:attr:`lsmap.learn.ensemble.Member.inputs`)."""
+    sets = {tuple(m.card.bands) for m in members}
+    if bands is not None:
+        profile = get_profile(bands)
+    elif len(sets) == 1:
+        profile = members[0].card.profile
+    else:
+        profile = get_profile([b for b in BAND_NAMES if any(b in s for s in sets)])
+    out = [m if tuple(m.card.bands) == profile.bands else
+           dataclasses.replace(m, inputs=band_indices(profile.bands, m.card.profile, source=f"{data} (`bands`)",
+                                                      user=m.source))
+           for m in members]
+    return profile, out
+
+
 def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, split: str = "validation",
              tta: bool = False, stats: BandStats | str | os.PathLike | None = None, norm: str = "auto",
              device: str = "auto", batch_size: int = 16, threshold: float | None = None,
@@ -92,8 +110,8 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         object_iou: IoU at which a predicted object matches a true one.
         crf: Refine each patch's ensemble probability with a dense CRF (:func:`lsmap.learn.crf.crf_refine`,
             colours from the patch's natural-colour bands) before thresholding; needs ``lsmap[crf]``.
-        bands: Band set of the models (``None``: the first model card's); taken from the patches
-            by name, so they may hold more bands. A model on another band set is refused.
+        bands: Band set taken from the patches by name (they may hold more bands); each model
+            takes its card's bands out of it. ``None``: the models' band set, or the union of theirs.
         progress: Show a progress bar.
         label_map: Mask values of the files -> 0/1/255 (``"0:0,255:1"`` for 0/255 masks).
 
@@ -119,11 +137,11 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         raise InputError("no model given; pass one or more checkpoints")
     if crf:
         require()
-    profile = get_profile(bands) if bands is not None else read_card(models[0]).profile
     patches = find_patches(data, split, require_masks=True)
     check_labels(patches, mapping, "evaluation")
     dev = resolve_device(device)
-    members = load_ensemble(models, dev, expect=profile)
+    members = load_ensemble(models, dev)
+    profile, members = _ensemble_bands(members, bands, data)
     if stats is not None and not isinstance(stats, BandStats):
         stats = BandStats.load(stats)
     norms = ["stats" if stats is not None else _member_norm(m.card, norm) for m in members]

@@ -268,12 +268,15 @@ def test_bad_inputs(tmp_path, data):
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 8))
 
 
-def test_evaluate_refuses_mixed_band_profiles(run, data, tmp_path):
+def test_evaluate_takes_each_models_bands_by_name(run, data, tmp_path):
+    """An rgb model on the 14-band patches takes B4, B3, B2; with a 14-band model the ensemble reads
+    both sets; explicit `bands` without a model's band is refused naming it."""
     out = _foreign_checkpoint(run, tmp_path / "rgb", "rgb")
-    with pytest.raises(CheckpointError, match="trained on band profile 'rgb'"):
-        evaluate([out / "best", tmp_path / "rgb"], data / "val", device="cpu")
-    with pytest.raises(BandMismatchError, match="'rgb' expects 3 bands"):
-        evaluate([tmp_path / "rgb"], data / "val", device="cpu")
+    alone = evaluate([tmp_path / "rgb"], data / "val", device="cpu")
+    both = evaluate([out / "best", tmp_path / "rgb"], data / "val", device="cpu")
+    assert alone.patches == both.patches > 0
+    with pytest.raises(MissingBandError, match=r"no bands B1, B5.*needed by .*best"):
+        evaluate([out / "best", tmp_path / "rgb"], data / "val", device="cpu", bands="rgbn")
 
 
 def test_global_norm_baseline_card(data, tmp_path):
