@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import shared_data
 
 from lsmap.learn.models import default_model_path, read_card
@@ -60,3 +61,24 @@ def test_retraining_script_writes_the_shipped_weights_only_when_asked(tmp_path, 
                          env=env, capture_output=True, text=True, check=True)
     final = res.stdout.strip().splitlines()[0].split()[-1]  # `echo finalize.py FINAL BEFORE AFTER OUT`
     assert final == ("lsmap/weights/l4s14-default" if write_shipped else str(tmp_path / "work" / "l4s14-default"))
+
+
+def test_shipped_defaults_cover_real_products():
+    """Defaults for L4S stacks and for L2A products without a DEM ship; each card names its bands,
+    states its data and scores, and its weights load (float16 on disk, float32 in memory)."""
+    from safetensors import safe_open
+
+    from lsmap.learn.models import DEFAULT_MODELS, load_checkpoint, shipped_defaults
+
+    shipped = {p.stem: p for p in shipped_defaults()}
+    assert {"l4s14-default", "l2a-default"} <= set(shipped)
+    want = {"l4s14-default": "l4s14", "l2a-terrain-default": "l2a-terrain", "l2a-default": "l2a"}
+    assert set(want) == set(DEFAULT_MODELS)
+    for name, path in shipped.items():
+        module, card = load_checkpoint(path)
+        assert card.profile.name == want[name] and len(card.stats["mean"]) == card.profile.count
+        assert "12 labelled" in card.data and 0 < card.metrics["val3_f1"] < 1
+        assert next(module.parameters()).dtype.is_floating_point and str(next(module.parameters()).dtype) == "torch.float32"
+        if name != "l4s14-default":
+            with safe_open(str(path), "pt") as f:
+                assert all(f.get_tensor(k).dtype in (torch.float16, torch.int64) for k in f.keys())
