@@ -10,6 +10,7 @@
 # LSMAP_BANDS=SET trains on that band set, taken by name from the 14-band patches (default l4s14;
 # the model is then <SET>-default): the shipped defaults for real products are LSMAP_BANDS=l2a-terrain
 # and LSMAP_BANDS=l2a. LSMAP_HALF=1 stores the weights in float16 (scored again below).
+# LSMAP_KEEP_BETTER=1 ships the checkpoint before refinement when refinement lowered the held-out F1.
 #
 # Data: the real Landslide4Sense patches in ../shared/data/l4s (override with LSMAP_L4S=DIR):
 # 15 labelled training patches (12 train, 3 held out for validation: ids 16, 461, 600) and
@@ -51,8 +52,10 @@ $LSMAP evaluate "$WORK/train/best.safetensors" --data "$WORK/split/val" --device
 FINAL=$(ls "$WORK"/refine/round_2/models/*/best.safetensors 2>/dev/null | head -1 || true)
 [ -n "$FINAL" ] || FINAL=$(ls "$WORK"/refine/round_2/models/*/*.safetensors | head -1)
 $LSMAP evaluate "$FINAL" --data "$WORK/split/val" --device cpu --json > "$WORK/eval_refined.json"
+EXTRA=(); [ -z "${LSMAP_HALF:-}" ] || EXTRA=(half)  # float16 weights
+[ -z "${LSMAP_KEEP_BETTER:-}" ] || EXTRA=("${EXTRA[0]:--}" "$WORK/train/best.safetensors")
 "$PYTHON" models/finalize_default_model.py "$FINAL" "$WORK/eval_train_only.json" "$WORK/eval_refined.json" \
-    "$OUT" ${LSMAP_HALF:+half}
+    "$OUT" "${EXTRA[@]}"
 if [ -n "${LSMAP_HALF:-}" ]; then  # the stored (float16) weights, scored as shipped
   $LSMAP evaluate "$OUT" --data "$WORK/split/val" --device cpu --json > "$WORK/eval_stored.json"
 fi

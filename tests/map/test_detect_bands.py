@@ -141,4 +141,17 @@ def test_real_l2a_bands_stack_and_detect_with_the_shipped_default(tmp_path):
     summary = json.loads(r.output)
     assert [m.split("/")[-1] for m in summary["models"]] == ["l2a-default.safetensors"]
     assert summary["bands"] == "l2a" and summary["input_scale"] == "l4s"
-    assert (tmp_path / "slides.gpkg").exists() and (tmp_path / "q.png").stat().st_size > 10_000
+    assert (tmp_path / "q.png").stat().st_size > 10_000
+    # the 2019 debris-flow scar: a corridor 150 m either side of its track (scene pixel col, row,
+    # read off the quick-look), from the runout fan in the south-west up the channel to the north-east
+    import geopandas as gpd
+    from shapely.geometry import LineString
+
+    with rasterio.open(scene) as src:
+        track = LineString([src.transform * p for p in ((347, 155), (363, 125), (391, 112), (426, 120),
+                                                        (471, 95), (496, 72), (541, 34), (571, 4))])
+    corridor = track.buffer(150)
+    slides = gpd.read_file(tmp_path / "slides.gpkg")
+    on = slides.intersects(corridor)
+    assert slides[on].area.sum() > 50_000, "most of the scar's lower 1.5 km is mapped (0.077 km2 measured)"
+    assert slides[~on].area.sum() < 10_000, "little is flagged elsewhere (0.0009 km2 measured)"
