@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from lsmap.cli import main
+from lsmap.core.bands import get_profile
 from lsmap.errors import CheckpointError, MissingInputError
 from lsmap.learn.models import read_card, read_state_dict
 from tests.detect_fixtures import tiny_checkpoint
@@ -18,6 +19,9 @@ from tests.detect_fixtures import tiny_checkpoint
 def ckpt(tmp_path):
     weights = tiny_checkpoint(tmp_path / "m")
     return weights, tmp_path / "m.json"
+
+
+_OLD = get_profile("l4s14").to_dict()
 
 
 def _edit(card_path, fn):
@@ -31,8 +35,12 @@ def _edit(card_path, fn):
     (lambda d: {**d, "threshold": 1.5}, "'threshold'"),
     (lambda d: {**d, "scale": 0}, "'scale'"),
     (lambda d: {**d, "scale": 1000}, "'scale'"),
-    (lambda d: {**d, "bands": {**d["bands"], "divisors": [0.0] * 14}}, "'bands.divisors'"),
-    (lambda d: {**d, "bands": {**d["bands"], "bands": ["B1"] * 13 + ["B99"]}}, "'bands.bands'"),
+    (lambda d: {**d, "bands": ["B1", "B2", "B99"]}, "'bands' names unknown bands B99"),
+    (lambda d: {**d, "bands": ["B1", "B1"]}, "'bands' names a band twice"),
+    (lambda d: {**d, "bands": d["bands"][:4]}, "'stats.mean' must have one value per band (4)"),
+    # older cards: a band-profile object
+    (lambda d: {**d, "bands": {**_OLD, "divisors": [0.0] * 14}}, "'bands.divisors'"),
+    (lambda d: {**d, "bands": {**_OLD, "bands": ["B1"] * 13 + ["B99"]}}, "'bands.bands'"),
     (lambda d: {**d, "stats": {"mean": [float("nan")] * 14, "std": [1.0] * 14}}, "'stats.mean'"),
     (lambda d: {**d, "domain_bn": "yes"}, "'domain_bn'"),
     (lambda d: {**d, "model": 3}, "'model'"),

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from lsmap.cli.options import bands_option, device_opt, echo_json, handle_errors, json_opt, label_map_opt, progress_default
+from lsmap.cli.options import (
+    bands_option,
+    device_opt,
+    echo_json,
+    handle_errors,
+    json_opt,
+    label_map_opt,
+    progress_default,
+)
 from lsmap.core.constants import SPLITS
 from lsmap.core.normalize import norm_choices
 

@@ -123,7 +123,6 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     import torch
     from tqdm.auto import tqdm
 
-
     models = as_list("model", models)
     norm = norm_mode(norm, auto=True)
     check_int("batch_size", batch_size, 1)

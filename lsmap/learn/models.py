@@ -326,12 +326,33 @@ def check_card(d: Any, source: object = "model card") -> None:
     if not isinstance(d.get("model"), str) or not d["model"]:
         raise bad("model", f"must be an architecture name (got {d.get('model')!r})")
     b = d.get("bands")
-    if not isinstance(b, dict):
-        raise bad("bands", f"must be a band profile object (got {type(b).__name__})")
+    known = set(L4S_BANDS) | set(S2_RESOLUTION)
+    if isinstance(b, list):  # the band names, in order (cards since band sets by name)
+        if not b or not all(isinstance(n, str) for n in b):
+            raise bad("bands", "must be a non-empty list of band names")
+        unknown = [n for n in b if n not in known]
+        if unknown:
+            raise bad("bands", f"names unknown bands {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        if len(set(b)) != len(b):
+            raise bad("bands", f"names a band twice ({', '.join(b)})")
+        b = None
+    elif not isinstance(b, dict):
+        raise bad("bands", f"must be a list of band names or a band profile object (got {type(b).__name__})")
+    if b is not None:  # an older card: a band-profile object
+        _check_profile_dict(b, known, bad)
+    st = d.get("stats")
+    names = d["bands"] if isinstance(d["bands"], list) else d["bands"]["bands"]
+    if isinstance(st, dict) and isinstance(st.get("mean"), list) and len(st["mean"]) != len(names):
+        raise CheckpointError(f"{source}: model card field 'stats.mean' must have one value per band "
+                              f"({len(names)}); re-save the checkpoint with lsmap")
+    _check_rest(d, bad)
+
+
+def _check_profile_dict(b: dict, known: set, bad) -> None:
+    """The band-profile object of an older card (:func:`check_card`)."""
     names = b.get("bands")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise bad("bands.bands", "must be a non-empty list of band names")
-    known = set(L4S_BANDS) | set(S2_RESOLUTION)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise bad("bands.bands", f"names unknown bands {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -347,6 +368,10 @@ def check_card(d: Any, source: object = "model card") -> None:
         raise bad("bands.spectral", "must list some of the card's bands")
     if b.get("nodata") is not None and not _number(b["nodata"]):
         raise bad("bands.nodata", f"must be a number or null (got {b['nodata']!r})")
+
+
+def _check_rest(d: dict, bad) -> None:
+    """Everything of :func:`check_card` after the bands."""
     scale = d.get("scale", 1.0)
     if not _number(scale) or not 0 < scale <= MAX_CARD_SCALE:
         raise bad("scale", f"must be a number in (0, {MAX_CARD_SCALE:g}] (got {scale!r})")

@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
