@@ -110,7 +110,8 @@ def main() -> int:
     totals = {name: Confusion() for name in configs}
     t0 = time.perf_counter()
     try:
-        print(f"{'fold':>4}  {'held-out ids':<16}" + "".join(f"{n:>18}" for n in configs))
+        w = max(18, *(len(n) + 2 for n in configs))  # column width
+        print(f"{'fold':>4}  {'held-out ids':<16}" + "".join(f"{n:>{w}}" for n in configs))
         for k, held in enumerate(folds):
             test_p = [patches[i] for i in held]
             train_p = [p for i, p in enumerate(patches) if i not in held]
@@ -130,8 +131,8 @@ def main() -> int:
                 totals[name] = totals[name] + Confusion(p["tp"], p["fp"], p["fn"], p["tn"])
                 f1s.append(p["f1"])
             ids = ",".join(patches[i].id for i in held)
-            print(f"{k:>4}  {ids:<16}" + "".join(f"{f:>18.4f}" for f in f1s), flush=True)
-        print(f"{'sum':>4}  {'(all held out)':<16}" + "".join(f"{totals[n].f1:>18.4f}" for n in configs))
+            print(f"{k:>4}  {ids:<16}" + "".join(f"{f:>{w}.4f}" for f in f1s), flush=True)
+        print(f"{'sum':>4}  {'(all held out)':<16}" + "".join(f"{totals[n].f1:>{w}.4f}" for n in configs))
         for n, c in totals.items():
             print(f"{n}: precision {c.precision:.4f}, recall {c.recall:.4f}, F1 {c.f1:.4f}, IoU {c.iou:.4f} "
                   f"(TP {c.tp}, FP {c.fp}, FN {c.fn})")
