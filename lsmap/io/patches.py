@@ -25,6 +25,7 @@ no names is taken to be in the order of the band set asked for (its count is che
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -201,9 +202,8 @@ def read_image(
         with h5py.File(path, "r") as f:
             if "img" not in f:
                 raise InputError(f"{path}: no 'img' dataset; is this a Landslide4Sense image patch?")
-            ds = f["img"]
-            names = _names_attr(ds.attrs.get(BANDS_ATTR))
-            arr = np.asarray(ds[()], dtype=np.float32)
+            names = _names_attr(f["img"].attrs.get(BANDS_ATTR))
+            arr = np.asarray(f["img"][()], dtype=np.float32)
     except OSError as e:
         raise InputError(f"{path}: cannot read HDF5 patch ({e}); re-create or remove the file") from None
     if arr.ndim != 3:
@@ -319,14 +319,18 @@ def write_patch(
         raise InputError(f"patch {pid}: {image.shape[0]} bands but {len(bands)} band names given")
     img_path = folder / "img" / f"image_{pid}.h5"
     with atomic_output(img_path, overwrite=True) as tmp:
-        with h5py.File(tmp, "w") as f:
-            ds = f.create_dataset("img", data=image.transpose(1, 2, 0), **opts)
+        buf = io.BytesIO()  # built in memory, written by Python: a full disk raises here, never in
+        with h5py.File(buf, "w") as f:  # an HDF5 close whose failure h5py leaves unreported
+            f.create_dataset("img", data=image.transpose(1, 2, 0), **opts)
             if bands is not None:
-                ds.attrs[BANDS_ATTR] = ",".join(bands)
+                f["img"].attrs[BANDS_ATTR] = ",".join(bands)
+        tmp.write_bytes(buf.getvalue())
     mask_path = None
     if mask is not None:
         mask_path = folder / "mask" / f"mask_{pid}.h5"
         with atomic_output(mask_path, overwrite=True) as tmp:
-            with h5py.File(tmp, "w") as f:
+            buf = io.BytesIO()
+            with h5py.File(buf, "w") as f:
                 f.create_dataset("mask", data=np.asarray(mask, np.uint8), **opts)
+            tmp.write_bytes(buf.getvalue())
     return Patch(pid, img_path, mask_path, tuple(bands) if bands is not None else None)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from patchgen import make_patches
 
-from lsmap.core.bands import PROFILES
+from lsmap.core.bands import L4S_BANDS, PROFILES
 from lsmap.data.dataset import Augment, PatchDataset
 from lsmap.data.stats import patch_stats
 from lsmap.errors import (
@@ -166,7 +166,10 @@ def _foreign_checkpoint(run, path, profile: str):
     from lsmap.learn.tiny_unet import TinyUNet
 
     card = read_card(run[0] / "best")
-    card.bands = PROFILES[profile].to_dict()
+    idx = [L4S_BANDS.index(b) for b in PROFILES[profile].bands]
+    card.bands = list(PROFILES[profile].bands)
+    card.stats = {**card.stats, "mean": [card.stats["mean"][i] for i in idx], "std": [card.stats["std"][i] for i in idx],
+                  "bands": list(PROFILES[profile].bands)}
     save_checkpoint(path, TinyUNet(PROFILES[profile].count), card)
     return run[0]
 
