@@ -6,7 +6,16 @@ import pytest
 
 from lsmap.core.bands import get_profile
 from lsmap.errors import BandMismatchError, InputError, MissingBandError, MissingInputError
-from lsmap.io.patches import LAYOUTS, NONFINITE_FILL, find_patches, has_split, read_image, read_mask, read_patch_image, write_patch
+from lsmap.io.patches import (
+    LAYOUTS,
+    NONFINITE_FILL,
+    find_patches,
+    has_split,
+    read_image,
+    read_mask,
+    read_patch_image,
+    write_patch,
+)
 
 
 def _write(path, name, data):
