@@ -56,6 +56,11 @@ class OutputExistsError(LsmapError, FileExistsError):
         self.path = path
 
 
+class LsmapWarning(UserWarning):
+    """Something in the input looks wrong but the work can go on (DNs that look offset, a DEM that
+    covers part of the scene); the CLI prints it as a one-line ``Warning: ...``."""
+
+
 class CheckpointError(LsmapError, ValueError):
     """A checkpoint is unreadable or does not fit the input it is asked to process."""
 

@@ -7,11 +7,13 @@ import os
 import click
 
 from lsmap.cli.options import (
+    aoi_opts,
     bands_option,
     device_opt,
     echo_json,
     handle_errors,
     json_opt,
+    offset_opt,
     overwrite_opt,
     progress_default,
 )
@@ -32,10 +34,12 @@ _D = DetectOptions()  # the library's defaults
                    "has, see 'lsmap info'].")
 @bands_option(None, "The scene's bands in file order, for a file without band descriptions "
                     "[default: its descriptions, as 'lsmap stack' writes them].")
-@click.option("--dem", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="DEM: SCENE is then the Sentinel-2 folder of 'lsmap stack', stacked first.")
+@click.option("--dem", "dem", multiple=True, type=click.Path(), default=None,
+              help="DEM (one file, repeated for tiles, or a folder of tiles): SCENE is then stacked first.")
 @click.option("--slope", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Slope raster for stacking (default: computed from --dem).")
+@aoi_opts
+@offset_opt
 @click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
 @click.option("--window", type=click.IntRange(16), default=_D.window, show_default=True, help="Window size (pixels).")
 @click.option("--overlap", type=click.IntRange(0), default=_D.overlap, show_default=True,
@@ -79,13 +83,15 @@ _D = DetectOptions()  # the library's defaults
 @overwrite_opt
 @json_opt
 @handle_errors
-def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_size, norm, stats, input_scale,
-           threshold, prob, mask, quicklook, report, uncertainty, min_area, simplify, fill_holes, crf, scheduler,
-           merged, device, overwrite, as_json):
+def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, tta, window, overlap, batch_size,
+           norm, stats, input_scale, threshold, prob, mask, quicklook, report, uncertainty, min_area, simplify,
+           fill_holes, crf, scheduler, merged, device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
-    SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or with --dem the
-    Sentinel-2 folder that 'lsmap stack' takes. Nodata pixels never become landslides.
+    SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or what 'lsmap stack'
+    takes, stacked first: a Sentinel-2 product (.SAFE folder, .SAFE.zip, STAC Item file or URL), or a
+    folder of band files (with --dem for terrain bands). --bbox/--aoi crop every input before any
+    other work. Nodata pixels never become landslides.
 
     \b
     $ lsmap detect sample_data/scene_l4s14.tif -o out/slides.gpkg --quicklook out/slides.png --overwrite
@@ -94,6 +100,9 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
           --prob prob.tif --uncertainty --min-area 200 --simplify 5
     $ lsmap detect scene.tif -o slides.gpkg --model unet.safetensors --crf
     $ lsmap detect S2_folder/ --dem dem.tif -o slides.geojson --model unet.safetensors
+    $ lsmap detect S2B_MSIL2A_....SAFE.zip --dem dem_tiles/ --bbox 85.30,27.70,85.50,27.90 -o slides.gpkg \\
+          --model unet.safetensors
+    $ lsmap detect scene.tif --aoi valley.gpkg -o slides.gpkg --prob prob.tif
 
     Without --model the default model is used; --model takes a checkpoint or a shipped model's
     name (--model default; see 'lsmap info').
@@ -113,8 +122,9 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
                     stats=stats, input_scale=input_scale, threshold=threshold, uncertainty=uncertainty,
                     min_area=min_area, simplify=simplify, fill_holes=fill_holes, crf=crf, device=device)
     if names_many(scenes, out):
-        for flag, value in (("--dem", dem), ("--slope", slope), ("--prob", prob), ("--mask", mask),
-                            ("--quicklook", quicklook), ("--report", report)):
+        for flag, value in (("--dem", dem or None), ("--slope", slope), ("--prob", prob), ("--mask", mask),
+                            ("--quicklook", quicklook), ("--report", report), ("--bbox", bbox), ("--aoi", aoi_file),
+                            ("--offset", offset)):
             if value is not None:
                 raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
                                          f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
@@ -123,11 +133,21 @@ def detect(scenes, out, models, bands, dem, slope, tta, window, overlap, batch_s
         return
     scene = scenes[0]
 
-    if slope is not None and dem is None:
+    from lsmap.io.aoi import aoi_from_options
+    from lsmap.io.s2product import is_product
+
+    if slope is not None and not dem:
         raise click.BadParameter("--slope needs --dem (SCENE is then the Sentinel-2 folder)", param_hint="--slope")
-    source = scene if dem is None else {"s2": scene, "dem": dem, **({"slope": slope} if slope else {})}
+    aoi = aoi_from_options(bbox, bbox_crs, aoi_file)
+    if dem or is_product(scene) or os.path.isdir(scene):
+        source = {"s2": scene, "dem": list(dem) or None, "offset": offset, **({"slope": slope} if slope else {})}
+    elif offset is not None:
+        raise click.BadParameter(f"{scene} is a stacked scene; --offset is for the band files or product that "
+                                 f"'lsmap stack' takes", param_hint="--offset")
+    else:
+        source = scene
     gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,
-                     overwrite=overwrite, progress=progress_default(as_json), **settings)
+                     overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, **settings)
     summary = gdf.attrs["lsmap"]
     if as_json:
         echo_json(summary)

@@ -11,11 +11,12 @@ import functools
 import json
 import re
 import sys
+import warnings
 
 import click
 
 from lsmap.core.bands import PROFILES
-from lsmap.errors import LsmapError
+from lsmap.errors import LsmapError, LsmapWarning
 from lsmap.learn.device import DEVICES
 
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
@@ -53,6 +54,25 @@ label_map_opt = click.option(
     "--label-map", default=None,
     help="Mask value:0/1/255 pairs for masks in another convention, e.g. '0:0,255:1' for 0/255 masks.",
 )
+dem_opt = click.option(
+    "--dem", "dem", multiple=True, type=click.Path(path_type=str),
+    help="DEM in metres (any CRS/resolution); repeat it, or give a folder, for DEM tiles (mosaicked on the fly).",
+)
+offset_opt = click.option(
+    "--offset", type=float, default=None,
+    help="DN offset of loose band files, e.g. -1000 for processing baseline >= 04.00 (products carry theirs).",
+)
+
+
+def aoi_opts(fn):
+    """``--bbox W,S,E,N``, ``--bbox-crs`` and ``--aoi FILE``: the area of interest, cropped before any work."""
+    fn = click.option("--aoi", "aoi_file", type=click.Path(exists=True, dir_okay=False), default=None,
+                      help="Area of interest: a vector file (GeoPackage, GeoJSON, Shapefile...; its CRS honoured); "
+                           "pixels outside its polygons are nodata.")(fn)
+    fn = click.option("--bbox-crs", default=None, help="CRS of --bbox (default: lon/lat, EPSG:4326).")(fn)
+    fn = click.option("--bbox", default=None, metavar="W,S,E,N",
+                      help="Area of interest: a box, lon/lat unless --bbox-crs; only its window is processed.")(fn)
+    return fn
 
 
 #: A Python argument named in a library message: ```overlap```.
@@ -92,18 +112,30 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except LsmapError as e:
-            ctx = click.get_current_context(silent=True)
-            raise click.ClickException(cli_message(str(e), ctx.command if ctx else None)) from None
-        except OSError as e:  # a full or read-only disk outside the library's own checks: still one line
-            from lsmap.io.outputs import output_oserror
+        ctx = click.get_current_context(silent=True)
+        command = ctx.command if ctx else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", LsmapWarning)
+            shown = warnings.showwarning
 
-            mapped = output_oserror(e, getattr(e, "filename", None) or "output")
-            if mapped is None:
-                raise
-            raise click.ClickException(str(mapped)) from None
+            def show(message, category, *rest, **kw):
+                if issubclass(category, LsmapWarning):
+                    click.echo(f"Warning: {cli_message(str(message), command)}", err=True)
+                else:
+                    shown(message, category, *rest, **kw)
+
+            warnings.showwarning = show
+            try:
+                return fn(*args, **kwargs)
+            except LsmapError as e:
+                raise click.ClickException(cli_message(str(e), command)) from None
+            except OSError as e:  # a full or read-only disk outside the library's own checks: still one line
+                from lsmap.io.outputs import output_oserror
+
+                mapped = output_oserror(e, getattr(e, "filename", None) or "output")
+                if mapped is None:
+                    raise
+                raise click.ClickException(str(mapped)) from None
 
     return wrapper
 

@@ -1,13 +1,25 @@
 """Assemble Sentinel-2 bands, a DEM and slope on one 10 m grid, scaled like Landslide4Sense.
 
-:func:`stack_scene` turns a folder (or list) of Sentinel-2 band files at 10/20/60 m, a DEM in any
-CRS/resolution and optionally a slope raster into one float32 GeoTIFF whose bands follow a band
-set and hold ``raw / divisor``; the band names are written as the band descriptions. Without a
-band set it writes the fullest set in L4S order (B1..B12 without B8A, slope, DEM) that the inputs
-can fill: every L4S band that has a file (an L2A product has no B10), and slope and DEM only with
-a DEM (slope also from a slope raster alone).
+:func:`stack_scene` turns a Sentinel-2 input, a DEM in any CRS/resolution (one file or tiles) and
+optionally a slope raster into one float32 GeoTIFF whose bands follow a band set and hold
+``(DN + offset) * 10000 / quantification / divisor`` for Sentinel-2 bands, ``raw / divisor`` for
+terrain; the band names are written as the band descriptions. Without a band set it writes the
+fullest set in L4S order (B1..B12 without B8A, slope, DEM) that the inputs can fill: every L4S band
+that has a file (an L2A product has no B10), and slope and DEM only with a DEM (slope also from a
+slope raster alone).
 
-Grid: the grid of a 10 m band (B2, B3, B4 or B8, in that order of preference). Bands on another
+Inputs (:func:`resolve_s2`): a product as downloaded (``.SAFE`` folder, ``.SAFE.zip`` read in
+place, STAC Item; :mod:`lsmap.io.s2product`, :mod:`lsmap.io.stac`), whose metadata gives the band
+files by name and the DN offset (-1000 from processing baseline 04.00 on), or loose band files
+(offset ``offset``, else unknown: a warning when no DN below 1000 occurs in any band). The offset
+is applied to the source pixels before resampling, so an offset product and the same scene
+without offset stack to identical values. Several DEM files or a folder of tiles are mosaicked as
+a VRT (:mod:`lsmap.io.mosaic`). With an area of interest (:mod:`lsmap.io.aoi`) only the window of
+the 10 m grid covering it is read and written, computed exactly as in a whole-scene run. Product
+layers (SCL, MSK_CLDPRB) can be written on the same grid and window, nearest neighbour.
+
+Grid: the grid of a 10 m band (B2, B3, B4 or B8, in that order of preference), or the 10 m
+subdivision of the finest band's grid when no 10 m file is present. Bands on another
 grid (20/60 m bands, the DEM, a slope raster) are resampled onto it bilinearly at the output
 pixel centres (NaN-aware: invalid neighbours drop out and the weights renormalise). The centres
 are mapped to each source with an exact PROJ transform computed from the global grid, so a
@@ -50,23 +62,29 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from lsmap.core.bands import L4S_BANDS, S2_RESOLUTION, TERRAIN_BANDS, BandProfile, get_profile
 from lsmap.core.windows import block_grid
-from lsmap.errors import InputError, MissingInputError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError
+from lsmap.io.aoi import AOI, aoi_inside, aoi_window
+from lsmap.io.mosaic import coverage, dem_files, dem_mosaic
 from lsmap.io.outputs import atomic_output, check_output, gdal_write_check, verify_geotiff
 from lsmap.io.rasters import (
     OUTPUT_NODATA,
+    gdal_source,
     geotiff_profile,
     open_raster,
     read_window,
     set_band_descriptions,
 )
+from lsmap.io.s2product import L4S_QUANTIFICATION, S2Source, is_product, open_product
 
 #: File extensions searched in Sentinel-2 folders.
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
@@ -74,6 +92,12 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
 REFERENCE_BANDS = ("B2", "B3", "B4", "B8")
 #: A band token in a file name: ``B4``, ``B04``, ``B8A``, ``B11`` not glued to letters/digits.
 _BAND_TOKEN = re.compile(r"(?<![A-Za-z0-9])B(\d{1,2})(A?)(?![A-Za-z0-9])", re.IGNORECASE)
+#: Nodata value of each product layer written beside a stack (SCL class 0 is "no data").
+LAYER_NODATA = {"SCL": 0, "MSK_CLDPRB": 255}
+#: Loose band files whose smallest DN over the scene is at least this look offset (baseline >= 04.00 adds 1000).
+OFFSET_DN_HINT = 1000.0
+#: Uncovered fraction of the scene/AOI below which a DEM counts as covering it (edge rounding).
+DEM_COVER_TOLERANCE = 1e-3
 # WGS 84 ellipsoid (used for metre pixel sizes of geographic DEMs).
 _WGS84_A = 6378137.0
 _WGS84_E2 = 6.69437999014e-3
@@ -95,6 +119,17 @@ class StackResult:
         nodata: Output nodata value.
         valid_fraction: Fraction of output pixels with every band valid.
         left_out: L4S bands the stack lacks, each with why (when the band set was chosen from the inputs).
+        kind: What the Sentinel-2 input was: ``files``, ``SAFE``, ``SAFE zip`` or ``STAC``.
+        offsets: Sentinel-2 band -> DN offset applied.
+        offsets_known: Whether the offsets came from the input (metadata, ``offset``) rather than a default 0.
+        quantification: DN per unit reflectance of the input (10000 for every product so far).
+        product: Product metadata (SAFE inputs).
+        window: ``(col_off, row_off, width, height)`` of the output in the scene's full 10 m grid
+            (with an AOI), else ``None``.
+        aoi: The area of interest (JSON form), if any.
+        layers: Product layer -> the file it was written to.
+        notes: Remarks on the input (e.g. bands read from coarser files than the product lists).
+        warnings: The warnings issued.
     """
 
     path: Path
@@ -108,6 +143,16 @@ class StackResult:
     nodata: float = OUTPUT_NODATA
     valid_fraction: float = 0.0
     left_out: dict[str, str] = field(default_factory=dict)
+    kind: str = "files"
+    offsets: dict[str, float] = field(default_factory=dict)
+    offsets_known: bool = False
+    quantification: float = 10000.0
+    product: dict | None = None
+    window: tuple[int, int, int, int] | None = None
+    aoi: dict | None = None
+    layers: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -115,6 +160,8 @@ class StackResult:
         d["path"] = str(self.path)
         d["bands"] = list(self.bands)
         d["resolution"] = list(self.resolution)
+        d["window"] = list(self.window) if self.window is not None else None
+        d["notes"], d["warnings"] = list(self.notes), list(self.warnings)
         return d
 
 
@@ -207,7 +254,12 @@ def fullest_band_set(sources: str | os.PathLike | Sequence[str | os.PathLike], d
     Raises:
         MissingInputError: no source holds any L4S Sentinel-2 band.
     """
-    candidates, where = _candidates(sources)
+    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    if len(items) == 1 and is_product(items[0]):  # a SAFE / zip / STAC Item: its metadata lists its bands
+        product = open_product(items[0])
+        candidates, where = set(product.files), product.where
+    else:
+        candidates, where = _candidates(sources)
     names, left_out = [], {}
     for b in L4S_BANDS:
         if b in TERRAIN_BANDS:
@@ -316,9 +368,12 @@ class _Layer:
     """
 
     def __init__(self, src, name: str, nodata: float | None, grid: _Grid,
-                 derive: Callable[[np.ndarray, int], np.ndarray] | None = None, halo: int = 0) -> None:
+                 derive: Callable[[np.ndarray, int], np.ndarray] | None = None, halo: int = 0,
+                 nearest: bool = False, offset: float = 0.0, gain: float = 1.0) -> None:
         self.src, self.name, self.nodata, self.grid = src, name, nodata, grid
-        self.derive, self.halo = derive, halo
+        self.derive, self.halo, self.nearest = derive, halo, nearest
+        # radiometry, applied to source pixels before any resampling: (DN + offset) * gain
+        self.offset, self.gain = float(offset), float(gain)
         self.same_grid = (
             src.crs == grid.crs and src.width == grid.width and src.height == grid.height
             and src.transform.almost_equals(grid.transform, precision=1e-9 * max(1.0, abs(grid.transform.a)))
@@ -342,6 +397,8 @@ class _Layer:
         arr = read_window(self.src, 1, Window(c0, r0, c1 - c0, r1 - r0)).astype(np.float64)
         if self.nodata is not None:
             arr[arr == self.nodata] = np.nan
+        if self.offset or self.gain != 1.0:
+            arr = (arr + self.offset) * self.gain
         out[r0 - row0:r1 - row0, c0 - col0:c1 - col0] = arr
         return out
 
@@ -370,6 +427,16 @@ class _Layer:
         ok = np.isfinite(col) & np.isfinite(row)
         ok &= (col > -1) & (col < self.src.width) & (row > -1) & (row < self.src.height)
         dst = np.full((w.height, w.width), np.nan, np.float32)
+        if self.nearest:
+            ri, ci = np.floor(row + 0.5), np.floor(col + 0.5)
+            ok = np.isfinite(ri) & np.isfinite(ci)
+            ok &= (ri >= 0) & (ri < self.src.height) & (ci >= 0) & (ci < self.src.width)
+            if ok.any():
+                ri, ci = ri[ok].astype(np.int64), ci[ok].astype(np.int64)
+                r0, c0 = int(ri.min()), int(ci.min())
+                arr = self._read(r0, c0, int(ri.max()) - r0 + 1, int(ci.max()) - c0 + 1)
+                dst[ok] = arr[ri - r0, ci - c0]
+            return dst
         if not ok.any():
             return dst
         arr, r0, c0 = self._read_around(row[ok], col[ok])
@@ -389,6 +456,15 @@ class _Layer:
         return arr, r0, c0
 
     def _separable(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        if self.nearest:  # full-resolution source pixels, never a decimated (overview) read
+            ri, ci = np.floor(row + 0.5).astype(np.int64), np.floor(col + 0.5).astype(np.int64)
+            ok_r, ok_c = (ri >= 0) & (ri < self.src.height), (ci >= 0) & (ci < self.src.width)
+            dst = np.full((row.size, col.size), np.nan, np.float32)
+            if ok_r.any() and ok_c.any():
+                r0, c0 = int(ri[ok_r].min()), int(ci[ok_c].min())
+                arr = self._read(r0, c0, int(ri[ok_r].max()) - r0 + 1, int(ci[ok_c].max()) - c0 + 1)
+                dst[np.ix_(ok_r, ok_c)] = arr[np.ix_(ri[ok_r] - r0, ci[ok_c] - c0)]
+            return dst
         ok_r = (row > -1) & (row < self.src.height)
         ok_c = (col > -1) & (col < self.src.width)
         dst = np.full((row.size, col.size), np.nan, np.float32)
@@ -504,50 +580,107 @@ def _single_band(src, what: str) -> None:
 # --- the stack -------------------------------------------------------------------------------
 
 
+def resolve_s2(s2: str | os.PathLike | Sequence[str | os.PathLike], bands: Sequence[str],
+               offset: float | None = None) -> S2Source:
+    """Resolve the Sentinel-2 input of :func:`stack_scene` to band files by name, with their radiometry.
+
+    Args:
+        s2: One product (a ``.SAFE`` folder, a ``.SAFE.zip``, a STAC Item file or URL) or loose band
+            files / folders of band files.
+        bands: Sentinel-2 band names needed.
+        offset: DN offset of loose band files (they carry no metadata); refused for products, which
+            declare their own.
+
+    Raises:
+        MissingInputError: an input or a needed band does not exist.
+        InputError: a bad product, several products, or ``offset`` with a product.
+    """
+    items = [s2] if isinstance(s2, (str, os.PathLike)) else list(s2)
+    if len(items) == 1 and is_product(items[0]):
+        source = open_product(items[0])
+        if offset is not None:
+            if source.offsets is not None:
+                raise InputError(f"{source.where}: --offset is for loose band files; this {source.kind} input "
+                                 f"declares its own DN offsets (drop --offset)")
+            source = replace(source, offsets={b: float(offset) for b in source.files})
+        return source.select(bands)
+    products = [str(i) for i in items if is_product(i)]
+    if products:
+        raise InputError(f"{products[0]}: a Sentinel-2 product is stacked on its own; give one product "
+                         f"(SAFE folder, zip or STAC Item) or loose band files, not both")
+    files = find_band_files(items, bands)
+    offsets = None if offset is None else {b: float(offset) for b in files}
+    return S2Source("files", ", ".join(str(i) for i in items), {b: str(p) for b, p in files.items()}, offsets)
+
+
 def stack_scene(
     s2: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     *,
-    dem: str | os.PathLike | None = None,
+    dem: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     slope: str | os.PathLike | None = None,
     bands: str | BandProfile | None = None,
     overwrite: bool = False,
     block: int = 1024,
     progress: bool = False,
     creation_options: dict | None = None,
+    offset: float | None = None,
+    aoi: AOI | None = None,
+    layers: Mapping[str, str | os.PathLike] | None = None,
 ) -> StackResult:
     """Build the L4S-scaled float32 stack of a Sentinel-2 scene on its 10 m grid.
 
     Args:
-        s2: A folder of Sentinel-2 band files (searched recursively, GeoTIFF or JPEG 2000), or
-            the band files themselves; bands are recognised by name (``..._B04_10m.jp2``,
-            ``B4.tif``, ``B8A`` is never ``B8``).
+        s2: A Sentinel-2 product (``.SAFE`` folder, ``.SAFE.zip`` read in place, STAC Item JSON file
+            or URL), or loose band files / folders of them (searched recursively, GeoTIFF or JPEG
+            2000; bands recognised by name: ``..._B04_10m.jp2``, ``B4.tif``, ``B8A`` is never ``B8``).
         out: Output GeoTIFF.
-        dem: DEM in metres, any CRS/resolution. Needed when the profile has a ``DEM`` band, or a
-            ``slope`` band and no ``slope`` raster.
+        dem: DEM in metres, any CRS/resolution: one file, several files or a folder of tiles
+            (mosaicked on the fly). Needed when the profile has a ``DEM`` band, or a ``slope`` band
+            and no ``slope`` raster.
         slope: Slope raster in degrees (any CRS/resolution); computed from ``dem`` when absent.
         bands: Band set: a profile name (``l4s14``, ``l2a-terrain``, ``l2a``, ``rgbn``, ...), a comma
             list of band names, or a profile; ``None``: the fullest L4S-ordered set the inputs can
             fill (:func:`fullest_band_set`; what was left out is in the result).
-        overwrite: Replace an existing ``out``.
+        overwrite: Replace existing outputs.
         block: Output block size in pixels (memory grows with ``block**2 * bands``).
         progress: Show a tqdm progress bar over blocks.
         creation_options: Extra or overriding GDAL GeoTIFF creation options.
+        offset: DN offset of loose band files (e.g. ``-1000`` for processing baseline >= 04.00);
+            products declare theirs. Stacked values are ``(DN + offset) * 10000 / quantification / divisor``.
+        aoi: Area of interest: only the window of the 10 m grid that covers it is read and written
+            (pixels identical to the full scene's); a vector AOI also sets pixels outside it to nodata.
+        layers: Product layers to write on the same grid (nearest neighbour, full resolution):
+            ``{"SCL": "scl.tif", "MSK_CLDPRB": "cldprb.tif"}``; uint8, nodata 0 (SCL) / 255 (MSK_CLDPRB).
 
     Returns:
         A :class:`StackResult` describing the output.
 
     Raises:
-        OutputExistsError: ``out`` exists and not ``overwrite`` (before reading anything).
+        OutputExistsError: an output exists and not ``overwrite`` (before reading anything).
         MissingInputError: an input or a needed band file does not exist.
-        InputError: unreadable/corrupt inputs, multi-band band files, a DEM or slope raster that
-            does not overlap the scene, a missing ``dem``, an unknown profile, a bad ``block``.
+        InputError: unreadable/corrupt inputs or products, multi-band band files, a DEM or slope raster
+            that does not overlap the scene (or does not cover the AOI), a missing ``dem``, an unknown
+            profile or layer, an AOI outside the scene, a bad ``block``.
+
+    Warns:
+        LsmapWarning: loose band files whose DNs look offset (no value below 1000 in any band) and no
+            ``offset`` given; a DEM that covers only part of the scene.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
     from tqdm.auto import tqdm
 
     out = check_output(out, overwrite)
+    layer_outs = {}
+    for name, path in (layers or {}).items():
+        if name not in LAYER_NODATA:
+            raise InputError(f"unknown product layer '{name}'; choose from: {', '.join(LAYER_NODATA)}")
+        layer_outs[name] = check_output(path, overwrite)
+    if len({p.resolve() for p in [out, *layer_outs.values()]}) != 1 + len(layer_outs):
+        raise InputError("the stack and the layer outputs must be different files")
     left_out: dict[str, str] = {}
     if bands is None:
         profile, left_out = fullest_band_set(s2, dem, slope)
@@ -558,111 +691,200 @@ def stack_scene(
     needs_dem = "DEM" in profile.bands or ("slope" in profile.bands and slope is None)
     if needs_dem and dem is None:
         raise InputError(f"band set {profile.label} needs a DEM; pass `dem` (and optionally `slope`)")
-    files = find_band_files(s2, profile.sentinel2_bands)
+    source = resolve_s2(s2, profile.sentinel2_bands, offset)
+    for name in layer_outs:
+        if name not in source.layers:
+            raise MissingInputError(f"{source.where}: this {source.kind} input has no {name} layer; "
+                                    f"drop the {name} output (SAFE L2A products and STAC Items have SCL)")
+    dem_files_ = dem_files(dem) if needs_dem else []
+    found: list[str] = []
 
     with contextlib.ExitStack() as stack:
-        opened = {b: stack.enter_context(open_raster(p, f"Sentinel-2 band {b}")) for b, p in files.items()}
+        opened = {b: stack.enter_context(open_raster(p, f"Sentinel-2 band {b}")) for b, p in source.files.items()}
         for b, src in opened.items():
             _single_band(src, f"Sentinel-2 band {b}")
-        ref = _reference(opened)
-        grid = _Grid(ref.crs, ref.transform, ref.width, ref.height)
+        ref_band = _ref_band(opened)
+        ref = opened[ref_band]
+        grid = _ten_metre_grid(ref)
         off = [b for b, src in opened.items() if src is not ref and not _overlaps(src, grid)]
         if off:
             raise InputError(
-                f"{', '.join(str(files[b]) for b in off)}: band file{'s' if len(off) > 1 else ''} "
+                f"{', '.join(gdal_source(source.files[b]) for b in off)}: band file{'s' if len(off) > 1 else ''} "
                 f"{', '.join(off)} do{'es' if len(off) == 1 else ''} not overlap the scene's 10 m grid "
-                f"({files[_ref_band(opened)]}); give the band files of one scene"
+                f"({gdal_source(source.files[ref_band])}); give the band files of one scene"
             )
-        layers: dict[str, _Layer] = {}
+        if aoi is not None:
+            win = aoi_window(aoi, grid.crs, grid.transform, grid.width, grid.height,
+                             where=f"the Sentinel-2 scene ({source.where})")
+            aoi_grid = aoi.to_crs(grid.crs) if aoi.mask else None
+        else:
+            win, aoi_grid = Window(0, 0, grid.width, grid.height), None
+        out_grid = _Grid(grid.crs, window_transform(win, grid.transform), int(win.width), int(win.height))
+        area = "area of interest" if aoi is not None else "Sentinel-2 scene"
+        layers_: dict[str, _Layer] = {}
         sources: dict[str, str] = {}
         for b, src in opened.items():
             nodata = src.nodata if src.nodata is not None else profile.nodata
-            layers[b] = _Layer(src, b, nodata, grid)
-            sources[b] = str(files[b])
+            layers_[b] = _Layer(src, b, nodata, grid, offset=source.dn_offset(b),
+                                gain=L4S_QUANTIFICATION / source.quantification)
+            sources[b] = gdal_source(source.files[b])
         dem_src = None
         if needs_dem:
-            dem_src = stack.enter_context(open_raster(dem, "DEM"))
+            if len(dem_files_) > 1:
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lsmap-dem-")))
+                dem_path = dem_mosaic(dem_files_, tmp / "dem.vrt")
+                dem_label = f"{len(dem_files_)} DEM tiles ({', '.join(str(p) for p in dem_files_[:3])}" \
+                            f"{', ...' if len(dem_files_) > 3 else ''})"
+            else:
+                dem_path = dem_label = dem_files_[0]
+            dem_src = stack.enter_context(open_raster(dem_path, "DEM"))
             _single_band(dem_src, "DEM")
-            if not _overlaps(dem_src, grid):
-                raise InputError(
-                    f"{dem}: DEM does not overlap the Sentinel-2 scene ({files[_ref_band(opened)]}); "
-                    f"give the DEM of this area"
-                )
+            if not _overlaps(dem_src, out_grid):
+                what = gdal_source(source.files[ref_band]) if aoi is None else aoi.source
+                raise InputError(f"{dem_label}: DEM does not overlap the {area} ({what}); give the DEM of this area")
+            covered = coverage(dem_files_, out_grid.crs, out_grid.transform, out_grid.width, out_grid.height)
+            if covered < 1 - DEM_COVER_TOLERANCE:
+                msg = (f"{dem_label}: the DEM covers {100 * covered:.1f} % of the {area}; pixels outside it are "
+                       f"nodata")
+                if aoi is not None:
+                    raise InputError(f"{msg}: add the DEM tiles of the whole area of interest")
+                warnings.warn(f"{msg} (add the missing DEM tiles if the scene has data there)", LsmapWarning,
+                              stacklevel=2)
+                found.append(msg)
         if "DEM" in profile.bands:
-            layers["DEM"] = _Layer(dem_src, "DEM", dem_src.nodata, grid)
-            sources["DEM"] = str(dem)
+            layers_["DEM"] = _Layer(dem_src, "DEM", dem_src.nodata, grid)
+            sources["DEM"] = str(dem_label)
         if "slope" in profile.bands:
             if slope is not None:
                 slope_src = stack.enter_context(open_raster(slope, "slope"))
                 _single_band(slope_src, "slope")
-                if not _overlaps(slope_src, grid):
+                if not _overlaps(slope_src, out_grid):
                     raise InputError(
-                        f"{slope}: slope raster does not overlap the Sentinel-2 scene; give the slope of this area"
+                        f"{slope}: slope raster does not overlap the {area}; give the slope of this area"
                     )
-                layers["slope"] = _Layer(slope_src, "slope", slope_src.nodata, grid)
+                layers_["slope"] = _Layer(slope_src, "slope", slope_src.nodata, grid)
                 sources["slope"] = str(slope)
             else:
                 def derive(arr: np.ndarray, row0: int, _src=dem_src) -> np.ndarray:
                     return horn_slope(arr, _src.transform, _src.crs, row_offset=row0)
 
-                layers["slope"] = _Layer(dem_src, "slope", dem_src.nodata, grid, derive=derive, halo=1)
-                sources["slope"] = f"Horn slope of {dem}"
+                layers_["slope"] = _Layer(dem_src, "slope", dem_src.nodata, grid, derive=derive, halo=1)
+                sources["slope"] = f"Horn slope of {dem_label}"
+        for name in layer_outs:
+            src = stack.enter_context(open_raster(source.layers[name], f"{name} layer"))
+            _single_band(src, f"{name} layer")
+            layers_[name] = _Layer(src, name, None, grid, nearest=True)
+            sources[name] = gdal_source(source.layers[name])
 
         divisors = np.asarray(profile.divisors, np.float32).reshape(-1, 1, 1)
+        spectral = [b in profile.sentinel2_bands for b in profile.bands]
         out_profile = geotiff_profile(
-            crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+            crs=out_grid.crs, transform=out_grid.transform, width=out_grid.width, height=out_grid.height,
             count=profile.count, creation_options=creation_options,
         )
-        windows = block_grid(grid.height, grid.width, block)  # disjoint: each pixel written and counted once
+        # blocks of the output window, in the coordinates of the full 10 m grid: a pixel's value
+        # is computed exactly as in a full-scene run; disjoint: each pixel written and counted once
+        windows = [Window(w.col_off + int(win.col_off), w.row_off + int(win.row_off), w.width, w.height)
+                   for w in block_grid(out_grid.height, out_grid.width, block)]
         from lsmap.io.resources import check_memory
 
-        check_memory(block * block * (profile.count * 4 * 3 + 8 * len(groups_of(profile, layers))), f"--block {block}",
+        check_memory(block * block * (profile.count * 4 * 3 + 8 * len(groups_of(profile, layers_))), f"--block {block}",
                      f"blocks of {block} x {block} px x {profile.count} bands", "use a smaller --block")
         # bands are resampled in parallel, one thread per source file at a time (a dataset handle
         # is not for two threads at once: slope and DEM read the same file, so go together)
         groups: dict[int, list[str]] = {}
-        for b in profile.bands:
-            groups.setdefault(id(layers[b].src), []).append(b)
+        for b in [*profile.bands, *layer_outs]:
+            groups.setdefault(id(layers_[b].src), []).append(b)
         pool = stack.enter_context(ThreadPoolExecutor(min(len(groups), os.cpu_count() or 1),
                                                       thread_name_prefix="lsmap-stack"))
         n_valid = 0
         band_valid = dict.fromkeys(profile.bands, 0)
-        with atomic_output(out, overwrite, lock=True) as tmp:
-            import rasterio
+        dn_min = np.full(sum(spectral), np.inf)
+        import rasterio
 
-            with gdal_write_check(out), rasterio.open(tmp, "w", **out_profile) as dst:
+        tmp_layers = {name: stack.enter_context(atomic_output(p, overwrite)) for name, p in layer_outs.items()}
+        with atomic_output(out, overwrite, lock=True) as tmp:
+            with gdal_write_check(out), rasterio.open(tmp, "w", **out_profile) as dst, contextlib.ExitStack() as lay:
                 set_band_descriptions(dst, profile.bands)
-                dst.update_tags(LSMAP_PROFILE=profile.name, LSMAP_SCALING="raw / L4S divisors")
+                dst.update_tags(LSMAP_PROFILE=profile.name, LSMAP_SCALING="(raw + offset) * 10000 / "
+                                "quantification / L4S divisors", LSMAP_SOURCE=source.kind,
+                                LSMAP_DN_OFFSETS=",".join(f"{b}:{source.dn_offset(b):g}" for b in
+                                                           profile.sentinel2_bands))
+                lay_dst = {}
+                for name, path in tmp_layers.items():
+                    lp = geotiff_profile(crs=out_grid.crs, transform=out_grid.transform, width=out_grid.width,
+                                         height=out_grid.height, count=1, dtype="uint8", nodata=LAYER_NODATA[name])
+                    lay_dst[name] = lay.enter_context(rasterio.open(path, "w", **lp))
+                    set_band_descriptions(lay_dst[name], [name])
                 for w in tqdm(windows, desc="stack", unit="block", disable=not progress):
-                    parts = _resample_block(layers, groups.values(), w, pool)
-                    arr = np.stack([parts[b] for b in profile.bands]) / divisors
-                    finite = np.isfinite(arr)
+                    parts = _resample_block(layers_, groups.values(), w, pool)
+                    raw = np.stack([parts[b] for b in profile.bands])
+                    finite = np.isfinite(raw)
                     for k, b in enumerate(profile.bands):
                         band_valid[b] += int(finite[k].sum())
                     invalid = ~finite.all(axis=0)
+                    where = Window(w.col_off - win.col_off, w.row_off - win.row_off, w.width, w.height)
+                    if aoi_grid is not None:
+                        invalid |= ~aoi_inside(aoi_grid, grid.crs, window_transform(where, out_grid.transform),
+                                               (w.height, w.width))
+                    if source.offsets is None and not invalid.all():
+                        dn_min = np.minimum(dn_min, raw[spectral][:, ~invalid].min(axis=1))
+                    arr = raw / divisors
                     arr[:, invalid] = OUTPUT_NODATA
                     n_valid += int(invalid.size - invalid.sum())
-                    dst.write(arr.astype(np.float32), window=w)
+                    dst.write(arr, window=where)
+                    for name, ldst in lay_dst.items():
+                        v = parts[name]
+                        ldst.write(np.where(np.isfinite(v), v, LAYER_NODATA[name]).astype(np.uint8)[None],
+                                   window=where)
             if n_valid == 0:
                 empty = [b for b, n in band_valid.items() if n == 0]
                 named = ", ".join(f"{b} ({sources.get(b, '?')})" for b in empty) or "no single band"
                 raise InputError(
                     f"{out}: the stack would have no valid pixel; bands without any valid pixel on the grid: "
-                    f"{named}; check that every input covers the scene and its nodata value"
+                    f"{named}; check that every input covers the {area} and its nodata value"
                 )
             verify_geotiff(tmp, out)
+    if source.offsets is None and np.isfinite(dn_min).all() and dn_min.min() >= OFFSET_DN_HINT:
+        msg = (f"{source.where}: the digital numbers look offset: no value below {int(dn_min.min())} in any band "
+               f"over the {area} (products of processing baseline 04.00 and later add 1000); if they are, "
+               f"stack again with --offset -1000 (SAFE products and STAC Items carry their offset)")
+        warnings.warn(msg, LsmapWarning, stacklevel=2)
+        found.append(msg)
 
     crs = grid.crs.to_string() if grid.crs is not None else ""
     return StackResult(
-        path=out, profile=profile.name, bands=profile.bands, width=grid.width, height=grid.height,
+        path=out, profile=profile.name, bands=profile.bands, width=out_grid.width, height=out_grid.height,
         crs=crs, resolution=(abs(grid.transform.a), abs(grid.transform.e)), sources=sources,
-        nodata=OUTPUT_NODATA, valid_fraction=n_valid / float(grid.width * grid.height), left_out=left_out,
+        nodata=OUTPUT_NODATA, valid_fraction=n_valid / float(out_grid.width * out_grid.height), left_out=left_out,
+        kind=source.kind, offsets={b: source.dn_offset(b) for b in profile.sentinel2_bands},
+        offsets_known=source.offsets is not None, quantification=source.quantification,
+        product=source.metadata.to_dict() if source.metadata is not None else None,
+        window=None if aoi is None else (int(win.col_off), int(win.row_off), int(win.width), int(win.height)),
+        aoi=aoi.to_dict() if aoi is not None else None, layers={k: str(v) for k, v in layer_outs.items()},
+        notes=source.notes, warnings=tuple(found),
     )
 
 
 def groups_of(profile: BandProfile, layers: dict) -> list[str]:
     """Distinct source files among the layers (the resampling threads)."""
     return list({id(layers[b].src): b for b in profile.bands}.values())
+
+
+def _ten_metre_grid(ref) -> _Grid:
+    """The output grid: ``ref``'s grid, or its 10 m subdivision when ``ref`` is a coarser band (20/60 m) of a
+    metric grid, e.g. a product whose 10 m files are absent: Sentinel-2 tile grids share their corner."""
+    t = ref.transform
+    k = abs(t.a) / 10.0
+    metric = ref.crs is not None and ref.crs.is_projected and ref.crs.linear_units in ("metre", "meter", "m")
+    if metric and t.b == 0 and t.d == 0 and k > 1 + 1e-9 and abs(k - round(k)) < 1e-9 \
+            and math.isclose(abs(t.e), abs(t.a), rel_tol=1e-9):
+        from rasterio.transform import Affine
+
+        k = round(k)
+        return _Grid(ref.crs, Affine(10.0, 0.0, t.c, 0.0, -10.0 if t.e < 0 else 10.0, t.f), ref.width * k,
+                     ref.height * k)
+    return _Grid(ref.crs, t, ref.width, ref.height)
 
 
 def _resample_block(layers: dict, groups, w, pool) -> dict[str, np.ndarray]:

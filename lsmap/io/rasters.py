@@ -48,6 +48,14 @@ def open_raster(path: str | os.PathLike, what: str = "raster"):
     import rasterio
     from rasterio.errors import RasterioIOError
 
+    if is_gdal_virtual(path):  # /vsizip/, /vsicurl/, ...: GDAL itself says whether it exists
+        try:
+            return rasterio.open(str(path))
+        except RasterioIOError as e:
+            raise InputError(
+                f"{gdal_source(path)}: cannot read {what} ({_first_line(e)}); check the product or its URL, or "
+                f"re-download it"
+            ) from None
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path}: {what} file does not exist")
@@ -59,6 +67,23 @@ def open_raster(path: str | os.PathLike, what: str = "raster"):
         raise InputError(
             f"{path}: cannot read {what} ({_first_line(e)}); check or re-download the file"
         ) from None
+
+
+def is_gdal_virtual(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a GDAL virtual file system path (``/vsizip/...``, ``/vsicurl/...``)."""
+    return isinstance(path, str) and path.startswith("/vsi")
+
+
+def gdal_source(path: str | os.PathLike) -> str:
+    """A GDAL path as the user knows it: the URL of ``/vsicurl/URL``, ``ZIP!member`` of ``/vsizip/``."""
+    p = str(path)
+    if p.startswith("/vsicurl/"):
+        return p[len("/vsicurl/"):]
+    if p.startswith("/vsizip/"):
+        inner = p[len("/vsizip/"):]
+        i = inner.lower().find(".zip/")
+        return f"{inner[:i + 4]}!{inner[i + 5:]}" if i >= 0 else inner
+    return p
 
 
 def read_window(src, band: int | Sequence[int] | None, window, *, boundless: bool = False, fill_value: float | None = None,

@@ -31,6 +31,7 @@ from lsmap.core.checks import as_list, check_bool, check_path
 from lsmap.core.normalize import BandStats, norm_mode
 from lsmap.data.scan import check_stats, scan_scene
 from lsmap.errors import CheckpointError, InputError, MissingInputError
+from lsmap.io.aoi import crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
 from lsmap.io.outputs import atomic_output
@@ -38,7 +39,7 @@ from lsmap.io.resources import check_disk
 from lsmap.io.scene import scene_band_names, scene_info
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import Member, load_ensemble
-from lsmap.learn.models import default_model_for, default_model_path, shipped_models
+from lsmap.learn.models import default_model_for, default_model_path, shipped_defaults
 from lsmap.map.options import DetectOptions, DetectOutputs
 from lsmap.map.quicklook import natural_colour, render_quicklook, scene_date
 from lsmap.map.report import write_report
@@ -55,12 +56,12 @@ def default_models() -> list[Path]:
     """
 
     try:
-        return shipped_models() or [default_model_path()]
+        return shipped_defaults() or [default_model_path()]
     except MissingInputError as e:
         raise CheckpointError(f"no default model: {e}") from None
 
 
-def _stack_inputs(scene: Any, work: Path, bands: Any) -> Path:
+def _stack_inputs(scene: Any, work: Path, bands: Any, aoi: Any = None) -> Path:
     """Stack Sentinel-2 + DEM inputs (a mapping or namespace of ``lsmap.data.stack.stack_scene`` arguments)."""
     try:
         from lsmap.data.stack import stack_scene
@@ -69,6 +70,8 @@ def _stack_inputs(scene: Any, work: Path, bands: Any) -> Path:
                          "stacked GeoTIFF") from None
     kwargs = dict(scene) if isinstance(scene, Mapping) else dict(vars(scene))
     kwargs.setdefault("bands", bands)
+    if aoi is not None:
+        kwargs["aoi"] = aoi
     out = work / "stack.tif"
     result = stack_scene(**kwargs, out=out)
     return Path(getattr(result, "path", None) or (result if isinstance(result, (str, os.PathLike)) else out))
@@ -122,7 +125,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
            out: str | os.PathLike | None = None, prob: str | os.PathLike | None = None,
            mask: str | os.PathLike | None = None, quicklook: str | os.PathLike | None = None,
            options: DetectOptions | None = None, overwrite: bool = False, progress: bool = False,
-           report: str | os.PathLike | None = None, **settings: Any):
+           report: str | os.PathLike | None = None, aoi: Any = None, **settings: Any):
     """Map the landslides of a scene: polygons with area and probability attributes.
 
     Args:
@@ -169,6 +172,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         overwrite: Replace existing outputs.
         block: Vectorisation block size in pixels.
         progress: Show a progress bar.
+        aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): the scene (or its stacking inputs) is cropped
+            to the window of its grid that covers it before any other work; outputs cover that window.
 
     Returns:
         GeoDataFrame in the scene's CRS with columns ``id``, ``area_m2``, ``mean_prob``,
@@ -201,7 +206,14 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=f".lsmap-detect-{owner_tag()}-",
                                                                  dir=work_parent)))
         stacked = not isinstance(scene, (str, os.PathLike))
-        scene_path = _stack_inputs(scene, work, _union(members)) if stacked else Path(scene)
+        crop = None  # the AOI's window in the scene's grid
+        if stacked:
+            scene_path = _stack_inputs(scene, work, _union(members), aoi)
+        elif aoi is not None:
+            scene_path, win = crop_raster(scene, aoi, work / Path(scene).name)  # keeps its name for the map title
+            crop = (int(win.col_off), int(win.row_off), int(win.width), int(win.height))
+        else:
+            scene_path = Path(scene)
         info, plan = _match_bands(scene_path, members, opts, dev)
         members = plan.members
         threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
@@ -214,7 +226,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         _write_outputs(tmp, outputs, pred, gdf, threshold)
         km2 = _scene_area_km2(info)
         summary = {
-        "scene": str(scene_path) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",
+        "scene": str(scene) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",
+        "aoi": aoi.to_dict() if aoi is not None else None, "aoi_window": crop,
         "models": [m.source or m.card.model for m in members], "bands": plan.profile.name,
         "input_scale": "raw" if scan.raw else "l4s", "norm": norm_mode(opts.norm) if stats is None else "stats",
         "stats": used.to_dict() if used is not None else None, "stats_sampled": scan.sampled,

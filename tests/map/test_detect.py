@@ -100,7 +100,7 @@ def test_lazy_reexport_and_default_model(monkeypatch, tmp_path):
     assert lsmap.detect is lsmap.map.detect.detect
     paths = lsmap.map.detect.default_models()
     assert lsmap.learn.models.read_card(paths[0]).profile.name == "l4s14", "the first default reads L4S stacks"
-    monkeypatch.setattr(lsmap.learn.models, "_WEIGHTS", tmp_path / "no-weights")  # an installation without them
+    monkeypatch.setattr(lsmap.learn.models, "WEIGHTS_DIR", tmp_path / "no-weights")  # an installation without them
     with pytest.raises(CheckpointError, match="no default model.*not installed"):
         lsmap.detect("whatever.tif")
 
@@ -178,7 +178,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, rng, case, monkeypa
         out = tmp_path / "o.kml"
         args, msg = [str(scene), "--model", ck], "unknown vector format"
     else:  # an installation without the shipped weights
-        monkeypatch.setattr(lsmap.learn.models, "_WEIGHTS", tmp_path / "no-weights")
+        monkeypatch.setattr(lsmap.learn.models, "WEIGHTS_DIR", tmp_path / "no-weights")
         args, msg = [str(scene)], "no default model"
     before = outputs(tmp_path)
     r = CliRunner().invoke(main, ["detect", *args, "-o", str(out), "--device", "cpu"])

@@ -111,9 +111,9 @@ def test_train_on_14_band_patches_then_detect_rgbn_and_14_band_scenes(tmp_path, 
 
 def test_default_model_is_chosen_from_the_scene_bands(tmp_path, rng):
     """Without a model, detect takes the first shipped default whose bands the scene has."""
-    from lsmap.learn.models import read_card, shipped_models
+    from lsmap.learn.models import read_card, shipped_defaults
 
-    shipped = {p.stem: read_card(p) for p in shipped_models()}
+    shipped = {p.stem: read_card(p) for p in shipped_defaults()}
     if "l2a-default" not in shipped:
         pytest.skip("the l2a default model is not installed")
     names = get_profile("l2a").bands

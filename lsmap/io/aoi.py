@@ -1,0 +1,269 @@
+"""Areas of interest: a bounding box (``--bbox W,S,E,N``, any CRS) or a vector file (``--aoi FILE``).
+
+An :class:`AOI` is a geometry with its CRS. :func:`aoi_window` turns it into the pixel window of a
+grid that covers it: the AOI is transformed into the grid's CRS (its outline densified, so a
+lon/lat box projected to UTM keeps its curved edges), and its bounds are snapped *outward* to
+whole pixels of the grid and clipped to the grid. Cropping to that window keeps the grid: every
+pixel of a cropped output is the pixel of the full output at the same place (``lsmap stack`` and
+``lsmap detect`` read only the window). A vector AOI also masks: pixels whose centres fall outside
+its polygons become nodata (:func:`aoi_inside`); a bounding box keeps the whole window.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lsmap.errors import InputError, MissingInputError
+
+#: CRS of ``--bbox`` when ``--bbox-crs`` is not given.
+DEFAULT_BBOX_CRS = "EPSG:4326"
+# snapping tolerance in pixels: a bound within this of a pixel edge is on it
+_SNAP = 1e-6
+
+
+@dataclass(frozen=True)
+class AOI:
+    """An area of interest.
+
+    Attributes:
+        geometry: Shapely geometry in ``crs``.
+        crs: Its CRS (anything ``rasterio.crs.CRS.from_user_input`` takes).
+        source: How the user gave it (for messages): ``"--bbox ..."`` or the vector file.
+        mask: Pixels whose centres fall outside ``geometry`` are nodata (vector AOIs); a box only crops.
+    """
+
+    geometry: Any
+    crs: Any
+    source: str
+    mask: bool = False
+
+    def to_crs(self, crs) -> AOI:
+        """The same AOI with its geometry transformed into ``crs`` (outline densified first)."""
+        return AOI(_in_crs(self, crs), crs, self.source, self.mask)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {"source": self.source, "crs": str(self.crs), "bounds": list(self.geometry.bounds), "mask": self.mask}
+
+
+def parse_bbox(bbox: str | Sequence[float], crs: str | None = None) -> AOI:
+    """``"W,S,E,N"`` (or four numbers) in ``crs`` (lon/lat by default) -> :class:`AOI`.
+
+    Raises:
+        InputError: not four numbers, west >= east or south >= north, lon/lat outside the globe,
+            or an unknown CRS.
+    """
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+    from shapely.geometry import box
+
+    text = bbox if isinstance(bbox, str) else ",".join(str(v) for v in bbox)
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise InputError(f"--bbox {text}: give four numbers W,S,E,N (e.g. --bbox 76.13,11.46,76.18,11.50)")
+    w, s, e, n = values
+    if w >= e or s >= n:
+        raise InputError(f"--bbox {text}: west must be less than east and south less than north (order W,S,E,N)")
+    try:
+        crs_obj = CRS.from_user_input(crs or DEFAULT_BBOX_CRS)
+    except CRSError as err:
+        raise InputError(f"--bbox-crs {crs}: unknown CRS ({err}); give e.g. EPSG:32643") from None
+    if crs_obj.is_geographic and (w < -180 or e > 360 or s < -90 or n > 90):
+        raise InputError(f"--bbox {text}: not longitudes/latitudes; give the box in lon/lat (W,S,E,N) or "
+                         f"name its CRS with --bbox-crs")
+    return AOI(box(w, s, e, n), crs_obj, f"--bbox {text}", mask=False)
+
+
+def read_aoi(path: str | os.PathLike) -> AOI:
+    """Read a vector file (any format GDAL/OGR reads: GeoPackage, GeoJSON, Shapefile, KML...) as an AOI.
+
+    All features of the first layer are merged; the file's CRS is honoured (lon/lat when it has none
+    and its coordinates are lon/lat, as GeoJSON's are).
+
+    Raises:
+        MissingInputError: no such file.
+        InputError: unreadable, no polygon, or no CRS in a file whose coordinates are not lon/lat.
+    """
+    import pyogrio
+    from rasterio.crs import CRS
+    from shapely import union_all
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: --aoi file does not exist")
+    try:
+        gdf = pyogrio.read_dataframe(path)
+    except Exception as e:  # noqa: BLE001 - pyogrio raises several DataSource errors
+        raise InputError(f"{path}: cannot read the --aoi vector file ({str(e).splitlines()[0]}); "
+                         f"give a GeoPackage, GeoJSON or Shapefile") from None
+    geoms = [g for g in gdf.geometry if g is not None and not g.is_empty and g.geom_type.endswith("Polygon")]
+    if not geoms:
+        raise InputError(f"{path}: the --aoi file holds no polygon; draw the area of interest as a polygon")
+    geom = union_all(geoms)
+    if gdf.crs is not None:
+        crs = CRS.from_user_input(gdf.crs)
+    else:
+        x0, y0, x1, y1 = geom.bounds
+        if not (-180 <= x0 and x1 <= 360 and -90 <= y0 and y1 <= 90):
+            raise InputError(f"{path}: the --aoi file has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:32643)")
+        crs = CRS.from_epsg(4326)
+    return AOI(geom, crs, str(path), mask=True)
+
+
+def aoi_from_options(bbox: str | Sequence[float] | None = None, bbox_crs: str | None = None,
+                     aoi: str | os.PathLike | None = None) -> AOI | None:
+    """The AOI of the ``--bbox`` / ``--bbox-crs`` / ``--aoi`` options (``None`` when none given).
+
+    Raises:
+        InputError: both ``--bbox`` and ``--aoi``, ``--bbox-crs`` without ``--bbox``, or a bad box/file.
+    """
+    if bbox is not None and aoi is not None:
+        raise InputError("--bbox and --aoi both give the area of interest; pass one of them")
+    if bbox_crs is not None and bbox is None:
+        raise InputError("--bbox-crs names the CRS of --bbox; pass --bbox W,S,E,N too")
+    if bbox is not None:
+        return parse_bbox(bbox, bbox_crs)
+    if aoi is not None:
+        return read_aoi(aoi)
+    return None
+
+
+def _in_crs(aoi: AOI, crs) -> Any:
+    """The AOI geometry in ``crs``, its outline densified (100 points per edge) before transforming."""
+    from pyproj import Transformer
+    from rasterio.crs import CRS
+    from shapely import segmentize, transform
+
+    src = CRS.from_user_input(aoi.crs)
+    if src == crs:
+        return aoi.geometry
+    x0, y0, x1, y1 = aoi.geometry.bounds
+    geom = segmentize(aoi.geometry, max(x1 - x0, y1 - y0) / 100.0)
+    tr = Transformer.from_crs(src.to_wkt(), crs.to_wkt(), always_xy=True)
+    return transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "the scene"):
+    """The pixel window of a north-up grid covering ``aoi``, snapped outward to whole pixels.
+
+    Args:
+        aoi: Area of interest.
+        crs: The grid's CRS.
+        transform: The grid's affine transform (north-up).
+        width: Grid width in pixels.
+        height: Grid height in pixels.
+        where: The input the grid belongs to (for messages).
+
+    Returns:
+        ``rasterio.windows.Window`` with integer offsets and sizes, inside the grid.
+
+    Raises:
+        InputError: the AOI does not overlap the grid (the message gives both extents in lon/lat).
+    """
+    from rasterio.windows import Window
+
+    geom = _in_crs(aoi, crs)
+    x0, y0, x1, y1 = geom.bounds
+    inv = ~transform
+    cols, rows = zip(*(inv * (x, y) for x, y in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))), strict=True)
+    c0 = max(0, math.floor(min(cols) + _SNAP))
+    c1 = min(width, math.ceil(max(cols) - _SNAP))
+    r0 = max(0, math.floor(min(rows) + _SNAP))
+    r1 = min(height, math.ceil(max(rows) - _SNAP))
+    if not geom.is_valid or c1 <= c0 or r1 <= r0 or not _touches_grid(geom, transform, width, height):
+        raise InputError(
+            f"{aoi.source}: the area of interest ({_lonlat(aoi.geometry.bounds, aoi.crs)}) does not overlap "
+            f"{where} ({_lonlat(_grid_bounds(transform, width, height), crs)}); check the coordinates, their order "
+            f"(W,S,E,N) and --bbox-crs, or give the product that covers the area"
+        )
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def aoi_inside(aoi: AOI, crs, transform, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels (of a grid window with ``transform``) whose centres fall inside the AOI.
+
+    Shape:
+        ``(h, w)`` bool.
+    """
+    from rasterio.features import geometry_mask
+
+    return geometry_mask([_in_crs(aoi, crs)], out_shape=shape, transform=transform, invert=True)
+
+
+def _touches_grid(geom, transform, width: int, height: int) -> bool:
+    from shapely.geometry import box
+
+    return geom.intersects(box(*_grid_bounds(transform, width, height)))
+
+
+def _grid_bounds(transform, width: int, height: int) -> tuple[float, float, float, float]:
+    xs = [transform.c, transform.c + transform.a * width]
+    ys = [transform.f, transform.f + transform.e * height]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _lonlat(bounds, crs) -> str:
+    """Bounds as ``lon W..E, lat S..N`` (in the CRS's own units when they cannot be transformed)."""
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_bounds
+
+    try:
+        w, s, e, n = transform_bounds(CRS.from_user_input(crs), CRS.from_epsg(4326), *bounds, densify_pts=21)
+        return f"lon {w:.4f}..{e:.4f}, lat {s:.4f}..{n:.4f}"
+    except Exception:  # noqa: BLE001 - a message helper must not fail
+        return f"x {bounds[0]:.1f}..{bounds[2]:.1f}, y {bounds[1]:.1f}..{bounds[3]:.1f} ({crs})"
+
+
+def crop_raster(path: str | os.PathLike, aoi: AOI, out: str | os.PathLike, *, block: int = 1024) -> tuple[Path, Any]:
+    """Copy the window of a raster that covers ``aoi`` to ``out`` (an uncompressed scratch GeoTIFF).
+
+    Band descriptions, tags and nodata are kept; a vector AOI sets the pixels outside it to nodata
+    (-9999 when the raster declares none). Read and written ``block`` rows at a time.
+
+    Returns:
+        ``(out, window)``: the cropped file and its ``rasterio.windows.Window`` in ``path``'s grid.
+
+    Raises:
+        InputError: the AOI does not overlap the raster; an unreadable raster.
+    """
+    import rasterio
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    from lsmap.io.rasters import OUTPUT_NODATA, geotiff_profile, open_raster, read_window
+
+    out = Path(out)
+    with open_raster(path, "scene") as src:
+        win = aoi_window(aoi, src.crs, src.transform, src.width, src.height, where=f"the scene ({path})")
+        inside_aoi = aoi.to_crs(src.crs) if aoi.mask else None
+        nodata = src.nodata
+        if nodata is None and inside_aoi is not None:
+            nodata = OUTPUT_NODATA if np.dtype(src.dtypes[0]).kind == "f" else 0
+        profile = geotiff_profile(crs=src.crs, transform=window_transform(win, src.transform), width=win.width,
+                                  height=win.height, count=src.count, dtype=src.dtypes[0], nodata=nodata,
+                                  creation_options={"compress": "none", "predictor": None})
+        profile.pop("predictor")
+        with rasterio.open(out, "w", **profile) as dst:
+            for i, d in enumerate(src.descriptions, start=1):
+                if d:
+                    dst.set_band_description(i, d)
+            dst.update_tags(**src.tags())
+            for r in range(0, int(win.height), block):
+                h = min(block, int(win.height) - r)
+                part = Window(win.col_off, win.row_off + r, win.width, h)
+                arr = read_window(src, None, part)
+                if inside_aoi is not None:
+                    keep = aoi_inside(inside_aoi, src.crs, window_transform(part, src.transform), (h, int(win.width)))
+                    arr[:, ~keep] = nodata
+                dst.write(arr, window=Window(0, r, win.width, h))
+    return out, win

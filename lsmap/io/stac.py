@@ -1,0 +1,125 @@
+"""Sentinel-2 STAC Items (a JSON file or an http(s) URL) whose assets are COGs, read with pystac.
+
+:func:`open_item` maps the Item's assets to band names by the keys of the common public catalogues
+(:data:`ASSET_KEYS`: Earth Search's ``red``/``nir``/``scl``..., Planetary Computer's
+``B04``/``B08``/``SCL``...), then by the asset's ``eo:bands`` name. Hrefs are made absolute (relative
+hrefs resolve against the Item's own location); remote ones are read in place through GDAL's
+``/vsicurl/`` (HTTP range requests; nothing is downloaded whole).
+
+DN offsets: from each asset's ``raster:bands`` (``value = DN * scale + offset``, so the DN offset is
+``offset / scale`` and the quantification ``1 / scale``: Earth Search's ``scale 0.0001, offset -0.1``
+is -1000 and 10000); an Item without them falls back to its ``s2:processing_baseline`` (-1000 from
+04.00 on, :func:`lsmap.io.s2product.baseline_offset`) unless it says the offset was already applied
+(``earthsearch:boa_offset_applied``). An Item that says neither leaves the offset unknown (``--offset``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+from lsmap.core.bands import S2_RESOLUTION
+from lsmap.errors import InputError, MissingInputError
+from lsmap.io.s2product import L4S_QUANTIFICATION, S2Source, baseline_offset
+
+#: Asset key (lower case) -> band or layer, for Earth Search (v1) and Planetary Computer Items.
+ASSET_KEYS: Mapping[str, str] = MappingProxyType({
+    # Earth Search v1 (element84), common names
+    "coastal": "B1", "blue": "B2", "green": "B3", "red": "B4", "rededge1": "B5", "rededge2": "B6",
+    "rededge3": "B7", "nir": "B8", "nir08": "B8A", "nir09": "B9", "cirrus": "B10", "swir16": "B11",
+    "swir22": "B12", "scl": "SCL",
+    # Planetary Computer / Copernicus band ids
+    **{f"b{int(b[1:]):02d}" if b != "B8A" else "b8a": b for b in S2_RESOLUTION},
+    **{b.lower(): b for b in S2_RESOLUTION},
+})
+#: eo:bands common names -> band (for catalogues with other asset keys).
+COMMON_NAMES: Mapping[str, str] = MappingProxyType({
+    "coastal": "B1", "blue": "B2", "green": "B3", "red": "B4", "nir": "B8", "nir08": "B8A", "nir09": "B9",
+    "cirrus": "B10", "swir16": "B11", "swir22": "B12",
+})
+
+
+def _band_of_asset(key: str, asset) -> str | None:
+    band = ASSET_KEYS.get(key.lower())
+    if band is not None:
+        return band
+    for eo in asset.extra_fields.get("eo:bands") or []:
+        name = str(eo.get("name", "")).upper()
+        name = f"B{int(name[1:])}" if name[:1] == "B" and name[1:].isdigit() else name
+        if name in S2_RESOLUTION:
+            return name
+        if eo.get("common_name") in COMMON_NAMES and not key.lower().endswith("-jp2"):
+            return COMMON_NAMES[eo["common_name"]]
+    return None
+
+
+def _gdal_href(href: str) -> str:
+    if href.startswith(("http://", "https://")):
+        return f"/vsicurl/{href}"
+    if href.startswith("file://"):
+        href = href[len("file://"):]
+    return href
+
+
+def open_item(href: str | os.PathLike) -> S2Source:
+    """Read a Sentinel-2 STAC Item (file path or http(s) URL) into an :class:`~lsmap.io.s2product.S2Source`.
+
+    Raises:
+        MissingInputError: a local Item file that does not exist.
+        InputError: an unreadable Item (not JSON, not a STAC Item, an unreachable URL), or an Item
+            with no Sentinel-2 band asset.
+    """
+    import pystac
+
+    href = str(href)
+    remote = href.startswith(("http://", "https://"))
+    if not remote and not Path(href).exists():
+        raise MissingInputError(f"{href}: STAC Item file does not exist")
+    try:
+        item = pystac.Item.from_file(href if remote else str(Path(href).resolve()))
+    except Exception as e:  # noqa: BLE001 - pystac raises JSON, HTTP, KeyError and STAC type errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{href}: cannot read the STAC Item ({first}); give a Sentinel-2 STAC Item JSON "
+                         f"(a file or its URL)") from None
+    # remote COGs: do not let GDAL list the parent "directory" of every asset
+    os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    files: dict[str, str] = {}
+    layers: dict[str, str] = {}
+    offsets: dict[str, float] = {}
+    quant: float | None = None
+    for key, asset in item.assets.items():
+        band = _band_of_asset(key, asset)
+        if band is None or (band in files or band in layers):
+            continue
+        target = layers if band == "SCL" else files
+        target[band] = _gdal_href(asset.get_absolute_href() or asset.href)
+        rb = (asset.extra_fields.get("raster:bands") or [{}])[0]
+        if band != "SCL" and "offset" in rb:
+            scale = float(rb.get("scale", 1.0 / L4S_QUANTIFICATION)) or 1.0 / L4S_QUANTIFICATION
+            offsets[band] = float(rb["offset"]) / scale
+            quant = quant or 1.0 / scale
+    if not files:
+        raise InputError(f"{href}: the STAC Item has no Sentinel-2 band asset (assets: {', '.join(item.assets)}); "
+                         f"give a Sentinel-2 L2A/L1C Item (asset keys 'red'/'nir'... or 'B04'/'B08'...)")
+    props = item.properties
+    known: dict[str, float] | None
+    if offsets:
+        known = {b: offsets.get(b, 0.0) for b in files}
+    elif props.get("earthsearch:boa_offset_applied") is True:
+        known = {b: 0.0 for b in files}
+    elif props.get("s2:processing_baseline") is not None:
+        known = {b: baseline_offset(str(props["s2:processing_baseline"])) for b in files}
+    else:
+        known = None
+    return S2Source(kind="STAC", where=href, files=files, offsets=known,
+                    quantification=round(quant, 6) if quant else L4S_QUANTIFICATION, layers=layers)
+
+
+def asset_hint(band: str) -> str:
+    """The asset keys that hold ``band`` in the common catalogues, for messages: ``'red' or 'B04'``."""
+    keys = [k for k, b in ASSET_KEYS.items() if b == band and not k.startswith("b")]
+    pc = f"B{int(band[1:]):02d}" if band[1:].isdigit() else band
+    return " or ".join([f"'{k}'" for k in keys[:1]] + [f"'{pc}'"])
+

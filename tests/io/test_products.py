@@ -1,0 +1,506 @@
+"""Sentinel-2 products as downloaded: SAFE folders and zips, STAC Items, DEM tiles, AOIs, DN offsets."""
+
+from __future__ import annotations
+
+import glob
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from conftest import shared_data
+from products_fixtures import (
+    CRS,
+    SIZE,
+    X0,
+    Y0,
+    band_dn,
+    loose_bands,
+    make_safe,
+    make_stac_item,
+    mtd_xml,
+    scl_classes,
+    serve,
+    write_band,
+    zip_safe,
+)
+from rasterio.transform import from_origin
+
+from lsmap.cli import main
+from lsmap.core.bands import L4S_DIVISORS, PROFILES, BandProfile
+from lsmap.data.stack import stack_scene
+from lsmap.errors import InputError, LsmapWarning, MissingInputError
+from lsmap.io.aoi import parse_bbox
+from lsmap.io.s2product import open_safe, parse_mtd
+
+RGBN = PROFILES["rgbn"]
+L4S_DIV = dict(zip(("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "slope", "DEM"),
+                   L4S_DIVISORS, strict=True))
+#: a band set with a 20 m band and terrain, that an L2A product fills (no B10)
+MIXED = BandProfile("mixed", ("B4", "B11", "B8", "slope", "DEM"), tuple(L4S_DIV[b] for b in ("B4", "B11", "B8",
+                    "slope", "DEM")), frozenset({"B4", "B11", "B8"}))
+
+
+def read(path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+def write_dem(path: Path, *, x0=X0 - 300, y0=Y0 + 300, n=60, res=30.0, crs=CRS) -> Path:
+    """A smooth DEM (metres) on a 30 m grid that covers the fake tile with a margin."""
+    y, x = np.mgrid[0:n, 0:n]
+    z = (800 + 3 * x + 2 * y + 40 * np.sin(x / 7) * np.cos(y / 9)).astype(np.float32)
+    with rasterio.open(path, "w", driver="GTiff", width=n, height=n, count=1, dtype="float32", crs=crs,
+                       transform=from_origin(x0, y0, res, res), nodata=-9999.0) as dst:
+        dst.write(z, 1)
+    return path
+
+
+def only_outputs(folder: Path, *names: str) -> None:
+    """Nothing but the named files in ``folder`` (no temporary or half-written leftovers)."""
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
+# --- metadata -----------------------------------------------------------------------------------
+
+#: every real metadata file here: (folder glob, level, baseline, DN offset or None)
+REAL_MTD = [
+    ("L1C_N0509_*", "L1C", "05.09", -1000.0), ("N0212_*", "L2A", "02.12", None), ("N0214_S2B_MSIL2A_2020*", "L2A",
+    "02.14", None), ("N0214_S2B_MSIL2A_2021*", "L2A", "02.14", None), ("N0400_S2B_MSIL2A_20220413*", "L2A", "04.00",
+    -1000.0), ("N0400_S2B_MSIL2A_20221127*", "L2A", "04.00", -1000.0), ("N0509_*", "L2A", "05.09", -1000.0),
+    ("N0510_*", "L2A", "05.10", -1000.0), ("N0511_*", "L2A", "05.11", -1000.0),
+]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("pattern", "level", "baseline", "offset"), REAL_MTD)
+def test_every_real_mtd_parses_to_its_offset_and_quantification(pattern, level, baseline, offset):
+    (path,) = glob.glob(str(shared_data("s2", "mtd_baselines") / pattern / "MTD_MSIL*.xml"))
+    meta = parse_mtd(path)
+    assert (meta.level, meta.baseline, meta.quantification) == (level, baseline, 10000.0)
+    assert meta.product_type == f"S2MSI{level[1:]}"
+    assert meta.sensing_time[:4] in ("2019", "2020", "2021", "2022", "2023", "2024")
+    if offset is None:  # before 04.00: no offset element, no offset
+        assert meta.offsets == {} and meta.offset("B4") == 0.0
+    else:
+        assert set(meta.offsets) == set(PROFILES["l4s14"].sentinel2_bands) | {"B8A"}
+        assert set(meta.offsets.values()) == {offset}
+    assert len(meta.image_files) >= 13
+
+
+@pytest.mark.realdata
+def test_real_mtd_list_is_complete():
+    folders = sorted(Path(p).name for p in glob.glob(str(shared_data("s2", "mtd_baselines") / "*")))
+    matched = [f for f in folders if any(Path(f).match(p) for p, *_ in REAL_MTD)]
+    assert matched == folders
+
+
+def test_offsets_follow_band_ids_not_positions(tmp_path):
+    """band_id 8 is B8A and 9 is B9 (Spectral_Information), not the 9th and 10th band names."""
+    xml = mtd_xml("P.SAFE", [], offsets={"B4": -1000, "B8A": -1008, "B9": -1009}).encode()
+    meta = parse_mtd(xml, "MTD_MSIL2A.xml")
+    assert meta.offsets == {"B4": -1000.0, "B8A": -1008.0, "B9": -1009.0}
+    old = parse_mtd(mtd_xml("P.SAFE", [], baseline="02.14", offsets=None).encode(), "MTD_MSIL2A.xml")
+    assert old.offsets == {} and old.baseline == "02.14"
+    l1c = parse_mtd(mtd_xml("P.SAFE", [], level="L1C", offsets={"B10": -1000}).encode(), "MTD_MSIL1C.xml")
+    assert (l1c.level, l1c.offsets) == ("L1C", {"B10": -1000.0})
+    with pytest.raises(InputError, match="not a Sentinel-2"):
+        parse_mtd(b"<a/>", "x.xml")
+
+
+# --- SAFE folders and zips ------------------------------------------------------------------------
+
+
+def test_safe_stack_applies_the_offset_like_loose_offset_free_files(tmp_path):
+    """(DN + offset) of a 04.00 product stacks to the same L4S values as offset-free files of the same scene."""
+    safe = make_safe(tmp_path)
+    loose = loose_bands(safe, tmp_path / "loose", ["B2", "B3", "B4", "B8"])
+    r = stack_scene(safe, tmp_path / "p.tif", bands="rgbn")
+    stack_scene(loose, tmp_path / "l.tif", bands="rgbn")
+    assert r.kind == "SAFE" and r.offsets == {"B4": -1000.0, "B3": -1000.0, "B2": -1000.0, "B8": -1000.0}
+    assert r.product["baseline"] == "04.00" and r.offsets_known
+    np.testing.assert_array_equal(read(tmp_path / "p.tif"), read(tmp_path / "l.tif"))
+    dn = band_dn("B4", 10, base=1100).astype(np.float64)
+    got = read(tmp_path / "p.tif")[0]
+    ok = dn > 0
+    np.testing.assert_allclose(got[ok], ((dn - 1000) / L4S_DIV["B4"])[ok], rtol=1e-6)
+    assert (got[~ok] == -9999).all()  # DN 0 stays no data whatever the offset
+
+
+def test_old_baseline_has_no_offset_and_l1c_uses_radio_offset(tmp_path):
+    old = make_safe(tmp_path / "a", baseline="02.14", offset=None)  # the same reflectances, DN without +1000
+    r = stack_scene(old, tmp_path / "old.tif", bands="rgb")
+    assert set(r.offsets.values()) == {0.0} and r.offsets_known
+    dn = band_dn("B4", 10, base=100).astype(np.float64)
+    np.testing.assert_allclose(read(tmp_path / "old.tif")[0][dn > 0], (dn / L4S_DIV["B4"])[dn > 0], rtol=1e-6)
+    stack_scene(make_safe(tmp_path / "b"), tmp_path / "new.tif", bands="rgb")
+    np.testing.assert_array_equal(read(tmp_path / "new.tif"), read(tmp_path / "old.tif"))
+    s2 = PROFILES["s2"].sentinel2_bands
+    l1c = make_safe(tmp_path / "c", level="L1C", baseline="05.09", bands=s2, scl=False)
+    r = stack_scene(l1c, tmp_path / "l1c.tif", bands="s2")
+    assert r.product["level"] == "L1C" and set(r.offsets.values()) == {-1000.0}
+    stack_scene(make_safe(tmp_path / "d", level="L1C", baseline="03.01", offset=None, bands=s2, scl=False),
+                tmp_path / "l1c_old.tif", bands="s2")
+    np.testing.assert_array_equal(read(tmp_path / "l1c.tif"), read(tmp_path / "l1c_old.tif"))
+
+
+def test_zip_is_read_in_place_and_equals_the_folder(tmp_path):
+    safe = make_safe(tmp_path / "dl")
+    z = zip_safe(safe)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = stack_scene(z, out / "z.tif", bands=MIXED, dem=write_dem(tmp_path / "dem.tif"))
+    stack_scene(safe, out / "f.tif", bands=MIXED, dem=tmp_path / "dem.tif")
+    assert r.kind == "SAFE zip" and r.sources["B4"].startswith(f"{z.resolve()}!") and r.sources["B4"].endswith(".tif")
+    np.testing.assert_array_equal(read(out / "z.tif"), read(out / "f.tif"))
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    # nothing unzipped: the only new files are the outputs and the DEM
+    assert set(after) - set(before) == {Path("out"), Path("out/z.tif"), Path("out/f.tif"), Path("dem.tif")}
+
+
+def test_finest_present_file_per_band_and_a_10m_grid_from_60m_bands(tmp_path):
+    """A product whose 10 m files are absent (like the real T29UNU here) stacks from 60 m at 10 m."""
+    safe = make_safe(tmp_path, present={"B2": [60], "B3": [60], "B4": [20, 60], "B8": [60], "B5": [60], "B11": [60]})
+    src = open_safe(safe)
+    assert src.files["B4"].endswith("_B04_20m.tif") and src.files["B2"].endswith("_B02_60m.tif")
+    assert any(n.startswith("B2: read from its 60 m file") for n in src.notes)
+    r = stack_scene(safe, tmp_path / "s.tif", bands="rgb")
+    with rasterio.open(tmp_path / "s.tif") as s:
+        assert (s.width, s.height, s.transform.a) == (SIZE, SIZE, 10.0)
+        assert (s.transform.c, s.transform.f) == (X0, Y0)
+    assert (r.width, r.resolution) == (SIZE, (10.0, 10.0))
+
+
+@pytest.mark.skipif("JP2OpenJPEG" not in rasterio.drivers.raster_driver_extensions().values(),
+                    reason="GDAL without the JPEG 2000 driver")
+def test_jpeg2000_product(tmp_path):
+    safe = make_safe(tmp_path / "j", fmt="JPEG2000", bands=("B2", "B3", "B4"))
+    tif = make_safe(tmp_path / "t", bands=("B2", "B3", "B4"))
+    stack_scene(safe, tmp_path / "j.tif", bands="rgb")
+    stack_scene(tif, tmp_path / "t.tif", bands="rgb")
+    np.testing.assert_array_equal(read(tmp_path / "j.tif"), read(tmp_path / "t.tif"))  # lossless JP2
+
+
+# --- bad products: one line, the file, the fix, nothing left ---------------------------------------
+
+
+def _fails(args, tmp_path, *needles):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    res = CliRunner().invoke(main, ["stack", *map(str, args), "-o", str(out / "s.tif"), "--bands", "rgb"])
+    assert res.exit_code != 0, res.output
+    line = res.output.strip()
+    assert line.startswith("Error:") and "\n" not in line, line
+    for n in needles:
+        assert n in line, line
+    assert list(out.iterdir()) == []
+    return line
+
+
+def test_bad_products_fail_in_one_line_and_leave_nothing(tmp_path):
+    safe = make_safe(tmp_path / "p", bands=("B2", "B3", "B4"))
+    z = zip_safe(safe)
+    data = z.read_bytes()
+    cut = tmp_path / "cut.SAFE.zip"
+    cut.write_bytes(data[: len(data) // 2])
+    _fails([cut], tmp_path, str(cut), "truncated", "re-download")
+    nomtd = tmp_path / "x" / safe.name
+    nomtd.parent.mkdir()
+    (nomtd / "GRANULE").mkdir(parents=True)
+    _fails([nomtd], tmp_path, str(nomtd), "MTD_MSIL2A.xml", "re-download")
+    zmtd = tmp_path / "nomtd.zip"
+    with zipfile.ZipFile(zmtd, "w") as zf:
+        zf.writestr("P.SAFE/manifest.safe", "x")
+    _fails([zmtd], tmp_path, str(zmtd), "no MTD_MSIL2A.xml")
+    item = make_stac_item(tmp_path / "stac", {"green": "B3", "blue": "B2"})
+    _fails([item], tmp_path, str(item), "band B4", "'red' or 'B04'")
+    _fails([safe, "--bbox", "20,10,20.1,10.1"], tmp_path, "--bbox 20,10,20.1,10.1", "does not overlap",
+           "lon 16.27")
+    _fails([safe, "--offset", "-1000"], tmp_path, "--offset is for loose band files")
+    _fails([safe, "--bbox", "1,2,3"], tmp_path, "four numbers")
+
+
+# --- AOI ----------------------------------------------------------------------------------------------
+
+
+def _bbox_lonlat(col0, row0, col1, row1):
+    """lon/lat box strictly inside the pixels [col0, col1) x [row0, row1) of the fake tile's 10 m grid."""
+    from rasterio.warp import transform_bounds
+
+    x0, x1 = X0 + 10 * col0 + 3, X0 + 10 * col1 - 3
+    y0, y1 = Y0 - 10 * row1 + 3, Y0 - 10 * row0 - 3
+    w, s, e, n = transform_bounds(CRS, "EPSG:4326", x0, y0, x1, y1, densify_pts=21)
+    return (x0, y0, x1, y1), (w, s, e, n)
+
+
+def test_aoi_stack_is_the_full_stack_window_to_the_pixel(tmp_path):
+    safe = make_safe(tmp_path)
+    dem = write_dem(tmp_path / "dem.tif")
+    full = stack_scene(safe, tmp_path / "full.tif", bands=MIXED, dem=dem, block=32)
+    (x0, y0, x1, y1), _ = _bbox_lonlat(37, 21, 91, 70)
+    r = stack_scene(safe, tmp_path / "aoi.tif", bands=MIXED, dem=dem, block=32,
+                    aoi=parse_bbox(f"{x0},{y0},{x1},{y1}", CRS))
+    assert r.window == (37, 21, 54, 49) and (r.width, r.height) == (54, 49)
+    a, f = read(tmp_path / "aoi.tif"), read(tmp_path / "full.tif")
+    np.testing.assert_array_equal(a, f[:, 21:70, 37:91])  # bands, 20 m resampling, DEM and slope
+    with rasterio.open(tmp_path / "aoi.tif") as s, rasterio.open(tmp_path / "full.tif") as fs:
+        assert s.transform == fs.transform * fs.transform.translation(37, 21)
+    assert full.window is None
+
+
+def test_lonlat_bbox_and_vector_aoi_in_another_crs(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
+    stack_scene(safe, tmp_path / "full.tif", bands="rgb")
+    full = read(tmp_path / "full.tif")
+    (x0, y0, x1, y1), lonlat = _bbox_lonlat(30, 40, 80, 100)
+    r = stack_scene(safe, tmp_path / "ll.tif", bands="rgb", aoi=parse_bbox(",".join(map(str, lonlat))))
+    c0, r0, w, h = r.window  # the lon/lat box's projected outline, snapped outward: covers the pixels asked
+    assert c0 <= 30 and r0 <= 40 and c0 + w >= 80 and r0 + h >= 100 and w <= 52 and h <= 62
+    np.testing.assert_array_equal(read(tmp_path / "ll.tif"), full[:, r0:r0 + h, c0:c0 + w])
+    # a vector AOI (a triangle, stored in EPSG:3857): cropped to its bounds, nodata outside it
+    from shapely.geometry import Polygon
+
+    tri = Polygon([(x0, y0), (x1, y0), (x0, y1)])
+    gpd.GeoDataFrame(geometry=[tri], crs=CRS).to_crs(3857).to_file(tmp_path / "aoi.gpkg")
+    res = CliRunner().invoke(main, ["stack", str(safe), "--bands", "rgb", "--aoi", str(tmp_path / "aoi.gpkg"),
+                                    "-o", str(tmp_path / "v.tif"), "--json"])
+    assert res.exit_code == 0, res.output
+    v = json.loads(res.output)
+    c0, r0, w, h = v["window"]
+    got = read(tmp_path / "v.tif")
+    win = full[:, r0:r0 + h, c0:c0 + w]
+    inside = got[0] != -9999
+    np.testing.assert_array_equal(got[:, inside], win[:, inside])
+    assert 0.35 < inside.mean() < 0.65 and inside[-3, 2] and not inside[2, -3]  # the triangle's lower-left half
+    assert box(*v["aoi"]["bounds"]).area > 0 and v["aoi"]["mask"] is True
+
+
+def test_aoi_options_errors(tmp_path):
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
+    _fails([safe, "--bbox-crs", "EPSG:32633"], tmp_path, "--bbox-crs", "--bbox W,S,E,N")
+    _fails([safe, "--bbox", "14.1,45,14.0,45.1"], tmp_path, "west must be less than east")
+
+
+# --- DEM tiles ----------------------------------------------------------------------------------------
+
+
+def _dem_tiles(dem: Path, folder: Path, skip: tuple[int, int] | None = None) -> Path:
+    """Cut ``dem`` into 2 x 2 tiles (as 1-degree DEM tiles are) in ``folder``."""
+    folder.mkdir()
+    with rasterio.open(dem) as src:
+        z = src.read(1)
+        n = z.shape[0] // 2
+        for i in range(2):
+            for j in range(2):
+                if (i, j) == skip:
+                    continue
+                t = src.transform * src.transform.translation(j * n, i * n)
+                with rasterio.open(folder / f"dem_{i}{j}.tif", "w", driver="GTiff", width=n, height=n, count=1,
+                                   dtype="float32", crs=src.crs, transform=t, nodata=-9999.0) as dst:
+                    dst.write(z[i * n:(i + 1) * n, j * n:(j + 1) * n], 1)
+    return folder
+
+
+def test_dem_tiles_mosaic_equals_the_single_dem(tmp_path):
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4", "B8", "B11"))
+    dem = write_dem(tmp_path / "dem.tif")
+    tiles = _dem_tiles(dem, tmp_path / "tiles")
+    stack_scene(safe, tmp_path / "one.tif", bands=MIXED, dem=dem)
+    r = stack_scene(safe, tmp_path / "tiles.tif", bands=MIXED, dem=tiles)
+    np.testing.assert_array_equal(read(tmp_path / "tiles.tif"), read(tmp_path / "one.tif"))
+    assert r.sources["DEM"].startswith("4 DEM tiles")
+    res = CliRunner().invoke(main, ["stack", str(safe), "--bands", "rgbn", "-o", str(tmp_path / "c.tif")]
+                             + sum((["--dem", str(p)] for p in sorted(tiles.iterdir())), []))
+    assert res.exit_code == 0, res.output
+
+
+def test_dem_tiles_that_miss_part_of_the_aoi(tmp_path):
+    safe = make_safe(tmp_path, bands=("B4", "B8", "B11"))
+    tiles = _dem_tiles(write_dem(tmp_path / "dem.tif"), tmp_path / "tiles", skip=(1, 1))
+    with pytest.warns(LsmapWarning, match=r"covers 7\d\.\d % of the Sentinel-2 scene"):
+        stack_scene(safe, tmp_path / "w.tif", bands=MIXED, dem=tiles)
+    with pytest.raises(InputError, match="add the DEM tiles of the whole area of interest"):
+        stack_scene(safe, tmp_path / "e.tif", bands=MIXED, dem=tiles,
+                    aoi=parse_bbox(f"{X0 + 600},{Y0 - 1100},{X0 + 1100},{Y0 - 600}", CRS))
+    assert not (tmp_path / "e.tif").exists()
+    far = write_dem(tmp_path / "far.tif", x0=X0 + 50_000)
+    with pytest.raises(InputError, match="does not overlap"):
+        stack_scene(safe, tmp_path / "f.tif", bands=MIXED, dem=[far, far])
+
+
+# --- loose files: --offset and the offset warning ---------------------------------------------------
+
+
+def test_loose_files_that_look_offset_warn_and_offset_fixes_them(tmp_path):
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
+    raw = loose_bands(safe, tmp_path / "raw", ["B2", "B3", "B4"], offset=0)  # DNs still carry +1000
+    res = CliRunner().invoke(main, ["stack", str(raw), "--bands", "rgb", "-o", str(tmp_path / "a.tif")])
+    assert res.exit_code == 0
+    assert "Warning:" in res.output and "look offset" in res.output and "--offset -1000" in res.output
+    res = CliRunner().invoke(main, ["stack", str(raw), "--bands", "rgb", "--offset", "-1000", "-o",
+                                    str(tmp_path / "b.tif")])
+    assert res.exit_code == 0 and "Warning" not in res.output
+    stack_scene(safe, tmp_path / "p.tif", bands="rgb")
+    np.testing.assert_array_equal(read(tmp_path / "b.tif"), read(tmp_path / "p.tif"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LsmapWarning)  # offset-free DNs: no warning
+        stack_scene(loose_bands(safe, tmp_path / "fixed", ["B2", "B3", "B4"]), tmp_path / "c.tif", bands="rgb")
+
+
+# --- SCL / cloud probability layers ----------------------------------------------------------------
+
+
+def test_scl_layer_is_written_nearest_at_full_resolution(tmp_path):
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
+    (x0, y0, x1, y1), _ = _bbox_lonlat(20, 10, 70, 50)
+    r = stack_scene(safe, tmp_path / "s.tif", bands="rgb", layers={"SCL": tmp_path / "scl.tif",
+                    "MSK_CLDPRB": tmp_path / "cld.tif"}, aoi=parse_bbox(f"{x0},{y0},{x1},{y1}", CRS))
+    scl = read(tmp_path / "scl.tif")[0]
+    expect = np.repeat(np.repeat(scl_classes(20), 2, 0), 2, 1)[10:50, 20:70]  # each 20 m pixel -> 2 x 2
+    np.testing.assert_array_equal(scl, expect)
+    assert r.layers["SCL"].endswith("scl.tif") and r.sources["SCL"].endswith("_SCL_20m.tif")
+    np.testing.assert_array_equal(read(tmp_path / "cld.tif")[0], expect * 9)
+    with rasterio.open(tmp_path / "scl.tif") as s, rasterio.open(tmp_path / "s.tif") as b:
+        assert (s.transform, s.shape, s.nodata, s.dtypes[0]) == (b.transform, b.shape, 0, "uint8")
+    loose = loose_bands(safe, tmp_path / "loose", ["B2", "B3", "B4"])
+    with pytest.raises(MissingInputError, match="no SCL layer"):
+        stack_scene(loose, tmp_path / "x.tif", bands="rgb", layers={"SCL": tmp_path / "x_scl.tif"})
+
+
+# --- STAC Items ----------------------------------------------------------------------------------------
+
+EARTH_SEARCH = {"red": "B4", "green": "B3", "blue": "B2", "nir": "B8", "swir16": "B11"}
+PLANETARY = {"B04": "B4", "B03": "B3", "B02": "B2", "B08": "B8", "B11": "B11"}
+
+
+def _local_reference(item_dir: Path, folder: Path, bands) -> Path:
+    """The Item's COGs as loose band files with the offset applied."""
+    folder.mkdir()
+    for b in bands:
+        with rasterio.open(item_dir / f"{b}.tif") as s:
+            dn = s.read(1).astype(np.int32)
+            res = int(s.transform.a)
+        write_band(folder / f"B{b[1:].zfill(2)}.tif", np.where(dn > 0, dn - 1000, 0).astype(np.uint16), res)
+    return folder
+
+
+@pytest.mark.parametrize(("keys", "raster_offset"), [(EARTH_SEARCH, True), (PLANETARY, False)])
+def test_stac_item_file_stacks_like_local_files(tmp_path, keys, raster_offset):
+    item = make_stac_item(tmp_path / "item", keys, raster_offset=raster_offset, scl="scl" if raster_offset else "SCL")
+    ref = _local_reference(tmp_path / "item", tmp_path / "ref", keys.values())
+    r = stack_scene(item, tmp_path / "s.tif", bands=MIXED, dem=write_dem(tmp_path / "dem.tif"),
+                    layers={"SCL": tmp_path / "scl.tif"})
+    stack_scene(ref, tmp_path / "r.tif", bands=MIXED, dem=tmp_path / "dem.tif")
+    assert r.kind == "STAC" and set(r.offsets.values()) == {-1000.0} and r.quantification == 10000.0
+    np.testing.assert_array_equal(read(tmp_path / "s.tif"), read(tmp_path / "r.tif"))
+    assert read(tmp_path / "scl.tif").max() == 11
+
+
+def test_stac_item_over_http_range_requests_equals_local_files(tmp_path):
+    """A generated Item with COG assets served by a loopback HTTP server: same stack as the local files."""
+    item = make_stac_item(tmp_path / "item", EARTH_SEARCH)
+    ref = _local_reference(tmp_path / "item", tmp_path / "ref", EARTH_SEARCH.values())
+    stack_scene(ref, tmp_path / "r.tif", bands="rgbn")
+    with serve(tmp_path / "item") as (url, handler):
+        res = CliRunner().invoke(main, ["stack", f"{url}/{item.name}", "--bands", "rgbn", "-o",
+                                        str(tmp_path / "s.tif"), "--write-scl", str(tmp_path / "scl.tif"), "--json"])
+        assert res.exit_code == 0, res.output
+        ranged = list(handler.ranges)
+    out = json.loads(res.output)
+    assert out["kind"] == "STAC" and out["sources"]["B4"] == f"{url}/B4.tif"
+    np.testing.assert_array_equal(read(tmp_path / "s.tif"), read(tmp_path / "r.tif"))
+    assert any(r.startswith("/B4.tif ") for r in ranged)  # COG bytes came by range requests
+    with serve(tmp_path / "item") as (url, _):
+        res = CliRunner().invoke(main, ["stack", f"{url}/missing.json", "--bands", "rgb", "-o",
+                                        str(tmp_path / "m.tif")])
+    assert res.exit_code != 0 and "cannot read the STAC Item" in res.output and "missing.json" in res.output
+    assert not (tmp_path / "m.tif").exists()
+
+
+# --- detect -----------------------------------------------------------------------------------------------
+
+
+def test_detect_on_a_product_with_an_aoi_covers_the_full_runs_window(tmp_path):
+    from detect_fixtures import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", "rgbn")
+    z = zip_safe(make_safe(tmp_path / "dl", bands=("B2", "B3", "B4", "B8")))
+    (x0, y0, x1, y1), _ = _bbox_lonlat(25, 30, 105, 90)
+    common = ["--model", str(ckpt), "--window", "32", "--overlap", "8", "--json"]
+    res = CliRunner().invoke(main, ["detect", str(z), "-o", str(tmp_path / "full.gpkg"), "--prob",
+                                    str(tmp_path / "full.tif"), *common])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["detect", str(z), "--bbox", f"{x0},{y0},{x1},{y1}", "--bbox-crs", CRS, "-o",
+                                    str(tmp_path / "aoi.gpkg"), "--prob", str(tmp_path / "aoi.tif"), *common])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "aoi.tif") as a, rasterio.open(tmp_path / "full.tif") as f:
+        assert a.shape == (60, 80) and a.transform == f.transform * f.transform.translation(25, 30)
+    # a stacked scene is cropped the same way
+    stack_scene(z, tmp_path / "scene.tif", bands="rgbn")
+    res = CliRunner().invoke(main, ["detect", str(tmp_path / "scene.tif"), "--bbox", f"{x0},{y0},{x1},{y1}",
+                                    "--bbox-crs", CRS, "-o", str(tmp_path / "s.gpkg"), "--prob",
+                                    str(tmp_path / "s.tif"), "--norm", "model", *common])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["aoi_window"] == [25, 30, 80, 60]
+    with rasterio.open(tmp_path / "s.tif") as s, rasterio.open(tmp_path / "aoi.tif") as a:
+        assert (s.transform, s.shape) == (a.transform, a.shape)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no scratch left
+
+
+# --- real data -----------------------------------------------------------------------------------------------
+
+T29UNU_BBOX = "-8.8,52.8,-8.7,52.9"  # inside the valid part of the swath: clouds, shadows and ground
+
+
+@pytest.mark.realdata
+def test_real_t29unu_safe_and_zip_stack_at_10m_with_the_offset(tmp_path):
+    """The real L2A 04.00 product: only its 60 m spectral bands are here (its 10/20 m files are absent), so
+    the 10 m stack comes from the 60 m files; the -1000 offset of its metadata is applied; the zip built
+    here gives the same pixels, read in place."""
+    (safe,) = glob.glob(str(shared_data("s2", "l2a_safe_T29UNU") / "*.SAFE"))
+    res = CliRunner().invoke(main, ["stack", safe, "--bbox", T29UNU_BBOX, "--bands", "rgb", "-o",
+                                    str(tmp_path / "s.tif"), "--write-scl", str(tmp_path / "scl.tif"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["resolution"] == [10.0, 10.0] and set(out["offsets"].values()) == {-1000.0}
+    assert out["product"]["baseline"] == "04.00" and any("60 m file" in n for n in out["notes"])
+    z = tmp_path / (Path(safe).name + ".zip")
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+        for p in sorted(Path(safe).rglob("*")):
+            zf.write(p, p.relative_to(Path(safe).parent).as_posix())
+    res = CliRunner().invoke(main, ["stack", str(z), "--bbox", T29UNU_BBOX, "--bands", "rgb", "-o",
+                                    str(tmp_path / "z.tif")])
+    assert res.exit_code == 0, res.output
+    s = read(tmp_path / "s.tif")
+    np.testing.assert_array_equal(s, read(tmp_path / "z.tif"))
+    # the 60 m B04 DNs under the AOI, by hand: mean (DN - 1000) / divisor (without the offset it would be
+    # 2.2 higher: 1000 / 445.17)
+    (b04,) = glob.glob(f"{safe}/GRANULE/*/IMG_DATA/R60m/*_B04_60m.jp2")
+    c0, r0, w, h = out["window"]
+    with rasterio.open(b04) as src:
+        dn = src.read(1, window=rasterio.windows.Window(c0 // 6 + 1, r0 // 6 + 1, w // 6 - 2, h // 6 - 2))
+    ours = s[0][6 - r0 % 6:, 6 - c0 % 6:][: (h // 6 - 2) * 6, : (w // 6 - 2) * 6]
+    assert (dn > 0).all() and (ours > -9999).all()
+    assert ours.mean() == pytest.approx((dn.mean() - 1000.0) / L4S_DIV["B4"], rel=0.01)
+    scl = read(tmp_path / "scl.tif")[0]
+    assert set(np.unique(scl)) <= {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}  # no blended class 14
+    assert {3, 8, 9}.issubset(set(np.unique(scl)))  # shadow and cloud in this AOI
+
+
+@pytest.mark.realdata
+def test_real_wayanad_loose_bands_look_offset(tmp_path):
+    kerala = shared_data("s2", "kerala")
+    with pytest.warns(LsmapWarning, match="no value below 1008 in any band"):
+        stack_scene(kerala / "wayanad_2024_a", tmp_path / "w.tif", bands="rgb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LsmapWarning)
+        stack_scene(kerala / "puthumala_2019", tmp_path / "p.tif", bands="rgb")
+        stack_scene(kerala / "wayanad_2024_a", tmp_path / "o.tif", bands="rgb", offset=-1000, overwrite=True)
