@@ -12,6 +12,7 @@ from lsmap.cli.options import (
     echo_json,
     handle_errors,
     json_opt,
+    mask_opts,
     offset_opt,
     overwrite_opt,
     progress_default,
@@ -38,6 +39,7 @@ _D = DetectOptions()  # the library's defaults
               help="Slope raster for stacking (default: computed from --dem).")
 @aoi_opts
 @offset_opt
+@mask_opts
 @click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
 @click.option("--window", type=click.IntRange(16), default=_D.window, show_default=True, help="Window size (pixels).")
 @click.option("--overlap", type=click.IntRange(0), default=_D.overlap, show_default=True,
@@ -81,8 +83,8 @@ _D = DetectOptions()  # the library's defaults
 @overwrite_opt
 @json_opt
 @handle_errors
-def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, tta, window, overlap, batch_size,
-           norm, stats, input_scale, threshold, prob, mask, quicklook, report, uncertainty, min_area, simplify,
+def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, scl, scl_mask, mask_raster, tta,
+           window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook, report, uncertainty, min_area, simplify,
            fill_holes, crf, scheduler, merged, device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
@@ -118,7 +120,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     if names_many(scenes, out):
         for flag, value in (("--dem", dem or None), ("--slope", slope), ("--prob", prob), ("--mask", mask),
                             ("--quicklook", quicklook), ("--report", report), ("--bbox", bbox), ("--aoi", aoi_file),
-                            ("--offset", offset)):
+                            ("--offset", offset), ("--scl", scl), ("--mask-raster", mask_raster)):
             if value is not None:
                 raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
                                          f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
@@ -141,7 +143,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     else:
         source = scene
     gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,
-                     overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, **settings)
+                     overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, scl=scl, scl_mask=scl_mask,
+                     mask_raster=mask_raster, **settings)
     summary = gdf.attrs["lsmap"]
     if as_json:
         echo_json(summary)

@@ -15,6 +15,10 @@ Valid pixel: every band holds data, that is, no band is
   Sentinel-2, whose digital number 0 means "no data" in every band) in any *spectral* band.
   Terrain bands (slope, DEM) are not tested: 0 degrees or 0 m are real values.
 
+Not observed: a scene may carry a not-observed raster (``SceneInfo.mask``, written by
+:mod:`lsmap.data.masks` from SCL and/or a user mask); its non-zero pixels are invalid as well, in
+every reader that passes it to :func:`read_scene_window`.
+
 Values are returned as float32. With ``raw=True`` they are brought to the Landslide4Sense scale
 by dividing each band by its profile divisor, computed in float64 and then rounded once to
 float32 (:func:`scale_raw`); otherwise they are returned as stored (cast to float32), which is
@@ -49,6 +53,8 @@ class SceneInfo:
     crs: Any
     transform: Any
     declares_nodata: bool
+    #: Not-observed reason raster on the scene's grid (:mod:`lsmap.data.masks`; non-zero = invalid), or ``None``.
+    mask: Path | None = None
 
 
 def scale_raw(data: np.ndarray, profile: BandProfile) -> np.ndarray:
@@ -183,7 +189,7 @@ def valid_pixels(src, stored: np.ndarray, window: Window | None, profile: BandPr
 
 
 def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = False,
-                      declared: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      declared: bool | None = None, mask=None) -> tuple[np.ndarray, np.ndarray]:
     """Read one window of an open scene: values and valid-pixel mask (see the module docstring).
 
     Invalid pixels keep the values stored in the file (callers fill them).
@@ -194,6 +200,8 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
         profile: Band profile (divisors, raw nodata, spectral bands).
         raw: Scale raw values by the profile divisors (:func:`scale_raw`).
         declared: :func:`declares_nodata` of ``src``, when the caller already knows it.
+        mask: Open not-observed reason raster on the scene's grid (``SceneInfo.mask``, opened with
+            :func:`open_scene_mask`): its non-zero pixels are invalid too (clouds, shadows...).
 
     Returns:
         ``(data, valid)``: float32 ``(C, h, w)`` and bool ``(h, w)``.
@@ -206,7 +214,14 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
     data = scale_raw(stored, profile) if raw else stored.astype(np.float32, copy=False)
     if data is not stored and stored.dtype.kind in "fc":  # float64 beyond float32's range becomes inf
         valid &= np.isfinite(data).all(axis=0)
+    if mask is not None:
+        valid &= read_window(mask, 1, window) == 0
     return data, valid
+
+
+def open_scene_mask(scene: SceneInfo):
+    """A context manager opening ``scene.mask`` (the not-observed raster), or giving ``None`` without one."""
+    return open_raster(scene.mask, "not-observed mask") if scene.mask is not None else contextlib.nullcontext()
 
 
 def read_scene_overview(src, profile: BandProfile, max_side: int, bands: tuple[int, ...] | None = None
