@@ -169,3 +169,38 @@ def test_cli_json_reports_observed_area(tmp_path, rng):
     s = json.loads(r.output)
     total = s["observed_km2"] + s["not_observed_km2"]
     assert total == pytest.approx(64 * 64 * 100 / 1e6) and s["not_observed"]["scl_classes"] == list(DEFAULT_SCL_CLASSES)
+
+
+@pytest.mark.realdata
+def test_real_t29unu_safe_not_observed_layer_from_its_scl(tmp_path):
+    """``lsmap.detect`` on the real L2A T29UNU SAFE (AOI where clouds, shadows and ground mix; its rgb bands are
+    present at 60 m): the product's own SCL masks the scene; the not_observed layer holds cloud and shadow; no
+    landslide polygon overlaps it; masked pixels are nodata in the probability and mask rasters."""
+    import glob
+
+    from conftest import shared_data
+
+    from lsmap.io.aoi import parse_bbox
+
+    (safe,) = glob.glob(str(shared_data("s2", "l2a_safe_T29UNU") / "*.SAFE"))
+    # p = sigmoid((B4 - 0.5) / 0.05): bright pixels (clouds first of all) are "landslides" unless masked
+    m = member(Band0Model(), profile="rgb", mean=0.5, std=0.05)
+    out = tmp_path / "t29unu.gpkg"
+    gdf = lsmap.detect({"s2": safe}, [m], out=out, prob=tmp_path / "prob.tif", mask=tmp_path / "mask.tif",
+                       aoi=parse_bbox("-8.8,52.8,-8.7,52.9"), norm="model", quicklook=tmp_path / "q.png", **KW)
+    s = gdf.attrs["lsmap"]
+    assert s["not_observed"]["scl"].endswith("scl.tif")
+    no = gpd.read_file(out, layer="not_observed")
+    assert {"cloud", "shadow"} <= set(no["reason"])
+    assert s["not_observed_km2"] > 1 and s["observed_km2"] > 1
+    np.testing.assert_allclose(no["area_m2"].sum() / 1e6, s["not_observed_km2"], rtol=1e-6)
+    union = no.geometry.union_all()
+    slides = gpd.read_file(out, layer="t29unu")
+    assert len(slides) and all(g.intersection(union).area < 1e-6 for g in slides.geometry)
+    from rasterio.features import rasterize
+
+    with rasterio.open(tmp_path / "prob.tif") as p, rasterio.open(tmp_path / "mask.tif") as k:
+        prob, mask = p.read(1), k.read(1)
+        hidden = rasterize([union], out_shape=prob.shape, transform=p.transform, all_touched=False).astype(bool)
+    assert hidden.mean() > 0.2 and (prob[hidden] == 255).all() and (mask[hidden] == 255).all()
+    assert (prob[~hidden] != 255).mean() > 0.9
