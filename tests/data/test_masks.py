@@ -204,3 +204,29 @@ def test_real_t29unu_safe_not_observed_layer_from_its_scl(tmp_path):
         hidden = rasterize([union], out_shape=prob.shape, transform=p.transform, all_touched=False).astype(bool)
     assert hidden.mean() > 0.2 and (prob[hidden] == 255).all() and (mask[hidden] == 255).all()
     assert (prob[~hidden] != 255).mean() > 0.9
+
+
+def test_tile_writes_masked_pixels_ignored_and_skips_mostly_masked_patches(tmp_path, rng):
+    from lsmap.data.tile import tile_scene
+    from lsmap.io.patches import read_image, read_mask
+
+    data, blobs, _, scl = cloudy(rng)
+    scene = write_scene(tmp_path / "scene.tif", data)
+    labels = write_tif(tmp_path / "lab.tif", blobs.astype(np.uint8), crs="EPSG:32645", origin=ORIGIN, pixel=10.0)
+    sclf = scl_file(tmp_path / "scl.tif", scl)
+    plain = tile_scene(scene, tmp_path / "plain", size=40, labels=labels)
+    res = tile_scene(scene, tmp_path / "p", size=40, labels=labels, scl=sclf)
+    masked = np.kron(np.isin(scl, DEFAULT_SCL_CLASSES), np.ones((2, 2), bool))
+    from lsmap.data.tile import read_index
+
+    index = read_index(tmp_path / "p")
+    assert plain.n_skipped == 0 and res.n_skipped == sum(
+        masked[r:r + 40, c:c + 40].mean() > 0.5 for r in range(0, 200, 40) for c in range(0, 240, 40))
+    assert res.n_skipped > 0
+    for _, row in index.iterrows():
+        r, c = int(row["row_off"]), int(row["col_off"])
+        m = read_mask(tmp_path / "p" / "mask" / f"mask_{row['id']}.h5")
+        img, _ = read_image(tmp_path / "p" / "img" / f"image_{row['id']}.h5")
+        hid = masked[r:r + 40, c:c + 40]
+        assert (m[hid] == 255).all() and (m[~hid] != 255).all()
+        assert (img[:, hid] == 0).all() and (img[:, ~hid] != 0).any(axis=0).all()
