@@ -230,3 +230,19 @@ def test_tile_writes_masked_pixels_ignored_and_skips_mostly_masked_patches(tmp_p
         hid = masked[r:r + 40, c:c + 40]
         assert (m[hid] == 255).all() and (m[~hid] != 255).all()
         assert (img[:, hid] == 0).all() and (img[:, ~hid] != 0).any(axis=0).all()
+
+
+def test_filled_holes_and_simplification_never_reach_into_not_observed_area(tmp_path, rng):
+    data = smooth_scene(rng, h=96, w=96)
+    data[0] = 0.5
+    data[0, 20:80, 20:80] = 2.0  # one landslide...
+    scl = np.full((48, 48), 4, np.uint8)
+    scl[20:28, 20:28] = 8  # ...with a cloud (160 m square) inside it: a hole of the polygon
+    scene = write_scene(tmp_path / "scene.tif", data)
+    m = member(Band0Model(), mean=1.0, std=0.5)
+    gdf = lsmap.detect(scene, [m], norm="model", scl=scl_file(tmp_path / "scl.tif", scl), fill_holes=1e6,
+                       simplify=15, **KW)
+    assert len(gdf) == 1 and gdf["near_not_observed"].all()
+    cloud = _box(40, 40, 56, 56)
+    assert gdf.geometry.iloc[0].intersection(cloud).area == pytest.approx(0, abs=1e-6)
+    assert gdf["area_m2"].iloc[0] == pytest.approx(60 * 60 * 100 - 16 * 16 * 100, rel=0.02)
