@@ -91,7 +91,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or what 'lsmap stack'
     takes, stacked first: a Sentinel-2 product (.SAFE folder, .SAFE.zip, STAC Item file or URL), or a
     folder of band files (with --dem for terrain bands). --bbox/--aoi crop every input before any
-    other work. Nodata pixels never become landslides.
+    other work. Nodata pixels never become landslides, nor do not-observed ones (clouds, shadows, snow:
+    the product's SCL, --scl, --mask-raster), which a GeoPackage gets as its layer 'not_observed'.
 
     \b
     $ lsmap detect scene.tif -o slides.gpkg --model unet.safetensors
@@ -102,6 +103,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     $ lsmap detect S2B_MSIL2A_....SAFE.zip --dem dem_tiles/ --bbox 85.30,27.70,85.50,27.90 -o slides.gpkg \\
           --model unet.safetensors
     $ lsmap detect scene.tif --aoi valley.gpkg -o slides.gpkg --prob prob.tif
+    $ lsmap detect scene.tif --scl scl_20m.tif --mask-raster clouds.tif -o slides.gpkg
 
     Several scenes (paths, a quoted glob, or @list.txt with one path per line): -o is a folder that
     gets one layer per scene plus the merged event layer; complete scenes are skipped on a re-run

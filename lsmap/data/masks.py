@@ -70,7 +70,7 @@ def parse_scl_classes(value: str | Sequence[int] | None) -> tuple[int, ...]:
         except (TypeError, ValueError):
             c = None
         if c is None or c not in SCL_CLASSES or str(item).strip() not in (str(c), f"{c}.0"):
-            raise InputError(f"`--scl-mask`: '{item}' is not a scene classification class; choose from 0-11 "
+            raise InputError(f"`scl_mask`: '{item}' is not a scene classification class; choose from 0-11 "
                              f"(default {','.join(map(str, DEFAULT_SCL_CLASSES))})")
         out.append(c)
     return tuple(sorted(set(out)))
@@ -134,8 +134,8 @@ def check_masks(spec: MaskSpec, info, *, block: int = 1024) -> None:
         InputError: a mask raster with several bands, without CRS, not overlapping the scene, or of a
             float type holding non-integer values (a probability, not a mask).
     """
-    for path, what, flag in ((spec.scl, "scene classification (SCL)", "--scl"),
-                             (spec.raster, "mask raster", "--mask-raster")):
+    for path, what, flag in ((spec.scl, "scene classification (SCL)", "`scl`"),
+                             (spec.raster, "mask raster", "`mask_raster`")):
         if path is None:
             continue
         with open_raster(path, what) as src:
@@ -152,7 +152,7 @@ def check_masks(spec: MaskSpec, info, *, block: int = 1024) -> None:
                         raise InputError(f"{path}: {what} holds non-integer values ({src.dtypes[0]}, e.g. "
                                          f"{float(v[v != np.round(v)][0]):g}); give class numbers or 0/1 "
                                          f"(threshold a probability first) ({flag})")
-            elif flag == "--scl" and np.dtype(src.dtypes[0]).kind not in "iu":
+            elif flag == "`scl`" and np.dtype(src.dtypes[0]).kind not in "iu":
                 raise InputError(f"{path}: {what} is of type {src.dtypes[0]}; give the product's SCL band")
 
 

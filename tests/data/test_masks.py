@@ -52,7 +52,7 @@ def test_scl_classes_parsed_and_unknown_class_is_an_error():
     assert parse_scl_classes(None) == DEFAULT_SCL_CLASSES == (0, 1, 3, 8, 9, 10, 11)
     assert parse_scl_classes("9, 8,3") == (3, 8, 9) and parse_scl_classes("none") == ()
     for bad in ("12", "cloud", "3.5", "-1"):
-        with pytest.raises(InputError, match="scl-mask"):
+        with pytest.raises(InputError, match="`scl_mask`"):
             parse_scl_classes(bad)
 
 
@@ -153,6 +153,7 @@ def test_bad_masks_are_one_line_errors_before_any_work(tmp_path, rng, case, matc
     r = CliRunner().invoke(main, args)
     assert r.exit_code != 0
     assert match in r.output and r.output.strip().count("\n") == 0 and r.output.startswith("Error:")
+    assert "--scl" in r.output or "--mask-raster" in r.output
     assert not (tmp_path / "out.gpkg").exists()
 
 
