@@ -247,3 +247,26 @@ def test_filled_holes_and_simplification_never_reach_into_not_observed_area(tmp_
     cloud = _box(40, 40, 56, 56)
     assert gdf.geometry.iloc[0].intersection(cloud).area == pytest.approx(0, abs=1e-6)
     assert gdf["area_m2"].iloc[0] == pytest.approx(60 * 60 * 100 - 16 * 16 * 100, rel=0.02)
+
+
+def test_a_products_own_scl_masks_by_default_and_scl_mask_none_turns_it_off(tmp_path):
+    from detect_fixtures import tiny_checkpoint
+    from products_fixtures import make_safe, scl_classes, zip_safe
+
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", "rgbn")
+    z = zip_safe(make_safe(tmp_path / "dl", bands=("B2", "B3", "B4", "B8")))
+    common = ["--model", str(ckpt), "--window", "32", "--overlap", "8", "--json", "--device", "cpu"]
+    r = CliRunner().invoke(main, ["detect", str(z), "-o", str(tmp_path / "a.gpkg"), "--mask", str(tmp_path / "m.tif"),
+                                  *common])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    scl = np.kron(scl_classes(20), np.ones((2, 2), np.uint8))
+    hidden = np.isin(scl, DEFAULT_SCL_CLASSES)
+    assert s["not_observed_km2"] == pytest.approx(hidden.sum() * 100 / 1e6)
+    with rasterio.open(tmp_path / "m.tif") as src:
+        assert ((src.read(1) == 255) == hidden).all()
+    no = gpd.read_file(tmp_path / "a.gpkg", layer="not_observed")
+    assert sorted(no["reason"]) == ["cloud", "no data", "shadow", "snow"]  # one dissolved row per reason
+    r = CliRunner().invoke(main, ["detect", str(z), "-o", str(tmp_path / "b.gpkg"), "--scl-mask", "none", *common])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["not_observed_km2"] is None
