@@ -107,6 +107,20 @@ NOT_OBSERVED_LAYER = "not_observed"
 NEAR_PIXELS = 2
 
 
+def _observed_pixels(prob: Path, block: int = 1024) -> int:
+    """Pixels of the probability raster with a value (valid and observed), counted block by block
+    (the statistics pass may sample a large scene, so its count is not the scene's)."""
+    from lsmap.core.windows import block_grid
+    from lsmap.io.rasters import open_raster, read_window
+    from lsmap.map.stream import PROB_NODATA
+
+    n = 0
+    with open_raster(prob, "probability") as src:
+        for win in block_grid(src.height, src.width, block):
+            n += int((read_window(src, 1, win) != PROB_NODATA).sum())
+    return n
+
+
 def _respect_not_observed(gdf, masked, info):
     """Cut not-observed area out of the polygons (hole filling and simplification may reach into it) and
     flag those near it (``near_not_observed``)."""
@@ -305,7 +319,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "passes": pred.passes, "device": str(dev), "uncertainty": pred.uncertainty_method, "polygons": len(gdf),
         "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
         "scene_km2": km2,
-        "observed_km2": scan.valid_pixels * px_km2 if nobs is not None else None,
+        "observed_km2": _observed_pixels(pred.prob) * px_km2 if nobs is not None else None,
         "not_observed_km2": nobs.km2 if nobs is not None else None,
         "not_observed": ({"scl": str(spec.scl) if spec.scl else None, "scl_classes": list(spec.scl_classes),
                           "mask_raster": str(spec.raster) if spec.raster else None,
