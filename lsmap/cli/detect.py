@@ -13,6 +13,7 @@ from lsmap.cli.options import (
     echo_json,
     handle_errors,
     json_opt,
+    mask_opts,
     offset_opt,
     overwrite_opt,
     progress_default,
@@ -40,6 +41,7 @@ _D = DetectOptions()  # the library's defaults
               help="Slope raster for stacking (default: computed from --dem).")
 @aoi_opts
 @offset_opt
+@mask_opts
 @click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
 @click.option("--window", type=click.IntRange(16), default=_D.window, show_default=True, help="Window size (pixels).")
 @click.option("--overlap", type=click.IntRange(0), default=_D.overlap, show_default=True,
@@ -83,15 +85,16 @@ _D = DetectOptions()  # the library's defaults
 @overwrite_opt
 @json_opt
 @handle_errors
-def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, tta, window, overlap, batch_size,
-           norm, stats, input_scale, threshold, prob, mask, quicklook, report, uncertainty, min_area, simplify,
+def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, scl, scl_mask, mask_raster, tta,
+           window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook, report, uncertainty, min_area, simplify,
            fill_holes, crf, scheduler, merged, device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
     SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or what 'lsmap stack'
     takes, stacked first: a Sentinel-2 product (.SAFE folder, .SAFE.zip, STAC Item file or URL), or a
     folder of band files (with --dem for terrain bands). --bbox/--aoi crop every input before any
-    other work. Nodata pixels never become landslides.
+    other work. Nodata pixels never become landslides, nor do not-observed ones (clouds, shadows, snow:
+    the product's SCL, --scl, --mask-raster), which a GeoPackage gets as its layer 'not_observed'.
 
     \b
     $ lsmap detect sample_data/scene_l4s14.tif -o out/slides.gpkg --quicklook out/slides.png --overwrite
@@ -103,6 +106,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     $ lsmap detect S2B_MSIL2A_....SAFE.zip --dem dem_tiles/ --bbox 85.30,27.70,85.50,27.90 -o slides.gpkg \\
           --model unet.safetensors
     $ lsmap detect scene.tif --aoi valley.gpkg -o slides.gpkg --prob prob.tif
+    $ lsmap detect scene.tif --scl scl_20m.tif --mask-raster clouds.tif -o slides.gpkg
 
     Without --model the default model is used; --model takes a checkpoint or a shipped model's
     name (--model default; see 'lsmap info').
@@ -124,7 +128,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     if names_many(scenes, out):
         for flag, value in (("--dem", dem or None), ("--slope", slope), ("--prob", prob), ("--mask", mask),
                             ("--quicklook", quicklook), ("--report", report), ("--bbox", bbox), ("--aoi", aoi_file),
-                            ("--offset", offset)):
+                            ("--offset", offset), ("--scl", scl), ("--mask-raster", mask_raster)):
             if value is not None:
                 raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
                                          f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
@@ -147,7 +151,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     else:
         source = scene
     gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,
-                     overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, **settings)
+                     overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, scl=scl, scl_mask=scl_mask,
+                     mask_raster=mask_raster, **settings)
     summary = gdf.attrs["lsmap"]
     if as_json:
         echo_json(summary)

@@ -64,6 +64,20 @@ offset_opt = click.option(
 )
 
 
+def mask_opts(fn):
+    """``--scl FILE``, ``--scl-mask CLASSES`` and ``--mask-raster FILE``: the not-observed pixels (:mod:`lsmap.data.masks`)."""
+    fn = click.option("--mask-raster", type=click.Path(exists=True, dir_okay=False), default=None,
+                      help="Raster whose non-zero pixels are not observed (e.g. an external cloud mask; any grid, "
+                           "nearest neighbour); combines with SCL.")(fn)
+    fn = click.option("--scl-mask", default=None, metavar="CLASSES",
+                      help="SCL classes not observed, e.g. 3,8,9 ('none': SCL unused). Default: 0,1,3,8,9,10,11 "
+                           "(no data, defective, cloud shadow, cloud medium/high, cirrus, snow).")(fn)
+    fn = click.option("--scl", type=click.Path(exists=True, dir_okay=False), default=None,
+                      help="Scene classification (SCL) raster of the scene (any grid); a product's own SCL is used "
+                           "without it.")(fn)
+    return fn
+
+
 def aoi_opts(fn):
     """``--bbox W,S,E,N``, ``--bbox-crs`` and ``--aoi FILE``: the area of interest, cropped before any work."""
     fn = click.option("--aoi", "aoi_file", type=click.Path(exists=True, dir_okay=False), default=None,

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from lsmap.cli.options import bands_opt, echo_json, handle_errors, json_opt, overwrite_opt, progress_default
+from lsmap.cli.options import (
+    bands_opt,
+    echo_json,
+    handle_errors,
+    json_opt,
+    mask_opts,
+    overwrite_opt,
+    progress_default,
+)
 from lsmap.core.constants import PATCH_SIZE
 
 
@@ -28,15 +36,18 @@ from lsmap.core.constants import PATCH_SIZE
 )
 @click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")
 @bands_opt
+@mask_opts
 @overwrite_opt
 @json_opt
 @handle_errors
-def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands, overwrite, as_json):
+def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands, scl, scl_mask, mask_raster, overwrite,
+         as_json):
     """Cut a scene into Landslide4Sense-style patches plus an index GeoPackage.
 
     Writes OUT/img/image_N.h5 (and OUT/mask/mask_N.h5 with --labels), OUT/index.gpkg (each
     patch's pixel window and footprint in the scene CRS) and OUT/tiles.json. Nodata pixels are
-    written as 0.0 and masked 255.
+    written as 0.0 and masked 255; so are not-observed pixels (--scl, --mask-raster: clouds,
+    shadows...), which also count against --min-valid.
 
     \b
     $ lsmap tile sample_data/scene_l4s14.tif -o out/patches --overwrite
@@ -49,7 +60,8 @@ def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands
 
     result = tile_scene(
         scene, out_dir, bands=bands, size=size, overlap=overlap, labels=labels, label_map=label_map,
-        min_valid=min_valid, raw=raw, overwrite=overwrite, progress=progress_default(as_json),
+        min_valid=min_valid, raw=raw, overwrite=overwrite, progress=progress_default(as_json), scl=scl,
+        scl_mask=scl_mask, mask_raster=mask_raster,
     )
     if as_json:
         echo_json(result.to_dict())

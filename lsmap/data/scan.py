@@ -134,7 +134,11 @@ def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Windo
         if src is None:
             src = local.src = open_raster(scene.path, "scene")
             opened.append(src)
-        data, valid = read_scene_window(src, win, profile, declared=scene.declares_nodata, indexes=indexes)
+            local.mask = open_raster(scene.mask, "not-observed mask") if scene.mask is not None else None
+            if local.mask is not None:
+                opened.append(local.mask)
+        data, valid = read_scene_window(src, win, profile, declared=scene.declares_nodata, indexes=indexes,
+                                        mask=local.mask)
         part = RunningStats(profile.count)
         part.update(data, valid)
         return part

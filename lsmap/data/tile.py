@@ -33,7 +33,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -44,11 +45,12 @@ from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import map_labels, parse_label_map
 from lsmap.core.windows import Window, pad_to, window_grid
+from lsmap.data.masks import MaskSpec, check_masks, parse_scl_classes, write_not_observed
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.outputs import atomic_output, check_owned_dir, mark_owned
 from lsmap.io.patches import META_NAME, read_image, read_mask, write_patch
-from lsmap.io.rasters import read_window
-from lsmap.io.scene import open_scene, read_scene_window
+from lsmap.io.rasters import open_raster, read_window
+from lsmap.io.scene import open_scene, read_scene_window, scene_info
 
 #: Image value of nodata and padded pixels (L4S scale: 0 is "no signal").
 INDEX_NAME = "index.gpkg"
@@ -128,6 +130,9 @@ def tile_scene(
     raw: bool = False,
     overwrite: bool = False,
     progress: bool = False,
+    scl: str | os.PathLike | None = None,
+    scl_mask: str | Sequence[int] | None = None,
+    mask_raster: str | os.PathLike | None = None,
 ) -> TileResult:
     """Cut ``scene`` into ``size`` x ``size`` L4S patches in ``out_dir`` (conventions: module docstring).
 
@@ -143,6 +148,12 @@ def tile_scene(
         raw: Divide values by the profile divisors (raw digital numbers -> L4S scale).
         overwrite: Replace an existing ``out_dir``.
         progress: Show a progress bar.
+        scl: Scene classification (SCL) raster of the scene (any grid): its ``scl_mask`` classes are
+            not observed (:mod:`lsmap.data.masks`).
+        scl_mask: SCL classes not observed (default ``0,1,3,8,9,10,11``).
+        mask_raster: Raster whose non-zero pixels are not observed (any grid). Not-observed pixels
+            are invalid like nodata: filled, 255 (ignored) in the masks, and counted against
+            ``min_valid`` (mostly-masked patches are skipped).
 
     Returns:
         Counts of what was written.
@@ -167,15 +178,25 @@ def tile_scene(
     mapping = parse_label_map(label_map)
     if mapping is not None and labels is None:
         raise InputError("`label_map` needs `labels`")
+    spec = MaskSpec(Path(scl) if scl is not None else None, parse_scl_classes(scl_mask),
+                    Path(mask_raster) if mask_raster is not None else None)
     check_owned_dir(out_dir, overwrite, "tile", OUTPUT_PATTERNS, manifests=(META_NAME,))
     check_tile_memory(profile.count, size, labels is not None)
+    nobs = None
+    if spec.active:
+        info = scene_info(scene, profile)
+        check_masks(spec, info)
 
     def still_ours(path: Path) -> None:  # re-checked under the lock, just before the old folder goes
         check_owned_dir(path, True, "tile", OUTPUT_PATTERNS, manifests=(META_NAME,))
 
     with contextlib.ExitStack() as stack:
+        if spec.active:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lsmap-tile-")))
+            nobs = write_not_observed(spec, info, work / "not_observed.tif")
         stack.enter_context(_drop_new_parents_on_error(out_dir))
         src = stack.enter_context(open_scene(scene, profile))
+        not_observed = stack.enter_context(open_raster(nobs.path, "not-observed mask")) if nobs else None
         lab = None
         if labels is not None:
             labels = Path(labels)
@@ -187,7 +208,7 @@ def tile_scene(
         with atomic_output(out_dir, overwrite, directory=True, lock=True, before_replace=still_ours) as tmp:
             mark_owned(tmp, "tile")
             for window in tqdm(grid, desc=f"tile {scene.name}", unit="window", disable=not progress):
-                data, valid = read_scene_window(src, window, profile, raw=raw)
+                data, valid = read_scene_window(src, window, profile, raw=raw, mask=not_observed)
                 frac = float(valid.mean())
                 if frac < min_valid:
                     n_skipped += 1
@@ -225,6 +246,9 @@ def tile_scene(
                 "overlap": overlap,
                 "min_valid": min_valid,
                 "raw": raw,
+                "not_observed": ({"scl": str(spec.scl) if spec.scl else None, "scl_classes": list(spec.scl_classes),
+                                  "mask_raster": str(spec.raster) if spec.raster else None, **nobs.counts}
+                                 if nobs is not None else None),
                 "fill": FILL,
                 "bands": profile.to_dict(),
                 "n_patches": len(rows),

@@ -19,6 +19,9 @@ Band names: a scene's bands are known by name from its band descriptions (``lsma
 them; :func:`band_names`), so a reader can take any band set from it in any order
 (:func:`scene_band_indices`, ``indexes`` of :func:`read_scene_window`); validity is then judged on
 the bands read.
+Not observed: a scene may carry a not-observed raster (``SceneInfo.mask``, written by
+:mod:`lsmap.data.masks` from SCL and/or a user mask); its non-zero pixels are invalid as well, in
+every reader that passes it to :func:`read_scene_window`.
 
 Values are returned as float32. With ``raw=True`` they are brought to the Landslide4Sense scale
 by dividing each band by its profile divisor, computed in float64 and then rounded once to
@@ -56,6 +59,8 @@ class SceneInfo:
     transform: Any
     declares_nodata: bool
     bands: tuple[str, ...] | None = None
+    #: Not-observed reason raster on the scene's grid (:mod:`lsmap.data.masks`; non-zero = invalid), or ``None``.
+    mask: Path | None = None
 
 
 def scale_raw(data: np.ndarray, profile: BandProfile) -> np.ndarray:
@@ -242,7 +247,7 @@ def valid_pixels(src, stored: np.ndarray, window: Window | None, profile: BandPr
 
 def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = False,
                       declared: bool | None = None,
-                      indexes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      indexes: Sequence[int] | None = None, mask=None) -> tuple[np.ndarray, np.ndarray]:
     """Read one window of an open scene: values and valid-pixel mask (see the module docstring).
 
     Invalid pixels keep the values stored in the file (callers fill them).
@@ -254,6 +259,8 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
         raw: Scale raw values by the profile divisors (:func:`scale_raw`).
         declared: :func:`declares_nodata` of ``src``, when the caller already knows it.
         indexes: 1-based bands to read, in this order (:func:`scene_band_indices`; ``None``: all).
+        mask: Open not-observed reason raster on the scene's grid (``SceneInfo.mask``, opened with
+            :func:`open_scene_mask`): its non-zero pixels are invalid too (clouds, shadows...).
 
     Returns:
         ``(data, valid)``: float32 ``(C, h, w)`` and bool ``(h, w)``.
@@ -266,7 +273,14 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
     data = scale_raw(stored, profile) if raw else stored.astype(np.float32, copy=False)
     if data is not stored and stored.dtype.kind in "fc":  # float64 beyond float32's range becomes inf
         valid &= np.isfinite(data).all(axis=0)
+    if mask is not None:
+        valid &= read_window(mask, 1, window) == 0
     return data, valid
+
+
+def open_scene_mask(scene: SceneInfo):
+    """A context manager opening ``scene.mask`` (the not-observed raster), or giving ``None`` without one."""
+    return open_raster(scene.mask, "not-observed mask") if scene.mask is not None else contextlib.nullcontext()
 
 
 def read_scene_overview(src, profile: BandProfile, max_side: int, bands: tuple[int, ...] | None = None

@@ -29,6 +29,14 @@ import numpy as np
 from lsmap.core.bands import BAND_NAMES, get_profile
 from lsmap.core.checks import as_list, check_bool, check_path
 from lsmap.core.normalize import BandStats, norm_mode
+from lsmap.data.masks import (
+    MaskSpec,
+    check_masks,
+    near_not_observed,
+    not_observed_polygons,
+    parse_scl_classes,
+    write_not_observed,
+)
 from lsmap.data.scan import check_stats, scan_scene
 from lsmap.errors import CheckpointError, InputError, MissingInputError
 from lsmap.io.aoi import crop_raster
@@ -61,8 +69,12 @@ def default_models() -> list[Path]:
         raise CheckpointError(f"no default model: {e}") from None
 
 
-def _stack_inputs(scene: Any, work: Path, bands: Any, aoi: Any = None) -> Path:
-    """Stack Sentinel-2 + DEM inputs (a mapping or namespace of ``lsmap.data.stack.stack_scene`` arguments)."""
+def _stack_inputs(scene: Any, work: Path, bands: Any, aoi: Any = None, scl: bool = False) -> tuple[Path, Path | None]:
+    """Stack Sentinel-2 + DEM inputs (a mapping or namespace of ``lsmap.data.stack.stack_scene`` arguments).
+
+    Returns:
+        The stack, and with ``scl`` the product's SCL written on its grid (``None`` when it has none).
+    """
     try:
         from lsmap.data.stack import stack_scene
     except ImportError:
@@ -73,8 +85,58 @@ def _stack_inputs(scene: Any, work: Path, bands: Any, aoi: Any = None) -> Path:
     if aoi is not None:
         kwargs["aoi"] = aoi
     out = work / "stack.tif"
+    scl_out = None
+    if scl and not kwargs.get("layers") and _product_has_scl(kwargs.get("s2")):
+        scl_out = work / "scl.tif"
+        kwargs["layers"] = {"SCL": scl_out}
     result = stack_scene(**kwargs, out=out)
-    return Path(getattr(result, "path", None) or (result if isinstance(result, (str, os.PathLike)) else out))
+    return Path(getattr(result, "path", None) or (result if isinstance(result, (str, os.PathLike)) else out)), scl_out
+
+
+def _product_has_scl(s2: Any) -> bool:
+    """Whether ``s2`` is a Sentinel-2 product (SAFE, zip, STAC Item) with an SCL layer."""
+    from lsmap.io.s2product import is_product, open_product
+
+    if not isinstance(s2, (str, os.PathLike)) or not is_product(s2):
+        return False
+    return "SCL" in open_product(s2).layers
+
+
+#: Second layer of a GeoPackage output: the dissolved not-observed area, with its ``reason``.
+NOT_OBSERVED_LAYER = "not_observed"
+#: ``near_not_observed``: a polygon within this many pixels of not-observed area (its outline may be cut).
+NEAR_PIXELS = 2
+
+
+def _observed_pixels(prob: Path, block: int = 1024) -> int:
+    """Pixels of the probability raster with a value (valid and observed), counted block by block
+    (the statistics pass may sample a large scene, so its count is not the scene's)."""
+    from lsmap.core.windows import block_grid
+    from lsmap.io.rasters import open_raster, read_window
+    from lsmap.map.stream import PROB_NODATA
+
+    n = 0
+    with open_raster(prob, "probability") as src:
+        for win in block_grid(src.height, src.width, block):
+            n += int((read_window(src, 1, win) != PROB_NODATA).sum())
+    return n
+
+
+def _respect_not_observed(gdf, masked, info):
+    """Cut not-observed area out of the polygons (hole filling and simplification may reach into it) and
+    flag those near it (``near_not_observed``)."""
+    pixel = float(np.hypot(info.transform.a, info.transform.d))
+    if len(gdf) and len(masked):
+        from shapely.ops import unary_union
+
+        union = unary_union(list(masked.geometry))
+        cut = [g.difference(union) if g.intersection(union).area > 0 else g for g in gdf.geometry]
+        gdf = gdf.set_geometry(cut)
+        gdf = gdf[~gdf.geometry.is_empty].copy()
+        gdf["area_m2"] = areas_m2(list(gdf.geometry), gdf.crs)
+    gdf = gdf.copy()
+    gdf["near_not_observed"] = near_not_observed(gdf, masked, NEAR_PIXELS * pixel + 1e-6 * pixel)
+    return gdf
 
 
 def _check_args(scene: Any, models: Any, paths: Sequence[Any], overwrite: Any, progress: Any) -> list | None:
@@ -125,7 +187,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
            out: str | os.PathLike | None = None, prob: str | os.PathLike | None = None,
            mask: str | os.PathLike | None = None, quicklook: str | os.PathLike | None = None,
            options: DetectOptions | None = None, overwrite: bool = False, progress: bool = False,
-           report: str | os.PathLike | None = None, aoi: Any = None, **settings: Any):
+           report: str | os.PathLike | None = None, aoi: Any = None, scl: str | os.PathLike | None = None,
+           scl_mask: str | Sequence[int] | None = None, mask_raster: str | os.PathLike | None = None,
+           **settings: Any):
     """Map the landslides of a scene: polygons with area and probability attributes.
 
     Args:
@@ -174,6 +238,14 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         progress: Show a progress bar.
         aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): the scene (or its stacking inputs) is cropped
             to the window of its grid that covers it before any other work; outputs cover that window.
+        scl: Scene classification (SCL) raster of the scene, any grid (nearest neighbour); a
+            Sentinel-2 product's own SCL is used without it (:mod:`lsmap.data.masks`).
+        scl_mask: SCL classes not observed (``"0,1,3,8,9,10,11"`` the default; ``"none"``: SCL unused).
+        mask_raster: Raster whose non-zero pixels are not observed (any grid, nearest neighbour).
+            Not-observed pixels are invalid like nodata: out of the statistics, filled before the
+            model, nodata in ``prob``/``mask``, never landslides; a GeoPackage ``out`` gets a layer
+            ``not_observed`` (dissolved polygons with ``reason``), polygons get ``near_not_observed``
+            (within :data:`NEAR_PIXELS` pixels of it) and the summary ``observed_km2``/``not_observed_km2``.
 
     Returns:
         GeoDataFrame in the scene's CRS with columns ``id``, ``area_m2``, ``mean_prob``,
@@ -194,6 +266,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     opts.check()
     outputs.check(overwrite)
     stats = BandStats.load(opts.stats) if isinstance(opts.stats, (str, os.PathLike)) else opts.stats
+    spec = MaskSpec(Path(scl) if scl is not None else None, parse_scl_classes(scl_mask),
+                    Path(mask_raster) if mask_raster is not None else None)
+    if spec.scl is not None and not spec.scl_classes:
+        raise InputError("`scl_mask` is 'none' but an SCL raster is given; drop `scl` or choose the classes")
     dev, members = _load_members(models, opts)
 
     work_parent = outputs.polygons.parent if outputs.polygons is not None else None
@@ -208,23 +284,36 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         stacked = not isinstance(scene, (str, os.PathLike))
         crop = None  # the AOI's window in the scene's grid
         if stacked:
-            scene_path = _stack_inputs(scene, work, _union(members), aoi)
+            check_masks(spec, None)  # overlap is checked on the stack
+            scene_path, product_scl = _stack_inputs(scene, work, _union(members), aoi,
+                                                    scl=spec.scl is None and bool(spec.scl_classes))
+            if product_scl is not None:
+                spec = replace(spec, scl=product_scl)
         elif aoi is not None:
+            check_masks(spec, scene_info(scene))  # a wrong scene or mask fails before the crop
             scene_path, win = crop_raster(scene, aoi, work / Path(scene).name)  # keeps its name for the map title
             crop = (int(win.col_off), int(win.row_off), int(win.width), int(win.height))
         else:
+            check_masks(spec, scene_info(scene))
             scene_path = Path(scene)
         info, plan = _match_bands(scene_path, members, opts, dev)
         members = plan.members
         threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
+        nobs = write_not_observed(spec, info, work / "not_observed.tif") if spec.active else None
+        info = replace(info, mask=nobs.path if nobs is not None else None)
         scan, used, t_scan = _scan(info, plan, opts, stats, progress)
         pred = _predict(info, members, work, scan, used, opts, dev, progress)
         t_vec = time.perf_counter()
         gdf = _vectorize(pred, threshold, opts)
+        masked = None
+        if nobs is not None:
+            masked = not_observed_polygons(nobs.path)
+            gdf = _respect_not_observed(gdf, masked, info)
         t_vec = time.perf_counter() - t_vec
         t_write = time.perf_counter()
-        _write_outputs(tmp, outputs, pred, gdf, threshold)
+        _write_outputs(tmp, outputs, pred, gdf, threshold, masked)
         km2 = _scene_area_km2(info)
+        px_km2 = abs(info.transform.a * info.transform.e - info.transform.b * info.transform.d) / 1e6
         summary = {
         "scene": str(scene) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",
         "aoi": aoi.to_dict() if aoi is not None else None, "aoi_window": crop,
@@ -235,9 +324,16 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "window": opts.window, "overlap": opts.overlap, "batch_size": pred.batch_size, "windows": pred.windows,
         "passes": pred.passes, "device": str(dev), "uncertainty": pred.uncertainty_method, "polygons": len(gdf),
         "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
-        "scene_km2": km2}
+        "scene_km2": km2,
+        "observed_km2": _observed_pixels(pred.prob) * px_km2 if nobs is not None else None,
+        "not_observed_km2": nobs.km2 if nobs is not None else None,
+        "not_observed": ({"scl": str(spec.scl) if spec.scl else None, "scl_classes": list(spec.scl_classes),
+                          "mask_raster": str(spec.raster) if spec.raster else None,
+                          "km2": {k: v * nobs.pixel_area_m2 / 1e6 for k, v in nobs.counts.items()}}
+                         if nobs is not None else None)}
         if tmp.quicklook is not None or tmp.report is not None:
-            _maps(scene, scene_path, gdf, plan.scene_bands, members, scan.raw, tmp, summary, opts)
+            _maps(scene, scene_path, gdf, plan.scene_bands, members, scan.raw, tmp, summary, opts,
+                  nobs.path if nobs is not None else None)
         t_write = time.perf_counter() - t_write
     seconds = time.perf_counter() - t0
     gdf.attrs["lsmap"] = {
@@ -305,7 +401,8 @@ def _temporary_outputs(es: contextlib.ExitStack, outputs: DetectOutputs, overwri
 
 
 def _scan(info, plan, opts: DetectOptions, stats: BandStats | None, progress: bool = False):
-    """The statistics pass over the bands read: ``(scan, normalisation statistics used, seconds)``."""
+    """The statistics pass over the bands read: ``(scan, normalisation statistics used, seconds)``;
+    the not-observed raster travels with ``info`` (``info.mask``) to every reader."""
 
     t_scan = time.perf_counter()
     scan = scan_scene(info, plan.profile, opts.input_scale, progress=progress, indexes=plan.indexes)
@@ -338,7 +435,7 @@ def _vectorize(pred, threshold: float, opts: DetectOptions):
                      min_area=opts.min_area, simplify=opts.simplify, fill_holes=opts.fill_holes)
 
 
-def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, threshold: float) -> None:
+def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, threshold: float, masked=None) -> None:
     """Write the rasters and the polygons to their temporary names (renamed when the job completes)."""
 
     if tmp.prob is not None:
@@ -347,14 +444,17 @@ def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, thresh
         write_mask_cog(pred.prob, tmp.mask, threshold)
     if tmp.polygons is not None:
         write_layer(gdf, tmp.polygons, outputs.polygons)
+        if masked is not None and outputs.polygons.suffix.lower() == ".gpkg":
+            masked.to_file(tmp.polygons, layer=NOT_OBSERVED_LAYER, driver="GPKG", engine="pyogrio", mode="a",
+                           geometry_type="MultiPolygon", promote_to_multi=True)
 
 
 def _maps(scene: Any, scene_path: Path, gdf, scene_bands: Sequence[str], members, raw: bool, tmp: DetectOutputs, summary: dict,
-          opts: DetectOptions) -> None:
+          opts: DetectOptions, not_observed: Path | None = None) -> None:
     """The quick-look PNG and the HTML report of a run, from one read of the scene's natural colour."""
 
     source = scene_path if isinstance(scene, (str, os.PathLike)) else _inputs_path(scene)
-    image = natural_colour(scene_path, scene_bands, input_scale="raw" if raw else "l4s")
+    image = natural_colour(scene_path, scene_bands, input_scale="raw" if raw else "l4s", not_observed=not_observed)
     date = scene_date(source, image.tags)
     if date is None and source.is_dir():  # a folder of band files: their names may hold the date
         date = next((d for f in sorted(source.iterdir())[:20] if (d := scene_date(f.name))), None)

@@ -49,7 +49,14 @@ from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
 from lsmap.io.outputs import gdal_write_check
 from lsmap.io.rasters import GDAL_CACHE_MB, geotiff_profile, open_raster
-from lsmap.io.scene import SceneInfo, read_scene_window, scene_band_indices, scene_band_names, scene_info
+from lsmap.io.scene import (
+    SceneInfo,
+    open_scene_mask,
+    read_scene_window,
+    scene_band_indices,
+    scene_band_names,
+    scene_info,
+)
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device, use_channels_last
 from lsmap.learn.ensemble import inference_context, member_passes, predict_proba
@@ -175,8 +182,9 @@ class _Strips:
     """
 
     def __init__(self, src, scene: SceneInfo, profile: BandProfile, height: int, raw: bool, fill: np.ndarray,
-                 indexes: Sequence[int] | None = None) -> None:
+                 indexes: Sequence[int] | None = None, mask=None) -> None:
         self.src, self.scene, self.profile, self.raw, self.indexes = src, scene, profile, raw, indexes
+        self.mask = mask
         self.fill = np.asarray(fill, np.float32)[:, None, None]
         self.block_rows = src.block_shapes[0][0]
         self.data = np.empty((profile.count, height, scene.width), np.float32)
@@ -195,7 +203,8 @@ class _Strips:
         while r < row + h:  # new rows, split at block-row boundaries
             n = min(row + h, (r // self.block_rows + 1) * self.block_rows) - r
             data, ok = read_scene_window(self.src, Window(col_off=0, row_off=r, width=self.scene.width, height=n), self.profile, raw=self.raw,
-                                         declared=self.scene.declares_nodata, indexes=self.indexes)
+                                         declared=self.scene.declares_nodata, indexes=self.indexes,
+                                         mask=self.mask)
             if not ok.all():
                 np.copyto(data, self.fill, where=~ok[None])
             self.data[:, r - row:r - row + n] = data
@@ -225,9 +234,10 @@ class _Strips:
 
 def _read_batches(src, scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], batch_size: int,
                   raw: bool, fill: np.ndarray, pin: bool, indexes: Sequence[int] | None = None) -> Iterator[_Batch]:
-    strips = _Strips(src, scene, profile, windows[0].height, raw, fill, indexes)
-    for s in range(0, len(windows), batch_size):
-        yield strips.batch(windows[s:s + batch_size], pin)
+    with open_scene_mask(scene) as mask:  # the not-observed raster, when the scene has one
+        strips = _Strips(src, scene, profile, windows[0].height, raw, fill, indexes, mask)
+        for s in range(0, len(windows), batch_size):
+            yield strips.batch(windows[s:s + batch_size], pin)
 
 
 _DONE = object()

@@ -1,0 +1,272 @@
+"""Not-observed masks: where a scene shows clouds, shadows, snow or no data instead of the ground.
+
+The one owner of the rule "which pixels of a scene are not observed". Two sources, which combine:
+
+- **SCL** (the Sentinel-2 L2A scene classification: from a SAFE/zip/STAC product through
+  :mod:`lsmap.data.stack`, or ``--scl FILE`` beside loose bands or a stacked scene). Classes
+  :data:`DEFAULT_SCL_CLASSES` are masked by default: no data / defective (0, 1), cloud shadow (3),
+  cloud medium / high probability (8, 9), thin cirrus (10) and snow (11).
+- **A mask raster** (``--mask-raster FILE``): any grid, any integer (or integer-valued float) band;
+  non-zero = not observed (its declared nodata value counts as observed).
+
+Both are resampled by nearest neighbour onto the scene's grid (a GDAL warped VRT read at full
+resolution, window by window: memory stays flat in the scene's size) and written once as a uint8
+*reason raster* (:func:`write_not_observed`): 0 = observed, else a code of :data:`REASONS`. Every
+reader of a scene then honours it at one place, :func:`lsmap.io.scene.read_scene_window`
+(``SceneInfo.mask``): not-observed pixels are invalid exactly like nodata pixels, so they are left
+out of the per-scene statistics, filled before the model, nodata in the probability and mask
+rasters, and never landslides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lsmap.core.windows import Window, block_grid
+from lsmap.errors import InputError
+from lsmap.io.rasters import geotiff_profile, open_raster, read_window
+
+#: Scene classification classes of Sentinel-2 L2A (ESA's SCL legend).
+SCL_CLASSES = {
+    0: "no data", 1: "saturated or defective", 2: "dark area pixels", 3: "cloud shadows", 4: "vegetation",
+    5: "not vegetated", 6: "water", 7: "unclassified", 8: "cloud medium probability",
+    9: "cloud high probability", 10: "thin cirrus", 11: "snow",
+}
+#: SCL classes masked by default.
+DEFAULT_SCL_CLASSES = (0, 1, 3, 8, 9, 10, 11)
+#: Reason codes of the reason raster (0 = observed).
+REASONS = {1: "no data", 2: "cloud", 3: "shadow", 4: "snow", 5: "mask", 6: "other"}
+#: Reason code of each SCL class when masked.
+_SCL_REASON = {0: 1, 1: 1, 3: 3, 8: 2, 9: 2, 10: 2, 11: 4}
+_MASK_REASON = 5
+
+
+def parse_scl_classes(value: str | Sequence[int] | None) -> tuple[int, ...]:
+    """SCL classes from ``"0,1,3,8"`` (or a sequence; ``None``: :data:`DEFAULT_SCL_CLASSES`; ``"none"``: none).
+
+    Raises:
+        InputError: a class that is not a number or not an SCL class (0-11).
+    """
+    if value is None:
+        return DEFAULT_SCL_CLASSES
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("", "none"):
+            return ()
+        items: Iterable[Any] = [t.strip() for t in text.split(",") if t.strip()]
+    else:
+        items = value
+    out = []
+    for item in items:
+        try:
+            c = int(item)
+        except (TypeError, ValueError):
+            c = None
+        if c is None or c not in SCL_CLASSES or str(item).strip() not in (str(c), f"{c}.0"):
+            raise InputError(f"`scl_mask`: '{item}' is not a scene classification class; choose from 0-11 "
+                             f"(default {','.join(map(str, DEFAULT_SCL_CLASSES))})")
+        out.append(c)
+    return tuple(sorted(set(out)))
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """What masks a scene: an SCL raster with the classes to mask, and/or a mask raster."""
+
+    scl: Path | None = None
+    scl_classes: tuple[int, ...] = DEFAULT_SCL_CLASSES
+    raster: Path | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is masked at all."""
+        return (self.scl is not None and bool(self.scl_classes)) or self.raster is not None
+
+
+@dataclass(frozen=True)
+class NotObserved:
+    """The reason raster written for a scene and its pixel counts per reason."""
+
+    path: Path
+    counts: dict[str, int]
+    pixel_area_m2: float
+
+    @property
+    def pixels(self) -> int:
+        """Not-observed pixels."""
+        return sum(self.counts.values())
+
+    @property
+    def km2(self) -> float:
+        """Not-observed area in km2."""
+        return self.pixels * self.pixel_area_m2 / 1e6
+
+
+def _grid_bounds(transform, width: int, height: int) -> tuple[float, float, float, float]:
+    xs = [transform.c, transform.c + transform.a * width]
+    ys = [transform.f, transform.f + transform.e * height]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _overlaps(src, info) -> bool:
+    """Whether ``src`` covers some of the scene ``info``'s grid (bounds compared in the scene's CRS)."""
+    from rasterio.warp import transform_bounds
+
+    if src.crs is None:
+        return False
+    b = transform_bounds(src.crs, info.crs, *src.bounds, densify_pts=21)
+    s = _grid_bounds(info.transform, info.width, info.height)
+    return b[0] < s[2] and b[2] > s[0] and b[1] < s[3] and b[3] > s[1]
+
+
+def check_masks(spec: MaskSpec, info, *, block: int = 1024) -> None:
+    """Check ``spec``'s rasters against the scene ``info`` before any work (``None``: no overlap test).
+
+    Raises:
+        MissingInputError: a mask file does not exist.
+        InputError: a mask raster with several bands, without CRS, not overlapping the scene, or of a
+            float type holding non-integer values (a probability, not a mask).
+    """
+    for path, what, flag in ((spec.scl, "scene classification (SCL)", "`scl`"),
+                             (spec.raster, "mask raster", "`mask_raster`")):
+        if path is None:
+            continue
+        with open_raster(path, what) as src:
+            if src.count != 1:
+                raise InputError(f"{path}: {what} has {src.count} bands; give a single-band raster ({flag})")
+            if info is not None and not _overlaps(src, info):
+                raise InputError(f"{path}: {what} does not overlap the scene ({info.path}); give the {flag} of "
+                                 f"this area")
+            if np.dtype(src.dtypes[0]).kind in "fc":
+                for win in block_grid(src.height, src.width, block):
+                    v = read_window(src, 1, win)
+                    v = v[np.isfinite(v)]
+                    if v.size and not np.array_equal(v, np.round(v)):
+                        raise InputError(f"{path}: {what} holds non-integer values ({src.dtypes[0]}, e.g. "
+                                         f"{float(v[v != np.round(v)][0]):g}); give class numbers or 0/1 "
+                                         f"(threshold a probability first) ({flag})")
+            elif flag == "`scl`" and np.dtype(src.dtypes[0]).kind not in "iu":
+                raise InputError(f"{path}: {what} is of type {src.dtypes[0]}; give the product's SCL band")
+
+
+@contextlib.contextmanager
+def _on_grid(path: Path, what: str, info) -> Iterator[Any]:
+    """``path`` opened as a warped VRT on the scene's grid (nearest neighbour, no overviews used)."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    with open_raster(path, what) as src:
+        same = (src.crs == info.crs and src.transform == info.transform and src.width == info.width
+                and src.height == info.height)
+        if same:
+            yield src
+            return
+        with WarpedVRT(src, crs=info.crs, transform=info.transform, width=info.width, height=info.height,
+                       resampling=Resampling.nearest, nodata=src.nodata) as vrt:
+            yield vrt
+
+
+def reasons_block(scl: np.ndarray | None, scl_classes: Sequence[int], raster: np.ndarray | None,
+                  raster_nodata: float | None = None) -> np.ndarray:
+    """Reason codes ``(h, w)`` uint8 of one window from its SCL and mask-raster values (either may be ``None``).
+
+    SCL reasons come first; the mask raster marks the rest of its non-zero pixels ``mask``.
+    """
+    shape = (scl if scl is not None else raster).shape
+    out = np.zeros(shape, np.uint8)
+    if raster is not None:
+        hit = (raster != 0) & np.isfinite(raster) if raster.dtype.kind == "f" else raster != 0
+        if raster_nodata is not None and not np.isnan(raster_nodata):
+            hit &= raster != raster_nodata
+        out[hit] = _MASK_REASON
+    if scl is not None:
+        for c in scl_classes:
+            out[scl == c] = _SCL_REASON.get(c, 6)
+    return out
+
+
+def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: int = 1024) -> NotObserved:
+    """Write the reason raster of the scene ``info`` (uint8 on its grid, 0 = observed) at ``out``.
+
+    Read and written window by window; the inputs are checked first (:func:`check_masks`).
+
+    Returns:
+        The raster's path and its pixel counts per reason (:data:`REASONS`).
+    """
+    import rasterio
+
+    check_masks(spec, info)
+    out = Path(out)
+    counts = np.zeros(len(REASONS) + 1, np.int64)
+    with contextlib.ExitStack() as es:
+        scl = es.enter_context(_on_grid(spec.scl, "scene classification (SCL)", info)) \
+            if spec.scl is not None and spec.scl_classes else None
+        ras = es.enter_context(_on_grid(spec.raster, "mask raster", info)) if spec.raster is not None else None
+        profile = geotiff_profile(crs=info.crs, transform=info.transform, width=info.width, height=info.height,
+                                  count=1, dtype="uint8")
+        profile.pop("nodata", None)
+        dst = es.enter_context(rasterio.open(out, "w", **profile))
+        dst.set_band_description(1, "not observed: " + ", ".join(f"{k} {v}" for k, v in REASONS.items()))
+        for win in block_grid(info.height, info.width, block):
+            s = read_window(scl, 1, win) if scl is not None else None
+            r = read_window(ras, 1, win) if ras is not None else None
+            codes = reasons_block(s, spec.scl_classes, r, ras.nodata if ras is not None else None)
+            counts += np.bincount(codes.ravel(), minlength=counts.size)[:counts.size]
+            dst.write(codes[None], window=win)
+    area = abs(info.transform.a * info.transform.e - info.transform.b * info.transform.d)
+    return NotObserved(out, {REASONS[k]: int(counts[k]) for k in REASONS if counts[k]}, float(area))
+
+
+def not_observed_polygons(path: str | os.PathLike, *, block: int = 1024):
+    """The reason raster at ``path`` as dissolved polygons, one (multi)polygon per reason.
+
+    Returns:
+        GeoDataFrame with ``reason`` and ``area_m2``, in the raster's CRS (empty when all is observed).
+    """
+    import geopandas as gpd
+    from rasterio.features import shapes
+    from rasterio.windows import transform as window_transform
+    from shapely.geometry import shape
+    from shapely.ops import unary_union
+
+    parts: dict[int, list] = {}
+    with open_raster(path, "not-observed raster") as src:
+        crs = src.crs
+        for win in block_grid(src.height, src.width, block):
+            codes = read_window(src, 1, win)
+            if not codes.any():
+                continue
+            t = window_transform(win, src.transform)
+            for geom, value in shapes(codes, mask=codes > 0, transform=t, connectivity=4):
+                parts.setdefault(int(value), []).append(shape(geom))
+    rows = [(REASONS.get(k, "other"), unary_union(g)) for k, g in sorted(parts.items())]
+    gdf = gpd.GeoDataFrame({"reason": [r for r, _ in rows]}, geometry=[g for _, g in rows], crs=crs)
+    if len(gdf):
+        from lsmap.map.vectorize import areas_m2
+
+        gdf["area_m2"] = areas_m2(list(gdf.geometry), crs)
+    else:
+        gdf["area_m2"] = np.zeros(0)
+    return gdf
+
+
+def near_not_observed(polygons, not_observed, distance: float) -> np.ndarray:
+    """Whether each of ``polygons`` lies within ``distance`` (CRS units) of ``not_observed`` area."""
+    if not len(polygons) or not len(not_observed):
+        return np.zeros(len(polygons), bool)
+    from shapely.ops import unary_union
+
+    masked = unary_union(list(not_observed.geometry))
+    return np.array([g.distance(masked) <= distance for g in polygons.geometry], bool)
+
+
+def read_mask_window(src, window: Window) -> np.ndarray:
+    """Observed pixels ``(h, w)`` bool of one window of an open reason raster."""
+    return read_window(src, 1, window) == 0
