@@ -409,17 +409,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False, *, directory
                 raise NoSpaceError(f"no space left on {mount_of(path)} for {path}; free some space or write "
                                    f"elsewhere") from None
             raise
-        except OSError as e:
-            mapped = output_oserror(e, path)
-            if mapped is None:
-                full = free_bytes(path.parent)
-                if full is not None and full < FULL_BYTES:
-                    mapped = NoSpaceError(f"no space left on {mount_of(path)} for {path}; free some space or "
-                                          f"write elsewhere")
-            if mapped is not None:
-                raise mapped from None
-            raise
-        except Exception as e:  # GDAL, HDF5 and pyogrio wrap OS errors in their own types
+        except Exception as e:  # OS errors, and GDAL, HDF5 and pyogrio's wrappers of them
             mapped = output_oserror(e, path)
             if mapped is None:
                 full = free_bytes(path.parent)
