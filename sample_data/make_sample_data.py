@@ -154,7 +154,11 @@ def build(out: Path) -> dict:
 
     # landslide scars: teardrops pointing downslope on steep ground, away from the river
     scar_frac, truth = scars(rng, x, y, slope, downslope, rest | high)
-    before = {k: v.copy() for k, v in cover.items()}  # the same ground before the event
+    # the same ground before the event, vegetated where the scars will be (their share of bare
+    # rock on the ridges was meadow)
+    before = {k: v.copy() for k, v in cover.items()}
+    before["meadow"] += before["rock"] * scar_frac
+    before["rock"] *= 1 - scar_frac
     for k in cover:
         cover[k] *= 1 - scar_frac
     cover["scar"] = scar_frac
@@ -244,8 +248,8 @@ def build_pre(out: Path, rng: np.random.Generator, cover: dict, illum: np.ndarra
     needs, red and NIR, and a natural-colour view).
 
     Drawn from the generator's random state after everything above, so the post-event files do
-    not change. The ground is the same (forest and meadow where the scars will be; the same gravel
-    bars, rock and fields); what differs is what differs between two real dates: another
+    not change. The ground is the same (forest and meadow where the scars will be, also where the
+    scars reach onto rock; the same gravel bars, rock and fields); what differs is what differs between two real dates: another
     atmosphere (a gain of 1 +- 2 % per band), new canopy texture and sensor noise, and a cloud
     (masked as nodata, 0) that hides part of the scene.
     """
