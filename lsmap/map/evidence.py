@@ -561,7 +561,7 @@ def _blocks_with_polygons(geoms: Sequence[Any], post: SceneInfo, block: int) -> 
         return
     b = shapely.bounds(np.asarray(geoms, dtype=object))  # (n, 4): minx, miny, maxx, maxy
     inv = ~post.transform
-    corners = [inv * (b[:, i], b[:, j]) for i, j in ((0, 1), (0, 3), (2, 1), (2, 3))]
+    corners = [inv @ (b[:, i], b[:, j]) for i, j in ((0, 1), (0, 3), (2, 1), (2, 3))]
     cols = np.stack([c[0] for c in corners])
     rows = np.stack([c[1] for c in corners])
     c0, c1 = np.floor(cols.min(0)), np.ceil(cols.max(0))
