@@ -211,7 +211,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook, report)))
     opts.check()
     outputs.check(overwrite)
+    t_check = time.perf_counter()
     pre = _check_evidence(scene, opts, outputs)
+    t_check = time.perf_counter() - t_check
     stats = BandStats.load(opts.stats) if isinstance(opts.stats, (str, os.PathLike)) else opts.stats
     dev, members = _load_members(models, opts)
 
@@ -236,7 +238,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         info, plan = _match_bands(scene_path, members, opts, dev)
         members = plan.members
         threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
+        t_plan = time.perf_counter()
         ev = _plan_evidence(info, plan.scene_bands, pre, opts, work) if opts.evidence else None
+        if ev is not None:
+            ev.seconds["check"] = t_check + time.perf_counter() - t_plan
         scan, used, t_scan = _scan(info, plan, opts, stats, progress)
         pred = _predict(info, members, work, scan, used, opts, dev, progress)
         if ev is not None:
