@@ -47,7 +47,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,8 @@ import numpy as np
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import MIN_NDVI_DROP, MIN_SLOPE
 from lsmap.core.windows import Window, block_grid
+from lsmap.data.scan import scan_scene
+from lsmap.data.stack import horn_slope, stack_scene
 from lsmap.errors import InputError, MissingBandError
 from lsmap.io.rasters import GDAL_CACHE_MB, open_raster
 from lsmap.io.scene import SceneInfo, read_scene_window, scene_band_indices, scene_band_names, scene_info
@@ -97,7 +99,6 @@ class SlopeSource:
 
     band: str
     index: int
-    raw: bool
 
 
 @dataclass
@@ -208,8 +209,6 @@ def _whole_pixel_shift(pre: SceneInfo, post: SceneInfo) -> tuple[int, int] | Non
 
 def _is_raw(info: SceneInfo, indexes: Sequence[int]) -> bool:
     """Digital numbers or L4S-scaled values in these bands (the ``auto`` rule of detection)."""
-    from lsmap.data.scan import scan_scene
-
     return scan_scene(info, _pair((RED, NIR)), "auto", indexes=indexes).raw
 
 
@@ -264,7 +263,7 @@ def plan_evidence(post: SceneInfo, post_bands: Sequence[str], *, pre: str | os.P
 def _slope_source(names: Sequence[str]) -> SlopeSource | None:
     for band in ("slope", "DEM"):
         if band in names:
-            return SlopeSource(band, names.index(band) + 1, False)
+            return SlopeSource(band, names.index(band) + 1)
     return None
 
 
@@ -418,8 +417,6 @@ class EvidenceReader:
             deg = data[0] * (1.0 if plan.post_raw else np.float32(prof.divisors[0]))
             deg[~valid] = np.nan
             return deg.astype(np.float32)
-        from lsmap.data.stack import horn_slope
-
         # the DEM with a one-pixel halo (NaN beyond the scene), Horn's slope, the halo cut off
         r0, c0 = int(win.row_off) - 1, int(win.col_off) - 1
         h, w = int(win.height) + 2, int(win.width) + 2
@@ -618,9 +615,7 @@ def apply_evidence(gdf, plan: EvidencePlan, *, block: int = 1024):
 
 def stack_pre(inputs: Any, work: Path) -> Path:
     """Stack the red and NIR bands of pre-event stacking inputs (``lsmap stack`` arguments) into ``work``."""
-    from lsmap.data.stack import stack_scene
-
-    kwargs = dict(inputs) if isinstance(inputs, dict) else dict(vars(inputs))
+    kwargs = dict(inputs) if isinstance(inputs, Mapping) else dict(vars(inputs))
     kwargs["bands"] = ",".join((RED, NIR))
     kwargs.pop("dem", None)
     kwargs.pop("slope", None)
