@@ -42,6 +42,7 @@ real Puthumala 2019 scar and the real Landslide4Sense patches: see ``docs/eviden
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -60,7 +61,7 @@ from lsmap.core.windows import Window, block_grid
 from lsmap.data.scan import scan_scene
 from lsmap.data.stack import horn_slope, stack_scene
 from lsmap.errors import InputError, MissingBandError
-from lsmap.io.rasters import GDAL_CACHE_MB, open_raster
+from lsmap.io.rasters import GDAL_CACHE_MB, open_raster, read_window
 from lsmap.io.scene import SceneInfo, read_scene_window, scene_band_indices, scene_band_names, scene_info
 
 #: Red and near-infrared bands, by name.
@@ -273,12 +274,13 @@ def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
     Shape:
         ``(h, w)``, ``(h, w)`` -> ``(h, w)`` float32.
     """
-    red = np.asarray(red, np.float64)
-    nir = np.asarray(nir, np.float64)
+    red = np.asarray(red, np.float32)
+    nir = np.asarray(nir, np.float32)
     s = nir + red
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(s > 0, (nir - red) / s, np.nan)
-    return out.astype(np.float32)
+        out = (nir - red) / s
+    out[~(s > 0)] = np.nan
+    return out
 
 
 @dataclass
@@ -314,12 +316,10 @@ class EvidenceReader:
     def __init__(self, plan: EvidencePlan) -> None:
         self.plan = plan
         self._es = contextlib.ExitStack()
+        self._extra: dict[str, Any] = {}
         self.post_src = self.pre_src = None
 
     def __enter__(self) -> EvidenceReader:
-        import rasterio
-
-        self._es.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS=1))
         self.post_src = self._es.enter_context(open_raster(self.plan.post.path, "post-event scene"))
         if self.plan.pre is not None:
             self.pre_src = self._es.enter_context(open_raster(self.plan.pre.info.path, "pre-event scene"))
@@ -327,6 +327,13 @@ class EvidenceReader:
 
     def __exit__(self, *exc) -> None:
         self._es.close()
+
+    def extra(self, path: str | os.PathLike):
+        """Another raster opened (once) with this reader, e.g. the probability raster being gated."""
+        key = str(path)
+        if key not in self._extra:
+            self._extra[key] = self._es.enter_context(open_raster(path, "raster"))
+        return self._extra[key]
 
     def block(self, win: Window, need_ndvi: bool = True, need_slope: bool = True) -> PixelEvidence:
         """The evidence of one window of the post grid."""
@@ -432,6 +439,35 @@ class EvidenceReader:
         return horn_slope(dem, post.transform, post.crs, row_offset=r0)[1:-1, 1:-1]
 
 
+def _map_blocks(plan: EvidencePlan, items: Sequence, fn, workers: int | None = None) -> Iterator:
+    """``fn(reader, item)`` for each item, in item order, run by ``workers`` threads (decoding, warping
+    and NumPy release the GIL); each item gets an :class:`EvidenceReader` opened and closed in its
+    thread (rasterio datasets must be closed where they were opened). At most ``2 * workers``
+    results wait, so memory stays a few blocks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import rasterio
+
+    def one(item):
+        with EvidenceReader(plan) as reader:
+            return fn(reader, item)
+
+    workers = max(1, workers or min(4, os.cpu_count() or 1))
+    pending: collections.deque = collections.deque()
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS=1), \
+            ThreadPoolExecutor(workers, thread_name_prefix="lsmap-evidence") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(one, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def _to_dn(data: np.ndarray, profile: BandProfile, raw: bool) -> np.ndarray:
     """Values as read -> digital numbers (float32): raw values as they are, L4S-scaled ones times the divisors."""
     if raw:
@@ -458,16 +494,19 @@ def gate_probability(plan: EvidencePlan, prob: str | os.PathLike, out: str | os.
 
     t0 = time.perf_counter()
     gated = 0
-    with EvidenceReader(plan) as reader, rasterio.open(prob) as src:
-        profile = src.profile
-        with rasterio.open(out, "w", **profile) as dst:
-            for win in block_grid(src.height, src.width, block):
-                p = src.read(1, window=win)
-                ev = reader.block(win, need_ndvi=plan.min_ndvi_drop is not None, need_slope=plan.min_slope is not None)
-                fail = ev.rejected(plan.min_ndvi_drop, plan.min_slope) & (p != nodata) & (p > 0)
-                gated += int(fail.sum())
-                p = np.where(fail, np.zeros((), p.dtype), p)
-                dst.write(p, 1, window=win)
+    with rasterio.open(prob) as src:
+        profile, shape = src.profile, src.shape
+
+    def one(reader: EvidenceReader, win: Window) -> tuple[Window, np.ndarray, int]:
+        p = read_window(reader.extra(prob), 1, win)
+        ev = reader.block(win, need_ndvi=plan.min_ndvi_drop is not None, need_slope=plan.min_slope is not None)
+        fail = ev.rejected(plan.min_ndvi_drop, plan.min_slope) & (p != nodata) & (p > 0)
+        return win, np.where(fail, np.zeros((), p.dtype), p), int(fail.sum())
+
+    with rasterio.open(out, "w", **profile) as dst:
+        for win, p, n in _map_blocks(plan, block_grid(*shape, block), one):
+            gated += n
+            dst.write(p, 1, window=win)
     seconds = time.perf_counter() - t0
     plan.seconds["gate"] = seconds
     return {"gated_pixels": gated, "seconds": seconds}
@@ -496,39 +535,47 @@ def polygon_evidence(plan: EvidencePlan, geoms: Sequence[Any], *, block: int = 1
     geoms = list(geoms)
     n = len(geoms)
     post = plan.post
-    sums = {k: np.zeros(n + 1) for k in ("post", "ndvi_post", "both", "ndvi_pre", "drop", "slope_n", "slope")}
-    with EvidenceReader(plan) as reader:
-        for win, idx in _blocks_with_polygons(geoms, post, block):
-            labels = rasterize(((geoms[i], int(i) + 1) for i in idx), out_shape=(int(win.height), int(win.width)),
-                               transform=window_transform(win, post.transform), fill=0, dtype="int32")
-            inside = labels.ravel() > 0
-            if not inside.any():
-                continue
-            lab = labels.ravel()[inside]
-            ev = reader.block(win)
+    keys = ("post", "ndvi_post", "both", "ndvi_pre", "drop", "slope_n", "slope")
+    sums = {k: np.zeros(n + 1) for k in keys}
 
-            def px(a: np.ndarray, inside=inside) -> np.ndarray:
-                return a.ravel()[inside].astype(np.float64)
+    def one(reader: EvidenceReader, item: tuple[Window, np.ndarray]) -> dict[str, np.ndarray]:
+        win, idx = item
+        labels = rasterize(((geoms[i], int(i) + 1) for i in idx), out_shape=(int(win.height), int(win.width)),
+                           transform=window_transform(win, post.transform), fill=0, dtype="int32")
+        inside = labels.ravel() > 0
+        part: dict[str, np.ndarray] = {}
+        if not inside.any():
+            return part
+        lab = labels.ravel()[inside]
+        ev = reader.block(win)
 
-            def add(key: str, ok: np.ndarray, values: np.ndarray | None = None, lab=lab) -> None:
-                sums[key] += np.bincount(lab[ok], weights=None if values is None else values[ok], minlength=n + 1)
+        def px(a: np.ndarray) -> np.ndarray:
+            return a.ravel()[inside].astype(np.float64)
 
-            if ev.ndvi_post is not None:
-                post_v = px(ev.ndvi_post)
-                post_ok = np.isfinite(post_v)
-                add("post", post_ok)
-                add("ndvi_post", post_ok, post_v)
-                if ev.ndvi_pre is not None:
-                    pre_v = px(ev.ndvi_pre)
-                    both = post_ok & np.isfinite(pre_v)
-                    add("both", both)
-                    add("ndvi_pre", both, pre_v)
-                    add("drop", both, pre_v - post_v)
-            if ev.slope is not None:
-                slope_v = px(ev.slope)
-                slope_ok = np.isfinite(slope_v)
-                add("slope_n", slope_ok)
-                add("slope", slope_ok, slope_v)
+        def add(key: str, ok: np.ndarray, values: np.ndarray | None = None) -> None:
+            part[key] = np.bincount(lab[ok], weights=None if values is None else values[ok], minlength=n + 1)
+
+        if ev.ndvi_post is not None:
+            post_v = px(ev.ndvi_post)
+            post_ok = np.isfinite(post_v)
+            add("post", post_ok)
+            add("ndvi_post", post_ok, post_v)
+            if ev.ndvi_pre is not None:
+                pre_v = px(ev.ndvi_pre)
+                both = post_ok & np.isfinite(pre_v)
+                add("both", both)
+                add("ndvi_pre", both, pre_v)
+                add("drop", both, pre_v - post_v)
+        if ev.slope is not None:
+            slope_v = px(ev.slope)
+            slope_ok = np.isfinite(slope_v)
+            add("slope_n", slope_ok)
+            add("slope", slope_ok, slope_v)
+        return part
+
+    for part in _map_blocks(plan, list(_blocks_with_polygons(geoms, post, block)), one):
+        for k, v in part.items():  # folded in block order: the same sums whatever the thread count
+            sums[k] += v
 
     def mean(total: str, count: str) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
