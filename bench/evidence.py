@@ -75,10 +75,10 @@ def child(scene: str, out: str, settings: str) -> None:
     import geopandas  # noqa: F401  (imports before timing: the figures are the work)
     import scipy.ndimage  # noqa: F401
     import torch  # noqa: F401
+    from detect_throughput import peak_rss_mb
 
     import lsmap
     import lsmap.map.detect  # noqa: F401
-    from detect_throughput import peak_rss_mb
 
     base = peak_rss_mb()
     gdf = lsmap.detect(scene, out=out, device="cpu", overwrite=True, **json.loads(settings))

@@ -75,7 +75,7 @@ _D = DetectOptions()  # the library's defaults
               help="Fill holes below this area (m2).")
 @click.option("--crf", is_flag=True,
               help="Sharpen each window's probabilities with a dense CRF before blending (needs lsmap[crf]).")
-@click.option("--pre", type=click.Path(exists=True, path_type=str), default=None,
+@click.option("--pre", metavar="PRE", default=None,
               help="Pre-event scene of the same area (a stacked GeoTIFF or a Sentinel-2 folder; only red B4 and "
                    "NIR B8 are used): adds ndvi_pre, ndvi_post, dndvi, pre_not_observed and mean_slope to each "
                    f"polygon and drops polygons whose NDVI did not drop (--min-ndvi-drop, default {MIN_NDVI_DROP}) "
