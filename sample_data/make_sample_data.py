@@ -18,7 +18,10 @@ What it writes (all synthetic, nothing from real data):
   (stored with GDAL's ``DISCARD_LSB`` so the file stays small: spectral bands to 0.4 %, slope
   to 0.2 %, DEM to 0.8 m; see ``LOSSY``);
 - ``patches/img|mask``: 8 L4S-format 128 x 128 patches cut from that stack, with masks
-  (gzip-compressed HDF5).
+  (gzip-compressed HDF5);
+- ``scene_pre_rgbn.tif``: the same area before the event (:func:`build_pre`), stacked the same
+  way but only bands B4, B3, B2, B8: vegetated where the scars will be, the same gravel bars,
+  rock and fields, another atmosphere and a cloud (nodata).
 
 The landscape: forest on the slopes, meadow and bare rock on the ridges, fields on gentle low
 ground, a river with bright gravel bars (a look-alike of landslides on flat ground), and fresh
@@ -151,6 +154,11 @@ def build(out: Path) -> dict:
 
     # landslide scars: teardrops pointing downslope on steep ground, away from the river
     scar_frac, truth = scars(rng, x, y, slope, downslope, rest | high)
+    # the same ground before the event, vegetated where the scars will be (their share of bare
+    # rock on the ridges was meadow)
+    before = {k: v.copy() for k, v in cover.items()}
+    before["meadow"] += before["rock"] * scar_frac
+    before["rock"] *= 1 - scar_frac
     for k in cover:
         cover[k] *= 1 - scar_frac
     cover["scar"] = scar_frac
@@ -158,28 +166,9 @@ def build(out: Path) -> dict:
     # nodata: a swath-edge corner (south-east)
     nodata = (x - X0) + 0.6 * (Y0 - y) > 6200.0
 
-    spectra = np.array([SPECTRA[k] for k in cover], np.float64)  # (covers, bands)
-    frac = np.stack([cover[k] for k in cover])  # (covers, H, W)
     texture = smooth_noise(rng, (NGEN, NGEN), 3)
     s2 = out / "s2"
-    s2.mkdir(parents=True)
-    for bi, band in enumerate(BANDS):
-        dn = np.tensordot(spectra[:, bi], frac, axes=1)
-        if band != "B10":  # cirrus band: no surface signal to shade
-            dn = dn * illum * (1 + 0.02 * texture)
-        dn = dn * (1 + 0.0025 * rng.normal(size=dn.shape))
-        res = S2_RESOLUTION[band]
-        k = res // 10
-        m = N // k if res < 60 else NGEN // k
-        dn = dn[: m * k, : m * k].reshape(m, k, m, k).mean(axis=(1, 3))
-        nod = nodata[: m * k, : m * k].reshape(m, k, m, k).mean(axis=(1, 3)) > 0.5
-        arr = np.clip(np.round(dn), 1, 65535).astype(np.uint16)
-        arr[nod] = 0
-        prof = geotiff_profile(crs=CRS, transform=from_origin(X0, Y0, res, res), width=m, height=m, count=1,
-                               dtype="uint16", nodata=0, creation_options={"ZLEVEL": 9})
-        with rasterio.open(s2 / f"SYNTH_20230601_{band[0]}{band[1:].zfill(2)}_{res}m.tif", "w", **prof) as dst:
-            dst.write(arr, 1)
-            dst.set_band_description(1, band)
+    write_bands(s2, "20230601", cover, illum, texture, nodata, rng)
 
     # DEM on its own 30 m grid
     dxs = DEM_X0 + DEM_RES * (np.arange(DEM_N) + 0.5)
@@ -220,7 +209,64 @@ def build(out: Path) -> dict:
         "landslide_pixels": int((mask == 1).sum()), "scars": len(feats),
         "landslide_fraction_of_valid": float((mask == 1).sum() / (mask != 255).sum()),
         "nodata_fraction": float((mask == 255).mean()), "patches": picks,
+        **build_pre(out, rng, before, illum, nodata),
     }
+
+
+def write_bands(s2: Path, date: str, cover: dict, illum: np.ndarray, texture: np.ndarray, nodata: np.ndarray,
+                rng: np.random.Generator, gain: np.ndarray | None = None) -> None:
+    """Write the Sentinel-2-like band files of one date: cover fractions x spectra, shaded, with noise.
+
+    ``gain``: per-band factors (the atmosphere and calibration of another date); ``None``: 1.
+    """
+    spectra = np.array([SPECTRA[k] for k in cover], np.float64)  # (covers, bands)
+    frac = np.stack([cover[k] for k in cover])  # (covers, H, W)
+    s2.mkdir(parents=True)
+    for bi, band in enumerate(BANDS):
+        dn = np.tensordot(spectra[:, bi], frac, axes=1)
+        if band != "B10":  # cirrus band: no surface signal to shade
+            dn = dn * illum * (1 + 0.02 * texture)
+        if gain is not None:
+            dn = dn * gain[bi]
+        dn = dn * (1 + 0.0025 * rng.normal(size=dn.shape))
+        res = S2_RESOLUTION[band]
+        k = res // 10
+        m = N // k if res < 60 else NGEN // k
+        dn = dn[: m * k, : m * k].reshape(m, k, m, k).mean(axis=(1, 3))
+        nod = nodata[: m * k, : m * k].reshape(m, k, m, k).mean(axis=(1, 3)) > 0.5
+        arr = np.clip(np.round(dn), 1, 65535).astype(np.uint16)
+        arr[nod] = 0
+        prof = geotiff_profile(crs=CRS, transform=from_origin(X0, Y0, res, res), width=m, height=m, count=1,
+                               dtype="uint16", nodata=0, creation_options={"ZLEVEL": 9})
+        with rasterio.open(s2 / f"SYNTH_{date}_{band[0]}{band[1:].zfill(2)}_{res}m.tif", "w", **prof) as dst:
+            dst.write(arr, 1)
+            dst.set_band_description(1, band)
+
+
+def build_pre(out: Path, rng: np.random.Generator, cover: dict, illum: np.ndarray, nodata: np.ndarray) -> dict:
+    """The same area before the event: ``scene_pre_rgbn.tif`` (bands B4, B3, B2, B8: what ``--pre``
+    needs, red and NIR, and a natural-colour view).
+
+    Drawn from the generator's random state after everything above, so the post-event files do
+    not change. The ground is the same (forest and meadow where the scars will be, also where the
+    scars reach onto rock; the same gravel bars, rock and fields); what differs is what differs between two real dates: another
+    atmosphere (a gain of 1 +- 2 % per band), new canopy texture and sensor noise, and a cloud
+    (masked as nodata, 0) that hides part of the scene.
+    """
+    import tempfile
+
+    xs = X0 + 10 * (np.arange(NGEN) + 0.5)
+    ys = Y0 - 10 * (np.arange(NGEN) + 0.5)
+    x, y = np.meshgrid(xs, ys)
+    gain = 1 + 0.02 * rng.normal(size=len(BANDS))
+    texture = smooth_noise(rng, (NGEN, NGEN), 3)
+    cx, cy = X0 + rng.uniform(800, 4400), Y0 - rng.uniform(800, 4400)
+    cloud = np.hypot(x - cx, y - cy) < 260 + 60 * smooth_noise(rng, (NGEN, NGEN), 8)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_bands(Path(tmp) / "s2", "20230420", cover, illum, texture, nodata | cloud, rng, gain)
+        stack_scene(Path(tmp) / "s2", out / "scene_pre_rgbn.tif", bands="rgbn", overwrite=True,
+                    creation_options={**LOSSY, "DISCARD_LSB": "16,16,16,16"})
+    return {"pre_cloud_fraction": float(cloud[:N, :N].mean())}
 
 
 def scars(rng, x, y, slope, downslope, allowed, n_target: int = 30):

@@ -18,6 +18,7 @@ from lsmap.cli.options import (
     overwrite_opt,
     progress_default,
 )
+from lsmap.core.constants import MIN_NDVI_DROP, MIN_SLOPE
 from lsmap.core.normalize import norm_choices
 from lsmap.map.options import INPUT_SCALES, DetectOptions
 
@@ -76,6 +77,23 @@ _D = DetectOptions()  # the library's defaults
               help="Fill holes below this area (m2).")
 @click.option("--crf", is_flag=True,
               help="Sharpen each window's probabilities with a dense CRF before blending (needs lsmap[crf]).")
+@click.option("--pre", metavar="PRE", default=None,
+              help="Pre-event scene of the same area (a stacked GeoTIFF or a Sentinel-2 folder; only red B4 and "
+                   "NIR B8 are used): adds ndvi_pre, ndvi_post, dndvi, pre_not_observed and mean_slope to each "
+                   f"polygon and drops polygons whose NDVI did not drop (--min-ndvi-drop, default {MIN_NDVI_DROP}) "
+                   f"or that lie on flat ground (--min-slope, default {MIN_SLOPE:g} with a slope or DEM band).")
+@click.option("--pre-bands", metavar="SET", default=None,
+              help="The pre-event scene's bands in file order, for a file without band descriptions.")
+@click.option("--min-ndvi-drop", type=click.FloatRange(-2, 2), default=None,
+              help=f"Drop polygons whose mean NDVI drop from --pre is below this [default: {MIN_NDVI_DROP}].")
+@click.option("--min-slope", type=click.FloatRange(0, 90), default=None,
+              help=f"Drop polygons whose mean slope is below this many degrees [default with --pre: {MIN_SLOPE:g}; "
+                   "0: off]; works without --pre too.")
+@click.option("--keep-rejected", is_flag=True,
+              help="Write the dropped polygons, with a reason, to a second GeoPackage layer 'rejected'.")
+@click.option("--gate", is_flag=True,
+              help="Also set the probability to 0 at pixels whose own NDVI drop / slope fails, before the "
+                   "polygons are made (the rasters and polygons agree).")
 @click.option("--scheduler", default="local", show_default=True,
               help="Several scenes: 'local' (one after another here) or a Dask scheduler address "
                    "(tcp://host:8786; needs lsmap[cluster] and a filesystem the workers share).")
@@ -86,8 +104,9 @@ _D = DetectOptions()  # the library's defaults
 @json_opt
 @handle_errors
 def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, scl, scl_mask, mask_raster, tta,
-           window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook, report, uncertainty, min_area, simplify,
-           fill_holes, crf, scheduler, merged, device, overwrite, as_json):
+           window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook, report, uncertainty,
+           min_area, simplify, fill_holes, crf, pre, pre_bands, min_ndvi_drop, min_slope, keep_rejected, gate, scheduler,
+           merged, device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
     SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or what 'lsmap stack'
@@ -107,6 +126,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
           --model unet.safetensors
     $ lsmap detect scene.tif --aoi valley.gpkg -o slides.gpkg --prob prob.tif
     $ lsmap detect scene.tif --scl scl_20m.tif --mask-raster clouds.tif -o slides.gpkg
+    $ lsmap detect post.tif --pre pre.tif -o slides.gpkg --keep-rejected
+    $ lsmap detect post.tif --pre pre_S2_folder/ --min-ndvi-drop 0.2 --min-slope 0 --gate --prob prob.tif -o slides.gpkg
 
     Without --model the default model is used; --model takes a checkpoint or a shipped model's
     name (--model default; see 'lsmap info').
@@ -124,11 +145,13 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
 
     settings = dict(bands=bands, tta=tta, overlap=overlap, window=window, batch_size=batch_size, norm=norm,
                     stats=stats, input_scale=input_scale, threshold=threshold, uncertainty=uncertainty,
-                    min_area=min_area, simplify=simplify, fill_holes=fill_holes, crf=crf, device=device)
+                    min_area=min_area, simplify=simplify, fill_holes=fill_holes, crf=crf, device=device,
+                    min_ndvi_drop=min_ndvi_drop, min_slope=min_slope, keep_rejected=keep_rejected, gate=gate)
     if names_many(scenes, out):
         for flag, value in (("--dem", dem or None), ("--slope", slope), ("--prob", prob), ("--mask", mask),
                             ("--quicklook", quicklook), ("--report", report), ("--bbox", bbox), ("--aoi", aoi_file),
-                            ("--offset", offset), ("--scl", scl), ("--mask-raster", mask_raster)):
+                            ("--offset", offset), ("--scl", scl), ("--mask-raster", mask_raster), ("--pre", pre),
+                            ("--pre-bands", pre_bands)):
             if value is not None:
                 raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
                                          f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
@@ -150,6 +173,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
                                  f"'lsmap stack' takes", param_hint="--offset")
     else:
         source = scene
+    if pre is not None:  # a product or a folder of band files is stacked (red and NIR only); a file is a stack
+        settings.update(pre={"s2": pre} if is_product(pre) or os.path.isdir(pre) else pre, pre_bands=pre_bands)
     gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,
                      overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, scl=scl, scl_mask=scl_mask,
                      mask_raster=mask_raster, **settings)
@@ -162,6 +187,12 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     click.echo(f"{summary['scene_km2']:.2f} km2 in {summary['seconds']:.1f} s ({summary['km2_per_s']:.2f} km2/s), "
                f"{summary['windows']} windows on {summary['device']}, input {summary['input_scale']}, "
                f"norm {summary['norm']}")
+    ev = summary.get("evidence")
+    if ev is not None:
+        tests = [f"NDVI drop >= {ev['min_ndvi_drop']:g}" if ev["min_ndvi_drop"] is not None else None,
+                 f"slope >= {ev['min_slope']:g} deg" if ev["min_slope"] is not None else None]
+        click.echo(f"evidence ({', '.join(t for t in tests if t) or 'columns only'}): {ev['kept']} kept, "
+                   f"{ev['rejected']} rejected" + (" (layer 'rejected')" if keep_rejected else ""))
     click.echo("wrote: " + ", ".join(_written(summary["outputs"])))
 
 

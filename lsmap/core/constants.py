@@ -28,3 +28,9 @@ SCALES = (1.0, 2.5, 4.0)
 
 #: Dataset splits of the Landslide4Sense layouts.
 SPLITS = ("train", "validation", "test")
+
+#: Evidence defaults of detection with a pre-event scene (:mod:`lsmap.map.evidence`; measured,
+#: see docs/evidence.md): the smallest mean NDVI drop of a kept polygon, and its smallest mean
+#: slope in degrees.
+MIN_NDVI_DROP = 0.15
+MIN_SLOPE = 10.0

@@ -48,11 +48,12 @@ from lsmap.io.scene import scene_band_names, scene_info
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import Member, load_ensemble
 from lsmap.learn.models import default_model_for, default_model_path, shipped_defaults
+from lsmap.map.evidence import PreScene, apply_evidence, gate_probability, open_pre, plan_evidence, stack_pre
 from lsmap.map.options import DetectOptions, DetectOutputs
 from lsmap.map.quicklook import natural_colour, render_quicklook, scene_date
 from lsmap.map.report import write_report
-from lsmap.map.stream import band_plan, predict_scene
-from lsmap.map.vectorize import areas_m2, vectorize, write_layer
+from lsmap.map.stream import PROB_NODATA, band_plan, predict_scene
+from lsmap.map.vectorize import areas_m2, vector_driver, vectorize, write_layer
 
 
 def default_models() -> list[Path]:
@@ -234,7 +235,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             blended (:func:`lsmap.learn.crf.crf_refine`; needs ``lsmap[crf]``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
         overwrite: Replace existing outputs.
-        block: Vectorisation block size in pixels.
+        block: Vectorisation (and evidence) block size in pixels.
         progress: Show a progress bar.
         aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): the scene (or its stacking inputs) is cropped
             to the window of its grid that covers it before any other work; outputs cover that window.
@@ -246,11 +247,28 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             model, nodata in ``prob``/``mask``, never landslides; a GeoPackage ``out`` gets a layer
             ``not_observed`` (dissolved polygons with ``reason``), polygons get ``near_not_observed``
             (within :data:`NEAR_PIXELS` pixels of it) and the summary ``observed_km2``/``not_observed_km2``.
+        pre: The pre-event scene, any input ``scene`` may be (a stacked GeoTIFF, or stacking
+            inputs, of which only red and NIR are stacked): turns on the change evidence of
+            :mod:`lsmap.map.evidence` (reprojected onto the scene's grid; needs bands B4 and B8 in
+            both scenes). Adds ``ndvi_pre``, ``ndvi_post``, ``dndvi``, ``pre_not_observed`` and, with
+            a slope or DEM band, ``mean_slope``; drops polygons that fail ``min_ndvi_drop`` /
+            ``min_slope``.
+        pre_bands: The pre scene's bands in file order, for a file without band descriptions.
+        min_ndvi_drop: Drop polygons whose mean NDVI drop is below this (``None``: with ``pre``,
+            :data:`lsmap.map.evidence.MIN_NDVI_DROP`).
+        min_slope: Drop polygons whose mean slope (degrees) is below this (``None``: with ``pre``,
+            :data:`lsmap.map.evidence.MIN_SLOPE` when the scene has a slope or DEM band; without
+            ``pre``, not tested; 0: not tested).
+        keep_rejected: Write the dropped polygons, with a ``reason``, to a second layer
+            ``rejected`` of the GeoPackage ``out``.
+        gate: Also set the probability to 0 at pixels whose own evidence fails, before the
+            polygons are made (so the probability and mask rasters and the polygons agree).
 
     Returns:
         GeoDataFrame in the scene's CRS with columns ``id``, ``area_m2``, ``mean_prob``,
-        ``max_prob`` (+ ``mean_unc``); ``gdf.attrs["lsmap"]`` holds a run summary (windows,
-        timings, km2/s, statistics used, outputs).
+        ``max_prob`` (+ ``mean_unc``, + the evidence columns); ``gdf.attrs["lsmap"]`` holds a run
+        summary (windows, timings, km2/s, statistics used, outputs, evidence); with evidence,
+        ``gdf.attrs["rejected"]`` holds the dropped polygons with their ``reason``.
 
     Raises:
         OutputExistsError: an output exists and not ``overwrite`` (before any work).
@@ -265,6 +283,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook, report)))
     opts.check()
     outputs.check(overwrite)
+    t_check = time.perf_counter()
+    pre = _check_evidence(scene, opts, outputs)
+    t_check = time.perf_counter() - t_check
     stats = BandStats.load(opts.stats) if isinstance(opts.stats, (str, os.PathLike)) else opts.stats
     spec = MaskSpec(Path(scl) if scl is not None else None, parse_scl_classes(scl_mask),
                     Path(mask_raster) if mask_raster is not None else None)
@@ -301,8 +322,17 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
         nobs = write_not_observed(spec, info, work / "not_observed.tif") if spec.active else None
         info = replace(info, mask=nobs.path if nobs is not None else None)
+        t_plan = time.perf_counter()
+        ev = _plan_evidence(info, plan.scene_bands, pre, opts, work) if opts.evidence else None
+        if ev is not None:
+            ev.seconds["check"] = t_check + time.perf_counter() - t_plan
         scan, used, t_scan = _scan(info, plan, opts, stats, progress)
         pred = _predict(info, members, work, scan, used, opts, dev, progress)
+        if ev is not None:
+            ev.post_raw = scan.raw
+            if opts.gate:
+                gate_probability(ev, pred.prob, work / "prob_gated.tif", block=opts.block, nodata=PROB_NODATA)
+                pred.prob = work / "prob_gated.tif"
         t_vec = time.perf_counter()
         gdf = _vectorize(pred, threshold, opts)
         masked = None
@@ -310,8 +340,11 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             masked = not_observed_polygons(nobs.path)
             gdf = _respect_not_observed(gdf, masked, info)
         t_vec = time.perf_counter() - t_vec
+        rejected = None
+        if ev is not None:
+            gdf, rejected = apply_evidence(gdf, ev, block=opts.block)
         t_write = time.perf_counter()
-        _write_outputs(tmp, outputs, pred, gdf, threshold, masked)
+        _write_outputs(tmp, outputs, pred, gdf, threshold, masked, rejected if opts.keep_rejected else None)
         km2 = _scene_area_km2(info)
         px_km2 = abs(info.transform.a * info.transform.e - info.transform.b * info.transform.d) / 1e6
         summary = {
@@ -341,8 +374,32 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "timings": {"scan": t_scan, "predict": pred.seconds, "model": pred.model_seconds, **pred.timings,
                     "vectorize": t_vec, "write": t_write},
         "outputs": outputs.named(),
+        "evidence": None if ev is None else {**ev.summary(), "kept": len(gdf), "rejected": len(rejected),
+                                             "gate": opts.gate},
     }
+    if rejected is not None:
+        gdf.attrs["rejected"] = rejected
     return gdf
+
+
+def _check_evidence(scene: Any, opts: DetectOptions, outputs: DetectOutputs) -> PreScene | None:
+    """Check the evidence options and a pre-event scene file before any work (its overlap too when
+    the post scene is a file); returns the checked pre scene (``None``: none, or stacking inputs)."""
+    if opts.keep_rejected and (outputs.polygons is None or vector_driver(outputs.polygons)[0] != "GPKG"):
+        raise InputError("`keep_rejected` writes the rejected polygons as a second layer of a GeoPackage; "
+                         "give `out` a .gpkg name")
+    if not isinstance(opts.pre, (str, os.PathLike)):
+        return None
+    post = scene_info(scene) if isinstance(scene, (str, os.PathLike)) else None
+    return open_pre(opts.pre, post, opts.pre_bands)
+
+
+def _plan_evidence(info, scene_bands: Sequence[str], pre: PreScene | None, opts: DetectOptions, work: Path):
+    """The evidence plan on the scene's grid; a pre scene given as stacking inputs is stacked first (red, NIR)."""
+    if pre is None and opts.pre is not None:
+        pre = stack_pre(opts.pre, work)
+    return plan_evidence(info, scene_bands, pre=pre, pre_bands=opts.pre_bands, min_ndvi_drop=opts.min_ndvi_drop,
+                         min_slope=opts.min_slope)
 
 
 def _options(options: DetectOptions | None, settings: Mapping[str, Any]) -> DetectOptions:
@@ -435,8 +492,10 @@ def _vectorize(pred, threshold: float, opts: DetectOptions):
                      min_area=opts.min_area, simplify=opts.simplify, fill_holes=opts.fill_holes)
 
 
-def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, threshold: float, masked=None) -> None:
-    """Write the rasters and the polygons to their temporary names (renamed when the job completes)."""
+def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, threshold: float, masked=None,
+                   rejected=None) -> None:
+    """Write the rasters and the polygons to their temporary names (renamed when the job completes);
+    ``masked`` (not-observed polygons) and ``rejected`` polygons go to further GeoPackage layers."""
 
     if tmp.prob is not None:
         write_probability_cog(pred.prob, tmp.prob)
@@ -447,6 +506,8 @@ def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, thresh
         if masked is not None and outputs.polygons.suffix.lower() == ".gpkg":
             masked.to_file(tmp.polygons, layer=NOT_OBSERVED_LAYER, driver="GPKG", engine="pyogrio", mode="a",
                            geometry_type="MultiPolygon", promote_to_multi=True)
+        if rejected is not None:
+            rejected.to_file(tmp.polygons, driver="GPKG", engine="pyogrio", geometry_type="Polygon", layer="rejected")
 
 
 def _maps(scene: Any, scene_path: Path, gdf, scene_bands: Sequence[str], members, raw: bool, tmp: DetectOutputs, summary: dict,

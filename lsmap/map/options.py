@@ -44,6 +44,17 @@ class DetectOptions:
     crf: bool = False
     device: Any = "auto"
     block: int = 1024
+    pre: str | os.PathLike | Any | None = None
+    pre_bands: str | None = None
+    min_ndvi_drop: float | None = None
+    min_slope: float | None = None
+    keep_rejected: bool = False
+    gate: bool = False
+
+    @property
+    def evidence(self) -> bool:
+        """Whether the evidence stage runs (:mod:`lsmap.map.evidence`): a pre scene or a slope limit."""
+        return self.pre is not None or bool(self.min_slope)
 
     def check(self) -> None:
         """Raise :class:`InputError` for an option that cannot work, before any work.
@@ -69,6 +80,20 @@ class DetectOptions:
             raise InputError(f"`bands` must be a band profile name (got {self.bands!r})")
         if self.stats is not None and not isinstance(self.stats, (str, os.PathLike, BandStats)):
             raise InputError(f"`stats` must be a statistics JSON path or BandStats (got {type(self.stats).__name__})")
+        for name in ("keep_rejected", "gate"):
+            check_bool(name, getattr(self, name))
+        if self.min_ndvi_drop is not None:
+            check_number("min_ndvi_drop", self.min_ndvi_drop, -2, 2)
+        if self.min_slope is not None:
+            check_number("min_slope", self.min_slope, 0, 90)
+        if self.pre is None and self.min_ndvi_drop is not None:
+            raise InputError("`min_ndvi_drop` needs a pre-event scene; pass `pre`")
+        if self.pre is None and self.pre_bands is not None:
+            raise InputError("`pre_bands` names the bands of the pre-event scene; pass `pre`")
+        for name in ("keep_rejected", "gate"):
+            if getattr(self, name) and not self.evidence:
+                raise InputError(f"`{name}` acts on the evidence of a pre-event scene or a slope limit; "
+                                 f"pass `pre` or `min_slope`")
         if self.crf:
             from lsmap.learn.crf import require
 

@@ -236,6 +236,9 @@ def detect_many(
     """
     from tqdm.auto import tqdm
 
+    if detect_kwargs.get("pre") is not None:
+        raise InputError("`pre` is the pre-event scene of one scene; run lsmap.detect per scene to compare "
+                         "each with its own pre-event scene")
     check_output_folder(out_dir)
     paths = expand_scenes(scenes)
     if models is None:
