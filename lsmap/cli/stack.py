@@ -46,17 +46,18 @@ def stack_cmd(s2, dem, slope, output, bands, bbox, bbox_crs, aoi_file, offset, w
     S2 is a product as downloaded: a .SAFE folder, a .SAFE.zip (read in place) or a STAC Item (JSON
     file or http(s) URL), L1C or L2A; its DN offset comes from its metadata. Or loose band files /
     folders of them (searched recursively, .jp2 or .tif, bands recognised by name: ..._B04_10m.jp2,
-    B4.tif, B8A.tif); give their offset with --offset. --bbox/--aoi crop before any work. Without
-    --bands the stack holds every L4S band the inputs have, in L4S order (an L2A product has no
-    B10; slope and DEM need --dem), and says which.
+    B4.tif, B8A.tif); give their offset with --offset. Without --bands the stack holds every L4S
+    band the inputs have, in L4S order (an L2A product has no B10; slope and DEM need --dem), and
+    says which. --bbox/--aoi crop before any work.
 
     \b
     $ lsmap stack sample_data/s2 --dem sample_data/dem_30m.tif -o out/scene.tif --overwrite
+    $ lsmap stack sample_data/s2 --bbox 87.01,27.81,87.03,27.83 --bands rgbn -o out/aoi.tif --overwrite
     $ lsmap stack S2A_MSIL2A_..._T45RUL_....SAFE.zip --dem dem_tiles/ --bbox 85.30,27.70,85.50,27.90 -o scene.tif
     $ lsmap stack https://earth-search.aws.element84.com/v1/collections/sentinel-2-l2a/items/ID --bands rgbn -o s.tif
     $ lsmap stack S2_SAFE/GRANULE/L2A_T45QYF/IMG_DATA --offset -1000 --dem dem.tif -o scene.tif
     $ lsmap stack B02.tif B03.tif B04.tif B08.tif --bands rgbn -o rgbn.tif
-    $ lsmap stack product.SAFE --bands rgb --aoi valley.gpkg --write-scl scl.tif -o scene.tif --json
+    $ lsmap stack product.SAFE --bands l2a --aoi valley.gpkg --write-scl scl.tif -o scene.tif --json
     """
     from lsmap.data.stack import stack_scene
     from lsmap.io.aoi import aoi_from_options
