@@ -85,7 +85,7 @@ def test_shipped_models_have_short_names():
     for name, path in shipped.items():  # every file in lsmap/weights/ by its name
         assert resolve_model(name) == path
         assert read_card(name).profile.count > 0
-    with pytest.raises(MissingInputError, match=r"shipped models: default, l2a-default, l4s14-default"):
+    with pytest.raises(MissingInputError, match=r"shipped models: default, l2a-default, l2a-terrain-default, l4s14-default"):
         resolve_model("no-such-model")
 
 

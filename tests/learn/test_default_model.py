@@ -64,16 +64,15 @@ def test_retraining_script_writes_the_shipped_weights_only_when_asked(tmp_path, 
 
 
 def test_shipped_defaults_cover_real_products():
-    """Defaults for L4S stacks and for L2A products without a DEM ship; each card names its bands,
+    """Defaults for L4S stacks, for L2A products with a DEM and without one ship; each card names its bands,
     states its data and scores, and its weights load (float16 on disk, float32 in memory)."""
     from safetensors import safe_open
 
     from lsmap.learn.models import DEFAULT_MODELS, load_checkpoint, shipped_defaults
 
     shipped = {p.stem: p for p in shipped_defaults()}
-    assert {"l4s14-default", "l2a-default"} <= set(shipped)
     want = {"l4s14-default": "l4s14", "l2a-terrain-default": "l2a-terrain", "l2a-default": "l2a"}
-    assert set(want) == set(DEFAULT_MODELS)
+    assert set(want) == set(DEFAULT_MODELS) == set(shipped)
     for name, path in shipped.items():
         module, card = load_checkpoint(path)
         assert card.profile.name == want[name] and len(card.stats["mean"]) == card.profile.count

@@ -1,6 +1,7 @@
 """Model registry, checkpoints (safetensors + card, never unpickled), domain BN, ensemble prediction."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -148,7 +149,8 @@ def test_info_lists_the_shipped_defaults():
     assert "shipped default models" in res.output
     for p in shipped_defaults():
         assert p.stem in res.output and p.stem in DEFAULT_MODELS
-    assert "l4s14-default  14 bands: B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B11,B12,slope,DEM" in res.output
+    assert re.search(r"l4s14-default +14 bands: B1,B2,B3,B4,B5,B6,B7,B8,B9,B10,B11,B12,slope,DEM", res.output)
+    assert re.search(r"l2a-terrain-default +13 bands: B1,B2,B3,B4,B5,B6,B7,B8,B9,B11,B12,slope,DEM", res.output)
 
 
 def test_default_model_is_chosen_from_the_scene_bands(tmp_path, monkeypatch):

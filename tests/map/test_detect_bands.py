@@ -114,12 +114,12 @@ def test_default_model_is_chosen_from_the_scene_bands(tmp_path, rng):
     from lsmap.learn.models import read_card, shipped_defaults
 
     shipped = {p.stem: read_card(p) for p in shipped_defaults()}
-    if "l2a-default" not in shipped:
-        pytest.skip("the l2a default model is not installed")
-    names = get_profile("l2a").bands
-    scene = write_scene(tmp_path / "l2a.tif", smooth_scene(rng, bands=len(names), h=64, w=64), bands=names)
-    gdf = lsmap.detect(scene, **KW)
-    assert [p.split("/")[-1] for p in gdf.attrs["lsmap"]["models"]] == ["l2a-default.safetensors"]
+    assert {"l4s14-default", "l2a-terrain-default", "l2a-default"} <= set(shipped)
+    for profile, model in (("l2a", "l2a-default"), ("l2a-terrain", "l2a-terrain-default"), ("l4s14", "l4s14-default")):
+        names = get_profile(profile).bands
+        scene = write_scene(tmp_path / f"{profile}.tif", smooth_scene(rng, bands=len(names), h=64, w=64), bands=names)
+        gdf = lsmap.detect(scene, **KW)
+        assert [p.split("/")[-1] for p in gdf.attrs["lsmap"]["models"]] == [f"{model}.safetensors"], profile
 
 
 @pytest.mark.realdata
