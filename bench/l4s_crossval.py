@@ -11,6 +11,12 @@ batch, learning rate and seed:
 - baseline: plain cross entropy, one global normalisation (training statistics for both), no
   augmentation.
 
+Stronger recipes, scored under the same folds: ``--scale 2.5`` (scale promotion), ``--second-model
+ARCH`` (a second architecture trained with the same recipe; the fold is scored on the averaged
+ensemble of both), ``--refine-rounds N`` (each fold's model(s) then refined for N rounds of
+threshold self-training on the 19 unlabelled L4S patches, ``--refine-steps`` steps a round, the
+last checkpoint kept: no held-out label is seen). ``--json FILE`` appends the result as one line.
+
 ``--configs`` adds ablations (the baseline plus one part of the recipe). ``--bands SET`` (repeat it)
 trains on band sets taken by name from the 14-band patches, e.g. to measure what dropping B10 or
 terrain costs; every configuration runs on every band set. Scores are the
@@ -22,6 +28,7 @@ to keep the run within about 15 minutes on a 2-core CPU.
     $ PYTHONPATH=. python bench/l4s_crossval.py --model unet-resnet18 --steps 300 --scale 2.5
     $ PYTHONPATH=. python bench/l4s_crossval.py --configs baseline,base+separated,base+augment,base+lovasz+ohem
     $ PYTHONPATH=. python bench/l4s_crossval.py --configs recipe --bands l4s14 --bands l2a-terrain --bands l2a
+    $ PYTHONPATH=. python bench/l4s_crossval.py --configs recipe --second-model unet-resnet18 --refine-rounds 2
 
 Exits cleanly (status 0, a message) when the shared data is absent. Writes only to a temporary
 folder.
@@ -30,6 +37,7 @@ folder.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -40,6 +48,8 @@ import numpy as np
 
 CANDIDATES = [Path(__file__).resolve().parents[2] / "shared" / "data" / "l4s" / "train",
               Path("/work/shared/data/l4s/train")]
+#: Folders of unlabelled L4S patches beside ``train`` (the refinement target).
+UNLABELLED = ("test", "unknown_split")
 
 
 #: Configurations: the recipe, the baseline, and the baseline with one part of the recipe added.
@@ -61,6 +71,15 @@ def _fold_dir(root: Path, patches) -> Path:
     return root
 
 
+def _unlabelled_dir(root: Path, data: Path) -> Path:
+    """A plain folder of the unlabelled patches beside ``data``, with unique ids (symlinks)."""
+    (root / "img").mkdir(parents=True)
+    for k, sub in enumerate(UNLABELLED):
+        for src in sorted((data.parent / sub / "img").glob("*.h5")):
+            (root / "img" / f"image_u{k}x{src.stem.removeprefix('image_')}.h5").symlink_to(src)
+    return root
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None, help="labelled L4S patch folder (default: shared data)")
@@ -76,6 +95,10 @@ def main() -> int:
                     help=f"comma-separated variants to compare: {', '.join(VARIANTS)}")
     ap.add_argument("--bands", action="append", default=None,
                     help="band set (profile or comma list of band names); repeat to compare several [default: l4s14]")
+    ap.add_argument("--second-model", default=None, help="also train this architecture; score the ensemble of both")
+    ap.add_argument("--refine-rounds", type=int, default=0, help="threshold self-training rounds on the unlabelled patches")
+    ap.add_argument("--refine-steps", type=int, default=100, help="training steps per refinement round")
+    ap.add_argument("--json", type=Path, default=None, help="append the summed scores as one JSON line to this file")
     args = ap.parse_args()
 
     unknown = set(args.configs.split(",")) - set(VARIANTS)
@@ -93,6 +116,7 @@ def main() -> int:
     from lsmap.io.patches import find_patches
     from lsmap.learn.evaluate import evaluate
     from lsmap.learn.models import ModelCard
+    from lsmap.learn.refine.rounds import RefineConfig, refine
     from lsmap.learn.train import Source, TrainConfig, fit
 
     patches = find_patches(data, require_masks=True)
@@ -104,12 +128,15 @@ def main() -> int:
                for name in args.configs.split(",") for p in profiles}
     print(f"data {data} ({len(patches)} patches), {args.folds} folds, model {args.model}, steps {args.steps}, "
           f"batch {args.batch_size}, lr {args.lr:g}, scale {args.scale:g}, seed {args.seed}, "
-          f"band sets {'; '.join(f'{p.name} ({p.count})' for p in profiles)}")
+          f"band sets {'; '.join(f'{p.name} ({p.count})' for p in profiles)}, second model {args.second_model}, "
+          f"refine rounds {args.refine_rounds} x {args.refine_steps} steps")
     print("command: PYTHONPATH=. python " + " ".join(sys.argv))
     tmp = Path(tempfile.mkdtemp(prefix="lsmap-cv-"))
     totals = {name: Confusion() for name in configs}
     t0 = time.perf_counter()
+    archs = [args.model] + ([args.second_model] if args.second_model else [])
     try:
+        target = _unlabelled_dir(tmp / "unlabelled", data) if args.refine_rounds else None
         w = max(18, *(len(n) + 2 for n in configs))  # column width
         print(f"{'fold':>4}  {'held-out ids':<16}" + "".join(f"{n:>{w}}" for n in configs))
         for k, held in enumerate(folds):
@@ -119,14 +146,23 @@ def main() -> int:
             f1s = []
             for name, (c, profile) in configs.items():
                 src_stats = patch_stats(train_p, profile)
-                cfg = TrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                  scale=args.scale, seed=args.seed, device=args.device, val_every=args.steps,
-                                  loss=c["loss"], norm=c["norm"], augment=c["augment"])
-                ds = PatchDataset(train_p, src_stats, profile, augment=Augment() if c["augment"] else None)
-                card = ModelCard(model=args.model, bands=list(profile.bands), stats=src_stats.to_dict(),
-                                 data=f"L4S train15 fold {k}")
-                result = fit([Source(ds, c["loss"])], None, cfg, tmp / f"run{k}-{name.replace('/', '_').replace(',', '+')}", card=card, progress=False)
-                ev = evaluate([result.last_path], fold_dir, norm="auto", device=args.device)
+                run = tmp / f"run{k}-{name.replace('/', '_').replace(',', '+')}"
+                members = []
+                for arch in archs:
+                    cfg = TrainConfig(model=arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                      scale=args.scale, seed=args.seed, device=args.device, val_every=args.steps,
+                                      loss=c["loss"], norm=c["norm"], augment=c["augment"])
+                    ds = PatchDataset(train_p, src_stats, profile, augment=Augment() if c["augment"] else None)
+                    card = ModelCard(model=arch, bands=list(profile.bands), stats=src_stats.to_dict(),
+                                     data=f"L4S train15 fold {k}")
+                    result = fit([Source(ds, c["loss"])], None, cfg, run / arch, card=card, progress=False)
+                    members.append(result.last_path)
+                if args.refine_rounds:
+                    train_dir = _fold_dir(run / "source", train_p)
+                    rc = RefineConfig(strategy="threshold", rounds=args.refine_rounds, steps=args.refine_steps,
+                                      device=args.device, seed=args.seed)
+                    members = refine(members, train_dir, target, run / "refine", rc, progress=False).models
+                ev = evaluate(members, fold_dir, norm="auto", device=args.device)
                 p = ev.pixel
                 totals[name] = totals[name] + Confusion(p["tp"], p["fp"], p["fn"], p["tn"])
                 f1s.append(p["f1"])
@@ -136,7 +172,16 @@ def main() -> int:
         for n, c in totals.items():
             print(f"{n}: precision {c.precision:.4f}, recall {c.recall:.4f}, F1 {c.f1:.4f}, IoU {c.iou:.4f} "
                   f"(TP {c.tp}, FP {c.fp}, FN {c.fn})")
-        print(f"elapsed {time.perf_counter() - t0:.0f} s")
+        elapsed = time.perf_counter() - t0
+        print(f"elapsed {elapsed:.0f} s")
+        if args.json:
+            with open(args.json, "a") as f:
+                for n, c in totals.items():
+                    f.write(json.dumps({"config": n, "model": "+".join(archs), "steps": args.steps, "scale": args.scale,
+                                        "refine_rounds": args.refine_rounds, "refine_steps": args.refine_steps,
+                                        "seed": args.seed, "f1": round(c.f1, 4), "precision": round(c.precision, 4),
+                                        "recall": round(c.recall, 4), "tp": c.tp, "fp": c.fp, "fn": c.fn,
+                                        "seconds": round(elapsed)}) + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
