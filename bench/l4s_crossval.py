@@ -76,7 +76,7 @@ def _unlabelled_dir(root: Path, data: Path) -> Path:
     (root / "img").mkdir(parents=True)
     for k, sub in enumerate(UNLABELLED):
         for src in sorted((data.parent / sub / "img").glob("*.h5")):
-            (root / "img" / f"image_u{k}x{src.stem.removeprefix('image_')}.h5").symlink_to(src)
+            (root / "img" / f"image_u{k}_{src.stem}.h5").symlink_to(src)
     return root
 
 
