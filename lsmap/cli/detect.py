@@ -19,7 +19,7 @@ from lsmap.cli.options import (
     progress_default,
 )
 from lsmap.core.constants import MIN_NDVI_DROP, MIN_SLOPE
-from lsmap.core.normalize import norm_choices
+from lsmap.core.norms import norm_choices
 from lsmap.map.options import INPUT_SCALES, DetectOptions
 
 _D = DetectOptions()  # the library's defaults

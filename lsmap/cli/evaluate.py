@@ -14,7 +14,7 @@ from lsmap.cli.options import (
     progress_default,
 )
 from lsmap.core.constants import SPLITS
-from lsmap.core.normalize import norm_choices
+from lsmap.core.norms import norm_choices
 
 
 @click.command("evaluate")

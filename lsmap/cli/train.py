@@ -16,9 +16,9 @@ from lsmap.cli.options import (
     seed_opt,
 )
 from lsmap.core.constants import SCALES
-from lsmap.core.normalize import norm_choices
+from lsmap.core.norms import norm_choices
 from lsmap.learn.config import OPTIMIZERS, SCHEDULES, VAL_FRACTION, TrainConfig
-from lsmap.learn.models import MODELS
+from lsmap.learn.registry import MODELS
 
 _D = TrainConfig()  # the library's defaults
 _SCALES = [f"{s:g}" for s in SCALES]

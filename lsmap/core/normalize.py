@@ -13,39 +13,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 
+from lsmap.core.norms import NORM_ALIASES, NORMS, norm_choices, norm_mode  # noqa: F401 (their home before)
 from lsmap.errors import InputError
 from lsmap.io.rasters import atomic_output
-
-#: How a domain (a validation split, a target region, a scene) is normalised, in every stage: by
-#: its ``own`` per-band statistics (the 1st place's separated normalisation) or by the ``model``'s
-#: training statistics (one global normalisation, the baseline). Evaluation also takes ``auto``:
-#: each model as it was trained.
-NORMS = ("own", "model")
-#: Earlier words for the same two choices, still accepted (train's separated/global, evaluate's
-#: target, detect's scene).
-NORM_ALIASES = MappingProxyType({"separated": "own", "target": "own", "scene": "own", "global": "model"})
-
-
-def norm_mode(value: str, *, auto: bool = False) -> str:
-    """The normalisation named ``value``: ``"own"`` or ``"model"`` (or ``"auto"`` when allowed).
-
-    Raises:
-        InputError: an unknown name; the message lists the valid ones.
-    """
-    choices = NORMS + (("auto",) if auto else ())
-    mode = NORM_ALIASES.get(value, value)
-    if mode not in choices:
-        raise InputError(f"unknown normalisation '{value}'; choose one of: {', '.join(choices)}")
-    return mode
-
-
-def norm_choices(auto: bool = False) -> list[str]:
-    """Every accepted name (canonical first, then the aliases): a command line's Choice list."""
-    return [*(("auto",) if auto else ()), *NORMS, *NORM_ALIASES]
 
 _MIN_STD = 1e-6
 

@@ -23,14 +23,16 @@ import os
 import shutil
 import sys
 import tempfile
-import urllib.error
-import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from lsmap.errors import InputError, LsmapError
 from lsmap.io.outputs import normal_mode
+
+if TYPE_CHECKING:  # urllib.request (http, ssl, email) and zipfile are imported where used: not at a command line's start
+    import urllib.request
+    import zipfile
 
 #: Zenodo, where the Landslide4Sense organisers published the benchmark.
 ZENODO_URL = "https://zenodo.org"
@@ -89,6 +91,9 @@ def base_url(url: str | None = None) -> str:
 
 
 def _open(request: urllib.request.Request | str, timeout: float):
+    import urllib.error
+    import urllib.request
+
     try:
         return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (http/https URLs only)
     except urllib.error.HTTPError as e:
@@ -106,6 +111,8 @@ def zenodo_files(record: str = L4S_RECORD, url: str | None = None, timeout: floa
     Raises:
         DownloadError: the API cannot be reached or answers something else than a record.
     """
+    import urllib.request
+
     base = base_url(url)
     api = f"{base}/api/records/{record}"
     with _open(urllib.request.Request(api, headers={"Accept": "application/json"}), timeout) as resp:
@@ -156,6 +163,8 @@ def fetch(remote: RemoteFile, dest: Path, *, timeout: float = 60.0, progress: bo
         DownloadError: network or HTTP failure (the partial file is kept for the next run), or
             a wrong size or checksum (the bad partial file is removed).
     """
+    import urllib.request
+
     from tqdm.auto import tqdm
 
     algo = remote.checksum.partition(":")[0] if remote.checksum else "md5"
@@ -222,6 +231,8 @@ def unpack(archive: Path, root: Path) -> list[Path]:
         InputError: not a zip file, a member escaping the archive, or an entry that exists in
             ``root`` already (it is not replaced).
     """
+    import zipfile
+
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as e:
@@ -263,6 +274,8 @@ def download_l4s(root: str | os.PathLike, *, url: str | None = None, record: str
         DownloadError: the record or a file cannot be fetched, or a file is wrong.
         InputError: an archive cannot be unpacked.
     """
+    import zipfile
+
     from lsmap.io.patches import SPLITS, find_patches, has_split
 
     root = Path(root)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lsmap.core.normalize import norm_mode
+from lsmap.core.norms import norm_mode
 from lsmap.errors import InputError, MissingInputError
-from lsmap.learn.models import get_spec
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
@@ -83,6 +82,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise :class:`InputError` on values that cannot work."""
+        from lsmap.learn.models import get_spec  # numpy: not at a command line's start
+
         get_spec(self.model)
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")

@@ -23,7 +23,8 @@ from lsmap.core.bands import BAND_NAMES, band_indices, get_profile
 from lsmap.core.checks import as_list, check_bool, check_int, check_number
 from lsmap.core.labels import parse_label_map
 from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
-from lsmap.core.normalize import BandStats, norm_mode
+from lsmap.core.normalize import BandStats
+from lsmap.core.norms import norm_mode
 from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError
 from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_mask, read_patch_image

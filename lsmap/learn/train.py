@@ -40,7 +40,7 @@ from typing import Any
 
 from lsmap.core.bands import get_profile
 from lsmap.core.metrics import Confusion, confusion, scores
-from lsmap.core.normalize import norm_mode
+from lsmap.core.norms import norm_mode
 from lsmap.data.dataset import Augment, PatchDataset, hold_out
 from lsmap.data.stats import patch_stats
 from lsmap.errors import CheckpointError, InputError, LsmapError, TooLargeError

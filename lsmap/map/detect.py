@@ -28,7 +28,8 @@ import numpy as np
 
 from lsmap.core.bands import BAND_NAMES, get_profile
 from lsmap.core.checks import as_list, check_bool, check_path
-from lsmap.core.normalize import BandStats, norm_mode
+from lsmap.core.normalize import BandStats
+from lsmap.core.norms import norm_mode
 from lsmap.data.masks import (
     MaskSpec,
     check_masks,

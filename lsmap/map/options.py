@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsmap.core.checks import check_bool, check_choice, check_int, check_number
 from lsmap.core.constants import OVERLAP, WINDOW
-from lsmap.core.normalize import BandStats, norm_mode
+from lsmap.core.norms import norm_mode
 from lsmap.errors import InputError
+
+if TYPE_CHECKING:
+    from lsmap.core.normalize import BandStats
 
 #: Input scales a scene may hold (:func:`lsmap.data.scan.scan_scene`).
 INPUT_SCALES = ("auto", "raw", "l4s")
@@ -78,6 +81,8 @@ class DetectOptions:
             check_bool(name, getattr(self, name))
         if self.bands is not None and not isinstance(self.bands, str):
             raise InputError(f"`bands` must be a band profile name (got {self.bands!r})")
+        from lsmap.core.normalize import BandStats  # numpy: not at a command line's start
+
         if self.stats is not None and not isinstance(self.stats, (str, os.PathLike, BandStats)):
             raise InputError(f"`stats` must be a statistics JSON path or BandStats (got {type(self.stats).__name__})")
         for name in ("keep_rejected", "gate"):
