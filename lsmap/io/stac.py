@@ -4,7 +4,9 @@
 (:data:`ASSET_KEYS`: Earth Search's ``red``/``nir``/``scl``..., Planetary Computer's
 ``B04``/``B08``/``SCL``...), then by the asset's ``eo:bands`` name. Hrefs are made absolute (relative
 hrefs resolve against the Item's own location); remote ones are read in place through GDAL's
-``/vsicurl/`` (HTTP range requests; nothing is downloaded whole).
+``/vsicurl/`` (HTTP range requests; nothing is downloaded whole). A bucket href (``s3://``, ``gs://``)
+is replaced by the asset's http(s) alternate when the Item lists one (alternate-assets extension),
+else read through ``/vsis3/`` / ``/vsigs/`` (:func:`_gdal_href`).
 
 DN offsets: from each asset's ``raster:bands`` (``value = DN * scale + offset``, so the DN offset is
 ``offset / scale`` and the quantification ``1 / scale``: Earth Search's ``scale 0.0001, offset -0.1``
@@ -55,9 +57,38 @@ def _band_of_asset(key: str, asset) -> str | None:
     return None
 
 
+#: Cloud-bucket URL schemes -> GDAL virtual file systems (credentials from the environment, as GDAL
+#: reads them: ``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``...).
+BUCKETS: Mapping[str, str] = MappingProxyType({"s3://": "/vsis3/", "gs://": "/vsigs/"})
+#: Files that hold AWS credentials (any one of them: requests are signed, not anonymous).
+_AWS_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+
+
+def _asset_href(asset) -> str:
+    """The asset's href to read: an http(s) alternate (STAC alternate-assets extension) of a bucket href first."""
+    href = asset.get_absolute_href() or asset.href
+    if href.startswith(tuple(BUCKETS)):
+        for alt in (asset.extra_fields.get("alternate") or {}).values():
+            if isinstance(alt, Mapping) and str(alt.get("href", "")).startswith(("http://", "https://")):
+                return str(alt["href"])
+    return href
+
+
 def _gdal_href(href: str) -> str:
+    """``href`` as GDAL opens it: ``/vsicurl/`` for http(s), ``/vsis3/``, ``/vsigs/`` for buckets, a path else.
+
+    An ``s3://`` href with no AWS credentials in the environment is read anonymously
+    (``AWS_NO_SIGN_REQUEST=YES``, what public buckets such as Earth Search's ``sentinel-cogs`` need),
+    unless the user set ``AWS_NO_SIGN_REQUEST`` or has a credentials file.
+    """
     if href.startswith(("http://", "https://")):
         return f"/vsicurl/{href}"
+    for scheme, vsi in BUCKETS.items():
+        if href.startswith(scheme):
+            if scheme == "s3://" and not any(os.environ.get(k) for k in _AWS_CREDENTIALS) \
+                    and not (Path.home() / ".aws" / "credentials").exists():
+                os.environ.setdefault("AWS_NO_SIGN_REQUEST", "YES")
+            return vsi + href[len(scheme):]
     if href.startswith("file://"):
         href = href[len("file://"):]
     return href
@@ -94,7 +125,7 @@ def open_item(href: str | os.PathLike) -> S2Source:
         if band is None or (band in files or band in layers):
             continue
         target = layers if band == "SCL" else files
-        target[band] = _gdal_href(asset.get_absolute_href() or asset.href)
+        target[band] = _gdal_href(_asset_href(asset))
         rb = (asset.extra_fields.get("raster:bands") or [{}])[0]
         if band != "SCL" and "offset" in rb:
             scale = float(rb.get("scale", 1.0 / L4S_QUANTIFICATION)) or 1.0 / L4S_QUANTIFICATION

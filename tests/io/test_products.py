@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -423,6 +424,52 @@ def test_stac_item_over_http_range_requests_equals_local_files(tmp_path):
                                         str(tmp_path / "m.tif")])
     assert res.exit_code != 0 and "cannot read the STAC Item" in res.output and "missing.json" in res.output
     assert not (tmp_path / "m.tif").exists()
+
+
+def _bucket_item(item: Path, alternate_url: str | None) -> Path:
+    """The Item with every asset href moved to ``s3://sentinel-cogs/...`` (and an https alternate, optional)."""
+    d = json.loads(item.read_text())
+    for asset in d["assets"].values():
+        name = asset["href"].removeprefix("./")
+        asset["href"] = f"s3://sentinel-cogs/sentinel-s2-l2a-cogs/33/T/WN/{name}"
+        if alternate_url:
+            asset["alternate"] = {"s3": {"href": asset["href"]}, "https": {"href": f"{alternate_url}/{name}"}}
+    out = item.with_name("bucket_item.json")
+    out.write_text(json.dumps(d))
+    return out
+
+
+def test_stac_bucket_hrefs_take_the_https_alternate(tmp_path):
+    """Items that point at s3:// (Copernicus Data Space, Earth Search's alternates) read the http(s) alternate."""
+    item = make_stac_item(tmp_path / "item", EARTH_SEARCH)
+    ref = _local_reference(tmp_path / "item", tmp_path / "ref", EARTH_SEARCH.values())
+    stack_scene(ref, tmp_path / "r.tif", bands="rgbn")
+    with serve(tmp_path / "item") as (url, handler):
+        bucket = _bucket_item(item, url)
+        r = stack_scene(bucket, tmp_path / "s.tif", bands="rgbn")
+        ranged = list(handler.ranges)
+    assert r.sources["B4"] == f"{url}/B4.tif"
+    assert any(x.startswith("/B4.tif ") for x in ranged)
+    np.testing.assert_array_equal(read(tmp_path / "s.tif"), read(tmp_path / "r.tif"))
+
+
+def test_stac_bucket_hrefs_without_alternate_read_through_vsis3(tmp_path, monkeypatch):
+    """No alternate: /vsis3/ (anonymous when no AWS credentials are configured, as public buckets need)."""
+    from lsmap.io.stac import open_item
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+              "AWS_NO_SIGN_REQUEST"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    bucket = _bucket_item(make_stac_item(tmp_path / "item", EARTH_SEARCH), None)
+    src = open_item(bucket)
+    assert src.files["B4"] == "/vsis3/sentinel-cogs/sentinel-s2-l2a-cogs/33/T/WN/B4.tif"
+    assert src.layers["SCL"].startswith("/vsis3/sentinel-cogs/")
+    assert os.environ["AWS_NO_SIGN_REQUEST"] == "YES"
+    monkeypatch.delenv("AWS_NO_SIGN_REQUEST")
+    monkeypatch.setenv("AWS_PROFILE", "mine")  # credentials configured: requests are signed
+    open_item(bucket)
+    assert "AWS_NO_SIGN_REQUEST" not in os.environ
 
 
 # --- detect -----------------------------------------------------------------------------------------------
