@@ -600,8 +600,8 @@ def resolve_s2(s2: str | os.PathLike | Sequence[str | os.PathLike], bands: Seque
         source = open_product(items[0])
         if offset is not None:
             if source.offsets is not None:
-                raise InputError(f"{source.where}: --offset is for loose band files; this {source.kind} input "
-                                 f"declares its own DN offsets (drop --offset)")
+                raise InputError(f"{source.where}: `offset` is for loose band files; this {source.kind} input "
+                                 f"declares its own DN offsets (drop `offset`)")
             source = replace(source, offsets={b: float(offset) for b in source.files})
         return source.select(bands)
     products = [str(i) for i in items if is_product(i)]
@@ -788,8 +788,8 @@ def stack_scene(
                    for w in block_grid(out_grid.height, out_grid.width, block)]
         from lsmap.io.resources import check_memory
 
-        check_memory(block * block * (profile.count * 4 * 3 + 8 * len(groups_of(profile, layers_))), f"--block {block}",
-                     f"blocks of {block} x {block} px x {profile.count} bands", "use a smaller --block")
+        check_memory(block * block * (profile.count * 4 * 3 + 8 * len(groups_of(profile, layers_))), f"`block` {block}",
+                     f"blocks of {block} x {block} px x {profile.count} bands", "use a smaller `block`")
         # bands are resampled in parallel, one thread per source file at a time (a dataset handle
         # is not for two threads at once: slope and DEM read the same file, so go together)
         groups: dict[int, list[str]] = {}
@@ -848,7 +848,7 @@ def stack_scene(
     if source.offsets is None and np.isfinite(dn_min).all() and dn_min.min() >= OFFSET_DN_HINT:
         msg = (f"{source.where}: the digital numbers look offset: no value below {int(dn_min.min())} in any band "
                f"over the {area} (products of processing baseline 04.00 and later add 1000); if they are, "
-               f"stack again with --offset -1000 (SAFE products and STAC Items carry their offset)")
+               f"stack again with `offset` -1000 (SAFE products and STAC Items carry their offset)")
         warnings.warn(msg, LsmapWarning, stacklevel=2)
         found.append(msg)
 

@@ -269,7 +269,7 @@ def check_tile_memory(bands: int, size: int, labelled: bool) -> None:
     from lsmap.io.resources import check_memory
 
     per_patch = bands * size * size * 4 + (size * size if labelled else 0)
-    check_memory(4 * per_patch, f"--size {size}", f"patches of {size} x {size} px x {bands} bands",
+    check_memory(4 * per_patch, f"`size` {size}", f"patches of {size} x {size} px x {bands} bands",
                  "use a smaller --size (L4S patches are 128)")
 
 

@@ -70,17 +70,17 @@ def parse_bbox(bbox: str | Sequence[float], crs: str | None = None) -> AOI:
     except ValueError:
         values = []
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise InputError(f"--bbox {text}: give four numbers W,S,E,N (e.g. --bbox 76.13,11.46,76.18,11.50)")
+        raise InputError(f"`bbox` {text}: give four numbers W,S,E,N (e.g. `bbox` 76.13,11.46,76.18,11.50)")
     w, s, e, n = values
     if w >= e or s >= n:
-        raise InputError(f"--bbox {text}: west must be less than east and south less than north (order W,S,E,N)")
+        raise InputError(f"`bbox` {text}: west must be less than east and south less than north (order W,S,E,N)")
     try:
         crs_obj = CRS.from_user_input(crs or DEFAULT_BBOX_CRS)
     except CRSError as err:
-        raise InputError(f"--bbox-crs {crs}: unknown CRS ({err}); give e.g. EPSG:32643") from None
+        raise InputError(f"`bbox_crs` {crs}: unknown CRS ({err}); give e.g. EPSG:32643") from None
     if crs_obj.is_geographic and (w < -180 or e > 360 or s < -90 or n > 90):
-        raise InputError(f"--bbox {text}: not longitudes/latitudes; give the box in lon/lat (W,S,E,N) or "
-                         f"name its CRS with --bbox-crs")
+        raise InputError(f"`bbox` {text}: not longitudes/latitudes; give the box in lon/lat (W,S,E,N) or "
+                         f"name its CRS with `bbox_crs`")
     return AOI(box(w, s, e, n), crs_obj, f"--bbox {text}", mask=False)
 
 
@@ -100,22 +100,22 @@ def read_aoi(path: str | os.PathLike) -> AOI:
 
     path = Path(path)
     if not path.exists():
-        raise MissingInputError(f"{path}: --aoi file does not exist")
+        raise MissingInputError(f"{path}: `aoi` file does not exist")
     try:
         gdf = pyogrio.read_dataframe(path)
     except Exception as e:  # noqa: BLE001 - pyogrio raises several DataSource errors
-        raise InputError(f"{path}: cannot read the --aoi vector file ({str(e).splitlines()[0]}); "
+        raise InputError(f"{path}: cannot read the `aoi` vector file ({str(e).splitlines()[0]}); "
                          f"give a GeoPackage, GeoJSON or Shapefile") from None
     geoms = [g for g in gdf.geometry if g is not None and not g.is_empty and g.geom_type.endswith("Polygon")]
     if not geoms:
-        raise InputError(f"{path}: the --aoi file holds no polygon; draw the area of interest as a polygon")
+        raise InputError(f"{path}: the `aoi` file holds no polygon; draw the area of interest as a polygon")
     geom = union_all(geoms)
     if gdf.crs is not None:
         crs = CRS.from_user_input(gdf.crs)
     else:
         x0, y0, x1, y1 = geom.bounds
         if not (-180 <= x0 and x1 <= 360 and -90 <= y0 and y1 <= 90):
-            raise InputError(f"{path}: the --aoi file has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:32643)")
+            raise InputError(f"{path}: the `aoi` file has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:32643)")
         crs = CRS.from_epsg(4326)
     return AOI(geom, crs, str(path), mask=True)
 
@@ -128,9 +128,9 @@ def aoi_from_options(bbox: str | Sequence[float] | None = None, bbox_crs: str | 
         InputError: both ``--bbox`` and ``--aoi``, ``--bbox-crs`` without ``--bbox``, or a bad box/file.
     """
     if bbox is not None and aoi is not None:
-        raise InputError("--bbox and --aoi both give the area of interest; pass one of them")
+        raise InputError("`bbox` and `aoi` both give the area of interest; pass one of them")
     if bbox_crs is not None and bbox is None:
-        raise InputError("--bbox-crs names the CRS of --bbox; pass --bbox W,S,E,N too")
+        raise InputError("`bbox_crs` names the CRS of `bbox`; pass `bbox` W,S,E,N too")
     if bbox is not None:
         return parse_bbox(bbox, bbox_crs)
     if aoi is not None:
@@ -184,7 +184,7 @@ def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "
         raise InputError(
             f"{aoi.source}: the area of interest ({_lonlat(aoi.geometry.bounds, aoi.crs)}) does not overlap "
             f"{where} ({_lonlat(_grid_bounds(transform, width, height), crs)}); check the coordinates, their order "
-            f"(W,S,E,N) and --bbox-crs, or give the product that covers the area"
+            f"(W,S,E,N) and `bbox_crs`, or give the product that covers the area"
         )
     return Window(c0, r0, c1 - c0, r1 - r0)
 

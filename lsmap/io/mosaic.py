@@ -47,7 +47,7 @@ def dem_files(dem: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path
         else:
             files.append(p)
     if not files:
-        raise MissingInputError("no DEM given; pass --dem FILE (several files or a folder of tiles work too)")
+        raise MissingInputError("no DEM given; pass `dem` FILE (several files or a folder of tiles work too)")
     return files
 
 

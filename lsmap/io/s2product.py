@@ -123,13 +123,13 @@ class S2Source:
             raise InputError(
                 f"{self.where}: the STAC Item has no asset for Sentinel-2 band {missing[0]} (asset key "
                 f"{asset_hint(missing[0])}; bands present: {have}); give a Sentinel-2 Item with that asset, or "
-                f"choose a band set its assets fill with --bands"
+                f"choose a band set its assets fill with `bands`"
             )
         if missing:
             have = ", ".join(sorted(self.files, key=_band_key)) or "none"
             raise MissingInputError(
                 f"{self.where}: no file for Sentinel-2 band {missing[0]} in this {self.kind} input (bands present: "
-                f"{have}); choose a band set these bands fill with --bands, or give the band file"
+                f"{have}); choose a band set these bands fill with `bands`, or give the band file"
             )
         notes = tuple(n for n in self.notes if n.split(":", 1)[0] in bands)
         return S2Source(self.kind, self.where, {b: self.files[b] for b in bands}, self.offsets,
@@ -256,7 +256,7 @@ def open_safe(path: str | os.PathLike) -> S2Source:
         if mtd is None:
             raise InputError(
                 f"{p}: SAFE folder without MTD_MSIL2A.xml or MTD_MSIL1C.xml; the download is incomplete: "
-                f"re-download the product, or pass its IMG_DATA folder (then give the DN offset with --offset)"
+                f"re-download the product, or pass its IMG_DATA folder (then give the DN offset with `offset`)"
             )
         meta = parse_mtd(mtd)
         present = {q.relative_to(p).as_posix() for q in (p / "GRANULE").rglob("*") if q.is_file()} \

@@ -126,7 +126,7 @@ def check_band_order(descriptions, profile: BandProfile, path: object) -> None:
         )
     raise InputError(
         f"{path}: band descriptions say the bands are {', '.join(names)}, but profile '{profile.name}' expects "
-        f"{', '.join(profile.bands)}; choose the matching --bands profile or restack the scene"
+        f"{', '.join(profile.bands)}; choose the matching `bands` profile or restack the scene"
     )
 
 

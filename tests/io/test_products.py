@@ -551,3 +551,14 @@ def test_real_wayanad_loose_bands_look_offset(tmp_path):
         warnings.simplefilter("error", LsmapWarning)
         stack_scene(kerala / "puthumala_2019", tmp_path / "p.tif", bands="rgb")
         stack_scene(kerala / "wayanad_2024_a", tmp_path / "o.tif", bands="rgb", offset=-1000, overwrite=True)
+
+
+def test_library_errors_name_python_arguments_and_the_cli_names_flags(tmp_path):
+    """`lsmap.io.aoi.parse_bbox` names its argument; `lsmap stack` shows the same error with the flag."""
+    with pytest.raises(InputError, match=r"^`bbox` 1,2: give four numbers"):
+        parse_bbox("1,2")
+    with pytest.raises(InputError, match=r"^`bbox_crs` EPSG:0: unknown CRS"):
+        parse_bbox("1,2,3,4", "EPSG:0")
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
+    res = CliRunner().invoke(main, ["stack", str(safe), "--bands", "rgb", "--bbox", "1,2", "-o", str(tmp_path / "s.tif")])
+    assert res.exit_code != 0 and "Error: --bbox 1,2: give four numbers W,S,E,N (e.g. --bbox 76.13" in res.output
