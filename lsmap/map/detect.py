@@ -398,7 +398,7 @@ def _check_evidence(scene: Any, opts: DetectOptions, outputs: DetectOutputs) -> 
 def _plan_evidence(info, scene_bands: Sequence[str], pre: PreScene | None, opts: DetectOptions, work: Path):
     """The evidence plan on the scene's grid; a pre scene given as stacking inputs is stacked first (red, NIR)."""
     if pre is None and opts.pre is not None:
-        pre = stack_pre(opts.pre, work)
+        pre = stack_pre(opts.pre, work, info)
     return plan_evidence(info, scene_bands, pre=pre, pre_bands=opts.pre_bands, min_ndvi_drop=opts.min_ndvi_drop,
                          min_slope=opts.min_slope)
 

@@ -660,12 +660,35 @@ def apply_evidence(gdf, plan: EvidencePlan, *, block: int = 1024):
     return kept, rejected[cols]
 
 
-def stack_pre(inputs: Any, work: Path) -> Path:
-    """Stack the red and NIR bands of pre-event stacking inputs (``lsmap stack`` arguments) into ``work``."""
+#: Post-scene pixels added around its footprint when a pre-event product is cropped to it (the warp's kernel).
+PRE_MARGIN_PX = 4
+
+
+def post_footprint(post: SceneInfo, margin: int = PRE_MARGIN_PX):
+    """The post scene's footprint (plus ``margin`` pixels) as an :class:`~lsmap.io.aoi.AOI` in its CRS."""
+    from rasterio.transform import array_bounds
+    from shapely.geometry import box
+
+    from lsmap.io.aoi import AOI
+
+    w, s, e, n = array_bounds(post.height, post.width, post.transform)
+    pad = margin * max(abs(post.transform.a), abs(post.transform.e))
+    return AOI(box(w - pad, s - pad, e + pad, n + pad), post.crs, f"the post-event scene {post.path.name}", mask=False)
+
+
+def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None) -> Path:
+    """Stack the red and NIR bands of pre-event stacking inputs (``lsmap stack`` arguments) into ``work``.
+
+    With ``post``, only the part of the pre-event product over the post scene (its footprint plus
+    :data:`PRE_MARGIN_PX` pixels) is read: a whole tile is never stacked for a small AOI. An ``aoi``
+    among the inputs wins.
+    """
     kwargs = dict(inputs) if isinstance(inputs, Mapping) else dict(vars(inputs))
     kwargs["bands"] = ",".join((RED, NIR))
     kwargs.pop("dem", None)
     kwargs.pop("slope", None)
+    if post is not None and kwargs.get("aoi") is None and kwargs.get("bbox") is None:
+        kwargs["aoi"] = post_footprint(post)
     out = work / "pre.tif"
     stack_scene(**kwargs, out=out)
     return out

@@ -321,3 +321,45 @@ def test_sample_pair_end_to_end_cli(tmp_path):
     kept, rejected = gpd.read_file(out, layer="slides"), gpd.read_file(out, layer="rejected")
     assert (kept["dndvi"] >= ev["min_ndvi_drop"]).all() and set(rejected["reason"]) <= {"ndvi_drop", "slope",
                                                                                         "ndvi_drop,slope"}
+
+
+@pytest.mark.parametrize("kind", ["safe", "zip", "stac"])
+def test_pre_product_is_stacked_over_the_post_footprint_only(tmp_path, monkeypatch, kind):
+    """A SAFE folder, a zip or a STAC Item as the pre scene: only its part over the post scene is stacked."""
+    from products_fixtures import make_safe, make_stac_item, zip_safe
+    from rasterio.windows import Window
+
+    import lsmap.map.evidence as evidence
+    from lsmap.data.stack import stack_scene
+
+    if kind == "stac":
+        product = make_stac_item(tmp_path / "item", {"blue": "B2", "red": "B4", "nir": "B8"})
+    else:
+        product = make_safe(tmp_path / "p", bands=("B2", "B4", "B8"))
+        product = zip_safe(product) if kind == "zip" else product
+    full = tmp_path / "full.tif"
+    stack_scene(product, full, bands="B2,B4,B8")
+    win = Window(40, 30, 60, 50)
+    with rasterio.open(full) as src:
+        prof = src.profile | {"width": win.width, "height": win.height, "transform": src.window_transform(win)}
+        data, names = src.read(window=win), src.descriptions
+    with rasterio.open(tmp_path / "post.tif", "w", **prof) as dst:
+        dst.write(data)
+        dst.descriptions = names
+    seen = []
+
+    def spy(*args, **kwargs):
+        out = stack_scene(*args, **kwargs)
+        with rasterio.open(kwargs["out"]) as s:
+            seen.append((kwargs["aoi"].source, s.shape))
+        return out
+
+    monkeypatch.setattr(evidence, "stack_scene", spy)
+    b2 = data[0][data[0] > 0]
+    mod = member(Band0Model(), "B2", mean=float(np.median(b2)), std=float(b2.std()) / 4)
+    gdf = lsmap.detect(tmp_path / "post.tif", [mod], pre={"s2": product}, min_ndvi_drop=0.0, min_slope=0.0, **KW)
+    assert len(gdf) > 0 and np.isfinite(gdf["ndvi_pre"]).all()
+    (source, shape), = seen
+    m = evidence.PRE_MARGIN_PX
+    assert source == "the post-event scene post.tif" and shape == (50 + 2 * m, 60 + 2 * m)
+    np.testing.assert_allclose(gdf["dndvi"], 0.0, atol=1e-5)  # the same product before and after: no change
