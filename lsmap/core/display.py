@@ -51,6 +51,8 @@ PROB_CLASSES: tuple[ProbClass, ...] = (
 NODATA_COLOUR = "#3a3a3a"
 #: Not observed (clouds, shadows: observed but not usable): hatched in this colour.
 NOT_OBSERVED_COLOUR = "#c8c8ff"
+#: Outline of polygons the change/terrain evidence rejected (dashed, in the quick-look and the report).
+REJECTED_COLOUR = "#19d3da"
 
 
 def prob_class(p: float) -> ProbClass:

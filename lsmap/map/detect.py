@@ -367,7 +367,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
                          if nobs is not None else None)}
         if tmp.quicklook is not None or tmp.report is not None:
             _maps(scene, scene_path, gdf, plan.scene_bands, members, scan.raw, tmp, summary, opts,
-                  nobs.path if nobs is not None else None)
+                  nobs.path if nobs is not None else None, rejected)
         t_write = time.perf_counter() - t_write
     seconds = time.perf_counter() - t0
     gdf.attrs["lsmap"] = {
@@ -512,8 +512,9 @@ def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, thresh
 
 
 def _maps(scene: Any, scene_path: Path, gdf, scene_bands: Sequence[str], members, raw: bool, tmp: DetectOutputs, summary: dict,
-          opts: DetectOptions, not_observed: Path | None = None) -> None:
-    """The quick-look PNG and the HTML report of a run, from one read of the scene's natural colour."""
+          opts: DetectOptions, not_observed: Path | None = None, rejected=None) -> None:
+    """The quick-look PNG and the HTML report of a run, from one read of the scene's natural colour (with the
+    polygons the evidence rejected, when any, drawn apart)."""
 
     source = scene_path if isinstance(scene, (str, os.PathLike)) else _inputs_path(scene)
     image = natural_colour(scene_path, scene_bands, input_scale="raw" if raw else "l4s", not_observed=not_observed)
@@ -523,11 +524,11 @@ def _maps(scene: Any, scene_path: Path, gdf, scene_bands: Sequence[str], members
     name = source.name or str(source)
     if tmp.quicklook is not None:
         render_quicklook(scene_path, gdf, tmp.quicklook, scene_bands, overwrite=True, models=members, scene_name=name,
-                         date=date, image=image)
+                         date=date, image=image, rejected=rejected)
     if tmp.report is not None:
         options = {"min_area_m2": opts.min_area, "simplify_m": opts.simplify, "fill_holes_m2": opts.fill_holes}
         write_report(tmp.report, gdf, image, scene_name=name, date=date, models=members, summary=summary,
-                     options=options, overwrite=True)
+                     options=options, overwrite=True, rejected=rejected)
 
 
 def _inputs_path(scene: Any) -> Path:

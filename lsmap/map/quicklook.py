@@ -31,6 +31,7 @@ from lsmap.core.display import (
     NODATA_COLOUR,
     NOT_OBSERVED_COLOUR,
     PROB_CLASSES,
+    REJECTED_COLOUR,
     percentile_stretch,
     prob_class,
     to_uint8,
@@ -267,7 +268,7 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
                      bands: str | BandProfile | Sequence[str] | None = None,
                      overwrite: bool = False, title: str | None = None, *, models: Any = None,
                      date: str | None = None, scene_name: str | None = None, not_observed: Any = None,
-                     input_scale: str = "auto", image: NaturalColour | None = None) -> Path:
+                     input_scale: str = "auto", image: NaturalColour | None = None, rejected=None) -> Path:
     """Render ``scene`` in natural colour with ``polygons`` outlined, as a PNG map (module docstring).
 
     Args:
@@ -286,6 +287,8 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
         not_observed: Not-observed mask (see :func:`natural_colour`).
         input_scale: Scale of the scene's values (see :func:`natural_colour`).
         image: The already-read :func:`natural_colour` of the scene (then ``scene`` is not read).
+        rejected: GeoDataFrame of polygons the change/terrain evidence rejected
+            (:func:`lsmap.map.evidence.apply_evidence`): drawn as dashed grey outlines, counted in the legend.
 
     Raises:
         InputError: the profile lacks a natural-colour band; a bad not-observed mask.
@@ -298,6 +301,7 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
     from matplotlib import colors as mcolors
     from matplotlib import patheffects
     from matplotlib.collections import LineCollection
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Circle, Patch, Polygon
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
@@ -352,6 +356,15 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
         lc.set_path_effects([patheffects.Stroke(linewidth=2.4, foreground="black", alpha=0.8), patheffects.Normal()])
         ax.add_collection(lc)
         area_km2 = float(gdf["area_m2"].sum()) / 1e6 if "area_m2" in gdf else float(gdf.geometry.area.sum()) / 1e6
+    if rejected is not None and len(rejected):
+        crs = nc.crs
+        rj = rejected.to_crs(crs) if rejected.crs is not None and crs is not None and rejected.crs != crs else rejected
+        segs = [ring for geom in rj.geometry for ring in _rings(geom)]
+        lc = LineCollection(segs, colors=REJECTED_COLOUR, linewidths=0.9, linestyles=(0, (3, 2)), zorder=2)
+        lc.set_path_effects([patheffects.Stroke(linewidth=1.8, foreground="black", alpha=0.6), patheffects.Normal()])
+        ax.add_collection(lc)
+        legend.append(Line2D([], [], color=REJECTED_COLOUR, linestyle=(0, (3, 2)), linewidth=1.2,
+                             label=f"rejected by evidence ({len(rj)})"))
     sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     cb = fig.colorbar(sm, cax=cax, ticks=[c.lower for c in PROB_CLASSES] + [1.0])
     cb.set_label("mean landslide probability\n(polygon outline)", fontsize=7.5)

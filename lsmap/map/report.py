@@ -14,6 +14,7 @@ network (a map library would add some 150 KB to every report for what 250 lines 
 from __future__ import annotations
 
 import base64
+import collections
 import html
 import io
 import json
@@ -28,7 +29,7 @@ import numpy as np
 
 from lsmap import __version__
 from lsmap.core.bands import BandProfile
-from lsmap.core.display import NODATA_COLOUR, PROB_CLASSES, prob_class
+from lsmap.core.display import NODATA_COLOUR, PROB_CLASSES, REJECTED_COLOUR, prob_class
 from lsmap.errors import InputError
 from lsmap.io.rasters import atomic_output, check_output
 from lsmap.map.quicklook import _metres_per_unit, _rings, grid_convergence, model_label, natural_colour, scene_date
@@ -144,7 +145,7 @@ def _area_lines(image, summary: Mapping) -> list[tuple[str, str]]:
 
 def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, date: str | None = None,
                  models: Any = None, summary: Mapping | None = None, options: Mapping | None = None,
-                 overwrite: bool = False, title: str | None = None) -> Path:
+                 overwrite: bool = False, title: str | None = None, rejected=None) -> Path:
     """Write the HTML report of a detection (see the module docstring).
 
     Args:
@@ -158,6 +159,8 @@ def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, da
         options: Further options of the run to list (e.g. ``min_area_m2``).
         overwrite: Replace an existing ``out``.
         title: Page title (default: the scene's name and date).
+        rejected: GeoDataFrame of the polygons the change/terrain evidence rejected (with ``reason``):
+            drawn as dashed outlines (their reason in a tooltip), counted in the legend and summary.
 
     Raises:
         OutputExistsError: ``out`` exists and not ``overwrite``.
@@ -185,6 +188,17 @@ def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, da
         item["d"], item["bbox"] = d, bbox
         polys.append(item)
 
+    dropped, reasons = [], collections.Counter()
+    if rejected is not None and len(rejected):
+        rj = rejected.to_crs(image.crs) if rejected.crs is not None and image.crs is not None and rejected.crs != image.crs \
+            else rejected
+        why = rj["reason"].tolist() if "reason" in rj else [""] * len(rj)
+        for geom, reason in zip(rj.geometry, why, strict=True):
+            d, _ = _svg_path(geom, inv)
+            if d:
+                dropped.append({"d": d, "reason": str(reason), "area_m2": float(geom.area)})
+                reasons.update(r for r in str(reason).split(",") if r)
+
     per_unit, unit = _metres_per_unit(image.crs, image.bounds) if image.crs is not None else (1.0, "")
     crs_name = ""
     if image.crs is not None:
@@ -204,6 +218,9 @@ def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, da
             ("CRS", crs_name or "none"), ("size", f"{image.width} × {image.height} px of {pixel_m:g} m")]
     rows += _area_lines(image, summary)
     rows += [("polygons", str(n)), ("landslide area", f"{area_km2:.3f} km²")]
+    if dropped:
+        rows.append(("rejected by evidence", f"{len(dropped)} ("
+                     + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(reasons.items())) + ")"))
     if n:
         areas = np.array([p["area_m2"] for p in polys])
         rows += [("largest polygon", f"{areas.max():,.0f} m²"), ("median polygon", f"{np.median(areas):,.0f} m²")]
@@ -237,7 +254,7 @@ def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, da
         "north": grid_convergence(image.crs, (left + right) / 2, (bottom + top) / 2) if image.crs is not None else 0.0,
         "classes": [{"lower": c.lower, "upper": c.upper, "colour": c.colour, "label": c.label} for c in PROB_CLASSES],
         "columns": [list(c) for c in columns],
-        "polygons": polys, "summary": rows, "options": opts, "models": cards,
+        "polygons": polys, "rejected": dropped, "rejected_colour": REJECTED_COLOUR, "summary": rows, "options": opts, "models": cards,
         "has_nodata": has_nodata, "nodata_colour": NODATA_COLOUR,
         "footer": f"lsmap {__version__} · natural colour (B4, B3, B2), one stretch for the three bands · "
                   "polygon outlines coloured by mean landslide probability",

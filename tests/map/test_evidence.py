@@ -363,3 +363,33 @@ def test_pre_product_is_stacked_over_the_post_footprint_only(tmp_path, monkeypat
     m = evidence.PRE_MARGIN_PX
     assert source == "the post-event scene post.tif" and shape == (50 + 2 * m, 60 + 2 * m)
     np.testing.assert_allclose(gdf["dndvi"], 0.0, atol=1e-5)  # the same product before and after: no change
+
+
+def test_rejected_polygons_are_drawn_in_the_quicklook_and_the_report(tmp_path):
+    """What the evidence dropped stays visible: dashed outlines in both maps, counted with their reasons."""
+    import re
+
+    from PIL import Image
+
+    post, pre = pair(tmp_path)
+    with rasterio.open(post) as src:  # a natural-colour band for the maps: B3 (a copy of B4)
+        data = src.read()
+    post = write_scene(tmp_path / "post_rgb.tif", np.concatenate([data[:1], data[1:2], data[1:]]), origin=ORIGIN,
+                       bands=["B2", "B3", "B4", "B8", "slope"])
+    out = tmp_path / "o"
+    out.mkdir()
+    gdf = lsmap.detect(post, models(), pre=pre, quicklook=out / "q.png", report=out / "r.html", **KW)
+    lsmap.detect(post, models(), quicklook=out / "q0.png", min_slope=0, **KW)  # no evidence: nothing rejected
+    assert list(_by_region(gdf)) == ["scar"]
+    page = (out / "r.html").read_text()
+    data = json.loads(re.search(r'id="lsmap-data">(.*?)</script>', page, re.S).group(1).replace("<\\/", "</"))
+    assert sorted(r["reason"] for r in data["rejected"]) == ["ndvi_drop", "slope"]
+    assert ["rejected by evidence", "2 (ndvi drop: 1, slope: 1)"] in data["summary"]
+    with_rejected = np.asarray(Image.open(out / "q.png").convert("RGB"), np.int16)
+    without = np.asarray(Image.open(out / "q0.png").convert("RGB"), np.int16)
+    assert with_rejected.shape == without.shape
+    from lsmap.core.display import REJECTED_COLOUR
+
+    rgb = np.array([int(REJECTED_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
+    drawn = (np.abs(with_rejected - rgb).max(-1) < 12) & (np.abs(without - rgb).max(-1) >= 12)
+    assert drawn.sum() > 100, "dashed outlines drawn where the look-alikes are"
