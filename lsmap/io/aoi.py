@@ -87,7 +87,8 @@ def parse_bbox(bbox: str | Sequence[float], crs: str | None = None) -> AOI:
 def read_aoi(path: str | os.PathLike) -> AOI:
     """Read a vector file (any format GDAL/OGR reads: GeoPackage, GeoJSON, Shapefile, KML...) as an AOI.
 
-    All features of the first layer are merged; the file's CRS is honoured (lon/lat when it has none
+    All features of the first polygon layer are merged (a GeoPackage lsmap wrote: its landslides;
+    QGIS's ``layer_styles`` table is never taken); the file's CRS is honoured (lon/lat when it has none
     and its coordinates are lon/lat, as GeoJSON's are).
 
     Raises:
@@ -102,7 +103,7 @@ def read_aoi(path: str | os.PathLike) -> AOI:
     if not path.exists():
         raise MissingInputError(f"{path}: `aoi` file does not exist")
     try:
-        gdf = pyogrio.read_dataframe(path)
+        gdf = pyogrio.read_dataframe(path, layer=_polygon_layer(path))
     except Exception as e:  # noqa: BLE001 - pyogrio raises several DataSource errors
         raise InputError(f"{path}: cannot read the `aoi` vector file ({str(e).splitlines()[0]}); "
                          f"give a GeoPackage, GeoJSON or Shapefile") from None
@@ -118,6 +119,15 @@ def read_aoi(path: str | os.PathLike) -> AOI:
             raise InputError(f"{path}: the `aoi` file has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:32643)")
         crs = CRS.from_epsg(4326)
     return AOI(geom, crs, str(path), mask=True)
+
+
+def _polygon_layer(path: Path) -> str | int:
+    """The first layer of ``path`` with polygons (else its first layer): never QGIS's ``layer_styles`` table."""
+    import pyogrio
+
+    layers = [(str(n), str(t or "")) for n, t in pyogrio.list_layers(path)]
+    poly = [n for n, t in layers if "Polygon" in t and n != "layer_styles"]
+    return poly[0] if poly else 0
 
 
 def aoi_from_options(bbox: str | Sequence[float] | None = None, bbox_crs: str | None = None,

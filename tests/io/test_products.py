@@ -562,3 +562,24 @@ def test_library_errors_name_python_arguments_and_the_cli_names_flags(tmp_path):
     safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
     res = CliRunner().invoke(main, ["stack", str(safe), "--bands", "rgb", "--bbox", "1,2", "-o", str(tmp_path / "s.tif")])
     assert res.exit_code != 0 and "Error: --bbox 1,2: give four numbers W,S,E,N (e.g. --bbox 76.13" in res.output
+
+
+def test_aoi_from_a_multi_layer_geopackage_takes_its_polygon_layer(tmp_path):
+    """A GeoPackage with a point layer first and QGIS's layer_styles table: the polygons are the AOI, no warning."""
+    import geopandas as gpd
+    import pandas as pd
+    from shapely.geometry import Point, box
+
+    from lsmap.io.aoi import read_aoi
+
+    path = tmp_path / "areas.gpkg"
+    gpd.GeoDataFrame({"n": [1]}, geometry=[Point(500010, 3000010)], crs="EPSG:32645").to_file(path, layer="pts")
+    gpd.GeoDataFrame({"n": [1]}, geometry=[box(500000, 2999000, 501000, 3000000)], crs="EPSG:32645").to_file(
+        path, layer="slides", mode="a")
+    import pyogrio
+
+    pyogrio.write_dataframe(pd.DataFrame({"styleName": ["s"]}), path, layer="layer_styles", append=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aoi = read_aoi(path)
+    assert aoi.geometry.bounds == (500000, 2999000, 501000, 3000000) and aoi.crs.to_epsg() == 32645
