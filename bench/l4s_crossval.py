@@ -55,6 +55,8 @@ UNLABELLED = ("test", "unknown_split")
 #: Configurations: the recipe, the baseline, and the baseline with one part of the recipe added.
 VARIANTS = {
     "recipe": dict(loss="lovasz+ohem", norm="separated", augment=True),
+    # the recipe with one global normalisation (the held-out patches take the training statistics)
+    "recipe-global": dict(loss="lovasz+ohem", norm="global", augment=True),
     "baseline": dict(loss="ce", norm="global", augment=False),
     "base+separated": dict(loss="ce", norm="separated", augment=False),
     "base+augment": dict(loss="ce", norm="global", augment=True),

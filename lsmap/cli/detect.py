@@ -49,8 +49,9 @@ _D = DetectOptions()  # the library's defaults
               help="Overlap of neighbouring windows (pixels), blended with Hann ramps.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
               help="Windows per batch (default: sized for the device).")
-@click.option("--norm", type=click.Choice(norm_choices()), default=_D.norm, show_default=True,
-              help="own: the scene's own band statistics (the 1st place's recipe); model: the models' training statistics.")
+@click.option("--norm", type=click.Choice(norm_choices(auto=True)), default=_D.norm, show_default=True,
+              help="own: the scene's own band statistics (the 1st place's recipe); model: the models' training "
+                   "statistics; auto: as the models were trained (their cards say).")
 @click.option("--stats", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Band statistics JSON (L4S scale) to normalise with instead of the scene's own.")
 @click.option("--input-scale", type=click.Choice(INPUT_SCALES), default=_D.input_scale, show_default=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from lsmap.errors import InputError
@@ -32,3 +33,18 @@ def norm_mode(value: str, *, auto: bool = False) -> str:
 def norm_choices(auto: bool = False) -> list[str]:
     """Every accepted name (canonical first, then the aliases): a command line's Choice list."""
     return [*(("auto",) if auto else ()), *NORMS, *NORM_ALIASES]
+
+
+def trained_norm(train: Mapping | None) -> str:
+    """How a model expects its inputs normalised: the ``norm`` of its card's training settings (``own``
+    for a card without them: lsmap's recipe, separated normalisation)."""
+    return norm_mode(str((train or {}).get("norm", "own")))
+
+
+def ensemble_norm(norm: str, trains: Sequence[Mapping | None]) -> str:
+    """``norm`` for one ensemble normalised with one set of statistics: ``auto`` is ``model`` when every
+    member was trained with one global normalisation (:func:`trained_norm`), else ``own``."""
+    mode = norm_mode(norm, auto=True)
+    if mode != "auto":
+        return mode
+    return "model" if trains and all(trained_norm(t) == "model" for t in trains) else "own"

@@ -24,7 +24,7 @@ from lsmap.core.checks import as_list, check_bool, check_int, check_number
 from lsmap.core.labels import parse_label_map
 from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
 from lsmap.core.normalize import BandStats
-from lsmap.core.norms import norm_mode
+from lsmap.core.norms import norm_mode, trained_norm
 from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError
 from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_mask, read_patch_image
@@ -68,9 +68,7 @@ class EvalResult:
 
 
 def _member_norm(card, norm: str) -> str:
-    if norm != "auto":
-        return norm
-    return norm_mode((card.train or {}).get("norm", "own"))
+    return trained_norm(card.train) if norm == "auto" else norm
 
 
 def _ensemble_bands(members: list, bands: str | None, data: object) -> tuple:

@@ -29,7 +29,7 @@ import numpy as np
 from lsmap.core.bands import BAND_NAMES, get_profile
 from lsmap.core.checks import as_list, check_bool, check_path
 from lsmap.core.normalize import BandStats
-from lsmap.core.norms import norm_mode
+from lsmap.core.norms import ensemble_norm, norm_mode
 from lsmap.data.masks import (
     MaskSpec,
     check_masks,
@@ -215,7 +215,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         batch_size: Windows per batch (default: sized for the device).
         norm: ``"own"`` normalises with the scene's own per-band statistics (the 1st-place
             recipe), ``"model"`` with each model's training statistics
-            (:data:`lsmap.core.normalize.NORMS`; ``"scene"`` is accepted for ``"own"``).
+            (:data:`lsmap.core.normalize.NORMS`; ``"scene"`` is accepted for ``"own"``);
+            ``"auto"`` (default): as the models were trained (:func:`lsmap.core.norms.ensemble_norm`:
+            ``model`` when every member was trained with one global normalisation, else ``own``).
         stats: Statistics (BandStats JSON path or object, L4S scale) to normalise with instead of
             the scene's own (implies ``norm="own"``).
         input_scale: ``"auto"`` (decide from the data), ``"raw"`` (digital numbers, degrees,
@@ -320,6 +322,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             scene_path = Path(scene)
         info, plan = _match_bands(scene_path, members, opts, dev)
         members = plan.members
+        opts = replace(opts, norm="own" if stats is not None else ensemble_norm(opts.norm, [m.card.train for m in members]))
         threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
         nobs = write_not_observed(spec, info, work / "not_observed.tif") if spec.active else None
         info = replace(info, mask=nobs.path if nobs is not None else None)

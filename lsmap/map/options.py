@@ -36,7 +36,7 @@ class DetectOptions:
     overlap: int = OVERLAP
     window: int = WINDOW
     batch_size: int | None = None
-    norm: str = "own"
+    norm: str = "auto"
     stats: str | os.PathLike | BandStats | None = None
     input_scale: str = "auto"
     threshold: float | None = None
@@ -65,7 +65,7 @@ class DetectOptions:
         Types and ranges are checked as the command line would (:mod:`lsmap.core.checks`): NaN
         never passes, a threshold outside [0, 1] or a string where a number belongs is refused.
         """
-        if norm_mode(self.norm) == "model" and self.stats is not None:
+        if norm_mode(self.norm, auto=True) == "model" and self.stats is not None:
             raise InputError("`stats` gives the scene's statistics; it cannot be combined with `norm` model")
         check_choice("input_scale", self.input_scale, INPUT_SCALES)
         window = check_int("window", self.window, 16)

@@ -1,0 +1,24 @@
+"""Detection normalises as the models were trained, unless told otherwise."""
+
+from detect_fixtures import Band0Model, member, smooth_scene, write_scene
+
+import lsmap
+
+KW = dict(window=64, overlap=16, device="cpu")
+
+
+def test_auto_norm_follows_the_model_cards(tmp_path, rng):
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(rng, bands=14, h=80, w=96))
+    trained_global = member(Band0Model(), train={"norm": "global"})
+    trained_own = member(Band0Model(), train={"norm": "separated"})
+    runs = {}
+    for name, models, norm in (("global-auto", [trained_global], "auto"), ("global-model", [trained_global], "model"),
+                               ("own-auto", [trained_own], "auto"), ("own-own", [trained_own], "own"),
+                               ("mixed", [trained_global, trained_own], "auto")):
+        prob = tmp_path / f"{name}.tif"
+        gdf = lsmap.detect(scene, models, norm=norm, prob=prob, **KW)
+        runs[name] = (gdf.attrs["lsmap"]["norm"], prob.read_bytes())
+    assert runs["global-auto"][0] == runs["global-model"][0] == "model"
+    assert runs["own-auto"][0] == runs["own-own"][0] == runs["mixed"][0] == "own"
+    assert runs["global-auto"][1] == runs["global-model"][1] and runs["own-auto"][1] == runs["own-own"][1]
+    assert runs["global-auto"][1] != runs["own-auto"][1], "the two normalisations differ on this scene"
