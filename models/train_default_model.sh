@@ -11,6 +11,8 @@
 # the model is then <SET>-default): the shipped defaults for real products are LSMAP_BANDS=l2a-terrain
 # and LSMAP_BANDS=l2a. LSMAP_HALF=1 stores the weights in float16 (scored again below).
 # LSMAP_KEEP_BETTER=1 ships the checkpoint before refinement when refinement lowered the held-out F1.
+# LSMAP_NORM=global trains with one global normalisation (the training statistics for every domain;
+# detection's --norm auto then uses them) instead of the default separated normalisation.
 #
 # Data: the real Landslide4Sense patches in ../shared/data/l4s (override with LSMAP_L4S=DIR):
 # 15 labelled training patches (12 train, 3 held out for validation: ids 16, 461, 600) and
@@ -26,6 +28,7 @@ if [ -x .venv/bin/lsmap ]; then LSMAP=${LSMAP:-.venv/bin/lsmap}; PYTHON=${PYTHON
 LSMAP=${LSMAP:-lsmap}
 PYTHON=${PYTHON:-python}
 BANDS=${LSMAP_BANDS:-l4s14}
+NORM=${LSMAP_NORM:-separated}
 if [ "${LSMAP_WRITE_SHIPPED:-0}" = 1 ]; then OUT=lsmap/weights/$BANDS-default; else OUT=${LSMAP_DEFAULT_OUT:-$WORK/$BANDS-default}; fi
 export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 
@@ -43,7 +46,7 @@ for img in "$L4S"/test/img/*.h5; do ln -s "$img" "$WORK/split/unlabelled/img/ima
 for img in "$L4S"/unknown_split/img/*.h5; do ln -s "$img" "$WORK/split/unlabelled/img/image_u$(basename "$img" .h5 | sed 's/^image_/i/').h5"; done
 
 $LSMAP train --train "$WORK/split/train" --val "$WORK/split/val" --model tiny-unet --scale 1 --bands "$BANDS" \
-    --loss lovasz+ohem --steps 1500 --batch-size 8 --val-every 100 --device cpu --seed 0 -o "$WORK/train"
+    --loss lovasz+ohem --norm "$NORM" --steps 1500 --batch-size 8 --val-every 100 --device cpu --seed 0 -o "$WORK/train"
 $LSMAP refine --model "$WORK/train/best.safetensors" --source "$WORK/split/train" \
     --target "$WORK/split/unlabelled" --val "$WORK/split/val" --strategy threshold --rounds 2 \
     --steps 300 --device cpu --seed 0 -o "$WORK/refine"
