@@ -9,6 +9,7 @@ import click
 from lsmap.cli.options import (
     aoi_opts,
     bands_option,
+    cloud_prob_opt,
     device_opt,
     echo_json,
     handle_errors,
@@ -43,6 +44,7 @@ _D = DetectOptions()  # the library's defaults
 @aoi_opts
 @offset_opt
 @mask_opts
+@cloud_prob_opt
 @click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
 @click.option("--window", type=click.IntRange(16), default=_D.window, show_default=True, help="Window size (pixels).")
 @click.option("--overlap", type=click.IntRange(0), default=_D.overlap, show_default=True,
@@ -104,9 +106,9 @@ _D = DetectOptions()  # the library's defaults
 @overwrite_opt
 @json_opt
 @handle_errors
-def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, scl, scl_mask, mask_raster, tta,
-           window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook, report, uncertainty,
-           min_area, simplify, fill_holes, crf, pre, pre_bands, min_ndvi_drop, min_slope, keep_rejected, gate, scheduler,
+def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, scl, scl_mask, mask_raster,
+           cloud_prob_max, tta, window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook,
+           report, uncertainty, min_area, simplify, fill_holes, crf, pre, pre_bands, min_ndvi_drop, min_slope, keep_rejected, gate, scheduler,
            merged, device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
@@ -151,13 +153,14 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     if names_many(scenes, out):
         for flag, value in (("--dem", dem or None), ("--slope", slope), ("--prob", prob), ("--mask", mask),
                             ("--quicklook", quicklook), ("--report", report), ("--bbox", bbox), ("--aoi", aoi_file),
-                            ("--offset", offset), ("--scl", scl), ("--mask-raster", mask_raster), ("--pre", pre),
-                            ("--pre-bands", pre_bands)):
+                            ("--offset", offset), ("--pre", pre), ("--pre-bands", pre_bands)):
             if value is not None:
                 raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
                                          f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
                                          param_hint=flag)
-        _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **settings)
+        masks = {k: v for k, v in (("scl", scl), ("scl_mask", scl_mask), ("mask_raster", mask_raster),
+                                   ("cloud_prob_max", cloud_prob_max)) if v is not None}
+        _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **settings, **masks)
         return
     scene = scenes[0]
 
@@ -178,7 +181,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
         settings.update(pre={"s2": pre} if is_product(pre) or os.path.isdir(pre) else pre, pre_bands=pre_bands)
     gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,
                      overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, scl=scl, scl_mask=scl_mask,
-                     mask_raster=mask_raster, **settings)
+                     mask_raster=mask_raster, cloud_prob_max=cloud_prob_max, **settings)
     summary = gdf.attrs["lsmap"]
     if as_json:
         echo_json(summary)

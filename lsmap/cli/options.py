@@ -78,6 +78,13 @@ def mask_opts(fn):
     return fn
 
 
+cloud_prob_opt = click.option(
+    "--cloud-prob-max", type=click.FloatRange(0, 100, max_open=True), default=None, metavar="PERCENT",
+    help="Also mask as cloud the pixels whose cloud probability (the L2A product's MSK_CLDPRB, 0-100) exceeds "
+         "PERCENT (SAFE/zip/STAC products with that layer) [default: off; the SCL's cloud classes].",
+)
+
+
 def aoi_opts(fn):
     """``--bbox W,S,E,N``, ``--bbox-crs`` and ``--aoi FILE``: the area of interest, cropped before any work."""
     fn = click.option("--aoi", "aoi_file", type=click.Path(exists=True, dir_okay=False), default=None,

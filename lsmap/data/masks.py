@@ -8,6 +8,10 @@ The one owner of the rule "which pixels of a scene are not observed". Two source
   cloud medium / high probability (8, 9), thin cirrus (10) and snow (11).
 - **A mask raster** (``--mask-raster FILE``): any grid, any integer (or integer-valued float) band;
   non-zero = not observed (its declared nodata value counts as observed).
+- **Cloud probability** (``--cloud-prob-max P``): the L2A product's ``MSK_CLDPRB`` (0-100 %, from a
+  SAFE/zip ``QI_DATA`` or a STAC asset); pixels whose probability exceeds ``P`` are ``cloud``. Off by
+  default (the SCL cloud classes are derived from the same probability; BENCHMARKS.md says what
+  it adds on a real product).
 
 Both are resampled by nearest neighbour onto the scene's grid (a GDAL warped VRT read at full
 resolution, window by window: memory stays flat in the scene's size) and written once as a uint8
@@ -46,6 +50,9 @@ REASONS = {1: "no data", 2: "cloud", 3: "shadow", 4: "snow", 5: "mask", 6: "othe
 #: Reason code of each SCL class when masked.
 _SCL_REASON = {0: 1, 1: 1, 3: 3, 8: 2, 9: 2, 10: 2, 11: 4}
 _MASK_REASON = 5
+_CLOUD_REASON = 2
+#: Nodata value of ``MSK_CLDPRB`` as ``lsmap stack`` writes it (valid values are 0-100).
+CLDPRB_NODATA = 255
 
 
 def parse_scl_classes(value: str | Sequence[int] | None) -> tuple[int, ...]:
@@ -83,11 +90,82 @@ class MaskSpec:
     scl: Path | None = None
     scl_classes: tuple[int, ...] = DEFAULT_SCL_CLASSES
     raster: Path | None = None
+    #: ``MSK_CLDPRB`` raster (0-100 %) and the probability above which a pixel is cloud.
+    cloud_prob: Path | None = None
+    cloud_prob_max: float | None = None
 
     @property
     def active(self) -> bool:
         """Whether anything is masked at all."""
-        return (self.scl is not None and bool(self.scl_classes)) or self.raster is not None
+        return ((self.scl is not None and bool(self.scl_classes)) or self.raster is not None
+                or (self.cloud_prob is not None and self.cloud_prob_max is not None))
+
+    def to_dict(self) -> dict:
+        """JSON-ready description (the run summaries record it)."""
+        return {"scl": str(self.scl) if self.scl else None, "scl_classes": list(self.scl_classes),
+                "mask_raster": str(self.raster) if self.raster else None,
+                "cloud_prob": str(self.cloud_prob) if self.cloud_prob else None,
+                "cloud_prob_max": self.cloud_prob_max}
+
+
+def check_cloud_prob_max(value: Any) -> float | None:
+    """``value`` as a cloud probability threshold in percent (``None``: not used).
+
+    Raises:
+        InputError: not a number in [0, 100).
+    """
+    if value is None:
+        return None
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        p = float("nan")
+    if not 0.0 <= p < 100.0:
+        raise InputError(f"`cloud_prob_max` must be a probability in percent in [0, 100) (got {value!r}); "
+                         f"pixels whose MSK_CLDPRB exceeds it are masked as cloud, e.g. 50")
+    return p
+
+
+def mask_spec(scl: str | os.PathLike | None = None, scl_mask: str | Sequence[int] | None = None,
+              mask_raster: str | os.PathLike | None = None, cloud_prob_max: Any = None,
+              cloud_prob: str | os.PathLike | None = None) -> MaskSpec:
+    """The :class:`MaskSpec` of the user's options, checked (types and values; files by :func:`check_masks`).
+
+    Raises:
+        InputError: an unknown SCL class, ``scl`` given with ``scl_mask`` ``"none"``, a bad ``cloud_prob_max``.
+    """
+    spec = MaskSpec(Path(scl) if scl is not None else None, parse_scl_classes(scl_mask),
+                    Path(mask_raster) if mask_raster is not None else None,
+                    Path(cloud_prob) if cloud_prob is not None else None, check_cloud_prob_max(cloud_prob_max))
+    if spec.scl is not None and not spec.scl_classes:
+        raise InputError("`scl_mask` is 'none' but an SCL raster is given; drop `scl` or choose the classes")
+    return spec
+
+
+def product_mask_layers(s2: Any, spec: MaskSpec) -> dict[str, str]:
+    """The product layers (``SCL``, ``MSK_CLDPRB``) to stack beside the bands of the product ``s2`` for ``spec``.
+
+    ``SCL`` when the product has one and no ``scl`` file is given (and ``scl_classes`` is not empty);
+    ``MSK_CLDPRB`` with ``cloud_prob_max``.
+
+    Raises:
+        InputError: ``cloud_prob_max`` on an input without ``MSK_CLDPRB`` (not a product, or a product
+            without the layer).
+    """
+    from lsmap.io.s2product import is_product, open_product
+
+    product = isinstance(s2, (str, os.PathLike)) and is_product(s2)
+    layers = open_product(s2).layers if product else {}
+    want = []
+    if spec.scl is None and spec.scl_classes and "SCL" in layers:
+        want.append("SCL")
+    if spec.cloud_prob_max is not None and spec.cloud_prob is None:
+        if "MSK_CLDPRB" not in layers:
+            what = "this product has no MSK_CLDPRB layer" if product else "it is not a Sentinel-2 L2A product"
+            raise InputError(f"{s2}: `cloud_prob_max` reads the product's cloud probability (MSK_CLDPRB), but {what}; "
+                             f"give an L2A SAFE/zip product, or a cloud mask as `mask_raster`")
+        want.append("MSK_CLDPRB")
+    return {k: layers[k] for k in want}
 
 
 @dataclass(frozen=True)
@@ -135,7 +213,8 @@ def check_masks(spec: MaskSpec, info, *, block: int = 1024) -> None:
             float type holding non-integer values (a probability, not a mask).
     """
     for path, what, flag in ((spec.scl, "scene classification (SCL)", "`scl`"),
-                             (spec.raster, "mask raster", "`mask_raster`")):
+                             (spec.raster, "mask raster", "`mask_raster`"),
+                             (spec.cloud_prob, "cloud probability (MSK_CLDPRB)", "`cloud_prob_max`")):
         if path is None:
             continue
         with open_raster(path, what) as src:
@@ -174,18 +253,24 @@ def _on_grid(path: Path, what: str, info) -> Iterator[Any]:
 
 
 def reasons_block(scl: np.ndarray | None, scl_classes: Sequence[int], raster: np.ndarray | None,
-                  raster_nodata: float | None = None) -> np.ndarray:
-    """Reason codes ``(h, w)`` uint8 of one window from its SCL and mask-raster values (either may be ``None``).
+                  raster_nodata: float | None = None, cloud_prob: np.ndarray | None = None,
+                  cloud_prob_max: float | None = None) -> np.ndarray:
+    """Reason codes ``(h, w)`` uint8 of one window from its SCL, mask-raster and cloud-probability values
+    (any may be ``None``).
 
-    SCL reasons come first; the mask raster marks the rest of its non-zero pixels ``mask``.
+    SCL reasons come first; cloud probabilities above ``cloud_prob_max`` (valid values 0-100; others,
+    such as the nodata 255, are left out) mark the rest ``cloud``; the mask raster marks the rest of
+    its non-zero pixels ``mask``.
     """
-    shape = (scl if scl is not None else raster).shape
+    shape = next(a for a in (scl, raster, cloud_prob) if a is not None).shape
     out = np.zeros(shape, np.uint8)
     if raster is not None:
         hit = (raster != 0) & np.isfinite(raster) if raster.dtype.kind == "f" else raster != 0
         if raster_nodata is not None and not np.isnan(raster_nodata):
             hit &= raster != raster_nodata
         out[hit] = _MASK_REASON
+    if cloud_prob is not None and cloud_prob_max is not None:
+        out[(cloud_prob > cloud_prob_max) & (cloud_prob <= 100)] = _CLOUD_REASON
     if scl is not None:
         for c in scl_classes:
             out[scl == c] = _SCL_REASON.get(c, 6)
@@ -209,6 +294,8 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
         scl = es.enter_context(_on_grid(spec.scl, "scene classification (SCL)", info)) \
             if spec.scl is not None and spec.scl_classes else None
         ras = es.enter_context(_on_grid(spec.raster, "mask raster", info)) if spec.raster is not None else None
+        cld = es.enter_context(_on_grid(spec.cloud_prob, "cloud probability (MSK_CLDPRB)", info)) \
+            if spec.cloud_prob is not None and spec.cloud_prob_max is not None else None
         profile = geotiff_profile(crs=info.crs, transform=info.transform, width=info.width, height=info.height,
                                   count=1, dtype="uint8")
         profile.pop("nodata", None)
@@ -217,7 +304,9 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
         for win in block_grid(info.height, info.width, block):
             s = read_window(scl, 1, win) if scl is not None else None
             r = read_window(ras, 1, win) if ras is not None else None
-            codes = reasons_block(s, spec.scl_classes, r, ras.nodata if ras is not None else None)
+            c = read_window(cld, 1, win) if cld is not None else None
+            codes = reasons_block(s, spec.scl_classes, r, ras.nodata if ras is not None else None, c,
+                                  spec.cloud_prob_max)
             counts += np.bincount(codes.ravel(), minlength=counts.size)[:counts.size]
             dst.write(codes[None], window=win)
     area = abs(info.transform.a * info.transform.e - info.transform.b * info.transform.d)

@@ -31,11 +31,11 @@ from lsmap.core.checks import as_list, check_bool, check_path
 from lsmap.core.normalize import BandStats
 from lsmap.core.norms import ensemble_norm, norm_mode
 from lsmap.data.masks import (
-    MaskSpec,
     check_masks,
+    mask_spec,
     near_not_observed,
     not_observed_polygons,
-    parse_scl_classes,
+    product_mask_layers,
     write_not_observed,
 )
 from lsmap.data.scan import check_stats, scan_scene
@@ -71,11 +71,12 @@ def default_models() -> list[Path]:
         raise CheckpointError(f"no default model: {e}") from None
 
 
-def _stack_inputs(scene: Any, work: Path, bands: Any, aoi: Any = None, scl: bool = False) -> tuple[Path, Path | None]:
+def _stack_inputs(scene: Any, work: Path, bands: Any, aoi: Any = None,
+                  layers: Sequence[str] = ()) -> tuple[Path, dict[str, Path]]:
     """Stack Sentinel-2 + DEM inputs (a mapping or namespace of ``lsmap.data.stack.stack_scene`` arguments).
 
     Returns:
-        The stack, and with ``scl`` the product's SCL written on its grid (``None`` when it has none).
+        The stack, and the product ``layers`` asked for (``SCL``, ``MSK_CLDPRB``) written on its grid.
     """
     try:
         from lsmap.data.stack import stack_scene
@@ -87,21 +88,12 @@ def _stack_inputs(scene: Any, work: Path, bands: Any, aoi: Any = None, scl: bool
     if aoi is not None:
         kwargs["aoi"] = aoi
     out = work / "stack.tif"
-    scl_out = None
-    if scl and not kwargs.get("layers") and _product_has_scl(kwargs.get("s2")):
-        scl_out = work / "scl.tif"
-        kwargs["layers"] = {"SCL": scl_out}
+    written: dict[str, Path] = {}
+    if layers and not kwargs.get("layers"):
+        written = {name: work / f"{name.lower()}.tif" for name in layers}
+        kwargs["layers"] = dict(written)
     result = stack_scene(**kwargs, out=out)
-    return Path(getattr(result, "path", None) or (result if isinstance(result, (str, os.PathLike)) else out)), scl_out
-
-
-def _product_has_scl(s2: Any) -> bool:
-    """Whether ``s2`` is a Sentinel-2 product (SAFE, zip, STAC Item) with an SCL layer."""
-    from lsmap.io.s2product import is_product, open_product
-
-    if not isinstance(s2, (str, os.PathLike)) or not is_product(s2):
-        return False
-    return "SCL" in open_product(s2).layers
+    return Path(getattr(result, "path", None) or (result if isinstance(result, (str, os.PathLike)) else out)), written
 
 
 #: Second layer of a GeoPackage output: the dissolved not-observed area, with its ``reason``.
@@ -191,7 +183,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
            options: DetectOptions | None = None, overwrite: bool = False, progress: bool = False,
            report: str | os.PathLike | None = None, aoi: Any = None, scl: str | os.PathLike | None = None,
            scl_mask: str | Sequence[int] | None = None, mask_raster: str | os.PathLike | None = None,
-           **settings: Any):
+           cloud_prob_max: float | None = None, **settings: Any):
     """Map the landslides of a scene: polygons with area and probability attributes.
 
     Args:
@@ -250,6 +242,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             model, nodata in ``prob``/``mask``, never landslides; a GeoPackage ``out`` gets a layer
             ``not_observed`` (dissolved polygons with ``reason``), polygons get ``near_not_observed``
             (within :data:`NEAR_PIXELS` pixels of it) and the summary ``observed_km2``/``not_observed_km2``.
+        cloud_prob_max: Also mask as cloud the pixels whose cloud probability (the L2A product's
+            ``MSK_CLDPRB``, 0-100 %) exceeds this (``scene`` must then be a SAFE/zip/STAC product
+            with that layer); ``None``: not used.
         pre: The pre-event scene, any input ``scene`` may be (a stacked GeoTIFF, or stacking
             inputs, of which only red and NIR are stacked): turns on the change evidence of
             :mod:`lsmap.map.evidence` (reprojected onto the scene's grid; needs bands B4 and B8 in
@@ -290,10 +285,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     pre = _check_evidence(scene, opts, outputs)
     t_check = time.perf_counter() - t_check
     stats = BandStats.load(opts.stats) if isinstance(opts.stats, (str, os.PathLike)) else opts.stats
-    spec = MaskSpec(Path(scl) if scl is not None else None, parse_scl_classes(scl_mask),
-                    Path(mask_raster) if mask_raster is not None else None)
-    if spec.scl is not None and not spec.scl_classes:
-        raise InputError("`scl_mask` is 'none' but an SCL raster is given; drop `scl` or choose the classes")
+    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max)
+    stacked = not isinstance(scene, (str, os.PathLike))
+    s2 = (dict(scene) if isinstance(scene, Mapping) else vars(scene)).get("s2") if stacked else scene
+    layers = product_mask_layers(s2, spec)  # a cloud_prob_max without MSK_CLDPRB fails before any work
     dev, members = _load_members(models, opts)
 
     work_parent = outputs.polygons.parent if outputs.polygons is not None else None
@@ -305,14 +300,14 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         tmp = _temporary_outputs(es, outputs, overwrite)
         work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=f".lsmap-detect-{owner_tag()}-",
                                                                  dir=work_parent)))
-        stacked = not isinstance(scene, (str, os.PathLike))
         crop = None  # the AOI's window in the scene's grid
         if stacked:
             check_masks(spec, None)  # overlap is checked on the stack
-            scene_path, product_scl = _stack_inputs(scene, work, _union(members), aoi,
-                                                    scl=spec.scl is None and bool(spec.scl_classes))
-            if product_scl is not None:
-                spec = replace(spec, scl=product_scl)
+            scene_path, written = _stack_inputs(scene, work, _union(members), aoi, list(layers))
+            if "SCL" in written:
+                spec = replace(spec, scl=written["SCL"])
+            if "MSK_CLDPRB" in written:
+                spec = replace(spec, cloud_prob=written["MSK_CLDPRB"])
         elif aoi is not None:
             check_masks(spec, scene_info(scene))  # a wrong scene or mask fails before the crop
             scene_path, win = crop_raster(scene, aoi, work / Path(scene).name)  # keeps its name for the map title
@@ -364,9 +359,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "scene_km2": km2,
         "observed_km2": _observed_pixels(pred.prob) * px_km2 if nobs is not None else None,
         "not_observed_km2": nobs.km2 if nobs is not None else None,
-        "not_observed": ({"scl": str(spec.scl) if spec.scl else None, "scl_classes": list(spec.scl_classes),
-                          "mask_raster": str(spec.raster) if spec.raster else None,
-                          "km2": {k: v * nobs.pixel_area_m2 / 1e6 for k, v in nobs.counts.items()}}
+        "not_observed": ({**spec.to_dict(), "km2": {k: v * nobs.pixel_area_m2 / 1e6 for k, v in nobs.counts.items()}}
                          if nobs is not None else None)}
         if tmp.quicklook is not None or tmp.report is not None:
             _maps(scene, scene_path, gdf, plan.scene_bands, members, scan.raw, tmp, summary, opts,

@@ -4,7 +4,8 @@
 have different CRSs) and replaces polygons from different scenes that intersect (scene overlaps, or
 a landslide cut by a scene border) by their union, once; ``scene`` lists the scene names they came
 from, comma-joined. :func:`true_area_m2` gives the geodesic area on the CRS's ellipsoid, which
-``area_m2`` of the merged layer is recomputed with.
+``area_m2`` of the merged layer is recomputed with. :func:`merge_not_observed` dissolves the scenes'
+``not_observed`` layers (clouds, shadows, snow, no data) into one, per reason.
 """
 
 from __future__ import annotations
@@ -120,3 +121,55 @@ def merge_layers(layers: Mapping[str, Any]):
     out["area_m2"] = true_area_m2(out.geometry)
     first = ["scene", "n_parts", "area_m2"]
     return out[[*first, *[c for c in value_cols], "geometry"]]
+
+
+def merge_not_observed(layers: Mapping[str, Any]):
+    """Dissolve per-scene ``not_observed`` layers into one event layer, one (multi)polygon per reason.
+
+    Conservative where scenes overlap: an area one scene did not observe stays in the layer even
+    where another scene saw the ground (the polygons that scene found are in the event layer); the
+    layer says where at least one scene's map says nothing. Where the reasons of two scenes overlap,
+    each reason keeps its area (a pixel cloudy in one scene and in shadow in another is in both).
+
+    Args:
+        layers: ``{scene name: GeoDataFrame with reason}`` in scene order (``None`` or empty: the
+            scene had no not-observed area).
+
+    Returns:
+        GeoDataFrame with ``reason``, ``scene`` (comma-joined names of the scenes it comes from) and
+        ``area_m2`` (true area), in the CRS :func:`merge_layers` chooses for the same scenes.
+    """
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    layers = {k: v for k, v in layers.items() if v is not None and len(v)}
+    if not layers:
+        return gpd.GeoDataFrame({"reason": [], "scene": [], "area_m2": []}, geometry=[], crs="EPSG:4326")
+    crs = _common_crs(layers)
+    frames = []
+    for name, g in layers.items():
+        g = g.to_crs(crs) if g.crs is not None and g.crs != crs else g.set_crs(crs, allow_override=True)
+        frames.append(gpd.GeoDataFrame({"reason": g["reason"].astype(str).to_numpy(), "scene": name},
+                                       geometry=shapely.make_valid(g.geometry.values), crs=crs))
+    allp = pd.concat(frames, ignore_index=True)
+    order = {name: i for i, name in enumerate(layers)}
+    rows = []
+    for reason, part in allp.groupby("reason", sort=True):
+        rows.append({"reason": reason,
+                     "scene": ",".join(sorted(set(part["scene"]), key=order.__getitem__)),
+                     "geometry": shapely.union_all(part.geometry.values)})
+    out = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
+    out["area_m2"] = true_area_m2(out.geometry)
+    return out[["reason", "scene", "area_m2", "geometry"]]
+
+
+def union_area_m2(gdf) -> float:
+    """True area in m2 of the union of ``gdf``'s geometries (overlaps counted once)."""
+    import geopandas as gpd
+    import shapely
+
+    if gdf is None or not len(gdf):
+        return 0.0
+    union = gpd.GeoSeries([shapely.union_all(gdf.geometry.values)], crs=gdf.crs)
+    return float(true_area_m2(union)[0])

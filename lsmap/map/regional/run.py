@@ -30,16 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from lsmap.core.checks import as_list
-from lsmap.errors import InputError
+from lsmap.data.masks import check_cloud_prob_max, check_masks, mask_spec, parse_scl_classes
+from lsmap.errors import InputError, MissingInputError
+from lsmap.io.outputs import atomic_output
 from lsmap.learn.crf import require
 from lsmap.learn.models import check_checkpoint_name
-from lsmap.map.detect import default_models
+from lsmap.map.detect import NOT_OBSERVED_LAYER, default_models
 from lsmap.map.options import non_default
-from lsmap.map.regional.merge import merge_layers
+from lsmap.map.regional.merge import merge_layers, merge_not_observed, union_area_m2
 from lsmap.map.regional.scenejob import (
     Detector,
     SceneJob,
     SceneOutcome,
+    done_km2,
     done_polygons,
     failure_message,
     is_complete,
@@ -47,7 +50,7 @@ from lsmap.map.regional.scenejob import (
     run_scene,
 )
 from lsmap.map.regional.scenelist import expand_scenes, scene_stems
-from lsmap.map.vectorize import VECTOR_DRIVERS, vector_driver, write_vector
+from lsmap.map.vectorize import VECTOR_DRIVERS, check_vector_output, vector_driver, write_layer, write_vector
 
 #: Per-scene raster outputs of the detector that ``detect_many`` turns into ``<stem>.<name>.tif``.
 RASTER_OUTPUTS = ("prob", "mask")
@@ -65,6 +68,8 @@ class RegionalResult:
         skipped: Scenes that were already complete and were not run again.
         scenes: Per-scene outcomes, in scene order.
         crs: CRS of the merged layer (as a string).
+        not_observed: The merged ``not_observed`` layer (dissolved per reason; ``None`` when no scene
+            was masked), written as the second layer of a GeoPackage ``merged``.
     """
 
     outputs: dict[str, Path]
@@ -74,6 +79,7 @@ class RegionalResult:
     skipped: list[str] = field(default_factory=list)
     scenes: list[SceneOutcome] = field(default_factory=list)
     crs: str | None = None
+    not_observed: Any = None
 
     @property
     def ok(self) -> bool:
@@ -91,7 +97,22 @@ class RegionalResult:
             "polygons": 0 if self.gdf is None else len(self.gdf),
             "area_m2": 0.0 if self.gdf is None or not len(self.gdf) else float(self.gdf["area_m2"].sum()),
             "scenes": [vars(s) for s in self.scenes],
+            **self.km2(),
         }
+
+    def km2(self) -> dict[str, float | None]:
+        """Observed and not-observed km2 of the run (``None`` when no scene was masked).
+
+        ``observed_km2`` / ``not_observed_km2`` add up the scenes' own figures (an area two scenes
+        cover counts in each); ``not_observed_union_km2`` is the area of the merged layer, overlaps once.
+        """
+        def total(key: str) -> float | None:
+            values = [getattr(s, key) for s in self.scenes if getattr(s, key) is not None]
+            return float(sum(values)) if values else None
+
+        return {"observed_km2": total("observed_km2"), "not_observed_km2": total("not_observed_km2"),
+                "not_observed_union_km2": (union_area_m2(self.not_observed) / 1e6
+                                           if self.not_observed is not None else None)}
 
 
 #: How long to try to reach a Dask scheduler before giving up.
@@ -225,7 +246,12 @@ def detect_many(
             Must be importable on the workers.
         **detect_kwargs: Passed to the detector for every scene (JSON-able values: they are hashed
             into the completion marker, so changing one redoes the scenes). ``prob=True`` /
-            ``mask=True`` write ``<stem>.prob.tif`` / ``<stem>.mask.tif`` per scene.
+            ``mask=True`` write ``<stem>.prob.tif`` / ``<stem>.mask.tif`` per scene. Masks: SAFE/zip/STAC
+            scenes are stacked first and bring their own SCL (``scl_mask`` chooses its classes) and,
+            with ``cloud_prob_max``, their MSK_CLDPRB; one ``mask_raster`` (any grid) applies to
+            every scene; one ``scl`` file for several scenes is refused (it belongs to one scene).
+            Each scene's ``not_observed`` layer is merged (:func:`~lsmap.map.regional.merge.merge_not_observed`)
+            into a second layer of a GeoPackage ``merged``.
 
     Returns:
         The per-scene layers, the failures, and the merged layer.
@@ -241,6 +267,7 @@ def detect_many(
                          "each with its own pre-event scene")
     check_output_folder(out_dir)
     paths = expand_scenes(scenes)
+    mask_key = _check_masks(detect_kwargs, len(paths))
     if models is None:
         models = default_models()
     model_list = as_list("model", models)
@@ -269,7 +296,7 @@ def detect_many(
     raster_kw = [k for k in RASTER_OUTPUTS if params.pop(k, None)]
     for k in RASTER_OUTPUTS:
         params.pop(k, None)
-    keyed = {**params, **{k: True for k in raster_kw}}
+    keyed = {**params, **{k: True for k in raster_kw}, **mask_key}
     jobs = [
         SceneJob(str(p), s, str(out_dir / f"{s}.gpkg"), tuple(model_abs), params,
                  job_key(p, model_abs, keyed, detector), detector,
@@ -283,7 +310,7 @@ def detect_many(
     for job in jobs:
         if not overwrite and is_complete(job):
             outcomes[job.scene] = SceneOutcome(job.scene, job.stem, out=job.out, skipped=True,
-                                               polygons=done_polygons(job))
+                                               polygons=done_polygons(job), **done_km2(job))
         else:
             todo.append(job)
     local = scheduler in (None, "local")
@@ -307,16 +334,64 @@ def detect_many(
     ordered = [outcomes[j.scene] for j in jobs]
     outputs = {o.scene: Path(o.out) for o in ordered if o.out and not o.error}
     failures = {o.scene: o.error or "failed" for o in ordered if o.error or not o.out}
-    layers = _read_layers({o.stem: Path(o.out) for o in ordered if o.scene in outputs}, failures, outputs)
+    layers, masked = _read_layers({o.stem: Path(o.out) for o in ordered if o.scene in outputs}, failures, outputs)
     gdf = merge_layers(layers)
+    not_observed = merge_not_observed(masked) if masked else None
+    if not_observed is not None and len(layers) and gdf.crs is not None:
+        not_observed = not_observed.to_crs(gdf.crs)  # the same CRS as the polygons (empty layers default to 4326)
     written = None
     if merged_path is not None and layers:  # joined polygons may be MultiPolygons: the type is promoted, not forced
-        written = write_vector(gdf, merged_path, overwrite=True, geometry_type=None)
+        written = _write_merged(gdf, not_observed, merged_path)
     return RegionalResult(
         outputs=outputs, failures=failures, merged=written, gdf=gdf,
         skipped=[o.scene for o in ordered if o.skipped], scenes=ordered,
-        crs=gdf.crs.to_string() if layers and gdf.crs is not None else None,
+        crs=gdf.crs.to_string() if layers and gdf.crs is not None else None, not_observed=not_observed,
     )
+
+
+def _check_masks(kwargs: dict, n_scenes: int) -> dict:
+    """Check the mask options of a regional run before any work; ``mask_raster`` made absolute in ``kwargs``.
+
+    Returns:
+        What the completion key must hold beyond the options: the mask raster's size and time
+        (a new mask redoes the scenes).
+
+    Raises:
+        InputError: one ``scl`` file for several scenes, an unknown class, a bad ``cloud_prob_max``,
+            an unusable mask raster.
+        MissingInputError: the mask raster does not exist.
+    """
+    if kwargs.get("scl") is not None and n_scenes > 1:
+        raise InputError(f"`scl` {kwargs['scl']}: one SCL file for {n_scenes} scenes is ambiguous (each scene has "
+                         f"its own); products (.SAFE, .zip, STAC) use their own SCL, `mask_raster` applies to "
+                         f"every scene, or run detect per scene with its `scl`")
+    if kwargs.get("scl_mask") is not None:
+        kwargs["scl_mask"] = ",".join(map(str, parse_scl_classes(kwargs["scl_mask"]))) or "none"
+    if kwargs.get("cloud_prob_max") is not None:
+        kwargs["cloud_prob_max"] = check_cloud_prob_max(kwargs["cloud_prob_max"])
+    key: dict = {}
+    for name in ("mask_raster", "scl"):
+        if kwargs.get(name) is None:
+            continue
+        path = Path(kwargs[name]).absolute()
+        if not path.is_file():
+            raise MissingInputError(f"{path}: `{name}` does not exist; give the raster's path")
+        check_masks(mask_spec(**{name: path}), None)  # bands, types; the overlap per scene when it runs
+        kwargs[name] = str(path)
+        st = path.stat()
+        key[f"{name}_file"] = [st.st_size, st.st_mtime_ns]
+    return key
+
+
+def _write_merged(gdf, not_observed, path: Path) -> Path:
+    """The merged layer at ``path`` (atomically), with the ``not_observed`` layer beside it in a GeoPackage."""
+    path = check_vector_output(path, True)
+    with atomic_output(path, True) as tmp:
+        write_layer(gdf, tmp, path, geometry_type=None)
+        if not_observed is not None and vector_driver(path)[0] == "GPKG":
+            not_observed.to_file(tmp, layer=NOT_OBSERVED_LAYER, driver="GPKG", engine="pyogrio", mode="a",
+                                 geometry_type="MultiPolygon", promote_to_multi=True)
+    return path
 
 
 def _remove_stale_work(out_dir: Path) -> None:
@@ -326,20 +401,26 @@ def _remove_stale_work(out_dir: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_layers(paths: Mapping[str, Path], failures: dict, outputs: dict) -> dict:
+def _read_layers(paths: Mapping[str, Path], failures: dict, outputs: dict) -> tuple[dict, dict]:
+    """The scenes' polygon layers and (GeoPackages that have one) their ``not_observed`` layers, by stem."""
     import geopandas as gpd
+    import pyogrio
 
-    layers = {}
+    layers, masked = {}, {}
     for stem, path in paths.items():
         try:
             # the GeoPackage also holds QGIS's layer_styles table: name the polygon layer (the file's stem)
-            layer = {"layer": path.stem} if path.suffix.lower() == ".gpkg" else {}
+            gpkg = path.suffix.lower() == ".gpkg"
+            layer = {"layer": path.stem} if gpkg else {}
             layers[stem] = gpd.read_file(path, engine="pyogrio", **layer)
+            if gpkg and NOT_OBSERVED_LAYER in {str(n) for n in pyogrio.list_layers(path)[:, 0]}:
+                masked[stem] = gpd.read_file(path, engine="pyogrio", layer=NOT_OBSERVED_LAYER)
         except Exception as e:  # a layer deleted or damaged after it was marked complete
             scene = next(s for s, p in outputs.items() if p == path)
             failures[scene] = f"{path}: cannot read the scene's layer ({e}); rerun with `overwrite`"
             outputs.pop(scene)
-    return layers
+            layers.pop(stem, None)
+    return layers, masked
 
 
 def _run_on_cluster(jobs: Sequence[SceneJob], client: Any, retries: int, bar) -> dict[str, SceneOutcome]:

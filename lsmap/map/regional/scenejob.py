@@ -24,6 +24,7 @@ from typing import Any
 from lsmap import __version__
 from lsmap.errors import LsmapError, MissingInputError
 from lsmap.io.rasters import atomic_output
+from lsmap.io.s2product import is_product
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import load_ensemble
 from lsmap.learn.models import checkpoint_paths
@@ -120,6 +121,19 @@ def done_polygons(job: SceneJob) -> int:
         return 0
 
 
+def done_km2(job: SceneJob) -> dict[str, float | None]:
+    """``observed_km2`` / ``not_observed_km2`` that ``job``'s completion marker records (``None``: unknown)."""
+    try:
+        done = json.loads(job.marker.read_text())
+    except (OSError, ValueError):
+        done = {}
+    out = {}
+    for k in ("observed_km2", "not_observed_km2"):
+        v = done.get(k)
+        out[k] = float(v) if isinstance(v, (int, float)) else None
+    return out
+
+
 @dataclass
 class SceneOutcome:
     """What happened to one scene.
@@ -133,6 +147,8 @@ class SceneOutcome:
         skipped: The scene was already complete.
         error: Failure message (names the scene) when it failed.
         worker: Where it ran (``"local"`` or the worker's address).
+        observed_km2: Observed area of the scene when it was masked (``None``: no mask).
+        not_observed_km2: Not-observed area of the scene when it was masked (``None``: no mask).
     """
 
     scene: str
@@ -143,6 +159,8 @@ class SceneOutcome:
     skipped: bool = False
     error: str | None = None
     worker: str = "local"
+    observed_km2: float | None = None
+    not_observed_km2: float | None = None
 
 
 class SceneError(RuntimeError):
@@ -220,16 +238,20 @@ def run_scene(job: SceneJob) -> SceneOutcome:
         if job.detector is None:
             from lsmap.map.detect import detect
 
-            gdf = detect(job.scene, members, out=out, overwrite=True, progress=False, **params)
+            # a SAFE/zip/STAC product is stacked first and brings its own SCL (and MSK_CLDPRB)
+            scene = {"s2": job.scene} if is_product(job.scene) else job.scene
+            gdf = detect(scene, members, out=out, overwrite=True, progress=False, **params)
         else:
             gdf = job.detector(job.scene, members, out=out, overwrite=True, **params)
         missing = [p for p in (out, *(Path(v) for _, v in job.rasters)) if not p.is_file()]
         if missing:
             raise SceneError(f"{job.scene}: the detector returned without writing {missing[0]}")
         n = len(gdf) if gdf is not None else 0
+        summary = getattr(gdf, "attrs", {}).get("lsmap", {}) if gdf is not None else {}
+        km2 = {k: summary.get(k) for k in ("observed_km2", "not_observed_km2")}
         done = {
             "scene": job.scene, "key": job.key, "models": list(job.models), "params": job.params,
-            "detector": _detector_name(job.detector), "polygons": n, "lsmap_version": __version__,
+            "detector": _detector_name(job.detector), "polygons": n, "lsmap_version": __version__, **km2,
             "seconds": round(time.perf_counter() - t0, 3),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -243,7 +265,7 @@ def run_scene(job: SceneJob) -> SceneOutcome:
     except Exception as e:  # anything else: report it as a plain, picklable, retryable error
         raise SceneError(_name_scene(job.scene, f"{type(e).__name__}: {e}")) from None
     return SceneOutcome(job.scene, job.stem, out=str(out), polygons=n,
-                        seconds=time.perf_counter() - t0, worker=worker)
+                        seconds=time.perf_counter() - t0, worker=worker, **km2)
 
 
 def _worker_address() -> str:
