@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from lsmap.cli.options import bands_opt, echo_json, handle_errors, json_opt, overwrite_opt, progress_default
+from lsmap.cli.options import (
+    bands_opt,
+    cloud_prob_opt,
+    echo_json,
+    handle_errors,
+    json_opt,
+    mask_opts,
+    overwrite_opt,
+    progress_default,
+)
 from lsmap.core.constants import SPLITS
 
 
@@ -18,23 +27,34 @@ from lsmap.core.constants import SPLITS
                    "[default: scenes leave nodata out, patch folders count every pixel].")
 @click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")
 @bands_opt
+@mask_opts
+@cloud_prob_opt
 @overwrite_opt
 @json_opt
 @handle_errors
-def stats(input_path, output, split, valid_only, raw, bands, overwrite, as_json):
+def stats(input_path, output, split, valid_only, raw, bands, scl, scl_mask, mask_raster, cloud_prob_max, overwrite,
+          as_json):
     """Per-band mean and standard deviation of a patch folder or a scene, as JSON.
+
+    INPUT is a patch folder, a GeoTIFF scene, or a Sentinel-2 product (.SAFE, .SAFE.zip, STAC Item;
+    stacked first with --bands). Not-observed pixels of a scene (the product's own SCL, --scl,
+    --mask-raster, --cloud-prob-max) are left out, as 'lsmap detect' leaves them out of its statistics.
 
     \b
     $ lsmap stats sample_data/patches -o out/stats.json --overwrite
     $ lsmap stats data/TrainData -o train_stats.json
     $ lsmap stats patches/ -o scene_stats.json --bands rgbn --valid-only
     $ lsmap stats chittagong.tif -o stats.json --bands rgbn --raw --valid-only
+    $ lsmap stats scene.tif -o clear_stats.json --bands rgbn --scl scl_20m.tif --mask-raster clouds.tif
+    $ lsmap stats S2B_MSIL2A_....SAFE.zip -o stats.json --bands l2a --scl-mask 3,8,9
     """
     from lsmap.data.stats import compute_stats
     from lsmap.io.rasters import check_output
 
     check_output(output, overwrite)
-    result = compute_stats(input_path, bands, split=split, valid_only=valid_only, raw=raw, progress=progress_default(as_json))
+    result = compute_stats(input_path, bands, split=split, valid_only=valid_only, raw=raw,
+                           progress=progress_default(as_json), scl=scl, scl_mask=scl_mask, mask_raster=mask_raster,
+                           cloud_prob_max=cloud_prob_max)
     result.save(output, lock=True)
     if as_json:
         echo_json(result.to_dict())

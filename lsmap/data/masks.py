@@ -36,6 +36,7 @@ import numpy as np
 from lsmap.core.windows import Window, block_grid
 from lsmap.errors import InputError
 from lsmap.io.rasters import geotiff_profile, open_raster, read_window
+from lsmap.io.s2product import is_product, open_product
 
 #: Scene classification classes of Sentinel-2 L2A (ESA's SCL legend).
 SCL_CLASSES = {
@@ -152,8 +153,6 @@ def product_mask_layers(s2: Any, spec: MaskSpec) -> dict[str, str]:
         InputError: ``cloud_prob_max`` on an input without ``MSK_CLDPRB`` (not a product, or a product
             without the layer).
     """
-    from lsmap.io.s2product import is_product, open_product
-
     product = isinstance(s2, (str, os.PathLike)) and is_product(s2)
     layers = open_product(s2).layers if product else {}
     want = []

@@ -8,6 +8,11 @@ Pixels counted:
 - scenes with ``valid_only`` (the default for scenes): only valid pixels (not nodata in any band,
   see :mod:`lsmap.io.scene`); with ``valid_only=False`` nodata pixels count with their stored values.
 
+Not-observed pixels (:mod:`lsmap.data.masks`: ``scl`` with ``scl_mask``, ``mask_raster``,
+``cloud_prob_max``) are always left out of a scene's statistics, as detection's scan leaves them out.
+A Sentinel-2 product (SAFE folder, ``.SAFE.zip``, STAC Item) is stacked first (its bands of ``bands``,
+on the L4S scale, as ``lsmap stack`` writes them) and its own SCL masks by default.
+
 Scenes are read in disjoint blocks of ``block`` x ``block`` pixels (:func:`lsmap.core.windows.block_grid`);
 with ``raw`` their values are first brought to the L4S scale (:func:`lsmap.io.scene.scale_raw`), as
 ``lsmap tile --raw`` does. In a patch folder every patch counts fully, so pixels shared by
@@ -16,7 +21,9 @@ overlapping patches (``lsmap tile --overlap``) count once per patch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,9 +32,13 @@ from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL
 from lsmap.core.normalize import BandStats, RunningStats
 from lsmap.core.windows import block_grid
+from lsmap.data.masks import MaskSpec, check_masks, mask_spec, product_mask_layers, write_not_observed
+from lsmap.data.stack import stack_scene
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
-from lsmap.io.scene import open_scene, read_scene_window
+from lsmap.io.rasters import open_raster
+from lsmap.io.s2product import is_product
+from lsmap.io.scene import open_scene, read_scene_window, scene_info
 
 
 def compute_stats(
@@ -39,11 +50,16 @@ def compute_stats(
     raw: bool = False,
     block: int = 512,
     progress: bool = False,
+    scl: str | os.PathLike | None = None,
+    scl_mask: str | Sequence[int] | None = None,
+    mask_raster: str | os.PathLike | None = None,
+    cloud_prob_max: float | None = None,
 ) -> BandStats:
     """Per-band statistics of a patch folder (any layout of :func:`lsmap.io.patches.find_patches`) or a scene.
 
     Args:
-        path: Patch folder / dataset root, or a GeoTIFF scene.
+        path: Patch folder / dataset root, a GeoTIFF scene, or a Sentinel-2 product (stacked first
+            with ``bands``, on the L4S scale).
         bands: Band profile; the band count of every input is checked against it.
         split: Split to read from a dataset root.
         valid_only: Leave out nodata pixels (see the module docstring). ``None`` (default): scenes
@@ -52,40 +68,92 @@ def compute_stats(
         raw: Scale a raw scene by the profile divisors (scenes only).
         block: Block size for reading scenes.
         progress: Show a progress bar.
+        scl: Scene classification (SCL) raster of the scene (any grid); a product's own SCL is used
+            without it.
+        scl_mask: SCL classes not observed (default ``0,1,3,8,9,10,11``; ``"none"``: SCL unused).
+        mask_raster: Raster whose non-zero pixels are not observed (any grid).
+        cloud_prob_max: Also leave out pixels whose MSK_CLDPRB exceeds this (percent; products only).
 
     Returns:
         Mean and population standard deviation per band, with the band names.
 
     Raises:
         MissingInputError: ``path`` does not exist.
-        InputError: unreadable inputs, wrong band count, ``raw`` on a patch folder, no valid pixel.
+        InputError: unreadable inputs, wrong band count, ``raw`` or masks on a patch folder, bad
+            masks (before any work), no valid pixel.
     """
     from tqdm.auto import tqdm
 
     profile = get_profile(bands)
     path = Path(path)
     if not path.exists():
-        raise MissingInputError(f"{path}: input does not exist; give a patch folder or a GeoTIFF scene")
+        raise MissingInputError(f"{path}: input does not exist; give a patch folder, a GeoTIFF scene or a "
+                                f"Sentinel-2 product")
+    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max)
+    product = is_product(path)
     if valid_only is None:
-        valid_only = not path.is_dir()
+        valid_only = product or not path.is_dir()
     rs = RunningStats(profile.count)
-    if path.is_dir():
+    if path.is_dir() and not product:
         if raw:
             raise InputError(f"{path}: `raw` applies to scenes only; patches are already on the L4S scale")
+        if spec.active or spec.cloud_prob_max is not None:
+            raise InputError(f"{path}: masks (`scl`, `mask_raster`, `cloud_prob_max`) apply to scenes; "
+                             f"'lsmap tile' writes not-observed pixels as 0.0, left out with `valid_only`")
         return patch_stats(find_patches(path, split), profile, valid_only=valid_only, fill=None, progress=progress,
                            desc=f"stats {path.name}")
-    else:
-        if block < 1:
-            raise InputError(f"block size must be positive (got {block})")
-        with open_scene(path, profile) as src:
+    if block < 1:
+        raise InputError(f"block size must be positive (got {block})")
+    layers = product_mask_layers(path if product else None, spec) if product else _no_product_layers(path, spec)
+    with contextlib.ExitStack() as es:
+        scene = path
+        if product or spec.active:
+            work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix="lsmap-stats-")))
+        if product:
+            if raw:
+                raise InputError(f"{path}: a Sentinel-2 product is stacked on the L4S scale; drop `raw`")
+            scene, spec = _stack_product(path, profile, layers, spec, work, progress)
+        if spec.active:
+            info = scene_info(scene, profile)
+            check_masks(spec, info)
+            nobs = write_not_observed(spec, info, work / "not_observed.tif")
+            mask = es.enter_context(open_raster(nobs.path, "not-observed mask"))
+        else:
+            mask = None
+        with open_scene(scene, profile) as src:
             grid = block_grid(src.height, src.width, block)
             for window in tqdm(grid, desc=f"stats {path.name}", unit="block", disable=not progress):
-                data, valid = read_scene_window(src, window, profile, raw=raw)
-                rs.update(data, valid if valid_only else None)
+                data, valid = read_scene_window(src, window, profile, raw=raw, mask=mask)
+                if not valid_only and mask is not None:  # nodata counts, not-observed pixels never do
+                    valid = mask.read(1, window=window) == 0
+                rs.update(data, valid if valid_only or mask is not None else None)
     try:
         return rs.result(profile.bands)
     except InputError:
         raise InputError(f"{path}: no valid pixel to compute band statistics from") from None
+
+
+def _no_product_layers(path: Path, spec: MaskSpec) -> dict:
+    if spec.cloud_prob_max is not None:
+        raise InputError(f"{path}: `cloud_prob_max` reads a Sentinel-2 L2A product's cloud probability (MSK_CLDPRB); "
+                         f"give the SAFE/zip product, or a cloud mask as `mask_raster`")
+    return {}
+
+
+def _stack_product(path: Path, profile: BandProfile, layers: dict, spec: MaskSpec, work: Path,
+                   progress: bool) -> tuple[Path, MaskSpec]:
+    """Stack the product's bands of ``profile`` (and its mask ``layers``) in ``work``; the spec that uses them."""
+    from dataclasses import replace
+
+    check_masks(spec, None)
+    written = {name: work / f"{name.lower()}.tif" for name in layers}
+    out = work / "stack.tif"
+    stack_scene(path, out, bands=profile, progress=progress, layers=written or None)
+    if "SCL" in written:
+        spec = replace(spec, scl=written["SCL"])
+    if "MSK_CLDPRB" in written:
+        spec = replace(spec, cloud_prob=written["MSK_CLDPRB"])
+    return out, spec
 
 
 def patch_stats(patches: Sequence[Patch], bands: str | BandProfile = "l4s14", *, valid_only: bool = False,

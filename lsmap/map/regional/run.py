@@ -50,7 +50,7 @@ from lsmap.map.regional.scenejob import (
     run_scene,
 )
 from lsmap.map.regional.scenelist import expand_scenes, scene_stems
-from lsmap.map.vectorize import VECTOR_DRIVERS, check_vector_output, vector_driver, write_layer, write_vector
+from lsmap.map.vectorize import VECTOR_DRIVERS, check_vector_output, vector_driver, write_layer
 
 #: Per-scene raster outputs of the detector that ``detect_many`` turns into ``<stem>.<name>.tif``.
 RASTER_OUTPUTS = ("prob", "mask")
