@@ -17,7 +17,9 @@ Conventions:
   divisors to the L4S scale (:func:`lsmap.io.scene.scale_raw`). Use ``raw`` for raw Sentinel-2
   digital numbers; stacks from ``lsmap stack`` are already scaled.
 - Invalid pixels (nodata in any band, see :mod:`lsmap.io.scene`) are written as :data:`FILL` (0.0, "no
-  signal" on the L4S scale) in every band, and as 255 (ignored) in the mask.
+  signal" on the L4S scale) in every band, and as 255 (ignored) in the mask. A patch with invalid
+  (or padded) pixels also records them in its image file's ``valid`` dataset
+  (:func:`lsmap.io.patches.read_observed`), labelled or not: refine's pseudo labels ignore them.
 - A scene smaller than ``size`` along an axis gives windows of the scene's size; they are padded at
   the bottom/right to ``size`` x ``size`` with :data:`FILL` (mask 255). ``height``/``width`` in the
   index are the unpadded window, so ``patch[:, :height, :width]`` is the scene window.
@@ -221,7 +223,8 @@ def tile_scene(
                     mask = pad_to(mask, size, IGNORE_INDEX)
                 n_padded += (window.height, window.width) != (size, size)
                 pid = str(len(rows))
-                write_patch(tmp, pid, pad_to(data, size, FILL), mask, bands=profile.bands)
+                write_patch(tmp, pid, pad_to(data, size, FILL), mask, bands=profile.bands,
+                            valid=pad_to(valid, size, False))
                 row = {"id": pid, "row_off": window.row_off, "col_off": window.col_off, "height": window.height,
                        "width": window.width, "valid_fraction": frac}
                 if mask is not None:

@@ -15,6 +15,12 @@ Images are HDF5 dataset ``img`` of shape ``(H, W, C)`` (float64 or float32); mas
 In memory lsmap uses channels-first ``(C, H, W)`` float32. Non-finite values (NaN, inf), which
 occur in the wild, are replaced by :data:`NONFINITE_FILL` and counted.
 
+Observed pixels: an image file may hold a second dataset ``valid`` (``(H, W)`` uint8, 1 = observed),
+which ``lsmap tile`` writes for every patch with pixels that are not (nodata, clouds and shadows of
+its masks, padding); those pixels also hold :data:`FILL` in every band. :func:`read_observed` reads it
+(for patches without it: the pixels whose bands are not all :data:`FILL`), so an unlabelled patch
+still says where it saw the ground.
+
 Band names: an image's bands are known by name, so a band set can be taken from patches that hold
 more bands (e.g. ``rgbn`` from the 14-band L4S patches). The names come from, in this order: the
 ``bands`` attribute of the ``img`` dataset (comma list; :func:`write_patch` writes it), the
@@ -59,6 +65,8 @@ _ID = re.compile(r"^(?:image_|mask_)?(.+)$")
 META_NAME = "tiles.json"
 #: HDF5 attribute of the ``img`` dataset holding its band names (comma list).
 BANDS_ATTR = "bands"
+#: HDF5 dataset of an image file marking its observed pixels (1) and the others (0).
+VALID_NAME = "valid"
 
 
 @dataclass(frozen=True)
@@ -233,6 +241,36 @@ def read_patch_image(patch: Patch, profile: BandProfile | None = None, *,
     return read_image(patch.image, profile, fill=fill, bands=patch.bands)
 
 
+def read_observed(patch: Patch | str | os.PathLike, image: np.ndarray | None = None) -> np.ndarray | None:
+    """Observed pixels ``(H, W)`` bool of a patch (``None``: all of them).
+
+    The image file's ``valid`` dataset when it has one (:data:`VALID_NAME`); otherwise the pixels
+    whose bands are not all exactly :data:`FILL` in ``image`` (``(C, H, W)``, read from the file when
+    not given), the value ``lsmap tile`` has always written for pixels it did not observe.
+
+    Raises:
+        InputError: unreadable file, or a ``valid`` dataset of another shape than the image.
+    """
+    import h5py
+
+    path = Path(patch.image if isinstance(patch, Patch) else patch)
+    try:
+        with h5py.File(path, "r") as f:
+            valid = np.asarray(f[VALID_NAME][()]) != 0 if VALID_NAME in f else None
+            shape = f["img"].shape[:2] if "img" in f else None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read HDF5 patch ({e}); re-create or remove the file") from None
+    if valid is not None:
+        if shape is not None and valid.shape != tuple(shape):
+            raise InputError(f"{path}: '{VALID_NAME}' has shape {valid.shape} but the image {tuple(shape)}; "
+                             f"re-create the patch")
+        return None if valid.all() else valid
+    if image is None:
+        image, _ = read_image(path, bands=patch.bands if isinstance(patch, Patch) else None)
+    observed = ~(np.asarray(image) == FILL).all(axis=0)
+    return None if observed.all() else observed
+
+
 def read_mask(path: str | os.PathLike, label_map: Mapping[int, int] | None = None) -> np.ndarray:
     """Read a patch mask as ``(H, W)`` uint8: 0 background, 1 landslide, 255 ignored.
 
@@ -297,9 +335,12 @@ def check_labels(patches: Sequence[Patch], label_map: Mapping[int, int] | None =
 
 def write_patch(
     folder: str | os.PathLike, pid: str, image: np.ndarray, mask: np.ndarray | None = None,
-    *, compression: str | None = None, bands: Sequence[str] | None = None,
+    *, compression: str | None = None, bands: Sequence[str] | None = None, valid: np.ndarray | None = None,
 ) -> Patch:
     """Write ``image`` (``(C, H, W)``) and optional ``mask`` (``(H, W)``) in the L4S format.
+
+    ``valid`` (``(H, W)`` bool, the observed pixels) is stored as the image file's ``valid`` dataset
+    (uint8) when some pixel is not observed (:func:`read_observed`).
 
     Files go to ``folder/img/image_<pid>.h5`` and ``folder/mask/mask_<pid>.h5`` (float32 ``img``
     stored ``(H, W, C)``, uint8 ``mask``), each written atomically. ``bands`` (one name per band)
@@ -317,6 +358,8 @@ def write_patch(
     image = np.asarray(image, np.float32)
     if bands is not None and len(bands) != image.shape[0]:
         raise InputError(f"patch {pid}: {image.shape[0]} bands but {len(bands)} band names given")
+    if valid is not None and np.shape(valid) != image.shape[1:]:
+        raise InputError(f"patch {pid}: `valid` has shape {np.shape(valid)}, the image {image.shape[1:]}")
     img_path = folder / "img" / f"image_{pid}.h5"
     with atomic_output(img_path, overwrite=True) as tmp:
         buf = io.BytesIO()  # built in memory, written by Python: a full disk raises here, never in
@@ -324,6 +367,8 @@ def write_patch(
             f.create_dataset("img", data=image.transpose(1, 2, 0), **opts)
             if bands is not None:
                 f["img"].attrs[BANDS_ATTR] = ",".join(bands)
+            if valid is not None and not np.all(valid):
+                f.create_dataset(VALID_NAME, data=np.asarray(valid, bool).astype(np.uint8), **opts)
         tmp.write_bytes(buf.getvalue())
     mask_path = None
     if mask is not None:

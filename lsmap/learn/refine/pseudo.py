@@ -15,6 +15,10 @@ non-negative values, so a histogram over the 31,745 finite non-negative float16 
 exact sorted summary of any number of pixels in 250 kB per class. Ties at the cut-off value are
 broken by visiting order (patch order, then row-major), so exactly the requested number of
 pixels is kept.
+
+Pseudo labels never come from pixels a patch did not observe (nodata, clouds and shadows masked
+by ``lsmap tile``, padding; :func:`lsmap.io.patches.read_observed`): :func:`ignore_unobserved` sets
+them to 255, and the class-balanced selection leaves them out of its counts.
 """
 
 from __future__ import annotations
@@ -62,6 +66,13 @@ def threshold_labels(prob: np.ndarray, pos: float = 0.7, neg: float = 0.3) -> np
     out[prob <= neg] = BACKGROUND
     out[prob >= pos] = LANDSLIDE
     return out
+
+
+def ignore_unobserved(mask: np.ndarray, observed: np.ndarray | None) -> np.ndarray:
+    """``mask`` with the pixels that are not ``observed`` set to ignored (255), in place; ``None``: all observed."""
+    if observed is not None:
+        mask[~np.asarray(observed, bool)] = IGNORE_INDEX
+    return mask
 
 
 def confidence(prob: np.ndarray) -> np.ndarray:

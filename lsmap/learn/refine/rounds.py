@@ -57,14 +57,14 @@ from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError, OutputExistsError
 from lsmap.io.locks import output_lock
 from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned
-from lsmap.io.patches import Patch, check_labels, find_patches, patch_id, read_mask, read_patch_image
+from lsmap.io.patches import Patch, check_labels, find_patches, patch_id, read_mask, read_observed, read_patch_image
 from lsmap.io.rasters import atomic_output
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
 from lsmap.learn.models import ModelCard, read_card
 from lsmap.learn.refine import STRATEGIES
-from lsmap.learn.refine.pseudo import check_thresholds, confidence, threshold_labels
+from lsmap.learn.refine.pseudo import check_thresholds, confidence, ignore_unobserved, threshold_labels
 from lsmap.learn.train import Source, TrainConfig, fit, show_bar
 
 RUN_FILE = "refine.json"
@@ -310,7 +310,8 @@ def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], sta
             prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=config.amp).cpu().numpy()
             for k, p in enumerate(group):
                 pk = _crf(prob[k], x[k], profile) if config.crf else prob[k]
-                mask = threshold_labels(pk, config.pos_thresh, config.neg_thresh)
+                mask = ignore_unobserved(threshold_labels(pk, config.pos_thresh, config.neg_thresh),
+                                         read_observed(p, x[k]))  # never from clouds, nodata, padding
                 _write_mask(round_dir / "pseudo" / f"mask_{p.id}.h5", mask)
                 _save_map(round_dir / "maps" / f"prob_{p.id}.npy", pk)
                 conf = confidence(pk)
@@ -379,7 +380,7 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
                 u16 = to_float16_nonneg(var[k])
                 _save_map(maps / f"prob_{p.id}.npy", p16)
                 _save_map(maps / f"uncertainty_{p.id}.npy", u16)
-                selector.add(u16, p16.astype(np.float32) >= 0.5)
+                selector.add(u16, p16.astype(np.float32) >= 0.5, read_observed(p, x[k]))
                 conf_all += float(confidence(p16.astype(np.float32)).sum())
                 total += p16.size
                 if det is not None and p.mask is not None:
@@ -394,7 +395,7 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
         p16 = np.load(maps / f"prob_{p.id}.npy").astype(np.float32)
         u16 = np.load(maps / f"uncertainty_{p.id}.npy")
         pred = (p16 >= 0.5).astype(np.uint8)
-        keep = selector.select(u16, pred)
+        keep = selector.select(u16, pred, read_observed(p))  # unobserved pixels are never kept
         mask = uncertainty_labels(pred, keep)
         _write_mask(round_dir / "pseudo" / f"mask_{p.id}.h5", mask)
         kept_bg += int(np.count_nonzero(mask == 0))
