@@ -32,6 +32,8 @@ ASSET_KEYS: Mapping[str, str] = MappingProxyType({
     "coastal": "B1", "blue": "B2", "green": "B3", "red": "B4", "rededge1": "B5", "rededge2": "B6",
     "rededge3": "B7", "nir": "B8", "nir08": "B8A", "nir09": "B9", "cirrus": "B10", "swir16": "B11",
     "swir22": "B12", "scl": "SCL",
+    # the L2A cloud probability (QI_DATA/MSK_CLDPRB_20m) where a catalogue carries it
+    "msk_cldprb": "MSK_CLDPRB", "cldprb": "MSK_CLDPRB",
     # Planetary Computer / Copernicus band ids
     **{f"b{int(b[1:]):02d}" if b != "B8A" else "b8a": b for b in S2_RESOLUTION},
     **{b.lower(): b for b in S2_RESOLUTION},
@@ -124,10 +126,10 @@ def open_item(href: str | os.PathLike) -> S2Source:
         band = _band_of_asset(key, asset)
         if band is None or (band in files or band in layers):
             continue
-        target = layers if band == "SCL" else files
+        target = layers if band in ("SCL", "MSK_CLDPRB") else files
         target[band] = _gdal_href(_asset_href(asset))
         rb = (asset.extra_fields.get("raster:bands") or [{}])[0]
-        if band != "SCL" and "offset" in rb:
+        if target is files and "offset" in rb:
             scale = float(rb.get("scale", 1.0 / L4S_QUANTIFICATION)) or 1.0 / L4S_QUANTIFICATION
             offsets[band] = float(rb["offset"]) / scale
             quant = quant or 1.0 / scale

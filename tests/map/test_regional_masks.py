@@ -142,3 +142,25 @@ def test_single_scene_cloud_prob_max_needs_a_product(tmp_path, ckpt):
     assert not (tmp_path / "a.gpkg").exists()
     with rasterio.open(scenes[0]) as src:
         assert src.count == 4
+
+
+def test_cloud_prob_from_a_stac_items_asset(tmp_path, ckpt):
+    from products_fixtures import make_stac_item, scl_classes, write_band
+
+    item = make_stac_item(tmp_path / "stac", {"blue": "B2", "green": "B3", "red": "B4", "nir": "B8"})
+    write_band(tmp_path / "stac" / "cldprb.tif", (scl_classes(20).astype(np.uint16) * 9).astype(np.uint8), 20,
+               driver="COG")
+    d = json.loads(item.read_text())
+    d["assets"]["cldprb"] = {"href": "./cldprb.tif", "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                             "roles": ["data"]}
+    item.write_text(json.dumps(d))
+    from lsmap.io.s2product import open_product
+
+    assert set(open_product(item).layers) == {"SCL", "MSK_CLDPRB"}
+    r = CliRunner().invoke(main, ["detect", str(item), "-o", str(tmp_path / "a.gpkg"), "--model", str(ckpt),
+                                  "--window", "32", "--overlap", "8", "--device", "cpu", "--scl-mask", "none",
+                                  "--cloud-prob-max", "40", "--json"])
+    assert r.exit_code == 0, r.output
+    no = gpd.read_file(tmp_path / "a.gpkg", layer="not_observed")
+    assert list(no["reason"]) == ["cloud"]
+    assert json.loads(r.output)["not_observed_km2"] == pytest.approx(7 / 12 * 1.44, rel=0.02)
