@@ -129,6 +129,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
           --model unet.safetensors
     $ lsmap detect scene.tif --aoi valley.gpkg -o slides.gpkg --prob prob.tif
     $ lsmap detect scene.tif --scl scl_20m.tif --mask-raster clouds.tif -o slides.gpkg
+    $ lsmap detect S2B_MSIL2A_....SAFE.zip --cloud-prob-max 50 -o slides.gpkg
     $ lsmap detect post.tif --pre pre.tif -o slides.gpkg --keep-rejected
     $ lsmap detect post.tif --pre pre_S2_folder/ --min-ndvi-drop 0.2 --min-slope 0 --gate --prob prob.tif -o slides.gpkg
 
@@ -137,11 +138,14 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
 
     Several scenes (paths, a quoted glob, or @list.txt with one path per line): -o is a folder that
     gets one layer per scene plus the merged event layer; complete scenes are skipped on a re-run
-    (--overwrite redoes them); the exit status is non-zero when a scene failed.
+    (--overwrite redoes them); the exit status is non-zero when a scene failed. Products bring their
+    own SCL; --scl-mask, --cloud-prob-max and one --mask-raster apply to every scene (one --scl file
+    is refused); the merged GeoPackage gets the scenes' 'not_observed' layers dissolved.
 
     \b
     $ lsmap detect scenes/*.tif -o event/ --model unet.safetensors
     $ lsmap detect @scenes.txt -o event/ --model unet.safetensors --scheduler tcp://head:8786
+    $ lsmap detect 'products/*.SAFE.zip' -o event/ --mask-raster external_clouds.tif
     """
     from lsmap.map.detect import detect as run_detect
     from lsmap.map.regional.scenelist import names_many
@@ -231,6 +235,11 @@ def _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **k
         if res.merged is not None:
             area = float(res.gdf["area_m2"].sum()) if len(res.gdf) else 0.0
             click.echo(f"{len(res.gdf)} landslide polygons, {area / 1e6:.4f} km2 ({res.crs}) -> {res.merged}")
+        km2 = res.km2()
+        if km2["not_observed_km2"] is not None and res.merged is not None:
+            click.echo(f"not observed (clouds, shadows, snow, no data, masks): {km2['not_observed_union_km2']:.4f} km2"
+                       f" in the merged layer 'not_observed'; observed {km2['observed_km2']:.4f} km2 summed over "
+                       f"the scenes")
         written = [str(p) for s, p in res.outputs.items() if s not in res.skipped]
         written += [str(res.merged)] if res.merged is not None else []
         if written:

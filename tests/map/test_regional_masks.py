@@ -164,3 +164,12 @@ def test_cloud_prob_from_a_stac_items_asset(tmp_path, ckpt):
     no = gpd.read_file(tmp_path / "a.gpkg", layer="not_observed")
     assert list(no["reason"]) == ["cloud"]
     assert json.loads(r.output)["not_observed_km2"] == pytest.approx(7 / 12 * 1.44, rel=0.02)
+
+
+def test_cli_text_output_names_the_not_observed_area(tmp_path, ckpt):
+    scenes = _scenes(tmp_path)
+    mask, _ = _cloud_raster(tmp_path / "clouds.tif")
+    r = CliRunner().invoke(main, ["detect", *map(str, scenes), "-o", str(tmp_path / "ev"), "--model", str(ckpt),
+                                  "--window", "32", "--overlap", "8", "--device", "cpu", "--mask-raster", str(mask)])
+    assert r.exit_code == 0, r.output
+    assert "not observed" in r.output and ": 0.240" in r.output and "km2 in the merged layer 'not_observed'" in r.output
