@@ -74,7 +74,8 @@ def cloudy_bands(src: Path, dst: Path, opacity: np.ndarray, shadow: np.ndarray, 
     dst.mkdir(parents=True)
     texture = 1 + 0.03 * smooth(rng, CANVAS, 4)
     for f in sorted(src.glob("*.tif")):
-        band = f.stem.split("_")[2]
+        name = f.stem.split("_")[2]  # B01 ... B8A
+        band = name if name == "B8A" else f"B{int(name[1:])}"
         with rasterio.open(f) as s:
             dn, profile = s.read(1).astype(np.float64), s.profile
             k = int(round(s.transform.a / 10))

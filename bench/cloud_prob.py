@@ -61,7 +61,7 @@ def main() -> int:
         n = int(added[i].sum())
         top = ", ".join(f"{SCL_CLASSES[k]} {added[i][k] / n:.0%}" for k in np.argsort(-added[i])[:3] if added[i][k]) \
             if n else "-"
-        print(f"| {p} | {above[i] / data:.2%} | {n / data:.3%} | {top} |")
+        print(f"| {p} | {above[i] / data:.2%} | {n / data:.3%} ({n:,} px) | {top} |")
     return 0
 
 
