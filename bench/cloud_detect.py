@@ -6,11 +6,12 @@ core, soft edges, a little texture) and its shadow (the deck's shape shifted sou
 darkened to 30 %), stacks them with the sample DEM exactly as the sample scene is stacked, and
 writes an SCL raster at 20 m (9 cloud high probability where the deck is opaque, 8 medium on its
 edges, 3 shadow, 4 elsewhere). Then runs the default model (``lsmap.detect``, default settings)
-on the clear sample stack, on the cloudy stack without a mask, and on the cloudy stack with the SCL,
-and prints per run: pixel precision/recall against ``sample_data/truth_mask.tif`` (over every
+on the clear sample stack, on the cloudy stack without a mask, and on the cloudy stack with the SCL
+(each with the scene's own statistics, the default, and with ``--norm model``), and prints per run: pixel precision/recall against ``sample_data/truth_mask.tif`` (over every
 valid truth pixel, and recall over the scars that stay observed), the number of polygons, those
 that touch no true scar ("false"), and the false ones lying mostly (>= 50 % of their area) on the
-cloud deck or on its shadow.
+cloud deck or on its shadow (for the clear scene: on the ground the deck and shadow cover in the
+cloudy one).
 
     PYTHONPATH=. python bench/cloud_detect.py [--out DIR]
 """
@@ -111,6 +112,10 @@ def score(mask_tif: Path, truth: np.ndarray, hidden: np.ndarray) -> dict:
             "R_observed": int((pred & seen).sum()) / int(seen.sum())}
 
 
+def _f(x: float) -> str:
+    return "-" if np.isnan(x) else f"{x:.3f}"
+
+
 def polygons(gdf, truth_polys, cloud_poly, shadow_poly) -> dict:
     import shapely
 
@@ -164,7 +169,10 @@ def main() -> int:
               f"{int((truth == 1).sum())}")
         runs = [("clear sample scene, no mask", SAMPLE / "scene_l4s14.tif", {}),
                 ("cloudy, no mask", work / "cloudy.tif", {}),
-                ("cloudy, SCL mask (default classes)", work / "cloudy.tif", {"scl": scl})]
+                ("cloudy, SCL mask (default classes)", work / "cloudy.tif", {"scl": scl}),
+                ("clear sample scene, no mask, --norm model", SAMPLE / "scene_l4s14.tif", {"norm": "model"}),
+                ("cloudy, no mask, --norm model", work / "cloudy.tif", {"norm": "model"}),
+                ("cloudy, SCL mask, --norm model", work / "cloudy.tif", {"scl": scl, "norm": "model"})]
         print("| run | pixel P | pixel R | pixel R (observed scars) | polygons | false polygons | false on cloud | "
               "false on shadow | seconds |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -174,7 +182,7 @@ def main() -> int:
             sec = time.perf_counter() - t0
             s = score(work / f"run{i}.mask.tif", truth, hidden)
             p = polygons(gdf, truth_polys.to_crs(gdf.crs), cloud_poly, shadow_poly)
-            print(f"| {name} | {s['P']:.3f} | {s['R']:.3f} | {s['R_observed']:.3f} | {p['polygons']} | {p['false']} | "
+            print(f"| {name} | {_f(s['P'])} | {s['R']:.3f} | {s['R_observed']:.3f} | {p['polygons']} | {p['false']} | "
                   f"{p['false_on_cloud']} | {p['false_on_shadow']} | {sec:.1f} |")
         print(f"model: {gdf.attrs['lsmap']['models']}, threshold {gdf.attrs['lsmap']['threshold']:.2f}")
     finally:
