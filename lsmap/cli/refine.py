@@ -14,6 +14,7 @@ from lsmap.cli.options import (
     progress_default,
     seed_opt,
 )
+from lsmap.core.normalize import norm_choices, norm_mode
 from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
 
 
@@ -47,6 +48,16 @@ from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
               help="uncertainty: dropout probability on the first feature map.")
 @click.option("--mixup-alpha", type=click.FloatRange(0), default=None,
               help="Mix-up Beta(a, a) on both streams [default: 0 (off) for threshold, 0.4 for uncertainty].")
+@click.option("--norm", type=click.Choice(norm_choices(auto=True)), default="auto", show_default=True,
+              help="Target normalisation: own statistics, the source's (model), or auto: the one under which the "
+                   "models predict a landslide share closest to the source labels' (recorded in summary and card).")
+@click.option("--teacher", type=click.Choice(["fixed", "previous"]), default="fixed", show_default=True,
+              help="uncertainty: the given models label every round (fixed, 3rd place) or the previous student.")
+@click.option("--select", "select", type=click.Choice(["source", "last"]), default="source", show_default=True,
+              help="Checkpoint of each round without --val: best F1 on the labelled source, or the last one.")
+@click.option("--guard/--no-guard", default=True, show_default=True,
+              help="Stop and keep the previous models when the pseudo labels' landslide share collapses "
+                   "(below 0.05 x the source's) or grows (above 1.5 x round 1's).")
 @click.option("--crf", is_flag=True, help="Sharpen the teacher's probabilities with a dense CRF (needs lsmap[crf]).")
 @bands_option(None, "Band set to take from source and target [default: the first model card's].")
 @device_opt
@@ -57,12 +68,15 @@ from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
 @json_opt
 @handle_errors
 def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr, pos_thresh, neg_thresh, keep_bg,
-           keep_ls, mc_passes, mc_p, mixup_alpha, crf, bands, device, seed, resume, out_dir, overwrite, as_json):
+           keep_ls, mc_passes, mc_p, mixup_alpha, norm, teacher, select, guard, crf, bands, device, seed, resume, out_dir, overwrite, as_json):
     """Self-train MODEL(s) on an unlabelled target patch folder for N rounds.
 
     Each round labels the target with the current models (normalised with the target's own
-    statistics), trains on source labels plus the pseudo labels, and writes OUT/round_<i>/
-    (pseudo labels, confidence/uncertainty maps, selection.json, models/, summary.json).
+    statistics or the source's, --norm), trains on source labels plus the pseudo labels, and writes
+    OUT/round_<i>/ (pseudo labels, confidence/uncertainty maps, selection.json, models/,
+    summary.json). Degenerate pseudo labels stop the run (--guard), and a round that scores below
+    the given models on a label-free proxy (F1 on the source, target confidence, landslide share)
+    prints a warning.
     --resume continues after the last finished round; a partial round is redone.
 
     \b
@@ -81,7 +95,8 @@ def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr,
     config = RefineConfig(
         strategy=strategy, rounds=rounds, steps=steps, batch_size=batch_size, lr=lr, pos_thresh=pos_thresh,
         neg_thresh=neg_thresh, keep_bg=keep_bg, keep_ls=keep_ls, mc_passes=mc_passes, mc_p=mc_p,
-        mixup_alpha=mixup_alpha, crf=crf, bands=bands, device=device, seed=seed,
+        mixup_alpha=mixup_alpha, crf=crf, bands=bands, device=device, seed=seed, norm=norm_mode(norm, auto=True), teacher=teacher,
+        select=select, guard=guard,
     )
     result = run_refine(list(models), source, target, out_dir, config, val=val, resume=resume, overwrite=overwrite,
                         progress=progress_default(as_json))
@@ -90,11 +105,17 @@ def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr,
         return
     if result.resumed_after:
         click.echo(f"resumed after round {result.resumed_after}")
+    if result.rounds and "norm" in result.rounds[-1]:
+        n = result.rounds[-1]["norm"]
+        how = "forced by --norm" if n["mode"] != "auto" else (
+            f"auto: predicted landslide share {n['share']['own']:.4f} (own) / {n['share']['model']:.4f} (model), "
+            f"source {n['prior']:.4f}")
+        click.echo(f"target normalisation: {n['chosen']} ({how}); map with: lsmap detect ... --norm {n['chosen']}")
     for r in result.rounds:
         kept = r["kept"]
         line = (f"round {r['round']}: kept {kept['background']} background / {kept['landslide']} landslide of "
                 f"{r['pixels']} pixels, mean confidence {r['mean_confidence']:.3f}")
         if r.get("target_f1_before") is not None:
             line += f", target F1 {r['target_f1_before']:.4f} -> {r['target_f1_after']:.4f}"
-        click.echo(line)
+        click.echo(line + (" (stopped: models kept)" if r.get("stopped") else ""))
     click.echo("models: " + " ".join(result.models))

@@ -675,7 +675,7 @@ class _Run:
         config = self.config
         return ModelCard.from_dict(self.base_card | {
             "model": config.model, "scale": config.scale, "threshold": config.threshold,
-            "domain_bn": config.domain_bn, "train": self.train_info, "metrics": metrics,
+            "domain_bn": config.domain_bn, "train": self.base_card.get("train", {}) | self.train_info, "metrics": metrics,
         })
 
     def save_last(self) -> None:

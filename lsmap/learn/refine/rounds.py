@@ -41,6 +41,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,11 +51,11 @@ import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.checks import as_list
-from lsmap.core.constants import IGNORE_INDEX
+from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import BandStats
 from lsmap.data.stats import patch_stats
-from lsmap.errors import InputError, OutputExistsError
+from lsmap.errors import InputError, LsmapWarning, OutputExistsError
 from lsmap.io.locks import output_lock
 from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned
 from lsmap.io.patches import Patch, check_labels, find_patches, patch_id, read_mask, read_observed, read_patch_image
@@ -72,7 +73,16 @@ SUMMARY_FILE = "summary.json"
 #: What ``lsmap refine`` writes into its folder: ``--overwrite`` replaces a folder holding nothing else.
 OUTPUT_PATTERNS = (RUN_FILE, "source_stats.json", "target_stats.json", "round_*/**")
 #: Settings that must not change when a run is resumed.
-_RESUME_KEYS = ("strategy", "bands", "pos_thresh", "neg_thresh", "keep_bg", "keep_ls", "mc_passes", "mc_p", "crf")
+_RESUME_KEYS = ("strategy", "bands", "pos_thresh", "neg_thresh", "keep_bg", "keep_ls", "mc_passes", "mc_p", "crf",
+                "norm", "teacher")
+#: How the target is normalised: chosen per run (``auto``), or forced.
+REFINE_NORMS = ("auto", "own", "model")
+#: Where the uncertainty strategy's teacher comes from in round 2 and later.
+TEACHERS = ("fixed", "previous")
+#: How each round's checkpoint is chosen when no ``val`` folder is given.
+SELECTS = ("source", "last")
+#: Tolerances of the label-free proxies before refine warns that a round looks worse than the source model.
+PROXY_TOLERANCE = {"source_f1": 0.01, "target_confidence": 0.01, "share_distance": float(np.log(1.5))}
 
 
 @dataclass
@@ -105,6 +115,19 @@ class RefineConfig:
         seed: Seed of every random generator (round ``i`` trains with ``seed + i``).
         amp: Mixed precision where it helps.
         predict_batch: Patches per forward pass when labelling and scoring the target.
+        norm: Normalisation of the target: ``own`` (its own statistics, the 1st place's separated
+            normalisation), ``model`` (the source statistics), or ``auto``: the one under which the
+            given models predict a landslide share of the target closest to the source labels'
+            (:func:`choose_norm`; label-free, recorded in every round summary and model card).
+        teacher: Uncertainty strategy: ``fixed`` (the given models label the target in every
+            round, the 3rd place's design) or ``previous`` (the previous round's student).
+        select: Checkpoint of each round without ``val``: ``source`` (best F1 on the labelled
+            source patches, checked every ``steps // 4``) or ``last``.
+        guard: Stop (keep the previous round's models, warn) when the pseudo labels degenerate:
+            a landslide share below ``collapse`` times the source's, or above ``growth`` times
+            round 1's.
+        collapse: See ``guard``.
+        growth: See ``guard``.
     """
 
     strategy: str = "threshold"
@@ -128,6 +151,12 @@ class RefineConfig:
     seed: int = 0
     amp: bool = True
     predict_batch: int = 16
+    norm: str = "auto"
+    teacher: str = "fixed"
+    select: str = "source"
+    guard: bool = True
+    collapse: float = 0.05
+    growth: float = 1.5
 
     def check(self) -> None:
         """Raise :class:`InputError` on a setting out of range."""
@@ -152,6 +181,14 @@ class RefineConfig:
             raise InputError(f"pseudo-label weight must be > 0; got {self.pseudo_weight}")
         if self.bands is not None:
             get_profile(self.bands)
+        for name, value, choices in (("`norm`", self.norm, REFINE_NORMS), ("`teacher`", self.teacher, TEACHERS),
+                                     ("`select`", self.select, SELECTS)):
+            if value not in choices:
+                raise InputError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")
+        if not 0.0 <= self.collapse < 1.0:
+            raise InputError(f"`collapse` must be in [0, 1); got {self.collapse}")
+        if self.growth <= 1.0:
+            raise InputError(f"`growth` must be > 1; got {self.growth}")
 
     @property
     def mixup(self) -> float:
@@ -256,6 +293,107 @@ def score_target(members: Sequence[Any], patches: Sequence[Patch], stats: BandSt
     out = scores(total)
     out["threshold"] = thr
     return out
+
+
+def source_prior(patches: Sequence[Patch]) -> float:
+    """Landslide share of the labelled pixels of ``patches`` (ignored pixels left out)."""
+    ls = n = 0
+    for p in patches:
+        m = read_mask(p.mask)
+        ls += int(np.count_nonzero(m == 1))
+        n += int(np.count_nonzero(m <= 1))
+    return ls / n if n else 0.0
+
+
+def target_view(members: Sequence[Any], patches: Sequence[Patch], stats: BandStats, profile: BandProfile, *,
+                batch: int = 16, amp: bool = True) -> dict:
+    """Label-free view of the ensemble on ``patches``: predicted landslide share and mean confidence.
+
+    Only valid pixels count (pixels whose bands are all the nodata fill of ``lsmap tile`` are left out).
+    """
+    import torch
+
+
+    device = next(members[0].module.parameters()).device
+    thr = _ensemble_threshold(members)
+    ls = n = 0
+    conf = 0.0
+    with inference_context(device, amp):
+        for _group, x in _batches(patches, profile, batch):
+            prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=amp).cpu().numpy()
+            valid = ~(x == FILL).all(axis=1)
+            ls += int(np.count_nonzero((prob >= thr) & valid))
+            n += int(np.count_nonzero(valid))
+            conf += float(confidence(prob)[valid].sum())
+    return {"share": ls / n if n else 0.0, "confidence": conf / n if n else None}
+
+
+def _share_distance(share: float, prior: float) -> float:
+    """How far a predicted landslide share is from the source prior: ``|log((share + e) / (prior + e))|``."""
+    eps = 1e-4
+    return float(abs(np.log((share + eps) / (prior + eps))))
+
+
+def choose_norm(members: Sequence[Any], patches: Sequence[Patch], s_stats: BandStats, t_stats: BandStats,
+                profile: BandProfile, prior: float, mode: str = "auto", *, batch: int = 16, amp: bool = True) -> dict:
+    """Choose how to normalise the target: its own statistics or the source's (label-free).
+
+    ``auto`` picks the normalisation under which the given models predict a landslide share of the
+    target closest (in log ratio) to the landslide share of the source labels; a tie goes to
+    ``own``. The share is what the pseudo labels inherit: a normalisation that makes the models
+    see (almost) no landslide makes every round train toward "no landslide" (or the reverse),
+    while a confidence or entropy criterion cannot see that (a model that predicts nothing is
+    confident). ``own`` and ``model`` force the choice; both views are measured and recorded anyway.
+
+    Returns:
+        ``{"chosen", "mode", "criterion", "prior", "own": view, "model": view}`` (views from
+        :func:`target_view` plus their ``distance`` to the prior).
+    """
+    views = {}
+    for name, stats in (("own", t_stats), ("model", s_stats)):
+        v = target_view(members, patches, stats, profile, batch=batch, amp=amp)
+        views[name] = v | {"distance": _share_distance(v["share"], prior)}
+    if mode == "auto":
+        chosen = "model" if views["model"]["distance"] < views["own"]["distance"] else "own"
+    else:
+        chosen = mode
+    return {"chosen": chosen, "mode": mode, "prior": prior,
+            "criterion": "predicted landslide share of the target closest to the source labels' (log ratio)",
+            **views}
+
+
+def _worse(now: dict, ref: dict) -> list[str]:
+    """The label-free proxies on which ``now`` is below ``ref`` by more than :data:`PROXY_TOLERANCE`."""
+    out = []
+    if now.get("source_f1") is not None and ref.get("source_f1") is not None \
+            and now["source_f1"] < ref["source_f1"] - PROXY_TOLERANCE["source_f1"]:
+        out.append(f"F1 on the labelled source {now['source_f1']:.3f} < {ref['source_f1']:.3f}")
+    if now.get("target_confidence") is not None and ref.get("target_confidence") is not None \
+            and now["target_confidence"] < ref["target_confidence"] - PROXY_TOLERANCE["target_confidence"]:
+        out.append(f"mean confidence on the target {now['target_confidence']:.3f} < {ref['target_confidence']:.3f}")
+    if now["share_distance"] > ref["share_distance"] + PROXY_TOLERANCE["share_distance"]:
+        out.append(f"predicted landslide share of the target {now['target_share']:.4f} further from the source's "
+                   f"{now['prior']:.4f} than the source model's {ref['target_share']:.4f}")
+    return out
+
+
+def proxies(members: Sequence[Any], check_patches: Sequence[Patch], check_stats: BandStats, tgt_patches: Sequence[Patch],
+            t_used: BandStats, profile: BandProfile, prior: float, *, batch: int = 16, amp: bool = True) -> dict:
+    """Label-free proxies of a model's quality on the target (no target label is read).
+
+    ``source_f1``: F1 on the labelled ``check_patches`` (the ``val`` folder, else the source);
+    ``target_confidence`` and ``target_share``: :func:`target_view` of the target under the
+    chosen normalisation; ``share_distance``: how far that share is from the source prior.
+    """
+    f1 = score_target(members, check_patches, check_stats, profile, batch=batch, amp=amp)
+    view = target_view(members, tgt_patches, t_used, profile, batch=batch, amp=amp)
+    return {"source_f1": f1["f1"] if f1 else None, "target_confidence": view["confidence"],
+            "target_share": view["share"], "prior": prior, "share_distance": _share_distance(view["share"], prior)}
+
+
+def _warn(message: str, notes: list[str]) -> None:
+    notes.append(message)
+    warnings.warn(message, LsmapWarning, stacklevel=3)
 
 
 # --- pseudo labels ------------------------------------------------------------------------------
@@ -519,7 +657,9 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     if resume and out_dir.exists() and not overwrite:
         _check_resume(out_dir, record)
     s_stats = patch_stats(src_patches, profile, progress=progress, desc="source statistics")
-    t_stats = patch_stats(tgt_patches, profile, progress=progress, desc="target statistics")
+    # Nodata fill (0.0 in every band, as lsmap tile writes it) is left out: a target with nodata
+    # margins would otherwise be normalised by statistics that are not its own (detect does the same).
+    t_stats = patch_stats(tgt_patches, profile, valid_only=True, progress=progress, desc="target statistics")
     v_stats = patch_stats(val_patches, profile, progress=progress, desc="validation statistics") if val_patches else None
 
     # Inputs are valid: now touch the outputs.
@@ -538,60 +678,133 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
         if stale.is_dir() and (not suffix.isdigit() or int(suffix) > len(done)):
             shutil.rmtree(stale)  # a partial round: redo it
     result = RefineResult(out_dir, list(done), list(done[-1]["models"]) if done else model_paths, len(done))
+    if done and done[-1].get("stopped"):
+        return result
+    ctx = _context(model_paths, src_patches, tgt_patches, val_patches, s_stats, t_stats, v_stats, profile, device,
+                   config, progress)
+    _json_write(out_dir / "norm.json", ctx["norm"])
     for i in range(len(done) + 1, config.rounds + 1):
-        summary = _run_round(i, result.models, src_patches, tgt_patches, val_patches, s_stats, t_stats, v_stats,
-                             profile, device, out_dir, config, progress)
+        summary = _run_round(i, result.models, ctx, result.rounds, src_patches, tgt_patches, val_patches, s_stats,
+                             v_stats, profile, device, out_dir, config, progress)
         result.rounds.append(summary)
         result.models = summary["models"]
+        if summary.get("stopped"):
+            break
     return result
 
 
-def _run_round(i: int, teachers: list[str], src_patches: list[Patch], tgt_patches: list[Patch],
-               val_patches: list[Patch] | None, s_stats: BandStats, t_stats: BandStats, v_stats: BandStats | None,
-               profile: BandProfile,
-               device: Any, out_dir: Path, config: RefineConfig, progress: bool) -> dict:
-    """One round: pseudo labels from ``teachers``, training, scoring; writes ``round_<i>``."""
+def _context(model_paths: list[str], src_patches, tgt_patches, val_patches, s_stats: BandStats, t_stats: BandStats,
+             v_stats: BandStats | None, profile: BandProfile, device: Any, config: RefineConfig, progress: bool) -> dict:
+    """What every round needs from the given models: the normalisation choice and their proxies."""
+    members = load_ensemble(model_paths, device, profile)
+    prior = source_prior(src_patches)
+    norm = choose_norm(members, tgt_patches, s_stats, t_stats, profile, prior, config.norm,
+                       batch=config.predict_batch, amp=config.amp)
+    t_used = t_stats if norm["chosen"] == "own" else s_stats
+    check = (val_patches, v_stats) if val_patches is not None else (src_patches, s_stats)
+    p0 = proxies(members, check[0], check[1], tgt_patches, t_used, profile, prior, batch=config.predict_batch,
+                 amp=config.amp)
+    return {"models": list(model_paths), "prior": prior, "norm": norm, "t_used": t_used, "check": check,
+            "proxies": p0}
+
+
+def _run_round(i: int, current: list[str], ctx: dict, previous: list[dict], src_patches: list[Patch],
+               tgt_patches: list[Patch], val_patches: list[Patch] | None, s_stats: BandStats,
+               v_stats: BandStats | None, profile: BandProfile, device: Any, out_dir: Path, config: RefineConfig,
+               progress: bool) -> dict:
+    """One round: pseudo labels from the teachers, the guard, training, proxies, scoring; writes ``round_<i>``.
+
+    ``current`` are the models the previous round ended with (round 1: the given ones). The
+    teachers are ``current``, except for ``uncertainty`` with ``teacher="fixed"``: the given models.
+    """
 
     start = time.monotonic()
+    notes: list[str] = []
     round_dir = out_dir / f"round_{i}"
     round_dir.mkdir(parents=True, exist_ok=True)
+    teachers = ctx["models"] if config.strategy == "uncertainty" and config.teacher == "fixed" else list(current)
+    t_used, norm = ctx["t_used"], ctx["norm"]
     members = load_ensemble(teachers, device, profile)
     label = pseudo_label_threshold if config.strategy == "threshold" else pseudo_label_uncertainty
-    sel = label(members, tgt_patches, t_stats, profile, round_dir, config, progress, desc=f"round {i}: pseudo labels")
+    sel = label(members, tgt_patches, t_used, profile, round_dir, config, progress, desc=f"round {i}: pseudo labels")
     before = sel.pop("target_before", None)
     _json_write(round_dir / "selection.json", sel)
     if sel["kept"]["background"] + sel["kept"]["landslide"] == 0:
         raise InputError(f"round {i}: no target pixel passed the selection; loosen `pos_thresh`/`neg_thresh` "
                          f"or raise `keep_bg`/`keep_ls`")
     del members
-    pseudo = [dataclasses.replace(p, mask=round_dir / "pseudo" / f"mask_{p.id}.h5") for p in tgt_patches]
-    students = teachers if config.strategy == "threshold" else teachers[:1]
-    trained = []
-    for k, init in enumerate(students):
-        trained.append(train_student(init, src_patches, pseudo, val_patches, s_stats, t_stats, v_stats, profile,
-                                     round_dir / "models" / str(k), config, seed=config.seed + i, progress=progress))
-    new_members = load_ensemble([t["checkpoint"] for t in trained], device, profile)
-    after = score_target(new_members, tgt_patches, t_stats, profile, crf=config.crf, batch=config.predict_batch,
-                         amp=config.amp, progress=progress, desc=f"round {i}: scoring target")
+    share = sel["kept"]["landslide"] / sel["pixels"] if sel["pixels"] else 0.0
+    guard = _guard(i, share, ctx["prior"], previous, config)
     summary = {
         "round": i,
         "strategy": config.strategy,
         "teachers": list(teachers),
-        "models": [t["checkpoint"] for t in trained],
+        "norm": {k: norm[k] for k in ("chosen", "mode", "criterion", "prior")}
+        | {"share": {"own": norm["own"]["share"], "model": norm["model"]["share"]}},
         "pixels": sel["pixels"],
         "kept": sel["kept"],
         "ignored": sel["ignored"],
+        "pseudo_share": share,
+        "guard": guard,
         "mean_confidence": sel["mean_confidence"],
         "mean_confidence_kept": sel["mean_confidence_kept"],
         "target_f1_before": before["f1"] if before else None,
-        "target_f1_after": after["f1"] if after else None,
         "target_before": before,
-        "target_after": after,
-        "train": [t["metrics"] for t in trained],
-        "seconds": round(time.monotonic() - start, 1),
     }
+    if guard["tripped"] and config.guard:
+        _warn(f"round {i}: {guard['reason']}; stopped refining and kept the models of "
+              f"{'round ' + str(i - 1) if i > 1 else 'the start'} ({', '.join(current)})", notes)
+        last = previous[-1]["proxies"] if previous else {"source": ctx["proxies"], "round": ctx["proxies"], "worse": []}
+        summary |= {"stopped": True, "models": list(current), "models_kept": True,
+                    "target_f1_after": before["f1"] if before else None, "target_after": before, "train": [],
+                    "proxies": last}
+    else:
+        if guard["tripped"]:
+            _warn(f"round {i}: {guard['reason']} (the guard is off: training on them anyway)", notes)
+        pseudo = [dataclasses.replace(p, mask=round_dir / "pseudo" / f"mask_{p.id}.h5") for p in tgt_patches]
+        students = list(current) if config.strategy == "threshold" else list(current[:1])
+        select = "val" if val_patches is not None else config.select
+        if val_patches is None and config.select == "source":
+            val_patches, v_stats = src_patches, s_stats
+        card_note = {"round": i, "strategy": config.strategy, "target_norm": norm["chosen"], "norm_mode": norm["mode"],
+                     "norm_criterion": norm["criterion"], "predicted_share": summary["norm"]["share"],
+                     "source_prior": ctx["prior"], "select": select,
+                     "teacher": config.teacher if config.strategy == "uncertainty" else "previous"}
+        trained = []
+        for k, init in enumerate(students):
+            trained.append(train_student(init, src_patches, pseudo, val_patches, s_stats, t_used, v_stats, profile,
+                                         round_dir / "models" / str(k), config, seed=config.seed + i,
+                                         progress=progress, note=card_note))
+        new_members = load_ensemble([t["checkpoint"] for t in trained], device, profile)
+        after = score_target(new_members, tgt_patches, t_used, profile, crf=config.crf, batch=config.predict_batch,
+                             amp=config.amp, progress=progress, desc=f"round {i}: scoring target")
+        now = proxies(new_members, ctx["check"][0], ctx["check"][1], tgt_patches, t_used, profile, ctx["prior"],
+                      batch=config.predict_batch, amp=config.amp)
+        worse = _worse(now, ctx["proxies"])
+        if worse:
+            _warn(f"round {i}: the refined model is below the source model on label-free proxies ("
+                  f"{'; '.join(worse)}): it may map the target worse; check it before use", notes)
+        summary |= {"models": [t["checkpoint"] for t in trained],
+                    "target_f1_after": after["f1"] if after else None, "target_after": after,
+                    "train": [t["metrics"] for t in trained],
+                    "proxies": {"source": ctx["proxies"], "round": now, "worse": worse}}
+    summary |= {"warnings": notes, "seconds": round(time.monotonic() - start, 1)}
     _json_write(round_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def _guard(i: int, share: float, prior: float, previous: list[dict], config: RefineConfig) -> dict:
+    """Degenerate pseudo labels: a landslide share collapsing below the source's, or growing after round 1."""
+    ref = next((r["pseudo_share"] for r in previous if r.get("pseudo_share") is not None), None)
+    out = {"tripped": False, "reason": None, "share": share, "prior": prior, "round_1_share": ref,
+           "collapse": config.collapse, "growth": config.growth, "on": config.guard}
+    if share < config.collapse * prior:
+        out |= {"tripped": True, "reason": f"pseudo labels collapsed: landslide share {share:.5f} of the target, "
+                                           f"below {config.collapse:g} x the source's {prior:.4f}"}
+    elif i > 1 and ref is not None and share > config.growth * ref:
+        out |= {"tripped": True, "reason": f"pseudo labels grew: landslide share {share:.5f} of the target, above "
+                                           f"{config.growth:g} x round 1's {ref:.5f}"}
+    return out
 
 
 def _train_config(card: Any, config: RefineConfig, seed: int, has_val: bool):
@@ -603,25 +816,29 @@ def _train_config(card: Any, config: RefineConfig, seed: int, has_val: bool):
     recipe = {k: v for k, v in (card.train or {}).items() if k in names}
     steps = config.steps if config.steps is not None else 1000
     tc = TrainConfig(**recipe)
+    every = min(tc.val_every, max(1, steps // 4))
     return dataclasses.replace(
         tc, model=card.model, scale=card.scale, domain_bn=card.domain_bn, threshold=card.threshold,
         steps=steps, seed=seed, device=config.device, amp=config.amp,
         batch_size=config.batch_size if config.batch_size is not None else int(recipe.get("batch_size", 8)),
         lr=config.lr if config.lr is not None else tc.lr,
-        warmup=min(tc.warmup_steps, steps // 10), val_every=min(tc.val_every, steps) if has_val else steps,
+        warmup=min(tc.warmup_steps, steps // 10), val_every=every if has_val else steps,
         workers=0,
     )
 
 
 def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patch], val_patches: list[Patch] | None,
                   s_stats: BandStats, t_stats: BandStats, v_stats: BandStats | None, profile: BandProfile,
-                  out_dir: Path, config: RefineConfig, *, seed: int, progress: bool = True) -> dict:
+                  out_dir: Path, config: RefineConfig, *, seed: int, progress: bool = True,
+                  note: dict | None = None) -> dict:
     """Train one model from checkpoint ``init`` on source labels plus target pseudo labels.
 
     The source stream is normalised with the source statistics, the pseudo-labelled target
     stream with the target's own (separated normalisation); with domain BN they use domains 0
     and 1. Losses: ``threshold`` uses the init model's recipe loss on the source and soft CE on
     pseudo labels; ``uncertainty`` uses CE + Jaccard on both, and both streams are mixed up.
+    ``note`` goes into the model card's ``train["refine"]`` (the round, the target normalisation
+    and how it was chosen).
 
     Returns:
         ``{"checkpoint": path, "metrics": validation metrics of that checkpoint or {}}``: the
@@ -644,9 +861,13 @@ def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patc
                config.mixup, "pseudo"),
     ]
     val = PatchDataset(val_patches, v_stats, profile) if val_patches is not None else None
+    norm = (note or {}).get("target_norm")
     template = ModelCard(model=card.model, bands=list(profile.bands), stats=s_stats.to_dict(),
+                         train={"refine": note} if note else {},
                          data=f"self-training ({config.strategy}) from {Path(init).name}: "
-                              f"{len(src_patches)} labelled + {len(pseudo_patches)} pseudo-labelled patches")
+                              f"{len(src_patches)} labelled + {len(pseudo_patches)} pseudo-labelled patches"
+                              + (f"; target normalised with its {'own' if norm == 'own' else 'source'} statistics "
+                                 f"(use --norm {norm} in detect)" if norm else ""))
     res = fit(sources, val, tc, out_dir, card=template, init=init, progress=progress)
     path = res.best_path if val is not None and res.best_path is not None and res.best_path.exists() else res.last_path
     return {"checkpoint": str(path), "metrics": res.best_metrics}

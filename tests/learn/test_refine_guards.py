@@ -1,0 +1,169 @@
+"""Refine's guards (issue 16): the target normalisation choice, degenerate pseudo labels, the fixed
+teacher, label-free proxies, and the warnings the user sees.
+
+Tiny generated 3-band ("rgb") 32 x 32 patches (tests/patchgen.py: bright squares are landslides) and
+a tiny-unet trained for a few steps once per module; every refine run takes 2 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from patchgen import make_patches
+
+from lsmap.errors import InputError, LsmapWarning
+from lsmap.io.patches import write_patch
+from lsmap.learn.models import read_card
+from lsmap.learn.refine.rounds import RefineConfig, _guard, refine
+
+PROFILE = "rgb"
+
+
+def _background_patches(folder: Path, n: int, seed: int) -> Path:
+    """Noise like the source background, no landslide: a model sees (almost) none here."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        write_patch(folder, str(i), rng.normal(1.0, 0.1, (3, 32, 32)).astype(np.float32), None)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    import torch
+
+    from lsmap.learn.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("guards")
+    make_patches(root / "src", 12, seed=1, bands=3)
+    shifted = make_patches(root / "tgt", 8, seed=2, bands=3)
+    from lsmap.core.bands import get_profile
+    from lsmap.io.patches import find_patches, read_patch_image
+
+    for p in find_patches(shifted):  # an affine shift: the target's own statistics undo it, the source's do not
+        image, _ = read_patch_image(p, get_profile(PROFILE))
+        write_patch(shifted, p.id, image * 1.6 + 0.8, None)
+    _background_patches(root / "empty", 6, seed=3)
+    config = TrainConfig(model="tiny-unet", steps=60, batch_size=8, scale=1, val_every=60, seed=0, device="cpu", loss="ce")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = train(root / "model", train_dir=root / "src", val_dir=root / "src", bands=PROFILE, config=config,
+                        progress=False)
+        yield {"root": root, "src": root / "src", "tgt": root / "tgt", "empty": root / "empty", "model": res.best_path}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _refine(world, out, target="tgt", **kw):
+    cfg = RefineConfig(**({"rounds": 1, "steps": 2, "batch_size": 4, "bands": PROFILE, "device": "cpu"} | kw))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = refine([world["model"]], world["src"], world[target], out, cfg, progress=False)
+    return res, [str(w.message) for w in caught if issubclass(w.category, LsmapWarning)]
+
+
+def _cli(world, out, *extra, target="tgt"):
+    from lsmap.cli import main
+
+    args = ["refine", "--model", str(world["model"]), "--source", str(world["src"]), "--target", str(world[target]),
+            "--rounds", "1", "--steps", "2", "--batch-size", "4", "--bands", PROFILE, "--device", "cpu", "-o", str(out)]
+    return CliRunner().invoke(main, args + list(extra))
+
+
+def test_auto_norm_choice_is_recorded_in_summary_card_and_run_folder(world, tmp_path):
+    """On an affinely shifted target the source statistics make the model see landslides almost
+    everywhere; ``auto`` picks the target's own, and says so in every place a user looks."""
+    res, _ = _refine(world, tmp_path / "run")
+    (summary,) = res.rounds
+    norm = summary["norm"]
+    assert norm["mode"] == "auto" and norm["chosen"] == "own"
+    assert abs(np.log(norm["share"]["own"] / norm["prior"])) < abs(np.log(norm["share"]["model"] / norm["prior"]))
+    on_disk = json.loads((tmp_path / "run" / "round_1" / "summary.json").read_text())
+    assert on_disk["norm"] == norm
+    assert json.loads((tmp_path / "run" / "norm.json").read_text())["chosen"] == "own"
+    card = read_card(summary["models"][0])
+    assert card.train["refine"]["target_norm"] == "own" and card.train["refine"]["norm_mode"] == "auto"
+    assert "--norm own" in card.data
+    assert card.train["steps"] == 2  # the training record is still there next to the note
+
+
+def test_cli_norm_is_honoured_and_printed(world, tmp_path):
+    res = _cli(world, tmp_path / "run", "--norm", "model")
+    assert res.exit_code == 0, res.output
+    assert "target normalisation: model (forced by --norm)" in res.output
+    summary = json.loads((tmp_path / "run" / "round_1" / "summary.json").read_text())
+    assert summary["norm"]["chosen"] == "model" and summary["norm"]["mode"] == "model"
+    card = read_card(summary["models"][0])
+    assert card.train["refine"]["target_norm"] == "model" and "--norm model" in card.data
+    # the alias of train/detect is accepted too
+    res = _cli(world, tmp_path / "run2", "--norm", "target", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output[res.output.index("{"):])["rounds"][0]["norm"]["chosen"] == "own"
+
+
+def test_collapsed_pseudo_labels_stop_the_run_with_a_warning(world, tmp_path):
+    """A target where the model sees no landslide: the pseudo labels would train toward "no
+    landslide", so the round is not trained, the given model is kept and the user is told."""
+    res = _cli(world, tmp_path / "run", "--rounds", "2", "--norm", "model", target="empty")
+    assert res.exit_code == 0, res.output
+    assert "Warning: round 1: pseudo labels collapsed" in res.output
+    assert "stopped refining and kept the models of the start" in res.output
+    assert "(stopped: models kept)" in res.output
+    summary = json.loads((tmp_path / "run" / "round_1" / "summary.json").read_text())
+    assert summary["guard"]["tripped"] and summary["stopped"] and summary["models_kept"]
+    assert summary["models"] == [str(world["model"])]
+    assert summary["warnings"] and "collapsed" in summary["warnings"][0]
+    assert not (tmp_path / "run" / "round_2").exists()  # the run stopped
+    assert not (tmp_path / "run" / "round_1" / "models").exists()
+    # resuming a stopped run does not train on
+    res = _cli(world, tmp_path / "run", "--rounds", "2", "--norm", "model", "--resume", target="empty")
+    assert res.exit_code == 0 and not (tmp_path / "run" / "round_2").exists()
+
+
+def test_without_the_guard_the_collapse_is_still_reported(world, tmp_path):
+    res, warned = _refine(world, tmp_path / "run", target="empty", norm="model", guard=False)
+    (summary,) = res.rounds
+    assert summary["guard"]["tripped"] and not summary.get("stopped")
+    assert any("collapsed" in w and "guard is off" in w for w in warned)
+    assert summary["models"] != [str(world["model"])]
+
+
+def test_guard_thresholds():
+    cfg = RefineConfig()
+    assert not _guard(1, 0.05, 0.05, [], cfg)["tripped"]
+    assert _guard(1, 0.0024, 0.05, [], cfg)["reason"].startswith("pseudo labels collapsed")
+    assert not _guard(1, 0.0026, 0.05, [], cfg)["tripped"]
+    grown = _guard(3, 0.16, 0.05, [{"pseudo_share": 0.1}, {"pseudo_share": 0.12}], cfg)
+    assert grown["tripped"] and grown["reason"].startswith("pseudo labels grew") and grown["round_1_share"] == 0.1
+    assert not _guard(2, 0.14, 0.05, [{"pseudo_share": 0.1}], cfg)["tripped"]
+    with pytest.raises(InputError, match="growth"):
+        RefineConfig(growth=1.0).check()
+    with pytest.raises(InputError, match="norm"):
+        RefineConfig(norm="scene-ish").check()
+
+
+def test_uncertainty_teacher_stays_fixed_unless_asked(world, tmp_path):
+    fixed, _ = _refine(world, tmp_path / "fixed", strategy="uncertainty", rounds=2, mc_passes=2, guard=False)
+    assert [r["teachers"] for r in fixed.rounds] == [[str(world["model"])]] * 2
+    prev, _ = _refine(world, tmp_path / "prev", strategy="uncertainty", rounds=2, mc_passes=2, guard=False,
+                      teacher="previous")
+    assert prev.rounds[1]["teachers"] == prev.rounds[0]["models"]
+    assert read_card(fixed.models[0]).train["refine"]["teacher"] == "fixed"
+
+
+def test_a_round_below_the_source_on_a_proxy_warns(world, tmp_path):
+    """A round that wrecks the model (a huge learning rate, last checkpoint) scores below the source
+    model on the labelled source: the user is warned, and the summary lists what got worse."""
+    res, warned = _refine(world, tmp_path / "run", lr=3.0, steps=6, select="last", guard=False)
+    (summary,) = res.rounds
+    assert summary["proxies"]["worse"], summary["proxies"]
+    assert any("below the source model on label-free proxies" in w for w in warned)
+    assert summary["proxies"]["round"]["source_f1"] < summary["proxies"]["source"]["source_f1"] or \
+        summary["proxies"]["round"]["share_distance"] > summary["proxies"]["source"]["share_distance"]
