@@ -21,7 +21,8 @@ Layout of a run folder ``OUT``::
 
     OUT/refine.json            run configuration and inputs (checked on --resume)
     OUT/source_stats.json      band statistics of the labelled source
-    OUT/target_stats.json      band statistics of the target (its own normalisation)
+    OUT/target_stats.json      band statistics of the target (its own normalisation; nodata fill left out)
+    OUT/norm.json              how the target is normalised (own / model) and the label-free evidence
     OUT/round_<i>/pseudo/mask_<id>.h5          pseudo labels (L4S mask, 255 = ignored)
     OUT/round_<i>/maps/prob_<id>.npy           teacher landslide probability (float16)
     OUT/round_<i>/maps/uncertainty_<id>.npy    MC-dropout variance (float16; uncertainty only)
@@ -71,7 +72,7 @@ from lsmap.learn.train import Source, TrainConfig, fit, show_bar
 RUN_FILE = "refine.json"
 SUMMARY_FILE = "summary.json"
 #: What ``lsmap refine`` writes into its folder: ``--overwrite`` replaces a folder holding nothing else.
-OUTPUT_PATTERNS = (RUN_FILE, "source_stats.json", "target_stats.json", "round_*/**")
+OUTPUT_PATTERNS = (RUN_FILE, "source_stats.json", "target_stats.json", "norm.json", "round_*/**")
 #: Settings that must not change when a run is resumed.
 _RESUME_KEYS = ("strategy", "bands", "pos_thresh", "neg_thresh", "keep_bg", "keep_ls", "mc_passes", "mc_p", "crf",
                 "norm", "teacher")
@@ -124,8 +125,9 @@ class RefineConfig:
         select: Checkpoint of each round without ``val``: ``source`` (best F1 on the labelled
             source patches, checked every ``steps // 4``) or ``last``.
         guard: Stop (keep the previous round's models, warn) when the pseudo labels degenerate:
-            a landslide share below ``collapse`` times the source's, or above ``growth`` times
-            round 1's.
+            a landslide share below ``collapse`` times the source labels', or, after round 1, one
+            that grew since the last round to above ``growth`` times the larger of the source's
+            and round 1's (:func:`_guard`).
         collapse: See ``guard``.
         growth: See ``guard``.
     """
@@ -155,7 +157,7 @@ class RefineConfig:
     teacher: str = "fixed"
     select: str = "source"
     guard: bool = True
-    collapse: float = 0.05
+    collapse: float = 0.01
     growth: float = 1.5
 
     def check(self) -> None:
@@ -572,7 +574,8 @@ def _check_resume(out_dir: Path, record: dict) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: unreadable ({e}); pass `overwrite` to start again") from None
     diffs = [k for k in ("models", "source", "target") if old.get(k) != record[k]]
-    diffs += [k for k in _RESUME_KEYS if old.get("config", {}).get(k) != record["config"][k]]
+    defaults = asdict(RefineConfig())  # a key missing from an older run's record had its default then
+    diffs += [k for k in _RESUME_KEYS if old.get("config", {}).get(k, defaults[k]) != record["config"][k]]
     if diffs:
         raise InputError(f"{out_dir}: cannot resume, the run was started with other {', '.join(diffs)}; "
                          f"use the same settings, another `output`, or `overwrite`")
@@ -794,16 +797,25 @@ def _run_round(i: int, current: list[str], ctx: dict, previous: list[dict], src_
 
 
 def _guard(i: int, share: float, prior: float, previous: list[dict], config: RefineConfig) -> dict:
-    """Degenerate pseudo labels: a landslide share collapsing below the source's, or growing after round 1."""
+    """Degenerate pseudo labels: a landslide share collapsing towards 0, or growing round after round.
+
+    Collapse: the share of target pixels pseudo-labelled landslide is below ``collapse`` times
+    the landslide share of the source labels (the 1st place's 0.7 threshold keeps a few percent of
+    the predicted landslide pixels on a shifted target, which is still a usable seed; the
+    collapse seen on a real target was 24 pixels of 1.3 million). Growth (round 2 on): the share
+    grew since the previous round and exceeds ``growth`` times the larger of the source share
+    and round 1's: pseudo labels that feed a model's false positives back grow that way.
+    """
     ref = next((r["pseudo_share"] for r in previous if r.get("pseudo_share") is not None), None)
+    last = previous[-1].get("pseudo_share") if previous else None
     out = {"tripped": False, "reason": None, "share": share, "prior": prior, "round_1_share": ref,
            "collapse": config.collapse, "growth": config.growth, "on": config.guard}
     if share < config.collapse * prior:
         out |= {"tripped": True, "reason": f"pseudo labels collapsed: landslide share {share:.5f} of the target, "
-                                           f"below {config.collapse:g} x the source's {prior:.4f}"}
-    elif i > 1 and ref is not None and share > config.growth * ref:
+                                           f"below {config.collapse:g} x the source labels' {prior:.4f}"}
+    elif i > 1 and ref is not None and last is not None and share > last and share > config.growth * max(prior, ref):
         out |= {"tripped": True, "reason": f"pseudo labels grew: landslide share {share:.5f} of the target, above "
-                                           f"{config.growth:g} x round 1's {ref:.5f}"}
+                                           f"{config.growth:g} x max(source {prior:.4f}, round 1 {ref:.5f})"}
     return out
 
 
