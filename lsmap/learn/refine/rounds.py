@@ -3,19 +3,35 @@
 Two strategies from the Landslide4Sense 2022 winners (the competition report, Ghorbanzadeh et al. 2022):
 
 ``threshold`` (1st place, progressive label refinement)
-    The current best models (round 0: the given ones) predict every target patch, normalised with
-    the target's own statistics; probabilities ``>= pos`` become landslide, ``<= neg`` background,
+    The current best models (round 0: the given ones) predict every target patch (normalised as
+    chosen below); probabilities ``>= pos`` become landslide, ``<= neg`` background,
     the rest is ignored. Each model is then trained further (starting from its previous weights)
     on the source labels with its recipe loss plus the target pseudo labels with soft cross
     entropy; the new models label the target for the next round.
 
 ``uncertainty`` (3rd place, uncertainty-aware teacher-student)
-    A fixed teacher (round 1: the given models; later rounds: the previous student) labels each
-    target pixel with its predicted class; Monte-Carlo dropout on the first feature map gives a
+    A fixed teacher (the given models, pre-trained on the source, in every round; ``teacher=
+    "previous"``: the previous student from round 2 on) labels each target pixel with its predicted class; Monte-Carlo dropout on the first feature map gives a
     per-pixel variance, and over the whole target set the lowest-variance ``keep_bg`` of predicted
     background and ``keep_ls`` of predicted landslide pixels are kept. A student (starting from
     the first teacher's weights) is trained on labelled and pseudo-labelled batches alike, both
     with mix-up (lambda ~ Beta(a, a)) and cross entropy + Jaccard.
+
+What guards the rounds (issue 16, measured on ``bench/cross_region.py``):
+
+- Target normalisation (``norm``): the target's own statistics (the 1st place's separated
+  normalisation) or the source's; ``auto`` chooses, before round 1 and without target labels, the
+  one under which the given models predict a landslide share closest to the source labels'
+  (:func:`choose_norm`). The choice is in ``norm.json``, every round summary and every model card
+  (``train["refine"]``).
+- Degenerate pseudo labels (``guard``): a landslide share collapsing towards 0, or growing round
+  after round, stops the run before training on them; the models of the last good round are kept
+  and a warning (:class:`~lsmap.errors.LsmapWarning`) says so (:func:`_guard`).
+- Checkpoint (``select``): without a ``val`` folder, each round keeps its best checkpoint on the
+  labelled source (the 1st place chose on validation), not the last one.
+- Label-free proxies (:func:`proxies`): F1 on the labelled source (or ``val``), mean confidence on
+  the target and the distance of its predicted landslide share from the source's; a round below
+  the given models on any of them prints a warning.
 
 Layout of a run folder ``OUT``::
 
