@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--case", choices=CASES, default="rgbn")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stage", choices=("source", "refine"), default="source")
-    ap.add_argument("--strategy", default="threshold", choices=("threshold", "uncertainty"))
-    ap.add_argument("--variant", default="new", choices=list(VARIANTS))
+    ap.add_argument("--strategy", default="threshold", help="threshold, uncertainty, or both comma-separated")
+    ap.add_argument("--variant", default="new", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--steps", type=int, default=150, help="source training steps")
     ap.add_argument("--round-steps", type=int, default=40, help="training steps per refinement round")
     ap.add_argument("--rounds", type=int, default=2)
@@ -247,14 +247,24 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     f = folders(args.case, args.seed, args.work)
     run = args.work / f"{args.case}_s{args.seed}"
-    row = {"case": args.case, "seed": args.seed, "stage": args.stage}
     if args.stage == "source":
-        row |= {"steps": args.steps, **stage_source(args, f, run)}
-    else:
-        row |= {"strategy": args.strategy, "variant": args.variant, "round_steps": args.round_steps,
-                **stage_refine(args, f, run)}
-    _append(args.json, row)
-    print(json.dumps(row, default=str)[:3000])
+        row = {"case": args.case, "seed": args.seed, "stage": args.stage, "steps": args.steps,
+               **stage_source(args, f, run)}
+        _append(args.json, row)
+        print(json.dumps(row, default=str)[:2000])
+        return 0
+    for strategy in args.strategy.split(","):
+        for variant in args.variant.split(","):
+            if variant not in VARIANTS or strategy not in ("threshold", "uncertainty"):
+                raise SystemExit(f"unknown strategy '{strategy}' or variant '{variant}'")
+            one = argparse.Namespace(**(vars(args) | {"strategy": strategy, "variant": variant}))
+            row = {"case": args.case, "seed": args.seed, "stage": "refine", "strategy": strategy, "variant": variant,
+                   "round_steps": args.round_steps, **stage_refine(one, f, run)}
+            _append(args.json, row)
+            print(f"{args.case} seed {args.seed} {strategy} ({variant}), {row['seconds']} s: "
+                  + ", ".join(f"round {r['round']} F1 {r['scores']['f1']:.3f} norm {r['norm']}"
+                              f"{' (stopped)' if r['models_kept'] else ''}" for r in row["rounds"])
+                  + "".join(f"\n  warning: {w}" for w in row["warnings"]))
     return 0
 
 

@@ -98,6 +98,8 @@ REFINE_NORMS = ("auto", "own", "model")
 TEACHERS = ("fixed", "previous")
 #: How each round's checkpoint is chosen when no ``val`` folder is given.
 SELECTS = ("source", "last")
+#: How much closer (log ratio) the source statistics' predicted landslide share must be for ``auto`` to leave ``own``.
+NORM_MARGIN = float(np.log(1.2))
 #: Tolerances of the label-free proxies before refine warns that a round looks worse than the source model.
 PROXY_TOLERANCE = {"source_f1": 0.01, "target_confidence": 0.01, "share_distance": float(np.log(1.5))}
 
@@ -357,8 +359,8 @@ def choose_norm(members: Sequence[Any], patches: Sequence[Patch], s_stats: BandS
     """Choose how to normalise the target: its own statistics or the source's (label-free).
 
     ``auto`` picks the normalisation under which the given models predict a landslide share of the
-    target closest (in log ratio) to the landslide share of the source labels; a tie goes to
-    ``own``. The share is what the pseudo labels inherit: a normalisation that makes the models
+    target closest (in log ratio) to the landslide share of the source labels; ``model`` must be
+    closer by :data:`NORM_MARGIN` (a factor of 1.2), else ``own`` (the 1st place's default) stays. The share is what the pseudo labels inherit: a normalisation that makes the models
     see (almost) no landslide makes every round train toward "no landslide" (or the reverse),
     while a confidence or entropy criterion cannot see that (a model that predicts nothing is
     confident). ``own`` and ``model`` force the choice; both views are measured and recorded anyway.
@@ -372,7 +374,7 @@ def choose_norm(members: Sequence[Any], patches: Sequence[Patch], s_stats: BandS
         v = target_view(members, patches, stats, profile, batch=batch, amp=amp)
         views[name] = v | {"distance": _share_distance(v["share"], prior)}
     if mode == "auto":
-        chosen = "model" if views["model"]["distance"] < views["own"]["distance"] else "own"
+        chosen = "model" if views["model"]["distance"] < views["own"]["distance"] - NORM_MARGIN else "own"
     else:
         chosen = mode
     return {"chosen": chosen, "mode": mode, "prior": prior,
