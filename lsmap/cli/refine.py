@@ -57,7 +57,8 @@ from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
               help="Checkpoint of each round without --val: best F1 on the labelled source, or the last one.")
 @click.option("--guard/--no-guard", default=True, show_default=True,
               help="Stop and keep the previous models when the pseudo labels' landslide share collapses "
-                   "(below 0.01 x the source labels') or keeps growing (above 1.5 x max(source, round 1)).")
+                   "(below 0.01 x the source labels') or keeps growing (above 1.5 x what the given models "
+                   "predict, the source's share and round 1's).")
 @click.option("--crf", is_flag=True, help="Sharpen the teacher's probabilities with a dense CRF (needs lsmap[crf]).")
 @bands_option(None, "Band set to take from source and target [default: the first model card's].")
 @device_opt

@@ -146,6 +146,9 @@ def test_guard_thresholds():
     assert not _guard(2, 0.07, 0.05, [{"pseudo_share": 0.003}], cfg)["tripped"]  # a small seed may grow to the prior
     assert _guard(2, 0.08, 0.05, [{"pseudo_share": 0.003}], cfg)["tripped"]  # ... not far beyond it
     assert not _guard(3, 0.16, 0.05, [{"pseudo_share": 0.1}, {"pseudo_share": 0.2}], cfg)["tripped"]  # shrinking
+    # a landslide-rich target: growth up to 1.5 x what the given models predict there is no alarm
+    assert not _guard(2, 0.17, 0.05, [{"pseudo_share": 0.02}], cfg, start=0.12)["tripped"]
+    assert _guard(2, 0.19, 0.05, [{"pseudo_share": 0.02}], cfg, start=0.12)["tripped"]
     with pytest.raises(InputError, match="growth"):
         RefineConfig(growth=1.0).check()
     with pytest.raises(InputError, match="norm"):
@@ -168,5 +171,4 @@ def test_a_round_below_the_source_on_a_proxy_warns(world, tmp_path):
     (summary,) = res.rounds
     assert summary["proxies"]["worse"], summary["proxies"]
     assert any("below the source model on label-free proxies" in w for w in warned)
-    assert summary["proxies"]["round"]["source_f1"] < summary["proxies"]["source"]["source_f1"] or \
-        summary["proxies"]["round"]["share_distance"] > summary["proxies"]["source"]["share_distance"]
+    assert summary["warnings"] == [w for w in warned if w.startswith("round 1")]

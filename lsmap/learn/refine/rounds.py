@@ -101,7 +101,7 @@ SELECTS = ("source", "last")
 #: How much closer (log ratio) the source statistics' predicted landslide share must be for ``auto`` to leave ``own``.
 NORM_MARGIN = float(np.log(1.2))
 #: Tolerances of the label-free proxies before refine warns that a round looks worse than the source model.
-PROXY_TOLERANCE = {"source_f1": 0.01, "target_confidence": 0.01, "share_distance": float(np.log(1.5))}
+PROXY_TOLERANCE = {"source_f1": 0.01, "target_confidence": 0.01, "share_distance": float(np.log(1.5) + 1e-9)}
 
 
 @dataclass
@@ -144,8 +144,8 @@ class RefineConfig:
             source patches, checked every ``steps // 4``) or ``last``.
         guard: Stop (keep the previous round's models, warn) when the pseudo labels degenerate:
             a landslide share below ``collapse`` times the source labels', or, after round 1, one
-            that grew since the last round to above ``growth`` times the larger of the source's
-            and round 1's (:func:`_guard`).
+            that grew since the last round to above ``growth`` times the largest of the source
+            labels', the given models' predicted share and round 1's (:func:`_guard`).
         collapse: See ``guard``.
         growth: See ``guard``.
     """
@@ -391,9 +391,9 @@ def _worse(now: dict, ref: dict) -> list[str]:
     if now.get("target_confidence") is not None and ref.get("target_confidence") is not None \
             and now["target_confidence"] < ref["target_confidence"] - PROXY_TOLERANCE["target_confidence"]:
         out.append(f"mean confidence on the target {now['target_confidence']:.3f} < {ref['target_confidence']:.3f}")
-    if now["share_distance"] > ref["share_distance"] + PROXY_TOLERANCE["share_distance"]:
-        out.append(f"predicted landslide share of the target {now['target_share']:.4f} further from the source's "
-                   f"{now['prior']:.4f} than the source model's {ref['target_share']:.4f}")
+    if _share_distance(now["target_share"], ref["target_share"]) > PROXY_TOLERANCE["share_distance"]:
+        out.append(f"predicted landslide share of the target {now['target_share']:.4f}, more than 1.5 times away "
+                   f"from the source model's {ref['target_share']:.4f}")
     return out
 
 
@@ -755,7 +755,7 @@ def _run_round(i: int, current: list[str], ctx: dict, previous: list[dict], src_
                          f"or raise `keep_bg`/`keep_ls`")
     del members
     share = sel["kept"]["landslide"] / sel["pixels"] if sel["pixels"] else 0.0
-    guard = _guard(i, share, ctx["prior"], previous, config)
+    guard = _guard(i, share, ctx["prior"], previous, config, start=norm[norm["chosen"]]["share"])
     summary = {
         "round": i,
         "strategy": config.strategy,
@@ -814,26 +814,31 @@ def _run_round(i: int, current: list[str], ctx: dict, previous: list[dict], src_
     return summary
 
 
-def _guard(i: int, share: float, prior: float, previous: list[dict], config: RefineConfig) -> dict:
+def _guard(i: int, share: float, prior: float, previous: list[dict], config: RefineConfig,
+           start: float = 0.0) -> dict:
     """Degenerate pseudo labels: a landslide share collapsing towards 0, or growing round after round.
 
     Collapse: the share of target pixels pseudo-labelled landslide is below ``collapse`` times
     the landslide share of the source labels (the 1st place's 0.7 threshold keeps a few percent of
     the predicted landslide pixels on a shifted target, which is still a usable seed; the
     collapse seen on a real target was 24 pixels of 1.3 million). Growth (round 2 on): the share
-    grew since the previous round and exceeds ``growth`` times the larger of the source share
-    and round 1's: pseudo labels that feed a model's false positives back grow that way.
+    grew since the previous round and exceeds ``growth`` times the largest of the source labels'
+    share, the share the given models predict on the target (``start``: a landslide-rich region
+    may hold far more than the source) and round 1's: pseudo labels that feed a model's false
+    positives back grow that way.
     """
     ref = next((r["pseudo_share"] for r in previous if r.get("pseudo_share") is not None), None)
     last = previous[-1].get("pseudo_share") if previous else None
-    out = {"tripped": False, "reason": None, "share": share, "prior": prior, "round_1_share": ref,
+    out = {"tripped": False, "reason": None, "share": share, "prior": prior, "start_share": start, "round_1_share": ref,
            "collapse": config.collapse, "growth": config.growth, "on": config.guard}
     if share < config.collapse * prior:
         out |= {"tripped": True, "reason": f"pseudo labels collapsed: landslide share {share:.5f} of the target, "
                                            f"below {config.collapse:g} x the source labels' {prior:.4f}"}
-    elif i > 1 and ref is not None and last is not None and share > last and share > config.growth * max(prior, ref):
+    elif i > 1 and ref is not None and last is not None and share > last \
+            and share > config.growth * max(prior, start, ref):
         out |= {"tripped": True, "reason": f"pseudo labels grew: landslide share {share:.5f} of the target, above "
-                                           f"{config.growth:g} x max(source {prior:.4f}, round 1 {ref:.5f})"}
+                                           f"{config.growth:g} x max(source labels {prior:.4f}, given models' "
+                                           f"prediction {start:.4f}, round 1 {ref:.5f})"}
     return out
 
 
