@@ -101,6 +101,7 @@ def _score(members, target: Path, stats, profile) -> dict:
     patches = find_patches(target)
     thr = float(np.mean([m.card.threshold for m in members]))
     total, ls, n = Confusion(), 0, 0
+    probs, truth = [], []
     with inference_context("cpu", False):
         for group, x in _batches(patches, profile, 16):
             prob = predict_proba(members, torch.from_numpy(x), stats, amp=False).numpy()
@@ -109,9 +110,56 @@ def _score(members, target: Path, stats, profile) -> dict:
                 ls += int(pred.sum())
                 n += pred.size
                 if p.mask is not None:
-                    total = total + confusion(pred, read_mask(p.mask))
+                    m = read_mask(p.mask)
+                    total = total + confusion(pred, m)
+                    probs.append(prob[k][m <= 1])
+                    truth.append(m[m <= 1])
     s = scores(total)
-    return {"f1": s["f1"], "precision": s["precision"], "recall": s["recall"], "pred_share": ls / n}
+    return {"f1": s["f1"], "precision": s["precision"], "recall": s["recall"], "pred_share": ls / n,
+            "auc": _auc(np.concatenate(probs), np.concatenate(truth)) if probs else None}
+
+
+def _auc(prob: np.ndarray, truth: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with mid-ranks): threshold-free, 0.5 = chance."""
+    from scipy.stats import rankdata
+
+    pos, neg = int((truth == 1).sum()), int((truth == 0).sum())
+    if not pos or not neg:
+        return None
+    ranks = rankdata(prob)
+    return float((ranks[truth == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def rescore(args) -> None:
+    """Recompute every row's scores from the checkpoints kept under ``--work`` (adds new metrics)."""
+    from lsmap.core.bands import get_profile
+    from lsmap.core.normalize import BandStats
+    from lsmap.data.stats import patch_stats
+    from lsmap.io.patches import find_patches
+    from lsmap.learn.ensemble import load_ensemble
+
+    rows = json.loads(args.json.read_text())
+    for row in rows:
+        f = folders(row["case"], row["seed"], args.work)
+        run = args.work / f"{row['case']}_s{row['seed']}"
+        profile = get_profile(f["bands"])
+        if row["stage"] == "source":
+            members = load_ensemble([row["checkpoint"]], "cpu", profile)
+            tgt = find_patches(f["target"])
+            s_stats = patch_stats(find_patches(f["source"]), profile, progress=False)
+            row["model"] = _score(members, f["target"], s_stats, profile)
+            row["own"] = _score(members, f["target"], patch_stats(tgt, profile, valid_only=True), profile)
+            row["own_fill"] = _score(members, f["target"], patch_stats(tgt, profile), profile)
+            continue
+        out = run / f"refine_{row['strategy']}_{row['variant']}"
+        s_stats, t_stats = BandStats.load(out / "source_stats.json"), BandStats.load(out / "target_stats.json")
+        for r in row["rounds"]:
+            summary = json.loads((out / f"round_{r['round']}" / "summary.json").read_text())
+            members = load_ensemble(summary["models"], "cpu", profile)
+            r["scores"] = _score(members, f["target"], t_stats if r["norm"] == "own" else s_stats, profile)
+    tmp = args.json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    tmp.replace(args.json)
 
 
 def _append(path: Path, row: dict) -> None:
@@ -196,14 +244,14 @@ def table(path: Path) -> str:
         seeds = sorted(src)
         out.append(f"\n**{case}** (seeds {', '.join(map(str, seeds))}; mean F1 / precision / recall / predicted "
                    f"landslide share of the target)\n")
-        out.append("| model | F1 | P | R | share | per seed F1 | warnings |")
-        out.append("|---|---|---|---|---|---|---|")
+        out.append("| model | F1 | P | R | share | AUC | per seed F1 | warnings |")
+        out.append("|---|---|---|---|---|---|---|---|")
         for norm in ("model", "own", "own_fill"):
             rs = [src[s] for s in seeds]
             label = {"model": "source statistics", "own": "target's own statistics",
                      "own_fill": "target's own, nodata fill counted"}[norm]
             out.append(f"| source model, {label} | " + " | ".join(
-                _fmt(rs, lambda r, k=k, n=norm: r[n][k]) for k in ("f1", "precision", "recall", "pred_share"))
+                _fmt(rs, lambda r, k=k, n=norm: r[n][k]) for k in ("f1", "precision", "recall", "pred_share", "auc"))
                 + " | " + ", ".join(f"{r[norm]['f1']:.3f}" for r in rs) + " | |")
         combos = sorted({(r["strategy"], r["variant"]) for r in rows if r["case"] == case and r["stage"] == "refine"})
         for strategy, variant in combos:
@@ -215,7 +263,7 @@ def table(path: Path) -> str:
                 norms = "/".join(sorted({p["norm"] for p in per}))
                 warn = sum(len(r["warnings"]) for r in rs.values()) if i == n_rounds - 1 else ""
                 out.append(f"| {strategy} ({variant}), round {i + 1}, norm {norms} | " + " | ".join(
-                    _fmt(per, lambda p, k=k: p["scores"][k]) for k in ("f1", "precision", "recall", "pred_share"))
+                    _fmt(per, lambda p, k=k: p["scores"][k]) for k in ("f1", "precision", "recall", "pred_share", "auc"))
                     + " | " + ", ".join(f"{p['scores']['f1']:.3f}" for p in per) + f" | {warn} |")
     return "\n".join(out)
 
@@ -233,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/lsmap_cross_region"), help="data folders and runs")
     ap.add_argument("--json", type=Path, default=Path("/tmp/lsmap_cross_region/results.json"))
     ap.add_argument("--table", action="store_true", help="print the markdown table of --json and exit")
+    ap.add_argument("--rescore", action="store_true", help="recompute the scores of every row of --json and exit")
     args = ap.parse_args(argv)
     if args.table:
         print(table(args.json))
@@ -245,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore", category=UserWarning)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.rescore:
+        rescore(args)
+        return 0
     f = folders(args.case, args.seed, args.work)
     run = args.work / f"{args.case}_s{args.seed}"
     if args.stage == "source":
