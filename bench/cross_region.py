@@ -105,10 +105,11 @@ def _score(members, target: Path, stats, profile) -> dict:
     with inference_context("cpu", False):
         for group, x in _batches(patches, profile, 16):
             prob = predict_proba(members, torch.from_numpy(x), stats, amp=False).numpy()
+            valid = ~(x == 0.0).all(axis=1)  # lsmap tile's nodata fill
             for k, p in enumerate(group):
                 pred = prob[k] >= thr
-                ls += int(pred.sum())
-                n += pred.size
+                ls += int((pred & valid[k]).sum())
+                n += int(valid[k].sum())
                 if p.mask is not None:
                     m = read_mask(p.mask)
                     total = total + confusion(pred, m)
@@ -242,8 +243,8 @@ def table(path: Path) -> str:
         if not src:
             continue
         seeds = sorted(src)
-        out.append(f"\n**{case}** (seeds {', '.join(map(str, seeds))}; mean F1 / precision / recall / predicted "
-                   f"landslide share of the target)\n")
+        out.append(f"\n**{case}** (seeds {', '.join(map(str, seeds))}; means over seeds of F1, precision, recall, "
+                   f"predicted landslide share of the valid target pixels, ROC AUC)\n")
         out.append("| model | F1 | P | R | share | AUC | per seed F1 | warnings |")
         out.append("|---|---|---|---|---|---|---|---|")
         for norm in ("model", "own", "own_fill"):
@@ -251,7 +252,7 @@ def table(path: Path) -> str:
             label = {"model": "source statistics", "own": "target's own statistics",
                      "own_fill": "target's own, nodata fill counted"}[norm]
             out.append(f"| source model, {label} | " + " | ".join(
-                _fmt(rs, lambda r, k=k, n=norm: r[n][k]) for k in ("f1", "precision", "recall", "pred_share", "auc"))
+                _fmt(rs, lambda r, k=k, n=norm: r[n].get(k)) for k in ("f1", "precision", "recall", "pred_share", "auc"))
                 + " | " + ", ".join(f"{r[norm]['f1']:.3f}" for r in rs) + " | |")
         combos = sorted({(r["strategy"], r["variant"]) for r in rows if r["case"] == case and r["stage"] == "refine"})
         for strategy, variant in combos:
@@ -263,7 +264,7 @@ def table(path: Path) -> str:
                 norms = "/".join(sorted({p["norm"] for p in per}))
                 warn = sum(len(r["warnings"]) for r in rs.values()) if i == n_rounds - 1 else ""
                 out.append(f"| {strategy} ({variant}), round {i + 1}, norm {norms} | " + " | ".join(
-                    _fmt(per, lambda p, k=k: p["scores"][k]) for k in ("f1", "precision", "recall", "pred_share", "auc"))
+                    _fmt(per, lambda p, k=k: p["scores"].get(k)) for k in ("f1", "precision", "recall", "pred_share", "auc"))
                     + " | " + ", ".join(f"{p['scores']['f1']:.3f}" for p in per) + f" | {warn} |")
     return "\n".join(out)
 
