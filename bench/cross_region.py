@@ -132,7 +132,9 @@ def _auc(prob: np.ndarray, truth: np.ndarray) -> float | None:
 
 
 def rescore(args) -> None:
-    """Recompute every row's scores from the checkpoints kept under ``--work`` (adds new metrics)."""
+    """Recompute the scores of rows from an older version of this script from the checkpoints kept under
+    ``--work`` (adds the AUC and valid-pixel shares). Only the last row of a (case, seed, strategy,
+    variant) still has its checkpoints; earlier duplicates keep their old scores (the table reads the last)."""
     from lsmap.core.bands import get_profile
     from lsmap.core.normalize import BandStats
     from lsmap.data.stats import patch_stats
@@ -141,6 +143,8 @@ def rescore(args) -> None:
 
     rows = json.loads(args.json.read_text())
     for row in rows:
+        if "auc" in (row.get("own") or (row.get("rounds") or [{}])[-1].get("scores") or {}):
+            continue  # scored by this version already
         f = folders(row["case"], row["seed"], args.work)
         run = args.work / f"{row['case']}_s{row['seed']}"
         profile = get_profile(f["bands"])
