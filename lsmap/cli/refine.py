@@ -14,7 +14,7 @@ from lsmap.cli.options import (
     progress_default,
     seed_opt,
 )
-from lsmap.core.normalize import norm_choices, norm_mode
+from lsmap.core.norms import norm_choices, norm_mode
 from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
 
 
