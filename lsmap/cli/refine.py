@@ -89,6 +89,8 @@ def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr,
     $ lsmap refine --model runs/r18/best --source l4s/train --target scene_patches \\
         --strategy uncertainty --keep-bg 0.9 --keep-ls 0.7 --mc-passes 10 --mc-p 0.3 -o runs/teacher
     $ lsmap refine --model runs/r18/best --source l4s/train --target scene_patches -o runs/refine --resume
+    $ lsmap refine --model runs/r18/best --source l4s/train --target scene_patches --norm model \\
+        --teacher fixed --select source -o runs/refine
     """
     from lsmap.learn.refine.rounds import RefineConfig
     from lsmap.learn.refine.rounds import refine as run_refine
