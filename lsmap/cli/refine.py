@@ -113,7 +113,7 @@ def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr,
         how = "forced by --norm" if n["mode"] != "auto" else (
             f"auto: predicted landslide share {n['share']['own']:.4f} (own) / {n['share']['model']:.4f} (model), "
             f"source {n['prior']:.4f}")
-        click.echo(f"target normalisation: {n['chosen']} ({how}); map with: lsmap detect ... --norm {n['chosen']}")
+        click.echo(f"target normalisation: {n['chosen']} ({how}); detect's --norm auto follows it")
     for r in result.rounds:
         kept = r["kept"]
         line = (f"round {r['round']}: kept {kept['background']} background / {kept['landslide']} landslide of "

@@ -90,7 +90,7 @@ def test_auto_norm_choice_is_recorded_in_summary_card_and_run_folder(world, tmp_
     assert json.loads((tmp_path / "run" / "norm.json").read_text())["chosen"] == "own"
     card = read_card(summary["models"][0])
     assert card.train["refine"]["target_norm"] == "own" and card.train["refine"]["norm_mode"] == "auto"
-    assert "--norm own" in card.data
+    assert card.train["norm"] == "own" and "train.norm = own" in card.data
     assert card.train["steps"] == 2  # the training record is still there next to the note
 
 
@@ -101,7 +101,10 @@ def test_cli_norm_is_honoured_and_printed(world, tmp_path):
     summary = json.loads((tmp_path / "run" / "round_1" / "summary.json").read_text())
     assert summary["norm"]["chosen"] == "model" and summary["norm"]["mode"] == "model"
     card = read_card(summary["models"][0])
-    assert card.train["refine"]["target_norm"] == "model" and "--norm model" in card.data
+    assert card.train["refine"]["target_norm"] == "model" and card.train["norm"] == "model"
+    from lsmap.core.norms import ensemble_norm
+
+    assert ensemble_norm("auto", [card.train]) == "model"  # detect's default normalises as refine did
     # the alias of train/detect is accepted too
     res = _cli(world, tmp_path / "run2", "--norm", "target", "--json")
     assert res.exit_code == 0, res.output

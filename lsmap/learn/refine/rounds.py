@@ -68,7 +68,7 @@ import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.checks import as_list
-from lsmap.core.constants import FILL, IGNORE_INDEX
+from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import BandStats
 from lsmap.data.stats import patch_stats
@@ -329,7 +329,7 @@ def target_view(members: Sequence[Any], patches: Sequence[Patch], stats: BandSta
                 batch: int = 16, amp: bool = True) -> dict:
     """Label-free view of the ensemble on ``patches``: predicted landslide share and mean confidence.
 
-    Only valid pixels count (pixels whose bands are all the nodata fill of ``lsmap tile`` are left out).
+    Only observed pixels count (:func:`lsmap.io.patches.read_observed`: not nodata, clouds, padding).
     """
     import torch
 
@@ -339,12 +339,14 @@ def target_view(members: Sequence[Any], patches: Sequence[Patch], stats: BandSta
     ls = n = 0
     conf = 0.0
     with inference_context(device, amp):
-        for _group, x in _batches(patches, profile, batch):
+        for group, x in _batches(patches, profile, batch):
             prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=amp).cpu().numpy()
-            valid = ~(x == FILL).all(axis=1)
-            ls += int(np.count_nonzero((prob >= thr) & valid))
-            n += int(np.count_nonzero(valid))
-            conf += float(confidence(prob)[valid].sum())
+            for k, p in enumerate(group):
+                obs = read_observed(p, x[k])
+                valid = np.ones(prob[k].shape, bool) if obs is None else obs
+                ls += int(np.count_nonzero((prob[k] >= thr) & valid))
+                n += int(np.count_nonzero(valid))
+                conf += float(confidence(prob[k])[valid].sum())
     return {"share": ls / n if n else 0.0, "confidence": conf / n if n else None}
 
 
@@ -842,7 +844,7 @@ def _guard(i: int, share: float, prior: float, previous: list[dict], config: Ref
     return out
 
 
-def _train_config(card: Any, config: RefineConfig, seed: int, has_val: bool):
+def _train_config(card: Any, config: RefineConfig, seed: int, has_val: bool, norm: str | None = None):
     """The training configuration of a round: the init model's recipe with the round's overrides."""
     import dataclasses
 
@@ -858,7 +860,7 @@ def _train_config(card: Any, config: RefineConfig, seed: int, has_val: bool):
         batch_size=config.batch_size if config.batch_size is not None else int(recipe.get("batch_size", 8)),
         lr=config.lr if config.lr is not None else tc.lr,
         warmup=min(tc.warmup_steps, steps // 10), val_every=every if has_val else steps,
-        workers=0,
+        workers=0, norm=norm or tc.norm,
     )
 
 
@@ -883,7 +885,8 @@ def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patc
     from lsmap.learn.domain_bn import SOURCE, TARGET
 
     card = read_card(init)
-    tc = _train_config(card, config, seed, val_patches is not None)
+    # The card's training norm is the target's: detect's --norm auto then normalises as refine did.
+    tc = _train_config(card, config, seed, val_patches is not None, (note or {}).get("target_norm"))
     recipe_loss = (card.train or {}).get("loss", "lovasz+ohem")
     if config.strategy == "threshold":
         src_loss, pseudo_loss = config.source_loss or recipe_loss, config.pseudo_loss or "softce"
@@ -902,7 +905,7 @@ def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patc
                          data=f"self-training ({config.strategy}) from {Path(init).name}: "
                               f"{len(src_patches)} labelled + {len(pseudo_patches)} pseudo-labelled patches"
                               + (f"; target normalised with its {'own' if norm == 'own' else 'source'} statistics "
-                                 f"(use --norm {norm} in detect)" if norm else ""))
+                                 f"(detect's --norm auto follows train.norm = {norm})" if norm else ""))
     res = fit(sources, val, tc, out_dir, card=template, init=init, progress=progress)
     path = res.best_path if val is not None and res.best_path is not None and res.best_path.exists() else res.last_path
     return {"checkpoint": str(path), "metrics": res.best_metrics}
