@@ -175,3 +175,21 @@ def test_a_round_below_the_source_on_a_proxy_warns(world, tmp_path):
     assert summary["proxies"]["worse"], summary["proxies"]
     assert any("below the source model on label-free proxies" in w for w in warned)
     assert summary["warnings"] == [w for w in warned if w.startswith("round 1")]
+
+
+def test_final_caution_says_what_the_run_cannot_vouch_for():
+    """A run ending below its start on the target's labels warns; so does one without target labels."""
+    from lsmap.learn.refine.rounds import final_caution
+
+    labelled = [{"target_f1_before": 0.213, "target_f1_after": 0.220, "warnings": []},
+                {"target_f1_before": 0.220, "target_f1_after": 0.211, "warnings": []}]
+    with pytest.warns(LsmapWarning, match=r"below the given models on the target's labels \(F1 0\.2130 -> 0\.2110\)"):
+        assert final_caution(labelled)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert final_caution([dict(labelled[0])]) is None  # better than the start: nothing to say
+        assert final_caution([{"target_f1_before": None, "target_f1_after": None, "warnings": ["round 1: x"]}]) is None
+        assert final_caution([{"stopped": True, "warnings": []}]) is None
+        assert final_caution([]) is None
+    with pytest.warns(LsmapWarning, match="no labels, so whether the rounds improved it is not measured"):
+        final_caution([{"target_f1_before": None, "target_f1_after": None, "warnings": []}])
