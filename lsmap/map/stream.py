@@ -95,6 +95,26 @@ class PredictResult:
     timings: dict = field(default_factory=dict)
 
 
+def auto_window(members: Sequence) -> tuple[int, str]:
+    """Detection's window for ``members`` when none is given: ``(pixels, why)``.
+
+    :data:`lsmap.core.constants.LARGE_WINDOW` (512) when every member is a registered fully
+    convolutional model (U-Nets, DeepLabV3+, the tiny U-Net: the window's size changes only pixels
+    near its borders, which the overlap blends away; measured: bench/window_size.py), on any device:
+    the batch shrinks to fit (:func:`auto_batch_size`), on a GPU it stays several windows. Else
+    :data:`lsmap.core.constants.WINDOW` (128), the Landslide4Sense patch size the models trained
+    on (SegFormer's attention sees the whole window; unknown architectures).
+    """
+    from lsmap.core.constants import LARGE_WINDOW, WINDOW
+    from lsmap.learn.registry import MODELS
+
+    names = [m.card.model for m in members]
+    other = sorted({n for n in names if n not in MODELS or not MODELS[n].fully_convolutional})
+    if other:
+        return WINDOW, f"auto: {WINDOW} px, the training patch size ({', '.join(other)} not fully convolutional)"
+    return LARGE_WINDOW, f"auto: {LARGE_WINDOW} px for fully convolutional models"
+
+
 def auto_batch_size(device, window: int, scale: float = 1.0, passes: int = 1) -> int:
     """Windows per batch for ``device``: about 16 L4S-sized windows on a CPU, more on a GPU by memory."""
     import torch

@@ -423,3 +423,19 @@ def test_ordered_map_reports_a_worker_that_cannot_start():
     with pytest.raises(RuntimeError, match="no such device"):
         list(ordered_map(lambda i: i, iter(range(5)), 2, broken))
 
+
+
+def test_auto_window_from_the_models():
+    """Fully convolutional members get 512 px windows; any attention or unknown member keeps 128."""
+    from types import SimpleNamespace
+
+    from lsmap.map.stream import auto_window
+
+    def member(name):
+        return SimpleNamespace(card=SimpleNamespace(model=name))
+
+    assert auto_window([member("tiny-unet"), member("unet-resnet18")])[0] == 512
+    assert auto_window([member("deeplabv3plus-resnet34")])[0] == 512
+    w, why = auto_window([member("unet-resnet18"), member("segformer-mit_b0")])
+    assert w == 128 and "segformer-mit_b0" in why
+    assert auto_window([member("someone-elses-net")])[0] == 128
