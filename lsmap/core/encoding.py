@@ -72,17 +72,23 @@ def encode_uint16(raw: np.ndarray, invalid: np.ndarray, profile: BandProfile) ->
     return codes.astype(np.uint16)
 
 
-def decode(codes: np.ndarray, scales: Sequence[float], offsets: Sequence[float]) -> np.ndarray:
-    """Codes ``(C, H, W)`` as float32 values ``code * scale + offset`` per band (one float32 pass).
+def decode(codes: np.ndarray, scales: Sequence[float], offsets: Sequence[float],
+           out: np.ndarray | None = None) -> np.ndarray:
+    """Codes ``(C, H, W)`` as float32 values ``code * scale + offset`` per band (two passes, no temporary).
+
+    Args:
+        codes: Integer codes.
+        scales: Per-band GDAL scale.
+        offsets: Per-band GDAL offset.
+        out: float32 array of the same shape to write into (e.g. a slice of a strip buffer).
 
     Shape:
         ``(C, H, W)`` any integer dtype -> ``(C, H, W)`` float32.
     """
-    out = codes.astype(np.float32)
+    if out is None:
+        out = np.empty(codes.shape, np.float32)
     for b, (s, o) in enumerate(zip(scales, offsets, strict=True)):
-        band = out[b]
-        if s != 1.0:
-            band *= np.float32(s)
+        np.multiply(codes[b], np.float32(s), out=out[b], dtype=np.float32)
         if o != 0.0:
-            band += np.float32(o)
+            out[b] += np.float32(o)
     return out

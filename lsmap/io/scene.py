@@ -262,19 +262,24 @@ def band_scaling(src, indexes: Sequence[int] | None = None) -> tuple[tuple[float
     return scales, offsets
 
 
-def _values(src, stored: np.ndarray, indexes: Sequence[int] | None) -> np.ndarray:
-    """Stored values as float32, unscaled when the bands carry a scale/offset (:func:`band_scaling`)."""
+def _values(src, stored: np.ndarray, indexes: Sequence[int] | None, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored values as float32 (in ``out`` when given), unscaled when the bands carry a scale/offset
+    (:func:`band_scaling`)."""
     from lsmap.core.encoding import decode
 
     scaling = band_scaling(src, indexes)
-    if scaling is None:
+    if scaling is not None:
+        return decode(stored, *scaling, out=out)
+    if out is None:
         return stored.astype(np.float32, copy=False)
-    return decode(stored, *scaling)
+    np.copyto(out, stored, casting="unsafe")
+    return out
 
 
 def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = False,
                       declared: bool | None = None,
-                      indexes: Sequence[int] | None = None, mask=None) -> tuple[np.ndarray, np.ndarray]:
+                      indexes: Sequence[int] | None = None, mask=None,
+                      out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read one window of an open scene: values and valid-pixel mask (see the module docstring).
 
     Invalid pixels keep the values stored in the file (callers fill them).
@@ -288,6 +293,8 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
         indexes: 1-based bands to read, in this order (:func:`scene_band_indices`; ``None``: all).
         mask: Open not-observed reason raster on the scene's grid (``SceneInfo.mask``, opened with
             :func:`open_scene_mask`): its non-zero pixels are invalid too (clouds, shadows...).
+        out: float32 ``(C, h, w)`` array to hold the values (a strip buffer: no copy of the window);
+            returned as ``data``.
 
     Returns:
         ``(data, valid)``: float32 ``(C, h, w)`` and bool ``(h, w)``.
@@ -300,9 +307,12 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
     if raw:
         scaling = band_scaling(src, indexes)
         data = scale_raw(stored if scaling is None else _values(src, stored, indexes), profile)
+        if out is not None:
+            out[...] = data
+            data = out
     else:
-        data = _values(src, stored, indexes)
-    if data is not stored and stored.dtype.kind in "fc":  # float64 beyond float32's range becomes inf
+        data = _values(src, stored, indexes, out)
+    if stored.dtype.kind in "fc" and stored.dtype != np.float32:  # float64 beyond float32's range becomes inf
         valid &= np.isfinite(data).all(axis=0)
     if mask is not None:
         valid &= read_window(mask, 1, window) == 0

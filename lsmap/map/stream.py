@@ -222,13 +222,13 @@ class _Strips:
         r = row + keep
         while r < row + h:  # new rows, split at block-row boundaries
             n = min(row + h, (r // self.block_rows + 1) * self.block_rows) - r
-            data, ok = read_scene_window(self.src, Window(col_off=0, row_off=r, width=self.scene.width, height=n), self.profile, raw=self.raw,
-                                         declared=self.scene.declares_nodata, indexes=self.indexes,
-                                         mask=self.mask)
+            rows = slice(r - row, r - row + n)
+            data, ok = read_scene_window(self.src, Window(col_off=0, row_off=r, width=self.scene.width, height=n),
+                                         self.profile, raw=self.raw, declared=self.scene.declares_nodata,
+                                         indexes=self.indexes, mask=self.mask, out=self.data[:, rows])
             if not ok.all():
                 np.copyto(data, self.fill, where=~ok[None])
-            self.data[:, r - row:r - row + n] = data
-            self.valid[r - row:r - row + n] = ok
+            self.valid[rows] = ok
             r += n
         self.top = row
 
@@ -482,6 +482,10 @@ def band_plan(scene: SceneInfo, members: Sequence, bands: str | Sequence[str] | 
     return BandPlan(profile, scene_band_indices(names, profile, source=scene.path), planned, tuple(names))
 
 
+#: Columns of the blend strip finalised at a time (a multiple of the 256 px GeoTIFF tiles).
+FLUSH_COLUMNS = 2048
+
+
 class _StripBlender:
     """Blends window probabilities into a strip of window rows by the scene width, writing each row
     as soon as no later window covers it: the weighted sum over the windows / the summed weights,
@@ -520,14 +524,17 @@ class _StripBlender:
             return
         t0 = time.perf_counter()
         width = self.p.shape[1]
-        wsum = np.maximum(self.w[:n], 1e-12)
-        p = self.p[:n] / wsum
-        v = self.v[:n]
-        target = self.rio_window(0, self.top, width, n)
-        self.dst_p.write(np.where(v, p, PROB_NODATA).astype(np.float32)[None], window=target)
-        if self.dst_u is not None:
-            u = self.u[:n] / wsum if self.use_var else p * (1.0 - p)
-            self.dst_u.write(np.where(v, u, PROB_NODATA).astype(np.float32)[None], window=target)
+        # in column pieces: the temporaries stay a few MB whatever the scene's width (same values)
+        for c0 in range(0, width, FLUSH_COLUMNS):
+            cs = slice(c0, min(width, c0 + FLUSH_COLUMNS))
+            wsum = np.maximum(self.w[:n, cs], 1e-12)
+            p = self.p[:n, cs] / wsum
+            v = self.v[:n, cs]
+            target = self.rio_window(c0, self.top, cs.stop - c0, n)
+            self.dst_p.write(np.where(v, p, PROB_NODATA).astype(np.float32)[None], window=target)
+            if self.dst_u is not None:
+                u = self.u[:n, cs] / wsum if self.use_var else p * (1.0 - p)
+                self.dst_u.write(np.where(v, u, PROB_NODATA).astype(np.float32)[None], window=target)
         h = self.p.shape[0]
         for a in (self.p, self.w, self.u, self.v):
             if a is not None:
