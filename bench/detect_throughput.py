@@ -267,6 +267,8 @@ def main() -> None:
     ap.add_argument("--tta", action="store_true", help="flip test-time augmentation (4 passes per member)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="the models' input scale (scale promotion; the 1st-place solution used 2.5)")
+    ap.add_argument("--positive", type=float, default=0.02,
+                    help="fraction of pixels an untrained model is calibrated to flag (more: a more fragmented mask)")
     ap.add_argument("--child", nargs="*")
     args = ap.parse_args()
     if args.child:
@@ -306,14 +308,14 @@ def main() -> None:
         for seed in range(args.members if args.model != "default" else 0):
             torch.manual_seed(seed)
             module = build_model(args.model, 14)
-            shifts.append(calibrate_head(module, scenes[args.sizes[0]], args.scale))
+            shifts.append(calibrate_head(module, scenes[args.sizes[0]], args.scale, args.positive))
             models.append(str(save_checkpoint(work / f"model{seed}", module.eval(), card)))
         if args.model == "default":
             print(f"model: the shipped default model {models[0]}{' + flip TTA' if args.tta else ''}")
         else:
             print(f"model: {args.model} x {args.members}{' + flip TTA' if args.tta else ''}, input scale "
                   f"{args.scale:g} (untrained; landslide logit shifted by {', '.join(f'{s:+.2f}' for s in shifts)} "
-                  f"so that ~2 % of pixels exceed p = 0.5)")
+                  f"so that ~{100 * args.positive:g} % of pixels exceed p = 0.5)")
         tta = ["--tta"] if args.tta else []
         rows = []
         for size, scene in scenes.items():
