@@ -255,8 +255,11 @@ class _Strips:
         keep = 0
         if self.top is not None and self.top < row < self.top + h:
             keep = self.top + h - row
-            self.data[:, :keep] = self.data[:, h - keep:]
-            self.valid[:keep] = self.valid[h - keep:]
+            step = h - keep  # rows moved up by `step`, in pieces that do not overlap: no temporary copy
+            for i in range(0, keep, step):
+                j = min(keep, i + step)
+                self.data[:, i:j] = self.data[:, i + step:j + step]
+                self.valid[i:j] = self.valid[i + step:j + step]
         r = row + keep
         while r < row + h:  # new rows, split at block-row boundaries
             n = min(row + h, (r // self.block_rows + 1) * self.block_rows) - r
