@@ -115,3 +115,24 @@ def test_values_outside_the_range_clip_and_nodata_is_code_zero():
 def test_unknown_encoding_is_refused(tmp_path):
     with pytest.raises(InputError, match="encoding"):
         stack_scene(SAMPLE / "s2", tmp_path / "x.tif", dem=SAMPLE / "dem_30m.tif", encoding="int8")
+
+
+def test_cli_encoding_option(tmp_path):
+    """`lsmap stack --encoding float32` writes the float values; the default writes uint16 codes."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lsmap.cli import main
+
+    args = [str(SAMPLE / "s2"), "--bbox", "500000,3076000,500400,3076400", "--bbox-crs", "EPSG:32645",
+            "--bands", "rgbn", "--json"]
+    r = CliRunner().invoke(main, ["stack", *args, "-o", str(tmp_path / "a.tif")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["encoding"] == "uint16"
+    r = CliRunner().invoke(main, ["stack", *args, "--encoding", "float32", "-o", str(tmp_path / "b.tif")])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert (a.dtypes[0], b.dtypes[0]) == ("uint16", "float32")
+        x, _ = read_scene_window(a, Window(0, 0, a.width, a.height), get_profile("rgbn"))
+        np.testing.assert_allclose(x, b.read(), atol=2e-6)  # 10 m bands: whole DNs, stored exactly
