@@ -48,7 +48,7 @@ from lsmap.core.windows import Window, blend_weight, window_grid
 from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
 from lsmap.io.outputs import gdal_write_check
-from lsmap.io.rasters import GDAL_CACHE_MB, geotiff_profile, open_raster
+from lsmap.io.rasters import geotiff_profile, open_raster
 from lsmap.io.scene import (
     SceneInfo,
     open_scene_mask,
@@ -218,15 +218,19 @@ def panel_columns(part: Sequence[Window]) -> tuple[int, int]:
     return min(w.col_off for w in part), max(w.col_off + w.width for w in part)
 
 
+#: Least GDAL block cache of streamed inference (MB): a panel's row of blocks needs 17 MB (uint16, 14 bands).
+STREAM_CACHE_MB = 32
+
+
 def stream_cache_bytes(src, width: int | None = None) -> int:
     """GDAL block cache for streaming ``src`` top to bottom ``width`` columns (default: all) at a time: one
-    row of its blocks (all bands) across them, at least :data:`GDAL_CACHE_MB`, so that every block is
-    decoded once although several strips read it."""
+    row of its blocks (all bands) across them, at least :data:`STREAM_CACHE_MB`, so that every block is
+    decoded once although several strips read it (and the probability rows written wait for their tiles)."""
     bh, bw = src.block_shapes[0]
     itemsize = max(np.dtype(t).itemsize for t in src.dtypes)
     cols = min(src.width, width) if width is not None else src.width
     row = src.count * bh * (-(-cols // bw) + 1) * bw * itemsize  # +1: a panel straddles a block column
-    return max(GDAL_CACHE_MB * 2**20, row + row // 4)
+    return max(STREAM_CACHE_MB * 2**20, row + row // 4)
 
 
 class _Strips:
@@ -730,7 +734,10 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     import rasterio
     import torch
 
+    from lsmap.io.resources import bound_heap_growth
+
     t_start = time.perf_counter()
+    bound_heap_growth()  # window-sized buffers return to the system when freed
     plan = _plan(scene, members, stats, fill, tta, overlap, window, batch_size, device, amp, pin_memory, bands)
     scene, profile, device, fill, passes, batch_size, pin = (plan.scene, plan.bands.profile, plan.device, plan.fill,
                                                             plan.passes, plan.batch_size, plan.pin)
