@@ -17,7 +17,7 @@ from lsmap.cli.options import (
     overwrite_opt,
     progress_default,
 )
-from lsmap.core.encoding import STACK_ENCODINGS
+from lsmap.core.constants import STACK_ENCODINGS
 
 
 @click.command("stack")

@@ -38,3 +38,6 @@ SPLITS = ("train", "validation", "test")
 #: slope in degrees.
 MIN_NDVI_DROP = 0.15
 MIN_SLOPE = 10.0
+
+#: Encodings ``lsmap stack`` can write (:mod:`lsmap.core.encoding`); the first is the default.
+STACK_ENCODINGS: tuple[str, ...] = ("uint16", "float32")

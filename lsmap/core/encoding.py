@@ -28,9 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from lsmap.core.bands import BandProfile
+from lsmap.core.constants import STACK_ENCODINGS  # noqa: F401  (named here too: the encodings' module)
 
-#: Encodings ``lsmap stack`` can write; the first is the default.
-STACK_ENCODINGS: tuple[str, ...] = ("uint16", "float32")
 #: Code of nodata pixels in a uint16 stack.
 UINT16_NODATA = 0
 _MAX_CODE = 65535
