@@ -114,9 +114,10 @@ def _label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_of
     ``rasterio.features.shapes`` traces the components (GDAL's polygonizer, exact integer vertices);
     their polygons are built by shapely's vectorised constructors from all the rings' coordinates at
     once rather than by one ``shape()`` call per polygon (two thirds of the time on a fragmented
-    mask). Components of one pixel (most of a speckled mask's) are not traced: their square is
-    written directly, as GDAL traces it (from the top-left corner down, then right, up and back).
-    Same coordinates, rings and ring order either way, so the same polygons (tested).
+    mask). Components that fill their bounding box (single pixels, dominoes, small squares: most of
+    a speckled mask's) are not traced: their rectangle is written directly, as GDAL traces it (from
+    the top-left corner down, then right, up and back). Same coordinates, rings and ring order
+    either way, so the same polygons (tested).
 
     Args:
         labels: ``(h, w)`` labels ``1..n`` (0 = none), from :func:`label_block`.
@@ -130,19 +131,29 @@ def _label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_of
     from rasterio.features import shapes
 
     out = np.empty(len(counts), dtype=object)
-    single = counts == 1
-    if single.any():
-        alone = single[labels - 1] & (labels > 0)  # pixels of one-pixel components
-        rows, cols = np.nonzero(alone)
-        x0 = (cols + col_off).astype(np.float64)[:, None]
-        y0 = (rows + row_off).astype(np.float64)[:, None]
-        square = np.stack([x0 + [0, 0, 1, 1, 0], y0 + [0, 1, 1, 0, 0]], axis=-1)  # (m, 5, 2)
-        out[labels[rows, cols] - 1] = shapely.polygons(shapely.linearrings(square))
-        traced = (labels > 0) & ~alone
-    else:
-        traced = labels > 0
-    if single.all():
+    n = len(counts)
+    lab = labels.ravel()
+    where = np.flatnonzero(lab)
+    ids = lab[where].astype(np.int64) - 1
+    rows, cols = np.divmod(where, labels.shape[1])
+    r0 = np.full(n, labels.shape[0], np.int64)
+    c0 = np.full(n, labels.shape[1], np.int64)
+    r1 = np.zeros(n, np.int64)
+    c1 = np.zeros(n, np.int64)
+    np.minimum.at(r0, ids, rows)
+    np.minimum.at(c0, ids, cols)
+    np.maximum.at(r1, ids, rows + 1)
+    np.maximum.at(c1, ids, cols + 1)
+    rect = (r1 - r0) * (c1 - c0) == counts  # the component fills its bounding box
+    if rect.any():
+        k = np.flatnonzero(rect)
+        x0, x1 = (c0[k] + col_off).astype(np.float64), (c1[k] + col_off).astype(np.float64)
+        y0, y1 = (r0[k] + row_off).astype(np.float64), (r1[k] + row_off).astype(np.float64)
+        ring = np.stack([np.stack([x0, x0, x1, x1, x0], 1), np.stack([y0, y1, y1, y0, y0], 1)], axis=-1)
+        out[k] = shapely.polygons(shapely.linearrings(ring))  # (m, 5, 2): GDAL's corner order
+    if rect.all():
         return out
+    traced = (labels > 0) & ~rect[np.maximum(labels, 1) - 1]
     coords: list = []
     ring_sizes: list[int] = []
     ring_owner: list[int] = []
