@@ -86,30 +86,3 @@ def check_disk(folder: str | os.PathLike, need: float, what: str, fix: str) -> N
         raise TooLargeError(f"{folder}: {what} would need about {human(need)} of disk but {mount_of(folder)} has "
                             f"{human(free)} free; {fix}")
 
-
-#: Allocations from this size up get their own memory map, returned to the system when freed.
-MMAP_THRESHOLD = 1 << 20
-_heap_bounded = False
-
-
-def bound_heap_growth() -> bool:
-    """Keep large buffers from piling up in the C heap (glibc only; once per process; True if set).
-
-    glibc serves a large ``malloc`` with its own memory map, returned to the system on ``free``, but
-    raises that threshold (up to 32 MiB) each time such a map is freed; streamed inference frees
-    window- and strip-sized numpy buffers (1-60 MB) all the time, so later ones come from the heap
-    arenas of the reader and model threads, which keep freed memory: measured +145 MB of peak RSS on
-    a 2048^2 detection (bench/detect_throughput.py). Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``,
-    which also stops its growth) costs a few page faults per buffer, no copy.
-    """
-    global _heap_bounded
-    if _heap_bounded:
-        return True
-    import ctypes
-    import ctypes.util
-
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_mmap_threshold = -3
-        _heap_bounded = bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD))
-    return _heap_bounded

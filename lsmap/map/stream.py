@@ -734,10 +734,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     import rasterio
     import torch
 
-    from lsmap.io.resources import bound_heap_growth
-
     t_start = time.perf_counter()
-    bound_heap_growth()  # window-sized buffers return to the system when freed
     plan = _plan(scene, members, stats, fill, tta, overlap, window, batch_size, device, amp, pin_memory, bands)
     scene, profile, device, fill, passes, batch_size, pin = (plan.scene, plan.bands.profile, plan.device, plan.fill,
                                                             plan.passes, plan.batch_size, plan.pin)
