@@ -18,7 +18,9 @@ without ``--model``). ``--model NAME`` builds untrained models of a registry kin
 ``--members`` of them, optionally ``--scale`` promotion as the 1st-place solution's x2.5 and
 ``--tta``), with the landslide logit shifted so that about 2 % of the pixels are detected, as in a
 post-event scene; otherwise the random head flags half the scene and the polygon step measures
-noise. The scene is written as ``lsmap stack`` writes scenes (256 px tiles, DEFLATE, predictor 3).
+noise. The scene is written as ``lsmap stack`` writes scenes (``--encoding``: uint16 codes + ZSTD, the
+default now, or the float32 + DEFLATE of older stacks); also timed: one decode of the scene as detect's
+reader reads it, and the ratio (bare forward + that decode) / detect (target >= 0.9).
 
 Usage:
     PYTHONPATH=. python bench/detect_throughput.py [--sizes 2048 4096] [--window 128] [--overlap 32]
@@ -42,20 +44,33 @@ import numpy as np
 HERE = Path(__file__).resolve()
 
 
-def make_scene(path: Path, size: int, seed: int = 0, block: int = 512) -> None:
+def make_scene(path: Path, size: int, seed: int = 0, block: int = 512, encoding: str = "float32") -> None:
     """Generate a plausible L4S-scaled 14-band scene (smooth fields + noise + bright blobs), block by block,
-    in the GeoTIFF layout `lsmap stack` writes (256 px tiles, DEFLATE with the floating-point predictor)."""
+    in the GeoTIFF layout `lsmap stack` writes: 256 px tiles, and ``encoding`` ``float32`` (DEFLATE with
+    the floating-point predictor, the stacks before issue 20) or ``uint16`` (codes with per-band scale and
+    offset, ZSTD with the integer predictor: :mod:`lsmap.core.encoding`, what `lsmap stack` writes now)."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    from lsmap.io.rasters import geotiff_profile
+    from lsmap.core.bands import PROFILES
+    from lsmap.core.encoding import UINT16_NODATA, encode_uint16, scales_offsets
+    from lsmap.data.stack import UINT16_OPTIONS
+    from lsmap.io.rasters import geotiff_profile, set_band_descriptions
 
     rng = np.random.default_rng(seed)
     centres = rng.integers(0, size, (max(1, size * size // 40000), 2))
+    coded = encoding == "uint16"
+    l4s = PROFILES["l4s14"]
+    div = np.asarray(l4s.divisors, np.float64).reshape(-1, 1, 1)
     profile = geotiff_profile(crs="EPSG:32645", transform=from_origin(500000.0, 3000000.0, 10.0, 10.0),
-                              width=size, height=size, count=14, nodata=-9999.0)
+                              width=size, height=size, count=14, dtype=encoding,
+                              nodata=UINT16_NODATA if coded else -9999.0,
+                              creation_options=UINT16_OPTIONS if coded else None)
     with rasterio.open(path, "w", **profile) as dst:  # as `lsmap stack` writes scenes
+        set_band_descriptions(dst, l4s.bands)
+        if coded:
+            dst.scales, dst.offsets = scales_offsets(l4s)
         for r0 in range(0, size, block):
             for c0 in range(0, size, block):
                 h, w = min(block, size - r0), min(block, size - c0)
@@ -65,9 +80,15 @@ def make_scene(path: Path, size: int, seed: int = 0, block: int = 512) -> None:
                 near = [(cy, cx) for cy, cx in centres if r0 - 20 <= cy < r0 + h + 20 and c0 - 20 <= cx < c0 + w + 20]
                 for cy, cx in near:
                     bands[:, (yy - cy) ** 2 + (xx - cx) ** 2 < 64] += 1.0
+                invalid = np.zeros(bands.shape[1:], bool)
                 if r0 == 0 and c0 == 0:
-                    bands[:, :40, :40] = -9999.0  # a nodata corner
-                dst.write(bands.astype(np.float32), window=Window(c0, r0, w, h))
+                    invalid[:40, :40] = True  # a nodata corner
+                if coded:
+                    out = encode_uint16(bands * div, invalid, l4s)
+                else:
+                    out = bands.astype(np.float32)
+                    out[:, invalid] = -9999.0
+                dst.write(out, window=Window(c0, r0, w, h))
 
 
 def peak_rss_mb() -> float:
@@ -153,6 +174,24 @@ def child_bare(models: list[str], windows: int, window: int, batch_size: int, tt
                       "workers": workers, "threads": threads}))
 
 
+def child_decode(scene: str) -> None:
+    """One decode of the whole scene as detect's reader reads it (full-width strips of 256 rows, one GDAL
+    thread, values unscaled to float32 through :func:`lsmap.io.scene.read_scene_window`)."""
+    import rasterio
+
+    from lsmap.core.bands import PROFILES
+    from lsmap.core.windows import Window
+    from lsmap.io.scene import read_scene_window
+
+    with rasterio.Env(GDAL_NUM_THREADS=1), rasterio.open(scene) as src:
+        out = np.empty((14, 256, src.width), np.float32)
+        t0, cpu0 = time.perf_counter(), _cpu()
+        for r0 in range(0, src.height, 256):
+            n = min(256, src.height - r0)
+            read_scene_window(src, Window(0, r0, src.width, n), PROFILES["l4s14"], out=out[:, :n])
+        print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - cpu0}))
+
+
 def calibrate_head(module, scene: Path, scale: float = 1.0, positive: float = 0.02) -> float:
     """Shift the untrained model's landslide logit so that about ``positive`` of the scene's pixels
     exceed p = 0.5, as in a post-event scene (Landslide4Sense: 2-3 % landslide pixels); the random
@@ -162,9 +201,13 @@ def calibrate_head(module, scene: Path, scale: float = 1.0, positive: float = 0.
     import torch
     from torch import nn
 
+    from lsmap.core.bands import PROFILES
+    from lsmap.io.scene import read_scene_window
+
     with rasterio.open(scene) as src:
         h, w = min(512, src.height), min(512, src.width)
-        x = src.read(window=rasterio.windows.Window((src.width - w) // 2, (src.height - h) // 2, w, h))
+        win = rasterio.windows.Window((src.width - w) // 2, (src.height - h) // 2, w, h)
+        x, _ = read_scene_window(src, win, PROFILES["l4s14"])
     x = torch.from_numpy(x).float()
     x = (x - x.mean((1, 2), keepdim=True)) / x.std((1, 2), keepdim=True)
     tiles = x.unfold(1, 128, 128).unfold(2, 128, 128).permute(1, 2, 0, 3, 4).reshape(-1, 14, 128, 128)
@@ -212,7 +255,9 @@ def run(cmd: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
-    ap.add_argument("--window", type=int, default=128)
+    ap.add_argument("--window", type=int, default=None, help="default: detect's choice for the model (auto_window)")
+    ap.add_argument("--encoding", choices=("uint16", "float32"), default="uint16",
+                    help="the scene's storage (uint16: what `lsmap stack` writes now)")
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--model", default="default",
@@ -222,12 +267,16 @@ def main() -> None:
     ap.add_argument("--tta", action="store_true", help="flip test-time augmentation (4 passes per member)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="the models' input scale (scale promotion; the 1st-place solution used 2.5)")
+    ap.add_argument("--positive", type=float, default=0.02,
+                    help="fraction of pixels an untrained model is calibrated to flag (more: a more fragmented mask)")
     ap.add_argument("--child", nargs="*")
     args = ap.parse_args()
     if args.child:
         kind, *rest = args.child
         if kind == "detect":
             child_detect(rest[0], rest[3:], rest[1], args.window, args.overlap, args.batch_size, args.tta)
+        elif kind == "decode":
+            child_decode(rest[0])
         else:
             child_bare(rest[3:], int(rest[0]), args.window, int(rest[1]), args.tta, rest[2])
         return
@@ -248,39 +297,41 @@ def main() -> None:
                          stats={"mean": [1.0] * 14, "std": [0.3] * 14, "count": 1})
         scenes = {size: work / f"scene_{size}.tif" for size in args.sizes}
         for size, scene in scenes.items():
-            make_scene(scene, size)
+            make_scene(scene, size, encoding=args.encoding)
         models, shifts = [], []
         if args.model == "default":
             from lsmap.map.detect import default_models
 
             if args.members != 1 or args.scale != 1:
                 raise SystemExit("--model default is one trained model: no --members or --scale")
-            models = [str(p) for p in default_models()]
+            models = [str(default_models()[0])]  # l4s14-default: what detect picks for a 14-band scene
         for seed in range(args.members if args.model != "default" else 0):
             torch.manual_seed(seed)
             module = build_model(args.model, 14)
-            shifts.append(calibrate_head(module, scenes[args.sizes[0]], args.scale))
+            shifts.append(calibrate_head(module, scenes[args.sizes[0]], args.scale, args.positive))
             models.append(str(save_checkpoint(work / f"model{seed}", module.eval(), card)))
         if args.model == "default":
             print(f"model: the shipped default model {models[0]}{' + flip TTA' if args.tta else ''}")
         else:
             print(f"model: {args.model} x {args.members}{' + flip TTA' if args.tta else ''}, input scale "
                   f"{args.scale:g} (untrained; landslide logit shifted by {', '.join(f'{s:+.2f}' for s in shifts)} "
-                  f"so that ~2 % of pixels exceed p = 0.5)")
+                  f"so that ~{100 * args.positive:g} % of pixels exceed p = 0.5)")
         tta = ["--tta"] if args.tta else []
         rows = []
         for size, scene in scenes.items():
-            det = run(["--window", str(args.window), "--overlap", str(args.overlap), *tta,
+            win = ["--window", str(args.window)] if args.window else []
+            det = run([*win, "--overlap", str(args.overlap), *tta,
                        *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
                        "--child", "detect", str(scene), str(work / f"out_{size}.gpkg"), "-", *models])
-            bares = {layout: run(["--window", str(args.window), *tta, "--child", "bare", str(det["windows"]),
+            bares = {layout: run(["--window", str(det["window"]), *tta, "--child", "bare", str(det["windows"]),
                                   str(det["batch_size"]), layout, *models])
                      for layout in ("all-cores", "workers")}
             bare = min(bares.values(), key=lambda b: b["seconds"])  # the faster way to run the model alone
+            dec = run(["--child", "decode", str(scene), "-", "-"])
             rows.append((size, det, bare))
             t = det["timings"]
-            print(f"scene {size} x {size} px ({det['scene_km2']:.0f} km2, {det['windows']} windows of "
-                  f"{args.window} px, overlap {args.overlap}, batch {det['batch_size']}, {t['workers']} model workers):")
+            print(f"scene {size} x {size} px ({det['scene_km2']:.0f} km2, {args.encoding} stack, {det['windows']} "
+                  f"windows of {det['window']} px [{det['window_choice']}], overlap {args.overlap}, batch {det['batch_size']}, {t['workers']} model workers):")
             print(f"  detect {det['seconds']:.1f} s = {det['km2_per_s']:.2f} km2/s "
                   f"(scan {t['scan']:.1f} s, predict {t['predict']:.1f} s [model {t['model']:.1f} s summed over "
                   f"workers, reading {t['read']:.1f} s in the reader thread, probability writes "
@@ -290,6 +341,10 @@ def main() -> None:
                   f"time on all cores, {bares['workers']['seconds']:.2f} s as {bares['workers']['workers']} workers")
             print(f"  ratio bare (faster) / detect {bare['seconds'] / det['seconds']:.3f}; CPU {bare['cpu_seconds']:.1f} s "
                   f"vs {det['cpu_seconds']:.1f} s -> CPU ratio {bare['cpu_seconds'] / det['cpu_seconds']:.3f}")
+            both = bare["seconds"] + dec["seconds"]
+            print(f"  one decode of the scene: {dec['seconds']:.2f} s ({dec['cpu_seconds']:.2f} CPU-s); ratio (bare + "
+                  f"decode) / detect {both / det['seconds']:.3f}; CPU ratio "
+                  f"{(bare['cpu_seconds'] + dec['cpu_seconds']) / det['cpu_seconds']:.3f}")
             print(f"  peak RSS {det['peak_rss_mb']:.0f} MB ({det['peak_rss_mb'] - det['import_rss_mb']:.0f} MB above "
                   f"the {det['import_rss_mb']:.0f} MB after importing torch & co.)")
         if len(rows) > 1:

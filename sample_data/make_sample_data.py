@@ -198,7 +198,7 @@ def build(out: Path) -> dict:
 
     # the stack and patches
     scene = out / "scene_l4s14.tif"
-    stack_scene(s2, scene, dem=out / "dem_30m.tif", overwrite=True, creation_options=LOSSY)
+    stack_scene(s2, scene, dem=out / "dem_30m.tif", overwrite=True, creation_options=LOSSY, encoding="float32")
     with rasterio.open(scene) as src:
         img = src.read()
     picks = patch_windows(rng, mask, nodata[:N, :N])
@@ -264,7 +264,7 @@ def build_pre(out: Path, rng: np.random.Generator, cover: dict, illum: np.ndarra
     cloud = np.hypot(x - cx, y - cy) < 260 + 60 * smooth_noise(rng, (NGEN, NGEN), 8)
     with tempfile.TemporaryDirectory() as tmp:
         write_bands(Path(tmp) / "s2", "20230420", cover, illum, texture, nodata | cloud, rng, gain)
-        stack_scene(Path(tmp) / "s2", out / "scene_pre_rgbn.tif", bands="rgbn", overwrite=True,
+        stack_scene(Path(tmp) / "s2", out / "scene_pre_rgbn.tif", bands="rgbn", overwrite=True, encoding="float32",
                     creation_options={**LOSSY, "DISCARD_LSB": "16,16,16,16"})
     return {"pre_cloud_fraction": float(cloud[:N, :N].mean())}
 

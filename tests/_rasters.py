@@ -35,3 +35,21 @@ def write_tif(
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     return path
+
+
+def read_stack(path: Path) -> np.ndarray:
+    """A stack's values ``(C, H, W)`` float32 as lsmap's readers see them: uint16 codes unscaled by the
+    bands' GDAL scale/offset; nodata pixels (any band) -9999 in every band, as float32 stacks store them."""
+    import rasterio
+
+    from lsmap.core.encoding import decode
+    from lsmap.io.rasters import OUTPUT_NODATA
+
+    with rasterio.open(path) as src:
+        arr = src.read()
+        if src.dtypes[0] != "uint16":
+            return arr
+        nod = (arr == src.nodata).any(axis=0)
+        arr = decode(arr, src.scales, src.offsets)
+        arr[:, nod] = OUTPUT_NODATA
+        return arr

@@ -46,7 +46,9 @@ _D = DetectOptions()  # the library's defaults
 @mask_opts
 @cloud_prob_opt
 @click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
-@click.option("--window", type=click.IntRange(16), default=_D.window, show_default=True, help="Window size (pixels).")
+@click.option("--window", type=click.IntRange(16), default=_D.window,
+              help="Window size (pixels) [default: 512 for fully convolutional models (U-Nets, DeepLabV3+), "
+                   "128 otherwise (SegFormer)].")
 @click.option("--overlap", type=click.IntRange(0), default=_D.overlap, show_default=True,
               help="Overlap of neighbouring windows (pixels), blended with Hann ramps.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
@@ -193,7 +195,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     click.echo(f"{summary['polygons']} landslide polygons, {summary['landslide_area_m2'] / 1e6:.4f} km2 "
                f"(threshold {summary['threshold']:.2f}) -> {out}")
     click.echo(f"{summary['scene_km2']:.2f} km2 in {summary['seconds']:.1f} s ({summary['km2_per_s']:.2f} km2/s), "
-               f"{summary['windows']} windows on {summary['device']}, input {summary['input_scale']}, "
+               f"{summary['windows']} windows of {summary['window']} px ({summary['window_choice']}) on {summary['device']}, "
+               f"input {summary['input_scale']}, "
                f"norm {summary['norm']}")
     ev = summary.get("evidence")
     if ev is not None:

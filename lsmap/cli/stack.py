@@ -17,6 +17,7 @@ from lsmap.cli.options import (
     overwrite_opt,
     progress_default,
 )
+from lsmap.core.constants import STACK_ENCODINGS
 
 
 @click.command("stack")
@@ -34,13 +35,16 @@ from lsmap.cli.options import (
 @click.option("--write-cldprb", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the product's cloud probability (MSK_CLDPRB, %) on the stack's grid.")
 @click.option("--block", type=int, default=1024, show_default=True, help="Block size in pixels (memory bound).")
+@click.option("--encoding", type=click.Choice(STACK_ENCODINGS), default=STACK_ENCODINGS[0], show_default=True,
+              help="Stored values: uint16 codes with a per-band GDAL scale/offset (read back as L4S values within "
+                   "half a DN; several times faster to decode) or float32 L4S values (older stacks).")
 @overwrite_opt
 @json_opt
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar [default: on an interactive terminal, without --json].")
 @handle_errors
 def stack_cmd(s2, dem, slope, output, bands, bbox, bbox_crs, aoi_file, offset, write_scl, write_cldprb, block,
-              overwrite, as_json, progress):
+              encoding, overwrite, as_json, progress):
     """Stack a Sentinel-2 product or band files, a DEM and slope on the 10 m grid, scaled like L4S.
 
     S2 is a product as downloaded: a .SAFE folder, a .SAFE.zip (read in place) or a STAC Item (JSON
@@ -67,7 +71,7 @@ def stack_cmd(s2, dem, slope, output, bands, bbox, bbox_crs, aoi_file, offset, w
     layers = {k: v for k, v in (("SCL", write_scl), ("MSK_CLDPRB", write_cldprb)) if v is not None}
     result = stack_scene(
         list(s2), output, dem=list(dem) or None, slope=slope, bands=bands, overwrite=overwrite, block=block,
-        progress=progress, offset=offset, aoi=aoi, layers=layers,
+        progress=progress, offset=offset, aoi=aoi, layers=layers, encoding=encoding,
     )
     if as_json:
         echo_json(result.to_dict())
@@ -79,7 +83,7 @@ def stack_cmd(s2, dem, slope, output, bands, bbox, bbox_crs, aoi_file, offset, w
     click.echo(
         f"{result.path}: {len(result.bands)} bands ({names}), {result.width} x {result.height} px "
         f"at {result.resolution[0]:g} m, {result.crs}, {100 * result.valid_fraction:.1f} % valid; "
-        f"{result.kind} input, {radiometry}"
+        f"{result.kind} input, {radiometry}, {result.encoding}"
     )
     if result.left_out:
         why: dict[str, list[str]] = {}

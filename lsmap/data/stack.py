@@ -71,6 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from lsmap.core.bands import L4S_BANDS, S2_RESOLUTION, TERRAIN_BANDS, BandProfile, get_profile
+from lsmap.core.encoding import STACK_ENCODINGS, UINT16_NODATA, encode_uint16, scales_offsets
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, LsmapWarning, MissingInputError
 from lsmap.io.aoi import AOI, aoi_inside, aoi_window
@@ -98,6 +99,8 @@ LAYER_NODATA = {"SCL": 0, "MSK_CLDPRB": 255}
 OFFSET_DN_HINT = 1000.0
 #: Uncovered fraction of the scene/AOI below which a DEM counts as covering it (edge rounding).
 DEM_COVER_TOLERANCE = 1e-3
+#: GDAL creation options of uint16 stacks (chosen by bench/stack_encoding.py; BENCHMARKS.md).
+UINT16_OPTIONS = {"compress": "zstd", "predictor": 2}
 # WGS 84 ellipsoid (used for metre pixel sizes of geographic DEMs).
 _WGS84_A = 6378137.0
 _WGS84_E2 = 6.69437999014e-3
@@ -116,7 +119,8 @@ class StackResult:
         crs: Output CRS as a string (EPSG code when there is one).
         resolution: Pixel size ``(x, y)`` in CRS units.
         sources: Band name -> the file it came from (slope: the DEM when computed).
-        nodata: Output nodata value.
+        nodata: Output nodata value (of the stored values: 0 for uint16 codes).
+        encoding: ``uint16`` (codes with a GDAL scale/offset, :mod:`lsmap.core.encoding`) or ``float32``.
         valid_fraction: Fraction of output pixels with every band valid.
         left_out: L4S bands the stack lacks, each with why (when the band set was chosen from the inputs).
         kind: What the Sentinel-2 input was: ``files``, ``SAFE``, ``SAFE zip`` or ``STAC``.
@@ -141,6 +145,7 @@ class StackResult:
     resolution: tuple[float, float]
     sources: dict[str, str] = field(default_factory=dict)
     nodata: float = OUTPUT_NODATA
+    encoding: str = "float32"
     valid_fraction: float = 0.0
     left_out: dict[str, str] = field(default_factory=dict)
     kind: str = "files"
@@ -627,8 +632,9 @@ def stack_scene(
     offset: float | None = None,
     aoi: AOI | None = None,
     layers: Mapping[str, str | os.PathLike] | None = None,
+    encoding: str = STACK_ENCODINGS[0],
 ) -> StackResult:
-    """Build the L4S-scaled float32 stack of a Sentinel-2 scene on its 10 m grid.
+    """Build the L4S-scaled stack of a Sentinel-2 scene on its 10 m grid.
 
     Args:
         s2: A Sentinel-2 product (``.SAFE`` folder, ``.SAFE.zip`` read in place, STAC Item JSON file
@@ -652,6 +658,9 @@ def stack_scene(
             (pixels identical to the full scene's); a vector AOI also sets pixels outside it to nodata.
         layers: Product layers to write on the same grid (nearest neighbour, full resolution):
             ``{"SCL": "scl.tif", "MSK_CLDPRB": "cldprb.tif"}``; uint8, nodata 0 (SCL) / 255 (MSK_CLDPRB).
+        encoding: ``"uint16"``: codes with a per-band GDAL scale and offset, nodata 0, within
+            :func:`lsmap.core.encoding.max_error` of the float32 values and several times faster to
+            decode (:mod:`lsmap.core.encoding`); ``"float32"``: the L4S values themselves, nodata -9999.
 
     Returns:
         A :class:`StackResult` describing the output.
@@ -686,6 +695,8 @@ def stack_scene(
         profile, left_out = fullest_band_set(s2, dem, slope)
     else:
         profile = get_profile(bands)
+    if encoding not in STACK_ENCODINGS:
+        raise InputError(f"unknown stack `encoding` '{encoding}'; choose one of: {', '.join(STACK_ENCODINGS)}")
     if block < 16:
         raise InputError(f"block size {block} is too small; use at least 16 pixels (default 1024)")
     needs_dem = "DEM" in profile.bands or ("slope" in profile.bands and slope is None)
@@ -778,9 +789,11 @@ def stack_scene(
 
         divisors = np.asarray(profile.divisors, np.float32).reshape(-1, 1, 1)
         spectral = [b in profile.sentinel2_bands for b in profile.bands]
+        coded = encoding == "uint16"
         out_profile = geotiff_profile(
             crs=out_grid.crs, transform=out_grid.transform, width=out_grid.width, height=out_grid.height,
-            count=profile.count, creation_options=creation_options,
+            count=profile.count, dtype=encoding, nodata=UINT16_NODATA if coded else OUTPUT_NODATA,
+            creation_options={**(UINT16_OPTIONS if coded else {}), **(creation_options or {})},
         )
         # blocks of the output window, in the coordinates of the full 10 m grid: a pixel's value
         # is computed exactly as in a full-scene run; disjoint: each pixel written and counted once
@@ -806,7 +819,9 @@ def stack_scene(
         with atomic_output(out, overwrite, lock=True) as tmp:
             with gdal_write_check(out), rasterio.open(tmp, "w", **out_profile) as dst, contextlib.ExitStack() as lay:
                 set_band_descriptions(dst, profile.bands)
-                dst.update_tags(LSMAP_PROFILE=profile.name, LSMAP_SCALING="(raw + offset) * 10000 / "
+                if coded:
+                    dst.scales, dst.offsets = scales_offsets(profile)
+                dst.update_tags(LSMAP_ENCODING=encoding, LSMAP_PROFILE=profile.name, LSMAP_SCALING="(raw + offset) * 10000 / "
                                 "quantification / L4S divisors", LSMAP_SOURCE=source.kind,
                                 LSMAP_DN_OFFSETS=",".join(f"{b}:{source.dn_offset(b):g}" for b in
                                                            profile.sentinel2_bands))
@@ -829,8 +844,11 @@ def stack_scene(
                                                (w.height, w.width))
                     if source.offsets is None and not invalid.all():
                         dn_min = np.minimum(dn_min, raw[spectral][:, ~invalid].min(axis=1))
-                    arr = raw / divisors
-                    arr[:, invalid] = OUTPUT_NODATA
+                    if coded:
+                        arr = encode_uint16(raw, invalid, profile)
+                    else:
+                        arr = raw / divisors
+                        arr[:, invalid] = OUTPUT_NODATA
                     n_valid += int(invalid.size - invalid.sum())
                     dst.write(arr, window=where)
                     for name, ldst in lay_dst.items():
@@ -856,7 +874,7 @@ def stack_scene(
     return StackResult(
         path=out, profile=profile.name, bands=profile.bands, width=out_grid.width, height=out_grid.height,
         crs=crs, resolution=(abs(grid.transform.a), abs(grid.transform.e)), sources=sources,
-        nodata=OUTPUT_NODATA, valid_fraction=n_valid / float(out_grid.width * out_grid.height), left_out=left_out,
+        nodata=UINT16_NODATA if coded else OUTPUT_NODATA, encoding=encoding, valid_fraction=n_valid / float(out_grid.width * out_grid.height), left_out=left_out,
         kind=source.kind, offsets={b: source.dn_offset(b) for b in profile.sentinel2_bands},
         offsets_known=source.offsets is not None, quantification=source.quantification,
         product=source.metadata.to_dict() if source.metadata is not None else None,

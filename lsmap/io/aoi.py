@@ -237,7 +237,7 @@ def _lonlat(bounds, crs) -> str:
 def crop_raster(path: str | os.PathLike, aoi: AOI, out: str | os.PathLike, *, block: int = 1024) -> tuple[Path, Any]:
     """Copy the window of a raster that covers ``aoi`` to ``out`` (an uncompressed scratch GeoTIFF).
 
-    Band descriptions, tags and nodata are kept; a vector AOI sets the pixels outside it to nodata
+    Band descriptions, tags, nodata and band scales/offsets are kept; a vector AOI sets the pixels outside it to nodata
     (-9999 when the raster declares none). Read and written ``block`` rows at a time.
 
     Returns:
@@ -268,6 +268,7 @@ def crop_raster(path: str | os.PathLike, aoi: AOI, out: str | os.PathLike, *, bl
                 if d:
                     dst.set_band_description(i, d)
             dst.update_tags(**src.tags())
+            dst.scales, dst.offsets = src.scales, src.offsets  # a uint16 stack's codes stay decodable
             for r in range(0, int(win.height), block):
                 h = min(block, int(win.height) - r)
                 part = Window(win.col_off, win.row_off + r, win.width, h)

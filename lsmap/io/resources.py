@@ -85,3 +85,4 @@ def check_disk(folder: str | os.PathLike, need: float, what: str, fix: str) -> N
     if need > free:
         raise TooLargeError(f"{folder}: {what} would need about {human(need)} of disk but {mount_of(folder)} has "
                             f"{human(free)} free; {fix}")
+

@@ -23,7 +23,10 @@ Not observed: a scene may carry a not-observed raster (``SceneInfo.mask``, writt
 :mod:`lsmap.data.masks` from SCL and/or a user mask); its non-zero pixels are invalid as well, in
 every reader that passes it to :func:`read_scene_window`.
 
-Values are returned as float32. With ``raw=True`` they are brought to the Landslide4Sense scale
+Values are returned as float32. Integer bands with a GDAL scale or offset (the uint16 codes of
+``lsmap stack``, :mod:`lsmap.core.encoding`; any tool's scaled integers) are returned unscaled,
+``code * scale + offset`` (:func:`band_scaling`), validity judged on the stored codes; float bands
+and bands without scale/offset are returned as stored, so older float32 stacks read unchanged. With ``raw=True`` they are brought to the Landslide4Sense scale
 by dividing each band by its profile divisor, computed in float64 and then rounded once to
 float32 (:func:`scale_raw`); otherwise they are returned as stored (cast to float32), which is
 right for stacks written by ``lsmap stack``, already on the L4S scale.
@@ -245,9 +248,38 @@ def valid_pixels(src, stored: np.ndarray, window: Window | None, profile: BandPr
     return valid
 
 
+def band_scaling(src, indexes: Sequence[int] | None = None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """GDAL scale and offset of the bands at the 1-based ``indexes`` (``None``: all) of an open dataset
+    with integer bands, or ``None`` when the values are to be taken as stored (float bands, or no band
+    scaled or offset)."""
+    if np.dtype(src.dtypes[0]).kind not in "iu":
+        return None
+    bands = list(indexes) if indexes is not None else list(range(1, src.count + 1))
+    scales = tuple(float(src.scales[i - 1]) for i in bands)
+    offsets = tuple(float(src.offsets[i - 1]) for i in bands)
+    if all(s == 1.0 for s in scales) and all(o == 0.0 for o in offsets):
+        return None
+    return scales, offsets
+
+
+def _values(src, stored: np.ndarray, indexes: Sequence[int] | None, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored values as float32 (in ``out`` when given), unscaled when the bands carry a scale/offset
+    (:func:`band_scaling`)."""
+    from lsmap.core.encoding import decode
+
+    scaling = band_scaling(src, indexes)
+    if scaling is not None:
+        return decode(stored, *scaling, out=out)
+    if out is None:
+        return stored.astype(np.float32, copy=False)
+    np.copyto(out, stored, casting="unsafe")
+    return out
+
+
 def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = False,
                       declared: bool | None = None,
-                      indexes: Sequence[int] | None = None, mask=None) -> tuple[np.ndarray, np.ndarray]:
+                      indexes: Sequence[int] | None = None, mask=None,
+                      out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read one window of an open scene: values and valid-pixel mask (see the module docstring).
 
     Invalid pixels keep the values stored in the file (callers fill them).
@@ -261,6 +293,8 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
         indexes: 1-based bands to read, in this order (:func:`scene_band_indices`; ``None``: all).
         mask: Open not-observed reason raster on the scene's grid (``SceneInfo.mask``, opened with
             :func:`open_scene_mask`): its non-zero pixels are invalid too (clouds, shadows...).
+        out: float32 ``(C, h, w)`` array to hold the values (a strip buffer: no copy of the window);
+            returned as ``data``.
 
     Returns:
         ``(data, valid)``: float32 ``(C, h, w)`` and bool ``(h, w)``.
@@ -270,8 +304,15 @@ def read_scene_window(src, window: Window, profile: BandProfile, *, raw: bool = 
     """
     stored = read_window(src, list(indexes) if indexes is not None else None, window)
     valid = valid_pixels(src, stored, window, profile, declared, indexes)
-    data = scale_raw(stored, profile) if raw else stored.astype(np.float32, copy=False)
-    if data is not stored and stored.dtype.kind in "fc":  # float64 beyond float32's range becomes inf
+    if raw:
+        scaling = band_scaling(src, indexes)
+        data = scale_raw(stored if scaling is None else _values(src, stored, indexes), profile)
+        if out is not None:
+            out[...] = data
+            data = out
+    else:
+        data = _values(src, stored, indexes, out)
+    if stored.dtype.kind in "fc" and stored.dtype != np.float32:  # float64 beyond float32's range becomes inf
         valid &= np.isfinite(data).all(axis=0)
     if mask is not None:
         valid &= read_window(mask, 1, window) == 0
@@ -309,8 +350,8 @@ def read_scene_overview(src, profile: BandProfile, max_side: int, bands: tuple[i
     shape = (src.count, max(1, round(src.height / f)), max(1, round(src.width / f)))
     stored = read_window(src, None, None, out_shape=shape, resampling=Resampling.average)
     valid = valid_pixels(src, stored, None, profile)
-    picked = stored if bands is None else stored[list(bands)]
-    return picked.astype(np.float32, copy=False), valid
+    picked = _values(src, stored, None)
+    return (picked if bands is None else picked[list(bands)]), valid
 
 
 def _nodata_as(nodata: float | None, dtype: np.dtype):

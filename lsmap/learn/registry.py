@@ -22,6 +22,9 @@ class ModelSpec:
     description: str
     build: Callable[[int, int], Any]  # (in_channels, classes) -> nn.Module
     encoder: str | None = None  # segmentation-models-pytorch encoder name (published weights)
+    #: Convolutions (and pooling/upsampling) only: a window of any size gives the same pixels away
+    #: from its borders, so detection may run large windows (:func:`lsmap.map.stream.auto_window`).
+    fully_convolutional: bool = True
 
 
 def _smp(arch: str, encoder: str, **kw) -> Callable[[int, int], Any]:
@@ -35,7 +38,8 @@ def _smp(arch: str, encoder: str, **kw) -> Callable[[int, int], Any]:
 
 
 def _smp_spec(name: str, description: str, arch: str, encoder: str) -> ModelSpec:
-    return ModelSpec(name, description, _smp(arch, encoder), encoder)
+    # SegFormer's attention sees the whole window: its output depends on the window's size
+    return ModelSpec(name, description, _smp(arch, encoder), encoder, fully_convolutional=arch != "Segformer")
 
 
 def _tiny(in_channels: int, classes: int):

@@ -53,7 +53,7 @@ from lsmap.map.evidence import PreScene, apply_evidence, gate_probability, open_
 from lsmap.map.options import DetectOptions, DetectOutputs
 from lsmap.map.quicklook import natural_colour, render_quicklook, scene_date
 from lsmap.map.report import write_report
-from lsmap.map.stream import PROB_NODATA, band_plan, predict_scene
+from lsmap.map.stream import PROB_NODATA, auto_window, band_plan, predict_scene
 from lsmap.map.vectorize import areas_m2, vector_driver, vectorize, write_layer
 
 
@@ -203,7 +203,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             the L4S order of a 14-band file).
         tta: Also average over horizontal/vertical flips.
         overlap: Window overlap in pixels (blended with Hann ramps).
-        window: Window size in pixels.
+        window: Window size in pixels; ``None``: chosen from the models (:func:`lsmap.map.stream.auto_window`:
+            512 for fully convolutional models, else 128), recorded in the summary as ``window_choice``.
         batch_size: Windows per batch (default: sized for the device).
         norm: ``"own"`` normalises with the scene's own per-band statistics (the 1st-place
             recipe), ``"model"`` with each model's training statistics
@@ -318,6 +319,11 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         info, plan = _match_bands(scene_path, members, opts, dev)
         members = plan.members
         opts = replace(opts, norm="own" if stats is not None else ensemble_norm(opts.norm, [m.card.train for m in members]))
+        if opts.window is None:
+            window, window_choice = auto_window(members)
+            opts = replace(opts, window=window)
+        else:
+            window_choice = "given"
         threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
         nobs = write_not_observed(spec, info, work / "not_observed.tif") if spec.active else None
         info = replace(info, mask=nobs.path if nobs is not None else None)
@@ -353,7 +359,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "input_scale": "raw" if scan.raw else "l4s", "norm": norm_mode(opts.norm) if stats is None else "stats",
         "stats": used.to_dict() if used is not None else None, "stats_sampled": scan.sampled,
         "valid_pixels": scan.valid_pixels, "threshold": threshold, "tta": opts.tta, "crf": opts.crf,
-        "window": opts.window, "overlap": opts.overlap, "batch_size": pred.batch_size, "windows": pred.windows,
+        "window": opts.window, "window_choice": window_choice, "overlap": opts.overlap, "batch_size": pred.batch_size, "windows": pred.windows,
         "passes": pred.passes, "device": str(dev), "uncertainty": pred.uncertainty_method, "polygons": len(gdf),
         "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
         "scene_km2": km2,

@@ -34,7 +34,7 @@ class DetectOptions:
     bands: str | None = None
     tta: bool = False
     overlap: int = OVERLAP
-    window: int = WINDOW
+    window: int | None = None
     batch_size: int | None = None
     norm: str = "auto"
     stats: str | os.PathLike | BandStats | None = None
@@ -68,7 +68,7 @@ class DetectOptions:
         if norm_mode(self.norm, auto=True) == "model" and self.stats is not None:
             raise InputError("`stats` gives the scene's statistics; it cannot be combined with `norm` model")
         check_choice("input_scale", self.input_scale, INPUT_SCALES)
-        window = check_int("window", self.window, 16)
+        window = check_int("window", self.window, 16) if self.window is not None else WINDOW  # auto: >= WINDOW
         check_int("overlap", self.overlap, 0, window - 1)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, 1)

@@ -48,7 +48,7 @@ from lsmap.core.windows import Window, blend_weight, window_grid
 from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
 from lsmap.io.outputs import gdal_write_check
-from lsmap.io.rasters import GDAL_CACHE_MB, geotiff_profile, open_raster
+from lsmap.io.rasters import geotiff_profile, open_raster
 from lsmap.io.scene import (
     SceneInfo,
     open_scene_mask,
@@ -95,6 +95,26 @@ class PredictResult:
     timings: dict = field(default_factory=dict)
 
 
+def auto_window(members: Sequence) -> tuple[int, str]:
+    """Detection's window for ``members`` when none is given: ``(pixels, why)``.
+
+    :data:`lsmap.core.constants.LARGE_WINDOW` (512) when every member is a registered fully
+    convolutional model (U-Nets, DeepLabV3+, the tiny U-Net: the window's size changes only pixels
+    near its borders, which the overlap blends away; measured: bench/window_size.py), on any device:
+    the batch shrinks to fit (:func:`auto_batch_size`), on a GPU it stays several windows. Else
+    :data:`lsmap.core.constants.WINDOW` (128), the Landslide4Sense patch size the models trained
+    on (SegFormer's attention sees the whole window; unknown architectures).
+    """
+    from lsmap.core.constants import LARGE_WINDOW, WINDOW
+    from lsmap.learn.registry import MODELS
+
+    names = [m.card.model for m in members]
+    other = sorted({n for n in names if n not in MODELS or not MODELS[n].fully_convolutional})
+    if other:
+        return WINDOW, f"auto: {WINDOW} px, the training patch size ({', '.join(other)} not fully convolutional)"
+    return LARGE_WINDOW, f"auto: {LARGE_WINDOW} px for fully convolutional models"
+
+
 def auto_batch_size(device, window: int, scale: float = 1.0, passes: int = 1) -> int:
     """Windows per batch for ``device``: about 16 L4S-sized windows on a CPU, more on a GPU by memory."""
     import torch
@@ -118,12 +138,14 @@ def predict_memory(scene: SceneInfo, bands: int, win: Window, batch_size: int, s
                    on_cpu: bool = True, workers: int = 1, prefetch: int = 0, uncertainty: bool = False) -> int:
     """Bytes of host memory :func:`predict_scene` needs (a low estimate).
 
-    Two strips of ``window`` rows by the scene width (scene values and blend sums), the batches in
-    flight (read ahead + being run), and on a CPU the models' activations at the scaled size.
+    Two strips of ``window`` rows by the width of a column panel (scene values and blend sums,
+    :func:`column_panels`), the shared columns' sums over the scene height, the batches in flight
+    (read ahead + being run), and on a CPU the models' activations at the scaled size.
     """
     h, w = win.height, win.width
-    strip = bands * h * scene.width * 4 + h * scene.width  # values + validity
-    blend = h * scene.width * (8 * (3 if uncertainty else 2) + 1)
+    width = min(scene.width, max(PANEL_WIDTH, 4 * w))
+    strip = bands * h * width * 4 + h * width  # values + validity
+    blend = h * width * (8 * (3 if uncertainty else 2) + 1) + scene.height * w * 8 * (3 if uncertainty else 2)
     batch = batch_size * bands * h * w * 4
     in_flight = max(1, workers) + max(0, prefetch) + 1
     act = batch_size * (h * scale) * (w * scale) * ACTIVATION_BYTES * max(1, workers) if on_cpu else 0
@@ -144,7 +166,7 @@ def check_predict_memory(scene: SceneInfo, profile: BandProfile, win: Window, ba
     need = predict_memory(scene, profile.count, win, batch_size, scale, on_cpu=cpu, workers=workers, prefetch=pf,
                           uncertainty=uncertainty)
     check_memory(need, f"--window {win.height}x{win.width} --batch-size {batch_size} (model scale x{scale:g})",
-                 f"inference on a {scene.width} px wide scene", "use a smaller --window or --batch-size")
+                 f"inference on a {scene.width} x {scene.height} px scene", "use a smaller --window or --batch-size")
 
 
 def _pin(t):
@@ -163,13 +185,52 @@ class _Batch:
     read_seconds: float
 
 
-def stream_cache_bytes(src) -> int:
-    """GDAL block cache for streaming ``src`` top to bottom: one row of its blocks (all bands), at least
-    :data:`GDAL_CACHE_MB`, so that every block is decoded once although several strips read it."""
+#: Widest column panel streamed at a time (px, at least 4 windows): a scene wider than this is run in
+#: panels of whole window columns, each top to bottom, so that the strips, the blend sums and the
+#: block cache hold a panel's width, not the scene's (peak memory flat from 2048^2 to 10980^2).
+PANEL_WIDTH = 2048
+
+
+def column_panels(windows: Sequence[Window]) -> list[list[Window]]:
+    """``windows`` (row-major, one grid) in column panels: whole window columns, spanning at most
+    ``max(PANEL_WIDTH, 4 * window)`` px; row-major within each panel, panels left to right.
+
+    A scene no wider than one panel is one panel in the original order. Neighbouring panels share the
+    columns their border windows overlap (blended as one, :class:`_PanelBlender`); no column is
+    covered by windows of three panels (the span is at least 4 windows).
+    """
+    width = windows[0].width
+    span = max(PANEL_WIDTH, 4 * width)
+    groups: list[list[int]] = []
+    for c in sorted({w.col_off for w in windows}):
+        if not groups or c + width - groups[-1][0] > span:
+            groups.append([])
+        groups[-1].append(c)
+    which = {c: k for k, g in enumerate(groups) for c in g}
+    out: list[list[Window]] = [[] for _ in groups]
+    for w in windows:
+        out[which[w.col_off]].append(w)
+    return out
+
+
+def panel_columns(part: Sequence[Window]) -> tuple[int, int]:
+    """Scene columns ``[c0, c1)`` the windows of one panel cover."""
+    return min(w.col_off for w in part), max(w.col_off + w.width for w in part)
+
+
+#: Least GDAL block cache of streamed inference (MB): a panel's row of blocks needs 17 MB (uint16, 14 bands).
+STREAM_CACHE_MB = 32
+
+
+def stream_cache_bytes(src, width: int | None = None) -> int:
+    """GDAL block cache for streaming ``src`` top to bottom ``width`` columns (default: all) at a time: one
+    row of its blocks (all bands) across them, at least :data:`STREAM_CACHE_MB`, so that every block is
+    decoded once although several strips read it (and the probability rows written wait for their tiles)."""
     bh, bw = src.block_shapes[0]
     itemsize = max(np.dtype(t).itemsize for t in src.dtypes)
-    row = src.count * bh * -(-src.width // bw) * bw * itemsize
-    return max(GDAL_CACHE_MB * 2**20, row + row // 4)
+    cols = min(src.width, width) if width is not None else src.width
+    row = src.count * bh * (-(-cols // bw) + 1) * bw * itemsize  # +1: a panel straddles a block column
+    return max(STREAM_CACHE_MB * 2**20, row + row // 4)
 
 
 class _Strips:
@@ -182,13 +243,14 @@ class _Strips:
     """
 
     def __init__(self, src, scene: SceneInfo, profile: BandProfile, height: int, raw: bool, fill: np.ndarray,
-                 indexes: Sequence[int] | None = None, mask=None) -> None:
+                 indexes: Sequence[int] | None = None, mask=None, columns: tuple[int, int] | None = None) -> None:
         self.src, self.scene, self.profile, self.raw, self.indexes = src, scene, profile, raw, indexes
         self.mask = mask
         self.fill = np.asarray(fill, np.float32)[:, None, None]
         self.block_rows = src.block_shapes[0][0]
-        self.data = np.empty((profile.count, height, scene.width), np.float32)
-        self.valid = np.empty((height, scene.width), bool)
+        self.c0, c1 = columns if columns is not None else (0, scene.width)  # the panel's scene columns
+        self.data = np.empty((profile.count, height, c1 - self.c0), np.float32)
+        self.valid = np.empty((height, c1 - self.c0), bool)
         self.top: int | None = None
 
     def _advance(self, row: int) -> None:
@@ -197,18 +259,22 @@ class _Strips:
         keep = 0
         if self.top is not None and self.top < row < self.top + h:
             keep = self.top + h - row
-            self.data[:, :keep] = self.data[:, h - keep:]
-            self.valid[:keep] = self.valid[h - keep:]
+            step = h - keep  # rows moved up by `step`, in pieces that do not overlap: no temporary copy
+            for i in range(0, keep, step):
+                j = min(keep, i + step)
+                self.data[:, i:j] = self.data[:, i + step:j + step]
+                self.valid[i:j] = self.valid[i + step:j + step]
         r = row + keep
         while r < row + h:  # new rows, split at block-row boundaries
             n = min(row + h, (r // self.block_rows + 1) * self.block_rows) - r
-            data, ok = read_scene_window(self.src, Window(col_off=0, row_off=r, width=self.scene.width, height=n), self.profile, raw=self.raw,
-                                         declared=self.scene.declares_nodata, indexes=self.indexes,
-                                         mask=self.mask)
+            rows = slice(r - row, r - row + n)
+            data, ok = read_scene_window(self.src, Window(col_off=self.c0, row_off=r, width=self.valid.shape[1],
+                                                          height=n),
+                                         self.profile, raw=self.raw, declared=self.scene.declares_nodata,
+                                         indexes=self.indexes, mask=self.mask, out=self.data[:, rows])
             if not ok.all():
                 np.copyto(data, self.fill, where=~ok[None])
-            self.data[:, r - row:r - row + n] = data
-            self.valid[r - row:r - row + n] = ok
+            self.valid[rows] = ok
             r += n
         self.top = row
 
@@ -221,7 +287,7 @@ class _Strips:
         for k, win in enumerate(windows):
             if win.row_off != self.top:
                 self._advance(win.row_off)
-            cs = slice(win.col_off, win.col_off + w)
+            cs = slice(win.col_off - self.c0, win.col_off - self.c0 + w)
             x[k] = self.data[:, :, cs]
             valid[k] = self.valid[:, cs]
         xb: Any = x
@@ -235,9 +301,11 @@ class _Strips:
 def _read_batches(src, scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], batch_size: int,
                   raw: bool, fill: np.ndarray, pin: bool, indexes: Sequence[int] | None = None) -> Iterator[_Batch]:
     with open_scene_mask(scene) as mask:  # the not-observed raster, when the scene has one
-        strips = _Strips(src, scene, profile, windows[0].height, raw, fill, indexes, mask)
-        for s in range(0, len(windows), batch_size):
-            yield strips.batch(windows[s:s + batch_size], pin)
+        for part in column_panels(windows):  # each panel top to bottom, its batches never mixing panels
+            strips = _Strips(src, scene, profile, windows[0].height, raw, fill, indexes, mask, panel_columns(part))
+            for s in range(0, len(part), batch_size):
+                yield strips.batch(part[s:s + batch_size], pin)
+            del strips
 
 
 _DONE = object()
@@ -462,17 +530,25 @@ def band_plan(scene: SceneInfo, members: Sequence, bands: str | Sequence[str] | 
     return BandPlan(profile, scene_band_indices(names, profile, source=scene.path), planned, tuple(names))
 
 
+#: Columns of the blend strip finalised at a time (a multiple of the 256 px GeoTIFF tiles).
+FLUSH_COLUMNS = 2048
+
+
 class _StripBlender:
     """Blends window probabilities into a strip of window rows by the scene width, writing each row
     as soon as no later window covers it: the weighted sum over the windows / the summed weights,
     :data:`PROB_NODATA` where the scene has no data. Windows must come in row-major order.
     """
 
-    def __init__(self, weight: np.ndarray, width: int, dst_p, dst_u, use_var: bool) -> None:
+    def __init__(self, weight: np.ndarray, width: int, dst_p, dst_u, use_var: bool, col0: int = 0,
+                 side_in: _Side | None = None, side_out: _Side | None = None) -> None:
         from rasterio.windows import Window as RioWindow
 
         self.weight, self.dst_p, self.dst_u, self.use_var = weight, dst_p, dst_u, use_var
         self.rio_window = RioWindow
+        # a panel (:func:`column_panels`): scene columns [col0, col0 + width); the sums of its first
+        # columns from the panel on its left (side_in), those of its last columns kept for the next
+        self.col0, self.side_in, self.side_out = col0, side_in, side_out
         h = weight.shape[0]
         self.p = np.zeros((h, width), np.float64)  # sum of weight x probability
         self.w = np.zeros((h, width), np.float64)  # sum of weights
@@ -486,7 +562,8 @@ class _StripBlender:
         if win.row_off != self.top:
             self.flush(win.row_off)
         h, w = self.weight.shape
-        rs, cs = slice(win.row_off - self.top, win.row_off - self.top + h), slice(win.col_off, win.col_off + w)
+        c = win.col_off - self.col0
+        rs, cs = slice(win.row_off - self.top, win.row_off - self.top + h), slice(c, c + w)
         self.p[rs, cs] += self.weight * mean
         self.w[rs, cs] += self.weight
         if self.use_var:
@@ -500,14 +577,30 @@ class _StripBlender:
             return
         t0 = time.perf_counter()
         width = self.p.shape[1]
-        wsum = np.maximum(self.w[:n], 1e-12)
-        p = self.p[:n] / wsum
-        v = self.v[:n]
-        target = self.rio_window(0, self.top, width, n)
-        self.dst_p.write(np.where(v, p, PROB_NODATA).astype(np.float32)[None], window=target)
-        if self.dst_u is not None:
-            u = self.u[:n] / wsum if self.use_var else p * (1.0 - p)
-            self.dst_u.write(np.where(v, u, PROB_NODATA).astype(np.float32)[None], window=target)
+        rows = slice(self.top, upto)
+        if self.side_in is not None:  # the left panel's share of the columns both cover
+            k = self.side_in.p.shape[1]
+            self.p[:n, :k] += self.side_in.p[rows]
+            self.w[:n, :k] += self.side_in.w[rows]
+            if self.u is not None:
+                self.u[:n, :k] += self.side_in.u[rows]
+        if self.side_out is not None:  # columns the next panel covers too: not final yet
+            width = self.side_out.col0 - self.col0
+            self.side_out.p[rows] = self.p[:n, width:]
+            self.side_out.w[rows] = self.w[:n, width:]
+            if self.u is not None:
+                self.side_out.u[rows] = self.u[:n, width:]
+        # in column pieces: the temporaries stay a few MB whatever the scene's width (same values)
+        for c0 in range(0, width, FLUSH_COLUMNS):
+            cs = slice(c0, min(width, c0 + FLUSH_COLUMNS))
+            wsum = np.maximum(self.w[:n, cs], 1e-12)
+            p = self.p[:n, cs] / wsum
+            v = self.v[:n, cs]
+            target = self.rio_window(self.col0 + c0, self.top, cs.stop - c0, n)
+            self.dst_p.write(np.where(v, p, PROB_NODATA).astype(np.float32)[None], window=target)
+            if self.dst_u is not None:
+                u = self.u[:n, cs] / wsum if self.use_var else p * (1.0 - p)
+                self.dst_u.write(np.where(v, u, PROB_NODATA).astype(np.float32)[None], window=target)
         h = self.p.shape[0]
         for a in (self.p, self.w, self.u, self.v):
             if a is not None:
@@ -515,6 +608,60 @@ class _StripBlender:
                 a[h - n:] = 0
         self.top = upto
         self.seconds += time.perf_counter() - t0
+
+
+@dataclass
+class _Side:
+    """Blend sums of the columns two neighbouring panels share (scene columns ``col0..``), every scene row."""
+
+    col0: int
+    p: np.ndarray
+    w: np.ndarray
+    u: np.ndarray | None
+
+
+class _PanelBlender:
+    """:class:`_StripBlender` over the column panels of :func:`column_panels`, one panel at a time
+    (windows come panel by panel, row-major within each). The columns two panels share are blended
+    from both: the left panel's sums wait in a :class:`_Side` (scene height x shared columns) until
+    the right panel finalises those rows. One panel: exactly :class:`_StripBlender`."""
+
+    def __init__(self, weight: np.ndarray, panels: Sequence[Sequence[Window]], height: int, dst_p, dst_u,
+                 use_var: bool) -> None:
+        self.weight, self.height, self.dst = weight, height, (dst_p, dst_u, use_var)
+        self.columns = [panel_columns(part) for part in panels]
+        self.panel_of = {w.col_off: k for k, part in enumerate(panels) for w in part}
+        self.k = -1
+        self.current: _StripBlender | None = None
+        self.seconds = 0.0
+
+    def _open(self, k: int) -> None:
+        side_in = None
+        if self.current is not None:
+            self.current.flush(self.height)
+            self.seconds += self.current.seconds
+            side_in = self.current.side_out
+        c0, c1 = self.columns[k]
+        side_out = None
+        if k + 1 < len(self.columns):
+            n0 = self.columns[k + 1][0]
+            shape = (self.height, c1 - n0)
+            side_out = _Side(n0, np.zeros(shape), np.zeros(shape), np.zeros(shape) if self.dst[2] else None)
+        self.current = _StripBlender(self.weight, c1 - c0, *self.dst, col0=c0, side_in=side_in, side_out=side_out)
+        self.k = k
+
+    def add(self, win: Window, mean: np.ndarray, var: np.ndarray | None, valid: np.ndarray) -> None:
+        k = self.panel_of[win.col_off]
+        if k != self.k:
+            self._open(k)
+        self.current.add(win, mean, var, valid)
+
+    def flush(self, upto: int) -> None:
+        if self.current is not None:
+            self.current.flush(upto)
+            if upto >= self.height:
+                self.seconds += self.current.seconds
+                self.current.seconds = 0.0
 
 
 def _raster_profile(scene: SceneInfo, compress: bool) -> dict:
@@ -607,7 +754,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     if prefetch is None:
         prefetch = 2 if device.type != "cpu" else workers if workers > 1 else 0
     with open_raster(scene.path, "scene") as src:
-        cache_bytes = stream_cache_bytes(src)
+        cache_bytes = stream_cache_bytes(src, max(c1 - c0 for c0, c1 in map(panel_columns, column_panels(windows))))
     read_args = (profile, windows, batch_size, raw, fill, pin, plan.bands.indexes)
     model_seconds = read_seconds = crf_seconds = 0.0
     bar = None
@@ -622,7 +769,8 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         if threads != torch.get_num_threads():
             es.callback(torch.set_num_threads, torch.get_num_threads())
             torch.set_num_threads(threads)
-        blender = _StripBlender(weight, scene.width, es.enter_context(rasterio.open(prob_out, "w", **rprof)),
+        blender = _PanelBlender(weight, column_panels(windows), scene.height,
+                                es.enter_context(rasterio.open(prob_out, "w", **rprof)),
                                 es.enter_context(rasterio.open(uncertainty_out, "w", **rprof)) if want_unc else None,
                                 use_var)
         batches = _batch_source(es, scene, read_args, prefetch, cache_bytes)

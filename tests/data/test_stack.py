@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from _rasters import read_stack
 from click.testing import CliRunner
 from conftest import shared_data
 from rasterio.crs import CRS
@@ -17,6 +18,7 @@ from rasterio.warp import Resampling, reproject, transform
 
 from lsmap.cli import main
 from lsmap.core.bands import PROFILES, S2_RESOLUTION
+from lsmap.core.encoding import max_error
 from lsmap.data.stack import band_of, find_band_files, horn_slope, pixel_size_metres, stack_scene
 from lsmap.errors import InputError, MissingInputError, OutputExistsError
 from lsmap.io.rasters import OUTPUT_NODATA
@@ -97,8 +99,9 @@ def dem_utm(tmp_path) -> Path:
 
 
 def read(path: Path) -> tuple[np.ndarray, dict, tuple]:
+    """A stack's values as readers see them (uint16 codes unscaled), nodata pixels -9999 in every band."""
     with rasterio.open(path) as src:
-        return src.read(), src.profile, src.descriptions
+        return read_stack(path), src.profile, src.descriptions
 
 
 # --- band names ---------------------------------------------------------------------------------
@@ -125,7 +128,8 @@ def test_find_band_files_prefers_finest_resolution(tmp_path):
 
 
 def test_stack_grid_scaling_nodata(s2_dir, dem_utm, raw, tmp_path):
-    res = stack_scene(s2_dir, tmp_path / "out.tif", dem=dem_utm)
+    # float32: the values themselves (the uint16 default is within max_error of them: test_stack_encoding.py)
+    res = stack_scene(s2_dir, tmp_path / "out.tif", dem=dem_utm, encoding="float32")
     arr, prof, desc = read(res.path)
     assert desc == L4S.bands
     assert prof["crs"] == UTM and prof["transform"] == from_origin(X0, Y0, 10, 10)
@@ -193,7 +197,8 @@ def test_stack_explicit_slope_raster(s2_dir, dem_utm, tmp_path):
                          from_origin(X0 - 95.0, Y0 + 85.0, 30, 30), nodata=-9999.0)
     arr, _, _ = read(stack_scene(s2_dir, tmp_path / "out.tif", dem=dem_utm, slope=slope).path)
     valid = arr[0] != OUTPUT_NODATA
-    np.testing.assert_allclose(arr[12][valid] * L4S.divisors[12], 12.5, rtol=1e-6)
+    # the uint16 stack keeps slope within half its 0.0015 degree step
+    np.testing.assert_allclose(arr[12][valid] * L4S.divisors[12], 12.5, atol=max_error(L4S)[12] * L4S.divisors[12])
 
 
 def test_stack_block_size_does_not_change_output(s2_dir, tmp_path, rng):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from _rasters import read_stack
 from click.testing import CliRunner
 from conftest import shared_data
 from products_fixtures import (
@@ -47,8 +48,7 @@ MIXED = BandProfile("mixed", ("B4", "B11", "B8", "slope", "DEM"), tuple(L4S_DIV[
 
 
 def read(path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read()
+    return read_stack(path)
 
 
 def write_dem(path: Path, *, x0=X0 - 300, y0=Y0 + 300, n=60, res=30.0, crs=CRS) -> Path:

@@ -342,10 +342,11 @@ def test_pre_product_is_stacked_over_the_post_footprint_only(tmp_path, monkeypat
     win = Window(40, 30, 60, 50)
     with rasterio.open(full) as src:
         prof = src.profile | {"width": win.width, "height": win.height, "transform": src.window_transform(win)}
-        data, names = src.read(window=win), src.descriptions
+        data, names, scaling = src.read(window=win), src.descriptions, (src.scales, src.offsets)
     with rasterio.open(tmp_path / "post.tif", "w", **prof) as dst:
         dst.write(data)
         dst.descriptions = names
+        dst.scales, dst.offsets = scaling  # a uint16 stack's codes: the copy keeps their scale/offset
     seen = []
 
     def spy(*args, **kwargs):
@@ -355,7 +356,7 @@ def test_pre_product_is_stacked_over_the_post_footprint_only(tmp_path, monkeypat
         return out
 
     monkeypatch.setattr(evidence, "stack_scene", spy)
-    b2 = data[0][data[0] > 0]
+    b2 = data[0][data[0] > 0] * scaling[0][0] + scaling[1][0]  # B2 as read (uint16 codes unscaled)
     mod = member(Band0Model(), "B2", mean=float(np.median(b2)), std=float(b2.std()) / 4)
     gdf = lsmap.detect(tmp_path / "post.tif", [mod], pre={"s2": product}, min_ndvi_drop=0.0, min_slope=0.0, **KW)
     assert len(gdf) > 0 and np.isfinite(gdf["ndvi_pre"]).all()

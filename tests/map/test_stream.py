@@ -423,3 +423,49 @@ def test_ordered_map_reports_a_worker_that_cannot_start():
     with pytest.raises(RuntimeError, match="no such device"):
         list(ordered_map(lambda i: i, iter(range(5)), 2, broken))
 
+
+
+def test_auto_window_from_the_models():
+    """Fully convolutional members get 512 px windows; any attention or unknown member keeps 128."""
+    from types import SimpleNamespace
+
+    from lsmap.map.stream import auto_window
+
+    def member(name):
+        return SimpleNamespace(card=SimpleNamespace(model=name))
+
+    assert auto_window([member("tiny-unet"), member("unet-resnet18")])[0] == 512
+    assert auto_window([member("deeplabv3plus-resnet34")])[0] == 512
+    w, why = auto_window([member("unet-resnet18"), member("segformer-mit_b0")])
+    assert w == 128 and "segformer-mit_b0" in why
+    assert auto_window([member("someone-elses-net")])[0] == 128
+
+
+@pytest.mark.parametrize("uncertainty", [False, True])
+def test_column_panels_give_the_one_panel_output(tmp_path, rng, monkeypatch, uncertainty):
+    """A scene wider than a panel is streamed panel by panel (memory by the panel's width): the
+    probabilities (and variance) equal one full-width pass up to float rounding, nodata the same."""
+    import lsmap.map.stream as stream
+    from lsmap.map.stream import column_panels
+
+    data = smooth_scene(rng)
+    data[:, 100:120, 230:260] = -9999.0  # nodata across the panels' shared columns
+    path = write_scene(tmp_path / "s.tif", data, nodata=-9999.0)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(14, 2, 5, padding=2)  # spatial context: window borders matter
+    stats = BandStats((1.0,) * 14, (0.4,) * 14, 1)
+    out = {}
+    for name, panel in (("one", 100000), ("many", 64)):
+        monkeypatch.setattr(stream, "PANEL_WIDTH", panel)
+        unc = tmp_path / f"u_{name}.tif" if uncertainty else None
+        predict_scene(path, [member(conv)], tmp_path / f"p_{name}.tif", stats=stats, tta=uncertainty,
+                      uncertainty_out=unc, **KW)
+        out[name] = read(tmp_path / f"p_{name}.tif"), read(unc) if unc else None
+    from lsmap.core.windows import window_grid
+
+    assert len(column_panels(window_grid(260, 300, 64, 16))) == 2  # panels of 4 windows: 0..192 and 236
+    (p1, u1), (p2, u2) = out["one"], out["many"]
+    assert ((p1 == PROB_NODATA) == (p2 == PROB_NODATA)).all() and (p1 == PROB_NODATA).any()
+    np.testing.assert_allclose(p2, p1, atol=1e-6)
+    if uncertainty:
+        np.testing.assert_allclose(u2, u1, atol=1e-6)
