@@ -313,10 +313,15 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
     h, w = nc.valid.shape
 
     # layout in inches: title band, map (aspect of the scene), colour bar at the right, caption below
+    aspect = (top - bottom) / max(right - left, 1e-9)
     map_w = 5.9
-    map_h = min(max(map_w * (top - bottom) / max(right - left, 1e-9), 2.5), 11.0)
+    map_h = min(max(map_w * aspect, 2.5), 11.0)
     if map_h == 11.0:  # a tall scene: narrow the map instead of stretching it
-        map_w = map_h * (right - left) / max(top - bottom, 1e-9)
+        map_w = map_h / aspect
+    elif map_h == 2.5:  # a wide, short scene: widen the map (up to 10 in) so the axes fit the image
+        map_w = min(map_h / aspect, 10.0)
+        map_h = map_w * aspect if map_w == 10.0 else map_h
+        map_h = max(map_h, 1.2)
     pad_l, pad_r, pad_t, pad_b = 0.85, 1.45, 0.85, 0.75
     fig_w, fig_h = pad_l + map_w + pad_r, pad_b + map_h + pad_t
     fig = plt.figure(figsize=(fig_w, fig_h), dpi=150)
@@ -379,7 +384,7 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
     ax.xaxis.set_major_formatter(fmt)
     ax.yaxis.set_major_formatter(fmt)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
-    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(max(2, min(5, int(map_h / 0.9)))))
     ax.tick_params(labelsize=7, direction="out")
     plt.setp(ax.get_yticklabels(), rotation=90, va="center")
     ax.set_xlabel("longitude (°)" if geographic else f"easting ({unit})", fontsize=7.5)

@@ -150,3 +150,17 @@ def test_scale_bar_length_and_north_arrow():
     assert grid_convergence("EPSG:32645", 700000, 3000000) == pytest.approx(-0.92, abs=0.05)
     assert grid_convergence("EPSG:32645", 500000, 3000000) == pytest.approx(0.0, abs=1e-6)
     assert grid_convergence("EPSG:4326", 85, 27) == 0.0
+
+
+@pytest.mark.parametrize(("w", "h", "ratio"), [(600, 150, 3.0), (580, 200, 2.33), (200, 200, 1.09)])
+def test_quicklook_map_keeps_the_scene_aspect(tmp_path, w, h, ratio):
+    """A wide, short scene widens the map instead of letterboxing the image in a 5.9 in axes (which left
+    the north arrow and the ticks off the image): the PNG's width/height follows the scene's."""
+    from detect_fixtures import write_scene
+
+    from lsmap.map.quicklook import render_quicklook
+
+    rng = np.random.default_rng(0)
+    scene = write_scene(tmp_path / "s.tif", rng.uniform(0.5, 1.5, (3, h, w)).astype(np.float32), bands=["B2", "B3", "B4"])
+    img = mpimg.imread(render_quicklook(scene, None, tmp_path / "q.png"))
+    assert img.shape[1] / img.shape[0] == pytest.approx(ratio, abs=0.05)  # it was 2.0 for both wide scenes
