@@ -185,7 +185,7 @@ def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "
     geom = _in_crs(aoi, crs)
     x0, y0, x1, y1 = geom.bounds
     inv = ~transform
-    cols, rows = zip(*(inv * (x, y) for x, y in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))), strict=True)
+    cols, rows = zip(*(inv @ (x, y) for x, y in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))), strict=True)
     c0 = max(0, math.floor(min(cols) + _SNAP))
     c1 = min(width, math.ceil(max(cols) - _SNAP))
     r0 = max(0, math.floor(min(rows) + _SNAP))

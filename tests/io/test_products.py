@@ -250,7 +250,7 @@ def test_aoi_stack_is_the_full_stack_window_to_the_pixel(tmp_path):
     a, f = read(tmp_path / "aoi.tif"), read(tmp_path / "full.tif")
     np.testing.assert_array_equal(a, f[:, 21:70, 37:91])  # bands, 20 m resampling, DEM and slope
     with rasterio.open(tmp_path / "aoi.tif") as s, rasterio.open(tmp_path / "full.tif") as fs:
-        assert s.transform == fs.transform * fs.transform.translation(37, 21)
+        assert s.transform == fs.transform @ fs.transform.translation(37, 21)
     assert full.window is None
 
 
@@ -303,7 +303,7 @@ def _dem_tiles(dem: Path, folder: Path, skip: tuple[int, int] | None = None) -> 
             for j in range(2):
                 if (i, j) == skip:
                     continue
-                t = src.transform * src.transform.translation(j * n, i * n)
+                t = src.transform @ src.transform.translation(j * n, i * n)
                 with rasterio.open(folder / f"dem_{i}{j}.tif", "w", driver="GTiff", width=n, height=n, count=1,
                                    dtype="float32", crs=src.crs, transform=t, nodata=-9999.0) as dst:
                     dst.write(z[i * n:(i + 1) * n, j * n:(j + 1) * n], 1)
@@ -489,7 +489,7 @@ def test_detect_on_a_product_with_an_aoi_covers_the_full_runs_window(tmp_path):
                                     str(tmp_path / "aoi.gpkg"), "--prob", str(tmp_path / "aoi.tif"), *common])
     assert res.exit_code == 0, res.output
     with rasterio.open(tmp_path / "aoi.tif") as a, rasterio.open(tmp_path / "full.tif") as f:
-        assert a.shape == (60, 80) and a.transform == f.transform * f.transform.translation(25, 30)
+        assert a.shape == (60, 80) and a.transform == f.transform @ f.transform.translation(25, 30)
     # a stacked scene is cropped the same way
     stack_scene(z, tmp_path / "scene.tif", bands="rgbn")
     res = CliRunner().invoke(main, ["detect", str(tmp_path / "scene.tif"), "--bbox", f"{x0},{y0},{x1},{y1}",

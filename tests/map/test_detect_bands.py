@@ -148,7 +148,7 @@ def test_real_l2a_bands_stack_and_detect_with_the_shipped_default(tmp_path):
     from shapely.geometry import LineString
 
     with rasterio.open(scene) as src:
-        track = LineString([src.transform * p for p in ((347, 155), (363, 125), (391, 112), (426, 120),
+        track = LineString([src.transform @ p for p in ((347, 155), (363, 125), (391, 112), (426, 120),
                                                         (471, 95), (496, 72), (541, 34), (571, 4))])
     corridor = track.buffer(150)
     slides = gpd.read_file(tmp_path / "slides.gpkg")
