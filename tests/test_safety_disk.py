@@ -25,26 +25,25 @@ def _mount(path: Path, size: str = "2m", *options: str) -> None:
         pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()})")
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
+def _mounted(tmp_path: Path, name: str, *options: str):
+    """A 2 MB tmpfs at ``tmp_path/name`` (skipped without root), unmounted afterwards."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "mnt"
+    mnt = tmp_path / name
     mnt.mkdir()
-    _mount(mnt)
+    _mount(mnt, "2m", *options)
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    yield from _mounted(tmp_path, "mnt")
 
 
 @pytest.fixture
 def readonly(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    _mount(mnt, "2m", "ro")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    yield from _mounted(tmp_path, "ro", "ro")
 
 
 @pytest.fixture

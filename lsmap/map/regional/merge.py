@@ -46,6 +46,14 @@ def _common_crs(layers: Mapping[str, Any]):
     return first if all(CRS(c) == CRS(first) for c in crss) else CRS.from_epsg(4326)
 
 
+def _in_common_crs(layers: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``(crs, layers)``: every scene layer in the one CRS :func:`_common_crs` picks (a layer without a CRS is
+    taken to be in it)."""
+    crs = _common_crs(layers)
+    return crs, {name: g.to_crs(crs) if g.crs is not None and g.crs != crs else g.set_crs(crs, allow_override=True)
+                 for name, g in layers.items()}
+
+
 def _components(n: int, left, right) -> list[list[int]]:
     """Connected components of ``n`` items joined by the pairs ``(left[k], right[k])``, in item order."""
     return groups(components(n, left, right))
@@ -75,10 +83,9 @@ def merge_layers(layers: Mapping[str, Any]):
     layers = {k: v for k, v in layers.items() if v is not None}
     if not layers:
         return gpd.GeoDataFrame({"scene": [], "n_parts": [], "area_m2": []}, geometry=[], crs="EPSG:4326")
-    crs = _common_crs(layers)
+    crs, layers = _in_common_crs(layers)
     frames = []
     for name, g in layers.items():
-        g = g.to_crs(crs) if g.crs is not None and g.crs != crs else g.set_crs(crs, allow_override=True)
         g = g.copy()
         g["scene"] = name
         frames.append(g)
@@ -146,10 +153,9 @@ def merge_not_observed(layers: Mapping[str, Any]):
     layers = {k: v for k, v in layers.items() if v is not None and len(v)}
     if not layers:
         return gpd.GeoDataFrame({"reason": [], "scene": [], "area_m2": []}, geometry=[], crs="EPSG:4326")
-    crs = _common_crs(layers)
+    crs, layers = _in_common_crs(layers)
     frames = []
     for name, g in layers.items():
-        g = g.to_crs(crs) if g.crs is not None and g.crs != crs else g.set_crs(crs, allow_override=True)
         frames.append(gpd.GeoDataFrame({"reason": g["reason"].astype(str).to_numpy(), "scene": name},
                                        geometry=shapely.make_valid(g.geometry.values), crs=crs))
     allp = pd.concat(frames, ignore_index=True)
