@@ -113,8 +113,9 @@ def _cpu() -> float:
 
 
 def child_detect(scene: str, models: list[str], out: str, window: int, overlap: int, batch_size: int | None,
-                 tta: bool) -> None:
-    """Run detect in this (fresh) process and print its summary and peak RSS as JSON."""
+                 tta: bool, fold: bool = True) -> None:
+    """Run detect in this (fresh) process and print its summary and peak RSS as JSON (``fold=False``: with
+    the models' batch norms left unfolded, as detect ran them before)."""
     import geopandas  # noqa: F401  (imports done before timing: the figures are the work, not Python imports)
     import scipy.ndimage  # noqa: F401
     import segmentation_models_pytorch  # noqa: F401  (1.7 s here, paid once per process by any smp model)
@@ -122,7 +123,10 @@ def child_detect(scene: str, models: list[str], out: str, window: int, overlap: 
 
     import lsmap
     import lsmap.map.detect  # noqa: F401
+    import lsmap.map.stream
 
+    if not fold:
+        lsmap.map.stream.folded_members = list
     baseline = peak_rss_mb()
     cpu0 = _cpu()
     gdf = lsmap.detect(scene, models, out=out, window=window, overlap=overlap, device="cpu",
@@ -134,22 +138,26 @@ def child_detect(scene: str, models: list[str], out: str, window: int, overlap: 
     print(json.dumps(info))
 
 
-def child_bare(models: list[str], windows: int, window: int, batch_size: int, tta: bool, layout: str) -> None:
+def child_bare(models: list[str], windows: int, window: int, batch_size: int, tta: bool, layout: str,
+               fold: bool = True) -> None:
     """Time the bare ensemble forward over ``windows`` windows in batches (data already in memory).
 
     ``layout`` ``"all-cores"``: one batch at a time on all of torch's threads; ``"workers"``: the
     batches shared among model worker threads exactly as detect runs them on this CPU
-    (:func:`lsmap.map.stream.model_threads`).
+    (:func:`lsmap.map.stream.model_threads`). The models' batch norms are folded as detect folds them
+    (:func:`lsmap.learn.ensemble.folded_members`) unless ``fold`` is false.
     """
     import torch
 
     from lsmap.core.normalize import BandStats
     from lsmap.learn.device import use_channels_last
-    from lsmap.learn.ensemble import inference_context, load_ensemble
+    from lsmap.learn.ensemble import folded_members, inference_context, load_ensemble
     from lsmap.map.stream import ensemble_moments, model_threads, ordered_map
 
     dev = torch.device("cpu")
     members = load_ensemble(models, dev)
+    if fold:
+        members = folded_members(members)  # as detect runs them (lsmap.map.stream._plan)
     if use_channels_last(dev):
         for m in members:
             m.module.to(memory_format=torch.channels_last)
@@ -269,16 +277,19 @@ def main() -> None:
                     help="the models' input scale (scale promotion; the 1st-place solution used 2.5)")
     ap.add_argument("--positive", type=float, default=0.02,
                     help="fraction of pixels an untrained model is calibrated to flag (more: a more fragmented mask)")
+    ap.add_argument("--no-fold", action="store_true",
+                    help="run detect and the bare model with the batch norms unfolded (as before the folding)")
     ap.add_argument("--child", nargs="*")
     args = ap.parse_args()
     if args.child:
         kind, *rest = args.child
         if kind == "detect":
-            child_detect(rest[0], rest[3:], rest[1], args.window, args.overlap, args.batch_size, args.tta)
+            child_detect(rest[0], rest[3:], rest[1], args.window, args.overlap, args.batch_size, args.tta,
+                         not args.no_fold)
         elif kind == "decode":
             child_decode(rest[0])
         else:
-            child_bare(rest[3:], int(rest[0]), args.window, int(rest[1]), args.tta, rest[2])
+            child_bare(rest[3:], int(rest[0]), args.window, int(rest[1]), args.tta, rest[2], not args.no_fold)
         return
 
     import platform
@@ -316,7 +327,8 @@ def main() -> None:
             print(f"model: {args.model} x {args.members}{' + flip TTA' if args.tta else ''}, input scale "
                   f"{args.scale:g} (untrained; landslide logit shifted by {', '.join(f'{s:+.2f}' for s in shifts)} "
                   f"so that ~{100 * args.positive:g} % of pixels exceed p = 0.5)")
-        tta = ["--tta"] if args.tta else []
+        print("batch norms " + ("left unfolded (--no-fold)" if args.no_fold else "folded into the convolutions, as detect runs them"))
+        tta = (["--tta"] if args.tta else []) + (["--no-fold"] if args.no_fold else [])
         rows = []
         for size, scene in scenes.items():
             win = ["--window", str(args.window)] if args.window else []

@@ -55,6 +55,23 @@ def load_ensemble(paths: Sequence[str | os.PathLike], device: Any = "cpu",
     return members
 
 
+def folded_members(members: Sequence[Member]) -> list[Member]:
+    """The members as detection runs them: each model a copy with its batch norms folded into its
+    convolutions (:func:`lsmap.learn.fuse.fold_batchnorm`: same logits, less work), where that is
+    possible and checked; else the member as given. Domain batch norms are never folded (the domain
+    is chosen at run time). The given members are not changed.
+    """
+    from dataclasses import replace
+
+    from lsmap.learn.fuse import fold_batchnorm
+
+    out = []
+    for m in members:
+        folded = None if m.card.domain_bn else fold_batchnorm(m.module, len(m.card.bands))
+        out.append(m if folded is None else replace(m, module=folded))
+    return out
+
+
 def _normalize(x, stats: BandStats):
     import torch
 

@@ -59,7 +59,7 @@ from lsmap.io.scene import (
 )
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device, use_channels_last
-from lsmap.learn.ensemble import inference_context, member_passes, predict_proba
+from lsmap.learn.ensemble import folded_members, inference_context, member_passes, predict_proba
 
 #: Value of nodata pixels in the internal float32 probability raster.
 PROB_NODATA = -1.0
@@ -664,13 +664,19 @@ class _PanelBlender:
                 self.current.seconds = 0.0
 
 
+#: Compression of the probability rasters: ZSTD level 1 with the floating-point predictor writes a
+#: 4096^2 probability raster in about half the CPU time of DEFLATE level 1 and reads it faster, at the
+#: same size (measured: BENCHMARKS.md, issue 20).
+PROB_CREATION = {"compress": "zstd", "predictor": 3, "zstd_level": 1}
+
+
 def _raster_profile(scene: SceneInfo, compress: bool) -> dict:
     """lsmap's GeoTIFF profile for a one-band float32 probability raster on the scene's grid:
-    fast DEFLATE (level 1), or none for scratch files."""
+    fast ZSTD (:data:`PROB_CREATION`), or none."""
     profile = geotiff_profile(crs=scene.crs, transform=scene.transform, width=scene.width, height=scene.height,
-                              count=1, nodata=PROB_NODATA, creation_options={"zlevel": 1})
+                              count=1, nodata=PROB_NODATA, creation_options=PROB_CREATION)
     if not compress:
-        for key in ("compress", "predictor", "zlevel"):
+        for key in PROB_CREATION:
             del profile[key]
     return profile
 
@@ -718,8 +724,8 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             (:func:`lsmap.learn.crf.crf_refine`, colours from the window's natural-colour bands, nodata
             filled as for the models) before it is blended; needs ``lsmap[crf]``. A variance
             uncertainty is the models' (not refined); ``p * (1 - p)`` uses the refined ``p``.
-        compress: DEFLATE-compress the output rasters; off for scratch files that are read once
-            and deleted (4 bytes a pixel on disk, but no compression on the writing thread).
+        compress: Compress the output rasters (:data:`PROB_CREATION`); off: 4 bytes a pixel on disk,
+            but no compression on the writing thread.
         bands: The scene's bands in file order, for a file without band descriptions.
         progress: Show a tqdm progress bar.
 
@@ -849,10 +855,11 @@ def _plan(scene, members: Sequence, stats: BandStats | None, fill, tta: bool, ov
     if batch_size < 1:
         raise InputError(f"`batch_size` must be positive (got {batch_size})")
     pin = device.type == "cuda" if pin_memory is None else pin_memory
+    members = folded_members(members)  # batch norms folded into the convolutions: same logits, less work
     if use_channels_last(device, amp):
         for m in members:
             m.module.to(memory_format=torch.channels_last)
-    return _Plan(scene, matched, stats, device, fill, passes, batch_size, pin)
+    return _Plan(scene, dataclasses.replace(matched, members=members), stats, device, fill, passes, batch_size, pin)
 
 
 def _batch_source(es: contextlib.ExitStack, scene: SceneInfo, read_args: tuple, prefetch: int,

@@ -97,18 +97,19 @@ def fill_small_holes(geoms: Sequence[Any], crs: Any, max_area_m2: float) -> list
 
 
 def label_block(prob: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
-    """4-connected components of ``prob > threshold``.
+    """4-connected components of ``prob > threshold`` (compared in float64, whatever ``prob``'s dtype).
 
     Shape:
         ``prob``: ``(h, w)``; returns ``(h, w)`` int32 labels (0 = none) and the component count.
     """
     from scipy import ndimage
 
-    labels, n = ndimage.label(prob > threshold)
+    labels, n = ndimage.label(prob > np.float64(threshold))
     return labels.astype(np.int32, copy=False), int(n)
 
 
-def _label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off: int) -> np.ndarray:
+def _label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off: int,
+                    where: np.ndarray | None = None) -> np.ndarray:
     """The polygon of each component ``1..n`` of a label image, in pixel coordinates of the scene.
 
     ``rasterio.features.shapes`` traces the components (GDAL's polygonizer, exact integer vertices);
@@ -122,6 +123,7 @@ def _label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_of
     Args:
         labels: ``(h, w)`` labels ``1..n`` (0 = none), from :func:`label_block`.
         counts: ``(n,)`` pixels of each label.
+        where: The flat indices of the labelled pixels, when the caller has them (``np.flatnonzero(labels)``).
 
     Returns:
         ``(n,)`` object array: element ``i`` is the polygon of label ``i + 1``.
@@ -133,7 +135,7 @@ def _label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_of
     out = np.empty(len(counts), dtype=object)
     n = len(counts)
     lab = labels.ravel()
-    where = np.flatnonzero(lab)
+    where = np.flatnonzero(lab) if where is None else where
     ids = lab[where].astype(np.int64) - 1
     rows, cols = np.divmod(where, labels.shape[1])
     r0 = np.full(n, labels.shape[0], np.int64)
@@ -153,7 +155,7 @@ def _label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_of
         out[k] = shapely.polygons(shapely.linearrings(ring))  # (m, 5, 2): GDAL's corner order
     if rect.all():
         return out
-    traced = (labels > 0) & ~rect[np.maximum(labels, 1) - 1]
+    traced = np.concatenate([[False], ~rect])[labels]  # the pixels of the other components
     coords: list = []
     ring_sizes: list[int] = []
     ring_owner: list[int] = []
@@ -205,8 +207,8 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
                 raise InputError(f"{uncertainty}: uncertainty raster is not on the grid of {prob}")
             crs, transform = src.crs, src.transform
             for win in block_grid(src.height, src.width, block):
-                p = src.read(1, window=win, out_dtype="float64")
-                u = usrc.read(1, window=win, out_dtype="float64") if usrc is not None else None
+                p = src.read(1, window=win)  # as stored (float32): the sums below are taken in float64
+                u = usrc.read(1, window=win) if usrc is not None else None
                 parts.add_block(win, p, u, threshold)
     except rasterio.errors.RasterioIOError as e:
         raise InputError(f"{prob}: cannot read probability raster ({e})") from None
@@ -235,18 +237,25 @@ class _Parts:
     def add_block(self, win, p: np.ndarray, u: np.ndarray | None, threshold: float) -> None:
         """Label the block's components, summarise and polygonise them, join them to their neighbours."""
         labels, n = label_block(p, threshold)
-        ids = np.where(labels > 0, labels.astype(np.int64) + self.n_parts, 0)  # part number + 1
+        base = self.n_parts
+
+        def ids(edge: np.ndarray) -> np.ndarray:  # part number + 1 along a block edge (0: none)
+            return np.where(edge > 0, edge.astype(np.int64) + base, 0)
+
         if n:
-            flat = labels.ravel()
-            counts = np.bincount(flat, minlength=n + 1)[1:]
+            # over the labelled pixels only (a few % of a block), in raster order: the same float64 sums
+            on = np.flatnonzero(labels)
+            flat = labels.ravel()[on] - 1
+            pv = p.ravel()[on].astype(np.float64)
+            counts = np.bincount(flat, minlength=n)
             self.count.append(counts)
-            self.psum.append(np.bincount(flat, weights=p.ravel(), minlength=n + 1)[1:])
-            block_max = np.full(n + 1, -np.inf)
-            np.maximum.at(block_max, flat, p.ravel())
-            self.pmax.append(block_max[1:])
+            self.psum.append(np.bincount(flat, weights=pv, minlength=n))
+            block_max = np.full(n, -np.inf)
+            np.maximum.at(block_max, flat, pv)
+            self.pmax.append(block_max)
             if self.usum is not None:
-                self.usum.append(np.bincount(flat, weights=u.ravel(), minlength=n + 1)[1:])
-            self.geoms.append(_label_polygons(labels, counts, win.col_off, win.row_off))
+                self.usum.append(np.bincount(flat, weights=u.ravel()[on].astype(np.float64), minlength=n))
+            self.geoms.append(_label_polygons(labels, counts, win.col_off, win.row_off, on))
             self.n_parts += n
         c0, c1 = win.col_off, win.col_off + win.width
         if self.bottom is None:
@@ -254,11 +263,11 @@ class _Parts:
         elif len(self.bottom) < c1:
             self.bottom = np.concatenate([self.bottom, np.zeros(c1 - len(self.bottom), np.int64)])
         if c0 > 0:
-            self._join(self.right, ids[:, 0])
+            self._join(self.right, ids(labels[:, 0]))
         if win.row_off > 0:
-            self._join(self.bottom[c0:c1], ids[0, :])
-        self.right = ids[:, -1].copy()
-        self.bottom[c0:c1] = ids[-1, :]
+            self._join(self.bottom[c0:c1], ids(labels[0, :]))
+        self.right = ids(labels[:, -1])
+        self.bottom[c0:c1] = ids(labels[-1, :])
 
     def _join(self, a: np.ndarray, b: np.ndarray) -> None:
         """Record that the parts on either side of a block border touch (4-connectivity)."""
