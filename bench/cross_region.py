@@ -239,6 +239,23 @@ def _fmt(rows: list[dict], key) -> str:
     return f"{np.mean(vals):.3f}"
 
 
+#: How refine's closing warning (``lsmap.learn.refine.rounds.final_caution``) begins.
+FINAL_CAUTION = ("the refined models score below the given models", "the target has no labels")
+
+
+def _warn_cell(runs: dict, sources: dict) -> str:
+    """Warnings of the runs (count over seeds), and each seed whose last round ends below its source model
+    (same normalisation), with whether the run said so in its closing warning."""
+    count = sum(len(r["warnings"]) for r in runs.values())
+    below = []
+    for seed, r in sorted(runs.items()):
+        last = r["rounds"][-1]
+        if last["scores"]["f1"] < sources[seed][last["norm"]]["f1"]:
+            said = any(w.startswith(FINAL_CAUTION) for w in r["warnings"])
+            below.append(f"s{seed} {'cautioned' if said else 'NOT cautioned'}")
+    return f"{count}" + (f"; below source: {', '.join(below)}" if below else "")
+
+
 def table(path: Path) -> str:
     rows = json.loads(path.read_text())
     out = []
@@ -266,7 +283,7 @@ def table(path: Path) -> str:
             for i in range(n_rounds):
                 per = [r["rounds"][min(i, len(r["rounds"]) - 1)] for r in rs.values()]
                 norms = "/".join(sorted({p["norm"] for p in per}))
-                warn = sum(len(r["warnings"]) for r in rs.values()) if i == n_rounds - 1 else ""
+                warn = _warn_cell(rs, src) if i == n_rounds - 1 else ""
                 out.append(f"| {strategy} ({variant}), round {i + 1}, norm {norms} | " + " | ".join(
                     _fmt(per, lambda p, k=k: p["scores"].get(k)) for k in ("f1", "precision", "recall", "pred_share", "auc"))
                     + " | " + ", ".join(f"{p['scores']['f1']:.3f}" for p in per) + f" | {warn} |")

@@ -22,6 +22,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,30 +175,43 @@ def _label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_of
 
 
 def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: str | os.PathLike | None = None,
-              block: int = 1024, min_area: float = 0.0, simplify: float = 0.0, fill_holes: float = 0.0):
+              block: int = 1024, min_area: float = 0.0, simplify: float = 0.0, fill_holes: float = 0.0,
+              workers: int | None = None):
     """Polygons of the pixels whose probability exceeds ``threshold``, one feature per landslide.
+
+    Blocks are read in this thread and labelled, summarised and traced by ``workers`` threads
+    (:func:`block_parts`: numpy, scipy and GDAL work), then joined in block order (:class:`_Parts`), so the
+    output does not depend on the number of workers; at most ``workers + 1`` blocks are in flight.
 
     Args:
         prob: Probability raster (float; values <= ``threshold`` and nodata are background).
         threshold: Probability above which a pixel is a landslide.
         uncertainty: Optional uncertainty raster on the same grid: adds ``mean_unc``.
-        block: Block size in pixels (memory is about ``block**2`` pixels, not the scene).
+        block: Block size in pixels (memory is about ``block**2`` pixels per worker, not the scene).
         min_area: Drop polygons smaller than this (m2, after hole filling).
         simplify: Simplification tolerance in metres (0: none; topology preserved).
         fill_holes: Fill holes smaller than this (m2).
+        workers: Threads tracing blocks (default: the CPU cores this process may use, at most
+            :data:`MAX_WORKERS`).
 
     Returns:
         GeoDataFrame in the raster's CRS with columns ``id``, ``area_m2``, ``mean_prob``,
         ``max_prob`` (and ``mean_unc``), sorted top-left to bottom-right.
 
     Raises:
-        InputError: unreadable raster, or the uncertainty raster is on another grid.
+        InputError: unreadable raster, the uncertainty raster is on another grid, or a bad ``block``
+            or ``workers``.
     """
     import rasterio
 
+    from lsmap.map.stream import ordered_map
 
     if block < 2:
         raise InputError(f"vectorize block must be at least 2 pixels (got {block})")
+    if workers is not None and workers < 1:
+        raise InputError(f"vectorize workers must be positive (got {workers})")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = workers or max(1, min(cores, MAX_WORKERS))
     parts = _Parts(with_uncertainty=uncertainty is not None)
     try:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(prob) as src, \
@@ -206,13 +220,71 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
             if usrc is not None and (usrc.shape != src.shape or usrc.transform != src.transform):
                 raise InputError(f"{uncertainty}: uncertainty raster is not on the grid of {prob}")
             crs, transform = src.crs, src.transform
-            for win in block_grid(src.height, src.width, block):
-                p = src.read(1, window=win)  # as stored (float32): the sums below are taken in float64
-                u = usrc.read(1, window=win) if usrc is not None else None
-                parts.add_block(win, p, u, threshold)
+
+            def blocks():
+                for win in block_grid(src.height, src.width, block):
+                    p = src.read(1, window=win)  # as stored (float32): the sums are taken in float64
+                    yield win, p, usrc.read(1, window=win) if usrc is not None else None
+
+            results = ordered_map(lambda item: block_parts(*item, threshold), blocks(), workers)
+            es.callback(results.close)
+            for _, found in results:
+                parts.add(found)
     except rasterio.errors.RasterioIOError as e:
         raise InputError(f"{prob}: cannot read probability raster ({e})") from None
     return parts.polygons(crs, transform, min_area=min_area, simplify=simplify, fill_holes=fill_holes)
+
+
+#: Most threads tracing blocks in :func:`vectorize`.
+MAX_WORKERS = 4
+
+
+@dataclass
+class BlockParts:
+    """The connected components of one block (the parts of the landslides in it), in label order.
+
+    Attributes:
+        win: The block's window.
+        count: ``(n,)`` pixels of each part.
+        psum: ``(n,)`` float64 sums of the probability.
+        pmax: ``(n,)`` maxima of the probability.
+        usum: ``(n,)`` float64 sums of the uncertainty, or ``None``.
+        geoms: ``(n,)`` object array of the parts' polygons in scene pixel coordinates.
+        edges: The labels (``1..n``, 0 = none) along the block's top row, bottom row, left column and
+            right column.
+    """
+
+    win: Any
+    count: np.ndarray
+    psum: np.ndarray
+    pmax: np.ndarray
+    usum: np.ndarray | None
+    geoms: np.ndarray
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def block_parts(win, p: np.ndarray, u: np.ndarray | None, threshold: float) -> BlockParts:
+    """Label one block's landslide pixels into parts, summarise and trace them (no state: any thread).
+
+    Shape:
+        ``p``, ``u``: ``(h, w)`` probability and uncertainty of the block ``win``.
+    """
+    labels, n = label_block(p, threshold)
+    edges = (labels[0].copy(), labels[-1].copy(), labels[:, 0].copy(), labels[:, -1].copy())
+    if not n:
+        empty = np.zeros(0)
+        return BlockParts(win, np.zeros(0, np.int64), empty, empty, empty if u is not None else None,
+                          np.empty(0, dtype=object), edges)
+    # over the labelled pixels only (a few % of a block), in raster order: the same float64 sums
+    on = np.flatnonzero(labels)
+    flat = labels.ravel()[on] - 1
+    pv = p.ravel()[on].astype(np.float64)
+    counts = np.bincount(flat, minlength=n)
+    pmax = np.full(n, -np.inf)
+    np.maximum.at(pmax, flat, pv)
+    usum = np.bincount(flat, weights=u.ravel()[on].astype(np.float64), minlength=n) if u is not None else None
+    return BlockParts(win, counts, np.bincount(flat, weights=pv, minlength=n), pmax, usum,
+                      _label_polygons(labels, counts, win.col_off, win.row_off, on), edges)
 
 
 class _Parts:
@@ -234,40 +306,33 @@ class _Parts:
         self.bottom: np.ndarray | None = None  # part numbers (+1) of the last row of the block row above
         self.right: np.ndarray | None = None  # part numbers (+1) of the last column of the block on the left
 
-    def add_block(self, win, p: np.ndarray, u: np.ndarray | None, threshold: float) -> None:
-        """Label the block's components, summarise and polygonise them, join them to their neighbours."""
-        labels, n = label_block(p, threshold)
-        base = self.n_parts
+    def add(self, found: BlockParts) -> None:
+        """Number a block's parts after those of the blocks before it and join them to their neighbours."""
+        n, win, base = len(found.count), found.win, self.n_parts
+        if n:
+            self.count.append(found.count)
+            self.psum.append(found.psum)
+            self.pmax.append(found.pmax)
+            if self.usum is not None:
+                self.usum.append(found.usum)
+            self.geoms.append(found.geoms)
+            self.n_parts += n
 
         def ids(edge: np.ndarray) -> np.ndarray:  # part number + 1 along a block edge (0: none)
             return np.where(edge > 0, edge.astype(np.int64) + base, 0)
 
-        if n:
-            # over the labelled pixels only (a few % of a block), in raster order: the same float64 sums
-            on = np.flatnonzero(labels)
-            flat = labels.ravel()[on] - 1
-            pv = p.ravel()[on].astype(np.float64)
-            counts = np.bincount(flat, minlength=n)
-            self.count.append(counts)
-            self.psum.append(np.bincount(flat, weights=pv, minlength=n))
-            block_max = np.full(n, -np.inf)
-            np.maximum.at(block_max, flat, pv)
-            self.pmax.append(block_max)
-            if self.usum is not None:
-                self.usum.append(np.bincount(flat, weights=u.ravel()[on].astype(np.float64), minlength=n))
-            self.geoms.append(_label_polygons(labels, counts, win.col_off, win.row_off, on))
-            self.n_parts += n
+        top, bottom, left, right = found.edges
         c0, c1 = win.col_off, win.col_off + win.width
         if self.bottom is None:
             self.bottom = np.zeros(c1, np.int64)
         elif len(self.bottom) < c1:
             self.bottom = np.concatenate([self.bottom, np.zeros(c1 - len(self.bottom), np.int64)])
         if c0 > 0:
-            self._join(self.right, ids(labels[:, 0]))
+            self._join(self.right, ids(left))
         if win.row_off > 0:
-            self._join(self.bottom[c0:c1], ids(labels[0, :]))
-        self.right = ids(labels[:, -1])
-        self.bottom[c0:c1] = ids(labels[-1, :])
+            self._join(self.bottom[c0:c1], ids(top))
+        self.right = ids(right)
+        self.bottom[c0:c1] = ids(bottom)
 
     def _join(self, a: np.ndarray, b: np.ndarray) -> None:
         """Record that the parts on either side of a block border touch (4-connectivity)."""
