@@ -26,6 +26,11 @@ OVERLAP = 32
 #: change 0.006-0.02 % of the mask pixels and no F1 against 128 (bench/window_size.py) and cut the
 #: overlap's extra work from (128/96)^2 = 1.78x to (512/480)^2 = 1.14x.
 LARGE_WINDOW = 512
+#: The large windows detection chooses among for a scene (multiples of :data:`PAD_MULTIPLE`): the one
+#: whose grid makes the model compute the fewest pixels (a 4096^2 scene: 544 px, 1.13x its pixels,
+#: against 1.27x with 512). At most :data:`LARGE_WINDOW` for scale-promoted models (their activations
+#: grow with the square of the scaled window).
+LARGE_WINDOWS = tuple(range(384, 641, PAD_MULTIPLE))
 
 #: Scale-promotion factors offered by ``lsmap train`` (the 1st place trained at x2.5 and x4).
 SCALES = (1.0, 2.5, 4.0)

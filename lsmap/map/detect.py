@@ -204,7 +204,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         tta: Also average over horizontal/vertical flips.
         overlap: Window overlap in pixels (blended with Hann ramps).
         window: Window size in pixels; ``None``: chosen from the models (:func:`lsmap.map.stream.auto_window`:
-            512 for fully convolutional models, else 128), recorded in the summary as ``window_choice``.
+            384-640 px for fully convolutional models, the size whose windows cover the scene with the
+            least work, else 128), recorded in the summary as ``window_choice``.
         batch_size: Windows per batch (default: sized for the device).
         norm: ``"own"`` normalises with the scene's own per-band statistics (the 1st-place
             recipe), ``"model"`` with each model's training statistics
@@ -320,7 +321,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         members = plan.members
         opts = replace(opts, norm="own" if stats is not None else ensemble_norm(opts.norm, [m.card.train for m in members]))
         if opts.window is None:
-            window, window_choice = auto_window(members)
+            window, window_choice = auto_window(members, info.height, info.width, opts.overlap)
             opts = replace(opts, window=window)
         else:
             window_choice = "given"

@@ -95,24 +95,48 @@ class PredictResult:
     timings: dict = field(default_factory=dict)
 
 
-def auto_window(members: Sequence) -> tuple[int, str]:
+def auto_window(members: Sequence, height: int | None = None, width: int | None = None,
+                overlap: int = 32) -> tuple[int, str]:
     """Detection's window for ``members`` when none is given: ``(pixels, why)``.
 
-    :data:`lsmap.core.constants.LARGE_WINDOW` (512) when every member is a registered fully
-    convolutional model (U-Nets, DeepLabV3+, the tiny U-Net: the window's size changes only pixels
-    near its borders, which the overlap blends away; measured: bench/window_size.py), on any device:
-    the batch shrinks to fit (:func:`auto_batch_size`), on a GPU it stays several windows. Else
-    :data:`lsmap.core.constants.WINDOW` (128), the Landslide4Sense patch size the models trained
-    on (SegFormer's attention sees the whole window; unknown architectures).
+    When every member is a registered fully convolutional model (U-Nets, DeepLabV3+, the tiny U-Net: the
+    window's size changes only pixels near its borders, which the overlap blends away; measured:
+    bench/window_size.py), a large window on any device (the batch shrinks to fit:
+    :func:`auto_batch_size`): for a ``height`` x ``width`` scene the one of
+    :data:`lsmap.core.constants.LARGE_WINDOWS` whose grid makes the models compute the fewest pixels
+    (:func:`computed_pixels`; ties: the smaller), at most :data:`lsmap.core.constants.LARGE_WINDOW` for
+    scale-promoted models; without the scene's size, :data:`~lsmap.core.constants.LARGE_WINDOW`. Else
+    :data:`lsmap.core.constants.WINDOW` (128), the Landslide4Sense patch size the models trained on
+    (SegFormer's attention sees the whole window; unknown architectures).
     """
-    from lsmap.core.constants import LARGE_WINDOW, WINDOW
+    from lsmap.core.constants import LARGE_WINDOW, LARGE_WINDOWS, WINDOW
     from lsmap.learn.registry import MODELS
 
     names = [m.card.model for m in members]
     other = sorted({n for n in names if n not in MODELS or not MODELS[n].fully_convolutional})
     if other:
         return WINDOW, f"auto: {WINDOW} px, the training patch size ({', '.join(other)} not fully convolutional)"
-    return LARGE_WINDOW, f"auto: {LARGE_WINDOW} px for fully convolutional models"
+    if height is None or width is None:
+        return LARGE_WINDOW, f"auto: {LARGE_WINDOW} px for fully convolutional models"
+    scaled = any(float(getattr(m.card, "scale", 1.0)) != 1.0 for m in members)
+    sizes = [w for w in LARGE_WINDOWS if w > overlap and (not scaled or w <= LARGE_WINDOW)]
+    best = min(sizes, key=lambda w: (computed_pixels(height, width, w, overlap), w))
+    extra = computed_pixels(height, width, best, overlap) / (height * width)
+    return best, (f"auto: {best} px for fully convolutional models, the size in {sizes[0]}-{sizes[-1]} px whose "
+                  f"windows cover this scene with the least work ({extra:.2f}x its pixels)")
+
+
+def computed_pixels(height: int, width: int, window: int, overlap: int) -> int:
+    """Pixels the models compute over a ``height`` x ``width`` scene in windows of ``window`` px overlapping
+    by ``overlap`` (:func:`lsmap.core.windows.window_grid`, each window padded to the pad multiple)."""
+    from lsmap.core.constants import PAD_MULTIPLE
+    from lsmap.core.windows import offsets
+
+    def padded(n: int) -> int:
+        return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
+
+    rows, cols = len(offsets(height, window, overlap)), len(offsets(width, window, overlap))
+    return rows * cols * padded(min(window, height)) * padded(min(window, width))
 
 
 def auto_batch_size(device, window: int, scale: float = 1.0, passes: int = 1) -> int:

@@ -441,6 +441,32 @@ def test_auto_window_from_the_models():
     assert auto_window([member("someone-elses-net")])[0] == 128
 
 
+def test_auto_window_covers_the_scene_with_the_least_work():
+    """For a scene's size the large window is the one of LARGE_WINDOWS whose grid computes the fewest
+    pixels (ties: the smaller); scale-promoted models stay at 512 px at most; the reason says so."""
+    from types import SimpleNamespace
+
+    from lsmap.core.constants import LARGE_WINDOWS
+    from lsmap.core.windows import window_grid
+    from lsmap.map.stream import auto_window, computed_pixels
+
+    def member(scale=1.0):
+        return SimpleNamespace(card=SimpleNamespace(model="tiny-unet", scale=scale))
+
+    assert auto_window([member()], 512, 512)[0] == 512  # one window, no overlap work
+    w, why = auto_window([member()], 4096, 4096)
+    assert w == 544 and "544 px" in why and "1.13x" in why
+    assert computed_pixels(4096, 4096, 544, 32) < computed_pixels(4096, 4096, 512, 32)
+    for h, wd in [(2048, 2048), (10980, 10980), (700, 3000), (100, 90)]:
+        best = auto_window([member()], h, wd)[0]
+        assert best in LARGE_WINDOWS
+        assert all(computed_pixels(h, wd, best, 32) <= computed_pixels(h, wd, c, 32) for c in LARGE_WINDOWS)
+        grid = window_grid(h, wd, best, 32)  # the count agrees with the grid detect runs
+        padded = [-(-min(best, n) // 32) * 32 for n in (h, wd)]
+        assert computed_pixels(h, wd, best, 32) == len(grid) * padded[0] * padded[1]
+    assert auto_window([member(2.5)], 4096, 4096)[0] <= 512
+
+
 @pytest.mark.parametrize("uncertainty", [False, True])
 def test_column_panels_give_the_one_panel_output(tmp_path, rng, monkeypatch, uncertainty):
     """A scene wider than a panel is streamed panel by panel (memory by the panel's width): the
