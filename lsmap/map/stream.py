@@ -619,12 +619,12 @@ class _StripBlender:
             cs = slice(c0, min(width, c0 + FLUSH_COLUMNS))
             wsum = np.maximum(self.w[:n, cs], 1e-12)
             p = self.p[:n, cs] / wsum
-            v = self.v[:n, cs]
+            invalid = ~self.v[:n, cs]
             target = self.rio_window(self.col0 + c0, self.top, cs.stop - c0, n)
-            self.dst_p.write(np.where(v, p, PROB_NODATA).astype(np.float32)[None], window=target)
+            self.dst_p.write(_with_nodata(p, invalid)[None], window=target)
             if self.dst_u is not None:
                 u = self.u[:n, cs] / wsum if self.use_var else p * (1.0 - p)
-                self.dst_u.write(np.where(v, u, PROB_NODATA).astype(np.float32)[None], window=target)
+                self.dst_u.write(_with_nodata(u, invalid)[None], window=target)
         h = self.p.shape[0]
         for a in (self.p, self.w, self.u, self.v):
             if a is not None:
@@ -632,6 +632,13 @@ class _StripBlender:
                 a[h - n:] = 0
         self.top = upto
         self.seconds += time.perf_counter() - t0
+
+
+def _with_nodata(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """``values`` as float32 with :data:`PROB_NODATA` where ``invalid`` (one float32 copy, no float64 one)."""
+    out = values.astype(np.float32)
+    out[invalid] = PROB_NODATA
+    return out
 
 
 @dataclass
