@@ -34,6 +34,10 @@ RAW_THRESHOLD = 20.0
 #: Scene statistics are computed over all pixels up to this many (4.2 M, 2048 x 2048); larger scenes
 #: are summarised from about this many pixels in cells spread over the scene (:func:`scan_scene`).
 STATS_MAX_PIXELS = 1 << 22
+#: Pixels sampled when the pass only decides the input scale and the valid share (the models are
+#: normalised with their training statistics or given ones): 1 M, 16 cells of 256 px. Raw digital
+#: numbers and L4S values differ by two orders of magnitude, so a small sample tells them apart.
+SCALE_MAX_PIXELS = 1 << 20
 INPUT_SCALES = ("auto", "raw", "l4s")
 
 

@@ -38,7 +38,7 @@ from lsmap.data.masks import (
     product_mask_layers,
     write_not_observed,
 )
-from lsmap.data.scan import check_stats, scan_scene
+from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS, check_stats, scan_scene
 from lsmap.errors import CheckpointError, InputError, MissingInputError
 from lsmap.io.aoi import crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
@@ -463,10 +463,14 @@ def _temporary_outputs(es: contextlib.ExitStack, outputs: DetectOutputs, overwri
 
 def _scan(info, plan, opts: DetectOptions, stats: BandStats | None, progress: bool = False):
     """The statistics pass over the bands read: ``(scan, normalisation statistics used, seconds)``;
-    the not-observed raster travels with ``info`` (``info.mask``) to every reader."""
+    the not-observed raster travels with ``info`` (``info.mask``) to every reader. When the scene's own
+    statistics do not normalise it, a large scene is sampled less (:data:`lsmap.data.scan.SCALE_MAX_PIXELS`:
+    the pass then only decides the input scale and the valid share)."""
 
     t_scan = time.perf_counter()
-    scan = scan_scene(info, plan.profile, opts.input_scale, progress=progress, indexes=plan.indexes)
+    own = norm_mode(opts.norm) == "own" and stats is None  # the scene's statistics normalise it
+    scan = scan_scene(info, plan.profile, opts.input_scale, progress=progress, indexes=plan.indexes,
+                      max_pixels=STATS_MAX_PIXELS if own else SCALE_MAX_PIXELS)
     t_scan = time.perf_counter() - t_scan
     if norm_mode(opts.norm) == "own":
         used = check_stats(stats, plan.profile, "`stats`") if stats is not None else scan.stats

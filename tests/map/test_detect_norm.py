@@ -22,3 +22,27 @@ def test_auto_norm_follows_the_model_cards(tmp_path, rng):
     assert runs["own-auto"][0] == runs["own-own"][0] == runs["mixed"][0] == "own"
     assert runs["global-auto"][1] == runs["global-model"][1] and runs["own-auto"][1] == runs["own-own"][1]
     assert runs["global-auto"][1] != runs["own-auto"][1], "the two normalisations differ on this scene"
+
+
+def test_the_statistics_pass_samples_less_when_its_statistics_are_not_used(tmp_path, rng, monkeypatch):
+    """With the models' training statistics (or given ones) the pass only decides the input scale and the
+    valid share: it samples SCALE_MAX_PIXELS; with the scene's own statistics STATS_MAX_PIXELS."""
+    import lsmap.map.detect as detect_module
+    from lsmap.core.normalize import BandStats
+    from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS
+
+    asked = []
+    real = detect_module.scan_scene
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["max_pixels"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(detect_module, "scan_scene", spy)
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(rng, bands=14, h=40, w=48))
+    model = member(Band0Model(), train={"norm": "global"})
+    lsmap.detect(scene, [model], norm="model", **KW)
+    lsmap.detect(scene, [model], norm="own", **KW)
+    lsmap.detect(scene, [model], stats=BandStats((1.0,) * 14, (0.5,) * 14, 1), **KW)
+    assert asked == [SCALE_MAX_PIXELS, STATS_MAX_PIXELS, SCALE_MAX_PIXELS]
+    assert SCALE_MAX_PIXELS < STATS_MAX_PIXELS
