@@ -120,6 +120,8 @@ def auto_window(members: Sequence, height: int | None = None, width: int | None 
         return LARGE_WINDOW, f"auto: {LARGE_WINDOW} px for fully convolutional models"
     scaled = any(float(getattr(m.card, "scale", 1.0)) != 1.0 for m in members)
     sizes = [w for w in LARGE_WINDOWS if w > overlap and (not scaled or w <= LARGE_WINDOW)]
+    if not sizes:  # an overlap as large as the windows: the window check names it
+        return LARGE_WINDOW, f"auto: {LARGE_WINDOW} px for fully convolutional models"
     best = min(sizes, key=lambda w: (computed_pixels(height, width, w, overlap), w))
     extra = computed_pixels(height, width, best, overlap) / (height * width)
     return best, (f"auto: {best} px for fully convolutional models, the size in {sizes[0]}-{sizes[-1]} px whose "

@@ -465,6 +465,7 @@ def test_auto_window_covers_the_scene_with_the_least_work():
         padded = [-(-min(best, n) // 32) * 32 for n in (h, wd)]
         assert computed_pixels(h, wd, best, 32) == len(grid) * padded[0] * padded[1]
     assert auto_window([member(2.5)], 4096, 4096)[0] <= 512
+    assert auto_window([member()], 4096, 4096, overlap=700)[0] == 512  # no candidate: the check names the overlap
 
 
 @pytest.mark.parametrize("uncertainty", [False, True])
