@@ -150,7 +150,7 @@ def child_bare(models: list[str], windows: int, window: int, batch_size: int, tt
     import torch
 
     from lsmap.core.normalize import BandStats
-    from lsmap.learn.device import use_channels_last
+    from lsmap.learn.device import inference_channels_last
     from lsmap.learn.ensemble import folded_members, inference_context, load_ensemble
     from lsmap.map.stream import ensemble_moments, model_threads, ordered_map
 
@@ -158,7 +158,7 @@ def child_bare(models: list[str], windows: int, window: int, batch_size: int, tt
     members = load_ensemble(models, dev)
     if fold:
         members = folded_members(members)  # as detect runs them (lsmap.map.stream._plan)
-    if use_channels_last(dev):
+    if inference_channels_last(dev):  # as detect runs them
         for m in members:
             m.module.to(memory_format=torch.channels_last)
     stats = BandStats((1.0,) * 14, (0.3,) * 14, 1)

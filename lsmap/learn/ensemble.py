@@ -19,7 +19,7 @@ from typing import Any
 from lsmap.core.bands import BandProfile
 from lsmap.core.normalize import BandStats
 from lsmap.errors import CheckpointError
-from lsmap.learn.device import autocast, use_channels_last
+from lsmap.learn.device import autocast, inference_channels_last
 from lsmap.learn.forward import flip_passes, scaled_forward
 from lsmap.learn.models import ModelCard, load_checkpoint, resolve_model
 
@@ -107,7 +107,7 @@ def member_logits(member: Member, x, stats: BandStats | None = None, amp: bool =
         set_domain(member.module, TARGET)
     with torch.no_grad():
         return scaled_forward(member.module, _normalize(x.float(), stats), member.card.scale, amp,
-                              use_channels_last(x.device, amp))
+                              inference_channels_last(x.device, amp))
 
 
 def predict_proba(members: Sequence[Member], x, stats: BandStats | None = None, tta: bool = False, amp: bool = True):

@@ -58,7 +58,7 @@ from lsmap.io.scene import (
     scene_info,
 )
 from lsmap.learn.crf import crf_refine, require, rgb_indices
-from lsmap.learn.device import resolve_device, use_channels_last
+from lsmap.learn.device import inference_channels_last, resolve_device
 from lsmap.learn.ensemble import folded_members, inference_context, member_passes, predict_proba
 
 #: Value of nodata pixels in the internal float32 probability raster.
@@ -889,7 +889,7 @@ def _plan(scene, members: Sequence, stats: BandStats | None, fill, tta: bool, ov
         raise InputError(f"`batch_size` must be positive (got {batch_size})")
     pin = device.type == "cuda" if pin_memory is None else pin_memory
     members = folded_members(members)  # batch norms folded into the convolutions: same logits, less work
-    if use_channels_last(device, amp):
+    if inference_channels_last(device, amp):
         for m in members:
             m.module.to(memory_format=torch.channels_last)
     return _Plan(scene, dataclasses.replace(matched, members=members), stats, device, fill, passes, batch_size, pin)

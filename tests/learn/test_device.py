@@ -1,0 +1,56 @@
+"""Memory format and precision choices per device: channels-last inference on every CPU."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lsmap.learn.device as device
+from lsmap.learn.device import inference_channels_last, use_channels_last
+from lsmap.learn.ensemble import member_logits
+from lsmap.learn.models import build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from detect_fixtures import member, write_scene  # noqa: E402
+
+
+@pytest.fixture(params=[False, True], ids=["no-bf16", "bf16"])
+def bf16(request, monkeypatch):
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: request.param)
+    return request.param
+
+
+def test_cpu_inference_is_channels_last_with_or_without_bfloat16(bf16):
+    cpu = torch.device("cpu")
+    assert inference_channels_last(cpu, amp=True) and inference_channels_last(cpu, amp=False)
+    assert use_channels_last(cpu, True) is bf16  # training: only with bfloat16 autocast
+    assert not use_channels_last(cpu, False)
+
+
+def test_channels_last_logits_equal_contiguous_ones_in_float32(monkeypatch):
+    """The format changes the kernels, not the result (float32: a few units in the last place)."""
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    torch.manual_seed(0)
+    m = member(build_model("tiny-unet", 14).eval())
+    x = 1.0 + 0.3 * torch.randn(2, 14, 96, 96)
+    got = member_logits(m, x)
+    monkeypatch.setattr("lsmap.learn.ensemble.inference_channels_last", lambda *a: False)
+    want = member_logits(m, x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_detect_runs_cpu_models_channels_last_without_bfloat16(tmp_path, monkeypatch):
+    """predict_scene's plan puts the (folded) models in channels-last on a CPU without bfloat16 units."""
+    from lsmap.map.stream import _plan
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    scene = write_scene(tmp_path / "s.tif", np.ones((14, 64, 64), np.float32))
+    torch.manual_seed(0)
+    plan = _plan(scene, [member(build_model("tiny-unet", 14).eval())], None, None, False, 16, 64, None, "cpu",
+                 True, None)
+    convs = [c for c in plan.bands.members[0].module.modules() if isinstance(c, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
