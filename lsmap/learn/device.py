@@ -77,8 +77,9 @@ def inference_channels_last(device, amp: bool = True) -> bool:
     channels-last on ``device``: on every CPU, and on CUDA with autocast.
 
     oneDNN's channels-last convolutions are faster on CPUs in float32 as well: measured on a 2-core
-    AMD EPYC without bfloat16 units (BENCHMARKS.md, issue 20), the default tiny U-Net's forward
-    1.4-2.1x and U-Net-ResNet-18's 1.2x; DeepLabV3+ and SegFormer-B0 within +-5 %. Training keeps
-    :func:`use_channels_last` (DeepLabV3+'s backward is slower channels-last in float32).
+    AMD EPYC without bfloat16 units (``bench/channels_last.py``, BENCHMARKS.md), the default tiny
+    U-Net's forward 1.4-2.1x, the ResNet U-Nets' 1.2-1.3x; DeepLabV3+ and SegFormer within the noise
+    of that machine (0.8-1.4x from run to run). Training keeps :func:`use_channels_last` (float32
+    backward passes gain less and DeepLabV3+'s was slower in one of two runs).
     """
     return device.type == "cpu" or use_channels_last(device, amp)
