@@ -342,13 +342,14 @@ def main() -> None:
             dec = run(["--child", "decode", str(scene), "-", "-"])
             rows.append((size, det, bare))
             t = det["timings"]
+            trace = f", tracing {t['trace']:.1f} s in its thread" if t.get("trace") is not None else ""
             print(f"scene {size} x {size} px ({det['scene_km2']:.0f} km2, {args.encoding} stack, {det['windows']} "
                   f"windows of {det['window']} px [{det['window_choice']}], overlap {args.overlap}, batch {det['batch_size']}, {t['workers']} model workers):")
             print(f"  detect {det['seconds']:.1f} s = {det['km2_per_s']:.2f} km2/s "
                   f"(scan {t['scan']:.1f} s, predict {t['predict']:.1f} s [model {t['model']:.1f} s summed over "
                   f"workers, reading {t['read']:.1f} s in the reader thread, probability writes "
-                  f"{t['prob_write']:.1f} s], vectorize {t['vectorize']:.2f} s for {det['polygons']} polygons, "
-                  f"write {t['write']:.2f} s)")
+                  f"{t['prob_write']:.1f} s{trace}], vectorize {t['vectorize']:.2f} s after it for {det['polygons']} "
+                  f"polygons, write {t['write']:.2f} s)")
             print(f"  bare model forward over the same windows: {bares['all-cores']['seconds']:.2f} s one batch at a "
                   f"time on all cores, {bares['workers']['seconds']:.2f} s as {bares['workers']['workers']} workers")
             print(f"  ratio bare (faster) / detect {bare['seconds'] / det['seconds']:.3f}; CPU {bare['cpu_seconds']:.1f} s "

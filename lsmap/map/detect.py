@@ -49,12 +49,13 @@ from lsmap.io.scene import scene_band_names, scene_info
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import Member, load_ensemble
 from lsmap.learn.models import default_model_for, default_model_path, shipped_defaults
+from lsmap.map.components import BlockStream
 from lsmap.map.evidence import PreScene, apply_evidence, gate_probability, open_pre, plan_evidence, stack_pre
 from lsmap.map.options import DetectOptions, DetectOutputs
 from lsmap.map.quicklook import natural_colour, render_quicklook, scene_date
 from lsmap.map.report import write_report
-from lsmap.map.stream import PROB_NODATA, auto_window, band_plan, predict_scene
-from lsmap.map.vectorize import areas_m2, vector_driver, vectorize, write_layer
+from lsmap.map.stream import PROB_NODATA, auto_window, band_plan, final_columns, predict_scene
+from lsmap.map.vectorize import areas_m2, landslide_table, vector_driver, vectorize, write_layer
 
 
 def default_models() -> list[Path]:
@@ -333,14 +334,18 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         if ev is not None:
             ev.seconds["check"] = t_check + time.perf_counter() - t_plan
         scan, used, t_scan = _scan(info, plan, opts, stats, progress)
-        pred = _predict(info, members, work, scan, used, opts, dev, progress)
+        # the landslides are traced while the models run, unless the evidence gate changes the probabilities after
+        stream = None if ev is not None and opts.gate else _block_stream(info, threshold, opts, dev)
+        if stream is not None:
+            es.callback(stream.close)
+        pred = _predict(info, members, work, scan, used, opts, dev, progress, stream)
         if ev is not None:
             ev.post_raw = scan.raw
             if opts.gate:
                 gate_probability(ev, pred.prob, work / "prob_gated.tif", block=opts.block, nodata=PROB_NODATA)
                 pred.prob = work / "prob_gated.tif"
         t_vec = time.perf_counter()
-        gdf = _vectorize(pred, threshold, opts)
+        gdf = _vectorize(pred, threshold, opts, info, stream)
         masked = None
         if nobs is not None:
             masked = not_observed_polygons(nobs.path)
@@ -376,7 +381,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     gdf.attrs["lsmap"] = {
         **summary, "seconds": seconds, "km2_per_s": km2 / seconds if seconds > 0 else None,
         "timings": {"scan": t_scan, "predict": pred.seconds, "model": pred.model_seconds, **pred.timings,
-                    "vectorize": t_vec, "write": t_write},
+                    "vectorize": t_vec, "trace": stream.seconds if stream is not None else None, "write": t_write},
         "outputs": outputs.named(),
         "evidence": None if ev is None else {**ev.summary(), "kept": len(gdf), "rejected": len(rejected),
                                              "gate": opts.gate},
@@ -479,8 +484,20 @@ def _scan(info, plan, opts: DetectOptions, stats: BandStats | None, progress: bo
     return scan, used, t_scan
 
 
-def _predict(info, members, work: Path, scan, used: BandStats | None, opts: DetectOptions, dev, progress: bool):
-    """Streamed ensemble inference into scratch probability (and uncertainty) rasters in ``work``."""
+def _block_stream(info, threshold: float, opts: DetectOptions, device) -> BlockStream:
+    """What traces the landslides from the blender's output as it is written (blocks aligned with its
+    column panels, so that none waits for the next panel). Beside CPU model workers, which keep the
+    cores busy, one tracing thread (two held 50-100 MB more at the peak for no gain, measured on a
+    fragmented mask: BENCHMARKS.md); beside a GPU, the default."""
+    return BlockStream(info.height, info.width, threshold, block=opts.block, with_uncertainty=opts.uncertainty,
+                       col_edges=final_columns(info.height, info.width, opts.window, opts.overlap),
+                       workers=1 if device.type == "cpu" else None)
+
+
+def _predict(info, members, work: Path, scan, used: BandStats | None, opts: DetectOptions, dev, progress: bool,
+             stream: BlockStream | None = None):
+    """Streamed ensemble inference into scratch probability (and uncertainty) rasters in ``work``, handing
+    the output to ``stream`` as it is written."""
 
     fill = used.mean if used is not None else None
     valid = scan.valid_pixels
@@ -490,12 +507,16 @@ def _predict(info, members, work: Path, scan, used: BandStats | None, opts: Dete
     return predict_scene(info, members, work / "prob.tif", stats=used, raw=scan.raw, fill=fill, tta=opts.tta,
                          overlap=opts.overlap, window=opts.window, batch_size=opts.batch_size, device=dev,
                          uncertainty_out=work / "unc.tif" if opts.uncertainty else None, crf=opts.crf,
-                         compress=True, bands=opts.bands, progress=progress)
+                         compress=True, bands=opts.bands, progress=progress,
+                         sink=stream.add if stream is not None else None)
 
 
-def _vectorize(pred, threshold: float, opts: DetectOptions):
-    """The probability raster -> landslide polygons."""
+def _vectorize(pred, threshold: float, opts: DetectOptions, info, stream: BlockStream | None = None):
+    """The probability raster -> landslide polygons (traced already by ``stream``, when there is one)."""
 
+    if stream is not None:
+        return landslide_table(stream.landslides(), info.crs, info.transform, min_area=opts.min_area,
+                               simplify=opts.simplify, fill_holes=opts.fill_holes, with_uncertainty=opts.uncertainty)
     return vectorize(pred.prob, threshold=threshold, uncertainty=pred.uncertainty, block=opts.block,
                      min_area=opts.min_area, simplify=opts.simplify, fill_holes=opts.fill_holes)
 

@@ -244,6 +244,18 @@ def panel_columns(part: Sequence[Window]) -> tuple[int, int]:
     return min(w.col_off for w in part), max(w.col_off + w.width for w in part)
 
 
+def final_columns(height: int, width: int, window: int, overlap: int) -> list[int]:
+    """The scene columns where the column panels' final values start (and ``width``): :func:`predict_scene`
+    writes (and hands its ``sink``) the columns ``[e[k], e[k + 1])`` of the panels' rows panel by panel."""
+    panels = column_panels(window_grid(height, width, window, overlap))
+    return [panel_columns(part)[0] for part in panels] + [width]
+
+
+#: What :func:`predict_scene` hands each piece of its output to, as it is written:
+#: ``(row_off, col_off, probability, uncertainty or None)``, float32 with :data:`PROB_NODATA`.
+Sink = Callable[[int, int, np.ndarray, "np.ndarray | None"], None]
+
+
 #: Least GDAL block cache of streamed inference (MB): a panel's row of blocks needs 17 MB (uint16, 14 bands).
 STREAM_CACHE_MB = 32
 
@@ -567,10 +579,10 @@ class _StripBlender:
     """
 
     def __init__(self, weight: np.ndarray, width: int, dst_p, dst_u, use_var: bool, col0: int = 0,
-                 side_in: _Side | None = None, side_out: _Side | None = None) -> None:
+                 side_in: _Side | None = None, side_out: _Side | None = None, sink: Sink | None = None) -> None:
         from rasterio.windows import Window as RioWindow
 
-        self.weight, self.dst_p, self.dst_u, self.use_var = weight, dst_p, dst_u, use_var
+        self.weight, self.dst_p, self.dst_u, self.use_var, self.sink = weight, dst_p, dst_u, use_var, sink
         self.rio_window = RioWindow
         # a panel (:func:`column_panels`): scene columns [col0, col0 + width); the sums of its first
         # columns from the panel on its left (side_in), those of its last columns kept for the next
@@ -623,10 +635,15 @@ class _StripBlender:
             p = self.p[:n, cs] / wsum
             invalid = ~self.v[:n, cs]
             target = self.rio_window(self.col0 + c0, self.top, cs.stop - c0, n)
-            self.dst_p.write(_with_nodata(p, invalid)[None], window=target)
+            p32 = _with_nodata(p, invalid)
+            self.dst_p.write(p32[None], window=target)
+            u32 = None
             if self.dst_u is not None:
                 u = self.u[:n, cs] / wsum if self.use_var else p * (1.0 - p)
-                self.dst_u.write(_with_nodata(u, invalid)[None], window=target)
+                u32 = _with_nodata(u, invalid)
+                self.dst_u.write(u32[None], window=target)
+            if self.sink is not None:
+                self.sink(self.top, self.col0 + c0, p32, u32)
         h = self.p.shape[0]
         for a in (self.p, self.w, self.u, self.v):
             if a is not None:
@@ -660,8 +677,8 @@ class _PanelBlender:
     the right panel finalises those rows. One panel: exactly :class:`_StripBlender`."""
 
     def __init__(self, weight: np.ndarray, panels: Sequence[Sequence[Window]], height: int, dst_p, dst_u,
-                 use_var: bool) -> None:
-        self.weight, self.height, self.dst = weight, height, (dst_p, dst_u, use_var)
+                 use_var: bool, sink: Sink | None = None) -> None:
+        self.weight, self.height, self.dst, self.sink = weight, height, (dst_p, dst_u, use_var), sink
         self.columns = [panel_columns(part) for part in panels]
         self.panel_of = {w.col_off: k for k, part in enumerate(panels) for w in part}
         self.k = -1
@@ -680,7 +697,8 @@ class _PanelBlender:
             n0 = self.columns[k + 1][0]
             shape = (self.height, c1 - n0)
             side_out = _Side(n0, np.zeros(shape), np.zeros(shape), np.zeros(shape) if self.dst[2] else None)
-        self.current = _StripBlender(self.weight, c1 - c0, *self.dst, col0=c0, side_in=side_in, side_out=side_out)
+        self.current = _StripBlender(self.weight, c1 - c0, *self.dst, col0=c0, side_in=side_in, side_out=side_out,
+                                     sink=self.sink)
         self.k = k
 
     def add(self, win: Window, mean: np.ndarray, var: np.ndarray | None, valid: np.ndarray) -> None:
@@ -720,7 +738,8 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
                   device: Any = "auto", uncertainty_out: str | os.PathLike | None = None,
                   amp: bool = True, pin_memory: bool | None = None, prefetch: int | None = None,
                   workers: int | None = None, crf: bool = False, compress: bool = True,
-                  bands: str | Sequence[str] | None = None, progress: bool = False) -> PredictResult:
+                  bands: str | Sequence[str] | None = None, progress: bool = False,
+                  sink: Sink | None = None) -> PredictResult:
     """Run the ensemble over a whole scene in overlapping windows; write a float32 probability raster.
 
     Args:
@@ -761,6 +780,10 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             but no compression on the writing thread.
         bands: The scene's bands in file order, for a file without band descriptions.
         progress: Show a tqdm progress bar.
+        sink: Called with each piece of the output rasters as it is written (:data:`Sink`): every
+            pixel once, rows in order within each column panel (:func:`final_columns`), panels left
+            to right; e.g. :meth:`lsmap.map.components.BlockStream.add`, which traces the landslides
+            while the models run on the rows below. The arrays are not used again here.
 
     Returns:
         A :class:`PredictResult`.
@@ -811,7 +834,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         blender = _PanelBlender(weight, column_panels(windows), scene.height,
                                 es.enter_context(rasterio.open(prob_out, "w", **rprof)),
                                 es.enter_context(rasterio.open(uncertainty_out, "w", **rprof)) if want_unc else None,
-                                use_var)
+                                use_var, sink)
         batches = _batch_source(es, scene, read_args, prefetch, cache_bytes)
         if bar is not None:
             es.callback(bar.close)

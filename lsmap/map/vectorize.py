@@ -1,13 +1,11 @@
 """Probability raster -> landslide polygons with attributes, block by block.
 
-The probability raster is read in square blocks; in each block the pixels above the threshold
-are labelled into 4-connected components (``scipy.ndimage.label``), polygonised with
-``rasterio.features.shapes`` in *pixel* coordinates (integers, so polygons from neighbouring
-blocks share exactly equal edges), and summarised (pixel count, sum and maximum of the
-probability, sum of the uncertainty). Components that touch across a block border are joined as
-the connected components of the pairs of parts that touch across a border (:mod:`lsmap.core.graph`), and only those are dissolved (``shapely.union_all``); so a
-landslide split by block borders comes out as one polygon, and no whole-scene array is ever held.
-Polygons are then mapped to the scene's CRS.
+The landslides are found block by block as connected components in pixel coordinates
+(:mod:`lsmap.map.components`: labelled, summarised and traced on worker threads, parts that touch
+across block borders dissolved, no whole-scene array ever held); here they are mapped to the
+scene's CRS, measured, filtered and written. :func:`vectorize` reads the blocks from a probability
+raster; detection feeds the same :class:`lsmap.map.components.BlockStream` from its blender instead,
+while the models still run.
 
 Areas are true square metres, computed in the scene's CRS: planar areas times the squared unit
 factor for projected CRSs, geodesic areas on the CRS's ellipsoid
@@ -22,17 +20,16 @@ import contextlib
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lsmap.core.graph import components, groups
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, OutputExistsError
 from lsmap.io.qgis_style import write_layer_style
 from lsmap.io.rasters import GDAL_CACHE_MB, atomic_output
+from lsmap.map.components import BlockStream, Landslides
 
 #: Output formats by file extension: (pyogrio driver, sidecar extensions written with it).
 VECTOR_DRIVERS = {
@@ -97,91 +94,14 @@ def fill_small_holes(geoms: Sequence[Any], crs: Any, max_area_m2: float) -> list
     return out
 
 
-def label_block(prob: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
-    """4-connected components of ``prob > threshold`` (compared in float64, whatever ``prob``'s dtype).
-
-    Shape:
-        ``prob``: ``(h, w)``; returns ``(h, w)`` int32 labels (0 = none) and the component count.
-    """
-    from scipy import ndimage
-
-    labels, n = ndimage.label(prob > np.float64(threshold))
-    return labels.astype(np.int32, copy=False), int(n)
-
-
-def _label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off: int,
-                    where: np.ndarray | None = None) -> np.ndarray:
-    """The polygon of each component ``1..n`` of a label image, in pixel coordinates of the scene.
-
-    ``rasterio.features.shapes`` traces the components (GDAL's polygonizer, exact integer vertices);
-    their polygons are built by shapely's vectorised constructors from all the rings' coordinates at
-    once rather than by one ``shape()`` call per polygon (two thirds of the time on a fragmented
-    mask). Components that fill their bounding box (single pixels, dominoes, small squares: most of
-    a speckled mask's) are not traced: their rectangle is written directly, as GDAL traces it (from
-    the top-left corner down, then right, up and back). Same coordinates, rings and ring order
-    either way, so the same polygons (tested).
-
-    Args:
-        labels: ``(h, w)`` labels ``1..n`` (0 = none), from :func:`label_block`.
-        counts: ``(n,)`` pixels of each label.
-        where: The flat indices of the labelled pixels, when the caller has them (``np.flatnonzero(labels)``).
-
-    Returns:
-        ``(n,)`` object array: element ``i`` is the polygon of label ``i + 1``.
-    """
-    import shapely
-    from affine import Affine
-    from rasterio.features import shapes
-
-    out = np.empty(len(counts), dtype=object)
-    n = len(counts)
-    lab = labels.ravel()
-    where = np.flatnonzero(lab) if where is None else where
-    ids = lab[where].astype(np.int64) - 1
-    rows, cols = np.divmod(where, labels.shape[1])
-    r0 = np.full(n, labels.shape[0], np.int64)
-    c0 = np.full(n, labels.shape[1], np.int64)
-    r1 = np.zeros(n, np.int64)
-    c1 = np.zeros(n, np.int64)
-    np.minimum.at(r0, ids, rows)
-    np.minimum.at(c0, ids, cols)
-    np.maximum.at(r1, ids, rows + 1)
-    np.maximum.at(c1, ids, cols + 1)
-    rect = (r1 - r0) * (c1 - c0) == counts  # the component fills its bounding box
-    if rect.any():
-        k = np.flatnonzero(rect)
-        x0, x1 = (c0[k] + col_off).astype(np.float64), (c1[k] + col_off).astype(np.float64)
-        y0, y1 = (r0[k] + row_off).astype(np.float64), (r1[k] + row_off).astype(np.float64)
-        ring = np.stack([np.stack([x0, x0, x1, x1, x0], 1), np.stack([y0, y1, y1, y0, y0], 1)], axis=-1)
-        out[k] = shapely.polygons(shapely.linearrings(ring))  # (m, 5, 2): GDAL's corner order
-    if rect.all():
-        return out
-    traced = np.concatenate([[False], ~rect])[labels]  # the pixels of the other components
-    coords: list = []
-    ring_sizes: list[int] = []
-    ring_owner: list[int] = []
-    values: list[float] = []
-    for k, (g, v) in enumerate(shapes(labels, mask=traced, connectivity=4,
-                                      transform=Affine.translation(col_off, row_off))):
-        values.append(v)
-        for ring in g["coordinates"]:
-            coords.extend(ring)
-            ring_sizes.append(len(ring))
-            ring_owner.append(k)
-    xy = np.asarray(coords, np.float64).reshape(-1, 2)
-    rings = shapely.linearrings(xy, indices=np.repeat(np.arange(len(ring_sizes)), ring_sizes))
-    out[np.asarray(values, np.int64) - 1] = shapely.polygons(rings, indices=np.asarray(ring_owner, np.int64))
-    return out
-
-
 def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: str | os.PathLike | None = None,
               block: int = 1024, min_area: float = 0.0, simplify: float = 0.0, fill_holes: float = 0.0,
               workers: int | None = None):
     """Polygons of the pixels whose probability exceeds ``threshold``, one feature per landslide.
 
     Blocks are read in this thread and labelled, summarised and traced by ``workers`` threads
-    (:func:`block_parts`: numpy, scipy and GDAL work), then joined in block order (:class:`_Parts`), so the
-    output does not depend on the number of workers; at most ``workers + 1`` blocks are in flight.
+    (:class:`lsmap.map.components.BlockStream`: numpy, scipy and GDAL work), then joined in block order,
+    so the output does not depend on the number of workers; a few blocks are in flight at a time.
 
     Args:
         prob: Probability raster (float; values <= ``threshold`` and nodata are background).
@@ -192,7 +112,7 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
         simplify: Simplification tolerance in metres (0: none; topology preserved).
         fill_holes: Fill holes smaller than this (m2).
         workers: Threads tracing blocks (default: the CPU cores this process may use, at most
-            :data:`MAX_WORKERS`).
+            :data:`lsmap.map.components.MAX_WORKERS`).
 
     Returns:
         GeoDataFrame in the raster's CRS with columns ``id``, ``area_m2``, ``mean_prob``,
@@ -204,15 +124,10 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
     """
     import rasterio
 
-    from lsmap.map.stream import ordered_map
-
     if block < 2:
         raise InputError(f"vectorize block must be at least 2 pixels (got {block})")
     if workers is not None and workers < 1:
         raise InputError(f"vectorize workers must be positive (got {workers})")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = workers or max(1, min(cores, MAX_WORKERS))
-    parts = _Parts(with_uncertainty=uncertainty is not None)
     try:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), rasterio.open(prob) as src, \
                 contextlib.ExitStack() as es:
@@ -220,178 +135,58 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
             if usrc is not None and (usrc.shape != src.shape or usrc.transform != src.transform):
                 raise InputError(f"{uncertainty}: uncertainty raster is not on the grid of {prob}")
             crs, transform = src.crs, src.transform
-
-            def blocks():
-                for win in block_grid(src.height, src.width, block):
-                    p = src.read(1, window=win)  # as stored (float32): the sums are taken in float64
-                    yield win, p, usrc.read(1, window=win) if usrc is not None else None
-
-            results = ordered_map(lambda item: block_parts(*item, threshold), blocks(), workers)
-            es.callback(results.close)
-            for _, found in results:
-                parts.add(found)
+            stream = BlockStream(src.height, src.width, threshold, block=block, with_uncertainty=usrc is not None,
+                                 workers=workers)
+            es.callback(stream.close)
+            for win in block_grid(src.height, src.width, block):
+                # as stored (float32): the sums are taken in float64
+                stream.add(win.row_off, win.col_off, src.read(1, window=win),
+                           usrc.read(1, window=win) if usrc is not None else None)
+            found = stream.landslides()
     except rasterio.errors.RasterioIOError as e:
         raise InputError(f"{prob}: cannot read probability raster ({e})") from None
-    return parts.polygons(crs, transform, min_area=min_area, simplify=simplify, fill_holes=fill_holes)
+    return landslide_table(found, crs, transform, min_area=min_area, simplify=simplify, fill_holes=fill_holes,
+                           with_uncertainty=uncertainty is not None)
 
 
-#: Most threads tracing blocks in :func:`vectorize`.
-MAX_WORKERS = 4
+def landslide_table(found: Landslides, crs, transform, *, min_area: float = 0.0, simplify: float = 0.0,
+                    fill_holes: float = 0.0, with_uncertainty: bool = False):
+    """The landslides (pixel coordinates) as a GeoDataFrame in the scene's CRS, with areas and attributes.
 
-
-@dataclass
-class BlockParts:
-    """The connected components of one block (the parts of the landslides in it), in label order.
-
-    Attributes:
-        win: The block's window.
-        count: ``(n,)`` pixels of each part.
-        psum: ``(n,)`` float64 sums of the probability.
-        pmax: ``(n,)`` maxima of the probability.
-        usum: ``(n,)`` float64 sums of the uncertainty, or ``None``.
-        geoms: ``(n,)`` object array of the parts' polygons in scene pixel coordinates.
-        edges: The labels (``1..n``, 0 = none) along the block's top row, bottom row, left column and
-            right column.
+    Args:
+        found: The landslides, from :meth:`lsmap.map.components.BlockStream.landslides`.
+        crs, transform: The raster's CRS and affine transform.
+        min_area: Drop polygons smaller than this (m2, after hole filling).
+        simplify: Simplification tolerance in metres (0: none; topology preserved).
+        fill_holes: Fill holes smaller than this (m2).
+        with_uncertainty: Add ``mean_unc`` (``found`` has uncertainty sums).
     """
+    import geopandas as gpd
+    import shapely
 
-    win: Any
-    count: np.ndarray
-    psum: np.ndarray
-    pmax: np.ndarray
-    usum: np.ndarray | None
-    geoms: np.ndarray
-    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-
-
-def block_parts(win, p: np.ndarray, u: np.ndarray | None, threshold: float) -> BlockParts:
-    """Label one block's landslide pixels into parts, summarise and trace them (no state: any thread).
-
-    Shape:
-        ``p``, ``u``: ``(h, w)`` probability and uncertainty of the block ``win``.
-    """
-    labels, n = label_block(p, threshold)
-    edges = (labels[0].copy(), labels[-1].copy(), labels[:, 0].copy(), labels[:, -1].copy())
-    if not n:
-        empty = np.zeros(0)
-        return BlockParts(win, np.zeros(0, np.int64), empty, empty, empty if u is not None else None,
-                          np.empty(0, dtype=object), edges)
-    # over the labelled pixels only (a few % of a block), in raster order: the same float64 sums
-    on = np.flatnonzero(labels)
-    flat = labels.ravel()[on] - 1
-    pv = p.ravel()[on].astype(np.float64)
-    counts = np.bincount(flat, minlength=n)
-    pmax = np.full(n, -np.inf)
-    np.maximum.at(pmax, flat, pv)
-    usum = np.bincount(flat, weights=u.ravel()[on].astype(np.float64), minlength=n) if u is not None else None
-    return BlockParts(win, counts, np.bincount(flat, weights=pv, minlength=n), pmax, usum,
-                      _label_polygons(labels, counts, win.col_off, win.row_off, on), edges)
-
-
-class _Parts:
-    """The connected components of every block so far (the parts of the landslides), and which
-    parts touch across block borders.
-
-    Each part has a global number (in block order, then label order), its pixel geometry, its pixel
-    count, probability sum and maximum, and uncertainty sum.
-    """
-
-    def __init__(self, with_uncertainty: bool) -> None:
-        self.geoms: list[np.ndarray] = []  # per block: its parts' polygons (object arrays, label order)
-        self.n_parts = 0
-        self.count: list[np.ndarray] = []
-        self.psum: list[np.ndarray] = []
-        self.pmax: list[np.ndarray] = []
-        self.usum: list[np.ndarray] | None = [] if with_uncertainty else None
-        self.pairs: list[np.ndarray] = []
-        self.bottom: np.ndarray | None = None  # part numbers (+1) of the last row of the block row above
-        self.right: np.ndarray | None = None  # part numbers (+1) of the last column of the block on the left
-
-    def add(self, found: BlockParts) -> None:
-        """Number a block's parts after those of the blocks before it and join them to their neighbours."""
-        n, win, base = len(found.count), found.win, self.n_parts
-        if n:
-            self.count.append(found.count)
-            self.psum.append(found.psum)
-            self.pmax.append(found.pmax)
-            if self.usum is not None:
-                self.usum.append(found.usum)
-            self.geoms.append(found.geoms)
-            self.n_parts += n
-
-        def ids(edge: np.ndarray) -> np.ndarray:  # part number + 1 along a block edge (0: none)
-            return np.where(edge > 0, edge.astype(np.int64) + base, 0)
-
-        top, bottom, left, right = found.edges
-        c0, c1 = win.col_off, win.col_off + win.width
-        if self.bottom is None:
-            self.bottom = np.zeros(c1, np.int64)
-        elif len(self.bottom) < c1:
-            self.bottom = np.concatenate([self.bottom, np.zeros(c1 - len(self.bottom), np.int64)])
-        if c0 > 0:
-            self._join(self.right, ids(left))
-        if win.row_off > 0:
-            self._join(self.bottom[c0:c1], ids(top))
-        self.right = ids(right)
-        self.bottom[c0:c1] = ids(bottom)
-
-    def _join(self, a: np.ndarray, b: np.ndarray) -> None:
-        """Record that the parts on either side of a block border touch (4-connectivity)."""
-        both = (a > 0) & (b > 0)
-        if both.any():
-            self.pairs.append(np.unique(np.stack([a[both], b[both]], 1), axis=0) - 1)
-
-    def polygons(self, crs, transform, *, min_area: float, simplify: float, fill_holes: float):
-        """One polygon per landslide (touching parts dissolved), in the scene CRS, with attributes."""
-        import geopandas as gpd
-        import shapely
-
-        columns = list(COLUMNS) + (["mean_unc"] if self.usum is not None else [])
-        if not self.n_parts:
-            return gpd.GeoDataFrame({c: [] for c in columns}, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
-        pairs = np.concatenate(self.pairs) if self.pairs else np.zeros((0, 2), np.int64)
-        inv = components(self.n_parts, pairs[:, 0], pairs[:, 1])
-        k = int(inv.max()) + 1
-        g_count = np.bincount(inv, weights=np.concatenate(self.count), minlength=k)
-        g_psum = np.bincount(inv, weights=np.concatenate(self.psum), minlength=k)
-        g_pmax = np.full(k, -np.inf)
-        np.maximum.at(g_pmax, inv, np.concatenate(self.pmax))
-        geoms = np.concatenate(self.geoms)
-        # parts alone in their landslide (nearly all of them) are taken as they are, without a Python
-        # step per polygon; only the parts that touch across block borders are dissolved
-        out_geoms = np.empty(k, dtype=object)
-        alone = np.bincount(inv, minlength=k)[inv] == 1
-        out_geoms[inv[alone]] = geoms[alone]
-        if not alone.all():
-            joined = np.flatnonzero(~alone)
-            for m in groups(inv[joined]):
-                members = joined[m]
-                out_geoms[inv[members[0]]] = shapely.union_all(geoms[members].tolist())
-        # raster order (top row first, then left column), whatever the block size
-        bounds = shapely.bounds(out_geoms)
-        order = np.lexsort((bounds[:, 2], bounds[:, 3], bounds[:, 0], bounds[:, 1]))
-        out_geoms = out_geoms[order]
-        g_count, g_psum, g_pmax = g_count[order], g_psum[order], g_pmax[order]
-        data = {"mean_prob": g_psum / g_count, "max_prob": g_pmax}
-        if self.usum is not None:
-            data["mean_unc"] = np.bincount(inv, weights=np.concatenate(self.usum), minlength=k)[order] / g_count
-        a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
-        out_geoms = shapely.transform(
-            out_geoms,
-            lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f]),
-        )
-        geom_list = fill_small_holes(list(out_geoms), crs, fill_holes)
-        area = areas_m2(geom_list, crs)
-        keep = area >= min_area
-        geom_arr = np.asarray(geom_list, dtype=object)[keep]
-        if simplify > 0 and len(geom_arr):
-            geom_arr = shapely.simplify(geom_arr, metres_to_crs_units(simplify, crs), preserve_topology=True)
-            area_kept = areas_m2(list(geom_arr), crs)
-        else:
-            area_kept = area[keep]
-        table = {"id": np.arange(1, int(keep.sum()) + 1), "area_m2": area_kept}
-        table.update({name: v[keep] for name, v in data.items()})
-        return gpd.GeoDataFrame({c: table[c] for c in columns}, geometry=gpd.GeoSeries(list(geom_arr), crs=crs),
-                                crs=crs)
+    columns = list(COLUMNS) + (["mean_unc"] if with_uncertainty else [])
+    if not len(found.geoms):
+        return gpd.GeoDataFrame({c: [] for c in columns}, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+    data = {"mean_prob": found.psum / found.count, "max_prob": found.pmax}
+    if with_uncertainty:
+        data["mean_unc"] = found.usum / found.count
+    a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
+    geoms = shapely.transform(
+        found.geoms,
+        lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f]),
+    )
+    geom_list = fill_small_holes(list(geoms), crs, fill_holes)
+    area = areas_m2(geom_list, crs)
+    keep = area >= min_area
+    geom_arr = np.asarray(geom_list, dtype=object)[keep]
+    if simplify > 0 and len(geom_arr):
+        geom_arr = shapely.simplify(geom_arr, metres_to_crs_units(simplify, crs), preserve_topology=True)
+        area_kept = areas_m2(list(geom_arr), crs)
+    else:
+        area_kept = area[keep]
+    table = {"id": np.arange(1, int(keep.sum()) + 1), "area_m2": area_kept}
+    table.update({name: v[keep] for name, v in data.items()})
+    return gpd.GeoDataFrame({c: table[c] for c in columns}, geometry=gpd.GeoSeries(list(geom_arr), crs=crs), crs=crs)
 
 
 def vector_driver(path: str | os.PathLike) -> tuple[str, tuple[str, ...]]:

@@ -170,14 +170,14 @@ def test_fast_polygons_equal_traced_shapes(seed, fraction):
     from rasterio.features import shapes
     from shapely.geometry import shape
 
-    from lsmap.map.vectorize import _label_polygons, label_block
+    from lsmap.map.components import label_block, label_polygons
 
     rng = np.random.default_rng(seed)
     labels, n = label_block(rng.random((40, 37)), 1 - fraction)
     if n == 0:
         return
     counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    fast = _label_polygons(labels, counts, 64, 128)
+    fast = label_polygons(labels, counts, 64, 128)
     slow = {int(v): shape(g) for g, v in shapes(labels, mask=labels > 0, connectivity=4,
                                                    transform=Affine.translation(64, 128))}
     assert len(slow) == n

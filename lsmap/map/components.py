@@ -1,0 +1,410 @@
+"""The landslides of a probability raster as connected components, found block by block.
+
+A raster is cut into the blocks of a grid (:class:`BlockGrid`). In each block the pixels above the
+threshold are labelled into 4-connected components (``scipy.ndimage.label``), summarised (pixel
+count, sum and maximum of the probability, sum of the uncertainty) and traced into polygons in
+*pixel* coordinates of the scene (integers, so polygons from neighbouring blocks share exactly equal
+edges): :func:`block_parts`, pure, run on worker threads. :class:`Parts` numbers the parts of the
+blocks, in any order, and joins those that touch across a block border (the connected components of
+the touching pairs, :mod:`lsmap.core.graph`); only those are dissolved (``shapely.union_all``), so a
+landslide split by block borders comes out as one polygon, and no whole-scene array is ever held.
+
+:class:`BlockStream` feeds it: pieces of the raster come in as they become final (from a file,
+block by block, or from detection's blender while the models still run on the rows below), are
+gathered into the grid's blocks, and each block is traced as soon as it is complete. Georeferencing
+and the attribute table are :mod:`lsmap.map.vectorize`'s.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from lsmap.core.graph import components, groups
+
+#: Most threads tracing blocks.
+MAX_WORKERS = 4
+
+
+#: Vertices of traced rings held as Python tuples at a time (about 100 bytes each): a block of a dense,
+#: fragmented mask has millions, which as tuples would take hundreds of MB beside the models.
+TRACE_CHUNK = 65536
+
+
+def default_workers() -> int:
+    """Threads tracing blocks by default: the CPU cores this process may use, at most :data:`MAX_WORKERS`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
+def label_block(prob: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
+    """4-connected components of ``prob > threshold`` (compared in float64, whatever ``prob``'s dtype).
+
+    Shape:
+        ``prob``: ``(h, w)``; returns ``(h, w)`` int32 labels (0 = none) and the component count.
+    """
+    from scipy import ndimage
+
+    labels, n = ndimage.label(prob > np.float64(threshold))
+    return labels.astype(np.int32, copy=False), int(n)
+
+
+def label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off: int,
+                   where: np.ndarray | None = None) -> np.ndarray:
+    """The polygon of each component ``1..n`` of a label image, in pixel coordinates of the scene.
+
+    ``rasterio.features.shapes`` traces the components (GDAL's polygonizer, exact integer vertices);
+    their polygons are built by shapely's vectorised constructors from all the rings' coordinates at
+    once rather than by one ``shape()`` call per polygon (two thirds of the time on a fragmented
+    mask). Components that fill their bounding box (single pixels, dominoes, small squares: most of
+    a speckled mask's) are not traced: their rectangle is written directly, as GDAL traces it (from
+    the top-left corner down, then right, up and back). Same coordinates, rings and ring order
+    either way, so the same polygons (tested).
+
+    Args:
+        labels: ``(h, w)`` labels ``1..n`` (0 = none), from :func:`label_block`.
+        counts: ``(n,)`` pixels of each label.
+        where: The flat indices of the labelled pixels, when the caller has them (``np.flatnonzero(labels)``).
+
+    Returns:
+        ``(n,)`` object array: element ``i`` is the polygon of label ``i + 1``.
+    """
+    import shapely
+    from affine import Affine
+    from rasterio.features import shapes
+
+    out = np.empty(len(counts), dtype=object)
+    n = len(counts)
+    lab = labels.ravel()
+    where = np.flatnonzero(lab) if where is None else where
+    ids = lab[where].astype(np.int64) - 1
+    rows, cols = np.divmod(where, labels.shape[1])
+    r0 = np.full(n, labels.shape[0], np.int64)
+    c0 = np.full(n, labels.shape[1], np.int64)
+    r1 = np.zeros(n, np.int64)
+    c1 = np.zeros(n, np.int64)
+    np.minimum.at(r0, ids, rows)
+    np.minimum.at(c0, ids, cols)
+    np.maximum.at(r1, ids, rows + 1)
+    np.maximum.at(c1, ids, cols + 1)
+    rect = (r1 - r0) * (c1 - c0) == counts  # the component fills its bounding box
+    if rect.any():
+        k = np.flatnonzero(rect)
+        x0, x1 = (c0[k] + col_off).astype(np.float64), (c1[k] + col_off).astype(np.float64)
+        y0, y1 = (r0[k] + row_off).astype(np.float64), (r1[k] + row_off).astype(np.float64)
+        ring = np.stack([np.stack([x0, x0, x1, x1, x0], 1), np.stack([y0, y1, y1, y0, y0], 1)], axis=-1)
+        out[k] = shapely.polygons(shapely.linearrings(ring))  # (m, 5, 2): GDAL's corner order
+    if rect.all():
+        return out
+    traced = np.concatenate([[False], ~rect])[labels]  # the pixels of the other components
+    coords: list = []  # vertices as GDAL's tuples, moved into `chunks` every TRACE_CHUNK of them
+    chunks: list[np.ndarray] = []
+    ring_sizes: list[int] = []
+    ring_owner: list[int] = []
+    values: list[float] = []
+    for k, (g, v) in enumerate(shapes(labels, mask=traced, connectivity=4,
+                                      transform=Affine.translation(col_off, row_off))):
+        values.append(v)
+        for ring in g["coordinates"]:
+            coords.extend(ring)
+            ring_sizes.append(len(ring))
+            ring_owner.append(k)
+        if len(coords) >= TRACE_CHUNK:
+            chunks.append(np.asarray(coords, np.float64).reshape(-1, 2))
+            coords.clear()
+    chunks.append(np.asarray(coords, np.float64).reshape(-1, 2))
+    xy = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    rings = shapely.linearrings(xy, indices=np.repeat(np.arange(len(ring_sizes)), ring_sizes))
+    out[np.asarray(values, np.int64) - 1] = shapely.polygons(rings, indices=np.asarray(ring_owner, np.int64))
+    return out
+
+
+@dataclass
+class BlockParts:
+    """The connected components of one block (the parts of the landslides in it), in label order.
+
+    Attributes:
+        win: The block's window.
+        count: ``(n,)`` pixels of each part.
+        psum: ``(n,)`` float64 sums of the probability.
+        pmax: ``(n,)`` maxima of the probability.
+        usum: ``(n,)`` float64 sums of the uncertainty, or ``None``.
+        geoms: ``(n,)`` object array of the parts' polygons in scene pixel coordinates.
+        edges: The labels (``1..n``, 0 = none) along the block's top row, bottom row, left column and
+            right column.
+    """
+
+    win: Any
+    count: np.ndarray
+    psum: np.ndarray
+    pmax: np.ndarray
+    usum: np.ndarray | None
+    geoms: np.ndarray
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def block_parts(win, p: np.ndarray, u: np.ndarray | None, threshold: float) -> BlockParts:
+    """Label one block's landslide pixels into parts, summarise and trace them (no state: any thread).
+
+    Shape:
+        ``p``, ``u``: ``(h, w)`` probability and uncertainty of the block ``win``.
+    """
+    labels, n = label_block(p, threshold)
+    edges = (labels[0].copy(), labels[-1].copy(), labels[:, 0].copy(), labels[:, -1].copy())
+    if not n:
+        empty = np.zeros(0)
+        return BlockParts(win, np.zeros(0, np.int64), empty, empty, empty if u is not None else None,
+                          np.empty(0, dtype=object), edges)
+    # over the labelled pixels only (a few % of a block), in raster order: the same float64 sums
+    on = np.flatnonzero(labels)
+    flat = labels.ravel()[on] - 1
+    pv = p.ravel()[on].astype(np.float64)
+    counts = np.bincount(flat, minlength=n)
+    pmax = np.full(n, -np.inf)
+    np.maximum.at(pmax, flat, pv)
+    usum = np.bincount(flat, weights=u.ravel()[on].astype(np.float64), minlength=n) if u is not None else None
+    return BlockParts(win, counts, np.bincount(flat, weights=pv, minlength=n), pmax, usum,
+                      label_polygons(labels, counts, win.col_off, win.row_off, on), edges)
+
+
+@dataclass
+class Landslides:
+    """One entry per landslide (parts that touch across block borders dissolved), in raster order:
+    top row first, then left column, whatever the grid.
+
+    Attributes:
+        geoms: ``(k,)`` object array of polygons in scene pixel coordinates.
+        count: ``(k,)`` pixels.
+        psum, pmax: ``(k,)`` probability sums and maxima.
+        usum: ``(k,)`` uncertainty sums, or ``None``.
+    """
+
+    geoms: np.ndarray
+    count: np.ndarray
+    psum: np.ndarray
+    pmax: np.ndarray
+    usum: np.ndarray | None
+
+
+class Parts:
+    """The parts of the landslides in the blocks of a grid so far, added in any order, and which parts
+    touch across block borders.
+
+    Each part has a global number (in the order its block was added, then label order), its pixel
+    geometry, its pixel count, probability sum and maximum, and uncertainty sum. A block is known by
+    its grid cell ``(i, j)``; when it is added, its edges are joined to those of the neighbouring cells
+    already added (each border once, when the second of its two blocks comes).
+    """
+
+    def __init__(self, with_uncertainty: bool) -> None:
+        self.geoms: list[np.ndarray] = []  # per block: its parts' polygons (object arrays, label order)
+        self.n_parts = 0
+        self.count: list[np.ndarray] = []
+        self.psum: list[np.ndarray] = []
+        self.pmax: list[np.ndarray] = []
+        self.usum: list[np.ndarray] | None = [] if with_uncertainty else None
+        self.pairs: list[np.ndarray] = []
+        self.sides: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}  # cell -> part numbers + 1 along its edges
+
+    def add(self, cell: tuple[int, int], found: BlockParts) -> None:
+        """Number a block's parts after those added before and join them to its neighbours'."""
+        n, base = len(found.count), self.n_parts
+        if cell in self.sides:
+            raise ValueError(f"block {cell} added twice")
+        if n:
+            self.count.append(found.count)
+            self.psum.append(found.psum)
+            self.pmax.append(found.pmax)
+            if self.usum is not None:
+                self.usum.append(found.usum)
+            self.geoms.append(found.geoms)
+            self.n_parts += n
+        top, bottom, left, right = (np.where(e > 0, e.astype(np.int64) + base, 0) for e in found.edges)
+        i, j = cell
+        for other, mine, theirs in (((i, j - 1), left, 3), ((i, j + 1), right, 2), ((i - 1, j), top, 1),
+                                    ((i + 1, j), bottom, 0)):
+            if other in self.sides:
+                self._join(self.sides[other][theirs], mine)
+        self.sides[cell] = (top, bottom, left, right)
+
+    def _join(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Record that the parts on either side of a block border touch (4-connectivity)."""
+        both = (a > 0) & (b > 0)
+        if both.any():
+            self.pairs.append(np.unique(np.stack([a[both], b[both]], 1), axis=0) - 1)
+
+    def landslides(self) -> Landslides:
+        """The landslides: touching parts dissolved and summed, in raster order."""
+        import shapely
+
+        if not self.n_parts:
+            empty = np.zeros(0)
+            return Landslides(np.empty(0, dtype=object), empty, empty, empty,
+                              empty if self.usum is not None else None)
+        pairs = np.concatenate(self.pairs) if self.pairs else np.zeros((0, 2), np.int64)
+        inv = components(self.n_parts, pairs[:, 0], pairs[:, 1])
+        k = int(inv.max()) + 1
+        count = np.bincount(inv, weights=np.concatenate(self.count), minlength=k)
+        psum = np.bincount(inv, weights=np.concatenate(self.psum), minlength=k)
+        pmax = np.full(k, -np.inf)
+        np.maximum.at(pmax, inv, np.concatenate(self.pmax))
+        usum = np.bincount(inv, weights=np.concatenate(self.usum), minlength=k) if self.usum is not None else None
+        geoms = np.concatenate(self.geoms)
+        # parts alone in their landslide (nearly all of them) are taken as they are, without a Python
+        # step per polygon; only the parts that touch across block borders are dissolved
+        out = np.empty(k, dtype=object)
+        alone = np.bincount(inv, minlength=k)[inv] == 1
+        out[inv[alone]] = geoms[alone]
+        if not alone.all():
+            joined = np.flatnonzero(~alone)
+            for m in groups(inv[joined]):
+                members = joined[m]
+                out[inv[members[0]]] = shapely.union_all(geoms[members].tolist())
+        bounds = shapely.bounds(out)
+        order = np.lexsort((bounds[:, 2], bounds[:, 3], bounds[:, 0], bounds[:, 1]))
+        return Landslides(out[order], count[order], psum[order], pmax[order],
+                          usum[order] if usum is not None else None)
+
+
+class BlockGrid:
+    """A grid of blocks partitioning a ``height`` x ``width`` raster: rows every ``block`` px, columns
+    every ``block`` px within each span between ``col_edges`` (e.g. the columns detection finalises
+    panel by panel, so that no block waits for the next panel)."""
+
+    def __init__(self, height: int, width: int, block: int, col_edges: list[int] | None = None) -> None:
+        if block < 2:
+            raise ValueError(f"block must be at least 2 pixels (got {block})")
+        edges = sorted({0, width, *(col_edges or [])})
+        if edges[0] < 0 or edges[-1] > width:
+            raise ValueError(f"column edges must lie in [0, {width}] (got {col_edges})")
+        self.rows = [*range(0, height, block), height]
+        self.cols = sorted({c for a, b in pairwise(edges) for c in range(a, b, block)} | {width})
+
+    def cells(self, row_off: int, col_off: int, height: int, width: int) -> list[tuple[int, int]]:
+        """The cells ``(i, j)`` a rectangle of the raster overlaps."""
+        i0 = bisect.bisect_right(self.rows, row_off) - 1
+        i1 = bisect.bisect_left(self.rows, row_off + height)
+        j0 = bisect.bisect_right(self.cols, col_off) - 1
+        j1 = bisect.bisect_left(self.cols, col_off + width)
+        return [(i, j) for i in range(i0, i1) for j in range(j0, j1)]
+
+    def window(self, cell: tuple[int, int]):
+        from rasterio.windows import Window
+
+        i, j = cell
+        return Window(col_off=self.cols[j], row_off=self.rows[i], width=self.cols[j + 1] - self.cols[j],
+                      height=self.rows[i + 1] - self.rows[i])
+
+
+class BlockStream:
+    """Traces a probability raster block by block as its pieces become final, on worker threads.
+
+    :meth:`add` takes a rectangle of final values (every pixel of the raster exactly once, in any
+    order); a block of the grid is handed to a worker (:func:`block_parts`) as soon as all its pixels
+    have come, and the pieces of incomplete blocks are kept until then (the blocks a piece straddles).
+    At most ``2 * workers`` complete blocks wait for a worker: :meth:`add` then waits (so memory stays a
+    few blocks). :meth:`landslides` joins the blocks in the order their pixels were completed: the same
+    landslides whatever that order and the number of workers. The stream keeps references to the
+    arrays given to :meth:`add` until their block is traced: callers must not change them afterwards.
+
+    Args:
+        height, width: The raster's size.
+        threshold: Probability above which a pixel is a landslide.
+        block: Block size (px).
+        col_edges: Extra column edges of the grid (:class:`BlockGrid`).
+        with_uncertainty: Pieces come with an uncertainty raster's values too.
+        workers: Tracing threads (default :func:`default_workers`).
+    """
+
+    def __init__(self, height: int, width: int, threshold: float, *, block: int = 1024,
+                 col_edges: list[int] | None = None, with_uncertainty: bool = False, workers: int | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be positive (got {workers})")
+        self.grid = BlockGrid(height, width, block, col_edges)
+        self.threshold, self.with_uncertainty = float(threshold), with_uncertainty
+        self.workers = workers or default_workers()
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lsmap-trace")
+        self.open: dict[tuple[int, int], list] = {}  # cell -> [p, u, pixels still missing]
+        self.done: set[tuple[int, int]] = set()
+        self.futures: deque[tuple[tuple[int, int], Future]] = deque()
+        self.parts = Parts(with_uncertainty)
+        self.lock = threading.Lock()
+        self.seconds = 0.0  # summed over the workers' blocks
+
+    def add(self, row_off: int, col_off: int, p: np.ndarray, u: np.ndarray | None = None) -> None:
+        """Final values of the rectangle at ``(row_off, col_off)`` (``p``: ``(h, w)`` probability,
+        ``u``: the same rectangle of the uncertainty, when the stream has one)."""
+        if (u is not None) != self.with_uncertainty:
+            raise ValueError("uncertainty values must come with every piece, or with none")
+        h, w = p.shape
+        for cell in self.grid.cells(row_off, col_off, h, w):
+            win = self.grid.window(cell)
+            r0, c0 = max(row_off, win.row_off), max(col_off, win.col_off)
+            r1 = min(row_off + h, win.row_off + win.height)
+            c1 = min(col_off + w, win.col_off + win.width)
+            src = (slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off))
+            if cell in self.done:
+                raise ValueError(f"pixels of block {cell} came twice")
+            if (r1 - r0, c1 - c0) == (win.height, win.width):  # the whole block at once: no copy
+                self._submit(cell, win, p[src], u[src] if u is not None else None)
+                continue
+            if cell not in self.open:
+                self.open[cell] = [np.empty((win.height, win.width), p.dtype),
+                                   np.empty((win.height, win.width), u.dtype) if u is not None else None,
+                                   win.height * win.width]
+            entry = self.open[cell]
+            dst = (slice(r0 - win.row_off, r1 - win.row_off), slice(c0 - win.col_off, c1 - win.col_off))
+            entry[0][dst] = p[src]
+            if u is not None:
+                entry[1][dst] = u[src]
+            entry[2] -= (r1 - r0) * (c1 - c0)
+            if entry[2] < 0:
+                raise ValueError(f"pixels of block {cell} came twice")
+            if entry[2] == 0:
+                del self.open[cell]
+                self._submit(cell, win, entry[0], entry[1])
+
+    def _submit(self, cell, win, p: np.ndarray, u: np.ndarray | None) -> None:
+        self.done.add(cell)
+        self.futures.append((cell, self.pool.submit(self._trace, win, p, u)))
+        while sum(not f.done() for _, f in self.futures) > 2 * self.workers:  # back-pressure
+            next(f for _, f in self.futures if not f.done()).result()
+        while self.futures and self.futures[0][1].done():  # join what is ready, in completion order
+            cell, f = self.futures.popleft()
+            self.parts.add(cell, f.result())
+
+    def _trace(self, win, p, u) -> BlockParts:
+        import time
+
+        t0 = time.perf_counter()
+        out = block_parts(win, p, u, self.threshold)
+        with self.lock:
+            self.seconds += time.perf_counter() - t0
+        return out
+
+    def landslides(self) -> Landslides:
+        """Wait for the blocks still being traced and return the landslides.
+
+        Raises:
+            ValueError: some pixels of the raster never came.
+        """
+        while self.futures:
+            cell, f = self.futures.popleft()
+            self.parts.add(cell, f.result())
+        missing = (len(self.grid.rows) - 1) * (len(self.grid.cols) - 1) - len(self.done)
+        if missing:
+            raise ValueError(f"{missing} blocks of the raster are incomplete")
+        self.close()
+        return self.parts.landslides()
+
+    def close(self) -> None:
+        """Stop the workers (blocks not started are dropped)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)

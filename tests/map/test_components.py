@@ -1,0 +1,117 @@
+"""Landslides traced block by block from pieces that come in any order (lsmap.map.components)."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from detect_fixtures import member, smooth_scene, write_scene
+from rasterio.transform import from_origin
+
+from lsmap.core.normalize import BandStats
+from lsmap.map.components import BlockGrid, BlockStream
+from lsmap.map.stream import PROB_NODATA, final_columns, predict_scene
+from lsmap.map.vectorize import landslide_table, vectorize
+
+TRANSFORM = from_origin(500000.0, 3000000.0, 10.0, 10.0)
+
+
+def write(path, a):
+    with rasterio.open(path, "w", driver="GTiff", width=a.shape[1], height=a.shape[0], count=1, dtype="float32",
+                       crs="EPSG:32645", transform=TRANSFORM, nodata=PROB_NODATA) as dst:
+        dst.write(a.astype(np.float32)[None])
+    return path
+
+
+def same_layers(got, ref, columns=("area_m2", "mean_prob", "max_prob")):
+    assert len(got) == len(ref)
+    assert all(a.equals(b) for a, b in zip(got.geometry, ref.geometry, strict=True))  # and the same order
+    for c in columns:
+        np.testing.assert_allclose(got[c], ref[c], rtol=1e-12)
+
+
+def pieces(height, width, rng):
+    """The raster cut at random rows and columns into rectangles (straddling blocks), shuffled."""
+    rows = [0, *sorted(rng.choice(np.arange(1, height), 5, replace=False)), height]
+    cols = [0, *sorted(rng.choice(np.arange(1, width), 6, replace=False)), width]
+    out = [(r0, c0, r1, c1) for r0, r1 in pairwise(rows) for c0, c1 in pairwise(cols)]
+    return [out[k] for k in rng.permutation(len(out))]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("col_edges", [None, [37, 50]])
+def test_pieces_in_any_order_give_vectorize_output(tmp_path, seed, col_edges):
+    """Rectangles of any shape, in any order, on a grid with extra column edges: the same landslides,
+    order and attributes as vectorising the raster file (parts crossing borders joined)."""
+    rng = np.random.default_rng(seed)
+    p = (rng.random((70, 90)) < 0.45).astype(np.float32) * rng.uniform(0.6, 1.0, (70, 90)).astype(np.float32)
+    p[:5, :7] = PROB_NODATA
+    u = rng.random((70, 90)).astype(np.float32)
+    ref = vectorize(write(tmp_path / "p.tif", p), uncertainty=write(tmp_path / "u.tif", u), block=16)
+    stream = BlockStream(70, 90, 0.5, block=16, col_edges=col_edges, with_uncertainty=True, workers=2)
+    for r0, c0, r1, c1 in pieces(70, 90, rng):
+        stream.add(r0, c0, p[r0:r1, c0:c1], u[r0:r1, c0:c1])
+    got = landslide_table(stream.landslides(), "EPSG:32645", TRANSFORM, with_uncertainty=True)
+    assert len(ref) > 20
+    same_layers(got, ref, ("area_m2", "mean_prob", "max_prob", "mean_unc"))
+
+
+def test_pixels_twice_or_missing_are_refused():
+    p = np.zeros((20, 20), np.float32)
+    stream = BlockStream(20, 20, 0.5, block=8)
+    stream.add(0, 0, p[:10, :10])
+    with pytest.raises(ValueError, match="came twice"):
+        stream.add(5, 5, p[:10, :10])
+    stream.close()
+    stream = BlockStream(20, 20, 0.5, block=8)
+    stream.add(0, 0, p[:, :12])
+    with pytest.raises(ValueError, match="incomplete"):
+        stream.landslides()
+    with pytest.raises(ValueError, match="uncertainty"):
+        stream.add(0, 12, p[:, 12:], p[:, 12:])
+    stream.close()
+
+
+def test_grid_columns_split_each_span():
+    grid = BlockGrid(30, 100, 16, col_edges=[40, 70])
+    assert grid.rows == [0, 16, 30]
+    assert grid.cols == [0, 16, 32, 40, 56, 70, 86, 100]
+    assert grid.cells(10, 35, 10, 10) == [(0, 2), (0, 3), (1, 2), (1, 3)]
+
+
+@pytest.mark.parametrize("uncertainty", [False, True])
+def test_detect_stream_traces_what_the_blender_writes(tmp_path, monkeypatch, uncertainty):
+    """predict_scene's pieces (column panels, row by row) traced while it runs: the landslides of the
+    probability raster it wrote, on a grid whose blocks never wait for the next panel."""
+    import lsmap.map.stream as stream_mod
+
+    monkeypatch.setattr(stream_mod, "PANEL_WIDTH", 64)
+    data = smooth_scene(np.random.default_rng(4))
+    path = write_scene(tmp_path / "s.tif", data)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(14, 2, 5, padding=2)
+    stats = BandStats((1.0,) * 14, (0.4,) * 14, 1)
+    h, w = data.shape[1:]
+    edges = final_columns(h, w, 64, 16)
+    assert len(edges) > 2  # several panels
+    stream = BlockStream(h, w, 0.5, block=40, col_edges=edges, with_uncertainty=uncertainty)
+    open_blocks = []
+    add = stream.add
+
+    def sink(*args):
+        add(*args)
+        open_blocks.append(len(stream.open))
+
+    unc = tmp_path / "u.tif" if uncertainty else None
+    predict_scene(path, [member(conv)], tmp_path / "p.tif", stats=stats, window=64, overlap=16, device="cpu",
+                  uncertainty_out=unc, tta=uncertainty, sink=sink)
+    got = landslide_table(stream.landslides(), "EPSG:32645", TRANSFORM, with_uncertainty=uncertainty)
+    ref = vectorize(tmp_path / "p.tif", uncertainty=unc, block=40)
+    assert len(ref) > 3
+    cols = ("area_m2", "mean_prob", "max_prob") + (("mean_unc",) if uncertainty else ())
+    same_layers(got.set_crs(ref.crs, allow_override=True), ref, cols)
+    panel_blocks = max(-(-(b - a) // 40) for a, b in pairwise(edges))
+    assert max(open_blocks) <= panel_blocks  # blocks of one panel's row of blocks at most
