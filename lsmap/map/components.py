@@ -57,31 +57,66 @@ def label_block(prob: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
     return labels.astype(np.int32, copy=False), int(n)
 
 
+@dataclass
+class PartShapes:
+    """The polygons of parts as integer vertex arrays (pixel corners of the scene), not as shapely
+    objects: 8 bytes a vertex instead of about 640 bytes a polygon, so the parts of a fragmented scene
+    held until the end stay a few MB (measured: 179,248 parts held 114 MB as shapely polygons).
+
+    Attributes:
+        xy: ``(v, 2)`` int32 vertices (column, row) of every ring, part by part, ring by ring (the exterior
+            first), each ring closed.
+        ring_sizes: ``(r,)`` vertices of each ring.
+        ring_counts: ``(n,)`` rings of each part.
+        bounds: ``(n, 4)`` int32 ``(col0, row0, col1, row1)`` of each part.
+    """
+
+    xy: np.ndarray
+    ring_sizes: np.ndarray
+    ring_counts: np.ndarray
+    bounds: np.ndarray
+
+    @staticmethod
+    def concat(items: list[PartShapes]) -> PartShapes:
+        if not items:
+            return PartShapes(np.zeros((0, 2), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                              np.zeros((0, 4), np.int32))
+        return PartShapes(*(np.concatenate([getattr(x, f) for x in items]) for f in
+                            ("xy", "ring_sizes", "ring_counts", "bounds")))
+
+    def polygons(self, transform=None) -> np.ndarray:
+        """``(n,)`` object array of shapely polygons, vertices mapped by the affine ``transform`` (default:
+        pixel coordinates). Each vertex is mapped on its own (``a x + b y + c``, ``d x + e y + f``), so
+        vertices that two parts share stay exactly equal and their union is exact."""
+        import shapely
+
+        xy = self.xy.astype(np.float64)
+        if transform is not None:
+            t = transform
+            xy = np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f])
+        rings = shapely.linearrings(xy, indices=np.repeat(np.arange(len(self.ring_sizes)), self.ring_sizes))
+        owner = np.repeat(np.arange(len(self.ring_counts)), self.ring_counts)
+        return shapely.polygons(rings, indices=owner)
+
+
 def label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off: int,
-                   where: np.ndarray | None = None) -> np.ndarray:
+                   where: np.ndarray | None = None) -> PartShapes:
     """The polygon of each component ``1..n`` of a label image, in pixel coordinates of the scene.
 
-    ``rasterio.features.shapes`` traces the components (GDAL's polygonizer, exact integer vertices);
-    their polygons are built by shapely's vectorised constructors from all the rings' coordinates at
-    once rather than by one ``shape()`` call per polygon (two thirds of the time on a fragmented
-    mask). Components that fill their bounding box (single pixels, dominoes, small squares: most of
-    a speckled mask's) are not traced: their rectangle is written directly, as GDAL traces it (from
-    the top-left corner down, then right, up and back). Same coordinates, rings and ring order
-    either way, so the same polygons (tested).
+    ``rasterio.features.shapes`` traces the components (GDAL's polygonizer, exact integer vertices),
+    gathered as arrays in label order. Components that fill their bounding box (single pixels,
+    dominoes, small squares: most of a speckled mask's) are not traced: their rectangle is written
+    directly, as GDAL traces it (from the top-left corner down, then right, up and back). Same
+    coordinates, rings and ring order either way, so the same polygons (tested).
 
     Args:
         labels: ``(h, w)`` labels ``1..n`` (0 = none), from :func:`label_block`.
         counts: ``(n,)`` pixels of each label.
         where: The flat indices of the labelled pixels, when the caller has them (``np.flatnonzero(labels)``).
-
-    Returns:
-        ``(n,)`` object array: element ``i`` is the polygon of label ``i + 1``.
     """
-    import shapely
     from affine import Affine
     from rasterio.features import shapes
 
-    out = np.empty(len(counts), dtype=object)
     n = len(counts)
     lab = labels.ravel()
     where = np.flatnonzero(lab) if where is None else where
@@ -95,36 +130,38 @@ def label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off
     np.minimum.at(c0, ids, cols)
     np.maximum.at(r1, ids, rows + 1)
     np.maximum.at(c1, ids, cols + 1)
+    bounds = np.stack([c0 + col_off, r0 + row_off, c1 + col_off, r1 + row_off], 1).astype(np.int32)
     rect = (r1 - r0) * (c1 - c0) == counts  # the component fills its bounding box
-    if rect.any():
-        k = np.flatnonzero(rect)
-        x0, x1 = (c0[k] + col_off).astype(np.float64), (c1[k] + col_off).astype(np.float64)
-        y0, y1 = (r0[k] + row_off).astype(np.float64), (r1[k] + row_off).astype(np.float64)
-        ring = np.stack([np.stack([x0, x0, x1, x1, x0], 1), np.stack([y0, y1, y1, y0, y0], 1)], axis=-1)
-        out[k] = shapely.polygons(shapely.linearrings(ring))  # (m, 5, 2): GDAL's corner order
-    if rect.all():
-        return out
-    traced = np.concatenate([[False], ~rect])[labels]  # the pixels of the other components
-    coords: list = []  # vertices as GDAL's tuples, moved into `chunks` every TRACE_CHUNK of them
-    chunks: list[np.ndarray] = []
-    ring_sizes: list[int] = []
-    ring_owner: list[int] = []
-    values: list[float] = []
-    for k, (g, v) in enumerate(shapes(labels, mask=traced, connectivity=4,
-                                      transform=Affine.translation(col_off, row_off))):
-        values.append(v)
-        for ring in g["coordinates"]:
-            coords.extend(ring)
-            ring_sizes.append(len(ring))
-            ring_owner.append(k)
-        if len(coords) >= TRACE_CHUNK:
-            chunks.append(np.asarray(coords, np.float64).reshape(-1, 2))
-            coords.clear()
-    chunks.append(np.asarray(coords, np.float64).reshape(-1, 2))
-    xy = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-    rings = shapely.linearrings(xy, indices=np.repeat(np.arange(len(ring_sizes)), ring_sizes))
-    out[np.asarray(values, np.int64) - 1] = shapely.polygons(rings, indices=np.asarray(ring_owner, np.int64))
-    return out
+    k = np.flatnonzero(rect)
+    x0, y0, x1, y1 = (bounds[k, i] for i in range(4))
+    xy = [np.stack([np.stack([x0, x0, x1, x1, x0], 1), np.stack([y0, y1, y1, y0, y0], 1)], -1).reshape(-1, 2)]
+    vertex_part = [np.repeat(k, 5)]  # GDAL's corner order, 5 vertices a rectangle
+    ring_part = [k]
+    ring_sizes = [np.full(len(k), 5, np.int64)]
+    if not rect.all():
+        traced = np.concatenate([[False], ~rect])[labels]  # the pixels of the other components
+        coords: list = []  # vertices as GDAL's tuples, moved into `xy` every TRACE_CHUNK of them
+        sizes: list[int] = []
+        owners: list[int] = []
+        for g, v in shapes(labels, mask=traced, connectivity=4, transform=Affine.translation(col_off, row_off)):
+            for ring in g["coordinates"]:
+                coords.extend(ring)
+                sizes.append(len(ring))
+                owners.append(int(v) - 1)
+            if len(coords) >= TRACE_CHUNK:
+                xy.append(np.asarray(coords, np.float64).astype(np.int32).reshape(-1, 2))
+                coords.clear()
+        xy.append(np.asarray(coords, np.float64).astype(np.int32).reshape(-1, 2))
+        sizes_arr, owners_arr = np.asarray(sizes, np.int64), np.asarray(owners, np.int64)
+        vertex_part.append(np.repeat(owners_arr, sizes_arr))
+        ring_part.append(owners_arr)
+        ring_sizes.append(sizes_arr)
+    # parts in label order, each part's rings and vertices in GDAL's order (stable sorts)
+    vorder = np.argsort(np.concatenate(vertex_part), kind="stable")
+    rparts = np.concatenate(ring_part)
+    rorder = np.argsort(rparts, kind="stable")
+    return PartShapes(np.concatenate(xy)[vorder], np.concatenate(ring_sizes)[rorder],
+                      np.bincount(rparts, minlength=n), bounds)
 
 
 @dataclass
@@ -137,7 +174,7 @@ class BlockParts:
         psum: ``(n,)`` float64 sums of the probability.
         pmax: ``(n,)`` maxima of the probability.
         usum: ``(n,)`` float64 sums of the uncertainty, or ``None``.
-        geoms: ``(n,)`` object array of the parts' polygons in scene pixel coordinates.
+        shapes: The parts' polygons in scene pixel coordinates.
         edges: The labels (``1..n``, 0 = none) along the block's top row, bottom row, left column and
             right column.
     """
@@ -147,7 +184,7 @@ class BlockParts:
     psum: np.ndarray
     pmax: np.ndarray
     usum: np.ndarray | None
-    geoms: np.ndarray
+    shapes: PartShapes
     edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -162,7 +199,7 @@ def block_parts(win, p: np.ndarray, u: np.ndarray | None, threshold: float) -> B
     if not n:
         empty = np.zeros(0)
         return BlockParts(win, np.zeros(0, np.int64), empty, empty, empty if u is not None else None,
-                          np.empty(0, dtype=object), edges)
+                          PartShapes.concat([]), edges)
     # over the labelled pixels only (a few % of a block), in raster order: the same float64 sums
     on = np.flatnonzero(labels)
     flat = labels.ravel()[on] - 1
@@ -181,7 +218,8 @@ class Landslides:
     top row first, then left column, whatever the grid.
 
     Attributes:
-        geoms: ``(k,)`` object array of polygons in scene pixel coordinates.
+        geoms: ``(k,)`` object array of polygons (scene pixel coordinates, or mapped by the transform
+            given to :meth:`Parts.landslides`).
         count: ``(k,)`` pixels.
         psum, pmax: ``(k,)`` probability sums and maxima.
         usum: ``(k,)`` uncertainty sums, or ``None``.
@@ -205,7 +243,7 @@ class Parts:
     """
 
     def __init__(self, with_uncertainty: bool) -> None:
-        self.geoms: list[np.ndarray] = []  # per block: its parts' polygons (object arrays, label order)
+        self.shapes: list[PartShapes] = []  # per block: its parts' polygons (label order)
         self.n_parts = 0
         self.count: list[np.ndarray] = []
         self.psum: list[np.ndarray] = []
@@ -225,7 +263,7 @@ class Parts:
             self.pmax.append(found.pmax)
             if self.usum is not None:
                 self.usum.append(found.usum)
-            self.geoms.append(found.geoms)
+            self.shapes.append(found.shapes)
             self.n_parts += n
         top, bottom, left, right = (np.where(e > 0, e.astype(np.int64) + base, 0) for e in found.edges)
         i, j = cell
@@ -241,8 +279,9 @@ class Parts:
         if both.any():
             self.pairs.append(np.unique(np.stack([a[both], b[both]], 1), axis=0) - 1)
 
-    def landslides(self) -> Landslides:
-        """The landslides: touching parts dissolved and summed, in raster order."""
+    def landslides(self, transform=None) -> Landslides:
+        """The landslides: touching parts dissolved and summed, in raster order; polygons mapped by the
+        affine ``transform`` (default: pixel coordinates)."""
         import shapely
 
         if not self.n_parts:
@@ -257,7 +296,9 @@ class Parts:
         pmax = np.full(k, -np.inf)
         np.maximum.at(pmax, inv, np.concatenate(self.pmax))
         usum = np.bincount(inv, weights=np.concatenate(self.usum), minlength=k) if self.usum is not None else None
-        geoms = np.concatenate(self.geoms)
+        shapes = PartShapes.concat(self.shapes)
+        self.shapes = []
+        geoms = shapes.polygons(transform)
         # parts alone in their landslide (nearly all of them) are taken as they are, without a Python
         # step per polygon; only the parts that touch across block borders are dissolved
         out = np.empty(k, dtype=object)
@@ -268,8 +309,14 @@ class Parts:
             for m in groups(inv[joined]):
                 members = joined[m]
                 out[inv[members[0]]] = shapely.union_all(geoms[members].tolist())
-        bounds = shapely.bounds(out)
-        order = np.lexsort((bounds[:, 2], bounds[:, 3], bounds[:, 0], bounds[:, 1]))
+        # raster order: by the pixel bounds (top row first, then left column), whatever the transform
+        b = np.empty((k, 4), np.int64)
+        b[:, :2], b[:, 2:] = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        np.minimum.at(b[:, 0], inv, shapes.bounds[:, 0])
+        np.minimum.at(b[:, 1], inv, shapes.bounds[:, 1])
+        np.maximum.at(b[:, 2], inv, shapes.bounds[:, 2])
+        np.maximum.at(b[:, 3], inv, shapes.bounds[:, 3])
+        order = np.lexsort((b[:, 2], b[:, 3], b[:, 0], b[:, 1]))
         return Landslides(out[order], count[order], psum[order], pmax[order],
                           usum[order] if usum is not None else None)
 
@@ -390,8 +437,9 @@ class BlockStream:
             self.seconds += time.perf_counter() - t0
         return out
 
-    def landslides(self) -> Landslides:
-        """Wait for the blocks still being traced and return the landslides.
+    def landslides(self, transform=None) -> Landslides:
+        """Wait for the blocks still being traced and return the landslides (polygons mapped by the affine
+        ``transform``; default: pixel coordinates).
 
         Raises:
             ValueError: some pixels of the raster never came.
@@ -403,7 +451,7 @@ class BlockStream:
         if missing:
             raise ValueError(f"{missing} blocks of the raster are incomplete")
         self.close()
-        return self.parts.landslides()
+        return self.parts.landslides(transform)
 
     def close(self) -> None:
         """Stop the workers (blocks not started are dropped)."""

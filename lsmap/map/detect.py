@@ -515,7 +515,7 @@ def _vectorize(pred, threshold: float, opts: DetectOptions, info, stream: BlockS
     """The probability raster -> landslide polygons (traced already by ``stream``, when there is one)."""
 
     if stream is not None:
-        return landslide_table(stream.landslides(), info.crs, info.transform, min_area=opts.min_area,
+        return landslide_table(stream.landslides(info.transform), info.crs, min_area=opts.min_area,
                                simplify=opts.simplify, fill_holes=opts.fill_holes, with_uncertainty=opts.uncertainty)
     return vectorize(pred.prob, threshold=threshold, uncertainty=pred.uncertainty, block=opts.block,
                      min_area=opts.min_area, simplify=opts.simplify, fill_holes=opts.fill_holes)

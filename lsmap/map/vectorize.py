@@ -142,20 +142,21 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
                 # as stored (float32): the sums are taken in float64
                 stream.add(win.row_off, win.col_off, src.read(1, window=win),
                            usrc.read(1, window=win) if usrc is not None else None)
-            found = stream.landslides()
+            found = stream.landslides(transform)
     except rasterio.errors.RasterioIOError as e:
         raise InputError(f"{prob}: cannot read probability raster ({e})") from None
-    return landslide_table(found, crs, transform, min_area=min_area, simplify=simplify, fill_holes=fill_holes,
+    return landslide_table(found, crs, min_area=min_area, simplify=simplify, fill_holes=fill_holes,
                            with_uncertainty=uncertainty is not None)
 
 
-def landslide_table(found: Landslides, crs, transform, *, min_area: float = 0.0, simplify: float = 0.0,
+def landslide_table(found: Landslides, crs, *, min_area: float = 0.0, simplify: float = 0.0,
                     fill_holes: float = 0.0, with_uncertainty: bool = False):
-    """The landslides (pixel coordinates) as a GeoDataFrame in the scene's CRS, with areas and attributes.
+    """The landslides as a GeoDataFrame in the scene's CRS, with areas and attributes.
 
     Args:
-        found: The landslides, from :meth:`lsmap.map.components.BlockStream.landslides`.
-        crs, transform: The raster's CRS and affine transform.
+        found: The landslides in ``crs`` coordinates, from :meth:`lsmap.map.components.BlockStream.landslides`
+            with the raster's transform.
+        crs: The raster's CRS.
         min_area: Drop polygons smaller than this (m2, after hole filling).
         simplify: Simplification tolerance in metres (0: none; topology preserved).
         fill_holes: Fill holes smaller than this (m2).
@@ -170,12 +171,7 @@ def landslide_table(found: Landslides, crs, transform, *, min_area: float = 0.0,
     data = {"mean_prob": found.psum / found.count, "max_prob": found.pmax}
     if with_uncertainty:
         data["mean_unc"] = found.usum / found.count
-    a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
-    geoms = shapely.transform(
-        found.geoms,
-        lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f]),
-    )
-    geom_list = fill_small_holes(list(geoms), crs, fill_holes)
+    geom_list = fill_small_holes(list(found.geoms), crs, fill_holes)
     area = areas_m2(geom_list, crs)
     keep = area >= min_area
     geom_arr = np.asarray(geom_list, dtype=object)[keep]

@@ -54,7 +54,7 @@ def test_pieces_in_any_order_give_vectorize_output(tmp_path, seed, col_edges):
     stream = BlockStream(70, 90, 0.5, block=16, col_edges=col_edges, with_uncertainty=True, workers=2)
     for r0, c0, r1, c1 in pieces(70, 90, rng):
         stream.add(r0, c0, p[r0:r1, c0:c1], u[r0:r1, c0:c1])
-    got = landslide_table(stream.landslides(), "EPSG:32645", TRANSFORM, with_uncertainty=True)
+    got = landslide_table(stream.landslides(TRANSFORM), "EPSG:32645", with_uncertainty=True)
     assert len(ref) > 20
     same_layers(got, ref, ("area_m2", "mean_prob", "max_prob", "mean_unc"))
 
@@ -108,7 +108,7 @@ def test_detect_stream_traces_what_the_blender_writes(tmp_path, monkeypatch, unc
     unc = tmp_path / "u.tif" if uncertainty else None
     predict_scene(path, [member(conv)], tmp_path / "p.tif", stats=stats, window=64, overlap=16, device="cpu",
                   uncertainty_out=unc, tta=uncertainty, sink=sink)
-    got = landslide_table(stream.landslides(), "EPSG:32645", TRANSFORM, with_uncertainty=uncertainty)
+    got = landslide_table(stream.landslides(TRANSFORM), "EPSG:32645", with_uncertainty=uncertainty)
     ref = vectorize(tmp_path / "p.tif", uncertainty=unc, block=40)
     assert len(ref) > 3
     cols = ("area_m2", "mean_prob", "max_prob") + (("mean_unc",) if uncertainty else ())

@@ -177,7 +177,9 @@ def test_fast_polygons_equal_traced_shapes(seed, fraction):
     if n == 0:
         return
     counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    fast = label_polygons(labels, counts, 64, 128)
+    parts = label_polygons(labels, counts, 64, 128)
+    fast = parts.polygons()
+    np.testing.assert_array_equal(parts.bounds, shapely.bounds(fast))  # integer bounds kept for the order
     slow = {int(v): shape(g) for g, v in shapes(labels, mask=labels > 0, connectivity=4,
                                                    transform=Affine.translation(64, 128))}
     assert len(slow) == n
