@@ -342,7 +342,8 @@ def main() -> None:
             dec = run(["--child", "decode", str(scene), "-", "-"])
             rows.append((size, det, bare))
             t = det["timings"]
-            trace = f", tracing {t['trace']:.1f} s in its thread" if t.get("trace") is not None else ""
+            trace = (f", handing pieces to the tracer {t['handoff']:.1f} s, tracing {t['trace']:.1f} s in its thread"
+                     if t.get("trace") is not None else "")
             print(f"scene {size} x {size} px ({det['scene_km2']:.0f} km2, {args.encoding} stack, {det['windows']} "
                   f"windows of {det['window']} px [{det['window_choice']}], overlap {args.overlap}, batch {det['batch_size']}, {t['workers']} model workers):")
             print(f"  detect {det['seconds']:.1f} s = {det['km2_per_s']:.2f} km2/s "

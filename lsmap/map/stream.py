@@ -81,7 +81,8 @@ class PredictResult:
         model_seconds: Time spent in the models (including host/device copies), summed over
             batches: with several CPU model workers running at once it exceeds the wall time.
         timings: Further seconds (``read``: preparing batches, in the reader thread when there is
-            one; ``prob_write``; ``crf``) and ``workers``, the model workers used.
+            one; ``prob_write``; ``handoff``: in the ``sink``, when there is one; ``crf``) and ``workers``,
+            the model workers used.
     """
 
     prob: Path
@@ -594,6 +595,7 @@ class _StripBlender:
         self.v = np.zeros((h, width), bool)  # valid input
         self.top = 0  # scene row of the strip's first row
         self.seconds = 0.0  # spent writing
+        self.sink_seconds = 0.0  # spent handing pieces to the sink
 
     def add(self, win: Window, mean: np.ndarray, var: np.ndarray | None, valid: np.ndarray) -> None:
         """Blend one window's probability (and variance) in; rows above it are final and written."""
@@ -629,6 +631,7 @@ class _StripBlender:
             if self.u is not None:
                 self.side_out.u[rows] = self.u[:n, width:]
         # in column pieces: the temporaries stay a few MB whatever the scene's width (same values)
+        in_sink = 0.0
         for c0 in range(0, width, FLUSH_COLUMNS):
             cs = slice(c0, min(width, c0 + FLUSH_COLUMNS))
             wsum = np.maximum(self.w[:n, cs], 1e-12)
@@ -642,15 +645,18 @@ class _StripBlender:
                 u = self.u[:n, cs] / wsum if self.use_var else p * (1.0 - p)
                 u32 = _with_nodata(u, invalid)
                 self.dst_u.write(u32[None], window=target)
-            if self.sink is not None:
+            if self.sink is not None:  # timed apart: a sink that waits for its workers is not writing
+                t_sink = time.perf_counter()
                 self.sink(self.top, self.col0 + c0, p32, u32)
+                in_sink += time.perf_counter() - t_sink
         h = self.p.shape[0]
         for a in (self.p, self.w, self.u, self.v):
             if a is not None:
                 a[: h - n] = a[n:]
                 a[h - n:] = 0
         self.top = upto
-        self.seconds += time.perf_counter() - t0
+        self.seconds += time.perf_counter() - t0 - in_sink
+        self.sink_seconds += in_sink
 
 
 def _with_nodata(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
@@ -683,13 +689,18 @@ class _PanelBlender:
         self.panel_of = {w.col_off: k for k, part in enumerate(panels) for w in part}
         self.k = -1
         self.current: _StripBlender | None = None
-        self.seconds = 0.0
+        self.seconds = self.sink_seconds = 0.0
+
+    def _collect(self) -> None:
+        self.seconds += self.current.seconds
+        self.sink_seconds += self.current.sink_seconds
+        self.current.seconds = self.current.sink_seconds = 0.0
 
     def _open(self, k: int) -> None:
         side_in = None
         if self.current is not None:
             self.current.flush(self.height)
-            self.seconds += self.current.seconds
+            self._collect()
             side_in = self.current.side_out
         c0, c1 = self.columns[k]
         side_out = None
@@ -711,8 +722,7 @@ class _PanelBlender:
         if self.current is not None:
             self.current.flush(upto)
             if upto >= self.height:
-                self.seconds += self.current.seconds
-                self.current.seconds = 0.0
+                self._collect()
 
 
 #: Compression of the probability rasters: ZSTD level 1 with the floating-point predictor writes a
@@ -868,6 +878,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         ("variance" if use_var else "bernoulli") if want_unc else None,
         len(windows), passes, batch_size, time.perf_counter() - t_start, model_seconds,
         {"read": read_seconds, "prob_write": blender.seconds, "workers": workers,
+         **({"handoff": blender.sink_seconds} if sink is not None else {}),
          **({"crf": crf_seconds} if crf else {})},
     )
 
