@@ -54,3 +54,15 @@ def test_detect_runs_cpu_models_channels_last_without_bfloat16(tmp_path, monkeyp
                  True, None)
     convs = [c for c in plan.bands.members[0].module.modules() if isinstance(c, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+
+
+def test_loaded_members_are_channels_last_on_a_cpu(tmp_path, monkeypatch):
+    """Evaluation and refinement run loaded members as detection does: weights channels-last on a CPU."""
+    from detect_fixtures import tiny_checkpoint
+
+    from lsmap.learn.ensemble import load_ensemble
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    (m,) = load_ensemble([tiny_checkpoint(tmp_path / "m")], "cpu")
+    convs = [c for c in m.module.modules() if isinstance(c, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
