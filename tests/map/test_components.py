@@ -115,3 +115,22 @@ def test_detect_stream_traces_what_the_blender_writes(tmp_path, monkeypatch, unc
     same_layers(got.set_crs(ref.crs, allow_override=True), ref, cols)
     panel_blocks = max(-(-(b - a) // 40) for a, b in pairwise(edges))
     assert max(open_blocks) <= panel_blocks  # blocks of one panel's row of blocks at most
+
+
+def test_detect_traces_on_one_thread_beside_cpu_models_and_on_all_cores_beside_a_gpu():
+    """CPU model workers keep the cores busy (a second tracer only adds memory); a GPU leaves them free."""
+    from types import SimpleNamespace
+
+    from lsmap.map.components import default_workers
+    from lsmap.map.detect import _block_stream
+    from lsmap.map.options import DetectOptions
+
+    info = SimpleNamespace(height=300, width=5000)
+    opts = DetectOptions(window=512, overlap=32)
+    for dev, workers in ((torch.device("cpu"), 1), (torch.device("cuda"), default_workers())):
+        stream = _block_stream(info, 0.5, opts, dev)
+        try:
+            assert stream.workers == workers
+            assert set(final_columns(300, 5000, 512, 32)) <= set(stream.grid.cols)  # no block spans two panels
+        finally:
+            stream.close()
