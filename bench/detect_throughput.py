@@ -44,7 +44,8 @@ import numpy as np
 HERE = Path(__file__).resolve()
 
 
-def make_scene(path: Path, size: int, seed: int = 0, block: int = 512, encoding: str = "float32") -> None:
+def make_scene(path: Path, size: int, seed: int = 0, block: int = 512, encoding: str = "float32",
+               noise: float = 0.05) -> None:
     """Generate a plausible L4S-scaled 14-band scene (smooth fields + noise + bright blobs), block by block,
     in the GeoTIFF layout `lsmap stack` writes: 256 px tiles, and ``encoding`` ``float32`` (DEFLATE with
     the floating-point predictor, the stacks before issue 20) or ``uint16`` (codes with per-band scale and
@@ -76,7 +77,7 @@ def make_scene(path: Path, size: int, seed: int = 0, block: int = 512, encoding:
                 h, w = min(block, size - r0), min(block, size - c0)
                 yy, xx = np.mgrid[r0:r0 + h, c0:c0 + w].astype(np.float32)
                 bands = np.stack([1.0 + 0.3 * np.sin(xx / (60 + 7 * b)) * np.cos(yy / (80 + 5 * b)) for b in range(14)])
-                bands += 0.05 * rng.standard_normal(bands.shape).astype(np.float32)
+                bands += noise * rng.standard_normal(bands.shape).astype(np.float32)
                 near = [(cy, cx) for cy, cx in centres if r0 - 20 <= cy < r0 + h + 20 and c0 - 20 <= cx < c0 + w + 20]
                 for cy, cx in near:
                     bands[:, (yy - cy) ** 2 + (xx - cx) ** 2 < 64] += 1.0
@@ -277,6 +278,9 @@ def main() -> None:
                     help="the models' input scale (scale promotion; the 1st-place solution used 2.5)")
     ap.add_argument("--positive", type=float, default=0.02,
                     help="fraction of pixels an untrained model is calibrated to flag (more: a more fragmented mask)")
+    ap.add_argument("--noise", type=float, default=0.05,
+                    help="per-pixel noise of the generated scene (L4S scale; a hard, speckled scene: 0.5 makes an "
+                         "untrained unet-resnet18 at --positive 0.45 give a fragmented mask)")
     ap.add_argument("--no-fold", action="store_true",
                     help="run detect and the bare model with the batch norms unfolded (as before the folding)")
     ap.add_argument("--child", nargs="*")
@@ -308,7 +312,7 @@ def main() -> None:
                          stats={"mean": [1.0] * 14, "std": [0.3] * 14, "count": 1})
         scenes = {size: work / f"scene_{size}.tif" for size in args.sizes}
         for size, scene in scenes.items():
-            make_scene(scene, size, encoding=args.encoding)
+            make_scene(scene, size, encoding=args.encoding, noise=args.noise)
         models, shifts = [], []
         if args.model == "default":
             from lsmap.map.detect import default_models
