@@ -57,8 +57,8 @@ def load_ensemble(paths: Sequence[str | os.PathLike], device: Any = "cpu",
     for p in paths:
         path = resolve_model(p)
         module, card = load_checkpoint(path, device, expect)
-        dev = next(module.parameters()).device if any(True for _ in module.parameters()) else torch.device("cpu")
-        if inference_channels_last(dev):
+        weight = next(module.parameters(), None)
+        if inference_channels_last(weight.device if weight is not None else torch.device("cpu")):
             module = module.to(memory_format=torch.channels_last)
         members.append(Member(module, card, str(path)))
     return members

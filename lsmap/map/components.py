@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -429,8 +430,6 @@ class BlockStream:
             self.parts.add(cell, f.result())
 
     def _trace(self, win, p, u) -> BlockParts:
-        import time
-
         t0 = time.perf_counter()
         out = block_parts(win, p, u, self.threshold)
         with self.lock:
