@@ -114,13 +114,16 @@ def _cpu() -> float:
 
 
 def child_detect(scene: str, models: list[str], out: str, window: int, overlap: int, batch_size: int | None,
-                 tta: bool, fold: bool = True) -> None:
+                 tta: bool, fold: bool = True, smp: bool = True) -> None:
     """Run detect in this (fresh) process and print its summary and peak RSS as JSON (``fold=False``: with
-    the models' batch norms left unfolded, as detect ran them before)."""
+    the models' batch norms left unfolded, as detect ran them before; ``smp``: the models are
+    segmentation-models-pytorch ones, whose import is done before timing, as that of torch & co.)."""
     import geopandas  # noqa: F401  (imports done before timing: the figures are the work, not Python imports)
     import scipy.ndimage  # noqa: F401
-    import segmentation_models_pytorch  # noqa: F401  (1.7 s here, paid once per process by any smp model)
     import torch  # noqa: F401
+
+    if smp:  # 1.7 s and ~190 MB (timm, torchvision) here, paid once per process by smp models only:
+        import segmentation_models_pytorch  # noqa: F401  detect never imports it for the default model
 
     import lsmap
     import lsmap.map.detect  # noqa: F401
@@ -289,7 +292,7 @@ def main() -> None:
         kind, *rest = args.child
         if kind == "detect":
             child_detect(rest[0], rest[3:], rest[1], args.window, args.overlap, args.batch_size, args.tta,
-                         not args.no_fold)
+                         not args.no_fold, smp=args.model != "default")
         elif kind == "decode":
             child_decode(rest[0])
         else:
@@ -336,7 +339,7 @@ def main() -> None:
         rows = []
         for size, scene in scenes.items():
             win = ["--window", str(args.window)] if args.window else []
-            det = run([*win, "--overlap", str(args.overlap), *tta,
+            det = run([*win, "--overlap", str(args.overlap), *tta, "--model", args.model,
                        *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
                        "--child", "detect", str(scene), str(work / f"out_{size}.gpkg"), "-", *models])
             bares = {layout: run(["--window", str(det["window"]), *tta, "--child", "bare", str(det["windows"]),

@@ -21,6 +21,7 @@ import bisect
 import os
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +31,16 @@ from typing import Any
 import numpy as np
 
 from lsmap.core.graph import components, groups
+
+def quiet_untransformed_traces() -> None:
+    """Silence rasterio's NotGeoreferencedWarning of the label images traced (not georeferenced, by design).
+
+    rasterio hides it itself with ``catch_warnings``, which does not hold on threads (the filters are the
+    process's): from the tracing threads it reached users. Called on the thread that starts the tracing
+    (a filter set at import would be lost when the import happens inside a ``catch_warnings`` block).
+    """
+    warnings.filterwarnings("ignore", "Dataset has no geotransform", module=r"rasterio\.features")
+
 
 #: Most threads tracing blocks.
 MAX_WORKERS = 4
@@ -379,6 +390,7 @@ class BlockStream:
         self.grid = BlockGrid(height, width, block, col_edges)
         self.threshold, self.with_uncertainty = float(threshold), with_uncertainty
         self.workers = workers or default_workers()
+        quiet_untransformed_traces()
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lsmap-trace")
         self.open: dict[tuple[int, int], list] = {}  # cell -> [p, u, pixels still missing]
         self.done: set[tuple[int, int]] = set()

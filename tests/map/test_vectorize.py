@@ -187,6 +187,22 @@ def test_fast_polygons_equal_traced_shapes(seed, fraction):
         assert fast[v - 1].wkb == slow[v].wkb
 
 
+def test_tracing_threads_raise_no_georeferencing_warning(tmp_path):
+    """rasterio hides the NotGeoreferencedWarning of the in-memory rasters it traces with
+    ``catch_warnings``, which is not thread-safe: from the tracing threads it used to reach users."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    rng = np.random.default_rng(3)
+    p = (rng.random((96, 96)) < 0.4).astype(np.float32) * 0.9
+    path = write_prob(tmp_path / "p.tif", p)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=NotGeoreferencedWarning, append=True)
+        for _ in range(3):
+            assert len(vectorize(path, block=16)) > 0
+
+
 def test_noisy_mask_polygons_equal_the_traced_ones(tmp_path):
     """A speckled mask with blobs, in one block and in blocks of 32: the same polygons, attributes
     and order as tracing the whole mask with rasterio.features.shapes and shapely.shape."""
