@@ -32,6 +32,7 @@ import numpy as np
 
 from lsmap.core.graph import components, groups
 
+
 def quiet_untransformed_traces() -> None:
     """Silence rasterio's NotGeoreferencedWarning of the label images traced (not georeferenced, by design).
 
