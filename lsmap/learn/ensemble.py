@@ -81,12 +81,18 @@ def folded_members(members: Sequence[Member]) -> list[Member]:
     return out
 
 
-def _normalize(x, stats: BandStats):
+def _normalize(x, stats: BandStats, channels_last: bool = False):
+    """``(x - mean) / std`` per band, float32, as one new tensor laid out as the model runs
+    (``channels_last``): no temporary, no second copy for the layout (both would stay alive during the
+    forward, 2 x 16.6 MB per worker for a 544 px window of 14 bands)."""
     import torch
 
-    mean = torch.as_tensor(stats.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(stats.std, dtype=x.dtype, device=x.device).clamp_min(1e-6).view(1, -1, 1, 1)
-    return (x - mean) / std
+    mean = torch.as_tensor(stats.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(stats.std, dtype=torch.float32, device=x.device).clamp_min(1e-6).view(1, -1, 1, 1)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    z = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=layout)
+    torch.sub(x.float(), mean, out=z)
+    return z.div_(std)
 
 
 def member_logits(member: Member, x, stats: BandStats | None = None, amp: bool = True):
@@ -114,9 +120,10 @@ def member_logits(member: Member, x, stats: BandStats | None = None, amp: bool =
         raise CheckpointError(f"{member.source}: model card has no normalisation statistics; pass the data's statistics")
     if member.card.domain_bn:
         set_domain(member.module, TARGET)
+    channels_last = inference_channels_last(x.device, amp)
     with torch.no_grad():
-        return scaled_forward(member.module, _normalize(x.float(), stats), member.card.scale, amp,
-                              inference_channels_last(x.device, amp))
+        return scaled_forward(member.module, _normalize(x, stats, channels_last), member.card.scale, amp,
+                              channels_last)
 
 
 def predict_proba(members: Sequence[Member], x, stats: BandStats | None = None, tta: bool = False, amp: bool = True):

@@ -44,7 +44,7 @@ from lsmap.io.aoi import crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
 from lsmap.io.outputs import atomic_output
-from lsmap.io.resources import check_disk
+from lsmap.io.resources import check_disk, limit_malloc_arenas
 from lsmap.io.scene import scene_band_names, scene_info
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import Member, load_ensemble
@@ -279,6 +279,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         InputError: unreadable scene, band names that cannot be told, no valid pixel, bad options.
     """
     t0 = time.perf_counter()
+    limit_malloc_arenas()  # before any thread of this run takes an arena of its own
     models = _check_args(scene, models, (out, prob, mask, quicklook, report), overwrite, progress)
     opts = _options(options, settings)
     outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook, report)))

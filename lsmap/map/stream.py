@@ -49,6 +49,7 @@ from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
 from lsmap.io.outputs import gdal_write_check
 from lsmap.io.rasters import geotiff_profile, open_raster
+from lsmap.io.resources import limit_malloc_arenas
 from lsmap.io.scene import (
     SceneInfo,
     open_scene_mask,
@@ -823,6 +824,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         rgb = rgb_indices(profile.bands)
 
     workers, threads = model_threads(device, workers)
+    limit_malloc_arenas()  # before the reader and model threads take arenas of their own
     if prefetch is None:
         prefetch = 2 if device.type != "cpu" else workers if workers > 1 else 0
     with open_raster(scene.path, "scene") as src:

@@ -55,6 +55,20 @@ def test_constant_model_gives_constant_probability(tmp_path, scene):
     np.testing.assert_allclose(p, sigmoid(0.7), atol=1e-6)
 
 
+def test_streamed_inference_limits_malloc_arenas_before_its_threads_start(tmp_path, scene, monkeypatch):
+    """The reader and the model workers share the arenas (lsmap.io.resources.limit_malloc_arenas): asked
+    for before any of them exists."""
+    import threading
+
+    import lsmap.map.stream as stream
+
+    seen = []
+    monkeypatch.setattr(stream, "limit_malloc_arenas",
+                        lambda: seen.append({t.name for t in threading.enumerate()}) or True)
+    predict_scene(scene[0], [member(ConstantModel(0.7))], tmp_path / "p.tif", stats=None, **KW)
+    assert len(seen) == 1 and not any(n.startswith(("lsmap-reader", "lsmap-model")) for n in seen[0])
+
+
 def test_ensemble_is_mean_of_members_and_uncertainty_their_variance(tmp_path, scene):
     path, _ = scene
     stats = BandStats((1.0,) * 14, (0.5,) * 14, 1)
