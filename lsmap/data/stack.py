@@ -815,7 +815,7 @@ def stack_scene(
         dn_min = np.full(sum(spectral), np.inf)
         import rasterio
 
-        tmp_layers = {name: stack.enter_context(atomic_output(p, overwrite)) for name, p in layer_outs.items()}
+        tmp_layers = {name: stack.enter_context(atomic_output(p, overwrite, lock=True)) for name, p in layer_outs.items()}
         with atomic_output(out, overwrite, lock=True) as tmp:
             with gdal_write_check(out), rasterio.open(tmp, "w", **out_profile) as dst, contextlib.ExitStack() as lay:
                 set_band_descriptions(dst, profile.bands)
@@ -839,9 +839,11 @@ def stack_scene(
                         band_valid[b] += int(finite[k].sum())
                     invalid = ~finite.all(axis=0)
                     where = Window(w.col_off - win.col_off, w.row_off - win.row_off, w.width, w.height)
+                    outside = None  # of the AOI's polygon, inside its bounding box: nodata in the layers too
                     if aoi_grid is not None:
-                        invalid |= ~aoi_inside(aoi_grid, grid.crs, window_transform(where, out_grid.transform),
-                                               (w.height, w.width))
+                        outside = ~aoi_inside(aoi_grid, grid.crs, window_transform(where, out_grid.transform),
+                                              (w.height, w.width))
+                        invalid |= outside
                     if source.offsets is None and not invalid.all():
                         dn_min = np.minimum(dn_min, raw[spectral][:, ~invalid].min(axis=1))
                     if coded:
@@ -853,8 +855,10 @@ def stack_scene(
                     dst.write(arr, window=where)
                     for name, ldst in lay_dst.items():
                         v = parts[name]
-                        ldst.write(np.where(np.isfinite(v), v, LAYER_NODATA[name]).astype(np.uint8)[None],
-                                   window=where)
+                        lv = np.where(np.isfinite(v), v, LAYER_NODATA[name]).astype(np.uint8)
+                        if outside is not None:
+                            lv[outside] = LAYER_NODATA[name]
+                        ldst.write(lv[None], window=where)
             if n_valid == 0:
                 empty = [b for b, n in band_valid.items() if n == 0]
                 named = ", ".join(f"{b} ({sources.get(b, '?')})" for b in empty) or "no single band"
@@ -863,6 +867,8 @@ def stack_scene(
                     f"{named}; check that every input covers the {area} and its nodata value"
                 )
             verify_geotiff(tmp, out)
+            for name, path in tmp_layers.items():
+                verify_geotiff(path, layer_outs[name])
     if source.offsets is None and np.isfinite(dn_min).all() and dn_min.min() >= OFFSET_DN_HINT:
         msg = (f"{source.where}: the digital numbers look offset: no value below {int(dn_min.min())} in any band "
                f"over the {area} (products of processing baseline 04.00 and later add 1000); if they are, "

@@ -376,6 +376,30 @@ def test_scl_layer_is_written_nearest_at_full_resolution(tmp_path):
         stack_scene(loose, tmp_path / "x.tif", bands="rgb", layers={"SCL": tmp_path / "x_scl.tif"})
 
 
+def test_layers_are_nodata_outside_a_polygon_aoi_as_the_stack_is(tmp_path):
+    """A vector AOI masks the pixels outside its polygon: in the SCL and cloud-probability layers too, not
+    only in the stack (before, the layers kept their values over the whole bounding box)."""
+    from shapely.geometry import Polygon
+
+    from lsmap.io.aoi import AOI
+
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
+    (x0, y0, x1, y1), _ = _bbox_lonlat(20, 10, 70, 50)
+    aoi = AOI(Polygon([(x0, y0), (x1, y0), (x0, y1)]), CRS, "triangle.gpkg", mask=True)
+    stack_scene(safe, tmp_path / "s.tif", bands="rgb", aoi=aoi,
+                layers={"SCL": tmp_path / "scl.tif", "MSK_CLDPRB": tmp_path / "cld.tif"})
+    with rasterio.open(tmp_path / "s.tif") as b:
+        outside = ~b.read_masks(1).astype(bool)
+    scl, cld = read(tmp_path / "scl.tif")[0], read(tmp_path / "cld.tif")[0]
+    with rasterio.open(tmp_path / "scl.tif") as a, rasterio.open(tmp_path / "cld.tif") as c:
+        nodata = a.nodata, c.nodata
+    assert 0.3 < outside.mean() < 0.7  # the triangle: about half the box
+    assert (scl[outside] == nodata[0]).all() and (cld[outside] == nodata[1]).all()  # each layer's nodata
+    assert (cld[~outside] != nodata[1]).all()
+    box = np.repeat(np.repeat(scl_classes(20), 2, 0), 2, 1)[10:50, 20:70]
+    np.testing.assert_array_equal(scl[~outside], box[~outside])
+
+
 # --- STAC Items ----------------------------------------------------------------------------------------
 
 EARTH_SEARCH = {"red": "B4", "green": "B3", "blue": "B2", "nir": "B8", "swir16": "B11"}
