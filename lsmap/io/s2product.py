@@ -327,10 +327,18 @@ def _pick_files(meta: ProductMetadata, present: set[str], prefix: str) -> tuple[
 # --- any Sentinel-2 input -------------------------------------------------------------------------
 
 
+#: URL schemes lsmap reads inputs from (STAC Items and their assets).
+URL_SCHEMES = ("http://", "https://")
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an ``http(s)://`` URL rather than a file path."""
+    return isinstance(path, str) and path.startswith(URL_SCHEMES)
+
+
 def is_stac(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a STAC Item: an ``http(s)://`` URL or a ``.json`` file."""
-    p = str(path)
-    return p.startswith(("http://", "https://")) or p.lower().endswith(".json")
+    return is_url(str(path)) or str(path).lower().endswith(".json")
 
 
 def is_product(path: str | os.PathLike) -> bool:

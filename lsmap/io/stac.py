@@ -24,7 +24,7 @@ from types import MappingProxyType
 
 from lsmap.core.bands import S2_RESOLUTION
 from lsmap.errors import InputError, MissingInputError
-from lsmap.io.s2product import L4S_QUANTIFICATION, S2Source, baseline_offset
+from lsmap.io.s2product import L4S_QUANTIFICATION, S2Source, baseline_offset, is_url
 
 #: Asset key (lower case) -> band or layer, for Earth Search (v1) and Planetary Computer Items.
 ASSET_KEYS: Mapping[str, str] = MappingProxyType({
@@ -71,7 +71,7 @@ def _asset_href(asset) -> str:
     href = asset.get_absolute_href() or asset.href
     if href.startswith(tuple(BUCKETS)):
         for alt in (asset.extra_fields.get("alternate") or {}).values():
-            if isinstance(alt, Mapping) and str(alt.get("href", "")).startswith(("http://", "https://")):
+            if isinstance(alt, Mapping) and is_url(str(alt.get("href", ""))):
                 return str(alt["href"])
     return href
 
@@ -83,7 +83,7 @@ def _gdal_href(href: str) -> str:
     (``AWS_NO_SIGN_REQUEST=YES``, what public buckets such as Earth Search's ``sentinel-cogs`` need),
     unless the user set ``AWS_NO_SIGN_REQUEST`` or has a credentials file.
     """
-    if href.startswith(("http://", "https://")):
+    if is_url(href):
         return f"/vsicurl/{href}"
     for scheme, vsi in BUCKETS.items():
         if href.startswith(scheme):
@@ -107,7 +107,7 @@ def open_item(href: str | os.PathLike) -> S2Source:
     import pystac
 
     href = str(href)
-    remote = href.startswith(("http://", "https://"))
+    remote = is_url(href)
     if not remote and not Path(href).exists():
         raise MissingInputError(f"{href}: STAC Item file does not exist")
     try:

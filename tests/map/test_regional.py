@@ -169,6 +169,42 @@ def test_scene_stems_unique_and_stable():
     assert scene_stems([Path("/a/s.tif"), Path("/a/s.tiff")]) == ["s", "s-2"]
 
 
+def test_stac_item_urls_are_scenes_on_the_command_line_and_in_lists(tmp_path, scenes):
+    """URLs are kept as given (never made paths, never globbed although '?' starts a query)."""
+    item = "https://earth-search.aws.element84.com/v1/collections/sentinel-2-l2a/items/S2B_43PFN_20190809_0_L2A"
+    query = "https://example.org/stac/item?id=S2A_1&f=json"
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{item}\nscenes/a.tif\n{query}\n{item}\n")
+    assert expand_scenes([f"@{lst}"]) == [item, scenes[0], query]
+    assert expand_scenes([item, str(scenes[0])]) == [item, scenes[0]]
+    names = scene_stems([item, query, "http://127.0.0.1:8000/a/item.json", "http://127.0.0.1:8000/b/item.json"])
+    assert names == ["S2B_43PFN_20190809_0_L2A", "item_id_S2A_1_f_json", "a_item", "b_item"]
+
+
+def test_regional_run_over_stac_item_urls(tmp_path):
+    """Two STAC Items served over HTTP: one layer each, named after their URLs, merged; a re-run skips both."""
+    from detect_fixtures import tiny_checkpoint
+    from products_fixtures import make_stac_item, serve
+
+    keys = {"red": "B4", "green": "B3", "blue": "B2", "nir": "B8"}
+    make_stac_item(tmp_path / "root" / "a", keys, seed=1)
+    make_stac_item(tmp_path / "root" / "b", keys, seed=2)
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", "rgbn")
+    kw = dict(threshold=0.0, window=32, overlap=8, device="cpu", progress=False)
+    with serve(tmp_path / "root") as (url, _):
+        urls = [f"{url}/a/item.json", f"{url}/b/item.json"]
+        res = detect_many(urls, [ckpt], tmp_path / "ev", **kw)
+        assert res.ok, res.failures
+        assert {k: v.name for k, v in res.outputs.items()} == {urls[0]: "a_item.gpkg", urls[1]: "b_item.gpkg"}
+        assert len(res.gdf) > 0 and res.merged.is_file() and not res.skipped
+        again = detect_many(urls, [ckpt], tmp_path / "ev", **kw)
+        cli = CliRunner().invoke(main, ["detect", *urls, "-o", str(tmp_path / "ev2"), "--model", str(ckpt), "--window",
+                                        "32", "--overlap", "8", "--threshold", "0", "--device", "cpu", "--json"])
+    assert again.ok and again.skipped == urls
+    assert cli.exit_code == 0, cli.output
+    assert sorted(Path(p).name for p in json.loads(cli.output)["outputs"].values()) == ["a_item.gpkg", "b_item.gpkg"]
+
+
 # --- merging ------------------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from lsmap import __version__
 from lsmap.errors import LsmapError, MissingInputError
 from lsmap.io.rasters import atomic_output
-from lsmap.io.s2product import is_product
+from lsmap.io.s2product import is_product, is_url
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import load_ensemble
 from lsmap.learn.models import checkpoint_paths
@@ -40,9 +40,12 @@ _ENSEMBLE_LOADS = 0
 Detector = Callable[..., Any]
 
 
-def _fingerprint(path: Path) -> list:
+def _fingerprint(path: Path | str) -> list:
+    """Size and modification time of a file; nothing for a URL (a STAC Item is taken as unchanged)."""
+    if is_url(path):
+        return [None, None]
     try:
-        st = path.stat()
+        st = Path(path).stat()
         return [st.st_size, st.st_mtime_ns]
     except OSError:
         return [None, None]
@@ -89,7 +92,7 @@ def _detector_name(detector: Detector | None) -> str:
     return f"{getattr(detector, '__module__', '?')}.{getattr(detector, '__qualname__', repr(detector))}"
 
 
-def job_key(scene: Path, models: Sequence[str], params: Mapping, detector: Detector | None) -> str:
+def job_key(scene: Path | str, models: Sequence[str], params: Mapping, detector: Detector | None) -> str:
     """Hash of what a scene's result depends on (scene file, model files, parameters, detector)."""
 
     payload = {
@@ -231,7 +234,7 @@ def run_scene(job: SceneJob) -> SceneOutcome:
     try:
         job.marker.unlink(missing_ok=True)
         _remove_stale_temps(out)
-        if not Path(job.scene).exists():
+        if not is_url(job.scene) and not Path(job.scene).exists():  # a URL's Item is read by detect
             raise MissingInputError(f"{job.scene}: scene does not exist")
         members = cached_ensemble(job.models, job.params.get("device", "auto"))
         params = {**job.params, **{k: v for k, v in job.rasters}}
