@@ -87,7 +87,6 @@ def check_disk(folder: str | os.PathLike, need: float, what: str, fix: str) -> N
                             f"{human(free)} free; {fix}")
 
 
-
 #: glibc malloc arenas streamed inference limits the process to (:func:`limit_malloc_arenas`): one, shared
 #: by all threads (two measured within noise of one; the default, 8 per core, the highest).
 MALLOC_ARENAS = 1

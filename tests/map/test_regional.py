@@ -15,7 +15,7 @@ from lsmap.errors import InputError, MissingInputError
 from lsmap.io.rasters import atomic_output
 from lsmap.map.regional.merge import merge_layers, true_area_m2
 from lsmap.map.regional.run import detect_many
-from lsmap.map.regional.scenelist import expand_scenes, scene_stems
+from lsmap.map.regional.scenelist import expand_scenes, is_scene_list, scene_stems
 
 UTM = "EPSG:32646"
 PIX = 10.0
@@ -177,6 +177,7 @@ def test_stac_item_urls_are_scenes_on_the_command_line_and_in_lists(tmp_path, sc
     lst.write_text(f"{item}\nscenes/a.tif\n{query}\n{item}\n")
     assert expand_scenes([f"@{lst}"]) == [item, scenes[0], query]
     assert expand_scenes([item, str(scenes[0])]) == [item, scenes[0]]
+    assert not is_scene_list(query) and not is_scene_list(item)  # one Item each: `-o` stays a file
     names = scene_stems([item, query, "http://127.0.0.1:8000/a/item.json", "http://127.0.0.1:8000/b/item.json"])
     assert names == ["S2B_43PFN_20190809_0_L2A", "item_id_S2A_1_f_json", "a_item", "b_item"]
 

@@ -65,6 +65,8 @@ def _read_list(path: Path, base: Path | None, seen_lists: tuple[Path, ...]) -> l
 def is_scene_list(item: str | os.PathLike) -> bool:
     """Whether ``item`` names several scenes: a glob pattern or a list file (``@list.txt``, ``*.txt``)."""
     text = os.fspath(item)
+    if is_url(text):  # one STAC Item, whatever its query holds
+        return False
     return text.startswith("@") or Path(text).suffix.lower() in LIST_SUFFIXES or bool(_GLOB_CHARS & set(text))
 
 
