@@ -40,7 +40,10 @@ def quiet_untransformed_traces() -> None:
     process's): from the tracing threads it reached users. Called on the thread that starts the tracing
     (a filter set at import would be lost when the import happens inside a ``catch_warnings`` block).
     """
-    warnings.filterwarnings("ignore", "Dataset has no geotransform", module=r"rasterio\.features")
+    from rasterio.errors import NotGeoreferencedWarning
+
+    # "Dataset has no geotransform", or "The given matrix is equal to Affine.identity" (the block at (0, 0))
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
 
 
 #: Most threads tracing blocks.
