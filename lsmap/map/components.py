@@ -298,8 +298,6 @@ class Parts:
     def landslides(self, transform=None) -> Landslides:
         """The landslides: touching parts dissolved and summed, in raster order; polygons mapped by the
         affine ``transform`` (default: pixel coordinates)."""
-        import shapely
-
         if not self.n_parts:
             empty = np.zeros(0)
             return Landslides(np.empty(0, dtype=object), empty, empty, empty,
@@ -322,9 +320,9 @@ class Parts:
         out[inv[alone]] = geoms[alone]
         if not alone.all():
             joined = np.flatnonzero(~alone)
-            for m in groups(inv[joined]):
-                members = joined[m]
-                out[inv[members[0]]] = shapely.union_all(geoms[members].tolist())
+            members = [joined[m] for m in groups(inv[joined])]
+            for m, union in zip(members, dissolve([geoms[m] for m in members]), strict=True):
+                out[inv[m[0]]] = union
         # raster order: by the pixel bounds (top row first, then left column), whatever the transform
         b = np.empty((k, 4), np.int64)
         b[:, :2], b[:, 2:] = np.iinfo(np.int64).max, np.iinfo(np.int64).min
@@ -335,6 +333,31 @@ class Parts:
         order = np.lexsort((b[:, 2], b[:, 3], b[:, 0], b[:, 1]))
         return Landslides(out[order], count[order], psum[order], pmax[order],
                           usum[order] if usum is not None else None)
+
+
+#: Landslides to dissolve per extra thread (:func:`dissolve`): fewer run on the calling thread.
+DISSOLVE_PER_THREAD = 32
+
+
+def dissolve(parts: list[np.ndarray], workers: int | None = None) -> list:
+    """``shapely.union_all`` of each array of polygons, in order.
+
+    GEOS releases the GIL, so many unions run on ``workers`` threads (default :func:`default_workers`),
+    the largest first: on a fragmented 4096^2 mask a few landslides of tens of thousands of vertices take
+    most of the time (BENCHMARKS.md, issue 20).
+    """
+    import shapely
+
+    workers = min(workers or default_workers(), max(1, len(parts) // DISSOLVE_PER_THREAD))
+    if workers == 1:
+        return [shapely.union_all(p.tolist()) for p in parts]
+    sizes = [int(shapely.get_num_coordinates(p).sum()) for p in parts]
+    order = sorted(range(len(parts)), key=lambda k: -sizes[k])
+    out: list = [None] * len(parts)
+    with ThreadPoolExecutor(workers, thread_name_prefix="lsmap-dissolve") as pool:
+        for k, union in zip(order, pool.map(lambda k: shapely.union_all(parts[k].tolist()), order), strict=True):
+            out[k] = union
+    return out
 
 
 class BlockGrid:

@@ -134,3 +134,20 @@ def test_detect_traces_on_one_thread_beside_cpu_models_and_on_all_cores_beside_a
             assert set(final_columns(300, 5000, 512, 32)) <= set(stream.grid.cols)  # no block spans two panels
         finally:
             stream.close()
+
+
+def test_dissolve_on_threads_keeps_the_order_and_the_unions():
+    """Many groups (the threaded path, largest first) give each group's union in the given order."""
+    import shapely
+
+    from lsmap.map.components import DISSOLVE_PER_THREAD, dissolve
+
+    rng = np.random.default_rng(0)
+    groups, expected = [], []
+    for k in range(3 * DISSOLVE_PER_THREAD):
+        n = int(rng.integers(2, 9))  # n unit squares side by side: their union is one n x 1 box
+        groups.append(np.array([shapely.box(i, 2 * k, i + 1, 2 * k + 1) for i in range(n)], dtype=object))
+        expected.append(shapely.box(0, 2 * k, n, 2 * k + 1))
+    threaded, serial = dissolve(groups, workers=2), dissolve(groups, workers=1)
+    assert all(a.equals(b) for a, b in zip(threaded, expected, strict=True))
+    assert all(a.equals(b) for a, b in zip(serial, expected, strict=True))
