@@ -48,8 +48,8 @@ _D = DetectOptions()  # the library's defaults
 @click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
 @click.option("--window", type=click.IntRange(16), default=_D.window,
               help="Window size (pixels) [default for fully convolutional models (U-Nets, DeepLabV3+): the size "
-                   "in 384-640 whose windows cover the scene with the least work (512 at most for scale-promoted "
-                   "models); 128 otherwise (SegFormer)].")
+                   "in 384-640 whose windows cover the scene with the least work (scale-promoted models: enlarged "
+                   "inputs of at most 640 on a CPU, windows of at most 512 on a GPU); 128 otherwise (SegFormer)].")
 @click.option("--overlap", type=click.IntRange(0), default=_D.overlap, show_default=True,
               help="Overlap of neighbouring windows (pixels), blended with Hann ramps.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,

@@ -323,7 +323,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         members = plan.members
         opts = replace(opts, norm="own" if stats is not None else ensemble_norm(opts.norm, [m.card.train for m in members]))
         if opts.window is None:
-            window, window_choice = auto_window(members, info.height, info.width, opts.overlap)
+            window, window_choice = auto_window(members, info.height, info.width, opts.overlap, dev)
             opts = replace(opts, window=window)
         else:
             window_choice = "given"

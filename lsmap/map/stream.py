@@ -98,35 +98,47 @@ class PredictResult:
 
 
 def auto_window(members: Sequence, height: int | None = None, width: int | None = None,
-                overlap: int = 32) -> tuple[int, str]:
+                overlap: int = 32, device: Any = None) -> tuple[int, str]:
     """Detection's window for ``members`` when none is given: ``(pixels, why)``.
 
     When every member is a registered fully convolutional model (U-Nets, DeepLabV3+, the tiny U-Net: the
     window's size changes only pixels near its borders, which the overlap blends away; measured:
-    bench/window_size.py), a large window on any device (the batch shrinks to fit:
-    :func:`auto_batch_size`): for a ``height`` x ``width`` scene the one of
-    :data:`lsmap.core.constants.LARGE_WINDOWS` whose grid makes the models compute the fewest pixels
-    (:func:`computed_pixels`; ties: the smaller), at most :data:`lsmap.core.constants.LARGE_WINDOW` for
-    scale-promoted models; without the scene's size, :data:`~lsmap.core.constants.LARGE_WINDOW`. Else
-    :data:`lsmap.core.constants.WINDOW` (128), the Landslide4Sense patch size the models trained on
-    (SegFormer's attention sees the whole window; unknown architectures).
+    bench/window_size.py), a large window (the batch shrinks to fit: :func:`auto_batch_size`): for a
+    ``height`` x ``width`` scene the one of :data:`lsmap.core.constants.LARGE_WINDOWS` whose grid makes
+    the models compute the fewest pixels (:func:`computed_pixels`; ties: the smaller); without the scene's
+    size, :data:`~lsmap.core.constants.LARGE_WINDOW`. Scale-promoted models see the window enlarged by
+    their factor: on a GPU their window is at most ``LARGE_WINDOW``; on a CPU (``device`` ``None`` or a
+    CPU) it is chosen the same way among the multiples of the pad multiple whose enlarged size stays within
+    the largest of ``LARGE_WINDOWS`` (x2.5: at most 256 px, 640 px inputs). Measured on a float32 CPU
+    (BENCHMARKS.md, issue 20): a x2.5 ResNet-18 U-Net over 4096^2 took 173 s with 256 px windows against
+    182 s with 448 px, although it computes 1.41x the scene's pixels against 1.20x, and peaked at 1466 MB
+    against 1967 MB. Else :data:`lsmap.core.constants.WINDOW` (128), the Landslide4Sense patch size the
+    models trained on (SegFormer's attention sees the whole window; unknown architectures).
     """
-    from lsmap.core.constants import LARGE_WINDOW, LARGE_WINDOWS, WINDOW
+    from lsmap.core.constants import LARGE_WINDOW, LARGE_WINDOWS, PAD_MULTIPLE, WINDOW
     from lsmap.learn.registry import MODELS
 
     names = [m.card.model for m in members]
     other = sorted({n for n in names if n not in MODELS or not MODELS[n].fully_convolutional})
     if other:
         return WINDOW, f"auto: {WINDOW} px, the training patch size ({', '.join(other)} not fully convolutional)"
+    scale = max(float(getattr(m.card, "scale", 1.0)) for m in members)
+    candidates, kind = LARGE_WINDOWS, "fully convolutional models"
+    if scale != 1 and getattr(device, "type", device or "cpu") == "cpu":
+        top = max(2 * PAD_MULTIPLE, int(LARGE_WINDOWS[-1] / scale) // PAD_MULTIPLE * PAD_MULTIPLE)
+        candidates = tuple(range(2 * PAD_MULTIPLE, top + 1, PAD_MULTIPLE))
+        kind = f"fully convolutional models scaled x{scale:g} on a CPU (inputs at most {LARGE_WINDOWS[-1]} px)"
+    elif scale != 1:
+        candidates = tuple(w for w in LARGE_WINDOWS if w <= LARGE_WINDOW)
+    default = min(candidates[-1], LARGE_WINDOW)
     if height is None or width is None:
-        return LARGE_WINDOW, f"auto: {LARGE_WINDOW} px for fully convolutional models"
-    scaled = any(float(getattr(m.card, "scale", 1.0)) != 1.0 for m in members)
-    sizes = [w for w in LARGE_WINDOWS if w > overlap and (not scaled or w <= LARGE_WINDOW)]
+        return default, f"auto: {default} px for {kind}"
+    sizes = [w for w in candidates if w > overlap]
     if not sizes:  # an overlap as large as the windows: the window check names it
-        return LARGE_WINDOW, f"auto: {LARGE_WINDOW} px for fully convolutional models"
+        return default, f"auto: {default} px for {kind}"
     best = min(sizes, key=lambda w: (computed_pixels(height, width, w, overlap), w))
     extra = computed_pixels(height, width, best, overlap) / (height * width)
-    return best, (f"auto: {best} px for fully convolutional models, the size in {sizes[0]}-{sizes[-1]} px whose "
+    return best, (f"auto: {best} px for {kind}, the size in {sizes[0]}-{sizes[-1]} px whose "
                   f"windows cover this scene with the least work ({extra:.2f}x its pixels)")
 
 

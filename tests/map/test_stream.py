@@ -457,7 +457,8 @@ def test_auto_window_from_the_models():
 
 def test_auto_window_covers_the_scene_with_the_least_work():
     """For a scene's size the large window is the one of LARGE_WINDOWS whose grid computes the fewest
-    pixels (ties: the smaller); scale-promoted models stay at 512 px at most; the reason says so."""
+    pixels (ties: the smaller); scale-promoted models get inputs of at most 640 px on a CPU and windows of
+    at most 512 px on a GPU; the reason says so."""
     from types import SimpleNamespace
 
     from lsmap.core.constants import LARGE_WINDOWS
@@ -478,7 +479,17 @@ def test_auto_window_covers_the_scene_with_the_least_work():
         grid = window_grid(h, wd, best, 32)  # the count agrees with the grid detect runs
         padded = [-(-min(best, n) // 32) * 32 for n in (h, wd)]
         assert computed_pixels(h, wd, best, 32) == len(grid) * padded[0] * padded[1]
-    assert auto_window([member(2.5)], 4096, 4096)[0] <= 512
+    # scale-promoted models on a CPU: the enlarged window (the model's input) at most 640 px, least work
+    for scale, top in [(2.5, 256), (4.0, 160)]:
+        for h, wd in [(4096, 4096), (2048, 2048), (10980, 10980), (700, 3000)]:
+            w, why = auto_window([member(scale)], h, wd, 32, torch.device("cpu"))
+            sizes = range(64, top + 1, 32)
+            assert w * scale <= 640 and w in sizes and f"x{scale:g} on a CPU" in why
+            assert all(computed_pixels(h, wd, w, 32) <= computed_pixels(h, wd, c, 32) for c in sizes)
+        assert auto_window([member(scale)])[0] == top  # no scene size: the largest
+    gpu = SimpleNamespace(type="cuda")  # on a GPU, memory is the batch's: at most 512 px, as before
+    assert auto_window([member(2.5)], 4096, 4096, 32, gpu)[0] == 448
+    assert auto_window([member(2.5)], None, None, 32, gpu)[0] == 512
     assert auto_window([member()], 4096, 4096, overlap=700)[0] == 512  # no candidate: the check names the overlap
 
 
