@@ -117,7 +117,7 @@ def _as_path(scene: Scene) -> PurePath:
 
 def _stem(path: PurePath) -> str:
     name = path.name
-    for suffix in (".tif", ".tiff", ".vrt", ".jp2", ".img", ".SAFE", ".zip", ".json"):
+    for suffix in (".tif", ".tiff", ".vrt", ".jp2", ".img", ".SAFE", ".zip"):
         if name.lower().endswith(suffix.lower()):
             return name[: -len(suffix)] or name
     return path.stem or name
