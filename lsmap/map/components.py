@@ -394,19 +394,26 @@ def dissolve(parts: list[np.ndarray], workers: int | None = None) -> list:
     return out
 
 
-class BlockGrid:
-    """A grid of blocks partitioning a ``height`` x ``width`` raster: rows every ``block`` px, columns
-    every ``block`` px within each span between ``col_edges`` (e.g. the columns detection finalises
-    panel by panel, so that no block waits for the next panel)."""
+def _cuts(size: int, block: int, edges: list[int] | None, what: str) -> list[int]:
+    """``0 .. size`` cut every ``block`` px within each span between ``edges``."""
+    bounds = sorted({0, size, *(edges or [])})
+    if bounds[0] < 0 or bounds[-1] > size:
+        raise ValueError(f"{what} edges must lie in [0, {size}] (got {edges})")
+    return sorted({c for a, b in pairwise(bounds) for c in range(a, b, block)} | {size})
 
-    def __init__(self, height: int, width: int, block: int, col_edges: list[int] | None = None) -> None:
+
+class BlockGrid:
+    """A grid of blocks partitioning a ``height`` x ``width`` raster: rows every ``block`` px within each
+    span between ``row_edges``, columns every ``block`` px within each span between ``col_edges`` (e.g.
+    the columns detection finalises panel by panel, so that no block waits for the next panel, and the
+    first row it finalises only at the end, so that the blocks traced after the models are few)."""
+
+    def __init__(self, height: int, width: int, block: int, col_edges: list[int] | None = None,
+                 row_edges: list[int] | None = None) -> None:
         if block < 2:
             raise ValueError(f"block must be at least 2 pixels (got {block})")
-        edges = sorted({0, width, *(col_edges or [])})
-        if edges[0] < 0 or edges[-1] > width:
-            raise ValueError(f"column edges must lie in [0, {width}] (got {col_edges})")
-        self.rows = [*range(0, height, block), height]
-        self.cols = sorted({c for a, b in pairwise(edges) for c in range(a, b, block)} | {width})
+        self.rows = _cuts(height, block, row_edges, "row")
+        self.cols = _cuts(width, block, col_edges, "column")
 
     def cells(self, row_off: int, col_off: int, height: int, width: int) -> list[tuple[int, int]]:
         """The cells ``(i, j)`` a rectangle of the raster overlaps."""
@@ -439,20 +446,27 @@ class BlockStream:
         height, width: The raster's size.
         threshold: Probability above which a pixel is a landslide.
         block: Block size (px).
-        col_edges: Extra column edges of the grid (:class:`BlockGrid`).
+        col_edges, row_edges: Extra column and row edges of the grid (:class:`BlockGrid`).
         with_uncertainty: Pieces come with an uncertainty raster's values too.
-        workers: Tracing threads (default :func:`default_workers`).
+        workers: Tracing threads while pieces come (default :func:`default_workers`).
+        finish_workers: Tracing threads once :meth:`landslides` is called, for the blocks left (default
+            :func:`default_workers`, at least ``workers``): e.g. one beside CPU models, all cores after them.
     """
 
     def __init__(self, height: int, width: int, threshold: float, *, block: int = 1024,
-                 col_edges: list[int] | None = None, with_uncertainty: bool = False, workers: int | None = None) -> None:
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be positive (got {workers})")
-        self.grid = BlockGrid(height, width, block, col_edges)
+                 col_edges: list[int] | None = None, row_edges: list[int] | None = None,
+                 with_uncertainty: bool = False, workers: int | None = None, finish_workers: int | None = None) -> None:
+        for name, n in (("workers", workers), ("finish_workers", finish_workers)):
+            if n is not None and n < 1:
+                raise ValueError(f"{name} must be positive (got {n})")
+        self.grid = BlockGrid(height, width, block, col_edges, row_edges)
         self.threshold, self.with_uncertainty = float(threshold), with_uncertainty
         self.workers = workers or default_workers()
+        self.finish_workers = max(self.workers, finish_workers or default_workers())
         quiet_untransformed_traces()
-        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lsmap-trace")
+        # finish_workers threads, of which `workers` may trace at a time until the end (the gate)
+        self.pool = ThreadPoolExecutor(self.finish_workers, thread_name_prefix="lsmap-trace")
+        self.gate = threading.Semaphore(self.workers)
         self.open: dict[tuple[int, int], list] = {}  # cell -> [p, u, pixels still missing]
         self.done: set[tuple[int, int]] = set()
         self.futures: deque[tuple[tuple[int, int], Future]] = deque()
@@ -503,10 +517,11 @@ class BlockStream:
             self.parts.add(cell, f.result())
 
     def _trace(self, win, p, u) -> BlockParts:
-        t0 = time.perf_counter()
-        out = block_parts(win, p, u, self.threshold)
-        with self.lock:
-            self.seconds += time.perf_counter() - t0
+        with self.gate:
+            t0 = time.perf_counter()
+            out = block_parts(win, p, u, self.threshold)
+            with self.lock:
+                self.seconds += time.perf_counter() - t0
         return out
 
     def landslides(self, transform=None) -> Landslides:
@@ -516,6 +531,9 @@ class BlockStream:
         Raises:
             ValueError: some pixels of the raster never came.
         """
+        for _ in range(self.finish_workers - self.workers):  # the blocks left on every thread
+            self.gate.release()
+        self.workers = self.finish_workers
         while self.futures:
             cell, f = self.futures.popleft()
             self.parts.add(cell, f.result())

@@ -54,7 +54,7 @@ from lsmap.map.evidence import PreScene, apply_evidence, gate_probability, open_
 from lsmap.map.options import DetectOptions, DetectOutputs
 from lsmap.map.quicklook import natural_colour, render_quicklook, scene_date
 from lsmap.map.report import write_report
-from lsmap.map.stream import PROB_NODATA, auto_window, band_plan, final_columns, predict_scene
+from lsmap.map.stream import PROB_NODATA, auto_window, band_plan, final_columns, last_rows, predict_scene
 from lsmap.map.vectorize import areas_m2, landslide_table, vector_driver, vectorize, write_layer
 
 
@@ -487,11 +487,14 @@ def _scan(info, plan, opts: DetectOptions, stats: BandStats | None, progress: bo
 
 def _block_stream(info, threshold: float, opts: DetectOptions, device) -> BlockStream:
     """What traces the landslides from the blender's output as it is written (blocks aligned with its
-    column panels, so that none waits for the next panel). Beside CPU model workers, which keep the
+    column panels, so that none waits for the next panel, and cut where its last row of windows starts,
+    so that the blocks left after the models are the fewest). Beside CPU model workers, which keep the
     cores busy, one tracing thread (two held 50-100 MB more at the peak for no gain, measured on a
-    fragmented mask: BENCHMARKS.md); beside a GPU, the default."""
+    fragmented mask: BENCHMARKS.md), and every core for the blocks left after them; beside a GPU, the
+    default."""
     return BlockStream(info.height, info.width, threshold, block=opts.block, with_uncertainty=opts.uncertainty,
                        col_edges=final_columns(info.height, info.width, opts.window, opts.overlap),
+                       row_edges=[last_rows(info.height, opts.window, opts.overlap)],
                        workers=1 if device.type == "cpu" else None)
 
 

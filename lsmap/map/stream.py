@@ -44,7 +44,7 @@ import numpy as np
 
 from lsmap.core.bands import BandProfile, band_indices, get_profile
 from lsmap.core.normalize import BandStats
-from lsmap.core.windows import Window, blend_weight, window_grid
+from lsmap.core.windows import Window, blend_weight, offsets, window_grid
 from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
 from lsmap.io.outputs import gdal_write_check
@@ -146,7 +146,6 @@ def computed_pixels(height: int, width: int, window: int, overlap: int) -> int:
     """Pixels the models compute over a ``height`` x ``width`` scene in windows of ``window`` px overlapping
     by ``overlap`` (:func:`lsmap.core.windows.window_grid`, each window padded to the pad multiple)."""
     from lsmap.core.constants import PAD_MULTIPLE
-    from lsmap.core.windows import offsets
 
     def padded(n: int) -> int:
         return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
@@ -263,6 +262,12 @@ def final_columns(height: int, width: int, window: int, overlap: int) -> list[in
     writes (and hands its ``sink``) the columns ``[e[k], e[k + 1])`` of the panels' rows panel by panel."""
     panels = column_panels(window_grid(height, width, window, overlap))
     return [panel_columns(part)[0] for part in panels] + [width]
+
+
+def last_rows(height: int, window: int, overlap: int) -> int:
+    """The first scene row that :func:`predict_scene` writes (and hands its ``sink``) only when its last
+    row of windows is done: the rows above it are final before."""
+    return offsets(height, window, overlap)[-1]
 
 
 #: What :func:`predict_scene` hands each piece of its output to, as it is written:

@@ -80,6 +80,56 @@ def test_grid_columns_split_each_span():
     assert grid.rows == [0, 16, 30]
     assert grid.cols == [0, 16, 32, 40, 56, 70, 86, 100]
     assert grid.cells(10, 35, 10, 10) == [(0, 2), (0, 3), (1, 2), (1, 3)]
+    grid = BlockGrid(50, 20, 16, row_edges=[37])
+    assert grid.rows == [0, 16, 32, 37, 50]
+    with pytest.raises(ValueError, match="row edges"):
+        BlockGrid(50, 20, 16, row_edges=[51])
+
+
+def test_blocks_left_at_the_end_are_traced_on_more_threads(monkeypatch):
+    """While pieces come, ``workers`` blocks are traced at a time; the blocks left when the landslides are
+    asked for, on ``finish_workers`` threads; the landslides are the same."""
+    import threading
+    import time
+
+    from lsmap.map import components
+
+    real = components.block_parts
+    lock, active, most, go = threading.Lock(), [0], [0], threading.Event()
+
+    def held_parts(*args):  # each block held until `go`, so that the threads in it can be counted
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        go.wait(10)
+        with lock:
+            active[0] -= 1
+        return real(*args)
+
+    def wait_for(n):
+        t0 = time.monotonic()
+        while active[0] < n and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+
+    p = (np.random.default_rng(2).random((32, 64)) > 0.6).astype(np.float32)
+    monkeypatch.setattr(components, "block_parts", held_parts)
+    stream = BlockStream(32, 64, 0.5, block=32, workers=1, finish_workers=2)
+    stream.add(0, 0, p[:, :32])
+    stream.add(0, 32, p[:, 32:])  # two blocks: no back-pressure wait
+    wait_for(1)
+    time.sleep(0.2)
+    assert most[0] == 1  # the second block waits for the first while pieces may still come
+    found = []
+    finishing = threading.Thread(target=lambda: found.append(stream.landslides()))
+    finishing.start()
+    wait_for(2)
+    assert most[0] == 2  # both blocks on threads once the landslides are asked for
+    go.set()
+    finishing.join(10)
+    ref = BlockStream(32, 64, 0.5, block=64, workers=1)
+    ref.add(0, 0, p)
+    got, want = found[0].geoms, ref.landslides().geoms  # both in raster order
+    assert len(got) == len(want) > 10 and all(a.equals(b) for a, b in zip(got, want, strict=True))
 
 
 @pytest.mark.parametrize("uncertainty", [False, True])
@@ -130,7 +180,7 @@ def test_detect_traces_on_one_thread_beside_cpu_models_and_on_all_cores_beside_a
     for dev, workers in ((torch.device("cpu"), 1), (torch.device("cuda"), default_workers())):
         stream = _block_stream(info, 0.5, opts, dev)
         try:
-            assert stream.workers == workers
+            assert (stream.workers, stream.finish_workers) == (workers, default_workers())
             assert set(final_columns(300, 5000, 512, 32)) <= set(stream.grid.cols)  # no block spans two panels
         finally:
             stream.close()
