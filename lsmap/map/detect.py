@@ -54,7 +54,7 @@ from lsmap.map.evidence import PreScene, apply_evidence, gate_probability, open_
 from lsmap.map.options import DetectOptions, DetectOutputs
 from lsmap.map.quicklook import natural_colour, render_quicklook, scene_date
 from lsmap.map.report import write_report
-from lsmap.map.stream import PROB_NODATA, auto_window, band_plan, final_columns, last_rows, predict_scene
+from lsmap.map.stream import PROB_NODATA, auto_window, band_plan, final_columns, last_window_row, predict_scene
 from lsmap.map.vectorize import areas_m2, landslide_table, vector_driver, vectorize, write_layer
 
 
@@ -494,7 +494,7 @@ def _block_stream(info, threshold: float, opts: DetectOptions, device) -> BlockS
     default."""
     return BlockStream(info.height, info.width, threshold, block=opts.block, with_uncertainty=opts.uncertainty,
                        col_edges=final_columns(info.height, info.width, opts.window, opts.overlap),
-                       row_edges=[last_rows(info.height, opts.window, opts.overlap)],
+                       row_edges=[last_window_row(info.height, opts.window, opts.overlap)],
                        workers=1 if device.type == "cpu" else None)
 
 

@@ -264,9 +264,9 @@ def final_columns(height: int, width: int, window: int, overlap: int) -> list[in
     return [panel_columns(part)[0] for part in panels] + [width]
 
 
-def last_rows(height: int, window: int, overlap: int) -> int:
-    """The first scene row that :func:`predict_scene` writes (and hands its ``sink``) only when its last
-    row of windows is done: the rows above it are final before."""
+def last_window_row(height: int, window: int, overlap: int) -> int:
+    """The scene row where the last row of windows starts: :func:`predict_scene` writes (and hands its
+    ``sink``) the rows from it only when that row of windows is done, and the rows above it before."""
     return offsets(height, window, overlap)[-1]
 
 

@@ -13,7 +13,7 @@ from rasterio.transform import from_origin
 
 from lsmap.core.normalize import BandStats
 from lsmap.map.components import BlockGrid, BlockStream
-from lsmap.map.stream import PROB_NODATA, final_columns, predict_scene
+from lsmap.map.stream import PROB_NODATA, final_columns, last_window_row, predict_scene
 from lsmap.map.vectorize import landslide_table, vectorize
 
 TRANSFORM = from_origin(500000.0, 3000000.0, 10.0, 10.0)
@@ -175,13 +175,14 @@ def test_detect_traces_on_one_thread_beside_cpu_models_and_on_all_cores_beside_a
     from lsmap.map.detect import _block_stream
     from lsmap.map.options import DetectOptions
 
-    info = SimpleNamespace(height=300, width=5000)
+    info = SimpleNamespace(height=3000, width=5000)
     opts = DetectOptions(window=512, overlap=32)
     for dev, workers in ((torch.device("cpu"), 1), (torch.device("cuda"), default_workers())):
         stream = _block_stream(info, 0.5, opts, dev)
         try:
             assert (stream.workers, stream.finish_workers) == (workers, default_workers())
-            assert set(final_columns(300, 5000, 512, 32)) <= set(stream.grid.cols)  # no block spans two panels
+            assert set(final_columns(3000, 5000, 512, 32)) <= set(stream.grid.cols)  # no block spans two panels
+            assert last_window_row(3000, 512, 32) == 2488 and 2488 in stream.grid.rows  # few rows left at the end
         finally:
             stream.close()
 
