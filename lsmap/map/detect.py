@@ -47,7 +47,7 @@ from lsmap.io.outputs import atomic_output
 from lsmap.io.resources import check_disk, limit_malloc_arenas
 from lsmap.io.scene import scene_band_names, scene_info
 from lsmap.learn.device import resolve_device
-from lsmap.learn.ensemble import Member, load_ensemble
+from lsmap.learn.ensemble import Member, folded_members, load_ensemble
 from lsmap.learn.models import default_model_for, default_model_path, shipped_defaults
 from lsmap.map.components import BlockStream
 from lsmap.map.evidence import PreScene, apply_evidence, gate_probability, open_pre, plan_evidence, stack_pre
@@ -320,6 +320,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             check_masks(spec, scene_info(scene))
             scene_path = Path(scene)
         info, plan = _match_bands(scene_path, members, opts, dev)
+        # folded once here, so that the unfolded models are freed before the scene is read (predict_scene
+        # runs folded members as they are): a ResNet-18 U-Net is 57 MB of weights a copy
+        plan = replace(plan, members=folded_members(plan.members))
         members = plan.members
         opts = replace(opts, norm="own" if stats is not None else ensemble_norm(opts.norm, [m.card.train for m in members]))
         if opts.window is None:
