@@ -136,7 +136,7 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
                 raise InputError(f"{uncertainty}: uncertainty raster is not on the grid of {prob}")
             crs, transform = src.crs, src.transform
             stream = BlockStream(src.height, src.width, threshold, block=block, with_uncertainty=usrc is not None,
-                                 workers=workers)
+                                 workers=workers, finish_workers=workers)
             es.callback(stream.close)
             for win in block_grid(src.height, src.width, block):
                 # as stored (float32): the sums are taken in float64

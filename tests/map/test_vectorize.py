@@ -276,6 +276,23 @@ def test_worker_threads_do_not_change_the_output(tmp_path, workers):
         np.testing.assert_array_equal(got[col], ref[col])
 
 
+def test_workers_bound_the_tracing_threads_to_the_end(tmp_path, monkeypatch):
+    """``workers`` is every thread vectorize traces on, the blocks left at the end included."""
+    import lsmap.map.vectorize as vec
+
+    made = []
+
+    class Recording(vec.BlockStream):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append((self.workers, self.finish_workers))
+
+    monkeypatch.setattr(vec, "BlockStream", Recording)
+    path = write_prob(tmp_path / "p.tif", (np.random.default_rng(1).random((40, 40)) < 0.3).astype(np.float32))
+    vectorize(path, block=16, workers=1)
+    assert made == [(1, 1)]
+
+
 def test_bad_worker_count_is_refused(tmp_path):
     path = write_prob(tmp_path / "p.tif", np.zeros((8, 8), np.float32))
     with pytest.raises(InputError, match="workers"):
