@@ -103,20 +103,6 @@ NOT_OBSERVED_LAYER = "not_observed"
 NEAR_PIXELS = 2
 
 
-def _observed_pixels(prob: Path, block: int = 1024) -> int:
-    """Pixels of the probability raster with a value (valid and observed), counted block by block
-    (the statistics pass may sample a large scene, so its count is not the scene's)."""
-    from lsmap.core.windows import block_grid
-    from lsmap.io.rasters import open_raster, read_window
-    from lsmap.map.stream import PROB_NODATA
-
-    n = 0
-    with open_raster(prob, "probability") as src:
-        for win in block_grid(src.height, src.width, block):
-            n += int((read_window(src, 1, win) != PROB_NODATA).sum())
-    return n
-
-
 def _respect_not_observed(gdf, masked, info):
     """Cut not-observed area out of the polygons (hole filling and simplification may reach into it) and
     flag those near it (``near_not_observed``)."""
@@ -158,13 +144,15 @@ def _check_args(scene: Any, models: Any, paths: Sequence[Any], overwrite: Any, p
     return models
 
 
-def _check_scratch(work: Path, valid_pixels: int, info, uncertainty: bool) -> None:
-    """Refuse a scene whose scratch rasters cannot fit beside the output.
+def _check_scratch(work: Path, valid_pixels: int, info, rasters: int) -> None:
+    """Refuse a scene whose scratch rasters (``rasters`` of them) cannot fit beside the output.
 
-    The scratch probability (and uncertainty) rasters are DEFLATE-compressed float32 (nodata
-    areas compress to almost nothing): about 2 bytes per valid pixel is assumed for each.
+    The scratch probability (and uncertainty) rasters are compressed float32 (nodata areas compress to
+    almost nothing): about 2 bytes per valid pixel is assumed for each.
     """
-    need = 2.0 * valid_pixels * (2 if uncertainty else 1)
+    if not rasters:
+        return
+    need = 2.0 * valid_pixels * rasters
     check_disk(work, need, f"the scratch rasters of a {info.width} x {info.height} px scene "
                f"({valid_pixels:,} valid pixels)", "free some space, or write the outputs on a larger disk")
 
@@ -342,7 +330,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         stream = None if ev is not None and opts.gate else _block_stream(info, threshold, opts, dev)
         if stream is not None:
             es.callback(stream.close)
-        pred = _predict(info, members, work, scan, used, opts, dev, progress, stream)
+        pred = _predict(info, members, work, scan, used, opts, dev, progress, stream,
+                        keep_prob=tmp.prob is not None or tmp.mask is not None)
         if ev is not None:
             ev.post_raw = scan.raw
             if opts.gate:
@@ -373,7 +362,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "passes": pred.passes, "device": str(dev), "uncertainty": pred.uncertainty_method, "polygons": len(gdf),
         "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
         "scene_km2": km2,
-        "observed_km2": _observed_pixels(pred.prob) * px_km2 if nobs is not None else None,
+        "observed_km2": pred.valid_pixels * px_km2 if nobs is not None else None,
         "not_observed_km2": nobs.km2 if nobs is not None else None,
         "not_observed": ({**spec.to_dict(), "km2": {k: v * nobs.pixel_area_m2 / 1e6 for k, v in nobs.counts.items()}}
                          if nobs is not None else None)}
@@ -502,18 +491,23 @@ def _block_stream(info, threshold: float, opts: DetectOptions, device) -> BlockS
 
 
 def _predict(info, members, work: Path, scan, used: BandStats | None, opts: DetectOptions, dev, progress: bool,
-             stream: BlockStream | None = None):
-    """Streamed ensemble inference into scratch probability (and uncertainty) rasters in ``work``, handing
-    the output to ``stream`` as it is written."""
+             stream: BlockStream | None = None, keep_prob: bool = False):
+    """Streamed ensemble inference, handing the output to ``stream`` as it is written. Scratch rasters in
+    ``work`` only where something reads them afterwards: the probability for ``keep_prob`` (the
+    probability and mask outputs) or without a stream (the evidence gate, then vectorising); the
+    uncertainty without a stream. Not writing them saves the compression on the blending thread (0.4-0.5 s
+    of a 4096^2 scene, 3.6 s of a full tile, BENCHMARKS.md) and their disk space."""
 
     fill = used.mean if used is not None else None
     valid = scan.valid_pixels
     if scan.sampled and scan.seen_pixels:  # the sample's valid fraction over the whole scene
         valid = int(valid * info.width * info.height / scan.seen_pixels)
-    _check_scratch(work, valid, info, opts.uncertainty)
-    return predict_scene(info, members, work / "prob.tif", stats=used, raw=scan.raw, fill=fill, tta=opts.tta,
+    prob_out = work / "prob.tif" if keep_prob or stream is None else None
+    unc_out = work / "unc.tif" if opts.uncertainty and stream is None else None
+    _check_scratch(work, valid, info, sum(p is not None for p in (prob_out, unc_out)))
+    return predict_scene(info, members, prob_out, stats=used, raw=scan.raw, fill=fill, tta=opts.tta,
                          overlap=opts.overlap, window=opts.window, batch_size=opts.batch_size, device=dev,
-                         uncertainty_out=work / "unc.tif" if opts.uncertainty else None, crf=opts.crf,
+                         uncertainty_out=unc_out, uncertainty=opts.uncertainty, crf=opts.crf,
                          compress=True, bands=opts.bands, progress=progress,
                          sink=stream.add if stream is not None else None)
 

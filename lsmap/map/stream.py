@@ -71,7 +71,8 @@ class PredictResult:
     """What :func:`predict_scene` wrote and how long it took.
 
     Attributes:
-        prob: Float32 probability GeoTIFF (nodata :data:`PROB_NODATA`).
+        prob: Float32 probability GeoTIFF (nodata :data:`PROB_NODATA`), or ``None`` when the output only
+            went to the ``sink``.
         uncertainty: Float32 uncertainty GeoTIFF, when asked for.
         uncertainty_method: ``"variance"`` (across ensemble members and TTA flips) or
             ``"bernoulli"`` (``p * (1 - p)`` of the mean probability, with a single pass).
@@ -82,11 +83,12 @@ class PredictResult:
         model_seconds: Time spent in the models (including host/device copies), summed over
             batches: with several CPU model workers running at once it exceeds the wall time.
         timings: Further seconds (``read``: preparing batches, in the reader thread when there is
-            one; ``prob_write``; ``handoff``: in the ``sink``, when there is one; ``crf``) and ``workers``,
-            the model workers used.
+            one; ``prob_write``: blending and writing; ``handoff``: in the ``sink``, when there is one;
+            ``crf``) and ``workers``, the model workers used.
+        valid_pixels: Pixels of the output with a value (not :data:`PROB_NODATA`).
     """
 
-    prob: Path
+    prob: Path | None
     uncertainty: Path | None
     uncertainty_method: str | None
     windows: int
@@ -95,6 +97,7 @@ class PredictResult:
     seconds: float
     model_seconds: float
     timings: dict = field(default_factory=dict)
+    valid_pixels: int = 0
 
 
 def auto_window(members: Sequence, height: int | None = None, width: int | None = None,
@@ -595,13 +598,17 @@ class _StripBlender:
     """Blends window probabilities into a strip of window rows by the scene width, writing each row
     as soon as no later window covers it: the weighted sum over the windows / the summed weights,
     :data:`PROB_NODATA` where the scene has no data. Windows must come in row-major order.
+
+    The rows go to the rasters ``dst_p`` and ``dst_u`` (either may be ``None``: not written) and to the
+    ``sink``; ``want_u``: the uncertainty is computed (for ``dst_u`` or the sink).
     """
 
-    def __init__(self, weight: np.ndarray, width: int, dst_p, dst_u, use_var: bool, col0: int = 0,
+    def __init__(self, weight: np.ndarray, width: int, dst_p, dst_u, use_var: bool, want_u: bool, col0: int = 0,
                  side_in: _Side | None = None, side_out: _Side | None = None, sink: Sink | None = None) -> None:
         from rasterio.windows import Window as RioWindow
 
         self.weight, self.dst_p, self.dst_u, self.use_var, self.sink = weight, dst_p, dst_u, use_var, sink
+        self.want_u = want_u or dst_u is not None
         self.rio_window = RioWindow
         # a panel (:func:`column_panels`): scene columns [col0, col0 + width); the sums of its first
         # columns from the panel on its left (side_in), those of its last columns kept for the next
@@ -614,6 +621,7 @@ class _StripBlender:
         self.top = 0  # scene row of the strip's first row
         self.seconds = 0.0  # spent writing
         self.sink_seconds = 0.0  # spent handing pieces to the sink
+        self.valid_pixels = 0  # pixels written with a value
 
     def add(self, win: Window, mean: np.ndarray, var: np.ndarray | None, valid: np.ndarray) -> None:
         """Blend one window's probability (and variance) in; rows above it are final and written."""
@@ -657,12 +665,15 @@ class _StripBlender:
             invalid = ~self.v[:n, cs]
             target = self.rio_window(self.col0 + c0, self.top, cs.stop - c0, n)
             p32 = _with_nodata(p, invalid)
-            self.dst_p.write(p32[None], window=target)
+            self.valid_pixels += invalid.size - int(np.count_nonzero(invalid))
+            if self.dst_p is not None:
+                self.dst_p.write(p32[None], window=target)
             u32 = None
-            if self.dst_u is not None:
+            if self.want_u:
                 u = self.u[:n, cs] / wsum if self.use_var else p * (1.0 - p)
                 u32 = _with_nodata(u, invalid)
-                self.dst_u.write(u32[None], window=target)
+                if self.dst_u is not None:
+                    self.dst_u.write(u32[None], window=target)
             if self.sink is not None:  # timed apart: a sink that waits for its workers is not writing
                 t_sink = time.perf_counter()
                 self.sink(self.top, self.col0 + c0, p32, u32)
@@ -701,18 +712,21 @@ class _PanelBlender:
     the right panel finalises those rows. One panel: exactly :class:`_StripBlender`."""
 
     def __init__(self, weight: np.ndarray, panels: Sequence[Sequence[Window]], height: int, dst_p, dst_u,
-                 use_var: bool, sink: Sink | None = None) -> None:
-        self.weight, self.height, self.dst, self.sink = weight, height, (dst_p, dst_u, use_var), sink
+                 use_var: bool, want_u: bool, sink: Sink | None = None) -> None:
+        self.weight, self.height, self.dst, self.sink = weight, height, (dst_p, dst_u, use_var, want_u), sink
         self.columns = [panel_columns(part) for part in panels]
         self.panel_of = {w.col_off: k for k, part in enumerate(panels) for w in part}
         self.k = -1
         self.current: _StripBlender | None = None
         self.seconds = self.sink_seconds = 0.0
+        self.valid_pixels = 0
 
     def _collect(self) -> None:
         self.seconds += self.current.seconds
         self.sink_seconds += self.current.sink_seconds
+        self.valid_pixels += self.current.valid_pixels
         self.current.seconds = self.current.sink_seconds = 0.0
+        self.current.valid_pixels = 0
 
     def _open(self, k: int) -> None:
         side_in = None
@@ -760,15 +774,16 @@ def _raster_profile(scene: SceneInfo, compress: bool) -> dict:
     return profile
 
 
-def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_out: str | os.PathLike, *,
+def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_out: str | os.PathLike | None, *,
                   stats: BandStats | None, raw: bool = False, fill: Sequence[float] | None = None,
                   tta: bool = False, overlap: int = 32, window: int = 128, batch_size: int | None = None,
                   device: Any = "auto", uncertainty_out: str | os.PathLike | None = None,
                   amp: bool = True, pin_memory: bool | None = None, prefetch: int | None = None,
                   workers: int | None = None, crf: bool = False, compress: bool = True,
                   bands: str | Sequence[str] | None = None, progress: bool = False,
-                  sink: Sink | None = None) -> PredictResult:
-    """Run the ensemble over a whole scene in overlapping windows; write a float32 probability raster.
+                  sink: Sink | None = None, uncertainty: bool = False) -> PredictResult:
+    """Run the ensemble over a whole scene in overlapping windows; write a float32 probability raster
+    (or hand it, piece by piece, to a ``sink``).
 
     Args:
         scene: Path of a stacked scene, or its :class:`SceneInfo`; each member takes the bands its card
@@ -777,6 +792,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             they may take different band sets.
         prob_out: Float32 GeoTIFF to write: landslide probability in [0, 1], :data:`PROB_NODATA`
             where the scene has no data. Written directly (callers wrap it in an atomic output).
+            ``None``: not written; the values only go to the ``sink``.
         stats: Normalisation statistics in L4S scale (the scene's own, for the bands read:
             :attr:`BandPlan.profile`, or named statistics holding them); ``None`` normalises with
             each member's training statistics (``--norm model``).
@@ -812,6 +828,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             pixel once, rows in order within each column panel (:func:`final_columns`), panels left
             to right; e.g. :meth:`lsmap.map.components.BlockStream.add`, which traces the landslides
             while the models run on the rows below. The arrays are not used again here.
+        uncertainty: Compute the uncertainty for the ``sink`` too, without ``uncertainty_out``.
 
     Returns:
         A :class:`PredictResult`.
@@ -819,11 +836,14 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     Raises:
         CheckpointError: no member.
         MissingBandError: a member needs a band the scene lacks.
-        InputError: bad window/overlap, or the scene's band names cannot be told.
+        InputError: bad window/overlap, the scene's band names cannot be told, or nothing to write
+            (no ``prob_out``, ``uncertainty_out`` or ``sink``).
     """
     import rasterio
     import torch
 
+    if prob_out is None and uncertainty_out is None and sink is None:
+        raise InputError("predict_scene has nowhere to put the probability: give `prob_out` or a `sink`")
     t_start = time.perf_counter()
     plan = _plan(scene, members, stats, fill, tta, overlap, window, batch_size, device, amp, pin_memory, bands)
     scene, profile, device, fill, passes, batch_size, pin = (plan.scene, plan.bands.profile, plan.device, plan.fill,
@@ -833,8 +853,8 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     weight = blend_weight(window, overlap, crop=(windows[0].height, windows[0].width))
     scale = max(float(m.card.scale) for m in members)
     check_predict_memory(scene, profile, windows[0], batch_size, scale, device, workers=model_threads(device, workers)[0],
-                         prefetch=prefetch, uncertainty=uncertainty_out is not None)
-    want_unc = uncertainty_out is not None
+                         prefetch=prefetch, uncertainty=uncertainty or uncertainty_out is not None)
+    want_unc = uncertainty or uncertainty_out is not None
     use_var = want_unc and passes > 1
     if crf:
         require()
@@ -855,15 +875,16 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         bar = tqdm(total=len(windows), unit="win", desc="detect")
     rprof = _raster_profile(scene, compress)
     with contextlib.ExitStack() as es:
-        es.enter_context(gdal_write_check(prob_out))  # exits last: after the rasters are closed
+        for out in (prob_out, uncertainty_out):
+            if out is not None:
+                es.enter_context(gdal_write_check(out))  # exits last: after the rasters are closed
         es.enter_context(rasterio.Env(GDAL_CACHEMAX=cache_bytes, GDAL_NUM_THREADS=1))
         if threads != torch.get_num_threads():
             es.callback(torch.set_num_threads, torch.get_num_threads())
             torch.set_num_threads(threads)
-        blender = _PanelBlender(weight, column_panels(windows), scene.height,
-                                es.enter_context(rasterio.open(prob_out, "w", **rprof)),
-                                es.enter_context(rasterio.open(uncertainty_out, "w", **rprof)) if want_unc else None,
-                                use_var, sink)
+        dst_p, dst_u = (es.enter_context(rasterio.open(out, "w", **rprof)) if out is not None else None
+                        for out in (prob_out, uncertainty_out))
+        blender = _PanelBlender(weight, column_panels(windows), scene.height, dst_p, dst_u, use_var, want_unc, sink)
         batches = _batch_source(es, scene, read_args, prefetch, cache_bytes)
         if bar is not None:
             es.callback(bar.close)
@@ -893,12 +914,13 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
                 bar.update(len(batch.windows))
         blender.flush(scene.height)
     return PredictResult(
-        Path(prob_out), Path(uncertainty_out) if want_unc else None,
+        Path(prob_out) if prob_out is not None else None, Path(uncertainty_out) if uncertainty_out is not None else None,
         ("variance" if use_var else "bernoulli") if want_unc else None,
         len(windows), passes, batch_size, time.perf_counter() - t_start, model_seconds,
         {"read": read_seconds, "prob_write": blender.seconds, "workers": workers,
          **({"handoff": blender.sink_seconds} if sink is not None else {}),
          **({"crf": crf_seconds} if crf else {})},
+        blender.valid_pixels,
     )
 
 

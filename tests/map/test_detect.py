@@ -151,6 +151,31 @@ def test_detect_frees_the_unfolded_models_before_predicting(tmp_path, monkeypatc
     assert seen == [([True], [False])]  # the loaded default model freed; the one run has no batch norm left
 
 
+@pytest.mark.parametrize("outputs", [{}, {"prob": "p.tif"}, {"mask": "m.tif"}])
+def test_detect_writes_scratch_rasters_only_where_they_are_read(tmp_path, monkeypatch, outputs):
+    """The landslides are traced from the blender's pieces: the scratch probability raster is written only
+    for the probability and mask outputs, the uncertainty raster never (its values go to the tracer)."""
+    from pathlib import Path
+
+    import lsmap.map.detect as detect_mod
+
+    asked = []
+    predict = detect_mod.predict_scene
+
+    def recording(scene, members, prob_out, *args, **kwargs):
+        asked.append((prob_out is not None, kwargs.get("uncertainty_out") is not None, kwargs.get("uncertainty")))
+        return predict(scene, members, prob_out, *args, **kwargs)
+
+    monkeypatch.setattr(detect_mod, "predict_scene", recording)
+    scene = Path(__file__).resolve().parents[2] / "sample_data" / "scene_l4s14.tif"
+    gdf = lsmap.detect(scene, out=tmp_path / "s.gpkg", device="cpu", uncertainty=True,
+                       **{k: tmp_path / v for k, v in outputs.items()})
+    assert len(gdf) > 0 and gdf["mean_unc"].between(0, 0.25).all()
+    assert asked == [(bool(outputs), False, True)]
+    for name in outputs.values():
+        assert (tmp_path / name).exists()
+
+
 def test_bad_inputs_raise_before_writing_anything(tmp_path, rng):
     scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng))
     ck = tiny_checkpoint(tmp_path / "m")

@@ -521,3 +521,29 @@ def test_column_panels_give_the_one_panel_output(tmp_path, rng, monkeypatch, unc
     np.testing.assert_allclose(p2, p1, atol=1e-6)
     if uncertainty:
         np.testing.assert_allclose(u2, u1, atol=1e-6)
+
+
+def test_without_rasters_the_sink_gets_what_they_would_hold(tmp_path, rng):
+    """``prob_out=None``: nothing is written; the sink gets the same pieces (probability and
+    uncertainty) as when the rasters are written, and the pixels with a value are counted. With neither
+    a raster nor a sink, the call is refused."""
+    data = smooth_scene(rng)
+    data[:, 20:50, 30:90] = -9999.0  # nodata: never counted
+    path = write_scene(tmp_path / "scene.tif", data, nodata=-9999.0)
+    models = [member(ConstantModel(0.3)), member(ConstantModel(0.8))]
+    written, streamed = [], []
+    kept = predict_scene(path, models, tmp_path / "p.tif", stats=None, uncertainty_out=tmp_path / "u.tif",
+                         sink=lambda *piece: written.append(piece), **KW)
+    only = predict_scene(path, models, None, stats=None, uncertainty=True, sink=lambda *piece: streamed.append(piece),
+                         **KW)
+    assert only.prob is None and only.uncertainty is None and only.uncertainty_method == "variance"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.tif", "scene.tif", "u.tif"]
+    assert len(streamed) == len(written) > 1
+    for (r0, c0, p0, u0), (r1, c1, p1, u1) in zip(written, streamed, strict=True):
+        assert (r0, c0) == (r1, c1)
+        np.testing.assert_array_equal(p0, p1)
+        np.testing.assert_array_equal(u0, u1)
+    valid = int((read(tmp_path / "p.tif") != PROB_NODATA).sum())
+    assert kept.valid_pixels == only.valid_pixels == valid == data.shape[1] * data.shape[2] - 30 * 60
+    with pytest.raises(InputError, match="nowhere"):
+        predict_scene(path, models, None, stats=None, **KW)
