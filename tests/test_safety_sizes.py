@@ -62,16 +62,21 @@ def test_train_batch_size_100000_is_refused_before_training(tmp_path):
 
 
 def test_detect_refuses_a_scene_whose_scratch_cannot_fit(tmp_path, rng, monkeypatch):
+    """The scratch probability raster (written for --prob, --mask and --gate) must fit; a run that writes
+    none (the polygons are traced from the blender's pieces) needs no scratch space."""
     from lsmap.io import outputs
 
     scene = write_scene(tmp_path / "s.tif", smooth_scene(rng, h=40, w=40))
     model = tiny_checkpoint(tmp_path / "m")
     monkeypatch.setattr(outputs, "free_bytes", lambda p: 1000 if ".lsmap-detect" in str(p) else 1 << 40)
-    res = CliRunner().invoke(main, ["detect", str(scene), "-o", str(tmp_path / "o.gpkg"), "--model", str(model),
-                                    "--device", "cpu"])
+    args = ["detect", str(scene), "-o", str(tmp_path / "o.gpkg"), "--model", str(model), "--device", "cpu"]
+    res = CliRunner().invoke(main, [*args, "--prob", str(tmp_path / "p.tif")])
     assert res.exit_code == 1 and "scratch rasters" in res.output, res.output
     assert not (tmp_path / "o.gpkg").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
         "m.json", "m.safetensors", "s.tif"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors", "o.gpkg", "s.tif"]
 
 
 # --- stack ---------------------------------------------------------------------------------------
