@@ -237,6 +237,14 @@ def test_gate_zeroes_probability_where_evidence_fails(tmp_path):
     assert list(_by_region(gdf)) == ["scar"] and gdf.attrs["lsmap"]["evidence"]["rejected"] == 0
 
 
+def test_gate_without_raster_outputs_still_reads_its_scratch_rasters(tmp_path):
+    """The gate rewrites the probability after prediction, so detect keeps the scratch probability (and
+    uncertainty) rasters for it even when no raster output is asked for."""
+    post, pre = pair(tmp_path)
+    gdf = lsmap.detect(post, models(), pre=pre, gate=True, uncertainty=True, **KW)
+    assert list(_by_region(gdf)) == ["scar"] and gdf["mean_unc"].between(0, 0.25).all()
+
+
 def test_bad_pre_scenes_fail_before_any_work(tmp_path, monkeypatch):
     post, pre = pair(tmp_path)
     far = write_scene(tmp_path / "far.tif", np.ones((2, 20, 20), np.float32), origin=(600000.0, 3100000.0),
