@@ -495,8 +495,8 @@ def _predict(info, members, work: Path, scan, used: BandStats | None, opts: Dete
     """Streamed ensemble inference, handing the output to ``stream`` as it is written. Scratch rasters in
     ``work`` only where something reads them afterwards: the probability for ``keep_prob`` (the
     probability and mask outputs) or without a stream (the evidence gate, then vectorising); the
-    uncertainty without a stream. Not writing them saves the compression on the blending thread (0.4-0.5 s
-    of a 4096^2 scene, 3.6 s of a full tile, BENCHMARKS.md) and their disk space."""
+    uncertainty without a stream. Not writing them saves their compression on the blending thread (about
+    0.3 s per 4096^2 scene and 3 s per full tile, measured: BENCHMARKS.md) and their disk space."""
 
     fill = used.mean if used is not None else None
     valid = scan.valid_pixels
