@@ -32,6 +32,7 @@ from lsmap.core.normalize import BandStats
 from lsmap.core.norms import ensemble_norm, norm_mode
 from lsmap.data.masks import (
     check_masks,
+    cut_not_observed,
     mask_spec,
     near_not_observed,
     not_observed_polygons,
@@ -108,11 +109,7 @@ def _respect_not_observed(gdf, masked, info):
     flag those near it (``near_not_observed``)."""
     pixel = float(np.hypot(info.transform.a, info.transform.d))
     if len(gdf) and len(masked):
-        from shapely.ops import unary_union
-
-        union = unary_union(list(masked.geometry))
-        cut = [g.difference(union) if g.intersection(union).area > 0 else g for g in gdf.geometry]
-        gdf = gdf.set_geometry(cut)
+        gdf = gdf.set_geometry(cut_not_observed(gdf.geometry.values, masked), crs=gdf.crs)
         gdf = gdf[~gdf.geometry.is_empty].copy()
         gdf["area_m2"] = areas_m2(list(gdf.geometry), gdf.crs)
     gdf = gdf.copy()

@@ -270,3 +270,47 @@ def test_a_products_own_scl_masks_by_default_and_scl_mask_none_turns_it_off(tmp_
     r = CliRunner().invoke(main, ["detect", str(z), "-o", str(tmp_path / "b.gpkg"), "--scl-mask", "none", *common])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["not_observed_km2"] is None
+
+
+def _mask_and_slides(seed: int):
+    """Not-observed polygons of two reasons (dissolved per reason, as `not_observed_polygons` gives them)
+    and landslide polygons around and inside them, on a 10 m grid."""
+    import shapely
+
+    rng = np.random.default_rng(seed)
+    cells = [shapely.box(x, y, x + 10, y + 10) for x, y in rng.integers(0, 60, (600, 2)) * 10]
+    reasons = [shapely.union_all(cells[:300]), shapely.difference(shapely.union_all(cells[300:]),
+                                                                  shapely.union_all(cells[:300]))]
+    masked = gpd.GeoDataFrame({"reason": ["cloud", "shadow"]}, geometry=reasons, crs="EPSG:32645")
+    corners, sizes = rng.integers(0, 60, (80, 2)) * 10, rng.integers(1, 4, (80, 2)) * 10
+    slides = [shapely.box(x, y, x + w, y + h) for (x, y), (w, h) in zip(corners, sizes, strict=True)]
+    slides += [shapely.box(-30, 0, 0, 10), shapely.box(5, 5, 6, 6)]  # one sharing an edge with nothing, one tiny
+    return masked, gpd.GeoDataFrame(geometry=slides, crs="EPSG:32645")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cut_and_near_not_observed_equal_the_whole_mask_rule(seed):
+    """Law: with the mask's polygons indexed, each landslide is cut by, and measured against, the whole
+    dissolved mask as before: cut where it overlaps it by a positive area (empty when inside), unchanged
+    otherwise (the same object), near within the distance."""
+    import shapely
+
+    from lsmap.data.masks import cut_not_observed, near_not_observed
+
+    masked, slides = _mask_and_slides(seed)
+    union = shapely.union_all(masked.geometry.values)
+    got = cut_not_observed(slides.geometry.values, masked)
+    changed = 0
+    for g, c in zip(slides.geometry, got, strict=True):
+        if shapely.intersection(g, union).area > 0:
+            changed += 1
+            assert c.equals(g.difference(union)) or (c.is_empty and g.difference(union).is_empty)
+        else:
+            assert c is g
+    assert changed > 5 and any(c.is_empty for c in got)
+    for d in (0.0, 5.0, 25.0):
+        want = np.array([g.distance(union) <= d for g in slides.geometry])
+        np.testing.assert_array_equal(near_not_observed(slides, masked, d), want)
+    empty = masked.iloc[:0]
+    assert list(cut_not_observed(slides.geometry.values, empty)) == list(slides.geometry)
+    assert not near_not_observed(slides, empty, 5.0).any()
