@@ -348,8 +348,8 @@ def not_observed_polygons(path: str | os.PathLike, *, block: int = 1024):
 def _mask_parts(not_observed):
     """The polygons of the not-observed (multi)polygons, and a spatial index (STRtree) over them: each
     landslide is then compared with the few mask polygons near it, not the whole dissolved mask (a
-    fragmented cloud mask has thousands of polygons; one distance to all of them per landslide took 17 s
-    for 123 k landslides, BENCHMARKS.md)."""
+    fragmented cloud mask has thousands of polygons; comparing each of 123 k landslides with all of them took
+    11-17 s, BENCHMARKS.md)."""
     import shapely
 
     parts = shapely.get_parts(np.asarray(not_observed.geometry.values, dtype=object))

@@ -100,7 +100,7 @@ def fill_small_holes(geoms: Sequence[Any], crs: Any, max_area_m2: float) -> list
     return list(out)
 
 
-#: Polygons per piece handed to a thread by :func:`geos_on_threads` (fewer: run on the calling thread).
+#: Polygons per extra thread of :func:`geos_on_threads` (fewer polygons in all: run on the calling thread).
 GEOS_CHUNK = 4096
 
 
