@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -469,3 +470,37 @@ def test_merged_layer_is_styled_for_qgis(tmp_path, scenes, model):
     res = detect_many(scenes[:2], [model], tmp_path / "event", detector=threshold_detector, progress=False)
     assert res.merged is not None and len(res.gdf)
     check_styled(res.merged, res.merged.stem)
+
+
+def test_merge_of_many_polygons_takes_the_lone_ones_as_they_are():
+    """Law: with many polygons, a polygon no other scene's touches comes out as it went in (geometry and
+    attributes, dtypes kept), and each joined group as its union with max / min / area-weighted means."""
+    import geopandas as gpd
+    import shapely
+
+    def layer(seed, x0, n=400):
+        r = np.random.default_rng(seed)
+        g = shapely.buffer(shapely.points(r.random((n, 2)) * 4000 + [X0 + x0, Y0]), r.random(n) * 30 + 10)
+        return gpd.GeoDataFrame({"id": np.arange(1, n + 1), "mean_prob": r.random(n), "max_prob": r.random(n),
+                                 "near_not_observed": r.random(n) < 0.2}, geometry=g, crs=UTM)
+
+    a, b = layer(1, 0), layer(2, 3000)
+    m = merge_layers({"a": a, "b": b})
+    lone = m[m.n_parts == 1]
+    assert len(lone) > 600 and (m.n_parts > 1).sum() > 5
+    for _, row in lone.iterrows():
+        src = (a if row.scene == "a" else b)
+        hit = src[src.geometry.apply(lambda g, r=row: g.equals_exact(r.geometry, 0))]
+        assert len(hit) == 1
+        s = hit.iloc[0]
+        assert (row.id, row.mean_prob, row.max_prob, row.near_not_observed) == (s.id, s.mean_prob, s.max_prob,
+                                                                                  s.near_not_observed)
+    both = pd.concat([a.assign(scene="a"), b.assign(scene="b")], ignore_index=True)
+    for _, row in m[m.n_parts > 1].iterrows():
+        parts = both[both.intersects(row.geometry) & both.within(row.geometry.buffer(1e-6))]
+        assert len(parts) == row.n_parts and row.scene == "a,b"
+        assert row.geometry.equals(shapely.union_all(parts.geometry.values))
+        assert row.max_prob == parts.max_prob.max()
+        w = true_area_m2(parts.geometry)
+        assert row.mean_prob == pytest.approx(np.average(parts.mean_prob, weights=w))
+    assert m["near_not_observed"].dtype == bool and m["mean_prob"].dtype == np.float64
