@@ -164,3 +164,25 @@ def test_quicklook_map_keeps_the_scene_aspect(tmp_path, w, h, ratio):
     scene = write_scene(tmp_path / "s.tif", rng.uniform(0.5, 1.5, (3, h, w)).astype(np.float32), bands=["B2", "B3", "B4"])
     img = mpimg.imread(render_quicklook(scene, None, tmp_path / "q.png"))
     assert img.shape[1] / img.shape[0] == pytest.approx(ratio, abs=0.05)  # it was 2.0 for both wide scenes
+
+
+def test_outlines_get_their_halo_from_a_second_collection_not_a_path_effect():
+    """The dark halo is a wider black collection drawn first: no path effect, which matplotlib draws path
+    by path (25.9 s for the 153 k outlines of a fragmented mask, against 9.4 s)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    from lsmap.map.quicklook import _outlined
+
+    fig, ax = plt.subplots()
+    segs = [np.array([[0, 0], [1, 0], [1, 1], [0, 0]], float), np.array([[2, 2], [3, 2], [3, 3], [2, 2]], float)]
+    _outlined(ax, segs, ["red", "orange"], width=1.1, halo=2.4, halo_alpha=0.8, zorder=3)
+    halo, lines = ax.collections
+    assert not halo.get_path_effects() and not lines.get_path_effects()
+    assert halo.get_linewidths()[0] == 2.4 and lines.get_linewidths()[0] == 1.1
+    assert tuple(halo.get_colors()[0]) == to_rgba("black", 0.8)
+    assert [tuple(c) for c in lines.get_colors()] == [to_rgba("red"), to_rgba("orange")]
+    plt.close(fig)
