@@ -73,7 +73,7 @@ def label_block(prob: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
     return labels.astype(np.int32, copy=False), int(n)
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def index_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The indices ``starts[i] .. starts[i] + counts[i] - 1`` of every ``i``, concatenated."""
     counts = np.asarray(counts, np.int64)
     offsets = np.repeat(np.asarray(starts, np.int64) - np.cumsum(counts) + counts, counts)
@@ -111,10 +111,10 @@ class PartShapes:
         """The parts numbered ``parts`` (``(m,)`` indices), in that order."""
         first_ring = np.zeros(len(self.ring_counts) + 1, np.int64)
         np.cumsum(self.ring_counts, out=first_ring[1:])
-        rings = _ranges(first_ring[parts], self.ring_counts[parts])
+        rings = index_ranges(first_ring[parts], self.ring_counts[parts])
         first_vertex = np.zeros(len(self.ring_sizes) + 1, np.int64)
         np.cumsum(self.ring_sizes, out=first_vertex[1:])
-        vertices = _ranges(first_vertex[rings], self.ring_sizes[rings])
+        vertices = index_ranges(first_vertex[rings], self.ring_sizes[rings])
         return PartShapes(self.xy[vertices], self.ring_sizes[rings], self.ring_counts[parts], self.bounds[parts])
 
     def polygons(self, transform=None) -> np.ndarray:

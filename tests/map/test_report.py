@@ -179,3 +179,48 @@ def test_browser_check_catches_a_broken_page(cli_run, browser, tmp_path):
     browser.open(broken.as_uri())
     assert any("parsee" in p for p in browser.problems())
     assert browser.eval("document.querySelectorAll('#slides path.slide').length") == 0
+
+
+def _svg_one_by_one(geom, inv):
+    """The report's SVG path of one polygon as it was written polygon by polygon (the reference)."""
+    from lsmap.map.quicklook import _rings
+    from lsmap.map.report import DECIMALS
+
+    parts, lo, hi = [], np.array([np.inf, np.inf]), np.array([-np.inf, -np.inf])
+    for ring in _rings(geom):
+        pts = np.round(np.stack([inv.a * ring[:, 0] + inv.b * ring[:, 1] + inv.c,
+                                 inv.d * ring[:, 0] + inv.e * ring[:, 1] + inv.f], 1), DECIMALS)
+        if len(pts) > 1 and (pts[0] == pts[-1]).all():
+            pts = pts[:-1]
+        if len(pts) < 3:
+            continue
+        lo, hi = np.minimum(lo, pts.min(0)), np.maximum(hi, pts.max(0))
+        parts.append("M" + " ".join(f"{x:g} {y:g}" for x, y in pts.tolist()) + "Z")
+    bbox = [float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])] if parts else [0.0, 0.0, 0.0, 0.0]
+    return "".join(parts), bbox
+
+
+def test_svg_paths_of_all_polygons_equal_those_made_one_by_one():
+    """Law: the paths and bboxes made for all polygons at once are those made one by one, for polygons with
+    holes, multipolygons, rings that rounding collapses, empty geometries and a collection with a line."""
+    import shapely
+    from affine import Affine
+    from shapely.geometry import GeometryCollection, LineString, MultiPolygon, Polygon, box
+
+    from lsmap.map.report import _svg_paths
+
+    rng = np.random.default_rng(3)
+    geoms = list(shapely.buffer(shapely.points(rng.random((60, 2)) * 5000 + [500000, 3000000]),
+                                rng.random(60) * 80 + 5, quad_segs=3))
+    ring = box(500100, 3000100, 500400, 3000400)
+    geoms += [ring.difference(box(500200, 3000200, 500300, 3000300)),  # a hole
+              MultiPolygon([box(500000, 3000000, 500050, 3000050), box(500060, 3000000, 500090, 3000020)]),
+              box(500000, 3000000, 500000.1, 3000000.1),  # one point once rounded to 0.1 px (kept, as before)
+              Polygon(), GeometryCollection([box(501000, 3001000, 501100, 3001100), LineString([(0, 0), (1, 1)])])]
+    inv = ~Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 3006000.0)
+    paths, bboxes = _svg_paths(geoms, inv)
+    want = [_svg_one_by_one(g, inv) for g in geoms]
+    assert paths == [w[0] for w in want] and bboxes == [w[1] for w in want]
+    assert paths[-2] == "" and bboxes[-2] == [0.0, 0.0, 0.0, 0.0]  # the empty polygon
+    assert paths[-1].count("M") == 1 and paths[-4].count("M") == 2 and paths[-5].count("M") == 2
+    assert _svg_paths([], inv) == ([], [])
