@@ -252,16 +252,26 @@ def grid_convergence(crs, x: float, y: float) -> float:
         return 0.0
 
 
-def _rings(geom) -> list[np.ndarray]:
-    """Exterior and interior rings of a (Multi)Polygon as ``(n, 2)`` arrays."""
-    parts = getattr(geom, "geoms", [geom])
-    rings = []
-    for p in parts:
-        if p.is_empty or not hasattr(p, "exterior"):
-            continue
-        rings.append(np.asarray(p.exterior.coords)[:, :2])
-        rings.extend(np.asarray(r.coords)[:, :2] for r in p.interiors)
-    return rings
+def polygon_rings(geoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ring of the (Multi)Polygons ``geoms`` (each polygon's exterior, then its holes), all at once;
+    parts that are not polygons, and empty ones, are skipped.
+
+    Returns:
+        ``(xy, sizes, owner)``: ``(v, 2)`` vertices of all rings one after another, ``(r,)`` vertices of
+        each ring, ``(r,)`` index in ``geoms`` of each ring's geometry.
+    """
+    import shapely
+
+    parts, owner = shapely.get_parts(np.asarray(list(geoms), dtype=object), return_index=True)
+    keep = (shapely.get_type_id(parts) == shapely.GeometryType.POLYGON) & ~shapely.is_empty(parts)
+    rings, ring_part = shapely.get_rings(parts[keep], return_index=True)
+    xy, ring_of = shapely.get_coordinates(rings, return_index=True)
+    return xy, np.bincount(ring_of, minlength=len(rings)), owner[keep][ring_part]
+
+
+def _ring_list(xy: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
+    """The rings of :func:`polygon_rings` as one ``(n, 2)`` array each."""
+    return np.split(xy, np.cumsum(sizes)[:-1]) if len(sizes) else []
 
 
 def _outlined(ax, segs, colors, *, width: float, halo: float, halo_alpha: float, zorder: float, **line) -> None:
@@ -362,17 +372,15 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
         crs = nc.crs
         gdf = polygons.to_crs(crs) if polygons.crs is not None and crs is not None and polygons.crs != crs else polygons
         probs = gdf["mean_prob"].to_numpy(float) if "mean_prob" in gdf else np.ones(n)
-        segs, cols = [], []
-        for geom, p in zip(gdf.geometry, probs, strict=False):
-            for ring in _rings(geom):
-                segs.append(ring)
-                cols.append(prob_class(p).colour)
-        _outlined(ax, segs, cols, width=1.1, halo=2.4, halo_alpha=0.8, zorder=3)
+        xy, sizes, owner = polygon_rings(gdf.geometry.values)
+        colours = [prob_class(p).colour for p in probs]
+        _outlined(ax, _ring_list(xy, sizes), [colours[i] for i in owner.tolist()], width=1.1, halo=2.4,
+                  halo_alpha=0.8, zorder=3)
         area_km2 = float(gdf["area_m2"].sum()) / 1e6 if "area_m2" in gdf else float(gdf.geometry.area.sum()) / 1e6
     if rejected is not None and len(rejected):
         crs = nc.crs
         rj = rejected.to_crs(crs) if rejected.crs is not None and crs is not None and rejected.crs != crs else rejected
-        segs = [ring for geom in rj.geometry for ring in _rings(geom)]
+        segs = _ring_list(*polygon_rings(rj.geometry.values)[:2])
         _outlined(ax, segs, REJECTED_COLOUR, width=0.9, halo=1.8, halo_alpha=0.6, zorder=2, linestyles=(0, (3, 2)))
         legend.append(Line2D([], [], color=REJECTED_COLOUR, linestyle=(0, (3, 2)), linewidth=1.2,
                              label=f"rejected by evidence ({len(rj)})"))

@@ -33,7 +33,14 @@ from lsmap.core.display import NODATA_COLOUR, PROB_CLASSES, REJECTED_COLOUR, pro
 from lsmap.errors import InputError
 from lsmap.io.rasters import atomic_output, check_output
 from lsmap.map.components import index_ranges
-from lsmap.map.quicklook import _metres_per_unit, grid_convergence, model_label, natural_colour, scene_date
+from lsmap.map.quicklook import (
+    _metres_per_unit,
+    grid_convergence,
+    model_label,
+    natural_colour,
+    polygon_rings,
+    scene_date,
+)
 from lsmap.map.vectorize import areas_m2
 
 #: JPEG quality of the embedded scene image.
@@ -60,21 +67,15 @@ def _svg_paths(geoms, inv) -> tuple[list[str], list[list[float]]]:
     All rings at once (shapely's rings and coordinates, one affine map, one rounding); only the number
     formatting and the joins are per ring: 153 k polygons took 3.7 s, against 12.0 s one by one (BENCHMARKS.md).
     """
-    import shapely
-
-    geoms = np.asarray(list(geoms), dtype=object)
+    geoms = list(geoms)
     n = len(geoms)
     paths, bboxes = [""] * n, [[0.0, 0.0, 0.0, 0.0] for _ in range(n)]
     if not n:
         return paths, bboxes
-    parts, owner = shapely.get_parts(geoms, return_index=True)
-    polygon = (shapely.get_type_id(parts) == 3) & ~shapely.is_empty(parts)
-    parts, owner = parts[polygon], owner[polygon]
-    rings, ring_part = shapely.get_rings(parts, return_index=True)  # each exterior, then its holes
-    xy, ring_of = shapely.get_coordinates(rings, return_index=True)
+    xy, size, ring_owner = polygon_rings(geoms)
+    ring_of = np.repeat(np.arange(len(size)), size)
     pts = np.round(np.stack([inv.a * xy[:, 0] + inv.b * xy[:, 1] + inv.c,
                              inv.d * xy[:, 0] + inv.e * xy[:, 1] + inv.f], 1), DECIMALS)
-    size = np.bincount(ring_of, minlength=len(rings))
     end = np.cumsum(size)
     start = end - size
     last = np.maximum(end - 1, 0)
@@ -83,7 +84,6 @@ def _svg_paths(geoms, inv) -> tuple[list[str], list[list[float]]]:
     ok = size >= 3
     keep = np.zeros(len(pts), bool)
     keep[index_ranges(start[ok], size[ok])] = True
-    ring_owner = owner[ring_part]
     lo = np.full((n, 2), np.inf)
     hi = np.full((n, 2), -np.inf)
     np.minimum.at(lo, ring_owner[ring_of[keep]], pts[keep])
