@@ -113,8 +113,9 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     model workers, the reader and the tracer of streamed inference each held their own high-water mark.
     Measured on a 2-core float32 CPU (BENCHMARKS.md, issue 20): a ResNet-18 U-Net over a 4096^2 scene peaked
     at 1469-1519 MB instead of 1582-1679 MB, at the same speed. Not measured on many cores, where threads
-    that allocate at once would wait for the one arena's lock (detect's model threads allocate once a batch). Left as it is where the user set ``MALLOC_ARENA_MAX`` (glibc
-    read it at start-up), off glibc, and for arenas that threads already have. Returns whether it applied.
+    that allocate at once would wait for the one arena's lock (detect's model threads allocate once a batch).
+    Left as it is where the user set ``MALLOC_ARENA_MAX`` (glibc read it at start-up), off glibc, and for
+    arenas that threads already have. Returns whether it applied.
     """
     global _arenas_limited
     if _arenas_limited is None:
