@@ -33,7 +33,7 @@ from lsmap.core.constants import FILL
 from lsmap.core.normalize import BandStats, RunningStats
 from lsmap.core.windows import block_grid
 from lsmap.data.masks import MaskSpec, check_masks, mask_spec, product_mask_layers, write_not_observed
-from lsmap.data.stack import stack_scene
+from lsmap.data.sources import stack_source
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
 from lsmap.io.rasters import open_raster
@@ -104,7 +104,7 @@ def compute_stats(
                            desc=f"stats {path.name}")
     if block < 1:
         raise InputError(f"block size must be positive (got {block})")
-    layers = product_mask_layers(path if product else None, spec) if product else _no_product_layers(path, spec)
+    layers = product_mask_layers(path, spec) if product else _no_product_layers(path, spec)
     with contextlib.ExitStack() as es:
         scene = path
         if product or spec.active:
@@ -112,7 +112,7 @@ def compute_stats(
         if product:
             if raw:
                 raise InputError(f"{path}: a Sentinel-2 product is stacked on the L4S scale; drop `raw`")
-            scene, spec = _stack_product(path, profile, layers, spec, work, progress)
+            scene, spec = stack_source({"s2": path}, work, profile, spec, layers=layers, progress=progress)
         if spec.active:
             info = scene_info(scene, profile)
             check_masks(spec, info)
@@ -138,22 +138,6 @@ def _no_product_layers(path: Path, spec: MaskSpec) -> dict:
         raise InputError(f"{path}: `cloud_prob_max` reads a Sentinel-2 L2A product's cloud probability (MSK_CLDPRB); "
                          f"give the SAFE/zip product, or a cloud mask as `mask_raster`")
     return {}
-
-
-def _stack_product(path: Path, profile: BandProfile, layers: dict, spec: MaskSpec, work: Path,
-                   progress: bool) -> tuple[Path, MaskSpec]:
-    """Stack the product's bands of ``profile`` (and its mask ``layers``) in ``work``; the spec that uses them."""
-    from dataclasses import replace
-
-    check_masks(spec, None)
-    written = {name: work / f"{name.lower()}.tif" for name in layers}
-    out = work / "stack.tif"
-    stack_scene(path, out, bands=profile, progress=progress, layers=written or None)
-    if "SCL" in written:
-        spec = replace(spec, scl=written["SCL"])
-    if "MSK_CLDPRB" in written:
-        spec = replace(spec, cloud_prob=written["MSK_CLDPRB"])
-    return out, spec
 
 
 def patch_stats(patches: Sequence[Patch], bands: str | BandProfile = "l4s14", *, valid_only: bool = False,

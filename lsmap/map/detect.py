@@ -40,6 +40,7 @@ from lsmap.data.masks import (
     write_not_observed,
 )
 from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS, check_stats, scan_scene
+from lsmap.data.sources import stack_arguments, stack_source
 from lsmap.errors import CheckpointError, InputError, MissingInputError
 from lsmap.io.aoi import crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
@@ -71,31 +72,6 @@ def default_models() -> list[Path]:
         return shipped_defaults() or [default_model_path()]
     except MissingInputError as e:
         raise CheckpointError(f"no default model: {e}") from None
-
-
-def _stack_inputs(scene: Any, work: Path, bands: Any, aoi: Any = None,
-                  layers: Sequence[str] = ()) -> tuple[Path, dict[str, Path]]:
-    """Stack Sentinel-2 + DEM inputs (a mapping or namespace of ``lsmap.data.stack.stack_scene`` arguments).
-
-    Returns:
-        The stack, and the product ``layers`` asked for (``SCL``, ``MSK_CLDPRB``) written on its grid.
-    """
-    try:
-        from lsmap.data.stack import stack_scene
-    except ImportError:
-        raise InputError("stacking inputs needs lsmap.data.stack (lsmap stack); stack the scene first and pass the "
-                         "stacked GeoTIFF") from None
-    kwargs = dict(scene) if isinstance(scene, Mapping) else dict(vars(scene))
-    kwargs.setdefault("bands", bands)
-    if aoi is not None:
-        kwargs["aoi"] = aoi
-    out = work / "stack.tif"
-    written: dict[str, Path] = {}
-    if layers and not kwargs.get("layers"):
-        written = {name: work / f"{name.lower()}.tif" for name in layers}
-        kwargs["layers"] = dict(written)
-    result = stack_scene(**kwargs, out=out)
-    return Path(getattr(result, "path", None) or (result if isinstance(result, (str, os.PathLike)) else out)), written
 
 
 #: Second layer of a GeoPackage output: the dissolved not-observed area, with its ``reason``.
@@ -174,8 +150,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
 
     Args:
         scene: A stacked GeoTIFF (raw or L4S-scaled values; its band descriptions name its bands, as
-            ``lsmap stack`` writes them), or the inputs of ``lsmap stack`` as a mapping/namespace of
-            ``lsmap.data.stack.stack_scene`` keyword arguments (stacked into a temporary file first).
+            ``lsmap stack`` writes them), or the inputs of ``lsmap stack``, stacked into a temporary file
+            first (:mod:`lsmap.data.sources`): a Sentinel-2 product (``.SAFE`` folder, ``.SAFE.zip``, STAC
+            Item file or URL; its own SCL masks), a folder of band files, or a mapping/namespace of
+            ``lsmap.data.stack.stack_scene`` keyword arguments (``{"s2": folder, "dem": dem}``).
             Each model takes the bands its card names from it, in the card's order.
         models: Checkpoint paths (``.safetensors``/``.json``/stem) or loaded
             :class:`lsmap.learn.ensemble.Member` objects; several are averaged, and they may take
@@ -271,13 +249,12 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     opts.check()
     outputs.check(overwrite)
     t_check = time.perf_counter()
-    pre = _check_evidence(scene, opts, outputs)
+    stack_args = stack_arguments(scene)  # a product or band folder is stacked first, as a mapping of inputs is
+    pre = _check_evidence(scene if stack_args is None else None, opts, outputs)
     t_check = time.perf_counter() - t_check
     stats = BandStats.load(opts.stats) if isinstance(opts.stats, (str, os.PathLike)) else opts.stats
     spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max)
-    stacked = not isinstance(scene, (str, os.PathLike))
-    s2 = (dict(scene) if isinstance(scene, Mapping) else vars(scene)).get("s2") if stacked else scene
-    layers = product_mask_layers(s2, spec)  # a cloud_prob_max without MSK_CLDPRB fails before any work
+    layers = product_mask_layers(stack_args.get("s2") if stack_args else scene, spec)  # fails before any work
     dev, members = _load_members(models, opts)
 
     work_parent = outputs.polygons.parent if outputs.polygons is not None else None
@@ -290,13 +267,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=f".lsmap-detect-{owner_tag()}-",
                                                                  dir=work_parent)))
         crop = None  # the AOI's window in the scene's grid
-        if stacked:
-            check_masks(spec, None)  # overlap is checked on the stack
-            scene_path, written = _stack_inputs(scene, work, _union(members), aoi, list(layers))
-            if "SCL" in written:
-                spec = replace(spec, scl=written["SCL"])
-            if "MSK_CLDPRB" in written:
-                spec = replace(spec, cloud_prob=written["MSK_CLDPRB"])
+        if stack_args is not None:
+            scene_path, spec = stack_source(stack_args, work, _union(members), spec, aoi=aoi, layers=layers)
         elif aoi is not None:
             check_masks(spec, scene_info(scene))  # a wrong scene or mask fails before the crop
             scene_path, win = crop_raster(scene, aoi, work / Path(scene).name)  # keeps its name for the map title
@@ -364,7 +336,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "not_observed": ({**spec.to_dict(), "km2": {k: v * nobs.pixel_area_m2 / 1e6 for k, v in nobs.counts.items()}}
                          if nobs is not None else None)}
         if tmp.quicklook is not None or tmp.report is not None:
-            _maps(scene, scene_path, gdf, plan.scene_bands, members, scan.raw, tmp, summary, opts,
+            _maps(stack_args, scene_path, gdf, plan.scene_bands, members, scan.raw, tmp, summary, opts,
                   nobs.path if nobs is not None else None, rejected)
         t_write = time.perf_counter() - t_write
     seconds = time.perf_counter() - t0
@@ -381,15 +353,15 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     return gdf
 
 
-def _check_evidence(scene: Any, opts: DetectOptions, outputs: DetectOutputs) -> PreScene | None:
+def _check_evidence(scene: Path | None, opts: DetectOptions, outputs: DetectOutputs) -> PreScene | None:
     """Check the evidence options and a pre-event scene file before any work (its overlap too when
-    the post scene is a file); returns the checked pre scene (``None``: none, or stacking inputs)."""
+    the post scene is a file, ``scene``); returns the checked pre scene (``None``: none, or stacking inputs)."""
     if opts.keep_rejected and (outputs.polygons is None or vector_driver(outputs.polygons)[0] != "GPKG"):
         raise InputError("`keep_rejected` writes the rejected polygons as a second layer of a GeoPackage; "
                          "give `out` a .gpkg name")
-    if not isinstance(opts.pre, (str, os.PathLike)):
+    if opts.pre is None or stack_arguments(opts.pre) is not None:
         return None
-    post = scene_info(scene) if isinstance(scene, (str, os.PathLike)) else None
+    post = scene_info(scene) if scene is not None else None
     return open_pre(opts.pre, post, opts.pre_bands)
 
 
@@ -537,12 +509,12 @@ def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, thresh
             rejected.to_file(tmp.polygons, driver="GPKG", engine="pyogrio", geometry_type="Polygon", layer="rejected")
 
 
-def _maps(scene: Any, scene_path: Path, gdf, scene_bands: Sequence[str], members, raw: bool, tmp: DetectOutputs, summary: dict,
-          opts: DetectOptions, not_observed: Path | None = None, rejected=None) -> None:
+def _maps(stack_args: dict | None, scene_path: Path, gdf, scene_bands: Sequence[str], members, raw: bool,
+          tmp: DetectOutputs, summary: dict, opts: DetectOptions, not_observed: Path | None = None, rejected=None) -> None:
     """The quick-look PNG and the HTML report of a run, from one read of the scene's natural colour (with the
     polygons the evidence rejected, when any, drawn apart)."""
 
-    source = scene_path if isinstance(scene, (str, os.PathLike)) else _inputs_path(scene)
+    source = scene_path if stack_args is None else _inputs_path(stack_args)
     image = natural_colour(scene_path, scene_bands, input_scale="raw" if raw else "l4s", not_observed=not_observed)
     date = scene_date(source, image.tags)
     if date is None and source.is_dir():  # a folder of band files: their names may hold the date
@@ -557,9 +529,8 @@ def _maps(scene: Any, scene_path: Path, gdf, scene_bands: Sequence[str], members
                      options=options, overwrite=True, rejected=rejected)
 
 
-def _inputs_path(scene: Any) -> Path:
+def _inputs_path(stack_args: Mapping) -> Path:
     """The Sentinel-2 input of stacked inputs (its product name usually holds the date)."""
-    kwargs = dict(scene) if isinstance(scene, Mapping) else dict(vars(scene))
-    s2 = kwargs.get("s2") or "stacked inputs"
+    s2 = stack_args.get("s2") or "stacked inputs"
     s2 = s2[0] if isinstance(s2, (list, tuple)) and s2 else s2
     return Path(str(s2))

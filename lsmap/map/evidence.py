@@ -48,7 +48,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import MIN_NDVI_DROP, MIN_SLOPE
 from lsmap.core.windows import Window, block_grid
 from lsmap.data.scan import scan_scene
+from lsmap.data.sources import stack_arguments
 from lsmap.data.stack import horn_slope, stack_scene
 from lsmap.errors import InputError, MissingBandError
 from lsmap.io.rasters import GDAL_CACHE_MB, open_raster, read_window
@@ -677,13 +678,16 @@ def post_footprint(post: SceneInfo, margin: int = PRE_MARGIN_PX):
 
 
 def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None) -> Path:
-    """Stack the red and NIR bands of pre-event stacking inputs (``lsmap stack`` arguments) into ``work``.
+    """Stack the red and NIR bands of pre-event stacking inputs (a product, a band folder, or ``lsmap stack``
+    arguments: :func:`lsmap.data.sources.stack_arguments`) into ``work``.
 
     With ``post``, only the part of the pre-event product over the post scene (its footprint plus
     :data:`PRE_MARGIN_PX` pixels) is read: a whole tile is never stacked for a small AOI. An ``aoi``
     among the inputs wins.
     """
-    kwargs = dict(inputs) if isinstance(inputs, Mapping) else dict(vars(inputs))
+    kwargs = stack_arguments(inputs)
+    if kwargs is None:
+        raise InputError(f"{inputs}: a stacked pre-event GeoTIFF is read as it is (open_pre), not stacked")
     kwargs["bands"] = ",".join((RED, NIR))
     kwargs.pop("dem", None)
     kwargs.pop("slope", None)

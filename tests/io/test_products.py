@@ -526,6 +526,26 @@ def test_detect_on_a_product_with_an_aoi_covers_the_full_runs_window(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no scratch left
 
 
+def test_library_detect_takes_a_product_path_as_the_cli_does(tmp_path):
+    """``lsmap.detect("x.SAFE.zip")`` stacks the product and uses its SCL, as ``{"s2": ...}`` and the CLI do; a
+    product path as ``pre`` is stacked too."""
+    import lsmap
+    from detect_fixtures import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", "rgbn")
+    z = zip_safe(make_safe(tmp_path / "dl", bands=("B2", "B3", "B4", "B8")))
+    kw = dict(window=32, overlap=8, device="cpu", norm="model")
+    a = lsmap.detect(str(z), [ckpt], prob=tmp_path / "a.tif", **kw)
+    b = lsmap.detect({"s2": z}, [ckpt], prob=tmp_path / "b.tif", **kw)
+    sa, sb = a.attrs["lsmap"], b.attrs["lsmap"]
+    assert sa["scene"] == str(z) and sb["scene"] == "stacked inputs"
+    assert sa["not_observed_km2"] == sb["not_observed_km2"] > 0  # the product's own SCL masks in both
+    np.testing.assert_array_equal(read_stack(tmp_path / "a.tif"), read_stack(tmp_path / "b.tif"))
+    c = lsmap.detect(z, [ckpt], pre=str(z), min_ndvi_drop=0.0, min_slope=0.0, **kw)
+    assert len(c) > 0 and "dndvi" in c.columns
+    np.testing.assert_allclose(c["dndvi"], 0.0, atol=1e-5)  # the same product before and after
+
+
 # --- real data -----------------------------------------------------------------------------------------------
 
 T29UNU_BBOX = "-8.8,52.8,-8.7,52.9"  # inside the valid part of the swath: clouds, shadows and ground

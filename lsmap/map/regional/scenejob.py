@@ -24,7 +24,7 @@ from typing import Any
 from lsmap import __version__
 from lsmap.errors import LsmapError, MissingInputError
 from lsmap.io.rasters import atomic_output
-from lsmap.io.s2product import is_product, is_url
+from lsmap.io.s2product import is_url
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import load_ensemble
 from lsmap.learn.models import checkpoint_paths
@@ -242,8 +242,7 @@ def run_scene(job: SceneJob) -> SceneOutcome:
             from lsmap.map.detect import detect
 
             # a SAFE/zip/STAC product is stacked first and brings its own SCL (and MSK_CLDPRB)
-            scene = {"s2": job.scene} if is_product(job.scene) else job.scene
-            gdf = detect(scene, members, out=out, overwrite=True, progress=False, **params)
+            gdf = detect(job.scene, members, out=out, overwrite=True, progress=False, **params)
         else:
             gdf = job.detector(job.scene, members, out=out, overwrite=True, **params)
         missing = [p for p in (out, *(Path(v) for _, v in job.rasters)) if not p.is_file()]
