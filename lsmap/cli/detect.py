@@ -15,9 +15,10 @@ from lsmap.cli.options import (
     handle_errors,
     json_opt,
     mask_opts,
-    offset_opt,
     overwrite_opt,
     progress_default,
+    scene_source,
+    stacking_opts,
 )
 from lsmap.core.constants import MIN_NDVI_DROP, MIN_SLOPE
 from lsmap.core.norms import norm_choices
@@ -37,12 +38,8 @@ _D = DetectOptions()  # the library's defaults
                    "has, see 'lsmap info'].")
 @bands_option(None, "The scene's bands in file order, for a file without band descriptions "
                     "[default: its descriptions, as 'lsmap stack' writes them].")
-@click.option("--dem", "dem", multiple=True, type=click.Path(), default=None,
-              help="DEM (one file, repeated for tiles, or a folder of tiles): SCENE is then stacked first.")
-@click.option("--slope", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Slope raster for stacking (default: computed from --dem).")
+@stacking_opts
 @aoi_opts
-@offset_opt
 @mask_opts
 @cloud_prob_opt
 @click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
@@ -172,20 +169,11 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     scene = scenes[0]
 
     from lsmap.io.aoi import aoi_from_options
-    from lsmap.io.s2product import is_product
 
-    if slope is not None and not dem:
-        raise click.BadParameter("--slope needs --dem (SCENE is then the Sentinel-2 folder)", param_hint="--slope")
+    source = scene_source(scene, dem, slope, offset)
     aoi = aoi_from_options(bbox, bbox_crs, aoi_file)
-    if dem or is_product(scene) or os.path.isdir(scene):
-        source = {"s2": scene, "dem": list(dem) or None, "offset": offset, **({"slope": slope} if slope else {})}
-    elif offset is not None:
-        raise click.BadParameter(f"{scene} is a stacked scene; --offset is for the band files or product that "
-                                 f"'lsmap stack' takes", param_hint="--offset")
-    else:
-        source = scene
     if pre is not None:  # a product or a folder of band files is stacked (red and NIR only); a file is a stack
-        settings.update(pre={"s2": pre} if is_product(pre) or os.path.isdir(pre) else pre, pre_bands=pre_bands)
+        settings.update(pre=pre, pre_bands=pre_bands)
     gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,
                      overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, scl=scl, scl_mask=scl_mask,
                      mask_raster=mask_raster, cloud_prob_max=cloud_prob_max, **settings)

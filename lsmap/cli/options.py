@@ -64,6 +64,37 @@ offset_opt = click.option(
 )
 
 
+def stacking_opts(fn):
+    """``--dem``, ``--slope`` and ``--offset``: what a product or band files are stacked with (:func:`scene_source`)."""
+    fn = offset_opt(fn)
+    fn = click.option("--slope", type=click.Path(exists=True, dir_okay=False), default=None,
+                      help="Slope raster in degrees, for stacking (default: computed from --dem).")(fn)
+    fn = click.option("--dem", "dem", multiple=True, type=click.Path(), default=None,
+                      help="DEM (one file, repeated for tiles, or a folder of tiles): SCENE is then stacked first.")(fn)
+    return fn
+
+
+def scene_source(scene: str, dem, slope, offset) -> str | dict:
+    """What a command reads for SCENE: the stacked GeoTIFF itself, or the ``lsmap stack`` inputs that
+    :mod:`lsmap.data.sources` stacks first (a product, a folder of band files, or any SCENE with ``--dem``).
+
+    Raises:
+        click.BadParameter: ``--slope`` without ``--dem``; ``--offset`` for a stacked GeoTIFF.
+    """
+    import os
+
+    from lsmap.io.s2product import is_product
+
+    if slope is not None and not dem:
+        raise click.BadParameter("--slope needs --dem (SCENE is then the Sentinel-2 folder)", param_hint="--slope")
+    if dem or is_product(scene) or os.path.isdir(scene):
+        return {"s2": scene, "dem": list(dem) or None, "offset": offset, **({"slope": slope} if slope else {})}
+    if offset is not None:
+        raise click.BadParameter(f"{scene} is a stacked scene; --offset is for the band files or product that "
+                                 f"'lsmap stack' takes", param_hint="--offset")
+    return scene
+
+
 def mask_opts(fn):
     """``--scl FILE``, ``--scl-mask CLASSES`` and ``--mask-raster FILE``: the not-observed pixels (:mod:`lsmap.data.masks`)."""
     fn = click.option("--mask-raster", type=click.Path(exists=True, dir_okay=False), default=None,

@@ -5,19 +5,23 @@ from __future__ import annotations
 import click
 
 from lsmap.cli.options import (
+    aoi_opts,
     bands_opt,
+    cloud_prob_opt,
     echo_json,
     handle_errors,
     json_opt,
     mask_opts,
     overwrite_opt,
     progress_default,
+    scene_source,
+    stacking_opts,
 )
 from lsmap.core.constants import PATCH_SIZE
 
 
 @click.command("tile")
-@click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("scene", type=click.Path(path_type=str))
 @click.option(
     "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Patch folder to write."
 )
@@ -36,32 +40,45 @@ from lsmap.core.constants import PATCH_SIZE
 )
 @click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")
 @bands_opt
+@stacking_opts
+@aoi_opts
 @mask_opts
+@cloud_prob_opt
 @overwrite_opt
 @json_opt
 @handle_errors
-def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands, scl, scl_mask, mask_raster, overwrite,
-         as_json):
+def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands, dem, slope, offset, bbox, bbox_crs,
+         aoi_file, scl, scl_mask, mask_raster, cloud_prob_max, overwrite, as_json):
     """Cut a scene into Landslide4Sense-style patches plus an index GeoPackage.
 
-    Writes OUT/img/image_N.h5 (and OUT/mask/mask_N.h5 with --labels), OUT/index.gpkg (each
-    patch's pixel window and footprint in the scene CRS) and OUT/tiles.json. Nodata pixels are
-    written as 0.0 and masked 255; so are not-observed pixels (--scl, --mask-raster: clouds,
-    shadows...), which also count against --min-valid.
+    SCENE is a stack from 'lsmap stack', or what 'lsmap stack' takes: a Sentinel-2 product (.SAFE,
+    .SAFE.zip, STAC Item) or a folder of band files, stacked first with --bands (and --dem for
+    slope and DEM bands); a product's own SCL masks by default. --bbox/--aoi crop before any work.
+
+    Writes OUT/img/image_N.h5 (and OUT/mask/mask_N.h5 with --labels: a raster on the scene's grid,
+    any extent), OUT/index.gpkg (each patch's pixel window and footprint in the scene CRS) and
+    OUT/tiles.json. Nodata pixels are written as 0.0 and masked 255; so are not-observed pixels
+    (the product's SCL, --scl, --mask-raster, --cloud-prob-max: clouds, shadows...), which also
+    count against --min-valid.
 
     \b
     $ lsmap tile sample_data/scene_l4s14.tif -o out/patches --overwrite
+    $ lsmap tile sample_data/s2 --dem sample_data/dem_30m.tif -o out/s2_patches --overwrite
     $ lsmap tile stack.tif -o patches/
+    $ lsmap tile S2B_MSIL2A_....SAFE.zip --bands l2a --bbox 76.10,11.45,76.20,11.55 -o patches/
     $ lsmap tile chittagong.tif -o patches/ --bands rgbn --raw \\
         --labels labels.tif --label-map 0:255,1:0,2:1
     $ lsmap tile stack.tif -o patches/ --size 128 --overlap 32 --min-valid 0.2 --overwrite
     """
     from lsmap.data.tile import tile_scene
+    from lsmap.io.aoi import aoi_from_options
 
+    source = scene_source(scene, dem, slope, offset)
     result = tile_scene(
-        scene, out_dir, bands=bands, size=size, overlap=overlap, labels=labels, label_map=label_map,
+        source, out_dir, bands=bands, size=size, overlap=overlap, labels=labels, label_map=label_map,
         min_valid=min_valid, raw=raw, overwrite=overwrite, progress=progress_default(as_json), scl=scl,
-        scl_mask=scl_mask, mask_raster=mask_raster,
+        scl_mask=scl_mask, mask_raster=mask_raster, cloud_prob_max=cloud_prob_max,
+        aoi=aoi_from_options(bbox, bbox_crs, aoi_file),
     )
     if as_json:
         echo_json(result.to_dict())

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lsmap.data.masks import MaskSpec, check_masks, product_mask_layers
-from lsmap.io.s2product import is_product
+from lsmap.io.s2product import is_product, is_url
 
 
 def stack_arguments(source: Any, *, folders: bool = True) -> dict | None:
@@ -40,6 +40,14 @@ def stack_arguments(source: Any, *, folders: bool = True) -> dict | None:
     if is_product(source) or (folders and os.path.isdir(source)):
         return {"s2": source}
     return None
+
+
+def source_name(args: Mapping) -> str:
+    """The Sentinel-2 input(s) of stacking ``args`` for records: URLs as given, local paths resolved."""
+    s2 = args.get("s2")
+    items = s2 if isinstance(s2, (list, tuple)) else [s2]
+    names = [str(x) if is_url(x) else str(Path(x).resolve()) for x in items if x is not None]
+    return ",".join(names) or "stacked inputs"
 
 
 def stack_source(args: Mapping, work: Path, bands: Any, spec: MaskSpec, *, aoi: Any = None,

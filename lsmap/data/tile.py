@@ -25,9 +25,15 @@ Conventions:
   index are the unpadded window, so ``patch[:, :height, :width]`` is the scene window.
 - ``valid_fraction`` is over the window's scene pixels (padding excluded); windows with
   ``valid_fraction < min_valid`` are skipped.
-- Labels must lie on the scene's grid. By default they must be 0/1 masks (255 and the label
-  raster's nodata become 255); ``label_map`` maps other conventions, e.g. Chittagong's
-  ``"0:255,1:0,2:1"`` (0 unlabelled -> ignored, 1 non-landslide -> 0, 2 landslide -> 1).
+- Labels must lie on the scene's grid: the same CRS, pixel size and pixel corners. They may cover
+  more or less than the scene (a label raster of the whole tile for a scene cropped to an AOI);
+  pixels they do not cover are 255. By default they must be 0/1 masks (255 and the label raster's
+  nodata become 255); ``label_map`` maps other conventions, e.g. Chittagong's ``"0:255,1:0,2:1"``
+  (0 unlabelled -> ignored, 1 non-landslide -> 0, 2 landslide -> 1).
+- The scene may also be what ``lsmap stack`` takes (:mod:`lsmap.data.sources`: a Sentinel-2 product,
+  a folder of band files, or ``stack_scene`` arguments): it is stacked first, with ``bands``, into a
+  scratch folder beside ``out_dir``, and a product's own SCL masks by default, as in detection.
+  An ``aoi`` crops a product before any work, and a GeoTIFF before it is cut.
 """
 
 from __future__ import annotations
@@ -47,8 +53,11 @@ from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import map_labels, parse_label_map
 from lsmap.core.windows import Window, pad_to, window_grid
-from lsmap.data.masks import MaskSpec, check_masks, parse_scl_classes, write_not_observed
+from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
+from lsmap.data.sources import source_name, stack_arguments, stack_source
 from lsmap.errors import InputError, MissingInputError
+from lsmap.io.aoi import AOI, crop_raster
+from lsmap.io.locks import owner_tag
 from lsmap.io.outputs import atomic_output, check_owned_dir, mark_owned
 from lsmap.io.patches import META_NAME, read_image, read_mask, write_patch
 from lsmap.io.rasters import open_raster, read_window
@@ -92,35 +101,58 @@ class TileResult:
         return d
 
 
-def _check_same_grid(src, lab, labels: Path, scene: Path) -> None:
+#: Largest misalignment of a label raster's pixel corners with the scene's, in pixels.
+GRID_TOLERANCE_PX = 1e-6
+
+
+def label_shift(src, lab, labels: Path, scene: Path | str) -> tuple[int, int]:
+    """``(rows, cols)`` from the scene's pixel ``(0, 0)`` to the same pixel of the label raster ``lab``.
+
+    Raises:
+        InputError: ``lab`` has several bands, another CRS, pixel size or rotation, pixel corners off the
+            scene's, or no pixel over the scene.
+    """
     if lab.count != 1:
         raise InputError(f"{labels}: label raster has {lab.count} bands; expected 1")
-    tol = 1e-6 * min(abs(src.transform.a), abs(src.transform.e)) if src.transform.is_rectilinear else 1e-9
-    same = (
-        (lab.height, lab.width) == (src.height, src.width)
-        and lab.crs == src.crs
-        and lab.transform.almost_equals(src.transform, precision=tol)
-    )
+    s, t = src.transform, lab.transform
+    col, row = ~t @ (s.c, s.f)  # the scene's top-left corner in label pixels
+    tol = GRID_TOLERANCE_PX
+    same = (lab.crs == src.crs and all(abs(a - b) <= tol * max(abs(s.a), abs(s.e)) for a, b in
+                                       zip((t.a, t.b, t.d, t.e), (s.a, s.b, s.d, s.e), strict=True))
+            and abs(col - round(col)) <= tol and abs(row - round(row)) <= tol)
     if not same:
         raise InputError(
             f"{labels}: labels are not on the grid of {scene} "
-            f"({lab.width}x{lab.height} px, {lab.crs}, {tuple(lab.transform)[:6]} vs "
-            f"{src.width}x{src.height} px, {src.crs}, {tuple(src.transform)[:6]}); "
-            f"resample them onto the scene grid first"
+            f"({lab.width}x{lab.height} px, {lab.crs}, {tuple(t)[:6]} vs "
+            f"{src.width}x{src.height} px, {src.crs}, {tuple(s)[:6]}); "
+            f"resample them onto the scene's grid first (same CRS, pixel size and pixel corners)"
         )
+    row, col = round(row), round(col)
+    if row >= lab.height or col >= lab.width or row + src.height <= 0 or col + src.width <= 0:
+        raise InputError(f"{labels}: labels do not cover any pixel of {scene}; give the labels of this area")
+    return row, col
 
 
-def _read_labels(lab, window: Window, mapping, path: Path) -> np.ndarray:
-    values = read_window(lab, 1, window)
-    ok = read_window(lab, 1, window, masks=True) > 0
-    mask = np.full(values.shape, IGNORE_INDEX, np.uint8)
+def _read_labels(lab, window: Window, mapping, path: Path, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """The mask of ``window`` (scene pixels) from the labels, ``shift`` (:func:`label_shift`) away; 255 where
+    the label raster has no pixel or nodata."""
+    r0, c0 = window.row_off + shift[0], window.col_off + shift[1]
+    mask = np.full((window.height, window.width), IGNORE_INDEX, np.uint8)
+    rr0, cc0 = max(r0, 0), max(c0, 0)
+    rr1, cc1 = min(r0 + window.height, lab.height), min(c0 + window.width, lab.width)
+    if rr1 <= rr0 or cc1 <= cc0:
+        return mask
+    inside = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+    values = read_window(lab, 1, inside)
+    ok = read_window(lab, 1, inside, masks=True) > 0
+    part = mask[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0]
     if ok.any():
-        mask[ok] = map_labels(values[ok], mapping, path)
+        part[ok] = map_labels(values[ok], mapping, path)
     return mask
 
 
 def tile_scene(
-    scene: str | os.PathLike,
+    scene: str | os.PathLike | Mapping,
     out_dir: str | os.PathLike,
     *,
     bands: str | BandProfile = "l4s14",
@@ -135,11 +167,14 @@ def tile_scene(
     scl: str | os.PathLike | None = None,
     scl_mask: str | Sequence[int] | None = None,
     mask_raster: str | os.PathLike | None = None,
+    cloud_prob_max: float | None = None,
+    aoi: AOI | None = None,
 ) -> TileResult:
     """Cut ``scene`` into ``size`` x ``size`` L4S patches in ``out_dir`` (conventions: module docstring).
 
     Args:
-        scene: GeoTIFF with the bands of ``bands``.
+        scene: GeoTIFF with the bands of ``bands``, or what ``lsmap stack`` takes (a Sentinel-2 product,
+            a folder of band files, a mapping of ``stack_scene`` arguments): stacked first with ``bands``.
         out_dir: Output patch folder (written atomically).
         bands: Band profile of the scene.
         size: Patch size in pixels.
@@ -156,6 +191,9 @@ def tile_scene(
         mask_raster: Raster whose non-zero pixels are not observed (any grid). Not-observed pixels
             are invalid like nodata: filled, 255 (ignored) in the masks, and counted against
             ``min_valid`` (mostly-masked patches are skipped).
+        cloud_prob_max: Also leave out pixels whose MSK_CLDPRB exceeds this (percent; products only).
+        aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): only its window is cut, pixels outside a
+            vector AOI are nodata.
 
     Returns:
         Counts of what was written.
@@ -164,13 +202,17 @@ def tile_scene(
         OutputExistsError: ``out_dir`` exists and not ``overwrite`` (before any work).
         MissingInputError: the scene or label raster does not exist.
         BandMismatchError: the scene's band count does not fit ``bands``.
-        InputError: bad options, unreadable files, labels on another grid or with unmapped values,
-            or no window with enough valid pixels.
+        InputError: bad options, unreadable files or products, labels on another grid or with unmapped
+            values, or no window with enough valid pixels.
     """
     from tqdm.auto import tqdm
 
     profile = get_profile(bands)
-    scene, out_dir = Path(scene), Path(out_dir)
+    stack_args = stack_arguments(scene)
+    source = source_name(stack_args) if stack_args is not None else str(Path(scene).resolve())
+    out_dir = Path(out_dir)
+    if stack_args is not None and raw:
+        raise InputError(f"{source}: a Sentinel-2 product or band files are stacked on the L4S scale; drop `raw`")
     if size < 1:
         raise InputError(f"`size` must be positive (got {size})")
     if not 0 <= overlap < size:
@@ -180,36 +222,48 @@ def tile_scene(
     mapping = parse_label_map(label_map)
     if mapping is not None and labels is None:
         raise InputError("`label_map` needs `labels`")
-    spec = MaskSpec(Path(scl) if scl is not None else None, parse_scl_classes(scl_mask),
-                    Path(mask_raster) if mask_raster is not None else None)
+    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max)
+    layers = product_mask_layers(stack_args.get("s2") if stack_args is not None else scene, spec)
+    scl_source = str(spec.scl) if spec.scl is not None else ("the product's SCL" if "SCL" in layers else None)
     check_owned_dir(out_dir, overwrite, "tile", OUTPUT_PATTERNS, manifests=(META_NAME,))
     check_tile_memory(profile.count, size, labels is not None)
-    nobs = None
-    if spec.active:
-        info = scene_info(scene, profile)
-        check_masks(spec, info)
+    if stack_args is None:
+        scene = Path(scene)
+        check_masks(spec, scene_info(scene, profile))  # a wrong scene or mask fails before any work
+    if labels is not None:
+        labels = Path(labels)
+        if not labels.exists():
+            raise MissingInputError(f"{labels}: label raster does not exist")
 
     def still_ours(path: Path) -> None:  # re-checked under the lock, just before the old folder goes
         check_owned_dir(path, True, "tile", OUTPUT_PATTERNS, manifests=(META_NAME,))
 
+    nobs = crop = None
     with contextlib.ExitStack() as stack:
-        if spec.active:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lsmap-tile-")))
-            nobs = write_not_observed(spec, info, work / "not_observed.tif")
         stack.enter_context(_drop_new_parents_on_error(out_dir))
+        out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".lsmap-tile-{owner_tag()}-",
+                                                                    dir=out_dir.absolute().parent)))
+        if stack_args is not None:
+            scene, spec = stack_source(stack_args, work, profile, spec, aoi=aoi, layers=layers, progress=progress)
+        elif aoi is not None:
+            scene, win = crop_raster(scene, aoi, work / scene.name)
+            crop = [int(win.col_off), int(win.row_off), int(win.width), int(win.height)]
+        if spec.active:
+            nobs = write_not_observed(spec, scene_info(scene, profile), work / "not_observed.tif")
         src = stack.enter_context(open_scene(scene, profile))
         not_observed = stack.enter_context(open_raster(nobs.path, "not-observed mask")) if nobs else None
         lab = None
+        shift = (0, 0)
         if labels is not None:
-            labels = Path(labels)
             lab = stack.enter_context(open_scene(labels))
-            _check_same_grid(src, lab, labels, scene)
+            shift = label_shift(src, lab, labels, source if stack_args is not None else scene)
         grid = window_grid(src.height, src.width, size, overlap)
         rows: list[dict] = []
         n_skipped = n_padded = 0
         with atomic_output(out_dir, overwrite, directory=True, lock=True, before_replace=still_ours) as tmp:
             mark_owned(tmp, "tile")
-            for window in tqdm(grid, desc=f"tile {scene.name}", unit="window", disable=not progress):
+            for window in tqdm(grid, desc=f"tile {Path(source).name}", unit="window", disable=not progress):
                 data, valid = read_scene_window(src, window, profile, raw=raw, mask=not_observed)
                 frac = float(valid.mean())
                 if frac < min_valid:
@@ -218,7 +272,7 @@ def tile_scene(
                 data[:, ~valid] = FILL
                 mask = None
                 if lab is not None:
-                    mask = _read_labels(lab, window, mapping, labels)
+                    mask = _read_labels(lab, window, mapping, labels, shift)
                     mask[~valid] = IGNORE_INDEX
                     mask = pad_to(mask, size, IGNORE_INDEX)
                 n_padded += (window.height, window.width) != (size, size)
@@ -233,12 +287,15 @@ def tile_scene(
                 rows.append(row)
             if not rows:
                 raise InputError(
-                    f"{scene}: no window of {size} px has at least {min_valid:g} valid pixels "
+                    f"{source}: no window of {size} px has at least {min_valid:g} valid pixels "
                     f"({len(grid)} windows); lower `min_valid` or check the scene's nodata"
                 )
             _write_index(tmp / INDEX_NAME, rows, src.transform, src.crs)
             meta = {
-                "scene": str(scene.resolve()),
+                "scene": source,
+                "stacked": stack_args is not None,
+                "aoi": aoi.to_dict() if aoi is not None else None,
+                "aoi_window": crop,
                 "labels": str(labels.resolve()) if labels is not None else None,
                 "label_map": {str(k): v for k, v in mapping.items()} if mapping is not None else None,
                 "height": src.height,
@@ -249,8 +306,9 @@ def tile_scene(
                 "overlap": overlap,
                 "min_valid": min_valid,
                 "raw": raw,
-                "not_observed": ({"scl": str(spec.scl) if spec.scl else None, "scl_classes": list(spec.scl_classes),
-                                  "mask_raster": str(spec.raster) if spec.raster else None, **nobs.counts}
+                "not_observed": ({"scl": scl_source, "scl_classes": list(spec.scl_classes),
+                                  "mask_raster": str(spec.raster) if spec.raster else None,
+                                  "cloud_prob_max": spec.cloud_prob_max, **nobs.counts}
                                  if nobs is not None else None),
                 "fill": FILL,
                 "bands": profile.to_dict(),

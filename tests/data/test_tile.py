@@ -130,6 +130,101 @@ def test_tile_masks_index_and_metadata(tmp_path, chittagong_like):
         assert row.labelled_pixels == (mask[rows, cols] != 255).sum()
 
 
+def test_labels_on_an_aligned_grid_of_another_extent_are_read_where_they_cover(tmp_path, chittagong_like):
+    """Labels on the scene's grid but covering another extent (a label raster of the whole tile, or of part
+    of the scene) give the masks of the same-extent raster where they cover, 255 where they do not."""
+    scene, lab, data, labels = chittagong_like
+    lm = "0:255,1:0,2:1"
+    tile_scene(scene, tmp_path / "same", bands="rgbn", size=32, labels=lab, label_map=lm, raw=True)
+    # scene rows 10.. and columns 2.., and 7 rows below the scene
+    other = np.pad(labels[10:, 2:], ((0, 7), (0, 0)), constant_values=1)
+    other = write_tif(tmp_path / "other.tif", other, origin=(400000.0 + 2 * PIXEL, 3690000.0 - 10 * PIXEL))
+    tile_scene(scene, tmp_path / "shifted", bands="rgbn", size=32, labels=other, label_map=lm, raw=True)
+    covered = np.zeros(labels.shape, bool)
+    covered[10:, 2:] = True
+    for pid in range(len(read_index(tmp_path / "same"))):
+        want = read_mask(tmp_path / "same" / "mask" / f"mask_{pid}.h5")
+        got = read_mask(tmp_path / "shifted" / "mask" / f"mask_{pid}.h5")
+        row = read_index(tmp_path / "same").iloc[pid]
+        cov = np.zeros((32, 32), bool)
+        cov[:row.height, :row.width] = covered[row.row_off:row.row_off + 32, row.col_off:row.col_off + 32]
+        np.testing.assert_array_equal(got[cov], want[cov])
+        assert (want[cov] != 255).any() and (got[~cov] == 255).all()
+
+
+def test_an_aoi_crops_a_geotiff_before_it_is_cut(tmp_path, chittagong_like):
+    from lsmap.io.aoi import parse_bbox
+
+    scene, lab, data, labels = chittagong_like
+    lm = "0:255,1:0,2:1"
+    tile_scene(scene, tmp_path / "full", bands="rgbn", size=16, labels=lab, label_map=lm, raw=True, min_valid=0)
+    # columns 32..63 and rows 16..47 of the scene: a box in the scene's CRS
+    x0, y1 = 400000.0 + 32 * PIXEL, 3690000.0 - 16 * PIXEL
+    box = parse_bbox([x0, y1 - 32 * PIXEL, x0 + 32 * PIXEL, y1], "EPSG:32648")
+    res = tile_scene(scene, tmp_path / "aoi", bands="rgbn", size=16, labels=lab, label_map=lm, raw=True, min_valid=0,
+                     aoi=box)
+    meta = read_tiles_meta(tmp_path / "aoi")
+    assert res.n_patches == 4 and meta["aoi_window"] == [32, 16, 32, 32] and (meta["height"], meta["width"]) == (32, 32)
+    assert meta["scene"] == str(scene.resolve()) and not meta["stacked"] and meta["aoi"]["source"] == box.source
+    full = read_index(tmp_path / "full")
+    for row in read_index(tmp_path / "aoi").itertuples():
+        twin = full[(full.row_off == row.row_off + 16) & (full.col_off == row.col_off + 32)].iloc[0]
+        a, _ = read_image(tmp_path / "aoi" / "img" / f"image_{row.id}.h5")
+        b, _ = read_image(tmp_path / "full" / "img" / f"image_{twin.id}.h5")
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(read_mask(tmp_path / "aoi" / "mask" / f"mask_{row.id}.h5"),
+                                      read_mask(tmp_path / "full" / "mask" / f"mask_{twin.id}.h5"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left
+
+
+def test_a_product_is_tiled_as_stack_then_tile_with_its_own_scl(tmp_path):
+    """``tile_scene(product)`` (and ``lsmap tile PRODUCT``) cut the same patches as ``lsmap stack`` then
+    ``lsmap tile`` of the same AOI with the product's SCL, and leave no scratch behind."""
+    from products_fixtures import CRS, X0, Y0, make_safe, zip_safe
+
+    from lsmap.data.stack import stack_scene
+    from lsmap.io.aoi import parse_bbox
+
+    z = zip_safe(make_safe(tmp_path / "dl", bands=("B2", "B3", "B4", "B8")))
+    bbox = [X0 + 200, Y0 - 1000, X0 + 1000, Y0 - 200]  # columns and rows 20..100 of the 120 px tile
+    box = parse_bbox(bbox, CRS)
+    stack_scene(z, tmp_path / "s.tif", bands="rgbn", aoi=box, layers={"SCL": tmp_path / "scl.tif"})
+    two = tile_scene(tmp_path / "s.tif", tmp_path / "two", bands="rgbn", size=32, scl=tmp_path / "scl.tif")
+    one = tile_scene(str(z), tmp_path / "one", bands="rgbn", size=32, aoi=box)
+    assert one.n_patches == two.n_patches > 0 and one.n_skipped == two.n_skipped > 0  # the SCL stripes skip some
+    a, b = read_tiles_meta(tmp_path / "one"), read_tiles_meta(tmp_path / "two")
+    assert a["scene"] == str(z.resolve()) and a["stacked"] and not b["stacked"]
+    assert a["not_observed"].pop("scl") == "the product's SCL" and b["not_observed"].pop("scl").endswith("scl.tif")
+    assert a["not_observed"] == b["not_observed"] and a["not_observed"]["cloud"] > 0
+    assert (a["height"], a["width"]) == (80, 80) and a["transform"] == b["transform"]
+    for pid in range(one.n_patches):
+        np.testing.assert_array_equal(read_image(tmp_path / "one" / "img" / f"image_{pid}.h5")[0],
+                                      read_image(tmp_path / "two" / "img" / f"image_{pid}.h5")[0])
+    r = CliRunner().invoke(main, ["tile", str(z), "--bands", "rgbn", "--bbox", ",".join(map(str, bbox)),
+                                  "--bbox-crs", CRS, "--size", "32", "-o", str(tmp_path / "cli"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["n_patches"] == one.n_patches, r.output
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left
+
+
+def test_product_options_fail_in_one_line_before_any_work(tmp_path, rng):
+    from products_fixtures import make_safe
+
+    safe = make_safe(tmp_path / "dl", bands=("B2", "B3", "B4", "B8"))
+    scene = write_tif(tmp_path / "scene.tif", make_scene(rng, 64, 64), nodata=0)
+    cases = [([str(safe), "--raw"], "drop --raw"),
+             ([str(scene), "--offset", "-1000"], "--offset"),
+             ([str(scene), "--slope", str(scene)], "--slope needs --dem"),
+             ([str(scene), "--cloud-prob-max", "50"], "MSK_CLDPRB"),
+             ([str(safe), "--bands", "l4s14"], "DEM")]
+    for args, needle in cases:
+        before = leftovers(tmp_path)
+        r = CliRunner().invoke(main, ["tile", *args, "--bands" if "--bands" not in args else "--size",
+                                      "rgbn" if "--bands" not in args else "32", "-o", str(tmp_path / "out" / "p")])
+        last = r.output.strip().splitlines()[-1]  # a usage error prints the usage above its one line
+        assert r.exit_code != 0 and last.startswith("Error: ") and needle in last, (args, r.output)
+        assert leftovers(tmp_path) == before
+
+
 def _xyxy(b):
     left, bottom, right, top = b
     return (left, bottom, right, top)
@@ -252,8 +347,8 @@ def test_existing_output_is_refused_before_work(tmp_path, chittagong_like, monke
     assert leftovers(out) == ["keep.txt"]
 
 
-@pytest.mark.parametrize("case", ["bands", "grid_shift", "grid_shape", "grid_crs", "label_values", "garbage",
-                                  "truncated", "missing", "all_skipped", "label_bands"])
+@pytest.mark.parametrize("case", ["bands", "grid_shift", "grid_pixel", "grid_apart", "grid_crs", "label_values",
+                                  "garbage", "truncated", "missing", "all_skipped", "label_bands"])
 def test_bad_input_one_line_error_nothing_left(tmp_path, rng, case):
     data = make_scene(rng, 64, 64, nodata_frac=0)
     scene = write_tif(tmp_path / "scene.tif", data, nodata=0, block=16)
@@ -265,9 +360,12 @@ def test_bad_input_one_line_error_nothing_left(tmp_path, rng, case):
     elif case == "grid_shift":
         write_tif(lab, labels, origin=(400000.0 + PIXEL / 2, 3690000.0))
         needle = lab
-    elif case == "grid_shape":
-        write_tif(lab, np.zeros((64, 63), np.uint8))
+    elif case == "grid_pixel":
+        write_tif(lab, np.zeros((32, 32), np.uint8), pixel=2 * PIXEL)
         needle = lab
+    elif case == "grid_apart":  # aligned, but 100 px east of the scene
+        write_tif(lab, labels, origin=(400000.0 + 100 * PIXEL, 3690000.0))
+        needle = "do not cover"
     elif case == "grid_crs":
         write_tif(lab, labels, crs="EPSG:32647")
         needle = lab

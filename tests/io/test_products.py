@@ -529,8 +529,9 @@ def test_detect_on_a_product_with_an_aoi_covers_the_full_runs_window(tmp_path):
 def test_library_detect_takes_a_product_path_as_the_cli_does(tmp_path):
     """``lsmap.detect("x.SAFE.zip")`` stacks the product and uses its SCL, as ``{"s2": ...}`` and the CLI do; a
     product path as ``pre`` is stacked too."""
-    import lsmap
     from detect_fixtures import tiny_checkpoint
+
+    import lsmap
 
     ckpt = tiny_checkpoint(tmp_path / "m.safetensors", "rgbn")
     z = zip_safe(make_safe(tmp_path / "dl", bands=("B2", "B3", "B4", "B8")))
