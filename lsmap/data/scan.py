@@ -26,7 +26,7 @@ from lsmap.core.bands import BandProfile
 from lsmap.core.normalize import BandStats, RunningStats
 from lsmap.core.windows import Window, block_grid, spread_sample
 from lsmap.errors import InputError
-from lsmap.io.rasters import GDAL_CACHE_MB, open_raster
+from lsmap.io.rasters import GDAL_CACHE_MB, open_raster, read_window
 from lsmap.io.scene import SceneInfo, read_scene_window
 
 #: "auto" input scale: raw when the median spectral-band mean of valid pixels exceeds this.
@@ -62,8 +62,9 @@ class SceneScan:
 
 
 def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto", *, block: int = 512,
-               max_pixels: int = STATS_MAX_PIXELS, sample_block: int = 256, workers: int | None = None,
-               progress: bool = False, indexes: Sequence[int] | None = None) -> SceneScan:
+               max_pixels: int | None = STATS_MAX_PIXELS, sample_block: int = 256, workers: int | None = None,
+               progress: bool = False, indexes: Sequence[int] | None = None, count_nodata: bool = False,
+               desc: str = "statistics", name: object = None) -> SceneScan:
     """Streaming pass over the valid pixels: per-band statistics (L4S scale) and raw-or-scaled.
 
     Blocks of ``block`` pixels are summarised by ``workers`` threads (each with its own dataset
@@ -80,6 +81,11 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
     ``profile`` is the band set read: all the scene's bands in file order, or the bands at the
     1-based ``indexes`` (:func:`lsmap.io.scene.scene_band_indices`), validity judged on those.
 
+    ``max_pixels=None`` reads every block (``lsmap stats``). ``count_nodata`` counts nodata pixels
+    with their stored values (``lsmap stats --all-pixels``); not-observed pixels (``scene.mask``)
+    never count. ``desc`` labels the progress bar; ``name`` is what messages call the scene (default
+    its path: a caller that stacked a product names the product).
+
     Raises:
         InputError: the scene has no valid pixel, or ``input_scale`` is unknown.
     """
@@ -88,25 +94,27 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
 
     if input_scale not in INPUT_SCALES:
         raise InputError(f"unknown input scale '{input_scale}'; choose one of: {', '.join(INPUT_SCALES)}")
+    if block < 1:
+        raise InputError(f"block size must be positive (got {block})")
     blocks = block_grid(scene.height, scene.width, block)
-    sampled = scene.height * scene.width > max_pixels
+    sampled = max_pixels is not None and scene.height * scene.width > max_pixels
     chosen = spread_sample(scene.height, scene.width, sample_block, max_pixels) if sampled else blocks
     workers = workers or min(4, os.cpu_count() or 1)
     rs = RunningStats(profile.count)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS=1):
-        desc = "statistics (sample)" if sampled else "statistics"
-        for part in tqdm(_block_stats(scene, profile, chosen, workers, indexes), total=len(chosen), desc=desc,
-                         unit="block", disable=not progress, leave=False):
+        label = f"{desc} (sample)" if sampled else desc
+        for part in tqdm(_block_stats(scene, profile, chosen, workers, indexes, count_nodata), total=len(chosen),
+                         desc=label, unit="block", disable=not progress, leave=False):
             rs.merge(part)  # == rs.update(data, valid) of the block: same formula, same order
         if rs.n == 0 and sampled:  # the sample missed the data: look everywhere
             sampled = False
-            desc = f"statistics: the sample of {len(chosen)} cells found no valid pixel, reading all"
-            for part in tqdm(_block_stats(scene, profile, blocks, workers, indexes), total=len(blocks), desc=desc,
-                             unit="block", disable=not progress):
+            label = f"{desc}: the sample of {len(chosen)} cells found no valid pixel, reading all"
+            for part in tqdm(_block_stats(scene, profile, blocks, workers, indexes, count_nodata), total=len(blocks),
+                             desc=label, unit="block", disable=not progress):
                 rs.merge(part)
     if rs.n == 0:
         raise InputError(
-            f"{scene.path}: the scene has no valid pixel (every pixel is nodata, masked or non-finite); "
+            f"{name or scene.path}: the scene has no valid pixel (every pixel is nodata, masked or non-finite); "
             f"check its nodata value and extent"
         )
     raw_stats = rs.result(profile.bands)
@@ -126,8 +134,9 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
 
 
 def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], workers: int,
-                 indexes: Sequence[int] | None = None) -> Iterator[RunningStats]:
-    """Statistics of each window's valid pixels (raw values), in window order, read by ``workers`` threads."""
+                 indexes: Sequence[int] | None = None, count_nodata: bool = False) -> Iterator[RunningStats]:
+    """Statistics of each window's valid pixels (raw values), in window order, read by ``workers`` threads
+    (with ``count_nodata``: of its observed pixels, nodata or not)."""
     from concurrent.futures import ThreadPoolExecutor
 
     local = threading.local()
@@ -143,6 +152,8 @@ def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Windo
                 opened.append(local.mask)
         data, valid = read_scene_window(src, win, profile, declared=scene.declares_nodata, indexes=indexes,
                                         mask=local.mask)
+        if count_nodata:
+            valid = read_window(local.mask, 1, win) == 0 if local.mask is not None else None
         part = RunningStats(profile.count)
         part.update(data, valid)
         return part

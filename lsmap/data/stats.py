@@ -13,10 +13,11 @@ Not-observed pixels (:mod:`lsmap.data.masks`: ``scl`` with ``scl_mask``, ``mask_
 A Sentinel-2 product (SAFE folder, ``.SAFE.zip``, STAC Item) is stacked first (its bands of ``bands``,
 on the L4S scale, as ``lsmap stack`` writes them) and its own SCL masks by default.
 
-Scenes are read in disjoint blocks of ``block`` x ``block`` pixels (:func:`lsmap.core.windows.block_grid`);
-with ``raw`` their values are first brought to the L4S scale (:func:`lsmap.io.scene.scale_raw`), as
-``lsmap tile --raw`` does. In a patch folder every patch counts fully, so pixels shared by
-overlapping patches (``lsmap tile --overlap``) count once per patch.
+Scenes are read whole by detection's scan (:func:`lsmap.data.scan.scan_scene` with no sampling): disjoint
+blocks of ``block`` x ``block`` pixels on a few threads, folded in block order; with ``raw`` the statistics
+of the raw values are divided by the profile's divisors (the L4S scale of ``lsmap tile --raw``). In a patch
+folder every patch counts fully, so pixels shared by overlapping patches (``lsmap tile --overlap``) count
+once per patch.
 """
 
 from __future__ import annotations
@@ -26,19 +27,19 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL
 from lsmap.core.normalize import BandStats, RunningStats
-from lsmap.core.windows import block_grid
 from lsmap.data.masks import MaskSpec, check_masks, mask_spec, product_mask_layers, write_not_observed
+from lsmap.data.scan import scan_scene
 from lsmap.data.sources import stack_source
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
-from lsmap.io.rasters import open_raster
 from lsmap.io.s2product import is_product
-from lsmap.io.scene import open_scene, read_scene_window, scene_info
+from lsmap.io.scene import scene_info
 
 
 def compute_stats(
@@ -82,7 +83,6 @@ def compute_stats(
         InputError: unreadable inputs, wrong band count, ``raw`` or masks on a patch folder, bad
             masks (before any work), no valid pixel.
     """
-    from tqdm.auto import tqdm
 
     profile = get_profile(bands)
     path = Path(path)
@@ -93,7 +93,6 @@ def compute_stats(
     product = is_product(path)
     if valid_only is None:
         valid_only = product or not path.is_dir()
-    rs = RunningStats(profile.count)
     if path.is_dir() and not product:
         if raw:
             raise InputError(f"{path}: `raw` applies to scenes only; patches are already on the L4S scale")
@@ -102,8 +101,6 @@ def compute_stats(
                              f"'lsmap tile' writes not-observed pixels as 0.0, left out with `valid_only`")
         return patch_stats(find_patches(path, split), profile, valid_only=valid_only, fill=None, progress=progress,
                            desc=f"stats {path.name}")
-    if block < 1:
-        raise InputError(f"block size must be positive (got {block})")
     layers = product_mask_layers(path, spec) if product else _no_product_layers(path, spec)
     with contextlib.ExitStack() as es:
         scene = path
@@ -113,24 +110,14 @@ def compute_stats(
             if raw:
                 raise InputError(f"{path}: a Sentinel-2 product is stacked on the L4S scale; drop `raw`")
             scene, spec = stack_source({"s2": path}, work, profile, spec, layers=layers, progress=progress)
+        info = scene_info(scene, profile)
         if spec.active:
-            info = scene_info(scene, profile)
             check_masks(spec, info)
-            nobs = write_not_observed(spec, info, work / "not_observed.tif")
-            mask = es.enter_context(open_raster(nobs.path, "not-observed mask"))
-        else:
-            mask = None
-        with open_scene(scene, profile) as src:
-            grid = block_grid(src.height, src.width, block)
-            for window in tqdm(grid, desc=f"stats {path.name}", unit="block", disable=not progress):
-                data, valid = read_scene_window(src, window, profile, raw=raw, mask=mask)
-                if not valid_only and mask is not None:  # nodata counts, not-observed pixels never do
-                    valid = mask.read(1, window=window) == 0
-                rs.update(data, valid if valid_only or mask is not None else None)
-    try:
-        return rs.result(profile.bands)
-    except InputError:
-        raise InputError(f"{path}: no valid pixel to compute band statistics from") from None
+            info = replace(info, mask=write_not_observed(spec, info, work / "not_observed.tif").path)
+        # every block, read by the threads of detect's scan (the same validity, the same sums)
+        scan = scan_scene(info, profile, "raw" if raw else "l4s", block=block, max_pixels=None,
+                          count_nodata=not valid_only, progress=progress, desc=f"stats {path.name}", name=path)
+    return scan.stats
 
 
 def _no_product_layers(path: Path, spec: MaskSpec) -> dict:
