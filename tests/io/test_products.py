@@ -588,6 +588,32 @@ def test_real_t29unu_safe_and_zip_stack_at_10m_with_the_offset(tmp_path):
 
 
 @pytest.mark.realdata
+def test_real_t29unu_tiles_straight_from_the_product_as_from_its_stack(tmp_path):
+    """``lsmap tile`` of the real SAFE with an AOI: the patches of ``lsmap stack`` + ``lsmap tile --scl``, its own
+    SCL's clouds and shadows left out (most windows of this cloudy AOI are skipped)."""
+    from lsmap.data.tile import read_tiles_meta
+    from lsmap.io.patches import read_image
+
+    (safe,) = glob.glob(str(shared_data("s2", "l2a_safe_T29UNU") / "*.SAFE"))
+    common = ["--bands", "rgb", "--size", "128", "--min-valid", "0.2", "--json"]
+    res = CliRunner().invoke(main, ["tile", safe, "--bbox", T29UNU_BBOX, "-o", str(tmp_path / "one"), *common])
+    assert res.exit_code == 0, res.output
+    one = json.loads(res.output)
+    stack_scene(safe, tmp_path / "s.tif", bands="rgb", aoi=parse_bbox(T29UNU_BBOX),
+                layers={"SCL": tmp_path / "scl.tif"})
+    res = CliRunner().invoke(main, ["tile", str(tmp_path / "s.tif"), "--scl", str(tmp_path / "scl.tif"), "-o",
+                                    str(tmp_path / "two"), *common])
+    assert res.exit_code == 0, res.output
+    assert one == {**json.loads(res.output), "out_dir": one["out_dir"]}
+    assert 0 < one["n_patches"] < one["n_skipped"]
+    meta = read_tiles_meta(tmp_path / "one")
+    assert meta["stacked"] and meta["not_observed"]["cloud"] > 0 and meta["not_observed"]["shadow"] > 0
+    for pid in range(one["n_patches"]):
+        np.testing.assert_array_equal(read_image(tmp_path / "one" / "img" / f"image_{pid}.h5")[0],
+                                      read_image(tmp_path / "two" / "img" / f"image_{pid}.h5")[0])
+
+
+@pytest.mark.realdata
 def test_real_wayanad_loose_bands_look_offset(tmp_path):
     kerala = shared_data("s2", "kerala")
     with pytest.warns(LsmapWarning, match="no value below 1008 in any band"):
