@@ -74,9 +74,13 @@ def stacking_opts(fn):
     return fn
 
 
-def scene_source(scene: str, dem, slope, offset) -> str | dict:
+def scene_source(scene: str, dem, slope, offset, *, folders: bool = True) -> str | dict:
     """What a command reads for SCENE: the stacked GeoTIFF itself, or the ``lsmap stack`` inputs that
     :mod:`lsmap.data.sources` stacks first (a product, a folder of band files, or any SCENE with ``--dem``).
+
+    Args:
+        folders: A folder is band files. ``False`` (``lsmap stats``, where a folder may hold patches):
+            only with ``--dem`` or ``--offset``; else the library tells.
 
     Raises:
         click.BadParameter: ``--slope`` without ``--dem``; ``--offset`` for a stacked GeoTIFF.
@@ -87,7 +91,8 @@ def scene_source(scene: str, dem, slope, offset) -> str | dict:
 
     if slope is not None and not dem:
         raise click.BadParameter("--slope needs --dem (SCENE is then the Sentinel-2 folder)", param_hint="--slope")
-    if dem or is_product(scene) or os.path.isdir(scene):
+    folder = os.path.isdir(scene) and (folders or offset is not None)
+    if dem or is_product(scene) or folder:
         return {"s2": scene, "dem": list(dem) or None, "offset": offset, **({"slope": slope} if slope else {})}
     if offset is not None:
         raise click.BadParameter(f"{scene} is a stacked scene; --offset is for the band files or product that "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from lsmap.cli.options import (
+    aoi_opts,
     bands_opt,
     cloud_prob_opt,
     echo_json,
@@ -13,6 +14,8 @@ from lsmap.cli.options import (
     mask_opts,
     overwrite_opt,
     progress_default,
+    scene_source,
+    stacking_opts,
 )
 from lsmap.core.constants import SPLITS
 
@@ -27,18 +30,22 @@ from lsmap.core.constants import SPLITS
                    "[default: scenes leave nodata out, patch folders count every pixel].")
 @click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")
 @bands_opt
+@stacking_opts
+@aoi_opts
 @mask_opts
 @cloud_prob_opt
 @overwrite_opt
 @json_opt
 @handle_errors
-def stats(input_path, output, split, valid_only, raw, bands, scl, scl_mask, mask_raster, cloud_prob_max, overwrite,
-          as_json):
+def stats(input_path, output, split, valid_only, raw, bands, dem, slope, offset, bbox, bbox_crs, aoi_file, scl,
+          scl_mask, mask_raster, cloud_prob_max, overwrite, as_json):
     """Per-band mean and standard deviation of a patch folder or a scene, as JSON.
 
-    INPUT is a patch folder, a GeoTIFF scene, or a Sentinel-2 product (.SAFE, .SAFE.zip, STAC Item;
-    stacked first with --bands). Not-observed pixels of a scene (the product's own SCL, --scl,
-    --mask-raster, --cloud-prob-max) are left out, as 'lsmap detect' leaves them out of its statistics.
+    INPUT is a patch folder, a GeoTIFF scene, or what 'lsmap stack' takes: a Sentinel-2 product
+    (.SAFE, .SAFE.zip, STAC Item) or a folder of band files (a folder without patches), stacked
+    first with --bands (--dem, --bbox/--aoi as for 'lsmap stack'). Not-observed pixels of a scene
+    (the product's own SCL, --scl, --mask-raster, --cloud-prob-max) are left out, as 'lsmap detect'
+    leaves them out of its statistics.
 
     \b
     $ lsmap stats sample_data/patches -o out/stats.json --overwrite
@@ -47,14 +54,17 @@ def stats(input_path, output, split, valid_only, raw, bands, scl, scl_mask, mask
     $ lsmap stats chittagong.tif -o stats.json --bands rgbn --raw --valid-only
     $ lsmap stats scene.tif -o clear_stats.json --bands rgbn --scl scl_20m.tif --mask-raster clouds.tif
     $ lsmap stats S2B_MSIL2A_....SAFE.zip -o stats.json --bands l2a --scl-mask 3,8,9
+    $ lsmap stats sample_data/s2 -o out/s2_stats.json --dem sample_data/dem_30m.tif --overwrite
     """
     from lsmap.data.stats import compute_stats
+    from lsmap.io.aoi import aoi_from_options
     from lsmap.io.rasters import check_output
 
     check_output(output, overwrite)
-    result = compute_stats(input_path, bands, split=split, valid_only=valid_only, raw=raw,
+    source = scene_source(input_path, dem, slope, offset, folders=False)
+    result = compute_stats(source, bands, split=split, valid_only=valid_only, raw=raw,
                            progress=progress_default(as_json), scl=scl, scl_mask=scl_mask, mask_raster=mask_raster,
-                           cloud_prob_max=cloud_prob_max)
+                           cloud_prob_max=cloud_prob_max, aoi=aoi_from_options(bbox, bbox_crs, aoi_file))
     result.save(output, lock=True)
     if as_json:
         echo_json(result.to_dict())

@@ -24,6 +24,14 @@ from lsmap.data.masks import MaskSpec, check_masks, product_mask_layers
 from lsmap.io.s2product import is_product, is_url
 
 
+def holds_band_files(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` (searched recursively) holds a raster named for a Sentinel-2 band (``B04.tif``,
+    ``..._B8A_20m.jp2``), as ``lsmap stack`` finds loose bands."""
+    from lsmap.data.stack import RASTER_SUFFIXES, band_of
+
+    return any(p.suffix.lower() in RASTER_SUFFIXES and band_of(p.name) is not None for p in Path(folder).rglob("*"))
+
+
 def stack_arguments(source: Any, *, folders: bool = True) -> dict | None:
     """The :func:`~lsmap.data.stack.stack_scene` arguments of ``source``, or ``None`` for a stacked GeoTIFF.
 

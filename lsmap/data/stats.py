@@ -10,8 +10,9 @@ Pixels counted:
 
 Not-observed pixels (:mod:`lsmap.data.masks`: ``scl`` with ``scl_mask``, ``mask_raster``,
 ``cloud_prob_max``) are always left out of a scene's statistics, as detection's scan leaves them out.
-A Sentinel-2 product (SAFE folder, ``.SAFE.zip``, STAC Item) is stacked first (its bands of ``bands``,
-on the L4S scale, as ``lsmap stack`` writes them) and its own SCL masks by default.
+A Sentinel-2 product (SAFE folder, ``.SAFE.zip``, STAC Item) or a folder of band files (a folder in
+which no patches are found) is stacked first (its bands of ``bands``, on the L4S scale, as ``lsmap stack``
+writes them: :mod:`lsmap.data.sources`); a product's own SCL masks by default.
 
 Scenes are read whole by detection's scan (:func:`lsmap.data.scan.scan_scene` with no sampling): disjoint
 blocks of ``block`` x ``block`` pixels on a few threads, folded in block order; with ``raw`` the statistics
@@ -26,24 +27,24 @@ import contextlib
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL
 from lsmap.core.normalize import BandStats, RunningStats
-from lsmap.data.masks import MaskSpec, check_masks, mask_spec, product_mask_layers, write_not_observed
+from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
 from lsmap.data.scan import scan_scene
-from lsmap.data.sources import stack_source
+from lsmap.data.sources import holds_band_files, source_name, stack_arguments, stack_source
 from lsmap.errors import InputError, MissingInputError
+from lsmap.io.aoi import AOI
 from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
-from lsmap.io.s2product import is_product
 from lsmap.io.scene import scene_info
 
 
 def compute_stats(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Mapping,
     bands: str | BandProfile = "l4s14",
     *,
     split: str = "train",
@@ -55,12 +56,14 @@ def compute_stats(
     scl_mask: str | Sequence[int] | None = None,
     mask_raster: str | os.PathLike | None = None,
     cloud_prob_max: float | None = None,
+    aoi: AOI | None = None,
 ) -> BandStats:
     """Per-band statistics of a patch folder (any layout of :func:`lsmap.io.patches.find_patches`) or a scene.
 
     Args:
-        path: Patch folder / dataset root, a GeoTIFF scene, or a Sentinel-2 product (stacked first
-            with ``bands``, on the L4S scale).
+        path: Patch folder / dataset root, a GeoTIFF scene, or what ``lsmap stack`` takes (stacked first
+            with ``bands``, on the L4S scale: :mod:`lsmap.data.sources`): a Sentinel-2 product, a folder of
+            band files (a folder without patches), or a mapping of ``stack_scene`` arguments.
         bands: Band profile; the band count of every input is checked against it.
         split: Split to read from a dataset root.
         valid_only: Leave out nodata pixels (see the module docstring). ``None`` (default): scenes
@@ -74,6 +77,7 @@ def compute_stats(
         scl_mask: SCL classes not observed (default ``0,1,3,8,9,10,11``; ``"none"``: SCL unused).
         mask_raster: Raster whose non-zero pixels are not observed (any grid).
         cloud_prob_max: Also leave out pixels whose MSK_CLDPRB exceeds this (percent; products only).
+        aoi: Crop stacked inputs to this area of interest (:class:`lsmap.io.aoi.AOI`).
 
     Returns:
         Mean and population standard deviation per band, with the band names.
@@ -85,46 +89,52 @@ def compute_stats(
     """
 
     profile = get_profile(bands)
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"{path}: input does not exist; give a patch folder, a GeoTIFF scene or a "
-                                f"Sentinel-2 product")
     spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max)
-    product = is_product(path)
+    args = stack_arguments(path, folders=False)  # a product or stack_scene arguments; a folder is decided below
+    patches = None
+    if args is None:
+        path = Path(path)
+        if not path.exists():
+            raise MissingInputError(f"{path}: input does not exist; give a patch folder, a GeoTIFF scene, a "
+                                    f"Sentinel-2 product or a folder of band files")
+        if path.is_dir():
+            try:
+                patches = find_patches(path, split)
+            except InputError:
+                if not holds_band_files(path):
+                    raise
+                args = {"s2": path}  # a folder of band files, as lsmap stack reads it
+    name = source_name(args) if args is not None else str(path)
     if valid_only is None:
-        valid_only = product or not path.is_dir()
-    if path.is_dir() and not product:
+        valid_only = patches is None
+    if patches is not None:
         if raw:
             raise InputError(f"{path}: `raw` applies to scenes only; patches are already on the L4S scale")
         if spec.active or spec.cloud_prob_max is not None:
             raise InputError(f"{path}: masks (`scl`, `mask_raster`, `cloud_prob_max`) apply to scenes; "
                              f"'lsmap tile' writes not-observed pixels as 0.0, left out with `valid_only`")
-        return patch_stats(find_patches(path, split), profile, valid_only=valid_only, fill=None, progress=progress,
+        return patch_stats(patches, profile, valid_only=valid_only, fill=None, progress=progress,
                            desc=f"stats {path.name}")
-    layers = product_mask_layers(path, spec) if product else _no_product_layers(path, spec)
+    if args is not None and raw:
+        raise InputError(f"{name}: a Sentinel-2 product or band files are stacked on the L4S scale; drop `raw`")
+    if args is None and aoi is not None:
+        raise InputError(f"{name}: `aoi` crops a Sentinel-2 product or band files while they are stacked; crop a "
+                         f"GeoTIFF scene with 'lsmap stack' or give the product")
+    layers = product_mask_layers(args.get("s2") if args is not None else path, spec)
     with contextlib.ExitStack() as es:
         scene = path
-        if product or spec.active:
+        if args is not None or spec.active:
             work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix="lsmap-stats-")))
-        if product:
-            if raw:
-                raise InputError(f"{path}: a Sentinel-2 product is stacked on the L4S scale; drop `raw`")
-            scene, spec = stack_source({"s2": path}, work, profile, spec, layers=layers, progress=progress)
+        if args is not None:
+            scene, spec = stack_source(args, work, profile, spec, aoi=aoi, layers=layers, progress=progress)
         info = scene_info(scene, profile)
         if spec.active:
             check_masks(spec, info)
             info = replace(info, mask=write_not_observed(spec, info, work / "not_observed.tif").path)
         # every block, read by the threads of detect's scan (the same validity, the same sums)
         scan = scan_scene(info, profile, "raw" if raw else "l4s", block=block, max_pixels=None,
-                          count_nodata=not valid_only, progress=progress, desc=f"stats {path.name}", name=path)
+                          count_nodata=not valid_only, progress=progress, desc=f"stats {Path(name).name}", name=name)
     return scan.stats
-
-
-def _no_product_layers(path: Path, spec: MaskSpec) -> dict:
-    if spec.cloud_prob_max is not None:
-        raise InputError(f"{path}: `cloud_prob_max` reads a Sentinel-2 L2A product's cloud probability (MSK_CLDPRB); "
-                         f"give the SAFE/zip product, or a cloud mask as `mask_raster`")
-    return {}
 
 
 def patch_stats(patches: Sequence[Patch], bands: str | BandProfile = "l4s14", *, valid_only: bool = False,

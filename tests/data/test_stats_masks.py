@@ -69,6 +69,37 @@ def test_stats_of_a_product_use_its_own_scl_and_cloud_prob(tmp_path):
         compute_stats(z, "rgbn", raw=True)
 
 
+def test_stats_of_a_band_folder_equal_those_of_its_stack(tmp_path):
+    """A folder of band files (no patches in it) is stacked as ``lsmap stack`` stacks it; a mapping of stack
+    arguments and an AOI work as in detect; a folder of neither still gets the patch-layout error."""
+    from products_fixtures import CRS, X0, Y0, band_dn, write_band
+
+    from lsmap.data.stack import stack_scene
+    from lsmap.io.aoi import parse_bbox
+
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    for b in ("B2", "B3", "B4", "B8"):
+        write_band(folder / f"T33_{b}.tif", band_dn(b, 10), 10)
+    stack_scene(folder, tmp_path / "s.tif", bands="rgbn", offset=-1000)
+    want = compute_stats(tmp_path / "s.tif", "rgbn")
+    got = compute_stats({"s2": folder, "offset": -1000}, "rgbn")
+    assert got == want and got.count > 0
+    plain = compute_stats(folder, "rgbn")  # no offset: the DNs as they are
+    assert plain.count == want.count and plain.mean[0] > want.mean[0]
+    box = parse_bbox([X0 + 200, Y0 - 1000, X0 + 1000, Y0 - 200], CRS)
+    stack_scene(folder, tmp_path / "a.tif", bands="rgbn", aoi=box)
+    assert compute_stats(folder, "rgbn", aoi=box) == compute_stats(tmp_path / "a.tif", "rgbn")
+    r = CliRunner().invoke(main, ["stats", str(folder), "--bands", "rgbn", "--offset", "-1000", "-o",
+                                  str(tmp_path / "c.json"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["mean"] == list(want.mean), r.output
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no train patches found"):
+        compute_stats(tmp_path / "empty")
+    with pytest.raises(InputError, match="`aoi` crops"):
+        compute_stats(tmp_path / "s.tif", "rgbn", aoi=box)
+
+
 def test_stats_mask_errors_are_one_line_before_any_work(tmp_path, rng):
     data, _, _, scl = cloudy(rng)
     scene = write_scene(tmp_path / "scene.tif", data)
@@ -79,5 +110,8 @@ def test_stats_mask_errors_are_one_line_before_any_work(tmp_path, rng):
         r = CliRunner().invoke(main, ["stats", str(scene), "-o", str(tmp_path / "s.json"), *extra])
         assert r.exit_code != 0 and match in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "s.json").exists()
+    from patchgen import make_patches
+
+    make_patches(tmp_path / "patches", 2)
     with pytest.raises(InputError, match="apply to scenes"):
-        compute_stats(tmp_path, scl=far)
+        compute_stats(tmp_path / "patches", scl=far)
