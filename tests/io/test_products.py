@@ -443,6 +443,14 @@ def test_stac_item_over_http_range_requests_equals_local_files(tmp_path):
     assert out["kind"] == "STAC" and out["sources"]["B4"] == f"{url}/B4.tif"
     np.testing.assert_array_equal(read(tmp_path / "s.tif"), read(tmp_path / "r.tif"))
     assert any(r.startswith("/B4.tif ") for r in ranged)  # COG bytes came by range requests
+    with serve(tmp_path / "item") as (url, _):  # stats and tile take the Item's URL as detect does
+        from lsmap.data.stats import compute_stats
+        from lsmap.data.tile import read_tiles_meta, tile_scene
+
+        assert compute_stats(f"{url}/{item.name}", "rgbn") == compute_stats(tmp_path / "s.tif", "rgbn",
+                                                                             scl=tmp_path / "scl.tif")
+        tile_scene(f"{url}/{item.name}", tmp_path / "p", bands="rgbn", size=32)
+        assert read_tiles_meta(tmp_path / "p")["scene"] == f"{url}/{item.name}"
     with serve(tmp_path / "item") as (url, _):
         res = CliRunner().invoke(main, ["stack", f"{url}/missing.json", "--bands", "rgb", "-o",
                                         str(tmp_path / "m.tif")])
