@@ -28,11 +28,14 @@ from lsmap.core.constants import PATCH_SIZE
 @click.option("--size", type=int, default=PATCH_SIZE, show_default=True, help="Patch size in pixels.")
 @click.option("--overlap", type=int, default=0, show_default=True, help="Pixels shared by neighbouring patches.")
 @click.option(
-    "--labels", type=click.Path(dir_okay=False), default=None, help="Label raster on the scene grid -> masks."
+    "--labels", type=click.Path(dir_okay=False), default=None,
+    help="Labels -> masks: a raster on the scene's grid (any extent), or a landslide inventory as polygons "
+         "(GeoPackage, GeoJSON, Shapefile...; any CRS): 1 inside a polygon, 0 elsewhere.",
 )
 @click.option(
     "--label-map", default=None,
-    help="Label value:mask value pairs, e.g. '0:255,1:0,2:1' (default: labels are 0/1 masks, 255 ignored).",
+    help="Label value:mask value pairs of a label raster, e.g. '0:255,1:0,2:1' (default: labels are 0/1 masks, "
+         "255 ignored).",
 )
 @click.option(
     "--min-valid", type=float, default=0.5, show_default=True,
@@ -56,7 +59,7 @@ def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands
     slope and DEM bands); a product's own SCL masks by default. --bbox/--aoi crop before any work.
 
     Writes OUT/img/image_N.h5 (and OUT/mask/mask_N.h5 with --labels: a raster on the scene's grid,
-    any extent), OUT/index.gpkg (each patch's pixel window and footprint in the scene CRS) and
+    or landslide polygons), OUT/index.gpkg (each patch's pixel window and footprint in the scene CRS) and
     OUT/tiles.json. Nodata pixels are written as 0.0 and masked 255; so are not-observed pixels
     (the product's SCL, --scl, --mask-raster, --cloud-prob-max: clouds, shadows...), which also
     count against --min-valid.
@@ -64,6 +67,7 @@ def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands
     \b
     $ lsmap tile sample_data/scene_l4s14.tif -o out/patches --overwrite
     $ lsmap tile sample_data/s2 --dem sample_data/dem_30m.tif -o out/s2_patches --overwrite
+    $ lsmap tile sample_data/scene_l4s14.tif --labels sample_data/truth_scars.geojson -o out/labelled --overwrite
     $ lsmap tile stack.tif -o patches/
     $ lsmap tile S2B_MSIL2A_....SAFE.zip --bands l2a --bbox 76.10,11.45,76.20,11.55 -o patches/
     $ lsmap tile chittagong.tif -o patches/ --bands rgbn --raw \\

@@ -30,6 +30,9 @@ Conventions:
   pixels they do not cover are 255. By default they must be 0/1 masks (255 and the label raster's
   nodata become 255); ``label_map`` maps other conventions, e.g. Chittagong's ``"0:255,1:0,2:1"``
   (0 unlabelled -> ignored, 1 non-landslide -> 0, 2 landslide -> 1).
+- Labels may also be a landslide inventory: a vector file of polygons (GeoPackage, GeoJSON, Shapefile...,
+  any CRS; :class:`PolygonLabels`). A pixel is 1 when its centre lies inside a polygon, else 0: the
+  inventory is taken as complete over the scene (crop to the mapped area with ``aoi``).
 - The scene may also be what ``lsmap stack`` takes (:mod:`lsmap.data.sources`: a Sentinel-2 product,
   a folder of band files, or ``stack_scene`` arguments): it is stacked first, with ``bands``, into a
   scratch folder beside ``out_dir``, and a product's own SCL masks by default, as in detection.
@@ -56,7 +59,7 @@ from lsmap.core.windows import Window, pad_to, window_grid
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
 from lsmap.data.sources import source_name, stack_arguments, stack_source
 from lsmap.errors import InputError, MissingInputError
-from lsmap.io.aoi import AOI, crop_raster
+from lsmap.io.aoi import AOI, crop_raster, geoms_to_crs, read_polygons
 from lsmap.io.locks import owner_tag
 from lsmap.io.outputs import atomic_output, check_owned_dir, mark_owned
 from lsmap.io.patches import META_NAME, read_image, read_mask, write_patch
@@ -103,6 +106,49 @@ class TileResult:
 
 #: Largest misalignment of a label raster's pixel corners with the scene's, in pixels.
 GRID_TOLERANCE_PX = 1e-6
+#: Label files read as a landslide inventory (polygons), by extension; any other is a label raster.
+VECTOR_LABELS = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".kml", ".gml", ".sqlite")
+
+
+class PolygonLabels:
+    """A landslide inventory (polygons, any CRS) as masks of scene windows: 1 where a pixel's centre lies
+    inside a polygon, 0 elsewhere (the inventory is taken as complete over the scene).
+
+    The polygons are transformed into the scene's CRS once; each window rasterises only those its
+    bounds meet (an STRtree), so an inventory of a whole region costs little per patch.
+
+    Raises:
+        InputError: unreadable file, no polygon, or no polygon over the scene (a wrong CRS, most likely).
+    """
+
+    def __init__(self, path: Path, src, scene: Path | str) -> None:
+        import shapely
+        from rasterio.windows import Window as RioWindow
+        from rasterio.windows import bounds
+
+        geoms, crs = read_polygons(path, "`labels`", "give the landslides as polygons, or a label raster")
+        if src.crs is None:
+            raise InputError(f"{scene}: the scene has no CRS, so the polygons of {path} cannot be placed on it")
+        self.geoms = np.asarray(geoms_to_crs(geoms, crs, src.crs), dtype=object)
+        self.tree = shapely.STRtree(self.geoms)
+        self.transform = src.transform
+        if not len(self.tree.query(shapely.box(*bounds(RioWindow(0, 0, src.width, src.height), src.transform)))):
+            raise InputError(f"{path}: no polygon of the labels overlaps {scene}; check the file's CRS, or tile "
+                             f"without `labels`")
+
+    def read(self, window: Window) -> np.ndarray:
+        """The ``(h, w)`` uint8 mask of ``window`` (scene pixels)."""
+        import shapely
+        from rasterio.features import rasterize
+        from rasterio.windows import bounds
+        from rasterio.windows import transform as window_transform
+
+        shape = (int(window.height), int(window.width))
+        hits = self.tree.query(shapely.box(*bounds(window, self.transform)))
+        if not len(hits):
+            return np.zeros(shape, np.uint8)
+        return rasterize(((g, 1) for g in self.geoms[np.sort(hits)]), out_shape=shape,
+                         transform=window_transform(window, self.transform), fill=0, dtype="uint8")
 
 
 def label_shift(src, lab, labels: Path, scene: Path | str) -> tuple[int, int]:
@@ -179,7 +225,8 @@ def tile_scene(
         bands: Band profile of the scene.
         size: Patch size in pixels.
         overlap: Pixels shared by neighbouring windows, in ``[0, size)``.
-        labels: Optional single-band label raster on the scene's grid -> masks.
+        labels: Optional labels -> masks: a single-band label raster on the scene's grid (any extent), or a
+            landslide inventory as polygons (a vector file, :data:`VECTOR_LABELS`; any CRS): 1 inside, 0 outside.
         label_map: Label value -> mask value (text ``"0:255,1:0,2:1"`` or a dict); default 0/1 masks.
         min_valid: Skip windows whose fraction of valid pixels is below this, in ``[0, 1]``.
         raw: Divide values by the profile divisors (raw digital numbers -> L4S scale).
@@ -222,6 +269,10 @@ def tile_scene(
     mapping = parse_label_map(label_map)
     if mapping is not None and labels is None:
         raise InputError("`label_map` needs `labels`")
+    vector = labels is not None and Path(labels).suffix.lower() in VECTOR_LABELS
+    if vector and mapping is not None:
+        raise InputError(f"{labels}: `label_map` maps the values of a label raster; the polygons of a vector "
+                         f"file are landslides (1) and the rest background (0): drop `label_map`")
     spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max)
     layers = product_mask_layers(stack_args.get("s2") if stack_args is not None else scene, spec)
     scl_source = str(spec.scl) if spec.scl is not None else ("the product's SCL" if "SCL" in layers else None)
@@ -233,7 +284,7 @@ def tile_scene(
     if labels is not None:
         labels = Path(labels)
         if not labels.exists():
-            raise MissingInputError(f"{labels}: label raster does not exist")
+            raise MissingInputError(f"{labels}: `labels` file does not exist")
 
     def still_ours(path: Path) -> None:  # re-checked under the lock, just before the old folder goes
         check_owned_dir(path, True, "tile", OUTPUT_PATTERNS, manifests=(META_NAME,))
@@ -255,7 +306,9 @@ def tile_scene(
         not_observed = stack.enter_context(open_raster(nobs.path, "not-observed mask")) if nobs else None
         lab = None
         shift = (0, 0)
-        if labels is not None:
+        if vector:
+            lab = PolygonLabels(labels, src, source if stack_args is not None else scene)
+        elif labels is not None:
             lab = stack.enter_context(open_scene(labels))
             shift = label_shift(src, lab, labels, source if stack_args is not None else scene)
         grid = window_grid(src.height, src.width, size, overlap)
@@ -272,7 +325,7 @@ def tile_scene(
                 data[:, ~valid] = FILL
                 mask = None
                 if lab is not None:
-                    mask = _read_labels(lab, window, mapping, labels, shift)
+                    mask = lab.read(window) if vector else _read_labels(lab, window, mapping, labels, shift)
                     mask[~valid] = IGNORE_INDEX
                     mask = pad_to(mask, size, IGNORE_INDEX)
                 n_padded += (window.height, window.width) != (size, size)

@@ -87,9 +87,31 @@ def parse_bbox(bbox: str | Sequence[float], crs: str | None = None) -> AOI:
 def read_aoi(path: str | os.PathLike) -> AOI:
     """Read a vector file (any format GDAL/OGR reads: GeoPackage, GeoJSON, Shapefile, KML...) as an AOI.
 
-    All features of the first polygon layer are merged (a GeoPackage lsmap wrote: its landslides;
-    QGIS's ``layer_styles`` table is never taken); the file's CRS is honoured (lon/lat when it has none
-    and its coordinates are lon/lat, as GeoJSON's are).
+    All polygons of :func:`read_polygons` are merged; the file's CRS is honoured.
+
+    Raises:
+        MissingInputError: no such file.
+        InputError: unreadable, no polygon, or no CRS in a file whose coordinates are not lon/lat.
+    """
+    from shapely import union_all
+
+    geoms, crs = read_polygons(path, "`aoi`", "draw the area of interest as a polygon")
+    return AOI(union_all(geoms), crs, str(path), mask=True)
+
+
+def read_polygons(path: str | os.PathLike, what: str, fix: str) -> tuple[np.ndarray, Any]:
+    """The polygons of a vector file's first polygon layer, and its CRS.
+
+    A GeoPackage lsmap wrote gives its landslides (QGIS's ``layer_styles`` table is never taken). A
+    file without a CRS is taken as lon/lat when its coordinates are lon/lat, as GeoJSON's are.
+
+    Args:
+        path: The vector file (any format GDAL/OGR reads).
+        what: The option it was given as, for messages (``"`aoi`"``).
+        fix: What to do when it holds no polygon, for that message.
+
+    Returns:
+        ``(geoms, crs)``: an object array of the (multi)polygons, and a ``rasterio.crs.CRS``.
 
     Raises:
         MissingInputError: no such file.
@@ -97,28 +119,25 @@ def read_aoi(path: str | os.PathLike) -> AOI:
     """
     import pyogrio
     from rasterio.crs import CRS
-    from shapely import union_all
 
     path = Path(path)
     if not path.exists():
-        raise MissingInputError(f"{path}: `aoi` file does not exist")
+        raise MissingInputError(f"{path}: {what} file does not exist")
     try:
         gdf = pyogrio.read_dataframe(path, layer=_polygon_layer(path))
     except Exception as e:  # noqa: BLE001 - pyogrio raises several DataSource errors
-        raise InputError(f"{path}: cannot read the `aoi` vector file ({str(e).splitlines()[0]}); "
+        raise InputError(f"{path}: cannot read the {what} vector file ({str(e).splitlines()[0]}); "
                          f"give a GeoPackage, GeoJSON or Shapefile") from None
-    geoms = [g for g in gdf.geometry if g is not None and not g.is_empty and g.geom_type.endswith("Polygon")]
-    if not geoms:
-        raise InputError(f"{path}: the `aoi` file holds no polygon; draw the area of interest as a polygon")
-    geom = union_all(geoms)
+    geoms = np.array([g for g in gdf.geometry if g is not None and not g.is_empty and g.geom_type.endswith("Polygon")],
+                     dtype=object)
+    if not len(geoms):
+        raise InputError(f"{path}: the {what} file holds no polygon; {fix}")
     if gdf.crs is not None:
-        crs = CRS.from_user_input(gdf.crs)
-    else:
-        x0, y0, x1, y1 = geom.bounds
-        if not (-180 <= x0 and x1 <= 360 and -90 <= y0 and y1 <= 90):
-            raise InputError(f"{path}: the `aoi` file has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:32643)")
-        crs = CRS.from_epsg(4326)
-    return AOI(geom, crs, str(path), mask=True)
+        return geoms, CRS.from_user_input(gdf.crs)
+    x0, y0, x1, y1 = gdf.total_bounds
+    if not (-180 <= x0 and x1 <= 360 and -90 <= y0 and y1 <= 90):
+        raise InputError(f"{path}: the {what} file has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:32643)")
+    return geoms, CRS.from_epsg(4326)
 
 
 def _polygon_layer(path: Path) -> str | int:
@@ -150,17 +169,24 @@ def aoi_from_options(bbox: str | Sequence[float] | None = None, bbox_crs: str | 
 
 def _in_crs(aoi: AOI, crs) -> Any:
     """The AOI geometry in ``crs``, its outline densified (100 points per edge) before transforming."""
+    return geoms_to_crs(aoi.geometry, aoi.crs, crs)
+
+
+def geoms_to_crs(geoms: Any, src: Any, dst: Any) -> Any:
+    """Geometries (one, or an array) from CRS ``src`` to ``dst``, densified first: no segment longer than
+    1/100 of their joint extent, so long straight edges keep their curvature."""
     from pyproj import Transformer
     from rasterio.crs import CRS
-    from shapely import segmentize, transform
+    from shapely import bounds, segmentize, transform
 
-    src = CRS.from_user_input(aoi.crs)
-    if src == crs:
-        return aoi.geometry
-    x0, y0, x1, y1 = aoi.geometry.bounds
-    geom = segmentize(aoi.geometry, max(x1 - x0, y1 - y0) / 100.0)
-    tr = Transformer.from_crs(src.to_wkt(), crs.to_wkt(), always_xy=True)
-    return transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    src, dst = CRS.from_user_input(src), CRS.from_user_input(dst)
+    if src == dst:
+        return geoms
+    b = np.asarray(bounds(geoms)).reshape(-1, 4)
+    extent = max(b[:, 2].max() - b[:, 0].min(), b[:, 3].max() - b[:, 1].min())
+    geoms = segmentize(geoms, extent / 100.0) if extent > 0 else geoms
+    tr = Transformer.from_crs(src.to_wkt(), dst.to_wkt(), always_xy=True)
+    return transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
 
 
 def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "the scene"):

@@ -225,6 +225,50 @@ def test_product_options_fail_in_one_line_before_any_work(tmp_path, rng):
         assert leftovers(tmp_path) == before
 
 
+def test_a_polygon_inventory_gives_the_masks_of_its_raster(tmp_path, rng):
+    """Labels as a vector file of landslide polygons (any CRS): 1 where a pixel's centre is inside a polygon,
+    0 elsewhere, 255 at nodata: the masks of the 0/1 raster the polygons were traced from."""
+    import geopandas as gpd
+    import rasterio
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    data = make_scene(rng, 70, 90, nodata_frac=0.02)
+    scene = write_tif(tmp_path / "scene.tif", data, nodata=0, block=16)
+    blobs = ndimage_blobs(rng, (70, 90))
+    lab = write_tif(tmp_path / "labels.tif", blobs)
+    with rasterio.open(lab) as src:
+        polys = [shape(g) for g, v in shapes(blobs, mask=blobs == 1, transform=src.transform)]
+        crs = src.crs
+    inv = gpd.GeoDataFrame({"name": [f"slide {i}" for i in range(len(polys))]}, geometry=polys, crs=crs)
+    inv.to_file(tmp_path / "inv.gpkg", engine="pyogrio")
+    inv.to_crs("EPSG:4326").to_file(tmp_path / "inv.geojson", engine="pyogrio")
+    tile_scene(scene, tmp_path / "r", bands="rgbn", size=32, labels=lab, raw=True)
+    for name in ("inv.gpkg", "inv.geojson"):
+        out = tmp_path / f"p_{name}"
+        tile_scene(scene, out, bands="rgbn", size=32, labels=tmp_path / name, raw=True)
+        for row in read_index(tmp_path / "r").itertuples():
+            want = read_mask(tmp_path / "r" / "mask" / f"mask_{row.id}.h5")
+            got = read_mask(out / "mask" / f"mask_{row.id}.h5")
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    assert len(polys) > 3 and (blobs == 1).sum() > 100
+    r = CliRunner().invoke(main, ["tile", str(scene), "--bands", "rgbn", "--raw", "--size", "32", "--labels",
+                                  str(tmp_path / "inv.gpkg"), "--label-map", "0:0,1:1", "-o", str(tmp_path / "c")])
+    assert r.exit_code == 1 and "drop --label-map" in r.output and not (tmp_path / "c").exists(), r.output
+    far = inv.translate(xoff=10_000)
+    far.to_file(tmp_path / "far.gpkg", engine="pyogrio")
+    with pytest.raises(InputError, match="no polygon of the labels overlaps"):
+        tile_scene(scene, tmp_path / "f", bands="rgbn", size=32, labels=tmp_path / "far.gpkg", raw=True)
+    assert not (tmp_path / "f").exists()
+
+
+def ndimage_blobs(rng, shape) -> np.ndarray:
+    """0/1 uint8 blobs (smoothed noise over a threshold), with holes and touching corners."""
+    from scipy import ndimage
+
+    return (ndimage.gaussian_filter(rng.standard_normal(shape), 2.5) > 0.1).astype(np.uint8)
+
+
 def _xyxy(b):
     left, bottom, right, top = b
     return (left, bottom, right, top)
