@@ -38,7 +38,7 @@ from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_
 from lsmap.data.scan import scan_scene
 from lsmap.data.sources import holds_band_files, source_name, stack_arguments, stack_source
 from lsmap.errors import InputError, MissingInputError
-from lsmap.io.aoi import AOI
+from lsmap.io.aoi import AOI, crop_raster
 from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
 from lsmap.io.scene import scene_info
 
@@ -77,7 +77,8 @@ def compute_stats(
         scl_mask: SCL classes not observed (default ``0,1,3,8,9,10,11``; ``"none"``: SCL unused).
         mask_raster: Raster whose non-zero pixels are not observed (any grid).
         cloud_prob_max: Also leave out pixels whose MSK_CLDPRB exceeds this (percent; products only).
-        aoi: Crop stacked inputs to this area of interest (:class:`lsmap.io.aoi.AOI`).
+        aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): a scene's statistics are those of its window
+            (and, for a vector AOI, of the pixels inside it).
 
     Returns:
         Mean and population standard deviation per band, with the band names.
@@ -87,7 +88,6 @@ def compute_stats(
         InputError: unreadable inputs, wrong band count, ``raw`` or masks on a patch folder, bad
             masks (before any work), no valid pixel.
     """
-
     profile = get_profile(bands)
     spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max)
     args = stack_arguments(path, folders=False)  # a product or stack_scene arguments; a folder is decided below
@@ -117,16 +117,16 @@ def compute_stats(
                            desc=f"stats {path.name}")
     if args is not None and raw:
         raise InputError(f"{name}: a Sentinel-2 product or band files are stacked on the L4S scale; drop `raw`")
-    if args is None and aoi is not None:
-        raise InputError(f"{name}: `aoi` crops a Sentinel-2 product or band files while they are stacked; crop a "
-                         f"GeoTIFF scene with 'lsmap stack' or give the product")
     layers = product_mask_layers(args.get("s2") if args is not None else path, spec)
     with contextlib.ExitStack() as es:
         scene = path
-        if args is not None or spec.active:
+        if args is not None or spec.active or aoi is not None:
             work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix="lsmap-stats-")))
         if args is not None:
             scene, spec = stack_source(args, work, profile, spec, aoi=aoi, layers=layers, progress=progress)
+        elif aoi is not None:  # as detect and tile crop a GeoTIFF: a scratch copy of the AOI's window
+            check_masks(spec, scene_info(path, profile))
+            scene, _ = crop_raster(path, aoi, work / path.name)
         info = scene_info(scene, profile)
         if spec.active:
             check_masks(spec, info)
