@@ -200,9 +200,20 @@ def test_a_product_is_tiled_as_stack_then_tile_with_its_own_scl(tmp_path):
     for pid in range(one.n_patches):
         np.testing.assert_array_equal(read_image(tmp_path / "one" / "img" / f"image_{pid}.h5")[0],
                                       read_image(tmp_path / "two" / "img" / f"image_{pid}.h5")[0])
+    # labels of the whole tile's 10 m grid, read under the AOI's patches
+    from products_fixtures import SIZE, write_band
+
+    whole = (np.arange(SIZE * SIZE).reshape(SIZE, SIZE) % 7 == 0).astype(np.uint8)
+    write_band(tmp_path / "labels.tif", whole, 10)
     r = CliRunner().invoke(main, ["tile", str(z), "--bands", "rgbn", "--bbox", ",".join(map(str, bbox)),
-                                  "--bbox-crs", CRS, "--size", "32", "-o", str(tmp_path / "cli"), "--json"])
+                                  "--bbox-crs", CRS, "--size", "32", "--labels", str(tmp_path / "labels.tif"),
+                                  "-o", str(tmp_path / "cli"), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["n_patches"] == one.n_patches, r.output
+    for row in read_index(tmp_path / "cli").itertuples():
+        mask = read_mask(tmp_path / "cli" / "mask" / f"mask_{row.id}.h5")
+        want = whole[20 + row.row_off:20 + row.row_off + 32, 20 + row.col_off:20 + row.col_off + 32]
+        np.testing.assert_array_equal(mask[mask != 255], want[mask != 255])
+        assert (mask != 255).mean() > 0.2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left
 
 
