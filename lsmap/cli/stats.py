@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from lsmap.cli.options import (
@@ -64,9 +66,17 @@ def stats(input_path, output, split, valid_only, raw, bands, dem, slope, offset,
     source = scene_source(input_path, dem, slope, offset, folders=False)
     result = compute_stats(source, bands, split=split, valid_only=valid_only, raw=raw,
                            progress=progress_default(as_json), scl=scl, scl_mask=scl_mask, mask_raster=mask_raster,
-                           cloud_prob_max=cloud_prob_max, aoi=aoi_from_options(bbox, bbox_crs, aoi_file))
+                           cloud_prob_max=cloud_prob_max, aoi=aoi_from_options(bbox, bbox_crs, aoi_file),
+                           scratch=_existing_parent(output))
+
     result.save(output, lock=True)
     if as_json:
         echo_json(result.to_dict())
     else:
         click.echo(f"{output}: mean/std of {len(result.mean)} bands over {result.count} pixels")
+
+
+def _existing_parent(output: str) -> Path | None:
+    """The output's folder, where a product's scratch stack goes (as detect's), when it exists already."""
+    parent = Path(output).absolute().parent
+    return parent if parent.is_dir() else None

@@ -57,6 +57,7 @@ def compute_stats(
     mask_raster: str | os.PathLike | None = None,
     cloud_prob_max: float | None = None,
     aoi: AOI | None = None,
+    scratch: str | os.PathLike | None = None,
 ) -> BandStats:
     """Per-band statistics of a patch folder (any layout of :func:`lsmap.io.patches.find_patches`) or a scene.
 
@@ -79,6 +80,8 @@ def compute_stats(
         cloud_prob_max: Also leave out pixels whose MSK_CLDPRB exceeds this (percent; products only).
         aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): a scene's statistics are those of its window
             (and, for a vector AOI, of the pixels inside it).
+        scratch: Folder for the scratch stack of stacked inputs (a whole tile's takes GBs; default: the
+            system's temporary folder).
 
     Returns:
         Mean and population standard deviation per band, with the band names.
@@ -121,7 +124,7 @@ def compute_stats(
     with contextlib.ExitStack() as es:
         scene = path
         if args is not None or spec.active or aoi is not None:
-            work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix="lsmap-stats-")))
+            work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=".lsmap-stats-", dir=scratch)))
         if args is not None:
             scene, spec = stack_source(args, work, profile, spec, aoi=aoi, layers=layers, progress=progress)
         elif aoi is not None:  # as detect and tile crop a GeoTIFF: a scratch copy of the AOI's window
