@@ -9,6 +9,7 @@ import click
 from lsmap.cli.options import (
     aoi_opts,
     bands_option,
+    blue_max_opt,
     cloud_prob_opt,
     device_opt,
     echo_json,
@@ -42,6 +43,7 @@ _D = DetectOptions()  # the library's defaults
 @aoi_opts
 @mask_opts
 @cloud_prob_opt
+@blue_max_opt
 @click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
 @click.option("--window", type=click.IntRange(16), default=_D.window,
               help="Window size (pixels) [default for fully convolutional models (U-Nets, DeepLabV3+): the size "
@@ -107,7 +109,7 @@ _D = DetectOptions()  # the library's defaults
 @json_opt
 @handle_errors
 def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, scl, scl_mask, mask_raster,
-           cloud_prob_max, tta, window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook,
+           cloud_prob_max, blue_max, tta, window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook,
            report, uncertainty, min_area, simplify, fill_holes, crf, pre, pre_bands, min_ndvi_drop, min_slope, keep_rejected, gate, scheduler,
            merged, device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
@@ -163,7 +165,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
                                          f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
                                          param_hint=flag)
         masks = {k: v for k, v in (("scl", scl), ("scl_mask", scl_mask), ("mask_raster", mask_raster),
-                                   ("cloud_prob_max", cloud_prob_max)) if v is not None}
+                                   ("cloud_prob_max", cloud_prob_max), ("blue_max", blue_max)) if v is not None}
         _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **settings, **masks)
         return
     scene = scenes[0]
@@ -176,7 +178,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
         settings.update(pre=pre, pre_bands=pre_bands)
     gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,
                      overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, scl=scl, scl_mask=scl_mask,
-                     mask_raster=mask_raster, cloud_prob_max=cloud_prob_max, **settings)
+                     mask_raster=mask_raster, cloud_prob_max=cloud_prob_max, blue_max=blue_max, **settings)
     summary = gdf.attrs["lsmap"]
     if as_json:
         echo_json(summary)

@@ -120,6 +120,12 @@ cloud_prob_opt = click.option(
          "PERCENT (SAFE/zip/STAC products with that layer) [default: off; the SCL's cloud classes].",
 )
 
+blue_max_opt = click.option(
+    "--blue-max", type=click.FloatRange(0, 2, min_open=True, max_open=True), default=None, metavar="REFL",
+    help="Also mask as cloud the pixels whose blue (B2) surface reflectance exceeds REFL, and 3 pixels around "
+         "them: for scenes without an SCL (loose bands, exports); 0.2 is measured in BENCHMARKS.md [default: off].",
+)
+
 
 def aoi_opts(fn):
     """``--bbox W,S,E,N``, ``--bbox-crs`` and ``--aoi FILE``: the area of interest, cropped before any work."""

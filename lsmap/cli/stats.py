@@ -9,6 +9,7 @@ import click
 from lsmap.cli.options import (
     aoi_opts,
     bands_opt,
+    blue_max_opt,
     cloud_prob_opt,
     echo_json,
     handle_errors,
@@ -36,11 +37,12 @@ from lsmap.core.constants import SPLITS
 @aoi_opts
 @mask_opts
 @cloud_prob_opt
+@blue_max_opt
 @overwrite_opt
 @json_opt
 @handle_errors
 def stats(input_path, output, split, valid_only, raw, bands, dem, slope, offset, bbox, bbox_crs, aoi_file, scl,
-          scl_mask, mask_raster, cloud_prob_max, overwrite, as_json):
+          scl_mask, mask_raster, cloud_prob_max, blue_max, overwrite, as_json):
     """Per-band mean and standard deviation of a patch folder or a scene, as JSON.
 
     INPUT is a patch folder, a GeoTIFF scene, or what 'lsmap stack' takes: a Sentinel-2 product
@@ -66,7 +68,8 @@ def stats(input_path, output, split, valid_only, raw, bands, dem, slope, offset,
     source = scene_source(input_path, dem, slope, offset, folders=False)
     result = compute_stats(source, bands, split=split, valid_only=valid_only, raw=raw,
                            progress=progress_default(as_json), scl=scl, scl_mask=scl_mask, mask_raster=mask_raster,
-                           cloud_prob_max=cloud_prob_max, aoi=aoi_from_options(bbox, bbox_crs, aoi_file),
+                           cloud_prob_max=cloud_prob_max, blue_max=blue_max,
+                           aoi=aoi_from_options(bbox, bbox_crs, aoi_file),
                            scratch=_existing_parent(output))
 
     result.save(output, lock=True)

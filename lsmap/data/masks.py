@@ -12,6 +12,12 @@ The one owner of the rule "which pixels of a scene are not observed". Two source
   SAFE/zip ``QI_DATA`` or a STAC asset); pixels whose probability exceeds ``P`` are ``cloud``. Off by
   default (the SCL cloud classes are derived from the same probability; BENCHMARKS.md says what
   it adds on a real product).
+- **Bright blue** (``--blue-max R``), for scenes without an SCL (loose bands, exports): pixels whose
+  blue (B2) surface reflectance exceeds ``R`` are ``cloud``, and so are the pixels within
+  ``blue_buffer`` (:data:`BLUE_BUFFER_PX`) of them, which catches the thinner cloud edges. Measured in
+  BENCHMARKS.md against the real SCL of a cloudy L2A tile, and on real landslide pixels (none of the
+  Landslide4Sense patches' exceeds 0.2). The scene's values must be offset-corrected (as ``lsmap
+  stack`` writes them); raw digital numbers are told from L4S values as detection tells them.
 
 Both are resampled by nearest neighbour onto the scene's grid (a GDAL warped VRT read at full
 resolution, window by window: memory stays flat in the scene's size) and written once as a uint8
@@ -27,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,9 @@ REASONS = {1: "no data", 2: "cloud", 3: "shadow", 4: "snow", 5: "mask", 6: "othe
 _SCL_REASON = {0: 1, 1: 1, 3: 3, 8: 2, 9: 2, 10: 2, 11: 4}
 _MASK_REASON = 5
 _CLOUD_REASON = 2
+#: The band of the bright-blue cloud test, and the pixels around its clouds also masked.
+BLUE_BAND = "B2"
+BLUE_BUFFER_PX = 3
 #: Nodata value of ``MSK_CLDPRB`` as ``lsmap stack`` writes it (valid values are 0-100).
 CLDPRB_NODATA = 255
 
@@ -94,19 +103,23 @@ class MaskSpec:
     #: ``MSK_CLDPRB`` raster (0-100 %) and the probability above which a pixel is cloud.
     cloud_prob: Path | None = None
     cloud_prob_max: float | None = None
+    #: Blue (B2) surface reflectance above which a pixel is cloud, and the pixels around it also masked.
+    blue_max: float | None = None
+    blue_buffer: int = BLUE_BUFFER_PX
 
     @property
     def active(self) -> bool:
         """Whether anything is masked at all."""
         return ((self.scl is not None and bool(self.scl_classes)) or self.raster is not None
-                or (self.cloud_prob is not None and self.cloud_prob_max is not None))
+                or (self.cloud_prob is not None and self.cloud_prob_max is not None) or self.blue_max is not None)
 
     def to_dict(self) -> dict:
         """JSON-ready description (the run summaries record it)."""
         return {"scl": str(self.scl) if self.scl else None, "scl_classes": list(self.scl_classes),
                 "mask_raster": str(self.raster) if self.raster else None,
                 "cloud_prob": str(self.cloud_prob) if self.cloud_prob else None,
-                "cloud_prob_max": self.cloud_prob_max}
+                "cloud_prob_max": self.cloud_prob_max, "blue_max": self.blue_max,
+                "blue_buffer": self.blue_buffer if self.blue_max is not None else None}
 
 
 def check_cloud_prob_max(value: Any) -> float | None:
@@ -127,17 +140,37 @@ def check_cloud_prob_max(value: Any) -> float | None:
     return p
 
 
+def check_blue_max(value: Any) -> float | None:
+    """``value`` as the blue reflectance above which a pixel is cloud (``None``: not used).
+
+    Raises:
+        InputError: not a reflectance in (0, 2).
+    """
+    if value is None:
+        return None
+    try:
+        r = float(value)
+    except (TypeError, ValueError):
+        r = float("nan")
+    if not 0.0 < r < 2.0:
+        raise InputError(f"`blue_max` must be a blue surface reflectance in (0, 2) (got {value!r}); pixels whose "
+                         f"B2 reflectance exceeds it are masked as cloud, e.g. 0.2")
+    return r
+
+
 def mask_spec(scl: str | os.PathLike | None = None, scl_mask: str | Sequence[int] | None = None,
               mask_raster: str | os.PathLike | None = None, cloud_prob_max: Any = None,
-              cloud_prob: str | os.PathLike | None = None) -> MaskSpec:
+              cloud_prob: str | os.PathLike | None = None, blue_max: Any = None) -> MaskSpec:
     """The :class:`MaskSpec` of the user's options, checked (types and values; files by :func:`check_masks`).
 
     Raises:
-        InputError: an unknown SCL class, ``scl`` given with ``scl_mask`` ``"none"``, a bad ``cloud_prob_max``.
+        InputError: an unknown SCL class, ``scl`` given with ``scl_mask`` ``"none"``, a bad ``cloud_prob_max``
+            or ``blue_max``.
     """
     spec = MaskSpec(Path(scl) if scl is not None else None, parse_scl_classes(scl_mask),
                     Path(mask_raster) if mask_raster is not None else None,
-                    Path(cloud_prob) if cloud_prob is not None else None, check_cloud_prob_max(cloud_prob_max))
+                    Path(cloud_prob) if cloud_prob is not None else None, check_cloud_prob_max(cloud_prob_max),
+                    check_blue_max(blue_max))
     if spec.scl is not None and not spec.scl_classes:
         raise InputError("`scl_mask` is 'none' but an SCL raster is given; drop `scl` or choose the classes")
     return spec
@@ -276,17 +309,26 @@ def reasons_block(scl: np.ndarray | None, scl_classes: Sequence[int], raster: np
     return out
 
 
-def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: int = 1024) -> NotObserved:
+def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: int = 1024,
+                       bands: Sequence[str] | None = None) -> NotObserved:
     """Write the reason raster of the scene ``info`` (uint8 on its grid, 0 = observed) at ``out``.
 
     Read and written window by window; the inputs are checked first (:func:`check_masks`).
 
+    Args:
+        bands: The scene's band names in file order, where the file does not name them (``info.bands``);
+            the bright-blue test reads its B2.
+
     Returns:
         The raster's path and its pixel counts per reason (:data:`REASONS`).
+
+    Raises:
+        InputError: bad mask inputs; with ``blue_max``, a scene without a B2 band.
     """
     import rasterio
 
     check_masks(spec, info)
+    blue = _BlueTest(spec, info, bands) if spec.blue_max is not None else None
     out = Path(out)
     counts = np.zeros(len(REASONS) + 1, np.int64)
     with contextlib.ExitStack() as es:
@@ -299,17 +341,69 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
                                   count=1, dtype="uint8")
         profile.pop("nodata", None)
         dst = es.enter_context(rasterio.open(out, "w", **profile))
+        if blue is not None:
+            blue.src = es.enter_context(open_raster(info.path, "scene"))
         dst.set_band_description(1, "not observed: " + ", ".join(f"{k} {v}" for k, v in REASONS.items()))
         for win in block_grid(info.height, info.width, block):
             s = read_window(scl, 1, win) if scl is not None else None
             r = read_window(ras, 1, win) if ras is not None else None
             c = read_window(cld, 1, win) if cld is not None else None
             codes = reasons_block(s, spec.scl_classes, r, ras.nodata if ras is not None else None, c,
-                                  spec.cloud_prob_max)
+                                  spec.cloud_prob_max) if (s is not None or r is not None or c is not None) else \
+                np.zeros((int(win.height), int(win.width)), np.uint8)
+            if blue is not None:
+                codes[(codes == 0) & blue.cloud(win)] = _CLOUD_REASON
             counts += np.bincount(codes.ravel(), minlength=counts.size)[:counts.size]
             dst.write(codes[None], window=win)
     area = abs(info.transform.a * info.transform.e - info.transform.b * info.transform.d)
     return NotObserved(out, {REASONS[k]: int(counts[k]) for k in REASONS if counts[k]}, float(area))
+
+
+class _BlueTest:
+    """The bright-blue cloud test of one scene, window by window: B2 surface reflectance above
+    ``spec.blue_max``, grown by ``spec.blue_buffer`` pixels (read with that margin, so a window's result
+    does not depend on the windows)."""
+
+    def __init__(self, spec: MaskSpec, info, bands: Sequence[str] | None) -> None:
+        from lsmap.core.bands import get_profile
+        from lsmap.data.scan import SCALE_MAX_PIXELS, scan_scene
+        from lsmap.errors import MissingBandError
+        from lsmap.io.scene import scene_band_indices
+
+        names = tuple(bands) if bands is not None else info.bands
+        if names is None:
+            raise InputError(f"{info.path}: `blue_max` reads the scene's {BLUE_BAND} band, but its bands have no "
+                             f"names; name them (`bands`) or stack the scene with 'lsmap stack'")
+        try:
+            (self.index,) = scene_band_indices(names, (BLUE_BAND,), source=info.path, user="`blue_max`")
+        except MissingBandError:
+            raise InputError(f"{info.path}: `blue_max` reads the blue band {BLUE_BAND}, which the scene does not "
+                             f"have (it has {', '.join(names)}); stack {BLUE_BAND} too, or mask clouds with "
+                             f"`mask_raster`") from None
+        self.profile = get_profile([BLUE_BAND])
+        self.spec, self.info, self.src = spec, info, None
+        # digital numbers or L4S values, told as detection tells them (the median of the valid values)
+        self.raw = scan_scene(replace(info, mask=None), self.profile, "auto", max_pixels=SCALE_MAX_PIXELS,
+                              indexes=(self.index,)).raw
+
+    def cloud(self, win: Window) -> np.ndarray:
+        """``(h, w)`` bool: cloud by the test, in scene window ``win``."""
+        from scipy import ndimage
+
+        from lsmap.io.scene import read_scene_window
+
+        k = max(0, int(self.spec.blue_buffer))
+        r0, c0 = max(0, int(win.row_off) - k), max(0, int(win.col_off) - k)
+        r1 = min(self.info.height, int(win.row_off + win.height) + k)
+        c1 = min(self.info.width, int(win.col_off + win.width) + k)
+        data, valid = read_scene_window(self.src, Window(c0, r0, c1 - c0, r1 - r0), self.profile, raw=self.raw,
+                                        declared=self.info.declares_nodata, indexes=(self.index,))
+        reflectance = data[0].astype(np.float64) * self.profile.divisors[0] / 10000.0  # L4S value -> DN / 10000
+        bright = valid & (reflectance > self.spec.blue_max)
+        if k and bright.any():
+            bright = ndimage.binary_dilation(bright, structure=np.ones((3, 3), bool), iterations=k)
+        i, j = int(win.row_off) - r0, int(win.col_off) - c0
+        return bright[i:i + int(win.height), j:j + int(win.width)]
 
 
 def not_observed_polygons(path: str | os.PathLike, *, block: int = 1024):

@@ -58,6 +58,7 @@ def compute_stats(
     cloud_prob_max: float | None = None,
     aoi: AOI | None = None,
     scratch: str | os.PathLike | None = None,
+    blue_max: float | None = None,
 ) -> BandStats:
     """Per-band statistics of a patch folder (any layout of :func:`lsmap.io.patches.find_patches`) or a scene.
 
@@ -80,6 +81,8 @@ def compute_stats(
         cloud_prob_max: Also leave out pixels whose MSK_CLDPRB exceeds this (percent; products only).
         aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): a scene's statistics are those of its window
             (and, for a vector AOI, of the pixels inside it).
+        blue_max: Also leave out, as cloud, pixels whose blue (B2) reflectance exceeds this and those
+            around them (:mod:`lsmap.data.masks`; for scenes without an SCL).
         scratch: Folder for the scratch stack of stacked inputs (a whole tile's takes GBs; default: the
             system's temporary folder).
 
@@ -92,7 +95,7 @@ def compute_stats(
             masks (before any work), no valid pixel.
     """
     profile = get_profile(bands)
-    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max)
+    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max)
     args = stack_arguments(path, folders=False)  # a product or stack_scene arguments; a folder is decided below
     patches = None
     if args is None:
@@ -114,7 +117,7 @@ def compute_stats(
         if raw:
             raise InputError(f"{path}: `raw` applies to scenes only; patches are already on the L4S scale")
         if spec.active or spec.cloud_prob_max is not None:
-            raise InputError(f"{path}: masks (`scl`, `mask_raster`, `cloud_prob_max`) apply to scenes; "
+            raise InputError(f"{path}: masks (`scl`, `mask_raster`, `cloud_prob_max`, `blue_max`) apply to scenes; "
                              f"'lsmap tile' writes not-observed pixels as 0.0, left out with `valid_only`")
         return patch_stats(patches, profile, valid_only=valid_only, fill=None, progress=progress,
                            desc=f"stats {path.name}")
@@ -133,7 +136,8 @@ def compute_stats(
         info = scene_info(scene, profile)
         if spec.active:
             check_masks(spec, info)
-            info = replace(info, mask=write_not_observed(spec, info, work / "not_observed.tif").path)
+            nobs = write_not_observed(spec, info, work / "not_observed.tif", bands=profile.bands)
+            info = replace(info, mask=nobs.path)
         # every block, read by the threads of detect's scan (the same validity, the same sums)
         scan = scan_scene(info, profile, "raw" if raw else "l4s", block=block, max_pixels=None,
                           count_nodata=not valid_only, progress=progress, desc=f"stats {Path(name).name}", name=name)

@@ -215,6 +215,7 @@ def tile_scene(
     mask_raster: str | os.PathLike | None = None,
     cloud_prob_max: float | None = None,
     aoi: AOI | None = None,
+    blue_max: float | None = None,
 ) -> TileResult:
     """Cut ``scene`` into ``size`` x ``size`` L4S patches in ``out_dir`` (conventions: module docstring).
 
@@ -241,6 +242,8 @@ def tile_scene(
         cloud_prob_max: Also leave out pixels whose MSK_CLDPRB exceeds this (percent; products only).
         aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): only its window is cut, pixels outside a
             vector AOI are nodata.
+        blue_max: Also leave out, as cloud, pixels whose blue (B2) reflectance exceeds this and those
+            around them (:mod:`lsmap.data.masks`; for scenes without an SCL).
 
     Returns:
         Counts of what was written.
@@ -273,7 +276,7 @@ def tile_scene(
     if vector and mapping is not None:
         raise InputError(f"{labels}: `label_map` maps the values of a label raster; the polygons of a vector "
                          f"file are landslides (1) and the rest background (0): drop `label_map`")
-    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max)
+    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max)
     layers = product_mask_layers(stack_args.get("s2") if stack_args is not None else scene, spec)
     scl_source = str(spec.scl) if spec.scl is not None else ("the product's SCL" if "SCL" in layers else None)
     check_owned_dir(out_dir, overwrite, "tile", OUTPUT_PATTERNS, manifests=(META_NAME,))
@@ -301,7 +304,8 @@ def tile_scene(
             scene, win = crop_raster(scene, aoi, work / scene.name)
             crop = [int(win.col_off), int(win.row_off), int(win.width), int(win.height)]
         if spec.active:
-            nobs = write_not_observed(spec, scene_info(scene, profile), work / "not_observed.tif")
+            nobs = write_not_observed(spec, scene_info(scene, profile), work / "not_observed.tif",
+                                      bands=profile.bands)
         src = stack.enter_context(open_scene(scene, profile))
         not_observed = stack.enter_context(open_raster(nobs.path, "not-observed mask")) if nobs else None
         lab = None
@@ -361,7 +365,8 @@ def tile_scene(
                 "raw": raw,
                 "not_observed": ({"scl": scl_source, "scl_classes": list(spec.scl_classes),
                                   "mask_raster": str(spec.raster) if spec.raster else None,
-                                  "cloud_prob_max": spec.cloud_prob_max, **nobs.counts}
+                                  "cloud_prob_max": spec.cloud_prob_max, "blue_max": spec.blue_max,
+                                  **nobs.counts}
                                  if nobs is not None else None),
                 "fill": FILL,
                 "bands": profile.to_dict(),

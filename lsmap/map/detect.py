@@ -145,7 +145,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
            options: DetectOptions | None = None, overwrite: bool = False, progress: bool = False,
            report: str | os.PathLike | None = None, aoi: Any = None, scl: str | os.PathLike | None = None,
            scl_mask: str | Sequence[int] | None = None, mask_raster: str | os.PathLike | None = None,
-           cloud_prob_max: float | None = None, **settings: Any):
+           cloud_prob_max: float | None = None, blue_max: float | None = None, **settings: Any):
     """Map the landslides of a scene: polygons with area and probability attributes.
 
     Args:
@@ -211,6 +211,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         cloud_prob_max: Also mask as cloud the pixels whose cloud probability (the L2A product's
             ``MSK_CLDPRB``, 0-100 %) exceeds this (``scene`` must then be a SAFE/zip/STAC product
             with that layer); ``None``: not used.
+        blue_max: Also mask as cloud the pixels whose blue (B2) surface reflectance exceeds this, and those
+            within :data:`lsmap.data.masks.BLUE_BUFFER_PX` pixels of them: for scenes without an SCL
+            (0.2 is measured in BENCHMARKS.md); ``None``: not used.
         pre: The pre-event scene, any input ``scene`` may be (a stacked GeoTIFF, or stacking
             inputs, of which only red and NIR are stacked): turns on the change evidence of
             :mod:`lsmap.map.evidence` (reprojected onto the scene's grid; needs bands B4 and B8 in
@@ -253,7 +256,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     pre = _check_evidence(scene if stack_args is None else None, opts, outputs)
     t_check = time.perf_counter() - t_check
     stats = BandStats.load(opts.stats) if isinstance(opts.stats, (str, os.PathLike)) else opts.stats
-    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max)
+    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max)
     layers = product_mask_layers(stack_args.get("s2") if stack_args else scene, spec)  # fails before any work
     dev, members = _load_members(models, opts)
 
@@ -288,7 +291,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         else:
             window_choice = "given"
         threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
-        nobs = write_not_observed(spec, info, work / "not_observed.tif") if spec.active else None
+        nobs = write_not_observed(spec, info, work / "not_observed.tif", bands=plan.scene_bands) \
+            if spec.active else None
         info = replace(info, mask=nobs.path if nobs is not None else None)
         t_plan = time.perf_counter()
         ev = _plan_evidence(info, plan.scene_bands, pre, opts, work) if opts.evidence else None

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lsmap.core.checks import as_list
-from lsmap.data.masks import check_cloud_prob_max, check_masks, mask_spec, parse_scl_classes
+from lsmap.data.masks import check_blue_max, check_cloud_prob_max, check_masks, mask_spec, parse_scl_classes
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.outputs import atomic_output
 from lsmap.learn.crf import require
@@ -369,6 +369,8 @@ def _check_masks(kwargs: dict, n_scenes: int) -> dict:
         kwargs["scl_mask"] = ",".join(map(str, parse_scl_classes(kwargs["scl_mask"]))) or "none"
     if kwargs.get("cloud_prob_max") is not None:
         kwargs["cloud_prob_max"] = check_cloud_prob_max(kwargs["cloud_prob_max"])
+    if kwargs.get("blue_max") is not None:
+        kwargs["blue_max"] = check_blue_max(kwargs["blue_max"])
     key: dict = {}
     for name in ("mask_raster", "scl"):
         if kwargs.get(name) is None:
