@@ -122,22 +122,28 @@ class MaskSpec:
                 "blue_buffer": self.blue_buffer if self.blue_max is not None else None}
 
 
+def _threshold(value: Any, ok, message: str) -> float | None:
+    """``value`` as a float for which ``ok(value)`` holds (``None``: not used); else ``InputError(message)``."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not ok(v):  # NaN fails every comparison
+        raise InputError(message.format(value=value))
+    return v
+
+
 def check_cloud_prob_max(value: Any) -> float | None:
     """``value`` as a cloud probability threshold in percent (``None``: not used).
 
     Raises:
         InputError: not a number in [0, 100).
     """
-    if value is None:
-        return None
-    try:
-        p = float(value)
-    except (TypeError, ValueError):
-        p = float("nan")
-    if not 0.0 <= p < 100.0:
-        raise InputError(f"`cloud_prob_max` must be a probability in percent in [0, 100) (got {value!r}); "
-                         f"pixels whose MSK_CLDPRB exceeds it are masked as cloud, e.g. 50")
-    return p
+    return _threshold(value, lambda p: 0.0 <= p < 100.0,
+                      "`cloud_prob_max` must be a probability in percent in [0, 100) (got {value!r}); pixels whose "
+                      "MSK_CLDPRB exceeds it are masked as cloud, e.g. 50")
 
 
 def check_blue_max(value: Any) -> float | None:
@@ -146,16 +152,9 @@ def check_blue_max(value: Any) -> float | None:
     Raises:
         InputError: not a reflectance in (0, 2).
     """
-    if value is None:
-        return None
-    try:
-        r = float(value)
-    except (TypeError, ValueError):
-        r = float("nan")
-    if not 0.0 < r < 2.0:
-        raise InputError(f"`blue_max` must be a blue surface reflectance in (0, 2) (got {value!r}); pixels whose "
-                         f"B2 reflectance exceeds it are masked as cloud, e.g. 0.2")
-    return r
+    return _threshold(value, lambda r: 0.0 < r < 2.0,
+                      "`blue_max` must be a blue surface reflectance in (0, 2) (got {value!r}); pixels whose B2 "
+                      "reflectance exceeds it are masked as cloud, e.g. 0.2")
 
 
 def mask_spec(scl: str | os.PathLike | None = None, scl_mask: str | Sequence[int] | None = None,
