@@ -340,8 +340,7 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
                                   count=1, dtype="uint8")
         profile.pop("nodata", None)
         dst = es.enter_context(rasterio.open(out, "w", **profile))
-        if blue is not None:
-            blue.src = es.enter_context(open_raster(info.path, "scene"))
+        scene = es.enter_context(open_raster(info.path, "scene")) if blue is not None else None
         dst.set_band_description(1, "not observed: " + ", ".join(f"{k} {v}" for k, v in REASONS.items()))
         for win in block_grid(info.height, info.width, block):
             s = read_window(scl, 1, win) if scl is not None else None
@@ -351,7 +350,7 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
                                   spec.cloud_prob_max) if (s is not None or r is not None or c is not None) else \
                 np.zeros((int(win.height), int(win.width)), np.uint8)
             if blue is not None:
-                codes[(codes == 0) & blue.cloud(win)] = _CLOUD_REASON
+                codes[(codes == 0) & blue.cloud(scene, win)] = _CLOUD_REASON
             counts += np.bincount(codes.ravel(), minlength=counts.size)[:counts.size]
             dst.write(codes[None], window=win)
     area = abs(info.transform.a * info.transform.e - info.transform.b * info.transform.d)
@@ -380,13 +379,13 @@ class _BlueTest:
                              f"have (it has {', '.join(names)}); stack {BLUE_BAND} too, or mask clouds with "
                              f"`mask_raster`") from None
         self.profile = get_profile([BLUE_BAND])
-        self.spec, self.info, self.src = spec, info, None
+        self.spec, self.info = spec, info
         # digital numbers or L4S values, told as detection tells them (the median of the valid values)
         self.raw = scan_scene(replace(info, mask=None), self.profile, "auto", max_pixels=SCALE_MAX_PIXELS,
                               indexes=(self.index,)).raw
 
-    def cloud(self, win: Window) -> np.ndarray:
-        """``(h, w)`` bool: cloud by the test, in scene window ``win``."""
+    def cloud(self, src, win: Window) -> np.ndarray:
+        """``(h, w)`` bool: cloud by the test, in window ``win`` of the open scene ``src``."""
         from scipy import ndimage
 
         from lsmap.io.scene import read_scene_window
@@ -395,7 +394,7 @@ class _BlueTest:
         r0, c0 = max(0, int(win.row_off) - k), max(0, int(win.col_off) - k)
         r1 = min(self.info.height, int(win.row_off + win.height) + k)
         c1 = min(self.info.width, int(win.col_off + win.width) + k)
-        data, valid = read_scene_window(self.src, Window(c0, r0, c1 - c0, r1 - r0), self.profile, raw=self.raw,
+        data, valid = read_scene_window(src, Window(c0, r0, c1 - c0, r1 - r0), self.profile, raw=self.raw,
                                         declared=self.info.declares_nodata, indexes=(self.index,))
         reflectance = data[0].astype(np.float64) * self.profile.divisors[0] / 10000.0  # L4S value -> DN / 10000
         bright = valid & (reflectance > self.spec.blue_max)

@@ -295,9 +295,10 @@ def tile_scene(
     nobs = crop = None
     with contextlib.ExitStack() as stack:
         stack.enter_context(_drop_new_parents_on_error(out_dir))
-        out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".lsmap-tile-{owner_tag()}-",
-                                                                    dir=out_dir.absolute().parent)))
+        if stack_args is not None or aoi is not None or spec.active:  # a scratch stack, crop or mask
+            out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".lsmap-tile-{owner_tag()}-",
+                                                                        dir=out_dir.absolute().parent)))
         if stack_args is not None:
             scene, spec = stack_source(stack_args, work, profile, spec, aoi=aoi, layers=layers, progress=progress)
         elif aoi is not None:
@@ -311,10 +312,10 @@ def tile_scene(
         lab = None
         shift = (0, 0)
         if vector:
-            lab = PolygonLabels(labels, src, source if stack_args is not None else scene)
+            lab = PolygonLabels(labels, src, source)
         elif labels is not None:
             lab = stack.enter_context(open_scene(labels))
-            shift = label_shift(src, lab, labels, source if stack_args is not None else scene)
+            shift = label_shift(src, lab, labels, source)
         grid = window_grid(src.height, src.width, size, overlap)
         rows: list[dict] = []
         n_skipped = n_padded = 0
