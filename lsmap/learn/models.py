@@ -506,12 +506,14 @@ def shipped_defaults() -> list[Path]:
     return [p for p in (WEIGHTS_DIR / f"{n}.safetensors" for n in DEFAULT_MODELS) if p.exists()]
 
 
-def default_model_for(bands: Sequence[str], source: object = "the scene") -> Path:
+def default_model_for(bands: Sequence[str], source: object = "the scene",
+                      fix: str = "restack with more bands or pass `model`") -> Path:
     """The first shipped model (:data:`DEFAULT_MODELS` order) whose bands are all among ``bands``.
 
     Args:
         bands: The band names the input has.
         source: The input, for the message.
+        fix: What the message tells the user to do when no model fits.
 
     Raises:
         MissingInputError: no shipped model is installed.
@@ -529,7 +531,7 @@ def default_model_for(bands: Sequence[str], source: object = "the scene") -> Pat
             return path
         needs.append(f"{path.stem} lacks {', '.join(missing)}")
     raise CheckpointError(f"{source}: no shipped model fits its bands ({', '.join(bands)}): {'; '.join(needs)}; "
-                          f"restack with more bands or pass `model`")
+                          f"{fix}")
 
 
 def describe_card(card: ModelCard) -> list[tuple[str, str]]:

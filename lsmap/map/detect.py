@@ -259,6 +259,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max)
     layers = product_mask_layers(stack_args.get("s2") if stack_args else scene, spec)  # fails before any work
     dev, members = _load_members(models, opts)
+    if members is None and stack_args is not None:
+        members = _default_for_inputs(stack_args, dev)  # before stacking: only its bands are stacked
 
     work_parent = outputs.polygons.parent if outputs.polygons is not None else None
     if work_parent is not None:
@@ -400,6 +402,22 @@ def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
         raise CheckpointError("no model given; pass `model` PATH (one or more)")
     paths = [m for m in models if not isinstance(m, Member)]
     return dev, [m for m in models if isinstance(m, Member)] + (load_ensemble(paths, dev) if paths else [])
+
+
+def _default_for_inputs(stack_args: Mapping, dev) -> list:
+    """The default model for stacking inputs, chosen from the bands they can give (the product's
+    metadata or the band files' names, and a DEM), so that a product lacking bands fails before it is
+    stacked, named as the user gave it."""
+    from lsmap.data.sources import source_name
+    from lsmap.data.stack import fullest_band_set
+
+    if stack_args.get("bands") is not None:
+        have = get_profile(stack_args["bands"]).bands
+    else:
+        have = fullest_band_set(stack_args.get("s2"), stack_args.get("dem"), stack_args.get("slope"))[0].bands
+    fix = ("give inputs with those bands (a DEM as `dem` for slope and DEM) or pass `model`"
+           if stack_args.get("dem") is None else "give inputs with those bands or pass `model`")
+    return load_ensemble([default_model_for(have, source_name(stack_args), fix)], dev)
 
 
 def _union(members) -> Any:

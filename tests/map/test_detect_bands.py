@@ -155,3 +155,32 @@ def test_real_l2a_bands_stack_and_detect_with_the_shipped_default(tmp_path):
     on = slides.intersects(corridor)
     assert slides[on].area.sum() > 40_000, "the fan and the lower channel are mapped (0.052 km2 measured)"
     assert slides[~on].area.sum() < 10_000, "little is flagged elsewhere (0.0004 km2 measured)"
+
+
+def test_default_model_for_a_product_is_chosen_before_stacking(tmp_path, monkeypatch):
+    """Without a model, a product or band folder gets the first shipped default its bands fit, read from its
+    metadata (or file names) before it is stacked: only that model's bands are stacked, and a product that
+    fits none fails at once, named as given (not as the scratch stack), with the fix."""
+    from products_fixtures import make_safe, zip_safe
+
+    import lsmap.data.stack
+    from lsmap.errors import CheckpointError
+
+    l2a = [b for b in get_profile("l2a").bands]
+    safe = make_safe(tmp_path / "p", bands=(*l2a, "B8A"))
+    stacked = []
+    real = lsmap.data.stack.stack_scene
+    monkeypatch.setattr(lsmap.data.stack, "stack_scene", lambda *a, **k: stacked.append(k["bands"]) or real(*a, **k))
+    gdf = lsmap.detect(zip_safe(safe), **KW)
+    assert [p.split("/")[-1] for p in gdf.attrs["lsmap"]["models"]] == ["l2a-default.safetensors"]
+    assert [get_profile(b).bands for b in stacked] == [tuple(l2a)], "the model's bands, not B8A too"
+
+    stacked.clear()
+    short = make_safe(tmp_path / "q", bands=("B2", "B3", "B4", "B8"))
+    with pytest.raises(CheckpointError) as e:
+        lsmap.detect(short, out=tmp_path / "s.gpkg", **KW)
+    msg = str(e.value)
+    assert msg.startswith(f"{short.resolve()}: no shipped model fits its bands (B2, B3, B4, B8)"), msg
+    assert "l2a-default lacks B1, B5" in msg and msg.endswith("(a DEM as `dem` for slope and DEM) or pass `model`")
+    assert stacked == [] and not (tmp_path / "s.gpkg").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no scratch left behind"
