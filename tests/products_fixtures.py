@@ -252,9 +252,10 @@ class _Limited:
 
 
 @contextmanager
-def serve(folder: Path) -> Iterator[str]:
-    """Serve ``folder`` on 127.0.0.1 (a free port) with range requests; yields the base URL."""
-    handler = type("Handler", (RangeHandler,), {"ranges": []})
+def serve(folder: Path, base: type = RangeHandler) -> Iterator[str]:
+    """Serve ``folder`` on 127.0.0.1 (a free port) with range requests (``base``: a :class:`RangeHandler`
+    subclass); yields the base URL and the handler class."""
+    handler = type("Handler", (base,), {"ranges": []})
 
     def make(*args, **kwargs):
         return handler(*args, directory=str(folder), **kwargs)

@@ -8,6 +8,7 @@ for the modules that import them from this one.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,10 +76,12 @@ def is_gdal_virtual(path: str | os.PathLike) -> bool:
 
 
 def gdal_source(path: str | os.PathLike) -> str:
-    """A GDAL path as the user knows it: the URL of ``/vsicurl/URL``, ``ZIP!member`` of ``/vsizip/``."""
+    """A GDAL path as the user knows it: the URL of ``/vsicurl/URL`` (without a SAS token: records and
+    messages carry no credentials), ``ZIP!member`` of ``/vsizip/``."""
     p = str(path)
     if p.startswith("/vsicurl/"):
-        return p[len("/vsicurl/"):]
+        url, _, query = p[len("/vsicurl/"):].partition("?")
+        return url if "sig=" in query else p[len("/vsicurl/"):]
     if p.startswith("/vsizip/"):
         inner = p[len("/vsizip/"):]
         i = inner.lower().find(".zip/")
@@ -151,6 +154,10 @@ def set_band_descriptions(dst, names) -> None:
         dst.set_band_description(i, str(name))
 
 
+#: A URL's query that carries a SAS signature (``?st=...&sig=...``): left out of messages.
+_SAS_QUERY = re.compile(r"\?[^\s'\"]*\bsig=[^\s'\"]*")
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    return _SAS_QUERY.sub("", text[0]) if text else type(e).__name__

@@ -6,7 +6,9 @@
 hrefs resolve against the Item's own location); remote ones are read in place through GDAL's
 ``/vsicurl/`` (HTTP range requests; nothing is downloaded whole). A bucket href (``s3://``, ``gs://``)
 is replaced by the asset's http(s) alternate when the Item lists one (alternate-assets extension),
-else read through ``/vsis3/`` / ``/vsigs/`` (:func:`_gdal_href`).
+else read through ``/vsis3/`` / ``/vsigs/`` (:func:`_gdal_href`). Planetary Computer keeps its assets in
+Azure Blob Storage, which refuses unsigned reads: an unsigned blob href gets a read-only SAS token from
+the Planetary Computer's token API (:func:`sas_signed`), as ``planetary_computer.sign`` would give it.
 
 DN offsets: from each asset's ``raster:bands`` (``value = DN * scale + offset``, so the DN offset is
 ``offset / scale`` and the quantification ``1 / scale``: Earth Search's ``scale 0.0001, offset -0.1``
@@ -17,7 +19,9 @@ is -1000 and 10000); an Item without them falls back to its ``s2:processing_base
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -64,6 +68,48 @@ def _band_of_asset(key: str, asset) -> str | None:
 BUCKETS: Mapping[str, str] = MappingProxyType({"s3://": "/vsis3/", "gs://": "/vsigs/"})
 #: Files that hold AWS credentials (any one of them: requests are signed, not anonymous).
 _AWS_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+
+
+#: Planetary Computer's SAS token API (``PC_SDK_SAS_URL`` overrides it, as for its own SDK); a token for
+#: ``{account}/{container}`` signs every blob of that container for about an hour.
+PC_SAS_URL = "https://planetarycomputer.microsoft.com/api/sas/v1/token"
+#: Host names of Azure Blob Storage, where Planetary Computer's assets are.
+BLOB_DOMAIN = ".blob.core.windows.net"
+#: Seconds to wait for the token API.
+SAS_TIMEOUT = 30.0
+
+
+def sas_signed(href: str, tokens: dict[str, str]) -> str:
+    """``href`` with a SAS token when it is an unsigned Azure Blob Storage URL (Planetary Computer assets);
+    other hrefs, and signed ones, as they are. ``tokens`` caches one token per account/container.
+
+    The token comes from :data:`PC_SAS_URL` (``PC_SDK_SAS_URL`` overrides it), with the
+    ``PC_SDK_SUBSCRIPTION_KEY`` subscription key when set.
+
+    Raises:
+        InputError: the token API cannot be reached or gives no token.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(href)
+    host = parts.hostname or ""
+    if not host.endswith(BLOB_DOMAIN) or "sig=" in parts.query:
+        return href
+    account, container = host.split(".")[0], parts.path.lstrip("/").split("/")[0]
+    key = f"{account}/{container}"
+    if key not in tokens:
+        url = f"{os.environ.get('PC_SDK_SAS_URL', PC_SAS_URL).rstrip('/')}/{key}"
+        subscription = os.environ.get("PC_SDK_SUBSCRIPTION_KEY")
+        request = urllib.request.Request(url, headers={"Ocp-Apim-Subscription-Key": subscription} if subscription else {})
+        try:
+            with urllib.request.urlopen(request, timeout=SAS_TIMEOUT) as r:
+                tokens[key] = str(json.load(r)["token"]).lstrip("?")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{url}: cannot get a Planetary Computer SAS token to read {parts.scheme}://{host}/"
+                             f"{container}/ ({str(e).strip() or type(e).__name__}); check the network (a "
+                             f"subscription key goes in PC_SDK_SUBSCRIPTION_KEY), or give the Item signed "
+                             f"(planetary_computer.sign) as a JSON file") from None
+    return f"{href}{'&' if parts.query else '?'}{tokens[key]}"
 
 
 def _asset_href(asset) -> str:
@@ -122,12 +168,13 @@ def open_item(href: str | os.PathLike) -> S2Source:
     layers: dict[str, str] = {}
     offsets: dict[str, float] = {}
     quant: float | None = None
+    tokens: dict[str, str] = {}
     for key, asset in item.assets.items():
         band = _band_of_asset(key, asset)
         if band is None or (band in files or band in layers):
             continue
         target = layers if band in ("SCL", "MSK_CLDPRB") else files
-        target[band] = _gdal_href(_asset_href(asset))
+        target[band] = _gdal_href(sas_signed(_asset_href(asset), tokens))
         rb = (asset.extra_fields.get("raster:bands") or [{}])[0]
         if target is files and "offset" in rb:
             scale = float(rb.get("scale", 1.0 / L4S_QUANTIFICATION)) or 1.0 / L4S_QUANTIFICATION

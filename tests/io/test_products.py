@@ -20,6 +20,7 @@ from products_fixtures import (
     SIZE,
     X0,
     Y0,
+    RangeHandler,
     band_dn,
     loose_bands,
     make_safe,
@@ -483,6 +484,76 @@ def test_stac_bucket_hrefs_take_the_https_alternate(tmp_path):
     assert r.sources["B4"] == f"{url}/B4.tif"
     assert any(x.startswith("/B4.tif ") for x in ranged)
     np.testing.assert_array_equal(read(tmp_path / "s.tif"), read(tmp_path / "r.tif"))
+
+
+class _BlobStore(RangeHandler):
+    """Azure Blob Storage as Planetary Computer's assets live in it: reads of the container ``/cont/`` without a
+    SAS signature are refused (403); every request is recorded, with its subscription key header."""
+
+    requests: list[str] = []
+    keys: list[str | None] = []
+
+    def send_head(self):
+        type(self).requests.append(self.path)
+        type(self).keys.append(self.headers.get("Ocp-Apim-Subscription-Key"))
+        if self.path.startswith("/cont/") and "sig=" not in self.path:
+            self.send_error(403, "Server failed to authenticate the request")
+            return None
+        return super().send_head()
+
+
+def _blob_item(folder: Path, url: str, *, signed: bool = False) -> Path:
+    """A Planetary Computer-style Item (asset keys ``B04``...) whose COGs sit in the container ``cont`` at ``url``."""
+    d = json.loads(make_stac_item(folder / "cont", PLANETARY, raster_offset=False, scl="SCL").read_text())
+    for asset in d["assets"].values():
+        asset["href"] = f"{url}/cont/{asset['href'].removeprefix('./')}" + ("?st=1&sig=given" if signed else "")
+    out = folder / ("signed.json" if signed else "item.json")
+    out.write_text(json.dumps(d))
+    return out
+
+
+def test_planetary_computer_blob_hrefs_are_signed_with_a_sas_token(tmp_path, monkeypatch):
+    """Unsigned Azure blob hrefs get one token per container from the SAS API (PC_SDK_SAS_URL, and the
+    subscription key when set); the stack equals the local files' and records no token; signed hrefs are
+    read as given; no token API: a one-line error with the fixes."""
+    import lsmap.io.stac as stac
+    from lsmap.io.rasters import open_raster
+
+    monkeypatch.setattr(stac, "BLOB_DOMAIN", "127.0.0.1")  # the loopback server stands for *.blob.core.windows.net
+    monkeypatch.setenv("PC_SDK_SUBSCRIPTION_KEY", "k-123")
+    srv = tmp_path / "srv"
+    (srv / "token" / "127").mkdir(parents=True)
+    (srv / "token" / "127" / "cont").write_text(json.dumps({"msft:expiry": "2026-12-07T05:00:00Z",
+                                                           "token": "st=2026-12-07&sp=rl&sig=abc%3D"}))
+    base = type("Store", (_BlobStore,), {"requests": [], "keys": []})
+    with serve(srv, base) as (url, handler):
+        monkeypatch.setenv("PC_SDK_SAS_URL", f"{url}/token/")
+        item = _blob_item(srv, url)
+        ref = _local_reference(srv / "cont", tmp_path / "ref", PLANETARY.values())
+        r = stack_scene(item, tmp_path / "s.tif", bands="rgbn", layers={"SCL": tmp_path / "scl.tif"})
+        seen = list(handler.requests)
+        assert seen.count("/token/127/cont") == 1, "one token for the container's five assets"
+        assert handler.keys[seen.index("/token/127/cont")] == "k-123"
+        assert any(p.startswith("/cont/B4.tif?st=2026-12-07&sp=rl&sig=abc%3D") for p in seen)
+        assert r.sources["B4"] == f"{url}/cont/B4.tif" and r.sources["SCL"] == f"{url}/cont/SCL.tif"
+        with pytest.raises(InputError) as e:  # GDAL's messages name the URL: never with its token
+            open_raster(f"/vsicurl/{url}/cont/none.tif?st=1&sig=secret", "band B4")
+        assert "sig=" not in str(e.value) and f"{url}/cont/none.tif" in str(e.value)
+
+        handler.requests.clear()
+        stack_scene(_blob_item(srv, url, signed=True), tmp_path / "g.tif", bands="rgbn")
+        assert not any(p.startswith("/token/") for p in handler.requests), "signed hrefs are read as given"
+        assert any(p.startswith("/cont/B4.tif?st=1&sig=given") for p in handler.requests)
+
+        monkeypatch.setenv("PC_SDK_SAS_URL", f"{url}/no-such-api")
+        res = CliRunner().invoke(main, ["stack", str(item), "--bands", "rgbn", "-o", str(tmp_path / "x.tif")])
+    stack_scene(ref, tmp_path / "r.tif", bands="rgbn")
+    np.testing.assert_array_equal(read(tmp_path / "s.tif"), read(tmp_path / "r.tif"))
+    np.testing.assert_array_equal(read(tmp_path / "g.tif"), read(tmp_path / "r.tif"))
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+    assert f"{url}/no-such-api/127/cont: cannot get a Planetary Computer SAS token" in res.output
+    assert "PC_SDK_SUBSCRIPTION_KEY" in res.output and "planetary_computer.sign" in res.output
+    assert not (tmp_path / "x.tif").exists()
 
 
 def test_stac_bucket_hrefs_without_alternate_read_through_vsis3(tmp_path, monkeypatch):
