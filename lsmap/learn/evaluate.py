@@ -30,7 +30,7 @@ from lsmap.errors import InputError
 from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_mask, read_patch_image
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
-from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
+from lsmap.learn.ensemble import folded_members, inference_context, load_ensemble, predict_proba
 
 
 @dataclass
@@ -138,7 +138,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     patches = find_patches(data, split, require_masks=True)
     check_labels(patches, mapping, "evaluation")
     dev = resolve_device(device)
-    members = load_ensemble(models, dev)
+    members = folded_members(load_ensemble(models, dev))  # batch norms folded, as detection runs them
     profile, members = _ensemble_bands(members, bands, data)
     if stats is not None and not isinstance(stats, BandStats):
         stats = BandStats.load(stats)

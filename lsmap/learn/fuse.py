@@ -32,7 +32,7 @@ def fold_batchnorm(module: Any, in_channels: int) -> Any | None:
         in_channels: Its input bands, for the check inputs.
 
     Returns:
-        The folded copy in eval mode, or ``None`` when there is nothing to fold, the model cannot be
+        The folded copy in eval mode, in the original's memory format (channels-last stays so), or ``None`` when there is nothing to fold, the model cannot be
         traced, or the copy's logits differ from the original's (see :data:`CHECK_TOLERANCE`).
     """
     import torch
@@ -60,4 +60,7 @@ def fold_batchnorm(module: Any, in_channels: int) -> Any | None:
             want, got = reference(x), folded(x)
             if got.shape != want.shape or not torch.allclose(got, want, rtol=CHECK_TOLERANCE, atol=CHECK_TOLERANCE):
                 return None
+    kernels = [p for p in params if p.dim() == 4]
+    if kernels and kernels[0].is_contiguous(memory_format=torch.channels_last) and not kernels[0].is_contiguous():
+        folded = folded.to(memory_format=torch.channels_last)  # laid out as the original runs (inference on CPUs)
     return folded

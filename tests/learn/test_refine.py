@@ -319,6 +319,33 @@ def test_threshold_round_on_unlabelled_target(world, tmp_path):
         np.testing.assert_array_equal(m, threshold_labels(p, 0.7, 0.3))
 
 
+def test_inference_runs_folded_models_except_monte_carlo_dropout(world, tmp_path, monkeypatch):
+    """The teachers' and students' inference passes (normalisation choice, proxies, threshold pseudo labels,
+    scoring) run the models with their batch norms folded, as detect does; Monte-Carlo dropout runs them as
+    trained (its dropout follows the first convolution, before that convolution's batch norm)."""
+    import torch
+
+    import lsmap.learn.refine.pseudo as pseudo
+    import lsmap.learn.refine.rounds as rounds
+
+    def batch_norms(members):
+        return sum(type(x) is torch.nn.BatchNorm2d for m in members for x in m.module.modules())
+
+    seen = {"deterministic": [], "mc": []}
+    real_predict, real_mc = rounds.predict_proba, pseudo.mc_dropout_proba
+    monkeypatch.setattr(rounds, "predict_proba",
+                        lambda members, *a, **k: seen["deterministic"].append(batch_norms(members)) or real_predict(members, *a, **k))
+    monkeypatch.setattr(pseudo, "mc_dropout_proba",
+                        lambda members, *a, **k: seen["mc"].append(batch_norms(members)) or real_mc(members, *a, **k))
+    tgt = make_patches(tmp_path / "tgt", 3, np.random.default_rng(5), "target", masks=False)
+    _run(world, tmp_path / "t", target=tgt, strategy="threshold")
+    assert seen["deterministic"] and set(seen["deterministic"]) == {0} and seen["mc"] == []
+    seen["deterministic"].clear()
+    _run(world, tmp_path / "u", target=tgt, strategy="uncertainty", mc_passes=2)
+    assert seen["mc"] and 0 not in seen["mc"], "Monte-Carlo dropout runs the models as trained"
+    assert 0 in seen["deterministic"], "the other passes run folded models"
+
+
 def test_resume_skips_finished_rounds_and_redoes_a_partial_one(world, tmp_path):
     out = tmp_path / "run"
     _run(world, out, rounds=1)

@@ -308,3 +308,26 @@ def test_hugging_face_layout_with_domain_bn(data, tmp_path):
     assert [s["domain"] for s in card.train["sources"]] == [0, 1] and card.train["sources"][1]["weight"] == 0.0
     rm = read_state_dict(result.best_path)["enc1.1.running_mean"]
     assert not torch.equal(rm[0], rm[1])
+
+
+def test_evaluate_runs_the_models_folded_with_the_same_counts(run, data, monkeypatch):
+    """evaluate runs each model with its batch norms folded into its convolutions, as detect does (less work per
+    patch), and counts the same pixels as the model as trained."""
+    import lsmap.learn.evaluate as ev_mod
+
+    out, _ = run
+    seen = []
+    real = ev_mod.predict_proba
+
+    def spy(members, *a, **k):
+        seen.append(sum(type(x) is torch.nn.BatchNorm2d for m in members for x in m.module.modules()))
+        return real(members, *a, **k)
+
+    monkeypatch.setattr(ev_mod, "predict_proba", spy)
+    folded = evaluate([out / "best"], data / "val", device="cpu")
+    assert seen and set(seen) == {0}, "no batch norm left in the models evaluate runs"
+    monkeypatch.setattr(ev_mod, "folded_members", list)
+    seen.clear()
+    as_trained = evaluate([out / "best"], data / "val", device="cpu")
+    assert set(seen) != {0}, "the tiny U-Net has batch norms to fold"
+    assert folded.pixel == as_trained.pixel and folded.objects == as_trained.objects

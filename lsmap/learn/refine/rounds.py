@@ -79,7 +79,7 @@ from lsmap.io.patches import Patch, check_labels, find_patches, patch_id, read_m
 from lsmap.io.rasters import atomic_output
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
-from lsmap.learn.ensemble import inference_context, load_ensemble, predict_proba
+from lsmap.learn.ensemble import folded_members, inference_context, load_ensemble, predict_proba
 from lsmap.learn.models import ModelCard, read_card
 from lsmap.learn.refine import STRATEGIES
 from lsmap.learn.refine.pseudo import check_thresholds, confidence, ignore_unobserved, threshold_labels
@@ -746,7 +746,7 @@ def final_caution(rounds: Sequence[dict]) -> str | None:
 def _context(model_paths: list[str], src_patches, tgt_patches, val_patches, s_stats: BandStats, t_stats: BandStats,
              v_stats: BandStats | None, profile: BandProfile, device: Any, config: RefineConfig, progress: bool) -> dict:
     """What every round needs from the given models: the normalisation choice and their proxies."""
-    members = load_ensemble(model_paths, device, profile)
+    members = folded_members(load_ensemble(model_paths, device, profile))
     prior = source_prior(src_patches)
     norm = choose_norm(members, tgt_patches, s_stats, t_stats, profile, prior, config.norm,
                        batch=config.predict_batch, amp=config.amp)
@@ -775,6 +775,8 @@ def _run_round(i: int, current: list[str], ctx: dict, previous: list[dict], src_
     teachers = ctx["models"] if config.strategy == "uncertainty" and config.teacher == "fixed" else list(current)
     t_used, norm = ctx["t_used"], ctx["norm"]
     members = load_ensemble(teachers, device, profile)
+    if config.strategy == "threshold":  # Monte-Carlo dropout after the first convolution needs its batch norm apart
+        members = folded_members(members)
     label = pseudo_label_threshold if config.strategy == "threshold" else pseudo_label_uncertainty
     sel = label(members, tgt_patches, t_used, profile, round_dir, config, progress, desc=f"round {i}: pseudo labels")
     before = sel.pop("target_before", None)
@@ -825,7 +827,7 @@ def _run_round(i: int, current: list[str], ctx: dict, previous: list[dict], src_
             trained.append(train_student(init, src_patches, pseudo, val_patches, s_stats, t_used, v_stats, profile,
                                          round_dir / "models" / str(k), config, seed=config.seed + i,
                                          progress=progress, note=card_note))
-        new_members = load_ensemble([t["checkpoint"] for t in trained], device, profile)
+        new_members = folded_members(load_ensemble([t["checkpoint"] for t in trained], device, profile))
         after = score_target(new_members, tgt_patches, t_used, profile, crf=config.crf, batch=config.predict_batch,
                              amp=config.amp, progress=progress, desc=f"round {i}: scoring target")
         now = proxies(new_members, ctx["check"][0], ctx["check"][1], tgt_patches, t_used, profile, ctx["prior"],
