@@ -180,10 +180,14 @@ def handle_errors(fn):
         with warnings.catch_warnings():
             warnings.simplefilter("always", LsmapWarning)
             shown = warnings.showwarning
+            said: set[str] = set()  # a warning the library gives at several steps of one command is shown once
 
             def show(message, category, *rest, **kw):
                 if issubclass(category, LsmapWarning):
-                    click.echo(f"Warning: {cli_message(str(message), command)}", err=True)
+                    text = cli_message(str(message), command)
+                    if text not in said:
+                        said.add(text)
+                        click.echo(f"Warning: {text}", err=True)
                 else:
                     shown(message, category, *rest, **kw)
 

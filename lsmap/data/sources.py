@@ -93,7 +93,8 @@ def stack_source(args: Mapping, work: Path, bands: Any, spec: MaskSpec, *, aoi: 
         written = {name: work / f"{name.lower()}.tif" for name in layers}
         kwargs["layers"] = dict(written)
     kwargs.setdefault("progress", progress)
-    result = stack_scene(**kwargs, out=work / "stack.tif")
+    # DNs that look offset with no offset given are refused, not warned about: the caller's results would be wrong
+    result = stack_scene(**kwargs, out=work / "stack.tif", strict_offset=True)
     if "SCL" in written:
         spec = replace(spec, scl=written["SCL"])
     if "MSK_CLDPRB" in written:

@@ -86,6 +86,7 @@ from lsmap.io.rasters import (
     set_band_descriptions,
 )
 from lsmap.io.s2product import L4S_QUANTIFICATION, S2Source, is_product, open_product
+from lsmap.io.scene import OFFSET_TAG
 
 #: File extensions searched in Sentinel-2 folders.
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
@@ -633,6 +634,7 @@ def stack_scene(
     aoi: AOI | None = None,
     layers: Mapping[str, str | os.PathLike] | None = None,
     encoding: str = STACK_ENCODINGS[0],
+    strict_offset: bool = False,
 ) -> StackResult:
     """Build the L4S-scaled stack of a Sentinel-2 scene on its 10 m grid.
 
@@ -661,6 +663,10 @@ def stack_scene(
         encoding: ``"uint16"``: codes with a per-band GDAL scale and offset, nodata 0, within
             :func:`lsmap.core.encoding.max_error` of the float32 values and several times faster to
             decode (:mod:`lsmap.core.encoding`); ``"float32"``: the L4S values themselves, nodata -9999.
+        strict_offset: Refuse (instead of warn about) loose band files whose DNs look offset when no
+            ``offset`` is given: for callers that go on to detect, tile or measure the stack themselves,
+            where a warning scrolls by and the results are wrong (on the real Wayanad bands, 0.08 km2 of
+            landslides instead of 0.36 km2, and the debris-flow track masked as cloud by ``blue_max``).
 
     Returns:
         A :class:`StackResult` describing the output.
@@ -672,9 +678,11 @@ def stack_scene(
             that does not overlap the scene (or does not cover the AOI), a missing ``dem``, an unknown
             profile or layer, an AOI outside the scene, a bad ``block``.
 
+        InputError: also loose band files whose DNs look offset and no ``offset`` with ``strict_offset``.
+
     Warns:
         LsmapWarning: loose band files whose DNs look offset (no value below 1000 in any band) and no
-            ``offset`` given; a DEM that covers only part of the scene.
+            ``offset`` given (``offset=0`` says they are not); a DEM that covers only part of the scene.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -859,6 +867,9 @@ def stack_scene(
                         if outside is not None:
                             lv[outside] = LAYER_NODATA[name]
                         ldst.write(lv[None], window=where)
+                looks_offset = source.offsets is None and np.isfinite(dn_min).all() and dn_min.min() >= OFFSET_DN_HINT
+                if looks_offset:  # whatever reads this stack says so again (lsmap.io.scene.scene_info)
+                    dst.update_tags(**{OFFSET_TAG: str(int(dn_min.min()))})
             if n_valid == 0:
                 empty = [b for b, n in band_valid.items() if n == 0]
                 named = ", ".join(f"{b} ({sources.get(b, '?')})" for b in empty) or "no single band"
@@ -866,13 +877,17 @@ def stack_scene(
                     f"{out}: the stack would have no valid pixel; bands without any valid pixel on the grid: "
                     f"{named}; check that every input covers the {area} and its nodata value"
                 )
+            if looks_offset:
+                said = (f"{source.where}: the digital numbers look offset: no value below {int(dn_min.min())} in "
+                        f"any band over the {area} (products of processing baseline 04.00 and later add 1000)")
+                if strict_offset:  # nothing is written: the caller's results would be wrong
+                    raise InputError(f"{said}; give `offset` -1000 if they are, or `offset` 0 if they are not "
+                                     f"(SAFE products and STAC Items carry their offset)")
             verify_geotiff(tmp, out)
             for name, path in tmp_layers.items():
                 verify_geotiff(path, layer_outs[name])
-    if source.offsets is None and np.isfinite(dn_min).all() and dn_min.min() >= OFFSET_DN_HINT:
-        msg = (f"{source.where}: the digital numbers look offset: no value below {int(dn_min.min())} in any band "
-               f"over the {area} (products of processing baseline 04.00 and later add 1000); if they are, "
-               f"stack again with `offset` -1000 (SAFE products and STAC Items carry their offset)")
+    if looks_offset:
+        msg = f"{said}; if they are, stack again with `offset` -1000 (SAFE products and STAC Items carry their offset)"
         warnings.warn(msg, LsmapWarning, stacklevel=2)
         found.append(msg)
 

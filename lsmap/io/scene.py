@@ -133,6 +133,11 @@ def check_band_order(descriptions, profile: BandProfile, path: object) -> None:
     )
 
 
+#: Tag of a stack made from band files whose DNs look offset, stacked without an offset: their smallest DN
+#: (:func:`lsmap.data.stack.stack_scene` warned; :func:`scene_info` warns again whenever the stack is read).
+OFFSET_TAG = "LSMAP_DN_LOOKS_OFFSET"
+
+
 def scene_info(path: str | os.PathLike, profile: BandProfile | str | None = None) -> SceneInfo:
     """Describe the georeferenced scene at ``path``, checking it against ``profile``.
 
@@ -140,11 +145,25 @@ def scene_info(path: str | os.PathLike, profile: BandProfile | str | None = None
         MissingInputError: no such file.
         InputError: unreadable, or without a CRS.
         BandMismatchError: the band count differs from ``profile``'s.
+
+    Warns:
+        LsmapWarning: the scene is a stack of band files whose DNs looked offset, stacked without an
+            offset (:data:`OFFSET_TAG`): its values, and what is made of them, are likely off by 0.1
+            reflectance.
     """
     path = Path(path)
     with open_scene(path, profile) as src:
         info = SceneInfo(path, src.height, src.width, src.count, src.crs, src.transform, declares_nodata(src),
                          band_names(src))
+        dn_min = src.tags().get(OFFSET_TAG)
+    if dn_min is not None:
+        import warnings
+
+        from lsmap.errors import LsmapWarning
+
+        warnings.warn(f"{path}: stacked from band files whose digital numbers look offset (none below {dn_min}) "
+                      f"without an offset, so its values are likely 0.1 too bright; restack with `offset` -1000 "
+                      f"(or `offset` 0 if they are not offset)", LsmapWarning, stacklevel=2)
     if info.crs is None:
         raise InputError(f"{path}: scene has no coordinate reference system; georeference it (e.g. gdal_edit.py -a_srs)")
     return info

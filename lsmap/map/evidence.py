@@ -694,6 +694,6 @@ def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None) -> Path:
     if post is not None and kwargs.get("aoi") is None and kwargs.get("bbox") is None:
         kwargs["aoi"] = post_footprint(post)
     out = work / "pre.tif"
-    stack_scene(**kwargs, out=out)
+    stack_scene(**kwargs, out=out, strict_offset=True)  # an offset left in would bias the NDVI drop
     return out
 

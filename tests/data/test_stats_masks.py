@@ -85,11 +85,13 @@ def test_stats_of_a_band_folder_equal_those_of_its_stack(tmp_path):
     want = compute_stats(tmp_path / "s.tif", "rgbn")
     got = compute_stats({"s2": folder, "offset": -1000}, "rgbn")
     assert got == want and got.count > 0
-    plain = compute_stats(folder, "rgbn")  # no offset: the DNs as they are
+    plain = compute_stats({"s2": folder, "offset": 0}, "rgbn")  # offset 0: the DNs as they are
     assert plain.count == want.count and plain.mean[0] > want.mean[0]
+    with pytest.raises(InputError, match="look offset.*give `offset` -1000 if they are, or `offset` 0"):
+        compute_stats(folder, "rgbn")  # DNs that all exceed 1000, and no offset said
     box = parse_bbox([X0 + 200, Y0 - 1000, X0 + 1000, Y0 - 200], CRS)
-    stack_scene(folder, tmp_path / "a.tif", bands="rgbn", aoi=box)
-    assert compute_stats(folder, "rgbn", aoi=box) == compute_stats(tmp_path / "a.tif", "rgbn")
+    stack_scene(folder, tmp_path / "a.tif", bands="rgbn", aoi=box, offset=-1000)
+    assert compute_stats({"s2": folder, "offset": -1000}, "rgbn", aoi=box) == compute_stats(tmp_path / "a.tif", "rgbn")
     r = CliRunner().invoke(main, ["stats", str(folder), "--bands", "rgbn", "--offset", "-1000", "-o",
                                   str(tmp_path / "c.json"), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["mean"] == list(want.mean), r.output

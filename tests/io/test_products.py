@@ -355,6 +355,42 @@ def test_loose_files_that_look_offset_warn_and_offset_fixes_them(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", LsmapWarning)  # offset-free DNs: no warning
         stack_scene(loose_bands(safe, tmp_path / "fixed", ["B2", "B3", "B4"]), tmp_path / "c.tif", bands="rgb")
+        stack_scene(raw, tmp_path / "z.tif", bands="rgb", offset=0)  # `offset` 0: the user says they are not offset
+        from lsmap.io.scene import scene_info
+
+        scene_info(tmp_path / "z.tif")
+
+
+def test_offset_looking_stack_warns_again_when_read_and_internal_stacking_refuses(tmp_path):
+    """A stack of offset-looking band files made without an offset carries a tag, and whatever reads it warns
+    again (once per command); tile, stats and detect, which stack band folders themselves and go on with the
+    values, refuse them with the fix and write nothing."""
+    from lsmap.io.scene import OFFSET_TAG, scene_info
+
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
+    raw = loose_bands(safe, tmp_path / "raw", ["B2", "B3", "B4"], offset=0)  # DNs still carry +1000
+    with pytest.warns(LsmapWarning, match="look offset"):
+        stack_scene(raw, tmp_path / "a.tif", bands="rgb")
+    with rasterio.open(tmp_path / "a.tif") as src:
+        assert int(src.tags()[OFFSET_TAG]) >= 1000
+    with pytest.warns(LsmapWarning, match=r"a\.tif: stacked from band files whose digital numbers look offset"):
+        scene_info(tmp_path / "a.tif")
+    res = CliRunner().invoke(main, ["tile", str(tmp_path / "a.tif"), "--bands", "rgb", "--size", "32", "-o",
+                                    str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("Warning:") == 1 and "restack with --offset -1000" in res.output
+    stack_scene(raw, tmp_path / "b.tif", bands="rgb", offset=-1000)
+    with rasterio.open(tmp_path / "b.tif") as src:
+        assert OFFSET_TAG not in src.tags()
+    for cmd in (["tile", str(raw), "--bands", "rgb", "--size", "32", "-o", str(tmp_path / "q")],
+                ["stats", str(raw), "--bands", "rgb", "-o", str(tmp_path / "s.json")]):
+        res = CliRunner().invoke(main, cmd)
+        assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+        assert "look offset" in res.output and "give --offset -1000 if they are, or --offset 0" in res.output
+    assert not (tmp_path / "q").exists() and not (tmp_path / "s.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no scratch left"
+    res = CliRunner().invoke(main, ["stats", str(raw), "--bands", "rgb", "--offset", "0", "-o", str(tmp_path / "s.json")])
+    assert res.exit_code == 0 and "Warning" not in res.output, res.output
 
 
 # --- SCL / cloud probability layers ----------------------------------------------------------------
@@ -701,6 +737,11 @@ def test_real_wayanad_loose_bands_look_offset(tmp_path):
         warnings.simplefilter("error", LsmapWarning)
         stack_scene(kerala / "puthumala_2019", tmp_path / "p.tif", bands="rgb")
         stack_scene(kerala / "wayanad_2024_a", tmp_path / "o.tif", bands="rgb", offset=-1000, overwrite=True)
+    import lsmap
+
+    with pytest.raises(InputError, match=r"wayanad_2024_a: the digital numbers look offset.*give `offset` -1000"):
+        lsmap.detect(kerala / "wayanad_2024_a", out=tmp_path / "x.gpkg", device="cpu")
+    assert not (tmp_path / "x.gpkg").exists()
 
 
 def test_library_errors_name_python_arguments_and_the_cli_names_flags(tmp_path):
