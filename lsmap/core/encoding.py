@@ -65,7 +65,9 @@ def encode_uint16(raw: np.ndarray, invalid: np.ndarray, profile: BandProfile) ->
     q = band_quanta(profile.bands)
     step = np.asarray([s for s, _ in q], np.float64).reshape(-1, 1, 1)
     low = np.asarray([lo for _, lo in q], np.float64).reshape(-1, 1, 1)
-    codes = np.rint((np.asarray(raw, np.float64) - low) / step)
+    codes = np.subtract(raw, low, dtype=np.float64)  # one float64 array, the steps below in place
+    codes /= step
+    np.rint(codes, out=codes)
     np.clip(codes, 1, _MAX_CODE, out=codes)
     codes[:, invalid] = UINT16_NODATA  # before the cast: invalid pixels may be NaN
     return codes.astype(np.uint16)

@@ -64,6 +64,7 @@ import os
 import re
 import tempfile
 import warnings
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -100,8 +101,9 @@ LAYER_NODATA = {"SCL": 0, "MSK_CLDPRB": 255}
 OFFSET_DN_HINT = 1000.0
 #: Uncovered fraction of the scene/AOI below which a DEM counts as covering it (edge rounding).
 DEM_COVER_TOLERANCE = 1e-3
-#: GDAL creation options of uint16 stacks (chosen by bench/stack_encoding.py; BENCHMARKS.md).
-UINT16_OPTIONS = {"compress": "zstd", "predictor": 2}
+#: GDAL creation options of uint16 stacks (chosen by bench/stack_encoding.py; BENCHMARKS.md). ZSTD level 3, not
+#: GDAL's default 9: a quarter to a half of the compression CPU for files 2-10 % larger, decoded as fast.
+UINT16_OPTIONS = {"compress": "zstd", "predictor": 2, "zstd_level": 3}
 # WGS 84 ellipsoid (used for metre pixel sizes of geographic DEMs).
 _WGS84_A = 6378137.0
 _WGS84_E2 = 6.69437999014e-3
@@ -809,7 +811,8 @@ def stack_scene(
                    for w in block_grid(out_grid.height, out_grid.width, block)]
         from lsmap.io.resources import check_memory
 
-        check_memory(block * block * (profile.count * 4 * 3 + 8 * len(groups_of(profile, layers_))), f"`block` {block}",
+        # x2: the next block is resampled while this one is encoded and written (_blocks_ahead)
+        check_memory(2 * block * block * (profile.count * 4 * 3 + 8 * len(groups_of(profile, layers_))), f"`block` {block}",
                      f"blocks of {block} x {block} px x {profile.count} bands", "use a smaller `block`")
         # bands are resampled in parallel, one thread per source file at a time (a dataset handle
         # is not for two threads at once: slope and DEM read the same file, so go together)
@@ -839,8 +842,8 @@ def stack_scene(
                                          height=out_grid.height, count=1, dtype="uint8", nodata=LAYER_NODATA[name])
                     lay_dst[name] = lay.enter_context(rasterio.open(path, "w", **lp))
                     set_band_descriptions(lay_dst[name], [name])
-                for w in tqdm(windows, desc="stack", unit="block", disable=not progress):
-                    parts = _resample_block(layers_, groups.values(), w, pool)
+                ahead = _blocks_ahead(windows, lambda w: _resample_block(layers_, groups.values(), w, pool), lay)
+                for w, parts in tqdm(ahead, total=len(windows), desc="stack", unit="block", disable=not progress):
                     raw = np.stack([parts[b] for b in profile.bands])
                     finite = np.isfinite(raw)
                     for k, b in enumerate(profile.bands):
@@ -924,6 +927,25 @@ def _ten_metre_grid(ref) -> _Grid:
         return _Grid(ref.crs, Affine(10.0, 0.0, t.c, 0.0, -10.0 if t.e < 0 else 10.0, t.f), ref.width * k,
                      ref.height * k)
     return _Grid(ref.crs, t, ref.width, ref.height)
+
+
+def _blocks_ahead(windows: Sequence, resample: Callable, es: contextlib.ExitStack):
+    """``(window, resample(window))`` in order, each block resampled on another thread while the caller
+    encodes and writes the one before (one block ahead, never two: a source file is read by one
+    block's threads at a time). The thread is shut down when ``es`` closes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    one = es.enter_context(ThreadPoolExecutor(1, thread_name_prefix="lsmap-stack-ahead"))
+    es.callback(lambda: [f.cancel() for _, f in pending])  # an error: the queued block is not read
+    pending = deque()
+    for w in windows:
+        pending.append((w, one.submit(resample, w)))
+        if len(pending) > 1:
+            done, fut = pending.popleft()
+            yield done, fut.result()
+    while pending:
+        done, fut = pending.popleft()
+        yield done, fut.result()
 
 
 def _resample_block(layers: dict, groups, w, pool) -> dict[str, np.ndarray]:

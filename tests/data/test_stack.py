@@ -432,3 +432,41 @@ def test_cli_explicit_band_files(s2_dir, tmp_path):
     assert "4 bands (rgbn: B4,B3,B2,B8)" in r.output and read(out)[2] == ("B4", "B3", "B2", "B8")
     r = run_cli(*files[:3], "--bands", "rgbn", "-o", tmp_path / "out.tif")
     assert_failed(r, "band B8", tmp_path)
+
+
+def test_blocks_are_resampled_one_ahead_in_order_and_errors_stop_them():
+    """The next block is resampled while the caller writes one (never two at a time: a source file is read by
+    one block's threads); blocks come out in order; a failing block raises where it is taken, and no block
+    after it is read."""
+    import contextlib
+    import threading
+    import time
+
+    from lsmap.data.stack import _blocks_ahead
+
+    started, running, most = [], [0], [0]
+    lock = threading.Lock()
+
+    def resample(w):
+        with lock:
+            started.append(w)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        if w == 3:
+            raise ValueError("block 3 is corrupt")
+        return w * 10
+
+    with contextlib.ExitStack() as es:
+        got = []
+        for w, v in _blocks_ahead(range(3), resample, es):
+            got.append((w, v))
+            assert len(started) <= w + 2, "one block ahead, not more"
+    assert got == [(0, 0), (1, 10), (2, 20)] and most[0] == 1
+    started.clear()
+    with pytest.raises(ValueError, match="block 3"), contextlib.ExitStack() as es:
+        for _ in _blocks_ahead(range(10), resample, es):
+            pass
+    assert max(started) <= 4, "blocks past the failing one are not read (one was queued at most)"
