@@ -576,20 +576,23 @@ def bilinear(arr: np.ndarray, row: np.ndarray, col: np.ndarray, min_weight: floa
     Returns:
         Interpolated values, float32, shape of ``row``.
     """
-    r0 = np.floor(row).astype(np.int64)
-    c0 = np.floor(col).astype(np.int64)
-    fr, fc = row - r0, col - c0
+    # a NaN frame around the source: a neighbour outside it (any distance: indices clipped to the frame) is
+    # invalid like a NaN one; invalid neighbours add 0 to the value and to the weight (no mask per neighbour)
     h, w = arr.shape
+    padded = np.pad(np.asarray(arr, np.float64), 1, constant_values=np.nan)
+    valid = np.isfinite(padded)
+    values = np.where(valid, padded, 0.0).ravel()
+    weights = valid.astype(np.float64).ravel()
+    r0, c0 = np.floor(row), np.floor(col)
+    fr, fc = row - r0, col - c0
+    r0 = r0.astype(np.int64)
+    c0 = c0.astype(np.int64)
     total = np.zeros(row.shape, np.float64)
     weight = np.zeros(row.shape, np.float64)
     for dr, dc, wt in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
-        rr, cc = r0 + dr, c0 + dc
-        inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-        v = np.full(row.shape, np.nan)
-        v[inside] = arr[rr[inside], cc[inside]]
-        good = np.isfinite(v) & (wt > 0)
-        total[good] += wt[good] * v[good]
-        weight[good] += wt[good]
+        at = np.clip(r0 + (dr + 1), 0, h + 1) * (w + 2) + np.clip(c0 + (dc + 1), 0, w + 1)
+        total += wt * values[at]
+        weight += wt * weights[at]
     out = np.full(row.shape, np.nan, np.float32)
     keep = weight >= min_weight
     out[keep] = total[keep] / weight[keep]
