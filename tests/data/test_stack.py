@@ -526,3 +526,21 @@ def test_bilinear_matches_a_point_by_point_reference_with_nodata_and_far_points(
     got = bilinear(arr, row, col)
     np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
     assert np.isnan(got[:2]).all() and np.isnan(got[5:7]).all() and np.isfinite(got).sum() > 150
+
+
+def test_separable_bilinear_without_nodata_takes_the_short_way_to_the_same_values():
+    """With every neighbour valid the weights are 1 and are not interpolated: the same values as with a NaN in
+    the source away from the points (the full way), and as the general bilinear."""
+    from lsmap.data.stack import bilinear, bilinear_separable
+
+    rng = np.random.default_rng(4)
+    arr = rng.random((40, 44)) * 3000
+    row = (np.arange(70) + 0.5) / 2 - 0.5 + 1.0
+    col = (np.arange(80) + 0.5) / 2 - 0.5 + 1.0
+    fast = bilinear_separable(arr, row, col)
+    nan_away = arr.copy()
+    nan_away[-1, -1] = np.nan
+    np.testing.assert_array_equal(fast, bilinear_separable(nan_away, row, col))
+    np.testing.assert_allclose(fast, bilinear(arr, *np.meshgrid(row, col, indexing="ij")), rtol=1e-6)
+    edge = bilinear_separable(arr, row - 1.6, col)  # points past the first row: NaN, as before
+    assert np.isnan(edge[0]).all() and np.isfinite(edge[3:]).all()
