@@ -2,7 +2,8 @@
 
 :func:`open_item` maps the Item's assets to band names by the keys of the common public catalogues
 (:data:`ASSET_KEYS`: Earth Search's ``red``/``nir``/``scl``..., Planetary Computer's
-``B04``/``B08``/``SCL``...), then by the asset's ``eo:bands`` name. Hrefs are made absolute (relative
+``B04``/``B08``/``SCL``..., the Copernicus Data Space Ecosystem's ``B04_10m``/``SCL_20m``..., the finest
+resolution of a band taken), then by the asset's ``eo:bands`` name. Hrefs are made absolute (relative
 hrefs resolve against the Item's own location); remote ones are read in place through GDAL's
 ``/vsicurl/`` (HTTP range requests; nothing is downloaded whole). A bucket href (``s3://``, ``gs://``)
 is replaced by the asset's http(s) alternate when the Item lists one (alternate-assets extension),
@@ -12,8 +13,9 @@ the Planetary Computer's token API (:func:`sas_signed`), as ``planetary_computer
 
 DN offsets: from each asset's ``raster:bands`` (``value = DN * scale + offset``, so the DN offset is
 ``offset / scale`` and the quantification ``1 / scale``: Earth Search's ``scale 0.0001, offset -0.1``
-is -1000 and 10000); an Item without them falls back to its ``s2:processing_baseline`` (-1000 from
-04.00 on, :func:`lsmap.io.s2product.baseline_offset`) unless it says the offset was already applied
+is -1000 and 10000); an Item without them falls back to its ``s2:processing_baseline`` (or
+``processing:version``, as the Copernicus Data Space Ecosystem's Items say it; -1000 from 04.00 on,
+:func:`lsmap.io.s2product.baseline_offset`) unless it says the offset was already applied
 (``earthsearch:boa_offset_applied``). An Item that says neither leaves the offset unknown (``--offset``).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,10 +52,17 @@ COMMON_NAMES: Mapping[str, str] = MappingProxyType({
 })
 
 
+#: An asset key with a resolution suffix, as the Copernicus Data Space Ecosystem names them: ``B04_10m``, ``SCL_20m``.
+_RESOLVED_KEY = re.compile(r"^(B\d{1,2}A?|SCL)_(\d{2})m$", re.IGNORECASE)
+
+
 def _band_of_asset(key: str, asset) -> str | None:
     band = ASSET_KEYS.get(key.lower())
     if band is not None:
         return band
+    m = _RESOLVED_KEY.match(key)
+    if m is not None:
+        return ASSET_KEYS.get(m.group(1).lower())
     for eo in asset.extra_fields.get("eo:bands") or []:
         name = str(eo.get("name", "")).upper()
         name = f"B{int(name[1:])}" if name[:1] == "B" and name[1:].isdigit() else name
@@ -66,6 +76,10 @@ def _band_of_asset(key: str, asset) -> str | None:
 #: Cloud-bucket URL schemes -> GDAL virtual file systems (credentials from the environment, as GDAL
 #: reads them: ``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``...).
 BUCKETS: Mapping[str, str] = MappingProxyType({"s3://": "/vsis3/", "gs://": "/vsigs/"})
+#: The Copernicus Data Space Ecosystem's bucket (its STAC Items point into the SAFE products there) and its S3
+#: endpoint: no anonymous reads, keys of its own.
+CDSE_BUCKET = "s3://eodata/"
+CDSE_ENDPOINT = "eodata.dataspace.copernicus.eu"
 #: Files that hold AWS credentials (any one of them: requests are signed, not anonymous).
 _AWS_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE")
 
@@ -133,8 +147,17 @@ def _gdal_href(href: str) -> str:
         return f"/vsicurl/{href}"
     for scheme, vsi in BUCKETS.items():
         if href.startswith(scheme):
-            if scheme == "s3://" and not any(os.environ.get(k) for k in _AWS_CREDENTIALS) \
-                    and not (Path.home() / ".aws" / "credentials").exists():
+            credentials = any(os.environ.get(k) for k in _AWS_CREDENTIALS) or \
+                (Path.home() / ".aws" / "credentials").exists()
+            if href.startswith(CDSE_BUCKET):
+                if not credentials:
+                    raise InputError(f"{href}: the Copernicus Data Space Ecosystem's bucket needs its S3 keys; set "
+                                     f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to keys made for it (and "
+                                     f"AWS_S3_ENDPOINT if not {CDSE_ENDPOINT}), or download the product "
+                                     f"(.SAFE.zip) and give that")
+                os.environ.setdefault("AWS_S3_ENDPOINT", CDSE_ENDPOINT)
+                os.environ.setdefault("AWS_VIRTUAL_HOSTING", "FALSE")
+            elif scheme == "s3://" and not credentials:
                 os.environ.setdefault("AWS_NO_SIGN_REQUEST", "YES")
             return vsi + href[len(scheme):]
     if href.startswith("file://"):
@@ -169,10 +192,14 @@ def open_item(href: str | os.PathLike) -> S2Source:
     offsets: dict[str, float] = {}
     quant: float | None = None
     tokens: dict[str, str] = {}
+    finest: dict[str, int] = {}  # band -> resolution (m) of the asset taken, for keys that say it (B04_10m)
     for key, asset in item.assets.items():
         band = _band_of_asset(key, asset)
-        if band is None or (band in files or band in layers):
+        m = _RESOLVED_KEY.match(key)
+        res = int(m.group(2)) if m is not None else 0
+        if band is None or ((band in files or band in layers) and res >= finest.get(band, 0)):
             continue
+        finest[band] = res
         target = layers if band in ("SCL", "MSK_CLDPRB") else files
         target[band] = _gdal_href(sas_signed(_asset_href(asset), tokens))
         rb = (asset.extra_fields.get("raster:bands") or [{}])[0]
@@ -189,8 +216,8 @@ def open_item(href: str | os.PathLike) -> S2Source:
         known = {b: offsets.get(b, 0.0) for b in files}
     elif props.get("earthsearch:boa_offset_applied") is True:
         known = {b: 0.0 for b in files}
-    elif props.get("s2:processing_baseline") is not None:
-        known = {b: baseline_offset(str(props["s2:processing_baseline"])) for b in files}
+    elif (baseline := props.get("s2:processing_baseline", props.get("processing:version"))) is not None:
+        known = {b: baseline_offset(str(baseline)) for b in files}  # processing:version: the Data Space's Items
     else:
         known = None
     return S2Source(kind="STAC", where=href, files=files, offsets=known,

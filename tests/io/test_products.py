@@ -522,6 +522,60 @@ def test_stac_bucket_hrefs_take_the_https_alternate(tmp_path):
     np.testing.assert_array_equal(read(tmp_path / "s.tif"), read(tmp_path / "r.tif"))
 
 
+def test_data_space_items_take_the_finest_resolution_and_their_processing_version(tmp_path):
+    """Copernicus Data Space Ecosystem Items name assets with their resolution (B04_20m, B04_10m, SCL_60m...) and
+    say the baseline as ``processing:version``: the finest file of each band is read, the -1000 offset applied."""
+    item = make_stac_item(tmp_path / "item", PLANETARY, raster_offset=False, scl="SCL", baseline=None)
+    ref = _local_reference(tmp_path / "item", tmp_path / "ref", PLANETARY.values())
+    d = json.loads(item.read_text())
+    d["properties"]["processing:version"] = "05.09"
+    coarse = {}
+    for key, band in PLANETARY.items():  # a 60 m decoy listed first, then the file at its native resolution
+        write_band(tmp_path / "item" / f"{band}_60m.tif", band_dn(band, 60, 5, base=1100), 60, driver="COG", nodata=0)
+        coarse[f"{key}_60m"] = {**d["assets"][key], "href": f"./{band}_60m.tif"}
+    write_band(tmp_path / "item" / "SCL_60m.tif", scl_classes(60), 60, driver="COG")
+    assets = {**coarse, "SCL_60m": {**d["assets"]["SCL"], "href": "./SCL_60m.tif"}, "TCI_10m": d["assets"]["B04"]}
+    for key, band in PLANETARY.items():
+        assets[f"{key}_{10 if band != 'B11' else 20}m"] = d["assets"][key]
+    assets["SCL_20m"] = d["assets"]["SCL"]
+    d["assets"] = assets
+    cdse = item.with_name("cdse.json")
+    cdse.write_text(json.dumps(d))
+    r = stack_scene(cdse, tmp_path / "s.tif", bands=MIXED, dem=write_dem(tmp_path / "dem.tif"),
+                    layers={"SCL": tmp_path / "scl.tif"})
+    stack_scene(ref, tmp_path / "r.tif", bands=MIXED, dem=tmp_path / "dem.tif")
+    assert set(r.offsets.values()) == {-1000.0}
+    assert r.sources["B4"].endswith("/B4.tif") and r.sources["SCL"].endswith("/SCL.tif")
+    np.testing.assert_array_equal(read(tmp_path / "s.tif"), read(tmp_path / "r.tif"))
+
+
+def test_data_space_bucket_needs_its_keys_and_endpoint(tmp_path, monkeypatch):
+    """s3://eodata/ (the Data Space's bucket) is never read anonymously: without AWS keys a one-line error with
+    the fixes; with them, /vsis3/ through the Data Space's S3 endpoint (unless the user set another)."""
+    import lsmap.io.stac as stac
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+              "AWS_NO_SIGN_REQUEST", "AWS_S3_ENDPOINT", "AWS_VIRTUAL_HOSTING"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    d = json.loads(make_stac_item(tmp_path / "item", PLANETARY, raster_offset=False, scl="SCL").read_text())
+    for key, asset in d["assets"].items():
+        asset["href"] = f"s3://eodata/Sentinel-2/MSI/L2A/2024/07/30/X.SAFE/GRANULE/G/IMG_DATA/R10m/{key}.jp2"
+    item = tmp_path / "eodata.json"
+    item.write_text(json.dumps(d))
+    res = CliRunner().invoke(main, ["stack", str(item), "--bands", "rgb", "-o", str(tmp_path / "x.tif")])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "s3://eodata/" in res.output and "AWS_ACCESS_KEY_ID" in res.output and ".SAFE.zip" in res.output
+    assert "AWS_NO_SIGN_REQUEST" not in os.environ and not (tmp_path / "x.tif").exists()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    src = stac.open_item(item)
+    assert src.files["B4"] == "/vsis3/eodata/Sentinel-2/MSI/L2A/2024/07/30/X.SAFE/GRANULE/G/IMG_DATA/R10m/B04.jp2"
+    assert os.environ["AWS_S3_ENDPOINT"] == stac.CDSE_ENDPOINT and os.environ["AWS_VIRTUAL_HOSTING"] == "FALSE"
+    monkeypatch.setenv("AWS_S3_ENDPOINT", "s3.example.org")  # the user's own endpoint is kept
+    stac.open_item(item)
+    assert os.environ["AWS_S3_ENDPOINT"] == "s3.example.org"
+
+
 class _BlobStore(RangeHandler):
     """Azure Blob Storage as Planetary Computer's assets live in it: reads of the container ``/cont/`` without a
     SAS signature are refused (403); every request is recorded, with its subscription key header."""
