@@ -259,8 +259,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max)
     layers = product_mask_layers(stack_args.get("s2") if stack_args else scene, spec)  # fails before any work
     dev, members = _load_members(models, opts)
-    if members is None and stack_args is not None:
-        members = _default_for_inputs(stack_args, dev)  # before stacking: only its bands are stacked
+    if stack_args is not None:  # before stacking: only the models' bands are stacked, and they must be there
+        members = _default_for_inputs(stack_args, dev) if members is None else _check_input_bands(stack_args, members)
 
     work_parent = outputs.polygons.parent if outputs.polygons is not None else None
     if work_parent is not None:
@@ -404,20 +404,35 @@ def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
     return dev, [m for m in models if isinstance(m, Member)] + (load_ensemble(paths, dev) if paths else [])
 
 
-def _default_for_inputs(stack_args: Mapping, dev) -> list:
-    """The default model for stacking inputs, chosen from the bands they can give (the product's
-    metadata or the band files' names, and a DEM), so that a product lacking bands fails before it is
-    stacked, named as the user gave it."""
-    from lsmap.data.sources import source_name
+def _input_bands(stack_args: Mapping) -> tuple[str, ...]:
+    """The bands stacking inputs can give: the product's metadata or the band files' names, and a DEM."""
     from lsmap.data.stack import fullest_band_set
 
     if stack_args.get("bands") is not None:
-        have = get_profile(stack_args["bands"]).bands
-    else:
-        have = fullest_band_set(stack_args.get("s2"), stack_args.get("dem"), stack_args.get("slope"))[0].bands
+        return get_profile(stack_args["bands"]).bands
+    return fullest_band_set(stack_args.get("s2"), stack_args.get("dem"), stack_args.get("slope"))[0].bands
+
+
+def _default_for_inputs(stack_args: Mapping, dev) -> list:
+    """The default model for stacking inputs, chosen from the bands they can give, so that a product lacking
+    bands fails before it is stacked, named as the user gave it."""
+    from lsmap.data.sources import source_name
+
     fix = ("give inputs with those bands (a DEM as `dem` for slope and DEM) or pass `model`"
            if stack_args.get("dem") is None else "give inputs with those bands or pass `model`")
-    return load_ensemble([default_model_for(have, source_name(stack_args), fix)], dev)
+    return load_ensemble([default_model_for(_input_bands(stack_args), source_name(stack_args), fix)], dev)
+
+
+def _check_input_bands(stack_args: Mapping, members: list) -> list:
+    """``members``, when stacking inputs give every band they need (else a :class:`MissingBandError` naming
+    the input as the user gave it, the model and the bands missing, before anything is stacked)."""
+    from lsmap.core.bands import band_indices
+    from lsmap.data.sources import source_name
+
+    have = _input_bands(stack_args)
+    for m in members:
+        band_indices(have, m.card.profile, source=source_name(stack_args), user=m.source or m.card.model)
+    return members
 
 
 def _union(members) -> Any:

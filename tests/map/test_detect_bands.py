@@ -184,3 +184,9 @@ def test_default_model_for_a_product_is_chosen_before_stacking(tmp_path, monkeyp
     assert "l2a-default lacks B1, B5" in msg and msg.endswith("(a DEM as `dem` for slope and DEM) or pass `model`")
     assert stacked == [] and not (tmp_path / "s.gpkg").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no scratch left behind"
+    from lsmap.learn.models import shipped_defaults
+
+    l2a_model = next(p for p in shipped_defaults() if p.stem == "l2a-default")
+    with pytest.raises(MissingBandError, match=r"no bands B1, B5, B6, B7, B9, B11, B12 needed by .*l2a-default"):
+        lsmap.detect(short, [l2a_model], out=tmp_path / "s.gpkg", **KW)  # a model the product cannot feed
+    assert stacked == [] and not (tmp_path / "s.gpkg").exists()
