@@ -39,12 +39,12 @@ class MissingBandError(InputError):
     """
 
     def __init__(self, bands: tuple[str, ...], source: object, user: object = None,
-                 available: tuple[str, ...] = ()) -> None:
+                 available: tuple[str, ...] = (), fix: str = "restack the input with them, or use a model or "
+                                                           "`bands` without them") -> None:
         which = f"band {bands[0]}" if len(bands) == 1 else f"bands {', '.join(bands)}"
         who = f" needed by {user}" if user is not None else ""
         has = f" (it has {', '.join(available)})" if available else ""
-        super().__init__(f"{source}: no {which}{who}{has}; restack the input with them, "
-                         f"or use a model or `bands` without them")
+        super().__init__(f"{source}: no {which}{who}{has}; {fix}")
         self.bands, self.band, self.source, self.user, self.available = bands, bands[0], source, user, available
 
 

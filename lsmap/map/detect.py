@@ -428,10 +428,17 @@ def _check_input_bands(stack_args: Mapping, members: list) -> list:
     the input as the user gave it, the model and the bands missing, before anything is stacked)."""
     from lsmap.core.bands import band_indices
     from lsmap.data.sources import source_name
+    from lsmap.errors import MissingBandError
 
     have = _input_bands(stack_args)
     for m in members:
-        band_indices(have, m.card.profile, source=source_name(stack_args), user=m.source or m.card.model)
+        try:
+            band_indices(have, m.card.profile, source=source_name(stack_args), user=m.source or m.card.model)
+        except MissingBandError as e:
+            terrain = {"slope", "DEM"} & set(e.bands) and stack_args.get("dem") is None
+            raise MissingBandError(e.bands, e.source, e.user, e.available,
+                                   fix="give inputs with them" + (" (a DEM as `dem` for slope and DEM)" if terrain else "")
+                                   + ", or a model without them") from None
     return members
 
 
