@@ -1,4 +1,4 @@
-"""lsmap info: print a model card, or list the shipped default models."""
+"""lsmap info: print a model card, list the shipped default models, or say what lsmap sees in an input."""
 
 from __future__ import annotations
 
@@ -8,22 +8,38 @@ from lsmap.cli.options import echo_json, handle_errors, json_opt
 
 
 @click.command("info")
-@click.argument("model", required=False)
+@click.argument("model", required=False, metavar="[MODEL|INPUT]")
 @json_opt
 @handle_errors
 def info(model: str | None, as_json: bool) -> None:
-    """Print MODEL's card and path; without MODEL, the default model's and the list of shipped defaults.
+    """Print MODEL's card and path; without MODEL, the default model's and the list of shipped defaults;
+    for an INPUT, what lsmap sees in it before any work.
 
     MODEL is a checkpoint (.safetensors, .json or stem) or the name of a shipped model
     ('default', or each file name in lsmap/weights/ without .safetensors). Without --model,
     'lsmap detect' uses the first shipped default (in the order listed) whose bands the scene has.
+
+    INPUT is what 'lsmap detect' takes: a Sentinel-2 product (.SAFE, .SAFE.zip, STAC Item file or URL)
+    or a folder of band files (its kind, level, baseline, bands, DN offset, mask layers, the band set a
+    stack fills and the default model detect would take), or a stacked GeoTIFF.
 
     \b
     $ lsmap info
     $ lsmap info l2a-default
     $ lsmap info default --json
     $ lsmap info runs/train/best.safetensors
+    $ lsmap info sample_data/s2
+    $ lsmap info sample_data/scene_l4s14.tif
     """
+    if model is not None and _is_input(model):
+        from lsmap.data.sources import describe_source
+
+        described = describe_source(model)
+        if as_json:
+            echo_json(described)
+            return
+        _rows(described)
+        return
     from lsmap.learn.models import (
         checkpoint_paths,
         default_model_path,
@@ -51,3 +67,36 @@ def info(model: str | None, as_json: bool) -> None:
             f1 = c.metrics.get("val3_f1")
             score = f", validation F1 {f1:.3f}" if isinstance(f1, float) else ""
             click.echo(f"  {p.stem:<{width}}  {len(c.bands):>2} bands: {','.join(c.bands)}{score}")
+
+
+def _is_input(arg: str) -> bool:
+    """Whether ``arg`` names an input to describe rather than a model: a product or URL, a folder, a raster file."""
+    from pathlib import Path
+
+    from lsmap.data.stack import RASTER_SUFFIXES
+    from lsmap.io.s2product import is_product
+
+    path = Path(arg)
+    return is_product(arg) or path.is_dir() or (path.is_file() and path.suffix.lower() in RASTER_SUFFIXES)
+
+
+def _rows(described: dict) -> None:
+    """An input's description as aligned ``key  value`` lines."""
+
+    def text(k: str, v) -> str:
+        if isinstance(v, dict):
+            return "; ".join(f"{b}: {x:g}" if isinstance(x, float) else f"{b}: {x}" for b, x in v.items()) or "none"
+        if isinstance(v, (list, tuple)):
+            return ", ".join(str(x) for x in v) if v else "none"
+        if v is None and k == "dn_offsets":
+            return ("not recorded" if described["kind"] in ("stack", "raster")
+                    else "unknown (give --offset: baseline >= 04.00 files carry +1000)")
+        return str(v)
+
+    rows = [(k.replace("_", " "), text(k, v)) for k, v in described.items()
+            if not (k in ("quantification", "default_model") and v is None) and k != "default_model_why"]
+    if described.get("default_model") is None and "default_model_why" in described:
+        rows.append(("default model", f"none: {described['default_model_why']}"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{width}}  {v}")

@@ -100,3 +100,71 @@ def stack_source(args: Mapping, work: Path, bands: Any, spec: MaskSpec, *, aoi: 
     if "MSK_CLDPRB" in written:
         spec = replace(spec, cloud_prob=written["MSK_CLDPRB"])
     return Path(result.path), spec
+
+
+def describe_source(source: str | os.PathLike) -> dict:
+    """What lsmap sees in an input, before any work: for ``lsmap info`` and scripts that check downloads.
+
+    A product (SAFE folder or zip, STAC Item file or URL) or a band folder: its kind, level, baseline and
+    sensing time (products), the Sentinel-2 bands it has, the DN offset lsmap applies (or that it is unknown),
+    its mask layers, the L4S band set a stack of it fills and the default model ``lsmap detect`` would take
+    (or why none fits). A stacked GeoTIFF: its size, CRS, pixel size, bands, encoding, the DN offsets recorded
+    at stacking (and whether its band files looked offset) and the default model.
+
+    Raises:
+        MissingInputError: no such input.
+        InputError: an unreadable input.
+    """
+    from lsmap.core.bands import BAND_NAMES
+    from lsmap.errors import LsmapError
+    from lsmap.learn.models import default_model_for
+
+    def default_for(bands, fix: str = "restack with more bands, or give a model") -> dict:
+        try:
+            return {"default_model": default_model_for(bands, source, fix).stem}
+        except LsmapError as e:
+            return {"default_model": None, "default_model_why": str(e)}
+
+    if is_product(source) or os.path.isdir(source):
+        from lsmap.data.stack import band_candidates, fullest_band_set
+        from lsmap.errors import InputError
+        from lsmap.io.s2product import open_product
+
+        if is_product(source):
+            s2 = open_product(source)
+            out = {"input": s2.where, "kind": s2.kind}
+            if s2.metadata is not None:
+                m = s2.metadata
+                out |= {"level": m.level, "baseline": m.baseline, "sensing_time": m.sensing_time,
+                        "image_format": m.image_format}
+            found, layers, quant = set(s2.files), sorted(s2.layers), s2.quantification
+            offsets = ({b: s2.dn_offset(b) for b in BAND_NAMES if b in s2.files} if s2.offsets is not None else None)
+        elif holds_band_files(source):
+            out = {"input": str(source), "kind": "band files"}
+            found, layers, quant, offsets = set(band_candidates(source)[0]), [], None, None
+        else:
+            raise InputError(f"{source}: no Sentinel-2 band file in this folder (names like '*_B04*.jp2' or "
+                             f"'B4.tif'); give a product, a band folder or a stack")
+        profile, left_out = fullest_band_set(source)
+        return out | {"bands": [b for b in BAND_NAMES if b in found], "dn_offsets": offsets, "quantification": quant,
+                      "layers": layers, "stack_bands": profile.name, "stack_left_out": left_out,
+                      **default_for(profile.bands, "give inputs with those bands (and a DEM for slope and DEM), "
+                                                   "or a model")}
+    from lsmap.io.rasters import open_raster
+    from lsmap.io.scene import OFFSET_TAG, scene_band_names, scene_info
+
+    info = scene_info(source)
+    with open_raster(source, "scene") as src:
+        tags = src.tags()
+        dtype = src.dtypes[0]
+    try:
+        bands = list(scene_band_names(info))
+    except LsmapError:
+        bands = None
+    out = {"input": str(source), "kind": "stack" if "LSMAP_PROFILE" in tags else "raster",
+           "width": info.width, "height": info.height, "crs": info.crs.to_string(),
+           "pixel_size": [abs(info.transform.a), abs(info.transform.e)], "bands": bands,
+           "encoding": tags.get("LSMAP_ENCODING", dtype), "dn_offsets": tags.get("LSMAP_DN_OFFSETS"),
+           "dn_looks_offset": OFFSET_TAG in tags}
+    return out | (default_for(bands) if bands else {"default_model": None,
+                                                     "default_model_why": "the file does not name its bands"})

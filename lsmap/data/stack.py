@@ -208,7 +208,7 @@ def find_band_files(sources: str | os.PathLike | Sequence[str | os.PathLike], ba
         InputError: an explicitly given file names no band (or several), or one band has several
             files at the same resolution.
     """
-    candidates, where = _candidates(sources)
+    candidates, where = band_candidates(sources)
     missing = [band for band in bands if not candidates.get(band)]
     if missing:
         looked = ", ".join(f"'*_{b[0]}{b[1:].zfill(2)}*.jp2' or '{b}.tif'" for b in missing[:2])
@@ -224,7 +224,7 @@ def find_band_files(sources: str | os.PathLike | Sequence[str | os.PathLike], ba
     return chosen
 
 
-def _candidates(sources) -> tuple[dict[str, list[Path]], str]:
+def band_candidates(sources) -> tuple[dict[str, list[Path]], str]:
     """Band name -> the files among ``sources`` that hold it, and the sources as text."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -267,7 +267,7 @@ def fullest_band_set(sources: str | os.PathLike | Sequence[str | os.PathLike], d
         product = open_product(items[0])
         candidates, where = set(product.files), product.where
     else:
-        candidates, where = _candidates(sources)
+        candidates, where = band_candidates(sources)
     names, left_out = [], {}
     for b in L4S_BANDS:
         if b in TERRAIN_BANDS:

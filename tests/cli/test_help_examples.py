@@ -31,8 +31,8 @@ def examples(command: str) -> list[str]:
 
 def runnable(command: str) -> list[str]:
     lines = examples(command)
-    if command == "info":
-        return [ln for ln in lines if "/" not in ln]
+    if command == "info":  # shipped model names, and inputs from sample_data/
+        return [ln for ln in lines if "/" not in ln or "sample_data/" in ln]
     return [ln for ln in lines if "sample_data/" in ln]
 
 

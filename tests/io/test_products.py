@@ -828,3 +828,34 @@ def test_aoi_from_a_multi_layer_geopackage_takes_its_polygon_layer(tmp_path):
         warnings.simplefilter("error")
         aoi = read_aoi(path)
     assert aoi.geometry.bounds == (500000, 2999000, 501000, 3000000) and aoi.crs.to_epsg() == 32645
+
+
+def test_info_says_what_lsmap_sees_in_a_product_a_band_folder_and_a_stack(tmp_path):
+    """`lsmap info INPUT` before any work: a product's kind, level, baseline, bands, offsets, layers, the stack
+    it fills and the default model detect would take (or why none fits); a band folder's unknown offset; a
+    stack's bands and whether its band files looked offset. A model name still prints its card."""
+    from lsmap.data.sources import describe_source
+    from lsmap.learn.models import shipped_defaults
+
+    l2a = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B11", "B12")
+    zipped = zip_safe(make_safe(tmp_path / "p", bands=(*l2a, "B8A")))
+    res = CliRunner().invoke(main, ["info", str(zipped), "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert (d["kind"], d["level"], d["baseline"]) == ("SAFE zip", "L2A", "04.00")
+    assert d["bands"] == [*l2a[:8], "B8A", *l2a[8:]] and set(d["dn_offsets"].values()) == {-1000.0}
+    assert d["layers"] == ["MSK_CLDPRB", "SCL"] and d["stack_bands"] == "l2a"
+    assert d["default_model"] == "l2a-default" and d["stack_left_out"]["DEM"] == "no DEM"
+    short = describe_source(make_safe(tmp_path / "q", bands=("B2", "B3", "B4")))
+    assert short["default_model"] is None and "no shipped model fits its bands (B2, B3, B4)" in short["default_model_why"]
+    raw = loose_bands(make_safe(tmp_path / "r", bands=("B2", "B3", "B4")), tmp_path / "raw", ["B2", "B3", "B4"], offset=0)
+    res = CliRunner().invoke(main, ["info", str(raw)])
+    assert res.exit_code == 0 and "band files" in res.output and "unknown (give --offset" in res.output, res.output
+    with pytest.warns(LsmapWarning):
+        stack_scene(raw, tmp_path / "s.tif", bands="rgb")
+    d = describe_source(tmp_path / "s.tif")
+    assert (d["kind"], d["bands"], d["encoding"], d["dn_looks_offset"]) == ("stack", ["B4", "B3", "B2"], "uint16", True)
+    res = CliRunner().invoke(main, ["info", "l2a-default"])
+    assert res.exit_code == 0 and str(next(p for p in shipped_defaults() if p.stem == "l2a-default")) in res.output
+    res = CliRunner().invoke(main, ["info", str(tmp_path / "nothing.tif")])
+    assert res.exit_code != 0 and "nothing" in res.output
