@@ -93,9 +93,19 @@ BLOB_DOMAIN = ".blob.core.windows.net"
 SAS_TIMEOUT = 30.0
 
 
-def sas_signed(href: str, tokens: dict[str, str]) -> str:
+#: SAS tokens of this process: token API URL -> (token, expiry as a POSIX time); reused until
+#: :data:`SAS_MARGIN` seconds before they expire (a detect call opens its Item twice; a regional run, many
+#: Items of the same containers).
+_SAS_TOKENS: dict[str, tuple[str, float]] = {}
+#: Seconds before its expiry that a token is no longer handed out (a tile's stack and detection take minutes).
+SAS_MARGIN = 900.0
+#: How long a token whose response gives no ``msft:expiry`` is reused.
+SAS_DEFAULT_LIFE = 600.0
+
+
+def sas_signed(href: str) -> str:
     """``href`` with a SAS token when it is an unsigned Azure Blob Storage URL (Planetary Computer assets);
-    other hrefs, and signed ones, as they are. ``tokens`` caches one token per account/container.
+    other hrefs, and signed ones, as they are. One token per account/container, reused while it is valid.
 
     The token comes from :data:`PC_SAS_URL` (``PC_SDK_SAS_URL`` overrides it), with the
     ``PC_SDK_SUBSCRIPTION_KEY`` subscription key when set.
@@ -103,6 +113,8 @@ def sas_signed(href: str, tokens: dict[str, str]) -> str:
     Raises:
         InputError: the token API cannot be reached or gives no token.
     """
+    import time
+    from datetime import datetime
     from urllib.parse import urlsplit
 
     parts = urlsplit(href)
@@ -110,20 +122,26 @@ def sas_signed(href: str, tokens: dict[str, str]) -> str:
     if not host.endswith(BLOB_DOMAIN) or "sig=" in parts.query:
         return href
     account, container = host.split(".")[0], parts.path.lstrip("/").split("/")[0]
-    key = f"{account}/{container}"
-    if key not in tokens:
-        url = f"{os.environ.get('PC_SDK_SAS_URL', PC_SAS_URL).rstrip('/')}/{key}"
+    url = f"{os.environ.get('PC_SDK_SAS_URL', PC_SAS_URL).rstrip('/')}/{account}/{container}"
+    token, expiry = _SAS_TOKENS.get(url, ("", 0.0))
+    if expiry - SAS_MARGIN <= time.time():
         subscription = os.environ.get("PC_SDK_SUBSCRIPTION_KEY")
         request = urllib.request.Request(url, headers={"Ocp-Apim-Subscription-Key": subscription} if subscription else {})
         try:
             with urllib.request.urlopen(request, timeout=SAS_TIMEOUT) as r:
-                tokens[key] = str(json.load(r)["token"]).lstrip("?")
+                body = json.load(r)
+            token = str(body["token"]).lstrip("?")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(f"{url}: cannot get a Planetary Computer SAS token to read {parts.scheme}://{host}/"
                              f"{container}/ ({str(e).strip() or type(e).__name__}); check the network (a "
                              f"subscription key goes in PC_SDK_SUBSCRIPTION_KEY), or give the Item signed "
                              f"(planetary_computer.sign) as a JSON file") from None
-    return f"{href}{'&' if parts.query else '?'}{tokens[key]}"
+        try:
+            expiry = datetime.fromisoformat(str(body["msft:expiry"]).replace("Z", "+00:00")).timestamp()
+        except (KeyError, ValueError):
+            expiry = time.time() + SAS_MARGIN + SAS_DEFAULT_LIFE
+        _SAS_TOKENS[url] = (token, expiry)
+    return f"{href}{'&' if parts.query else '?'}{token}"
 
 
 def _asset_href(asset) -> str:
@@ -191,7 +209,6 @@ def open_item(href: str | os.PathLike) -> S2Source:
     layers: dict[str, str] = {}
     offsets: dict[str, float] = {}
     quant: float | None = None
-    tokens: dict[str, str] = {}
     finest: dict[str, int] = {}  # band -> resolution (m) of the asset taken, for keys that say it (B04_10m)
     for key, asset in item.assets.items():
         band = _band_of_asset(key, asset)
@@ -201,7 +218,7 @@ def open_item(href: str | os.PathLike) -> S2Source:
             continue
         finest[band] = res
         target = layers if band in ("SCL", "MSK_CLDPRB") else files
-        target[band] = _gdal_href(sas_signed(_asset_href(asset), tokens))
+        target[band] = _gdal_href(sas_signed(_asset_href(asset)))
         rb = (asset.extra_fields.get("raster:bands") or [{}])[0]
         if target is files and "offset" in rb:
             scale = float(rb.get("scale", 1.0 / L4S_QUANTIFICATION)) or 1.0 / L4S_QUANTIFICATION

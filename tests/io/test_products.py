@@ -606,14 +606,18 @@ def test_planetary_computer_blob_hrefs_are_signed_with_a_sas_token(tmp_path, mon
     """Unsigned Azure blob hrefs get one token per container from the SAS API (PC_SDK_SAS_URL, and the
     subscription key when set); the stack equals the local files' and records no token; signed hrefs are
     read as given; no token API: a one-line error with the fixes."""
+    from datetime import UTC, datetime, timedelta
+
     import lsmap.io.stac as stac
     from lsmap.io.rasters import open_raster
 
     monkeypatch.setattr(stac, "BLOB_DOMAIN", "127.0.0.1")  # the loopback server stands for *.blob.core.windows.net
+    monkeypatch.setattr(stac, "_SAS_TOKENS", {})
     monkeypatch.setenv("PC_SDK_SUBSCRIPTION_KEY", "k-123")
     srv = tmp_path / "srv"
     (srv / "token" / "127").mkdir(parents=True)
-    (srv / "token" / "127" / "cont").write_text(json.dumps({"msft:expiry": "2026-12-07T05:00:00Z",
+    expiry = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    (srv / "token" / "127" / "cont").write_text(json.dumps({"msft:expiry": expiry,
                                                            "token": "st=2026-12-07&sp=rl&sig=abc%3D"}))
     base = type("Store", (_BlobStore,), {"requests": [], "keys": []})
     with serve(srv, base) as (url, handler):
@@ -621,8 +625,9 @@ def test_planetary_computer_blob_hrefs_are_signed_with_a_sas_token(tmp_path, mon
         item = _blob_item(srv, url)
         ref = _local_reference(srv / "cont", tmp_path / "ref", PLANETARY.values())
         r = stack_scene(item, tmp_path / "s.tif", bands="rgbn", layers={"SCL": tmp_path / "scl.tif"})
+        stac.open_item(item)  # opened again (detect opens an Item twice): the token is reused
         seen = list(handler.requests)
-        assert seen.count("/token/127/cont") == 1, "one token for the container's five assets"
+        assert seen.count("/token/127/cont") == 1, "one token for the container's five assets, and for a second open"
         assert handler.keys[seen.index("/token/127/cont")] == "k-123"
         assert any(p.startswith("/cont/B4.tif?st=2026-12-07&sp=rl&sig=abc%3D") for p in seen)
         assert r.sources["B4"] == f"{url}/cont/B4.tif" and r.sources["SCL"] == f"{url}/cont/SCL.tif"
@@ -630,12 +635,18 @@ def test_planetary_computer_blob_hrefs_are_signed_with_a_sas_token(tmp_path, mon
             open_raster(f"/vsicurl/{url}/cont/none.tif?st=1&sig=secret", "band B4")
         assert "sig=" not in str(e.value) and f"{url}/cont/none.tif" in str(e.value)
 
+        url_key = f"{url}/token/127/cont"
+        stac._SAS_TOKENS[url_key] = (stac._SAS_TOKENS[url_key][0], datetime.now(UTC).timestamp() + 60)
+        handler.requests.clear()
+        stac.open_item(item)  # a token about to expire is not handed out: a new one is asked for
+        assert handler.requests.count("/token/127/cont") == 1
         handler.requests.clear()
         stack_scene(_blob_item(srv, url, signed=True), tmp_path / "g.tif", bands="rgbn")
         assert not any(p.startswith("/token/") for p in handler.requests), "signed hrefs are read as given"
         assert any(p.startswith("/cont/B4.tif?st=1&sig=given") for p in handler.requests)
 
         monkeypatch.setenv("PC_SDK_SAS_URL", f"{url}/no-such-api")
+        stac._SAS_TOKENS.clear()
         res = CliRunner().invoke(main, ["stack", str(item), "--bands", "rgbn", "-o", str(tmp_path / "x.tif")])
     stack_scene(ref, tmp_path / "r.tif", bands="rgbn")
     np.testing.assert_array_equal(read(tmp_path / "s.tif"), read(tmp_path / "r.tif"))
