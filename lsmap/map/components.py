@@ -151,8 +151,6 @@ def label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off
         counts: ``(n,)`` pixels of each label.
         where: The flat indices of the labelled pixels, when the caller has them (``np.flatnonzero(labels)``).
     """
-    from affine import Affine
-    from rasterio.features import shapes
 
     n = len(counts)
     lab = labels.ravel()
@@ -177,27 +175,8 @@ def label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off
     ring_sizes = [np.full(len(k), 5, np.int64)]
     if not rect.all():
         traced = np.concatenate([[False], ~rect])[labels]  # the pixels of the other components
-        held: list = []  # rings as GDAL's lists of tuples, moved into `xy` every TRACE_CHUNK vertices
-        sizes: list[int] = []
-        owners: list[int] = []
-
-        def move(n: int) -> None:  # the floats streamed out of the tuples: twice as fast as np.asarray(tuples)
-            flat = np.fromiter(chain.from_iterable(chain.from_iterable(held)), np.float64, count=2 * n)
-            xy.append(flat.astype(np.int32).reshape(-1, 2))
-            held.clear()
-
-        vertices = 0
-        for g, v in shapes(labels, mask=traced, connectivity=4, transform=Affine.translation(col_off, row_off)):
-            for ring in g["coordinates"]:
-                held.append(ring)
-                sizes.append(len(ring))
-                owners.append(int(v) - 1)
-                vertices += len(ring)
-            if vertices >= TRACE_CHUNK:
-                move(vertices)
-                vertices = 0
-        move(vertices)
-        sizes_arr, owners_arr = np.asarray(sizes, np.int64), np.asarray(owners, np.int64)
+        traced_xy, sizes_arr, owners_arr, _ = trace_rings(labels, traced, col_off, row_off)
+        xy.append(traced_xy)
         vertex_part.append(np.repeat(owners_arr, sizes_arr))
         ring_part.append(owners_arr)
         ring_sizes.append(sizes_arr)
@@ -207,6 +186,89 @@ def label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off
     rorder = np.argsort(rparts, kind="stable")
     return PartShapes(np.concatenate(xy)[vorder], np.concatenate(ring_sizes)[rorder],
                       np.bincount(rparts, minlength=n), bounds)
+
+
+def trace_rings(labels: np.ndarray, mask: np.ndarray, col_off: int, row_off: int) -> tuple[np.ndarray, ...]:
+    """The rings of the components of ``labels`` under ``mask`` (GDAL's polygonizer, 4-connected), in scene
+    pixel coordinates: ``(xy, ring_sizes, owners, ring_counts)``, ``xy`` ``(v, 2)`` int32 vertices ring after
+    ring (each polygon's exterior first), the vertices of each ring, the label - 1 each ring belongs to, and
+    the rings of each polygon GDAL gave.
+
+    GDAL hands rings over as lists of tuples; they are moved into arrays every :data:`TRACE_CHUNK`
+    vertices (held as tuples, a block of a fragmented mask would take hundreds of MB).
+    """
+    from affine import Affine
+    from rasterio.features import shapes
+
+    xy: list[np.ndarray] = [np.zeros((0, 2), np.int32)]
+    held: list = []
+    sizes: list[int] = []
+    owners: list[int] = []
+    rings: list[int] = []
+
+    def move(n: int) -> None:  # the floats streamed out of the tuples: twice as fast as np.asarray(tuples)
+        flat = np.fromiter(chain.from_iterable(chain.from_iterable(held)), np.float64, count=2 * n)
+        xy.append(flat.astype(np.int32).reshape(-1, 2))
+        held.clear()
+
+    vertices = 0
+    for g, v in shapes(labels, mask=mask, connectivity=4, transform=Affine.translation(col_off, row_off)):
+        rings.append(len(g["coordinates"]))
+        for ring in g["coordinates"]:
+            held.append(ring)
+            sizes.append(len(ring))
+            owners.append(int(v) - 1)
+            vertices += len(ring)
+        if vertices >= TRACE_CHUNK:
+            move(vertices)
+            vertices = 0
+    move(vertices)
+    return (np.concatenate(xy), np.asarray(sizes, np.int64), np.asarray(owners, np.int64),
+            np.asarray(rings, np.int64))
+
+
+def parts_mask(s: PartShapes) -> tuple[np.ndarray, int, int]:
+    """The pixels of parts (rings of pixel corners, as traced) as a uint8 mask of their bounding box, and the
+    box's column and row offsets.
+
+    By edge parity: a pixel is inside when an odd number of the rings' vertical edges lie at or left of it on
+    its row (an edge two parts share along a block border counts twice and cancels). Numpy only, one byte
+    a pixel of the box; no polygon is rasterised edge by edge.
+    """
+    c0, r0 = int(s.bounds[:, 0].min()), int(s.bounds[:, 1].min())
+    c1, r1 = int(s.bounds[:, 2].max()), int(s.bounds[:, 3].max())
+    xy = s.xy.astype(np.int64) - (c0, r0)
+    same_ring = np.ones(len(xy) - 1, bool)
+    same_ring[np.cumsum(s.ring_sizes)[:-1] - 1] = False  # a ring's last vertex to the next ring's first
+    a, b = xy[:-1], xy[1:]
+    vertical = same_ring & (a[:, 0] == b[:, 0]) & (a[:, 1] != b[:, 1])
+    x, ya, yb = a[vertical, 0], np.minimum(a[vertical, 1], b[vertical, 1]), np.maximum(a[vertical, 1], b[vertical, 1])
+    toggles = np.zeros((r1 - r0 + 1, c1 - c0 + 1), np.int8)  # int8 wraps, parity stays
+    np.add.at(toggles, (ya, x), 1)
+    np.add.at(toggles, (yb, x), -1)
+    np.cumsum(toggles, axis=0, out=toggles)  # edges covering each (row, column)
+    np.cumsum(toggles, axis=1, out=toggles)  # edges at or left of each pixel
+    return (toggles[:-1, :-1] & 1).astype(np.uint8), c0, r0
+
+
+#: Vertices above which the parts of one landslide joined across block borders are traced again from their
+#: pixels (:func:`retrace`) instead of dissolved by GEOS, whose union of parts with tens of thousands of holes
+#: took minutes on a dense mask (BENCHMARKS.md).
+RETRACE_VERTICES = 10_000
+
+
+def retrace(s: PartShapes, transform=None):
+    """The union of parts that form one 4-connected landslide, traced again from their pixels (:func:`parts_mask`,
+    GDAL's polygonizer): the same polygon as their union (tested), in a time that follows the pixels of their
+    bounding box and the vertices, where GEOS's union of parts with many holes does not; ``None`` when the
+    pixels are not one polygon (the caller then dissolves the parts)."""
+    mask, c0, r0 = parts_mask(s)
+    xy, sizes, _, rings = trace_rings(mask, mask.view(bool), c0, r0)
+    if len(rings) != 1:
+        return None
+    h, w = mask.shape
+    one = PartShapes(xy, sizes, rings, np.array([[c0, r0, c0 + w, r0 + h]], np.int32))
+    return one.polygons(transform)[0]
 
 
 @dataclass
@@ -350,8 +412,7 @@ class Parts:
             if not alone.all():
                 joined = np.flatnonzero(~alone)
                 members = groups(inv[joined])
-                parts = shapes.take(joined).polygons(transform)
-                unions = pool.submit(dissolve, [parts[m] for m in members])
+                unions = pool.submit(join_parts, shapes.take(joined), members, transform)
             geoms = shapes.polygons(transform)
             out[inv[alone]] = geoms[alone]
             if not alone.all():
@@ -367,6 +428,28 @@ class Parts:
         order = np.lexsort((b[:, 2], b[:, 3], b[:, 0], b[:, 1]))
         return Landslides(out[order], count[order], psum[order], pmax[order],
                           usum[order] if usum is not None else None)
+
+
+def join_parts(shapes: PartShapes, members: list[np.ndarray], transform=None) -> list:
+    """One polygon for each group of parts (``members``: indices into ``shapes``) that touch across block
+    borders: groups of more than :data:`RETRACE_VERTICES` vertices traced again from their pixels
+    (:func:`retrace`), the others dissolved by GEOS (:func:`dissolve`); in order."""
+    first = np.zeros(len(shapes.ring_counts) + 1, np.int64)
+    np.cumsum(shapes.ring_counts, out=first[1:])
+    vertex_end = np.zeros(len(shapes.ring_sizes) + 1, np.int64)
+    np.cumsum(shapes.ring_sizes, out=vertex_end[1:])
+    part_vertices = vertex_end[first[1:]] - vertex_end[first[:-1]]
+    out: list = [None] * len(members)
+    for g, m in enumerate(members):
+        if part_vertices[m].sum() > RETRACE_VERTICES:
+            out[g] = retrace(shapes.take(m), transform)
+    rest = [g for g, u in enumerate(out) if u is None]
+    if rest:
+        parts = shapes.take(np.concatenate([members[g] for g in rest])).polygons(transform)
+        cuts = np.cumsum([len(members[g]) for g in rest])[:-1]
+        for g, union in zip(rest, dissolve(np.split(parts, cuts)), strict=True):
+            out[g] = union
+    return out
 
 
 #: Landslides to dissolve per extra thread (:func:`dissolve`): fewer run on the calling thread.

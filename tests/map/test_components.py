@@ -202,3 +202,52 @@ def test_dissolve_on_threads_keeps_the_order_and_the_unions():
     threaded, serial = dissolve(groups, workers=2), dissolve(groups, workers=1)
     assert all(a.equals(b) for a, b in zip(threaded, expected, strict=True))
     assert all(a.equals(b) for a, b in zip(serial, expected, strict=True))
+
+
+@pytest.mark.parametrize("density", [0.45, 0.62])
+def test_landslides_joined_across_borders_are_traced_again_as_their_union(tmp_path, monkeypatch, density):
+    """Joined landslides above RETRACE_VERTICES are traced again from their pixels (edge parity of the parts'
+    rings, then GDAL): the same polygons, order and attributes as GEOS's union of the parts, also on a dense
+    mask whose landslides span every block with many holes (where the union took minutes at 4096^2)."""
+    import lsmap.map.components as C
+
+    rng = np.random.default_rng(7)
+    from scipy import ndimage
+
+    f = ndimage.gaussian_filter(rng.random((150, 170)), 0.7)
+    p = np.where(f > np.quantile(f, 1 - density), 0.9, 0.1).astype(np.float32)
+    p[:4, :6] = PROB_NODATA
+    path = write(tmp_path / "p.tif", p)
+    monkeypatch.setattr(C, "RETRACE_VERTICES", 10**12)  # GEOS for every joined landslide
+    union = vectorize(path, block=32)
+    calls = []
+    real = C.retrace
+    monkeypatch.setattr(C, "retrace", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(C, "RETRACE_VERTICES", 0)  # traced again, every one
+    traced = vectorize(path, block=32)
+    assert calls and len(union) > 10
+    same_layers(traced, union)
+    assert traced.geometry.is_valid.all()
+
+
+def test_parts_mask_gives_back_the_pixels_of_parts_and_retrace_refuses_two_polygons():
+    """Edge parity over the parts' rings gives exactly their pixels (shared block borders cancel); parts that
+    are not one polygon are not traced again (the caller dissolves them)."""
+    from scipy import ndimage
+
+    from lsmap.map.components import Parts, PartShapes, block_parts, parts_mask, retrace
+
+    rng = np.random.default_rng(3)
+    p = (ndimage.gaussian_filter(rng.random((64, 80)), 0.8) > 0.5).astype(np.float32)
+    grid = BlockGrid(64, 80, 16)
+    parts = Parts(with_uncertainty=False)
+    for cell in [(i, j) for i in range(len(grid.rows) - 1) for j in range(len(grid.cols) - 1)]:
+        win = grid.window(cell)
+        parts.add(cell, block_parts(win, p[win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width],
+                                    None, 0.5))
+    shapes = PartShapes.concat(parts.shapes)
+    mask, c0, r0 = parts_mask(shapes)
+    want = p[r0:r0 + mask.shape[0], c0:c0 + mask.shape[1]] > 0.5
+    np.testing.assert_array_equal(mask.astype(bool), want)
+    labels, n = ndimage.label(p > 0.5)
+    assert n > 1 and retrace(shapes) is None, "several landslides are not one polygon"
