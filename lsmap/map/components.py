@@ -120,20 +120,40 @@ class PartShapes:
     def polygons(self, transform=None) -> np.ndarray:
         """``(n,)`` object array of shapely polygons, vertices mapped by the affine ``transform`` (default:
         pixel coordinates). Each vertex is mapped on its own (``a x + b y + c``, ``d x + e y + f``), so
-        vertices that two parts share stay exactly equal and their union is exact."""
+        vertices that two parts share stay exactly equal and their union is exact. Built :data:`POLYGON_CHUNK`
+        parts at a time, so that the float copies of the vertices are a chunk's, not the scene's (a dense
+        4096^2 mask has tens of millions of vertices)."""
         import shapely
 
-        xy = self.xy.astype(np.float64)
-        if transform is not None:
-            t = transform
-            xy = np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f])
-        # from offsets in one call: 2-3x faster than rings then polygons by index (0.19 against 0.43-0.67 s
-        # for the 153,528 parts of a fragmented 4096^2 mask, BENCHMARKS.md)
         rings = np.zeros(len(self.ring_sizes) + 1, np.int64)
         np.cumsum(self.ring_sizes, out=rings[1:])
         parts = np.zeros(len(self.ring_counts) + 1, np.int64)
         np.cumsum(self.ring_counts, out=parts[1:])
-        return shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (rings, parts))
+        out = np.empty(len(self.ring_counts), dtype=object)
+        for p0 in range(0, len(self.ring_counts), POLYGON_CHUNK):
+            p1 = min(p0 + POLYGON_CHUNK, len(self.ring_counts))
+            r0, r1 = parts[p0], parts[p1]
+            v0, v1 = rings[r0], rings[r1]
+            xy = self.xy[v0:v1].astype(np.float64)
+            if transform is not None:
+                t = transform
+                x = xy[:, 0].copy()
+                mapped = t.a * x  # (a x + b y) + c, as one expression would: the same rounding
+                mapped += t.b * xy[:, 1]
+                mapped += t.c
+                x *= t.d
+                x += t.e * xy[:, 1]
+                x += t.f
+                xy[:, 0], xy[:, 1] = mapped, x
+            # from offsets in one call: 2-3x faster than rings then polygons by index (0.19 against 0.43-0.67 s
+            # for the 153,528 parts of a fragmented 4096^2 mask, BENCHMARKS.md)
+            out[p0:p1] = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy,
+                                                   (rings[r0:r1 + 1] - v0, parts[p0:p1 + 1] - r0))
+        return out
+
+
+#: Parts whose polygons :meth:`PartShapes.polygons` builds at a time.
+POLYGON_CHUNK = 65536
 
 
 def label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off: int,
@@ -237,12 +257,12 @@ def parts_mask(s: PartShapes) -> tuple[np.ndarray, int, int]:
     """
     c0, r0 = int(s.bounds[:, 0].min()), int(s.bounds[:, 1].min())
     c1, r1 = int(s.bounds[:, 2].max()), int(s.bounds[:, 3].max())
-    xy = s.xy.astype(np.int64) - (c0, r0)
-    same_ring = np.ones(len(xy) - 1, bool)
-    same_ring[np.cumsum(s.ring_sizes)[:-1] - 1] = False  # a ring's last vertex to the next ring's first
-    a, b = xy[:-1], xy[1:]
-    vertical = same_ring & (a[:, 0] == b[:, 0]) & (a[:, 1] != b[:, 1])
-    x, ya, yb = a[vertical, 0], np.minimum(a[vertical, 1], b[vertical, 1]), np.maximum(a[vertical, 1], b[vertical, 1])
+    x, y = s.xy[:, 0] - np.int32(c0), s.xy[:, 1] - np.int32(r0)  # int32: a vertex array is tens of millions long
+    vertical = x[:-1] == x[1:]
+    vertical &= y[:-1] != y[1:]
+    vertical[np.cumsum(s.ring_sizes)[:-1] - 1] = False  # not from a ring's last vertex to the next ring's first
+    at = np.flatnonzero(vertical)
+    x, ya, yb = x[at], np.minimum(y[at], y[at + 1]), np.maximum(y[at], y[at + 1])
     toggles = np.zeros((r1 - r0 + 1, c1 - c0 + 1), np.int8)  # int8 wraps, parity stays
     np.add.at(toggles, (ya, x), 1)
     np.add.at(toggles, (yb, x), -1)
