@@ -77,6 +77,8 @@ def _is_input(arg: str) -> bool:
     from lsmap.io.s2product import is_product
 
     path = Path(arg)
+    if path.suffix.lower() == ".json" and path.with_suffix(".safetensors").exists():
+        return False  # a checkpoint's card
     return is_product(arg) or path.is_dir() or (path.is_file() and path.suffix.lower() in RASTER_SUFFIXES)
 
 

@@ -867,6 +867,9 @@ def test_info_says_what_lsmap_sees_in_a_product_a_band_folder_and_a_stack(tmp_pa
     d = describe_source(tmp_path / "s.tif")
     assert (d["kind"], d["bands"], d["encoding"], d["dn_looks_offset"]) == ("stack", ["B4", "B3", "B2"], "uint16", True)
     res = CliRunner().invoke(main, ["info", "l2a-default"])
-    assert res.exit_code == 0 and str(next(p for p in shipped_defaults() if p.stem == "l2a-default")) in res.output
+    shipped = next(p for p in shipped_defaults() if p.stem == "l2a-default")
+    assert res.exit_code == 0 and str(shipped) in res.output
+    res = CliRunner().invoke(main, ["info", str(shipped.with_suffix(".json"))])  # a card, not a STAC Item
+    assert res.exit_code == 0 and "tiny-unet" in res.output, res.output
     res = CliRunner().invoke(main, ["info", str(tmp_path / "nothing.tif")])
     assert res.exit_code != 0 and "nothing" in res.output
