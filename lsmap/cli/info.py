@@ -98,7 +98,10 @@ def _rows(described: dict) -> None:
     rows = [(k.replace("_", " "), text(k, v)) for k, v in described.items()
             if not (k in ("quantification", "default_model") and v is None) and k != "default_model_why"]
     if described.get("default_model") is None and "default_model_why" in described:
-        rows.append(("default model", f"none: {described['default_model_why']}"))
+        from lsmap.cli.detect import detect
+        from lsmap.cli.options import cli_message
+
+        rows.append(("default model", f"none: {cli_message(described['default_model_why'], detect)}"))  # detect's flags
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         click.echo(f"{k:<{width}}  {v}")

@@ -102,6 +102,31 @@ def stack_source(args: Mapping, work: Path, bands: Any, spec: MaskSpec, *, aoi: 
     return Path(result.path), spec
 
 
+def input_bands(args: Mapping) -> tuple[str, ...]:
+    """The bands stacking ``args`` (:func:`stack_arguments`) can give: their ``bands``, or what the product's
+    metadata or the band files' names list, and a DEM."""
+    from lsmap.core.bands import get_profile
+    from lsmap.data.stack import fullest_band_set
+
+    if args.get("bands") is not None:
+        return get_profile(args["bands"]).bands
+    return fullest_band_set(args.get("s2"), args.get("dem"), args.get("slope"))[0].bands
+
+
+def default_model_for_inputs(args: Mapping, bands: tuple[str, ...] | None = None) -> Path:
+    """The shipped default model for stacking ``args``, chosen from the bands they can give (``bands``, when the
+    caller has them: :func:`input_bands`) before anything is stacked.
+
+    Raises:
+        CheckpointError: no shipped model fits; the message names the input as given and says what each needs.
+    """
+    from lsmap.learn.models import default_model_for
+
+    fix = ("give inputs with those bands (a DEM as `dem` for slope and DEM) or pass `model`"
+           if args.get("dem") is None else "give inputs with those bands or pass `model`")
+    return default_model_for(input_bands(args) if bands is None else bands, source_name(args), fix)
+
+
 def describe_source(source: str | os.PathLike) -> dict:
     """What lsmap sees in an input, before any work: for ``lsmap info`` and scripts that check downloads.
 
@@ -119,37 +144,37 @@ def describe_source(source: str | os.PathLike) -> dict:
     from lsmap.errors import LsmapError
     from lsmap.learn.models import default_model_for
 
-    def default_for(bands, fix: str = "restack with more bands, or give a model") -> dict:
+    def default_for(choose) -> dict:
         try:
-            return {"default_model": default_model_for(bands, source, fix).stem}
+            return {"default_model": choose().stem}
         except LsmapError as e:
             return {"default_model": None, "default_model_why": str(e)}
 
     if is_product(source) or os.path.isdir(source):
-        from lsmap.data.stack import band_candidates, fullest_band_set
+        from lsmap.data.stack import band_candidates, band_set_of
         from lsmap.errors import InputError
         from lsmap.io.s2product import open_product
 
-        if is_product(source):
+        if is_product(source):  # opened once: its bands give the band set too
             s2 = open_product(source)
             out = {"input": s2.where, "kind": s2.kind}
             if s2.metadata is not None:
                 m = s2.metadata
                 out |= {"level": m.level, "baseline": m.baseline, "sensing_time": m.sensing_time,
                         "image_format": m.image_format}
-            found, layers, quant = set(s2.files), sorted(s2.layers), s2.quantification
+            found, layers, quant, where = set(s2.files), sorted(s2.layers), s2.quantification, s2.where
             offsets = ({b: s2.dn_offset(b) for b in BAND_NAMES if b in s2.files} if s2.offsets is not None else None)
         elif holds_band_files(source):
             out = {"input": str(source), "kind": "band files"}
-            found, layers, quant, offsets = set(band_candidates(source)[0]), [], None, None
+            candidates, where = band_candidates(source)
+            found, layers, quant, offsets = set(candidates), [], None, None
         else:
             raise InputError(f"{source}: no Sentinel-2 band file in this folder (names like '*_B04*.jp2' or "
                              f"'B4.tif'); give a product, a band folder or a stack")
-        profile, left_out = fullest_band_set(source)
+        profile, left_out = band_set_of(found, where)
         return out | {"bands": [b for b in BAND_NAMES if b in found], "dn_offsets": offsets, "quantification": quant,
                       "layers": layers, "stack_bands": profile.name, "stack_left_out": left_out,
-                      **default_for(profile.bands, "give inputs with those bands (and a DEM for slope and DEM), "
-                                                   "or a model")}
+                      **default_for(lambda: default_model_for_inputs({"s2": source}, profile.bands))}
     from lsmap.io.rasters import open_raster
     from lsmap.io.scene import OFFSET_TAG, scene_band_names, scene_info
 
@@ -166,5 +191,5 @@ def describe_source(source: str | os.PathLike) -> dict:
            "pixel_size": [abs(info.transform.a), abs(info.transform.e)], "bands": bands,
            "encoding": tags.get("LSMAP_ENCODING", dtype), "dn_offsets": tags.get("LSMAP_DN_OFFSETS"),
            "dn_looks_offset": OFFSET_TAG in tags}
-    return out | (default_for(bands) if bands else {"default_model": None,
-                                                     "default_model_why": "the file does not name its bands"})
+    return out | (default_for(lambda: default_model_for(bands, source)) if bands else
+                  {"default_model": None, "default_model_why": "the file does not name its bands"})

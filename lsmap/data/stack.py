@@ -268,6 +268,12 @@ def fullest_band_set(sources: str | os.PathLike | Sequence[str | os.PathLike], d
         candidates, where = set(product.files), product.where
     else:
         candidates, where = band_candidates(sources)
+    return band_set_of(candidates, where, dem, slope)
+
+
+def band_set_of(present, where: object, dem: object = None, slope: object = None) -> tuple[BandProfile, dict[str, str]]:
+    """:func:`fullest_band_set` of the Sentinel-2 bands ``present`` in the input ``where`` (for messages)."""
+    candidates = set(present)
     names, left_out = [], {}
     for b in L4S_BANDS:
         if b in TERRAIN_BANDS:

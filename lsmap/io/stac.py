@@ -56,13 +56,19 @@ COMMON_NAMES: Mapping[str, str] = MappingProxyType({
 _RESOLVED_KEY = re.compile(r"^(B\d{1,2}A?|SCL)_(\d{2})m$", re.IGNORECASE)
 
 
-def _band_of_asset(key: str, asset) -> str | None:
+def _band_of_asset(key: str, asset) -> tuple[str | None, int]:
+    """The band or layer an asset holds, and the resolution its key says (metres; 0 when it says none)."""
     band = ASSET_KEYS.get(key.lower())
     if band is not None:
-        return band
+        return band, 0
     m = _RESOLVED_KEY.match(key)
     if m is not None:
-        return ASSET_KEYS.get(m.group(1).lower())
+        return ASSET_KEYS.get(m.group(1).lower()), int(m.group(2))
+    return _eo_band(key, asset), 0
+
+
+def _eo_band(key: str, asset) -> str | None:
+    """The band an asset's ``eo:bands`` names."""
     for eo in asset.extra_fields.get("eo:bands") or []:
         name = str(eo.get("name", "")).upper()
         name = f"B{int(name[1:])}" if name[:1] == "B" and name[1:].isdigit() else name
@@ -211,9 +217,7 @@ def open_item(href: str | os.PathLike) -> S2Source:
     quant: float | None = None
     finest: dict[str, int] = {}  # band -> resolution (m) of the asset taken, for keys that say it (B04_10m)
     for key, asset in item.assets.items():
-        band = _band_of_asset(key, asset)
-        m = _RESOLVED_KEY.match(key)
-        res = int(m.group(2)) if m is not None else 0
+        band, res = _band_of_asset(key, asset)
         if band is None or ((band in files or band in layers) and res >= finest.get(band, 0)):
             continue
         finest[band] = res

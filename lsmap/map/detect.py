@@ -404,33 +404,21 @@ def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
     return dev, [m for m in models if isinstance(m, Member)] + (load_ensemble(paths, dev) if paths else [])
 
 
-def _input_bands(stack_args: Mapping) -> tuple[str, ...]:
-    """The bands stacking inputs can give: the product's metadata or the band files' names, and a DEM."""
-    from lsmap.data.stack import fullest_band_set
-
-    if stack_args.get("bands") is not None:
-        return get_profile(stack_args["bands"]).bands
-    return fullest_band_set(stack_args.get("s2"), stack_args.get("dem"), stack_args.get("slope"))[0].bands
-
-
 def _default_for_inputs(stack_args: Mapping, dev) -> list:
-    """The default model for stacking inputs, chosen from the bands they can give, so that a product lacking
-    bands fails before it is stacked, named as the user gave it."""
-    from lsmap.data.sources import source_name
+    """The default model for stacking inputs (:func:`lsmap.data.sources.default_model_for_inputs`), loaded."""
+    from lsmap.data.sources import default_model_for_inputs
 
-    fix = ("give inputs with those bands (a DEM as `dem` for slope and DEM) or pass `model`"
-           if stack_args.get("dem") is None else "give inputs with those bands or pass `model`")
-    return load_ensemble([default_model_for(_input_bands(stack_args), source_name(stack_args), fix)], dev)
+    return load_ensemble([default_model_for_inputs(stack_args)], dev)
 
 
 def _check_input_bands(stack_args: Mapping, members: list) -> list:
     """``members``, when stacking inputs give every band they need (else a :class:`MissingBandError` naming
     the input as the user gave it, the model and the bands missing, before anything is stacked)."""
     from lsmap.core.bands import band_indices
-    from lsmap.data.sources import source_name
+    from lsmap.data.sources import input_bands, source_name
     from lsmap.errors import MissingBandError
 
-    have = _input_bands(stack_args)
+    have = input_bands(stack_args)
     for m in members:
         try:
             band_indices(have, m.card.profile, source=source_name(stack_args), user=m.source or m.card.model)
