@@ -21,38 +21,19 @@ import bisect
 import os
 import threading
 import time
-import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import chain, pairwise
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
 from lsmap.core.graph import components, groups
-
-
-def quiet_untransformed_traces() -> None:
-    """Silence rasterio's NotGeoreferencedWarning of the label images traced (not georeferenced, by design).
-
-    rasterio hides it itself with ``catch_warnings``, which does not hold on threads (the filters are the
-    process's): from the tracing threads it reached users. Called on the thread that starts the tracing
-    (a filter set at import would be lost when the import happens inside a ``catch_warnings`` block).
-    """
-    from rasterio.errors import NotGeoreferencedWarning
-
-    # "Dataset has no geotransform", or "The given matrix is equal to Affine.identity" (the block at (0, 0))
-    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
-
+from lsmap.map.rings import trace_regions
 
 #: Most threads tracing blocks.
 MAX_WORKERS = 4
-
-
-#: Vertices of traced rings held as Python tuples at a time (about 100 bytes each): a block of a dense,
-#: fragmented mask has millions, which as tuples would take hundreds of MB beside the models.
-TRACE_CHUNK = 65536
 
 
 def default_workers() -> int:
@@ -117,14 +98,19 @@ class PartShapes:
         vertices = index_ranges(first_vertex[rings], self.ring_sizes[rings])
         return PartShapes(self.xy[vertices], self.ring_sizes[rings], self.ring_counts[parts], self.bounds[parts])
 
-    def polygons(self, transform=None) -> np.ndarray:
+    def polygons(self, transform=None, parts: np.ndarray | None = None) -> np.ndarray:
         """``(n,)`` object array of shapely polygons, vertices mapped by the affine ``transform`` (default:
-        pixel coordinates). Each vertex is mapped on its own (``a x + b y + c``, ``d x + e y + f``), so
-        vertices that two parts share stay exactly equal and their union is exact. Built :data:`POLYGON_CHUNK`
-        parts at a time, so that the float copies of the vertices are a chunk's, not the scene's (a dense
-        4096^2 mask has tens of millions of vertices)."""
+        pixel coordinates); with ``parts`` (indices), those parts' only, in that order. Each vertex is mapped on
+        its own (``a x + b y + c``, ``d x + e y + f``), so vertices that two parts share stay exactly equal and
+        their union is exact. Built :data:`POLYGON_CHUNK` parts at a time, so that the float copies of the
+        vertices are a chunk's, not the scene's (a dense 4096^2 mask has tens of millions of vertices)."""
         import shapely
 
+        if parts is not None:
+            out = np.empty(len(parts), dtype=object)
+            for p0 in range(0, len(parts), POLYGON_CHUNK):
+                out[p0:p0 + POLYGON_CHUNK] = self.take(parts[p0:p0 + POLYGON_CHUNK]).polygons(transform)
+            return out
         rings = np.zeros(len(self.ring_sizes) + 1, np.int64)
         np.cumsum(self.ring_sizes, out=rings[1:])
         parts = np.zeros(len(self.ring_counts) + 1, np.int64)
@@ -158,20 +144,15 @@ POLYGON_CHUNK = 65536
 
 def label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off: int,
                    where: np.ndarray | None = None) -> PartShapes:
-    """The polygon of each component ``1..n`` of a label image, in pixel coordinates of the scene.
-
-    ``rasterio.features.shapes`` traces the components (GDAL's polygonizer, exact integer vertices),
-    gathered as arrays in label order. Components that fill their bounding box (single pixels,
-    dominoes, small squares: most of a speckled mask's) are not traced: their rectangle is written
-    directly, as GDAL traces it (from the top-left corner down, then right, up and back). Same
-    coordinates, rings and ring order either way, so the same polygons (tested).
+    """The polygon of each component ``1..n`` of a label image, in pixel coordinates of the scene: rings
+    traced by :func:`lsmap.map.rings.trace_regions` (numpy; the vertices GDAL's polygonizer gives, tested),
+    bounds from the pixels.
 
     Args:
         labels: ``(h, w)`` labels ``1..n`` (0 = none), from :func:`label_block`.
         counts: ``(n,)`` pixels of each label.
         where: The flat indices of the labelled pixels, when the caller has them (``np.flatnonzero(labels)``).
     """
-
     n = len(counts)
     lab = labels.ravel()
     where = np.flatnonzero(lab) if where is None else where
@@ -186,65 +167,8 @@ def label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off
     np.maximum.at(r1, ids, rows + 1)
     np.maximum.at(c1, ids, cols + 1)
     bounds = np.stack([c0 + col_off, r0 + row_off, c1 + col_off, r1 + row_off], 1).astype(np.int32)
-    rect = (r1 - r0) * (c1 - c0) == counts  # the component fills its bounding box
-    k = np.flatnonzero(rect)
-    x0, y0, x1, y1 = (bounds[k, i] for i in range(4))
-    xy = [np.stack([np.stack([x0, x0, x1, x1, x0], 1), np.stack([y0, y1, y1, y0, y0], 1)], -1).reshape(-1, 2)]
-    vertex_part = [np.repeat(k, 5)]  # GDAL's corner order, 5 vertices a rectangle
-    ring_part = [k]
-    ring_sizes = [np.full(len(k), 5, np.int64)]
-    if not rect.all():
-        traced = np.concatenate([[False], ~rect])[labels]  # the pixels of the other components
-        traced_xy, sizes_arr, owners_arr, _ = trace_rings(labels, traced, col_off, row_off)
-        xy.append(traced_xy)
-        vertex_part.append(np.repeat(owners_arr, sizes_arr))
-        ring_part.append(owners_arr)
-        ring_sizes.append(sizes_arr)
-    # parts in label order, each part's rings and vertices in GDAL's order (stable sorts)
-    vorder = np.argsort(np.concatenate(vertex_part), kind="stable")
-    rparts = np.concatenate(ring_part)
-    rorder = np.argsort(rparts, kind="stable")
-    return PartShapes(np.concatenate(xy)[vorder], np.concatenate(ring_sizes)[rorder],
-                      np.bincount(rparts, minlength=n), bounds)
-
-
-def trace_rings(labels: np.ndarray, mask: np.ndarray, col_off: int, row_off: int) -> tuple[np.ndarray, ...]:
-    """The rings of the components of ``labels`` under ``mask`` (GDAL's polygonizer, 4-connected), in scene
-    pixel coordinates: ``(xy, ring_sizes, owners, ring_counts)``, ``xy`` ``(v, 2)`` int32 vertices ring after
-    ring (each polygon's exterior first), the vertices of each ring, the label - 1 each ring belongs to, and
-    the rings of each polygon GDAL gave.
-
-    GDAL hands rings over as lists of tuples; they are moved into arrays every :data:`TRACE_CHUNK`
-    vertices (held as tuples, a block of a fragmented mask would take hundreds of MB).
-    """
-    from affine import Affine
-    from rasterio.features import shapes
-
-    xy: list[np.ndarray] = [np.zeros((0, 2), np.int32)]
-    held: list = []
-    sizes: list[int] = []
-    owners: list[int] = []
-    rings: list[int] = []
-
-    def move(n: int) -> None:  # the floats streamed out of the tuples: twice as fast as np.asarray(tuples)
-        flat = np.fromiter(chain.from_iterable(chain.from_iterable(held)), np.float64, count=2 * n)
-        xy.append(flat.astype(np.int32).reshape(-1, 2))
-        held.clear()
-
-    vertices = 0
-    for g, v in shapes(labels, mask=mask, connectivity=4, transform=Affine.translation(col_off, row_off)):
-        rings.append(len(g["coordinates"]))
-        for ring in g["coordinates"]:
-            held.append(ring)
-            sizes.append(len(ring))
-            owners.append(int(v) - 1)
-            vertices += len(ring)
-        if vertices >= TRACE_CHUNK:
-            move(vertices)
-            vertices = 0
-    move(vertices)
-    return (np.concatenate(xy), np.asarray(sizes, np.int64), np.asarray(owners, np.int64),
-            np.asarray(rings, np.int64))
+    xy, ring_sizes, _, ring_counts = trace_regions(labels, col_off, row_off)
+    return PartShapes(xy, ring_sizes, ring_counts, bounds)
 
 
 def parts_mask(s: PartShapes) -> tuple[np.ndarray, int, int]:
@@ -279,13 +203,17 @@ RETRACE_VERTICES = 10_000
 
 def retrace(s: PartShapes, transform=None):
     """The union of parts that form one 4-connected landslide, traced again from their pixels (:func:`parts_mask`,
-    GDAL's polygonizer): the same polygon as their union (tested), in a time that follows the pixels of their
-    bounding box and the vertices, where GEOS's union of parts with many holes does not; ``None`` when the
-    pixels are not one polygon (the caller then dissolves the parts)."""
+    :func:`lsmap.map.rings.trace_regions`): the same polygon as their union (tested), in a time and memory that
+    follow the pixels of their bounding box and the vertices, where GEOS's union of parts with many holes does
+    not; ``None`` when the pixels are not one 4-connected region (the caller then dissolves the parts)."""
+    from scipy import ndimage
+
     mask, c0, r0 = parts_mask(s)
-    xy, sizes, _, rings = trace_rings(mask, mask.view(bool), c0, r0)
-    if len(rings) != 1:
+    labels, n = ndimage.label(mask)
+    if n != 1:
         return None
+    del labels
+    xy, sizes, _, rings = trace_regions(mask, c0, r0)
     h, w = mask.shape
     one = PartShapes(xy, sizes, rings, np.array([[c0, r0, c0 + w, r0 + h]], np.int32))
     return one.polygons(transform)[0]
@@ -429,15 +357,16 @@ class Parts:
         out = np.empty(k, dtype=object)
         alone = np.bincount(inv, minlength=k)[inv] == 1
         with ThreadPoolExecutor(1, thread_name_prefix="lsmap-dissolve") as pool:
-            if not alone.all():
+            if alone.all():
+                out[inv] = shapes.polygons(transform)
+            else:  # the polygons of the joined parts are built by join_parts only (a dense mask's are most)
                 joined = np.flatnonzero(~alone)
-                members = groups(inv[joined])
-                unions = pool.submit(join_parts, shapes.take(joined), members, transform)
-            geoms = shapes.polygons(transform)
-            out[inv[alone]] = geoms[alone]
-            if not alone.all():
+                members = [joined[m] for m in groups(inv[joined])]
+                unions = pool.submit(join_parts, shapes, members, transform)
+                lone = np.flatnonzero(alone)
+                out[inv[lone]] = shapes.polygons(transform, lone)
                 for m, union in zip(members, unions.result(), strict=True):
-                    out[inv[joined[m[0]]]] = union
+                    out[inv[m[0]]] = union
         # raster order: by the pixel bounds (top row first, then left column), whatever the transform
         b = np.empty((k, 4), np.int64)
         b[:, :2], b[:, 2:] = np.iinfo(np.int64).max, np.iinfo(np.int64).min
@@ -566,7 +495,6 @@ class BlockStream:
         self.threshold, self.with_uncertainty = float(threshold), with_uncertainty
         self.workers = workers or default_workers()
         self.finish_workers = max(self.workers, finish_workers or default_workers())
-        quiet_untransformed_traces()
         # finish_workers threads, of which `workers` may trace at a time until the end (the gate)
         self.pool = ThreadPoolExecutor(self.finish_workers, thread_name_prefix="lsmap-trace")
         self.gate = threading.Semaphore(self.workers)

@@ -124,7 +124,7 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
     """Polygons of the pixels whose probability exceeds ``threshold``, one feature per landslide.
 
     Blocks are read in this thread and labelled, summarised and traced by ``workers`` threads
-    (:class:`lsmap.map.components.BlockStream`: numpy, scipy and GDAL work), then joined in block order,
+    (:class:`lsmap.map.components.BlockStream`: numpy and scipy work), then joined in block order,
     so the output does not depend on the number of workers; a few blocks are in flight at a time.
 
     Args:
@@ -166,6 +166,9 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
                 # as stored (float32): the sums are taken in float64
                 stream.add(win.row_off, win.col_off, src.read(1, window=win),
                            usrc.read(1, window=win) if usrc is not None else None)
+            for f in (src, usrc):  # their cached blocks go while the landslides are joined
+                if f is not None:
+                    f.close()
             found = stream.landslides(transform)
     except rasterio.errors.RasterioIOError as e:
         raise InputError(f"{prob}: cannot read probability raster ({e})") from None

@@ -272,3 +272,16 @@ def test_polygons_built_in_chunks_are_the_same_polygons(monkeypatch):
     xy = shapes.xy.astype(np.float64)
     want = np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f])
     np.testing.assert_array_equal(shapely.get_coordinates(chunked), want)
+
+
+def test_polygons_of_some_parts_are_those_of_the_whole(monkeypatch):
+    """Law: ``polygons(parts=idx)`` is ``polygons()[idx]``, WKB for WKB, however many chunks it is built in."""
+    from lsmap.map import components as C
+
+    labels, n = C.label_block(np.random.default_rng(11).random((50, 47)), 0.5)
+    parts = C.label_polygons(labels, np.bincount(labels.ravel(), minlength=n + 1)[1:], 5, 6)
+    idx = np.random.default_rng(0).permutation(n)[: n // 2]
+    want = [g.wkb for g in parts.polygons()[idx]]
+    for chunk in (1, 7, C.POLYGON_CHUNK):
+        monkeypatch.setattr(C, "POLYGON_CHUNK", chunk)
+        assert [g.wkb for g in parts.polygons(parts=idx)] == want

@@ -228,20 +228,6 @@ def test_fast_polygons_equal_traced_shapes(seed, fraction):
         assert fast[v - 1].wkb == slow[v].wkb
 
 
-def test_traced_vertices_moved_in_chunks_give_the_same_parts(monkeypatch):
-    """The traced rings leave GDAL's tuples every TRACE_CHUNK vertices: any chunk size, the same arrays."""
-    from lsmap.map import components
-    from lsmap.map.components import label_block, label_polygons
-
-    labels, n = label_block(np.random.default_rng(4).random((60, 53)), 0.45)
-    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    whole = label_polygons(labels, counts, 0, 0)
-    monkeypatch.setattr(components, "TRACE_CHUNK", 7)
-    chunked = label_polygons(labels, counts, 0, 0)
-    for name in ("xy", "ring_sizes", "ring_counts", "bounds"):
-        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
-
-
 @pytest.mark.parametrize("pick", [[], [0], "all", "odd", "reversed"])
 def test_taken_parts_are_those_parts_exactly(pick):
     """Law: the polygons of ``take(idx)`` are the polygons ``idx`` of the whole, coordinate for coordinate."""
