@@ -123,14 +123,16 @@ class PartShapes:
             xy = self.xy[v0:v1].astype(np.float64)
             if transform is not None:
                 t = transform
-                x = xy[:, 0].copy()
-                mapped = t.a * x  # (a x + b y) + c, as one expression would: the same rounding
-                mapped += t.b * xy[:, 1]
-                mapped += t.c
-                x *= t.d
-                x += t.e * xy[:, 1]
-                x += t.f
-                xy[:, 0], xy[:, 1] = mapped, x
+                for c0 in range(0, len(xy), MAP_CHUNK):  # in place, the temporaries a chunk's
+                    seg = xy[c0:c0 + MAP_CHUNK]
+                    x = seg[:, 0].copy()
+                    mapped = t.a * x  # (a x + b y) + c, as one expression would: the same rounding
+                    mapped += t.b * seg[:, 1]
+                    mapped += t.c
+                    x *= t.d
+                    x += t.e * seg[:, 1]
+                    x += t.f
+                    seg[:, 0], seg[:, 1] = mapped, x
             # from offsets in one call: 2-3x faster than rings then polygons by index (0.19 against 0.43-0.67 s
             # for the 153,528 parts of a fragmented 4096^2 mask, BENCHMARKS.md)
             out[p0:p1] = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy,
@@ -140,6 +142,9 @@ class PartShapes:
 
 #: Parts whose polygons :meth:`PartShapes.polygons` builds at a time.
 POLYGON_CHUNK = 65536
+
+#: Vertices :meth:`PartShapes.polygons` maps by the transform at a time (one polygon may have millions).
+MAP_CHUNK = 1 << 20
 
 
 def label_polygons(labels: np.ndarray, counts: np.ndarray, col_off: int, row_off: int,

@@ -275,13 +275,19 @@ def test_polygons_built_in_chunks_are_the_same_polygons(monkeypatch):
 
 
 def test_polygons_of_some_parts_are_those_of_the_whole(monkeypatch):
-    """Law: ``polygons(parts=idx)`` is ``polygons()[idx]``, WKB for WKB, however many chunks it is built in."""
+    """Law: ``polygons(transform, parts=idx)`` is ``polygons(transform)[idx]``, and each vertex is mapped as
+    ``a x + b y + c``, ``d x + e y + f``: WKB for WKB, however many chunks of parts and vertices it is built in."""
+    import shapely
+
     from lsmap.map import components as C
 
     labels, n = C.label_block(np.random.default_rng(11).random((50, 47)), 0.5)
     parts = C.label_polygons(labels, np.bincount(labels.ravel(), minlength=n + 1)[1:], 5, 6)
     idx = np.random.default_rng(0).permutation(n)[: n // 2]
-    want = [g.wkb for g in parts.polygons()[idx]]
-    for chunk in (1, 7, C.POLYGON_CHUNK):
+    t = from_origin(500000.3, 3000000.7, 10.1, 9.9)
+    want = [g.wkb for g in shapely.transform(parts.polygons()[idx], lambda xy: np.stack(
+        [t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f], 1))]
+    for chunk, vertices in ((1, 3), (7, 1000), (C.POLYGON_CHUNK, C.MAP_CHUNK)):
         monkeypatch.setattr(C, "POLYGON_CHUNK", chunk)
-        assert [g.wkb for g in parts.polygons(parts=idx)] == want
+        monkeypatch.setattr(C, "MAP_CHUNK", vertices)
+        assert [g.wkb for g in parts.polygons(t, parts=idx)] == want
