@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lsmap.core.windows import block_grid
-from lsmap.errors import InputError, OutputExistsError
+from lsmap.errors import InputError, LsmapWarning, OutputExistsError
 from lsmap.io.qgis_style import write_layer_style
 from lsmap.io.rasters import GDAL_CACHE_MB, atomic_output
 from lsmap.map.components import BlockStream, Landslides, default_workers
@@ -98,6 +98,33 @@ def fill_small_holes(geoms: Sequence[Any], crs: Any, max_area_m2: float) -> list
         keep[inner] = areas_m2(shapely.polygons(rings[inner]), crs) >= max_area_m2
         out[holed] = shapely.polygons(rings[keep], indices=owner[keep])
     return list(out)
+
+
+#: Holes above which a polygon is left unsimplified (:func:`simplify_polygons`): GEOS's topology-preserving
+#: simplifier grows faster than linearly with the holes beside a long exterior (2.6 s for 20,000, 9.7 s for
+#: 40,000, 98 s for 154,192 holes and 1.06 M vertices; hours for a dense scene's 807,506: BENCHMARKS.md).
+SIMPLIFY_MAX_HOLES = 20_000
+
+
+def simplify_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
+    """Topology-preserving simplification (``tolerance`` in CRS units) of each polygon, on threads; polygons
+    with more than :data:`SIMPLIFY_MAX_HOLES` holes are left as they are, with one :class:`LsmapWarning`
+    saying how many and what to do (filling small holes first bounds the simplifier's work)."""
+    import warnings
+
+    import shapely
+
+    holes = shapely.get_num_interior_rings(geoms)
+    big = holes > SIMPLIFY_MAX_HOLES
+    out = geoms.copy()
+    if (~big).any():
+        out[~big] = geos_on_threads(lambda g: shapely.simplify(g, tolerance, preserve_topology=True), geoms[~big])
+    if big.any():
+        warnings.warn(f"{int(big.sum())} polygon(s) with more than {SIMPLIFY_MAX_HOLES:,} holes (up to "
+                      f"{int(holes.max()):,}) left unsimplified: GEOS would take hours on them; fill small holes "
+                      "first (--fill-holes, e.g. 500 m2), or check the input (a mask this dense often means "
+                      "offset or mis-scaled bands)", LsmapWarning, stacklevel=2)
+    return out
 
 
 #: Polygons per extra thread of :func:`geos_on_threads` (fewer polygons in all: run on the calling thread).
@@ -190,7 +217,6 @@ def landslide_table(found: Landslides, crs, *, min_area: float = 0.0, simplify: 
         with_uncertainty: Add ``mean_unc`` (``found`` has uncertainty sums).
     """
     import geopandas as gpd
-    import shapely
 
     columns = list(COLUMNS) + (["mean_unc"] if with_uncertainty else [])
     if not len(found.geoms):
@@ -203,8 +229,7 @@ def landslide_table(found: Landslides, crs, *, min_area: float = 0.0, simplify: 
     keep = area >= min_area
     geom_arr = np.asarray(geom_list, dtype=object)[keep]
     if simplify > 0 and len(geom_arr):
-        tolerance = metres_to_crs_units(simplify, crs)
-        geom_arr = geos_on_threads(lambda g: shapely.simplify(g, tolerance, preserve_topology=True), geom_arr)
+        geom_arr = simplify_polygons(geom_arr, metres_to_crs_units(simplify, crs))
         area_kept = areas_m2(list(geom_arr), crs)
     else:
         area_kept = area[keep]

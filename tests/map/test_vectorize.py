@@ -191,6 +191,30 @@ def test_geos_on_threads_gives_the_single_call_output(n):
         assert [g.wkb for g in got] == want
 
 
+def test_polygons_with_too_many_holes_are_left_unsimplified_with_a_warning(tmp_path, monkeypatch):
+    """GEOS's topology-preserving simplifier takes hours on a dense scene's polygon of hundreds of thousands of
+    holes: such polygons stay as traced, the others are simplified, and one warning says so and what to do."""
+    from lsmap.errors import LsmapWarning
+    from lsmap.map import vectorize as vec
+
+    p = np.zeros((64, 64), np.float32)
+    p[2:30, 2:62] = 0.9  # a wide landslide with 4 one-pixel holes
+    p[10, 10:50:10] = 0.1
+    p[36:60, 20:44] = 0.9  # a square with 1 hole and a ragged edge
+    p[48, 30] = p[36, 21:44:2] = 0.1
+    path = write_prob(tmp_path / "p.tif", p)
+    plain = vectorize(path)
+    assert sorted(len(g.interiors) for g in plain.geometry) == [1, 4]
+    monkeypatch.setattr(vec, "SIMPLIFY_MAX_HOLES", 3)
+    with pytest.warns(LsmapWarning, match=r"1 polygon\(s\) with more than 3 holes \(up to 4\) left unsimplified.*--fill-holes"):
+        out = vectorize(path, simplify=15)
+    holed = [len(g.interiors) for g in out.geometry].index(4)
+    assert out.geometry.iloc[holed].equals_exact(plain.geometry.iloc[holed], 0)  # as traced
+    other = 1 - holed
+    assert shapely.get_num_coordinates(out.geometry.iloc[other]) < shapely.get_num_coordinates(plain.geometry.iloc[other])
+    assert out.area_m2.iloc[holed] == plain.area_m2.iloc[holed]
+
+
 def test_unknown_vector_format_and_unreadable_raster(tmp_path):
     gdf = gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
     with pytest.raises(InputError, match="unknown vector format"):
