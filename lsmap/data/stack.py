@@ -585,17 +585,27 @@ def bilinear(arr: np.ndarray, row: np.ndarray, col: np.ndarray, min_weight: floa
     Returns:
         Interpolated values, float32, shape of ``row``.
     """
-    # a NaN frame around the source: a neighbour outside it (any distance: indices clipped to the frame) is
-    # invalid like a NaN one; invalid neighbours add 0 to the value and to the weight (no mask per neighbour)
     h, w = arr.shape
-    padded = np.pad(np.asarray(arr, np.float64), 1, constant_values=np.nan)
-    valid = np.isfinite(padded)
-    values = np.where(valid, padded, 0.0).ravel()
-    weights = valid.astype(np.float64).ravel()
     r0, c0 = np.floor(row), np.floor(col)
     fr, fc = row - r0, col - c0
     r0 = r0.astype(np.int64)
     c0 = c0.astype(np.int64)
+    if row.size and r0.min() >= 0 and r0.max() < h - 1 and c0.min() >= 0 and c0.max() < w - 1 \
+            and np.isfinite(arr).all():  # every neighbour inside and valid (a DEM's blocks, mostly)
+        flat = np.asarray(arr, np.float64).ravel()
+        at = r0 * w + c0
+        total = np.zeros(row.shape, np.float64)
+        weight = np.zeros(row.shape, np.float64)
+        for step, wt in ((0, (1 - fr) * (1 - fc)), (1, (1 - fr) * fc), (w, fr * (1 - fc)), (w + 1, fr * fc)):
+            total += wt * flat[at + step]  # the same sums, in the same order, as below
+            weight += wt
+        return (total / weight).astype(np.float32)
+    # a NaN frame around the source: a neighbour outside it (any distance: indices clipped to the frame) is
+    # invalid like a NaN one; invalid neighbours add 0 to the value and to the weight (no mask per neighbour)
+    padded = np.pad(np.asarray(arr, np.float64), 1, constant_values=np.nan)
+    valid = np.isfinite(padded)
+    values = np.where(valid, padded, 0.0).ravel()
+    weights = valid.astype(np.float64).ravel()
     total = np.zeros(row.shape, np.float64)
     weight = np.zeros(row.shape, np.float64)
     for dr, dc, wt in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):

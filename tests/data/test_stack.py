@@ -544,3 +544,21 @@ def test_separable_bilinear_without_nodata_takes_the_short_way_to_the_same_value
     np.testing.assert_allclose(fast, bilinear(arr, *np.meshgrid(row, col, indexing="ij")), rtol=1e-6)
     edge = bilinear_separable(arr, row - 1.6, col)  # points past the first row: NaN, as before
     assert np.isnan(edge[0]).all() and np.isfinite(edge[3:]).all()
+
+
+def test_bilinear_without_nodata_takes_the_short_way_to_the_same_values():
+    """Every neighbour inside and valid: no NaN frame, no weight gathered, the same float32 values bit for bit as
+    the full way (forced by a NaN in the source away from the points); points at the edge take the full way."""
+    from lsmap.data.stack import bilinear
+
+    rng = np.random.default_rng(5)
+    arr = rng.random((30, 33)) * 3000
+    row, col = rng.random((2, 50, 60)) * [[[28.9]], [[31.9]]]
+    fast = bilinear(arr, row, col)
+    nan_away = np.pad(arr, ((0, 2), (0, 2)), constant_values=np.nan)  # never a neighbour of these points
+    np.testing.assert_array_equal(fast, bilinear(nan_away, row, col))
+    edge_row = row.copy()
+    edge_row[0, 0] = 29.5  # past the last row's centre: half its weight outside
+    got = bilinear(arr, edge_row, col)
+    assert np.isnan(got[0, 0]) or got[0, 0] == bilinear(nan_away, edge_row, col)[0, 0]
+    np.testing.assert_array_equal(got.ravel()[1:], fast.ravel()[1:])
