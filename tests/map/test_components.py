@@ -235,7 +235,7 @@ def test_parts_mask_gives_back_the_pixels_of_parts_and_retrace_refuses_two_polyg
     are not one polygon are not traced again (the caller dissolves them)."""
     from scipy import ndimage
 
-    from lsmap.map.components import Parts, PartShapes, block_parts, parts_mask, retrace
+    from lsmap.map.components import Parts, PartShapes, block_parts, label_polygons, parts_mask, retrace
 
     rng = np.random.default_rng(3)
     p = (ndimage.gaussian_filter(rng.random((64, 80)), 0.8) > 0.5).astype(np.float32)
@@ -251,6 +251,10 @@ def test_parts_mask_gives_back_the_pixels_of_parts_and_retrace_refuses_two_polyg
     np.testing.assert_array_equal(mask.astype(bool), want)
     labels, n = ndimage.label(p > 0.5)
     assert n > 1 and retrace(shapes) is None, "several landslides are not one polygon"
+    for pair, one in (([[1, 0], [0, 1]], False), ([[1, 1], [0, 1]], True)):  # pixels touching at a corner only
+        lab, k = ndimage.label(np.asarray(pair))
+        two = label_polygons(lab.astype(np.int32), np.bincount(lab.ravel())[1:], 0, 0)
+        assert (retrace(two) is not None) == one
 
 
 def test_polygons_built_in_chunks_are_the_same_polygons(monkeypatch):
