@@ -211,11 +211,12 @@ def retrace(s: PartShapes, transform=None):
     :func:`lsmap.map.rings.trace_regions`): the same polygon as their union (tested), in a time and memory that
     follow the pixels of their bounding box and the vertices, where GEOS's union of parts with many holes does
     not; ``None`` when the pixels are not one 4-connected region (the caller then dissolves the parts)."""
+    from scipy import ndimage
+
     mask, c0, r0 = parts_mask(s)
+    if ndimage.label(mask, output=np.int32)[1] != 1:  # several 4-connected regions: several polygons
+        return None
     xy, sizes, _, rings = trace_regions(mask, c0, r0)
-    first = np.cumsum(sizes) - sizes
-    if np.count_nonzero(xy[first + 1, 0] == xy[first, 0]) != 1:  # exteriors leave their first vertex southwards
-        return None  # several 4-connected regions: several polygons
     h, w = mask.shape
     one = PartShapes(xy, sizes, rings, np.array([[c0, r0, c0 + w, r0 + h]], np.int32))
     return one.polygons(transform)[0]

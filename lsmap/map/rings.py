@@ -125,7 +125,8 @@ def _successors(x: np.ndarray, y: np.ndarray, lab: np.ndarray, d_in: np.ndarray,
 
 def trace_regions(labels: np.ndarray, col_off: int = 0, row_off: int = 0) -> tuple[np.ndarray, ...]:
     """The rings of every region of a label image (labels ``1..n``; 0 = none), in pixel coordinates offset by
-    ``(col_off, row_off)``.
+    ``(col_off, row_off)``. Each label must be one 4-connected region (as ``scipy.ndimage.label`` gives them):
+    two regions of one label that meet at a pixel corner would be traced as one ring through that corner twice.
 
     Shape:
         ``labels``: ``(h, w)`` integers.
