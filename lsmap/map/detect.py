@@ -41,7 +41,7 @@ from lsmap.data.masks import (
 )
 from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS, check_stats, scan_scene
 from lsmap.data.sources import stack_arguments, stack_source
-from lsmap.errors import CheckpointError, InputError, MissingInputError
+from lsmap.errors import CheckpointError, InputError, LsmapWarning, MissingInputError
 from lsmap.io.aoi import crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
@@ -128,6 +128,29 @@ def _check_scratch(work: Path, valid_pixels: int, info, rasters: int) -> None:
     need = 2.0 * valid_pixels * rasters
     check_disk(work, need, f"the scratch rasters of a {info.width} x {info.height} px scene "
                f"({valid_pixels:,} valid pixels)", "free some space, or write the outputs on a larger disk")
+
+
+#: Share of a scene's valid area above which detect warns that its landslides are implausible (:func:`warn_implausible`):
+#: even dense landslide events leave most of 100 km2 or more standing, while a model given mis-scaled bands
+#: flagged 44-46 % of a scene (BENCHMARKS.md).
+IMPLAUSIBLE_SHARE = 0.25
+
+#: Least valid area (km2) of a scene for that warning: a small area of interest drawn around a landslide may be
+#: mostly landslide.
+IMPLAUSIBLE_MIN_KM2 = 100.0
+
+
+def warn_implausible(landslide_km2: float, valid_km2: float) -> None:
+    """Warn (:class:`LsmapWarning`) when the landslides cover more than :data:`IMPLAUSIBLE_SHARE` of at least
+    :data:`IMPLAUSIBLE_MIN_KM2` of valid scene: a sign of offset or mis-scaled bands, or of a model that does
+    not fit the sensor, more often than of an event."""
+    import warnings
+
+    if valid_km2 >= IMPLAUSIBLE_MIN_KM2 and landslide_km2 > IMPLAUSIBLE_SHARE * valid_km2:
+        warnings.warn(f"landslides cover {100 * landslide_km2 / valid_km2:.0f} % of the scene's valid area "
+                      f"({landslide_km2:,.1f} of {valid_km2:,.1f} km2), implausible for an event: check the input "
+                      "(`lsmap info` shows its DN offset and bands; loose band files may need --offset) and that the "
+                      "model fits this sensor", LsmapWarning, stacklevel=3)
 
 
 def _scene_area_km2(info) -> float:
@@ -325,6 +348,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         t_write = time.perf_counter()
         _write_outputs(tmp, outputs, pred, gdf, threshold, masked, rejected if opts.keep_rejected else None)
         km2 = _scene_area_km2(info)
+        warn_implausible(float(gdf["area_m2"].sum()) / 1e6 if len(gdf) else 0.0,
+                         km2 * pred.valid_pixels / (info.width * info.height))
         px_km2 = abs(info.transform.a * info.transform.e - info.transform.b * info.transform.d) / 1e6
         summary = {
         "scene": str(scene) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",

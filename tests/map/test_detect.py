@@ -348,3 +348,30 @@ def test_chittagong_mosaic_end_to_end(tmp_path):
     # the georeferenced chain is consistent: landslide-labelled pixels score higher than background ones
     assert q[labels == 2].mean() > q[labels == 1].mean() + 20
     assert gdf.attrs["lsmap"]["input_scale"] == "raw"
+
+
+@pytest.mark.parametrize(("res", "c", "warned"), [(100.0, 2.0, True), (100.0, -2.0, False), (10.0, 2.0, False)])
+def test_a_scene_mostly_landslide_is_flagged_as_implausible(tmp_path, rng, res, c, warned):
+    """Landslides over most of >= 100 km2 of valid scene: a warning pointing at the input (offset, scale, model);
+    none when few pixels are flagged, nor on a small area of interest (1.2 km2 here at 10 m) that is mostly
+    landslide. The map is still written: the warning is advice, not a refusal."""
+    import warnings
+
+    from detect_fixtures import ConstantModel
+
+    from lsmap.errors import LsmapWarning
+
+    data = smooth_scene(rng, h=110, w=110)
+    data[:, :10, :10] = -9999.0  # nodata: the share is of the valid area
+    scene = write_scene(tmp_path / "scene.tif", data, res=res, nodata=-9999.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gdf = lsmap.detect(scene, [member(ConstantModel(c))], out=tmp_path / "s.gpkg", norm="model", **KW)
+    said = [str(w.message) for w in caught if issubclass(w.category, LsmapWarning)]
+    assert (tmp_path / "s.gpkg").exists() and len(gdf) == (1 if c > 0 else 0)
+    if warned:
+        assert said == ["landslides cover 100 % of the scene's valid area (120.0 of 120.0 km2), implausible for an "
+                        "event: check the input (`lsmap info` shows its DN offset and bands; loose band files may "
+                        "need --offset) and that the model fits this sensor"]
+    else:
+        assert not said
