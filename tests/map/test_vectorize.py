@@ -268,8 +268,9 @@ def test_taken_parts_are_those_parts_exactly(pick):
 
 
 def test_tracing_threads_raise_no_georeferencing_warning(tmp_path):
-    """rasterio hides the NotGeoreferencedWarning of the in-memory rasters it traces with
-    ``catch_warnings``, which is not thread-safe: from the tracing threads it used to reach users."""
+    """No NotGeoreferencedWarning from the tracing threads: when blocks were traced by rasterio, which hides
+    that warning of its in-memory rasters with ``catch_warnings`` (not thread-safe), it reached users. Tracing is
+    numpy's now (:mod:`lsmap.map.rings`); this guards against the warning coming back by another way."""
     import warnings
 
     from rasterio.errors import NotGeoreferencedWarning
