@@ -9,12 +9,12 @@ vertex; where a region meets itself at a pixel corner (two of its pixels diagona
 the other pixels whole, so that rings touch there rather than cross.
 
 How: every corner of every region is found from the 2 x 2 pixels around each pixel corner; each corner's
-successor is the next corner of the same region along the boundary's direction (a sorted search); rings
-are the cycles of that successor map (``scipy.sparse.csgraph``), walked in one depth-first pass after
-linking each ring's last corner to the next ring's first. Time and memory follow the pixels and the
-vertices, whatever the shape: a region spanning a whole dense scene with hundreds of thousands of holes is
-traced as fast as many small ones, where GDAL hands such a polygon over as millions of Python tuples at
-once.
+successor is the corner that ends the straight run it starts (the corners of each line of a region, sorted,
+pair up); rings are the cycles of that successor map (``scipy.sparse.csgraph``), walked in one depth-first
+pass after linking each ring's last corner to the next ring's first. Time and memory follow the pixels and
+the vertices, whatever the shape: a region spanning a dense scene with hundreds of thousands of holes costs
+no more per vertex than many small ones, where GDAL hands such a polygon over as millions of Python tuples
+at once (BENCHMARKS.md: 1.5-1.8 s and 283 MB against 6.7-8.4 s and 788 MB for 5.4 M vertices).
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ def fill_small_holes(geoms: Sequence[Any], crs: Any, max_area_m2: float) -> list
 
 #: Holes above which a polygon is left unsimplified (:func:`simplify_polygons`): GEOS's topology-preserving
 #: simplifier grows faster than linearly with the holes beside a long exterior (2.6 s for 20,000, 9.7 s for
-#: 40,000, 98 s for 154,192 holes and 1.06 M vertices; hours for a dense scene's 807,506: BENCHMARKS.md).
+#: 40,000, 98 s for 154,192 holes and 1.06 M vertices; not done in 5 min for a dense scene's 372,580:
+#: BENCHMARKS.md).
 SIMPLIFY_MAX_HOLES = 20_000
 
 
