@@ -353,8 +353,10 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
                 codes[(codes == 0) & blue.cloud(scene, win)] = _CLOUD_REASON
             counts += np.bincount(codes.ravel(), minlength=counts.size)[:counts.size]
             dst.write(codes[None], window=win)
-    area = abs(info.transform.a * info.transform.e - info.transform.b * info.transform.d)
-    return NotObserved(out, {REASONS[k]: int(counts[k]) for k in REASONS if counts[k]}, float(area))
+    from lsmap.data.stack import mean_pixel_area_m2
+
+    area = mean_pixel_area_m2(info.transform, info.crs, info.height)
+    return NotObserved(out, {REASONS[k]: int(counts[k]) for k in REASONS if counts[k]}, area)
 
 
 class _BlueTest:

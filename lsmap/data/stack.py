@@ -305,6 +305,20 @@ def _finest(band: str, files: list[Path]) -> Path:
     return winners[0]
 
 
+def mean_pixel_area_m2(transform, crs, height: int) -> float:
+    """The mean area of a grid's pixels in m2: ``|a e - b d|`` times the linear unit squared for a projected
+    CRS, and for a geographic one the mean over the rows of :func:`pixel_size_metres` (degrees shrink with
+    latitude), so that pixel counts give km2 in either."""
+    if crs is not None and crs.is_geographic:
+        dx, dy = pixel_size_metres(transform, crs, np.arange(max(1, height)))
+        return float(np.mean(dx * dy))
+    factor = 1.0
+    if crs is not None:
+        with contextlib.suppress(Exception):
+            factor = float(crs.linear_units_factor[1])
+    return abs(transform.a * transform.e - transform.b * transform.d) * factor * factor
+
+
 # --- slope ------------------------------------------------------------------------------------
 
 

@@ -41,6 +41,7 @@ from lsmap.data.masks import (
 )
 from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS, check_stats, scan_scene
 from lsmap.data.sources import stack_arguments, stack_source
+from lsmap.data.stack import mean_pixel_area_m2
 from lsmap.errors import CheckpointError, InputError, LsmapWarning, MissingInputError
 from lsmap.io.aoi import crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
@@ -350,7 +351,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         km2 = _scene_area_km2(info)
         warn_implausible(float(gdf["area_m2"].sum()) / 1e6 if len(gdf) else 0.0,
                          km2 * pred.valid_pixels / (info.width * info.height))
-        px_km2 = abs(info.transform.a * info.transform.e - info.transform.b * info.transform.d) / 1e6
+        px_km2 = mean_pixel_area_m2(info.transform, info.crs, info.height) / 1e6
         summary = {
         "scene": str(scene) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",
         "aoi": aoi.to_dict() if aoi is not None else None, "aoi_window": crop,

@@ -314,3 +314,19 @@ def test_cut_and_near_not_observed_equal_the_whole_mask_rule(seed):
     empty = masked.iloc[:0]
     assert list(cut_not_observed(slides.geometry.values, empty)) == list(slides.geometry)
     assert not near_not_observed(slides, empty, 5.0).any()
+
+
+def test_observed_and_not_observed_km2_of_a_geographic_scene(tmp_path, rng):
+    """A scene in EPSG:4326: the summary's observed and not-observed km2 are true areas (they were square
+    degrees / 1e6), adding up to the scene's geodesic area, with the masked share of the pixels."""
+    data, _, _, _ = cloudy(rng, h=64, w=64)
+    res = 1e-4  # about 11 x 10 m at 27.8 N
+    scene = write_scene(tmp_path / "scene.tif", data, crs="EPSG:4326", res=res, origin=(85.3, 27.8))
+    user = np.zeros((64, 64), np.uint8)
+    user[:16] = 3  # a quarter of the rows masked
+    ext = write_tif(tmp_path / "user.tif", user, crs="EPSG:4326", origin=(85.3, 27.8), pixel=res)
+    gdf = lsmap.detect(scene, [member(Band0Model())], norm="model", mask_raster=ext, **KW)
+    s = gdf.attrs["lsmap"]
+    assert s["observed_km2"] + s["not_observed_km2"] == pytest.approx(s["scene_km2"], rel=1e-4)
+    assert s["scene_km2"] == pytest.approx(64 * 64 * 11.0 * 9.9 / 1e6, rel=0.03)
+    assert s["not_observed_km2"] == pytest.approx(s["scene_km2"] / 4, rel=1e-3)
