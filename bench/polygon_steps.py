@@ -44,12 +44,11 @@ def main() -> None:
     from vectorize_noise import make_prob
 
     from lsmap.core.windows import block_grid
-    from lsmap.data.masks import not_observed_polygons
     from lsmap.map.components import BlockStream
     from lsmap.map.detect import _respect_not_observed
     from lsmap.map.regional.merge import merge_layers
     from lsmap.map.report import _svg_paths
-    from lsmap.map.vectorize import landslide_table
+    from lsmap.map.vectorize import landslide_table, not_observed_polygons
 
     with tempfile.TemporaryDirectory(prefix="lsmap-poly-") as tmp:
         work = Path(tmp)

@@ -406,39 +406,6 @@ class _BlueTest:
         return bright[i:i + int(win.height), j:j + int(win.width)]
 
 
-def not_observed_polygons(path: str | os.PathLike, *, block: int = 1024):
-    """The reason raster at ``path`` as dissolved polygons, one (multi)polygon per reason.
-
-    Returns:
-        GeoDataFrame with ``reason`` and ``area_m2``, in the raster's CRS (empty when all is observed).
-    """
-    import geopandas as gpd
-    from rasterio.features import shapes
-    from rasterio.windows import transform as window_transform
-    from shapely.geometry import shape
-    from shapely.ops import unary_union
-
-    parts: dict[int, list] = {}
-    with open_raster(path, "not-observed raster") as src:
-        crs = src.crs
-        for win in block_grid(src.height, src.width, block):
-            codes = read_window(src, 1, win)
-            if not codes.any():
-                continue
-            t = window_transform(win, src.transform)
-            for geom, value in shapes(codes, mask=codes > 0, transform=t, connectivity=4):
-                parts.setdefault(int(value), []).append(shape(geom))
-    rows = [(REASONS.get(k, "other"), unary_union(g)) for k, g in sorted(parts.items())]
-    gdf = gpd.GeoDataFrame({"reason": [r for r, _ in rows]}, geometry=[g for _, g in rows], crs=crs)
-    if len(gdf):
-        from lsmap.map.vectorize import areas_m2
-
-        gdf["area_m2"] = areas_m2(list(gdf.geometry), crs)
-    else:
-        gdf["area_m2"] = np.zeros(0)
-    return gdf
-
-
 def _mask_parts(not_observed):
     """The polygons of the not-observed (multi)polygons, and a spatial index (STRtree) over them: each
     landslide is then compared with the few mask polygons near it, not the whole dissolved mask (a

@@ -35,7 +35,6 @@ from lsmap.data.masks import (
     cut_not_observed,
     mask_spec,
     near_not_observed,
-    not_observed_polygons,
     product_mask_layers,
     write_not_observed,
 )
@@ -58,7 +57,7 @@ from lsmap.map.options import DetectOptions, DetectOutputs
 from lsmap.map.quicklook import natural_colour, render_quicklook, scene_date
 from lsmap.map.report import write_report
 from lsmap.map.stream import PROB_NODATA, auto_window, band_plan, final_columns, last_window_row, predict_scene
-from lsmap.map.vectorize import areas_m2, landslide_table, vector_driver, vectorize, write_layer
+from lsmap.map.vectorize import areas_m2, landslide_table, not_observed_polygons, vector_driver, vectorize, write_layer
 
 
 def default_models() -> list[Path]:

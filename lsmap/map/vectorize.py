@@ -204,6 +204,62 @@ def vectorize(prob: str | os.PathLike, *, threshold: float = 0.5, uncertainty: s
                            with_uncertainty=uncertainty is not None)
 
 
+def not_observed_polygons(path: str | os.PathLike, *, block: int = 1024, workers: int | None = None):
+    """The reason raster at ``path`` (:func:`lsmap.data.masks.write_not_observed`) as polygons, one (multi)polygon
+    per reason.
+
+    Each reason's pixels are traced as landslides are (:mod:`lsmap.map.components`: 4-connected components block
+    by block on ``workers`` threads, rings from numpy, only the components that cross block borders dissolved),
+    then gathered into one MultiPolygon (components are disjoint or touch at corners). Dissolving every traced
+    polygon of a reason with ``union_all`` took 8.9 of the 10.6 s for a 4096^2 cloud mask with speckle
+    (BENCHMARKS.md).
+
+    Returns:
+        GeoDataFrame with ``reason`` and ``area_m2``, in the raster's CRS (empty when all is observed).
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    import geopandas as gpd
+    import rasterio
+    import shapely
+
+    from lsmap.data.masks import REASONS
+    from lsmap.io.rasters import open_raster, read_window
+    from lsmap.map.components import BlockGrid, Parts, block_parts
+
+    def trace(win, codes: np.ndarray) -> list:
+        return [(int(k), block_parts(win, (codes == k).view(np.uint8), None, 0.5))
+                for k in np.flatnonzero(np.bincount(codes.ravel())) if k]
+
+    parts: dict[int, Parts] = {}
+
+    def join(cell, found: list) -> None:  # cells without a reason add nothing: there is nothing of it to join
+        for k, bp in found:
+            parts.setdefault(k, Parts(with_uncertainty=False)).add(cell, bp)
+
+    workers = workers or default_workers()
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), open_raster(path, "not-observed raster") as src, \
+            ThreadPoolExecutor(workers, thread_name_prefix="lsmap-trace") as pool:
+        crs, transform = src.crs, src.transform
+        grid = BlockGrid(src.height, src.width, block)
+        waiting: deque = deque()
+        for cell in [(i, j) for i in range(len(grid.rows) - 1) for j in range(len(grid.cols) - 1)]:
+            win = grid.window(cell)  # read here (a dataset is not shared by threads), traced on the pool
+            waiting.append((cell, pool.submit(trace, win, read_window(src, 1, win))))
+            while len(waiting) > 2 * workers:
+                join(waiting[0][0], waiting.popleft()[1].result())
+        while waiting:
+            join(waiting[0][0], waiting.popleft()[1].result())
+    rows = []
+    for k in sorted(parts):
+        geoms = parts[k].landslides(transform).geoms
+        rows.append((REASONS.get(k, "other"), geoms[0] if len(geoms) == 1 else shapely.multipolygons(list(geoms))))
+    gdf = gpd.GeoDataFrame({"reason": [r for r, _ in rows]}, geometry=[g for _, g in rows], crs=crs)
+    gdf["area_m2"] = areas_m2(list(gdf.geometry), crs) if len(gdf) else np.zeros(0)
+    return gdf
+
+
 def landslide_table(found: Landslides, crs, *, min_area: float = 0.0, simplify: float = 0.0,
                     fill_holes: float = 0.0, with_uncertainty: bool = False):
     """The landslides as a GeoDataFrame in the scene's CRS, with areas and attributes.

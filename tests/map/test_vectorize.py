@@ -349,3 +349,40 @@ def test_bad_worker_count_is_refused(tmp_path):
     path = write_prob(tmp_path / "p.tif", np.zeros((8, 8), np.float32))
     with pytest.raises(InputError, match="workers"):
         vectorize(path, workers=0)
+
+
+@pytest.mark.parametrize("block", [16, 23, 1024])
+def test_not_observed_polygons_equal_the_dissolved_traces_per_reason(tmp_path, block):
+    """Law: one (multi)polygon per reason, the same area as dissolving every traced polygon of that reason with
+    GEOS (the previous way), whatever the blocks; reasons in code order, areas in m2; nothing for code 0."""
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    from lsmap.data.masks import REASONS
+    from lsmap.map.vectorize import not_observed_polygons
+
+    rng = np.random.default_rng(block)
+    field = ndimage.gaussian_filter(rng.random((70, 61)), 1.0)
+    codes = np.zeros(field.shape, np.uint8)
+    codes[field > np.quantile(field, 0.7)] = 2  # clouds
+    codes[(field > np.quantile(field, 0.6)) & (codes == 0)] = 3  # their shadow rings
+    codes[(rng.random(field.shape) < 0.03) & (codes == 0)] = 1  # speckle
+    path = tmp_path / "codes.tif"
+    tr = from_origin(500000, 3000000, 10, 10)
+    with rasterio.open(path, "w", driver="GTiff", width=61, height=70, count=1, dtype="uint8", crs="EPSG:32645",
+                       transform=tr) as dst:
+        dst.write(codes[None])
+    got = not_observed_polygons(path, block=block)
+    want = {}
+    for g, v in shapes(codes, mask=codes > 0, transform=tr, connectivity=4):
+        want.setdefault(int(v), []).append(shape(g))
+    assert list(got["reason"]) == [REASONS[k] for k in sorted(want)]
+    for (k, polys), geom, area in zip(sorted(want.items()), got.geometry, got["area_m2"], strict=True):
+        ref = shapely.union_all(polys)
+        assert geom.is_valid and geom.equals(ref), REASONS[k]
+        assert area == pytest.approx((codes == k).sum() * 100.0)
+    empty = tmp_path / "none.tif"
+    with rasterio.open(empty, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8", crs="EPSG:32645",
+                       transform=tr) as dst:
+        dst.write(np.zeros((1, 8, 8), np.uint8))
+    assert len(not_observed_polygons(empty)) == 0
