@@ -312,11 +312,15 @@ def mean_pixel_area_m2(transform, crs, height: int) -> float:
     if crs is not None and crs.is_geographic:
         dx, dy = pixel_size_metres(transform, crs, np.arange(max(1, height)))
         return float(np.mean(dx * dy))
-    factor = 1.0
+    return abs(transform.a * transform.e - transform.b * transform.d) * _metres_per_unit(crs) ** 2
+
+
+def _metres_per_unit(crs) -> float:
+    """Metres per linear unit of a projected CRS (1 when it does not say)."""
     if crs is not None:
         with contextlib.suppress(Exception):
-            factor = float(crs.linear_units_factor[1])
-    return abs(transform.a * transform.e - transform.b * transform.d) * factor * factor
+            return float(crs.linear_units_factor[1])
+    return 1.0
 
 
 # --- slope ------------------------------------------------------------------------------------
@@ -341,10 +345,7 @@ def pixel_size_metres(transform, crs, rows: np.ndarray) -> tuple[np.ndarray, np.
         dx = np.radians(abs(transform.a)) * n * np.cos(lat)
         dy = np.radians(abs(transform.e)) * m
         return dx, dy
-    factor = 1.0
-    if crs is not None:
-        with contextlib.suppress(Exception):
-            factor = float(crs.linear_units_factor[1])
+    factor = _metres_per_unit(crs)
     return np.full_like(rows, abs(transform.a) * factor), np.full_like(rows, abs(transform.e) * factor)
 
 
@@ -605,27 +606,28 @@ def bilinear(arr: np.ndarray, row: np.ndarray, col: np.ndarray, min_weight: floa
     r0 = r0.astype(np.int64)
     c0 = c0.astype(np.int64)
     if row.size and r0.min() >= 0 and r0.max() < h - 1 and c0.min() >= 0 and c0.max() < w - 1 \
-            and np.isfinite(arr).all():  # every neighbour inside and valid (a DEM's blocks, mostly)
-        flat = np.asarray(arr, np.float64).ravel()
-        at = r0 * w + c0
-        total = np.zeros(row.shape, np.float64)
-        weight = np.zeros(row.shape, np.float64)
-        for step, wt in ((0, (1 - fr) * (1 - fc)), (1, (1 - fr) * fc), (w, fr * (1 - fc)), (w + 1, fr * fc)):
-            total += wt * flat[at + step]  # the same sums, in the same order, as below
-            weight += wt
-        return (total / weight).astype(np.float32)
-    # a NaN frame around the source: a neighbour outside it (any distance: indices clipped to the frame) is
-    # invalid like a NaN one; invalid neighbours add 0 to the value and to the weight (no mask per neighbour)
-    padded = np.pad(np.asarray(arr, np.float64), 1, constant_values=np.nan)
-    valid = np.isfinite(padded)
-    values = np.where(valid, padded, 0.0).ravel()
-    weights = valid.astype(np.float64).ravel()
+            and np.isfinite(arr).all():  # every neighbour inside and valid (a DEM's blocks, mostly): weights are 1
+        values, weights = np.asarray(arr, np.float64).ravel(), None
+        base = r0 * w + c0
+
+        def at(dr: int, dc: int) -> np.ndarray:
+            return base + (dr * w + dc)
+    else:
+        # a NaN frame around the source: a neighbour outside it (any distance: indices clipped to the frame) is
+        # invalid like a NaN one; invalid neighbours add 0 to the value and to the weight (no mask per neighbour)
+        padded = np.pad(np.asarray(arr, np.float64), 1, constant_values=np.nan)
+        valid = np.isfinite(padded)
+        values = np.where(valid, padded, 0.0).ravel()
+        weights = valid.astype(np.float64).ravel()
+
+        def at(dr: int, dc: int) -> np.ndarray:
+            return np.clip(r0 + (dr + 1), 0, h + 1) * (w + 2) + np.clip(c0 + (dc + 1), 0, w + 1)
     total = np.zeros(row.shape, np.float64)
     weight = np.zeros(row.shape, np.float64)
     for dr, dc, wt in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
-        at = np.clip(r0 + (dr + 1), 0, h + 1) * (w + 2) + np.clip(c0 + (dc + 1), 0, w + 1)
-        total += wt * values[at]
-        weight += wt * weights[at]
+        i = at(dr, dc)
+        total += wt * values[i]
+        weight += wt if weights is None else wt * weights[i]
     out = np.full(row.shape, np.nan, np.float32)
     keep = weight >= min_weight
     out[keep] = total[keep] / weight[keep]

@@ -348,9 +348,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         t_write = time.perf_counter()
         _write_outputs(tmp, outputs, pred, gdf, threshold, masked, rejected if opts.keep_rejected else None)
         km2 = _scene_area_km2(info)
-        warn_implausible(float(gdf["area_m2"].sum()) / 1e6 if len(gdf) else 0.0,
-                         km2 * pred.valid_pixels / (info.width * info.height))
         px_km2 = mean_pixel_area_m2(info.transform, info.crs, info.height) / 1e6
+        warn_implausible(float(gdf["area_m2"].sum()) / 1e6 if len(gdf) else 0.0, pred.valid_pixels * px_km2)
         summary = {
         "scene": str(scene) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",
         "aoi": aoi.to_dict() if aoi is not None else None, "aoi_window": crop,
