@@ -397,7 +397,7 @@ def join_parts(shapes: PartShapes, members: list[np.ndarray], transform=None) ->
             out[g] = retrace(shapes.take(m), transform)
     rest = [g for g, u in enumerate(out) if u is None]
     if rest:
-        parts = shapes.take(np.concatenate([members[g] for g in rest])).polygons(transform)
+        parts = shapes.polygons(transform, np.concatenate([members[g] for g in rest]))
         cuts = np.cumsum([len(members[g]) for g in rest])[:-1]
         for g, union in zip(rest, dissolve(np.split(parts, cuts)), strict=True):
             out[g] = union
