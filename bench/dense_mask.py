@@ -50,7 +50,7 @@ def child(path: str, out: str, q) -> None:
     import pyogrio  # noqa: F401
     import shapely
 
-    from lsmap.io.resources import limit_malloc_arenas
+    from lsmap.io.malloc import limit_malloc_arenas
     from lsmap.map.vectorize import vectorize, write_vector
 
     limit_malloc_arenas()  # as detect does

@@ -149,15 +149,18 @@ def child_bare(models: list[str], windows: int, window: int, batch_size: int, tt
     ``layout`` ``"all-cores"``: one batch at a time on all of torch's threads; ``"workers"``: the
     batches shared among model worker threads exactly as detect runs them on this CPU
     (:func:`lsmap.map.stream.model_threads`). The models' batch norms are folded as detect folds them
-    (:func:`lsmap.learn.ensemble.folded_members`) unless ``fold`` is false.
+    (:func:`lsmap.learn.ensemble.folded_members`) unless ``fold`` is false. glibc's malloc is set as detect
+    sets it around its models (:mod:`lsmap.io.malloc`): one arena, freed memory reused.
     """
     import torch
 
     from lsmap.core.normalize import BandStats
+    from lsmap.io.malloc import limit_malloc_arenas, reuse_freed_memory
     from lsmap.learn.device import inference_channels_last
     from lsmap.learn.ensemble import folded_members, inference_context, load_ensemble
     from lsmap.map.stream import ensemble_moments, model_threads, ordered_map
 
+    limit_malloc_arenas()  # glibc's malloc set as detect sets it for its models (lsmap.map.stream.predict_scene)
     dev = torch.device("cpu")
     members = load_ensemble(models, dev)
     if fold:
@@ -177,12 +180,14 @@ def child_bare(models: list[str], windows: int, window: int, batch_size: int, tt
     def context():
         return inference_context(dev)  # as detect runs its model threads
 
-    for _ in ordered_map(run, iter(sorted(set(sizes)) * workers), workers, context):  # warm-up: every shape, every worker
-        pass
-    t0, cpu0 = time.perf_counter(), _cpu()
-    for _ in ordered_map(run, iter(sizes), workers, context):
-        pass
-    print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - cpu0, "windows": windows,
+    with reuse_freed_memory():
+        for _ in ordered_map(run, iter(sorted(set(sizes)) * workers), workers, context):  # warm-up: every shape, worker
+            pass
+        t0, cpu0 = time.perf_counter(), _cpu()
+        for _ in ordered_map(run, iter(sizes), workers, context):
+            pass
+        seconds, cpu_seconds = time.perf_counter() - t0, _cpu() - cpu0
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "windows": windows,
                       "workers": workers, "threads": threads}))
 
 

@@ -45,8 +45,9 @@ from lsmap.errors import CheckpointError, InputError, LsmapWarning, MissingInput
 from lsmap.io.aoi import crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
+from lsmap.io.malloc import limit_malloc_arenas
 from lsmap.io.outputs import atomic_output
-from lsmap.io.resources import check_disk, limit_malloc_arenas
+from lsmap.io.resources import check_disk
 from lsmap.io.scene import scene_band_names, scene_info
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import Member, folded_members, load_ensemble

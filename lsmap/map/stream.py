@@ -47,9 +47,9 @@ from lsmap.core.normalize import BandStats
 from lsmap.core.windows import Window, blend_weight, offsets, window_grid
 from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
+from lsmap.io.malloc import limit_malloc_arenas, reuse_freed_memory
 from lsmap.io.outputs import gdal_write_check
 from lsmap.io.rasters import geotiff_profile, open_raster
-from lsmap.io.resources import limit_malloc_arenas
 from lsmap.io.scene import (
     SceneInfo,
     open_scene_mask,
@@ -879,6 +879,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
             if out is not None:
                 es.enter_context(gdal_write_check(out))  # exits last: after the rasters are closed
         es.enter_context(rasterio.Env(GDAL_CACHEMAX=cache_bytes, GDAL_NUM_THREADS=1))
+        es.enter_context(reuse_freed_memory())  # batch after batch, the same large arrays: no mmap, no page faults
         if threads != torch.get_num_threads():
             es.callback(torch.set_num_threads, torch.get_num_threads())
             torch.set_num_threads(threads)

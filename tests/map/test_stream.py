@@ -56,7 +56,7 @@ def test_constant_model_gives_constant_probability(tmp_path, scene):
 
 
 def test_streamed_inference_limits_malloc_arenas_before_its_threads_start(tmp_path, scene, monkeypatch):
-    """The reader and the model workers share the arenas (lsmap.io.resources.limit_malloc_arenas): asked
+    """The reader and the model workers share the arenas (lsmap.io.malloc.limit_malloc_arenas): asked
     for before any of them exists."""
     import threading
 
@@ -67,6 +67,31 @@ def test_streamed_inference_limits_malloc_arenas_before_its_threads_start(tmp_pa
                         lambda: seen.append({t.name for t in threading.enumerate()}) or True)
     predict_scene(scene[0], [member(ConstantModel(0.7))], tmp_path / "p.tif", stats=None, **KW)
     assert len(seen) == 1 and not any(n.startswith(("lsmap-reader", "lsmap-model")) for n in seen[0])
+
+
+def test_the_models_run_while_freed_memory_is_reused_and_it_ends_with_the_run(tmp_path, scene, monkeypatch):
+    """Every batch's forward runs inside lsmap.io.malloc.reuse_freed_memory (its activations' memory kept for
+    the next batch), which the run leaves, also when a model fails."""
+    import lsmap.io.malloc as malloc
+
+    monkeypatch.setattr(malloc, "_holders", 0)
+    held = []
+
+    class Recording(ConstantModel):
+        def forward(self, x):
+            held.append(malloc._holders)
+            return super().forward(x)
+
+    predict_scene(scene[0], [member(Recording(0.7))], tmp_path / "p.tif", stats=None, **KW)
+    assert held and all(h == 1 for h in held) and malloc._holders == 0
+
+    class Failing(ConstantModel):
+        def forward(self, x):
+            raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError):
+        predict_scene(scene[0], [member(Failing(0.7))], tmp_path / "q.tif", stats=None, **KW)
+    assert malloc._holders == 0
 
 
 def test_ensemble_is_mean_of_members_and_uncertainty_their_variance(tmp_path, scene):
