@@ -122,14 +122,16 @@ def test_users_thresholds_are_left_as_they_are(libc, monkeypatch, variable, valu
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_glibc_takes_the_settings():
     """The real calls, in a fresh process: glibc accepts them, and large arrays are allocated and freed inside
-    (served by the heap) and after (glibc's thresholds as set on leaving)."""
-    code = ("import numpy as np\nfrom lsmap.io.malloc import limit_malloc_arenas, reuse_freed_memory\n"
+    (served by the heap, in two threads) and after (glibc's thresholds as set on leaving)."""
+    code = ("import threading\nimport numpy as np\nfrom lsmap.io.malloc import limit_malloc_arenas, reuse_freed_memory\n"
             "print(limit_malloc_arenas())\n"
-            "with reuse_freed_memory() as applies:\n"
+            "def work():\n"
             "    for _ in range(3):\n"
-            "        a = np.ones(50_000_000 // 8); assert a.sum() == a.size; del a\n"
+            "        a = np.ones(100_000_000 // 8); assert a.sum() == a.size; del a\n"
+            "with reuse_freed_memory() as applies:\n"
+            "    t = threading.Thread(target=work); t.start(); work(); t.join()\n"
             "print(applies)\n"
-            "b = np.ones(50_000_000 // 8); print(b.sum() == b.size)")
+            "b = np.ones(100_000_000 // 8); print(b.sum() == b.size)")
     env = {k: v for k, v in os.environ.items()
            if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES", *malloc.THRESHOLD_VARIABLES)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
