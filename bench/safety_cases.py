@@ -182,13 +182,18 @@ def cases(t: Path, rng) -> None:
         "tiny-unet", "--batch-size", "100000", "--device", "cpu", "-o", t / "rb")
     (t / "sc.json").write_text(json.dumps({**card, "scale": 1000}))
     (t / "sc.safetensors").write_bytes((t / "m.safetensors").read_bytes())
-    run("detect with card scale 1000", "detect", scene, "-o", t / "a.gpkg", "--model", t / "sc")
+    run("detect with card scale 1000", "detect", scene, "-o", t / "sc.gpkg", "--model", t / "sc")
 
     print("7. cards")
+    from lsmap.core.bands import get_profile
+
+    older = get_profile(",".join(card["bands"])).to_dict()  # the band-profile object of cards before band names
     for name, edit in (("JSON list", [card]), ("string threshold", {**card, "threshold": "0.5"}),
                        ("scale 0", {**card, "scale": 0}),
-                       ("zero divisors", {**card, "bands": {**card["bands"], "divisors": [0] * 14}}),
-                       ("unknown band", {**card, "bands": {**card["bands"], "bands": ["B99"] * 14}})):
+                       ("unknown band", {**card, "bands": ["B99", *card["bands"][1:]]}),
+                       ("a band twice", {**card, "bands": [card["bands"][1], *card["bands"][1:]]}),
+                       ("zero divisors (older card)", {**card, "bands": {**older, "divisors": [0] * len(older["bands"])}}),
+                       ("unknown band (older card)", {**card, "bands": {**older, "bands": ["B99"] * len(older["bands"])}})):
         (t / "c.json").write_text(json.dumps(edit))
         (t / "c.safetensors").write_bytes((t / "m.safetensors").read_bytes())
         run(f"info on a card with {name}", "info", t / "c")
@@ -218,7 +223,7 @@ def cases(t: Path, rng) -> None:
     import torch
 
     torch.save({"w": torch.zeros(1)}, t / "evil.pth")
-    run("detect --model evil.pth", "detect", scene, "-o", t / "a.gpkg", "--model", t / "evil.pth")
+    run("detect --model evil.pth", "detect", scene, "-o", t / "evil.gpkg", "--model", t / "evil.pth")
     part = t / "part"
     part.mkdir()
     write_tif(part / "B02.tif", np.ones((8, 8), np.uint16))

@@ -41,6 +41,7 @@ def _edit(card_path, fn):
     # older cards: a band-profile object
     (lambda d: {**d, "bands": {**_OLD, "divisors": [0.0] * 14}}, "'bands.divisors'"),
     (lambda d: {**d, "bands": {**_OLD, "bands": ["B1"] * 13 + ["B99"]}}, "'bands.bands'"),
+    (lambda d: {**d, "bands": {**_OLD, "bands": ["B99"] * 13 + ["B98"]}}, "names unknown bands B99, B98 (known"),
     (lambda d: {**d, "stats": {"mean": [float("nan")] * 14, "std": [1.0] * 14}}, "'stats.mean'"),
     (lambda d: {**d, "domain_bn": "yes"}, "'domain_bn'"),
     (lambda d: {**d, "model": 3}, "'model'"),

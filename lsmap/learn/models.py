@@ -272,7 +272,7 @@ def check_card(d: Any, source: object = "model card") -> None:
     if isinstance(b, list):  # the band names, in order (cards since band sets by name)
         if not b or not all(isinstance(n, str) for n in b):
             raise bad("bands", "must be a non-empty list of band names")
-        unknown = [n for n in b if n not in known]
+        unknown = list(dict.fromkeys(n for n in b if n not in known))  # each once, in the card's order
         if unknown:
             raise bad("bands", f"names unknown bands {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         if len(set(b)) != len(b):
@@ -295,7 +295,7 @@ def _check_profile_dict(b: dict, known: set, bad) -> None:
     names = b.get("bands")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise bad("bands.bands", "must be a non-empty list of band names")
-    unknown = [n for n in names if n not in known]
+    unknown = list(dict.fromkeys(n for n in names if n not in known))
     if unknown:
         raise bad("bands.bands", f"names unknown bands {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     div = b.get("divisors")
