@@ -8,12 +8,12 @@ Two settings, both through ``mallopt`` and both measured on detection (BENCHMARK
 - :func:`reuse_freed_memory`, around the models' work: glibc serves large blocks (from 128 KiB, rising to
   32 MiB as such blocks are freed) with a fresh ``mmap`` each and returns them to the system when freed, so
   every forward of a model faulted in and zeroed its activations again (tens of MB a layer for a 544 px
-  window): 1.6-1.8 M page faults and about 5 s of system time over a 4096^2 scene with a ResNet-18 U-Net.
+  window): 1.6-2.0 M page faults and 5.0-5.5 s of system time over a 4096^2 scene with a ResNet-18 U-Net.
   Inside, large blocks come from the heap and stay there for the next batch; on leaving, the heap is trimmed
   and glibc's thresholds are set to where its own adjustment settles in a process that frees large arrays.
 
-Both leave the process as it is where the user set glibc's malloc variables (they are read at start-up and
-win), off glibc, and where ``mallopt`` refuses.
+Neither overrides what the user chose through glibc's environment (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_*``...,
+``GLIBC_TUNABLES``); both do nothing off glibc and where ``mallopt`` refuses.
 """
 
 from __future__ import annotations
@@ -64,12 +64,13 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     Measured on a 2-core float32 CPU (BENCHMARKS.md, issue 20): a ResNet-18 U-Net over a 4096^2 scene peaked
     at 1469-1519 MB instead of 1582-1679 MB, at the same speed. Not measured on many cores, where threads
     that allocate at once would wait for the one arena's lock (detect's model threads allocate once a batch).
-    Left as it is where the user set ``MALLOC_ARENA_MAX``, off glibc, and for arenas that threads already
-    have. Returns whether it applied.
+    Left as it is where the user set ``MALLOC_ARENA_MAX`` (or ``glibc.malloc.arena_max`` in ``GLIBC_TUNABLES``),
+    off glibc, and for arenas that threads already have. Returns whether it applied.
     """
     global _arenas_limited
     if _arenas_limited is None:
-        libc = None if os.environ.get("MALLOC_ARENA_MAX") else _glibc()
+        chosen = os.environ.get("MALLOC_ARENA_MAX") or "malloc.arena_max" in os.environ.get("GLIBC_TUNABLES", "")
+        libc = None if chosen else _glibc()
         _arenas_limited = bool(libc is not None and libc.mallopt(M_ARENA_MAX, int(arenas)) == 1)
     return _arenas_limited
 

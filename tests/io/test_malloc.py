@@ -53,8 +53,9 @@ def test_arenas_are_limited_once(libc):
     assert libc.calls == [(-8, malloc.MALLOC_ARENAS)]  # M_ARENA_MAX, once
 
 
-def test_users_malloc_arena_max_is_left_as_it_is(libc, monkeypatch):
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+@pytest.mark.parametrize("variable, value", [("MALLOC_ARENA_MAX", "8"), ("GLIBC_TUNABLES", "glibc.malloc.arena_max=8")])
+def test_users_malloc_arena_max_is_left_as_it_is(libc, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
     assert malloc.limit_malloc_arenas() is False
     assert libc.calls == []
 
