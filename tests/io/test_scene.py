@@ -124,3 +124,27 @@ def test_read_a_band_subset_by_name_in_its_order(tmp_path, rng):
     assert valid.all(), "B8's nodata does not matter when B8 is not read"
     with pytest.raises(MissingBandError, match=r"s\.tif: no band B5 needed by m\.safetensors"):
         scene_band_indices(info.bands, "B4,B5", source=path, user="m.safetensors")
+
+
+def test_overview_reads_through_a_bounded_cache_and_unscales_only_the_bands_asked(tmp_path, rng, monkeypatch):
+    """read_scene_overview: GDAL's block cache is bounded during the decimated read (its default, 5 % of the
+    RAM, kept every decoded block of the scene); the bands asked equal those of the whole overview, and the
+    validity still follows every band (nodata in one band not returned)."""
+    import rasterio.env
+
+    import lsmap.io.scene as scene
+
+    data = rng.integers(1, 3000, (4, 64, 80)).astype("uint16")
+    data[3, :8, :] = 0  # nodata in B8 only
+    path = write_tif(tmp_path / "s.tif", data, nodata=0, block=16)
+    seen, read = [], scene.read_window
+    monkeypatch.setattr(scene, "read_window",
+                        lambda *a, **k: seen.append(rasterio.env.getenv().get("GDAL_CACHEMAX")) or read(*a, **k))
+    with open_scene(path, RGBN) as src:
+        every, valid = scene.read_scene_overview(src, RGBN, 40)
+        rgb, valid_rgb = scene.read_scene_overview(src, RGBN, 40, bands=(2, 1, 0))
+    assert seen == [scene.OVERVIEW_CACHE_MB * 2**20] * 2
+    assert every.shape == (4, 32, 40) and rgb.dtype == np.float32
+    np.testing.assert_array_equal(rgb, every[[2, 1, 0]])
+    np.testing.assert_array_equal(valid_rgb, valid)
+    assert not valid[:4].any() and valid[4:].all()
