@@ -143,7 +143,7 @@ def test_overview_reads_through_a_bounded_cache_and_unscales_only_the_bands_aske
     with open_scene(path, RGBN) as src:
         every, valid = scene.read_scene_overview(src, RGBN, 40)
         rgb, valid_rgb = scene.read_scene_overview(src, RGBN, 40, bands=(2, 1, 0))
-    assert seen == [scene.OVERVIEW_CACHE_MB * 2**20] * 2
+    assert seen == [scene.GDAL_CACHE_MB * 2**20] * 2
     assert every.shape == (4, 32, 40) and rgb.dtype == np.float32
     np.testing.assert_array_equal(rgb, every[[2, 1, 0]])
     np.testing.assert_array_equal(valid_rgb, valid)
