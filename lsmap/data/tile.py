@@ -63,7 +63,7 @@ from lsmap.io.aoi import AOI, crop_raster, geoms_to_crs, read_polygons
 from lsmap.io.locks import owner_tag
 from lsmap.io.outputs import atomic_output, check_owned_dir, mark_owned
 from lsmap.io.patches import META_NAME, read_image, read_mask, write_patch
-from lsmap.io.rasters import open_raster, read_window
+from lsmap.io.rasters import open_raster, read_window, row_cache_bytes
 from lsmap.io.scene import open_scene, read_scene_window, scene_info
 
 #: Image value of nodata and padded pixels (L4S scale: 0 is "no signal").
@@ -292,6 +292,8 @@ def tile_scene(
     def still_ours(path: Path) -> None:  # re-checked under the lock, just before the old folder goes
         check_owned_dir(path, True, "tile", OUTPUT_PATTERNS, manifests=(META_NAME,))
 
+    import rasterio
+
     nobs = crop = None
     with contextlib.ExitStack() as stack:
         stack.enter_context(_drop_new_parents_on_error(out_dir))
@@ -319,7 +321,8 @@ def tile_scene(
         grid = window_grid(src.height, src.width, size, overlap)
         rows: list[dict] = []
         n_skipped = n_padded = 0
-        with atomic_output(out_dir, overwrite, directory=True, lock=True, before_replace=still_ours) as tmp:
+        with atomic_output(out_dir, overwrite, directory=True, lock=True, before_replace=still_ours) as tmp, \
+                rasterio.Env(GDAL_CACHEMAX=row_cache_bytes(src)):  # GDAL's default kept every block decoded
             mark_owned(tmp, "tile")
             for window in tqdm(grid, desc=f"tile {Path(source).name}", unit="window", disable=not progress):
                 data, valid = read_scene_window(src, window, profile, raw=raw, mask=not_observed)

@@ -17,13 +17,28 @@ from lsmap.errors import InputError, MissingInputError
 from lsmap.io.outputs import atomic_output, check_output
 
 __all__ = ["GDAL_CACHE_MB", "OUTPUT_NODATA", "atomic_output", "check_output", "geotiff_profile", "open_raster",
-           "read_window", "set_band_descriptions"]
+           "read_window", "row_cache_bytes", "set_band_descriptions"]
 
 if TYPE_CHECKING:
     import numpy as np
 
 #: GDAL block cache (MB) while streaming rasters: keeps the cache, hence memory, independent of scene size.
 GDAL_CACHE_MB = 128
+
+
+def row_cache_bytes(src, width: int | None = None, least_mb: float = GDAL_CACHE_MB) -> int:
+    """GDAL block cache for reading ``src`` top to bottom, ``width`` columns (default: all) at a time: one row
+    of its blocks (all bands) across them, +25 %, at least ``least_mb``. Every block is then decoded once
+    although several rows of windows read it, and the cache, hence memory, does not grow with the scene: GDAL's
+    default, 5 % of the RAM, keeps every block it decoded (``lsmap tile`` on a 4096^2 stack: 648 MB peak
+    against 319 MB, measured)."""
+    import numpy as np
+
+    bh, bw = src.block_shapes[0]
+    itemsize = max(np.dtype(t).itemsize for t in src.dtypes)
+    cols = min(src.width, width) if width is not None else src.width
+    row = src.count * bh * (-(-cols // bw) + 1) * bw * itemsize  # +1: a panel straddles a block column
+    return int(max(least_mb * 2**20, row + row // 4))
 
 
 # --- rasters ---------------------------------------------------------------------------------

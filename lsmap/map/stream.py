@@ -49,7 +49,7 @@ from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
 from lsmap.io.malloc import limit_malloc_arenas, reuse_freed_memory
 from lsmap.io.outputs import gdal_write_check
-from lsmap.io.rasters import geotiff_profile, open_raster
+from lsmap.io.rasters import geotiff_profile, open_raster, row_cache_bytes
 from lsmap.io.scene import (
     SceneInfo,
     open_scene_mask,
@@ -278,19 +278,10 @@ def last_window_row(height: int, window: int, overlap: int) -> int:
 Sink = Callable[[int, int, np.ndarray, "np.ndarray | None"], None]
 
 
-#: Least GDAL block cache of streamed inference (MB): a panel's row of blocks needs 17 MB (uint16, 14 bands).
+#: Least GDAL block cache of streamed inference (MB): a panel's row of blocks needs 17 MB (uint16, 14 bands);
+#: more is sized by :func:`lsmap.io.rasters.row_cache_bytes` (so that the probability rows written wait for
+#: their tiles too).
 STREAM_CACHE_MB = 32
-
-
-def stream_cache_bytes(src, width: int | None = None) -> int:
-    """GDAL block cache for streaming ``src`` top to bottom ``width`` columns (default: all) at a time: one
-    row of its blocks (all bands) across them, at least :data:`STREAM_CACHE_MB`, so that every block is
-    decoded once although several strips read it (and the probability rows written wait for their tiles)."""
-    bh, bw = src.block_shapes[0]
-    itemsize = max(np.dtype(t).itemsize for t in src.dtypes)
-    cols = min(src.width, width) if width is not None else src.width
-    row = src.count * bh * (-(-cols // bw) + 1) * bw * itemsize  # +1: a panel straddles a block column
-    return max(STREAM_CACHE_MB * 2**20, row + row // 4)
 
 
 class _Strips:
@@ -299,7 +290,7 @@ class _Strips:
     The strip holds the ``height`` scene rows of the current row of windows, scaled (raw scenes) and
     with nodata pixels filled. Moving down to the next row of windows keeps the rows the two share
     (the overlap) and reads only the new ones, in pieces that never straddle a row of GDAL blocks
-    (so a cache of one block row suffices: :func:`stream_cache_bytes`).
+    (so a cache of one block row suffices: :func:`lsmap.io.rasters.row_cache_bytes`).
     """
 
     def __init__(self, src, scene: SceneInfo, profile: BandProfile, height: int, raw: bool, fill: np.ndarray,
@@ -865,7 +856,8 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     if prefetch is None:
         prefetch = 2 if device.type != "cpu" else workers if workers > 1 else 0
     with open_raster(scene.path, "scene") as src:
-        cache_bytes = stream_cache_bytes(src, max(c1 - c0 for c0, c1 in map(panel_columns, column_panels(windows))))
+        cache_bytes = row_cache_bytes(src, max(c1 - c0 for c0, c1 in map(panel_columns, column_panels(windows))),
+                                      STREAM_CACHE_MB)
     read_args = (profile, windows, batch_size, raw, fill, pin, plan.bands.indexes)
     model_seconds = read_seconds = crf_seconds = 0.0
     bar = None

@@ -504,3 +504,24 @@ def test_chittagong_tiles_cover_valid_area_and_read_back_exactly(tmp_path):
         np.testing.assert_array_equal(read_mask(out / "mask" / f"mask_{row.id}.h5"), mask[r, c])
     total = index.landslide_pixels.sum()
     assert total == ((labels == 2) & valid).sum() > 0  # no landslide pixel lost with min_valid this low
+
+
+def test_tiles_are_read_through_a_cache_of_a_row_of_blocks(tmp_path, rng, monkeypatch):
+    """Every window is read with GDAL's block cache bounded to a row of the scene's blocks (at least
+    GDAL_CACHE_MB): GDAL's default, 5 % of the RAM, kept every block it decoded (648 MB against 319 MB for a
+    4096^2 stack, measured)."""
+    import rasterio.env
+
+    import lsmap.data.tile as tile
+    from lsmap.io.rasters import GDAL_CACHE_MB, row_cache_bytes
+
+    scene = write_tif(tmp_path / "s.tif", make_scene(rng, 40, 64), nodata=0, block=16)
+    seen, read = [], tile.read_scene_window
+    monkeypatch.setattr(tile, "read_scene_window",
+                        lambda *a, **k: seen.append(rasterio.env.getenv().get("GDAL_CACHEMAX")) or read(*a, **k))
+    tile_scene(scene, tmp_path / "p", bands="rgbn", size=16, raw=True)
+    with rasterio.open(scene) as src:
+        assert row_cache_bytes(src) == GDAL_CACHE_MB * 2**20  # a small scene: the least
+        wide = row_cache_bytes(src, least_mb=0)
+    assert seen and set(seen) == {GDAL_CACHE_MB * 2**20}
+    assert wide == int(1.25 * 4 * 16 * (64 // 16 + 1) * 16 * 2)  # bands x block rows x (blocks + 1) x cols x bytes
