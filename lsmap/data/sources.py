@@ -176,7 +176,7 @@ def describe_source(source: str | os.PathLike) -> dict:
                       "layers": layers, "stack_bands": profile.name, "stack_left_out": left_out,
                       **default_for(lambda: default_model_for_inputs({"s2": source}, profile.bands))}
     from lsmap.io.rasters import open_raster
-    from lsmap.io.scene import OFFSET_TAG, scene_band_names, scene_info
+    from lsmap.io.scene import OFFSET_TAG, STACK_TAG, scene_band_names, scene_info
 
     info = scene_info(source)
     with open_raster(source, "scene") as src:
@@ -186,7 +186,7 @@ def describe_source(source: str | os.PathLike) -> dict:
         bands = list(scene_band_names(info))
     except LsmapError:
         bands = None
-    out = {"input": str(source), "kind": "stack" if "LSMAP_PROFILE" in tags else "raster",
+    out = {"input": str(source), "kind": "stack" if STACK_TAG in tags else "raster",
            "width": info.width, "height": info.height, "crs": info.crs.to_string(),
            "pixel_size": [abs(info.transform.a), abs(info.transform.e)], "bands": bands,
            "encoding": tags.get("LSMAP_ENCODING", dtype), "dn_offsets": tags.get("LSMAP_DN_OFFSETS"),

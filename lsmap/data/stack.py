@@ -87,7 +87,7 @@ from lsmap.io.rasters import (
     set_band_descriptions,
 )
 from lsmap.io.s2product import L4S_QUANTIFICATION, S2Source, is_product, open_product
-from lsmap.io.scene import OFFSET_TAG
+from lsmap.io.scene import OFFSET_TAG, STACK_TAG
 
 #: File extensions searched in Sentinel-2 folders.
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
@@ -901,7 +901,7 @@ def stack_scene(
                 set_band_descriptions(dst, profile.bands)
                 if coded:
                     dst.scales, dst.offsets = scales_offsets(profile)
-                dst.update_tags(LSMAP_ENCODING=encoding, LSMAP_PROFILE=profile.name, LSMAP_SCALING="(raw + offset) * 10000 / "
+                dst.update_tags(**{STACK_TAG: profile.name}, LSMAP_ENCODING=encoding, LSMAP_SCALING="(raw + offset) * 10000 / "
                                 "quantification / L4S divisors", LSMAP_SOURCE=source.kind,
                                 LSMAP_DN_OFFSETS=",".join(f"{b}:{source.dn_offset(b):g}" for b in
                                                            profile.sentinel2_bands))

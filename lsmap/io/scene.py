@@ -136,6 +136,9 @@ def check_band_order(descriptions, profile: BandProfile, path: object) -> None:
 #: Tag of a stack made from band files whose DNs look offset, stacked without an offset: their smallest DN
 #: (:func:`lsmap.data.stack.stack_scene` warned; :func:`scene_info` warns again whenever the stack is read).
 OFFSET_TAG = "LSMAP_DN_LOOKS_OFFSET"
+#: Tag `lsmap stack` writes on every stack (its band profile's name). Such a stack marks a pixel nodata in every
+#: band when any of its inputs was invalid (:mod:`lsmap.data.stack`), so any one band tells the validity.
+STACK_TAG = "LSMAP_PROFILE"
 
 
 def scene_info(path: str | os.PathLike, profile: BandProfile | str | None = None) -> SceneInfo:
@@ -352,7 +355,8 @@ def read_scene_overview(src, profile: BandProfile, max_side: int, bands: tuple[i
     row of blocks at a time, so each block is decoded once (its default cache, 5 % of the RAM, kept the
     scene's decoded blocks: +1.46 GB for a 14-band full tile, measured). Validity is :func:`valid_pixels` on
     the decimated values and masks of every band, so a display shows the same pixels as missing as the
-    rest of lsmap skips, up to the decimation. Only the ``bands`` returned are unscaled to float32.
+    rest of lsmap skips, up to the decimation. A stack `lsmap stack` wrote (:data:`STACK_TAG`) has one
+    nodata mask for all its bands: only the ``bands`` asked are then read, their validity is the scene's.
 
     Args:
         src: Dataset from :func:`open_scene`.
@@ -370,12 +374,17 @@ def read_scene_overview(src, profile: BandProfile, max_side: int, bands: tuple[i
     from rasterio.enums import Resampling
 
     f = max(1.0, max(src.width, src.height) / max_side)
-    shape = (src.count, max(1, round(src.height / f)), max(1, round(src.width / f)))
+    shape = (max(1, round(src.height / f)), max(1, round(src.width / f)))
+    joint = bands is not None and STACK_TAG in src.tags() and declares_nodata(src)
+    which = [b + 1 for b in bands] if joint else None  # else every band, for the validity
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
-        stored = read_window(src, None, None, out_shape=shape, resampling=Resampling.average)
-        valid = valid_pixels(src, stored, None, profile)
+        stored = read_window(src, which, None, out_shape=(len(which) if joint else src.count, *shape),
+                             resampling=Resampling.average)
+        valid = valid_pixels(src, stored, None, profile, indexes=which)
     if bands is None:
         return _values(src, stored, None), valid
+    if joint:
+        return _values(src, stored, which), valid
     return _values(src, stored[list(bands)], [b + 1 for b in bands]), valid
 
 

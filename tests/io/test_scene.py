@@ -148,3 +148,26 @@ def test_overview_reads_through_a_bounded_cache_and_unscales_only_the_bands_aske
     np.testing.assert_array_equal(rgb, every[[2, 1, 0]])
     np.testing.assert_array_equal(valid_rgb, valid)
     assert not valid[:4].any() and valid[4:].all()
+
+
+def test_an_lsmap_stack_overview_reads_only_the_bands_shown(tmp_path, rng, monkeypatch):
+    """A stack `lsmap stack` wrote (STACK_TAG) has one nodata mask for all its bands: the overview reads only the
+    bands asked, and gives the same values and validity as reading every band."""
+    import lsmap.io.scene as scene
+
+    data = rng.integers(1, 3000, (4, 64, 80)).astype("uint16")
+    data[:, :8, :] = 0  # nodata in every band, as lsmap stack writes it
+    data[:, 30:33, 10:50] = 0
+    plain = write_tif(tmp_path / "plain.tif", data, nodata=0, block=16)
+    tagged = write_tif(tmp_path / "stack.tif", data, nodata=0, block=16)
+    with rasterio.open(tagged, "r+") as dst:
+        dst.update_tags(**{scene.STACK_TAG: "rgbn"})
+    read, asked = scene.read_window, []
+    monkeypatch.setattr(scene, "read_window", lambda src, band, *a, **k: asked.append(band) or read(src, band, *a, **k))
+    with open_scene(plain, RGBN) as a, open_scene(tagged, RGBN) as b:
+        want, want_valid = scene.read_scene_overview(a, RGBN, 40, bands=(2, 1, 0))
+        got, got_valid = scene.read_scene_overview(b, RGBN, 40, bands=(2, 1, 0))
+    assert asked == [None, [3, 2, 1]]  # every band of the plain file, the three shown of the stack
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_valid, want_valid)
+    assert not got_valid.all() and got_valid.any()
