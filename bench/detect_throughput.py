@@ -58,6 +58,7 @@ def make_scene(path: Path, size: int, seed: int = 0, block: int = 512, encoding:
     from lsmap.core.encoding import UINT16_NODATA, encode_uint16, scales_offsets
     from lsmap.data.stack import UINT16_OPTIONS
     from lsmap.io.rasters import geotiff_profile, set_band_descriptions
+    from lsmap.io.scene import STACK_TAG
 
     rng = np.random.default_rng(seed)
     centres = rng.integers(0, size, (max(1, size * size // 40000), 2))
@@ -70,6 +71,7 @@ def make_scene(path: Path, size: int, seed: int = 0, block: int = 512, encoding:
                               creation_options=UINT16_OPTIONS if coded else None)
     with rasterio.open(path, "w", **profile) as dst:  # as `lsmap stack` writes scenes
         set_band_descriptions(dst, l4s.bands)
+        dst.update_tags(**{STACK_TAG: l4s.name})  # one nodata mask for all bands, as lsmap stack writes them
         if coded:
             dst.scales, dst.offsets = scales_offsets(l4s)
         for r0 in range(0, size, block):
