@@ -44,7 +44,7 @@ THRESHOLD_VARIABLES = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRI
 _arenas_limited: bool | None = None
 _lock = threading.Lock()
 _holders = 0
-_reusing = False
+_reuse_libc = None  # glibc, while reuse_freed_memory is set
 
 
 def _glibc():
@@ -91,24 +91,23 @@ def reuse_freed_memory() -> Iterator[bool]:
     :data:`SETTLED_MMAP_THRESHOLD` and :data:`SETTLED_TRIM_THRESHOLD`, so the process does not keep the
     run's peak afterwards. Yields whether it applies (see the module's notes for when it does not).
     """
-    global _holders, _reusing
+    global _holders, _reuse_libc
     with _lock:
         if _holders == 0:
             libc = None if _user_set_thresholds() else _glibc()
-            _reusing = bool(libc is not None and libc.mallopt(M_MMAP_MAX, 0) == 1)
-            if _reusing:  # restored on leaving, whether or not glibc takes this one
-                libc.mallopt(M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD)
+            if libc is not None and libc.mallopt(M_MMAP_MAX, 0) == 1:
+                libc.mallopt(M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD)  # restored on leaving, taken or not
+                _reuse_libc = libc
         _holders += 1
-        applies = _reusing
+        applies = _reuse_libc is not None
     try:
         yield applies
     finally:
         with _lock:
             _holders -= 1
-            if _holders == 0 and _reusing:
-                libc = _glibc()
+            if _holders == 0 and _reuse_libc is not None:
+                libc, _reuse_libc = _reuse_libc, None
                 libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
                 libc.mallopt(M_MMAP_THRESHOLD, SETTLED_MMAP_THRESHOLD)
                 libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
-                _reusing = False

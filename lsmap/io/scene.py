@@ -383,9 +383,8 @@ def read_scene_overview(src, profile: BandProfile, max_side: int, bands: tuple[i
         valid = valid_pixels(src, stored, None, profile, indexes=which)
     if bands is None:
         return _values(src, stored, None), valid
-    if joint:
-        return _values(src, stored, which), valid
-    return _values(src, stored[list(bands)], [b + 1 for b in bands]), valid
+    picked = stored if joint else stored[list(bands)]
+    return _values(src, picked, [b + 1 for b in bands]), valid
 
 
 def _nodata_as(nodata: float | None, dtype: np.dtype):

@@ -35,7 +35,7 @@ def libc(monkeypatch):
     fake = FakeLibc()
     monkeypatch.setattr(malloc, "_arenas_limited", None)
     monkeypatch.setattr(malloc, "_holders", 0)
-    monkeypatch.setattr(malloc, "_reusing", False)
+    monkeypatch.setattr(malloc, "_reuse_libc", None)
     monkeypatch.setattr(malloc, "_glibc", lambda: fake)
     for v in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES", *malloc.THRESHOLD_VARIABLES):
         monkeypatch.delenv(v, raising=False)
