@@ -14,10 +14,10 @@ from lsmap.learn.ensemble import Member, load_ensemble, predict_proba
 from lsmap.learn.models import ModelCard, build_model, load_checkpoint, read_card, save_checkpoint
 
 
-def _card(profile="rgbn", **kw):
+def _card(profile="rgbn", model="tiny-unet", **kw):
     p = get_profile(profile)
     stats = BandStats((1.0,) * p.count, (0.5,) * p.count, 100, p.bands).to_dict()
-    return ModelCard("tiny-unet", p.to_dict(), stats, **kw)
+    return ModelCard(model, p.to_dict(), stats, **kw)
 
 
 def test_unknown_model_lists_valid_names():
@@ -44,6 +44,59 @@ def test_checkpoint_roundtrip_without_pickle(tmp_path):
     # the card embedded in the weights file is enough on its own
     (tmp_path / "best.json").unlink()
     assert read_card(tmp_path / "best").scale == 2.5
+
+
+@pytest.mark.parametrize("name", ["tiny-unet", "unet-resnet18", "unet-efficientnet-b0", "segformer-mit_b0",
+                                  "deeplabv3plus-resnet34"])
+def test_loaded_models_give_the_saved_models_logits(tmp_path, name):
+    # load_checkpoint builds the model without initialising it (meta device) and takes the file's tensors
+    torch.manual_seed(3)
+    m = build_model(name, 4).eval()
+    save_checkpoint(tmp_path / "m", m, _card(model=name))
+    loaded, _ = load_checkpoint(tmp_path / "m")
+    assert not loaded.training
+    tensors = [*loaded.parameters(), *loaded.buffers()]
+    assert tensors and not any(t.is_meta for t in tensors)
+    assert all(p.requires_grad for p in loaded.parameters())  # trainable again (refine, fine-tuning)
+    x = torch.randn(2, 4, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+
+
+def test_loaded_weights_take_the_models_dtype(tmp_path):
+    m = build_model("tiny-unet", 4).eval()
+    save_checkpoint(tmp_path / "m", m.half(), _card())  # weights stored as float16
+    loaded, _ = load_checkpoint(tmp_path / "m")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    for k, v in m.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v.float() if v.is_floating_point() else v), k
+
+
+def test_a_model_with_a_tensor_outside_its_state_is_loaded_the_usual_way(tmp_path, monkeypatch):
+    import lsmap.learn.models as models
+
+    m = build_model("tiny-unet", 4).eval()
+    save_checkpoint(tmp_path / "m", m, _card())
+    real = models.build_model
+
+    def with_private_buffer(name, in_channels, **kw):
+        module = real(name, in_channels, **kw)
+        module.register_buffer("table", torch.arange(3.0), persistent=False)  # not in the checkpoint
+        return module
+
+    monkeypatch.setattr(models, "build_model", with_private_buffer)
+    loaded, _ = load_checkpoint(tmp_path / "m")
+    assert torch.equal(loaded.table, torch.arange(3.0))
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+
+
+def test_weights_that_do_not_fit_are_a_checkpoint_error(tmp_path):
+    save_checkpoint(tmp_path / "m", build_model("tiny-unet", 5), _card())  # the card says 4 bands
+    with pytest.raises(CheckpointError, match=r"m.safetensors: weights do not fit model 'tiny-unet'"):
+        load_checkpoint(tmp_path / "m")
 
 
 def test_old_cards_with_a_profile_dict_still_load(tmp_path):
