@@ -83,6 +83,7 @@ def test_refine_overwrite_refuses_foreign_folder(tmp_path):
 def test_parent_that_is_a_file_fails_before_work(tmp_path, scene):
     (tmp_path / "afile").write_text("x")
     for args in (["stack", str(scene), "-o", str(tmp_path / "afile" / "s.tif")],
+                 ["detect", str(scene), "-o", str(tmp_path / "afile" / "s.gpkg")],
                  ["tile", str(scene), "-o", str(tmp_path / "afile" / "p")],
                  ["stats", str(scene), "-o", str(tmp_path / "afile" / "s.json")]):
         res = CliRunner().invoke(main, args)
@@ -130,3 +131,46 @@ def test_atomic_output_failure_leaves_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(OutputExistsError):
         with atomic_output(out):
             pass
+
+
+def _digest(path: Path) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+def test_overwrite_never_replaces_an_input_of_the_run(tmp_path, scene):
+    # --overwrite replaces what lsmap wrote before, never the files the run reads (found on real data: the
+    # scene replaced by its own probability raster, a band of the folder by the stack)
+    from tests.products_fixtures import loose_bands, make_safe
+
+    bands = loose_bands(make_safe(tmp_path), tmp_path / "bands", ["B2", "B3", "B4", "B8"])
+    dem = write_tif(tmp_path / "dem.tif", np.ones((1, 40, 40), np.float32))
+    kept = {p: _digest(p) for p in [scene, dem, *bands.iterdir()]}
+    for args, named in ((["detect", str(scene), "-o", str(tmp_path / "x.gpkg"), "--prob", str(scene)], "scene.tif"),
+                        (["detect", str(bands), "-o", str(tmp_path / "y.gpkg"), "--mask", str(bands / "B04.tif")],
+                         "inside the input folder"),
+                        (["stack", str(bands), "--offset", "-1000", "-o", str(bands / "B02.tif")],
+                         "inside the input folder"),
+                        (["stack", str(bands), "--offset", "-1000", "--dem", str(dem), "--bands", "l2a-terrain",
+                          "-o", str(dem)], "is the input")):
+        res = CliRunner().invoke(main, [*args, "--overwrite"])
+        assert res.exit_code == 1, (args, res.output)
+        assert named in res.output and "write it elsewhere" in res.output and "Traceback" not in res.output
+    assert kept == {p: _digest(p) for p in kept}
+    assert not any(p.name.endswith((".gpkg", ".tmp")) for p in tmp_path.iterdir())
+
+
+def test_outputs_apart_sees_links_and_nested_inputs(tmp_path):
+    from lsmap.errors import InputError
+    from lsmap.io.outputs import check_outputs_apart, input_paths
+
+    band = tmp_path / "B04.tif"
+    band.write_bytes(b"x")
+    (tmp_path / "link.tif").symlink_to(band)
+    inputs = input_paths({"s2": [str(band)], "dem": None}, "https://example.com/item.json", object())
+    assert inputs == [band]
+    with pytest.raises(InputError, match="link.tif: this output is the input"):
+        check_outputs_apart([None, tmp_path / "link.tif"], inputs)
+    check_outputs_apart([tmp_path / "new.tif"], inputs)  # not there yet: nothing to replace
+    check_outputs_apart([band], [])

@@ -77,7 +77,14 @@ from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, LsmapWarning, MissingInputError
 from lsmap.io.aoi import AOI, aoi_inside, aoi_window
 from lsmap.io.mosaic import coverage, dem_files, dem_mosaic
-from lsmap.io.outputs import atomic_output, check_output, gdal_write_check, verify_geotiff
+from lsmap.io.outputs import (
+    atomic_output,
+    check_output,
+    check_outputs_apart,
+    gdal_write_check,
+    input_paths,
+    verify_geotiff,
+)
 from lsmap.io.rasters import (
     OUTPUT_NODATA,
     gdal_source,
@@ -769,6 +776,7 @@ def stack_scene(
         layer_outs[name] = check_output(path, overwrite)
     if len({p.resolve() for p in [out, *layer_outs.values()]}) != 1 + len(layer_outs):
         raise InputError("the stack and the layer outputs must be different files")
+    check_outputs_apart([out, *layer_outs.values()], input_paths(s2, dem, slope))
     left_out: dict[str, str] = {}
     if bands is None:
         profile, left_out = fullest_band_set(s2, dem, slope)

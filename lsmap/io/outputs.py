@@ -31,10 +31,11 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from lsmap.errors import (
+    InputError,
     LsmapError,
     NoSpaceError,
     OutputError,
@@ -181,6 +182,49 @@ def check_output(path: str | os.PathLike, overwrite: bool, *, probe: bool = True
     if probe:
         check_writable(path)
     return path
+
+
+def input_paths(*inputs) -> list[Path]:
+    """The local files and folders among a run's inputs: paths, nested in lists, tuples and mappings' values
+    and namespaces (the inputs of ``lsmap stack``); URLs, ``None`` and other objects (loaded models) are left out."""
+    import argparse
+    import types
+
+    out: list[Path] = []
+    stack = list(inputs)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, (types.SimpleNamespace, argparse.Namespace)):
+            stack.extend(vars(item).values())
+        elif isinstance(item, (list, tuple, set)):
+            stack.extend(item)
+        elif isinstance(item, (str, os.PathLike)) and "://" not in str(item):
+            path = Path(item)
+            if path.exists():
+                out.append(path)
+    return out
+
+
+def check_outputs_apart(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[Path]) -> None:
+    """Raise before any work when an existing output is one of the run's inputs, or lies inside an input folder
+    (a band folder, a SAFE product): ``overwrite`` replaces what lsmap wrote before, never what it reads.
+
+    Raises:
+        InputError: the first such output, with the input it would replace.
+    """
+    for out in outputs:
+        if out is None or not Path(out).exists():
+            continue
+        target = Path(out).resolve()
+        for source in inputs:
+            if source.is_dir() and target.is_relative_to(source.resolve()):
+                raise InputError(f"{out}: this output is inside the input folder {source}, whose files the run "
+                                  f"reads; write it elsewhere")
+            with contextlib.suppress(OSError):
+                if os.path.samefile(target, source):
+                    raise InputError(f"{out}: this output is the input {source}; write it elsewhere")
 
 
 # --- owned output folders ------------------------------------------------------------------------

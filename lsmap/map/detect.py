@@ -46,7 +46,7 @@ from lsmap.io.aoi import crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
 from lsmap.io.malloc import limit_malloc_arenas
-from lsmap.io.outputs import atomic_output
+from lsmap.io.outputs import atomic_output, check_outputs_apart, input_paths
 from lsmap.io.resources import check_disk
 from lsmap.io.scene import scene_band_names, scene_info
 from lsmap.learn.device import resolve_device
@@ -275,6 +275,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook, report)))
     opts.check()
     outputs.check(overwrite)
+    check_outputs_apart(list(vars(outputs).values()), input_paths(scene, models, scl, mask_raster, opts.pre, opts.stats))
     t_check = time.perf_counter()
     stack_args = stack_arguments(scene)  # a product or band folder is stacked first, as a mapping of inputs is
     pre = _check_evidence(scene if stack_args is None else None, opts, outputs)

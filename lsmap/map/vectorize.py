@@ -308,13 +308,18 @@ def vector_driver(path: str | os.PathLike) -> tuple[str, tuple[str, ...]]:
 
 
 def check_vector_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an existing output (and, for shapefiles, existing sidecars) unless ``overwrite``."""
+    """Refuse an existing output (and, for shapefiles, existing sidecars) unless ``overwrite``, and a location
+    that cannot be written (:func:`lsmap.io.outputs.check_writable`: a parent that is a file, a read-only
+    folder), before any work."""
+    from lsmap.io.outputs import check_writable
+
     path = Path(path)
     _, sidecars = vector_driver(path)
     if not overwrite:
         for p in [path, *(path.with_suffix(s) for s in sidecars)]:
             if p.exists():
                 raise OutputExistsError(p)
+    check_writable(path)
     return path
 
 
