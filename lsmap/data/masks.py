@@ -41,7 +41,7 @@ import numpy as np
 
 from lsmap.core.windows import Window, block_grid
 from lsmap.errors import InputError
-from lsmap.io.rasters import geotiff_profile, open_raster, read_window
+from lsmap.io.rasters import decode_in_caller, geotiff_profile, open_raster, read_window
 from lsmap.io.s2product import is_product, open_product
 
 #: Scene classification classes of Sentinel-2 L2A (ESA's SCL legend).
@@ -331,6 +331,7 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
     out = Path(out)
     counts = np.zeros(len(REASONS) + 1, np.int64)
     with contextlib.ExitStack() as es:
+        es.enter_context(decode_in_caller())  # a damaged SCL block fails the read instead of masking garbage
         scl = es.enter_context(_on_grid(spec.scl, "scene classification (SCL)", info)) \
             if spec.scl is not None and spec.scl_classes else None
         ras = es.enter_context(_on_grid(spec.raster, "mask raster", info)) if spec.raster is not None else None

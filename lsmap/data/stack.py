@@ -87,6 +87,7 @@ from lsmap.io.outputs import (
 )
 from lsmap.io.rasters import (
     OUTPUT_NODATA,
+    decode_in_caller,
     gdal_source,
     geotiff_profile,
     open_raster,
@@ -798,6 +799,7 @@ def stack_scene(
     found: list[str] = []
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(decode_in_caller())  # a damaged block fails the read instead of stacking garbage
         opened = {b: stack.enter_context(open_raster(p, f"Sentinel-2 band {b}")) for b, p in source.files.items()}
         for b, src in opened.items():
             _single_band(src, f"Sentinel-2 band {b}")

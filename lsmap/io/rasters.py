@@ -104,6 +104,20 @@ def gdal_source(path: str | os.PathLike) -> str:
     return p
 
 
+def decode_in_caller():
+    """A ``rasterio.Env`` in which GDAL decodes every block in the thread that reads it (``GDAL_NUM_THREADS=1``).
+
+    Some drivers decode a read's blocks on worker threads of their own (JPEG 2000: the bands of SAFE
+    products); an error there is printed and lost, and the read returns the blocks as zeros or garbage
+    (found with a damaged band inside a SAFE zip: garbage stacked and mapped, exit 0). Decoded in the
+    reading thread, the same error makes the read fail, and :func:`read_window` names the file. Open and
+    read the inputs inside it; lsmap reads files on threads of its own where it pays.
+    """
+    import rasterio
+
+    return rasterio.Env(GDAL_NUM_THREADS=1)
+
+
 def read_window(src, band: int | Sequence[int] | None, window, *, boundless: bool = False, fill_value: float | None = None,
                 masks: bool = False, out_shape: tuple[int, ...] | None = None, resampling=None) -> np.ndarray:
     """Read a window of one band (``band``, 1-based) or all bands (``None``) of an open dataset.
@@ -132,8 +146,9 @@ def read_window(src, band: int | Sequence[int] | None, window, *, boundless: boo
             return src.read_masks(band, window=window, boundless=boundless, **kw)
         return src.read(band, window=window, boundless=boundless, fill_value=fill_value, **kw)
     except (RasterioError, ValueError) as e:
+        cause = e.__cause__ if e.__cause__ is not None and "previous exception" in str(e) else e  # GDAL's own words
         raise InputError(
-            f"{src.name}: cannot read pixels ({_first_line(e)}); check or re-download the file"
+            f"{src.name}: cannot read pixels ({_first_line(cause)}); check or re-download the file"
         ) from None
 
 

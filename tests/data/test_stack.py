@@ -321,6 +321,26 @@ def test_cli_corrupt_band_file(s2_dir, dem_utm, tmp_path, how):
     assert "re-download" in r.output
 
 
+def test_cli_damaged_jpeg2000_block_fails_instead_of_stacking_garbage(tmp_path):
+    # JPEG 2000 (the bands of SAFE products) is decoded on GDAL's own threads by default, where a damaged
+    # block's error was printed and lost: the read returned garbage and the stack said 100 % valid (found with
+    # a real L2A product's B04 inside a zip)
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    profile = dict(driver="JP2OpenJPEG", width=512, height=512, count=1, dtype="uint16", crs=UTM,
+                   transform=from_origin(X0, Y0, 10, 10), blockxsize=128, blockysize=128, quality=100, reversible=True)
+    for k, b in enumerate(("B02", "B03", "B04", "B08")):
+        with rasterio.open(folder / f"T45QYF_20230601_{b}_10m.jp2", "w", **profile) as dst:
+            dst.write((np.arange(512 * 512).reshape(512, 512) % 3000 + 1100 + k).astype(np.uint16), 1)
+    bad = folder / "T45QYF_20230601_B04_10m.jp2"
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 2000] = bytes(2000)  # one tile's codestream zeroed
+    bad.write_bytes(bytes(data))
+    r = run_cli(folder, "--bands", "rgbn", "--offset", "0", "-o", tmp_path / "out.tif")
+    assert_failed(r, str(bad), tmp_path)
+    assert "re-download" in r.output and "opj_get_decoded_tile" in r.output
+
+
 def test_cli_existing_output_refused_before_work(tmp_path):
     out = tmp_path / "out.tif"
     out.write_bytes(b"keep me")
