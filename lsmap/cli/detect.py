@@ -28,6 +28,16 @@ from lsmap.map.options import INPUT_SCALES, DetectOptions
 _D = DetectOptions()  # the library's defaults
 
 
+_PER_SCENE = "run 'lsmap detect' per scene"
+#: What to do instead of an option that takes one scene, when several are given.
+_MANY_FIX = {
+    "--offset": "stack each scene first ('lsmap stack FOLDER --offset -1000 -o SCENE.tif') and pass the stacks",
+    "--dem": "stack each scene first ('lsmap stack SCENE --dem DEM -o SCENE.tif') and pass the stacks",
+    "--slope": "stack each scene first ('lsmap stack SCENE --dem DEM --slope SLOPE -o SCENE.tif') and pass the stacks",
+    "--prob": f"{_PER_SCENE}, or call lsmap.detect_many(..., prob=True) from Python",
+    "--mask": f"{_PER_SCENE}, or call lsmap.detect_many(..., mask=True) from Python",
+}
+
 @click.command("detect")
 @click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=True, path_type=str))
 @click.option("-o", "--output", "--out", "out", required=True, type=click.Path(),
@@ -161,8 +171,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
                             ("--quicklook", quicklook), ("--report", report), ("--bbox", bbox), ("--aoi", aoi_file),
                             ("--offset", offset), ("--pre", pre), ("--pre-bands", pre_bands)):
             if value is not None:
-                raise click.BadParameter(f"{flag} works with one scene; with several, run 'lsmap detect' per "
-                                         f"scene or call lsmap.detect_many(..., prob=True, mask=True)",
+                raise click.BadParameter(f"{flag} works with one scene; with several, {_MANY_FIX.get(flag, _PER_SCENE)}",
                                          param_hint=flag)
         masks = {k: v for k, v in (("scl", scl), ("scl_mask", scl_mask), ("mask_raster", mask_raster),
                                    ("cloud_prob_max", cloud_prob_max), ("blue_max", blue_max)) if v is not None}

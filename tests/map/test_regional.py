@@ -447,7 +447,11 @@ def test_cli_one_scene_stays_single_and_many_refuse_prob(tmp_path, scenes, model
     assert len(read(tmp_path / "a.gpkg")) == 1 and not (tmp_path / "event.gpkg").exists()
     r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "-o", str(tmp_path / "ev"), *opts,
                                   "--prob", str(tmp_path / "p.tif")])
-    assert r.exit_code == 2 and "--prob works with one scene" in r.output
+    assert r.exit_code == 2 and "--prob works with one scene" in r.output and "detect_many(..., prob=True)" in r.output
+    r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "-o", str(tmp_path / "ev"), *opts,
+                                  "--offset", "-1000"])  # the fix is to stack each scene, not a Python call
+    assert r.exit_code == 2 and "--offset works with one scene" in r.output and "lsmap stack" in r.output
+    assert "detect_many" not in r.output
 
 
 def test_cli_scheduler_address(tmp_path, scenes, model, cluster):
@@ -504,3 +508,20 @@ def test_merge_of_many_polygons_takes_the_lone_ones_as_they_are():
         w = true_area_m2(parts.geometry)
         assert row.mean_prob == pytest.approx(np.average(parts.mean_prob, weights=w))
     assert m["near_not_observed"].dtype == bool and m["mean_prob"].dtype == np.float64
+
+
+def test_without_a_model_each_scene_takes_the_default_model_that_fits_its_bands(tmp_path, rng):
+    # found on real data: a 14-band stack and an L2A one (11 bands, no B10, no terrain) in one run both failed,
+    # the run passing every shipped default to every scene as one ensemble
+    from tests.detect_fixtures import smooth_scene
+    from tests.detect_fixtures import write_scene as write_stack
+
+    l4s = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "slope", "DEM"]
+    l2a = [b for b in l4s if b not in ("B10", "slope", "DEM")]
+    a = write_stack(tmp_path / "l4s.tif", smooth_scene(rng, 14, 64, 64), bands=l4s)
+    b = write_stack(tmp_path / "l2a.tif", smooth_scene(rng, 11, 64, 64), bands=l2a)
+    res = detect_many([a, b], None, tmp_path / "out", progress=False, merged=None)
+    assert not res.failures, res.failures
+    assert sorted(Path(p).name for p in res.outputs) == ["l2a.tif", "l4s.tif"]
+    again = detect_many([a, b], None, tmp_path / "out", progress=False, merged=None)  # the same key: done
+    assert len(again.skipped) == 2

@@ -229,8 +229,9 @@ def detect_many(
 
     Args:
         scenes: Scene paths, glob patterns and/or ``@list.txt`` files (see :func:`lsmap.map.regional.scenelist.expand_scenes`).
-        models: One or more model checkpoints (an ensemble), as for :func:`lsmap.detect`; ``None``: the
-            shipped default model.
+        models: One or more model checkpoints (an ensemble), as for :func:`lsmap.detect`; ``None``: for each
+            scene the shipped default model whose bands it has, as :func:`lsmap.detect` chooses (the
+            completion key holds every shipped default).
         out_dir: Folder of the outputs: ``<stem>.gpkg`` and ``<stem>.done.json`` per scene, and the
             merged layer. Must be on a filesystem the workers share when ``scheduler`` is a cluster.
         scheduler: ``"local"`` (scenes one after another in this process), a Dask scheduler address
@@ -268,7 +269,8 @@ def detect_many(
     check_output_folder(out_dir)
     paths = expand_scenes(scenes)
     mask_key = _check_masks(detect_kwargs, len(paths))
-    if models is None:
+    per_scene = models is None  # each scene takes the default model that fits its bands (detect's choice)
+    if per_scene:
         models = default_models()
     model_list = as_list("model", models)
     if not model_list:
@@ -300,7 +302,7 @@ def detect_many(
     jobs = [
         SceneJob(str(p), s, str(out_dir / f"{s}.gpkg"), tuple(model_abs), params,
                  job_key(p, model_abs, keyed, detector), detector,
-                 tuple((k, str(out_dir / f"{s}.{k}.tif")) for k in raster_kw))
+                 tuple((k, str(out_dir / f"{s}.{k}.tif")) for k in raster_kw), default_model=per_scene)
         for p, s in zip(paths, stems, strict=False)
     ]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,8 @@ class SceneJob:
         key: Hash of scene, models (paths, sizes, times), parameters and detector: the completion key.
         detector: Per-scene function (``None``: :func:`lsmap.detect`).
         rasters: Per-scene raster outputs as ``(detector keyword, path)`` pairs (``prob``, ``mask``).
+        default_model: No model was given: ``models`` are the shipped defaults, and the detector gets
+            ``None`` to take the one that fits the scene's bands.
     """
 
     scene: str
@@ -78,6 +80,7 @@ class SceneJob:
     key: str = ""
     detector: Detector | None = None
     rasters: tuple[tuple[str, str], ...] = ()
+    default_model: bool = False
 
     @property
     def marker(self) -> Path:
@@ -236,7 +239,7 @@ def run_scene(job: SceneJob) -> SceneOutcome:
         _remove_stale_temps(out)
         if not is_url(job.scene) and not Path(job.scene).exists():  # a URL's Item is read by detect
             raise MissingInputError(f"{job.scene}: scene does not exist")
-        members = cached_ensemble(job.models, job.params.get("device", "auto"))
+        members = None if job.default_model else cached_ensemble(job.models, job.params.get("device", "auto"))
         params = {**job.params, **{k: v for k, v in job.rasters}}
         if job.detector is None:
             from lsmap.map.detect import detect
