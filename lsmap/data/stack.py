@@ -107,6 +107,10 @@ _BAND_TOKEN = re.compile(r"(?<![A-Za-z0-9])B(\d{1,2})(A?)(?![A-Za-z0-9])", re.IG
 LAYER_NODATA = {"SCL": 0, "MSK_CLDPRB": 255}
 #: Loose band files whose smallest DN over the scene is at least this look offset (baseline >= 04.00 adds 1000).
 OFFSET_DN_HINT = 1000.0
+#: A given ``offset`` is refused when, in the median spectral band, more than this share of the valid pixels
+#: falls below zero reflectance with it: the files were not offset (in offset products, only dark water and
+#: deep shadow dip below zero).
+NEGATIVE_SHARE_MAX = 0.25
 #: Uncovered fraction of the scene/AOI below which a DEM counts as covering it (edge rounding).
 DEM_COVER_TOLERANCE = 1e-3
 #: GDAL creation options of uint16 stacks (chosen by bench/stack_encoding.py; BENCHMARKS.md). ZSTD level 3, not
@@ -769,6 +773,9 @@ def stack_scene(
     from rasterio.windows import transform as window_transform
     from tqdm.auto import tqdm
 
+    if offset is not None and not math.isfinite(offset):
+        raise InputError(f"`offset` {offset}: give a finite number of DNs (-1000 for processing baseline 04.00 "
+                         f"and later, 0 for earlier products)")
     out = check_output(out, overwrite)
     layer_outs = {}
     for name, path in (layers or {}).items():
@@ -903,6 +910,8 @@ def stack_scene(
         n_valid = 0
         band_valid = dict.fromkeys(profile.bands, 0)
         dn_min = np.full(sum(spectral), np.inf)
+        check_given = offset not in (None, 0)  # an offset the user gave (products declare theirs): checked
+        below_zero, seen = np.zeros(sum(spectral), np.int64), 0
         import rasterio
 
         tmp_layers = {name: stack.enter_context(atomic_output(p, overwrite, lock=True)) for name, p in layer_outs.items()}
@@ -936,6 +945,9 @@ def stack_scene(
                         invalid |= outside
                     if source.offsets is None and not invalid.all():
                         dn_min = np.minimum(dn_min, raw[spectral][:, ~invalid].min(axis=1))
+                    if check_given and not invalid.all():
+                        below_zero += (raw[spectral][:, ~invalid] < 0).sum(axis=1)
+                        seen += int((~invalid).sum())
                     if coded:
                         arr = encode_uint16(raw, invalid, profile)
                     else:
@@ -959,6 +971,12 @@ def stack_scene(
                     f"{out}: the stack would have no valid pixel; bands without any valid pixel on the grid: "
                     f"{named}; check that every input covers the {area} and its nodata value"
                 )
+            if check_given and seen and np.median(below_zero / seen) > NEGATIVE_SHARE_MAX:
+                names = [b for b, k in zip(profile.bands, spectral, strict=True) if k]
+                shares = ", ".join(f"{b} {100 * n / seen:.0f} %" for b, n in zip(names, below_zero, strict=True))
+                raise InputError(f"{source.where}: with `offset` {offset:g}, the valid pixels below zero reflectance "
+                                 f"are {shares}: these band files do not look offset; stack them without `offset` "
+                                 f"(or with `offset` 0)")
             if looks_offset:
                 said = (f"{source.where}: the digital numbers look offset: no value below {int(dn_min.min())} in "
                         f"any band over the {area} (products of processing baseline 04.00 and later add 1000)")

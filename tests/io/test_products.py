@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -359,6 +360,25 @@ def test_loose_files_that_look_offset_warn_and_offset_fixes_them(tmp_path):
         from lsmap.io.scene import scene_info
 
         scene_info(tmp_path / "z.tif")
+
+
+def test_an_offset_given_to_files_that_are_not_offset_is_refused(tmp_path):
+    # found on the real Puthumala bands: `--offset -1000` on offset-free DNs put 88-90 % of B1-B4 below zero
+    # reflectance and erased the scar from the map, exit 0
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
+    fixed = loose_bands(safe, tmp_path / "fixed", ["B2", "B3", "B4"])  # offset-free DNs (100-600)
+    res = CliRunner().invoke(main, ["stack", str(fixed), "--bands", "rgb", "--offset", "-1000", "-o",
+                                    str(tmp_path / "a.tif")])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert re.search(r"with --offset -1000, the valid pixels below zero reflectance are B4 \d+ %, B3 \d+ %, B2", res.output)
+    assert "do not look offset; stack them without --offset" in res.output and "Traceback" not in res.output
+    assert not list(tmp_path.glob("*a.tif*"))
+    with pytest.raises(InputError, match=r"fixed: with `offset` -1000"):
+        stack_scene(fixed, tmp_path / "b.tif", bands="rgb", offset=-1000)
+    with pytest.raises(InputError, match=r"^`offset` nan: give a finite number of DNs"):
+        stack_scene(fixed, tmp_path / "b.tif", bands="rgb", offset=float("nan"))
+    raw = loose_bands(safe, tmp_path / "raw", ["B2", "B3", "B4"], offset=0)  # offset DNs: the same offset is right
+    stack_scene(raw, tmp_path / "c.tif", bands="rgb", offset=-1000)
 
 
 def test_offset_looking_stack_warns_again_when_read_and_internal_stacking_refuses(tmp_path):
@@ -802,6 +822,8 @@ def test_real_wayanad_loose_bands_look_offset(tmp_path):
         warnings.simplefilter("error", LsmapWarning)
         stack_scene(kerala / "puthumala_2019", tmp_path / "p.tif", bands="rgb")
         stack_scene(kerala / "wayanad_2024_a", tmp_path / "o.tif", bands="rgb", offset=-1000, overwrite=True)
+    with pytest.raises(InputError, match=r"puthumala_2019: with `offset` -1000, .* B4 88 %, B3 88 %, B2 90 %"):
+        stack_scene(kerala / "puthumala_2019", tmp_path / "n.tif", bands="rgb", offset=-1000)
     import lsmap
 
     with pytest.raises(InputError, match=r"wayanad_2024_a: the digital numbers look offset.*give `offset` -1000"):
