@@ -8,7 +8,6 @@ import click
 
 from lsmap.cli.options import (
     aoi_opts,
-    bands_opt,
     blue_max_opt,
     cloud_prob_opt,
     echo_json,
@@ -17,6 +16,7 @@ from lsmap.cli.options import (
     mask_opts,
     overwrite_opt,
     progress_default,
+    scene_bands_opt,
     scene_source,
     stacking_opts,
 )
@@ -32,7 +32,7 @@ from lsmap.core.constants import SPLITS
               help="Leave out nodata pixels (scene nodata; all-0.0 pixels in patches) or count every pixel "
                    "[default: scenes leave nodata out, patch folders count every pixel].")
 @click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")
-@bands_opt
+@scene_bands_opt
 @stacking_opts
 @aoi_opts
 @mask_opts

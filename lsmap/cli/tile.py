@@ -6,7 +6,6 @@ import click
 
 from lsmap.cli.options import (
     aoi_opts,
-    bands_opt,
     blue_max_opt,
     cloud_prob_opt,
     echo_json,
@@ -15,6 +14,7 @@ from lsmap.cli.options import (
     mask_opts,
     overwrite_opt,
     progress_default,
+    scene_bands_opt,
     scene_source,
     stacking_opts,
 )
@@ -43,7 +43,7 @@ from lsmap.core.constants import PATCH_SIZE
     help="Skip patches with a smaller fraction of valid (non-nodata) pixels.",
 )
 @click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")
-@bands_opt
+@scene_bands_opt
 @stacking_opts
 @aoi_opts
 @mask_opts

@@ -113,6 +113,24 @@ def input_bands(args: Mapping) -> tuple[str, ...]:
     return fullest_band_set(args.get("s2"), args.get("dem"), args.get("slope"))[0].bands
 
 
+def input_band_set(scene: Any, args: Mapping | None):
+    """The band set of an input when the caller gives none: what stacking ``args`` (:func:`stack_arguments`)
+    can give (:func:`input_bands`: ``lsmap stack``'s own choice), else the stacked GeoTIFF ``scene``'s band
+    names (its band descriptions, as ``lsmap stack`` writes them; the Landslide4Sense order for a 14-band file
+    without them).
+
+    Raises:
+        MissingInputError: no such scene.
+        InputError: a file whose bands cannot be told (no descriptions, not 14 bands): give its band set.
+    """
+    from lsmap.core.bands import get_profile
+    from lsmap.io.scene import scene_band_names, scene_info
+
+    if args is not None:
+        return get_profile(input_bands(args))
+    return get_profile(scene_band_names(scene_info(scene)))
+
+
 def default_model_for_inputs(args: Mapping, bands: tuple[str, ...] | None = None) -> Path:
     """The shipped default model for stacking ``args``, chosen from the bands they can give (``bands``, when the
     caller has them: :func:`input_bands`) before anything is stacked.

@@ -36,7 +36,7 @@ from lsmap.core.constants import FILL
 from lsmap.core.normalize import BandStats, RunningStats
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
 from lsmap.data.scan import scan_scene
-from lsmap.data.sources import holds_band_files, source_name, stack_arguments, stack_source
+from lsmap.data.sources import holds_band_files, input_band_set, source_name, stack_arguments, stack_source
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.aoi import AOI, crop_raster
 from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
@@ -45,7 +45,7 @@ from lsmap.io.scene import scene_info
 
 def compute_stats(
     path: str | os.PathLike | Mapping,
-    bands: str | BandProfile = "l4s14",
+    bands: str | BandProfile | None = None,
     *,
     split: str = "train",
     valid_only: bool | None = None,
@@ -66,7 +66,9 @@ def compute_stats(
         path: Patch folder / dataset root, a GeoTIFF scene, or what ``lsmap stack`` takes (stacked first
             with ``bands``, on the L4S scale: :mod:`lsmap.data.sources`): a Sentinel-2 product, a folder of
             band files (a folder without patches), or a mapping of ``stack_scene`` arguments.
-        bands: Band profile; the band count of every input is checked against it.
+        bands: Band profile; the band count of every input is checked against it. ``None``: the L4S
+            bands for patches; for a scene its band names or what stacking can give
+            (:func:`lsmap.data.sources.input_band_set`).
         split: Split to read from a dataset root.
         valid_only: Leave out nodata pixels (see the module docstring). ``None`` (default): scenes
             leave their nodata out (a declared -9999 fill must never count into a mean), patch
@@ -94,7 +96,6 @@ def compute_stats(
         InputError: unreadable inputs, wrong band count, ``raw`` or masks on a patch folder, bad
             masks (before any work), no valid pixel.
     """
-    profile = get_profile(bands)
     spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max)
     args = stack_arguments(path, folders=False)  # a product or stack_scene arguments; a folder is decided below
     patches = None
@@ -111,6 +112,10 @@ def compute_stats(
                     raise
                 args = {"s2": path}  # a folder of band files, as lsmap stack reads it
     name = source_name(args) if args is not None else str(path)
+    if bands is not None:
+        profile = get_profile(bands)
+    else:  # patches: the L4S bands; a scene: its own band names, or what stacking can give (lsmap stack's choice)
+        profile = get_profile("l4s14") if patches is not None else input_band_set(path, args)
     if valid_only is None:
         valid_only = patches is None
     if patches is not None:

@@ -57,7 +57,7 @@ from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import map_labels, parse_label_map
 from lsmap.core.windows import Window, pad_to, window_grid
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
-from lsmap.data.sources import source_name, stack_arguments, stack_source
+from lsmap.data.sources import input_band_set, source_name, stack_arguments, stack_source
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.aoi import AOI, crop_raster, geoms_to_crs, read_polygons
 from lsmap.io.locks import owner_tag
@@ -201,7 +201,7 @@ def tile_scene(
     scene: str | os.PathLike | Mapping,
     out_dir: str | os.PathLike,
     *,
-    bands: str | BandProfile = "l4s14",
+    bands: str | BandProfile | None = None,
     size: int = 128,
     overlap: int = 0,
     labels: str | os.PathLike | None = None,
@@ -223,7 +223,9 @@ def tile_scene(
         scene: GeoTIFF with the bands of ``bands``, or what ``lsmap stack`` takes (a Sentinel-2 product,
             a folder of band files, a mapping of ``stack_scene`` arguments): stacked first with ``bands``.
         out_dir: Output patch folder (written atomically).
-        bands: Band profile of the scene.
+        bands: Band profile of the scene; ``None``: a GeoTIFF's band names (its descriptions, as ``lsmap stack``
+            writes them; the L4S order for a 14-band file without them), or for stacking inputs every L4S band
+            they can fill, as ``lsmap stack`` chooses (:func:`lsmap.data.sources.input_band_set`).
         size: Patch size in pixels.
         overlap: Pixels shared by neighbouring windows, in ``[0, size)``.
         labels: Optional labels -> masks: a single-band label raster on the scene's grid (any extent), or a
@@ -257,8 +259,8 @@ def tile_scene(
     """
     from tqdm.auto import tqdm
 
-    profile = get_profile(bands)
     stack_args = stack_arguments(scene)
+    profile = get_profile(bands) if bands is not None else input_band_set(scene, stack_args)
     source = source_name(stack_args) if stack_args is not None else str(Path(scene).resolve())
     out_dir = Path(out_dir)
     if stack_args is not None and raw:

@@ -455,9 +455,29 @@ def test_bad_input_one_line_error_nothing_left(tmp_path, rng, case):
     assert leftovers(tmp_path) == before  # no output, no temporary folder
 
 
+def test_tile_and_stats_take_the_band_names_lsmap_stack_wrote(tmp_path, rng):
+    # found on real L2A bands: `lsmap tile stack.tif` assumed 14 L4S bands and refused the 11-band stack that
+    # `lsmap stack` had just written, as `lsmap stats` did; detect read its band names
+    from detect_fixtures import write_scene
+
+    l2a = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B11", "B12"]
+    scene = write_scene(tmp_path / "l2a.tif", 1.0 + 0.1 * rng.random((11, 64, 64)), bands=l2a)
+    res = CliRunner().invoke(main, ["tile", str(scene), "-o", str(tmp_path / "p"), "--size", "32"])
+    assert res.exit_code == 0, res.output
+    assert read_tiles_meta(tmp_path / "p")["bands"]["bands"] == l2a
+    res = CliRunner().invoke(main, ["stats", str(scene), "-o", str(tmp_path / "s.json")])
+    assert res.exit_code == 0, res.output
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["bands"] == l2a and len(stats["mean"]) == 11
+    res = CliRunner().invoke(main, ["tile", str(scene), "-o", str(tmp_path / "q"), "--bands", "l4s14"])
+    assert res.exit_code == 1 and "14 bands" in res.output  # a band set given is still checked
+
+
 def test_library_errors_are_typed(tmp_path, rng):
     scene = write_tif(tmp_path / "scene.tif", make_scene(rng, 8, 8), nodata=0)
     with pytest.raises(BandMismatchError):
+        tile_scene(scene, tmp_path / "o", bands="l4s14")
+    with pytest.raises(InputError, match="4 bands without band names"):  # no `bands`: the file's names, or say so
         tile_scene(scene, tmp_path / "o")
     with pytest.raises(MissingInputError):
         tile_scene(tmp_path / "none.tif", tmp_path / "o")
