@@ -99,6 +99,9 @@ _MANY_FIX = {
                    f"or that lie on flat ground (--min-slope, default {MIN_SLOPE:g} with a slope or DEM band).")
 @click.option("--pre-bands", metavar="SET", default=None,
               help="The pre-event scene's bands in file order, for a file without band descriptions.")
+@click.option("--pre-offset", type=float, default=None,
+              help="DN offset of a pre-event folder of band files, e.g. -1000 for processing baseline >= 04.00 "
+                   "(as --offset is for the scene's own).")
 @click.option("--min-ndvi-drop", type=click.FloatRange(-2, 2), default=None,
               help=f"Drop polygons whose mean NDVI drop from --pre is below this [default: {MIN_NDVI_DROP}].")
 @click.option("--min-slope", type=click.FloatRange(0, 90), default=None,
@@ -120,7 +123,7 @@ _MANY_FIX = {
 @handle_errors
 def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, scl, scl_mask, mask_raster,
            cloud_prob_max, blue_max, tta, window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook,
-           report, uncertainty, min_area, simplify, fill_holes, crf, pre, pre_bands, min_ndvi_drop, min_slope, keep_rejected, gate, scheduler,
+           report, uncertainty, min_area, simplify, fill_holes, crf, pre, pre_bands, pre_offset, min_ndvi_drop, min_slope, keep_rejected, gate, scheduler,
            merged, device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
 
@@ -169,7 +172,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     if names_many(scenes, out):
         for flag, value in (("--dem", dem or None), ("--slope", slope), ("--prob", prob), ("--mask", mask),
                             ("--quicklook", quicklook), ("--report", report), ("--bbox", bbox), ("--aoi", aoi_file),
-                            ("--offset", offset), ("--pre", pre), ("--pre-bands", pre_bands)):
+                            ("--offset", offset), ("--pre", pre), ("--pre-bands", pre_bands), ("--pre-offset", pre_offset)):
             if value is not None:
                 raise click.BadParameter(f"{flag} works with one scene; with several, {_MANY_FIX.get(flag, _PER_SCENE)}",
                                          param_hint=flag)
@@ -183,6 +186,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
 
     source = scene_source(scene, dem, slope, offset)
     aoi = aoi_from_options(bbox, bbox_crs, aoi_file)
+    settings.update(pre_offset=pre_offset)  # without --pre, refused by name
     if pre is not None:  # a product or a folder of band files is stacked (red and NIR only); a file is a stack
         settings.update(pre=pre, pre_bands=pre_bands)
     gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,

@@ -245,6 +245,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             a slope or DEM band, ``mean_slope``; drops polygons that fail ``min_ndvi_drop`` /
             ``min_slope``.
         pre_bands: The pre scene's bands in file order, for a file without band descriptions.
+        pre_offset: DN offset of a pre scene given as loose band files (-1000 for processing baseline
+            04.00 and later), as ``offset`` is for the scene's own.
         min_ndvi_drop: Drop polygons whose mean NDVI drop is below this (``None``: with ``pre``,
             :data:`lsmap.map.evidence.MIN_NDVI_DROP`).
         min_slope: Drop polygons whose mean slope (degrees) is below this (``None``: with ``pre``,
@@ -393,6 +395,9 @@ def _check_evidence(scene: Path | None, opts: DetectOptions, outputs: DetectOutp
                          "give `out` a .gpkg name")
     if opts.pre is None or stack_arguments(opts.pre) is not None:
         return None
+    if opts.pre_offset is not None:
+        raise InputError(f"{opts.pre}: `pre_offset` is for a pre-event product or band folder, which is stacked; "
+                         f"this stacked GeoTIFF is read as it is (drop `pre_offset`)")
     post = scene_info(scene) if scene is not None else None
     return open_pre(opts.pre, post, opts.pre_bands)
 
@@ -400,7 +405,7 @@ def _check_evidence(scene: Path | None, opts: DetectOptions, outputs: DetectOutp
 def _plan_evidence(info, scene_bands: Sequence[str], pre: PreScene | None, opts: DetectOptions, work: Path):
     """The evidence plan on the scene's grid; a pre scene given as stacking inputs is stacked first (red, NIR)."""
     if pre is None and opts.pre is not None:
-        pre = stack_pre(opts.pre, work, info)
+        pre = stack_pre(opts.pre, work, info, offset=opts.pre_offset)
     return plan_evidence(info, scene_bands, pre=pre, pre_bands=opts.pre_bands, min_ndvi_drop=opts.min_ndvi_drop,
                          min_slope=opts.min_slope)
 

@@ -677,9 +677,10 @@ def post_footprint(post: SceneInfo, margin: int = PRE_MARGIN_PX):
     return AOI(box(w - pad, s - pad, e + pad, n + pad), post.crs, f"the post-event scene {post.path.name}", mask=False)
 
 
-def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None) -> Path:
+def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None, offset: float | None = None) -> Path:
     """Stack the red and NIR bands of pre-event stacking inputs (a product, a band folder, or ``lsmap stack``
-    arguments: :func:`lsmap.data.sources.stack_arguments`) into ``work``.
+    arguments: :func:`lsmap.data.sources.stack_arguments`) into ``work``; ``offset``: the DN offset of loose band
+    files (detect's ``pre_offset``), whose messages name it so.
 
     With ``post``, only the part of the pre-event product over the post scene (its footprint plus
     :data:`PRE_MARGIN_PX` pixels) is read: a whole tile is never stacked for a small AOI. An ``aoi``
@@ -693,7 +694,14 @@ def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None) -> Path:
     kwargs.pop("slope", None)
     if post is not None and kwargs.get("aoi") is None and kwargs.get("bbox") is None:
         kwargs["aoi"] = post_footprint(post)
+    if offset is not None:
+        kwargs["offset"] = offset
     out = work / "pre.tif"
-    stack_scene(**kwargs, out=out, strict_offset=True)  # an offset left in would bias the NDVI drop
+    try:
+        stack_scene(**kwargs, out=out, strict_offset=True)  # an offset left in would bias the NDVI drop
+    except InputError as e:  # the pre scene's offset is detect's `pre_offset`, not the scene's `offset`
+        if "`offset`" not in str(e):
+            raise
+        raise type(e)(str(e).replace("`offset`", "`pre_offset`")) from None
     return out
 

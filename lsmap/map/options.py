@@ -49,6 +49,7 @@ class DetectOptions:
     block: int = 1024
     pre: str | os.PathLike | Any | None = None
     pre_bands: str | None = None
+    pre_offset: float | None = None
     min_ndvi_drop: float | None = None
     min_slope: float | None = None
     keep_rejected: bool = False
@@ -95,6 +96,10 @@ class DetectOptions:
             raise InputError("`min_ndvi_drop` needs a pre-event scene; pass `pre`")
         if self.pre is None and self.pre_bands is not None:
             raise InputError("`pre_bands` names the bands of the pre-event scene; pass `pre`")
+        if self.pre_offset is not None:
+            check_number("pre_offset", self.pre_offset, -10000, 10000)
+            if self.pre is None:
+                raise InputError("`pre_offset` is the DN offset of a pre-event band folder; pass `pre`")
         for name in ("keep_rejected", "gate"):
             if getattr(self, name) and not self.evidence:
                 raise InputError(f"`{name}` acts on the evidence of a pre-event scene or a slope limit; "

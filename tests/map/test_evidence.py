@@ -284,6 +284,8 @@ def test_cli_errors_are_one_line(tmp_path):
         ([str(flat_post), "--min-slope", "10", "--model", str(tiny_checkpoint(tmp_path / "m", "rgb"))],
          "--min-slope needs a slope or DEM band"),
         ([str(post), "a.tif", "--pre", str(pre)], "--pre works with one scene"),
+        ([str(post), "--pre-offset", "-1000"], "--pre-offset is the DN offset of a pre-event band folder; pass --pre"),
+        ([str(post), "--pre", str(pre), "--pre-offset", "-1000"], "this stacked GeoTIFF is read as it is"),
     ]
     for args, msg in cases:
         out = tmp_path / ("event" if "a.tif" in args else "o.gpkg")
@@ -402,3 +404,20 @@ def test_rejected_polygons_are_drawn_in_the_quicklook_and_the_report(tmp_path):
     rgb = np.array([int(REJECTED_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
     drawn = (np.abs(with_rejected - rgb).max(-1) < 12) & (np.abs(without - rgb).max(-1) >= 12)
     assert drawn.sum() > 100, "dashed outlines drawn where the look-alikes are"
+
+
+def test_a_pre_event_band_folder_takes_its_own_offset(tmp_path):
+    # found on real bands: an offset pre-event folder was refused with "give --offset -1000", and --offset is the
+    # post scene's: nothing could give the pre scene's
+    from products_fixtures import loose_bands, make_safe
+
+    from lsmap.data.stack import stack_scene
+
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4", "B8"))
+    post = stack_scene(safe, tmp_path / "post.tif", bands="rgbn").path
+    pre = loose_bands(safe, tmp_path / "pre", ["B4", "B8"], offset=0)  # DNs still carry the +1000
+    model = tiny_checkpoint(tmp_path / "m", "rgbn")
+    with pytest.raises(InputError, match=r"pre: the digital numbers look offset.*give `pre_offset` -1000"):
+        lsmap.detect(post, [model], out=tmp_path / "a.gpkg", pre=pre, device="cpu")
+    gdf = lsmap.detect(post, [model], out=tmp_path / "b.gpkg", pre=pre, pre_offset=-1000, device="cpu", threshold=0)
+    assert "ndvi_pre" in gdf.columns and gdf.attrs["lsmap"]["evidence"] is not None
