@@ -209,6 +209,10 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
         click.echo(f"evidence ({', '.join(t for t in tests if t) or 'columns only'}): {ev['kept']} kept, "
                    f"{ev['rejected']} rejected" + (" (layer 'rejected')" if keep_rejected else ""))
     click.echo("wrote: " + ", ".join(_written(summary["outputs"])))
+    if summary.get("not_observed") is None and summary["polygons"]:
+        click.echo("note: no cloud mask was used (the scene brought no SCL and no mask was given): bright clouds "
+                   "can be mapped as landslides; add --blue-max 0.2, --scl SCL.tif or --mask-raster CLOUDS.tif",
+                   err=True)
 
 
 def _written(outputs: dict) -> list[str]:

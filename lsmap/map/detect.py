@@ -19,6 +19,7 @@ import contextlib
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -568,6 +569,10 @@ def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, thresh
         if masked is not None and outputs.polygons.suffix.lower() == ".gpkg":
             masked.to_file(tmp.polygons, layer=NOT_OBSERVED_LAYER, driver="GPKG", engine="pyogrio", mode="a",
                            geometry_type="MultiPolygon", promote_to_multi=True)
+        elif masked is not None and len(masked):
+            warnings.warn(f"{outputs.polygons}: the not-observed area (clouds, nodata) is written only to a GeoPackage "
+                          f"(layer '{NOT_OBSERVED_LAYER}'); the polygons' near_not_observed says which touch it. Use a "
+                          f".gpkg name to keep it", LsmapWarning, stacklevel=3)
         if rejected is not None:
             rejected.to_file(tmp.polygons, driver="GPKG", engine="pyogrio", geometry_type="Polygon", layer="rejected")
 

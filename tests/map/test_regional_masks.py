@@ -173,3 +173,19 @@ def test_cli_text_output_names_the_not_observed_area(tmp_path, ckpt):
                                   "--window", "32", "--overlap", "8", "--device", "cpu", "--mask-raster", str(mask)])
     assert r.exit_code == 0, r.output
     assert "not observed" in r.output and ": 0.240" in r.output and "km2 in the merged layer 'not_observed'" in r.output
+
+
+def test_one_scene_says_when_no_cloud_mask_was_used_and_where_the_mask_layer_goes(tmp_path, ckpt):
+    # found on real cloudy bands: without a mask the strongest detections were clouds, and nothing said a mask
+    # was missing; a GeoJSON output dropped the not-observed layer without a word
+    scene = _scenes(tmp_path)[0]
+    mask, _ = _cloud_raster(tmp_path / "clouds.tif")
+    opts = ["--model", str(ckpt), "--window", "32", "--overlap", "8", "--device", "cpu", "--threshold", "0"]
+    r = CliRunner().invoke(main, ["detect", str(scene), "-o", str(tmp_path / "a.gpkg"), *opts])
+    assert r.exit_code == 0 and "note: no cloud mask was used" in r.output and "--blue-max 0.2" in r.output
+    r = CliRunner().invoke(main, ["detect", str(scene), "-o", str(tmp_path / "b.gpkg"), *opts, "--mask-raster", str(mask)])
+    assert r.exit_code == 0 and "no cloud mask" not in r.output and "Warning" not in r.output
+    r = CliRunner().invoke(main, ["detect", str(scene), "-o", str(tmp_path / "c.geojson"), *opts,
+                                  "--mask-raster", str(mask)])
+    assert r.exit_code == 0 and "Warning: " in r.output and "written only to a GeoPackage" in r.output
+    assert (tmp_path / "c.geojson").exists()
