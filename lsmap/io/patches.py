@@ -143,6 +143,9 @@ def find_patches(root: str | os.PathLike, split: str = "train", require_masks: b
     if not images:
         raise InputError(f"{img_dir}: folder holds no .h5 patch images")
     masks = {patch_id(p): p for p in mask_dir.glob("*.h5")} if mask_dir.is_dir() else {}
+    if require_masks and not masks:
+        raise InputError(f"{root}: no mask files ({mask_dir} {'holds no .h5 masks' if mask_dir.is_dir() else 'does not exist'}); "
+                         f"this needs labelled patches: a mask/ folder beside img/ with a mask_N.h5 per image_N.h5")
     if masks or require_masks:
         missing = sorted(set(images) - set(masks), key=_sort_key)
         orphan = sorted(set(masks) - set(images), key=_sort_key)

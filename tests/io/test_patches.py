@@ -70,6 +70,13 @@ def test_id_mismatch_is_a_clear_error(official):
         find_patches(official, "train")
 
 
+def test_patches_without_any_mask_say_so_where_masks_are_needed(official):
+    # found with the real unlabelled L4S test patches: `lsmap evaluate` said "image and mask ids do not match"
+    with pytest.raises(InputError, match=r"no mask files \(.*ValidData/mask does not exist\); this needs labelled"):
+        find_patches(official, "validation", require_masks=True)
+    assert find_patches(official, "validation")[0].mask is None  # unlabelled patches are fine elsewhere
+
+
 def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(MissingInputError, match="nowhere"):
         find_patches(tmp_path / "nowhere")
