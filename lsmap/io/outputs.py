@@ -5,6 +5,8 @@ The one owner of how lsmap writes results:
 - :func:`check_output` (before any work): refuses an existing output unless ``overwrite``, and
   probes the location (creates and removes a small file) so that a read-only or immutable folder,
   a parent that is a file, a full disk or a missing permission fail at once, not after the work.
+- :func:`check_outputs_apart` (before any work): an existing output that is one of the run's inputs, or
+  lies inside an input folder, is refused even with ``overwrite`` (:func:`input_paths` lists the inputs).
 - :func:`atomic_output`: the output is written to a temporary beside it (its name records the
   owner process, :func:`lsmap.io.locks.owner_tag`) and renamed onto the final name when the block
   completes; on any failure the temporary is removed and an existing output is left as it was.
