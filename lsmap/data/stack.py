@@ -916,7 +916,8 @@ def stack_scene(
 
         tmp_layers = {name: stack.enter_context(atomic_output(p, overwrite, lock=True)) for name, p in layer_outs.items()}
         with atomic_output(out, overwrite, lock=True) as tmp:
-            with gdal_write_check(out), rasterio.open(tmp, "w", **out_profile) as dst, contextlib.ExitStack() as lay:
+            with gdal_write_check(out) as written, rasterio.open(tmp, "w", **out_profile) as dst, \
+                    contextlib.ExitStack() as lay:
                 set_band_descriptions(dst, profile.bands)
                 if coded:
                     dst.scales, dst.offsets = scales_offsets(profile)
@@ -955,6 +956,7 @@ def stack_scene(
                         arr[:, invalid] = OUTPUT_NODATA
                     n_valid += int(invalid.size - invalid.sum())
                     dst.write(arr, window=where)
+                    written.check()  # a full disk stops at the first failed block
                     for name, ldst in lay_dst.items():
                         v = parts[name]
                         lv = np.where(np.isfinite(v), v, LAYER_NODATA[name]).astype(np.uint8)

@@ -483,14 +483,39 @@ class _Collect(logging.Handler):
             self.messages.append(msg)
 
 
+class WriteCheck:
+    """What :func:`gdal_write_check` yields: :meth:`check` raises at once when GDAL has signalled a write error so
+    far, so that a writer that calls it after each block stops at the first block GDAL failed to flush instead of
+    going on to the end of the scene."""
+
+    def __init__(self, path: str | os.PathLike, handler: _Collect) -> None:
+        self.path, self._handler = path, handler
+
+    def check(self) -> None:
+        """Raise the write error GDAL signalled so far, if any.
+
+        Raises:
+            NoSpaceError: a message says the disk is full.
+            OutputError: another GDAL write error.
+        """
+        write_errors = [m for m in self._handler.messages if "write" in m.lower() or _text_says_full(m)
+                        or "free disk space" in m.lower()]
+        if write_errors:
+            free = free_bytes(Path(self.path).parent)
+            if any(_text_says_full(m) for m in write_errors) or (free is not None and free < FULL_BYTES):
+                raise NoSpaceError(f"no space left on {mount_of(self.path)} for {self.path}; free some space or "
+                                   f"write elsewhere")
+            raise OutputError(f"{self.path}: GDAL could not write the file ({write_errors[0]}); check the output location")
+
+
 @contextlib.contextmanager
-def gdal_write_check(path: str | os.PathLike) -> Iterator[None]:
+def gdal_write_check(path: str | os.PathLike) -> Iterator[WriteCheck]:
     """Fail when GDAL signals an error while the block writes ``path``.
 
     GDAL reports some write failures (a full disk while tiles are compressed by its worker
     threads) only as error messages, and the dataset then closes "successfully" with tiles
     missing. rasterio logs those messages (logger ``rasterio._err``); this collects them and
-    raises.
+    raises when the block ends, or earlier at each :meth:`WriteCheck.check` the block calls.
 
     Raises:
         NoSpaceError: a message says the disk is full.
@@ -504,20 +529,15 @@ def gdal_write_check(path: str | os.PathLike) -> Iterator[None]:
         if lg.getEffectiveLevel() > logging.INFO:
             lg.setLevel(logging.INFO)
         lg.disabled = False
+    checker = WriteCheck(path, handler)
     try:
-        yield
+        yield checker
     finally:
         for lg, level, disabled in saved:
             lg.removeHandler(handler)
             lg.setLevel(level)
             lg.disabled = disabled
-    write_errors = [m for m in handler.messages if "write" in m.lower() or _text_says_full(m)
-                    or "free disk space" in m.lower()]
-    if write_errors:
-        free = free_bytes(Path(path).parent)
-        if any(_text_says_full(m) for m in write_errors) or (free is not None and free < FULL_BYTES):
-            raise NoSpaceError(f"no space left on {mount_of(path)} for {path}; free some space or write elsewhere")
-        raise OutputError(f"{path}: GDAL could not write the file ({write_errors[0]}); check the output location")
+    checker.check()
 
 
 def verify_geotiff(path: str | os.PathLike, final: str | os.PathLike | None = None) -> None:
