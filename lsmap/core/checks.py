@@ -40,10 +40,17 @@ def check_number(option: str, value: Any, lo: float | None = None, hi: float | N
     if ok and hi is not None:
         ok = v < hi if hi_open else v <= hi
     if not ok:
+        if lo is None and hi is None:
+            raise InputError(f"{name} must be a finite number (got {value!r})")
+        if hi is None:
+            raise InputError(f"{name} must be a finite number {'above' if lo_open else 'of at least'} {lo:g} "
+                             f"(got {value!r})")
+        if lo is None:
+            raise InputError(f"{name} must be a finite number {'below' if hi_open else 'of at most'} {hi:g} "
+                             f"(got {value!r})")
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
-        bounds = f"{left}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}{right}"
-        raise InputError(f"{name} must be a finite number in {bounds} (got {value!r})")
+        raise InputError(f"{name} must be a number in {left}{lo:g}, {hi:g}{right} (got {value!r})")
     return v
 
 
