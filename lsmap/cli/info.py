@@ -49,6 +49,8 @@ def info(model: str | None, as_json: bool) -> None:
         shipped_defaults,
     )
 
+    if model is not None:
+        _check_model_name(model)
     path = checkpoint_paths(resolve_model(model) if model else default_model_path())[0]
     card = read_card(path)
     defaults = [(p, read_card(p)) for p in shipped_defaults()] if model is None else []
@@ -67,6 +69,24 @@ def info(model: str | None, as_json: bool) -> None:
             f1 = c.metrics.get("val3_f1")
             score = f", validation F1 {f1:.3f}" if isinstance(f1, float) else ""
             click.echo(f"  {p.stem:<{width}}  {len(c.bands):>2} bands: {','.join(c.bands)}{score}")
+
+
+def _check_model_name(arg: str) -> None:
+    """Refuse, in words about what ``info`` reads, an argument that is neither an input nor a checkpoint name: a
+    missing raster file, or an existing file of another kind (it read "model.txt.safetensors: checkpoint does not
+    exist" for ``lsmap info model.txt``)."""
+    from pathlib import Path
+
+    from lsmap.data.stack import RASTER_SUFFIXES
+    from lsmap.errors import InputError, MissingInputError
+
+    path = Path(arg)
+    suffix = path.suffix.lower()
+    if suffix in RASTER_SUFFIXES and not path.exists():
+        raise MissingInputError(f"{arg}: no such file; give an existing scene, band file, product or checkpoint")
+    if path.is_file() and suffix not in (".safetensors", ".json", *RASTER_SUFFIXES):
+        raise InputError(f"{arg}: not a scene, product or lsmap checkpoint; lsmap info describes GeoTIFF/JP2 rasters, "
+                         f"band folders, Sentinel-2 products (.SAFE, .SAFE.zip, STAC Item) and NAME.safetensors models")
 
 
 def _is_input(arg: str) -> bool:

@@ -166,3 +166,15 @@ def test_python_dash_m_lsmap():
     res = subprocess.run([sys.executable, "-m", "lsmap", "--help"], capture_output=True, text=True, cwd=ROOT,
                          timeout=120)
     assert res.returncode == 0 and "download" in res.stdout and "detect" in res.stdout
+
+
+def test_info_on_a_missing_raster_or_a_file_of_another_kind_says_what_it_reads(tmp_path):
+    # found by the real-data audit: `lsmap info model.txt` said "model.txt.safetensors: checkpoint does not exist"
+    from lsmap.cli import main
+
+    (tmp_path / "notes.txt").write_text("hi\n")
+    res = CliRunner().invoke(main, ["info", str(tmp_path / "notes.txt")])
+    assert res.exit_code == 1 and "notes.txt: not a scene, product or lsmap checkpoint" in res.output
+    assert ".safetensors: checkpoint does not exist" not in res.output
+    res = CliRunner().invoke(main, ["info", str(tmp_path / "scene.tif")])
+    assert res.exit_code == 1 and "scene.tif: no such file" in res.output and "Traceback" not in res.output
