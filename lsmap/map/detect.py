@@ -54,7 +54,15 @@ from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import Member, folded_members, load_ensemble
 from lsmap.learn.models import default_model_for, default_model_path, shipped_defaults
 from lsmap.map.components import BlockStream
-from lsmap.map.evidence import PreScene, apply_evidence, gate_probability, open_pre, plan_evidence, stack_pre
+from lsmap.map.evidence import (
+    PreScene,
+    apply_evidence,
+    gate_probability,
+    mask_pre,
+    open_pre,
+    plan_evidence,
+    stack_pre,
+)
 from lsmap.map.options import DetectOptions, DetectOutputs
 from lsmap.map.quicklook import natural_colour, render_quicklook, scene_date
 from lsmap.map.report import write_report
@@ -325,7 +333,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             if spec.active else None
         info = replace(info, mask=nobs.path if nobs is not None else None)
         t_plan = time.perf_counter()
-        ev = _plan_evidence(info, plan.scene_bands, pre, opts, work) if opts.evidence else None
+        ev = _plan_evidence(info, plan.scene_bands, pre, opts, work, spec.blue_max) if opts.evidence else None
         if ev is not None:
             ev.seconds["check"] = t_check + time.perf_counter() - t_plan
         scan, used, t_scan = _scan(info, plan, opts, stats, progress)
@@ -403,12 +411,17 @@ def _check_evidence(scene: Path | None, opts: DetectOptions, outputs: DetectOutp
     return open_pre(opts.pre, post, opts.pre_bands)
 
 
-def _plan_evidence(info, scene_bands: Sequence[str], pre: PreScene | None, opts: DetectOptions, work: Path):
-    """The evidence plan on the scene's grid; a pre scene given as stacking inputs is stacked first (red, NIR)."""
+def _plan_evidence(info, scene_bands: Sequence[str], pre: PreScene | None, opts: DetectOptions, work: Path,
+                   blue_max: float | None = None):
+    """The evidence plan on the scene's grid; a pre scene given as stacking inputs is stacked first (red, NIR,
+    and blue for ``blue_max``). The pre scene's clouds are not observed (:func:`lsmap.map.evidence.mask_pre`): a
+    pre product's own SCL, and the scene's bright-blue test (``blue_max``) where the pre scene has B2."""
+    spec = mask_spec(blue_max=blue_max) if blue_max is not None else None
     if pre is None and opts.pre is not None:
-        pre = stack_pre(opts.pre, work, info, offset=opts.pre_offset)
-    return plan_evidence(info, scene_bands, pre=pre, pre_bands=opts.pre_bands, min_ndvi_drop=opts.min_ndvi_drop,
+        pre, spec = stack_pre(opts.pre, work, info, offset=opts.pre_offset, blue_max=blue_max)
+    plan = plan_evidence(info, scene_bands, pre=pre, pre_bands=opts.pre_bands, min_ndvi_drop=opts.min_ndvi_drop,
                          min_slope=opts.min_slope)
+    return mask_pre(plan, spec, work, opts.pre_bands)
 
 
 def _options(options: DetectOptions | None, settings: Mapping[str, Any]) -> DetectOptions:

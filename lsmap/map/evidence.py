@@ -58,15 +58,24 @@ import numpy as np
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import MIN_NDVI_DROP, MIN_SLOPE
 from lsmap.core.windows import Window, block_grid
+from lsmap.data.masks import BLUE_BAND
 from lsmap.data.scan import scan_scene
 from lsmap.data.sources import stack_arguments
-from lsmap.data.stack import horn_slope, stack_scene
+from lsmap.data.stack import horn_slope
 from lsmap.errors import InputError, MissingBandError
 from lsmap.io.rasters import GDAL_CACHE_MB, open_raster, read_window
-from lsmap.io.scene import SceneInfo, read_scene_window, scene_band_indices, scene_band_names, scene_info
+from lsmap.io.scene import (
+    SceneInfo,
+    open_scene_mask,
+    read_scene_window,
+    scene_band_indices,
+    scene_band_names,
+    scene_info,
+)
 
 #: Red and near-infrared bands, by name.
 RED, NIR = "B4", "B8"
+BLUE = BLUE_BAND  # the bright-blue cloud test of the pre scene (mask_pre)
 #: A polygon whose pre-scene share of unobserved pixels exceeds this is not judged on NDVI.
 MAX_PRE_NOT_OBSERVED = 0.5
 #: Columns added to the polygons (``ndvi_pre``, ``dndvi``, ``pre_not_observed`` only with a pre scene).
@@ -318,12 +327,13 @@ class EvidenceReader:
         self.plan = plan
         self._es = contextlib.ExitStack()
         self._extra: dict[str, Any] = {}
-        self.post_src = self.pre_src = None
+        self.post_src = self.pre_src = self.pre_mask = None
 
     def __enter__(self) -> EvidenceReader:
         self.post_src = self._es.enter_context(open_raster(self.plan.post.path, "post-event scene"))
         if self.plan.pre is not None:
             self.pre_src = self._es.enter_context(open_raster(self.plan.pre.info.path, "pre-event scene"))
+            self.pre_mask = self._es.enter_context(open_scene_mask(self.plan.pre.info))  # its clouds (mask_pre)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -370,7 +380,7 @@ class EvidenceReader:
             if rr1 > rr0 and cc1 > cc0:
                 part = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
                 data, valid = read_scene_window(self.pre_src, part, pair, declared=pre.info.declares_nodata,
-                                                indexes=pre.indexes)
+                                                indexes=pre.indexes, mask=self.pre_mask)
                 dn = _to_dn(data, pair, pre.raw)
                 dn[:, ~valid] = np.nan
                 out[:, rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = dn
@@ -402,7 +412,7 @@ class EvidenceReader:
             return out
         part = Window(c0, r0, c1 - c0, r1 - r0)
         data, valid = read_scene_window(self.pre_src, part, pair, declared=pre.info.declares_nodata,
-                                        indexes=pre.indexes)
+                                        indexes=pre.indexes, mask=self.pre_mask)
         if not valid.any():
             return out
         dn = _to_dn(data, pair, pre.raw)
@@ -677,31 +687,63 @@ def post_footprint(post: SceneInfo, margin: int = PRE_MARGIN_PX):
     return AOI(box(w - pad, s - pad, e + pad, n + pad), post.crs, f"the post-event scene {post.path.name}", mask=False)
 
 
-def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None, offset: float | None = None) -> Path:
+def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None, offset: float | None = None,
+              blue_max: float | None = None):
     """Stack the red and NIR bands of pre-event stacking inputs (a product, a band folder, or ``lsmap stack``
-    arguments: :func:`lsmap.data.sources.stack_arguments`) into ``work``; ``offset``: the DN offset of loose band
-    files (detect's ``pre_offset``), whose messages name it so.
+    arguments: :func:`lsmap.data.sources.stack_arguments`) into ``work/pre``; ``offset``: the DN offset of loose
+    band files (detect's ``pre_offset``), whose messages name it so; ``blue_max``: also stack B2, for the
+    bright-blue cloud test (:func:`mask_pre`).
 
     With ``post``, only the part of the pre-event product over the post scene (its footprint plus
     :data:`PRE_MARGIN_PX` pixels) is read: a whole tile is never stacked for a small AOI. An ``aoi``
     among the inputs wins.
+
+    Returns:
+        ``(stack path, not-observed spec)``: the spec holds the product's own SCL (written beside the stack)
+        and ``blue_max``; :func:`mask_pre` applies it.
     """
+    from lsmap.data.masks import mask_spec, product_mask_layers
+    from lsmap.data.sources import stack_source
+
     kwargs = stack_arguments(inputs)
     if kwargs is None:
         raise InputError(f"{inputs}: a stacked pre-event GeoTIFF is read as it is (open_pre), not stacked")
-    kwargs["bands"] = ",".join((RED, NIR))
+    kwargs["bands"] = ",".join((BLUE, RED, NIR) if blue_max is not None else (RED, NIR))
     kwargs.pop("dem", None)
     kwargs.pop("slope", None)
-    if post is not None and kwargs.get("aoi") is None and kwargs.get("bbox") is None:
-        kwargs["aoi"] = post_footprint(post)
     if offset is not None:
         kwargs["offset"] = offset
-    out = work / "pre.tif"
-    try:
-        stack_scene(**kwargs, out=out, strict_offset=True)  # an offset left in would bias the NDVI drop
+    if post is not None and kwargs.get("aoi") is None and kwargs.get("bbox") is None:
+        kwargs["aoi"] = post_footprint(post)
+    spec = mask_spec(blue_max=blue_max)
+    folder = work / "pre"
+    folder.mkdir(exist_ok=True)
+    try:  # an offset left in would bias the NDVI drop: refused (stack_source stacks strictly)
+        path, spec = stack_source(kwargs, folder, kwargs["bands"], spec,
+                                  layers=product_mask_layers(kwargs.get("s2"), spec))
     except InputError as e:  # the pre scene's offset is detect's `pre_offset`, not the scene's `offset`
         if "`offset`" not in str(e):
             raise
         raise type(e)(str(e).replace("`offset`", "`pre_offset`")) from None
-    return out
+    return path, spec
 
+
+def mask_pre(plan: EvidencePlan, spec, work: Path, bands: Sequence[str] | None = None) -> EvidencePlan:
+    """``plan`` with its pre scene's clouds not observed: the not-observed raster of ``spec`` (a pre product's SCL,
+    the bright-blue test: :mod:`lsmap.data.masks`) written on the pre scene's grid in ``work`` and read with it,
+    so that ``pre_not_observed`` counts them and a polygon the pre scene saw mostly through clouds is not judged on
+    its NDVI (found with a real cloudy pre scene: a landslide under a pre-event cloud was dropped for "no NDVI
+    drop"). The blue test needs the pre scene's B2: without it, the plan is returned as it is.
+    """
+    from lsmap.data.masks import write_not_observed
+
+    if plan.pre is None or spec is None or not spec.active:
+        return plan
+    names = scene_band_names(plan.pre.info, bands)
+    if spec.blue_max is not None and BLUE not in names:
+        spec = dataclasses.replace(spec, blue_max=None)
+        if not spec.active:
+            return plan
+    nobs = write_not_observed(spec, plan.pre.info, work / "pre_not_observed.tif", bands=names)
+    pre = dataclasses.replace(plan.pre, info=dataclasses.replace(plan.pre.info, mask=nobs.path))
+    return dataclasses.replace(plan, pre=pre)

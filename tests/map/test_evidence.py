@@ -339,6 +339,7 @@ def test_pre_product_is_stacked_over_the_post_footprint_only(tmp_path, monkeypat
     from products_fixtures import make_safe, make_stac_item, zip_safe
     from rasterio.windows import Window
 
+    import lsmap.data.stack
     import lsmap.map.evidence as evidence
     from lsmap.data.stack import stack_scene
 
@@ -365,7 +366,7 @@ def test_pre_product_is_stacked_over_the_post_footprint_only(tmp_path, monkeypat
             seen.append((kwargs["aoi"].source, s.shape))
         return out
 
-    monkeypatch.setattr(evidence, "stack_scene", spy)
+    monkeypatch.setattr(lsmap.data.stack, "stack_scene", spy)
     b2 = data[0][data[0] > 0] * scaling[0][0] + scaling[1][0]  # B2 as read (uint16 codes unscaled)
     mod = member(Band0Model(), "B2", mean=float(np.median(b2)), std=float(b2.std()) / 4)
     gdf = lsmap.detect(tmp_path / "post.tif", [mod], pre={"s2": product}, min_ndvi_drop=0.0, min_slope=0.0, **KW)
@@ -421,3 +422,45 @@ def test_a_pre_event_band_folder_takes_its_own_offset(tmp_path):
         lsmap.detect(post, [model], out=tmp_path / "a.gpkg", pre=pre, device="cpu")
     gdf = lsmap.detect(post, [model], out=tmp_path / "b.gpkg", pre=pre, pre_offset=-1000, device="cpu", threshold=0)
     assert "ndvi_pre" in gdf.columns and gdf.attrs["lsmap"]["evidence"] is not None
+
+
+def test_a_cloud_in_the_pre_scene_is_not_observed_and_drops_nothing(tmp_path):
+    # found with a real cloudy pre scene: a landslide under a pre-event cloud was dropped for "no NDVI drop"
+    # (a cloud's NDVI is near 0), with pre_not_observed 0: the pre scene's clouds were never masked
+    p = get_profile("B2,B3,B4,B8,slope")
+    scar = _region_mask("scar")
+    post = np.zeros((5, H, W), np.float32)
+    post[0] = 300 / p.divisors[0]  # B2: dark ground, no cloud in the post scene
+    post[1] = np.where(scar, 3.0, 0.5)  # B3: what the stand-in model flags
+    post[2] = np.where(scar, DN["bare"][0], DN["veg"][0]) / p.divisors[2]
+    post[3] = np.where(scar, DN["bare"][1], DN["veg"][1]) / p.divisors[3]
+    post[4] = np.where(scar, 30.0, 20.0) / p.divisors[4]
+    post_path = write_scene(tmp_path / "post.tif", post, origin=ORIGIN, bands=["B2", "B3", "B4", "B8", "slope"])
+    q = get_profile("B2,B4,B8")
+    pre = np.stack([np.where(scar, 6000.0, 300.0), np.where(scar, 5500.0, DN["veg"][0]),
+                    np.where(scar, 5800.0, DN["veg"][1])]) / np.asarray(q.divisors).reshape(3, 1, 1)
+    pre_path = write_scene(tmp_path / "pre.tif", pre.astype(np.float32), origin=ORIGIN, bands=["B2", "B4", "B8"])
+    flag = [member(Band0Model(), "B3", mean=1.0, std=0.5)]
+
+    unmasked = lsmap.detect(post_path, flag, pre=pre_path, out=tmp_path / "a.gpkg", keep_rejected=True, **KW)
+    assert len(unmasked) == 0 and list(unmasked.attrs["rejected"]["reason"]) == ["ndvi_drop"]
+    gdf = lsmap.detect(post_path, flag, pre=pre_path, out=tmp_path / "b.gpkg", keep_rejected=True, blue_max=0.2, **KW)
+    assert len(gdf) == 1 and len(gdf.attrs["rejected"]) == 0  # seen through the cloud: not judged on its NDVI
+    assert gdf["pre_not_observed"].iloc[0] == pytest.approx(1.0) and np.isnan(gdf["dndvi"].iloc[0])
+
+
+def test_a_pre_product_masks_its_clouds_with_its_own_scl(tmp_path):
+    from products_fixtures import make_safe
+
+    from lsmap.data.masks import DEFAULT_SCL_CLASSES
+    from lsmap.map.evidence import mask_pre, stack_pre
+
+    work = tmp_path / "work"
+    work.mkdir()
+    path, spec = stack_pre(make_safe(tmp_path / "p", bands=("B2", "B4", "B8")), work)
+    assert spec.scl is not None and spec.scl.is_file()  # written beside the pre stack, on its grid
+    plan = mask_pre(plan_evidence(scene_info(path), ["B4", "B8"], pre=path), spec, work)
+    with rasterio.open(plan.pre.info.mask) as m, rasterio.open(spec.scl) as scl:
+        not_observed, classes = m.read(1) > 0, scl.read(1)
+    assert not_observed.any() and not not_observed.all()
+    np.testing.assert_array_equal(not_observed, np.isin(classes, DEFAULT_SCL_CLASSES))
