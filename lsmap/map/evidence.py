@@ -739,7 +739,10 @@ def mask_pre(plan: EvidencePlan, spec, work: Path, bands: Sequence[str] | None =
 
     if plan.pre is None or spec is None or not spec.active:
         return plan
-    names = scene_band_names(plan.pre.info, bands)
+    try:
+        names = scene_band_names(plan.pre.info, bands)
+    except InputError:  # bands without names (open_pre found red and NIR by position): no B2 to test
+        names = ()
     if spec.blue_max is not None and BLUE not in names:
         spec = dataclasses.replace(spec, blue_max=None)
         if not spec.active:
