@@ -286,6 +286,21 @@ def _outlined(ax, segs, colors, *, width: float, halo: float, halo_alpha: float,
     ax.add_collection(LineCollection(segs, colors=colors, linewidths=width, zorder=zorder, **line))
 
 
+def _fit_text(text, width_px: float, smallest: float = 7.0) -> None:
+    """Shrink ``text`` (a matplotlib Text) to fit ``width_px``: a smaller font down to ``smallest`` pt, then the
+    middle of the string cut out (``...``): a long product name (a SAFE name is 60 characters) ran off the image."""
+    renderer = text.figure.canvas.get_renderer()
+    wide = text.get_window_extent(renderer).width
+    if wide <= width_px:
+        return
+    text.set_fontsize(max(smallest, text.get_fontsize() * width_px / wide))
+    full = text.get_text()
+    keep = len(full)
+    while text.get_window_extent(renderer).width > width_px and keep > 8:
+        keep -= 2
+        text.set_text(f"{full[:keep // 2]}...{full[len(full) - keep // 2:]}")
+
+
 def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
                      bands: str | BandProfile | Sequence[str] | None = None,
                      overwrite: bool = False, title: str | None = None, *, models: Any = None,
@@ -445,7 +460,8 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
 
     head = title or " · ".join(x for x in (Path(name).stem, date) if x)
     y_title = 1 - 0.30 / fig_h
-    fig.text(pad_l / fig_w, y_title, head, fontsize=11, fontweight="bold", ha="left", va="center")
+    _fit_text(fig.text(pad_l / fig_w, y_title, head, fontsize=11, fontweight="bold", ha="left", va="center"),
+              (fig_w - pad_l - 0.15) * fig.dpi)
     sub = [f"{n} landslide polygon{'s' if n != 1 else ''}, {area_km2:.2f} km²"]
     if models:
         sub.append(f"model: {model_label(models)}")

@@ -186,3 +186,26 @@ def test_outlines_get_their_halo_from_a_second_collection_not_a_path_effect():
     assert tuple(halo.get_colors()[0]) == to_rgba("black", 0.8)
     assert [tuple(c) for c in lines.get_colors()] == [to_rgba("red"), to_rgba("orange")]
     plt.close(fig)
+
+
+def test_a_long_title_is_fitted_to_the_figure():
+    # found with a real SAFE name: the quick-look's title ran off the image
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lsmap.map.quicklook import _fit_text
+
+    fig = plt.figure(figsize=(4, 3), dpi=100)
+    name = "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454 · 2022-10-05"
+    renderer = fig.canvas.get_renderer()
+    long = fig.text(0.1, 0.9, name, fontsize=11, fontweight="bold")
+    short = fig.text(0.1, 0.8, "scene · 2022-10-05", fontsize=11, fontweight="bold")
+    for t in (long, short):
+        _fit_text(t, 300.0)
+    assert long.get_window_extent(renderer).width <= 300.0 and long.get_fontsize() == 7.0
+    shown = long.get_text()
+    assert "..." in shown and shown.startswith("S2A_MSIL2A_2022") and shown.endswith("2022-10-05")
+    assert short.get_text() == "scene · 2022-10-05" and short.get_fontsize() == 11
+    plt.close(fig)
