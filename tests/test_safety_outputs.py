@@ -153,7 +153,8 @@ def test_overwrite_never_replaces_an_input_of_the_run(tmp_path, scene):
                         (["stack", str(bands), "--offset", "-1000", "-o", str(bands / "B02.tif")],
                          "inside the input folder"),
                         (["stack", str(bands), "--offset", "-1000", "--dem", str(dem), "--bands", "l2a-terrain",
-                          "-o", str(dem)], "is the input")):
+                          "-o", str(dem)], "is the input"),
+                        (["stats", str(scene), "--bands", "l4s14", "-o", str(scene)], "is the input")):
         res = CliRunner().invoke(main, [*args, "--overwrite"])
         assert res.exit_code == 1, (args, res.output)
         assert named in res.output and "write it elsewhere" in res.output and "Traceback" not in res.output

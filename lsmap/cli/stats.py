@@ -62,9 +62,11 @@ def stats(input_path, output, split, valid_only, raw, bands, dem, slope, offset,
     """
     from lsmap.data.stats import compute_stats
     from lsmap.io.aoi import aoi_from_options
+    from lsmap.io.outputs import check_outputs_apart, input_paths
     from lsmap.io.rasters import check_output
 
     check_output(output, overwrite)
+    check_outputs_apart([output], input_paths(input_path, dem, slope, scl, mask_raster, aoi_file))
     source = scene_source(input_path, dem, slope, offset, folders=False)
     result = compute_stats(source, bands, split=split, valid_only=valid_only, raw=raw,
                            progress=progress_default(as_json), scl=scl, scl_mask=scl_mask, mask_raster=mask_raster,

@@ -66,9 +66,9 @@ def compute_stats(
         path: Patch folder / dataset root, a GeoTIFF scene, or what ``lsmap stack`` takes (stacked first
             with ``bands``, on the L4S scale: :mod:`lsmap.data.sources`): a Sentinel-2 product, a folder of
             band files (a folder without patches), or a mapping of ``stack_scene`` arguments.
-        bands: Band profile; the band count of every input is checked against it. ``None``: the L4S
-            bands for patches; for a scene its band names or what stacking can give
-            (:func:`lsmap.data.sources.input_band_set`).
+        bands: Band profile; the band count of every input is checked against it. ``None``: for patches the
+            bands their folder records (``tiles.json``, as ``lsmap tile`` writes it), else the L4S bands; for a
+            scene its band names or what stacking can give (:func:`lsmap.data.sources.input_band_set`).
         split: Split to read from a dataset root.
         valid_only: Leave out nodata pixels (see the module docstring). ``None`` (default): scenes
             leave their nodata out (a declared -9999 fill must never count into a mean), patch
@@ -114,8 +114,10 @@ def compute_stats(
     name = source_name(args) if args is not None else str(path)
     if bands is not None:
         profile = get_profile(bands)
-    else:  # patches: the L4S bands; a scene: its own band names, or what stacking can give (lsmap stack's choice)
-        profile = get_profile("l4s14") if patches is not None else input_band_set(path, args)
+    elif patches is not None:  # the bands the patch folder records (lsmap tile writes them), else the L4S bands
+        profile = get_profile(patches[0].bands or "l4s14")
+    else:  # a scene: its own band names, or what stacking can give (lsmap stack's choice)
+        profile = input_band_set(path, args)
     if valid_only is None:
         valid_only = patches is None
     if patches is not None:

@@ -469,6 +469,9 @@ def test_tile_and_stats_take_the_band_names_lsmap_stack_wrote(tmp_path, rng):
     assert res.exit_code == 0, res.output
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["bands"] == l2a and len(stats["mean"]) == 11
+    res = CliRunner().invoke(main, ["stats", str(tmp_path / "p"), "-o", str(tmp_path / "p.json")])
+    assert res.exit_code == 0, res.output  # the patches' own bands (tiles.json), not the L4S 14
+    assert json.loads((tmp_path / "p.json").read_text())["bands"] == l2a
     res = CliRunner().invoke(main, ["tile", str(scene), "-o", str(tmp_path / "q"), "--bands", "l4s14"])
     assert res.exit_code == 1 and "14 bands" in res.output  # a band set given is still checked
 
