@@ -15,7 +15,7 @@ with ``cloud_prob_max``), and the spec is pointed at them.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,30 @@ def default_model_for_inputs(args: Mapping, bands: tuple[str, ...] | None = None
     return default_model_for(input_bands(args) if bands is None else bands, source_name(args), fix)
 
 
+def offset_hint(files: Sequence[str | os.PathLike], side: int = 512) -> str:
+    """What a quick look at loose band files says of their DN offset, for ``lsmap info``: the smallest non-zero DN
+    of a ``side`` px nearest-neighbour sample of each file, and whether it looks offset by the rule
+    ``lsmap stack`` applies to every pixel (:data:`lsmap.data.stack.OFFSET_DN_HINT`: no value below 1000)."""
+
+    from lsmap.data.stack import OFFSET_DN_HINT
+    from lsmap.io.rasters import open_raster, read_window
+
+    low = None
+    for path in files:
+        with open_raster(path, "band file") as src:
+            f = max(1, max(src.width, src.height) // side)
+            a = read_window(src, 1, None, out_shape=(max(1, src.height // f), max(1, src.width // f)))
+        a = a[a > 0]  # 0: no data in Sentinel-2 products
+        if a.size:
+            low = int(a.min()) if low is None else min(low, int(a.min()))
+    if low is None:
+        return "no valid DN in a sample of the band files"
+    if low >= OFFSET_DN_HINT:
+        return (f"no DN below {low} in a {side} px sample of every band: looks offset (processing baseline >= "
+                f"04.00 adds 1000): give --offset -1000")
+    return f"DNs down to {low} in a {side} px sample: not offset (no --offset needed)"
+
+
 def describe_source(source: str | os.PathLike) -> dict:
     """What lsmap sees in an input, before any work: for ``lsmap info`` and scripts that check downloads.
 
@@ -181,16 +205,19 @@ def describe_source(source: str | os.PathLike) -> dict:
                 out |= {"level": m.level, "baseline": m.baseline, "sensing_time": m.sensing_time,
                         "image_format": m.image_format}
             found, layers, quant, where = set(s2.files), sorted(s2.layers), s2.quantification, s2.where
+            hint = {}  # a product declares its offset
             offsets = ({b: s2.dn_offset(b) for b in BAND_NAMES if b in s2.files} if s2.offsets is not None else None)
         elif holds_band_files(source):
             out = {"input": str(source), "kind": "band files"}
             candidates, where = band_candidates(source)
             found, layers, quant, offsets = set(candidates), [], None, None
+            hint = {"dn_offset_hint": offset_hint([files[0] for files in candidates.values()])}
         else:
             raise InputError(f"{source}: no Sentinel-2 band file in this folder (names like '*_B04*.jp2' or "
                              f"'B4.tif'); give a product, a band folder or a stack")
         profile, left_out = band_set_of(found, where)
-        return out | {"bands": [b for b in BAND_NAMES if b in found], "dn_offsets": offsets, "quantification": quant,
+        return out | {"bands": [b for b in BAND_NAMES if b in found], "dn_offsets": offsets, **hint,
+                      "quantification": quant,
                       "layers": layers, "stack_bands": profile.name, "stack_left_out": left_out,
                       **default_for(lambda: default_model_for_inputs({"s2": source}, profile.bands))}
     from lsmap.io.rasters import open_raster

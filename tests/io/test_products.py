@@ -362,6 +362,18 @@ def test_loose_files_that_look_offset_warn_and_offset_fixes_them(tmp_path):
         scene_info(tmp_path / "z.tif")
 
 
+def test_info_says_whether_loose_band_files_look_offset(tmp_path):
+    # found by the real-data audit: `lsmap info` on the Wayanad bands said "dn offsets unknown", and only detect
+    # then refused them as offset
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
+    offset = loose_bands(safe, tmp_path / "raw", ["B2", "B3", "B4"], offset=0)  # DNs still carry +1000
+    plain = loose_bands(safe, tmp_path / "fixed", ["B2", "B3", "B4"])
+    res = CliRunner().invoke(main, ["info", str(offset)])
+    assert res.exit_code == 0 and re.search(r"dn offset hint +no DN below 1\d{3} .*looks offset.*--offset -1000", res.output)
+    res = CliRunner().invoke(main, ["info", str(plain), "--json"])
+    assert res.exit_code == 0 and "not offset" in json.loads(res.output)["dn_offset_hint"]
+
+
 def test_an_offset_given_to_files_that_are_not_offset_is_refused(tmp_path):
     # found on the real Puthumala bands: `--offset -1000` on offset-free DNs put 88-90 % of B1-B4 below zero
     # reflectance and erased the scar from the map, exit 0
