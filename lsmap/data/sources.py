@@ -220,6 +220,7 @@ def describe_source(source: str | os.PathLike) -> dict:
                       "quantification": quant,
                       "layers": layers, "stack_bands": profile.name, "stack_left_out": left_out,
                       **default_for(lambda: default_model_for_inputs({"s2": source}, profile.bands))}
+    from lsmap.io.outputs import missing_tiles
     from lsmap.io.rasters import open_raster
     from lsmap.io.scene import OFFSET_TAG, STACK_TAG, scene_band_names, scene_info
 
@@ -227,6 +228,7 @@ def describe_source(source: str | os.PathLike) -> dict:
     with open_raster(source, "scene") as src:
         tags = src.tags()
         dtype = src.dtypes[0]
+        cut = missing_tiles(src, Path(source).stat().st_size) if Path(source).is_file() else []
     try:
         bands = list(scene_band_names(info))
     except LsmapError:
@@ -235,6 +237,8 @@ def describe_source(source: str | os.PathLike) -> dict:
            "width": info.width, "height": info.height, "crs": info.crs.to_string(),
            "pixel_size": [abs(info.transform.a), abs(info.transform.e)], "bands": bands,
            "encoding": tags.get("LSMAP_ENCODING", dtype), "dn_offsets": tags.get("LSMAP_DN_OFFSETS"),
-           "dn_looks_offset": OFFSET_TAG in tags}
+           "dn_looks_offset": OFFSET_TAG in tags,
+           "complete": ("yes" if not cut else f"no: {len(cut)} tiles lie past the end of the file ({cut[0]} the "
+                        f"first): it was cut short; copy or download it again")}
     return out | (default_for(lambda: default_model_for(bands, source)) if bands else
                   {"default_model": None, "default_model_why": "the file does not name its bands"})

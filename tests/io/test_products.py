@@ -374,6 +374,18 @@ def test_info_says_whether_loose_band_files_look_offset(tmp_path):
     assert res.exit_code == 0 and "not offset" in json.loads(res.output)["dn_offset_hint"]
 
 
+def test_info_says_when_a_geotiff_was_cut_short(tmp_path):
+    # found by the real-data audit: `lsmap info` on a truncated GeoTIFF reported everything fine
+    safe = make_safe(tmp_path, bands=("B2", "B3", "B4"))
+    full = stack_scene(safe, tmp_path / "s.tif", bands="rgb").path
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size * 2 // 3])
+    whole = json.loads(CliRunner().invoke(main, ["info", str(full), "--json"]).output)
+    assert whole["complete"] == "yes"
+    res = CliRunner().invoke(main, ["info", str(cut)])
+    assert res.exit_code == 0 and re.search(r"complete +no: \d+ tiles lie past the end of the file", res.output)
+
+
 def test_an_offset_given_to_files_that_are_not_offset_is_refused(tmp_path):
     # found on the real Puthumala bands: `--offset -1000` on offset-free DNs put 88-90 % of B1-B4 below zero
     # reflectance and erased the scar from the map, exit 0
