@@ -86,6 +86,9 @@ class BandStats:
         path = Path(path)
         try:
             stats = cls.from_dict(json.loads(path.read_text()))
+        except UnicodeDecodeError:  # a raster or other binary file given for the statistics JSON
+            raise InputError(f"{path}: not a band statistics JSON file (binary content); give the JSON that "
+                             f"'lsmap stats' writes") from None
         except (OSError, json.JSONDecodeError, AttributeError) as e:
             raise InputError(f"{path}: cannot read band statistics ({e}); write them with 'lsmap stats'") from None
         except InputError as e:

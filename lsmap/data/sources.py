@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lsmap.data.masks import MaskSpec, check_masks, product_mask_layers
+from lsmap.errors import InputError
 from lsmap.io.s2product import is_product, is_url
 
 
@@ -44,6 +45,9 @@ def stack_arguments(source: Any, *, folders: bool = True) -> dict | None:
     if isinstance(source, Mapping):
         return dict(source)
     if not isinstance(source, (str, os.PathLike)):
+        if not hasattr(source, "__dict__"):
+            raise InputError(f"the input must be a path (a GeoTIFF, a Sentinel-2 product or a band folder) or the "
+                             f"inputs of 'lsmap stack' as a mapping (got {type(source).__name__})")
         return dict(vars(source))
     if is_product(source) or (folders and os.path.isdir(source)):
         return {"s2": source}
@@ -194,7 +198,6 @@ def describe_source(source: str | os.PathLike) -> dict:
 
     if is_product(source) or os.path.isdir(source):
         from lsmap.data.stack import band_candidates, band_set_of
-        from lsmap.errors import InputError
         from lsmap.io.s2product import open_product
 
         if is_product(source):  # opened once: its bands give the band set too

@@ -25,6 +25,7 @@ from lsmap.core.labels import parse_label_map
 from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
 from lsmap.core.normalize import BandStats
 from lsmap.core.norms import norm_mode, trained_norm
+from lsmap.data.scan import check_stats
 from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError
 from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_mask, read_patch_image
@@ -142,6 +143,8 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     profile, members = _ensemble_bands(members, bands, data)
     if stats is not None and not isinstance(stats, BandStats):
         stats = BandStats.load(stats)
+    if stats is not None:  # the models' bands, taken by name where the statistics name theirs, else counted
+        stats = check_stats(stats, profile, "`stats`")
     norms = ["stats" if stats is not None else _member_norm(m.card, norm) for m in members]
     target_stats = stats
     if stats is None and "own" in norms:

@@ -240,3 +240,13 @@ def test_l4s_train_stats_match_the_recorded_figures():
     # the reference is rounded to 6 decimals and was computed on the float64 files
     np.testing.assert_allclose(res.mean, ref["mean"], rtol=0, atol=2e-6)
     np.testing.assert_allclose(res.std, ref["std"], rtol=0, atol=2e-6)
+
+
+def test_an_array_instead_of_a_path_is_an_input_error(tmp_path):
+    # found by the API audit: compute_stats and tile_scene raised "TypeError: vars() argument must have __dict__"
+    from lsmap.data.tile import tile_scene
+
+    for call in (lambda: compute_stats(np.zeros(3)), lambda: tile_scene(np.zeros((14, 8, 8)), tmp_path / "t")):
+        with pytest.raises(InputError, match=r"must be a path .* \(got ndarray\)"):
+            call()
+    assert not (tmp_path / "t").exists()

@@ -282,6 +282,20 @@ def test_evaluate_takes_each_models_bands_by_name(run, data, tmp_path):
         evaluate([out / "best", tmp_path / "rgb"], data / "val", device="cpu", bands="rgbn")
 
 
+def test_evaluate_checks_given_statistics_against_the_models_bands(run, data, tmp_path):
+    # found by the API audit: 11-band statistics for a 14-band model were a tensor-size RuntimeError traceback,
+    # and a GeoTIFF given for the statistics a UnicodeDecodeError
+    from lsmap.core.normalize import BandStats
+
+    out, _ = run
+    BandStats((1.0,) * 11, (0.5,) * 11, 10).save(tmp_path / "s11.json")
+    with pytest.raises(InputError, match=r"`stats`: statistics have 11 bands but the scene's profile 'l4s14' has 14"):
+        evaluate([out / "best"], data / "val", device="cpu", stats=tmp_path / "s11.json")
+    (tmp_path / "scene.tif").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(InputError, match=r"scene.tif: not a band statistics JSON file \(binary content\)"):
+        evaluate([out / "best"], data / "val", device="cpu", stats=tmp_path / "scene.tif")
+
+
 def test_global_norm_baseline_card(data, tmp_path):
     cfg = TrainConfig(**FAST | {"steps": 10, "loss": "ce", "norm": "global", "augment": False})
     result = train(tmp_path / "g", train_dir=data / "train", val_dir=data / "val", config=cfg, progress=False)
