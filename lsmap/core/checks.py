@@ -65,8 +65,11 @@ def check_int(option: str, value: Any, lo: int | None = None, hi: int | None = N
         raise InputError(f"{name} must be an integer (got {value!r} of type {type(value).__name__})")
     v = int(value)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise InputError(f"{name} must be an integer in [{'-inf' if lo is None else lo}, "
-                         f"{'inf' if hi is None else hi}] (got {v})")
+        if hi is None:
+            raise InputError(f"{name} must be an integer of at least {lo} (got {v})")
+        if lo is None:
+            raise InputError(f"{name} must be an integer of at most {hi} (got {v})")
+        raise InputError(f"{name} must be an integer in [{lo}, {hi}] (got {v})")
     return v
 
 

@@ -525,3 +525,13 @@ def test_without_a_model_each_scene_takes_the_default_model_that_fits_its_bands(
     assert sorted(Path(p).name for p in res.outputs) == ["l2a.tif", "l4s.tif"]
     again = detect_many([a, b], None, tmp_path / "out", progress=False, merged=None)  # the same key: done
     assert len(again.skipped) == 2
+
+
+def test_bad_options_and_scenes_fail_before_any_work(tmp_path, scenes, model):
+    # found by the API audit: window=-5 failed every scene one by one (in .failures) and left an empty folder;
+    # an array as a scene was a TypeError from pathlib
+    with pytest.raises(InputError, match=r"`window` must be an integer of at least 16 \(got -5\)"):
+        detect_many(scenes[:1], model, tmp_path / "a", window=-5, progress=False)
+    with pytest.raises(InputError, match=r"each scene must be a path.*\(got ndarray\)"):
+        detect_many([np.zeros(3)], model, tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

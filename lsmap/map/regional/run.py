@@ -25,7 +25,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from lsmap.io.outputs import atomic_output
 from lsmap.learn.crf import require
 from lsmap.learn.models import check_checkpoint_name
 from lsmap.map.detect import NOT_OBSERVED_LAYER, default_models
-from lsmap.map.options import non_default
+from lsmap.map.options import DetectOptions, non_default
 from lsmap.map.regional.merge import merge_layers, merge_not_observed, union_area_m2
 from lsmap.map.regional.scenejob import (
     Detector,
@@ -266,6 +266,9 @@ def detect_many(
     if detect_kwargs.get("pre") is not None:
         raise InputError("`pre` is the pre-event scene of one scene; run lsmap.detect per scene to compare "
                          "each with its own pre-event scene")
+    if detector is None:  # lsmap.detect's options fail before any work (and before the folder is made), as there
+        known = {f.name for f in fields(DetectOptions)}
+        DetectOptions(**{k: v for k, v in detect_kwargs.items() if k in known}).check()
     check_output_folder(out_dir)
     paths = expand_scenes(scenes)
     mask_key = _check_masks(detect_kwargs, len(paths))

@@ -90,6 +90,10 @@ def expand_scenes(scenes: str | os.PathLike | Iterable[str | os.PathLike]) -> li
         InputError: no scene at all.
     """
     items = [scenes] if isinstance(scenes, (str, os.PathLike)) else list(scenes)
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            raise InputError(f"each scene must be a path, a STAC Item URL, a glob or @list.txt (got "
+                             f"{type(item).__name__})")
     out: list[Scene] = []
     seen: set[Scene] = set()
     for item in items:
