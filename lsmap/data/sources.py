@@ -43,15 +43,33 @@ def stack_arguments(source: Any, *, folders: bool = True) -> dict | None:
             the caller, e.g. a patch folder).
     """
     if isinstance(source, Mapping):
-        return dict(source)
+        return _checked_inputs(dict(source))
     if not isinstance(source, (str, os.PathLike)):
         if not hasattr(source, "__dict__"):
             raise InputError(f"the input must be a path (a GeoTIFF, a Sentinel-2 product or a band folder) or the "
                              f"inputs of 'lsmap stack' as a mapping (got {type(source).__name__})")
-        return dict(vars(source))
+        return _checked_inputs(dict(vars(source)))
     if is_product(source) or (folders and os.path.isdir(source)):
         return {"s2": source}
     return None
+
+
+#: The arguments of :func:`lsmap.data.stack.stack_scene` that stacking inputs may hold (not its output options).
+STACK_INPUTS = ("s2", "dem", "slope", "bands", "block", "creation_options", "offset", "aoi", "layers", "encoding",
+                "strict_offset")
+
+
+def _checked_inputs(args: dict) -> dict:
+    """Stacking inputs given as a mapping: an ``s2`` and only :func:`lsmap.data.stack.stack_scene`'s arguments
+    (a mistyped key was a TypeError deep in the stacking)."""
+    known = set(STACK_INPUTS)
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise InputError(f"unknown stacking input(s) {', '.join(map(str, unknown))}; the inputs of 'lsmap stack' are: "
+                         f"{', '.join(sorted(known))}")
+    if args.get("s2") is None:
+        raise InputError("the inputs of 'lsmap stack' need `s2`: a Sentinel-2 product or band files")
+    return args
 
 
 def source_name(args: Mapping) -> str:

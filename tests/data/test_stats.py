@@ -250,3 +250,18 @@ def test_an_array_instead_of_a_path_is_an_input_error(tmp_path):
         with pytest.raises(InputError, match=r"must be a path .* \(got ndarray\)"):
             call()
     assert not (tmp_path / "t").exists()
+
+
+def test_stacking_inputs_as_a_mapping_are_checked_by_name():
+    # found by the API audit: detect({"s2x": ...}) was "TypeError: 'NoneType' object is not iterable" in the stack
+    import inspect
+
+    from lsmap.data.sources import STACK_INPUTS, stack_arguments
+    from lsmap.data.stack import stack_scene
+
+    assert set(STACK_INPUTS) == set(inspect.signature(stack_scene).parameters) - {"out", "overwrite", "progress"}
+    with pytest.raises(InputError, match=r"unknown stacking input\(s\) s2x; the inputs of 'lsmap stack' are: aoi"):
+        stack_arguments({"s2x": "bands/"})
+    with pytest.raises(InputError, match=r"need `s2`"):
+        stack_arguments({"dem": "dem.tif"})
+    assert stack_arguments({"s2": "bands/", "offset": -1000}) == {"s2": "bands/", "offset": -1000}
