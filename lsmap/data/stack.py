@@ -773,6 +773,10 @@ def stack_scene(
     from rasterio.windows import transform as window_transform
     from tqdm.auto import tqdm
 
+    items = [s2] if isinstance(s2, (str, os.PathLike)) else s2
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, os.PathLike)) for i in items):
+        raise InputError(f"`s2` must be a Sentinel-2 product, a band folder or band files as paths (got "
+                         f"{type(s2).__name__})")
     if offset is not None and not math.isfinite(offset):
         raise InputError(f"`offset` {offset}: give a finite number of DNs (-1000 for processing baseline 04.00 "
                          f"and later, 0 for earlier products)")

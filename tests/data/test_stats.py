@@ -244,10 +244,12 @@ def test_l4s_train_stats_match_the_recorded_figures():
 
 def test_an_array_instead_of_a_path_is_an_input_error(tmp_path):
     # found by the API audit: compute_stats and tile_scene raised "TypeError: vars() argument must have __dict__"
+    from lsmap.data.stack import stack_scene
     from lsmap.data.tile import tile_scene
 
-    for call in (lambda: compute_stats(np.zeros(3)), lambda: tile_scene(np.zeros((14, 8, 8)), tmp_path / "t")):
-        with pytest.raises(InputError, match=r"must be a path .* \(got ndarray\)"):
+    for call in (lambda: compute_stats(np.zeros(3)), lambda: tile_scene(np.zeros((14, 8, 8)), tmp_path / "t"),
+                 lambda: stack_scene(np.zeros((3, 8, 8)), tmp_path / "s.tif")):
+        with pytest.raises(InputError, match=r"must be .*path.* \(got ndarray\)"):
             call()
     assert not (tmp_path / "t").exists()
 
