@@ -241,8 +241,7 @@ def describe_source(source: str | os.PathLike) -> dict:
                       "quantification": quant,
                       "layers": layers, "stack_bands": profile.name, "stack_left_out": left_out,
                       **default_for(lambda: default_model_for_inputs({"s2": source}, profile.bands))}
-    from lsmap.io.outputs import missing_tiles
-    from lsmap.io.rasters import open_raster
+    from lsmap.io.rasters import missing_tiles, open_raster
     from lsmap.io.scene import OFFSET_TAG, STACK_TAG, scene_band_names, scene_info
 
     info = scene_info(source)

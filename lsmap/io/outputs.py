@@ -552,6 +552,8 @@ def verify_geotiff(path: str | os.PathLike, final: str | os.PathLike | None = No
     """
     import rasterio
 
+    from lsmap.io.rasters import missing_tiles  # rasters imports this module
+
     path = Path(path)
     shown = Path(final) if final is not None else path
     try:
@@ -569,28 +571,3 @@ def verify_geotiff(path: str | os.PathLike, final: str | os.PathLike | None = No
     except rasterio.errors.RasterioError as e:
         raise OutputError(f"{shown}: the written file does not reopen ({_first_line(e)}); check the output "
                           f"location and rerun") from None
-
-
-def missing_tiles(src, size: int, first: bool = False) -> list[str]:
-    """The tiles (strips) of an open GeoTIFF whose recorded offset + size runs past ``size`` bytes (a file cut
-    short: a full disk, an interrupted copy or download), or that were never written (offset and size 0, unless
-    the file allows sparse tiles), as ``"band B tile I,J"``; only the first with ``first``. Empty when the driver
-    does not report block offsets (not a plain GeoTIFF)."""
-    out = []
-    for b in range(1, src.count + 1):
-        bh, bw = src.block_shapes[b - 1]
-        for i in range(-(-src.height // bh)):
-            for j in range(-(-src.width // bw)):
-                off = src.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=b)
-                n = src.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=b)
-                if off is None or n is None:
-                    return []
-                if int(off) + int(n) > size or (int(off) == 0 and int(n) == 0 and not _sparse_ok(src)):
-                    out.append(f"band {b} tile {i},{j}")
-                    if first:
-                        return out
-    return out
-
-
-def _sparse_ok(src) -> bool:
-    return str(src.tags(ns="IMAGE_STRUCTURE").get("SPARSE_OK", "")).upper() in ("TRUE", "YES")

@@ -118,6 +118,31 @@ def decode_in_caller():
     return rasterio.Env(GDAL_NUM_THREADS=1)
 
 
+def missing_tiles(src, size: int, first: bool = False) -> list[str]:
+    """The tiles (strips) of an open GeoTIFF whose recorded offset + size runs past ``size`` bytes (a file cut
+    short: a full disk, an interrupted copy or download), or that were never written (offset and size 0, unless
+    the file allows sparse tiles), as ``"band B tile I,J"``; only the first with ``first``. Empty when the driver
+    does not report block offsets (not a plain GeoTIFF)."""
+    out = []
+    for b in range(1, src.count + 1):
+        bh, bw = src.block_shapes[b - 1]
+        for i in range(-(-src.height // bh)):
+            for j in range(-(-src.width // bw)):
+                off = src.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=b)
+                n = src.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=b)
+                if off is None or n is None:
+                    return []
+                if int(off) + int(n) > size or (int(off) == 0 and int(n) == 0 and not _sparse_ok(src)):
+                    out.append(f"band {b} tile {i},{j}")
+                    if first:
+                        return out
+    return out
+
+
+def _sparse_ok(src) -> bool:
+    return str(src.tags(ns="IMAGE_STRUCTURE").get("SPARSE_OK", "")).upper() in ("TRUE", "YES")
+
+
 def read_window(src, band: int | Sequence[int] | None, window, *, boundless: bool = False, fill_value: float | None = None,
                 masks: bool = False, out_shape: tuple[int, ...] | None = None, resampling=None) -> np.ndarray:
     """Read a window of one band (``band``, 1-based) or all bands (``None``) of an open dataset.

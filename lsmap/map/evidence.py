@@ -75,7 +75,6 @@ from lsmap.io.scene import (
 
 #: Red and near-infrared bands, by name.
 RED, NIR = "B4", "B8"
-BLUE = BLUE_BAND  # the bright-blue cloud test of the pre scene (mask_pre)
 #: A polygon whose pre-scene share of unobserved pixels exceeds this is not judged on NDVI.
 MAX_PRE_NOT_OBSERVED = 0.5
 #: Columns added to the polygons (``ndvi_pre``, ``dndvi``, ``pre_not_observed`` only with a pre scene).
@@ -708,7 +707,7 @@ def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None, offset: fl
     kwargs = stack_arguments(inputs)
     if kwargs is None:
         raise InputError(f"{inputs}: a stacked pre-event GeoTIFF is read as it is (open_pre), not stacked")
-    kwargs["bands"] = ",".join((BLUE, RED, NIR) if blue_max is not None else (RED, NIR))
+    kwargs["bands"] = ",".join((BLUE_BAND, RED, NIR) if blue_max is not None else (RED, NIR))
     kwargs.pop("dem", None)
     kwargs.pop("slope", None)
     if offset is not None:
@@ -743,7 +742,7 @@ def mask_pre(plan: EvidencePlan, spec, work: Path, bands: Sequence[str] | None =
         names = scene_band_names(plan.pre.info, bands)
     except InputError:  # bands without names (open_pre found red and NIR by position): no B2 to test
         names = ()
-    if spec.blue_max is not None and BLUE not in names:
+    if spec.blue_max is not None and BLUE_BAND not in names:
         spec = dataclasses.replace(spec, blue_max=None)
         if not spec.active:
             return plan
