@@ -49,6 +49,22 @@ def window_grid(height: int, width: int, size: int, overlap: int = 0) -> list[Wi
     return [Window(col_off=c, row_off=r, width=w, height=h) for r in rows for c in cols]
 
 
+def owned_spans(length: int, size: int, overlap: int = 0) -> dict[int, tuple[int, int]]:
+    """The part of the axis each window of :func:`offsets` owns: every position in exactly one span.
+
+    Where two neighbouring windows overlap (by ``overlap``, or more where the last one is snapped
+    back to the far edge), the boundary is the middle of the shared part, so each position belongs to
+    the window it is furthest inside. Tiling uses this to label each pixel in one patch only.
+
+    Returns:
+        ``{offset: (start, stop)}`` in raster coordinates, ``start`` inclusive, ``stop`` exclusive.
+    """
+    offs = offsets(length, size, overlap)
+    ends = [min(o + size, length) for o in offs]
+    cuts = [0] + [(offs[k + 1] + ends[k]) // 2 for k in range(len(offs) - 1)] + [length]
+    return {o: (cuts[k], cuts[k + 1]) for k, o in enumerate(offs)}
+
+
 def blend_weight(size: int, overlap: int, floor: float = 1e-3, crop: tuple[int, int] | None = None) -> np.ndarray:
     """2-D weight for blending overlapping windows of ``size`` pixels that overlap by ``overlap``.
 

@@ -25,6 +25,12 @@ Conventions:
   index are the unpadded window, so ``patch[:, :height, :width]`` is the scene window.
 - ``valid_fraction`` is over the window's scene pixels (padding excluded); windows with
   ``valid_fraction < min_valid`` are skipped.
+- Neighbouring windows share pixels: ``overlap`` of them, and more where the last row and column of
+  windows is snapped back inside the scene (every patch is full of scene pixels). The images hold
+  them all (context), but each pixel is labelled in one patch only, the one it lies furthest inside
+  (:func:`lsmap.core.windows.owned_spans`); elsewhere the mask is 255. So ``lsmap evaluate`` counts
+  every pixel once, and patches held out for validation share no label with the training ones. A
+  window skipped by ``min_valid`` takes the labels of the pixels it owns with it.
 - Labels must lie on the scene's grid: the same CRS, pixel size and pixel corners. They may cover
   more or less than the scene (a label raster of the whole tile for a scene cropped to an AOI);
   pixels they do not cover are 255. By default they must be 0/1 masks (255 and the label raster's
@@ -55,7 +61,7 @@ import numpy as np
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import map_labels, parse_label_map
-from lsmap.core.windows import Window, pad_to, window_grid
+from lsmap.core.windows import Window, owned_spans, pad_to, window_grid
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
 from lsmap.data.sources import input_band_set, source_name, stack_arguments, stack_source
 from lsmap.errors import InputError, MissingInputError
@@ -321,6 +327,7 @@ def tile_scene(
             lab = stack.enter_context(open_scene(labels))
             shift = label_shift(src, lab, labels, source)
         grid = window_grid(src.height, src.width, size, overlap)
+        own_rows, own_cols = owned_spans(src.height, size, overlap), owned_spans(src.width, size, overlap)
         rows: list[dict] = []
         n_skipped = n_padded = 0
         with atomic_output(out_dir, overwrite, directory=True, lock=True, before_replace=still_ours) as tmp, \
@@ -337,6 +344,7 @@ def tile_scene(
                 if lab is not None:
                     mask = lab.read(window) if vector else _read_labels(lab, window, mapping, labels, shift)
                     mask[~valid] = IGNORE_INDEX
+                    disown(mask, window, own_rows, own_cols)
                     mask = pad_to(mask, size, IGNORE_INDEX)
                 n_padded += (window.height, window.width) != (size, size)
                 pid = str(len(rows))
@@ -383,6 +391,21 @@ def tile_scene(
             }
             (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     return TileResult(out_dir, len(rows), len(grid), n_skipped, n_padded, size, overlap, lab is not None)
+
+
+def disown(mask: np.ndarray, window: Window, own_rows: dict, own_cols: dict) -> None:
+    """Set to ignored the pixels of ``mask`` (the window's labels, unpadded) that another patch labels.
+
+    Neighbouring windows share pixels (``overlap``, and the last row and column of windows, snapped
+    back inside the scene); each pixel keeps its label in one patch only (:func:`owned_spans`), so a
+    metric over the patches counts it once and a held-out patch shares no label with a training one.
+    """
+    r0, c0 = int(window.row_off), int(window.col_off)
+    (rs, re), (cs, ce) = own_rows[r0], own_cols[c0]
+    mask[: rs - r0] = IGNORE_INDEX
+    mask[re - r0:] = IGNORE_INDEX
+    mask[:, : cs - c0] = IGNORE_INDEX
+    mask[:, ce - c0:] = IGNORE_INDEX
 
 
 def check_tile_memory(bands: int, size: int, labelled: bool) -> None:
@@ -470,7 +493,8 @@ def assemble_patches(out_dir: str | os.PathLike, fill: float = np.nan) -> Assemb
     """Rebuild the scene from a folder written by :func:`tile_scene` (patches + index).
 
     Holds the whole scene in memory: meant for tests and small scenes. Where patches overlap they
-    hold the same scene pixels, so the order of placement does not matter.
+    hold the same scene pixels, so the order of placement does not matter; each pixel's label comes
+    from the one patch that labels it (the others hold 255 there).
 
     Args:
         out_dir: Folder written by :func:`tile_scene`.
@@ -493,5 +517,6 @@ def assemble_patches(out_dir: str | os.PathLike, fill: float = np.nan) -> Assemb
         image[(slice(None), *w.toslices())] = patch[:, : w.height, : w.width]
         covered[w.toslices()] = True
         if mask is not None:
-            mask[w.toslices()] = read_mask(out_dir / "mask" / f"mask_{row.id}.h5")[: w.height, : w.width]
+            labels = read_mask(out_dir / "mask" / f"mask_{row.id}.h5")[: w.height, : w.width]
+            mask[w.toslices()] = np.where(labels != IGNORE_INDEX, labels, mask[w.toslices()])
     return Assembled(image, mask, covered)

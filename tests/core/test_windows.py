@@ -7,7 +7,16 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lsmap.core.windows import Window, blend_weight, block_grid, offsets, pad_to, spread_sample, window_grid
+from lsmap.core.windows import (
+    Window,
+    blend_weight,
+    block_grid,
+    offsets,
+    owned_spans,
+    pad_to,
+    spread_sample,
+    window_grid,
+)
 
 
 @st.composite
@@ -88,6 +97,30 @@ def test_offsets_step_by_stride_and_snap_to_the_end(length, size, data):
     assert (steps > 0).all() and (steps <= size - overlap).all()
     # all but the last (snapped) step are exactly the stride
     assert (steps[:-1] == size - overlap).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 700), st.integers(1, 256), st.data())
+@example(300, 128, None)
+def test_owned_spans_partition_the_axis_each_position_in_the_window_it_is_furthest_inside(length, size, data):
+    """Spans partition [0, length); each lies inside its window; a position belongs to a window it is
+    at least as far inside (from the nearer end) as any other window holding it, within half a pixel."""
+    overlap = data.draw(st.integers(0, size - 1)) if data is not None else 0
+    spans = owned_spans(length, size, overlap)
+    assert list(spans) == offsets(length, size, overlap)
+    flat = [p for a, b in spans.values() for p in range(a, b)]
+    assert flat == list(range(length))
+    for o, (a, b) in spans.items():
+        end = min(o + size, length)
+        assert o <= a <= b <= end
+
+    def depth(p, o):
+        return min(p - o, min(o + size, length) - 1 - p)
+
+    for o, (a, b) in spans.items():
+        for p in (a, b - 1, (a + b) // 2) if b > a else ():
+            holders = [q for q in spans if q <= p < min(q + size, length)]
+            assert depth(p, o) >= max(depth(p, q) for q in holders) - 1
 
 
 @pytest.mark.parametrize("bad", [(0, 8, 0), (8, 0, 0), (8, 4, 4), (8, 4, -1)])

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from lsmap.cli import main
 from lsmap.core.bands import get_profile
 from lsmap.core.constants import FILL
+from lsmap.core.windows import owned_spans
 from lsmap.data.tile import assemble_patches, map_labels, parse_label_map, read_index, read_tiles_meta, tile_scene
 from lsmap.errors import BandMismatchError, InputError, MissingInputError, OutputExistsError
 from lsmap.io.patches import find_patches, read_image, read_mask
@@ -117,17 +118,41 @@ def test_tile_masks_index_and_metadata(tmp_path, chittagong_like):
     assert meta["transform"] == list(transform)[:6] and meta["bands"]["name"] == "rgbn" and meta["raw"]
     assert len(index) == res.n_patches == len(list((out / "img").glob("*.h5")))
     assert list(index["id"]) == [str(i) for i in range(len(index))]
+    times_labelled = np.zeros(labels.shape, int)
+    own_rows, own_cols = owned_spans(70, 32, 8), owned_spans(90, 32, 8)
     for row in index.itertuples():
         win = Window(row.col_off, row.row_off, row.width, row.height)
         np.testing.assert_allclose(row.geometry.bounds, _xyxy(bounds(win, transform)), rtol=0, atol=1e-6)
         rows, cols = slice(row.row_off, row.row_off + 32), slice(row.col_off, row.col_off + 32)
         patch, _ = read_image(out / "img" / f"image_{row.id}.h5")
-        np.testing.assert_array_equal(patch, image[:, rows, cols])
-        np.testing.assert_array_equal(read_mask(out / "mask" / f"mask_{row.id}.h5"), mask[rows, cols])
+        np.testing.assert_array_equal(patch, image[:, rows, cols])  # every scene pixel of the window: context
+        got = read_mask(out / "mask" / f"mask_{row.id}.h5")
+        here = got != 255
+        np.testing.assert_array_equal(got[here], mask[rows, cols][here])
+        times_labelled[rows, cols] += here
+        (r0, r1), (c0, c1) = own_rows[row.row_off], own_cols[row.col_off]
+        assert (mask[r0:r1, c0:c1] == got[r0 - row.row_off:r1 - row.row_off, c0 - row.col_off:c1 - row.col_off]).all()
         assert row.valid_fraction == pytest.approx(valid[rows, cols].mean())
         assert row.valid_fraction >= 0.5
-        assert row.landslide_pixels == (mask[rows, cols] == 1).sum()
-        assert row.labelled_pixels == (mask[rows, cols] != 255).sum()
+        assert row.landslide_pixels == (got == 1).sum()
+        assert row.labelled_pixels == here.sum()
+    assert times_labelled.max() == 1  # windows overlap (by 8, the last ones more): labels do not
+
+
+def test_patches_without_overlap_label_every_pixel_once(tmp_path, rng):
+    """A 70 x 90 scene cut into 32 px patches: the last row and column of windows are snapped back inside
+    the scene and overlap their neighbours, but the patches' labels add up to the scene's, each pixel once
+    (so evaluate counts no pixel twice, and a held-out patch shares no label with a training one)."""
+    data = make_scene(rng, 70, 90, nodata_frac=0.0)
+    labels = rng.integers(0, 2, size=(70, 90)).astype(np.uint8)
+    scene = write_tif(tmp_path / "scene.tif", data, nodata=0)
+    lab = write_tif(tmp_path / "labels.tif", labels)
+    res = tile_scene(scene, tmp_path / "p", bands="rgbn", size=32, labels=lab, raw=True)
+    index = read_index(tmp_path / "p")
+    assert res.n_patches == 9 and set(index.row_off) == {0, 32, 38} and set(index.col_off) == {0, 32, 58}
+    assert index.labelled_pixels.sum() == labels.size
+    assert index.landslide_pixels.sum() == labels.sum()
+    np.testing.assert_array_equal(assemble_patches(tmp_path / "p").mask, labels)
 
 
 def test_labels_on_an_aligned_grid_of_another_extent_are_read_where_they_cover(tmp_path, chittagong_like):
@@ -317,7 +342,8 @@ def test_small_scene_is_padded_not_dropped(tmp_path, rng):
     assert img.shape == (4, 32, 32) and msk.shape == (32, 32)
     np.testing.assert_array_equal(img[:, :20], scale_raw(data[:, :, 18:], RGBN))
     assert (img[:, 20:] == FILL).all() and (msk[20:] == 255).all()
-    np.testing.assert_array_equal(msk[:20], labels[:, 18:])
+    np.testing.assert_array_equal(msk[:20, 7:], labels[:, 25:])  # columns 18-24: labelled in patch 0 (centre 25)
+    assert (msk[:, :7] == 255).all()
 
 
 def test_overlap_windows_share_pixels(tmp_path, rng):
