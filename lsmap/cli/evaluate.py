@@ -32,12 +32,16 @@ from lsmap.core.norms import norm_choices
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Patches per forward pass.")
 @click.option("--crf", is_flag=True,
               help="Sharpen each patch's probabilities with a dense CRF before thresholding (needs lsmap[crf]).")
+@click.option("--unseen", is_flag=True,
+              help="Score only the patches the models were not trained on (their cards record which): on the "
+                   "folder a model was trained from, the patches its training held out.")
 @bands_option(None, "Band set the models take from the patches [default: the first model card's].")
 @device_opt
 @label_map_opt
 @json_opt
 @handle_errors
-def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, bands, device, label_map, as_json):
+def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, unseen, bands, device, label_map,
+             as_json):
     """Score MODEL(s) on labelled patches: pixel P/R/F1/IoU summed over the split, object scores.
 
     Several models are averaged as an ensemble; without MODEL the default model is scored. A
@@ -46,6 +50,7 @@ def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, 
     \b
     $ lsmap evaluate default --data sample_data/patches
     $ lsmap evaluate runs/r18/best.safetensors --data L4S_ROOT
+    $ lsmap evaluate runs/r18/best --data own_patches --unseen
     $ lsmap evaluate runs/a/best runs/b/best --data patches/val --tta --json
     $ lsmap evaluate runs/r18/best --data scene_patches --stats scene_stats.json
     $ lsmap evaluate runs/r18/best --data L4S_ROOT --crf
@@ -59,7 +64,7 @@ def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, 
         models = (str(default_model_path()),)
     result = run_evaluate(list(models), data, split=split, tta=tta, stats=stats, norm=norm, device=device,
                           batch_size=batch_size, threshold=threshold, crf=crf, bands=bands,
-                          progress=progress_default(as_json), label_map=label_map)
+                          progress=progress_default(as_json), label_map=label_map, unseen=unseen)
     if as_json:
         echo_json(result.to_dict())
     else:

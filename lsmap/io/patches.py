@@ -85,6 +85,27 @@ def patch_id(path: str | os.PathLike) -> str:
     return _ID.match(Path(path).stem).group(1)
 
 
+def patch_keys(patches: Sequence[Patch], before: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
+    """Where ``patches`` lie, as a model card records its training patches: ``{image folder: [ids]}``.
+
+    The folders are resolved absolute paths, so the same files are recognised whichever path reaches
+    them (a copy elsewhere is not). ``before`` (an earlier record, e.g. the card of the checkpoint a
+    model started from) is merged in.
+    """
+    keys: dict[str, list[str]] = {str(k): list(v) for k, v in (before or {}).items()}
+    for p in patches:
+        ids = keys.setdefault(str(p.image.parent.resolve()), [])
+        if p.id not in ids:
+            ids.append(p.id)
+    return keys
+
+
+def recorded(patches: Sequence[Patch], record: Mapping[str, Sequence[str]]) -> list[bool]:
+    """Per patch, whether a :func:`patch_keys` record holds it (by resolved folder and id)."""
+    sets = {folder: set(ids) for folder, ids in record.items()}
+    return [p.id in sets.get(str(p.image.parent.resolve()), ()) for p in patches]
+
+
 def _find_layout(root: Path, split: str) -> tuple[Path, Path] | None:
     """``(img folder, mask folder)`` of ``split`` under ``root``, or ``None``."""
     if (root / "img").is_dir():

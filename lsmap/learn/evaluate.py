@@ -27,8 +27,8 @@ from lsmap.core.normalize import BandStats
 from lsmap.core.norms import norm_mode, trained_norm
 from lsmap.data.scan import check_stats
 from lsmap.data.stats import patch_stats
-from lsmap.errors import InputError
-from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_mask, read_patch_image
+from lsmap.errors import InputError, LsmapWarning
+from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_mask, read_patch_image, recorded
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import folded_members, inference_context, load_ensemble, predict_proba
@@ -48,6 +48,9 @@ class EvalResult:
         crf: Whether the ensemble probability was refined with a dense CRF before thresholding.
         pixel: Confusion counts (``tp, fp, fn, tn``) and ``precision, recall, f1, iou, accuracy``.
         objects: ``n_pred, n_true, matched, precision, recall, f1`` of connected components.
+        seen_in_training: How many of the patches some member was trained on (its card's
+            ``trained_on``); above 0 the scores measure fit, not accuracy on new data.
+        unseen: Whether only the patches no member was trained on were scored.
     """
 
     models: list[str]
@@ -60,6 +63,8 @@ class EvalResult:
     crf: bool = False
     pixel: dict = field(default_factory=dict)
     objects: dict = field(default_factory=dict)
+    seen_in_training: int = 0
+    unseen: bool = False
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -94,7 +99,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
              tta: bool = False, stats: BandStats | str | os.PathLike | None = None, norm: str = "auto",
              device: str = "auto", batch_size: int = 16, threshold: float | None = None,
              object_iou: float = 0.5, crf: bool = False, bands: str | None = None, progress: bool = False,
-             label_map: str | dict | None = None) -> EvalResult:
+             label_map: str | dict | None = None, unseen: bool = False) -> EvalResult:
     """Score the ensemble of ``models`` on the labelled patches of ``data``.
 
     Args:
@@ -114,6 +119,9 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
             takes its card's bands out of it. ``None``: the models' band set, or the union of theirs.
         progress: Show a progress bar.
         label_map: Mask values of the files -> 0/1/255 (``"0:0,255:1"`` for 0/255 masks).
+        unseen: Score only the patches no member was trained on (by the folder and ids its card
+            records, :attr:`ModelCard.trained_on`): on the folder a model was trained from, the
+            patches its training held out. Without it, scoring training patches warns.
 
     Raises:
         InputError: empty folder, image without mask, wrong band count, NaN-only patch, bad option.
@@ -129,7 +137,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     if threshold is not None:
         check_number("threshold", threshold, 0, 1, lo_open=True, hi_open=True)
     check_number("object_iou", object_iou, 0, 1, lo_open=True)
-    for name, v in (("tta", tta), ("crf", crf), ("progress", progress)):
+    for name, v in (("tta", tta), ("crf", crf), ("progress", progress), ("unseen", unseen)):
         check_bool(name, v)
     mapping = parse_label_map(label_map)
     if not models:
@@ -141,6 +149,9 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     dev = resolve_device(device)
     members = folded_members(load_ensemble(models, dev))  # batch norms folded, as detection runs them
     profile, members = _ensemble_bands(members, bands, data)
+    if unseen:
+        patches = unseen_patches(patches, members, data)
+    seen = warn_if_trained_on(patches, members, data)
     if stats is not None and not isinstance(stats, BandStats):
         stats = BandStats.load(stats)
     if stats is not None:  # the models' bands, taken by name where the statistics name theirs, else counted
@@ -186,15 +197,46 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     return EvalResult(
         models=[str(Path(m)) for m in models], data=str(data), split=None if is_plain_folder(data) else split,
         patches=len(patches), threshold=thr,
-        tta=tta, norm=norms, crf=crf, pixel=scores(conf), objects=objs.as_dict(),
+        tta=tta, norm=norms, crf=crf, pixel=scores(conf), objects=objs.as_dict(), seen_in_training=seen,
+        unseen=unseen,
     )
+
+
+def unseen_patches(patches, members, data) -> list:
+    """The ``patches`` no member's card records as a training patch.
+
+    Raises:
+        InputError: every patch was trained on.
+    """
+    seen = [recorded(patches, m.card.trained_on) for m in members]
+    kept = [p for p, *flags in zip(patches, *seen, strict=True) if not any(flags)]
+    if not kept:
+        raise InputError(f"{data}: every one of its {len(patches)} patches was used to train the model(s); "
+                         f"give patches they did not train on, or leave out --unseen")
+    return kept
+
+
+def warn_if_trained_on(patches, members, data) -> int:
+    """How many of ``patches`` some member was trained on (by the folder and id its card records);
+    a warning when there are any, since scores on them say how well the model fits its training data."""
+    import warnings
+
+    seen = [sum(recorded(patches, m.card.trained_on)) for m in members]
+    n = max(seen)
+    if n:
+        who = ", ".join(m.source or m.card.model for m, k in zip(members, seen, strict=True) if k)
+        warnings.warn(f"{data}: {n} of the {len(patches)} patches were used to train {who}; scores on them "
+                      f"measure fit, not accuracy on new data: evaluate on patches it did not train on "
+                      f"(the held-out ids are in its card's 'data')", LsmapWarning, stacklevel=3)
+    return n
 
 
 def format_table(result: EvalResult) -> str:
     """Plain-text table of ``result`` for the terminal."""
     p, o = result.pixel, result.objects
     lines = [
-        f"{result.data}{f' [{result.split}]' if result.split else ''}: {result.patches} patches, "
+        f"{result.data}{f' [{result.split}]' if result.split else ''}: {result.patches} "
+        f"{'patches not trained on' if result.unseen else 'patches'}, "
         f"{len(result.models)} model(s), "
         f"threshold {result.threshold:g}{', TTA' if result.tta else ''}{', CRF' if result.crf else ''}, norm {'/'.join(sorted(set(result.norm)))}",
         f"{'':10}{'precision':>10}{'recall':>10}{'F1':>10}{'IoU':>10}",

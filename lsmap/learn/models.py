@@ -191,6 +191,9 @@ class ModelCard:
         train: Training configuration (free-form, JSON).
         metrics: Validation metrics of the chosen checkpoint (free-form, JSON).
         data: Description of the training data.
+        trained_on: The labelled patches the weights were fitted to, ``{image folder: [ids]}``
+            (:func:`lsmap.io.patches.patch_keys`; held-out validation patches are not in it): evaluate
+            warns when it scores any of them.
         lsmap_version: lsmap version that wrote the card.
         created: UTC timestamp (ISO 8601).
     """
@@ -204,6 +207,7 @@ class ModelCard:
     train: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     data: str = ""
+    trained_on: dict = field(default_factory=dict)
     lsmap_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
 
@@ -334,9 +338,13 @@ def _check_rest(d: dict, bad) -> None:
             raise bad("stats.std", "must have as many values as 'stats.mean'")
         if any(x < 0 for x in st["std"]):
             raise bad("stats.std", "must not be negative")
-    for key, typ in (("train", dict), ("metrics", dict), ("data", str), ("lsmap_version", str), ("created", str)):
+    for key, typ in (("train", dict), ("metrics", dict), ("data", str), ("lsmap_version", str), ("created", str),
+                     ("trained_on", dict)):
         if key in d and not isinstance(d[key], typ):
             raise bad(key, f"must be a JSON {'object' if typ is dict else 'string'} (got {type(d[key]).__name__})")
+    for folder, ids in d.get("trained_on", {}).items():
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise bad("trained_on", f"must map each folder to a list of patch ids (got {ids!r:.60} for {folder})")
 
 
 def _first_line(e: BaseException) -> str:
@@ -586,6 +594,7 @@ def describe_card(card: ModelCard) -> list[tuple[str, str]]:
         ("normalisation stats", f"{card.stats.get('count', 0):,} pixels" if card.stats else "none"),
         ("training data", card.data or "-"),
     ]
+    rows += [("trained on", f"{len(ids)} patches of {folder}") for folder, ids in card.trained_on.items()]
     rows += [(f"metric {k}", f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in card.metrics.items()
              if not isinstance(v, (dict, list))]
     rows += [("lsmap version", card.lsmap_version), ("created", card.created)]

@@ -44,7 +44,7 @@ from lsmap.core.norms import norm_mode
 from lsmap.data.dataset import Augment, PatchDataset, hold_out
 from lsmap.data.stats import patch_stats
 from lsmap.errors import CheckpointError, InputError, LsmapError, TooLargeError
-from lsmap.io.patches import find_patches, has_split, is_plain_folder
+from lsmap.io.patches import find_patches, has_split, is_plain_folder, patch_keys
 from lsmap.learn.config import VAL_FRACTION, TrainConfig
 from lsmap.learn.device import amp_dtype, resolve_device, use_channels_last
 from lsmap.learn.forward import scaled_forward
@@ -833,7 +833,8 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
             raise InputError("`domain_bn` without validation patches needs `target_dir` (unlabelled target patches)")
         sources.append(Source(PatchDataset(tgt_p, tgt_stats, profile, augment=aug), config.loss, 0.0, TARGET, name="target"))
     val = PatchDataset(val_p, val_stats, profile, label_map=mapping) if val_p else None
-    card = ModelCard(model=config.model, bands=list(profile.bands), stats=source_stats.to_dict(), data=desc)
+    card = ModelCard(model=config.model, bands=list(profile.bands), stats=source_stats.to_dict(), data=desc,
+                     trained_on=patch_keys(train_p, read_card(init).trained_on if init is not None else None))
     result = fit(sources, val, config, out_dir, card=card, init=init, resume=resume, progress=progress,
                  overwrite=overwrite)
     result.validation, result.held_out = validation, held

@@ -79,3 +79,49 @@ def test_help_examples():
     for cmd in ("train", "evaluate"):
         res = CliRunner().invoke(main, [cmd, "--help"])
         assert res.exit_code == 0 and f"$ lsmap {cmd}" in res.output
+
+
+def test_evaluate_knows_the_patches_a_model_was_trained_on(data, tmp_path):
+    """The card records the training patches (folder and ids, not the held-out ones): evaluating on them
+    warns (scores of fit, not of accuracy), --unseen scores only the held-out ones, and refuses a folder
+    the model trained on entirely. A copy of the training folder is another folder: not recognised."""
+    import shutil
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    res = runner.invoke(main, ["train", "--train", str(data / "train"), "--val-fraction", "0.25", "--model", "tiny-unet",
+                               "--scale", "1", "--steps", "2", "--val-every", "2", "--batch-size", "4", "--device", "cpu",
+                               "-o", str(run)])
+    assert res.exit_code == 0, res.output
+    card = read_card(run / "best")
+    (folder, ids), = card.trained_on.items()
+    assert folder == str((data / "train" / "img").resolve()) and len(ids) == 6
+    held = set(json.loads((run / "best.json").read_text())["data"].split("ids ")[1].rstrip(")").split(", "))
+    assert len(held) == 2 and not held & set(ids)
+
+    res = runner.invoke(main, ["evaluate", str(run / "best"), "--data", str(data / "train"), "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    assert f"6 of the 8 patches were used to train {run / 'best'};" in res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["patches"] == 8 and out["seen_in_training"] == 6 and not out["unseen"]
+
+    res = runner.invoke(main, ["evaluate", str(run / "best"), "--data", str(data / "train"), "--device", "cpu",
+                               "--unseen"])
+    assert res.exit_code == 0, res.output
+    assert "2 patches not trained on" in res.output and "were used to train" not in res.output
+
+    res = runner.invoke(main, ["evaluate", str(run / "best"), "--data", str(data / "val"), "--device", "cpu"])
+    assert res.exit_code == 0 and "were used to train" not in res.output
+
+    shutil.copytree(data / "train", tmp_path / "copy")
+    res = runner.invoke(main, ["evaluate", str(run / "best"), "--data", str(tmp_path / "copy"), "--device", "cpu"])
+    assert res.exit_code == 0 and "were used to train" not in res.output
+
+    res = runner.invoke(main, ["train", "--train", str(data / "train"), "--val", "none", "--model", "tiny-unet",
+                               "--scale", "1", "--steps", "1", "--batch-size", "4", "--device", "cpu", "-o",
+                               str(tmp_path / "all")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["evaluate", str(tmp_path / "all" / "last"), "--data", str(data / "train"),
+                               "--device", "cpu", "--unseen"])
+    assert res.exit_code == 1
+    assert "every one of its 8 patches was used to train the model(s)" in res.output

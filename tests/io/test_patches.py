@@ -143,3 +143,18 @@ def test_write_then_read_roundtrip(tmp_path, rng):
     np.testing.assert_array_equal(read_mask(p.mask), mask)
     with h5py.File(p.image) as f:
         assert f["img"].shape == (16, 16, 4), "files keep the L4S (H, W, C) layout"
+
+
+def test_patch_keys_record_folders_and_ids_and_count_them_back(tmp_path):
+    """The card's record of training patches: resolved image folder -> ids, merged with an earlier record;
+    counted back by folder and id (another folder with the same ids is not the same patches)."""
+    from lsmap.io.patches import find_patches, patch_keys, recorded, write_patch
+
+    for name in ("a", "b"):
+        for pid in ("0", "1", "2"):
+            write_patch(tmp_path / name, pid, np.zeros((4, 8, 8), np.float32), np.zeros((8, 8), np.uint8))
+    a, b = find_patches(tmp_path / "a"), find_patches(tmp_path / "b")
+    rec = patch_keys(a[:2], {"/elsewhere/img": ["7"]})
+    assert rec == {"/elsewhere/img": ["7"], str((tmp_path / "a" / "img").resolve()): ["0", "1"]}
+    assert recorded(a, rec) == [True, True, False] and recorded(b, rec) == [False] * 3
+    assert patch_keys(a + a[:1]) == {str((tmp_path / "a" / "img").resolve()): ["0", "1", "2"]}

@@ -75,7 +75,16 @@ from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError, LsmapWarning, OutputExistsError
 from lsmap.io.locks import output_lock
 from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned
-from lsmap.io.patches import Patch, check_labels, find_patches, patch_id, read_mask, read_observed, read_patch_image
+from lsmap.io.patches import (
+    Patch,
+    check_labels,
+    find_patches,
+    patch_id,
+    patch_keys,
+    read_mask,
+    read_observed,
+    read_patch_image,
+)
 from lsmap.io.rasters import atomic_output
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
@@ -930,7 +939,7 @@ def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patc
     val = PatchDataset(val_patches, v_stats, profile) if val_patches is not None else None
     norm = (note or {}).get("target_norm")
     template = ModelCard(model=card.model, bands=list(profile.bands), stats=s_stats.to_dict(),
-                         train={"refine": note} if note else {},
+                         train={"refine": note} if note else {}, trained_on=patch_keys(src_patches, card.trained_on),
                          data=f"self-training ({config.strategy}) from {Path(init).name}: "
                               f"{len(src_patches)} labelled + {len(pseudo_patches)} pseudo-labelled patches"
                               + (f"; target normalised with its {'own' if norm == 'own' else 'source'} statistics "
