@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import sys
 import warnings
 
 import click
@@ -209,8 +208,9 @@ def handle_errors(fn):
 
 
 def progress_default(as_json: bool) -> bool:
-    """Progress bars only on an interactive terminal, never with --json."""
-    return not as_json and sys.stderr.isatty()
+    """Progress on stderr unless --json: a bar on a terminal, a line now and then elsewhere (a log file, a
+    batch job; :mod:`lsmap.io.progress`)."""
+    return not as_json
 
 
 def echo_json(obj) -> None:

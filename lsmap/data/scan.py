@@ -90,7 +90,8 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
         InputError: the scene has no valid pixel, or ``input_scale`` is unknown.
     """
     import rasterio
-    from tqdm.auto import tqdm
+
+    from lsmap.io.progress import progress_bar
 
     if input_scale not in INPUT_SCALES:
         raise InputError(f"unknown input scale '{input_scale}'; choose one of: {', '.join(INPUT_SCALES)}")
@@ -103,13 +104,13 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
     rs = RunningStats(profile.count)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS=1):
         label = f"{desc} (sample)" if sampled else desc
-        for part in tqdm(_block_stats(scene, profile, chosen, workers, indexes, count_nodata), total=len(chosen),
+        for part in progress_bar(_block_stats(scene, profile, chosen, workers, indexes, count_nodata), total=len(chosen),
                          desc=label, unit="block", disable=not progress, leave=False):
             rs.merge(part)  # == rs.update(data, valid) of the block: same formula, same order
         if rs.n == 0 and sampled:  # the sample missed the data: look everywhere
             sampled = False
             label = f"{desc}: the sample of {len(chosen)} cells found no valid pixel, reading all"
-            for part in tqdm(_block_stats(scene, profile, blocks, workers, indexes, count_nodata), total=len(blocks),
+            for part in progress_bar(_block_stats(scene, profile, blocks, workers, indexes, count_nodata), total=len(blocks),
                              desc=label, unit="block", disable=not progress):
                 rs.merge(part)
     if rs.n == 0:

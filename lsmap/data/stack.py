@@ -735,7 +735,7 @@ def stack_scene(
             fill (:func:`fullest_band_set`; what was left out is in the result).
         overwrite: Replace existing outputs.
         block: Output block size in pixels (memory grows with ``block**2 * bands``).
-        progress: Show a tqdm progress bar over blocks.
+        progress: Show progress (a bar on a terminal, lines elsewhere: :mod:`lsmap.io.progress`) over blocks.
         creation_options: Extra or overriding GDAL GeoTIFF creation options.
         offset: DN offset of loose band files (e.g. ``-1000`` for processing baseline >= 04.00);
             products declare theirs. Stacked values are ``(DN + offset) * 10000 / quantification / divisor``.
@@ -771,7 +771,8 @@ def stack_scene(
 
     from rasterio.windows import Window
     from rasterio.windows import transform as window_transform
-    from tqdm.auto import tqdm
+
+    from lsmap.io.progress import progress_bar
 
     items = [s2] if isinstance(s2, (str, os.PathLike)) else s2
     if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, os.PathLike)) for i in items):
@@ -936,7 +937,7 @@ def stack_scene(
                     lay_dst[name] = lay.enter_context(rasterio.open(path, "w", **lp))
                     set_band_descriptions(lay_dst[name], [name])
                 ahead = _blocks_ahead(windows, lambda w: _resample_block(layers_, groups.values(), w, pool), lay)
-                for w, parts in tqdm(ahead, total=len(windows), desc="stack", unit="block", disable=not progress):
+                for w, parts in progress_bar(ahead, total=len(windows), desc="stack", unit="block", disable=not progress):
                     raw = np.stack([parts[b] for b in profile.bands])
                     finite = np.isfinite(raw)
                     for k, b in enumerate(profile.bands):

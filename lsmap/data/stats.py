@@ -171,11 +171,11 @@ def patch_stats(patches: Sequence[Patch], bands: str | BandProfile = "l4s14", *,
         BandMismatchError: a file with another number of bands than the profile.
         InputError: a patch without any finite value (with ``fill``), or no pixel to count at all.
     """
-    from tqdm.auto import tqdm
+    from lsmap.io.progress import progress_bar
 
     profile = get_profile(bands)
     rs = RunningStats(profile.count)
-    for p in tqdm(patches, desc=desc, unit="patch", disable=not progress, leave=False):
+    for p in progress_bar(patches, desc=desc, unit="patch", disable=not progress, leave=False):
         image, n_bad = read_patch_image(p, profile, fill=fill)
         if fill is not None and n_bad == image.size:
             raise InputError(f"{p.image}: patch has no finite value (all NaN/inf); remove it from the folder")

@@ -263,7 +263,7 @@ def tile_scene(
         InputError: bad options, unreadable files or products, labels on another grid or with unmapped
             values, or no window with enough valid pixels.
     """
-    from tqdm.auto import tqdm
+    from lsmap.io.progress import progress_bar
 
     stack_args = stack_arguments(scene)
     profile = get_profile(bands) if bands is not None else input_band_set(scene, stack_args)
@@ -333,7 +333,7 @@ def tile_scene(
         with atomic_output(out_dir, overwrite, directory=True, lock=True, before_replace=still_ours) as tmp, \
                 rasterio.Env(GDAL_CACHEMAX=row_cache_bytes(src)):  # GDAL's default kept every block decoded
             mark_owned(tmp, "tile")
-            for window in tqdm(grid, desc=f"tile {Path(source).name}", unit="window", disable=not progress):
+            for window in progress_bar(grid, desc=f"tile {Path(source).name}", unit="window", disable=not progress):
                 data, valid = read_scene_window(src, window, profile, raw=raw, mask=not_observed)
                 frac = float(valid.mean())
                 if frac < min_valid:

@@ -165,7 +165,7 @@ def fetch(remote: RemoteFile, dest: Path, *, timeout: float = 60.0, progress: bo
     """
     import urllib.request
 
-    from tqdm.auto import tqdm
+    from lsmap.io.progress import progress_bar
 
     algo = remote.checksum.partition(":")[0] if remote.checksum else "md5"
     if algo not in hashlib.algorithms_available:
@@ -190,7 +190,7 @@ def fetch(remote: RemoteFile, dest: Path, *, timeout: float = 60.0, progress: bo
                 start, h, status = 0, hashlib.new(algo), "downloaded"
             show = sys.stderr.isatty() if progress is None else progress
             with open(part, "ab" if start else "wb") as out, \
-                    tqdm(total=remote.size, initial=start, unit="B", unit_scale=True, desc=remote.name,
+                    progress_bar(total=remote.size, initial=start, unit="B", unit_scale=True, desc=remote.name,
                          disable=not show) as bar:
                 try:
                     while chunk := resp.read(_CHUNK):

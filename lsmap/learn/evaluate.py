@@ -129,7 +129,8 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     """
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
+
+    from lsmap.io.progress import progress_bar
 
     models = as_list("model", models)
     norm = norm_mode(norm, auto=True)
@@ -167,7 +168,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
 
     conf, objs = Confusion(), ObjectScores()
     with inference_context(dev):  # weights cast to the autocast dtype once, not per batch
-        for start in tqdm(range(0, len(patches), batch_size), disable=not progress, desc="evaluate", unit="batch"):
+        for start in progress_bar(range(0, len(patches), batch_size), disable=not progress, desc="evaluate", unit="batch"):
             chunk = patches[start:start + batch_size]
             images, masks = [], []
             for p in chunk:

@@ -45,6 +45,7 @@ from lsmap.data.dataset import Augment, PatchDataset, hold_out
 from lsmap.data.stats import patch_stats
 from lsmap.errors import CheckpointError, InputError, LsmapError, TooLargeError
 from lsmap.io.patches import find_patches, has_split, is_plain_folder, patch_keys
+from lsmap.io.progress import is_terminal
 from lsmap.learn.config import VAL_FRACTION, TrainConfig
 from lsmap.learn.device import amp_dtype, resolve_device, use_channels_last
 from lsmap.learn.forward import scaled_forward
@@ -149,8 +150,9 @@ def loader_options(device, workers: int) -> dict:
 
 
 def show_bar(progress: bool | None) -> bool:
-    """The progress rule of training (the CLI's too): ``None`` shows a bar only on a terminal."""
-    return sys.stderr.isatty() if progress is None else bool(progress)
+    """The progress rule of training: a bar only on a terminal (``progress`` true or ``None``); elsewhere,
+    or with ``progress`` false, rank 0 writes a plain line per validation (:func:`log_line`)."""
+    return (progress is None or bool(progress)) and is_terminal()
 
 
 def log_line(row: dict, steps: int, eta_s: float) -> str:

@@ -814,7 +814,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         compress: Compress the output rasters (:data:`PROB_CREATION`); off: 4 bytes a pixel on disk,
             but no compression on the writing thread.
         bands: The scene's bands in file order, for a file without band descriptions.
-        progress: Show a tqdm progress bar.
+        progress: Show progress (a bar on a terminal, lines elsewhere: :mod:`lsmap.io.progress`).
         sink: Called with each piece of the output rasters as it is written (:data:`Sink`): every
             pixel once, rows in order within each column panel (:func:`final_columns`), panels left
             to right; e.g. :meth:`lsmap.map.components.BlockStream.add`, which traces the landslides
@@ -862,9 +862,9 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
     model_seconds = read_seconds = crf_seconds = 0.0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from lsmap.io.progress import progress_bar
 
-        bar = tqdm(total=len(windows), unit="win", desc="detect")
+        bar = progress_bar(total=len(windows), unit="win", desc="detect")
     rprof = _raster_profile(scene, compress)
     with contextlib.ExitStack() as es:
         for out in (prob_out, uncertainty_out):

@@ -92,7 +92,7 @@ from lsmap.learn.ensemble import folded_members, inference_context, load_ensembl
 from lsmap.learn.models import ModelCard, read_card
 from lsmap.learn.refine import STRATEGIES
 from lsmap.learn.refine.pseudo import check_thresholds, confidence, ignore_unobserved, threshold_labels
-from lsmap.learn.train import Source, TrainConfig, fit, show_bar
+from lsmap.learn.train import Source, TrainConfig, fit
 
 RUN_FILE = "refine.json"
 SUMMARY_FILE = "summary.json"
@@ -302,7 +302,8 @@ def score_target(members: Sequence[Any], patches: Sequence[Patch], stats: BandSt
     card thresholds (after the dense CRF with ``crf``), as :func:`refine` labels the target.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from lsmap.io.progress import progress_bar
 
 
     labelled = [p for p in patches if p.mask is not None]
@@ -311,7 +312,7 @@ def score_target(members: Sequence[Any], patches: Sequence[Patch], stats: BandSt
     device = next(members[0].module.parameters()).device
     thr = _ensemble_threshold(members)
     total = Confusion()
-    with tqdm(total=len(labelled), desc=desc, unit="patch", disable=not progress, leave=False) as bar, \
+    with progress_bar(total=len(labelled), desc=desc, unit="patch", disable=not progress, leave=False) as bar, \
             inference_context(device, amp):
         for group, x in _batches(labelled, profile, batch):
             prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=amp).cpu().numpy()
@@ -463,7 +464,8 @@ def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], sta
         ``target_before``: scores of the ensemble on the labelled target patches, if any.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from lsmap.io.progress import progress_bar
 
 
     device = next(members[0].module.parameters()).device
@@ -473,7 +475,7 @@ def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], sta
     kept_bg = kept_ls = total = 0
     conf_sum = conf_all = 0.0
     conf_mat, labelled = Confusion(), False
-    with tqdm(total=len(patches), desc=desc, unit="patch", disable=not progress) as bar, \
+    with progress_bar(total=len(patches), desc=desc, unit="patch", disable=not progress) as bar, \
             inference_context(device, config.amp):
         for group, x in _batches(patches, profile, config.predict_batch):
             prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=config.amp).cpu().numpy()
@@ -514,8 +516,8 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
     the labelled target patches); the second reads the maps back and writes the pseudo labels.
     """
     import torch
-    from tqdm.auto import tqdm
 
+    from lsmap.io.progress import progress_bar
     from lsmap.learn.refine.pseudo import (
         ClassBalancedSelector,
         confidence,
@@ -534,7 +536,7 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
     conf_mat, labelled = Confusion(), False
     conf_all = 0.0
     total = 0
-    with tqdm(total=len(patches), desc=f"{desc} (MC dropout)", unit="patch", disable=not progress) as bar, \
+    with progress_bar(total=len(patches), desc=f"{desc} (MC dropout)", unit="patch", disable=not progress) as bar, \
             inference_context(device, config.amp):
         for group, x in _batches(patches, profile, config.predict_batch):
             xt = torch.from_numpy(x).to(device)
@@ -560,7 +562,7 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
     classes = selector.finalize()
     kept_bg = kept_ls = 0
     conf_sum = 0.0
-    for p in tqdm(patches, desc=f"{desc} (selection)", unit="patch", disable=not progress, leave=False):
+    for p in progress_bar(patches, desc=f"{desc} (selection)", unit="patch", disable=not progress, leave=False):
         p16 = np.load(maps / f"prob_{p.id}.npy").astype(np.float32)
         u16 = np.load(maps / f"uncertainty_{p.id}.npy")
         pred = (p16 >= 0.5).astype(np.uint8)
@@ -640,9 +642,9 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
             the source statistics); default: the last checkpoint of each round's training.
         resume: Continue a run in ``out_dir`` after its last finished round.
         overwrite: Replace an existing ``out_dir``.
-        progress: Progress bars (``True``), or none but one plain line per training validation
-            on stderr (``False``); ``None``: bars on a terminal only (the CLI's rule,
-            :func:`lsmap.learn.train.show_bar`).
+        progress: Progress on stderr (``True`` or ``None``): bars on a terminal, elsewhere a line now
+            and then (:mod:`lsmap.io.progress`) and one per training validation; ``False``: only
+            the lines of training validations (:func:`lsmap.learn.train.show_bar`).
 
     Returns:
         The summaries of all finished rounds and the final models.
@@ -654,7 +656,7 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
         CheckpointError: unreadable models or models trained on another band profile.
     """
 
-    progress = show_bar(progress)
+    progress = progress is None or bool(progress)
     config = config or RefineConfig()
     config.check()
     if config.crf:

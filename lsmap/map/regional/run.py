@@ -239,7 +239,7 @@ def detect_many(
             ``distributed.Client``.
         merged: File name (in ``out_dir``) or path of the merged layer; ``None`` writes none.
         overwrite: Redo scenes whose complete outputs exist (otherwise they are skipped).
-        progress: Show a progress bar over scenes (tqdm, on stderr).
+        progress: Show progress over scenes on stderr (a bar on a terminal, lines elsewhere: :mod:`lsmap.io.progress`).
         retries: Extra attempts of a scene on the cluster after an unexpected error; a scene whose
             worker dies is rescheduled by Dask (``distributed.scheduler.allowed-failures`` times).
         detector: Per-scene function ``detector(scene, members, *, out, overwrite, **detect_kwargs)``
@@ -261,7 +261,7 @@ def detect_many(
         InputError: no scene, an unusable option, or an unreachable scheduler.
         MissingInputError: a glob matches nothing, a list file or a model is missing.
     """
-    from tqdm.auto import tqdm
+    from lsmap.io.progress import progress_bar
 
     if detect_kwargs.get("pre") is not None:
         raise InputError("`pre` is the pre-event scene of one scene; run lsmap.detect per scene to compare "
@@ -320,7 +320,7 @@ def detect_many(
             todo.append(job)
     local = scheduler in (None, "local")
     client, owned = _client(scheduler) if todo and not local else (None, False)
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="scene", desc="scenes", disable=not progress)
+    bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), unit="scene", desc="scenes", disable=not progress)
     try:
         if local:
             for job in todo:
