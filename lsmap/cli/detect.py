@@ -199,7 +199,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     click.echo(f"{summary['polygons']} landslide polygons, {summary['landslide_area_m2'] / 1e6:.4f} km2 "
                f"(threshold {summary['threshold']:.2f}) -> {out}")
     click.echo(f"{summary['scene_km2']:.2f} km2 in {summary['seconds']:.1f} s ({summary['km2_per_s']:.2f} km2/s), "
-               f"{summary['windows']} windows of {summary['window']} px ({summary['window_choice']}) on {summary['device']}, "
+               f"{summary['windows']} window{'s' if summary['windows'] != 1 else ''} of {summary['window']} px "
+               f"({summary['window_choice']}) on {summary['device']}, "
                f"input {summary['input_scale']}, "
                f"norm {summary['norm']}")
     ev = summary.get("evidence")

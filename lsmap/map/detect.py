@@ -328,6 +328,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             opts = replace(opts, window=window)
         else:
             window_choice = "given"
+            if opts.window > min(info.height, info.width):  # window_grid clips windows to the scene
+                window_choice += (f"; larger than the scene, so windows of {min(opts.window, info.height)} x "
+                                  f"{min(opts.window, info.width)} px")
         threshold = opts.threshold if opts.threshold is not None else float(np.mean([m.card.threshold for m in members]))
         nobs = write_not_observed(spec, info, work / "not_observed.tif", bands=plan.scene_bands) \
             if spec.active else None

@@ -99,6 +99,9 @@ def test_default_window_is_large_and_agrees_with_128(tmp_path):
     b = lsmap.detect(SAMPLE, mask=tmp_path / "b.tif")
     assert b.attrs["lsmap"]["window"] == 512 and b.attrs["lsmap"]["window_choice"].startswith("auto")
     assert a.attrs["lsmap"]["window_choice"] == "given"
+    c = lsmap.detect(SAMPLE, window=100000)  # clipped to the scene: one window, and the summary says so
+    assert c.attrs["lsmap"]["windows"] == 1
+    assert c.attrs["lsmap"]["window_choice"] == "given; larger than the scene, so windows of 512 x 512 px"
     with rasterio.open(tmp_path / "a.tif") as sa, rasterio.open(tmp_path / "b.tif") as sb:
         ma, mb = sa.read(1), sb.read(1)
     assert ((ma == 1) != (mb == 1)).mean() < 1e-3
