@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -103,6 +104,21 @@ def test_lazy_reexport_and_default_model(monkeypatch, tmp_path):
     monkeypatch.setattr(lsmap.learn.models, "WEIGHTS_DIR", tmp_path / "no-weights")  # an installation without them
     with pytest.raises(CheckpointError, match="no default model.*not installed"):
         lsmap.detect("whatever.tif")
+
+
+def test_a_large_scene_imports_the_table_library_while_the_models_run(monkeypatch, tmp_path):
+    """geopandas is first needed after prediction; from PREFETCH_MIN_PIXELS on, detect imports it on a thread
+    started just before the models run (so a long run does not pay for it after them), not for small scenes."""
+    import lsmap.map.detect as det
+
+    scene = Path(__file__).resolve().parents[2] / "sample_data" / "scene_l4s14.tif"  # 512 x 512
+    started = []
+    monkeypatch.setattr(det, "_import_quietly", lambda name: started.append(name))
+    lsmap.detect(scene, window=256)
+    assert started == []
+    monkeypatch.setattr(det, "PREFETCH_MIN_PIXELS", 512 * 512)
+    lsmap.detect(scene, window=256)
+    assert started == ["geopandas"]
 
 
 def test_detect_without_model_uses_the_default_on_the_sample_scene(tmp_path):
