@@ -26,6 +26,9 @@ _PUBLIC = {
     "train": "lsmap.learn.train",
     "evaluate": "lsmap.learn.evaluate",
     "refine": "lsmap.learn.refine.rounds",
+    "TrainConfig": "lsmap.learn.config",
+    "RefineConfig": "lsmap.learn.refine.rounds",
+    "DetectOptions": "lsmap.map.options",
     "LsmapError": "lsmap.errors",
     "InputError": "lsmap.errors",
 }
