@@ -51,8 +51,8 @@ class MissingBandError(InputError):
 class OutputExistsError(LsmapError, FileExistsError):
     """An output exists and ``overwrite`` was not given."""
 
-    def __init__(self, path: object) -> None:
-        super().__init__(f"{path}: output exists; pass `overwrite` to replace it")
+    def __init__(self, path: object, alternative: str = "") -> None:
+        super().__init__(f"{path}: output exists; pass `overwrite` to replace it{alternative}")
         self.path = path
 
 

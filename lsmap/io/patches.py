@@ -120,9 +120,16 @@ def _find_layout(root: Path, split: str) -> tuple[Path, Path] | None:
 
 def _layout(root: Path, split: str) -> tuple[Path, Path]:
     found = _find_layout(root, split)
-    if found is None:
-        raise InputError(f"{root}: no {split} patches found; the layouts read are: {'; '.join(LAYOUTS)}")
-    return found
+    if found is not None:
+        return found
+    if next(root.glob("*.h5"), None) is not None:  # the img/ (or mask/) folder itself
+        raise InputError(f"{root}: holds patch files itself; give the folder above it ({root.parent}), "
+                         f"which holds img/ and mask/")
+    others = [s for s in SPLITS if s != split and _find_layout(root, s) is not None]
+    if others:
+        raise InputError(f"{root}: no {split} patches, but {' and '.join(others)} patches; choose one with "
+                         f"`split` ('{others[0]}')")
+    raise InputError(f"{root}: no {split} patches found; the layouts read are: {'; '.join(LAYOUTS)}")
 
 
 def has_split(root: str | os.PathLike, split: str) -> bool:

@@ -47,7 +47,9 @@ def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
         check_writable(out_dir)
         return
     if existing and not overwrite:
-        raise OutputExistsError(out_dir / existing[0])
+        interrupted = (out_dir / "last_state.pt").exists() and (out_dir / "last.safetensors").exists()
+        raise OutputExistsError(out_dir / existing[0],
+                                ", or `resume` to continue that run from its last step" if interrupted else "")
     check_writable(out_dir)  # a read-only or full location fails now, not after the training
 
 

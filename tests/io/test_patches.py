@@ -61,7 +61,11 @@ def test_split_folders_layout(tmp_path, rng):
     with pytest.raises(InputError) as e:
         find_patches(tmp_path, "validation")
     msg = str(e.value)
-    assert "no validation patches" in msg and "\n" not in msg and all(layout in msg for layout in LAYOUTS)
+    assert msg.endswith("no validation patches, but train and test patches; choose one with `split` ('train')")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(InputError) as e:
+        find_patches(tmp_path / "other", "validation")  # a folder without patches: the layouts read
+    assert "no validation patches found" in str(e.value) and all(layout in str(e.value) for layout in LAYOUTS)
 
 
 def test_id_mismatch_is_a_clear_error(official):
@@ -158,3 +162,18 @@ def test_patch_keys_record_folders_and_ids_and_count_them_back(tmp_path):
     assert rec == {"/elsewhere/img": ["7"], str((tmp_path / "a" / "img").resolve()): ["0", "1"]}
     assert recorded(a, rec) == [True, True, False] and recorded(b, rec) == [False] * 3
     assert patch_keys(a + a[:1]) == {str((tmp_path / "a" / "img").resolve()): ["0", "1", "2"]}
+
+
+def test_a_wrong_patch_folder_gets_a_message_naming_the_right_one(tmp_path):
+    """The img/ folder itself names its parent; a root without the asked split names the splits it has."""
+    from lsmap.io.patches import find_patches, write_patch
+
+    write_patch(tmp_path / "p", "0", np.zeros((4, 8, 8), np.float32), np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match=rf"holds patch files itself; give the folder above it \({tmp_path / 'p'}\)"):
+        find_patches(tmp_path / "p" / "img")
+    write_patch(tmp_path / "root" / "train", "0", np.zeros((4, 8, 8), np.float32), np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match=r"no validation patches, but train patches; choose one with `split` \('train'\)"):
+        find_patches(tmp_path / "root", "validation")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no train patches found; the layouts read are"):
+        find_patches(tmp_path / "empty")

@@ -416,6 +416,15 @@ def test_bad_settings_are_refused_before_work(world, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_selection_that_keeps_nothing_says_the_model_is_not_confident(world, tmp_path, monkeypatch):
+    import lsmap.learn.refine.rounds as rounds
+
+    monkeypatch.setattr(rounds, "threshold_labels", lambda prob, pos, neg: np.full(prob.shape, IGNORE_INDEX, np.uint8))
+    with pytest.raises(InputError, match=r"round 1: no target pixel passed the selection: the model is not confident "
+                                         r"anywhere on this target \(mean confidence 0\.\d\d\); loosen"):
+        _run(world, tmp_path / "run", strategy="threshold")
+
+
 # --- CLI ----------------------------------------------------------------------------------------
 
 

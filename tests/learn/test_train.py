@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -152,9 +153,15 @@ def test_resume_with_other_model_is_refused_and_nothing_changes(run, data):
 
 
 def test_existing_run_refused_before_any_work(run, tmp_path):
+    """Refused before reading any data; the message offers `resume` where the run left its state to resume."""
     out, _ = run
-    with pytest.raises(OutputExistsError, match="pass `overwrite`"):
+    with pytest.raises(OutputExistsError, match="pass `overwrite` to replace it, or `resume` to continue that run"):
         train(out, train_dir=tmp_path / "missing", val_dir=tmp_path / "missing", config=TrainConfig(**FAST))
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "last_state.pt").unlink()
+    with pytest.raises(OutputExistsError, match=r"pass `overwrite` to replace it$"):
+        train(copy, train_dir=tmp_path / "missing", val_dir=tmp_path / "missing", config=TrainConfig(**FAST))
 
 
 def test_resume_without_run(data, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from lsmap.cli import main
-from lsmap.errors import InputError, MissingInputError
+from lsmap.errors import InputError, MissingInputError, OutputExistsError
 from lsmap.io.rasters import atomic_output
 from lsmap.map.regional.merge import merge_layers, true_area_m2
 from lsmap.map.regional.run import detect_many
@@ -286,13 +286,23 @@ def test_rerun_skips_complete_scenes_and_overwrite_redoes(tmp_path, scenes, mode
     assert len(read(res.merged)) == 3
     detect_many(scenes[:2], [model], out, overwrite=True, **kw)
     assert len(log.read_text().splitlines()) == 4
-    # other parameters: the markers no longer match, the scenes are redone
-    res = detect_many(scenes[:2], [model], out, threshold=2000, **kw)
+    # other parameters: the layers are another run's results, refused before any work; overwrite redoes them
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].*")}
+    with pytest.raises(OutputExistsError, match=r"a.gpkg: output exists; pass `overwrite` to replace it and redo 2 "
+                                                r"scene\(s\) \(a, b; the first detected with other models, options or "
+                                                r"inputs\), or write to another folder"):
+        detect_many(scenes[:2], [model], out, threshold=2000, **kw)
+    assert len(log.read_text().splitlines()) == 4
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].*")} == mtimes  # nothing touched
+    res = detect_many(scenes[:2], [model], out, threshold=2000, overwrite=True, **kw)
     assert len(log.read_text().splitlines()) == 6 and not res.skipped
-    # a layer without its marker (a run killed between the two) is not complete
+    # a layer without its marker (a run killed between the two, or a file lsmap did not write) is refused too
     (out / "a.done.json").unlink()
-    res = detect_many(scenes[:2], [model], out, threshold=2000, **kw)
-    assert len(log.read_text().splitlines()) == 7 and res.skipped == [str(scenes[1])]
+    with pytest.raises(OutputExistsError, match=r"redo 1 scene\(s\) \(a; the first without its completion record "
+                                                r"a.done.json\)"):
+        detect_many(scenes[:2], [model], out, threshold=2000, **kw)
+    res = detect_many(scenes[:2], [model], out, threshold=2000, overwrite=True, **kw)
+    assert len(log.read_text().splitlines()) == 8 and res.ok
 
 
 def test_models_load_once_per_process_locally(tmp_path, scenes, model):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from lsmap.cli import main
 from lsmap.data.masks import DEFAULT_SCL_CLASSES
-from lsmap.errors import InputError
+from lsmap.errors import InputError, OutputExistsError
 from lsmap.map.regional.merge import merge_not_observed, true_area_m2
 from lsmap.map.regional.run import detect_many
 
@@ -64,9 +64,11 @@ def test_one_mask_raster_masks_every_scene_and_the_merged_layer_gets_not_observe
     # a re-run skips both scenes and still reports their km2 (from the completion markers)
     again = detect_many(scenes, [ckpt], tmp_path / "ev", mask_raster=str(mask), **COMMON)
     assert len(again.skipped) == 2 and again.to_dict()["not_observed_km2"] == pytest.approx(d["not_observed_km2"])
-    # a changed mask file redoes them
+    # after a change of the mask file the layers are another run's: refused, and redone with overwrite
     _cloud_raster(tmp_path / "clouds.tif")
-    assert not detect_many(scenes, [ckpt], tmp_path / "ev", mask_raster=str(mask), **COMMON).skipped
+    with pytest.raises(OutputExistsError, match="detected with other models, options or inputs"):
+        detect_many(scenes, [ckpt], tmp_path / "ev", mask_raster=str(mask), **COMMON)
+    assert not detect_many(scenes, [ckpt], tmp_path / "ev", mask_raster=str(mask), overwrite=True, **COMMON).skipped
 
 
 def test_merge_not_observed_dissolves_per_reason_and_keeps_scene_names():

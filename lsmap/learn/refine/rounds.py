@@ -793,8 +793,11 @@ def _run_round(i: int, current: list[str], ctx: dict, previous: list[dict], src_
     before = sel.pop("target_before", None)
     _json_write(round_dir / "selection.json", sel)
     if sel["kept"]["background"] + sel["kept"]["landslide"] == 0:
-        raise InputError(f"round {i}: no target pixel passed the selection; loosen `pos_thresh`/`neg_thresh` "
-                         f"or raise `keep_bg`/`keep_ls`")
+        conf = sel.get("mean_confidence")
+        raise InputError(f"round {i}: no target pixel passed the selection: the model is not confident anywhere "
+                         f"on this target{f' (mean confidence {conf:.2f})' if conf is not None else ''}; loosen "
+                         f"`pos_thresh`/`neg_thresh` or raise `keep_bg`/`keep_ls`, or check that the target is "
+                         f"prepared like the source (bands, scale)")
     del members
     share = sel["kept"]["landslide"] / sel["pixels"] if sel["pixels"] else 0.0
     guard = _guard(i, share, ctx["prior"], previous, config, start=norm[norm["chosen"]]["share"])

@@ -9,8 +9,9 @@ of a Dask distributed cluster; :mod:`lsmap.map.regional.scenejob`), writes one p
 Resumability: a scene is complete when its layer exists (written under a temporary name and renamed,
 so it never exists half-written) *and* its sidecar ``<stem>.done.json`` (written after the layer)
 records the same scene, models and detection parameters as the current run. Complete scenes are
-skipped on a re-run; ``overwrite=True`` redoes them; a scene whose sidecar is missing or records
-other parameters is redone.
+skipped on a re-run; ``overwrite=True`` redoes them. Outputs of a scene whose sidecar is missing or
+records other models, options or inputs are refused before any work unless ``overwrite``: they may be
+results of another run, or files lsmap did not write.
 
 On a cluster every worker must see the scenes, the model files and ``out_dir`` under the same paths
 (a shared filesystem): workers write the per-scene layers themselves and return only a summary; the
@@ -31,7 +32,7 @@ from typing import Any
 
 from lsmap.core.checks import as_list
 from lsmap.data.masks import check_blue_max, check_cloud_prob_max, check_masks, mask_spec, parse_scl_classes
-from lsmap.errors import InputError, MissingInputError
+from lsmap.errors import InputError, MissingInputError, OutputExistsError
 from lsmap.io.outputs import atomic_output
 from lsmap.learn.crf import require
 from lsmap.learn.models import check_checkpoint_name
@@ -238,7 +239,8 @@ def detect_many(
             (``"tcp://host:8786"``: one task per scene on the cluster's workers), or a
             ``distributed.Client``.
         merged: File name (in ``out_dir``) or path of the merged layer; ``None`` writes none.
-        overwrite: Redo scenes whose complete outputs exist (otherwise they are skipped).
+        overwrite: Redo scenes whose outputs exist (otherwise complete ones are skipped, and outputs of
+            another run are refused: :func:`check_no_stale_layers`).
         progress: Show progress over scenes on stderr (a bar on a terminal, lines elsewhere: :mod:`lsmap.io.progress`).
         retries: Extra attempts of a scene on the cluster after an unexpected error; a scene whose
             worker dies is rescheduled by Dask (``distributed.scheduler.allowed-failures`` times).
@@ -308,6 +310,8 @@ def detect_many(
                  tuple((k, str(out_dir / f"{s}.{k}.tif")) for k in raster_kw), default_model=per_scene)
         for p, s in zip(paths, stems, strict=False)
     ]
+    if not overwrite:
+        check_no_stale_layers(jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     outcomes: dict[str, SceneOutcome] = {}
@@ -428,6 +432,38 @@ def _read_layers(paths: Mapping[str, Path], failures: dict, outputs: dict) -> tu
             outputs.pop(scene)
             layers.pop(stem, None)
     return layers, masked
+
+
+def check_no_stale_layers(jobs: Sequence[SceneJob]) -> None:
+    """Refuse, before any work, scene outputs that exist but are not this run's complete ones: layers
+    detected with other models, options or inputs, or without their completion record (a file lsmap did not
+    write, or a run stopped between the two). Replacing them needs ``overwrite``.
+
+    Raises:
+        OutputExistsError: naming the first such output and the scenes.
+    """
+    stale = [(job, why) for job in jobs if (why := _stale(job))]
+    if not stale:
+        return
+    first, why = stale[0]
+    out = next(Path(p) for p in (first.out, *(v for _, v in first.rasters)) if Path(p).exists())
+    names = ", ".join(j.stem for j, _ in stale[:5]) + (" ..." if len(stale) > 5 else "")
+    raise OutputExistsError(out, f" and redo {len(stale)} scene(s) ({names}; the first {why}), or write to "
+                                 f"another folder")
+
+
+def _stale(job: SceneJob) -> str | None:
+    """Why ``job``'s existing outputs are not this run's (``None``: none exist, or they are this run's, complete
+    or with an output missing, which the run redoes)."""
+    if not any(Path(p).exists() for p in (job.out, *(v for _, v in job.rasters))):
+        return None
+    try:
+        done = json.loads(job.marker.read_text())
+    except (OSError, ValueError):
+        return f"without its completion record {job.marker.name}"
+    if not isinstance(done, dict) or done.get("scene") != job.scene or done.get("key") != job.key:
+        return "detected with other models, options or inputs"
+    return None
 
 
 def _run_on_cluster(jobs: Sequence[SceneJob], client: Any, retries: int, bar) -> dict[str, SceneOutcome]:
