@@ -43,7 +43,7 @@ from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.norms import norm_mode
 from lsmap.data.dataset import Augment, PatchDataset, hold_out
 from lsmap.data.stats import patch_stats
-from lsmap.errors import CheckpointError, InputError, LsmapError, TooLargeError
+from lsmap.errors import CheckpointError, InputError, LsmapError, LsmapWarning, TooLargeError
 from lsmap.io.patches import find_patches, has_split, is_plain_folder, patch_keys
 from lsmap.io.progress import is_terminal
 from lsmap.learn.config import VAL_FRACTION, TrainConfig
@@ -134,6 +134,24 @@ def lr_at(step: int, config: TrainConfig) -> float:
     if config.schedule == "cosine":
         return base * 0.5 * (1 + math.cos(math.pi * t))
     return base * (1 - t) ** 0.9
+
+
+def warn_stretched_schedule(out_dir: Path, config: TrainConfig, step: int) -> None:
+    """Warn when a resumed run's ``steps`` differ from the run's own: the learning-rate schedule is a function
+    of the total, so it is stretched (or shrunk) over the new total and the rate jumps at the resumed step."""
+    import warnings
+
+    try:
+        planned = int(saved_config(out_dir).steps)
+    except (LsmapError, TypeError, ValueError):
+        return
+    if planned == config.steps or config.schedule == "constant":
+        return
+    was, now = lr_at(step, dataclasses.replace(config, steps=planned)), lr_at(step, config)
+    if not math.isclose(was, now, rel_tol=1e-6):
+        warnings.warn(f"{out_dir}: the run planned {planned} steps and resumes at step {step} of {config.steps}: its "
+                      f"{config.schedule} learning-rate schedule is recomputed over {config.steps} steps, so the rate "
+                      f"goes from {was:.3g} to {now:.3g} at step {step}", LsmapWarning, stacklevel=3)
 
 
 def grad_scaler_enabled(device, amp: bool) -> bool:
@@ -431,6 +449,8 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
     check_run_dir(out_dir, overwrite, resume)
     in_channels = card.profile.count
     state = resume_state(out_dir, config, card.bands) if resume else None
+    if state is not None:
+        warn_stretched_schedule(out_dir, config, int(state["step"]))
     losses = [_loss_fn(s.loss) for s in sources]  # fail on a bad spec before any work
 
     with contextlib.ExitStack() as es:

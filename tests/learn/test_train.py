@@ -19,6 +19,7 @@ from lsmap.errors import (
     BandMismatchError,
     CheckpointError,
     InputError,
+    LsmapWarning,
     MissingBandError,
     MissingInputError,
     OutputExistsError,
@@ -141,6 +142,24 @@ def test_resume_continues_exactly(data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["step"] for r in resumed.history] == [10, 20]
     assert resumed.history[-1]["f1"] == whole.history[-1]["f1"]
+
+
+def test_resuming_with_more_steps_warns_that_the_schedule_is_recomputed(run, data, tmp_path):
+    """The learning rate is a function of the total steps: resuming a 30-step run with 40 steps recomputes its
+    poly decay, and the rate jumps from 0 (the end of the old schedule) at step 30; the warning says so."""
+    import warnings
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "r")
+    config = TrainConfig(**FAST | {"amp": True, "steps": 40})
+    with pytest.warns(LsmapWarning, match=r"planned 30 steps and resumes at step 30 of 40: its poly learning-rate "
+                                          r"schedule is recomputed over 40 steps, so the rate goes from 0 to 0.000"):
+        train(tmp_path / "r", train_dir=data / "train", val_dir=data / "val", config=config, resume=True,
+              progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LsmapWarning)  # the same total again: no warning
+        train(tmp_path / "r", train_dir=data / "train", val_dir=data / "val", config=config, resume=True,
+              progress=False)
 
 
 def test_resume_with_other_model_is_refused_and_nothing_changes(run, data):
