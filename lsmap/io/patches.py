@@ -93,10 +93,12 @@ def patch_keys(patches: Sequence[Patch], before: Mapping[str, Sequence[str]] | N
     model started from) is merged in.
     """
     keys: dict[str, list[str]] = {str(k): list(v) for k, v in (before or {}).items()}
+    seen = {k: set(v) for k, v in keys.items()}
     for p in patches:
-        ids = keys.setdefault(str(p.image.parent.resolve()), [])
-        if p.id not in ids:
-            ids.append(p.id)
+        folder = str(p.image.parent.resolve())
+        if p.id not in seen.setdefault(folder, set()):
+            seen[folder].add(p.id)
+            keys.setdefault(folder, []).append(p.id)
     return keys
 
 
