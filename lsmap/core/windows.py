@@ -65,6 +65,22 @@ def owned_spans(length: int, size: int, overlap: int = 0) -> dict[int, tuple[int
     return {o: (cuts[k], cuts[k + 1]) for k, o in enumerate(offs)}
 
 
+def footprint(window: Window, transform):
+    """The polygon a pixel ``window`` covers under an affine ``transform``: its four corners mapped, so that
+    rotated, sheared and south-up grids get their true footprint (an axis-aligned box of
+    :func:`rasterio.windows.bounds` does not)."""
+    import shapely
+
+    c0, r0 = window.col_off, window.row_off
+    c1, r1 = c0 + window.width, r0 + window.height
+    return shapely.Polygon([transform @ (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1), (c0, r0))])
+
+
+def is_north_up(transform) -> bool:
+    """Whether a grid has no rotation or shear (its rows run along x; south-up grids count)."""
+    return transform.b == 0 and transform.d == 0
+
+
 def blend_weight(size: int, overlap: int, floor: float = 1e-3, crop: tuple[int, int] | None = None) -> np.ndarray:
     """2-D weight for blending overlapping windows of ``size`` pixels that overlap by ``overlap``.
 

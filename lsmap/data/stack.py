@@ -657,8 +657,9 @@ def _overlaps(src, grid: _Grid) -> bool:
         )
     except Exception:  # noqa: BLE001 - a CRS pair PROJ cannot relate cannot overlap either
         return False
-    b = src.bounds
-    return left < b.right and right > b.left and bottom < b.top and top > b.bottom
+    b = src.bounds  # south-up rasters have bottom above top: compare the ranges
+    return (min(left, right) < max(b.left, b.right) and max(left, right) > min(b.left, b.right)
+            and min(bottom, top) < max(b.bottom, b.top) and max(bottom, top) > min(b.bottom, b.top))
 
 
 def _single_band(src, what: str) -> None:

@@ -7,7 +7,7 @@ The output folder also holds:
 
 - ``index.gpkg`` (layer ``patches``): per patch its ``id``, the pixel window of the scene it covers
   (``row_off, col_off, height, width``), ``valid_fraction``, and the window's footprint polygon in
-  the scene CRS (``rasterio.windows.bounds``);
+  the scene CRS (its four corners mapped: :func:`lsmap.core.windows.footprint`);
 - ``tiles.json``: scene path, size, CRS (WKT), transform, patch size, overlap, band profile,
   scaling and fill conventions.
 
@@ -61,7 +61,7 @@ import numpy as np
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import map_labels, parse_label_map
-from lsmap.core.windows import Window, owned_spans, pad_to, window_grid
+from lsmap.core.windows import Window, footprint, owned_spans, pad_to, window_grid
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
 from lsmap.data.sources import input_band_set, source_name, stack_arguments, stack_source
 from lsmap.errors import InputError, MissingInputError
@@ -130,7 +130,6 @@ class PolygonLabels:
     def __init__(self, path: Path, src, scene: Path | str) -> None:
         import shapely
         from rasterio.windows import Window as RioWindow
-        from rasterio.windows import bounds
 
         geoms, crs = read_polygons(path, "`labels`", "give the landslides as polygons, or a label raster")
         if src.crs is None:
@@ -138,19 +137,17 @@ class PolygonLabels:
         self.geoms = np.asarray(geoms_to_crs(geoms, crs, src.crs), dtype=object)
         self.tree = shapely.STRtree(self.geoms)
         self.transform = src.transform
-        if not len(self.tree.query(shapely.box(*bounds(RioWindow(0, 0, src.width, src.height), src.transform)))):
+        if not len(self.tree.query(footprint(RioWindow(0, 0, src.width, src.height), src.transform))):
             raise InputError(f"{path}: no polygon of the labels overlaps {scene}; check the file's CRS, or tile "
                              f"without `labels`")
 
     def read(self, window: Window) -> np.ndarray:
         """The ``(h, w)`` uint8 mask of ``window`` (scene pixels)."""
-        import shapely
         from rasterio.features import rasterize
-        from rasterio.windows import bounds
         from rasterio.windows import transform as window_transform
 
         shape = (int(window.height), int(window.width))
-        hits = self.tree.query(shapely.box(*bounds(window, self.transform)))
+        hits = self.tree.query(footprint(window, self.transform))
         if not len(hits):
             return np.zeros(shape, np.uint8)
         return rasterize(((g, 1) for g in self.geoms[np.sort(hits)]), out_shape=shape,
@@ -437,10 +434,8 @@ def _drop_new_parents_on_error(path: Path):
 def _write_index(path: Path, rows: list[dict], transform, crs) -> None:
     import geopandas as gpd
     from rasterio.windows import Window as RioWindow
-    from rasterio.windows import bounds
-    from shapely.geometry import box
 
-    geoms = [box(*bounds(RioWindow(r["col_off"], r["row_off"], r["width"], r["height"]), transform)) for r in rows]
+    geoms = [footprint(RioWindow(r["col_off"], r["row_off"], r["width"], r["height"]), transform) for r in rows]
     gdf = gpd.GeoDataFrame(rows, geometry=geoms, crs=crs)
     gdf.to_file(path, layer=INDEX_LAYER, driver="GPKG", engine="pyogrio")
 

@@ -33,6 +33,7 @@ from lsmap.core.bands import BAND_NAMES, get_profile
 from lsmap.core.checks import as_list, check_bool, check_path
 from lsmap.core.normalize import BandStats
 from lsmap.core.norms import ensemble_norm, norm_mode
+from lsmap.core.windows import is_north_up
 from lsmap.data.masks import (
     check_masks,
     cut_not_observed,
@@ -166,12 +167,10 @@ def warn_implausible(landslide_km2: float, valid_km2: float) -> None:
 
 
 def _scene_area_km2(info) -> float:
-    from shapely.geometry import box
+    """The scene's footprint area (its four corners mapped: right for rotated and south-up grids too)."""
+    from lsmap.core.windows import Window, footprint
 
-    t = info.transform
-    xs = [t.c, t.c + t.a * info.width]
-    ys = [t.f, t.f + t.e * info.height]
-    return float(areas_m2([box(min(xs), min(ys), max(xs), max(ys))], info.crs)[0]) / 1e6
+    return float(areas_m2([footprint(Window(0, 0, info.width, info.height), info.transform)], info.crs)[0]) / 1e6
 
 
 def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | None = None, *,
@@ -320,6 +319,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             check_masks(spec, scene_info(scene))
             scene_path = Path(scene)
         info, plan = _match_bands(scene_path, members, opts, dev)
+        if (outputs.quicklook is not None or outputs.report is not None) and not is_north_up(info.transform):
+            raise InputError(f"{scene_path}: its grid is rotated or sheared, and the quick-look and report draw the "
+                             f"scene north-up; warp it first (gdalwarp -t_srs EPSG:<its CRS> in.tif out.tif), or leave "
+                             f"out `quicklook` and `report`")
         # folded once here, so that the unfolded models are freed before the scene is read (predict_scene
         # runs folded members as they are): a ResNet-18 U-Net is 57 MB of weights a copy
         plan = replace(plan, members=folded_members(plan.members))

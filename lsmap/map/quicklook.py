@@ -348,7 +348,7 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
     h, w = nc.valid.shape
 
     # layout in inches: title band, map (aspect of the scene), colour bar at the right, caption below
-    aspect = (top - bottom) / max(right - left, 1e-9)
+    aspect = abs(top - bottom) / max(abs(right - left), 1e-9)  # a south-up grid has bottom above top
     map_w = 5.9
     map_h = min(max(map_w * aspect, 2.5), 11.0)
     if map_h == 11.0:  # a tall scene: narrow the map instead of stretching it
@@ -403,8 +403,8 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
     cb = fig.colorbar(sm, cax=cax, ticks=[c.lower for c in PROB_CLASSES] + [1.0])
     cb.set_label("mean landslide probability\n(polygon outline)", fontsize=7.5)
     cb.ax.tick_params(labelsize=7)
-    ax.set_xlim(left, right)
-    ax.set_ylim(bottom, top)
+    ax.set_xlim(min(left, right), max(left, right))  # north up and east right, whatever the grid's own order
+    ax.set_ylim(min(bottom, top), max(bottom, top))
 
     # frame: coordinates in the scene CRS
     per_unit, unit = _metres_per_unit(nc.crs, nc.bounds) if nc.crs is not None else (1.0, "")

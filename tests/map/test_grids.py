@@ -1,0 +1,92 @@
+"""Grids that are not north-up: south-up (a positive y pixel size) and rotated ones, through detect, the
+quick-look, stack and tile (found by an audit: a quick-look crash that lost the run's outputs, stack refusing
+south-up band files, wrong areas and footprints on rotated grids)."""
+
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from click.testing import CliRunner
+from detect_fixtures import tiny_checkpoint
+
+import lsmap
+from lsmap.cli import main
+from lsmap.core.bands import get_profile
+from lsmap.core.windows import Window, footprint, is_north_up
+from lsmap.data.tile import read_index, tile_scene
+from lsmap.errors import InputError
+
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+RGBN = get_profile("rgbn")
+X0, Y0 = 620000.0, 1270000.0
+SOUTH_UP = Affine(10, 0, X0, 0, 10, Y0)  # row 0 is the southern edge
+ROTATED = Affine.translation(X0, Y0) @ Affine.rotation(15) @ Affine.scale(10, -10)
+
+
+def _scene(path, transform, rng, bands=4, dtype="float32", size=(48, 64)):
+    data = rng.uniform(0.5, 1.5, (bands, *size)).astype(dtype)
+    with rasterio.open(path, "w", driver="GTiff", width=size[1], height=size[0], count=bands, dtype=dtype,
+                       crs="EPSG:32643", transform=transform) as dst:
+        dst.write(data)
+        if bands == 4:
+            dst.descriptions = tuple(RGBN.bands)
+    return path
+
+
+def test_footprints_of_rotated_and_south_up_windows():
+    win = Window(col_off=2, row_off=3, width=4, height=5)
+    north = footprint(win, Affine(10, 0, X0, 0, -10, Y0))
+    assert north.equals(shapely.box(X0 + 20, Y0 - 80, X0 + 60, Y0 - 30))
+    assert footprint(win, SOUTH_UP).equals(shapely.box(X0 + 20, Y0 + 30, X0 + 60, Y0 + 80))
+    rot = footprint(win, ROTATED)
+    assert rot.area == pytest.approx(40 * 50) and not rot.equals(shapely.box(*rot.bounds))
+    assert is_north_up(SOUTH_UP) and not is_north_up(ROTATED)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("m") / "m", "rgbn")
+
+
+def test_a_south_up_scene_gets_a_north_up_quick_look_and_its_outputs(tmp_path, rng, model):
+    """It crashed after the models had run (a negative figure height), and the polygons were lost."""
+    scene = _scene(tmp_path / "su.tif", SOUTH_UP, rng)
+    gdf = lsmap.detect(scene, [model], out=tmp_path / "su.gpkg", quicklook=tmp_path / "su.png", window=64)
+    assert (tmp_path / "su.gpkg").is_file() and mpimg.imread(tmp_path / "su.png").shape[0] > 100
+    assert gdf.attrs["lsmap"]["scene_km2"] == pytest.approx(48 * 64 * 100 / 1e6)
+
+
+def test_a_rotated_scene_has_its_true_area_and_is_refused_a_map_before_any_work(tmp_path, rng, model):
+    scene = _scene(tmp_path / "rot.tif", ROTATED, rng)
+    gdf = lsmap.detect(scene, [model], window=64)
+    assert gdf.attrs["lsmap"]["scene_km2"] == pytest.approx(48 * 64 * 100 / 1e6, rel=1e-6)  # was cos^2 15 deg smaller
+    with pytest.raises(InputError, match="rotated or sheared.*warp it first.*leave out `quicklook` and `report`"):
+        lsmap.detect(scene, [model], out=tmp_path / "r.gpkg", quicklook=tmp_path / "r.png", window=64)
+    assert not (tmp_path / "r.gpkg").exists()
+
+
+def test_tile_index_footprints_follow_a_rotated_grid(tmp_path, rng):
+    scene = _scene(tmp_path / "rot.tif", ROTATED, rng)
+    tile_scene(scene, tmp_path / "p", bands="rgbn", size=32)
+    for row in read_index(tmp_path / "p").itertuples():
+        want = footprint(Window(row.col_off, row.row_off, row.width, row.height), ROTATED)
+        assert row.geometry.symmetric_difference(want).area < 1e-6
+
+
+def test_south_up_band_files_are_stacked(tmp_path, rng):
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    for band in RGBN.bands:
+        dn = rng.integers(1100, 3000, (1, 40, 50)).astype("uint16")
+        with rasterio.open(folder / f"T43PFN_20190809T051651_{band.replace('B', 'B0') if len(band) == 2 else band}_10m.tif",
+                           "w", driver="GTiff", width=50, height=40, count=1, dtype="uint16", crs="EPSG:32643",
+                           transform=SOUTH_UP) as dst:
+            dst.write(dn)
+    res = CliRunner().invoke(main, ["stack", str(folder), "--bands", "rgbn", "--offset", "-1000", "-o",
+                                    str(tmp_path / "s.tif")])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "s.tif") as src:
+        assert (src.width, src.height) == (50, 40) and src.count == 4
