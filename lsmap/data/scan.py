@@ -39,6 +39,11 @@ STATS_MAX_PIXELS = 1 << 22
 #: numbers and L4S values differ by two orders of magnitude, so a small sample tells them apart.
 SCALE_MAX_PIXELS = 1 << 20
 INPUT_SCALES = ("auto", "raw", "l4s")
+#: Median spectral-band mean of a Sentinel-2 scene on the L4S scale (after reading raw DNs as such): about
+#: 0.5-3 (the L4S training patches: 0.9-1.4). Outside these bounds the scene was almost surely read at the
+#: wrong scale (:func:`scale_warning`): reflectance as a fraction (0-1) read as L4S values is about 10x below,
+#: DNs multiplied once more about 10,000x above.
+PLAUSIBLE_L4S = (0.15, 30.0)
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,28 @@ def scan_scene(scene: SceneInfo, profile: BandProfile, input_scale: str = "auto"
         stats = raw_stats
     seen = sum(w.height * w.width for w in (chosen if sampled else blocks))
     return SceneScan(stats, raw, rs.n, sampled, seen)
+
+
+def scale_warning(scan: SceneScan, profile: BandProfile, name: object, raw_option: str = "`input_scale` raw") -> str | None:
+    """Why the scene's values look read at the wrong scale, or ``None`` (see :data:`PLAUSIBLE_L4S`);
+    ``raw_option`` is how the caller is told to read raw digital numbers."""
+    spec = [scan.stats.mean[i] for i in profile.spectral_indices]
+    if not spec:
+        return None
+    level = float(np.median(spec))
+    low, high = PLAUSIBLE_L4S
+    if low <= level <= high:
+        return None
+    read = "raw digital numbers" if scan.raw else "L4S values"
+    if level < low:
+        fix = ("reflectance as a fraction (0-1)? lsmap takes Sentinel-2 digital numbers (reflectance x 10000) or "
+               "stacks from `lsmap stack`")
+    elif not scan.raw:
+        fix = f"raw digital numbers read as L4S values? give {raw_option}"
+    else:
+        fix = "values scaled twice? lsmap takes digital numbers as Sentinel-2 stores them, or stacks from `lsmap stack`"
+    return (f"{name}: its spectral bands average {level:.3g} on the L4S scale (read as {read}), where Sentinel-2 "
+            f"scenes average about 0.5-3: {fix}. Results on it are likely wrong")
 
 
 def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], workers: int,

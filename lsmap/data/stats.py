@@ -35,9 +35,9 @@ from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL
 from lsmap.core.normalize import BandStats, RunningStats
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
-from lsmap.data.scan import scan_scene
+from lsmap.data.scan import scale_warning, scan_scene
 from lsmap.data.sources import holds_band_files, input_band_set, source_name, stack_arguments, stack_source
-from lsmap.errors import InputError, MissingInputError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError
 from lsmap.io.aoi import AOI, crop_raster
 from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
 from lsmap.io.scene import scene_info
@@ -148,6 +148,8 @@ def compute_stats(
         # every block, read by the threads of detect's scan (the same validity, the same sums)
         scan = scan_scene(info, profile, "raw" if raw else "l4s", block=block, max_pixels=None,
                           count_nodata=not valid_only, progress=progress, desc=f"stats {Path(name).name}", name=name)
+    if (why := scale_warning(scan, profile, name, "`raw`")) is not None:
+        warnings.warn(why, LsmapWarning, stacklevel=2)
     return scan.stats
 
 

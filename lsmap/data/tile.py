@@ -51,6 +51,7 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,7 +65,7 @@ from lsmap.core.labels import map_labels, parse_label_map
 from lsmap.core.windows import Window, footprint, owned_spans, pad_to, window_grid
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
 from lsmap.data.sources import input_band_set, source_name, stack_arguments, stack_source
-from lsmap.errors import InputError, MissingInputError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError
 from lsmap.io.aoi import AOI, crop_raster, geoms_to_crs, read_polygons
 from lsmap.io.locks import owner_tag
 from lsmap.io.outputs import atomic_output, check_owned_dir, mark_owned
@@ -314,6 +315,7 @@ def tile_scene(
         if spec.active:
             nobs = write_not_observed(spec, scene_info(scene, profile), work / "not_observed.tif",
                                       bands=profile.bands)
+        _check_scale(scene, profile, raw, nobs.path if nobs else None, source)
         src = stack.enter_context(open_scene(scene, profile))
         not_observed = stack.enter_context(open_raster(nobs.path, "not-observed mask")) if nobs else None
         lab = None
@@ -388,6 +390,22 @@ def tile_scene(
             }
             (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     return TileResult(out_dir, len(rows), len(grid), n_skipped, n_padded, size, overlap, lab is not None)
+
+
+def _check_scale(scene: Path, profile: BandProfile, raw: bool, mask: Path | None, source: object) -> None:
+    """Warn when the scene's values, read as ``raw`` says, look at the wrong scale (a sample of 1 M pixels,
+    :func:`lsmap.data.scan.scale_warning`): patches of raw DNs or fractions train and score wrongly."""
+    from dataclasses import replace
+
+    from lsmap.data.scan import SCALE_MAX_PIXELS, scale_warning, scan_scene
+
+    info = replace(scene_info(scene, profile), mask=mask)
+    try:
+        scan = scan_scene(info, profile, "raw" if raw else "l4s", max_pixels=SCALE_MAX_PIXELS, name=source)
+    except InputError:  # no valid pixel: the cut says so, with the windows it tried
+        return
+    if (why := scale_warning(scan, profile, source, "`raw`")) is not None:
+        warnings.warn(why, LsmapWarning, stacklevel=3)
 
 
 def disown(mask: np.ndarray, window: Window, own_rows: dict, own_cols: dict) -> None:

@@ -42,7 +42,7 @@ from lsmap.data.masks import (
     product_mask_layers,
     write_not_observed,
 )
-from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS, check_stats, scan_scene
+from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS, check_stats, scale_warning, scan_scene
 from lsmap.data.sources import stack_arguments, stack_source
 from lsmap.data.stack import mean_pixel_area_m2
 from lsmap.errors import CheckpointError, InputError, LsmapWarning, MissingInputError
@@ -345,6 +345,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         if ev is not None:
             ev.seconds["check"] = t_check + time.perf_counter() - t_plan
         scan, used, t_scan = _scan(info, plan, opts, stats, progress)
+        if (why := scale_warning(scan, plan.profile, scene_path)) is not None:
+            warnings.warn(why, LsmapWarning, stacklevel=2)
         # the landslides are traced while the models run, unless the evidence gate changes the probabilities after
         stream = None if ev is not None and opts.gate else _block_stream(info, threshold, opts, dev)
         if stream is not None:

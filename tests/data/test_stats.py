@@ -203,9 +203,11 @@ def test_cli_stats_writes_band_stats_json(tmp_path, raw_scene):
     assert_stats(res, scale_raw(data, get_profile("rgbn"))[:, valid], rtol=1e-7)  # raw: see the test above
     r = run_cli("stats", path, "-o", out, "--bands", "rgbn")
     assert r.exit_code != 0 and "--overwrite" in r.output and BandStats.load(out) == res
-    r = run_cli("stats", path, "-o", out, "--bands", "rgbn", "--overwrite", "--json")
-    assert r.exit_code == 0 and json.loads(r.output)["count"] == int(valid.sum())  # a scene's nodata never counts
-    r = run_cli("stats", path, "-o", out, "--bands", "rgbn", "--overwrite", "--all-pixels", "--json")
+    r = run_cli("stats", path, "-o", out, "--bands", "rgbn", "--overwrite", "--json")  # raw DNs read as L4S: said
+    assert r.output.startswith("Warning: ") and "raw digital numbers read as L4S values? give --raw" in r.output
+    body = r.output[r.output.index("{"):]
+    assert r.exit_code == 0 and json.loads(body)["count"] == int(valid.sum())  # a scene's nodata never counts
+    r = run_cli("stats", path, "-o", out, "--bands", "rgbn", "--overwrite", "--all-pixels", "--json", "--raw")
     assert r.exit_code == 0 and json.loads(r.output)["count"] == data[0].size
 
 

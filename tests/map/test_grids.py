@@ -5,6 +5,7 @@ south-up band files, wrong areas and footprints on rotated grids)."""
 from __future__ import annotations
 
 import matplotlib.image as mpimg
+import numpy as np
 import pytest
 import rasterio
 import shapely
@@ -90,3 +91,39 @@ def test_south_up_band_files_are_stacked(tmp_path, rng):
     assert res.exit_code == 0, res.output
     with rasterio.open(tmp_path / "s.tif") as src:
         assert (src.width, src.height) == (50, 40) and src.count == 4
+
+
+# --- values at the wrong scale (the same audit: fractions read as L4S values gave 0 polygons, silently) ------
+
+
+def test_values_at_the_wrong_scale_are_said(tmp_path, rng, model):
+    """detect, tile and stats warn when a scene's spectral bands average far from a Sentinel-2 scene on the L4S
+    scale (reflectance as a fraction; raw digital numbers read as L4S values); a plausible scene gives none."""
+    import warnings
+
+    from lsmap.data.stats import compute_stats
+    from lsmap.errors import LsmapWarning
+
+    north = Affine(10, 0, X0, 0, -10, Y0)
+    dn = rng.integers(300, 2500, (4, 48, 64)).astype("float32")
+    l4s = dn / np.asarray(RGBN.divisors, np.float32)[:, None, None]
+    fractions = dn / 10000
+    for name, data in (("l4s", l4s), ("fractions", fractions), ("dn", dn)):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", driver="GTiff", width=64, height=48, count=4,
+                           dtype="float32", crs="EPSG:32643", transform=north) as dst:
+            dst.write(data)
+            dst.descriptions = tuple(RGBN.bands)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LsmapWarning)
+        lsmap.detect(tmp_path / "l4s.tif", [model], window=64)
+        tile_scene(tmp_path / "l4s.tif", tmp_path / "p", bands="rgbn", size=32)
+        compute_stats(tmp_path / "l4s.tif", "rgbn")
+    with pytest.warns(LsmapWarning, match=r"fractions.tif: its spectral bands average 0.1\d* on the L4S scale \(read "
+                                          r"as L4S values\).*reflectance as a fraction"):
+        lsmap.detect(tmp_path / "fractions.tif", [model], window=64)
+    with pytest.warns(LsmapWarning, match=r"raw digital numbers read as L4S values\? give `input_scale` raw"):
+        lsmap.detect(tmp_path / "dn.tif", [model], window=64, input_scale="l4s")
+    with pytest.warns(LsmapWarning, match=r"raw digital numbers read as L4S values\? give `raw`"):
+        tile_scene(tmp_path / "dn.tif", tmp_path / "q", bands="rgbn", size=32)
+    with pytest.warns(LsmapWarning, match=r"raw digital numbers read as L4S values\? give `raw`"):
+        compute_stats(tmp_path / "dn.tif", "rgbn")
