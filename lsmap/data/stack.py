@@ -111,6 +111,9 @@ OFFSET_DN_HINT = 1000.0
 #: falls below zero reflectance with it: the files were not offset (in offset products, only dark water and
 #: deep shadow dip below zero).
 NEGATIVE_SHARE_MAX = 0.25
+#: Band files whose spectral bands reach at most this (the median of their maxima) hold reflectance as a
+#: fraction, not digital numbers: refused, since the stack's uint16 codes would keep 2 or 3 values of them.
+FRACTION_MAX = 2.0
 #: Uncovered fraction of the scene/AOI below which a DEM counts as covering it (edge rounding).
 DEM_COVER_TOLERANCE = 1e-3
 #: GDAL creation options of uint16 stacks (chosen by bench/stack_encoding.py; BENCHMARKS.md). ZSTD level 3, not
@@ -918,6 +921,7 @@ def stack_scene(
         dn_min = np.full(sum(spectral), np.inf)
         check_given = offset not in (None, 0)  # an offset the user gave (products declare theirs): checked
         below_zero, seen = np.zeros(sum(spectral), np.int64), 0
+        dn_max = np.full(sum(spectral), -np.inf)
         import rasterio
 
         tmp_layers = {name: stack.enter_context(atomic_output(p, overwrite, lock=True)) for name, p in layer_outs.items()}
@@ -952,6 +956,8 @@ def stack_scene(
                         invalid |= outside
                     if source.offsets is None and not invalid.all():
                         dn_min = np.minimum(dn_min, raw[spectral][:, ~invalid].min(axis=1))
+                    if not invalid.all():
+                        dn_max = np.maximum(dn_max, raw[spectral][:, ~invalid].max(axis=1))
                     if check_given and not invalid.all():
                         below_zero += (raw[spectral][:, ~invalid] < 0).sum(axis=1)
                         seen += int((~invalid).sum())
@@ -979,6 +985,11 @@ def stack_scene(
                     f"{out}: the stack would have no valid pixel; bands without any valid pixel on the grid: "
                     f"{named}; check that every input covers the {area} and its nodata value"
                 )
+            if np.isfinite(dn_max).all() and np.median(dn_max) <= FRACTION_MAX:
+                raise InputError(f"{source.where}: the bands' values reach only {np.median(dn_max):.3g} (the median of "
+                                 f"their maxima over the {area}): reflectance as a fraction (0-1), which the stack's "
+                                 f"digital numbers would round away; lsmap stacks Sentinel-2 digital numbers "
+                                 f"(reflectance x 10000): multiply the band files by 10000 first")
             if check_given and seen and np.median(below_zero / seen) > NEGATIVE_SHARE_MAX:
                 names = [b for b, k in zip(profile.bands, spectral, strict=True) if k]
                 shares = ", ".join(f"{b} {100 * n / seen:.0f} %" for b, n in zip(names, below_zero, strict=True))

@@ -127,3 +127,17 @@ def test_values_at_the_wrong_scale_are_said(tmp_path, rng, model):
         tile_scene(tmp_path / "dn.tif", tmp_path / "q", bands="rgbn", size=32)
     with pytest.warns(LsmapWarning, match=r"raw digital numbers read as L4S values\? give `raw`"):
         compute_stats(tmp_path / "dn.tif", "rgbn")
+
+
+def test_band_files_of_reflectance_fractions_are_refused_by_stack(tmp_path, rng):
+    """Band files holding 0-1 reflectance were stacked as '100 % valid' with 2 distinct codes left in a band."""
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    north = Affine(10, 0, X0, 0, -10, Y0)
+    for band in RGBN.bands:
+        with rasterio.open(folder / f"T43PFN_20190809T051651_{band.replace('B', 'B0')}_10m.tif", "w", driver="GTiff",
+                           width=50, height=40, count=1, dtype="float32", crs="EPSG:32643", transform=north) as dst:
+            dst.write(rng.uniform(0.01, 0.4, (1, 40, 50)).astype("float32"))
+    res = CliRunner().invoke(main, ["stack", str(folder), "--bands", "rgbn", "-o", str(tmp_path / "s.tif")])
+    assert res.exit_code == 1 and "reflectance as a fraction (0-1)" in res.output
+    assert "multiply the band files by 10000 first" in res.output and not (tmp_path / "s.tif").exists()
