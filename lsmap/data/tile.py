@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -133,6 +134,7 @@ class PolygonLabels:
         from rasterio.windows import Window as RioWindow
 
         geoms, crs = read_polygons(path, "`labels`", "give the landslides as polygons, or a label raster")
+        warn_class_attribute(path)
         if src.crs is None:
             raise InputError(f"{scene}: the scene has no CRS, so the polygons of {path} cannot be placed on it")
         self.geoms = np.asarray(geoms_to_crs(geoms, crs, src.crs), dtype=object)
@@ -153,6 +155,32 @@ class PolygonLabels:
             return np.zeros(shape, np.uint8)
         return rasterize(((g, 1) for g in self.geoms[np.sort(hits)]), out_shape=shape,
                          transform=window_transform(window, self.transform), fill=0, dtype="uint8")
+
+
+#: Attribute names of an inventory that say what a polygon is (landslide or not): :func:`warn_class_attribute`.
+CLASS_ATTRIBUTE = re.compile(r"class|label|type|categor|landslide|status", re.IGNORECASE)
+
+
+def warn_class_attribute(path: Path) -> None:
+    """Warn when an inventory's polygons carry a class-like attribute with several values (Chittagong's
+    ``class``: ``landslide`` and ``non_landslide``): every polygon is burned as a landslide."""
+    import pyogrio
+
+    try:
+        table = pyogrio.read_dataframe(path, read_geometry=False)
+    except Exception:  # noqa: BLE001 - read_polygons has read the file; a table it cannot give is no warning
+        return
+    for column in sorted(table.columns, key=lambda c: table[c].dtype != object):  # names (strings) first
+        if not CLASS_ATTRIBUTE.search(str(column)):
+            continue
+        values = table[column].dropna().unique()
+        if 2 <= len(values) <= 10:
+            shown = ", ".join(sorted(str(v) for v in values))
+            warnings.warn(f"{path}: its polygons carry '{column}' with {len(values)} values ({shown}), but every "
+                          f"polygon is burned as a landslide; keep only the landslide ones first (ogr2ogr -where "
+                          f"\"{column} = '...'\" landslides.gpkg {path.name}), or give a label raster with "
+                          f"`label_map`", LsmapWarning, stacklevel=4)
+            return
 
 
 def label_shift(src, lab, labels: Path, scene: Path | str) -> tuple[int, int]:

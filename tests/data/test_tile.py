@@ -291,6 +291,14 @@ def test_a_polygon_inventory_gives_the_masks_of_its_raster(tmp_path, rng):
     r = CliRunner().invoke(main, ["tile", str(scene), "--bands", "rgbn", "--raw", "--size", "32", "--labels",
                                   str(tmp_path / "inv.gpkg"), "--label-map", "0:0,1:1", "-o", str(tmp_path / "c")])
     assert r.exit_code == 1 and "drop --label-map" in r.output and not (tmp_path / "c").exists(), r.output
+    # an inventory whose polygons say what they are: every one is burned as a landslide, and a warning says so
+    from lsmap.errors import LsmapWarning
+
+    inv["class"] = ["landslide" if i % 2 else "non_landslide" for i in range(len(inv))]
+    inv.to_file(tmp_path / "classes.gpkg", engine="pyogrio")
+    with pytest.warns(LsmapWarning, match=r"classes.gpkg: its polygons carry 'class' with 2 values \(landslide, "
+                                          r"non_landslide\), but every polygon is burned as a landslide"):
+        tile_scene(scene, tmp_path / "k", bands="rgbn", size=32, labels=tmp_path / "classes.gpkg", raw=True)
     far = inv.translate(xoff=10_000)
     far.to_file(tmp_path / "far.gpkg", engine="pyogrio")
     with pytest.raises(InputError, match="no polygon of the labels overlaps"):
