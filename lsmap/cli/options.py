@@ -43,7 +43,7 @@ def bands_option(default: str | None = "l4s14", help: str = "Band set of the inp
 
 
 #: ``--bands`` of commands that read a scene's band set from the scene when none is given (``tile``, ``stats``).
-scene_bands_opt = bands_option(None, "Band set of the input [default: a GeoTIFF's band names, as 'lsmap stack' writes them (L4S order for a 14-band file without them); for products and band folders every L4S band they can fill; l4s14 for patches].")
+scene_bands_opt = bands_option(None, "Band set of the input [default: a GeoTIFF's band names, as 'lsmap stack' writes them (L4S order for a 14-band file without them); for products and band folders every L4S band they can fill; for patches the bands their folder records, else l4s14].")
 device_opt = click.option(
     "--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True,
     help="Where to run: auto picks CUDA when a GPU is visible, else the CPU.",

@@ -82,7 +82,7 @@ def stack_cmd(s2, dem, slope, output, bands, bbox, bbox_crs, aoi_file, offset, w
                   else "DN offset unknown (0)")
     click.echo(
         f"{result.path}: {len(result.bands)} bands ({names}), {result.width} x {result.height} px "
-        f"at {result.resolution[0]:g} m, {result.crs}, {100 * result.valid_fraction:.1f} % valid; "
+        f"at {result.resolution[0]:g} {_unit(result.crs)}, {result.crs}, {100 * result.valid_fraction:.1f} % valid; "
         f"{result.kind} input, {radiometry}, {result.encoding}"
     )
     if result.left_out:
@@ -94,3 +94,13 @@ def stack_cmd(s2, dem, slope, output, bands, bbox, bbox_crs, aoi_file, offset, w
         click.echo(f"note: {note}", err=True)
     for name, path in result.layers.items():
         click.echo(f"{path}: {name} on the same grid")
+
+
+def _unit(crs: str) -> str:
+    """The linear unit of the stack's grid, for its summary line (degrees for a geographic CRS)."""
+    from rasterio.crs import CRS
+
+    try:
+        return "degrees" if crs and CRS.from_user_input(crs).is_geographic else "m"
+    except Exception:  # noqa: BLE001 - a CRS rasterio cannot parse: the summary keeps metres
+        return "m"

@@ -141,3 +141,25 @@ def test_band_files_of_reflectance_fractions_are_refused_by_stack(tmp_path, rng)
     res = CliRunner().invoke(main, ["stack", str(folder), "--bands", "rgbn", "-o", str(tmp_path / "s.tif")])
     assert res.exit_code == 1 and "reflectance as a fraction (0-1)" in res.output
     assert "multiply the band files by 10000 first" in res.output and not (tmp_path / "s.tif").exists()
+
+
+def test_an_existing_folder_named_like_a_vector_file_gets_its_own_message(tmp_path, rng, model):
+    """`-o dir.gpkg` where dir.gpkg is a folder said 'several scenes write a folder' for one scene."""
+    scene = _scene(tmp_path / "s.tif", Affine(10, 0, X0, 0, -10, Y0), rng)
+    (tmp_path / "dir.gpkg").mkdir()
+    res = CliRunner().invoke(main, ["detect", str(scene), "--model", str(model), "-o", str(tmp_path / "dir.gpkg")])
+    assert res.exit_code == 1 and "dir.gpkg: is an existing folder" in res.output
+    assert "several scenes" not in res.output
+
+
+def test_a_geographic_stack_is_summarised_in_degrees(tmp_path, rng):
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    for band in RGBN.bands:
+        with rasterio.open(folder / f"T43PFN_20190809T051651_{band.replace('B', 'B0')}_10m.tif", "w", driver="GTiff",
+                           width=50, height=40, count=1, dtype="uint16", crs="EPSG:4326",
+                           transform=Affine(0.0001, 0, 76.1, 0, -0.0001, 11.5)) as dst:
+            dst.write(rng.integers(300, 3000, (1, 40, 50)).astype("uint16"))
+    res = CliRunner().invoke(main, ["stack", str(folder), "--bands", "rgbn", "--offset", "0", "-o", str(tmp_path / "s.tif")])
+    assert res.exit_code == 0, res.output
+    assert "50 x 40 px at 0.0001 degrees, EPSG:4326" in res.output

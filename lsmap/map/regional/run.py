@@ -207,6 +207,10 @@ def check_output_folder(out_dir: str | os.PathLike) -> Path:
     """
     out_dir = Path(out_dir)
     suffix = out_dir.suffix.lower()
+    if suffix in VECTOR_DRIVERS and out_dir.is_dir():  # -o slides.gpkg where a folder of that name exists
+        raise InputError(f"{out_dir}: is an existing folder, and a folder gets one layer per scene, but its {suffix} "
+                         f"name reads as one file's; give one scene's polygons a path that is not a folder, or "
+                         f"the scenes a folder without a vector extension")
     if suffix in VECTOR_DRIVERS:
         raise InputError(f"{out_dir}: several scenes write a folder (one layer each), but a {suffix} path names "
                          f"a file; give -o a folder such as {out_dir.with_suffix('')}/ or pass one scene")
