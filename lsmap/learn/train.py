@@ -417,7 +417,7 @@ def _accumulate_step(model, module, sources, iters, losses, config: TrainConfig,
 
 def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.PathLike, *, card: ModelCard,
         init: str | os.PathLike | None = None, resume: bool = False, progress: bool | None = None,
-        overwrite: bool = False) -> TrainResult:
+        overwrite: bool = False, val_split: str = "validation") -> TrainResult:
     """Train a model on ``sources``, choosing the best checkpoint on ``val``.
 
     Args:
@@ -433,6 +433,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
         progress: A progress bar (``True``) or one plain log line per validation on stderr
             (``False``), rank 0 only; ``None``: :func:`show_bar` decides (a bar on a terminal).
         overwrite: Start a new run over an existing one in ``out_dir``.
+        val_split: What ``val`` is, recorded with the best checkpoint's metrics (``split``).
 
     Returns:
         The best checkpoint, its validation metrics and the history.
@@ -459,11 +460,12 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
 
             out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
             es.enter_context(output_lock(out_dir))
-        return _fit(sources, val, config, out_dir, card, init, resume, progress, overwrite, state, losses, in_channels)
+        return _fit(sources, val, config, out_dir, card, init, resume, progress, overwrite, state, losses, in_channels,
+                    val_split)
 
 
 def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init, resume: bool, progress: bool,
-         overwrite: bool, state, losses, in_channels: int) -> TrainResult:
+         overwrite: bool, state, losses, in_channels: int, val_split: str = "validation") -> TrainResult:
     dist, device = _setup_dist(config.device)
     try:
         batch_size = _rank_batch_size(config.batch_size, dist)
@@ -473,6 +475,7 @@ def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init
             clear_run(out_dir)
         dist.barrier()
         run = _Run(module, sources, losses, config, card, out_dir, dist, device)
+        run.val_split = val_split
         if state is not None:
             run.restore(state)
         run.open_loaders(batch_size, val)
@@ -553,6 +556,7 @@ class _Run:
         self.optimizer = _optimizer(module, config)
         self.scaler = torch.amp.GradScaler(device.type, enabled=grad_scaler_enabled(device, config.amp))
         self.step, self.best_f1, self.best_metrics, self.history = 0, -1.0, {}, []
+        self.val_split = "validation"  # what the best checkpoint is chosen on (fit's `val_split`)
         self.iters: list = []
         self.val_loader = None
         self.run_loss = torch.zeros(len(sources), dtype=torch.float32, device=device)  # no per-step host sync
@@ -689,7 +693,7 @@ class _Run:
         if sc["f1"] <= self.best_f1:
             return False
         self.best_f1 = sc["f1"]
-        self.best_metrics = {"step": self.step, "split": "validation", **sc}
+        self.best_metrics = {"step": self.step, "split": self.val_split, **sc}
         return True
 
     def _card(self, metrics: dict) -> ModelCard:

@@ -309,8 +309,9 @@ def test_round_outputs(world, tmp_path):
     from lsmap.learn.models import read_card
 
     src_ids = sorted(p.id for p in find_patches(world["src"]))
-    trained = read_card(result.models[0]).trained_on
-    assert {k: sorted(v) for k, v in trained.items()} == {str((world["src"] / "img").resolve()): src_ids}
+    card = read_card(result.models[0])
+    assert {k: sorted(v) for k, v in card.trained_on.items()} == {str((world["src"] / "img").resolve()): src_ids}
+    assert card.metrics["split"] == "source (the labelled patches it trains on)"  # select "source", no val
 
 
 def test_threshold_round_on_unlabelled_target(world, tmp_path):

@@ -949,6 +949,8 @@ def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patc
                               f"{len(src_patches)} labelled + {len(pseudo_patches)} pseudo-labelled patches"
                               + (f"; target normalised with its {'own' if norm == 'own' else 'source'} statistics "
                                  f"(detect's --norm auto follows train.norm = {norm})" if norm else ""))
-    res = fit(sources, val, tc, out_dir, card=template, init=init, progress=progress)
+    on_source = val_patches is src_patches  # refine's `select` "source": the labelled patches it trains on
+    res = fit(sources, val, tc, out_dir, card=template, init=init, progress=progress,
+              val_split="source (the labelled patches it trains on)" if on_source else "validation")
     path = res.best_path if val is not None and res.best_path is not None and res.best_path.exists() else res.last_path
     return {"checkpoint": str(path), "metrics": res.best_metrics}
