@@ -882,11 +882,19 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
         if bar is not None:
             es.callback(bar.close)
 
+        # the models learnt north-up, east-right images: a south-up (or west-right) grid's windows are shown to
+        # them turned that way, and their output turned back
+        turn = tuple(d for d, flipped in ((-2, scene.transform.e > 0), (-1, scene.transform.a < 0)) if flipped)
+
         def run(batch: _Batch) -> tuple:
             t0 = time.perf_counter()
             xb = batch.x if not isinstance(batch.x, np.ndarray) else torch.from_numpy(batch.x)
             xb = xb.to(device, non_blocking=pin)
+            if turn:
+                xb = xb.flip(turn)
             mean, var = ensemble_moments(members, xb, stats, tta, use_var, amp)
+            if turn:
+                mean, var = mean.flip(turn), var.flip(turn) if var is not None else None
             mean = mean.float().cpu().numpy()
             var = var.float().cpu().numpy() if var is not None else None
             t1 = time.perf_counter()

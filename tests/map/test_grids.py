@@ -163,3 +163,20 @@ def test_a_geographic_stack_is_summarised_in_degrees(tmp_path, rng):
     res = CliRunner().invoke(main, ["stack", str(folder), "--bands", "rgbn", "--offset", "0", "-o", str(tmp_path / "s.tif")])
     assert res.exit_code == 0, res.output
     assert "50 x 40 px at 0.0001 degrees, EPSG:4326" in res.output
+
+
+def test_a_south_up_scene_is_shown_to_the_models_north_up(tmp_path, rng, model):
+    """The same ground stored south-up gave another map without TTA (the models saw it upside down): its windows
+    are now turned north-up for the models and their output turned back, so the maps agree."""
+    data = rng.uniform(0.5, 1.5, (4, 64, 64)).astype("float32")
+    for name, transform, arr in (("north", Affine(10, 0, X0, 0, -10, Y0 + 640), data),
+                                 ("south", SOUTH_UP, data[:, ::-1])):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", driver="GTiff", width=64, height=64, count=4,
+                           dtype="float32", crs="EPSG:32643", transform=transform) as dst:
+            dst.write(np.ascontiguousarray(arr))
+            dst.descriptions = tuple(RGBN.bands)
+        lsmap.detect(tmp_path / f"{name}.tif", [model], prob=tmp_path / f"{name}_p.tif", window=64, overlap=0)
+    with rasterio.open(tmp_path / "north_p.tif") as a, rasterio.open(tmp_path / "south_p.tif") as b:
+        north, south = a.read(1), b.read(1)
+    assert (north != north[0, 0]).any()  # a map with something in it
+    np.testing.assert_array_equal(south[::-1], north)
