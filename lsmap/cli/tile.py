@@ -39,6 +39,11 @@ from lsmap.core.constants import PATCH_SIZE
          "255 ignored).",
 )
 @click.option(
+    "--label-where", default=None, metavar="FIELD=VALUE[,VALUE...]",
+    help="Which polygons of an inventory are landslides, e.g. 'class=landslide' (the others are background) "
+         "[default: every polygon].",
+)
+@click.option(
     "--min-valid", type=float, default=0.5, show_default=True,
     help="Skip patches with a smaller fraction of valid (non-nodata) pixels.",
 )
@@ -52,7 +57,7 @@ from lsmap.core.constants import PATCH_SIZE
 @overwrite_opt
 @json_opt
 @handle_errors
-def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands, dem, slope, offset, bbox, bbox_crs,
+def tile(scene, out_dir, size, overlap, labels, label_map, label_where, min_valid, raw, bands, dem, slope, offset, bbox, bbox_crs,
          aoi_file, scl, scl_mask, mask_raster, cloud_prob_max, blue_max, overwrite, as_json):
     """Cut a scene into Landslide4Sense-style patches plus an index GeoPackage.
 
@@ -82,6 +87,7 @@ def tile(scene, out_dir, size, overlap, labels, label_map, min_valid, raw, bands
     source = scene_source(scene, dem, slope, offset)
     result = tile_scene(
         source, out_dir, bands=bands, size=size, overlap=overlap, labels=labels, label_map=label_map,
+        label_where=label_where,
         min_valid=min_valid, raw=raw, overwrite=overwrite, progress=progress_default(as_json), scl=scl,
         scl_mask=scl_mask, mask_raster=mask_raster, cloud_prob_max=cloud_prob_max, blue_max=blue_max,
         aoi=aoi_from_options(bbox, bbox_crs, aoi_file),

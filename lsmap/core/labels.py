@@ -113,3 +113,21 @@ def mask_values(mask: np.ndarray, mapping: Mapping[int, int] | None, path: objec
                              f"{LABEL_MAP_HINT}")
         return arr
     return map_labels(arr, mapping, path)
+
+
+def parse_label_where(text: str | None) -> tuple[str, frozenset[str]] | None:
+    """``"FIELD=VALUE[,VALUE...]"`` -> ``(field, values)``: which polygons of an inventory are landslides.
+
+    >>> parse_label_where("class=landslide,debris flow")
+    ('class', frozenset({'debris flow', 'landslide'}))
+
+    Raises:
+        InputError: no ``=``, an empty field or no value.
+    """
+    if text is None:
+        return None
+    field, sep, values = str(text).partition("=")
+    chosen = frozenset(v.strip() for v in values.split(",") if v.strip())
+    if not sep or not field.strip() or not chosen:
+        raise InputError(f"`label_where` must be FIELD=VALUE[,VALUE...] (e.g. class=landslide), got {text!r}")
+    return field.strip(), chosen

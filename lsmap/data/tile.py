@@ -62,7 +62,7 @@ import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL, IGNORE_INDEX
-from lsmap.core.labels import map_labels, parse_label_map
+from lsmap.core.labels import map_labels, parse_label_map, parse_label_where
 from lsmap.core.windows import Window, footprint, owned_spans, pad_to, window_grid
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
 from lsmap.data.sources import input_band_set, source_name, stack_arguments, stack_source
@@ -129,12 +129,13 @@ class PolygonLabels:
         InputError: unreadable file, no polygon, or no polygon over the scene (a wrong CRS, most likely).
     """
 
-    def __init__(self, path: Path, src, scene: Path | str) -> None:
+    def __init__(self, path: Path, src, scene: Path | str, where: tuple[str, frozenset[str]] | None = None) -> None:
         import shapely
         from rasterio.windows import Window as RioWindow
 
-        geoms, crs = read_polygons(path, "`labels`", "give the landslides as polygons, or a label raster")
-        warn_class_attribute(path)
+        geoms, crs = read_polygons(path, "`labels`", "give the landslides as polygons, or a label raster", where)
+        if where is None:
+            warn_class_attribute(path)
         if src.crs is None:
             raise InputError(f"{scene}: the scene has no CRS, so the polygons of {path} cannot be placed on it")
         self.geoms = np.asarray(geoms_to_crs(geoms, crs, src.crs), dtype=object)
@@ -177,9 +178,8 @@ def warn_class_attribute(path: Path) -> None:
         if 2 <= len(values) <= 10:
             shown = ", ".join(sorted(str(v) for v in values))
             warnings.warn(f"{path}: its polygons carry '{column}' with {len(values)} values ({shown}), but every "
-                          f"polygon is burned as a landslide; keep only the landslide ones first (ogr2ogr -where "
-                          f"\"{column} = '...'\" landslides.gpkg {path.name}), or give a label raster with "
-                          f"`label_map`", LsmapWarning, stacklevel=4)
+                          f"polygon is burned as a landslide; name the landslide ones with `label_where` "
+                          f"{column}=VALUE", LsmapWarning, stacklevel=4)
             return
 
 
@@ -238,6 +238,7 @@ def tile_scene(
     overlap: int = 0,
     labels: str | os.PathLike | None = None,
     label_map: str | Mapping[int, int] | None = None,
+    label_where: str | None = None,
     min_valid: float = 0.5,
     raw: bool = False,
     overwrite: bool = False,
@@ -263,6 +264,8 @@ def tile_scene(
         labels: Optional labels -> masks: a single-band label raster on the scene's grid (any extent), or a
             landslide inventory as polygons (a vector file, :data:`VECTOR_LABELS`; any CRS): 1 inside, 0 outside.
         label_map: Label value -> mask value (text ``"0:255,1:0,2:1"`` or a dict); default 0/1 masks.
+        label_where: Which polygons of a vector inventory are landslides, ``"FIELD=VALUE[,VALUE...]"``
+            (e.g. ``"class=landslide"``; the others are background); default every polygon.
         min_valid: Skip windows whose fraction of valid pixels is below this, in ``[0, 1]``.
         raw: Divide values by the profile divisors (raw digital numbers -> L4S scale).
         overwrite: Replace an existing ``out_dir``.
@@ -307,6 +310,10 @@ def tile_scene(
     if mapping is not None and labels is None:
         raise InputError("`label_map` needs `labels`")
     vector = labels is not None and Path(labels).suffix.lower() in VECTOR_LABELS
+    where = parse_label_where(label_where)
+    if where is not None and not vector:
+        raise InputError("`label_where` selects the landslide polygons of a vector inventory (`labels` FILE.gpkg, "
+                         ".geojson, .shp...); a label raster takes `label_map`")
     if vector and mapping is not None:
         raise InputError(f"{labels}: `label_map` maps the values of a label raster; the polygons of a vector "
                          f"file are landslides (1) and the rest background (0): drop `label_map`")
@@ -349,7 +356,7 @@ def tile_scene(
         lab = None
         shift = (0, 0)
         if vector:
-            lab = PolygonLabels(labels, src, source)
+            lab = PolygonLabels(labels, src, source, where)
         elif labels is not None:
             lab = stack.enter_context(open_scene(labels))
             shift = label_shift(src, lab, labels, source)
@@ -396,6 +403,7 @@ def tile_scene(
                 "aoi_window": crop,
                 "labels": str(labels.resolve()) if labels is not None else None,
                 "label_map": {str(k): v for k, v in mapping.items()} if mapping is not None else None,
+                "label_where": label_where,
                 "height": src.height,
                 "width": src.width,
                 "crs": src.crs.to_wkt() if src.crs is not None else None,

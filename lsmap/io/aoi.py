@@ -99,7 +99,8 @@ def read_aoi(path: str | os.PathLike) -> AOI:
     return AOI(union_all(geoms), crs, str(path), mask=True)
 
 
-def read_polygons(path: str | os.PathLike, what: str, fix: str) -> tuple[np.ndarray, Any]:
+def read_polygons(path: str | os.PathLike, what: str, fix: str,
+                  where: tuple[str, frozenset[str]] | None = None) -> tuple[np.ndarray, Any]:
     """The polygons of a vector file's first polygon layer, and its CRS.
 
     A GeoPackage lsmap wrote gives its landslides (QGIS's ``layer_styles`` table is never taken). A
@@ -109,6 +110,7 @@ def read_polygons(path: str | os.PathLike, what: str, fix: str) -> tuple[np.ndar
         path: The vector file (any format GDAL/OGR reads).
         what: The option it was given as, for messages (``"`aoi`"``).
         fix: What to do when it holds no polygon, for that message.
+        where: ``(field, values)``: only the features whose ``field``, as text, is one of ``values``.
 
     Returns:
         ``(geoms, crs)``: an object array of the (multi)polygons, and a ``rasterio.crs.CRS``.
@@ -128,6 +130,16 @@ def read_polygons(path: str | os.PathLike, what: str, fix: str) -> tuple[np.ndar
     except Exception as e:  # noqa: BLE001 - pyogrio raises several DataSource errors
         raise InputError(f"{path}: cannot read the {what} vector file ({str(e).splitlines()[0]}); "
                          f"give a GeoPackage, GeoJSON or Shapefile") from None
+    if where is not None:
+        field, values = where
+        if field not in gdf.columns:
+            fields = ", ".join(str(c) for c in gdf.columns if c != "geometry") or "none"
+            raise InputError(f"{path}: no field '{field}' to select polygons by (its fields: {fields})")
+        chosen = gdf[field].astype(str).isin(values)
+        if not chosen.any():
+            found = ", ".join(sorted(gdf[field].astype(str).unique())[:10])
+            raise InputError(f"{path}: no feature has {field} = {', '.join(sorted(values))} (its values: {found})")
+        gdf = gdf[chosen]
     geoms = np.array([g for g in gdf.geometry if g is not None and not g.is_empty and g.geom_type.endswith("Polygon")],
                      dtype=object)
     if not len(geoms):

@@ -299,6 +299,28 @@ def test_a_polygon_inventory_gives_the_masks_of_its_raster(tmp_path, rng):
     with pytest.warns(LsmapWarning, match=r"classes.gpkg: its polygons carry 'class' with 2 values \(landslide, "
                                           r"non_landslide\), but every polygon is burned as a landslide"):
         tile_scene(scene, tmp_path / "k", bands="rgbn", size=32, labels=tmp_path / "classes.gpkg", raw=True)
+    # label_where names the landslide polygons: the masks are those of an inventory of only those
+    inv[inv["class"] == "landslide"].to_file(tmp_path / "only.gpkg", engine="pyogrio")
+    tile_scene(scene, tmp_path / "o", bands="rgbn", size=32, labels=tmp_path / "only.gpkg", raw=True)
+    r = CliRunner().invoke(main, ["tile", str(scene), "--bands", "rgbn", "--raw", "--size", "32", "--labels",
+                                  str(tmp_path / "classes.gpkg"), "--label-where", "class=landslide", "-o",
+                                  str(tmp_path / "w")])
+    assert r.exit_code == 0 and "Warning" not in r.output, r.output
+    for row in read_index(tmp_path / "o").itertuples():
+        np.testing.assert_array_equal(read_mask(tmp_path / "w" / "mask" / f"mask_{row.id}.h5"),
+                                      read_mask(tmp_path / "o" / "mask" / f"mask_{row.id}.h5"))
+    assert read_tiles_meta(tmp_path / "w")["label_where"] == "class=landslide"
+    with pytest.raises(InputError, match=r"no field 'kind' to select polygons by \(its fields: name, class\)"):
+        tile_scene(scene, tmp_path / "x", bands="rgbn", size=32, labels=tmp_path / "classes.gpkg", raw=True,
+                   label_where="kind=landslide")
+    with pytest.raises(InputError, match=r"no feature has class = rockfall \(its values: landslide, non_landslide\)"):
+        tile_scene(scene, tmp_path / "x", bands="rgbn", size=32, labels=tmp_path / "classes.gpkg", raw=True,
+                   label_where="class=rockfall")
+    with pytest.raises(InputError, match="`label_where` selects the landslide polygons of a vector inventory"):
+        tile_scene(scene, tmp_path / "x", bands="rgbn", size=32, labels=lab, raw=True, label_where="class=landslide")
+    with pytest.raises(InputError, match="must be FIELD=VALUE"):
+        tile_scene(scene, tmp_path / "x", bands="rgbn", size=32, labels=tmp_path / "classes.gpkg", raw=True,
+                   label_where="landslide")
     far = inv.translate(xoff=10_000)
     far.to_file(tmp_path / "far.gpkg", engine="pyogrio")
     with pytest.raises(InputError, match="no polygon of the labels overlaps"):
