@@ -74,6 +74,10 @@ def stats(input_path, output, split, valid_only, raw, bands, dem, slope, offset,
                            aoi=aoi_from_options(bbox, bbox_crs, aoi_file),
                            scratch=_existing_parent(output))
 
+    why = result.problem()  # a file detect, evaluate and refine would refuse is not written
+    if why is not None:
+        raise click.ClickException(f"{input_path}: {why} over {result.count:,} pixels, so these statistics cannot "
+                                   f"normalise data; compute them over a larger area or more patches (nothing written)")
     result.save(output, lock=True)
     if as_json:
         echo_json(result.to_dict())

@@ -180,3 +180,14 @@ def test_a_south_up_scene_is_shown_to_the_models_north_up(tmp_path, rng, model):
         north, south = a.read(1), b.read(1)
     assert (north != north[0, 0]).any()  # a map with something in it
     np.testing.assert_array_equal(south[::-1], north)
+
+
+def test_stats_that_cannot_normalise_are_not_written(tmp_path, rng):
+    """A 1-pixel scene's statistics (std 0) were written, then refused by every command that reads them."""
+    with rasterio.open(tmp_path / "px.tif", "w", driver="GTiff", width=1, height=1, count=4, dtype="float32",
+                       crs="EPSG:32643", transform=Affine(10, 0, X0, 0, -10, Y0)) as dst:
+        dst.write(np.ones((4, 1, 1), "float32"))
+        dst.descriptions = tuple(RGBN.bands)
+    res = CliRunner().invoke(main, ["stats", str(tmp_path / "px.tif"), "-o", str(tmp_path / "s.json")])
+    assert res.exit_code == 1 and "band B4 has std 0.0 (a constant band) over 1 pixels" in res.output
+    assert "nothing written" in res.output and not (tmp_path / "s.json").exists()
