@@ -192,8 +192,8 @@ class ModelCard:
         metrics: Validation metrics of the chosen checkpoint (free-form, JSON).
         data: Description of the training data.
         trained_on: The labelled patches the weights were fitted to, ``{image folder: [ids]}``
-            (:func:`lsmap.io.patches.patch_keys`; held-out validation patches are not in it): evaluate
-            warns when it scores any of them.
+            (:func:`lsmap.io.patches.patch_keys`; held-out validation patches are not in it, nor the
+            target patches refine trained on with pseudo labels): evaluate warns when it scores any of them.
         lsmap_version: lsmap version that wrote the card.
         created: UTC timestamp (ISO 8601).
     """
