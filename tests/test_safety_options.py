@@ -108,7 +108,8 @@ def test_statistics_files_with_zero_or_nan_std_are_refused(tmp_path, std):
 
 
 def test_stats_default_leaves_the_declared_nodata_fill_out(tmp_path):
-    data = np.ones((14, 20, 20), np.float32)
+    data = np.full((14, 20, 20), 0.5, np.float32)
+    data[:, :, 1::2] = 1.5  # mean 1.0, std 0.5 (a constant band's statistics are not written)
     data[:, :10] = -9999.0
     scene = write_scene(tmp_path / "s.tif", data, nodata=-9999.0)
     res = CliRunner().invoke(main, ["stats", str(scene), "-o", str(tmp_path / "st.json"), "--json"])

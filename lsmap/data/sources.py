@@ -172,10 +172,12 @@ def offset_hint(files: Sequence[str | os.PathLike], side: int = 512) -> str:
     of a ``side`` px nearest-neighbour sample of each file, and whether it looks offset by the rule
     ``lsmap stack`` applies to every pixel (:data:`lsmap.data.stack.OFFSET_DN_HINT`: no value below 1000)."""
 
-    from lsmap.data.stack import OFFSET_DN_HINT
+    import numpy as np
+
+    from lsmap.data.stack import OFFSET_BELOW_SHARE, OFFSET_DN_HINT
     from lsmap.io.rasters import open_raster, read_window
 
-    low = None
+    low, shares = None, []
     for path in files:
         with open_raster(path, "band file") as src:
             f = max(1, max(src.width, src.height) // side)
@@ -183,12 +185,16 @@ def offset_hint(files: Sequence[str | os.PathLike], side: int = 512) -> str:
         a = a[a > 0]  # 0: no data in Sentinel-2 products
         if a.size:
             low = int(a.min()) if low is None else min(low, int(a.min()))
+            shares.append(float((a < OFFSET_DN_HINT).mean()))
     if low is None:
         return "no valid DN in a sample of the band files"
-    if low >= OFFSET_DN_HINT:
-        return (f"no DN below {low} in a {side} px sample of every band: looks offset (processing baseline >= "
+    share = float(np.median(shares))
+    if share <= OFFSET_BELOW_SHARE:
+        seen = f"no DN below {low}" if share == 0 else f"{100 * share:.1f} % of the DNs below {OFFSET_DN_HINT:g}"
+        return (f"{seen} in a {side} px sample (the median band): looks offset (processing baseline >= "
                 f"04.00 adds 1000): give --offset -1000")
-    return f"DNs down to {low} in a {side} px sample: not offset (no --offset needed)"
+    return (f"DNs down to {low}, {100 * share:.0f} % below {OFFSET_DN_HINT:g}, in a {side} px sample: not offset "
+            f"(no --offset needed)")
 
 
 def describe_source(source: str | os.PathLike) -> dict:

@@ -94,7 +94,7 @@ from lsmap.io.rasters import (
     read_window,
     set_band_descriptions,
 )
-from lsmap.io.s2product import L4S_QUANTIFICATION, S2Source, is_product, open_product
+from lsmap.io.s2product import L4S_QUANTIFICATION, S2Source, enclosing_product, is_product, open_product
 from lsmap.io.scene import OFFSET_TAG, STACK_TAG
 
 #: File extensions searched in Sentinel-2 folders.
@@ -107,6 +107,12 @@ _BAND_TOKEN = re.compile(r"(?<![A-Za-z0-9])B(\d{1,2})(A?)(?![A-Za-z0-9])", re.IG
 LAYER_NODATA = {"SCL": 0, "MSK_CLDPRB": 255}
 #: Loose band files whose smallest DN over the scene is at least this look offset (baseline >= 04.00 adds 1000).
 OFFSET_DN_HINT = 1000.0
+#: ... or, more robustly, whose valid pixels fall below it at most this often (the median over the spectral
+#: bands): dark water in an offset product has DNs under 1000 (4.9 % in the median band of a 6 km box of
+#: T29UNU, 0.3 % in a sample of the whole tile), where bands that are not offset have most of their blue,
+#: green and red pixels there. A bright scene that is not offset (a desert) can look offset by this rule, as by
+#: the older one (no DN below 1000); the message says to give `offset` 0 then.
+OFFSET_BELOW_SHARE = 0.2
 #: A given ``offset`` is refused when, in the median spectral band, more than this share of the valid pixels
 #: falls below zero reflectance with it: the files were not offset (in offset products, only dark water and
 #: deep shadow dip below zero).
@@ -701,6 +707,12 @@ def resolve_s2(s2: str | os.PathLike | Sequence[str | os.PathLike], bands: Seque
     if products:
         raise InputError(f"{products[0]}: a Sentinel-2 product is stacked on its own; give one product "
                          f"(SAFE folder, zip or STAC Item) or loose band files, not both")
+    inside = {enclosing_product(i) for i in items}
+    if offset is None and len(inside) == 1 and None not in inside:
+        safe = inside.pop()
+        raise InputError(f"{items[0]}: these band files lie inside the product {safe.name}; give the product itself "
+                         f"({safe}), which declares its DN offset and brings its SCL, or give `offset` with the "
+                         f"band files")
     files = find_band_files(items, bands)
     offsets = None if offset is None else {b: float(offset) for b in files}
     return S2Source("files", ", ".join(str(i) for i in items), {b: str(p) for b, p in files.items()}, offsets)
@@ -922,6 +934,7 @@ def stack_scene(
         check_given = offset not in (None, 0)  # an offset the user gave (products declare theirs): checked
         below_zero, seen = np.zeros(sum(spectral), np.int64), 0
         dn_max = np.full(sum(spectral), -np.inf)
+        below_hint, n_spec = np.zeros(sum(spectral), np.int64), 0
         import rasterio
 
         tmp_layers = {name: stack.enter_context(atomic_output(p, overwrite, lock=True)) for name, p in layer_outs.items()}
@@ -956,6 +969,8 @@ def stack_scene(
                         invalid |= outside
                     if source.offsets is None and not invalid.all():
                         dn_min = np.minimum(dn_min, raw[spectral][:, ~invalid].min(axis=1))
+                        below_hint += (raw[spectral][:, ~invalid] < OFFSET_DN_HINT).sum(axis=1)
+                        n_spec += int((~invalid).sum())
                     if not invalid.all():
                         dn_max = np.maximum(dn_max, raw[spectral][:, ~invalid].max(axis=1))
                     if check_given and not invalid.all():
@@ -975,9 +990,13 @@ def stack_scene(
                         if outside is not None:
                             lv[outside] = LAYER_NODATA[name]
                         ldst.write(lv[None], window=where)
-                looks_offset = source.offsets is None and np.isfinite(dn_min).all() and dn_min.min() >= OFFSET_DN_HINT
+                looks_offset = (source.offsets is None and n_spec > 0
+                                and float(np.median(below_hint / n_spec)) <= OFFSET_BELOW_SHARE)
                 if looks_offset:  # whatever reads this stack says so again (lsmap.io.scene.scene_info)
-                    dst.update_tags(**{OFFSET_TAG: str(int(dn_min.min()))})
+                    share = float(np.median(below_hint / n_spec))
+                    seen_dn = (f"none below {int(dn_min.min())}" if share == 0 else
+                               f"{100 * share:.1f} % of the valid pixels below {OFFSET_DN_HINT:g}")
+                    dst.update_tags(**{OFFSET_TAG: seen_dn})
             if n_valid == 0:
                 empty = [b for b, n in band_valid.items() if n == 0]
                 named = ", ".join(f"{b} ({sources.get(b, '?')})" for b in empty) or "no single band"
@@ -997,8 +1016,10 @@ def stack_scene(
                                  f"are {shares}: these band files do not look offset; stack them without `offset` "
                                  f"(or with `offset` 0)")
             if looks_offset:
-                said = (f"{source.where}: the digital numbers look offset: no value below {int(dn_min.min())} in "
-                        f"any band over the {area} (products of processing baseline 04.00 and later add 1000)")
+                said = (f"{source.where}: the digital numbers look offset: "
+                        + (f"no value below {int(dn_min.min())} in any band" if share == 0 else
+                           f"{100 * share:.1f} % of the valid pixels below {OFFSET_DN_HINT:g} (the median band)")
+                        + f" over the {area} (products of processing baseline 04.00 and later add 1000)")
                 if strict_offset:  # nothing is written: the caller's results would be wrong
                     raise InputError(f"{said}; give `offset` -1000 if they are, or `offset` 0 if they are not "
                                      f"(SAFE products and STAC Items carry their offset)")

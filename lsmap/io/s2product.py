@@ -237,6 +237,15 @@ def is_safe(path: str | os.PathLike) -> bool:
     return False
 
 
+def enclosing_product(path: str | os.PathLike, levels: int = 5) -> Path | None:
+    """The ``.SAFE`` folder ``path`` lies inside (``GRANULE/<id>/IMG_DATA/R10m`` of a product), or ``None``."""
+    p = Path(path).absolute()
+    for parent in list(p.parents)[:levels]:
+        if parent.name.upper().endswith(".SAFE") and any((parent / n).is_file() for n in MTD_NAMES):
+            return parent
+    return None
+
+
 def open_safe(path: str | os.PathLike) -> S2Source:
     """Read a ``.SAFE`` folder or a ``.SAFE.zip`` (in place) into an :class:`S2Source`.
 

@@ -164,7 +164,8 @@ def scene_info(path: str | os.PathLike, profile: BandProfile | str | None = None
 
         from lsmap.errors import LsmapWarning
 
-        warnings.warn(f"{path}: stacked from band files whose digital numbers look offset (none below {dn_min}) "
+        seen = f"none below {dn_min}" if dn_min.isdigit() else dn_min  # stacks before session 14 wrote the minimum
+        warnings.warn(f"{path}: stacked from band files whose digital numbers look offset ({seen}) "
                       f"without an offset, so its values are likely 0.1 too bright; restack with `offset` -1000 "
                       f"(or `offset` 0 if they are not offset)", LsmapWarning, stacklevel=2)
     if info.crs is None:

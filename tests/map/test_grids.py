@@ -191,3 +191,49 @@ def test_stats_that_cannot_normalise_are_not_written(tmp_path, rng):
     res = CliRunner().invoke(main, ["stats", str(tmp_path / "px.tif"), "-o", str(tmp_path / "s.json")])
     assert res.exit_code == 1 and "band B4 has std 0.0 (a constant band) over 1 pixels" in res.output
     assert "nothing written" in res.output and not (tmp_path / "s.json").exists()
+
+
+def test_offset_band_files_with_a_few_dark_pixels_still_look_offset(tmp_path, rng):
+    """T29UNU's IMG_DATA bands (baseline 04.00) have 2 % of their valid pixels under DN 1000 (dark water), so
+    the old rule (no DN below 1000) called them not offset and stacked them 0.1 too bright without a word."""
+    import warnings
+
+    from lsmap.data.stack import stack_scene
+    from lsmap.errors import LsmapWarning
+
+    north = Affine(10, 0, X0, 0, -10, Y0)
+    for name, low in (("offset", 1100), ("plain", 150)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for band in RGBN.bands:
+            dn = rng.integers(low, 3000, (1, 40, 50)).astype("uint16")
+            dn[0, :1, :40] = 900  # 2 % of the pixels: water darker than the offset
+            with rasterio.open(folder / f"T43PFN_20190809T051651_{band.replace('B', 'B0')}_10m.tif", "w",
+                               driver="GTiff", width=50, height=40, count=1, dtype="uint16", crs="EPSG:32643",
+                               transform=north) as dst:
+                dst.write(dn)
+    with pytest.warns(LsmapWarning, match=r"look offset: 2.0 % of the valid pixels below 1000 \(the median band\)"):
+        stack_scene(tmp_path / "offset", tmp_path / "o.tif", bands="rgbn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LsmapWarning)
+        stack_scene(tmp_path / "plain", tmp_path / "p.tif", bands="rgbn")
+    res = CliRunner().invoke(main, ["info", str(tmp_path / "offset")])
+    assert res.exit_code == 0 and "looks offset" in res.output and "--offset -1000" in res.output
+
+
+def test_band_files_inside_a_product_are_refused_without_offset(tmp_path):
+    """A product's IMG_DATA folder was read as loose band files without its -1000 offset (and without its SCL);
+    now the product itself is asked for, or an explicit `offset`."""
+    from products_fixtures import make_safe
+
+    from lsmap.data.stack import stack_scene
+
+    safe = make_safe(tmp_path / "dl", bands=("B2", "B3", "B4", "B8"))
+    img = next(safe.glob("GRANULE/*/IMG_DATA"))
+    with pytest.raises(InputError, match=rf"lie inside the product {safe.name}; give the product itself"):
+        stack_scene(img, tmp_path / "a.tif", bands="rgbn")
+    assert not (tmp_path / "a.tif").exists()
+    stack_scene(img, tmp_path / "b.tif", bands="rgbn", offset=-1000)  # the analyst's explicit choice
+    stack_scene(safe, tmp_path / "c.tif", bands="rgbn")
+    with rasterio.open(tmp_path / "b.tif") as b, rasterio.open(tmp_path / "c.tif") as c:
+        np.testing.assert_array_equal(b.read(), c.read())
