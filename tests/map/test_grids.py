@@ -237,3 +237,14 @@ def test_band_files_inside_a_product_are_refused_without_offset(tmp_path):
     stack_scene(safe, tmp_path / "c.tif", bands="rgbn")
     with rasterio.open(tmp_path / "b.tif") as b, rasterio.open(tmp_path / "c.tif") as c:
         np.testing.assert_array_equal(b.read(), c.read())
+
+
+def test_an_area_all_under_the_mask_says_so(tmp_path, rng, model):
+    """A fully clouded AOI failed with 'stack.tif: the scene has no valid pixel ... check its nodata value'."""
+    scene = _scene(tmp_path / "s.tif", Affine(10, 0, X0, 0, -10, Y0), rng)
+    with rasterio.open(tmp_path / "clouds.tif", "w", driver="GTiff", width=64, height=48, count=1, dtype="uint8",
+                       crs="EPSG:32643", transform=Affine(10, 0, X0, 0, -10, Y0)) as dst:
+        dst.write(np.ones((1, 48, 64), "uint8"))
+    with pytest.raises(InputError, match=r"s.tif: no pixel is left to map: the not-observed mask covers 100 % of the "
+                                         r"area \(mask 100 %\)"):
+        lsmap.detect(scene, [model], mask_raster=tmp_path / "clouds.tif", window=64)
