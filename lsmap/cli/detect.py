@@ -10,6 +10,7 @@ from lsmap.cli.options import (
     aoi_opts,
     bands_option,
     blue_max_opt,
+    cli_message,
     cloud_prob_opt,
     device_opt,
     echo_json,
@@ -246,7 +247,8 @@ def _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **k
                    f"{len(res.failures)} failed")
         if res.merged is not None:
             area = float(res.gdf["area_m2"].sum()) if len(res.gdf) else 0.0
-            click.echo(f"{len(res.gdf)} landslide polygons, {area / 1e6:.4f} km2 ({res.crs}) -> {res.merged}")
+            crs = "EPSG:4326, lon/lat" if res.merged.suffix.lower() in (".geojson", ".json") else res.crs
+            click.echo(f"{len(res.gdf)} landslide polygons, {area / 1e6:.4f} km2 ({crs}) -> {res.merged}")
         km2 = res.km2()
         if km2["not_observed_km2"] is not None and res.merged is not None:
             click.echo(f"not observed (clouds, shadows, snow, no data, masks): {km2['not_observed_union_km2']:.4f} km2"
@@ -256,8 +258,9 @@ def _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **k
         written += [str(res.merged)] if res.merged is not None else []
         if written:
             click.echo("wrote: " + ", ".join(written))
-    for _scene, message in res.failures.items():
-        click.echo(f"failed: {message}", err=True)
+    command = click.get_current_context().command
+    for _scene, message in res.failures.items():  # in this command's flags, as its own errors are
+        click.echo(f"failed: {cli_message(message, command)}", err=True)
     if res.failures:
         raise click.ClickException(f"{len(res.failures)} of {len(res.scenes)} scenes failed: "
                                    + ", ".join(os.path.basename(s) for s in res.failures))

@@ -545,3 +545,16 @@ def test_bad_options_and_scenes_fail_before_any_work(tmp_path, scenes, model):
     with pytest.raises(InputError, match=r"each scene must be a path.*\(got ndarray\)"):
         detect_many([np.zeros(3)], model, tmp_path / "b", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cli_many_scenes_failures_name_flags_and_a_geojson_merge_says_lon_lat(tmp_path, scenes, model):
+    """Failures of single scenes are said in the command's flags (they leaked `min_slope`), and the summary of a
+    merged .geojson names the lon/lat it is written in (it named the scenes' CRS)."""
+    base = ["detect", str(scenes[0]), str(scenes[1]), "--model", str(model), "--threshold", "0", "--window", "64",
+            "--overlap", "16", "--device", "cpu"]
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "a"), "--min-slope", "10"])
+    assert r.exit_code == 1 and "failed: " in r.output
+    assert "--min-slope" in r.output and "`min_slope`" not in r.output, r.output
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "b"), "--merged", "event.geojson"])
+    assert r.exit_code == 0, r.output
+    assert "(EPSG:4326, lon/lat) -> " in r.output
