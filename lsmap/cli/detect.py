@@ -208,7 +208,9 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     if ev is not None:
         tests = [f"NDVI drop >= {ev['min_ndvi_drop']:g}" if ev["min_ndvi_drop"] is not None else None,
                  f"slope >= {ev['min_slope']:g} deg" if ev["min_slope"] is not None else None]
-        click.echo(f"evidence ({', '.join(t for t in tests if t) or 'columns only'}): {ev['kept']} kept, "
+        unjudged = (f" ({ev['unjudged']} of them not judged on NDVI: the pre scene did not see them)"
+                    if ev.get("unjudged") else "")
+        click.echo(f"evidence ({', '.join(t for t in tests if t) or 'columns only'}): {ev['kept']} kept{unjudged}, "
                    f"{ev['rejected']} rejected" + (" (layer 'rejected')" if keep_rejected else ""))
     click.echo("wrote: " + ", ".join(_written(summary["outputs"])))
     if summary.get("not_observed") is None and summary["polygons"]:

@@ -409,11 +409,22 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
                     "vectorize": t_vec, "trace": stream.seconds if stream is not None else None, "write": t_write},
         "outputs": outputs.named(),
         "evidence": None if ev is None else {**ev.summary(), "kept": len(gdf), "rejected": len(rejected),
-                                             "gate": opts.gate},
+                                             "unjudged": _unjudged(gdf, ev), "gate": opts.gate},
     }
     if rejected is not None:
         gdf.attrs["rejected"] = rejected
     return gdf
+
+
+def _unjudged(kept, plan) -> int | None:
+    """Kept polygons the NDVI-drop test could not judge (the pre scene did not see enough of them), or ``None``
+    without that test."""
+    from lsmap.map.evidence import MAX_PRE_NOT_OBSERVED
+
+    if plan.min_ndvi_drop is None or "dndvi" not in kept.columns:
+        return None
+    seen = (kept["pre_not_observed"] <= MAX_PRE_NOT_OBSERVED) & kept["dndvi"].notna()
+    return int((~seen).sum())
 
 
 def _check_evidence(scene: Path | None, opts: DetectOptions, outputs: DetectOutputs) -> PreScene | None:

@@ -166,7 +166,10 @@ def open_pre(path: str | os.PathLike, post: SceneInfo | None = None, bands: Any 
             the message names the file and the fix.
     """
     info = scene_info(path)
-    names = scene_band_names(info, bands)
+    try:
+        names = scene_band_names(info, bands)
+    except InputError as e:  # the pre scene's band names are `pre_bands`, not the post scene's `bands`
+        raise InputError(str(e).replace("`bands`", "`pre_bands`")) from None
     try:
         idx = scene_band_indices(names, (RED, NIR), source=info.path)
     except MissingBandError as e:

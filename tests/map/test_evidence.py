@@ -218,6 +218,7 @@ def test_partly_observed_pre_scene(tmp_path):
     assert sorted(kept) == ["bar", "scar"]
     assert kept["bar"]["pre_not_observed"] == pytest.approx(0.8, abs=1e-6)
     assert kept["bar"]["dndvi"] == pytest.approx(0.0, abs=1e-4)
+    assert gdf.attrs["lsmap"]["evidence"]["unjudged"] == 1  # the summary counts it apart from the judged scar
 
 
 def test_gate_zeroes_probability_where_evidence_fails(tmp_path):

@@ -248,3 +248,12 @@ def test_an_area_all_under_the_mask_says_so(tmp_path, rng, model):
     with pytest.raises(InputError, match=r"s.tif: no pixel is left to map: the not-observed mask covers 100 % of the "
                                          r"area \(mask 100 %\)"):
         lsmap.detect(scene, [model], mask_raster=tmp_path / "clouds.tif", window=64)
+
+
+def test_a_pre_scene_without_band_names_is_told_to_take_pre_bands(tmp_path, rng, model):
+    scene = _scene(tmp_path / "post.tif", Affine(10, 0, X0, 0, -10, Y0), rng)
+    with rasterio.open(tmp_path / "pre.tif", "w", driver="GTiff", width=64, height=48, count=5, dtype="float32",
+                       crs="EPSG:32643", transform=Affine(10, 0, X0, 0, -10, Y0)) as dst:
+        dst.write(rng.uniform(0.5, 1.5, (5, 48, 64)).astype("float32"))
+    with pytest.raises(InputError, match=r"pre.tif: 5 bands without band names .*pass `pre_bands`"):
+        lsmap.detect(scene, [model], pre=tmp_path / "pre.tif", window=64)
