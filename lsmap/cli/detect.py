@@ -94,7 +94,8 @@ _MANY_FIX = {
 @click.option("--crf", is_flag=True,
               help="Sharpen each window's probabilities with a dense CRF before blending (needs lsmap[crf]).")
 @click.option("--pre", metavar="PRE", default=None,
-              help="Pre-event scene of the same area (a stacked GeoTIFF or a Sentinel-2 folder; only red B4 and "
+              help="Pre-event scene of the same area (a stacked GeoTIFF, or a Sentinel-2 product, STAC Item or band "
+                   "folder, stacked first; only red B4 and "
                    "NIR B8 are used): adds ndvi_pre, ndvi_post, dndvi, pre_not_observed and mean_slope to each "
                    f"polygon and drops polygons whose NDVI did not drop (--min-ndvi-drop, default {MIN_NDVI_DROP}) "
                    f"or that lie on flat ground (--min-slope, default {MIN_SLOPE:g} with a slope or DEM band).")
@@ -130,8 +131,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
 
     SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or what 'lsmap stack'
     takes, stacked first: a Sentinel-2 product (.SAFE folder, .SAFE.zip, STAC Item file or URL), or a
-    folder of band files (with --dem for terrain bands). --bbox/--aoi crop every input before any
-    other work. Nodata pixels never become landslides, nor do not-observed ones (clouds, shadows, snow:
+    folder of band files (with --dem for terrain bands). --bbox/--aoi crop every input of one scene
+    before any other work (several scenes: stack each with its crop first). Nodata pixels never become landslides, nor do not-observed ones (clouds, shadows, snow:
     the product's SCL, --scl, --mask-raster), which a GeoPackage gets as its layer 'not_observed'.
 
     \b

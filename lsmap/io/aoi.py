@@ -201,6 +201,10 @@ def geoms_to_crs(geoms: Any, src: Any, dst: Any) -> Any:
     return transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
 
 
+#: An AOI whose bounding box the grid covers less than this share of gets a warning (:func:`aoi_window`).
+PARTIAL_AOI_WARN = 0.99
+
+
 def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "the scene"):
     """The pixel window of a north-up grid covering ``aoi``, snapped outward to whole pixels.
 
@@ -234,6 +238,17 @@ def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "
             f"{where} ({_lonlat(_grid_bounds(transform, width, height), crs)}); check the coordinates, their order "
             f"(W,S,E,N) and `bbox_crs`, or give the product that covers the area"
         )
+    full = (max(cols) - min(cols)) * (max(rows) - min(rows))
+    inside = (c1 - c0) * (r1 - r0)
+    if full > 0 and inside < PARTIAL_AOI_WARN * full:
+        import warnings
+
+        from lsmap.errors import LsmapWarning
+
+        warnings.warn(f"{aoi.source}: {where} covers only {100 * inside / full:.0f} % of the area of interest's "
+                      f"bounding box ({_lonlat(aoi.geometry.bounds, aoi.crs)} against "
+                      f"{_lonlat(_grid_bounds(transform, width, height), crs)}); the rest needs another product",
+                      LsmapWarning, stacklevel=3)
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 

@@ -257,3 +257,21 @@ def test_a_pre_scene_without_band_names_is_told_to_take_pre_bands(tmp_path, rng,
         dst.write(rng.uniform(0.5, 1.5, (5, 48, 64)).astype("float32"))
     with pytest.raises(InputError, match=r"pre.tif: 5 bands without band names .*pass `pre_bands`"):
         lsmap.detect(scene, [model], pre=tmp_path / "pre.tif", window=64)
+
+
+def test_an_area_of_interest_partly_outside_the_scene_is_said(tmp_path, rng):
+    """An AOI reaching past the product was cut down silently (15 % of the box kept in the audit)."""
+    from lsmap.errors import LsmapWarning
+    from lsmap.io.aoi import aoi_window, parse_bbox
+
+    north = Affine(10, 0, X0, 0, -10, Y0)
+    inside = parse_bbox([X0 + 100, Y0 - 300, X0 + 400, Y0 - 100], "EPSG:32643")
+    half = parse_bbox([X0 - 300, Y0 - 300, X0 + 300, Y0 - 100], "EPSG:32643")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LsmapWarning)
+        assert aoi_window(inside, "EPSG:32643", north, 64, 48).width == 30
+    with pytest.warns(LsmapWarning, match=r"covers only 50 % of the area of interest's bounding box"):
+        win = aoi_window(half, "EPSG:32643", north, 64, 48)
+    assert (win.col_off, win.width) == (0, 30)
