@@ -466,8 +466,19 @@ def _stale(job: SceneJob) -> str | None:
     except (OSError, ValueError):
         return f"without its completion record {job.marker.name}"
     if not isinstance(done, dict) or done.get("scene") != job.scene or done.get("key") != job.key:
-        return "detected with other models, options or inputs"
+        return "detected with other " + _what_changed(done if isinstance(done, dict) else {}, job)
     return None
+
+
+def _what_changed(done: dict, job: SceneJob) -> str:
+    """What differs between a completion record and ``job``: the options by name, else models or inputs."""
+    then = json.loads(json.dumps(done.get("params") or {}, default=str))
+    now = json.loads(json.dumps(job.params, default=str))
+    changed = [f"`{k}` {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(then) | set(now))
+               if then.get(k) != now.get(k)]
+    if changed:
+        return f"options ({'; '.join(changed)})"
+    return "models, options or inputs"
 
 
 def _run_on_cluster(jobs: Sequence[SceneJob], client: Any, retries: int, bar) -> dict[str, SceneOutcome]:
