@@ -715,7 +715,8 @@ def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None, offset: fl
     kwargs.pop("slope", None)
     if offset is not None:
         kwargs["offset"] = offset
-    if post is not None and kwargs.get("aoi") is None and kwargs.get("bbox") is None:
+    from_post = post is not None and kwargs.get("aoi") is None and kwargs.get("bbox") is None
+    if from_post:
         kwargs["aoi"] = post_footprint(post)
     spec = mask_spec(blue_max=blue_max)
     folder = work / "pre"
@@ -724,6 +725,9 @@ def stack_pre(inputs: Any, work: Path, post: SceneInfo | None = None, offset: fl
         path, spec = stack_source(kwargs, folder, kwargs["bands"], spec,
                                   layers=product_mask_layers(kwargs.get("s2"), spec))
     except InputError as e:  # the pre scene's offset is detect's `pre_offset`, not the scene's `offset`
+        if "does not overlap" in str(e) and from_post:  # the post scene's footprint cut the pre product
+            raise InputError(f"{kwargs.get('s2')}: the pre-event scene does not overlap the post-event scene "
+                             f"{post.path}; give a pre-event scene of the same area") from None
         if "`offset`" not in str(e):
             raise
         raise type(e)(str(e).replace("`offset`", "`pre_offset`")) from None

@@ -465,3 +465,17 @@ def test_a_pre_product_masks_its_clouds_with_its_own_scl(tmp_path):
         not_observed, classes = m.read(1) > 0, scl.read(1)
     assert not_observed.any() and not not_observed.all()
     np.testing.assert_array_equal(not_observed, np.isin(classes, DEFAULT_SCL_CLASSES))
+
+
+def test_a_pre_band_folder_elsewhere_is_said_not_to_overlap(tmp_path):
+    """A pre product or band folder is cut to the post scene's footprint: far away, it failed as 'the post-event
+    scene ... the area of interest does not overlap the Sentinel-2 scene'; the message now says what is wrong."""
+    post, _ = pair(tmp_path)
+    folder = tmp_path / "pre_bands"
+    folder.mkdir()
+    for band in ("B04", "B08"):
+        write_scene(folder / f"T45RUL_20240701T044709_{band}_10m.tif", np.full((1, 20, 20), 1500.0, np.float32),
+                    origin=(600000.0, 3100000.0))
+    with pytest.raises(InputError, match=r"pre_bands: the pre-event scene does not overlap the post-event scene .*"
+                                         r"post.*; give a pre-event scene of the same area"):
+        lsmap.detect(post, models(), pre=str(folder), pre_offset=0, **KW)
