@@ -533,6 +533,9 @@ def test_without_a_model_each_scene_takes_the_default_model_that_fits_its_bands(
     res = detect_many([a, b], None, tmp_path / "out", progress=False, merged=None)
     assert not res.failures, res.failures
     assert sorted(Path(p).name for p in res.outputs) == ["l2a.tif", "l4s.tif"]
+    for stem, model in (("l4s", "l4s14-default"), ("l2a", "l2a-default")):  # the record names the model that ran
+        done = json.loads((tmp_path / "out" / f"{stem}.done.json").read_text())
+        assert [Path(m).stem for m in done["models"]] == [model]
     again = detect_many([a, b], None, tmp_path / "out", progress=False, merged=None)  # the same key: done
     assert len(again.skipped) == 2
 

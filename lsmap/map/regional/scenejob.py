@@ -255,7 +255,8 @@ def run_scene(job: SceneJob) -> SceneOutcome:
         summary = getattr(gdf, "attrs", {}).get("lsmap", {}) if gdf is not None else {}
         km2 = {k: summary.get(k) for k in ("observed_km2", "not_observed_km2")}
         done = {
-            "scene": job.scene, "key": job.key, "models": list(job.models), "params": job.params,
+            "scene": job.scene, "key": job.key, "params": job.params,
+            "models": list(summary.get("models") or job.models),  # the one default model that fitted, not all
             "detector": _detector_name(job.detector), "polygons": n, "lsmap_version": __version__, **km2,
             "seconds": round(time.perf_counter() - t0, 3),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
