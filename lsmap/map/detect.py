@@ -355,7 +355,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
                              f"map: the not-observed mask covers {100 * share:.0f} % of the area ({reasons}) and the "
                              f"rest is nodata; choose another date or area, or map through the mask (`scl_mask` none "
                              f"for a product's SCL)") from None
-        if (why := scale_warning(scan, plan.profile, scene_path)) is not None:
+        named = scene_path if stack_args is None else _inputs_path(stack_args)  # not the scratch stack
+        if (why := scale_warning(scan, plan.profile, named)) is not None:
             warnings.warn(why, LsmapWarning, stacklevel=2)
         # the landslides are traced while the models run, unless the evidence gate changes the probabilities after
         stream = None if ev is not None and opts.gate else _block_stream(info, threshold, opts, dev)
