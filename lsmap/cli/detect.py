@@ -131,8 +131,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
 
     SCENE is a stacked GeoTIFF (raw or L4S-scaled values; see --input-scale), or what 'lsmap stack'
     takes, stacked first: a Sentinel-2 product (.SAFE folder, .SAFE.zip, STAC Item file or URL), or a
-    folder of band files (with --dem for terrain bands). --bbox/--aoi crop every input of one scene
-    before any other work (several scenes: stack each with its crop first). Nodata pixels never become landslides, nor do not-observed ones (clouds, shadows, snow:
+    folder of band files (with --dem for terrain bands). --bbox/--aoi crop every input before any
+    other work (with several scenes, each one; scenes outside the area are listed, not failed). Nodata pixels never become landslides, nor do not-observed ones (clouds, shadows, snow:
     the product's SCL, --scl, --mask-raster), which a GeoPackage gets as its layer 'not_observed'.
 
     \b
@@ -173,14 +173,18 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
                     min_ndvi_drop=min_ndvi_drop, min_slope=min_slope, keep_rejected=keep_rejected, gate=gate)
     if names_many(scenes, out):
         for flag, value in (("--dem", dem or None), ("--slope", slope), ("--prob", prob), ("--mask", mask),
-                            ("--quicklook", quicklook), ("--report", report), ("--bbox", bbox), ("--aoi", aoi_file),
+                            ("--quicklook", quicklook), ("--report", report),
                             ("--offset", offset), ("--pre", pre), ("--pre-bands", pre_bands), ("--pre-offset", pre_offset)):
             if value is not None:
                 raise click.BadParameter(f"{flag} works with one scene; with several, {_MANY_FIX.get(flag, _PER_SCENE)}",
                                          param_hint=flag)
         masks = {k: v for k, v in (("scl", scl), ("scl_mask", scl_mask), ("mask_raster", mask_raster),
                                    ("cloud_prob_max", cloud_prob_max), ("blue_max", blue_max)) if v is not None}
-        _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **settings, **masks)
+        from lsmap.io.aoi import aoi_from_options
+
+        area = aoi_from_options(bbox, bbox_crs, aoi_file)
+        _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **settings, **masks,
+                     **({"aoi": area} if area is not None else {}))
         return
     scene = scenes[0]
 
@@ -246,8 +250,9 @@ def _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **k
         echo_json(res.to_dict())
     else:
         done = len(res.outputs) - len(res.skipped)
+        outside = f", {len(res.outside)} outside the area of interest" if res.outside else ""
         click.echo(f"{len(res.scenes)} scenes: {done} done, {len(res.skipped)} already complete (skipped), "
-                   f"{len(res.failures)} failed")
+                   f"{len(res.failures)} failed{outside}")
         if res.merged is not None:
             area = float(res.gdf["area_m2"].sum()) if len(res.gdf) else 0.0
             crs = "EPSG:4326, lon/lat" if res.merged.suffix.lower() in (".geojson", ".json") else res.crs

@@ -561,3 +561,30 @@ def test_cli_many_scenes_failures_name_flags_and_a_geojson_merge_says_lon_lat(tm
     r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "b"), "--merged", "event.geojson"])
     assert r.exit_code == 0, r.output
     assert "(EPSG:4326, lon/lat) -> " in r.output
+
+
+def test_an_area_of_interest_crops_every_scene_and_lists_those_outside(tmp_path, scenes, model):
+    """`detect_many(aoi=...)` / several scenes with --bbox (refused before): each scene is cropped as one scene's
+    run is, a scene outside the area is listed as outside (not failed), and the area is in the completion key."""
+    import geopandas as gpd
+
+    from lsmap.io.aoi import parse_bbox
+
+    box = [X0 + 10, Y0 - 900, X0 + 500, Y0 - 100]  # inside scene a only (b starts at X0 + 640)
+    res = detect_many(scenes[:2], [model], tmp_path / "ev", aoi=parse_bbox(box, UTM), progress=False, **REAL)
+    assert res.ok and res.outside == [str(scenes[1])] and list(res.outputs) == [str(scenes[0])], res.failures
+    x0, y0, x1, y1 = gpd.read_file(res.outputs[str(scenes[0])]).total_bounds
+    assert x0 >= box[0] and y0 >= box[1] and x1 <= box[2] and y1 <= box[3]  # cropped to the area
+    assert res.to_dict()["outside"] == [str(scenes[1])]
+    again = detect_many(scenes[:2], [model], tmp_path / "ev", aoi=parse_bbox(box, UTM), progress=False, **REAL)
+    assert again.skipped == [str(scenes[0])] and again.outside == [str(scenes[1])]
+    with pytest.raises(OutputExistsError, match="detected with other options"):  # another area: another run
+        detect_many(scenes[:2], [model], tmp_path / "ev", aoi=parse_bbox([X0 + 10, Y0 - 900, X0 + 400, Y0 - 100], UTM),
+                    progress=False, **REAL)
+    with pytest.raises(InputError, match="`aoi` must be an area of interest"):
+        detect_many(scenes[:2], [model], tmp_path / "x", aoi=box, progress=False, **REAL)
+    r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "--model", str(model), "--bbox",
+                                  ",".join(map(str, box)), "--bbox-crs", UTM, "--threshold", "0", "--window", "64",
+                                  "--overlap", "16", "--device", "cpu", "-o", str(tmp_path / "cli")])
+    assert r.exit_code == 0, r.output
+    assert "2 scenes: 1 done, 0 already complete (skipped), 0 failed, 1 outside the area of interest" in r.output

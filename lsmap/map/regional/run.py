@@ -33,6 +33,7 @@ from typing import Any
 from lsmap.core.checks import as_list
 from lsmap.data.masks import check_blue_max, check_cloud_prob_max, check_masks, mask_spec, parse_scl_classes
 from lsmap.errors import InputError, MissingInputError, OutputExistsError
+from lsmap.io.aoi import AOI
 from lsmap.io.outputs import atomic_output
 from lsmap.learn.crf import require
 from lsmap.learn.models import check_checkpoint_name
@@ -71,6 +72,7 @@ class RegionalResult:
         crs: CRS of the merged layer (as a string).
         not_observed: The merged ``not_observed`` layer (dissolved per reason; ``None`` when no scene
             was masked), written as the second layer of a GeoPackage ``merged``.
+        outside: Scenes that do not overlap the run's area of interest (no layer; not failures).
     """
 
     outputs: dict[str, Path]
@@ -81,6 +83,7 @@ class RegionalResult:
     scenes: list[SceneOutcome] = field(default_factory=list)
     crs: str | None = None
     not_observed: Any = None
+    outside: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -93,6 +96,7 @@ class RegionalResult:
             "outputs": {k: str(v) for k, v in self.outputs.items()},
             "failures": dict(self.failures),
             "skipped": list(self.skipped),
+            "outside": list(self.outside),
             "merged": str(self.merged) if self.merged else None,
             "crs": self.crs,
             "polygons": 0 if self.gdf is None else len(self.gdf),
@@ -228,6 +232,7 @@ def detect_many(
     progress: bool = True,
     retries: int = 1,
     detector: Detector | None = None,
+    aoi: Any = None,
     **detect_kwargs: Any,
 ) -> RegionalResult:
     """Detect landslides in many scenes and merge them into one event layer.
@@ -248,6 +253,9 @@ def detect_many(
         progress: Show progress over scenes on stderr (a bar on a terminal, lines elsewhere: :mod:`lsmap.io.progress`).
         retries: Extra attempts of a scene on the cluster after an unexpected error; a scene whose
             worker dies is rescheduled by Dask (``distributed.scheduler.allowed-failures`` times).
+        aoi: Area of interest (:class:`lsmap.io.aoi.AOI`, e.g. :func:`lsmap.io.aoi.parse_bbox`): every scene is
+            cropped to it before any work, as :func:`lsmap.detect` crops one; scenes outside it are listed
+            as ``outside``, not failed.
         detector: Per-scene function ``detector(scene, members, *, out, overwrite, **detect_kwargs)``
             that writes ``out`` atomically and returns its GeoDataFrame; default :func:`lsmap.detect`.
             Must be importable on the workers.
@@ -275,6 +283,9 @@ def detect_many(
     if detector is None:  # lsmap.detect's options fail before any work (and before the folder is made), as there
         known = {f.name for f in fields(DetectOptions)}
         DetectOptions(**{k: v for k, v in detect_kwargs.items() if k in known}).check()
+    if aoi is not None and not isinstance(aoi, AOI):
+        raise InputError(f"`aoi` must be an area of interest (lsmap.io.aoi.parse_bbox or read_aoi), got "
+                         f"{type(aoi).__name__}")
     check_output_folder(out_dir)
     paths = expand_scenes(scenes)
     mask_key = _check_masks(detect_kwargs, len(paths))
@@ -307,11 +318,12 @@ def detect_many(
     raster_kw = [k for k in RASTER_OUTPUTS if params.pop(k, None)]
     for k in RASTER_OUTPUTS:
         params.pop(k, None)
-    keyed = {**params, **{k: True for k in raster_kw}, **mask_key}
+    keyed = {**params, **{k: True for k in raster_kw}, **mask_key,
+             **({"aoi": {**aoi.to_dict(), "wkt": aoi.geometry.wkt}} if aoi is not None else {})}
     jobs = [
         SceneJob(str(p), s, str(out_dir / f"{s}.gpkg"), tuple(model_abs), params,
                  job_key(p, model_abs, keyed, detector), detector,
-                 tuple((k, str(out_dir / f"{s}.{k}.tif")) for k in raster_kw), default_model=per_scene)
+                 tuple((k, str(out_dir / f"{s}.{k}.tif")) for k in raster_kw), default_model=per_scene, aoi=aoi)
         for p, s in zip(paths, stems, strict=False)
     ]
     if not overwrite:
@@ -346,7 +358,7 @@ def detect_many(
     _remove_stale_work(out_dir)
     ordered = [outcomes[j.scene] for j in jobs]
     outputs = {o.scene: Path(o.out) for o in ordered if o.out and not o.error}
-    failures = {o.scene: o.error or "failed" for o in ordered if o.error or not o.out}
+    failures = {o.scene: o.error or "failed" for o in ordered if (o.error or not o.out) and not o.outside}
     layers, masked = _read_layers({o.stem: Path(o.out) for o in ordered if o.scene in outputs}, failures, outputs)
     gdf = merge_layers(layers)
     not_observed = merge_not_observed(masked) if masked else None
@@ -358,6 +370,7 @@ def detect_many(
     return RegionalResult(
         outputs=outputs, failures=failures, merged=written, gdf=gdf,
         skipped=[o.scene for o in ordered if o.skipped], scenes=ordered,
+        outside=[o.scene for o in ordered if o.outside],
         crs=gdf.crs.to_string() if layers and gdf.crs is not None else None, not_observed=not_observed,
     )
 
@@ -476,6 +489,9 @@ def _what_changed(done: dict, job: SceneJob) -> str:
     now = json.loads(json.dumps(job.params, default=str))
     changed = [f"`{k}` {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(then) | set(now))
                if then.get(k) != now.get(k)]
+    area = job.aoi.to_dict() if job.aoi is not None else None
+    if done.get("aoi") != area:
+        changed.append(f"`aoi` {(done.get('aoi') or {}).get('source')!r} -> {(area or {}).get('source')!r}")
     if changed:
         return f"options ({'; '.join(changed)})"
     return "models, options or inputs"

@@ -70,6 +70,8 @@ class SceneJob:
         rasters: Per-scene raster outputs as ``(detector keyword, path)`` pairs (``prob``, ``mask``).
         default_model: No model was given: ``models`` are the shipped defaults, and the detector gets
             ``None`` to take the one that fits the scene's bands.
+        aoi: The run's area of interest (:class:`lsmap.io.aoi.AOI`): each scene is cropped to it, and a
+            scene outside it is reported as outside, not failed.
     """
 
     scene: str
@@ -81,6 +83,7 @@ class SceneJob:
     detector: Detector | None = None
     rasters: tuple[tuple[str, str], ...] = ()
     default_model: bool = False
+    aoi: Any = None
 
     @property
     def marker(self) -> Path:
@@ -155,6 +158,7 @@ class SceneOutcome:
         worker: Where it ran (``"local"`` or the worker's address).
         observed_km2: Observed area of the scene when it was masked (``None``: no mask).
         not_observed_km2: Not-observed area of the scene when it was masked (``None``: no mask).
+        outside: The scene does not overlap the run's area of interest (nothing to map; not a failure).
     """
 
     scene: str
@@ -167,6 +171,7 @@ class SceneOutcome:
     worker: str = "local"
     observed_km2: float | None = None
     not_observed_km2: float | None = None
+    outside: bool = False
 
 
 class SceneError(RuntimeError):
@@ -240,7 +245,7 @@ def run_scene(job: SceneJob) -> SceneOutcome:
         if not is_url(job.scene) and not Path(job.scene).exists():  # a URL's Item is read by detect
             raise MissingInputError(f"{job.scene}: scene does not exist")
         members = None if job.default_model else cached_ensemble(job.models, job.params.get("device", "auto"))
-        params = {**job.params, **{k: v for k, v in job.rasters}}
+        params = {**job.params, **{k: v for k, v in job.rasters}, **({"aoi": job.aoi} if job.aoi is not None else {})}
         if job.detector is None:
             from lsmap.map.detect import detect
 
@@ -256,6 +261,7 @@ def run_scene(job: SceneJob) -> SceneOutcome:
         km2 = {k: summary.get(k) for k in ("observed_km2", "not_observed_km2")}
         done = {
             "scene": job.scene, "key": job.key, "params": job.params,
+            "aoi": job.aoi.to_dict() if job.aoi is not None else None,
             "models": list(summary.get("models") or job.models),  # the one default model that fitted, not all
             "detector": _detector_name(job.detector), "polygons": n, "lsmap_version": __version__, **km2,
             "seconds": round(time.perf_counter() - t0, 3),
@@ -264,6 +270,9 @@ def run_scene(job: SceneJob) -> SceneOutcome:
         with atomic_output(job.marker, overwrite=True) as tmp:
             tmp.write_text(json.dumps(done, indent=2, default=str) + "\n")
     except LsmapError as e:
+        if job.aoi is not None and str(e).startswith(f"{job.aoi.source}: the area of interest (") \
+                and " does not overlap " in str(e):  # aoi_window's refusal: the scene lies elsewhere
+            return SceneOutcome(job.scene, job.stem, outside=True, seconds=time.perf_counter() - t0, worker=worker)
         return SceneOutcome(job.scene, job.stem, error=_name_scene(job.scene, str(e)),
                             seconds=time.perf_counter() - t0, worker=worker)
     except SceneError:
