@@ -344,6 +344,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         ev = _plan_evidence(info, plan.scene_bands, pre, opts, work, spec.blue_max) if opts.evidence else None
         if ev is not None:
             ev.seconds["check"] = t_check + time.perf_counter() - t_plan
+        named = scene_path if stack_args is None else _inputs_path(stack_args)  # not a product's scratch stack
         try:
             scan, used, t_scan = _scan(info, plan, opts, stats, progress)
         except InputError:
@@ -351,11 +352,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
                 raise
             share = nobs.pixels / (info.height * info.width)
             reasons = ", ".join(f"{k} {100 * n / (info.height * info.width):.0f} %" for k, n in nobs.counts.items())
-            raise InputError(f"{scene_path if stack_args is None else _inputs_path(stack_args)}: no pixel is left to "
+            raise InputError(f"{named}: no pixel is left to "
                              f"map: the not-observed mask covers {100 * share:.0f} % of the area ({reasons}) and the "
                              f"rest is nodata; choose another date or area, or map through the mask (`scl_mask` none "
                              f"for a product's SCL)") from None
-        named = scene_path if stack_args is None else _inputs_path(stack_args)  # not the scratch stack
         if (why := scale_warning(scan, plan.profile, named)) is not None:
             warnings.warn(why, LsmapWarning, stacklevel=2)
         # the landslides are traced while the models run, unless the evidence gate changes the probabilities after

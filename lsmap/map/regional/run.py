@@ -49,6 +49,7 @@ from lsmap.map.regional.scenejob import (
     failure_message,
     is_complete,
     job_key,
+    read_done,
     run_scene,
 )
 from lsmap.map.regional.scenelist import expand_scenes, scene_stems
@@ -474,12 +475,11 @@ def _stale(job: SceneJob) -> str | None:
     or with an output missing, which the run redoes)."""
     if not any(Path(p).exists() for p in (job.out, *(v for _, v in job.rasters))):
         return None
-    try:
-        done = json.loads(job.marker.read_text())
-    except (OSError, ValueError):
+    done = read_done(job)
+    if done is None:
         return f"without its completion record {job.marker.name}"
-    if not isinstance(done, dict) or done.get("scene") != job.scene or done.get("key") != job.key:
-        return "detected with other " + _what_changed(done if isinstance(done, dict) else {}, job)
+    if done.get("scene") != job.scene or done.get("key") != job.key:
+        return "detected with other " + _what_changed(done, job)
     return None
 
 

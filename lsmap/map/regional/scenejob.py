@@ -111,31 +111,34 @@ def job_key(scene: Path | str, models: Sequence[str], params: Mapping, detector:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def is_complete(job: SceneJob) -> bool:
-    """Whether ``job``'s layer exists and its marker records the same scene and key."""
-    if not all(Path(p).is_file() for p in (job.out, job.marker, *(v for _, v in job.rasters))):
-        return False
+def read_done(job: SceneJob) -> dict | None:
+    """``job``'s completion marker (``None``: missing, unreadable or not a record)."""
     try:
         done = json.loads(job.marker.read_text())
     except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) else None
+
+
+def is_complete(job: SceneJob) -> bool:
+    """Whether ``job``'s layer exists and its marker records the same scene and key."""
+    if not all(Path(p).is_file() for p in (job.out, *(v for _, v in job.rasters))):
         return False
-    return done.get("scene") == job.scene and done.get("key") == job.key
+    done = read_done(job)
+    return done is not None and done.get("scene") == job.scene and done.get("key") == job.key
 
 
 def done_polygons(job: SceneJob) -> int:
     """The number of polygons ``job``'s completion marker records (0 when unreadable)."""
     try:
-        return int(json.loads(job.marker.read_text()).get("polygons", 0))
-    except (OSError, ValueError, TypeError):
+        return int((read_done(job) or {}).get("polygons", 0))
+    except (TypeError, ValueError):
         return 0
 
 
 def done_km2(job: SceneJob) -> dict[str, float | None]:
     """``observed_km2`` / ``not_observed_km2`` that ``job``'s completion marker records (``None``: unknown)."""
-    try:
-        done = json.loads(job.marker.read_text())
-    except (OSError, ValueError):
-        done = {}
+    done = read_done(job) or {}
     out = {}
     for k in ("observed_km2", "not_observed_km2"):
         v = done.get(k)
