@@ -49,8 +49,15 @@ class AOI:
         return AOI(_in_crs(self, crs), crs, self.source, self.mask)
 
     def to_dict(self) -> dict:
-        """JSON-ready form."""
-        return {"source": self.source, "crs": str(self.crs), "bounds": list(self.geometry.bounds), "mask": self.mask}
+        """JSON-ready form: the source, CRS, bounds, and a digest of the geometry (the first 16 hex digits of the
+        SHA-256 of its WKB), so that a polygon changed within the same bounds is told apart."""
+        import hashlib
+
+        import shapely
+
+        digest = hashlib.sha256(shapely.to_wkb(self.geometry, byte_order=1)).hexdigest()[:16]
+        return {"source": self.source, "crs": str(self.crs), "bounds": list(self.geometry.bounds), "mask": self.mask,
+                "geometry_sha256": digest}
 
 
 def parse_bbox(bbox: str | Sequence[float], crs: str | None = None) -> AOI:

@@ -567,8 +567,9 @@ def test_an_area_of_interest_crops_every_scene_and_lists_those_outside(tmp_path,
     """`detect_many(aoi=...)` / several scenes with --bbox (refused before): each scene is cropped as one scene's
     run is, a scene outside the area is listed as outside (not failed), and the area is in the completion key."""
     import geopandas as gpd
+    import shapely
 
-    from lsmap.io.aoi import parse_bbox
+    from lsmap.io.aoi import parse_bbox, read_aoi
 
     box = [X0 + 10, Y0 - 900, X0 + 500, Y0 - 100]  # inside scene a only (b starts at X0 + 640)
     res = detect_many(scenes[:2], [model], tmp_path / "ev", aoi=parse_bbox(box, UTM), progress=False, **REAL)
@@ -583,6 +584,15 @@ def test_an_area_of_interest_crops_every_scene_and_lists_those_outside(tmp_path,
                     progress=False, **REAL)
     with pytest.raises(InputError, match="`aoi` must be an area of interest"):
         detect_many(scenes[:2], [model], tmp_path / "x", aoi=box, progress=False, **REAL)
+    area = tmp_path / "area.geojson"  # a vector area, then another shape within the same bounds
+    square = [X0 + 10, Y0 - 900, X0 + 500, Y0 - 100]
+    gpd.GeoDataFrame(geometry=[shapely.box(*square)], crs=UTM).to_file(area)
+    detect_many(scenes[:1], [model], tmp_path / "va", aoi=read_aoi(area), progress=False, **REAL)
+    gpd.GeoDataFrame(geometry=[shapely.Polygon([(square[0], square[1]), (square[2], square[1]), (square[2], square[3]),
+                                                (square[0], square[3]), (X0 + 250, Y0 - 500)])], crs=UTM).to_file(area)
+    assert read_aoi(area).geometry.bounds == shapely.box(*square).bounds
+    with pytest.raises(OutputExistsError, match=r"`aoi` '.*area.geojson' \(its area changed\)"):
+        detect_many(scenes[:1], [model], tmp_path / "va", aoi=read_aoi(area), progress=False, **REAL)
     r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "--model", str(model), "--bbox",
                                   ",".join(map(str, box)), "--bbox-crs", UTM, "--threshold", "0", "--window", "64",
                                   "--overlap", "16", "--device", "cpu", "-o", str(tmp_path / "cli")])

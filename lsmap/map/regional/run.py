@@ -491,7 +491,9 @@ def _what_changed(done: dict, job: SceneJob) -> str:
                if then.get(k) != now.get(k)]
     area = job.aoi.to_dict() if job.aoi is not None else None
     if done.get("aoi") != area:
-        changed.append(f"`aoi` {(done.get('aoi') or {}).get('source')!r} -> {(area or {}).get('source')!r}")
+        then_src, now_src = (done.get("aoi") or {}).get("source"), (area or {}).get("source")
+        changed.append(f"`aoi` {then_src!r} -> {now_src!r}" if then_src != now_src else
+                       f"`aoi` {now_src!r} (its area changed)")
     if changed:
         return f"options ({'; '.join(changed)})"
     return "models, options or inputs"
