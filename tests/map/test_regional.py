@@ -420,6 +420,22 @@ def test_real_detect_local_and_cluster_agree(tmp_path, scenes, model, cluster):
     assert done["scene"] == str(scenes[0]) and done["params"]["threshold"] == 0.0 and done["polygons"] == 1
 
 
+def test_cluster_with_an_area_of_interest(tmp_path, scenes, model, cluster):
+    """The area travels to the workers (a picklable dataclass): the same crop and the same scene outside as a local
+    run."""
+    import geopandas as gpd
+
+    from lsmap.io.aoi import parse_bbox
+
+    area = parse_bbox([X0 + 10, Y0 - 900, X0 + 500, Y0 - 100], UTM)  # inside scene a only
+    local = detect_many(scenes[:2], [model], tmp_path / "local", aoi=area, progress=False, **REAL)
+    dist = detect_many(scenes[:2], [model], tmp_path / "dist", aoi=area, progress=False, scheduler=cluster, **REAL)
+    assert dist.ok and dist.outside == local.outside == [str(scenes[1])], dist.failures
+    lm, dm = (gpd.read_file(r.outputs[str(scenes[0])]) for r in (local, dist))
+    assert len(dm) == len(lm) > 0
+    assert dm.geometry.union_all().symmetric_difference(lm.geometry.union_all()).area < 1e-6
+
+
 def test_real_detect_prob_and_mask_rasters_per_scene(tmp_path, scenes, model):
     out = tmp_path / "event"
     res = detect_many(scenes[:2], [model], out, progress=False, prob=True, mask=True, **REAL)
