@@ -81,6 +81,13 @@ def is_north_up(transform) -> bool:
     return transform.b == 0 and transform.d == 0
 
 
+def north_up_turn(transform) -> tuple[int, ...]:
+    """The axes (``-2`` rows, ``-1`` columns) to flip so that a window of the grid reads north-up and east-right,
+    as the models learnt their images: ``(-2,)`` for a south-up grid, ``()`` for the usual one. Flipping the same
+    axes again turns it back."""
+    return tuple(d for d, flipped in ((-2, transform.e > 0), (-1, transform.a < 0)) if flipped)
+
+
 def blend_weight(size: int, overlap: int, floor: float = 1e-3, crop: tuple[int, int] | None = None) -> np.ndarray:
     """2-D weight for blending overlapping windows of ``size`` pixels that overlap by ``overlap``.
 

@@ -20,6 +20,9 @@ Conventions:
   signal" on the L4S scale) in every band, and as 255 (ignored) in the mask. A patch with invalid
   (or padded) pixels also records them in its image file's ``valid`` dataset
   (:func:`lsmap.io.patches.read_observed`), labelled or not: refine's pseudo labels ignore them.
+- Patches are north-up and east-right, as the models learn and read images: the windows of a south-up (or
+  west-right) scene are turned over (``turned`` in ``tiles.json`` names the axes; the index keeps the scene's pixel
+  windows and footprints).
 - A scene smaller than ``size`` along an axis gives windows of the scene's size; they are padded at
   the bottom/right to ``size`` x ``size`` with :data:`FILL` (mask 255). ``height``/``width`` in the
   index are the unpadded window, so ``patch[:, :height, :width]`` is the scene window.
@@ -63,7 +66,7 @@ import numpy as np
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import map_labels, parse_label_map, parse_label_where
-from lsmap.core.windows import Window, footprint, owned_spans, pad_to, window_grid
+from lsmap.core.windows import Window, footprint, north_up_turn, owned_spans, pad_to, window_grid
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
 from lsmap.data.sources import input_band_set, source_name, stack_arguments, stack_source
 from lsmap.errors import InputError, LsmapWarning, MissingInputError
@@ -362,6 +365,7 @@ def tile_scene(
             shift = label_shift(src, lab, labels, source)
         grid = window_grid(src.height, src.width, size, overlap)
         own_rows, own_cols = owned_spans(src.height, size, overlap), owned_spans(src.width, size, overlap)
+        turn = north_up_turn(src.transform)
         rows: list[dict] = []
         n_skipped = n_padded = 0
         with atomic_output(out_dir, overwrite, directory=True, lock=True, before_replace=still_ours) as tmp, \
@@ -379,7 +383,9 @@ def tile_scene(
                     mask = lab.read(window) if vector else _read_labels(lab, window, mapping, labels, shift)
                     mask[~valid] = IGNORE_INDEX
                     disown(mask, window, own_rows, own_cols)
-                    mask = pad_to(mask, size, IGNORE_INDEX)
+                    mask = pad_to(np.flip(mask, turn), size, IGNORE_INDEX)
+                if turn:  # patches are north-up, as the models learn and read them
+                    data, valid = np.ascontiguousarray(np.flip(data, turn)), np.flip(valid, turn)
                 n_padded += (window.height, window.width) != (size, size)
                 pid = str(len(rows))
                 write_patch(tmp, pid, pad_to(data, size, FILL), mask, bands=profile.bands,
@@ -408,6 +414,7 @@ def tile_scene(
                 "width": src.width,
                 "crs": src.crs.to_wkt() if src.crs is not None else None,
                 "transform": list(src.transform)[:6],
+                "turned": [{-2: "rows", -1: "columns"}[d] for d in turn],
                 "size": size,
                 "overlap": overlap,
                 "min_valid": min_valid,
@@ -559,13 +566,14 @@ def assemble_patches(out_dir: str | os.PathLike, fill: float = np.nan) -> Assemb
     image = np.full((n_bands, height, width), fill, np.float32)
     covered = np.zeros((height, width), bool)
     labelled = (out_dir / "mask").is_dir()
+    turn = tuple({"rows": -2, "columns": -1}[a] for a in meta.get("turned", []))  # patches of a south-up scene
     mask = np.full((height, width), IGNORE_INDEX, np.uint8) if labelled else None
     for row in index.itertuples():
         w = Window(col_off=int(row.col_off), row_off=int(row.row_off), width=int(row.width), height=int(row.height))
         patch, _ = read_image(out_dir / "img" / f"image_{row.id}.h5")
-        image[(slice(None), *w.toslices())] = patch[:, : w.height, : w.width]
+        image[(slice(None), *w.toslices())] = np.flip(patch[:, : w.height, : w.width], turn)
         covered[w.toslices()] = True
         if mask is not None:
-            labels = read_mask(out_dir / "mask" / f"mask_{row.id}.h5")[: w.height, : w.width]
+            labels = np.flip(read_mask(out_dir / "mask" / f"mask_{row.id}.h5")[: w.height, : w.width], turn)
             mask[w.toslices()] = np.where(labels != IGNORE_INDEX, labels, mask[w.toslices()])
     return Assembled(image, mask, covered)

@@ -44,7 +44,7 @@ import numpy as np
 
 from lsmap.core.bands import BandProfile, band_indices, get_profile
 from lsmap.core.normalize import BandStats
-from lsmap.core.windows import Window, blend_weight, offsets, window_grid
+from lsmap.core.windows import Window, blend_weight, north_up_turn, offsets, window_grid
 from lsmap.data.scan import check_stats
 from lsmap.errors import CheckpointError, InputError
 from lsmap.io.malloc import limit_malloc_arenas, reuse_freed_memory
@@ -884,7 +884,7 @@ def predict_scene(scene: str | os.PathLike | SceneInfo, members: Sequence, prob_
 
         # the models learnt north-up, east-right images: a south-up (or west-right) grid's windows are shown to
         # them turned that way, and their output turned back
-        turn = tuple(d for d, flipped in ((-2, scene.transform.e > 0), (-1, scene.transform.a < 0)) if flipped)
+        turn = north_up_turn(scene.transform)
 
         def run(batch: _Batch) -> tuple:
             t0 = time.perf_counter()

@@ -275,3 +275,35 @@ def test_an_area_of_interest_partly_outside_the_scene_is_said(tmp_path, rng):
     with pytest.warns(LsmapWarning, match=r"covers only 50 % of the area of interest's bounding box"):
         win = aoi_window(half, "EPSG:32643", north, 64, 48)
     assert (win.col_off, win.width) == (0, 30)
+
+
+def test_a_south_up_scene_is_tiled_into_north_up_patches(tmp_path, rng):
+    """Patches of a south-up scene were written south-up (training saw the ground upside down, with nothing to say
+    so). They are now turned north-up, with their labels; tiles.json names the turn and the scene is put back
+    together unchanged."""
+    from lsmap.data.tile import assemble_patches, read_tiles_meta
+    from lsmap.io.patches import read_image, read_mask
+
+    data = rng.uniform(0.5, 1.5, (4, 64, 64)).astype("float32")
+    truth = (rng.random((64, 64)) < 0.2).astype("uint8")
+    patches = {}
+    for name, transform, arr, lab in (("north", Affine(10, 0, X0, 0, -10, Y0 + 640), data, truth),
+                                      ("south", SOUTH_UP, data[:, ::-1], truth[::-1])):
+        for what, values in (("", arr), ("_mask", lab[None])):
+            with rasterio.open(tmp_path / f"{name}{what}.tif", "w", driver="GTiff", width=64, height=64,
+                               count=len(values), dtype=values.dtype, crs="EPSG:32643", transform=transform) as dst:
+                dst.write(np.ascontiguousarray(values))
+                if not what:
+                    dst.descriptions = tuple(RGBN.bands)
+        tile_scene(tmp_path / f"{name}.tif", tmp_path / name, size=32, labels=tmp_path / f"{name}_mask.tif")
+        patches[name] = {int(r.id): (r.row_off, r.col_off) for r in read_index(tmp_path / name).itertuples()}
+    assert read_tiles_meta(tmp_path / "south")["turned"] == ["rows"] and read_tiles_meta(tmp_path / "north")["turned"] == []
+    for sid, (row, col) in patches["south"].items():  # the same ground: the patch at the mirrored row
+        nid = next(i for i, (r, c) in patches["north"].items() if r == 64 - 32 - row and c == col)
+        np.testing.assert_array_equal(read_image(tmp_path / "south" / "img" / f"image_{sid}.h5")[0],
+                                      read_image(tmp_path / "north" / "img" / f"image_{nid}.h5")[0])
+        np.testing.assert_array_equal(read_mask(tmp_path / "south" / "mask" / f"mask_{sid}.h5"),
+                                      read_mask(tmp_path / "north" / "mask" / f"mask_{nid}.h5"))
+    back = assemble_patches(tmp_path / "south")
+    np.testing.assert_array_equal(back.image, data[:, ::-1])
+    np.testing.assert_array_equal(back.mask, truth[::-1])
