@@ -40,7 +40,7 @@ from lsmap.data.sources import holds_band_files, input_band_set, source_name, st
 from lsmap.errors import InputError, LsmapWarning, MissingInputError
 from lsmap.io.aoi import AOI, crop_raster
 from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
-from lsmap.io.scene import scene_info
+from lsmap.io.scene import scene_info, terrain_nodata_warning
 
 
 def compute_stats(
@@ -148,8 +148,10 @@ def compute_stats(
         # every block, read by the threads of detect's scan (the same validity, the same sums)
         scan = scan_scene(info, profile, "raw" if raw else "l4s", block=block, max_pixels=None,
                           count_nodata=not valid_only, progress=progress, desc=f"stats {Path(name).name}", name=name)
-    if (why := scale_warning(scan, profile, name, "`raw`")) is not None:
-        warnings.warn(why, LsmapWarning, stacklevel=2)
+        terrain = terrain_nodata_warning(scene, profile, name)
+    for why in (scale_warning(scan, profile, name, "`raw`"), terrain):
+        if why is not None:
+            warnings.warn(why, LsmapWarning, stacklevel=2)
     return scan.stats
 
 

@@ -75,7 +75,7 @@ from lsmap.io.locks import owner_tag
 from lsmap.io.outputs import atomic_output, check_owned_dir, mark_owned
 from lsmap.io.patches import META_NAME, read_image, read_mask, write_patch
 from lsmap.io.rasters import open_raster, read_window, row_cache_bytes
-from lsmap.io.scene import open_scene, read_scene_window, scene_info
+from lsmap.io.scene import open_scene, read_scene_window, scene_info, terrain_nodata_warning
 
 #: Image value of nodata and padded pixels (L4S scale: 0 is "no signal").
 INDEX_NAME = "index.gpkg"
@@ -447,8 +447,9 @@ def _check_scale(scene: Path, profile: BandProfile, raw: bool, mask: Path | None
         scan = scan_scene(info, profile, "raw" if raw else "l4s", max_pixels=SCALE_MAX_PIXELS, name=source)
     except InputError:  # no valid pixel: the cut says so, with the windows it tried
         return
-    if (why := scale_warning(scan, profile, source, "`raw`")) is not None:
-        warnings.warn(why, LsmapWarning, stacklevel=3)
+    for why in (scale_warning(scan, profile, source, "`raw`"), terrain_nodata_warning(scene, profile, source)):
+        if why is not None:
+            warnings.warn(why, LsmapWarning, stacklevel=3)
 
 
 def disown(mask: np.ndarray, window: Window, own_rows: dict, own_cols: dict) -> None:

@@ -400,3 +400,75 @@ def _nodata_as(nodata: float | None, dtype: np.dtype):
     return np.asarray(nodata).astype(dtype)
 
 
+
+
+#: :func:`terrain_nodata_warning`: share of the pixels with image data at which a terrain band may hold the file's
+#: nodata value before it is said (real voids of a DEM are rarer; slope 0 on flat ground is often more).
+TERRAIN_NODATA_SHARE = 0.001
+
+
+def terrain_nodata_warning(path: str | os.PathLike, profile: BandProfile, name: object,
+                           indexes: Sequence[int] | None = None, max_pixels: int = 1 << 20) -> str | None:
+    """Why a terrain band's pixels are masked as nodata where they may hold real values, or ``None``.
+
+    A GeoTIFF has one nodata value for all its bands. A stack made with another tool that declares
+    Sentinel-2's 0 as nodata therefore masks every pixel where slope is 0 (flat ground) or the DEM is 0 m (the
+    coast), in every band, without a word. Said when, on a sample of about ``max_pixels`` pixels, a terrain
+    band equals the declared value at :data:`TERRAIN_NODATA_SHARE` or more of the pixels where every spectral
+    band has data, and that value lies within (or just below) the band's other values there. Stacks of
+    ``lsmap stack`` (:data:`STACK_TAG`: nodata in every band at once) are not checked.
+
+    Args:
+        path: The scene GeoTIFF.
+        profile: Band profile of the bands read (``indexes``: their 1-based bands; ``None``: all, in order).
+        name: What the message calls the scene.
+    """
+    with open_raster(path, "scene") as src:
+        return _terrain_nodata(src, profile, name, indexes, max_pixels)
+
+
+def _terrain_nodata(src, profile: BandProfile, name: object, indexes: Sequence[int] | None, max_pixels: int
+                    ) -> str | None:
+    from rasterio.enums import MaskFlags
+
+    from lsmap.core.windows import spread_sample
+
+    bands = list(indexes) if indexes is not None else list(range(1, src.count + 1))
+    terrain = [k for k in range(profile.count) if k not in profile.spectral_indices]
+    if STACK_TAG in src.tags() or not terrain or not profile.spectral_indices:
+        return None
+    values = {k: _nodata_as(src.nodatavals[bands[k] - 1], np.dtype(src.dtypes[bands[k] - 1])) for k in terrain}
+    values = {k: v for k, v in values.items()
+              if v is not None and src.mask_flag_enums[bands[k] - 1] == [MaskFlags.nodata]}
+    if not values:
+        return None
+    hits = dict.fromkeys(values, 0)
+    low = dict.fromkeys(values, np.inf)
+    high = dict.fromkeys(values, -np.inf)
+    seen = 0
+    for win in spread_sample(src.height, src.width, 256, max_pixels):
+        stored = read_window(src, bands, win)
+        image = np.ones(stored.shape[1:], bool)
+        for k in profile.spectral_indices:
+            v = _nodata_as(src.nodatavals[bands[k] - 1], stored.dtype)
+            image &= np.isfinite(stored[k]) & ((stored[k] != v) if v is not None else True)
+        seen += int(image.sum())
+        for k, v in values.items():
+            band = stored[k][image]
+            at = band == v
+            hits[k] += int(at.sum())
+            rest = band[~at & np.isfinite(band)]
+            if rest.size:
+                low[k], high[k] = min(low[k], float(rest.min())), max(high[k], float(rest.max()))
+    for k, v in values.items():
+        value, lo, hi = float(v), low[k], high[k]
+        if seen and hits[k] >= 10 and hits[k] / seen >= TERRAIN_NODATA_SHARE and np.isfinite(lo) \
+                and lo - 0.05 * (hi - lo) <= value <= hi:
+            fix = (f"unset it (gdal_edit.py -unsetnodata {name}: lsmap then takes 0 as no data in the spectral bands "
+                   "only)" if value == profile.nodata else "stack the inputs with `lsmap stack`, which marks nodata "
+                   "in every band at once")
+            return (f"{name}: its nodata value {value:g} is also a {profile.bands[k]} value: {profile.bands[k]} holds "
+                    f"it at {100 * hits[k] / seen:.2g} % of the pixels where the image has data ({lo:g} to {hi:g} "
+                    f"elsewhere), and those pixels are left out in every band; if it is real {profile.bands[k]} "
+                    f"there (slope 0 on flat ground, a DEM's 0 m at the coast), {fix}")
+    return None

@@ -52,7 +52,7 @@ from lsmap.io.locks import owner_tag
 from lsmap.io.malloc import limit_malloc_arenas
 from lsmap.io.outputs import atomic_output, check_outputs_apart, input_paths
 from lsmap.io.resources import check_disk
-from lsmap.io.scene import scene_band_names, scene_info
+from lsmap.io.scene import scene_band_names, scene_info, terrain_nodata_warning
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import Member, folded_members, load_ensemble
 from lsmap.learn.models import default_model_for, default_model_path, shipped_defaults
@@ -356,8 +356,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
                              f"map: the not-observed mask covers {100 * share:.0f} % of the area ({reasons}) and the "
                              f"rest is nodata; choose another date or area, or map through the mask (`scl_mask` none "
                              f"for a product's SCL)") from None
-        if (why := scale_warning(scan, plan.profile, named)) is not None:
-            warnings.warn(why, LsmapWarning, stacklevel=2)
+        for why in (scale_warning(scan, plan.profile, named),
+                    terrain_nodata_warning(info.path, plan.profile, named, plan.indexes)):
+            if why is not None:
+                warnings.warn(why, LsmapWarning, stacklevel=2)
         # the landslides are traced while the models run, unless the evidence gate changes the probabilities after
         stream = None if ev is not None and opts.gate else _block_stream(info, threshold, opts, dev)
         if stream is not None:
