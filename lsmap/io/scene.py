@@ -464,7 +464,7 @@ def _terrain_nodata(src, profile: BandProfile, name: object, indexes: Sequence[i
         value, lo, hi = float(v), low[k], high[k]
         if seen and hits[k] >= 10 and hits[k] / seen >= TERRAIN_NODATA_SHARE and np.isfinite(lo) \
                 and lo - 0.05 * (hi - lo) <= value <= hi:
-            fix = (f"unset it (gdal_edit.py -unsetnodata {name}: lsmap then takes 0 as no data in the spectral bands "
+            fix = (f"unset it (rio edit-info --unset-nodata {name}, installed with lsmap: lsmap then takes 0 as no data in the spectral bands "
                    "only)" if value == profile.nodata else "stack the inputs with `lsmap stack`, which marks nodata "
                    "in every band at once")
             return (f"{name}: its nodata value {value:g} is also a {profile.bands[k]} value: {profile.bands[k]} holds "

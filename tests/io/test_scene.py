@@ -191,7 +191,17 @@ def test_a_nodata_value_that_is_real_terrain_is_said(tmp_path, rng):
 
     why = terrain_nodata_warning(_terrain_stack(tmp_path / "flat.tif", rng, 0.05), L4S, "flat.tif")
     assert why is not None and why.startswith("flat.tif: its nodata value 0 is also a slope value: slope holds it at")
-    assert "gdal_edit.py -unsetnodata flat.tif" in why
+    assert "rio edit-info --unset-nodata flat.tif" in why
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    subprocess.run([str(Path(sys.executable).parent / "rio"), "edit-info", "--unset-nodata", str(tmp_path / "flat.tif")],
+                   check=True)  # the fix it names: slope 0 is then valid, the spectral bands' 0 still nodata
+    assert terrain_nodata_warning(tmp_path / "flat.tif", L4S, "flat.tif") is None
+    with open_scene(tmp_path / "flat.tif", L4S) as src:
+        data, valid = read_scene_window(src, Window(0, 0, 64, 64), L4S)
+    assert valid[4:].all() and not valid[:4].any() and (data[12][valid] == 0).any()
     assert terrain_nodata_warning(_terrain_stack(tmp_path / "ok.tif", rng, 0.0), L4S, "ok.tif") is None
     assert terrain_nodata_warning(_terrain_stack(tmp_path / "far.tif", rng, 0.0, nodata=-9999.0), L4S, "f") is None
     stray = _terrain_stack(tmp_path / "stray.tif", rng, 0.0)
