@@ -47,6 +47,7 @@ def _edit(card_path, fn):
     (lambda d: {**d, "model": 3}, "'model'"),
     (lambda d: {**d, "trained_on": ["0", "1"]}, "'trained_on' must be a JSON object"),
     (lambda d: {**d, "trained_on": {"/p/img": [0, 1]}}, "'trained_on' must map each folder to a list of patch ids"),
+    (lambda d: {**d, "adapted_on": {"/p/img": "0"}}, "'adapted_on' must map each folder to a list of patch ids"),
 ])
 def test_bad_cards_give_one_line_naming_card_and_field(ckpt, edit, field):
     weights, card_path = ckpt

@@ -51,6 +51,9 @@ class EvalResult:
         seen_in_training: How many of the patches some member was trained on (its card's
             ``trained_on``); above 0 the scores measure fit, not accuracy on new data.
         unseen: Whether only the patches no member was trained on were scored.
+        adapted_on: How many of the patches some member was adapted to without their labels (its card's
+            ``adapted_on``: refine's self-training, domain batch norms): the benchmark's transductive protocol,
+            said so that a score on them is not read as one on images the models never saw.
     """
 
     models: list[str]
@@ -65,6 +68,7 @@ class EvalResult:
     objects: dict = field(default_factory=dict)
     seen_in_training: int = 0
     unseen: bool = False
+    adapted_on: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -153,6 +157,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     if unseen:
         patches = unseen_patches(patches, members, data)
     seen = warn_if_trained_on(patches, members, data)
+    adapted = max(sum(recorded(patches, m.card.adapted_on)) for m in members)
     if stats is not None and not isinstance(stats, BandStats):
         stats = BandStats.load(stats)
     if stats is not None:  # the models' bands, taken by name where the statistics name theirs, else counted
@@ -199,7 +204,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         models=[str(Path(m)) for m in models], data=str(data), split=None if is_plain_folder(data) else split,
         patches=len(patches), threshold=thr,
         tta=tta, norm=norms, crf=crf, pixel=scores(conf), objects=objs.as_dict(), seen_in_training=seen,
-        unseen=unseen,
+        unseen=unseen, adapted_on=adapted,
     )
 
 
@@ -246,4 +251,7 @@ def format_table(result: EvalResult) -> str:
         f"{'objects':10}{o['precision']:>10.4f}{o['recall']:>10.4f}{o['f1']:>10.4f}{'':>10}"
         f"   ({o['matched']} matched of {o['n_pred']} predicted, {o['n_true']} true)",
     ]
+    if result.adapted_on:
+        lines.append(f"{result.adapted_on} of the {result.patches} patches are ones the model(s) adapted to by "
+                     f"self-training or domain batch norms (their images, not their labels)")
     return "\n".join(lines)

@@ -194,6 +194,10 @@ class ModelCard:
         trained_on: The labelled patches the weights were fitted to, ``{image folder: [ids]}``
             (:func:`lsmap.io.patches.patch_keys`; held-out validation patches are not in it, nor the
             target patches refine trained on with pseudo labels): evaluate warns when it scores any of them.
+        adapted_on: The patches whose images, not labels, the weights were adapted to, ``{image folder: [ids]}``:
+            refine's pseudo-labelled target patches, and the target patches of training with domain batch norms.
+            Scoring them is the benchmark's transductive protocol (self-training on the test images); evaluate
+            counts them.
         lsmap_version: lsmap version that wrote the card.
         created: UTC timestamp (ISO 8601).
     """
@@ -208,6 +212,7 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     data: str = ""
     trained_on: dict = field(default_factory=dict)
+    adapted_on: dict = field(default_factory=dict)
     lsmap_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
 
@@ -339,12 +344,13 @@ def _check_rest(d: dict, bad) -> None:
         if any(x < 0 for x in st["std"]):
             raise bad("stats.std", "must not be negative")
     for key, typ in (("train", dict), ("metrics", dict), ("data", str), ("lsmap_version", str), ("created", str),
-                     ("trained_on", dict)):
+                     ("trained_on", dict), ("adapted_on", dict)):
         if key in d and not isinstance(d[key], typ):
             raise bad(key, f"must be a JSON {'object' if typ is dict else 'string'} (got {type(d[key]).__name__})")
-    for folder, ids in d.get("trained_on", {}).items():
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise bad("trained_on", f"must map each folder to a list of patch ids (got {ids!r:.60} for {folder})")
+    for key in ("trained_on", "adapted_on"):
+        for folder, ids in d.get(key, {}).items():
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise bad(key, f"must map each folder to a list of patch ids (got {ids!r:.60} for {folder})")
 
 
 def _first_line(e: BaseException) -> str:
@@ -595,6 +601,8 @@ def describe_card(card: ModelCard) -> list[tuple[str, str]]:
         ("training data", card.data or "-"),
     ]
     rows += [("trained on", f"{len(ids)} patches of {folder}") for folder, ids in card.trained_on.items()]
+    rows += [("adapted on", f"{len(ids)} patches of {folder} (images, no labels)")
+             for folder, ids in card.adapted_on.items()]
     rows += [(f"metric {k}", f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in card.metrics.items()
              if not isinstance(v, (dict, list))]
     rows += [("lsmap version", card.lsmap_version), ("created", card.created)]

@@ -859,8 +859,10 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
             raise InputError("`domain_bn` without validation patches needs `target_dir` (unlabelled target patches)")
         sources.append(Source(PatchDataset(tgt_p, tgt_stats, profile, augment=aug), config.loss, 0.0, TARGET, name="target"))
     val = PatchDataset(val_p, val_stats, profile, label_map=mapping) if val_p else None
+    before = read_card(init) if init is not None else None
     card = ModelCard(model=config.model, bands=list(profile.bands), stats=source_stats.to_dict(), data=desc,
-                     trained_on=patch_keys(train_p, read_card(init).trained_on if init is not None else None))
+                     trained_on=patch_keys(train_p, before.trained_on if before is not None else None),
+                     adapted_on=patch_keys(tgt_p if config.domain_bn else [], before.adapted_on if before is not None else None))
     result = fit(sources, val, config, out_dir, card=card, init=init, resume=resume, progress=progress,
                  overwrite=overwrite)
     result.validation, result.held_out = validation, held

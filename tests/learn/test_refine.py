@@ -312,6 +312,14 @@ def test_round_outputs(world, tmp_path):
     card = read_card(result.models[0])
     assert {k: sorted(v) for k, v in card.trained_on.items()} == {str((world["src"] / "img").resolve()): src_ids}
     assert card.metrics["split"] == "source (the labelled patches it trains on)"  # select "source", no val
+    # ... but as adapted on (their images, not their labels): evaluate on the target says so
+    from lsmap.learn.evaluate import evaluate, format_table
+
+    assert {k: sorted(v) for k, v in card.adapted_on.items()} == {str((world["tgt"] / "img").resolve()): sorted(ids)}
+    scored = evaluate([result.models[0]], world["tgt"], bands=PROFILE, device="cpu", progress=False)
+    assert scored.adapted_on == len(ids) and scored.seen_in_training == 0
+    assert f"{len(ids)} of the {len(ids)} patches are ones the model(s) adapted to" in format_table(scored)
+    assert evaluate([world["model"]], world["tgt"], bands=PROFILE, device="cpu", progress=False).adapted_on == 0
 
 
 def test_threshold_round_on_unlabelled_target(world, tmp_path):

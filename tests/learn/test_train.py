@@ -350,6 +350,9 @@ def test_hugging_face_layout_with_domain_bn(data, tmp_path):
     assert [s["domain"] for s in card.train["sources"]] == [0, 1] and card.train["sources"][1]["weight"] == 0.0
     rm = read_state_dict(result.best_path)["enc1.1.running_mean"]
     assert not torch.equal(rm[0], rm[1])
+    # the validation images took part (their batch-norm statistics, not their labels): recorded as adapted on
+    assert {k: len(v) for k, v in card.adapted_on.items()} == {str((root / "images" / "validation").resolve()): 8}
+    assert str((root / "images" / "validation").resolve()) not in card.trained_on
 
 
 def test_evaluate_runs_the_models_folded_with_the_same_counts(run, data, monkeypatch):

@@ -945,6 +945,7 @@ def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patc
     norm = (note or {}).get("target_norm")
     template = ModelCard(model=card.model, bands=list(profile.bands), stats=s_stats.to_dict(),
                          train={"refine": note} if note else {}, trained_on=patch_keys(src_patches, card.trained_on),
+                         adapted_on=patch_keys(pseudo_patches, card.adapted_on),
                          data=f"self-training ({config.strategy}) from {Path(init).name}: "
                               f"{len(src_patches)} labelled + {len(pseudo_patches)} pseudo-labelled patches"
                               + (f"; target normalised with its {'own' if norm == 'own' else 'source'} statistics "
