@@ -8,6 +8,7 @@ resume from, and the log (``log.csv`` and ``curves.png``, one point per validati
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,6 +89,45 @@ def resume_state(out_dir: Path, config: TrainConfig, bands: list) -> dict:
                               f"resume with the same setting")
     _check_resume_config(out_dir, config)
     return load_state(out_dir / "last_state.pt")
+
+
+def check_resume_data(out_dir: Path, card):
+    """Refuse to resume the run in ``out_dir`` on other patches than it trained and validated on (``card``: the
+    resumed run's template card, with this run's ``train["fitted_on"]`` and ``train["validated_on"]``): another
+    hold-out would choose the best checkpoint across two validation sets, some of them trained on before.
+
+    Returns:
+        ``card`` with the run's ``trained_on`` and ``adapted_on`` kept (merged in: a run resumed without the
+        ``init`` it started from still records the patches that checkpoint was trained on).
+
+    Raises:
+        CheckpointError: the training or validation patches differ, named with both records.
+    """
+    last = read_card(out_dir / "last")
+    diff = []
+    for what, key in (("training", "fitted_on"), ("validation", "validated_on")):
+        then, now = last.train.get(key), card.train.get(key)
+        if not then:  # an older card, or datasets that do not list patches: nothing recorded to check against
+            continue
+        if {k: sorted(v) for k, v in then.items()} != {k: sorted(v) for k, v in (now or {}).items()}:
+            diff.append(f"{what} patches: run {_patches(then)}, now {_patches(now or {})}")
+    if diff:
+        raise CheckpointError(f"{out_dir}: cannot resume on other data ({'; '.join(diff)}); resume with the run's data "
+                              f"and hold-out ({last.data}) or start a new run")
+    return dataclasses.replace(card, trained_on=_union(last.trained_on, card.trained_on),
+                               adapted_on=_union(last.adapted_on, card.adapted_on))
+
+
+def _union(a: dict, b: dict) -> dict:
+    out = {k: list(v) for k, v in a.items()}
+    for k, ids in b.items():
+        have = set(out.get(k, []))
+        out[k] = out.get(k, []) + [i for i in ids if i not in have]
+    return out
+
+
+def _patches(record: dict) -> str:
+    return " + ".join(f"{len(ids)} of {folder}" for folder, ids in record.items()) or "none"
 
 
 def _check_resume_config(out_dir: Path, config: TrainConfig) -> None:

@@ -60,7 +60,15 @@ from lsmap.learn.models import (
     save_checkpoint,
 )
 from lsmap.learn.optim import AliasedOptimizer, needs_alias
-from lsmap.learn.run_folder import check_run_dir, clear_run, match_card, resume_state, save_state, write_log
+from lsmap.learn.run_folder import (
+    check_resume_data,
+    check_run_dir,
+    clear_run,
+    match_card,
+    resume_state,
+    save_state,
+    write_log,
+)
 
 
 class TrainingError(LsmapError, RuntimeError):
@@ -449,7 +457,10 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
     _check_sources(sources)
     check_run_dir(out_dir, overwrite, resume)
     in_channels = card.profile.count
+    card = _with_run_patches(card, sources, val)
     state = resume_state(out_dir, config, card.bands) if resume else None
+    if state is not None:
+        card = check_resume_data(out_dir, card)
     if state is not None:
         warn_stretched_schedule(out_dir, config, int(state["step"]))
     losses = [_loss_fn(s.loss) for s in sources]  # fail on a bad spec before any work
@@ -483,6 +494,16 @@ def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init
     finally:
         dist.close()
     return run.result()
+
+
+def _with_run_patches(card: ModelCard, sources: Sequence[Source], val) -> ModelCard:
+    """``card`` with this run's own patches in its ``train`` record (``fitted_on``: of the sources that carry a
+    loss; ``validated_on``), so that a resumed run is checked against them (:func:`check_resume_data`)."""
+    fitted = [p for s in sources if s.weight > 0 for p in getattr(s.dataset, "patches", [])]
+    record = {"fitted_on": patch_keys(fitted)}
+    if val is not None and hasattr(val, "patches"):
+        record["validated_on"] = patch_keys(val.patches)
+    return dataclasses.replace(card, train={**card.train, **record})
 
 
 def _check_sources(sources: Sequence[Source]) -> None:

@@ -183,6 +183,30 @@ def test_existing_run_refused_before_any_work(run, tmp_path):
         train(copy, train_dir=tmp_path / "missing", val_dir=tmp_path / "missing", config=TrainConfig(**FAST))
 
 
+def test_resume_on_other_data_is_refused_and_keeps_the_record(run, data, tmp_path):
+    """`--resume` with another folder (found by an audit) trained on it and drew another hold-out, choosing the best
+    checkpoint across two validation sets and forgetting the first patches in `trained_on`. Refused now, naming
+    both; the same data resumes, and the card keeps what the run trained on."""
+    out, _ = run
+    shutil.copytree(out, tmp_path / "r")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    make_patches(tmp_path / "other", 12, seed=7)
+    config = TrainConfig(**FAST | {"amp": True, "steps": 30})
+    with pytest.raises(CheckpointError, match=r"cannot resume on other data \(training patches: run 16 of .*train/img, "
+                                              r"now 12 of .*other/img\); resume with the run's data"):
+        train(tmp_path / "r", train_dir=tmp_path / "other", val_dir=data / "val", config=config, resume=True,
+              progress=False)
+    with pytest.raises(CheckpointError, match=r"validation patches: run 8 of .*val/img, now 12 of .*other/img"):
+        train(tmp_path / "r", train_dir=data / "train", val_dir=tmp_path / "other", config=config, resume=True,
+              progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+    done = train(tmp_path / "r", train_dir=data / "train", val_dir=data / "val", config=config, resume=True,
+                 progress=False)
+    card = read_card(done.last_path)
+    assert {k: len(v) for k, v in card.trained_on.items()} == {str((data / "train" / "img").resolve()): 16}
+    assert card.train["validated_on"] == {str((data / "val" / "img").resolve()): [str(i) for i in range(8)]}
+
+
 def test_resume_without_run(data, tmp_path):
     with pytest.raises(MissingInputError, match="no interrupted run to resume"):
         train(tmp_path / "new", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST), resume=True)
