@@ -30,7 +30,7 @@ from lsmap.core.constants import SPLITS
               help="Split to read from a dataset root.")
 @click.option("--valid-only/--all-pixels", default=None,
               help="Leave out nodata pixels (scene nodata; all-0.0 pixels in patches) or count every pixel "
-                   "[default: scenes leave nodata out, patch folders count every pixel].")
+                   "[default: left out, as training and detection leave them out].")
 @click.option("--raw", is_flag=True, help="Scene holds raw values: divide by the band profile's L4S divisors.")
 @scene_bands_opt
 @stacking_opts

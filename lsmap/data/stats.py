@@ -3,9 +3,10 @@
 Pixels counted:
 
 - always only pixels whose bands are all finite (NaN/inf in L4S patches are left out, not filled);
-- patch folders with ``valid_only``: also leave out pixels whose bands are all exactly
-  :data:`lsmap.data.tile.FILL` (0.0), the value ``lsmap tile`` writes for nodata and padding;
-- scenes with ``valid_only`` (the default for scenes): only valid pixels (not nodata in any band,
+- patch folders with ``valid_only`` (the default, as training, evaluation and refinement count them): also leave
+  out pixels whose bands are all exactly :data:`lsmap.data.tile.FILL` (0.0), the value ``lsmap tile`` writes for
+  nodata and padding;
+- scenes with ``valid_only`` (the default): only valid pixels (not nodata in any band,
   see :mod:`lsmap.io.scene`); with ``valid_only=False`` nodata pixels count with their stored values.
 
 Not-observed pixels (:mod:`lsmap.data.masks`: ``scl`` with ``scl_mask``, ``mask_raster``,
@@ -70,9 +71,9 @@ def compute_stats(
             bands their folder records (``tiles.json``, as ``lsmap tile`` writes it), else the L4S bands; for a
             scene its band names or what stacking can give (:func:`lsmap.data.sources.input_band_set`).
         split: Split to read from a dataset root.
-        valid_only: Leave out nodata pixels (see the module docstring). ``None`` (default): scenes
-            leave their nodata out (a declared -9999 fill must never count into a mean), patch
-            folders count every pixel.
+        valid_only: Leave out nodata pixels (see the module docstring). ``None`` (default): ``True`` (a declared
+            -9999 fill must never count into a mean; patches' all-0.0 pixels are left out as training leaves
+            them out).
         raw: Scale a raw scene by the profile divisors (scenes only).
         block: Block size for reading scenes.
         progress: Show a progress bar.
@@ -119,7 +120,7 @@ def compute_stats(
     else:  # a scene: its own band names, or what stacking can give (lsmap stack's choice)
         profile = input_band_set(path, args)
     if valid_only is None:
-        valid_only = patches is None
+        valid_only = True
     if patches is not None:
         if raw:
             raise InputError(f"{path}: `raw` applies to scenes only; patches are already on the L4S scale")

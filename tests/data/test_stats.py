@@ -119,11 +119,12 @@ def test_patch_folder_stats_equal_numpy(tmp_path, rng, layout):
             write_patch(folder, str(i), im)
     pixels = np.concatenate([im.reshape(14, -1) for im in images], axis=1)
     finite = np.isfinite(pixels).all(axis=0)
-    res = compute_stats(tmp_path)
+    res = compute_stats(tmp_path, valid_only=False)
     assert res.bands == get_profile("l4s14").bands
     assert_stats(res, pixels[:, finite])
     nonzero = finite & ~(pixels == 0).all(axis=0)
     assert_stats(compute_stats(tmp_path, valid_only=True), pixels[:, nonzero])
+    assert_stats(compute_stats(tmp_path), pixels[:, nonzero])  # the default, as training counts them
 
 
 def test_patch_folder_errors(tmp_path, rng):

@@ -207,6 +207,26 @@ def test_resume_on_other_data_is_refused_and_keeps_the_record(run, data, tmp_pat
     assert card.train["validated_on"] == {str((data / "val" / "img").resolve()): [str(i) for i in range(8)]}
 
 
+def test_training_statistics_leave_nodata_out_as_detect_does(tmp_path):
+    """Patches tiled from a scene with nodata hold FILL there; training counted those pixels in its normalisation
+    statistics while detect and refine leave nodata out (found by an audit: a 1.9x other scale on Chittagong).
+    The card's statistics are now those of the valid pixels, as `lsmap stats` gives them."""
+    from lsmap.core.constants import FILL
+    from lsmap.data.stats import compute_stats
+    from lsmap.io.patches import read_image, read_mask
+
+    make_patches(tmp_path / "d", 6, seed=4)
+    for p in find_patches(tmp_path / "d"):
+        image, mask = read_image(p.image)[0], read_mask(p.mask)
+        image[:, :10], mask[:10] = FILL, 255  # a third of the patch outside the scene
+        write_patch(tmp_path / "d", p.id, image, mask)
+    result = train(tmp_path / "run", train_dir=tmp_path / "d", config=TrainConfig(**FAST | {"steps": 2, "val_fraction": 0}),
+                   progress=False)
+    card = read_card(result.last_path)
+    valid = compute_stats(tmp_path / "d", "l4s14")  # its default leaves them out too
+    assert card.stats["mean"] == pytest.approx(list(valid.mean), rel=1e-6) and min(card.stats["mean"]) > 0.9
+
+
 def test_resume_without_run(data, tmp_path):
     with pytest.raises(MissingInputError, match="no interrupted run to resume"):
         train(tmp_path / "new", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST), resume=True)
