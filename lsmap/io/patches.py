@@ -169,10 +169,10 @@ def find_patches(root: str | os.PathLike, split: str = "train", require_masks: b
     if not root.exists():
         raise MissingInputError(f"{root}: patch folder does not exist")
     img_dir, mask_dir = _layout(root, split)
-    images = {patch_id(p): p for p in img_dir.glob("*.h5")}
+    images = _by_id(img_dir)
     if not images:
         raise InputError(f"{img_dir}: folder holds no .h5 patch images")
-    masks = {patch_id(p): p for p in mask_dir.glob("*.h5")} if mask_dir.is_dir() else {}
+    masks = _by_id(mask_dir) if mask_dir.is_dir() else {}
     if require_masks and not masks:
         raise InputError(f"{root}: no mask files ({mask_dir} {'holds no .h5 masks' if mask_dir.is_dir() else 'does not exist'}); "
                          f"this needs labelled patches: a mask/ folder beside img/ with a mask_N.h5 per image_N.h5")
@@ -188,6 +188,23 @@ def find_patches(root: str | os.PathLike, split: str = "train", require_masks: b
             raise InputError(f"{root}: image and mask ids do not match ({'; '.join(parts)}); add or remove the files")
     bands = _folder_bands(root)
     return [Patch(i, images[i], masks.get(i), bands) for i in sorted(images, key=_sort_key)]
+
+
+def _by_id(folder: Path) -> dict[str, Path]:
+    """The ``.h5`` files of ``folder`` by patch id.
+
+    Raises:
+        InputError: two files with one id (``4.h5`` and ``image_4.h5``, as in a real L4S folder): one of them would
+            be dropped without a word.
+    """
+    found: dict[str, Path] = {}
+    for f in sorted(folder.glob("*.h5")):
+        pid = patch_id(f)
+        if pid in found:
+            raise InputError(f"{folder}: {found[pid].name} and {f.name} both have patch id '{pid}'; rename one of them "
+                             f"(patch ids come from the file name)")
+        found[pid] = f
+    return found
 
 
 def _folder_bands(root: Path) -> tuple[str, ...] | None:

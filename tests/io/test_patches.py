@@ -177,3 +177,22 @@ def test_a_wrong_patch_folder_gets_a_message_naming_the_right_one(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no train patches found; the layouts read are"):
         find_patches(tmp_path / "empty")
+
+
+def test_two_files_with_one_patch_id_are_refused(tmp_path, rng):
+    """A real L4S folder holds both 4.h5 and image_4.h5 (different images): every reader but refine's target kept
+    one of them without a word (found by an audit: lsmap stats counted 4 of 5 patches). find_patches refuses it."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from lsmap.cli import main
+    from lsmap.io.patches import find_patches, write_patch
+
+    for i in range(3):
+        write_patch(tmp_path, str(i), rng.normal(1, 0.1, (14, 8, 8)).astype("float32"))
+    shutil.copy(tmp_path / "img" / "image_1.h5", tmp_path / "img" / "1.h5")
+    with pytest.raises(InputError, match=r"img: 1.h5 and image_1.h5 both have patch id '1'; rename one of them"):
+        find_patches(tmp_path)
+    r = CliRunner().invoke(main, ["stats", str(tmp_path), "-o", str(tmp_path / "s.json")])
+    assert r.exit_code == 1 and "both have patch id '1'" in r.output and not (tmp_path / "s.json").exists()

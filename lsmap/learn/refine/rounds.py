@@ -79,7 +79,6 @@ from lsmap.io.patches import (
     Patch,
     check_labels,
     find_patches,
-    patch_id,
     patch_keys,
     read_mask,
     read_observed,
@@ -250,24 +249,6 @@ class RefineResult:
 
 
 # --- inputs -------------------------------------------------------------------------------------
-
-
-def check_unique_ids(patches: Sequence[Patch]) -> None:
-    """Refuse a folder in which two image files map to one patch id (e.g. ``4.h5`` and ``image_4.h5``).
-
-    Raises:
-        InputError: naming the folder and the colliding files.
-    """
-
-    folders = {p.image.parent for p in patches}
-    for folder in folders:
-        seen: dict[str, Path] = {}
-        for f in sorted(folder.glob("*.h5")):
-            pid = patch_id(f)
-            if pid in seen:
-                raise InputError(f"{folder}: {seen[pid].name} and {f.name} both have patch id '{pid}'; "
-                                 f"rename one of them (patch ids come from the file name)")
-            seen[pid] = f
 
 
 def _batches(patches: Sequence[Patch], profile: BandProfile, size: int) -> Iterator[tuple[list[Patch], np.ndarray]]:
@@ -685,7 +666,6 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     src_patches = find_patches(source, require_masks=True)
     check_labels(src_patches, None, "source")
     tgt_patches = find_patches(target)
-    check_unique_ids(tgt_patches)
     val_patches = find_patches(val, require_masks=True) if val is not None else None
     record = _run_record(model_paths, source, target, Path(val) if val else None, config)
     if resume and out_dir.exists() and not overwrite:
