@@ -25,7 +25,8 @@ from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
 @click.option("--target", type=click.Path(file_okay=False), required=True,
               help="Target patch folder (e.g. from lsmap tile); masks there are used only to report F1.")
 @click.option("--val", type=click.Path(file_okay=False), default=None,
-              help="Labelled folder to choose each round's best checkpoint on [default: the last checkpoint].")
+              help="Labelled folder (or a dataset root's validation split) to choose each round's best checkpoint "
+                   "on [default: as --select says].")
 @click.option("--strategy", type=click.Choice(list(REFINE_STRATEGIES)), default="threshold", show_default=True,
               help="threshold: 1st-place progressive label refinement; uncertainty: 3rd-place MC-dropout teacher-student.")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Self-training rounds.")

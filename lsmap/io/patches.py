@@ -142,6 +142,12 @@ def has_split(root: str | os.PathLike, split: str) -> bool:
     return _find_layout(Path(root), split) is not None
 
 
+def split_image_folder(root: str | os.PathLike, split: str) -> Path | None:
+    """The image folder of ``split`` under ``root`` (any of the :data:`LAYOUTS`), or ``None``."""
+    found = _find_layout(Path(root), split)
+    return found[0] if found is not None else None
+
+
 def is_plain_folder(root: str | os.PathLike) -> bool:
     """Whether ``root`` is a plain patch folder (``DIR/img/``) rather than a dataset root with splits."""
     return (Path(root) / "img").is_dir()

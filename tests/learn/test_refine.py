@@ -395,6 +395,23 @@ def test_empty_target_is_refused(world, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_dataset_root_as_target_is_refused(world, tmp_path):
+    """A root with splits was read as its training split: refine adapted the models to their own labelled training
+    patches and reported that as the target's F1 (found by an audit). Refused, naming the splits and a folder; a
+    root as `val` gives its validation split."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(world["src"], root / "train")
+    shutil.copytree(world["tgt"], root / "test")
+    with pytest.raises(InputError, match=r"root: a dataset root with splits \(train: .*train/img, test: .*test/img\); "
+                                         r"`target` is one folder of the patches to adapt to: give e.g. .*root/test$"):
+        _run(world, tmp_path / "run", target=root)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(InputError, match=r"root.*validation"):  # a root as val: its validation split, which it lacks
+        refine([world["model"]], world["src"], world["tgt"], tmp_path / "run", _cfg(), val=root, progress=False)
+
+
 def test_target_with_other_band_profile_loses_nothing(world, tmp_path):
     bad = make_patches(tmp_path / "bad", 2, np.random.default_rng(1), "target", masks=False, bands=4)
     with pytest.raises(BandMismatchError, match="image_0.h5"):

@@ -251,6 +251,26 @@ class RefineResult:
 # --- inputs -------------------------------------------------------------------------------------
 
 
+def check_target_folder(target: Path) -> None:
+    """Refuse a dataset root as the target: read as its training split (find_patches' default), refine adapted the
+    models to their own labelled training patches and reported that as the target's F1 (found by an audit).
+
+    Raises:
+        InputError: ``target`` holds splits; the message names them and a folder to give.
+    """
+    from lsmap.io.patches import SPLITS, has_split, is_plain_folder, split_image_folder
+
+    if not target.is_dir() or is_plain_folder(target):
+        return
+    splits = {s: split_image_folder(target, s) for s in SPLITS if has_split(target, s)}
+    if not splits:
+        return  # find_patches says what the folder lacks
+    plain = [f.parent for f in splits.values() if f.name == "img"]
+    hint = f"give e.g. {plain[-1]}" if plain else "give the folder of the patches to adapt to (DIR/img/)"
+    raise InputError(f"{target}: a dataset root with splits ({', '.join(f'{s}: {f}' for s, f in splits.items())}); "
+                     f"`target` is one folder of the patches to adapt to: {hint}")
+
+
 def _batches(patches: Sequence[Patch], profile: BandProfile, size: int) -> Iterator[tuple[list[Patch], np.ndarray]]:
     """Consecutive patches of equal shape, read and stacked ``(N, C, H, W)``."""
     group: list[Patch] = []
@@ -615,12 +635,13 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
         models: Checkpoints of the starting model(s) (an ensemble for ``threshold``; the teacher
             for ``uncertainty``).
         source: Labelled patch folder (the models' training data or any labelled set).
-        target: Target patch folder (e.g. from ``lsmap tile``); masks there, if any, are used only
-            to report F1 before and after each round, never for training.
+        target: Target patch folder (e.g. from ``lsmap tile``; one folder, not a dataset root); masks there,
+            if any, are used only to report F1 before and after each round, never for training.
         out_dir: Run folder (layout in the module docstring).
         config: Settings (default :class:`RefineConfig`).
-        val: Optional labelled folder for choosing each round's best checkpoint (normalised with
-            the source statistics); default: the last checkpoint of each round's training.
+        val: Optional labelled folder (or a dataset root's validation split) for choosing each round's best
+            checkpoint (normalised with its own statistics); default: as ``config.select`` says (the best
+            checkpoint on the labelled source, or the last one).
         resume: Continue a run in ``out_dir`` after its last finished round.
         overwrite: Replace an existing ``out_dir``.
         progress: Progress on stderr (``True`` or ``None``): bars on a terminal, elsewhere a line now
@@ -665,8 +686,9 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     source, target = Path(source), Path(target)
     src_patches = find_patches(source, require_masks=True)
     check_labels(src_patches, None, "source")
+    check_target_folder(target)
     tgt_patches = find_patches(target)
-    val_patches = find_patches(val, require_masks=True) if val is not None else None
+    val_patches = find_patches(val, "validation", require_masks=True) if val is not None else None
     record = _run_record(model_paths, source, target, Path(val) if val else None, config)
     if resume and out_dir.exists() and not overwrite:
         _check_resume(out_dir, record)
