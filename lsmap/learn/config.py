@@ -81,7 +81,10 @@ class TrainConfig:
     val_fraction: float | None = None
 
     def check(self) -> None:
-        """Raise :class:`InputError` on values that cannot work."""
+        """Raise :class:`InputError` on values that cannot work, of the wrong type or out of range (an audit found
+        ``lr=-1`` and ``nan`` failing as tracebacks after the data was read, ``amp="no"`` turning AMP on, and
+        ``steps=10.5`` training 11 steps but saving step 10)."""
+        from lsmap.core.checks import check_bool, check_int, check_number
         from lsmap.learn.models import get_spec  # numpy: not at a command line's start
 
         get_spec(self.model)
@@ -90,20 +93,26 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise InputError(f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}")
         self.norm = norm_mode(self.norm)
-        for name in ("steps", "batch_size", "val_every"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.scale > 0:
-            raise InputError(f"scale must be positive, got {self.scale}")
-        if self.mixup_alpha < 0:
-            raise InputError(f"mix-up alpha must be >= 0, got {self.mixup_alpha}")
-        if not 0 < self.threshold < 1:
-            raise InputError(f"threshold must be in (0, 1), got {self.threshold}")
+        for name in ("steps", "batch_size", "val_every", "loss_every"):
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed)
+        check_int("workers", self.workers, 0)
+        if self.warmup is not None:
+            check_int("warmup", self.warmup, 0)
+        if self.lr is not None:
+            check_number("lr", self.lr, 0, lo_open=True)
+        if self.weight_decay is not None:
+            check_number("weight_decay", self.weight_decay, 0)
+        check_number("scale", self.scale, 0, lo_open=True)
+        check_number("mixup_alpha", self.mixup_alpha, 0)
+        check_number("threshold", self.threshold, 0, 1, lo_open=True, hi_open=True)
+        for name in ("amp", "domain_bn", "augment"):
+            check_bool(name, getattr(self, name))
         if self.encoder_weights not in (None, "imagenet") and not Path(self.encoder_weights).is_file():
             raise MissingInputError(f"{self.encoder_weights}: `encoder_weights` file does not exist; give a "
                                     f"safetensors/state-dict file or 'imagenet'")
-        if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
-            raise InputError(f"`val_fraction` must be in [0, 1), got {self.val_fraction}")
+        if self.val_fraction is not None:
+            check_number("val_fraction", self.val_fraction, 0, 1, hi_open=True)
 
     @property
     def peak_lr(self) -> float:

@@ -588,6 +588,22 @@ def default_model_for(bands: Sequence[str], source: object = "the scene",
                           f"{fix}")
 
 
+def _describe_training(train: dict) -> str:
+    """One line of what a card's ``train`` record says: what decides how detect normalises (``norm``), the loss and
+    the optimisation."""
+    from lsmap.core.norms import trained_norm
+
+    used = {**train, **(train.get("effective") or {})}
+    parts = [f"norm {trained_norm(train)}"]
+    parts += [f"{label} {used[k]:g}" if isinstance(used.get(k), float) else f"{label} {used[k]}"
+              for k, label in (("loss", "loss"), ("steps", "steps"), ("batch_size", "batch"), ("optimizer", "optimizer"),
+                               ("lr", "lr"), ("weight_decay", "weight decay"), ("seed", "seed"))
+              if used.get(k) is not None]
+    if train.get("refine"):
+        parts.append(f"refine round {train['refine'].get('round', '?')} ({train['refine'].get('strategy', '?')})")
+    return ", ".join(parts)
+
+
 def describe_card(card: ModelCard) -> list[tuple[str, str]]:
     """Human-readable ``(field, value)`` rows of a model card (for ``lsmap info``)."""
     p = card.profile
@@ -600,6 +616,8 @@ def describe_card(card: ModelCard) -> list[tuple[str, str]]:
         ("normalisation stats", f"{card.stats.get('count', 0):,} pixels" if card.stats else "none"),
         ("training data", card.data or "-"),
     ]
+    if card.train:
+        rows.append(("training", _describe_training(card.train)))
     rows += [("trained on", f"{len(ids)} patches of {folder}") for folder, ids in card.trained_on.items()]
     rows += [("adapted on", f"{len(ids)} patches of {folder} (images, no labels)")
              for folder, ids in card.adapted_on.items()]

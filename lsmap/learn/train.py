@@ -584,6 +584,7 @@ class _Run:
         self.run_n, self.interval_images, self.t0 = 0, 0, 0.0  # the interval's counters (:meth:`_new_interval`)
         self.base_card = dict(card.to_dict())
         self.train_info = dataclasses.asdict(config) | {
+            "effective": {"lr": config.peak_lr, "weight_decay": config.decay, "warmup": config.warmup_steps},
             "world_size": dist.world,
             "sources": [{"name": s.name, "loss": s.loss if isinstance(s.loss, str) else getattr(s.loss, "__name__", "custom"),
                          "weight": s.weight, "domain": s.domain, "mixup_alpha": s.mixup_alpha, "patches": len(s.dataset)}
@@ -830,6 +831,9 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         raise InputError("give either `data` ROOT or `train_dir` DIR, not both")
     if data is None and train_dir is None:
         raise InputError("give `data` ROOT or `train_dir` DIR (labelled patches)")
+    if target_dir is not None and not config.domain_bn:
+        raise InputError("`target_dir` gives the patches whose batch-norm statistics `domain_bn` learns; without "
+                         "`domain_bn` nothing would use them: add `domain_bn` or leave `target_dir` out")
     if val_dir is not None and config.val_fraction is not None:
         raise InputError("give either `val_dir` DIR or `val_fraction` (patches held out of the training data), "
                          "not both")

@@ -179,6 +179,11 @@ def test_info_prints_the_card(tmp_path):
     assert "tiny-unet" in res.output and "rgbn: B4, B3, B2, B8" in res.output and "0.5000" in res.output
     assert "trained on           2 patches of /d/img" in res.output
     assert "adapted on           3 patches of /t/img (images, no labels)" in res.output
+    save_checkpoint(tmp_path / "t", build_model("tiny-unet", 4), _card(train={
+        "norm": "model", "loss": "lovasz+ohem", "steps": 200, "batch_size": 16, "lr": None, "seed": 3,
+        "effective": {"lr": 0.0005}}))
+    res = CliRunner().invoke(main, ["info", str(tmp_path / "t.safetensors")])
+    assert "training             norm model, loss lovasz+ohem, steps 200, batch 16, lr 0.0005, seed 3" in res.output
     res = CliRunner().invoke(main, ["info", str(tmp_path / "m"), "--json"])
     assert json.loads(res.output)["data"] == "15 patches"
     res = CliRunner().invoke(main, ["info", str(tmp_path / "missing")])

@@ -227,6 +227,29 @@ def test_training_statistics_leave_nodata_out_as_detect_does(tmp_path):
     assert card.stats["mean"] == pytest.approx(list(valid.mean), rel=1e-6) and min(card.stats["mean"]) > 0.9
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"lr": -1.0}, "`lr` must be a finite number above 0"),
+    ({"lr": float("nan")}, "`lr` must be a finite number"),
+    ({"weight_decay": -5.0}, "`weight_decay` must be a finite number of at least 0"),
+    ({"steps": 10.5}, "`steps` must be an integer"),
+    ({"batch_size": "4"}, "`batch_size` must be an integer"),
+    ({"scale": "2.5"}, "`scale` must be a number"),
+    ({"amp": "no"}, "`amp` must be True or False"),
+    ({"warmup": -5}, "`warmup` must be an integer of at least 0"),
+])
+def test_bad_training_settings_are_one_line_errors(change, message):
+    """Found by an audit: lr -1 or nan failed as tracebacks after the data was read, amp="no" turned AMP on,
+    steps=10.5 trained 11 steps but saved step 10, strings were bare TypeErrors."""
+    with pytest.raises(InputError, match=message):
+        TrainConfig(**FAST | change).check()
+
+
+def test_a_target_without_domain_bn_is_refused(data, tmp_path):
+    with pytest.raises(InputError, match="`target_dir` gives the patches whose batch-norm statistics `domain_bn`"):
+        train(tmp_path / "r", train_dir=data / "train", target_dir=data / "val", config=TrainConfig(**FAST))
+    assert not (tmp_path / "r").exists()
+
+
 def test_resume_without_run(data, tmp_path):
     with pytest.raises(MissingInputError, match="no interrupted run to resume"):
         train(tmp_path / "new", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST), resume=True)

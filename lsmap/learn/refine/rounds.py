@@ -837,7 +837,11 @@ def _run_round(i: int, current: list[str], ctx: dict, previous: list[dict], src_
         card_note = {"round": i, "strategy": config.strategy, "target_norm": norm["chosen"], "norm_mode": norm["mode"],
                      "norm_criterion": norm["criterion"], "predicted_share": summary["norm"]["share"],
                      "source_prior": ctx["prior"], "select": select,
-                     "teacher": config.teacher if config.strategy == "uncertainty" else "previous"}
+                     "teacher": config.teacher if config.strategy == "uncertainty" else "previous",
+                     "target": str(tgt_patches[0].image.parent.resolve()),
+                     "selection": ({"pos_thresh": config.pos_thresh, "neg_thresh": config.neg_thresh}
+                                   if config.strategy == "threshold" else
+                                   {"keep_bg": config.keep_bg, "keep_ls": config.keep_ls, "mc_passes": config.mc_passes})}
         trained = []
         for k, init in enumerate(students):
             trained.append(train_student(init, src_patches, pseudo, val_patches, s_stats, t_used, v_stats, profile,
