@@ -88,24 +88,31 @@ def patch_id(path: str | os.PathLike) -> str:
 def patch_keys(patches: Sequence[Patch], before: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
     """Where ``patches`` lie, as a model card records its training patches: ``{image folder: [ids]}``.
 
-    The folders are resolved absolute paths, so the same files are recognised whichever path reaches
-    them (a copy elsewhere is not). ``before`` (an earlier record, e.g. the card of the checkpoint a
+    The folders are those of the resolved files, so the same files are recognised whichever path reaches them,
+    through a linked folder or links to each file (found by an audit: a folder of links to training patches
+    passed as unseen); a copy elsewhere is not. ``before`` (an earlier record, e.g. the card of the checkpoint a
     model started from) is merged in.
     """
     keys: dict[str, list[str]] = {str(k): list(v) for k, v in (before or {}).items()}
     seen = {k: set(v) for k, v in keys.items()}
     for p in patches:
-        folder = str(p.image.parent.resolve())
-        if p.id not in seen.setdefault(folder, set()):
-            seen[folder].add(p.id)
-            keys.setdefault(folder, []).append(p.id)
+        folder, pid = _resolved(p)
+        if pid not in seen.setdefault(folder, set()):
+            seen[folder].add(pid)
+            keys.setdefault(folder, []).append(pid)
     return keys
 
 
 def recorded(patches: Sequence[Patch], record: Mapping[str, Sequence[str]]) -> list[bool]:
     """Per patch, whether a :func:`patch_keys` record holds it (by resolved folder and id)."""
     sets = {folder: set(ids) for folder, ids in record.items()}
-    return [p.id in sets.get(str(p.image.parent.resolve()), ()) for p in patches]
+    return [(key := _resolved(p))[1] in sets.get(key[0], ()) for p in patches]
+
+
+def _resolved(p: Patch) -> tuple[str, str]:
+    """The folder and id of the file a patch's image resolves to (a link named otherwise is its target)."""
+    real = p.image.resolve()
+    return str(real.parent), patch_id(real)
 
 
 def _find_layout(root: Path, split: str) -> tuple[Path, Path] | None:

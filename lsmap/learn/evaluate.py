@@ -156,6 +156,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     profile, members = _ensemble_bands(members, bands, data)
     if unseen:
         patches = unseen_patches(patches, members, data)
+        check_labels(patches, mapping, "unseen")  # the patches left may hold no landslide
     seen = warn_if_trained_on(patches, members, data)
     adapted = max(sum(recorded(patches, m.card.adapted_on)) for m in members)
     if stats is not None and not isinstance(stats, BandStats):

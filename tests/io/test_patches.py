@@ -196,3 +196,18 @@ def test_two_files_with_one_patch_id_are_refused(tmp_path, rng):
         find_patches(tmp_path)
     r = CliRunner().invoke(main, ["stats", str(tmp_path), "-o", str(tmp_path / "s.json")])
     assert r.exit_code == 1 and "both have patch id '1'" in r.output and not (tmp_path / "s.json").exists()
+
+
+def test_training_records_see_through_links(tmp_path, rng):
+    """A folder of links to training patches passed as unseen (found by an audit: trained_on keyed by the folder
+    path); the records now follow each file to what it links to, renamed links included."""
+    from lsmap.io.patches import find_patches, patch_keys, recorded, write_patch
+
+    for i in range(3):
+        write_patch(tmp_path / "train", str(i), rng.normal(1, 0.1, (14, 8, 8)).astype("float32"))
+    (tmp_path / "links" / "img").mkdir(parents=True)
+    (tmp_path / "links" / "img" / "image_a1.h5").symlink_to(tmp_path / "train" / "img" / "image_1.h5")
+    write_patch(tmp_path / "links", "new", rng.normal(1, 0.1, (14, 8, 8)).astype("float32"))
+    record = patch_keys(find_patches(tmp_path / "train"))
+    links = find_patches(tmp_path / "links")
+    assert {p.id: seen for p, seen in zip(links, recorded(links, record), strict=True)} == {"a1": True, "new": False}

@@ -24,7 +24,7 @@ from lsmap.errors import (
     MissingInputError,
     OutputExistsError,
 )
-from lsmap.io.patches import find_patches, write_patch
+from lsmap.io.patches import find_patches, read_image, write_patch
 from lsmap.learn.evaluate import evaluate
 from lsmap.learn.models import ModelCard, read_card, read_state_dict
 from lsmap.learn.train import (
@@ -248,6 +248,36 @@ def test_a_target_without_domain_bn_is_refused(data, tmp_path):
     with pytest.raises(InputError, match="`target_dir` gives the patches whose batch-norm statistics `domain_bn`"):
         train(tmp_path / "r", train_dir=data / "train", target_dir=data / "val", config=TrainConfig(**FAST))
     assert not (tmp_path / "r").exists()
+
+
+def test_a_hold_out_without_landslides_names_the_draw(tmp_path):
+    """A held-out draw that missed every landslide failed with 'check the masks, or map their values with
+    --label-map' (found by an audit); the fix is another draw."""
+    from lsmap.data.dataset import hold_out
+    from lsmap.io.patches import read_mask, write_patch
+
+    make_patches(tmp_path / "d", 10, seed=5)
+    for p in find_patches(tmp_path / "d")[2:]:  # landslides in patches 0 and 1 only
+        write_patch(tmp_path / "d", p.id, read_image(p.image)[0], np.zeros_like(read_mask(p.mask)))
+    seed = next(s for s in range(100) if {"0", "1"}.isdisjoint(q.id for q in hold_out(find_patches(tmp_path / "d"),
+                                                                                          0.2, s)[1]))
+    with pytest.raises(InputError, match=r"the 2 patches held out for validation \(ids .*\) hold no landslide pixel; "
+                                         r"draw others with another `seed` or a larger `val_fraction`"):
+        train(tmp_path / "r", train_dir=tmp_path / "d", config=TrainConfig(**FAST | {"seed": seed}))
+
+
+def test_unseen_patches_without_landslides_are_refused(tmp_path):
+    """--unseen scored a landslide-free remainder silently as F1 0 (the labels were checked before the filter)."""
+    from lsmap.io.patches import read_mask
+
+    make_patches(tmp_path / "d", 4, seed=6)
+    result = train(tmp_path / "r", train_dir=tmp_path / "d", config=TrainConfig(**FAST | {"steps": 2, "val_fraction": 0}),
+                   progress=False)
+    for i in ("7", "8"):  # added afterwards, landslide-free
+        p = find_patches(tmp_path / "d")[0]
+        write_patch(tmp_path / "d", i, read_image(p.image)[0], np.zeros_like(read_mask(p.mask)))
+    with pytest.raises(InputError, match=r"the unseen masks hold no landslide pixel \(value 1\) in 2 masks"):
+        evaluate([result.last_path], tmp_path / "d", unseen=True, device="cpu")
 
 
 def test_resume_without_run(data, tmp_path):
