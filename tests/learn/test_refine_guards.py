@@ -97,6 +97,10 @@ def test_auto_norm_choice_is_recorded_in_summary_card_and_run_folder(world, tmp_
 def test_cli_norm_is_honoured_and_printed(world, tmp_path):
     res = _cli(world, tmp_path / "run", "--norm", "model")
     assert res.exit_code == 0, res.output
+    # the source's statistics on this shifted target: the model is sure of landslides only, which the guard stops
+    assert "pseudo labels one-sided" in res.output and "stopped refining" in res.output
+    res = _cli(world, tmp_path / "run", "--norm", "model", "--no-guard", "--overwrite")
+    assert res.exit_code == 0, res.output
     assert "target normalisation: model (forced by --norm)" in res.output
     summary = json.loads((tmp_path / "run" / "round_1" / "summary.json").read_text())
     assert summary["norm"]["chosen"] == "model" and summary["norm"]["mode"] == "model"
@@ -141,6 +145,9 @@ def test_without_the_guard_the_collapse_is_still_reported(world, tmp_path):
 def test_guard_thresholds():
     cfg = RefineConfig()  # collapse 0.01, growth 1.5
     assert not _guard(1, 0.05, 0.05, [], cfg)["tripped"]
+    one_sided = _guard(1, 0.008, 0.05, [], cfg, kept_background=13, kept_landslide=1896)  # an audit's round
+    assert one_sided["tripped"] and one_sided["reason"].startswith("pseudo labels one-sided: 1,896 landslide against 13")
+    assert not _guard(1, 0.008, 0.05, [], cfg, kept_background=2000, kept_landslide=1896)["tripped"]
     assert _guard(1, 0.00049, 0.05, [], cfg)["reason"].startswith("pseudo labels collapsed")
     assert not _guard(1, 0.00051, 0.05, [], cfg)["tripped"]  # conservative (0.7-threshold) seeds are fine
     grown = _guard(3, 0.16, 0.05, [{"pseudo_share": 0.1}, {"pseudo_share": 0.12}], cfg)
