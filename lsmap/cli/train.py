@@ -17,7 +17,7 @@ from lsmap.cli.options import (
 )
 from lsmap.core.constants import SCALES
 from lsmap.core.norms import norm_choices
-from lsmap.learn.config import OPTIMIZERS, SCHEDULES, VAL_FRACTION, TrainConfig
+from lsmap.learn.config import OPTIMIZERS, SCHEDULES, VAL_FRACTION, VAL_SPLITS, TrainConfig
 from lsmap.learn.registry import MODELS
 
 _D = TrainConfig()  # the library's defaults
@@ -36,6 +36,9 @@ _SCALES = [f"{s:g}" for s in SCALES]
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help=f"Hold out this fraction of the training patches (seeded by --seed) for validation when there "
                    f"is no validation folder [default: {VAL_FRACTION:g}].")
+@click.option("--val-split", type=click.Choice(list(VAL_SPLITS)), default="random", show_default=True,
+              help="How --val-fraction is held out: random patches, or spatial: a block of the scene, the training "
+                   "patches overlapping it left out (patches of lsmap tile, which records where each lies).")
 @click.option("--model", type=click.Choice(list(MODELS)), default=_D.model, show_default=True, help="Architecture.")
 @bands_option("l4s14", "Band set to train on, taken from the patches by name (they may hold more bands).")
 @click.option("--loss", default=_D.loss, show_default=True,
@@ -74,7 +77,7 @@ _SCALES = [f"{s:g}" for s in SCALES]
 @label_map_opt
 @json_opt
 @handle_errors
-def train(data, train_dir, val_dir, val_fraction, model, bands, loss, optimizer, lr, weight_decay, schedule, scale, no_augment, norm,
+def train(data, train_dir, val_dir, val_fraction, val_split, model, bands, loss, optimizer, lr, weight_decay, schedule, scale, no_augment, norm,
           domain_bn, target_dir, mixup, seed, steps, batch_size, val_every, workers, device, no_amp, encoder_weights,
           init, resume, out_dir, overwrite, label_map, as_json):
     """Train a landslide segmentation model on L4S-style patches (the winners' recipe by default).
@@ -103,6 +106,7 @@ def train(data, train_dir, val_dir, val_fraction, model, bands, loss, optimizer,
         schedule=schedule, scale=float(scale), val_every=val_every, seed=seed, device=device, amp=not no_amp,
         domain_bn=domain_bn, workers=workers, loss=loss, augment=not no_augment, norm=norm,
         encoder_weights=encoder_weights, mixup_alpha=mixup, val_fraction=val_fraction,
+        val_split=val_split,
     )
     if val_dir is not None and val_dir.lower() == "none":
         if val_fraction is not None:

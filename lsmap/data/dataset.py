@@ -18,7 +18,7 @@ Scale promotion (x2.5, x4) is not done here: the training loop upsamples normali
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -296,3 +296,49 @@ def hold_out(patches: Sequence[Patch], fraction: float, seed: int) -> tuple[list
     k = min(n - 1, max(1, round(fraction * n)))
     chosen = set(np.random.default_rng(seed).permutation(n)[:k].tolist())
     return ([p for i, p in enumerate(patches) if i not in chosen], [p for i, p in enumerate(patches) if i in chosen])
+
+
+def spatial_hold_out(patches: Sequence[Patch], fraction: float, seed: int,
+                     windows: Mapping[str, tuple[int, int, int, int]]) -> tuple[list[Patch], list[Patch], int]:
+    """Split the patches of one scene into ``(train, validation, dropped)``: a block of the scene held out.
+
+    A random hold-out of tiled patches validates on the neighbours of training patches, and with
+    ``lsmap tile --overlap`` on pixels whose images the model trained on (an audit found 96 % of the validation
+    pixels of a Chittagong hold-out inside training images). Here the validation patches are ``fraction`` of
+    them, consecutive in row-major order of their windows (a band of rows of the scene), starting at a place drawn
+    with ``seed``; training patches whose windows overlap a validation window are left out of both (``dropped``
+    of them), so no pixel the model trains on is a validation pixel.
+
+    Args:
+        windows: ``(row_off, col_off, height, width)`` of each patch id in the scene (``lsmap tile``'s index).
+
+    Raises:
+        InputError: ``fraction`` outside ``(0, 1)``, fewer than 2 patches, a patch without a window, or nothing
+            left to train on.
+    """
+    if not 0 < fraction < 1:
+        raise InputError(f"`val_fraction` must be between 0 and 1 (exclusive), got {fraction}")
+    n = len(patches)
+    if n < 2:
+        raise InputError(f"{n} training patch(es): too few to hold out validation patches; give a validation "
+                         f"folder (`val_dir`) or none (--val none)")
+    missing = [p.id for p in patches if p.id not in windows]
+    if missing:
+        raise InputError(f"patches {', '.join(missing[:5])} are not in the folder's patch index; a spatial hold-out "
+                         f"needs the index lsmap tile writes")
+    k = min(n - 1, max(1, round(fraction * n)))
+    order = sorted(range(n), key=lambda i: windows[patches[i].id][:2])
+    start = int(np.random.default_rng(seed).integers(0, n - k + 1))
+    val_idx = set(order[start:start + k])
+    held = [windows[patches[i].id] for i in sorted(val_idx)]
+
+    def touches(w: tuple[int, int, int, int]) -> bool:
+        r, c, h, wd = w
+        return any(r < r2 + h2 and r2 < r + h and c < c2 + w2 and c2 < c + wd for r2, c2, h2, w2 in held)
+
+    rest = [i for i in range(n) if i not in val_idx]
+    train = [patches[i] for i in rest if not touches(windows[patches[i].id])]
+    if not train:
+        raise InputError(f"a spatial hold-out of {k} of {n} patches leaves none to train on (every other patch "
+                         f"overlaps it); lower `val_fraction`")
+    return train, [patches[i] for i in sorted(val_idx)], len(rest) - len(train)

@@ -14,6 +14,8 @@ from lsmap.errors import InputError, MissingInputError
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
+#: How :func:`lsmap.learn.train.train` holds validation patches out of the training patches.
+VAL_SPLITS = ("random", "spatial")
 _DEFAULT_LR = {"adamw": 5e-4, "sgd": 1e-2}
 _DEFAULT_WD = {"adamw": 1e-2, "sgd": 5e-4}
 #: Fraction of the training patches held out for validation when no validation folder is given.
@@ -54,6 +56,9 @@ class TrainConfig:
         val_fraction: Fraction of the training patches :func:`lsmap.learn.train.train` holds out
             for validation (seeded by ``seed``) when no validation folder is given; ``None``:
             :data:`VAL_FRACTION`; ``0``: no validation (only ``last`` is written).
+        val_split: How that fraction is drawn: ``random`` patches, or ``spatial``: a block of the scene, with the
+            training patches that overlap it left out (:func:`lsmap.data.dataset.spatial_hold_out`; patches of
+            ``lsmap tile``, which records where each lies).
     """
 
     model: str = "unet-resnet18"
@@ -79,6 +84,7 @@ class TrainConfig:
     encoder_weights: str | None = None
     loss_every: int = 10
     val_fraction: float | None = None
+    val_split: str = "random"
 
     def check(self) -> None:
         """Raise :class:`InputError` on values that cannot work, of the wrong type or out of range (an audit found
@@ -113,6 +119,8 @@ class TrainConfig:
                                     f"safetensors/state-dict file or 'imagenet'")
         if self.val_fraction is not None:
             check_number("val_fraction", self.val_fraction, 0, 1, hi_open=True)
+        if self.val_split not in VAL_SPLITS:
+            raise InputError(f"unknown `val_split` '{self.val_split}'; choose one of: {', '.join(VAL_SPLITS)}")
 
     @property
     def peak_lr(self) -> float:

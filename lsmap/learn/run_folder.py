@@ -27,7 +27,7 @@ RUN_FILES = ("best.safetensors", "best.json", "last.safetensors", "last.json", "
 #: Settings that define a run: resuming with other values is refused (steps, val_every, device,
 #: workers and amp may change).
 RUN_KEYS = ("model", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "scale", "seed",
-            "domain_bn", "threshold", "loss", "augment", "norm", "mixup_alpha", "val_fraction")
+            "domain_bn", "threshold", "loss", "augment", "norm", "mixup_alpha", "val_fraction", "val_split")
 
 
 def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:

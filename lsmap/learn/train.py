@@ -41,7 +41,7 @@ from typing import Any
 from lsmap.core.bands import get_profile
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.norms import norm_mode
-from lsmap.data.dataset import Augment, PatchDataset, hold_out
+from lsmap.data.dataset import Augment, PatchDataset, hold_out, spatial_hold_out
 from lsmap.data.stats import patch_stats
 from lsmap.errors import CheckpointError, InputError, LsmapError, LsmapWarning, TooLargeError
 from lsmap.io.patches import find_patches, has_split, is_plain_folder, patch_keys
@@ -496,6 +496,22 @@ def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init
     return run.result()
 
 
+def _patch_windows(root) -> dict[str, tuple[int, int, int, int]]:
+    """Where each patch of a folder written by ``lsmap tile`` lies in its scene (its index), for a spatial
+    hold-out.
+
+    Raises:
+        InputError: the folder has no index (patches not cut by lsmap tile, e.g. the L4S benchmark's).
+    """
+    from lsmap.data.tile import INDEX_NAME, read_index
+
+    if not (Path(root) / INDEX_NAME).is_file():
+        raise InputError(f"{root}: no patch index ({INDEX_NAME}): a spatial hold-out (`val_split` spatial) needs to "
+                         f"know where each patch lies, which lsmap tile records; use `val_split` random here")
+    index = read_index(root)
+    return {str(r.id): (int(r.row_off), int(r.col_off), int(r.height), int(r.width)) for r in index.itertuples()}
+
+
 def _with_run_patches(card: ModelCard, sources: Sequence[Source], val) -> ModelCard:
     """``card`` with this run's own patches in its ``train`` record (``fitted_on``: of the sources that carry a
     loss; ``validated_on``), so that a resumed run is checked against them (:func:`check_resume_data`)."""
@@ -852,11 +868,16 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         validation = None
     else:
         fraction = VAL_FRACTION if config.val_fraction is None else config.val_fraction
-        train_p, val_p = hold_out(train_p, fraction, config.seed)
+        if config.val_split == "spatial":
+            train_p, val_p, dropped = spatial_hold_out(train_p, fraction, config.seed, _patch_windows(root))
+        else:
+            train_p, val_p = hold_out(train_p, fraction, config.seed)
         held, validation = [p.id for p in val_p], "held out"
     if held:
         fraction = VAL_FRACTION if config.val_fraction is None else config.val_fraction
-        desc = (f"{root} (train {len(train_p)} patches, validation {len(held)} patches held out of the training "
+        how = (f"a block of the scene held out ({dropped} training patches overlapping it left out)"
+               if config.val_split == "spatial" else "patches held out")
+        desc = (f"{root} (train {len(train_p)} patches, validation {len(held)} {how} of the training "
                 f"data with fraction {fraction:g} and seed {config.seed}: ids {', '.join(held)})")
     elif validation is None:
         desc = f"{root} (train {len(train_p)} patches, no validation)"

@@ -280,6 +280,33 @@ def test_unseen_patches_without_landslides_are_refused(tmp_path):
         evaluate([result.last_path], tmp_path / "d", unseen=True, device="cpu")
 
 
+def test_a_spatial_hold_out_of_tiled_patches(tmp_path):
+    """`val_split` spatial: a block of the scene validates, the overlapping training patches are left out; patches
+    without lsmap tile's index are refused with the fix."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from lsmap.data.tile import tile_scene
+
+    rng = np.random.default_rng(3)
+    scene, labels = rng.normal(1.0, 0.1, (14, 160, 96)).astype("float32"), (rng.random((160, 96)) < 0.05)
+    scene[:12, labels] += 0.6
+    for path, arr in ((tmp_path / "s.tif", scene), (tmp_path / "l.tif", labels[None].astype("uint8"))):
+        with rasterio.open(path, "w", driver="GTiff", width=96, height=160, count=len(arr), dtype=arr.dtype,
+                           crs="EPSG:32645", transform=from_origin(500000, 3000000, 10, 10)) as dst:
+            dst.write(arr)
+    tile_scene(tmp_path / "s.tif", tmp_path / "p", size=32, overlap=8, labels=tmp_path / "l.tif")
+    config = TrainConfig(**FAST | {"steps": 2, "val_split": "spatial", "seed": 1})
+    result = train(tmp_path / "run", train_dir=tmp_path / "p", config=config, progress=False)
+    card = read_card(result.last_path)
+    assert "a block of the scene held out (" in card.data and " training patches overlapping it left out)" in card.data
+    (folder, fitted), = card.train["fitted_on"].items()
+    (_, validated), = card.train["validated_on"].items()
+    assert set(fitted).isdisjoint(validated) and len(fitted) + len(validated) < 28  # some left out
+    with pytest.raises(InputError, match=r"no patch index \(index.gpkg\): a spatial hold-out"):
+        train(tmp_path / "run2", train_dir=make_patches(tmp_path / "plain", 6, seed=2), config=config)
+
+
 def test_resume_without_run(data, tmp_path):
     with pytest.raises(MissingInputError, match="no interrupted run to resume"):
         train(tmp_path / "new", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST), resume=True)
