@@ -278,6 +278,20 @@ class StepSampler(Sampler):
 
 
 
+def _held_count(n: int, fraction: float) -> tuple[int, int]:
+    """``(n, k)``: ``k`` of the ``n`` training patches to hold out for ``fraction``, at least one on each side.
+
+    Raises:
+        InputError: ``fraction`` outside ``(0, 1)`` or fewer than 2 patches.
+    """
+    if not 0 < fraction < 1:
+        raise InputError(f"`val_fraction` must be between 0 and 1 (exclusive), got {fraction}")
+    if n < 2:
+        raise InputError(f"{n} training patch(es): too few to hold out validation patches; give a validation "
+                         f"folder (`val_dir`) or none (--val none)")
+    return n, min(n - 1, max(1, round(fraction * n)))
+
+
 def hold_out(patches: Sequence[Patch], fraction: float, seed: int) -> tuple[list[Patch], list[Patch]]:
     """Split ``patches`` into ``(train, validation)``: a seeded random ``fraction`` held out.
 
@@ -287,13 +301,7 @@ def hold_out(patches: Sequence[Patch], fraction: float, seed: int) -> tuple[list
     Raises:
         InputError: ``fraction`` outside ``(0, 1)`` or fewer than 2 patches.
     """
-    if not 0 < fraction < 1:
-        raise InputError(f"`val_fraction` must be between 0 and 1 (exclusive), got {fraction}")
-    n = len(patches)
-    if n < 2:
-        raise InputError(f"{n} training patch(es): too few to hold out validation patches; give a validation "
-                         f"folder (`val_dir`) or none (--val none)")
-    k = min(n - 1, max(1, round(fraction * n)))
+    n, k = _held_count(len(patches), fraction)
     chosen = set(np.random.default_rng(seed).permutation(n)[:k].tolist())
     return ([p for i, p in enumerate(patches) if i not in chosen], [p for i, p in enumerate(patches) if i in chosen])
 
@@ -316,17 +324,11 @@ def spatial_hold_out(patches: Sequence[Patch], fraction: float, seed: int,
         InputError: ``fraction`` outside ``(0, 1)``, fewer than 2 patches, a patch without a window, or nothing
             left to train on.
     """
-    if not 0 < fraction < 1:
-        raise InputError(f"`val_fraction` must be between 0 and 1 (exclusive), got {fraction}")
-    n = len(patches)
-    if n < 2:
-        raise InputError(f"{n} training patch(es): too few to hold out validation patches; give a validation "
-                         f"folder (`val_dir`) or none (--val none)")
+    n, k = _held_count(len(patches), fraction)
     missing = [p.id for p in patches if p.id not in windows]
     if missing:
         raise InputError(f"patches {', '.join(missing[:5])} are not in the folder's patch index; a spatial hold-out "
                          f"needs the index lsmap tile writes")
-    k = min(n - 1, max(1, round(fraction * n)))
     order = sorted(range(n), key=lambda i: windows[patches[i].id][:2])
     start = int(np.random.default_rng(seed).integers(0, n - k + 1))
     val_idx = set(order[start:start + k])
