@@ -319,7 +319,7 @@ def score_target(members: Sequence[Any], patches: Sequence[Patch], stats: BandSt
             prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=amp).cpu().numpy()
             for k, p in enumerate(group):
                 pk = _crf(prob[k], x[k], profile) if crf else prob[k]
-                total = total + confusion(pk >= thr, read_mask(p.mask))
+                total = total + confusion(pk > thr, read_mask(p.mask))
             bar.update(len(group))
     out = scores(total)
     out["threshold"] = thr
@@ -355,7 +355,7 @@ def target_view(members: Sequence[Any], patches: Sequence[Patch], stats: BandSta
             for k, p in enumerate(group):
                 obs = read_observed(p, x[k])
                 valid = np.ones(prob[k].shape, bool) if obs is None else obs
-                ls += int(np.count_nonzero((prob[k] >= thr) & valid))
+                ls += int(np.count_nonzero((prob[k] > thr) & valid))
                 n += int(np.count_nonzero(valid))
                 conf += float(confidence(prob[k])[valid].sum())
     return {"share": ls / n if n else 0.0, "confidence": conf / n if n else None}
@@ -495,7 +495,7 @@ def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], sta
                 conf_all += float(conf.sum())
                 if p.mask is not None:
                     labelled = True
-                    conf_mat = conf_mat + confusion(pk >= thr, read_mask(p.mask))
+                    conf_mat = conf_mat + confusion(pk > thr, read_mask(p.mask))
             bar.update(len(group))
     sel = {"strategy": "threshold", "pos_thresh": config.pos_thresh, "neg_thresh": config.neg_thresh,
            "crf": config.crf, **_pixel_summary(kept_bg, kept_ls, total, conf_sum),
@@ -558,7 +558,7 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
                 if det is not None and p.mask is not None:
                     labelled = True
                     dk = _crf(det[k], x[k], profile) if config.crf else det[k]
-                    conf_mat = conf_mat + confusion(dk >= thr, read_mask(p.mask))
+                    conf_mat = conf_mat + confusion(dk > thr, read_mask(p.mask))
             bar.update(len(group))
     classes = selector.finalize()
     kept_bg = kept_ls = 0
