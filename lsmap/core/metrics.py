@@ -83,6 +83,12 @@ class Confusion:
         return _ratio(self.tp, self.tp + self.fp + self.fn)
 
     @property
+    def miou(self) -> float:
+        """Mean IoU of the two classes, ``(iou + tn / (tn + fp + fn)) / 2``, as segmentation papers report it
+        (the benchmark ranks by the landslide class's F1); 0 when no pixel was counted."""
+        return (self.iou + _ratio(self.tn, self.tn + self.fp + self.fn)) / 2 if self.total else 0.0
+
+    @property
     def accuracy(self) -> float:
         """``(tp + tn) / total``; 0 when no pixel was counted."""
         return _ratio(self.tp + self.tn, self.total)
@@ -145,11 +151,11 @@ def scores(conf: Confusion) -> dict[str, float | int]:
     """Counts and scores of a confusion as a flat dict (JSON-ready).
 
     Returns:
-        ``tp, fp, fn, tn`` (int) and ``precision, recall, f1, iou, accuracy`` (float in [0, 1]).
+        ``tp, fp, fn, tn`` (int) and ``precision, recall, f1, iou, miou, accuracy`` (float in [0, 1]).
     """
     out: dict[str, float | int] = {f.name: getattr(conf, f.name) for f in fields(conf)}
     out.update(
-        precision=conf.precision, recall=conf.recall, f1=conf.f1, iou=conf.iou, accuracy=conf.accuracy
+        precision=conf.precision, recall=conf.recall, f1=conf.f1, iou=conf.iou, miou=conf.miou, accuracy=conf.accuracy
     )
     return out
 

@@ -246,10 +246,10 @@ def format_table(result: EvalResult) -> str:
         f"{'patches not trained on' if result.unseen else 'patches'}, "
         f"{len(result.models)} model(s), "
         f"threshold {result.threshold:g}{', TTA' if result.tta else ''}{', CRF' if result.crf else ''}, norm {'/'.join(sorted(set(result.norm)))}",
-        f"{'':10}{'precision':>10}{'recall':>10}{'F1':>10}{'IoU':>10}",
-        f"{'pixels':10}{p['precision']:>10.4f}{p['recall']:>10.4f}{p['f1']:>10.4f}{p['iou']:>10.4f}"
+        f"{'':10}{'precision':>10}{'recall':>10}{'F1':>10}{'IoU':>10}{'mIoU':>10}",
+        f"{'pixels':10}{p['precision']:>10.4f}{p['recall']:>10.4f}{p['f1']:>10.4f}{p['iou']:>10.4f}{p['miou']:>10.4f}"
         f"   (TP {p['tp']}, FP {p['fp']}, FN {p['fn']})",
-        f"{'objects':10}{o['precision']:>10.4f}{o['recall']:>10.4f}{o['f1']:>10.4f}{'':>10}"
+        f"{'objects':10}{o['precision']:>10.4f}{o['recall']:>10.4f}{o['f1']:>10.4f}{'':>10}{'':>10}"
         f"   ({o['matched']} matched of {o['n_pred']} predicted, {o['n_true']} true)",
     ]
     if result.adapted_on:

@@ -26,8 +26,9 @@ def test_confusion_by_hand():
     s = scores(c)
     assert s == pytest.approx(
         {"tp": 2, "fp": 1, "fn": 1, "tn": 1, "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3,
-         "iou": 0.5, "accuracy": 0.6}
+         "iou": 0.5, "miou": (0.5 + 1 / 3) / 2, "accuracy": 0.6}  # background IoU: tn 1 / (1 + fp 1 + fn 1)
     )
+    assert Confusion().miou == 0.0
     assert isinstance(s["tp"], int)
 
 
