@@ -35,13 +35,16 @@ from lsmap.core.norms import norm_choices
 @click.option("--unseen", is_flag=True,
               help="Score only the patches the models were not trained on (their cards record which): on the "
                    "folder a model was trained from, the patches its training held out.")
+@click.option("--no-landslides-ok", "allow_no_landslides", is_flag=True,
+              help="Score masks without any landslide pixel: false alarms on stable ground (refused otherwise, "
+                   "since a 0/255 export read without --label-map looks the same).")
 @bands_option(None, "Band set the models take from the patches [default: the first model card's].")
 @device_opt
 @label_map_opt
 @json_opt
 @handle_errors
-def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, unseen, bands, device, label_map,
-             as_json):
+def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, unseen, allow_no_landslides, bands,
+             device, label_map, as_json):
     """Score MODEL(s) on labelled patches: pixel P/R/F1/IoU summed over the split, object scores.
 
     Several models are averaged as an ensemble; without MODEL the default model is scored. A
@@ -64,7 +67,8 @@ def evaluate(models, data, split, tta, stats, norm, threshold, batch_size, crf, 
         models = (str(default_model_path()),)
     result = run_evaluate(list(models), data, split=split, tta=tta, stats=stats, norm=norm, device=device,
                           batch_size=batch_size, threshold=threshold, crf=crf, bands=bands,
-                          progress=progress_default(as_json), label_map=label_map, unseen=unseen)
+                          progress=progress_default(as_json), label_map=label_map, unseen=unseen,
+                          allow_no_landslides=allow_no_landslides)
     if as_json:
         echo_json(result.to_dict())
     else:

@@ -362,7 +362,7 @@ def read_mask(path: str | os.PathLike, label_map: Mapping[int, int] | None = Non
 
 
 def check_labels(patches: Sequence[Patch], label_map: Mapping[int, int] | None = None,
-                 what: str = "labelled") -> dict[str, int]:
+                 what: str = "labelled", allow_empty: bool = False) -> dict[str, int]:
     """Read every mask of ``patches`` once and refuse a folder whose labels would be lost.
 
     Each mask goes through :func:`read_mask` (values outside 0/1/255, non-integer floats); then
@@ -373,8 +373,11 @@ def check_labels(patches: Sequence[Patch], label_map: Mapping[int, int] | None =
     Returns:
         Pixel counts ``{"background", "landslide", "ignored"}``.
 
+    With ``allow_empty`` (scoring false alarms on stable ground) a folder without landslides is not refused:
+    the caller says so.
+
     Raises:
-        InputError: a bad mask, or no landslide pixel in the whole folder.
+        InputError: a bad mask, or no landslide pixel in the whole folder (unless ``allow_empty``).
     """
     counts = {"background": 0, "landslide": 0, "ignored": 0}
     masks = [p.mask for p in patches if p.mask is not None]
@@ -385,12 +388,14 @@ def check_labels(patches: Sequence[Patch], label_map: Mapping[int, int] | None =
         counts["landslide"] += n1
         counts["ignored"] += n255
         counts["background"] += arr.size - n1 - n255
-    if masks and counts["landslide"] == 0:
+    if masks and counts["landslide"] == 0 and not allow_empty:
         folder = masks[0].parent
         found = ", ".join(f"{counts[k]:,} {k}" for k in counts if counts[k])
         hint = ("; if 255 marks the landslides (a 0/255 export), read them with `label_map` 0:0,255:1"
                 if counts["ignored"] and label_map is None else
                 "; check the masks, or map their values with `label_map`")
+        if what in ("evaluation", "unseen"):
+            hint += "; to count false alarms on stable ground, allow it with `allow_no_landslides`"
         raise InputError(f"{folder}: the {what} masks hold no landslide pixel (value 1) in {len(masks)} masks "
                          f"({found}){hint}")
     return counts

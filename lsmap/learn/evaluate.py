@@ -54,6 +54,7 @@ class EvalResult:
         adapted_on: How many of the patches some member was adapted to without their labels (its card's
             ``adapted_on``: refine's self-training, domain batch norms): the benchmark's transductive protocol,
             said so that a score on them is not read as one on images the models never saw.
+        landslide_pixels: Landslide pixels in the scored masks (0: only false alarms were measured).
     """
 
     models: list[str]
@@ -69,6 +70,7 @@ class EvalResult:
     seen_in_training: int = 0
     unseen: bool = False
     adapted_on: int = 0
+    landslide_pixels: int = -1
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -103,7 +105,8 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
              tta: bool = False, stats: BandStats | str | os.PathLike | None = None, norm: str = "auto",
              device: str = "auto", batch_size: int = 16, threshold: float | None = None,
              object_iou: float = 0.5, crf: bool = False, bands: str | None = None, progress: bool = False,
-             label_map: str | dict | None = None, unseen: bool = False) -> EvalResult:
+             label_map: str | dict | None = None, unseen: bool = False,
+             allow_no_landslides: bool = False) -> EvalResult:
     """Score the ensemble of ``models`` on the labelled patches of ``data``.
 
     Args:
@@ -126,6 +129,9 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         unseen: Score only the patches no member was trained on (by the folder and ids its card
             records, :attr:`ModelCard.trained_on`): on the folder a model was trained from, the
             patches its training held out. Without it, scoring training patches warns.
+        allow_no_landslides: Score masks without any landslide pixel (false alarms on stable ground: the
+            ``fp`` count and ``false_alarm_rate``; recall and F1 are then 0 by convention). Without it such a
+            folder is refused, as a 0/255 export read without ``label_map`` looks the same.
 
     Raises:
         InputError: empty folder, image without mask, wrong band count, NaN-only patch, bad option.
@@ -150,13 +156,15 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     if crf:
         require()
     patches = find_patches(data, split, require_masks=True)
-    check_labels(patches, mapping, "evaluation")
+    if allow_no_landslides:
+        check_bool("allow_no_landslides", allow_no_landslides)
+    counts = check_labels(patches, mapping, "evaluation", allow_empty=allow_no_landslides)
     dev = resolve_device(device)
     members = folded_members(load_ensemble(models, dev))  # batch norms folded, as detection runs them
     profile, members = _ensemble_bands(members, bands, data)
     if unseen:
         patches = unseen_patches(patches, members, data)
-        check_labels(patches, mapping, "unseen")  # the patches left may hold no landslide
+        counts = check_labels(patches, mapping, "unseen", allow_empty=allow_no_landslides)  # the patches left may hold none
     seen = warn_if_trained_on(patches, members, data)
     adapted = max(sum(recorded(patches, m.card.adapted_on)) for m in members)
     if stats is not None and not isinstance(stats, BandStats):
@@ -205,7 +213,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         models=[str(Path(m)) for m in models], data=str(data), split=None if is_plain_folder(data) else split,
         patches=len(patches), threshold=thr,
         tta=tta, norm=norms, crf=crf, pixel=scores(conf), objects=objs.as_dict(), seen_in_training=seen,
-        unseen=unseen, adapted_on=adapted,
+        unseen=unseen, adapted_on=adapted, landslide_pixels=counts["landslide"],
     )
 
 
@@ -252,6 +260,10 @@ def format_table(result: EvalResult) -> str:
         f"{'objects':10}{o['precision']:>10.4f}{o['recall']:>10.4f}{o['f1']:>10.4f}{'':>10}{'':>10}"
         f"   ({o['matched']} matched of {o['n_pred']} predicted, {o['n_true']} true)",
     ]
+    if result.landslide_pixels == 0:
+        p_fa = p["fp"] / (p["fp"] + p["tn"]) if p["fp"] + p["tn"] else 0.0
+        lines.append(f"no landslide in these masks: only false alarms are measured, {p['fp']:,} of "
+                     f"{p['fp'] + p['tn']:,} pixels ({100 * p_fa:.2f} %); recall and F1 are 0 by convention")
     if result.adapted_on:
         lines.append(f"{result.adapted_on} of the {result.patches} patches are ones the model(s) adapted to by "
                      f"self-training or domain batch norms (their images, not their labels)")

@@ -266,7 +266,7 @@ def test_a_hold_out_without_landslides_names_the_draw(tmp_path):
         train(tmp_path / "r", train_dir=tmp_path / "d", config=TrainConfig(**FAST | {"seed": seed}))
 
 
-def test_unseen_patches_without_landslides_are_refused(tmp_path):
+def test_unseen_patches_without_landslides_are_refused_unless_asked(tmp_path):
     """--unseen scored a landslide-free remainder silently as F1 0 (the labels were checked before the filter)."""
     from lsmap.io.patches import read_mask
 
@@ -276,8 +276,17 @@ def test_unseen_patches_without_landslides_are_refused(tmp_path):
     for i in ("7", "8"):  # added afterwards, landslide-free
         p = find_patches(tmp_path / "d")[0]
         write_patch(tmp_path / "d", i, read_image(p.image)[0], np.zeros_like(read_mask(p.mask)))
-    with pytest.raises(InputError, match=r"the unseen masks hold no landslide pixel \(value 1\) in 2 masks"):
+    with pytest.raises(InputError, match=r"the unseen masks hold no landslide pixel \(value 1\) in 2 masks.*"
+                                         r"to count false alarms on stable ground, allow it with `allow_no_landslides`"):
         evaluate([result.last_path], tmp_path / "d", unseen=True, device="cpu")
+    # ... which, asked for, scores the false alarms there (an audit: stable ground could not be scored at all)
+    from lsmap.learn.evaluate import format_table
+
+    scored = evaluate([result.last_path], tmp_path / "d", unseen=True, device="cpu", allow_no_landslides=True)
+    assert scored.landslide_pixels == 0 and scored.pixel["tp"] == scored.pixel["fn"] == 0
+    assert scored.pixel["fp"] + scored.pixel["tn"] == 2 * 32 * 32
+    assert f"no landslide in these masks: only false alarms are measured, {scored.pixel['fp']:,} of 2,048" \
+        in format_table(scored)
 
 
 def test_a_spatial_hold_out_of_tiled_patches(tmp_path):
