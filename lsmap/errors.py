@@ -83,3 +83,8 @@ class OutputOwnershipError(OutputError):
 
 class TooLargeError(InputError):
     """A run would need more memory or disk than there is; the message gives the estimate."""
+
+
+class OutsideError(InputError):
+    """The area of interest does not overlap the input (a scene of a several-scene run that lies elsewhere: not a
+    failure there)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lsmap.errors import InputError, MissingInputError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError, OutsideError
 
 #: CRS of ``--bbox`` when ``--bbox-crs`` is not given.
 DEFAULT_BBOX_CRS = "EPSG:4326"
@@ -94,16 +94,42 @@ def parse_bbox(bbox: str | Sequence[float], crs: str | None = None) -> AOI:
 def read_aoi(path: str | os.PathLike) -> AOI:
     """Read a vector file (any format GDAL/OGR reads: GeoPackage, GeoJSON, Shapefile, KML...) as an AOI.
 
-    All polygons of :func:`read_polygons` are merged; the file's CRS is honoured.
+    All polygons of :func:`read_polygons` are merged; the file's CRS is honoured. An invalid polygon (a
+    self-intersecting outline, a hole drawn twice: common digitising slips that a union does not repair) is
+    repaired with ``shapely.make_valid`` and a warning giving GEOS's reason and the areas before and after; it
+    was refused as "does not overlap the scene" (found by a review), which a several-scene run took for a scene
+    outside the area.
 
     Raises:
         MissingInputError: no such file.
-        InputError: unreadable, no polygon, or no CRS in a file whose coordinates are not lon/lat.
+        InputError: unreadable, no polygon, no area left after the repair, or no CRS in a file whose coordinates
+            are not lon/lat.
     """
-    from shapely import union_all
+    import warnings
+
+    import shapely
 
     geoms, crs = read_polygons(path, "`aoi`", "draw the area of interest as a polygon")
-    return AOI(union_all(geoms), crs, str(path), mask=True)
+    geom = shapely.union_all(geoms)
+    if not geom.is_valid:
+        why = shapely.is_valid_reason(geom)
+        fixed = _polygonal(shapely.make_valid(geom))
+        if fixed.is_empty:
+            raise InputError(f"{path}: the area of interest is not a valid polygon ({why}) and has no area once "
+                             f"repaired; redraw it")
+        warnings.warn(f"{path}: the area of interest was not a valid polygon ({why}); repaired (area "
+                      f"{geom.area:.6g} -> {fixed.area:.6g} in its CRS units); check it in a GIS", LsmapWarning,
+                      stacklevel=2)
+        geom = fixed
+    return AOI(geom, crs, str(path), mask=True)
+
+
+def _polygonal(geom):
+    """The polygons of ``geom`` (``make_valid`` may return a collection with lines and points)."""
+    import shapely
+
+    parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
 def read_polygons(path: str | os.PathLike, what: str, fix: str,
@@ -227,11 +253,19 @@ def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "
         ``rasterio.windows.Window`` with integer offsets and sizes, inside the grid.
 
     Raises:
-        InputError: the AOI does not overlap the grid (the message gives both extents in lon/lat).
+        OutsideError: the AOI does not overlap the grid (the message gives both extents in lon/lat).
+        InputError: the AOI is not a valid polygon (one built in code: :func:`read_aoi` repairs those it reads).
     """
+    import shapely
     from rasterio.windows import Window
 
+    if not aoi.geometry.is_valid:
+        raise InputError(f"{aoi.source}: the area of interest is not a valid polygon "
+                         f"({shapely.is_valid_reason(aoi.geometry)}); repair it (shapely.make_valid, or QGIS "
+                         f"'Fix geometries')")
     geom = _in_crs(aoi, crs)
+    if not geom.is_valid:  # valid where drawn, pinched by the reprojection
+        geom = _polygonal(shapely.make_valid(geom))
     x0, y0, x1, y1 = geom.bounds
     inv = ~transform
     cols, rows = zip(*(inv @ (x, y) for x, y in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))), strict=True)
@@ -239,8 +273,8 @@ def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "
     c1 = min(width, math.ceil(max(cols) - _SNAP))
     r0 = max(0, math.floor(min(rows) + _SNAP))
     r1 = min(height, math.ceil(max(rows) - _SNAP))
-    if not geom.is_valid or c1 <= c0 or r1 <= r0 or not _touches_grid(geom, transform, width, height):
-        raise InputError(
+    if c1 <= c0 or r1 <= r0 or not _touches_grid(geom, transform, width, height):
+        raise OutsideError(
             f"{aoi.source}: the area of interest ({_lonlat(aoi.geometry.bounds, aoi.crs)}) does not overlap "
             f"{where} ({_lonlat(_grid_bounds(transform, width, height), crs)}); check the coordinates, their order "
             f"(W,S,E,N) and `bbox_crs`, or give the product that covers the area"

@@ -420,6 +420,33 @@ def test_real_detect_local_and_cluster_agree(tmp_path, scenes, model, cluster):
     assert done["scene"] == str(scenes[0]) and done["params"]["threshold"] == 0.0 and done["polygons"] == 1
 
 
+def test_an_invalid_area_polygon_is_repaired_not_taken_for_outside(tmp_path, scenes, model):
+    """A polygon with a hole drawn twice (invalid; a union does not repair it) was refused as "does not overlap the
+    scene", which a several-scene run took for a scene outside the area: ok, nothing mapped (found by a review).
+    read_aoi repairs it with a warning; the scene inside is mapped. Outside is now a type (OutsideError), not a
+    message to match."""
+    import geopandas as gpd
+    import shapely
+    from rasterio.transform import from_origin
+
+    from lsmap.errors import LsmapWarning
+    from lsmap.io.aoi import AOI, aoi_window, read_aoi
+
+    x0, y0 = X0 + 10, Y0 - 900
+    shell = [(x0, y0), (x0 + 490, y0), (x0 + 490, y0 + 800), (x0, y0 + 800)]
+    hole = [(x0 + 100, y0 + 100), (x0 + 200, y0 + 100), (x0 + 200, y0 + 200), (x0 + 100, y0 + 200)]
+    bad = shapely.Polygon(shell, [hole, hole])
+    assert not bad.is_valid
+    gpd.GeoDataFrame(geometry=[bad], crs=UTM).to_file(tmp_path / "area.gpkg")
+    with pytest.warns(LsmapWarning, match=r"area.gpkg: the area of interest was not a valid polygon \(.*\); repaired"):
+        area = read_aoi(tmp_path / "area.gpkg")
+    assert area.geometry.is_valid
+    res = detect_many(scenes[:2], [model], tmp_path / "ev", aoi=area, progress=False, **REAL)
+    assert res.ok and list(res.outputs) == [str(scenes[0])] and res.outside == [str(scenes[1])], res.failures
+    with pytest.raises(InputError, match=r"built: the area of interest is not a valid polygon \(.*\); repair it"):
+        aoi_window(AOI(bad, UTM, "built"), UTM, from_origin(X0, Y0, 10, 10), 64, 64)
+
+
 def test_cluster_with_an_area_of_interest(tmp_path, scenes, model, cluster):
     """The area travels to the workers (a picklable dataclass): the same crop and the same scene outside as a local
     run."""

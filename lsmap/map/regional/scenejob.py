@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lsmap import __version__
-from lsmap.errors import LsmapError, MissingInputError
+from lsmap.errors import LsmapError, MissingInputError, OutsideError
 from lsmap.io.rasters import atomic_output
 from lsmap.io.s2product import is_url
 from lsmap.learn.device import resolve_device
@@ -273,8 +273,7 @@ def run_scene(job: SceneJob) -> SceneOutcome:
         with atomic_output(job.marker, overwrite=True) as tmp:
             tmp.write_text(json.dumps(done, indent=2, default=str) + "\n")
     except LsmapError as e:
-        if job.aoi is not None and str(e).startswith(f"{job.aoi.source}: the area of interest (") \
-                and " does not overlap " in str(e):  # aoi_window's refusal: the scene lies elsewhere
+        if job.aoi is not None and isinstance(e, OutsideError):  # aoi_window's refusal: the scene lies elsewhere
             return SceneOutcome(job.scene, job.stem, outside=True, seconds=time.perf_counter() - t0, worker=worker)
         return SceneOutcome(job.scene, job.stem, error=_name_scene(job.scene, str(e)),
                             seconds=time.perf_counter() - t0, worker=worker)
