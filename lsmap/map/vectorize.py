@@ -63,8 +63,12 @@ def areas_m2(geoms: Sequence[Any], crs: Any) -> np.ndarray:
         return np.zeros(0)
     pcrs = _pyproj_crs(crs)
     if pcrs.is_geographic:
+        # pyproj sums signed ring areas: exteriors counter-clockwise and holes clockwise, or the parts of a
+        # MultiPolygon wound both ways cancel (found by a review: a not-observed layer's traced and dissolved
+        # parts gave 27,381 m2 for 58,186)
         geod = pcrs.get_geod()
-        return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in geoms], np.float64)
+        oriented = shapely.orient_polygons(np.asarray(geoms, dtype=object), exterior_cw=False)
+        return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in oriented], np.float64)
     factor = pcrs.axis_info[0].unit_conversion_factor
     return shapely.area(np.asarray(geoms, dtype=object)) * factor**2
 

@@ -386,3 +386,26 @@ def test_not_observed_polygons_equal_the_dissolved_traces_per_reason(tmp_path, b
                        transform=tr) as dst:
         dst.write(np.zeros((1, 8, 8), np.uint8))
     assert len(not_observed_polygons(empty)) == 0
+
+
+def test_not_observed_areas_in_a_geographic_crs(tmp_path):
+    """A reason's MultiPolygon mixes traced parts (one winding) and parts dissolved across block borders (the
+    other); pyproj sums signed ring areas, so they cancelled in EPSG:4326 (found by a review: 27,381 m2 for
+    58,186). The area equals the sum of its parts' now, in both CRSs."""
+    from _rasters import write_tif
+
+    from lsmap.map.vectorize import not_observed_polygons
+
+    r = np.zeros((64, 64), np.uint8)
+    r[4:24, 4:24] = 2  # crosses the block border at 16: dissolved by GEOS
+    r[34:46, 34:46] = 2  # inside one block: as traced
+    for crs, pix, origin in (("EPSG:32648", 10.0, (400000.0, 3690000.0)), ("EPSG:4326", 0.0001, (100.0, 30.0))):
+        path = write_tif(tmp_path / f"n_{crs[5:]}.tif", r, crs=crs, pixel=pix, origin=origin)
+        g = not_observed_polygons(path, block=16)
+        parts = list(shapely.get_parts(g.geometry.iloc[0]))
+        assert len(parts) == 2
+        assert g.area_m2.iloc[0] == pytest.approx(float(areas_m2(parts, crs).sum()), rel=1e-9)
+        x0, y0 = origin
+        boxes = [shapely.box(x0 + c0 * pix, y0 - r1 * pix, x0 + c1 * pix, y0 - r0 * pix)
+                 for r0, r1, c0, c1 in ((4, 24, 4, 24), (34, 46, 34, 46))]
+        assert g.area_m2.iloc[0] == pytest.approx(float(areas_m2(boxes, crs).sum()), rel=1e-6)
