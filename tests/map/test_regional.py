@@ -447,6 +447,29 @@ def test_an_invalid_area_polygon_is_repaired_not_taken_for_outside(tmp_path, sce
         aoi_window(AOI(bad, UTM, "built"), UTM, from_origin(X0, Y0, 10, 10), 64, 64)
 
 
+def test_the_end_of_a_run_removes_only_dead_processes_temporaries(tmp_path, scenes, model):
+    """A run ended by removing every temporary in its folder, those of a live `lsmap detect` or another run writing
+    there too (found by a code review: their scratch folder and output temporary went mid-run). Only those whose
+    process is gone go now."""
+    import subprocess
+    import sys
+
+    from lsmap.io.locks import owner_tag
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    live = [out / f".lsmap-detect-{owner_tag()}-abc", out / f".other.gpkg.{owner_tag()}.tmp"]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_tag = owner_tag().replace(f"-{os.getpid()}-", f"-{int(gone.stdout)}-")
+    dead = [out / f".lsmap-detect-{dead_tag}-abc", out / f".other.gpkg.{dead_tag}.tmp"]
+    for p in live + dead:
+        p.mkdir()
+        (p / "part").write_text("x")
+    res = detect_many(scenes[:1], [model], out, progress=False, **REAL)
+    assert res.ok
+    assert all(p.exists() for p in live) and not any(p.exists() for p in dead)
+
+
 def test_cluster_with_an_area_of_interest(tmp_path, scenes, model, cluster):
     """The area travels to the workers (a picklable dataclass): the same crop and the same scene outside as a local
     run."""

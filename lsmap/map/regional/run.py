@@ -424,10 +424,23 @@ def _write_merged(gdf, not_observed, path: Path) -> Path:
 
 
 def _remove_stale_work(out_dir: Path) -> None:
-    # every task of this run has ended: temporaries left in out_dir belong to killed attempts
+    """Remove the temporaries in ``out_dir`` whose process is gone (:func:`lsmap.io.locks.stale`: this run's killed
+    attempts, or any dead run's). Those of live processes stay: another run or ``lsmap detect`` writing into the same
+    folder lost its scratch folder or its output's temporary here before (found by a code review); so do those of
+    other hosts, whose processes cannot be checked from here."""
+    from lsmap.io.locks import stale
+
     for tmp in [*out_dir.glob(".lsmap-detect-*"), *out_dir.glob(".*.tmp")]:
-        if tmp.is_dir():
+        try:
+            mtime = tmp.lstat().st_mtime
+        except OSError:
+            continue
+        if not stale(tmp.name, mtime=mtime):
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def _read_layers(paths: Mapping[str, Path], failures: dict, outputs: dict) -> tuple[dict, dict]:
