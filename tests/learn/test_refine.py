@@ -412,6 +412,15 @@ def test_a_dataset_root_as_target_is_refused(world, tmp_path):
         refine([world["model"]], world["src"], world["tgt"], tmp_path / "run", _cfg(), val=root, progress=False)
 
 
+def test_resume_and_overwrite_together_are_refused(world, tmp_path):
+    """Together they continued the old rounds under the new settings, with no check (found by a code review)."""
+    _run(world, tmp_path / "run", steps=2)
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(InputError, match="give `resume` .* or `overwrite` .*, not both"):
+        _run(world, tmp_path / "run", steps=3, resume=True, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
 def test_target_with_other_band_profile_loses_nothing(world, tmp_path):
     bad = make_patches(tmp_path / "bad", 2, np.random.default_rng(1), "target", masks=False, bands=4)
     with pytest.raises(BandMismatchError, match="image_0.h5"):

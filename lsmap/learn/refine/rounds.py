@@ -664,6 +664,9 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
     if config.crf:
         require()
     out_dir = Path(out_dir)
+    if resume and overwrite:  # together they continued the old rounds under new settings, unchecked (a review)
+        raise InputError("give `resume` (continue the run in the folder with its settings) or `overwrite` (start it "
+                         "again), not both")
     if out_dir.exists() and not (resume or overwrite):
         raise OutputExistsError(out_dir)
     if overwrite and not resume:
