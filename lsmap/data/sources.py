@@ -85,7 +85,9 @@ def stack_source(args: Mapping, work: Path, bands: Any, spec: MaskSpec, *, aoi: 
     """Stack ``args`` (:func:`stack_arguments`) into ``work`` with the product mask layers ``spec`` needs.
 
     Args:
-        args: ``stack_scene`` arguments; their own ``bands``, ``aoi`` or ``layers`` win.
+        args: ``stack_scene`` arguments; their own ``bands`` or ``layers`` win, ``aoi`` given here replaces theirs.
+            ``strict_offset`` is always on (a caller's results would be wrong on offset DNs): ``False`` is
+            refused.
         work: Scratch folder (the caller removes it).
         bands: Band profile to stack (the bands the caller reads).
         spec: The not-observed spec (:func:`lsmap.data.masks.mask_spec`).
@@ -104,6 +106,9 @@ def stack_source(args: Mapping, work: Path, bands: Any, spec: MaskSpec, *, aoi: 
     from lsmap.data.stack import stack_scene
 
     kwargs = dict(args)
+    if kwargs.pop("strict_offset", True) is not True:  # it came twice to stack_scene: a TypeError (a review)
+        raise InputError("`strict_offset` False applies to 'lsmap stack' only: tile, stats and detect refuse DNs "
+                         "that look offset; give `offset` (e.g. -1000) instead")
     kwargs.setdefault("bands", bands)
     if aoi is not None:
         kwargs["aoi"] = aoi

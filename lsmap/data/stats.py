@@ -127,6 +127,9 @@ def compute_stats(
         if spec.active or spec.cloud_prob_max is not None:
             raise InputError(f"{path}: masks (`scl`, `mask_raster`, `cloud_prob_max`, `blue_max`) apply to scenes; "
                              f"'lsmap tile' writes not-observed pixels as 0.0, left out with `valid_only`")
+        if aoi is not None:  # it was dropped without a word (found by a code review)
+            raise InputError(f"{path}: `bbox`/`aoi` apply to scenes; a patch folder is summarised whole (tile the "
+                             f"scene with the area of interest instead)")
         return patch_stats(patches, profile, valid_only=valid_only, fill=None, progress=progress,
                            desc=f"stats {path.name}")
     if args is not None and raw:

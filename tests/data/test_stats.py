@@ -270,3 +270,22 @@ def test_stacking_inputs_as_a_mapping_are_checked_by_name():
     with pytest.raises(InputError, match=r"need `s2`"):
         stack_arguments({"dem": "dem.tif"})
     assert stack_arguments({"s2": "bands/", "offset": -1000}) == {"s2": "bands/", "offset": -1000}
+
+
+def test_an_area_of_interest_on_patches_is_refused(tmp_path, rng):
+    """It was dropped without a word: the statistics of the whole folder (found by a code review)."""
+    from lsmap.io.aoi import parse_bbox
+
+    write_patch(tmp_path, "0", rng.normal(1.0, 0.1, (14, 8, 8)).astype(np.float32))
+    with pytest.raises(InputError, match="`bbox`/`aoi` apply to scenes; a patch folder is summarised whole"):
+        compute_stats(tmp_path, aoi=parse_bbox("10,10,10.001,10.001"))
+
+
+def test_strict_offset_false_in_stacking_inputs_is_refused(tmp_path):
+    """It reached stack_scene twice: a TypeError from stats, tile and detect (found by a code review)."""
+    from products_fixtures import loose_bands, make_safe
+
+    folder = loose_bands(make_safe(tmp_path), tmp_path / "loose", ["B2", "B3", "B4", "B8"])
+    with pytest.raises(InputError, match="`strict_offset` False applies to 'lsmap stack' only"):
+        compute_stats({"s2": str(folder), "offset": -1000, "strict_offset": False}, "rgbn")
+    assert compute_stats({"s2": str(folder), "strict_offset": True}, "rgbn").count > 0
