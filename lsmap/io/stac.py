@@ -56,20 +56,29 @@ COMMON_NAMES: Mapping[str, str] = MappingProxyType({
 _RESOLVED_KEY = re.compile(r"^(B\d{1,2}A?|SCL)_(\d{2})m$", re.IGNORECASE)
 
 
+#: :func:`_band_of_asset`'s resolution of an asset known only by its ``eo:bands``: any asset whose key names the
+#: band wins over it (a review found a true-colour composite read as B4 over ``B04_10m``).
+_UNKNOWN_RES = 10**6
+
+
 def _band_of_asset(key: str, asset) -> tuple[str | None, int]:
-    """The band or layer an asset holds, and the resolution its key says (metres; 0 when it says none)."""
+    """The band or layer an asset holds, and the resolution its key says (metres; 0 when the key names the band
+    without one: the native asset; :data:`_UNKNOWN_RES` when only its ``eo:bands`` say the band)."""
     band = ASSET_KEYS.get(key.lower())
     if band is not None:
         return band, 0
     m = _RESOLVED_KEY.match(key)
     if m is not None:
         return ASSET_KEYS.get(m.group(1).lower()), int(m.group(2))
-    return _eo_band(key, asset), 0
+    return _eo_band(key, asset), _UNKNOWN_RES
 
 
 def _eo_band(key: str, asset) -> str | None:
-    """The band an asset's ``eo:bands`` names."""
-    for eo in asset.extra_fields.get("eo:bands") or []:
+    """The band an asset's ``eo:bands`` names (``None`` for an asset of several bands: a composite such as TCI)."""
+    listed = asset.extra_fields.get("eo:bands") or []
+    if len(listed) > 1:
+        return None
+    for eo in listed:
         name = str(eo.get("name", "")).upper()
         name = f"B{int(name[1:])}" if name[:1] == "B" and name[1:].isdigit() else name
         if name in S2_RESOLUTION:
@@ -247,7 +256,7 @@ def open_item(href: str | os.PathLike) -> S2Source:
 
 def asset_hint(band: str) -> str:
     """The asset keys that hold ``band`` in the common catalogues, for messages: ``'red' or 'B04'``."""
-    keys = [k for k, b in ASSET_KEYS.items() if b == band and not k.startswith("b")]
+    keys = [k for k, b in ASSET_KEYS.items() if b == band and not re.fullmatch(r"b\d+a?", k)]  # not "b04": "blue" stays
     pc = f"B{int(band[1:]):02d}" if band[1:].isdigit() else band
     return " or ".join([f"'{k}'" for k in keys[:1]] + [f"'{pc}'"])
 

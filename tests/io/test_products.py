@@ -919,3 +919,23 @@ def test_info_says_what_lsmap_sees_in_a_product_a_band_folder_and_a_stack(tmp_pa
     assert res.exit_code == 0 and "tiny-unet" in res.output, res.output
     res = CliRunner().invoke(main, ["info", str(tmp_path / "nothing.tif")])
     assert res.exit_code != 0 and "nothing" in res.output
+
+
+@pytest.mark.parametrize("order", ["band first", "composite first"])
+def test_a_true_colour_composite_is_not_taken_for_a_band(tmp_path, order):
+    """An asset known only by its eo:bands had resolution 0 and won over B04_10m: a TCI listing B04, B03, B02 was
+    read as B4 (found by a code review). Composites are no band; assets named by key win over eo:bands ones."""
+    import json
+
+    from lsmap.io.stac import asset_hint, open_item
+
+    assets = {"B04_10m": {"href": "./B04_10m.jp2"},
+              "TCI_10m": {"href": "./TCI_10m.jp2", "eo:bands": [{"name": "B04"}, {"name": "B03"}, {"name": "B02"}]},
+              "red_band": {"href": "./red.tif", "eo:bands": [{"name": "B04"}]}}
+    keys = list(assets) if order == "band first" else list(reversed(assets))
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "x", "geometry": None, "links": [],
+            "properties": {"datetime": "2024-01-01T00:00:00Z", "processing:version": "05.10"},
+            "assets": {k: assets[k] for k in keys}}
+    (tmp_path / "item.json").write_text(json.dumps(item))
+    assert open_item(str(tmp_path / "item.json")).files["B4"].endswith("B04_10m.jp2")
+    assert asset_hint("B2") == "'blue' or 'B02'"  # "blue" was dropped with the "b02"-style keys
