@@ -90,13 +90,17 @@ def base_url(url: str | None = None) -> str:
     return (url or os.environ.get(URL_ENV) or ZENODO_URL).rstrip("/")
 
 
-def _open(request: urllib.request.Request | str, timeout: float):
+def _open(request: urllib.request.Request | str, timeout: float, *, past_end_ok: bool = False):
+    """``urlopen`` with lsmap's errors; with ``past_end_ok`` an HTTP 416 (a range starting at the end of the file:
+    the part already holds all of it) gives ``None``."""
     import urllib.error
     import urllib.request
 
     try:
         return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (http/https URLs only)
     except urllib.error.HTTPError as e:
+        if past_end_ok and e.code == 416:
+            return None
         raise DownloadError(f"{e.url}: HTTP {e.code} {e.reason}; check the URL or try again later") from None
     except (urllib.error.URLError, OSError) as e:
         url = request.full_url if isinstance(request, urllib.request.Request) else request
@@ -124,8 +128,9 @@ def zenodo_files(record: str = L4S_RECORD, url: str | None = None, timeout: floa
             files = []
             for f in entries:
                 name = f.get("key") or f["filename"]
+                size = f.get("size", f.get("filesize"))  # the older record form says filesize
                 files.append(RemoteFile(name, f"{base}/api/records/{record}/files/{name}/content",
-                                        int(f["size"]) if f.get("size") is not None else None, f.get("checksum")))
+                                        int(size) if size is not None else None, f.get("checksum")))
         except (ValueError, KeyError, TypeError) as e:
             raise DownloadError(f"{api}: not a Zenodo record ({type(e).__name__}: {e})") from None
     if not files:
@@ -185,7 +190,13 @@ def fetch(remote: RemoteFile, dest: Path, *, timeout: float = 60.0, progress: bo
     status = "resumed" if start else "downloaded"
     if remote.size is None or start < remote.size:
         headers = {"Range": f"bytes={start}-"} if start else {}
-        with _open(urllib.request.Request(remote.url, headers=headers), timeout) as resp:
+        # of unknown size, a part that holds the whole file gets 416 for the range after it: checked as it is
+        # (every re-run failed with the 416 before; found by a code review)
+        resp = _open(urllib.request.Request(remote.url, headers=headers), timeout, past_end_ok=start > 0)
+    else:
+        resp = None
+    if resp is not None:
+        with resp:
             if start and resp.status != 206:  # the server ignored the range: start over
                 start, h, status = 0, hashlib.new(algo), "downloaded"
             show = sys.stderr.isatty() if progress is None else progress

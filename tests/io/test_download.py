@@ -30,7 +30,7 @@ class Zenodo:
     """A tiny Zenodo: the record's JSON and its files, with HTTP Range support (switchable)."""
 
     def __init__(self, files: dict[str, bytes], checksums: dict[str, str] | None = None) -> None:
-        self.files, self.ranges, self.honour_range = files, [], True
+        self.files, self.ranges, self.honour_range, self.sizes = files, [], True, True
         self.checksums = checksums or {n: "md5:" + hashlib.md5(b).hexdigest() for n, b in files.items()}
         zen = self
 
@@ -42,7 +42,8 @@ class Zenodo:
                 prefix = f"/api/records/{L4S_RECORD}"
                 if self.path == prefix:
                     body = json.dumps({"id": L4S_RECORD, "files": [
-                        {"key": n, "size": len(b), "checksum": zen.checksums[n]} for n, b in zen.files.items()]})
+                        {"key": n, "checksum": zen.checksums[n], **({"size": len(b)} if zen.sizes else {})}
+                        for n, b in zen.files.items()]})
                     return self._send(200, body.encode(), "application/json")
                 name = self.path.removeprefix(prefix + "/files/").removesuffix("/content")
                 if name not in zen.files:
@@ -51,6 +52,8 @@ class Zenodo:
                 zen.ranges.append(rng)
                 if rng and zen.honour_range:
                     start = int(rng.removeprefix("bytes=").split("-")[0])
+                    if start >= len(data):  # as servers answer a range past the end
+                        return self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{len(data)}"})
                     return self._send(206, data[start:], "application/zip",
                                       {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
                 return self._send(200, data, "application/zip")
@@ -114,6 +117,20 @@ def test_partial_download_resumes_with_a_range_request(zenodo, archives, tmp_pat
     res = download_l4s(tmp_path / "l4s", url=zenodo.url, progress=False)
     assert f"bytes={len(data) // 2}-" in zenodo.ranges
     assert ("TrainData.zip" in res.resumed) == honour_range  # a server without ranges: fetched again, still right
+    assert (tmp_path / "l4s/archives/TrainData.zip").read_bytes() == data and not part.exists()
+    assert res.patches == {"train": 3, "validation": 2, "test": 2}
+
+
+def test_a_whole_part_of_unknown_size_is_finished(zenodo, archives, tmp_path):
+    """A record without sizes and a .part holding the whole file: the range after it got HTTP 416, and every re-run
+    failed the same way (found by a code review). The part is now checked and put in place."""
+    zenodo.sizes = False
+    data = archives["TrainData.zip"]
+    part = tmp_path / "l4s" / "archives" / "TrainData.zip.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data)
+    res = download_l4s(tmp_path / "l4s", url=zenodo.url, progress=False)
+    assert f"bytes={len(data)}-" in zenodo.ranges
     assert (tmp_path / "l4s/archives/TrainData.zip").read_bytes() == data and not part.exists()
     assert res.patches == {"train": 3, "validation": 2, "test": 2}
 
