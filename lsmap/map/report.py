@@ -210,8 +210,8 @@ def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, da
             continue
         item = {c[0]: _value(rec.get(c[0])) for c in columns}
         item["id"] = _value(rec.get("id", i + 1))
-        if item.get("area_m2") is None:
-            item["area_m2"] = float(geom.area)
+        if item.get("area_m2") is None:  # true square metres, whatever the CRS (found by a review: CRS units)
+            item["area_m2"] = float(areas_m2([geom], image.crs)[0]) if image.crs is not None else float(geom.area)
         p = item.get("mean_prob")
         item["cls"] = PROB_CLASSES.index(prob_class(p if p is not None else 1.0))
         item["d"], item["bbox"] = d, bbox
@@ -222,9 +222,12 @@ def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, da
         rj = rejected.to_crs(image.crs) if rejected.crs is not None and image.crs is not None and rejected.crs != image.crs \
             else rejected
         why = rj["reason"].tolist() if "reason" in rj else [""] * len(rj)
-        for geom, reason, d in zip(rj.geometry, why, _svg_paths(rj.geometry.values, inv)[0], strict=True):
+        # the layer's own areas (true m2), else measured in the scene's CRS: CRS units were shown before (a review)
+        area = (rj["area_m2"].astype(float).tolist() if "area_m2" in rj else
+                areas_m2(list(rj.geometry), image.crs).tolist() if image.crs is not None else list(rj.geometry.area))
+        for reason, d, a in zip(why, _svg_paths(rj.geometry.values, inv)[0], area, strict=True):
             if d:
-                dropped.append({"d": d, "reason": str(reason), "area_m2": float(geom.area)})
+                dropped.append({"d": d, "reason": str(reason), "area_m2": float(a)})
                 reasons.update(r for r in str(reason).split(",") if r)
 
     per_unit, unit = _metres_per_unit(image.crs, image.bounds) if image.crs is not None else (1.0, "")

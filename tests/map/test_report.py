@@ -228,3 +228,25 @@ def test_svg_paths_of_all_polygons_equal_those_made_one_by_one():
     assert paths[-2] == "" and bboxes[-2] == [0.0, 0.0, 0.0, 0.0]  # the empty polygon
     assert paths[-1].count("M") == 1 and paths[-4].count("M") == 2 and paths[-5].count("M") == 2
     assert _svg_paths([], inv) == ([], [])
+
+
+@needs_chromium
+def test_geographic_areas_and_polygons_without_probabilities(tmp_path, rng, browser):
+    """Found by a code review: in a geographic CRS the rejected polygons (and kept ones without area_m2) showed
+    areas in square degrees ("0 m2"), and polygons without mean_prob stopped the page's script."""
+    from lsmap.map.vectorize import areas_m2
+
+    data = smooth_scene(rng, bands=4, h=60, w=80)
+    scene = write_scene(tmp_path / "geo.tif", data, crs="EPSG:4326", res=0.0001, origin=(76.0, 11.5))
+    kept = gpd.GeoDataFrame({"id": [1]}, geometry=[box(76.001, 11.496, 76.003, 11.498)], crs="EPSG:4326")
+    rejected = gpd.GeoDataFrame({"reason": ["ndvi_drop"], "area_m2": [11370.0]},
+                                geometry=[box(76.004, 11.496, 76.005, 11.497)], crs="EPSG:4326")
+    out = write_report(tmp_path / "r.html", kept, natural_colour(scene, "rgbn"), scene_name="geo", rejected=rejected)
+    d = page_data(out)
+    assert d["polygons"][0]["area_m2"] == pytest.approx(float(areas_m2(list(kept.geometry), "EPSG:4326")[0]))
+    assert d["polygons"][0]["area_m2"] > 40_000  # about 218 x 221 m, not square degrees
+    assert [r["area_m2"] for r in d["rejected"]] == [11370.0]
+    browser.events.clear()
+    browser.open(out.as_uri())
+    assert browser.eval("document.body.dataset.ready") == "1" and browser.problems() == []
+    assert browser.eval("document.querySelectorAll('#slides path.slide').length") == 1
