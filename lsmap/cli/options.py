@@ -44,9 +44,15 @@ def bands_option(default: str | None = "l4s14", help: str = "Band set of the inp
 
 #: ``--bands`` of commands that read a scene's band set from the scene when none is given (``tile``, ``stats``).
 scene_bands_opt = bands_option(None, "Band set of the input [default: a GeoTIFF's band names, as 'lsmap stack' writes them (L4S order for a 14-band file without them); for products and band folders every L4S band they can fill; for patches the bands their folder records, else l4s14].")
+def _device_name(ctx, param, value: str) -> str:
+    if value in DEVICES or re.fullmatch(r"cuda:\d+", value):
+        return value
+    raise click.BadParameter(f"'{value}' is not one of {', '.join(DEVICES)} or cuda:N (a GPU's index)")
+
+
 device_opt = click.option(
-    "--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True,
-    help="Where to run: auto picks CUDA when a GPU is visible, else the CPU.",
+    "--device", default="auto", show_default=True, callback=_device_name, metavar="auto|cpu|cuda[:N]",
+    help="Where to run: auto picks CUDA when a GPU is visible, else the CPU; cuda:N names one GPU.",
 )
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random generator.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

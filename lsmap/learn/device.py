@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 
 from lsmap.errors import InputError
 
@@ -28,11 +29,15 @@ def resolve_device(name: str = "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name.startswith("cuda"):
+    m = re.fullmatch(r"cuda(?::(\d+))?", str(name))
+    if m is not None:
         if not torch.cuda.is_available():
             raise InputError("`device` cuda: no CUDA GPU is visible; use `device` cpu or auto")
+        if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+            raise InputError(f"`device` {name}: {torch.cuda.device_count()} CUDA GPU(s) visible (cuda:0"
+                             f"{f'..cuda:{torch.cuda.device_count() - 1}' if torch.cuda.device_count() > 1 else ''})")
         return torch.device(name)
-    raise InputError(f"unknown device '{name}'; choose one of: {', '.join(DEVICES)}")
+    raise InputError(f"unknown device '{name}'; choose one of: {', '.join(DEVICES)} (or cuda:N)")
 
 
 @functools.cache

@@ -66,3 +66,26 @@ def test_loaded_members_are_channels_last_on_a_cpu(tmp_path, monkeypatch):
     (m,) = load_ensemble([tiny_checkpoint(tmp_path / "m")], "cpu")
     convs = [c for c in m.module.modules() if isinstance(c, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+
+
+def test_a_gpu_is_named_by_its_index(monkeypatch):
+    """The library took cuda:N but the command line refused it (found by a code review); an index past the GPUs
+    and a misspelt name are one-line errors (a torch RuntimeError for 'cudax' before)."""
+    import torch
+    from click.testing import CliRunner
+
+    from lsmap.cli import main
+    from lsmap.errors import InputError
+    from lsmap.learn.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(InputError, match=r"`device` cuda:2: 2 CUDA GPU\(s\) visible \(cuda:0..cuda:1\)"):
+        resolve_device("cuda:2")
+    with pytest.raises(InputError, match="unknown device 'cudax'"):
+        resolve_device("cudax")
+    r = CliRunner().invoke(main, ["detect", "scene.tif", "-o", "x.gpkg", "--device", "gpu"])
+    assert r.exit_code == 2 and "'gpu' is not one of auto, cpu, cuda or cuda:N" in r.output
+    r = CliRunner().invoke(main, ["detect", "missing.tif", "-o", "x.gpkg", "--device", "cuda:1"])
+    assert "--device" not in r.output  # taken; the run fails on the missing scene instead
