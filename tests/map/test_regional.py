@@ -233,6 +233,25 @@ def test_merge_joins_across_scenes_only_and_recomputes_true_area():
     assert len(alone) == 2 and list(alone.scene) == ["a", "a"]  # same-scene neighbours stay apart
 
 
+def test_merge_does_not_join_at_a_corner():
+    """Two landslides meeting at a pixel corner are two in each scene (4-connected); seen in a scene overlap they
+    were glued into one MultiPolygon with averaged attributes (found by an audit). An edge or an overlap joins."""
+    import geopandas as gpd
+    from shapely.geometry import box as _box
+
+    def box(x0, y0, x1, y1):
+        return _box(X0 + x0, Y0 + y0, X0 + x1, Y0 + y1)
+
+    one, two = box(0, 0, 100, 100), box(100, 100, 200, 200)  # corner to corner
+    a = gpd.GeoDataFrame({"id": [1, 2], "mean_prob": [0.6, 0.9]}, geometry=[one, two], crs=UTM)
+    b = gpd.GeoDataFrame({"id": [1, 2], "mean_prob": [0.7, 0.8]}, geometry=[one, two], crs=UTM)  # seen again
+    m = merge_layers({"a": a, "b": b})
+    assert len(m) == 2 and list(m.n_parts) == [2, 2] and set(m.geom_type) == {"Polygon"}
+    assert list(m.scene_ids) == ["a:1,b:1", "a:2,b:2"]
+    edge = gpd.GeoDataFrame({"id": [5]}, geometry=[box(100, 0, 150, 100)], crs=UTM)  # cut by a border: an edge
+    assert list(merge_layers({"a": a.iloc[:1], "c": edge}).n_parts) == [2]
+
+
 def test_merge_different_crs_goes_to_wgs84_and_areas_are_true():
     import geopandas as gpd
     from shapely.geometry import box
@@ -573,8 +592,8 @@ def test_merge_of_many_polygons_takes_the_lone_ones_as_they_are():
         hit = src[src.geometry.apply(lambda g, r=row: g.equals_exact(r.geometry, 0))]
         assert len(hit) == 1
         s = hit.iloc[0]
-        assert (row.id, row.mean_prob, row.max_prob, row.near_not_observed) == (s.id, s.mean_prob, s.max_prob,
-                                                                                  s.near_not_observed)
+        assert (row.scene_ids, row.mean_prob, row.max_prob, row.near_not_observed) == (
+            f"{row.scene}:{s.id}", s.mean_prob, s.max_prob, s.near_not_observed)
     both = pd.concat([a.assign(scene="a"), b.assign(scene="b")], ignore_index=True)
     for _, row in m[m.n_parts > 1].iterrows():
         parts = both[both.intersects(row.geometry) & both.within(row.geometry.buffer(1e-6))]
@@ -583,7 +602,10 @@ def test_merge_of_many_polygons_takes_the_lone_ones_as_they_are():
         assert row.max_prob == parts.max_prob.max()
         w = true_area_m2(parts.geometry)
         assert row.mean_prob == pytest.approx(np.average(parts.mean_prob, weights=w))
+        assert row.near_not_observed == parts.near_not_observed.any()  # kept the first part's before
+        assert sorted(row.scene_ids.split(",")) == sorted(f"{p.scene}:{p.id}" for p in parts.itertuples())
     assert m["near_not_observed"].dtype == bool and m["mean_prob"].dtype == np.float64
+    assert list(m.id) == list(range(1, len(m) + 1))  # one numbering for the event (a float mean, repeated, before)
 
 
 def test_without_a_model_each_scene_takes_the_default_model_that_fits_its_bands(tmp_path, rng):

@@ -62,16 +62,20 @@ def _components(n: int, left, right) -> list[list[int]]:
 def merge_layers(layers: Mapping[str, Any]):
     """Merge per-scene polygon layers into one event layer.
 
-    Polygons of different scenes that intersect (touching included) are joined, transitively, and
-    replaced by their union; polygons within one scene are otherwise kept as they are. Numeric
-    attributes of joined polygons are combined: columns named ``max*`` by maximum, ``min*`` by
-    minimum, others by an area-weighted mean. ``area_m2`` is recomputed as the true area.
+    Polygons of different scenes that overlap or share an edge (a landslide in a scene overlap, or cut by a scene
+    border) are joined, transitively, and replaced by their union; polygons within one scene are otherwise kept as
+    they are. Touching at a corner does not join: two landslides that meet at a pixel corner are two in each scene
+    (4-connected), and were glued into one MultiPolygon across the overlap before (found by an audit). Attributes
+    of joined polygons are combined: columns named ``max*`` by maximum, ``min*`` by minimum, true/false columns
+    (``near_not_observed``) by "any", other numbers by an area-weighted mean. ``id`` is renumbered 1..n in the
+    event layer (each scene numbers its own from 1); ``scene_ids`` says which polygons of which scenes each one
+    is (``a:3,b:7``). ``area_m2`` is recomputed as the true area.
 
     Args:
         layers: ``{scene name: GeoDataFrame}`` in scene order.
 
     Returns:
-        GeoDataFrame with ``scene`` (comma-joined names for joined polygons), ``n_parts``,
+        GeoDataFrame with ``id``, ``scene`` (comma-joined names for joined polygons), ``scene_ids``, ``n_parts``,
         ``area_m2`` and the layers' other attributes, in the first scene's CRS, or EPSG:4326 when the
         scenes' CRSs differ.
     """
@@ -82,7 +86,8 @@ def merge_layers(layers: Mapping[str, Any]):
 
     layers = {k: v for k, v in layers.items() if v is not None}
     if not layers:
-        return gpd.GeoDataFrame({"scene": [], "n_parts": [], "area_m2": []}, geometry=[], crs="EPSG:4326")
+        return gpd.GeoDataFrame({"id": [], "scene": [], "scene_ids": [], "n_parts": [], "area_m2": []}, geometry=[],
+                                crs="EPSG:4326")
     crs, layers = _in_common_crs(layers)
     frames = []
     for name, g in layers.items():
@@ -96,15 +101,21 @@ def merge_layers(layers: Mapping[str, Any]):
     allp = allp.set_geometry(gpd.GeoSeries(geoms, crs=crs))
     scenes = allp["scene"].to_numpy()
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    cross = scenes[left] != scenes[right]
-    groups = _components(len(allp), left[cross], right[cross])
+    cross = np.flatnonzero(scenes[left] != scenes[right])
+    # more than a corner in common: the interiors overlap, or the boundaries share a line
+    a, b = geoms[left[cross]], geoms[right[cross]]
+    joins = cross[shapely.relate_pattern(a, b, "T********") | shapely.relate_pattern(a, b, "****1****")]
+    groups = _components(len(allp), left[joins], right[joins])
     order = {name: i for i, name in enumerate(layers)}
-    value_cols = [c for c in allp.columns if c not in (allp.geometry.name, "scene", "area_m2", "n_parts")]
+    own_id = allp["id"].to_numpy() if "id" in allp else np.arange(1, len(allp) + 1)
+    value_cols = [c for c in allp.columns
+                  if c not in (allp.geometry.name, "id", "scene", "scene_ids", "area_m2", "n_parts")]
     # polygons alone in their group (nearly all) are taken as they are, column by column; only the joined
     # groups take a Python step (40 k polygons took 17 s one group at a time, BENCHMARKS.md)
     first = np.array([idx[0] for idx in groups], dtype=np.int64)
     columns = {c: list(allp[c].iloc[first]) for c in value_cols}
     scene_col = list(scenes[first])
+    ids = [f"{scenes[i]}:{own_id[i]}" for i in first]
     geometry = list(allp.geometry.values[first])
     joined = [k for k, idx in enumerate(groups) if len(idx) > 1]
     members = np.concatenate([groups[k] for k in joined]) if joined else np.zeros(0, np.int64)
@@ -115,7 +126,9 @@ def merge_layers(layers: Mapping[str, Any]):
         part = allp.iloc[idx]
         for c in value_cols:
             col = part[c]
-            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            if pd.api.types.is_bool_dtype(col):
+                columns[c][k] = bool(col.any())
+            elif pd.api.types.is_numeric_dtype(col):
                 low = c.lower()
                 if low.startswith("max"):
                     columns[c][k] = col.max()
@@ -126,11 +139,13 @@ def merge_layers(layers: Mapping[str, Any]):
                     columns[c][k] = (float(np.average(col.to_numpy(dtype="float64"), weights=w)) if w.sum() > 0
                                      else col.mean())
         scene_col[k] = ",".join(sorted(set(part["scene"]), key=order.__getitem__))
+        ids[k] = ",".join(f"{scenes[i]}:{own_id[i]}" for i in sorted(idx, key=lambda i: (order[scenes[i]], i)))
         geometry[k] = shapely.union_all(part.geometry.values)
-    out = gpd.GeoDataFrame({**columns, "scene": scene_col, "n_parts": [len(idx) for idx in groups]},
+    out = gpd.GeoDataFrame({**columns, "scene": scene_col, "scene_ids": ids, "n_parts": [len(idx) for idx in groups]},
                            geometry=gpd.GeoSeries(geometry, crs=crs), crs=crs)
     out["area_m2"] = true_area_m2(out.geometry)
-    return out[["scene", "n_parts", "area_m2", *value_cols, "geometry"]]
+    out["id"] = np.arange(1, len(out) + 1)
+    return out[["id", "scene", "scene_ids", "n_parts", "area_m2", *value_cols, "geometry"]]
 
 
 def merge_not_observed(layers: Mapping[str, Any]):
