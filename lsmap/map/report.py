@@ -148,11 +148,14 @@ def _area_lines(image, summary: Mapping) -> list[tuple[str, str]]:
         km2 = float(areas_m2([box(*image.bounds)], image.crs)[0]) / 1e6 if image.crs is not None else 0.0
     km2 = float(km2) or 1e-12
     approx = ""
+    not_obs, approx_no = summary.get("not_observed_km2"), ""
     if summary.get("valid_pixels") is not None and not summary.get("stats_sampled"):
         valid = km2 * int(summary["valid_pixels"]) / (image.width * image.height)
+        # the run's valid pixels leave the not-observed ones out: they were counted as no data too (an audit:
+        # the lines summed to 112 %)
+        valid += float(not_obs or 0.0)
     else:
         valid, approx = km2 * float(image.valid.mean()), "≈ "
-    not_obs, approx_no = summary.get("not_observed_km2"), ""
     if not_obs is None and image.not_observed is not None:
         not_obs, approx_no = km2 * float((image.not_observed & image.valid).mean()), "≈ "
     observed = summary.get("observed_km2")
@@ -167,7 +170,8 @@ def _area_lines(image, summary: Mapping) -> list[tuple[str, str]]:
 
     lines = [("scene area", f"{km2:.2f} km²"), line("observed", float(observed), approx_obs)]
     if not_obs is not None:
-        lines.append(line("not observed (clouds)", float(not_obs), approx_no))
+        why = sorted((summary.get("not_observed") or {}).get("km2") or {})
+        lines.append(line(f"not observed ({', '.join(why) if why else 'clouds, masks'})", float(not_obs), approx_no))
     lines.append(line("no data", max(km2 - valid, 0.0), approx))
     return lines
 
