@@ -26,11 +26,14 @@ def encode_mask(p: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def write_uint8_cog(prob: str | os.PathLike, out: str | os.PathLike, encode, *, resampling: str,
-                    scale: float | None = None, block: int = 1024) -> Path:
+                    scale: float | None = None, block: int = 1024, description: str | None = None,
+                    tags: dict[str, str] | None = None) -> Path:
     """Stream the float probability raster ``prob`` through ``encode`` into a uint8 COG at ``out``.
 
     Written block by block into a tiled staging GeoTIFF beside ``out``, then copied with GDAL's COG
     driver (overviews with ``resampling``). ``out`` is written directly: wrap in an atomic output.
+    ``description`` names the band and ``tags`` (dataset metadata) say what produced the file: a GIS shows
+    both (found by an audit: the only tag was AREA_OR_POINT).
     """
     import rasterio
     import rasterio.shutil
@@ -50,6 +53,10 @@ def write_uint8_cog(prob: str | os.PathLike, out: str | os.PathLike, encode, *, 
                         dst.write(encode(src.read(1, window=win))[None], window=win)
                 if scale is not None:
                     dst.scales = (scale,)
+                if description:
+                    dst.set_band_description(1, description)
+                if tags:
+                    dst.update_tags(**tags)
             rasterio.shutil.copy(staging, out, driver="COG", compress="DEFLATE", resampling=resampling,
                                  overview_resampling=resampling, BIGTIFF="IF_SAFER",
                                  NUM_THREADS="ALL_CPUS")
@@ -81,11 +88,15 @@ def export_mask(prob: str | os.PathLike, out: str | os.PathLike, threshold: floa
     return Path(out)
 
 
-def write_probability_cog(prob: str | os.PathLike, out: str | os.PathLike) -> None:
+def write_probability_cog(prob: str | os.PathLike, out: str | os.PathLike, tags: dict[str, str] | None = None) -> None:
     """Write the probability COG of :func:`export_probability` to ``out`` directly (the caller renames)."""
-    write_uint8_cog(prob, out, encode_probability, resampling="average", scale=1 / PROB_SCALE)
+    write_uint8_cog(prob, out, encode_probability, resampling="average", scale=1 / PROB_SCALE,
+                    description=f"landslide probability (value / {PROB_SCALE}; {UINT8_NODATA} nodata)", tags=tags)
 
 
-def write_mask_cog(prob: str | os.PathLike, out: str | os.PathLike, threshold: float) -> None:
+def write_mask_cog(prob: str | os.PathLike, out: str | os.PathLike, threshold: float,
+                   tags: dict[str, str] | None = None) -> None:
     """Write the mask COG of :func:`export_mask` to ``out`` directly (the caller renames)."""
-    write_uint8_cog(prob, out, lambda p: encode_mask(p, threshold), resampling="nearest")
+    write_uint8_cog(prob, out, lambda p: encode_mask(p, threshold), resampling="nearest",
+                    description=f"landslide mask (1: probability > {threshold:g}, 0: not; {UINT8_NODATA} nodata)",
+                    tags=tags)

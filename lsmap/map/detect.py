@@ -24,11 +24,13 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lsmap import __version__
 from lsmap.core.bands import BAND_NAMES, get_profile
 from lsmap.core.checks import as_list, check_bool, check_path
 from lsmap.core.normalize import BandStats
@@ -382,7 +384,11 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         if ev is not None:
             gdf, rejected = apply_evidence(gdf, ev, block=opts.block)
         t_write = time.perf_counter()
-        _write_outputs(tmp, outputs, pred, gdf, threshold, masked, rejected if opts.keep_rejected else None)
+        provenance = {"lsmap_version": __version__, "scene": str(named),
+                      "models": ", ".join(str(m.source or m.card.model) for m in members),
+                      "threshold": f"{threshold:g}", "created": datetime.now(UTC).isoformat(timespec="seconds")}
+        _write_outputs(tmp, outputs, pred, gdf, threshold, masked, rejected if opts.keep_rejected else None,
+                       provenance)
         km2 = _scene_area_km2(info)
         px_km2 = mean_pixel_area_m2(info.transform, info.crs, info.height) / 1e6
         warn_implausible(float(gdf["area_m2"].sum()) / 1e6 if len(gdf) else 0.0, pred.valid_pixels * px_km2)
@@ -620,16 +626,17 @@ def _vectorize(pred, threshold: float, opts: DetectOptions, info, stream: BlockS
 
 
 def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, threshold: float, masked=None,
-                   rejected=None) -> None:
+                   rejected=None, provenance: dict[str, str] | None = None) -> None:
     """Write the rasters and the polygons to their temporary names (renamed when the job completes);
-    ``masked`` (not-observed polygons) and ``rejected`` polygons go to further GeoPackage layers."""
+    ``masked`` (not-observed polygons) and ``rejected`` polygons go to further GeoPackage layers. ``provenance``
+    (what produced them) goes into the rasters' tags and the GeoPackage layer's metadata."""
 
     if tmp.prob is not None:
-        write_probability_cog(pred.prob, tmp.prob)
+        write_probability_cog(pred.prob, tmp.prob, tags=provenance)
     if tmp.mask is not None:
-        write_mask_cog(pred.prob, tmp.mask, threshold)
+        write_mask_cog(pred.prob, tmp.mask, threshold, tags=provenance)
     if tmp.polygons is not None:
-        write_layer(gdf, tmp.polygons, outputs.polygons)
+        write_layer(gdf, tmp.polygons, outputs.polygons, metadata=provenance)
         if masked is not None and outputs.polygons.suffix.lower() == ".gpkg":
             masked.to_file(tmp.polygons, layer=NOT_OBSERVED_LAYER, driver="GPKG", engine="pyogrio", mode="a",
                            geometry_type="MultiPolygon", promote_to_multi=True)

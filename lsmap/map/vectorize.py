@@ -327,7 +327,8 @@ def check_vector_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
-def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometry_type: str | None = "Polygon") -> None:
+def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometry_type: str | None = "Polygon",
+                metadata: dict[str, str] | None = None) -> None:
     """Write ``gdf`` at ``tmp``, the temporary name of the output ``path`` (same extension).
 
     The one writer of lsmap's polygon layers: the format follows the extension; shapefile sidecars
@@ -335,7 +336,8 @@ def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometr
     with ``mean_prob`` gets its QGIS style (:func:`lsmap.io.qgis_style.write_layer_style`).
     GeoJSON is written as RFC 7946 asks: WGS 84 longitude/latitude (EPSG:4326), no ``crs``
     member; the attributes (``area_m2`` included, computed in the scene's CRS) are unchanged.
-    GeoPackages and shapefiles keep the layer's CRS.
+    GeoPackages and shapefiles keep the layer's CRS. ``metadata`` (what produced the layer) becomes a
+    GeoPackage's layer metadata; the other formats hold none.
     """
     tmp, path = Path(tmp), Path(path)
     driver, sidecars = vector_driver(path)
@@ -344,7 +346,8 @@ def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometr
         if gdf.crs is not None:
             gdf = gdf.to_crs("EPSG:4326")
         options = {"RFC7946": "YES"}
-    gdf.to_file(tmp, driver=driver, engine="pyogrio", geometry_type=geometry_type, layer_options=options)
+    extra = {"layer_metadata": {k: str(v) for k, v in metadata.items()}} if metadata and driver == "GPKG" else {}
+    gdf.to_file(tmp, driver=driver, engine="pyogrio", geometry_type=geometry_type, layer_options=options, **extra)
     if driver == "GPKG" and "mean_prob" in gdf.columns:
         write_layer_style(tmp)
     for s in sidecars:  # sidecars go first; the main file's rename completes the output

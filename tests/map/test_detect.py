@@ -391,3 +391,25 @@ def test_a_scene_mostly_landslide_is_flagged_as_implausible(tmp_path, rng, res, 
                         "need --offset) and that the model fits this sensor"]
     else:
         assert not said
+
+
+def test_outputs_say_what_produced_them(tmp_path, rng):
+    """Found by an audit: the GeoPackage had no metadata and the COGs only AREA_OR_POINT; a GIS user could not tell
+    the model, threshold or lsmap version, nor what the raster values are."""
+    import pyogrio
+    import rasterio
+    from detect_fixtures import tiny_checkpoint, write_scene
+
+    import lsmap
+
+    scene = write_scene(tmp_path / "s.tif", rng.uniform(0.5, 1.5, (4, 64, 64)).astype("float32"),
+                        bands=["B4", "B3", "B2", "B8"])
+    model = tiny_checkpoint(tmp_path / "m", "rgbn")
+    lsmap.detect(scene, [model], out=tmp_path / "o.gpkg", prob=tmp_path / "p.tif", mask=tmp_path / "k.tif",
+                 window=64, overlap=0, threshold=0.3)
+    meta = pyogrio.read_info(tmp_path / "o.gpkg", layer="o")["layer_metadata"]
+    assert meta["scene"] == str(scene) and meta["threshold"] == "0.3" and meta["models"].endswith("m.safetensors")
+    assert meta["lsmap_version"] == lsmap.__version__ and meta["created"].endswith("+00:00")
+    for name, what in (("p.tif", "landslide probability (value / 254"), ("k.tif", "landslide mask (1: probability > 0.3")):
+        with rasterio.open(tmp_path / name) as src:
+            assert src.descriptions[0].startswith(what) and src.tags()["models"] == meta["models"]

@@ -24,12 +24,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lsmap import __version__
 from lsmap.core.checks import as_list
 from lsmap.data.masks import check_blue_max, check_cloud_prob_max, check_masks, mask_spec, parse_scl_classes
 from lsmap.errors import InputError, MissingInputError, OutputExistsError
@@ -416,7 +418,9 @@ def _write_merged(gdf, not_observed, path: Path) -> Path:
     """The merged layer at ``path`` (atomically), with the ``not_observed`` layer beside it in a GeoPackage."""
     path = check_vector_output(path, True)
     with atomic_output(path, True) as tmp:
-        write_layer(gdf, tmp, path, geometry_type=None)
+        write_layer(gdf, tmp, path, geometry_type=None, metadata={
+            "lsmap_version": __version__, "scenes": ", ".join(sorted(set(",".join(gdf["scene"]).split(","))))
+            if len(gdf) else "", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         if not_observed is not None and vector_driver(path)[0] == "GPKG":
             not_observed.to_file(tmp, layer=NOT_OBSERVED_LAYER, driver="GPKG", engine="pyogrio", mode="a",
                                  geometry_type="MultiPolygon", promote_to_multi=True)
