@@ -348,7 +348,12 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
     h, w = nc.valid.shape
 
     # layout in inches: title band, map (aspect of the scene), colour bar at the right, caption below
-    aspect = abs(top - bottom) / max(abs(right - left), 1e-9)  # a south-up grid has bottom above top
+    # a degree of longitude is cos(latitude) of a degree of latitude on the ground: drawn so (an audit found a
+    # geographic scene stretched east-west by 13 %)
+    y_per_x = 1.0
+    if nc.crs is not None and _metres_per_unit(nc.crs, nc.bounds)[1] == "°":
+        y_per_x = 1.0 / max(math.cos(math.radians((bottom + top) / 2)), 1e-6)
+    aspect = abs(top - bottom) * y_per_x / max(abs(right - left), 1e-9)  # a south-up grid has bottom above top
     map_w = 5.9
     map_h = min(max(map_w * aspect, 2.5), 11.0)
     if map_h == 11.0:  # a tall scene: narrow the map instead of stretching it
@@ -366,6 +371,7 @@ def render_quicklook(scene: str | os.PathLike, polygons, out: str | os.PathLike,
                         cb_h / fig_h))
     extent = (left, right, bottom, top)
     ax.imshow(nc.rgba8(), extent=extent, interpolation="nearest" if max(h, w) < 400 else "antialiased")
+    ax.set_aspect(y_per_x)
     legend = []
     if not nc.valid.all():
         legend.append(Patch(facecolor=NODATA_COLOUR, edgecolor="0.6", label="no data"))

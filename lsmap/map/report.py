@@ -243,6 +243,8 @@ def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, da
         crs_name = c.name + (f" (EPSG:{c.to_epsg()})" if c.to_epsg() else "")
     left, bottom, right, top = image.bounds
     pixel_m = math.hypot(t.a, t.d) * per_unit
+    pixel_h = math.hypot(t.b, t.e) * (111_320.0 if unit == "°" else per_unit)  # a degree of latitude: ~111 km
+    size = f"{pixel_m:.3g} m" if abs(pixel_h - pixel_m) <= 0.01 * pixel_m else f"{pixel_m:.3g} × {pixel_h:.3g} m"
     n = len(polys)
     area_km2 = sum(p["area_m2"] for p in polys) / 1e6
     label = model_label(models)
@@ -250,7 +252,7 @@ def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, da
     sub = f"{n} landslide polygon{'s' if n != 1 else ''}, {area_km2:.2f} km²" + (f" · model: {label}" if label else "")
 
     rows = [("scene", scene_name), ("acquired", date or "unknown (no date in the tags or the file name)"),
-            ("CRS", crs_name or "none"), ("size", f"{image.width} × {image.height} px of {pixel_m:g} m")]
+            ("CRS", crs_name or "none"), ("size", f"{image.width} × {image.height} px of {size}")]
     rows += _area_lines(image, summary)
     rows += [("polygons", str(n)), ("landslide area", f"{area_km2:.3f} km²")]
     if dropped:

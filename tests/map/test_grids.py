@@ -307,3 +307,19 @@ def test_a_south_up_scene_is_tiled_into_north_up_patches(tmp_path, rng):
     back = assemble_patches(tmp_path / "south")
     np.testing.assert_array_equal(back.image, data[:, ::-1])
     np.testing.assert_array_equal(back.mask, truth[::-1])
+
+
+def test_a_geographic_scene_is_drawn_true_to_the_ground(tmp_path, rng, model):
+    """A scene in degrees was drawn with equal degrees on both axes: at 60 degrees north a square in degrees is
+    twice as tall as wide on the ground, and was drawn square (found by an audit: 13 % stretch in Kerala)."""
+    import lsmap
+
+    data = rng.uniform(0.5, 1.5, (4, 64, 64)).astype("float32")
+    with rasterio.open(tmp_path / "geo.tif", "w", driver="GTiff", width=64, height=64, count=4, dtype="float32",
+                       crs="EPSG:4326", transform=Affine(1e-4, 0, 10.0, 0, -1e-4, 60.0)) as dst:
+        dst.write(data)
+        dst.descriptions = tuple(RGBN.bands)
+    lsmap.detect(tmp_path / "geo.tif", [model], out=tmp_path / "g.gpkg", quicklook=tmp_path / "g.png", window=64,
+                 overlap=0)
+    h, w = mpimg.imread(tmp_path / "g.png").shape[:2]
+    assert h > w  # the map 2:1 (it was a square map in a landscape figure)

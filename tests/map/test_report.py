@@ -253,6 +253,7 @@ def test_geographic_areas_and_polygons_without_probabilities(tmp_path, rng, brow
     assert d["polygons"][0]["area_m2"] == pytest.approx(float(areas_m2(list(kept.geometry), "EPSG:4326")[0]))
     assert d["polygons"][0]["area_m2"] > 40_000  # about 218 x 221 m, not square degrees
     assert [r["area_m2"] for r in d["rejected"]] == [11370.0]
+    assert dict(d["summary"])["size"] == "80 × 60 px of 10.9 × 11.1 m"  # a degree of longitude is shorter
     browser.events.clear()
     browser.open(out.as_uri())
     assert browser.eval("document.body.dataset.ready") == "1" and browser.problems() == []
