@@ -327,6 +327,27 @@ def check_vector_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
+#: Shapefile field names of lsmap's columns longer than the format's 10 characters (others are cut to 10).
+SHAPEFILE_NAMES = {"pre_not_observed": "pre_no_obs", "near_not_observed": "near_no_ob", "landslide_pixels": "ls_pixels"}
+
+
+def shapefile_columns(columns) -> dict[str, str]:
+    """The renaming a shapefile needs: each column of more than 10 characters -> its :data:`SHAPEFILE_NAMES`
+    name, else its first 10 characters, made unique."""
+    out: dict[str, str] = {}
+    taken = {c for c in columns if len(c) <= 10}
+    for c in columns:
+        if len(c) <= 10 or c == "geometry":
+            continue
+        name = SHAPEFILE_NAMES.get(c, c[:10])
+        k = 1
+        while name in taken:
+            name, k = f"{c[:8]}_{k}", k + 1
+        taken.add(name)
+        out[c] = name
+    return out
+
+
 def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometry_type: str | None = "Polygon",
                 metadata: dict[str, str] | None = None) -> None:
     """Write ``gdf`` at ``tmp``, the temporary name of the output ``path`` (same extension).
@@ -346,6 +367,14 @@ def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometr
         if gdf.crs is not None:
             gdf = gdf.to_crs("EPSG:4326")
         options = {"RFC7946": "YES"}
+    if driver == "ESRI Shapefile" and (short := shapefile_columns([c for c in gdf.columns if c != gdf.geometry.name])):
+        import warnings
+
+        # said in lsmap's words, with the names the file holds (a raw pyogrio warning before; an audit)
+        warnings.warn(f"{path}: a shapefile holds field names of at most 10 characters: "
+                      f"{', '.join(f'{a} -> {b}' for a, b in short.items())}; write a .gpkg to keep the full names",
+                      LsmapWarning, stacklevel=3)
+        gdf = gdf.rename(columns=short)
     extra = {"layer_metadata": {k: str(v) for k, v in metadata.items()}} if metadata and driver == "GPKG" else {}
     gdf.to_file(tmp, driver=driver, engine="pyogrio", geometry_type=geometry_type, layer_options=options, **extra)
     if driver == "GPKG" and "mean_prob" in gdf.columns:

@@ -409,3 +409,19 @@ def test_not_observed_areas_in_a_geographic_crs(tmp_path):
         boxes = [shapely.box(x0 + c0 * pix, y0 - r1 * pix, x0 + c1 * pix, y0 - r0 * pix)
                  for r0, r1, c0, c1 in ((4, 24, 4, 24), (34, 46, 34, 46))]
         assert g.area_m2.iloc[0] == pytest.approx(float(areas_m2(boxes, crs).sum()), rel=1e-6)
+
+
+def test_shapefile_field_names_are_chosen_and_said(tmp_path):
+    """Fields over 10 characters were cut by GDAL with a raw pyogrio warning (found by an audit: pre_not_ob,
+    near_not_o); lsmap names them and says so."""
+    from lsmap.errors import LsmapWarning
+
+    gdf = gpd.GeoDataFrame({"id": [1], "pre_not_observed": [0.2], "near_not_observed": [True],
+                            "landslide_area_total": [1.0], "landslide_area_totals": [2.0]},
+                           geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32645")
+    with pytest.warns(LsmapWarning, match=r"x.shp: a shapefile holds field names of at most 10 characters: "
+                                          r"pre_not_observed -> pre_no_obs, near_not_observed -> near_no_ob"):
+        write_vector(gdf, tmp_path / "x.shp")
+    back = gpd.read_file(tmp_path / "x.shp")
+    assert list(back.columns) == ["id", "pre_no_obs", "near_no_ob", "landslide_", "landslid_1", "geometry"]
+    assert back.pre_no_obs.iloc[0] == 0.2 and back.landslid_1.iloc[0] == 2.0
