@@ -95,7 +95,7 @@ def _normalize(x, stats: BandStats, channels_last: bool = False):
     return z.div_(std)
 
 
-def member_logits(member: Member, x, stats: BandStats | None = None, amp: bool = True):
+def member_logits(member: Member, x, stats: BandStats | None = None, amp: bool = True, domain: int | None = None):
     """Logits of one member for L4S-scaled ``x``, at the input resolution.
 
     Args:
@@ -118,28 +118,30 @@ def member_logits(member: Member, x, stats: BandStats | None = None, amp: bool =
     stats = stats if stats is not None else member.card.band_stats
     if stats is None:
         raise CheckpointError(f"{member.source}: model card has no normalisation statistics; pass the data's statistics")
-    if member.card.domain_bn:
-        set_domain(member.module, TARGET)
+    if member.card.domain_bn:  # the data is the target's (a new scene), unless said: e.g. labelled source patches
+        set_domain(member.module, TARGET if domain is None else domain)
     channels_last = inference_channels_last(x.device, amp)
     with torch.no_grad():
         return scaled_forward(member.module, _normalize(x, stats, channels_last), member.card.scale, amp,
                               channels_last)
 
 
-def predict_proba(members: Sequence[Member], x, stats: BandStats | None = None, tta: bool = False, amp: bool = True):
-    """Mean landslide probability of the ensemble (and flips, with ``tta``).
+def predict_proba(members: Sequence[Member], x, stats: BandStats | None = None, tta: bool = False, amp: bool = True,
+                  domain: int | None = None):
+    """Mean landslide probability of the ensemble (and flips, with ``tta``); ``domain``: the batch-norm domain of
+    members with domain batch norms (default the target's, :func:`member_logits`).
 
     Shape:
         ``x``: ``(N, C, H, W)`` L4S-scaled; returns ``(N, H, W)`` float32 in [0, 1].
     """
     total = n = None
-    for p in member_passes(members, x, stats, tta, amp):
+    for p in member_passes(members, x, stats, tta, amp, domain):
         total, n = (p, 1) if total is None else (total + p, n + 1)
     return total / n
 
 
 def member_passes(members: Sequence[Member], x, stats: BandStats | None = None, tta: bool = False,
-                  amp: bool = True) -> Iterator:
+                  amp: bool = True, domain: int | None = None) -> Iterator:
     """Landslide probability of each member (and each flip, with ``tta``), one pass at a time.
 
     Shape:
@@ -148,7 +150,8 @@ def member_passes(members: Sequence[Member], x, stats: BandStats | None = None, 
     import torch
 
     for m in members:
-        yield from flip_passes(lambda xi, m=m: torch.softmax(member_logits(m, xi, stats, amp), dim=1)[:, 1], x, tta)
+        yield from flip_passes(lambda xi, m=m: torch.softmax(member_logits(m, xi, stats, amp, domain), dim=1)[:, 1],
+                               x, tta)
 
 
 @contextlib.contextmanager

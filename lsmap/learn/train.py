@@ -290,8 +290,10 @@ def resume_config(out_dir: str | os.PathLike, given: dict[str, Any], explicit: s
 # --- validation -----------------------------------------------------------------------------------------
 
 
-def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = None, channels_last: bool = False):
-    """Landslide confusion counts of ``module`` over ``loader``'s batches (summed over ranks).
+def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = None, channels_last: bool = False,
+             domain: int | None = None):
+    """Landslide confusion counts of ``module`` over ``loader``'s batches (summed over ranks); ``domain``: the
+    batch-norm domain of a domain-BN model (default the target's; the source's for source patches).
 
     Returns:
         A :class:`lsmap.core.metrics.Confusion` over the whole validation split.
@@ -304,7 +306,7 @@ def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = N
     was_training = module.training
     module.eval()
     if config.domain_bn:
-        set_domain(module, TARGET)
+        set_domain(module, TARGET if domain is None else domain)
     total = Confusion()
     with torch.no_grad():
         for batch in loader:
@@ -425,7 +427,7 @@ def _accumulate_step(model, module, sources, iters, losses, config: TrainConfig,
 
 def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.PathLike, *, card: ModelCard,
         init: str | os.PathLike | None = None, resume: bool = False, progress: bool | None = None,
-        overwrite: bool = False, val_split: str = "validation") -> TrainResult:
+        overwrite: bool = False, val_split: str = "validation", val_domain: int | None = None) -> TrainResult:
     """Train a model on ``sources``, choosing the best checkpoint on ``val``.
 
     Args:
@@ -442,6 +444,8 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
             (``False``), rank 0 only; ``None``: :func:`show_bar` decides (a bar on a terminal).
         overwrite: Start a new run over an existing one in ``out_dir``.
         val_split: What ``val`` is, recorded with the best checkpoint's metrics (``split``).
+        val_domain: The batch-norm domain ``val`` is scored in with ``domain_bn`` (default the target's; the
+            source's when ``val`` holds source patches: they were scored with the target's statistics, a review).
 
     Returns:
         The best checkpoint, its validation metrics and the history.
@@ -472,11 +476,12 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
             out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
             es.enter_context(output_lock(out_dir))
         return _fit(sources, val, config, out_dir, card, init, resume, progress, overwrite, state, losses, in_channels,
-                    val_split)
+                    val_split, val_domain)
 
 
 def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init, resume: bool, progress: bool,
-         overwrite: bool, state, losses, in_channels: int, val_split: str = "validation") -> TrainResult:
+         overwrite: bool, state, losses, in_channels: int, val_split: str = "validation",
+         val_domain: int | None = None) -> TrainResult:
     dist, device = _setup_dist(config.device)
     try:
         batch_size = _rank_batch_size(config.batch_size, dist)
@@ -486,7 +491,7 @@ def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init
             clear_run(out_dir)
         dist.barrier()
         run = _Run(module, sources, losses, config, card, out_dir, dist, device)
-        run.val_split = val_split
+        run.val_split, run.val_domain = val_split, val_domain
         if state is not None:
             run.restore(state)
         run.open_loaders(batch_size, val)
@@ -594,6 +599,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=grad_scaler_enabled(device, config.amp))
         self.step, self.best_f1, self.best_metrics, self.history = 0, -1.0, {}, []
         self.val_split = "validation"  # what the best checkpoint is chosen on (fit's `val_split`)
+        self.val_domain = None  # its batch-norm domain with domain_bn (fit's `val_domain`)
         self.iters: list = []
         self.val_loader = None
         self.run_loss = torch.zeros(len(sources), dtype=torch.float32, device=device)  # no per-step host sync
@@ -725,7 +731,8 @@ class _Run:
     def _validate(self, row: dict) -> bool:
         """Add the validation scores to ``row``; whether they beat the best so far (then kept)."""
 
-        conf = validate(self.module, self.val_loader, self.device, self.config, self.dist, self.channels_last)
+        conf = validate(self.module, self.val_loader, self.device, self.config, self.dist, self.channels_last,
+                        self.val_domain)
         sc = scores(conf)
         row |= {k: sc[k] for k in ("f1", "precision", "recall", "iou", "tp", "fp", "fn")}
         if sc["f1"] <= self.best_f1:
@@ -917,7 +924,10 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     card = ModelCard(model=config.model, bands=list(profile.bands), stats=source_stats.to_dict(), data=desc,
                      trained_on=patch_keys(train_p, before.trained_on if before is not None else None),
                      adapted_on=patch_keys(tgt_p if config.domain_bn else [], before.adapted_on if before is not None else None))
+    # held-out source patches with another target: scored in the source's batch-norm domain (without a target
+    # folder the target's statistics are those of these very images)
+    val_domain = SOURCE if config.domain_bn and held and target_dir is not None else None
     result = fit(sources, val, config, out_dir, card=card, init=init, resume=resume, progress=progress,
-                 overwrite=overwrite)
+                 overwrite=overwrite, val_domain=val_domain)
     result.validation, result.held_out = validation, held
     return result

@@ -296,11 +296,13 @@ def _ensemble_threshold(members: Sequence[Any]) -> float:
 
 def score_target(members: Sequence[Any], patches: Sequence[Patch], stats: BandStats, profile: BandProfile, *,
                  crf: bool = False, batch: int = 16, amp: bool = True, progress: bool = False,
-                 desc: str = "scoring target") -> dict | None:
+                 desc: str = "scoring target", domain: int | None = None) -> dict | None:
     """Pixel scores of the ensemble on the labelled patches among ``patches`` (``None`` if none has a mask).
 
     The ensemble predicts with the target's own statistics ``stats`` and the mean of its members'
-    card thresholds (after the dense CRF with ``crf``), as :func:`refine` labels the target.
+    card thresholds (after the dense CRF with ``crf``), as :func:`refine` labels the target; ``domain``:
+    the batch-norm domain of members with domain batch norms (default the target's; the source's for source
+    patches).
     """
     import torch
 
@@ -316,7 +318,7 @@ def score_target(members: Sequence[Any], patches: Sequence[Patch], stats: BandSt
     with progress_bar(total=len(labelled), desc=desc, unit="patch", disable=not progress, leave=False) as bar, \
             inference_context(device, amp):
         for group, x in _batches(labelled, profile, batch):
-            prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=amp).cpu().numpy()
+            prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=amp, domain=domain).cpu().numpy()
             for k, p in enumerate(group):
                 pk = _crf(prob[k], x[k], profile) if crf else prob[k]
                 total = total + confusion(pk > thr, read_mask(p.mask))
@@ -411,14 +413,15 @@ def _worse(now: dict, ref: dict) -> list[str]:
 
 
 def proxies(members: Sequence[Any], check_patches: Sequence[Patch], check_stats: BandStats, tgt_patches: Sequence[Patch],
-            t_used: BandStats, profile: BandProfile, prior: float, *, batch: int = 16, amp: bool = True) -> dict:
+            t_used: BandStats, profile: BandProfile, prior: float, *, batch: int = 16, amp: bool = True,
+            check_domain: int | None = None) -> dict:
     """Label-free proxies of a model's quality on the target (no target label is read).
 
     ``source_f1``: F1 on the labelled ``check_patches`` (the ``val`` folder, else the source);
     ``target_confidence`` and ``target_share``: :func:`target_view` of the target under the
     chosen normalisation; ``share_distance``: how far that share is from the source prior.
     """
-    f1 = score_target(members, check_patches, check_stats, profile, batch=batch, amp=amp)
+    f1 = score_target(members, check_patches, check_stats, profile, batch=batch, amp=amp, domain=check_domain)
     view = target_view(members, tgt_patches, t_used, profile, batch=batch, amp=amp)
     return {"source_f1": f1["f1"] if f1 else None, "target_confidence": view["confidence"],
             "target_share": view["share"], "prior": prior, "share_distance": _share_distance(view["share"], prior)}
@@ -767,9 +770,12 @@ def _context(model_paths: list[str], src_patches, tgt_patches, val_patches, s_st
     norm = choose_norm(members, tgt_patches, s_stats, t_stats, profile, prior, config.norm,
                        batch=config.predict_batch, amp=config.amp)
     t_used = t_stats if norm["chosen"] == "own" else s_stats
-    check = (val_patches, v_stats) if val_patches is not None else (src_patches, s_stats)
+    from lsmap.learn.domain_bn import SOURCE
+
+    # the source's own batch-norm domain on source patches (they were scored with the target's: a review)
+    check = (val_patches, v_stats, None) if val_patches is not None else (src_patches, s_stats, SOURCE)
     p0 = proxies(members, check[0], check[1], tgt_patches, t_used, profile, prior, batch=config.predict_batch,
-                 amp=config.amp)
+                 amp=config.amp, check_domain=check[2])
     return {"models": list(model_paths), "prior": prior, "norm": norm, "t_used": t_used, "check": check,
             "proxies": p0}
 
@@ -855,7 +861,7 @@ def _run_round(i: int, current: list[str], ctx: dict, previous: list[dict], src_
         after = score_target(new_members, tgt_patches, t_used, profile, crf=config.crf, batch=config.predict_batch,
                              amp=config.amp, progress=progress, desc=f"round {i}: scoring target")
         now = proxies(new_members, ctx["check"][0], ctx["check"][1], tgt_patches, t_used, profile, ctx["prior"],
-                      batch=config.predict_batch, amp=config.amp)
+                      batch=config.predict_batch, amp=config.amp, check_domain=ctx["check"][2])
         worse = _worse(now, ctx["proxies"])
         if worse:
             _warn(f"round {i}: the refined model is below the source model on label-free proxies ("
@@ -975,6 +981,7 @@ def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patc
                                  f"(detect's --norm auto follows train.norm = {norm})" if norm else ""))
     on_source = val_patches is src_patches  # refine's `select` "source": the labelled patches it trains on
     res = fit(sources, val, tc, out_dir, card=template, init=init, progress=progress,
-              val_split="source (the labelled patches it trains on)" if on_source else "validation")
+              val_split="source (the labelled patches it trains on)" if on_source else "validation",
+              val_domain=SOURCE if on_source else None)
     path = res.best_path if val is not None and res.best_path is not None and res.best_path.exists() else res.last_path
     return {"checkpoint": str(path), "metrics": res.best_metrics}
