@@ -95,3 +95,30 @@ def test_pseudo_labels_are_ignored_where_the_target_was_not_observed(tmp_path, r
         if strategy == "uncertainty":  # every observed pixel kept (keep 1.0): the selection counts observed ones
             assert (pseudo[exp] != IGNORE_INDEX).all()
     assert n_unobserved > 0
+
+
+def test_uncertainty_selection_judges_the_pixels_it_counted(tmp_path):
+    """With a band set smaller than the file's and no `valid` dataset, the counting pass judged observed pixels on
+    the bands read and the selection pass on all of the file's: pixels without Sentinel-2 data but with slope/DEM
+    were labelled, and the kept counts were not the asked fractions (found by a code review)."""
+    from detect_fixtures import tiny_checkpoint
+
+    from lsmap.core.bands import get_profile
+    from lsmap.data.stats import patch_stats
+    from lsmap.io.patches import write_patch
+    from lsmap.learn.ensemble import load_ensemble
+    from lsmap.learn.refine.rounds import pseudo_label_uncertainty
+
+    img = np.random.default_rng(0).normal(1, 0.1, (14, 8, 8)).astype(np.float32)
+    img[:12, :, :3] = 0.0  # no Sentinel-2 data on the left 3 columns; slope and DEM (the last 2 bands) there
+    write_patch(tmp_path / "t", "0", img, None)
+    (p,) = find_patches(tmp_path / "t")
+    prof = get_profile("l2a")
+    members = load_ensemble([tiny_checkpoint(tmp_path / "m", "l2a")], "cpu", prof)
+    cfg = RefineConfig(strategy="uncertainty", keep_bg=0.5, keep_ls=0.5, mc_passes=3, amp=False)
+    sel = pseudo_label_uncertainty(members, [p], patch_stats([p], prof, valid_only=True), prof, tmp_path / "r", cfg,
+                                   progress=False)
+    mask = read_mask(tmp_path / "r" / "pseudo" / "mask_0.h5")
+    assert (mask[:, :3] == IGNORE_INDEX).all()
+    kept = {c["class"]: c["kept"] for c in sel["classes"]}
+    assert sel["kept"] == kept

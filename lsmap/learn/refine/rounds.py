@@ -555,7 +555,10 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
                 u16 = to_float16_nonneg(var[k])
                 _save_map(maps / f"prob_{p.id}.npy", p16)
                 _save_map(maps / f"uncertainty_{p.id}.npy", u16)
-                selector.add(u16, p16.astype(np.float32) >= 0.5, read_observed(p, x[k]))
+                observed = read_observed(p, x[k])  # on the bands read, kept for the selection pass
+                if observed is not None:
+                    np.save(maps / f"observed_{p.id}.npy", observed)
+                selector.add(u16, p16.astype(np.float32) >= 0.5, observed)
                 conf_all += float(confidence(p16.astype(np.float32)).sum())
                 total += p16.size
                 if det is not None and p.mask is not None:
@@ -570,7 +573,10 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
         p16 = np.load(maps / f"prob_{p.id}.npy").astype(np.float32)
         u16 = np.load(maps / f"uncertainty_{p.id}.npy")
         pred = (p16 >= 0.5).astype(np.uint8)
-        keep = selector.select(u16, pred, read_observed(p))  # unobserved pixels are never kept
+        # unobserved pixels are never kept: the same pixels as counted above (all the file's bands were judged here
+        # before, so a smaller band set counted and selected different pixels; found by a code review)
+        seen = maps / f"observed_{p.id}.npy"
+        keep = selector.select(u16, pred, np.load(seen) if seen.exists() else None)
         mask = uncertainty_labels(pred, keep)
         _write_mask(round_dir / "pseudo" / f"mask_{p.id}.h5", mask)
         kept_bg += int(np.count_nonzero(mask == 0))
