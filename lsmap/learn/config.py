@@ -86,10 +86,12 @@ class TrainConfig:
     val_fraction: float | None = None
     val_split: str = "random"
 
-    def check(self) -> None:
+    def check(self, need_weights: bool = True) -> None:
         """Raise :class:`InputError` on values that cannot work, of the wrong type or out of range (an audit found
         ``lr=-1`` and ``nan`` failing as tracebacks after the data was read, ``amp="no"`` turning AMP on, and
-        ``steps=10.5`` training 11 steps but saving step 10)."""
+        ``steps=10.5`` training 11 steps but saving step 10). ``need_weights=False`` (a resumed run, or one
+        from an ``init`` checkpoint, whose weights replace the encoder's) does not ask for the
+        ``encoder_weights`` file: refine and resume failed when it had moved (found by a code review)."""
         from lsmap.core.checks import check_bool, check_int, check_number
         from lsmap.learn.models import get_spec  # numpy: not at a command line's start
 
@@ -114,7 +116,7 @@ class TrainConfig:
         check_number("threshold", self.threshold, 0, 1, lo_open=True, hi_open=True)
         for name in ("amp", "domain_bn", "augment"):
             check_bool(name, getattr(self, name))
-        if self.encoder_weights not in (None, "imagenet") and not Path(self.encoder_weights).is_file():
+        if need_weights and self.encoder_weights not in (None, "imagenet") and not Path(self.encoder_weights).is_file():
             raise MissingInputError(f"{self.encoder_weights}: `encoder_weights` file does not exist; give a "
                                     f"safetensors/state-dict file or 'imagenet'")
         if self.val_fraction is not None:

@@ -331,7 +331,7 @@ def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = N
 def _build(config: TrainConfig, in_channels: int, init: Path | None, bands: list, *, fresh: bool = True):
     """The model (domain BN converted when asked), optionally initialised from checkpoint ``init``.
 
-    ``fresh=False`` (resuming: the weights are replaced next) skips the encoder weights.
+    ``fresh=False`` (resuming, or starting from ``init``: the weights are replaced) skips the encoder weights.
     """
     from lsmap.learn.domain_bn import convert_domain_bn
 
@@ -456,7 +456,7 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
         CheckpointError: ``init`` or the run to resume does not fit this configuration.
         TrainingError: the loss became NaN.
     """
-    config.check()
+    config.check(need_weights=not resume and init is None)
     out_dir = Path(out_dir)
     _check_sources(sources)
     check_run_dir(out_dir, overwrite, resume)
@@ -558,8 +558,9 @@ def _initial_module(config: TrainConfig, in_channels: int, bands: list, init: st
     import torch
 
     torch.manual_seed(config.seed)
+    # encoder weights only for a model that starts fresh: a resumed run's or an init checkpoint's replace them
     module = _build(config, in_channels, Path(init) if init is not None and resume_from is None else None, bands,
-                    fresh=resume_from is None)
+                    fresh=resume_from is None and init is None)
     if resume_from is not None:
         try:
             module.load_state_dict(read_state_dict(resume_from))
@@ -847,7 +848,7 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     from lsmap.learn.domain_bn import SOURCE, TARGET
 
     config = config or TrainConfig()
-    config.check()
+    config.check(need_weights=not resume and init is None)
     profile = get_profile(bands)
     out_dir = Path(out_dir)
     if data is not None and train_dir is not None:

@@ -343,6 +343,34 @@ def test_domain_bn_scores_source_patches_in_the_source_domain(tmp_path):
     assert res.history[-1]["f1"] == pytest.approx(in_source) and in_source > in_target + 0.3
 
 
+def test_a_moved_encoder_weights_file_does_not_stop_resume_or_refine(data, tmp_path):
+    """The card keeps the encoder_weights path; resume and refine asked for the file again, though the run's or the
+    init checkpoint's weights replace it (found by a code review: MissingInputError once the file had moved)."""
+    import dataclasses
+    import warnings
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from lsmap.learn.models import build_model
+    from lsmap.learn.refine.rounds import RefineConfig, refine
+
+    enc = tmp_path / "enc.safetensors"
+    save_file({k: v.contiguous() for k, v in build_model("tiny-unet", 14).state_dict().items()}, str(enc))
+    cfg = TrainConfig(**FAST | {"steps": 4, "val_every": 2, "encoder_weights": str(enc)})
+    first = train(tmp_path / "run", train_dir=data / "train", val_dir=data / "val", config=cfg, progress=False)
+    enc.unlink()
+    resumed = train(tmp_path / "run", train_dir=data / "train", val_dir=data / "val", resume=True, progress=False,
+                    config=dataclasses.replace(cfg, steps=6))
+    assert read_card(resumed.last_path).train["encoder_weights"] == str(enc)  # still recorded
+    make_patches(tmp_path / "tgt", 4, seed=3, masks=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = refine([str(first.best_path)], data / "train", tmp_path / "tgt", tmp_path / "ref",
+                     RefineConfig(rounds=1, steps=2, device="cpu", amp=False, guard=False), progress=False)
+    assert out.models and Path(out.models[0]).exists()
+
+
 def test_resume_without_run(data, tmp_path):
     with pytest.raises(MissingInputError, match="no interrupted run to resume"):
         train(tmp_path / "new", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST), resume=True)
