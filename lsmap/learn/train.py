@@ -707,11 +707,15 @@ class _Run:
         """Log the interval, validate, save ``best`` (when better) and ``last``; the log row."""
         row = self._interval_row(lr)
         self.dist.sync_buffers(self.module)
-        improved = self._validate(row) if self.val_loader is not None else False
+        better = self._validate(row) if self.val_loader is not None else None
         self.history.append(row)
+        if better is not None:
+            if self.dist.main:
+                save_checkpoint(self.out_dir / "best", self.module, self._card(better))
+            # the best score is the one of the file on disk: set once it is written (a Ctrl-C while writing it
+            # left a resumed run comparing with a score no file held; found by a code review)
+            self.best_f1, self.best_metrics = better["f1"], better
         if self.dist.main:
-            if improved:
-                save_checkpoint(self.out_dir / "best", self.module, self._card(self.best_metrics))
             self.save_last()
             write_log(self.out_dir, self.history)
         self.dist.barrier()
@@ -729,18 +733,16 @@ class _Run:
         row["images_per_s"] = self.interval_images / elapsed if elapsed > 0 else 0.0
         return row
 
-    def _validate(self, row: dict) -> bool:
-        """Add the validation scores to ``row``; whether they beat the best so far (then kept)."""
+    def _validate(self, row: dict) -> dict | None:
+        """Add the validation scores to ``row``; the best checkpoint's metrics when they beat the best so far."""
 
         conf = validate(self.module, self.val_loader, self.device, self.config, self.dist, self.channels_last,
                         self.val_domain)
         sc = scores(conf)
         row |= {k: sc[k] for k in ("f1", "precision", "recall", "iou", "tp", "fp", "fn")}
         if sc["f1"] <= self.best_f1:
-            return False
-        self.best_f1 = sc["f1"]
-        self.best_metrics = {"step": self.step, "split": self.val_split, **sc}
-        return True
+            return None
+        return {"step": self.step, "split": self.val_split, **sc}
 
     def _card(self, metrics: dict) -> ModelCard:
         """The model card of a checkpoint of this run with ``metrics``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -369,6 +370,30 @@ def test_a_moved_encoder_weights_file_does_not_stop_resume_or_refine(data, tmp_p
         out = refine([str(first.best_path)], data / "train", tmp_path / "tgt", tmp_path / "ref",
                      RefineConfig(rounds=1, steps=2, device="cpu", amp=False, guard=False), progress=False)
     assert out.models and Path(out.models[0]).exists()
+
+
+def test_a_ctrl_c_while_best_is_written_keeps_the_best_score_of_the_file(data, tmp_path, monkeypatch):
+    """The best score was taken before best.* was written: a Ctrl-C while writing it saved that score in
+    last_state.pt, and the resumed run compared with a score no file held (found by a code review)."""
+    import json
+
+    import lsmap.learn.train as train_module
+
+    real, calls = train_module.save_checkpoint, {"best": 0}
+
+    def interrupted(path, *args, **kwargs):
+        if Path(path).name == "best":
+            calls["best"] += 1
+            if calls["best"] == 2:
+                raise KeyboardInterrupt
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # at the second best (step 20 or 30 of this seeded run)
+        fit(_sources(data), _val(data), TrainConfig(**FAST), tmp_path / "r", card=_card(data), progress=False)
+    state = torch.load(tmp_path / "r" / "last_state.pt", weights_only=True)
+    on_disk = json.loads((tmp_path / "r" / "best.json").read_text())["metrics"]
+    assert json.loads(state["best_metrics"])["step"] == on_disk["step"] and state["best_f1"] == on_disk["f1"]
 
 
 def test_resume_without_run(data, tmp_path):
