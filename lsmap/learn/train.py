@@ -661,9 +661,16 @@ class _Run:
         t_start = time.perf_counter()
         self._new_interval()
         shown_f1 = self.best_metrics.get("f1")
+        # batch-norm statistics move in the forward pass: a Ctrl-C before the step ends puts them back, so the
+        # resumed run takes that step once (it updated them twice before; found by a code review)
+        buffers = [b for name, b in self.module.named_buffers() if name.endswith(("running_mean", "running_var",
+                                                                                   "num_batches_tracked"))]
+        before, mid_step = None, False
         try:
             while self.step < config.steps:
+                before, mid_step = [b.clone() for b in buffers], True
                 lr = self._step()
+                mid_step = False
                 bar.update(1)
                 if self.step % config.loss_every == 0 and bar.disable is False:
                     bar.set_postfix(loss=f"{self.run_loss.sum().item() / self.run_n:.4f}",
@@ -677,6 +684,9 @@ class _Run:
                         print(log_line(row, config.steps, per_step * (config.steps - self.step)),
                               file=sys.stderr, flush=True)
         except KeyboardInterrupt:
+            if mid_step and before is not None:
+                for b, saved in zip(buffers, before, strict=True):
+                    b.copy_(saved)
             if dist.main and dist.world == 1 and self.step > start:
                 self.save_last()
             raise
