@@ -162,6 +162,28 @@ def test_overwrite_never_replaces_an_input_of_the_run(tmp_path, scene):
     assert not any(p.name.endswith((".gpkg", ".tmp")) for p in tmp_path.iterdir())
 
 
+def test_overwrite_never_replaces_a_models_card_or_the_area_of_interest(tmp_path, scene):
+    """A model named by its stem was not seen as an input, nor the card beside a .safetensors, nor an --aoi file:
+    `-o run/best.json --overwrite` made the model unusable (found by the failure audit)."""
+    import geopandas as gpd
+    import rasterio
+    import shapely
+    from detect_fixtures import tiny_checkpoint
+
+    with rasterio.open(scene) as src:
+        area, crs, count = shapely.box(*src.bounds), src.crs, src.count
+    tiny_checkpoint(tmp_path / "best", "l4s14" if count == 14 else "rgbn")
+    gpd.GeoDataFrame(geometry=[area], crs=crs).to_file(tmp_path / "aoi.geojson")
+    kept = {p: _digest(p) for p in (tmp_path / "best.safetensors", tmp_path / "best.json", tmp_path / "aoi.geojson")}
+    for args in ((["--model", str(tmp_path / "best"), "-o", str(tmp_path / "best.json")]),
+                 (["--model", str(tmp_path / "best.safetensors"), "-o", str(tmp_path / "best.json")]),
+                 (["--model", str(tmp_path / "best"), "--aoi", str(tmp_path / "aoi.geojson"), "-o",
+                   str(tmp_path / "aoi.geojson")])):
+        res = CliRunner().invoke(main, ["detect", str(scene), *args, "--overwrite"])
+        assert res.exit_code == 1 and "this output is the input" in res.output, (args, res.output)
+    assert kept == {p: _digest(p) for p in kept}
+
+
 def test_outputs_apart_sees_links_and_nested_inputs(tmp_path):
     from lsmap.errors import InputError
     from lsmap.io.outputs import check_outputs_apart, input_paths

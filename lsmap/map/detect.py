@@ -289,7 +289,14 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook, report)))
     opts.check()
     outputs.check(overwrite)
-    check_outputs_apart(list(vars(outputs).values()), input_paths(scene, models, scl, mask_raster, opts.pre, opts.stats))
+    # a model named by its stem or one of its two files is both files; an AOI file is read too (an audit replaced
+    # a checkpoint's card and an AOI with --overwrite)
+    from lsmap.learn.models import checkpoint_paths
+
+    model_files = [checkpoint_paths(m) for m in models or [] if isinstance(m, (str, os.PathLike))]
+    check_outputs_apart(list(vars(outputs).values()),
+                        input_paths(scene, models, model_files, scl, mask_raster, opts.pre, opts.stats,
+                                    getattr(aoi, "source", None)))
     t_check = time.perf_counter()
     stack_args = stack_arguments(scene)  # a product or band folder is stacked first, as a mapping of inputs is
     pre = _check_evidence(scene if stack_args is None else None, opts, outputs)
