@@ -489,6 +489,31 @@ def test_the_end_of_a_run_removes_only_dead_processes_temporaries(tmp_path, scen
     assert all(p.exists() for p in live) and not any(p.exists() for p in dead)
 
 
+def test_a_merged_layer_the_folder_did_not_write_is_not_replaced(tmp_path, scenes, model):
+    """A field inventory named event.gpkg in the output folder, or any --merged path, was replaced without
+    --overwrite; an --aoi file even with it (found by the failure audit). A rerun still replaces its own layer."""
+    import geopandas as gpd
+    import shapely
+
+    from lsmap.io.aoi import read_aoi
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    gpd.GeoDataFrame(geometry=[shapely.box(X0, Y0 - 500, X0 + 500, Y0)], crs=UTM).to_file(out / "event.gpkg")
+    before = (out / "event.gpkg").read_bytes()
+    with pytest.raises(OutputExistsError, match="event.gpkg: output exists; .*no run of this folder wrote it"):
+        detect_many(scenes[:1], [model], out, progress=False, **REAL)
+    assert (out / "event.gpkg").read_bytes() == before and not (out / "a.gpkg").exists()  # refused before any work
+    first = detect_many(scenes[:1], [model], out, merged="mine.gpkg", progress=False, **REAL)
+    again = detect_many(scenes[:1], [model], out, merged="mine.gpkg", progress=False, **REAL)  # its own: replaced
+    assert first.merged == again.merged == out / "mine.gpkg"
+    area = tmp_path / "area.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.box(X0, Y0 - 900, X0 + 500, Y0)], crs=UTM).to_file(area)
+    with pytest.raises(InputError, match="area.gpkg: this output is the input"):
+        detect_many(scenes[:1], [model], tmp_path / "ev2", merged=str(area), aoi=read_aoi(area), overwrite=True,
+                    progress=False, **REAL)
+
+
 def test_cluster_with_an_area_of_interest(tmp_path, scenes, model, cluster):
     """The area travels to the workers (a picklable dataclass): the same crop and the same scene outside as a local
     run."""

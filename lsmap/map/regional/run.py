@@ -308,6 +308,7 @@ def detect_many(
     merged_path = None if merged is None else (out_dir / merged if not Path(merged).is_absolute() else Path(merged))
     if merged_path is not None:
         vector_driver(merged_path)  # an unknown format fails before any work
+        _check_merged(merged_path, out_dir, overwrite, [*paths, *model_abs, getattr(aoi, "source", None)])
     reserved = [] if merged_path is None or merged_path.parent != out_dir else [merged_path.stem]
     stems = scene_stems(paths, reserved)
     params = non_default(detect_kwargs)
@@ -369,7 +370,7 @@ def detect_many(
         not_observed = not_observed.to_crs(gdf.crs)  # the same CRS as the polygons (empty layers default to 4326)
     written = None
     if merged_path is not None and layers:  # joined polygons may be MultiPolygons: the type is promoted, not forced
-        written = _write_merged(gdf, not_observed, merged_path)
+        written = _write_merged(gdf, not_observed, merged_path, out_dir)
     return RegionalResult(
         outputs=outputs, failures=failures, merged=written, gdf=gdf,
         skipped=[o.scene for o in ordered if o.skipped], scenes=ordered,
@@ -414,8 +415,34 @@ def _check_masks(kwargs: dict, n_scenes: int) -> dict:
     return key
 
 
-def _write_merged(gdf, not_observed, path: Path) -> Path:
-    """The merged layer at ``path`` (atomically), with the ``not_observed`` layer beside it in a GeoPackage."""
+#: The merged layers a folder's runs wrote (path -> size and mtime), so that a rerun replaces its own and only that.
+MERGED_RECORD = ".lsmap-merged.json"
+
+
+def _merged_record(out_dir: Path) -> dict:
+    try:
+        return json.loads((out_dir / MERGED_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_merged(path: Path, out_dir: Path, overwrite: bool, inputs: list) -> None:
+    """Before any work: refuse a merged layer that is one of the run's inputs (an --aoi file, a scene), and, without
+    ``overwrite``, an existing file that no run of this folder wrote (found by the failure audit: a field inventory
+    named event.gpkg in the folder, or a --merged path, was replaced without --overwrite)."""
+    from lsmap.io.outputs import check_outputs_apart, input_paths
+
+    check_outputs_apart([path], input_paths(inputs))
+    if overwrite or not path.exists():
+        return
+    st = path.stat()
+    if _merged_record(out_dir).get(str(path)) != [st.st_size, st.st_mtime_ns]:
+        raise OutputExistsError(path, "; no run of this folder wrote it (give another `merged` name, or none)")
+
+
+def _write_merged(gdf, not_observed, path: Path, out_dir: Path) -> Path:
+    """The merged layer at ``path`` (atomically), with the ``not_observed`` layer beside it in a GeoPackage; recorded
+    in the folder's :data:`MERGED_RECORD`."""
     path = check_vector_output(path, True)
     with atomic_output(path, True) as tmp:
         write_layer(gdf, tmp, path, geometry_type=None, metadata={
@@ -424,6 +451,11 @@ def _write_merged(gdf, not_observed, path: Path) -> Path:
         if not_observed is not None and vector_driver(path)[0] == "GPKG":
             not_observed.to_file(tmp, layer=NOT_OBSERVED_LAYER, driver="GPKG", engine="pyogrio", mode="a",
                                  geometry_type="MultiPolygon", promote_to_multi=True)
+    record = _merged_record(out_dir)
+    st = path.stat()
+    record[str(path)] = [st.st_size, st.st_mtime_ns]
+    with atomic_output(out_dir / MERGED_RECORD, True) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
     return path
 
 
