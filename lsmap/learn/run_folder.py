@@ -9,6 +9,8 @@ resume from, and the log (``log.csv`` and ``curves.png``, one point per validati
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +42,7 @@ def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
     """
     from lsmap.io.outputs import check_writable
 
+    recover_asides(out_dir)
     existing = [n for n in RUN_FILES if (out_dir / n).exists()]
     if resume:
         if not (out_dir / "last_state.pt").exists() or not (out_dir / "last.safetensors").exists():
@@ -54,10 +57,53 @@ def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
     check_writable(out_dir)  # a read-only or full location fails now, not after the training
 
 
-def clear_run(out_dir: Path) -> None:
-    """Delete the files of the previous run in ``out_dir`` (a new run overwrites it)."""
-    for n in RUN_FILES:
-        (out_dir / n).unlink(missing_ok=True)
+#: Prefix of the hidden folder an overwriting run keeps the previous run's files in until it has saved its own.
+ASIDE_PREFIX = ".lsmap-previous-run-"
+
+
+def set_aside_run(out_dir: Path) -> Path | None:
+    """Move the previous run's files of ``out_dir`` into a hidden folder (``None`` when there are none).
+
+    ``overwrite`` deleted them before the new run had written anything: a Ctrl-C in its first minutes left an
+    empty folder, and an ``init`` checkpoint inside it was gone (found by the failure audit). The new run calls
+    :func:`discard_aside` once it has saved its own ``last``, and :func:`restore_aside` when it ends before that.
+    """
+    from lsmap.io.locks import owner_tag
+
+    present = [n for n in RUN_FILES if (out_dir / n).exists()]
+    if not present:
+        return None
+    aside = out_dir / f"{ASIDE_PREFIX}{owner_tag()}"
+    aside.mkdir()
+    for n in present:
+        os.replace(out_dir / n, aside / n)
+    return aside
+
+
+def restore_aside(aside: Path, out_dir: Path) -> None:
+    """Put the previous run's files back (the new run saved nothing of its own)."""
+    for p in aside.iterdir():
+        if not (out_dir / p.name).exists():
+            os.replace(p, out_dir / p.name)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def discard_aside(aside: Path) -> None:
+    """Delete the previous run's files: the new run has saved its own."""
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_asides(out_dir: Path) -> None:
+    """Before a new run: the previous run's files that a killed overwriting run had set aside go back when that run
+    saved nothing (no ``last`` in the folder), else away."""
+    from lsmap.io.locks import stale
+
+    for aside in out_dir.glob(f"{ASIDE_PREFIX}*") if out_dir.is_dir() else []:
+        if aside.is_dir() and stale(aside.name):
+            if (out_dir / "last.safetensors").exists():
+                discard_aside(aside)
+            else:
+                restore_aside(aside, out_dir)
 
 
 def match_card(path: Path, card: ModelCard, model: str, bands: list, what: str) -> None:

@@ -63,10 +63,12 @@ from lsmap.learn.optim import AliasedOptimizer, needs_alias
 from lsmap.learn.run_folder import (
     check_resume_data,
     check_run_dir,
-    clear_run,
+    discard_aside,
     match_card,
+    restore_aside,
     resume_state,
     save_state,
+    set_aside_run,
     write_log,
 )
 
@@ -487,15 +489,21 @@ def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init
         batch_size = _rank_batch_size(config.batch_size, dist)
         module = _initial_module(config, in_channels, card.bands, init,
                                  resume_from=out_dir / "last.safetensors" if state is not None else None)
-        if overwrite and not resume and dist.main:
-            clear_run(out_dir)
+        # the previous run's files stay (set aside) until this run has saved its own last
+        aside = set_aside_run(out_dir) if overwrite and not resume and dist.main else None
         dist.barrier()
         run = _Run(module, sources, losses, config, card, out_dir, dist, device)
+        run.aside = aside
         run.val_split, run.val_domain = val_split, val_domain
         if state is not None:
             run.restore(state)
         run.open_loaders(batch_size, val)
-        run.take_steps(progress)
+        try:
+            run.take_steps(progress)
+        except BaseException:
+            if run.aside is not None:  # nothing of this run saved: the previous run's files go back
+                restore_aside(run.aside, out_dir)
+            raise
     finally:
         dist.close()
     return run.result()
@@ -601,6 +609,7 @@ class _Run:
         self.step, self.best_f1, self.best_metrics, self.history = 0, -1.0, {}, []
         self.val_split = "validation"  # what the best checkpoint is chosen on (fit's `val_split`)
         self.val_domain = None  # its batch-norm domain with domain_bn (fit's `val_domain`)
+        self.aside: Path | None = None  # the previous run's files, until this run saves its own last
         self.iters: list = []
         self.val_loader = None
         self.run_loss = torch.zeros(len(sources), dtype=torch.float32, device=device)  # no per-step host sync
@@ -687,7 +696,9 @@ class _Run:
             if mid_step and before is not None:
                 for b, saved in zip(buffers, before, strict=True):
                     b.copy_(saved)
-            if dist.main and dist.world == 1 and self.step > start:
+            # an overwriting run interrupted before its first save gives the previous run back (fit), not a last
+            # of a few steps in its place
+            if dist.main and dist.world == 1 and self.step > start and self.aside is None:
                 self.save_last()
             raise
         finally:
@@ -772,6 +783,9 @@ class _Run:
             "best_f1": self.best_f1, "best_metrics": json.dumps(self.best_metrics),
             "history": json.dumps(self.history), "rng_torch": torch.get_rng_state(),
         })
+        if self.aside is not None:  # this run has a last of its own: the previous run's go
+            discard_aside(self.aside)
+            self.aside = None
 
     def result(self) -> TrainResult:
         """What the run produced."""

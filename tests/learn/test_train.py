@@ -421,6 +421,41 @@ def test_a_ctrl_c_while_best_is_written_keeps_the_best_score_of_the_file(data, t
     assert json.loads(state["best_metrics"])["step"] == on_disk["step"] and state["best_f1"] == on_disk["f1"]
 
 
+def test_an_overwriting_run_keeps_the_previous_one_until_it_saves_its_own(run, data, tmp_path):
+    """--overwrite deleted the finished run before the new one had written anything: a Ctrl-C in its first minutes
+    left an empty folder, and an --init checkpoint inside it was gone (found by the failure audit). The previous
+    run's files are set aside and come back when the new run ends before its first save; a killed run's are
+    recovered by the next one."""
+    import os
+
+    from lsmap.io.locks import owner_tag
+    from lsmap.learn.run_folder import ASIDE_PREFIX, RUN_FILES
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "r")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.name in RUN_FILES}
+    broken = _sources(data, lambda d: _Interrupt(d, 8 * 3))  # Ctrl-C before the first validation
+    with pytest.raises(KeyboardInterrupt):
+        fit(broken, _val(data), TrainConfig(**FAST), tmp_path / "r", card=_card(data), init=tmp_path / "r" / "best",
+            overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.name in RUN_FILES} == before
+    assert not list((tmp_path / "r").glob(f"{ASIDE_PREFIX}*"))
+    # a run killed (no Python left to put them back) before its first save: the next start restores them
+    gone = owner_tag().replace(f"-{os.getpid()}-", "-999999999-")
+    aside = tmp_path / "r" / f"{ASIDE_PREFIX}{gone}"
+    aside.mkdir()
+    for name in before:
+        os.replace(tmp_path / "r" / name, aside / name)
+    with pytest.raises(OutputExistsError):  # the restored run is refused without overwrite again
+        train(tmp_path / "r", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.name in RUN_FILES} == before
+    # a run that saves its own replaces the previous one
+    fit(_sources(data), _val(data), TrainConfig(**FAST), tmp_path / "r", card=_card(data), overwrite=True,
+        progress=False)
+    assert (tmp_path / "r" / "last.safetensors").read_bytes() != before["last.safetensors"]
+    assert not list((tmp_path / "r").glob(f"{ASIDE_PREFIX}*"))
+
+
 def test_resume_without_run(data, tmp_path):
     with pytest.raises(MissingInputError, match="no interrupted run to resume"):
         train(tmp_path / "new", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST), resume=True)
