@@ -88,7 +88,7 @@ from lsmap.io.rasters import atomic_output
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
 from lsmap.learn.ensemble import folded_members, inference_context, load_ensemble, predict_proba
-from lsmap.learn.models import ModelCard, read_card
+from lsmap.learn.models import ModelCard, checkpoint_paths, read_card
 from lsmap.learn.refine import STRATEGIES
 from lsmap.learn.refine.pseudo import check_thresholds, confidence, ignore_unobserved, threshold_labels
 from lsmap.learn.train import Source, TrainConfig, fit
@@ -711,9 +711,54 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     v_stats = patch_stats(val_patches, profile, valid_only=True, progress=progress, desc="validation statistics") if val_patches else None
 
     # Inputs are valid: now touch the outputs.
+    _recover_aside(out_dir)
+    aside = None
     if overwrite and out_dir.exists() and not resume:
         check_owned_dir(out_dir, True, "refine", OUTPUT_PATTERNS, manifests=(RUN_FILE,))
-        shutil.rmtree(out_dir)
+        from lsmap.io.outputs import input_paths
+
+        for p in input_paths(model_paths, source, target, val, [checkpoint_paths(m) for m in model_paths]):
+            if p.resolve().is_relative_to(out_dir.resolve()):  # it would be moved aside, then deleted
+                raise InputError(f"{p}: this input lies in the run folder {out_dir} that `overwrite` replaces; "
+                                 f"copy it elsewhere first, or write the new run to another folder")
+        # the previous run stays (beside, hidden) until this one has finished a round (it was deleted first: a
+        # Ctrl-C in the first round lost every finished round; found by the failure audit)
+        aside = _aside_path(out_dir)
+        os.replace(out_dir, aside)
+    try:
+        return _rounds(out_dir, aside, record, s_stats, t_stats, model_paths, src_patches, tgt_patches, val_patches,
+                       v_stats, profile, device, config, progress)
+    except BaseException:
+        if aside is not None and aside.exists() and not finished_rounds(out_dir):
+            shutil.rmtree(out_dir, ignore_errors=True)
+            os.replace(aside, out_dir)
+        raise
+
+
+def _aside_path(out_dir: Path) -> Path:
+    from lsmap.io.locks import owner_tag
+
+    return out_dir.parent / f".{out_dir.name}.lsmap-previous-run-{owner_tag()}"
+
+
+def _recover_aside(out_dir: Path) -> None:
+    """A killed overwriting run's set-aside previous run: back in place when the killed run finished no round,
+    else deleted."""
+    from lsmap.io.locks import glob_escape, stale
+
+    for aside in out_dir.parent.glob(f".{glob_escape(out_dir.name)}.lsmap-previous-run-*"):
+        if not aside.is_dir() or not stale(aside.name):
+            continue
+        if out_dir.exists() and finished_rounds(out_dir):
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            os.replace(aside, out_dir)
+
+
+def _rounds(out_dir: Path, aside: Path | None, record: dict, s_stats, t_stats, model_paths, src_patches, tgt_patches,
+            val_patches, v_stats, profile, device, config: RefineConfig, progress: bool) -> RefineResult:
+    """The rounds of :func:`refine` in ``out_dir`` (the previous run set aside at ``aside`` until one is done)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if not (out_dir / OWNER_MARKER).exists():
         mark_owned(out_dir, "refine")
@@ -736,6 +781,9 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
                              v_stats, profile, device, out_dir, config, progress)
         result.rounds.append(summary)
         result.models = summary["models"]
+        if aside is not None:  # a round of this run is done: the previous run goes
+            shutil.rmtree(aside, ignore_errors=True)
+            aside = None
         if summary.get("stopped"):
             break
     final_caution(result.rounds)
