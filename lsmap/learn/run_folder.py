@@ -134,7 +134,13 @@ def resume_state(out_dir: Path, config: TrainConfig, bands: list) -> dict:
         raise CheckpointError(f"{out_dir}/last.json: run was trained with domain_bn={last_card.domain_bn}; "
                               f"resume with the same setting")
     _check_resume_config(out_dir, config)
-    return load_state(out_dir / "last_state.pt")
+    state = load_state(out_dir / "last_state.pt")
+    step = last_card.metrics.get("step")
+    if step is not None and int(state["step"]) != int(step):  # a save cut short between the files (found by an audit)
+        raise CheckpointError(f"{out_dir}: last.safetensors is of step {step} but last_state.pt of step "
+                              f"{int(state['step'])}: a save was cut short, and the run cannot be resumed exactly; "
+                              f"start it again (`overwrite`) or take best.safetensors as `init`")
+    return state
 
 
 def check_resume_data(out_dir: Path, card):

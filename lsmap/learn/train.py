@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -777,12 +778,23 @@ class _Run:
         """Write ``last.*`` and ``last_state.pt``: everything :meth:`restore` needs."""
         import torch
 
-        save_checkpoint(self.out_dir / "last", self.module, self._card({"step": self.step}))
-        save_state(self.out_dir / "last_state.pt", {
-            "step": self.step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "best_f1": self.best_f1, "best_metrics": json.dumps(self.best_metrics),
-            "history": json.dumps(self.history), "rng_torch": torch.get_rng_state(),
-        })
+        # the three files are written beside first and put in place together: a failed write (a full disk) left
+        # step-20 weights with a step-17 state, which resume took (found by the failure audit)
+        from lsmap.io.locks import owner_tag
+
+        stage = self.out_dir / f".lsmap-last-{owner_tag()}.tmp"
+        stage.mkdir(parents=True)
+        try:
+            save_checkpoint(stage / "last", self.module, self._card({"step": self.step}))
+            save_state(stage / "last_state.pt", {
+                "step": self.step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "best_f1": self.best_f1, "best_metrics": json.dumps(self.best_metrics),
+                "history": json.dumps(self.history), "rng_torch": torch.get_rng_state(),
+            })
+            for name in ("last_state.pt", "last.json", "last.safetensors"):
+                os.replace(stage / name, self.out_dir / name)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
         if self.aside is not None:  # this run has a last of its own: the previous run's go
             discard_aside(self.aside)
             self.aside = None

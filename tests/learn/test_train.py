@@ -456,6 +456,23 @@ def test_an_overwriting_run_keeps_the_previous_one_until_it_saves_its_own(run, d
     assert not list((tmp_path / "r").glob(f"{ASIDE_PREFIX}*"))
 
 
+def test_last_files_of_different_steps_are_not_resumed(run, data, tmp_path):
+    """A save cut short between last.safetensors and last_state.pt (a full disk) left weights and state of different
+    steps, and resume took them and exited 0 (found by the failure audit). The three files are now put in place
+    together; a mismatch is refused."""
+    from lsmap.learn.run_folder import save_state
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "r")
+    state = torch.load(tmp_path / "r" / "last_state.pt", weights_only=True)
+    save_state(tmp_path / "r" / "last_state.pt", {**state, "step": int(state["step"]) - 3})
+    with pytest.raises(CheckpointError, match=r"last.safetensors is of step 30 but last_state.pt of step 27: a save "
+                                              r"was cut short"):
+        train(tmp_path / "r", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST | {"amp": True}),
+              resume=True, progress=False)
+    assert not list((tmp_path / "r").glob(".lsmap-last-*"))
+
+
 def test_resume_without_run(data, tmp_path):
     with pytest.raises(MissingInputError, match="no interrupted run to resume"):
         train(tmp_path / "new", train_dir=data / "train", val_dir=data / "val", config=TrainConfig(**FAST), resume=True)
