@@ -446,6 +446,16 @@ def test_an_overwriting_refine_keeps_the_previous_run_until_a_round_is_done(worl
                tmp_path / "run", _cfg(), overwrite=True, progress=False)
 
 
+def test_resume_into_a_folder_of_the_users_is_refused(world, tmp_path):
+    """`--resume -o DIR` took any folder (even '.'): the user's norm.json was replaced and the folder stamped as
+    lsmap's (found by the failure audit)."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "norm.json").write_text('{"mine": 1}')
+    with pytest.raises(InputError, match="no refine run to resume here .* the folder holds other files"):
+        _run(world, tmp_path / "mine", resume=True)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["norm.json"]
+
+
 def test_target_with_other_band_profile_loses_nothing(world, tmp_path):
     bad = make_patches(tmp_path / "bad", 2, np.random.default_rng(1), "target", masks=False, bands=4)
     with pytest.raises(BandMismatchError, match="image_0.h5"):

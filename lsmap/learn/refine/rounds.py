@@ -609,6 +609,9 @@ def _check_resume(out_dir: Path, record: dict) -> None:
     if not path.exists():
         if any(out_dir.glob("round_*")):
             raise InputError(f"{out_dir}: has round folders but no {RUN_FILE}; not a refine run folder, choose another -o")
+        if any(p.name != OWNER_MARKER for p in out_dir.iterdir()):  # a folder of the user's (even '.'): not ours
+            raise InputError(f"{out_dir}: no refine run to resume here (no {RUN_FILE}) and the folder holds other "
+                             f"files; give the run's folder, or an empty or new one")
         return
     try:
         old = json.loads(path.read_text())
