@@ -138,3 +138,22 @@ def test_concurrent_writers_in_threads_of_other_processes_one_wins(tmp_path):
     assert outs == ["locked", "wrote"]
     assert out.read_text() in ("0", "1")
     np.testing.assert_equal(len(list(tmp_path.iterdir())), 1)
+
+
+def test_a_zombie_owns_nothing():
+    """A killed process its parent has not reaped answers kill(pid, 0): its temporaries survived the next run
+    (found by the failure audit)."""
+    import subprocess
+    import sys
+    import time
+
+    from lsmap.io.locks import pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    for _ in range(100):  # exited, not waited for: a zombie
+        if open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    assert not pid_alive(child.pid)
+    child.wait()
+    assert pid_alive(os.getpid())

@@ -47,7 +47,8 @@ def owner_tag() -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host (a pid reused by another process counts as alive)."""
+    """Whether a process ``pid`` exists on this host (a pid reused by another process counts as alive); a zombie
+    (killed, not yet reaped by its parent) does not: its temporaries are stale (found by the failure audit)."""
     if pid <= 0:
         return False
     try:
@@ -56,7 +57,10 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by another user
         return True
-    return True
+    try:  # Linux: the state after the command's closing parenthesis
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def stale(name: str, *, now: float | None = None, mtime: float | None = None) -> bool:
