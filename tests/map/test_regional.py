@@ -711,3 +711,21 @@ def test_an_area_of_interest_crops_every_scene_and_lists_those_outside(tmp_path,
                                   "--overlap", "16", "--device", "cpu", "-o", str(tmp_path / "cli")])
     assert r.exit_code == 0, r.output
     assert "2 scenes: 1 done, 0 already complete (skipped), 0 failed, 1 outside the area of interest" in r.output
+
+
+def test_a_band_folder_rewritten_in_place_is_detected_again(tmp_path, model):
+    """A folder's own size and time do not change when a band file in it is rewritten, so a rerun skipped a band or
+    .SAFE folder whose bands had changed (found by the failure audit). Its files are fingerprinted."""
+    import time
+
+    from lsmap.map.regional.scenejob import job_key
+
+    folder = tmp_path / "s2"
+    folder.mkdir()
+    (folder / "B04.tif").write_bytes(b"a" * 100)
+    (folder / "B08.tif").write_bytes(b"b" * 100)
+    before = job_key(folder, [str(model)], {}, None)
+    time.sleep(0.01)
+    with open(folder / "B04.tif", "r+b") as f:  # in place: same size, the folder's own time unchanged
+        f.write(b"c" * 100)
+    assert job_key(folder, [str(model)], {}, None) != before

@@ -41,11 +41,17 @@ Detector = Callable[..., Any]
 
 
 def _fingerprint(path: Path | str) -> list:
-    """Size and modification time of a file; nothing for a URL (a STAC Item is taken as unchanged)."""
+    """Size and modification time of a file; of a folder (band files, a ``.SAFE`` product) the files in it, summed
+    and the latest, since a folder's own do not change when a file in it is rewritten (found by the failure audit:
+    a rerun skipped a band folder whose bands had changed); nothing for a URL (a STAC Item is taken as unchanged)."""
     if is_url(path):
         return [None, None]
     try:
-        st = Path(path).stat()
+        path = Path(path)
+        if path.is_dir():
+            stats = [p.stat() for p in path.rglob("*") if p.is_file()]
+            return [sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0), len(stats)]
+        st = path.stat()
         return [st.st_size, st.st_mtime_ns]
     except OSError:
         return [None, None]
