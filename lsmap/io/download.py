@@ -284,13 +284,22 @@ def download_l4s(root: str | os.PathLike, *, url: str | None = None, record: str
     Raises:
         DownloadError: the record or a file cannot be fetched, or a file is wrong.
         InputError: an archive cannot be unpacked.
+        OutputLockedError: another download into ``root`` is running.
     """
+    from lsmap.io.locks import output_lock
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    # one download into a folder at a time: two at once raced on the same .part (a traceback; the failure audit)
+    with output_lock(root, clean=False):
+        return _download(root, url, record, timeout, progress, keep_archives)
+
+
+def _download(root: Path, url, record: str, timeout: float, progress, keep_archives: bool) -> DownloadResult:
     import zipfile
 
     from lsmap.io.patches import SPLITS, find_patches, has_split
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     files = zenodo_files(record, url, timeout)
     result = DownloadResult(root, [f.name for f in files])
     archives = root / "archives"

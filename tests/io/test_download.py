@@ -150,3 +150,30 @@ def test_unreachable_server_is_one_line(tmp_path):
     res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "l4s"), "--url", "http://127.0.0.1:9",
                                     "--timeout", "5"])
     assert res.exit_code == 1 and "cannot connect" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_two_downloads_into_one_folder_are_not_run_at_once(zenodo, tmp_path):
+    """Two at once raced on the same .part: one ended in a FileNotFoundError traceback (found by the failure
+    audit). The second is refused with the first's pid while the first runs."""
+    import subprocess
+    import sys
+    import time
+
+    from lsmap.errors import OutputLockedError
+
+    (tmp_path / "l4s").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, pathlib; from lsmap.io.locks import output_lock\n"
+        f"with output_lock(pathlib.Path({str(tmp_path / 'l4s')!r}), clean=False):\n"
+        f"    pathlib.Path({str(tmp_path / 'held')!r}).touch(); time.sleep(30)")])
+    try:
+        for _ in range(200):
+            if (tmp_path / "held").exists():
+                break
+            time.sleep(0.05)
+        with pytest.raises(OutputLockedError):
+            download_l4s(tmp_path / "l4s", url=zenodo.url, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert download_l4s(tmp_path / "l4s", url=zenodo.url, progress=False).patches["train"] == 3
