@@ -114,3 +114,20 @@ def test_read_only_disk_fails_at_once_for_every_command(readonly, tmp_path, rng,
     }[command]
     res = CliRunner().invoke(main, args)
     _one_line_failure(res, "Read-only file system")
+
+
+def test_a_training_state_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    """torch's writer fails with 'unexpected pos' under a file-size limit or a quota: a 40-line traceback from
+    lsmap train (found by the failure audit)."""
+    import torch
+
+    from lsmap.errors import OutputError
+    from lsmap.learn.run_folder import save_state
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OutputError, match=r"last_state.pt: cannot write the training state \(.*unexpected pos"):
+        save_state(tmp_path / "last_state.pt", {"step": 1})
+    assert list(tmp_path.iterdir()) == []

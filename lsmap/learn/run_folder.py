@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lsmap.errors import CheckpointError, MissingInputError, OutputExistsError
+from lsmap.errors import CheckpointError, MissingInputError, OutputError, OutputExistsError
 from lsmap.io.rasters import atomic_output
 from lsmap.learn.models import ModelCard, read_card
 
@@ -197,7 +197,11 @@ def save_state(path: Path, state: dict) -> None:
 
 
     with atomic_output(path, overwrite=True) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's writer: 'unexpected pos', not the OS error (a file-size limit, a quota)
+            raise OutputError(f"{path}: cannot write the training state ({str(e).splitlines()[0][:120]}); check the "
+                              f"free space and any quota or file-size limit there") from None
 
 
 def load_state(path: Path) -> dict:
