@@ -47,7 +47,7 @@ from lsmap.data.masks import (
 from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS, check_stats, scale_warning, scan_scene
 from lsmap.data.sources import stack_arguments, stack_source
 from lsmap.data.stack import mean_pixel_area_m2
-from lsmap.errors import CheckpointError, InputError, LsmapWarning, MissingInputError
+from lsmap.errors import CheckpointError, InputError, LsmapWarning, MissingInputError, OutputError, OutputExistsError
 from lsmap.io.aoi import crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
@@ -317,6 +317,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         tmp = _temporary_outputs(es, outputs, overwrite)
         work = Path(es.enter_context(tempfile.TemporaryDirectory(prefix=f".lsmap-detect-{owner_tag()}-",
                                                                  dir=work_parent)))
+        es.enter_context(_scratch_named(work))
         crop = None  # the AOI's window in the scene's grid
         if stack_args is not None:
             scene_path, spec = stack_source(stack_args, work, _union(members), spec, aoi=aoi, layers=layers)
@@ -430,6 +431,22 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     if rejected is not None:
         gdf.attrs["rejected"] = rejected
     return gdf
+
+
+@contextlib.contextmanager
+def _scratch_named(work: Path):
+    """Errors about detect's scratch files say so, instead of naming a hidden temporary path the user never gave
+    (found by the failure audit: a full disk was reported on '.lsmap-detect-HOST-PID-.../prob.tif')."""
+    import re
+
+    try:
+        yield
+    except (InputError, OutputError) as e:
+        if str(work) not in str(e) or isinstance(e, OutputExistsError):
+            raise
+        text = re.sub(re.escape(str(work)) + r"/?([^\s:;,)]*)",
+                      lambda m: f"detect's scratch file {m.group(1)} (in {work.parent})", str(e))
+        raise type(e)(text) from None
 
 
 def _unjudged(kept, plan) -> int | None:

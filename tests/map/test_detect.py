@@ -413,3 +413,25 @@ def test_outputs_say_what_produced_them(tmp_path, rng):
     for name, what in (("p.tif", "landslide probability (value / 254"), ("k.tif", "landslide mask (1: probability > 0.3")):
         with rasterio.open(tmp_path / name) as src:
             assert src.descriptions[0].startswith(what) and src.tags()["models"] == meta["models"]
+
+
+def test_an_error_in_detects_scratch_names_it_so(tmp_path, rng, monkeypatch):
+    """A full disk was reported on '.lsmap-detect-HOST-PID-.../prob.tif', a hidden path the user never gave
+    (found by the failure audit)."""
+    from detect_fixtures import tiny_checkpoint, write_scene
+
+    import lsmap
+    import lsmap.map.detect as detect_module
+    from lsmap.errors import NoSpaceError
+
+    scene = write_scene(tmp_path / "s.tif", rng.uniform(0.5, 1.5, (4, 64, 64)).astype("float32"),
+                        bands=["B4", "B3", "B2", "B8"])
+    model = tiny_checkpoint(tmp_path / "m", "rgbn")
+
+    def full(info, members, work, *args, **kwargs):
+        raise NoSpaceError(f"{work / 'prob.tif'}: no space left on the device; free some and re-run")
+
+    monkeypatch.setattr(detect_module, "_predict", full)
+    with pytest.raises(NoSpaceError, match=r"^detect's scratch file prob.tif \(in .*out\): no space left") as e:
+        lsmap.detect(scene, [model], out=tmp_path / "out" / "o.gpkg", window=64, overlap=0)
+    assert ".lsmap-detect-" not in str(e.value)
