@@ -95,6 +95,13 @@ def test_pseudo_labels_are_ignored_where_the_target_was_not_observed(tmp_path, r
         if strategy == "uncertainty":  # every observed pixel kept (keep 1.0): the selection counts observed ones
             assert (pseudo[exp] != IGNORE_INDEX).all()
     assert n_unobserved > 0
+    # the landslide share the guard tests is over the observed pixels (all pixels diluted it; found by a review)
+    import json
+
+    sel = json.loads((tmp_path / "run" / "round_1" / "selection.json").read_text())
+    summary = json.loads((tmp_path / "run" / "round_1" / "summary.json").read_text())
+    assert sel["observed"] == sel["pixels"] - n_unobserved
+    assert summary["pseudo_share"] == pytest.approx(sel["kept"]["landslide"] / sel["observed"])
 
 
 def test_uncertainty_selection_judges_the_pixels_it_counted(tmp_path):

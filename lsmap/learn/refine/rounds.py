@@ -476,7 +476,7 @@ def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], sta
     thr = _ensemble_threshold(members)
     (round_dir / "pseudo").mkdir(parents=True, exist_ok=True)
     (round_dir / "maps").mkdir(parents=True, exist_ok=True)
-    kept_bg = kept_ls = total = 0
+    kept_bg = kept_ls = total = seen = 0
     conf_sum = conf_all = 0.0
     conf_mat, labelled = Confusion(), False
     with progress_bar(total=len(patches), desc=desc, unit="patch", disable=not progress) as bar, \
@@ -485,8 +485,10 @@ def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], sta
             prob = predict_proba(members, torch.from_numpy(x).to(device), stats, amp=config.amp).cpu().numpy()
             for k, p in enumerate(group):
                 pk = _crf(prob[k], x[k], profile) if config.crf else prob[k]
+                observed = read_observed(p, x[k])
                 mask = ignore_unobserved(threshold_labels(pk, config.pos_thresh, config.neg_thresh),
-                                         read_observed(p, x[k]))  # never from clouds, nodata, padding
+                                         observed)  # never from clouds, nodata, padding
+                seen += mask.size if observed is None else int(observed.sum())
                 _write_mask(round_dir / "pseudo" / f"mask_{p.id}.h5", mask)
                 _save_map(round_dir / "maps" / f"prob_{p.id}.npy", pk)
                 conf = confidence(pk)
@@ -501,7 +503,7 @@ def pseudo_label_threshold(members: Sequence[Any], patches: Sequence[Patch], sta
                     conf_mat = conf_mat + confusion(pk > thr, read_mask(p.mask))
             bar.update(len(group))
     sel = {"strategy": "threshold", "pos_thresh": config.pos_thresh, "neg_thresh": config.neg_thresh,
-           "crf": config.crf, **_pixel_summary(kept_bg, kept_ls, total, conf_sum),
+           "crf": config.crf, **_pixel_summary(kept_bg, kept_ls, total, conf_sum), "observed": seen,
            "mean_confidence": conf_all / total if total else None}
     if labelled:
         sel["target_before"] = {**scores(conf_mat), "threshold": thr}
@@ -539,7 +541,7 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
     selector = ClassBalancedSelector((config.keep_bg, config.keep_ls))
     conf_mat, labelled = Confusion(), False
     conf_all = 0.0
-    total = 0
+    total = seen = 0
     with progress_bar(total=len(patches), desc=f"{desc} (MC dropout)", unit="patch", disable=not progress) as bar, \
             inference_context(device, config.amp):
         for group, x in _batches(patches, profile, config.predict_batch):
@@ -558,6 +560,7 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
                 observed = read_observed(p, x[k])  # on the bands read, kept for the selection pass
                 if observed is not None:
                     np.save(maps / f"observed_{p.id}.npy", observed)
+                seen += p16.size if observed is None else int(observed.sum())
                 selector.add(u16, p16.astype(np.float32) >= 0.5, observed)
                 conf_all += float(confidence(p16.astype(np.float32)).sum())
                 total += p16.size
@@ -575,8 +578,8 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
         pred = (p16 >= 0.5).astype(np.uint8)
         # unobserved pixels are never kept: the same pixels as counted above (all the file's bands were judged here
         # before, so a smaller band set counted and selected different pixels; found by a code review)
-        seen = maps / f"observed_{p.id}.npy"
-        keep = selector.select(u16, pred, np.load(seen) if seen.exists() else None)
+        obs_file = maps / f"observed_{p.id}.npy"
+        keep = selector.select(u16, pred, np.load(obs_file) if obs_file.exists() else None)
         mask = uncertainty_labels(pred, keep)
         _write_mask(round_dir / "pseudo" / f"mask_{p.id}.h5", mask)
         kept_bg += int(np.count_nonzero(mask == 0))
@@ -584,7 +587,7 @@ def pseudo_label_uncertainty(members: Sequence[Any], patches: Sequence[Patch], s
         conf_sum += float(confidence(p16)[keep].sum())
     sel = {"strategy": "uncertainty", "mc_passes": config.mc_passes, "mc_p": config.mc_p,
            "keep_bg": config.keep_bg, "keep_ls": config.keep_ls, "crf": config.crf, "classes": classes,
-           **_pixel_summary(kept_bg, kept_ls, total, conf_sum),
+           **_pixel_summary(kept_bg, kept_ls, total, conf_sum), "observed": seen,
            "mean_confidence": conf_all / total if total else None}
     if labelled:
         sel["target_before"] = {**scores(conf_mat), "threshold": thr}
@@ -867,7 +870,9 @@ def _run_round(i: int, current: list[str], ctx: dict, previous: list[dict], src_
                          f"`pos_thresh`/`neg_thresh` or raise `keep_bg`/`keep_ls`, or check that the target is "
                          f"prepared like the source (bands, scale)")
     del members
-    share = sel["kept"]["landslide"] / sel["pixels"] if sel["pixels"] else 0.0
+    # over the observed pixels: a target with wide nodata margins diluted the share the guard tests (a review)
+    observed = sel.get("observed") or sel["pixels"]
+    share = sel["kept"]["landslide"] / observed if observed else 0.0
     guard = _guard(i, share, ctx["prior"], previous, config, start=norm[norm["chosen"]]["share"],
                    kept_background=sel["kept"]["background"], kept_landslide=sel["kept"]["landslide"])
     summary = {
