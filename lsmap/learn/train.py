@@ -750,7 +750,8 @@ class _Run:
         if not all(math.isfinite(v) for v in mean_loss):
             raise TrainingError(f"training loss became {mean_loss} by step {self.step}; lower `lr` or check the data")
         elapsed = time.perf_counter() - self.t0
-        row = {"step": self.step, "lr": lr, "loss": sum(mean_loss)}
+        # the objective: each source's loss times its weight (refine's pseudo_weight was left out; a review)
+        row = {"step": self.step, "lr": lr, "loss": sum(s.weight * v for s, v in zip(self.sources, mean_loss, strict=False))}
         row |= {f"loss_{s.name or i}": v for i, (s, v) in enumerate(zip(self.sources, mean_loss, strict=False)) if s.weight != 0}
         row["images_per_s"] = self.interval_images / elapsed if elapsed > 0 else 0.0
         return row
