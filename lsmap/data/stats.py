@@ -159,7 +159,7 @@ def compute_stats(
     return scan.stats
 
 
-def patch_stats(patches: Sequence[Patch], bands: str | BandProfile = "l4s14", *, valid_only: bool = False,
+def patch_stats(patches: Sequence[Patch], bands: str | BandProfile = "l4s14", *, valid_only: bool = True,
                 fill: float | None = NONFINITE_FILL, progress: bool = False, desc: str = "statistics") -> BandStats:
     """Per-band statistics over ``patches``, streamed one patch at a time.
 
@@ -169,7 +169,8 @@ def patch_stats(patches: Sequence[Patch], bands: str | BandProfile = "l4s14", *,
     Args:
         patches: The patches (:func:`lsmap.io.patches.find_patches`).
         bands: Band profile; every file's band count is checked against it.
-        valid_only: Leave out pixels whose bands are all exactly :data:`~lsmap.core.constants.FILL`.
+        valid_only: Leave out pixels whose bands are all exactly :data:`~lsmap.core.constants.FILL` (the nodata
+            ``lsmap tile`` writes; the default, as detection leaves a scene's nodata out).
         fill: Value that replaces non-finite values before counting (the value the models see;
             a warning names the file); ``None`` leaves non-finite pixels out instead.
         progress: Show a progress bar.

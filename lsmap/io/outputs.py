@@ -57,6 +57,17 @@ _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EI
 # --- describing filesystems and OS errors ------------------------------------------------------
 
 
+def provenance(**fields: object) -> dict[str, str]:
+    """What produced an output, as the text metadata of a file (GeoPackage layer metadata, GeoTIFF tags):
+    ``lsmap_version`` and ``created`` (UTC, ISO 8601) with ``fields``."""
+    from datetime import UTC, datetime
+
+    from lsmap import __version__
+
+    return {"lsmap_version": __version__, **{k: str(v) for k, v in fields.items()},
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
 def mount_of(path: str | os.PathLike) -> str:
     """``MOUNTPOINT (DEVICE, FSTYPE)`` of the filesystem holding ``path`` (from /proc/mounts when readable)."""
     p = Path(path).absolute()

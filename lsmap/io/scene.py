@@ -442,6 +442,8 @@ def _terrain_nodata(src, profile: BandProfile, name: object, indexes: Sequence[i
               if v is not None and src.mask_flag_enums[bands[k] - 1] == [MaskFlags.nodata]}
     if not values:
         return None
+    spectral = {k: _nodata_as(src.nodatavals[bands[k] - 1], np.dtype(src.dtypes[bands[k] - 1]))
+                for k in profile.spectral_indices}
     hits = dict.fromkeys(values, 0)
     low = dict.fromkeys(values, np.inf)
     high = dict.fromkeys(values, -np.inf)
@@ -449,8 +451,7 @@ def _terrain_nodata(src, profile: BandProfile, name: object, indexes: Sequence[i
     for win in spread_sample(src.height, src.width, 256, max_pixels):
         stored = read_window(src, bands, win)
         image = np.ones(stored.shape[1:], bool)
-        for k in profile.spectral_indices:
-            v = _nodata_as(src.nodatavals[bands[k] - 1], stored.dtype)
+        for k, v in spectral.items():
             image &= np.isfinite(stored[k]) & ((stored[k] != v) if v is not None else True)
         seen += int(image.sum())
         for k, v in values.items():

@@ -174,7 +174,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     norms = ["stats" if stats is not None else _member_norm(m.card, norm) for m in members]
     target_stats = stats
     if stats is None and "own" in norms:
-        target_stats = patch_stats(patches, profile, valid_only=True)
+        target_stats = patch_stats(patches, profile)
     member_stats = [target_stats if n in ("own", "stats") else None for n in norms]
     thr = threshold if threshold is not None else float(np.mean([m.card.threshold for m in members]))
     if not 0 < thr < 1:

@@ -945,15 +945,15 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
                              f"landslide pixel; draw others with another `seed` or a larger `val_fraction`, or give "
                              f"`val_dir`") from e
     check_train_memory(train_p[0], profile, config)
-    source_stats = patch_stats(train_p, profile, valid_only=True)  # nodata left out, as detect and refine do
-    val_stats = (patch_stats(val_p, profile, valid_only=True) if norm_mode(config.norm) == "own" else source_stats) if val_p else None
+    source_stats = patch_stats(train_p, profile)  # nodata left out, as detect and refine do
+    val_stats = (patch_stats(val_p, profile) if norm_mode(config.norm) == "own" else source_stats) if val_p else None
     aug = Augment() if config.augment else None
     sources = [Source(PatchDataset(train_p, source_stats, profile, augment=aug, label_map=mapping), config.loss, 1.0, SOURCE,
                       config.mixup_alpha, name="train")]
     if config.domain_bn:
         if target_dir is not None:
             tgt_p = find_patches(target_dir, "test")
-            tgt_stats = patch_stats(tgt_p, profile, valid_only=True) if norm_mode(config.norm) == "own" else source_stats
+            tgt_stats = patch_stats(tgt_p, profile) if norm_mode(config.norm) == "own" else source_stats
         elif val_p:
             tgt_p, tgt_stats = [dataclasses.replace(p, mask=None) for p in val_p], val_stats
         else:

@@ -24,13 +24,11 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lsmap import __version__
 from lsmap.core.bands import BAND_NAMES, get_profile
 from lsmap.core.checks import as_list, check_bool, check_path
 from lsmap.core.normalize import BandStats
@@ -52,7 +50,7 @@ from lsmap.io.aoi import crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
 from lsmap.io.malloc import limit_malloc_arenas
-from lsmap.io.outputs import atomic_output, check_outputs_apart, input_paths
+from lsmap.io.outputs import atomic_output, check_outputs_apart, input_paths, provenance
 from lsmap.io.resources import check_disk
 from lsmap.io.scene import scene_band_names, scene_info, terrain_nodata_warning
 from lsmap.learn.device import resolve_device
@@ -295,7 +293,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
 
     model_files = [checkpoint_paths(m) for m in models or [] if isinstance(m, (str, os.PathLike))]
     check_outputs_apart(list(vars(outputs).values()),
-                        input_paths(scene, models, model_files, scl, mask_raster, opts.pre, opts.stats,
+                        input_paths(scene, model_files, scl, mask_raster, opts.pre, opts.stats,
                                     getattr(aoi, "source", None)))
     t_check = time.perf_counter()
     stack_args = stack_arguments(scene)  # a product or band folder is stacked first, as a mapping of inputs is
@@ -392,11 +390,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         if ev is not None:
             gdf, rejected = apply_evidence(gdf, ev, block=opts.block)
         t_write = time.perf_counter()
-        provenance = {"lsmap_version": __version__, "scene": str(named),
-                      "models": ", ".join(str(m.source or m.card.model) for m in members),
-                      "threshold": f"{threshold:g}", "created": datetime.now(UTC).isoformat(timespec="seconds")}
-        _write_outputs(tmp, outputs, pred, gdf, threshold, masked, rejected if opts.keep_rejected else None,
-                       provenance)
+        made_by = provenance(scene=named, models=", ".join(str(m.source or m.card.model) for m in members),
+                             threshold=f"{threshold:g}")
+        _write_outputs(tmp, outputs, pred, gdf, threshold, masked, rejected if opts.keep_rejected else None, made_by)
         km2 = _scene_area_km2(info)
         px_km2 = mean_pixel_area_m2(info.transform, info.crs, info.height) / 1e6
         warn_implausible(float(gdf["area_m2"].sum()) / 1e6 if len(gdf) else 0.0, pred.valid_pixels * px_km2)

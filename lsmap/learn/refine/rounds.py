@@ -710,11 +710,11 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     record = _run_record(model_paths, source, target, Path(val) if val else None, config)
     if resume and out_dir.exists() and not overwrite:
         _check_resume(out_dir, record)
-    s_stats = patch_stats(src_patches, profile, valid_only=True, progress=progress, desc="source statistics")
+    s_stats = patch_stats(src_patches, profile, progress=progress, desc="source statistics")
     # Nodata fill (0.0 in every band, as lsmap tile writes it) is left out: a target with nodata
     # margins would otherwise be normalised by statistics that are not its own (detect does the same).
-    t_stats = patch_stats(tgt_patches, profile, valid_only=True, progress=progress, desc="target statistics")
-    v_stats = patch_stats(val_patches, profile, valid_only=True, progress=progress, desc="validation statistics") if val_patches else None
+    t_stats = patch_stats(tgt_patches, profile, progress=progress, desc="target statistics")
+    v_stats = patch_stats(val_patches, profile, progress=progress, desc="validation statistics") if val_patches else None
 
     # Inputs are valid: now touch the outputs.
     _recover_aside(out_dir)

@@ -24,19 +24,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lsmap import __version__
 from lsmap.core.checks import as_list
 from lsmap.data.masks import check_blue_max, check_cloud_prob_max, check_masks, mask_spec, parse_scl_classes
 from lsmap.errors import InputError, MissingInputError, OutputExistsError
 from lsmap.io.aoi import AOI
-from lsmap.io.outputs import atomic_output
+from lsmap.io.outputs import atomic_output, provenance
 from lsmap.learn.crf import require
 from lsmap.learn.models import check_checkpoint_name
 from lsmap.map.detect import NOT_OBSERVED_LAYER, default_models
@@ -323,7 +321,7 @@ def detect_many(
     for k in RASTER_OUTPUTS:
         params.pop(k, None)
     keyed = {**params, **{k: True for k in raster_kw}, **mask_key,
-             **({"aoi": {**aoi.to_dict(), "wkt": aoi.geometry.wkt}} if aoi is not None else {})}
+             **({"aoi": aoi.to_dict()} if aoi is not None else {})}  # its geometry's digest included
     jobs = [
         SceneJob(str(p), s, str(out_dir / f"{s}.gpkg"), tuple(model_abs), params,
                  job_key(p, model_abs, keyed, detector), detector,
@@ -445,9 +443,8 @@ def _write_merged(gdf, not_observed, path: Path, out_dir: Path) -> Path:
     in the folder's :data:`MERGED_RECORD`."""
     path = check_vector_output(path, True)
     with atomic_output(path, True) as tmp:
-        write_layer(gdf, tmp, path, geometry_type=None, metadata={
-            "lsmap_version": __version__, "scenes": ", ".join(sorted(set(",".join(gdf["scene"]).split(","))))
-            if len(gdf) else "", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        scenes = sorted(set(",".join(gdf["scene"]).split(","))) if len(gdf) else []
+        write_layer(gdf, tmp, path, geometry_type=None, metadata=provenance(scenes=", ".join(scenes)))
         if not_observed is not None and vector_driver(path)[0] == "GPKG":
             not_observed.to_file(tmp, layer=NOT_OBSERVED_LAYER, driver="GPKG", engine="pyogrio", mode="a",
                                  geometry_type="MultiPolygon", promote_to_multi=True)
