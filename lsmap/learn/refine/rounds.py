@@ -258,11 +258,11 @@ def check_target_folder(target: Path) -> None:
     Raises:
         InputError: ``target`` holds splits; the message names them and a folder to give.
     """
-    from lsmap.io.patches import SPLITS, has_split, is_plain_folder, split_image_folder
+    from lsmap.io.patches import SPLITS, is_plain_folder, split_image_folder
 
     if not target.is_dir() or is_plain_folder(target):
         return
-    splits = {s: split_image_folder(target, s) for s in SPLITS if has_split(target, s)}
+    splits = {s: f for s in SPLITS if (f := split_image_folder(target, s)) is not None}
     if not splits:
         return  # find_patches says what the folder lacks
     plain = [f.parent for f in splits.values() if f.name == "img"]
