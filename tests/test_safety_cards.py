@@ -91,3 +91,14 @@ def test_weights_only_refusal_is_one_line_never_suggesting_unpickling(tmp_path):
         read_state_dict(path)
     msg = str(e.value)
     assert "\n" not in msg and "weights_only=False" not in msg and "not a safetensors or weights-only" in msg
+
+
+@pytest.mark.parametrize("name", ["model.SAFETENSORS", "model.bin"])
+def test_safetensors_known_by_content_as_well_as_name(tmp_path, name):
+    from safetensors.torch import save_file
+
+    path = tmp_path / name
+    save_file({"w": torch.arange(3.0)}, str(path))
+    assert torch.equal(read_state_dict(path)["w"], torch.arange(3.0))
+    torch.save({"w": torch.ones(2)}, tmp_path / "torch.bin")  # a torch file under the same suffix still reads
+    assert torch.equal(read_state_dict(tmp_path / "torch.bin")["w"], torch.ones(2))

@@ -149,6 +149,22 @@ def load_published_encoder(module, name: str) -> None:
                          f"({str(e).splitlines()[0]})") from None
 
 
+def _is_safetensors(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file, by its name (any case) or its first bytes.
+
+    A safetensors file starts with the length of its JSON header (8 bytes, little-endian) and the header's ``{``;
+    torch's files start with a zip or pickle signature.
+    """
+    if path.suffix.lower() == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
 def read_state_dict(path: str | os.PathLike) -> dict:
     """Read tensors from a safetensors file or a torch file (``weights_only=True``, never unpickling)."""
     import torch
@@ -157,7 +173,7 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise MissingInputError(f"{path}: weights file does not exist")
     try:
-        if path.suffix == ".safetensors":
+        if _is_safetensors(path):
             from safetensors.torch import load_file
 
             return load_file(str(path))
