@@ -88,3 +88,27 @@ def inference_channels_last(device, amp: bool = True) -> bool:
     backward passes gain less and DeepLabV3+'s was slower in one of two runs).
     """
     return device.type == "cpu" or use_channels_last(device, amp)
+
+
+def rng_states(device) -> dict:
+    """The random states a resumed run needs: torch's CPU generator, and ``device``'s when it is a GPU."""
+    import torch
+
+    states = {"rng_torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["rng_cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_rng_states(state: dict, device, world: int = 1) -> None:
+    """Put back what :func:`rng_states` saved.
+
+    The GPU's generator is restored on a GPU run of one process only: a saved state is rank 0's, and
+    giving it to every rank of a several-GPU run would make their draws the same. A state saved on a GPU
+    and resumed on the CPU (or the reverse) keeps the CPU generator only.
+    """
+    import torch
+
+    torch.set_rng_state(state["rng_torch"])
+    if device.type == "cuda" and world == 1 and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)

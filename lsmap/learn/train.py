@@ -48,7 +48,7 @@ from lsmap.errors import CheckpointError, InputError, LsmapError, LsmapWarning, 
 from lsmap.io.patches import find_patches, has_split, is_plain_folder, patch_keys
 from lsmap.io.progress import is_terminal
 from lsmap.learn.config import VAL_FRACTION, TrainConfig
-from lsmap.learn.device import amp_dtype, resolve_device, use_channels_last
+from lsmap.learn.device import amp_dtype, resolve_device, restore_rng_states, rng_states, use_channels_last
 from lsmap.learn.forward import scaled_forward
 from lsmap.learn.losses import build_loss
 from lsmap.learn.models import (
@@ -626,7 +626,6 @@ class _Run:
 
     def restore(self, state: dict) -> None:
         """Continue from a saved training state (see :meth:`save_last`)."""
-        import torch
 
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
@@ -635,7 +634,7 @@ class _Run:
         self.best_f1 = float(state["best_f1"])
         self.best_metrics = json.loads(state["best_metrics"])
         self.history = json.loads(state["history"])
-        torch.set_rng_state(state["rng_torch"])
+        restore_rng_states(state, self.device, self.dist.world)
 
     def open_loaders(self, batch_size: int, val) -> None:
         """One endless batch stream per source, from ``step`` on; this rank's share of ``val``."""
@@ -777,7 +776,6 @@ class _Run:
 
     def save_last(self) -> None:
         """Write ``last.*`` and ``last_state.pt``: everything :meth:`restore` needs."""
-        import torch
 
         # the three files are written beside first and put in place together: a failed write (a full disk) left
         # step-20 weights with a step-17 state, which resume took (found by the failure audit)
@@ -790,7 +788,7 @@ class _Run:
             save_state(stage / "last_state.pt", {
                 "step": self.step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "best_f1": self.best_f1, "best_metrics": json.dumps(self.best_metrics),
-                "history": json.dumps(self.history), "rng_torch": torch.get_rng_state(),
+                "history": json.dumps(self.history), **rng_states(self.device),
             })
             for name in ("last_state.pt", "last.json", "last.safetensors"):
                 os.replace(stage / name, self.out_dir / name)

@@ -89,3 +89,24 @@ def test_a_gpu_is_named_by_its_index(monkeypatch):
     assert r.exit_code == 2 and "'gpu' is not one of auto, cpu, cuda or cuda:N" in r.output
     r = CliRunner().invoke(main, ["detect", "missing.tif", "-o", "x.gpkg", "--device", "cuda:1"])
     assert "--device" not in r.output  # taken; the run fails on the missing scene instead
+
+
+def test_a_gpu_runs_random_state_is_saved_and_restored_for_one_process(monkeypatch, tmp_path):
+    """The CUDA generator's state travels with the training state (here a stand-in generator on the CPU)."""
+    from lsmap.learn.device import restore_rng_states, rng_states
+    from lsmap.learn.run_folder import load_state, save_state
+
+    gpu = {"state": torch.tensor([1, 2, 3], dtype=torch.uint8), "set": []}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda dev: gpu["state"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, dev: gpu["set"].append(s.tolist()))
+    cuda = torch.device("cuda", 0)
+    save_state(tmp_path / "state.pt", {"step": 3, **rng_states(cuda)})  # read back weights-only
+    state = load_state(tmp_path / "state.pt")
+    assert state["rng_cuda"].tolist() == [1, 2, 3]
+    drawn = torch.rand(2)
+    restore_rng_states(state, cuda, world=2)  # several GPUs: rank 0's state is not given to every rank
+    assert gpu["set"] == [] and torch.equal(torch.rand(2), drawn)  # the CPU generator is restored
+    restore_rng_states(state, cuda, world=1)
+    assert gpu["set"] == [[1, 2, 3]]
+    restore_rng_states(state, torch.device("cpu"))  # resumed on the CPU: the CPU generator only
+    assert gpu["set"] == [[1, 2, 3]] and "rng_cuda" not in rng_states(torch.device("cpu"))
