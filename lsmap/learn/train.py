@@ -231,6 +231,26 @@ class _Dist:
             for b in module.buffers():
                 dist.broadcast(b.data, 0)
 
+    def average_domain_stats(self, module, domain: int) -> None:
+        """Average ``domain``'s batch-norm running statistics over the ranks.
+
+        A statistics-only stream (domain BN's target) runs outside DDP, and DDP's next forward broadcasts
+        rank 0's buffers: without this, the target's statistics would follow rank 0's batches only. Each
+        rank's update started from the same statistics, so the average is the update by the ranks' mean batch
+        statistics (the variance being the mean of the ranks' variances, without the spread of their means).
+        """
+        if self.world > 1:
+            import torch.distributed as dist
+
+            from lsmap.learn.domain_bn import DomainBatchNorm2d
+
+            for m in module.modules():
+                if isinstance(m, DomainBatchNorm2d):
+                    for b in (m.running_mean, m.running_var):
+                        row = b.data[domain].clone()
+                        dist.all_reduce(row)
+                        b.data[domain] = row / self.world
+
     def close(self) -> None:
         if self.owned:
             import torch.distributed as dist
@@ -408,6 +428,8 @@ def _accumulate_step(model, module, sources, iters, losses, config: TrainConfig,
         if s.weight == 0:
             with torch.no_grad():
                 scaled_forward(module, x, config.scale, config.amp, channels_last)
+            if config.domain_bn:
+                dist.average_domain_stats(module, s.domain)
             continue
         y = batch["target"].to(device, non_blocking=True)
         w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None

@@ -71,3 +71,27 @@ def test_torchrun_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("best:") == 1  # rank 0 only
     assert read_card(tmp_path / "run" / "best").train["world_size"] == 2
+
+
+def _stats_worker(rank: int, world: int, port: int, out: str) -> None:
+    from lsmap.learn.domain_bn import TARGET, DomainBatchNorm2d
+    from lsmap.learn.train import _Dist
+
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    bn = DomainBatchNorm2d(3).train()
+    bn.domain = TARGET
+    with torch.no_grad():
+        bn(torch.full((2, 3, 4, 4), float(10 * (rank + 1))) + torch.randn(2, 3, 4, 4))  # ranks see other images
+    _Dist(rank, world).average_domain_stats(bn, TARGET)
+    torch.save({"mean": bn.running_mean.clone(), "var": bn.running_var.clone()}, Path(out) / f"stats{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_target_statistics_are_averaged_over_ranks(tmp_path):
+    """Domain BN's statistics-only stream runs outside DDP: every rank's batches count, not rank 0's alone."""
+    mp.spawn(_stats_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    a, b = (torch.load(tmp_path / f"stats{r}.pt", weights_only=True) for r in (0, 1))
+    assert torch.equal(a["mean"], b["mean"]) and torch.equal(a["var"], b["var"])
+    # momentum 0.1 from 0: rank 0's images near 10, rank 1's near 20 -> 0.1 * 15, not 0.1 * 10
+    assert torch.allclose(a["mean"][1], torch.full((3,), 1.5), atol=0.1)
+    assert torch.equal(a["mean"][0], torch.zeros(3))  # the source's row untouched
