@@ -348,6 +348,36 @@ def shapefile_columns(columns) -> dict[str, str]:
     return out
 
 
+#: The most bytes a shapefile's text field holds.
+SHAPEFILE_TEXT_BYTES = 254
+
+
+def _shapefile_text(gdf, path: Path):
+    """``gdf`` with text longer than a shapefile holds cut to :data:`SHAPEFILE_TEXT_BYTES` (whole UTF-8 characters,
+    ending in ``...``), said in one warning: GDAL cut them itself, with one raw warning per value (a merged
+    event layer's ``scene`` and ``scene_ids`` list every scene and polygon they came from)."""
+    import warnings
+
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    cut: dict[str, int] = {}
+    for c in gdf.columns:
+        if c == gdf.geometry.name or not (is_object_dtype(gdf[c]) or is_string_dtype(gdf[c])):
+            continue
+        nbytes = gdf[c].map(lambda v: len(v.encode()) if isinstance(v, str) else 0)
+        if (long := nbytes > SHAPEFILE_TEXT_BYTES).any():
+            if not cut:
+                gdf = gdf.copy()
+            limit = SHAPEFILE_TEXT_BYTES - 3
+            gdf.loc[long, c] = gdf.loc[long, c].map(lambda v: v.encode()[:limit].decode(errors="ignore") + "...")
+            cut[c] = int(long.sum())
+    if cut:
+        warnings.warn(f"{path}: a shapefile holds text of at most {SHAPEFILE_TEXT_BYTES} bytes: "
+                      f"{', '.join(f'{n} value(s) of {c}' for c, n in cut.items())} cut (ending in ...); write a .gpkg "
+                      f"to keep them whole", LsmapWarning, stacklevel=4)
+    return gdf
+
+
 def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometry_type: str | None = "Polygon",
                 metadata: dict[str, str] | None = None) -> None:
     """Write ``gdf`` at ``tmp``, the temporary name of the output ``path`` (same extension).
@@ -375,6 +405,8 @@ def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometr
                       f"{', '.join(f'{a} -> {b}' for a, b in short.items())}; write a .gpkg to keep the full names",
                       LsmapWarning, stacklevel=3)
         gdf = gdf.rename(columns=short)
+    if driver == "ESRI Shapefile":
+        gdf = _shapefile_text(gdf, path)
     extra = {"layer_metadata": {k: str(v) for k, v in metadata.items()}} if metadata and driver == "GPKG" else {}
     gdf.to_file(tmp, driver=driver, engine="pyogrio", geometry_type=geometry_type, layer_options=options, **extra)
     if driver == "GPKG" and "mean_prob" in gdf.columns:

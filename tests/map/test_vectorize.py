@@ -425,3 +425,23 @@ def test_shapefile_field_names_are_chosen_and_said(tmp_path):
     back = gpd.read_file(tmp_path / "x.shp")
     assert list(back.columns) == ["id", "pre_no_obs", "near_no_ob", "landslide_", "landslid_1", "geometry"]
     assert back.pre_no_obs.iloc[0] == 0.2 and back.landslid_1.iloc[0] == 2.0
+
+
+def test_shapefile_text_longer_than_the_format_holds_is_cut_in_whole_characters_and_said(tmp_path):
+    """A merged layer's ``scene_ids`` can list hundreds of polygons; GDAL cut them with one raw warning per value."""
+    import warnings
+
+    from lsmap.errors import LsmapWarning
+
+    ids = ",".join(f"S2B_MSIL2A_{i}:{i}" for i in range(40))
+    gdf = gpd.GeoDataFrame({"scene_ids": [ids, "a:1"], "scene": ["é" * 200, "b"]},
+                           geometry=[shapely.box(0, 0, 10, 10)] * 2, crs="EPSG:32645")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_vector(gdf, tmp_path / "x.shp")
+    ours = [str(w.message) for w in caught if issubclass(w.category, LsmapWarning)]
+    assert len(caught) == 1 and "1 value(s) of scene_ids, 1 value(s) of scene cut" in ours[0]
+    back = gpd.read_file(tmp_path / "x.shp")
+    assert back.scene_ids[0] == ids.encode()[:251].decode() + "..." and back.scene_ids[1] == "a:1"
+    assert back.scene[0] == "é" * 125 + "..." and len(back.scene[0].encode()) <= 254
+    assert gdf.scene_ids[0] == ids  # the caller's table is not changed
