@@ -15,7 +15,7 @@ import warnings
 import click
 
 from lsmap.core.bands import PROFILES
-from lsmap.errors import LsmapError, LsmapWarning
+from lsmap.errors import InputError, LsmapError, LsmapWarning
 from lsmap.learn.device import DEVICES
 
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
@@ -81,29 +81,18 @@ def stacking_opts(fn):
 
 
 def scene_source(scene: str, dem, slope, offset, *, folders: bool = True) -> str | dict:
-    """What a command reads for SCENE: the stacked GeoTIFF itself, or the ``lsmap stack`` inputs that
-    :mod:`lsmap.data.sources` stacks first (a product, a folder of band files, or any SCENE with ``--dem``).
-
-    Args:
-        folders: A folder is band files. ``False`` (``lsmap stats``, where a folder may hold patches):
-            only with ``--dem`` or ``--offset``; else the library tells.
+    """What a command reads for SCENE (:func:`lsmap.data.sources.scene_inputs` with the command's flags).
 
     Raises:
         click.BadParameter: ``--slope`` without ``--dem``; ``--offset`` for a stacked GeoTIFF.
     """
-    import os
+    from lsmap.data.sources import scene_inputs
 
-    from lsmap.io.s2product import is_product
-
-    if slope is not None and not dem:
-        raise click.BadParameter("--slope needs --dem (SCENE is then the Sentinel-2 folder)", param_hint="--slope")
-    folder = os.path.isdir(scene) and (folders or offset is not None)
-    if dem or is_product(scene) or folder:
-        return {"s2": scene, "dem": list(dem) or None, "offset": offset, **({"slope": slope} if slope else {})}
-    if offset is not None:
-        raise click.BadParameter(f"{scene} is a stacked scene; --offset is for the band files or product that "
-                                 f"'lsmap stack' takes", param_hint="--offset")
-    return scene
+    try:
+        return scene_inputs(scene, list(dem) or None, slope, offset, folders=folders)
+    except InputError as e:
+        ctx = click.get_current_context(silent=True)
+        raise click.BadParameter(cli_message(str(e), ctx.command if ctx else None)) from None
 
 
 def mask_opts(fn):

@@ -54,6 +54,41 @@ def stack_arguments(source: Any, *, folders: bool = True) -> dict | None:
     return None
 
 
+def scene_inputs(scene: Any, dem: Any = None, slope: str | os.PathLike | None = None, offset: float | None = None, *,
+                 folders: bool = True) -> Any:
+    """``scene`` with the stacking inputs given beside it (``--dem``, ``--slope``, ``--offset`` on the command line,
+    ``dem=``, ``slope=``, ``offset=`` in :func:`lsmap.detect`, :func:`lsmap.tile_scene`, :func:`lsmap.compute_stats`):
+    the mapping :func:`stack_arguments` takes when a DEM, a product or a band folder is given, else ``scene``.
+
+    Args:
+        scene: A path (a stacked GeoTIFF, a product, a band folder) or stacking inputs as a mapping.
+        dem: DEM file(s) to stack with the scene.
+        slope: Slope raster (with ``dem``).
+        offset: DN offset of loose band files (-1000 for processing baseline 04.00 and later).
+        folders: A folder is band files; ``False`` (statistics, where a folder may hold patches): only with a
+            ``dem`` or ``offset``.
+
+    Raises:
+        InputError: ``slope`` without ``dem``, ``offset`` for a stacked GeoTIFF, or any of them beside a mapping.
+    """
+    if dem is not None and not isinstance(dem, (str, os.PathLike)):
+        dem = list(dem) or None
+    if dem is None and slope is None and offset is None:  # a product or folder is found by stack_arguments
+        return scene
+    if not isinstance(scene, (str, os.PathLike)):
+        raise InputError("`dem`, `slope` and `offset` go inside the stacking inputs when the scene is given as a "
+                         "mapping ({'s2': ..., 'dem': ..., 'offset': ...})")
+    if slope is not None and not dem:
+        raise InputError("`slope` needs `dem` (the scene is then the Sentinel-2 product or band folder)")
+    folder = os.path.isdir(scene) and (folders or offset is not None)
+    if dem or is_product(scene) or folder:
+        return {"s2": scene, "dem": dem, "offset": offset, **({"slope": slope} if slope else {})}
+    if offset is not None:
+        raise InputError(f"{scene} is a stacked scene; `offset` is for the band files or product that 'lsmap stack' "
+                         f"takes")
+    return scene
+
+
 #: The arguments of :func:`lsmap.data.stack.stack_scene` that stacking inputs may hold (not its output options).
 STACK_INPUTS = ("s2", "dem", "slope", "bands", "block", "creation_options", "offset", "aoi", "layers", "encoding",
                 "strict_offset")

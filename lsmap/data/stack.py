@@ -75,7 +75,7 @@ from lsmap.core.bands import L4S_BANDS, S2_RESOLUTION, TERRAIN_BANDS, BandProfil
 from lsmap.core.encoding import STACK_ENCODINGS, UINT16_NODATA, encode_uint16, scales_offsets
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, LsmapWarning, MissingInputError
-from lsmap.io.aoi import AOI, aoi_inside, aoi_window
+from lsmap.io.aoi import AOI, aoi_inside, aoi_window, as_aoi
 from lsmap.io.mosaic import coverage, dem_files, dem_mosaic
 from lsmap.io.outputs import (
     atomic_output,
@@ -755,7 +755,7 @@ def stack_scene(
         creation_options: Extra or overriding GDAL GeoTIFF creation options.
         offset: DN offset of loose band files (e.g. ``-1000`` for processing baseline >= 04.00);
             products declare theirs. Stacked values are ``(DN + offset) * 10000 / quantification / divisor``.
-        aoi: Area of interest: only the window of the 10 m grid that covers it is read and written
+        aoi: Area of interest (an AOI, a vector file or a lon/lat box: :func:`lsmap.io.aoi.as_aoi`): only the window of the 10 m grid that covers it is read and written
             (pixels identical to the full scene's); a vector AOI also sets pixels outside it to nodata.
         layers: Product layers to write on the same grid (nearest neighbour, full resolution):
             ``{"SCL": "scl.tif", "MSK_CLDPRB": "cldprb.tif"}``; uint8, nodata 0 (SCL) / 255 (MSK_CLDPRB).
@@ -798,6 +798,7 @@ def stack_scene(
         raise InputError(f"`offset` {offset}: give a finite number of DNs (-1000 for processing baseline 04.00 "
                          f"and later, 0 for earlier products)")
     out = check_output(out, overwrite)
+    aoi = as_aoi(aoi)
     layer_outs = {}
     for name, path in (layers or {}).items():
         if name not in LAYER_NODATA:

@@ -31,15 +31,23 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import FILL
 from lsmap.core.normalize import BandStats, RunningStats
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
 from lsmap.data.scan import scale_warning, scan_scene
-from lsmap.data.sources import holds_band_files, input_band_set, source_name, stack_arguments, stack_source
+from lsmap.data.sources import (
+    holds_band_files,
+    input_band_set,
+    scene_inputs,
+    source_name,
+    stack_arguments,
+    stack_source,
+)
 from lsmap.errors import InputError, LsmapWarning, MissingInputError
-from lsmap.io.aoi import AOI, crop_raster
+from lsmap.io.aoi import AOI, as_aoi, crop_raster
 from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
 from lsmap.io.scene import scene_info, terrain_nodata_warning
 
@@ -60,6 +68,9 @@ def compute_stats(
     aoi: AOI | None = None,
     scratch: str | os.PathLike | None = None,
     blue_max: float | None = None,
+    dem: Any = None,
+    slope: str | os.PathLike | None = None,
+    offset: float | None = None,
 ) -> BandStats:
     """Per-band statistics of a patch folder (any layout of :func:`lsmap.io.patches.find_patches`) or a scene.
 
@@ -82,10 +93,12 @@ def compute_stats(
         scl_mask: SCL classes not observed (default ``0,1,3,8,9,10,11``; ``"none"``: SCL unused).
         mask_raster: Raster whose non-zero pixels are not observed (any grid).
         cloud_prob_max: Also leave out pixels whose MSK_CLDPRB exceeds this (percent; products only).
-        aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): a scene's statistics are those of its window
-            (and, for a vector AOI, of the pixels inside it).
+        aoi: Area of interest (an AOI, a vector file or a lon/lat box: :func:`lsmap.io.aoi.as_aoi`): a scene's
+            statistics are those of its window (and, for a vector AOI, of the pixels inside it).
         blue_max: Also leave out, as cloud, pixels whose blue (B2) reflectance exceeds this and those
             around them (:mod:`lsmap.data.masks`; for scenes without an SCL).
+        dem, slope, offset: Stacking inputs beside a product or band folder ``path``, as ``--dem``, ``--slope`` and
+            ``--offset`` are on the command line (:func:`lsmap.data.sources.scene_inputs`).
         scratch: Folder for the scratch stack of stacked inputs (a whole tile's takes GBs; default: the
             system's temporary folder).
 
@@ -98,6 +111,8 @@ def compute_stats(
             masks (before any work), no valid pixel.
     """
     spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max)
+    aoi = as_aoi(aoi)
+    path = scene_inputs(path, dem, slope, offset, folders=False)
     args = stack_arguments(path, folders=False)  # a product or stack_scene arguments; a folder is decided below
     patches = None
     if args is None:

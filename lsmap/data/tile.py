@@ -59,7 +59,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -68,9 +68,9 @@ from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import map_labels, parse_label_map, parse_label_where
 from lsmap.core.windows import Window, footprint, north_up_turn, owned_spans, pad_to, window_grid
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
-from lsmap.data.sources import input_band_set, source_name, stack_arguments, stack_source
+from lsmap.data.sources import input_band_set, scene_inputs, source_name, stack_arguments, stack_source
 from lsmap.errors import InputError, LsmapWarning, MissingInputError
-from lsmap.io.aoi import AOI, crop_raster, geoms_to_crs, read_polygons
+from lsmap.io.aoi import AOI, as_aoi, crop_raster, geoms_to_crs, read_polygons
 from lsmap.io.locks import owner_tag
 from lsmap.io.outputs import atomic_output, check_owned_dir, mark_owned
 from lsmap.io.patches import META_NAME, read_image, read_mask, write_patch
@@ -252,6 +252,9 @@ def tile_scene(
     cloud_prob_max: float | None = None,
     aoi: AOI | None = None,
     blue_max: float | None = None,
+    dem: Any = None,
+    slope: str | os.PathLike | None = None,
+    offset: float | None = None,
 ) -> TileResult:
     """Cut ``scene`` into ``size`` x ``size`` L4S patches in ``out_dir`` (conventions: module docstring).
 
@@ -280,10 +283,12 @@ def tile_scene(
             are invalid like nodata: filled, 255 (ignored) in the masks, and counted against
             ``min_valid`` (mostly-masked patches are skipped).
         cloud_prob_max: Also leave out pixels whose MSK_CLDPRB exceeds this (percent; products only).
-        aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): only its window is cut, pixels outside a
-            vector AOI are nodata.
+        aoi: Area of interest (an AOI, a vector file or a lon/lat box: :func:`lsmap.io.aoi.as_aoi`): only its
+            window is cut, pixels outside a vector AOI are nodata.
         blue_max: Also leave out, as cloud, pixels whose blue (B2) reflectance exceeds this and those
             around them (:mod:`lsmap.data.masks`; for scenes without an SCL).
+        dem, slope, offset: Stacking inputs beside a product or band folder ``scene``, as ``--dem``, ``--slope`` and
+            ``--offset`` are on the command line (:func:`lsmap.data.sources.scene_inputs`).
 
     Returns:
         Counts of what was written.
@@ -297,6 +302,8 @@ def tile_scene(
     """
     from lsmap.io.progress import progress_bar
 
+    aoi = as_aoi(aoi)
+    scene = scene_inputs(scene, dem, slope, offset)
     stack_args = stack_arguments(scene)
     profile = get_profile(bands) if bands is not None else input_band_set(scene, stack_args)
     source = source_name(stack_args) if stack_args is not None else str(Path(scene).resolve())

@@ -91,6 +91,36 @@ def parse_bbox(bbox: str | Sequence[float], crs: str | None = None) -> AOI:
     return AOI(box(w, s, e, n), crs_obj, f"--bbox {text}", mask=False)
 
 
+def as_aoi(value: Any, what: str = "`aoi`") -> AOI | None:
+    """An area of interest from what a script passes: an :class:`AOI`, a vector file's path (:func:`read_aoi`),
+    or a box, ``"W,S,E,N"`` or four numbers in lon/lat (:func:`parse_bbox`); ``None`` stays ``None``.
+
+    Raises:
+        InputError: another type, a string that is neither an existing file nor a box, or an AOI without area.
+        MissingInputError: a vector file's name that does not exist.
+    """
+    import shapely
+
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if not os.path.exists(text) and isinstance(value, str) and text.count(",") == 3:
+            return parse_bbox(text)
+        if not os.path.exists(text):
+            raise MissingInputError(f"{text}: area of interest file does not exist; give a vector file (GeoJSON, "
+                                    f"GeoPackage, ...) or a box \"W,S,E,N\" in lon/lat")
+        return read_aoi(text)
+    if isinstance(value, (tuple, list)) and len(value) == 4:
+        return parse_bbox(value)
+    if not isinstance(value, AOI):
+        raise InputError(f"{what} must be an area of interest: a vector file's path, a box (W,S,E,N in lon/lat) or "
+                         f"an AOI (lsmap.io.aoi.parse_bbox or read_aoi), got {type(value).__name__}")
+    if value.geometry is None or shapely.is_empty(value.geometry) or not shapely.area(value.geometry) > 0:
+        raise InputError(f"{value.source}: the area of interest has no area; give a polygon or a box")
+    return value
+
+
 def read_aoi(path: str | os.PathLike) -> AOI:
     """Read a vector file (any format GDAL/OGR reads: GeoPackage, GeoJSON, Shapefile, KML...) as an AOI.
 

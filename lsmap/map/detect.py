@@ -43,10 +43,10 @@ from lsmap.data.masks import (
     write_not_observed,
 )
 from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS, check_stats, scale_warning, scan_scene
-from lsmap.data.sources import stack_arguments, stack_source
+from lsmap.data.sources import scene_inputs, stack_arguments, stack_source
 from lsmap.data.stack import mean_pixel_area_m2
 from lsmap.errors import CheckpointError, InputError, LsmapWarning, MissingInputError, OutputError, OutputExistsError
-from lsmap.io.aoi import crop_raster
+from lsmap.io.aoi import as_aoi, crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
 from lsmap.io.malloc import limit_malloc_arenas
@@ -179,7 +179,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
            options: DetectOptions | None = None, overwrite: bool = False, progress: bool = False,
            report: str | os.PathLike | None = None, aoi: Any = None, scl: str | os.PathLike | None = None,
            scl_mask: str | Sequence[int] | None = None, mask_raster: str | os.PathLike | None = None,
-           cloud_prob_max: float | None = None, blue_max: float | None = None, **settings: Any):
+           cloud_prob_max: float | None = None, blue_max: float | None = None, dem: Any = None,
+           slope: str | os.PathLike | None = None, offset: float | None = None, **settings: Any):
     """Map the landslides of a scene: polygons with area and probability attributes.
 
     Args:
@@ -232,7 +233,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         overwrite: Replace existing outputs.
         block: Vectorisation (and evidence) block size in pixels.
         progress: Show a progress bar.
-        aoi: Area of interest (:class:`lsmap.io.aoi.AOI`): the scene (or its stacking inputs) is cropped
+        aoi: Area of interest (an AOI, a vector file or a lon/lat box: :func:`lsmap.io.aoi.as_aoi`): the scene (or its stacking inputs) is cropped
             to the window of its grid that covers it before any other work; outputs cover that window.
         scl: Scene classification (SCL) raster of the scene, any grid (nearest neighbour); a
             Sentinel-2 product's own SCL is used without it (:mod:`lsmap.data.masks`).
@@ -248,6 +249,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         blue_max: Also mask as cloud the pixels whose blue (B2) surface reflectance exceeds this, and those
             within :data:`lsmap.data.masks.BLUE_BUFFER_PX` pixels of them: for scenes without an SCL
             (0.2 is measured in BENCHMARKS.md); ``None``: not used.
+        dem, slope, offset: Stacking inputs beside a product or band folder ``scene``, as ``--dem``, ``--slope`` and
+            ``--offset`` are on the command line (:func:`lsmap.data.sources.scene_inputs`).
         pre: The pre-event scene, any input ``scene`` may be (a stacked GeoTIFF, or stacking
             inputs, of which only red and NIR are stacked): turns on the change evidence of
             :mod:`lsmap.map.evidence` (reprojected onto the scene's grid; needs bands B4 and B8 in
@@ -282,11 +285,13 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     """
     t0 = time.perf_counter()
     limit_malloc_arenas()  # before any thread of this run takes an arena of its own
+    scene = scene_inputs(scene, dem, slope, offset)
     models = _check_args(scene, models, (out, prob, mask, quicklook, report), overwrite, progress)
     opts = _options(options, settings)
     outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook, report)))
     opts.check()
     outputs.check(overwrite)
+    aoi = as_aoi(aoi)
     # a model named by its stem or one of its two files is both files; an AOI file is read too (an audit replaced
     # a checkpoint's card and an AOI with --overwrite)
     from lsmap.learn.models import checkpoint_paths

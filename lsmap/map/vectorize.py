@@ -361,6 +361,7 @@ def _shapefile_text(gdf, path: Path):
     from pandas.api.types import is_object_dtype, is_string_dtype
 
     cut: dict[str, int] = {}
+    limit = SHAPEFILE_TEXT_BYTES - 3
     for c in gdf.columns:
         if c == gdf.geometry.name or not (is_object_dtype(gdf[c]) or is_string_dtype(gdf[c])):
             continue
@@ -368,7 +369,6 @@ def _shapefile_text(gdf, path: Path):
         if (long := nbytes > SHAPEFILE_TEXT_BYTES).any():
             if not cut:
                 gdf = gdf.copy()
-            limit = SHAPEFILE_TEXT_BYTES - 3
             gdf.loc[long, c] = gdf.loc[long, c].map(lambda v: v.encode()[:limit].decode(errors="ignore") + "...")
             cut[c] = int(long.sum())
     if cut:

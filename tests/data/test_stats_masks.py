@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import shapely
 from _rasters import write_tif
 from click.testing import CliRunner
 from detect_fixtures import write_scene
@@ -17,7 +18,8 @@ from lsmap.core.bands import get_profile
 from lsmap.data.masks import DEFAULT_SCL_CLASSES, MaskSpec, write_not_observed
 from lsmap.data.scan import scan_scene
 from lsmap.data.stats import compute_stats
-from lsmap.errors import InputError
+from lsmap.errors import InputError, MissingInputError
+from lsmap.io.aoi import AOI
 from lsmap.io.scene import scene_info
 
 
@@ -89,6 +91,14 @@ def test_stats_of_a_band_folder_equal_those_of_its_stack(tmp_path):
     assert plain.count == want.count and plain.mean[0] > want.mean[0]
     with pytest.raises(InputError, match="look offset.*give `offset` -1000 if they are, or `offset` 0"):
         compute_stats(folder, "rgbn")  # DNs that all exceed 1000, and no offset said
+    # what that message says works from Python too (the API audit: `offset` was refused as an unknown option)
+    assert compute_stats(folder, "rgbn", offset=-1000) == want
+    with pytest.raises(InputError, match="is a stacked scene; `offset` is for the band files"):
+        compute_stats(tmp_path / "s.tif", "rgbn", offset=-1000)
+    with pytest.raises(InputError, match="`slope` needs `dem`"):
+        compute_stats(folder, "rgbn", slope=tmp_path / "s.tif")
+    with pytest.raises(InputError, match="go inside the stacking inputs"):
+        compute_stats({"s2": folder}, "rgbn", offset=-1000)
     box = parse_bbox([X0 + 200, Y0 - 1000, X0 + 1000, Y0 - 200], CRS)
     stack_scene(folder, tmp_path / "a.tif", bands="rgbn", aoi=box, offset=-1000)
     assert compute_stats({"s2": folder, "offset": -1000}, "rgbn", aoi=box) == compute_stats(tmp_path / "a.tif", "rgbn")
@@ -101,6 +111,19 @@ def test_stats_of_a_band_folder_equal_those_of_its_stack(tmp_path):
     # a GeoTIFF is cropped as detect and tile crop it
     stack_scene(folder, tmp_path / "ao.tif", bands="rgbn", aoi=box, offset=-1000)
     assert compute_stats(tmp_path / "s.tif", "rgbn", aoi=box) == compute_stats(tmp_path / "ao.tif", "rgbn")
+    # an area given as a script gives it: a vector file's path, a lon/lat box (the API audit: AttributeError)
+    import geopandas as gpd
+
+    gpd.GeoDataFrame(geometry=[box.geometry], crs=CRS).to_file(tmp_path / "area.geojson")
+    assert compute_stats(tmp_path / "s.tif", "rgbn", aoi=str(tmp_path / "area.geojson")) == \
+        compute_stats(tmp_path / "s.tif", "rgbn", aoi=tmp_path / "area.geojson")
+    lonlat = box.to_crs("EPSG:4326").geometry.bounds
+    assert compute_stats(tmp_path / "s.tif", "rgbn", aoi=lonlat).count > 0
+    assert compute_stats(tmp_path / "s.tif", "rgbn", aoi=",".join(map(str, lonlat))).count > 0
+    with pytest.raises(MissingInputError, match="nope.geojson: area of interest file does not exist"):
+        compute_stats(tmp_path / "s.tif", "rgbn", aoi=tmp_path / "nope.geojson")
+    with pytest.raises(InputError, match="has no area"):
+        compute_stats(tmp_path / "s.tif", "rgbn", aoi=AOI(shapely.Polygon(), CRS, "x"))
 
 
 def test_stats_mask_errors_are_one_line_before_any_work(tmp_path, rng):

@@ -661,6 +661,19 @@ def test_bad_options_and_scenes_fail_before_any_work(tmp_path, scenes, model):
     with pytest.raises(InputError, match=r"each scene must be a path.*\(got ndarray\)"):
         detect_many([np.zeros(3)], model, tmp_path / "b", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # found by the API audit: one scene's outputs and misspelt options were passed to every scene (a quick-look
+    # replaced a file of the user's; `treshold` failed every scene in .failures)
+    (tmp_path / "mine.png").write_text("my map")
+    for kw, match in (({"quicklook": str(tmp_path / "mine.png")}, "`quicklook` is one scene's map"),
+                      ({"report": "r.html"}, "`report` is one scene's page"),
+                      ({"treshold": 0.3}, "unknown detection option.s. treshold; valid: .*threshold"),
+                      ({"out": "x.gpkg"}, "each scene's layer is written in `out_dir`")):
+        with pytest.raises(InputError, match=match):
+            detect_many(scenes[:1], model, tmp_path / "c", progress=False, **kw)
+    assert (tmp_path / "mine.png").read_text() == "my map" and not (tmp_path / "c").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="afile: is a file, and several scenes write a folder"):
+        detect_many(scenes[:1], model, tmp_path / "afile", progress=False)
 
 
 def test_cli_many_scenes_failures_name_flags_and_a_geojson_merge_says_lon_lat(tmp_path, scenes, model):
@@ -696,6 +709,8 @@ def test_an_area_of_interest_crops_every_scene_and_lists_those_outside(tmp_path,
         detect_many(scenes[:2], [model], tmp_path / "ev", aoi=parse_bbox([X0 + 10, Y0 - 900, X0 + 400, Y0 - 100], UTM),
                     progress=False, **REAL)
     with pytest.raises(InputError, match="`aoi` must be an area of interest"):
+        detect_many(scenes[:2], [model], tmp_path / "x", aoi=object(), progress=False, **REAL)
+    with pytest.raises(InputError, match="not longitudes/latitudes"):  # four numbers are a lon/lat box
         detect_many(scenes[:2], [model], tmp_path / "x", aoi=box, progress=False, **REAL)
     area = tmp_path / "area.geojson"  # a vector area, then another shape within the same bounds
     square = [X0 + 10, Y0 - 900, X0 + 500, Y0 - 100]
@@ -706,6 +721,9 @@ def test_an_area_of_interest_crops_every_scene_and_lists_those_outside(tmp_path,
     assert read_aoi(area).geometry.bounds == shapely.box(*square).bounds
     with pytest.raises(OutputExistsError, match=r"`aoi` '.*area.geojson' \(its area changed\)"):
         detect_many(scenes[:1], [model], tmp_path / "va", aoi=read_aoi(area), progress=False, **REAL)
+    again = detect_many(scenes[:1], [model], tmp_path / "vb", aoi=read_aoi(area), progress=False, **REAL)
+    by_path = detect_many(scenes[:1], [model], tmp_path / "vb", aoi=str(area), progress=False, **REAL)  # its path
+    assert by_path.skipped == [str(scenes[0])] and again.outputs == by_path.outputs
     r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "--model", str(model), "--bbox",
                                   ",".join(map(str, box)), "--bbox-crs", UTM, "--threshold", "0", "--window", "64",
                                   "--overlap", "16", "--device", "cpu", "-o", str(tmp_path / "cli")])

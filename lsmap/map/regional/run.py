@@ -33,7 +33,7 @@ from typing import Any
 from lsmap.core.checks import as_list
 from lsmap.data.masks import check_blue_max, check_cloud_prob_max, check_masks, mask_spec, parse_scl_classes
 from lsmap.errors import InputError, MissingInputError, OutputExistsError
-from lsmap.io.aoi import AOI
+from lsmap.io.aoi import as_aoi
 from lsmap.io.outputs import atomic_output, provenance
 from lsmap.learn.crf import require
 from lsmap.learn.models import check_checkpoint_name
@@ -204,6 +204,41 @@ def _client(scheduler: Any):
         ) from None
 
 
+#: lsmap.detect's keywords that are one scene's, or detect_many's own, with what to do instead.
+NOT_PER_SCENE = {
+    "pre": "`pre` is the pre-event scene of one scene; run lsmap.detect per scene to compare each with its own "
+           "pre-event scene",
+    "quicklook": "`quicklook` is one scene's map; run lsmap.detect on a scene for its map",
+    "report": "`report` is one scene's page; run lsmap.detect on a scene for its report",
+    "out": "`out`: each scene's layer is written in `out_dir` as <stem>.gpkg",
+    "overwrite": "`overwrite` is detect_many's own argument; pass it once",
+    "progress": "`progress` is detect_many's own argument; pass it once",
+    "options": "`options`: pass the DetectOptions fields as keyword arguments (dataclasses.asdict(options))",
+    **{k: f"`{k}` applies to one scene's stacking inputs; stack each scene first (lsmap.stack_scene) or run "
+          f"lsmap.detect per scene" for k in ("dem", "slope", "offset")},
+}
+#: lsmap.detect's keywords a several-scene run passes to every scene, beside :class:`DetectOptions`' fields.
+PER_SCENE = (*RASTER_OUTPUTS, "scl", "scl_mask", "mask_raster", "cloud_prob_max", "blue_max")
+
+
+def check_detect_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Refuse, before any work, what :func:`detect_many` cannot pass to :func:`lsmap.detect` for every scene: one
+    scene's outputs, its own arguments, unknown names; and check the options' values.
+
+    Raises:
+        InputError: naming the keyword and what to do instead.
+    """
+    for k, why in NOT_PER_SCENE.items():
+        if k in kwargs and (kwargs[k] is not None or k in ("out", "options")):
+            raise InputError(why)
+    known = {f.name for f in fields(DetectOptions)}
+    unknown = sorted(set(kwargs) - known - set(PER_SCENE) - set(NOT_PER_SCENE))
+    if unknown:
+        raise InputError(f"unknown detection option(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(sorted(known | set(PER_SCENE)))}")
+    DetectOptions(**{k: v for k, v in kwargs.items() if k in known}).check()
+
+
 def check_output_folder(out_dir: str | os.PathLike) -> Path:
     """Refuse an output folder named like a vector file (``-o slides.gpkg`` with several scenes).
 
@@ -218,7 +253,11 @@ def check_output_folder(out_dir: str | os.PathLike) -> Path:
                          f"the scenes a folder without a vector extension")
     if suffix in VECTOR_DRIVERS:
         raise InputError(f"{out_dir}: several scenes write a folder (one layer each), but a {suffix} path names "
-                         f"a file; give -o a folder such as {out_dir.with_suffix('')}/ or pass one scene")
+                         f"a file; give the output folder (-o, `out_dir`) such as {out_dir.with_suffix('')}/ or "
+                         f"pass one scene")
+    if out_dir.exists() and not out_dir.is_dir():  # FileExistsError from mkdir, after the checks (an audit)
+        raise InputError(f"{out_dir}: is a file, and several scenes write a folder (one layer each); give the "
+                         f"output folder (-o, `out_dir`) a new name or an existing folder")
     return out_dir
 
 
@@ -254,7 +293,7 @@ def detect_many(
         progress: Show progress over scenes on stderr (a bar on a terminal, lines elsewhere: :mod:`lsmap.io.progress`).
         retries: Extra attempts of a scene on the cluster after an unexpected error; a scene whose
             worker dies is rescheduled by Dask (``distributed.scheduler.allowed-failures`` times).
-        aoi: Area of interest (:class:`lsmap.io.aoi.AOI`, e.g. :func:`lsmap.io.aoi.parse_bbox`): every scene is
+        aoi: Area of interest (an AOI, a vector file or a lon/lat box: :func:`lsmap.io.aoi.as_aoi`): every scene is
             cropped to it before any work, as :func:`lsmap.detect` crops one; scenes outside it are listed
             as ``outside``, not failed.
         detector: Per-scene function ``detector(scene, members, *, out, overwrite, **detect_kwargs)``
@@ -278,15 +317,9 @@ def detect_many(
     """
     from lsmap.io.progress import progress_bar
 
-    if detect_kwargs.get("pre") is not None:
-        raise InputError("`pre` is the pre-event scene of one scene; run lsmap.detect per scene to compare "
-                         "each with its own pre-event scene")
     if detector is None:  # lsmap.detect's options fail before any work (and before the folder is made), as there
-        known = {f.name for f in fields(DetectOptions)}
-        DetectOptions(**{k: v for k, v in detect_kwargs.items() if k in known}).check()
-    if aoi is not None and not isinstance(aoi, AOI):
-        raise InputError(f"`aoi` must be an area of interest (lsmap.io.aoi.parse_bbox or read_aoi), got "
-                         f"{type(aoi).__name__}")
+        check_detect_kwargs(detect_kwargs)
+    aoi = as_aoi(aoi)
     check_output_folder(out_dir)
     paths = expand_scenes(scenes)
     mask_key = _check_masks(detect_kwargs, len(paths))
