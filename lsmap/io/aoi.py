@@ -294,6 +294,11 @@ def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "
                          f"({shapely.is_valid_reason(aoi.geometry)}); repair it (shapely.make_valid, or QGIS "
                          f"'Fix geometries')")
     geom = _in_crs(aoi, crs)
+    if not np.isfinite(shapely.get_coordinates(geom)).all():  # far outside the grid CRS's zone: a GEOS traceback
+        raise OutsideError(f"{aoi.source}: the area of interest ({_lonlat(aoi.geometry.bounds, aoi.crs)}) does not "
+                           f"overlap {where} ({_lonlat(_grid_bounds(transform, width, height), crs)}): it lies too far "
+                           f"away to be projected into the grid's CRS; check the coordinates, their order (W,S,E,N) "
+                           f"and `bbox_crs`, or give the product that covers the area")
     if not geom.is_valid:  # valid where drawn, pinched by the reprojection
         geom = _polygonal(shapely.make_valid(geom))
     x0, y0, x1, y1 = geom.bounds

@@ -323,3 +323,14 @@ def test_a_geographic_scene_is_drawn_true_to_the_ground(tmp_path, rng, model):
                  overlap=0)
     h, w = mpimg.imread(tmp_path / "g.png").shape[:2]
     assert h > w  # the map 2:1 (it was a square map in a landscape figure)
+
+
+def test_an_area_too_far_to_project_into_the_grid_crs_is_outside_in_one_line():
+    """A lon/lat box on the other side of the globe projects to infinite UTM coordinates: GEOS raised a NaN/Inf
+    traceback in stats, stack, tile and detect (found by the CLI audit)."""
+    from lsmap.errors import OutsideError
+    from lsmap.io.aoi import aoi_window, parse_bbox
+
+    transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 3080000.0)
+    with pytest.raises(OutsideError, match=r"--bbox 0,0,1,1: .* does not overlap the grid .*too far away"):
+        aoi_window(parse_bbox("0,0,1,1"), "EPSG:32645", transform, 512, 512, where="the grid")
