@@ -214,9 +214,10 @@ def label_shift(src, lab, labels: Path, scene: Path | str) -> tuple[int, int]:
     return row, col
 
 
-def _read_labels(lab, window: Window, mapping, path: Path, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
+def _read_labels(lab, window: Window, mapping, path: Path, shift: tuple[int, int] = (0, 0),
+                 seen: dict[str, int] | None = None) -> np.ndarray:
     """The mask of ``window`` (scene pixels) from the labels, ``shift`` (:func:`label_shift`) away; 255 where
-    the label raster has no pixel or nodata."""
+    the label raster has no pixel or nodata. ``seen["255"]`` counts the label values of 255 (not nodata)."""
     r0, c0 = window.row_off + shift[0], window.col_off + shift[1]
     mask = np.full((window.height, window.width), IGNORE_INDEX, np.uint8)
     rr0, cc0 = max(r0, 0), max(c0, 0)
@@ -228,6 +229,8 @@ def _read_labels(lab, window: Window, mapping, path: Path, shift: tuple[int, int
     ok = read_window(lab, 1, inside, masks=True) > 0
     part = mask[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0]
     if ok.any():
+        if seen is not None:
+            seen["255"] = seen.get("255", 0) + int((values[ok] == IGNORE_INDEX).sum())
         part[ok] = map_labels(values[ok], mapping, path)
     return mask
 
@@ -375,6 +378,7 @@ def tile_scene(
         turn = north_up_turn(src.transform)
         rows: list[dict] = []
         n_skipped = n_padded = 0
+        seen: dict[str, int] = {}
         with atomic_output(out_dir, overwrite, directory=True, lock=True, before_replace=still_ours) as tmp, \
                 rasterio.Env(GDAL_CACHEMAX=row_cache_bytes(src)):  # GDAL's default kept every block decoded
             mark_owned(tmp, "tile")
@@ -387,7 +391,7 @@ def tile_scene(
                 data[:, ~valid] = FILL
                 mask = None
                 if lab is not None:
-                    mask = lab.read(window) if vector else _read_labels(lab, window, mapping, labels, shift)
+                    mask = lab.read(window) if vector else _read_labels(lab, window, mapping, labels, shift, seen)
                     mask[~valid] = IGNORE_INDEX
                     disown(mask, window, own_rows, own_cols)
                     mask = pad_to(np.flip(mask, turn), size, IGNORE_INDEX)
@@ -408,6 +412,8 @@ def tile_scene(
                     f"{source}: no window of {size} px has at least {min_valid:g} valid pixels "
                     f"({len(grid)} windows); lower `min_valid` or check the scene's nodata"
                 )
+            if lab is not None:
+                _check_tiled_labels(labels, rows, seen.get("255", 0), mapping)
             _write_index(tmp / INDEX_NAME, rows, src.transform, src.crs)
             meta = {
                 "scene": source,
@@ -440,6 +446,21 @@ def tile_scene(
             }
             (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     return TileResult(out_dir, len(rows), len(grid), n_skipped, n_padded, size, overlap, lab is not None)
+
+
+def _check_tiled_labels(labels: Path, rows: Sequence[dict], n255: int, mapping) -> None:
+    """Refuse labels that left no landslide pixel while 255 values were read as "ignored" (a 0/255 export:
+    ``train`` and ``evaluate`` refuse such folders; ``tile`` wrote them with exit 0, found by the CLI audit), and
+    warn when the patches hold no landslide pixel at all (training refuses such a folder; stable ground alone is
+    useful only beside other patches)."""
+    if sum(r["landslide_pixels"] for r in rows):
+        return
+    if n255 and mapping is None:
+        raise InputError(f"{labels}: no label pixel is 1 (landslide) but {n255:,} are 255, which lsmap reads as "
+                         f"'ignored' (as Landslide4Sense does); if 255 marks the landslides (a 0/255 export), read "
+                         f"them with `label_map` 0:0,255:1; if 255 is no data, declare it (rio edit-info --nodata 255)")
+    warnings.warn(f"{labels}: the patches hold no landslide pixel (every label is background or ignored); training "
+                  f"refuses a folder without landslides: check the labels or `label_map`", LsmapWarning, stacklevel=3)
 
 
 def _check_scale(scene: Path, profile: BandProfile, raw: bool, mask: Path | None, source: object) -> None:

@@ -604,3 +604,21 @@ def test_tiles_are_read_through_a_cache_of_a_row_of_blocks(tmp_path, rng, monkey
         wide = row_cache_bytes(src, least_mb=0)
     assert seen and set(seen) == {GDAL_CACHE_MB * 2**20}
     assert wide == int(1.25 * 4 * 16 * (64 // 16 + 1) * 16 * 2)  # bands x block rows x (blocks + 1) x cols x bytes
+
+
+def test_a_0_255_label_export_is_refused_and_landslide_free_labels_are_said(tmp_path, chittagong_like):
+    """A 0/255 export without nodata became all-ignored masks with exit 0 (the CLI audit); train and evaluate
+    refuse such folders, so tile does too, before anything is written; all-0 labels are written with a warning."""
+    from lsmap.errors import LsmapWarning
+
+    scene, _, _, labels = chittagong_like
+    export = write_tif(tmp_path / "export.tif", np.where(labels == 2, 255, 0).astype(np.uint8))
+    with pytest.raises(InputError, match=r"export.tif: no label pixel is 1 .* `label_map` 0:0,255:1"):
+        tile_scene(scene, tmp_path / "p", bands="rgbn", size=32, labels=export, raw=True)
+    assert not (tmp_path / "p").exists()
+    res = tile_scene(scene, tmp_path / "q", bands="rgbn", size=32, labels=export, label_map="0:0,255:1", raw=True)
+    assert res.n_patches and read_index(tmp_path / "q")["landslide_pixels"].sum() > 0
+    zeros = write_tif(tmp_path / "zeros.tif", np.zeros_like(labels))
+    with pytest.warns(LsmapWarning, match="zeros.tif: the patches hold no landslide pixel"):
+        tile_scene(scene, tmp_path / "z", bands="rgbn", size=32, labels=zeros, raw=True)
+    assert (tmp_path / "z").is_dir()
