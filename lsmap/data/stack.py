@@ -718,6 +718,15 @@ def resolve_s2(s2: str | os.PathLike | Sequence[str | os.PathLike], bands: Seque
     return S2Source("files", ", ".join(str(i) for i in items), {b: str(p) for b, p in files.items()}, offsets)
 
 
+def _tiff_name(path: str | os.PathLike, what: str) -> Path:
+    """``path``, refused unless it ends in .tif/.tiff: the stack is a GeoTIFF whatever its name (a ``.png`` or
+    ``.gpkg`` name gave a GeoTIFF under it; found by the audits)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        raise InputError(f"{path}: the stack is a GeoTIFF; give `{what}` a .tif name (e.g. {path.with_suffix('.tif')})")
+    return path
+
+
 def stack_scene(
     s2: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -797,13 +806,13 @@ def stack_scene(
     if offset is not None and not math.isfinite(offset):
         raise InputError(f"`offset` {offset}: give a finite number of DNs (-1000 for processing baseline 04.00 "
                          f"and later, 0 for earlier products)")
-    out = check_output(out, overwrite)
+    out = check_output(_tiff_name(out, "out"), overwrite)
     aoi = as_aoi(aoi)
     layer_outs = {}
     for name, path in (layers or {}).items():
         if name not in LAYER_NODATA:
             raise InputError(f"unknown product layer '{name}'; choose from: {', '.join(LAYER_NODATA)}")
-        layer_outs[name] = check_output(path, overwrite)
+        layer_outs[name] = check_output(_tiff_name(path, f"layers[{name!r}]"), overwrite)
     if len({p.resolve() for p in [out, *layer_outs.values()]}) != 1 + len(layer_outs):
         raise InputError("the stack and the layer outputs must be different files")
     check_outputs_apart([out, *layer_outs.values()], input_paths(s2, dem, slope))

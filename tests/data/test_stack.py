@@ -582,3 +582,12 @@ def test_bilinear_without_nodata_takes_the_short_way_to_the_same_values():
     got = bilinear(arr, edge_row, col)
     assert np.isnan(got[0, 0]) or got[0, 0] == bilinear(nan_away, edge_row, col)[0, 0]
     np.testing.assert_array_equal(got.ravel()[1:], fast.ravel()[1:])
+
+
+def test_the_stack_output_must_be_named_as_the_geotiff_it_is(tmp_path, s2_dir):
+    """A .png or .gpkg name got a GeoTIFF under it, exit 0 (found by both audits)."""
+    for name in ("q.png", "y.gpkg", "noext"):
+        with pytest.raises(InputError, match=rf"{name}: the stack is a GeoTIFF; give `out` a .tif name"):
+            stack_scene(s2_dir, tmp_path / name, bands="rgbn")
+        assert not (tmp_path / name).exists()
+    assert stack_scene(s2_dir, tmp_path / "x.TIFF", bands="rgbn").path.exists()
