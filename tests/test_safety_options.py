@@ -118,3 +118,18 @@ def test_stats_default_leaves_the_declared_nodata_fill_out(tmp_path):
     assert stats["mean"] == [1.0] * 14 and stats["count"] == 200
     res = CliRunner().invoke(main, ["stats", str(scene), "-o", str(tmp_path / "all.json"), "--all-pixels"])
     assert json.loads((tmp_path / "all.json").read_text())["mean"][0] < -1000
+
+
+def test_settings_objects_may_be_given_as_dicts_of_their_fields():
+    """``lsmap.detect(scene, options={"tta": True})`` was a TypeError from dataclasses.replace (the API audit)."""
+    from lsmap.core.checks import as_settings
+    from lsmap.map.detect import _options
+    from lsmap.map.options import DetectOptions
+
+    opts = _options({"tta": True, "window": 256}, {"window": 384})  # keywords still win over `options`
+    assert isinstance(opts, DetectOptions) and opts.tta and opts.window == 384
+    assert as_settings(None, DetectOptions, "options") is None
+    with pytest.raises(InputError, match=r"`options`: unknown setting\(s\) treshold; valid: .*threshold"):
+        _options({"treshold": 0.3}, {})
+    with pytest.raises(InputError, match="`options` must be a DetectOptions or a dict of its fields .got list."):
+        _options([1], {})

@@ -124,3 +124,24 @@ def as_list(option: str, value: Any) -> list | None:
         return list(value)
     except TypeError:
         return [value]  # one object (e.g. a loaded model): the callee checks its type
+
+
+def as_settings(value: Any, cls: type, option: str) -> Any:
+    """``value`` as the settings dataclass ``cls``: an instance as it is, a mapping of its fields made into one
+    (``None`` stays ``None``).
+
+    Raises:
+        InputError: a mapping with names ``cls`` does not have, or another type.
+    """
+    from collections.abc import Mapping
+    from dataclasses import fields
+
+    if value is None or isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in set(value) - known)
+        if unknown:
+            raise InputError(f"{_name(option)}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**value)
+    raise InputError(f"{_name(option)} must be a {cls.__name__} or a dict of its fields (got {type(value).__name__})")

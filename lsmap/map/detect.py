@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lsmap.core.bands import BAND_NAMES, get_profile
-from lsmap.core.checks import as_list, check_bool, check_path
+from lsmap.core.checks import as_list, as_settings, check_bool, check_path
 from lsmap.core.normalize import BandStats
 from lsmap.core.norms import ensemble_norm, norm_mode
 from lsmap.core.windows import is_north_up
@@ -195,7 +195,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
             different band sets. ``None``: the first shipped default model whose bands the scene has
             (:data:`lsmap.learn.models.DEFAULT_MODELS`).
         out: Polygon output (``.gpkg``, ``.geojson``/``.json``, ``.shp``); ``None`` writes nothing.
-        options: A :class:`DetectOptions`; keyword arguments named like its fields (below)
+        options: A :class:`DetectOptions` (or a dict of its fields); keyword arguments named like its fields (below)
             override it.
         bands: The scene's bands in file order (a profile or a comma list), for a file without band
             descriptions; ``None``: the descriptions (or, without them, the models' one band set or
@@ -495,7 +495,7 @@ def _options(options: DetectOptions | None, settings: Mapping[str, Any]) -> Dete
     unknown = sorted(set(settings) - known)
     if unknown:
         raise InputError(f"unknown detection option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    return replace(options or DetectOptions(), **settings)
+    return replace(as_settings(options, DetectOptions, "options") or DetectOptions(), **settings)
 
 
 def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
