@@ -72,7 +72,7 @@ from lsmap.data.sources import input_band_set, scene_inputs, source_name, stack_
 from lsmap.errors import InputError, LsmapWarning, MissingInputError
 from lsmap.io.aoi import AOI, as_aoi, crop_raster, geoms_to_crs, read_polygons
 from lsmap.io.locks import owner_tag
-from lsmap.io.outputs import atomic_output, check_owned_dir, mark_owned
+from lsmap.io.outputs import atomic_output, check_owned_dir, is_empty_dir, mark_owned
 from lsmap.io.patches import META_NAME, read_image, read_mask, write_patch
 from lsmap.io.rasters import open_raster, read_window, row_cache_bytes
 from lsmap.io.scene import open_scene, read_scene_window, scene_info, terrain_nodata_warning
@@ -379,7 +379,8 @@ def tile_scene(
         rows: list[dict] = []
         n_skipped = n_padded = 0
         seen: dict[str, int] = {}
-        with atomic_output(out_dir, overwrite, directory=True, lock=True, before_replace=still_ours) as tmp, \
+        with atomic_output(out_dir, overwrite or is_empty_dir(out_dir), directory=True, lock=True,
+                           before_replace=still_ours) as tmp, \
                 rasterio.Env(GDAL_CACHEMAX=row_cache_bytes(src)):  # GDAL's default kept every block decoded
             mark_owned(tmp, "tile")
             for window in progress_bar(grid, desc=f"tile {Path(source).name}", unit="window", disable=not progress):

@@ -322,26 +322,32 @@ def check_owned_dir(path: str | os.PathLike, overwrite: bool, command: str, patt
     why = _protected(path)
     if why is not None:
         raise OutputOwnershipError(f"{path}: refusing to write the {command} output into {why}; "
-                                   f"give a new folder, e.g. -o {command}_out/")
+                                   f"give a new folder, e.g. `out_dir` {command}_out/")
     if path.exists() and not path.is_dir():
-        raise OutputError(f"{path}: is a file; the {command} output is a folder, choose another -o")
+        raise OutputError(f"{path}: is a file; the {command} output is a folder, choose another `out_dir`")
     if path.exists():
-        if not overwrite:
+        if not overwrite and not is_empty_dir(path):  # an empty folder (a script's makedirs) holds nothing to lose
             raise OutputExistsError(path)
         if any(path.iterdir()):
             owned = (path / OWNER_MARKER).is_file() or any((path / m).is_file() for m in manifests)
             if not owned:
                 raise OutputOwnershipError(
-                    f"{path}: folder was not written by 'lsmap {command}' (no {OWNER_MARKER}); --overwrite "
-                    f"replaces only lsmap's own output folders, choose a new -o")
+                    f"{path}: folder was not written by 'lsmap {command}' (no {OWNER_MARKER}); `overwrite` "
+                    f"replaces only lsmap's own output folders, choose a new `out_dir`")
             other = foreign_files(path, patterns)
             if other:
                 shown = ", ".join(other[:5]) + (" ..." if len(other) > 5 else "")
                 raise OutputOwnershipError(
                     f"{path}: holds files 'lsmap {command}' did not write ({shown}); move them away or choose "
-                    f"a new -o (--overwrite never deletes them)")
+                    f"a new `out_dir` (`overwrite` never deletes them)")
     check_writable(path)
     return path
+
+
+def is_empty_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder with nothing in it."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
 def mark_owned(folder: str | os.PathLike, command: str) -> None:

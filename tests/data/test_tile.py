@@ -622,3 +622,18 @@ def test_a_0_255_label_export_is_refused_and_landslide_free_labels_are_said(tmp_
     with pytest.warns(LsmapWarning, match="zeros.tif: the patches hold no landslide pixel"):
         tile_scene(scene, tmp_path / "z", bands="rgbn", size=32, labels=zeros, raw=True)
     assert (tmp_path / "z").is_dir()
+
+
+def test_an_existing_empty_folder_is_taken_as_the_output(tmp_path, chittagong_like):
+    """A script's os.makedirs(out) before tile_scene(scene, out) was refused as an existing output (API audit);
+    a folder holding anything is still refused without `overwrite`."""
+    from lsmap.errors import OutputExistsError
+
+    scene = chittagong_like[0]
+    (tmp_path / "t").mkdir()
+    assert tile_scene(scene, tmp_path / "t", bands="rgbn", size=32, raw=True).n_patches
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError):
+        tile_scene(scene, tmp_path / "u", bands="rgbn", size=32, raw=True)
+    assert (tmp_path / "u" / "notes.txt").read_text() == "mine"
