@@ -72,7 +72,7 @@ from lsmap.data.sources import input_band_set, scene_inputs, source_name, stack_
 from lsmap.errors import InputError, LsmapWarning, MissingInputError
 from lsmap.io.aoi import AOI, as_aoi, crop_raster, geoms_to_crs, read_polygons
 from lsmap.io.locks import owner_tag
-from lsmap.io.outputs import atomic_output, check_owned_dir, is_empty_dir, mark_owned
+from lsmap.io.outputs import atomic_output, check_owned_dir, drop_new_parents_on_error, is_empty_dir, mark_owned
 from lsmap.io.patches import META_NAME, read_image, read_mask, write_patch
 from lsmap.io.rasters import open_raster, read_window, row_cache_bytes
 from lsmap.io.scene import open_scene, read_scene_window, scene_info, terrain_nodata_warning
@@ -350,7 +350,7 @@ def tile_scene(
 
     nobs = crop = None
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_drop_new_parents_on_error(out_dir))
+        stack.enter_context(drop_new_parents_on_error(out_dir))
         if stack_args is not None or aoi is not None or spec.active:  # a scratch stack, crop or mask
             out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".lsmap-tile-{owner_tag()}-",
@@ -507,19 +507,6 @@ def check_tile_memory(bands: int, size: int, labelled: bool) -> None:
     per_patch = bands * size * size * 4 + (size * size if labelled else 0)
     check_memory(4 * per_patch, f"`size` {size}", f"patches of {size} x {size} px x {bands} bands",
                  "use a smaller --size (L4S patches are 128)")
-
-
-@contextlib.contextmanager
-def _drop_new_parents_on_error(path: Path):
-    """On an exception, remove the (empty) parent folders of ``path`` that did not exist before."""
-    new = [p for p in path.absolute().parents if not p.exists()]
-    try:
-        yield
-    except BaseException:
-        for p in new:  # deepest first
-            with contextlib.suppress(OSError):
-                p.rmdir()
-        raise
 
 
 def _write_index(path: Path, rows: list[dict], transform, crs) -> None:

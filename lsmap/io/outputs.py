@@ -425,11 +425,32 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False, *, directory
         OutputLockedError: ``lock`` and another run holds the output.
         OutputError: the output cannot be written (e.g. no space left on the device).
     """
-    from lsmap.io.locks import output_lock, owner_tag
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
+    with drop_new_parents_on_error(path), _atomic(path, directory, lock, before_replace) as target:
+        yield target
+
+
+@contextlib.contextmanager
+def drop_new_parents_on_error(path: str | os.PathLike) -> Iterator[None]:
+    """On an exception, remove the parent folders of ``path`` that did not exist before and are empty again (a
+    failed run left ``newdir/`` behind for ``-o newdir/x.gpkg``; found by the API audit)."""
+    new = [p for p in Path(path).absolute().parents if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for p in new:  # deepest first; a folder something else wrote into stays
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, directory: bool, lock: bool, before_replace: Callable[[Path], None] | None) -> Iterator[Path]:
+    """:func:`atomic_output` once the existing output is checked."""
+    from lsmap.io.locks import output_lock, owner_tag
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

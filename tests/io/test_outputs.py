@@ -102,3 +102,18 @@ def test_train_off_a_terminal_prints_a_line_per_validation(tmp_path, capsys):
     assert lines[-1].endswith("ETA 0s")
     assert log_line({"step": 5, "loss": 1.0, "images_per_s": 2.0}, 10, 4000) == \
         "step 5/10  loss 1.0000  F1 -  2.0 images/s  ETA 1h06m"
+
+
+def test_a_failed_output_removes_the_folders_it_created_and_nothing_else(tmp_path):
+    """``lsmap.detect(scene, out="newdir/x.gpkg", bands=...)`` failing on its bands left ``newdir/`` (API audit)."""
+    from lsmap.io.outputs import atomic_output
+
+    with pytest.raises(RuntimeError), atomic_output(tmp_path / "new" / "deeper" / "x.gpkg") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("the run failed")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError), atomic_output(tmp_path / "kept" / "new" / "x.gpkg"):
+        (tmp_path / "kept" / "new" / "mine.txt").write_text("a file written meanwhile stays, and its folder")
+        raise RuntimeError("the run failed")
+    assert (tmp_path / "kept" / "new" / "mine.txt").exists()
