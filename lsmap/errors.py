@@ -8,6 +8,20 @@ builtin base class as well (``ValueError``, ``FileNotFoundError``, ...).
 from __future__ import annotations
 
 
+def user_level() -> int:
+    """The ``stacklevel`` at which a warning names the caller's own line, the first frame outside lsmap (scripts
+    saw ``lsmap/map/detect.py:395`` instead; found by the API audit): ``warnings.warn(msg, LsmapWarning,
+    stacklevel=user_level())``."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1  # the function calling warnings.warn is level 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class LsmapError(Exception):
     """Base class of all lsmap errors: the message is meant for the user as it is."""
 

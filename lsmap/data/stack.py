@@ -74,7 +74,7 @@ import numpy as np
 from lsmap.core.bands import L4S_BANDS, S2_RESOLUTION, TERRAIN_BANDS, BandProfile, get_profile
 from lsmap.core.encoding import STACK_ENCODINGS, UINT16_NODATA, encode_uint16, scales_offsets
 from lsmap.core.windows import block_grid
-from lsmap.errors import InputError, LsmapWarning, MissingInputError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError, user_level
 from lsmap.io.aoi import AOI, aoi_inside, aoi_window, as_aoi
 from lsmap.io.mosaic import coverage, dem_files, dem_mosaic
 from lsmap.io.outputs import (
@@ -887,7 +887,7 @@ def stack_scene(
                 if aoi is not None:
                     raise InputError(f"{msg}: add the DEM tiles of the whole area of interest")
                 warnings.warn(f"{msg} (add the missing DEM tiles if the scene has data there)", LsmapWarning,
-                              stacklevel=2)
+                              stacklevel=user_level())
                 found.append(msg)
         if "DEM" in profile.bands:
             layers_["DEM"] = _Layer(dem_src, "DEM", dem_src.nodata, grid)
@@ -1038,7 +1038,7 @@ def stack_scene(
                 verify_geotiff(path, layer_outs[name])
     if looks_offset:
         msg = f"{said}; if they are, stack again with `offset` -1000 (SAFE products and STAC Items carry their offset)"
-        warnings.warn(msg, LsmapWarning, stacklevel=2)
+        warnings.warn(msg, LsmapWarning, stacklevel=user_level())
         found.append(msg)
 
     crs = grid.crs.to_string() if grid.crs is not None else ""

@@ -46,7 +46,7 @@ from lsmap.data.sources import (
     stack_arguments,
     stack_source,
 )
-from lsmap.errors import InputError, LsmapWarning, MissingInputError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError, user_level
 from lsmap.io.aoi import AOI, as_aoi, crop_raster
 from lsmap.io.patches import NONFINITE_FILL, Patch, find_patches, read_patch_image
 from lsmap.io.scene import scene_info, terrain_nodata_warning
@@ -170,7 +170,7 @@ def compute_stats(
         terrain = terrain_nodata_warning(scene, profile, name)
     for why in (scale_warning(scan, profile, name, "`raw`"), terrain):
         if why is not None:
-            warnings.warn(why, LsmapWarning, stacklevel=2)
+            warnings.warn(why, LsmapWarning, stacklevel=user_level())
     return scan.stats
 
 

@@ -69,7 +69,7 @@ from lsmap.core.labels import map_labels, parse_label_map, parse_label_where
 from lsmap.core.windows import Window, footprint, north_up_turn, owned_spans, pad_to, window_grid
 from lsmap.data.masks import check_masks, mask_spec, product_mask_layers, write_not_observed
 from lsmap.data.sources import input_band_set, scene_inputs, source_name, stack_arguments, stack_source
-from lsmap.errors import InputError, LsmapWarning, MissingInputError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError, user_level
 from lsmap.io.aoi import AOI, as_aoi, crop_raster, geoms_to_crs, read_polygons
 from lsmap.io.locks import owner_tag
 from lsmap.io.outputs import atomic_output, check_owned_dir, drop_new_parents_on_error, is_empty_dir, mark_owned
@@ -182,7 +182,7 @@ def warn_class_attribute(path: Path) -> None:
             shown = ", ".join(sorted(str(v) for v in values))
             warnings.warn(f"{path}: its polygons carry '{column}' with {len(values)} values ({shown}), but every "
                           f"polygon is burned as a landslide; name the landslide ones with `label_where` "
-                          f"{column}=VALUE", LsmapWarning, stacklevel=4)
+                          f"{column}=VALUE", LsmapWarning, stacklevel=user_level())
             return
 
 
@@ -461,7 +461,7 @@ def _check_tiled_labels(labels: Path, rows: Sequence[dict], n255: int, mapping) 
                          f"'ignored' (as Landslide4Sense does); if 255 marks the landslides (a 0/255 export), read "
                          f"them with `label_map` 0:0,255:1; if 255 is no data, declare it (rio edit-info --nodata 255)")
     warnings.warn(f"{labels}: the patches hold no landslide pixel (every label is background or ignored); training "
-                  f"refuses a folder without landslides: check the labels or `label_map`", LsmapWarning, stacklevel=3)
+                  f"refuses a folder without landslides: check the labels or `label_map`", LsmapWarning, stacklevel=user_level())
 
 
 def _check_scale(scene: Path, profile: BandProfile, raw: bool, mask: Path | None, source: object) -> None:
@@ -478,7 +478,7 @@ def _check_scale(scene: Path, profile: BandProfile, raw: bool, mask: Path | None
         return
     for why in (scale_warning(scan, profile, source, "`raw`"), terrain_nodata_warning(scene, profile, source)):
         if why is not None:
-            warnings.warn(why, LsmapWarning, stacklevel=3)
+            warnings.warn(why, LsmapWarning, stacklevel=user_level())
 
 
 def disown(mask: np.ndarray, window: Window, own_rows: dict, own_cols: dict) -> None:

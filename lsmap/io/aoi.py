@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lsmap.errors import InputError, LsmapWarning, MissingInputError, OutsideError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError, OutsideError, user_level
 
 #: CRS of ``--bbox`` when ``--bbox-crs`` is not given.
 DEFAULT_BBOX_CRS = "EPSG:4326"
@@ -149,7 +149,7 @@ def read_aoi(path: str | os.PathLike) -> AOI:
                              f"repaired; redraw it")
         warnings.warn(f"{path}: the area of interest was not a valid polygon ({why}); repaired (area "
                       f"{geom.area:.6g} -> {fixed.area:.6g} in its CRS units); check it in a GIS", LsmapWarning,
-                      stacklevel=2)
+                      stacklevel=user_level())
         geom = fixed
     return AOI(geom, crs, str(path), mask=True)
 
@@ -324,7 +324,7 @@ def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "
         warnings.warn(f"{aoi.source}: {where} covers only {100 * inside / full:.0f} % of the area of interest's "
                       f"bounding box ({_lonlat(aoi.geometry.bounds, aoi.crs)} against "
                       f"{_lonlat(_grid_bounds(transform, width, height), crs)}); the rest needs another product",
-                      LsmapWarning, stacklevel=3)
+                      LsmapWarning, stacklevel=user_level())
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from lsmap.core.bands import L4S_BANDS, BandProfile, band_indices, canonical_band, get_profile
 from lsmap.core.windows import Window
-from lsmap.errors import InputError
+from lsmap.errors import InputError, user_level
 from lsmap.io.rasters import GDAL_CACHE_MB, open_raster, read_window
 
 
@@ -167,7 +167,7 @@ def scene_info(path: str | os.PathLike, profile: BandProfile | str | None = None
         seen = f"none below {dn_min}" if dn_min.isdigit() else dn_min  # stacks before session 14 wrote the minimum
         warnings.warn(f"{path}: stacked from band files whose digital numbers look offset ({seen}) "
                       f"without an offset, so its values are likely 0.1 too bright; restack with `offset` -1000 "
-                      f"(or `offset` 0 if they are not offset)", LsmapWarning, stacklevel=2)
+                      f"(or `offset` 0 if they are not offset)", LsmapWarning, stacklevel=user_level())
     if info.crs is None:
         raise InputError(f"{path}: scene has no coordinate reference system; georeference it (e.g. gdal_edit.py -a_srs)")
     return info

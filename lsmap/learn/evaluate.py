@@ -27,7 +27,7 @@ from lsmap.core.normalize import BandStats
 from lsmap.core.norms import norm_mode, trained_norm
 from lsmap.data.scan import check_stats
 from lsmap.data.stats import patch_stats
-from lsmap.errors import InputError, LsmapWarning
+from lsmap.errors import InputError, LsmapWarning, user_level
 from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_mask, read_patch_image, recorded
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
@@ -242,7 +242,7 @@ def warn_if_trained_on(patches, members, data) -> int:
         who = ", ".join(m.source or m.card.model for m, k in zip(members, seen, strict=True) if k)
         warnings.warn(f"{data}: {n} of the {len(patches)} patches were used to train {who}; scores on them "
                       f"measure fit, not accuracy on new data: evaluate on patches it did not train on "
-                      f"(the held-out ids are in its card's 'data')", LsmapWarning, stacklevel=3)
+                      f"(the held-out ids are in its card's 'data')", LsmapWarning, stacklevel=user_level())
     return n
 
 

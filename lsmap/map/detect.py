@@ -45,7 +45,15 @@ from lsmap.data.masks import (
 from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS, check_stats, scale_warning, scan_scene
 from lsmap.data.sources import scene_inputs, stack_arguments, stack_source
 from lsmap.data.stack import mean_pixel_area_m2
-from lsmap.errors import CheckpointError, InputError, LsmapWarning, MissingInputError, OutputError, OutputExistsError
+from lsmap.errors import (
+    CheckpointError,
+    InputError,
+    LsmapWarning,
+    MissingInputError,
+    OutputError,
+    OutputExistsError,
+    user_level,
+)
 from lsmap.io.aoi import as_aoi, crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
@@ -163,7 +171,7 @@ def warn_implausible(landslide_km2: float, valid_km2: float) -> None:
         warnings.warn(f"landslides cover {100 * landslide_km2 / valid_km2:.0f} % of the scene's valid area "
                       f"({landslide_km2:,.1f} of {valid_km2:,.1f} km2), implausible for an event: check the input "
                       "(`lsmap info` shows its DN offset and bands; loose band files may need --offset) and that the "
-                      "model fits this sensor", LsmapWarning, stacklevel=3)
+                      "model fits this sensor", LsmapWarning, stacklevel=user_level())
 
 
 def _scene_area_km2(info) -> float:
@@ -372,7 +380,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         for why in (scale_warning(scan, plan.profile, named),
                     terrain_nodata_warning(info.path, plan.profile, named, plan.indexes)):
             if why is not None:
-                warnings.warn(why, LsmapWarning, stacklevel=2)
+                warnings.warn(why, LsmapWarning, stacklevel=user_level())
         # the landslides are traced while the models run, unless the evidence gate changes the probabilities after
         stream = None if ev is not None and opts.gate else _block_stream(info, threshold, opts, dev)
         if stream is not None:
@@ -668,7 +676,7 @@ def _write_outputs(tmp: DetectOutputs, outputs: DetectOutputs, pred, gdf, thresh
         elif masked is not None and len(masked):
             warnings.warn(f"{outputs.polygons}: the not-observed area (clouds, nodata) is written only to a GeoPackage "
                           f"(layer '{NOT_OBSERVED_LAYER}'); the polygons' near_not_observed says which touch it. Use a "
-                          f".gpkg name to keep it", LsmapWarning, stacklevel=3)
+                          f".gpkg name to keep it", LsmapWarning, stacklevel=user_level())
         if rejected is not None:
             rejected.to_file(tmp.polygons, driver="GPKG", engine="pyogrio", geometry_type="Polygon", layer="rejected")
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lsmap.core.windows import block_grid
-from lsmap.errors import InputError, LsmapWarning, OutputExistsError
+from lsmap.errors import InputError, LsmapWarning, OutputExistsError, user_level
 from lsmap.io.qgis_style import write_layer_style
 from lsmap.io.rasters import GDAL_CACHE_MB, atomic_output
 from lsmap.map.components import BlockStream, Landslides, default_workers
@@ -128,7 +128,7 @@ def simplify_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
         warnings.warn(f"{int(big.sum())} polygon(s) with more than {SIMPLIFY_MAX_HOLES:,} holes (up to "
                       f"{int(holes.max()):,}) left unsimplified: GEOS would take hours on them; fill small holes "
                       "first (--fill-holes, e.g. 500 m2), or check the input (a mask this dense often means "
-                      "offset or mis-scaled bands)", LsmapWarning, stacklevel=2)
+                      "offset or mis-scaled bands)", LsmapWarning, stacklevel=user_level())
     return out
 
 
@@ -374,7 +374,7 @@ def _shapefile_text(gdf, path: Path):
     if cut:
         warnings.warn(f"{path}: a shapefile holds text of at most {SHAPEFILE_TEXT_BYTES} bytes: "
                       f"{', '.join(f'{n} value(s) of {c}' for c, n in cut.items())} cut (ending in ...); write a .gpkg "
-                      f"to keep them whole", LsmapWarning, stacklevel=4)
+                      f"to keep them whole", LsmapWarning, stacklevel=user_level())
     return gdf
 
 
@@ -403,7 +403,7 @@ def write_layer(gdf, tmp: str | os.PathLike, path: str | os.PathLike, *, geometr
         # said in lsmap's words, with the names the file holds (a raw pyogrio warning before; an audit)
         warnings.warn(f"{path}: a shapefile holds field names of at most 10 characters: "
                       f"{', '.join(f'{a} -> {b}' for a, b in short.items())}; write a .gpkg to keep the full names",
-                      LsmapWarning, stacklevel=3)
+                      LsmapWarning, stacklevel=user_level())
         gdf = gdf.rename(columns=short)
     if driver == "ESRI Shapefile":
         gdf = _shapefile_text(gdf, path)

@@ -445,3 +445,23 @@ def test_shapefile_text_longer_than_the_format_holds_is_cut_in_whole_characters_
     assert back.scene_ids[0] == ids.encode()[:251].decode() + "..." and back.scene_ids[1] == "a:1"
     assert back.scene[0] == "é" * 125 + "..." and len(back.scene[0].encode()) <= 254
     assert gdf.scene_ids[0] == ids  # the caller's table is not changed
+
+
+def test_lsmap_warnings_name_the_callers_line(tmp_path):
+    """A script saw lsmap/map/vectorize.py (or detect.py:395) as the warning's place, not its own line."""
+    import warnings
+
+    from lsmap.errors import LsmapWarning
+    from lsmap.io.aoi import as_aoi
+
+    gdf = gpd.GeoDataFrame({"near_not_observed": [True]}, geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32645")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_vector(gdf, tmp_path / "x.shp")
+    bowtie = tmp_path / "bowtie.geojson"  # an invalid area, repaired with a warning two calls down
+    gpd.GeoDataFrame(geometry=[shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])], crs="EPSG:32645").to_file(bowtie)
+    with warnings.catch_warnings(record=True) as more:
+        warnings.simplefilter("always")
+        as_aoi(str(bowtie))
+    ours = [w for w in [*caught, *more] if issubclass(w.category, LsmapWarning)]
+    assert len(ours) == 2 and all(w.filename == __file__ for w in ours), [(w.filename, w.lineno) for w in ours]
