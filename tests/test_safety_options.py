@@ -133,3 +133,26 @@ def test_settings_objects_may_be_given_as_dicts_of_their_fields():
         _options({"treshold": 0.3}, {})
     with pytest.raises(InputError, match="`options` must be a DetectOptions or a dict of its fields .got list."):
         _options([1], {})
+
+
+def test_contradictory_options_are_refused_not_ignored(tmp_path):
+    """Found by the CLI audit: --pre-bands without --pre, --merged and --scheduler with one scene, and evaluate's
+    --stats with --norm model all ran with exit 0 and the option ignored."""
+    from tests.patchgen import make_patches
+
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(np.random.default_rng(0), h=48, w=48))
+    model = tiny_checkpoint(tmp_path / "m")
+    base = ["detect", str(scene), "--model", str(model), "--device", "cpu", "-o", str(tmp_path / "o.gpkg")]
+    for extra, needle in ((["--pre-bands", "rgbn"], "--pre-bands names the bands of the pre-event scene; pass --pre"),
+                          (["--merged", "e.gpkg"], "--merged applies to several scenes"),
+                          (["--scheduler", "tcp://nowhere:1"], "--scheduler applies to several scenes")):
+        r = CliRunner().invoke(main, [*base, *extra])
+        assert r.exit_code != 0 and needle in r.output, (extra, r.output)
+        assert not (tmp_path / "o.gpkg").exists()
+    make_patches(tmp_path / "p", 2, size=32, seed=1)
+    stats = tmp_path / "st.json"
+    BandStats(mean=(1.0,) * 14, std=(0.5,) * 14, count=100).save(stats)
+    r = CliRunner().invoke(main, ["evaluate", str(model), "--data", str(tmp_path / "p"), "--stats", str(stats),
+                                  "--norm", "model", "--device", "cpu"])
+    assert r.exit_code == 1 and "--stats gives the data's statistics; it cannot be combined with --norm model" \
+        in r.output, r.output

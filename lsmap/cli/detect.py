@@ -192,9 +192,15 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
 
     source = scene_source(scene, dem, slope, offset)
     aoi = aoi_from_options(bbox, bbox_crs, aoi_file)
-    settings.update(pre_offset=pre_offset)  # without --pre, refused by name
+    settings.update(pre_offset=pre_offset, pre_bands=pre_bands)  # without --pre, refused by name (--pre-bands was
+    # dropped silently: the CLI audit)
     if pre is not None:  # a product or a folder of band files is stacked (red and NIR only); a file is a stack
-        settings.update(pre=pre, pre_bands=pre_bands)
+        settings.update(pre=pre)
+    ctx = click.get_current_context()
+    for name, flag in (("merged", "--merged"), ("scheduler", "--scheduler")):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise click.BadParameter(f"{flag} applies to several scenes (a folder -o); one scene writes its polygons "
+                                     f"to -o itself: drop {flag}", param_hint=flag)
     gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,
                      overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, scl=scl, scl_mask=scl_mask,
                      mask_raster=mask_raster, cloud_prob_max=cloud_prob_max, blue_max=blue_max, **settings)

@@ -155,6 +155,18 @@ def stack_source(args: Mapping, work: Path, bands: Any, spec: MaskSpec, *, aoi: 
         written = {name: work / f"{name.lower()}.tif" for name in layers}
         kwargs["layers"] = dict(written)
     kwargs.setdefault("progress", progress)
+    if (kwargs.get("dem") or kwargs.get("slope")) and kwargs.get("bands") is not None:
+        from lsmap.core.bands import get_profile
+
+        if not {"slope", "DEM"} & set(get_profile(kwargs["bands"]).bands):  # stack_scene refuses it, as asked there
+            import warnings
+
+            from lsmap.errors import LsmapWarning, user_level
+
+            warnings.warn(f"`dem` is not used: the bands read here ({get_profile(kwargs['bands']).name}) have no slope "
+                          f"or DEM band; it is not stacked", LsmapWarning, stacklevel=user_level())
+            kwargs.pop("dem", None)
+            kwargs.pop("slope", None)
     # DNs that look offset with no offset given are refused, not warned about: the caller's results would be wrong
     result = stack_scene(**kwargs, out=work / "stack.tif", strict_offset=True)
     if "SCL" in written:

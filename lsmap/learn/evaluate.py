@@ -115,7 +115,8 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         split: Split to read from a dataset root.
         tta: Average predictions over flips.
         stats: Normalisation statistics of the data (a :class:`BandStats` or a JSON file).
-        norm: ``auto``, ``own`` or ``model`` (aliases of :data:`lsmap.core.normalize.NORM_ALIASES` too; see the module docstring); ignored with ``stats``.
+        norm: ``auto``, ``own`` or ``model`` (aliases of :data:`lsmap.core.normalize.NORM_ALIASES` too; see the module
+            docstring); ``stats`` takes the place of ``own`` (refused with ``model``).
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: Patches per forward pass.
         threshold: Probability threshold (``None``: the mean of the members' card thresholds).
@@ -144,6 +145,8 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
 
     models = as_list("model", models)
     norm = norm_mode(norm, auto=True)
+    if norm == "model" and stats is not None:  # `stats` won silently (the CLI audit); detect refuses it too
+        raise InputError("`stats` gives the data's statistics; it cannot be combined with `norm` model")
     check_int("batch_size", batch_size, 1)
     if threshold is not None:
         check_number("threshold", threshold, 0, 1, lo_open=True, hi_open=True)

@@ -320,9 +320,14 @@ def test_dem_tiles_mosaic_equals_the_single_dem(tmp_path):
     r = stack_scene(safe, tmp_path / "tiles.tif", bands=MIXED, dem=tiles)
     np.testing.assert_array_equal(read(tmp_path / "tiles.tif"), read(tmp_path / "one.tif"))
     assert r.sources["DEM"].startswith("4 DEM tiles")
-    res = CliRunner().invoke(main, ["stack", str(safe), "--bands", "rgbn", "-o", str(tmp_path / "c.tif")]
-                             + sum((["--dem", str(p)] for p in sorted(tiles.iterdir())), []))
+    dems = sum((["--dem", str(p)] for p in sorted(tiles.iterdir())), [])
+    res = CliRunner().invoke(main, ["stack", str(safe), "--bands", "B4,B3,B2,B8,slope,DEM", "-o",
+                                    str(tmp_path / "c.tif"), *dems])
     assert res.exit_code == 0, res.output
+    # a band set without terrain dropped the DEM without a word (the CLI audit)
+    res = CliRunner().invoke(main, ["stack", str(safe), "--bands", "rgbn", "-o", str(tmp_path / "d.tif"), *dems])
+    assert res.exit_code == 1 and "--dem is given but the band set --bands rgbn has no slope or DEM band" in res.output
+    assert not (tmp_path / "d.tif").exists()
 
 
 def test_dem_tiles_that_miss_part_of_the_aoi(tmp_path):
