@@ -26,7 +26,7 @@ from lsmap.core.constants import PATCH_SIZE
 @click.option(
     "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Patch folder to write."
 )
-@click.option("--size", type=int, default=PATCH_SIZE, show_default=True, help="Patch size in pixels.")
+@click.option("--size", type=int, default=PATCH_SIZE, show_default=True, help="Patch size in pixels (at least 16).")
 @click.option("--overlap", type=int, default=0, show_default=True, help="Pixels shared by neighbouring patches.")
 @click.option(
     "--labels", type=click.Path(dir_okay=False), default=None,

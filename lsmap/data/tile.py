@@ -235,6 +235,10 @@ def _read_labels(lab, window: Window, mapping, path: Path, shift: tuple[int, int
     return mask
 
 
+#: The smallest patch side (px): detection's smallest window (``lsmap.map.options``).
+MIN_SIZE = 16
+
+
 def tile_scene(
     scene: str | os.PathLike | Mapping,
     out_dir: str | os.PathLike,
@@ -313,8 +317,9 @@ def tile_scene(
     out_dir = Path(out_dir)
     if stack_args is not None and raw:
         raise InputError(f"{source}: a Sentinel-2 product or band files are stacked on the L4S scale; drop `raw`")
-    if size < 1:
-        raise InputError(f"`size` must be positive (got {size})")
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE:  # 3 px wrote 25,480 patches (CLI audit)
+        raise InputError(f"`size` must be an integer of at least {MIN_SIZE} px, the smallest window detection takes "
+                         f"(got {size!r}); Landslide4Sense patches are 128")
     if not 0 <= overlap < size:
         raise InputError(f"`overlap` must be in [0, {size}) for `size` {size} (got {overlap})")
     if not 0.0 <= min_valid <= 1.0:
