@@ -52,7 +52,7 @@ def load_ensemble(paths: Sequence[str | os.PathLike], device: Any = "cpu",
     import torch
 
     if not paths:
-        raise CheckpointError("no model given; pass `model` PATH (one or more)")
+        raise CheckpointError("no model given; pass `models` (one or more checkpoints)")
     members = []
     for p in paths:
         path = resolve_model(p)

@@ -517,7 +517,7 @@ def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
         default_models()  # raises before any work when none is installed
         return dev, None
     if not models:
-        raise CheckpointError("no model given; pass `model` PATH (one or more)")
+        raise CheckpointError("no model given; pass `models` (one or more checkpoints)")
     paths = [m for m in models if not isinstance(m, Member)]
     return dev, [m for m in models if isinstance(m, Member)] + (load_ensemble(paths, dev) if paths else [])
 

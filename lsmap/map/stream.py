@@ -566,7 +566,7 @@ def band_plan(scene: SceneInfo, members: Sequence, bands: str | Sequence[str] | 
         InputError: the scene's band names cannot be told (see :func:`lsmap.io.scene.scene_band_names`).
     """
     if not members:
-        raise CheckpointError("no model given; pass `model` PATH (one or more)")
+        raise CheckpointError("no model given; pass `models` (one or more checkpoints)")
     sets = {tuple(m.card.bands) for m in members}
     assume = members[0].card.profile if len(sets) == 1 else None
     names = scene_band_names(scene, bands, assume=assume)
@@ -946,7 +946,7 @@ def _plan(scene, members: Sequence, stats: BandStats | None, fill, tta: bool, ov
     import torch
 
     if not members:
-        raise CheckpointError("no model given; pass `model` PATH (one or more)")
+        raise CheckpointError("no model given; pass `models` (one or more checkpoints)")
     if not isinstance(scene, SceneInfo):
         scene = scene_info(scene)
     matched = band_plan(scene, members, bands)

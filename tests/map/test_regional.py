@@ -347,9 +347,12 @@ def test_bad_arguments(tmp_path, scenes, model, monkeypatch):
         expected = "cannot reach the Dask scheduler"
     except ImportError:
         expected = r"Dask distributed is not installed; pip install 'lsmap\[cluster\]'"
-    with pytest.raises(InputError, match=expected):
+    with pytest.raises(InputError, match=expected) as e:
         detect_many(scenes, [model], tmp_path / "o", detector=threshold_detector, progress=False,
                     scheduler="tcp://127.0.0.1:9")
+    assert str(e.value).startswith("`scheduler` tcp://127.0.0.1:9") or "not installed" in str(e.value)  # not a flag
+    with pytest.raises(InputError, match=r"no model given; pass `models` \(one or more checkpoints\)"):
+        detect_many(scenes, [], tmp_path / "o", progress=False)
 
 
 def test_missing_scene_is_one_failure(tmp_path, scenes, model):

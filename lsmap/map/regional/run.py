@@ -153,12 +153,12 @@ def probe_scheduler(address: str, timeout: float = PROBE_TIMEOUT) -> None:
     host, _, port = hostport.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
-        raise InputError(f"--scheduler {address}: expected a Dask scheduler address like tcp://host:8786")
+        raise InputError(f"`scheduler` {address}: expected a Dask scheduler address like tcp://host:8786")
     fix = "start one with `dask scheduler` and give its address, e.g. tcp://host:8786"
     try:
         conn = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as e:
-        raise InputError(f"--scheduler {address}: cannot reach the Dask scheduler ({e}); {fix}") from None
+        raise InputError(f"`scheduler` {address}: cannot reach the Dask scheduler ({e}); {fix}") from None
     data = b""
     try:
         conn.settimeout(timeout)
@@ -168,19 +168,19 @@ def probe_scheduler(address: str, timeout: float = PROBE_TIMEOUT) -> None:
                 break
             data += chunk
     except TimeoutError:
-        raise InputError(f"--scheduler {address}: the service there sent nothing within {timeout:g} s; it is not a "
+        raise InputError(f"`scheduler` {address}: the service there sent nothing within {timeout:g} s; it is not a "
                          f"Dask scheduler (which answers at once); {fix}") from None
     except OSError as e:
-        raise InputError(f"--scheduler {address}: connection failed ({e}); {fix}") from None
+        raise InputError(f"`scheduler` {address}: connection failed ({e}); {fix}") from None
     finally:
         conn.close()
     if len(data) < 8:
-        raise InputError(f"--scheduler {address}: the service there closed the connection without a Dask "
+        raise InputError(f"`scheduler` {address}: the service there closed the connection without a Dask "
                          f"handshake; it is not a Dask scheduler; {fix}")
     (length,) = struct.unpack("<Q", data)
     if not 0 < length <= _MAX_HANDSHAKE:
         shown = data.decode("ascii", "replace").encode("unicode_escape").decode()[:16]
-        raise InputError(f"--scheduler {address}: the service there does not speak Dask's protocol (it sent "
+        raise InputError(f"`scheduler` {address}: the service there does not speak Dask's protocol (it sent "
                          f"'{shown}'); it is not a Dask scheduler; {fix}")
 
 
@@ -328,7 +328,7 @@ def detect_many(
         models = default_models()
     model_list = as_list("model", models)
     if not model_list:
-        raise InputError("no model given; pass `model` PATH (one or more)")
+        raise InputError("no model given; pass `models` (one or more checkpoints)")
 
     model_abs = []
     for m in model_list:
