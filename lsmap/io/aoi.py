@@ -294,11 +294,14 @@ def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "
                          f"({shapely.is_valid_reason(aoi.geometry)}); repair it (shapely.make_valid, or QGIS "
                          f"'Fix geometries')")
     geom = _in_crs(aoi, crs)
+    def outside(why: str = "") -> OutsideError:
+        return OutsideError(
+            f"{aoi.source}: the area of interest ({_lonlat(aoi.geometry.bounds, aoi.crs)}) does not overlap "
+            f"{where} ({_lonlat(_grid_bounds(transform, width, height), crs)}){why}; check the coordinates, their "
+            f"order (W,S,E,N) and `bbox_crs`, or give the product that covers the area")
+
     if not np.isfinite(shapely.get_coordinates(geom)).all():  # far outside the grid CRS's zone: a GEOS traceback
-        raise OutsideError(f"{aoi.source}: the area of interest ({_lonlat(aoi.geometry.bounds, aoi.crs)}) does not "
-                           f"overlap {where} ({_lonlat(_grid_bounds(transform, width, height), crs)}): it lies too far "
-                           f"away to be projected into the grid's CRS; check the coordinates, their order (W,S,E,N) "
-                           f"and `bbox_crs`, or give the product that covers the area")
+        raise outside(": it lies too far away to be projected into the grid's CRS")
     if not geom.is_valid:  # valid where drawn, pinched by the reprojection
         geom = _polygonal(shapely.make_valid(geom))
     x0, y0, x1, y1 = geom.bounds
@@ -309,11 +312,7 @@ def aoi_window(aoi: AOI, crs, transform, width: int, height: int, where: str = "
     r0 = max(0, math.floor(min(rows) + _SNAP))
     r1 = min(height, math.ceil(max(rows) - _SNAP))
     if c1 <= c0 or r1 <= r0 or not _touches_grid(geom, transform, width, height):
-        raise OutsideError(
-            f"{aoi.source}: the area of interest ({_lonlat(aoi.geometry.bounds, aoi.crs)}) does not overlap "
-            f"{where} ({_lonlat(_grid_bounds(transform, width, height), crs)}); check the coordinates, their order "
-            f"(W,S,E,N) and `bbox_crs`, or give the product that covers the area"
-        )
+        raise outside()
     full = (max(cols) - min(cols)) * (max(rows) - min(rows))
     inside = (c1 - c0) * (r1 - r0)
     if full > 0 and inside < PARTIAL_AOI_WARN * full:
