@@ -42,6 +42,8 @@ L4S_RECORD = "10463239"
 URL_ENV = "LSMAP_ZENODO_URL"
 #: Datasets ``lsmap download`` knows.
 DATASETS = ("l4s",)
+#: Longest wait for the server (seconds) a ``timeout`` may ask: a day (the socket refuses inf, NaN and huge values).
+MAX_TIMEOUT = 86400.0
 _CHUNK = 1 << 20
 
 
@@ -90,6 +92,14 @@ def base_url(url: str | None = None) -> str:
     return (url or os.environ.get(URL_ENV) or ZENODO_URL).rstrip("/")
 
 
+def _check_timeout(timeout) -> float:
+    """``timeout`` as seconds: finite, above 0 and at most :data:`MAX_TIMEOUT` (NaN and inf were tracebacks from the
+    socket)."""
+    from lsmap.core.checks import check_number
+
+    return check_number("timeout", timeout, 0, MAX_TIMEOUT, lo_open=True)
+
+
 def _open(request: urllib.request.Request | str, timeout: float, *, past_end_ok: bool = False):
     """``urlopen`` with lsmap's errors; with ``past_end_ok`` an HTTP 416 (a range starting at the end of the file:
     the part already holds all of it) gives ``None``."""
@@ -117,6 +127,7 @@ def zenodo_files(record: str = L4S_RECORD, url: str | None = None, timeout: floa
     """
     import urllib.request
 
+    timeout = _check_timeout(timeout)
     base = base_url(url)
     api = f"{base}/api/records/{record}"
     with _open(urllib.request.Request(api, headers={"Accept": "application/json"}), timeout) as resp:
@@ -172,6 +183,7 @@ def fetch(remote: RemoteFile, dest: Path, *, timeout: float = 60.0, progress: bo
 
     from lsmap.io.progress import progress_bar
 
+    timeout = _check_timeout(timeout)
     algo = remote.checksum.partition(":")[0] if remote.checksum else "md5"
     if algo not in hashlib.algorithms_available:
         raise DownloadError(f"{remote.url}: unknown checksum algorithm '{algo}'")
@@ -283,11 +295,13 @@ def download_l4s(root: str | os.PathLike, *, url: str | None = None, record: str
 
     Raises:
         DownloadError: the record or a file cannot be fetched, or a file is wrong.
-        InputError: an archive cannot be unpacked.
+        InputError: ``timeout`` is not a number of seconds in (0, :data:`MAX_TIMEOUT`], or an archive
+            cannot be unpacked.
         OutputLockedError: another download into ``root`` is running.
     """
     from lsmap.io.locks import output_lock
 
+    timeout = _check_timeout(timeout)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     # one download into a folder at a time: two at once raced on the same .part (a traceback; the failure audit)

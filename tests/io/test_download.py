@@ -177,3 +177,16 @@ def test_two_downloads_into_one_folder_are_not_run_at_once(zenodo, tmp_path):
         holder.kill()
         holder.wait()
     assert download_l4s(tmp_path / "l4s", url=zenodo.url, progress=False).patches["train"] == 3
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "1e300"])
+def test_timeout_that_is_not_a_finite_number_of_seconds_is_one_line(tmp_path, timeout):
+    """NaN was a ValueError traceback from socket.settimeout, inf an OverflowError; the library refuses them too."""
+    res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "l4s"), "--url", "http://127.0.0.1:9",
+                                    "--timeout", timeout])
+    assert res.exit_code == 1 and "--timeout" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    from lsmap.errors import InputError
+
+    with pytest.raises(InputError, match="`timeout`"):
+        download_l4s(tmp_path / "l4s", url="http://127.0.0.1:9", timeout=float(timeout), progress=False)
+    assert not (tmp_path / "l4s").exists()
