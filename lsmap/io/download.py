@@ -88,8 +88,28 @@ class DownloadResult:
 
 
 def base_url(url: str | None = None) -> str:
-    """The Zenodo base URL: ``url``, else ``$LSMAP_ZENODO_URL``, else :data:`ZENODO_URL`."""
-    return (url or os.environ.get(URL_ENV) or ZENODO_URL).rstrip("/")
+    """The Zenodo base URL: ``url``, else ``$LSMAP_ZENODO_URL``, else :data:`ZENODO_URL`.
+
+    Raises:
+        InputError: ``url`` (or the environment variable) is empty or not an http(s) URL.
+    """
+    from urllib.parse import urlsplit
+
+    if url is not None:
+        name, value = "`url`", url
+    elif os.environ.get(URL_ENV):
+        name, value = URL_ENV, os.environ[URL_ENV]
+    else:
+        return ZENODO_URL
+    if not isinstance(value, str) or not value.strip():
+        # an empty --url fell back to zenodo.org without a word
+        raise InputError(f"{name} is empty; give the base URL of a Zenodo mirror, e.g. {ZENODO_URL}, or leave it "
+                         f"out for Zenodo itself")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        # urlopen's "unknown url type" was a traceback
+        raise InputError(f"{name} '{value}' is not an http(s) URL; give one like {ZENODO_URL} or http://host:port")
+    return value.strip().rstrip("/")
 
 
 def _check_timeout(timeout) -> float:
@@ -295,13 +315,14 @@ def download_l4s(root: str | os.PathLike, *, url: str | None = None, record: str
 
     Raises:
         DownloadError: the record or a file cannot be fetched, or a file is wrong.
-        InputError: ``timeout`` is not a number of seconds in (0, :data:`MAX_TIMEOUT`], or an archive
-            cannot be unpacked.
+        InputError: ``url`` is empty or not a URL, ``timeout`` is not a number of seconds in
+            (0, :data:`MAX_TIMEOUT`], or an archive cannot be unpacked.
         OutputLockedError: another download into ``root`` is running.
     """
     from lsmap.io.locks import output_lock
 
     timeout = _check_timeout(timeout)
+    base_url(url)  # refused before any folder is made
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     # one download into a folder at a time: two at once raced on the same .part (a traceback; the failure audit)

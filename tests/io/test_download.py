@@ -190,3 +190,12 @@ def test_timeout_that_is_not_a_finite_number_of_seconds_is_one_line(tmp_path, ti
     with pytest.raises(InputError, match="`timeout`"):
         download_l4s(tmp_path / "l4s", url="http://127.0.0.1:9", timeout=float(timeout), progress=False)
     assert not (tmp_path / "l4s").exists()
+
+
+@pytest.mark.parametrize("url", ["notaurl", "", "ftp://example.org"])
+def test_url_that_is_not_an_http_url_is_one_line(tmp_path, monkeypatch, url):
+    """'notaurl' was a ValueError traceback (unknown url type) and an empty --url fell back to zenodo.org silently."""
+    monkeypatch.setenv("LSMAP_ZENODO_URL", "http://127.0.0.1:9")  # never the real Zenodo, whatever happens
+    res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "l4s"), "--url", url])
+    assert res.exit_code == 1 and "--url" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert "cannot connect" not in res.output and not (tmp_path / "l4s").exists()
