@@ -199,3 +199,19 @@ def test_url_that_is_not_an_http_url_is_one_line(tmp_path, monkeypatch, url):
     res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "l4s"), "--url", url])
     assert res.exit_code == 1 and "--url" in res.output and len(res.output.strip().splitlines()) == 1, res.output
     assert "cannot connect" not in res.output and not (tmp_path / "l4s").exists()
+
+
+def test_failed_download_removes_only_the_empty_folders_it_made(tmp_path):
+    """A failed run left the empty DIR (and parents) it had created behind; folders that were there stay."""
+    url = ["--url", "http://127.0.0.1:9", "--timeout", "5"]
+    res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "new" / "l4s"), *url])
+    assert res.exit_code == 1 and "cannot connect" in res.output
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine" / "archives").mkdir(parents=True)  # the user's, empty: kept
+    res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "mine"), *url])
+    assert res.exit_code == 1 and (tmp_path / "mine" / "archives").is_dir()
+    (tmp_path / "part" / "archives").mkdir(parents=True)
+    (tmp_path / "part" / "archives" / "TrainData.zip.part").write_bytes(b"x")  # kept for the next run
+    res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "part" / "more"), *url])
+    assert res.exit_code == 1 and not (tmp_path / "part" / "more").exists()
+    assert (tmp_path / "part" / "archives" / "TrainData.zip.part").read_bytes() == b"x"
