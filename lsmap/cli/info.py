@@ -31,6 +31,9 @@ def info(model: str | None, as_json: bool) -> None:
     $ lsmap info sample_data/s2
     $ lsmap info sample_data/scene_l4s14.tif
     """
+    if model is not None and not model.strip():  # Path("") is '.': it read ".: raster is a folder"
+        raise click.ClickException("MODEL|INPUT is an empty path; give a scene, a Sentinel-2 product, a band folder "
+                                   "or a checkpoint")
     if model is not None and _is_input(model):
         from lsmap.data.sources import describe_source
 

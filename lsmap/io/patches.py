@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from lsmap.core.bands import L4S_BANDS, BandProfile, band_indices
+from lsmap.core.checks import is_empty_path
 from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import mask_values
 from lsmap.errors import InputError, MissingInputError
@@ -178,6 +179,8 @@ def find_patches(root: str | os.PathLike, split: str = "train", require_masks: b
     """
     if split not in SPLITS:
         raise InputError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
+    if is_empty_path(root):  # Path("") is '.': the working folder's patches were read
+        raise InputError("empty path given as the patch folder; give a patch folder or a dataset root")
     root = Path(root)
     if not root.exists():
         raise MissingInputError(f"{root}: patch folder does not exist")
