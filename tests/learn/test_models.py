@@ -230,3 +230,26 @@ def test_default_model_is_chosen_from_the_scene_bands(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r"s\.tif: no shipped model fits its bands \(B4, B3, B2, B8\).*"
                                               r"l2a-default lacks B1, B5"):
         models.default_model_for(["B4", "B3", "B2", "B8"], "s.tif")
+
+
+@pytest.mark.parametrize("args", [["detect", "scene.tif", "-o", "x.gpkg", "--model", ""],
+                                  ["evaluate", "", "--data", "patches"]])
+def test_empty_model_path_is_one_line(tmp_path, monkeypatch, rng, args):
+    """--model '' and 'evaluate ""' were Path('.'): a "PosixPath('.') has an empty name" ValueError traceback."""
+    from click.testing import CliRunner
+    from detect_fixtures import smooth_scene, write_scene
+    from patchgen import make_patches
+
+    from lsmap.cli import main
+    from lsmap.errors import CheckpointError
+    from lsmap.learn.models import check_checkpoint_name
+
+    write_scene(tmp_path / "scene.tif", smooth_scene(rng, h=32, w=32))
+    make_patches(tmp_path / "patches", 2, size=16)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "empty path" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    with pytest.raises(CheckpointError, match="`model` is an empty path"):
+        check_checkpoint_name("")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        check_checkpoint_name("/")
