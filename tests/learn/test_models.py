@@ -253,3 +253,23 @@ def test_empty_model_path_is_one_line(tmp_path, monkeypatch, rng, args):
         check_checkpoint_name("")
     with pytest.raises(CheckpointError, match="is a folder"):
         check_checkpoint_name("/")
+
+
+def test_info_on_a_training_run_folder_shows_its_best_checkpoint(tmp_path):
+    """'lsmap info RUN_DIR' read the run folder as a band folder: "no Sentinel-2 band file in this folder"."""
+    from click.testing import CliRunner
+    from detect_fixtures import tiny_checkpoint
+
+    from lsmap.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    tiny_checkpoint(run / "best.safetensors")
+    tiny_checkpoint(run / "last.safetensors", seed=1)
+    (run / "log.csv").write_text("step,f1\n")
+    res = CliRunner().invoke(main, ["info", str(run)])
+    assert res.exit_code == 0, res.output
+    assert f"{run}: a training run folder" in res.output and str(run / "best.safetensors") in res.output
+    assert "tiny-unet" in res.output and "band file" not in res.output
+    res = CliRunner().invoke(main, ["info", str(run), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["path"] == str(run / "best.safetensors")
