@@ -15,9 +15,10 @@ def info(model: str | None, as_json: bool) -> None:
     """Print MODEL's card and path; without MODEL, the default model's and the list of shipped defaults;
     for an INPUT, what lsmap sees in it before any work.
 
-    MODEL is a checkpoint (.safetensors, .json or stem) or the name of a shipped model
-    ('default', or each file name in lsmap/weights/ without .safetensors). Without --model,
-    'lsmap detect' uses the first shipped default (in the order listed) whose bands the scene has.
+    MODEL is a checkpoint (.safetensors, .json or stem), a training run folder (its best checkpoint, else
+    its last) or the name of a shipped model ('default', or each file name in lsmap/weights/ without
+    .safetensors). Without --model, 'lsmap detect' uses the first shipped default (in the order listed)
+    whose bands the scene has.
 
     INPUT is what 'lsmap detect' takes: a Sentinel-2 product (.SAFE, .SAFE.zip, STAC Item file or URL)
     or a folder of band files (its kind, level, baseline, bands, DN offset, mask layers, the band set a
@@ -31,6 +32,13 @@ def info(model: str | None, as_json: bool) -> None:
     $ lsmap info sample_data/s2
     $ lsmap info sample_data/scene_l4s14.tif
     """
+    if model is not None and not model.strip():  # Path("") is '.': it read ".: raster is a folder"
+        raise click.ClickException("MODEL|INPUT is an empty path; give a scene, a Sentinel-2 product, a band folder "
+                                   "or a checkpoint")
+    run_folder = None
+    if model is not None and (checkpoint := _run_checkpoint(model)) is not None:
+        # a training run folder read as a band folder: "no Sentinel-2 band file in this folder"
+        run_folder, model = model, str(checkpoint)
     if model is not None and _is_input(model):
         from lsmap.data.sources import describe_source
 
@@ -56,8 +64,11 @@ def info(model: str | None, as_json: bool) -> None:
     defaults = [(p, read_card(p)) for p in shipped_defaults()] if model is None else []
     if as_json:
         listed = {"shipped_defaults": [{"name": p.stem, "path": str(p), "bands": c.bands} for p, c in defaults]}
-        echo_json({"path": str(path), **card.to_dict(), **(listed if model is None else {})})
+        run = {"run_folder": run_folder} if run_folder is not None else {}
+        echo_json({**run, "path": str(path), **card.to_dict(), **(listed if model is None else {})})
         return
+    if run_folder is not None:
+        click.echo(f"{run_folder}: a training run folder; its {path.name} is shown (give it as --model or MODEL)\n")
     rows = [("path", str(path)), *describe_card(card)]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -69,6 +80,19 @@ def info(model: str | None, as_json: bool) -> None:
             f1 = c.metrics.get("val3_f1")
             score = f", validation F1 {f1:.3f}" if isinstance(f1, float) else ""
             click.echo(f"  {p.stem:<{width}}  {len(c.bands):>2} bands: {','.join(c.bands)}{score}")
+
+
+def _run_checkpoint(arg: str):
+    """The checkpoint of training run folder ``arg`` (``best``, else ``last``), or ``None`` when ``arg`` is not one."""
+    from pathlib import Path
+
+    folder = Path(arg)
+    if not folder.is_dir():
+        return None
+    for name in ("best", "last"):
+        if (folder / f"{name}.safetensors").is_file():
+            return folder / f"{name}.safetensors"
+    return None
 
 
 def _check_model_name(arg: str) -> None:

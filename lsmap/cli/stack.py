@@ -26,13 +26,13 @@ from lsmap.core.constants import STACK_ENCODINGS
 @click.option(
     "--slope", type=click.Path(path_type=Path), help="Slope raster in degrees; computed from --dem when absent.",
 )
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output GeoTIFF.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output GeoTIFF.")
 @bands_option(None, "Band set to write [default: every L4S band the inputs can fill, in L4S order].")
 @aoi_opts
 @offset_opt
-@click.option("--write-scl", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--write-scl", type=click.Path(dir_okay=False), default=None,
               help="Also write the product's scene classification (SCL) on the stack's grid (uint8, nearest).")
-@click.option("--write-cldprb", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--write-cldprb", type=click.Path(dir_okay=False), default=None,
               help="Also write the product's cloud probability (MSK_CLDPRB, %) on the stack's grid.")
 @click.option("--block", type=int, default=1024, show_default=True, help="Block size in pixels (memory bound).")
 @click.option("--encoding", type=click.Choice(STACK_ENCODINGS), default=STACK_ENCODINGS[0], show_default=True,
@@ -65,7 +65,9 @@ def stack_cmd(s2, dem, slope, output, bands, bbox, bbox_crs, aoi_file, offset, w
     """
     from lsmap.data.stack import stack_scene
     from lsmap.io.aoi import aoi_from_options
+    from lsmap.io.outputs import output_path
 
+    output_path(output, name="output")  # an empty -o, named by its flag (the library says "the output path")
     progress = progress_default(as_json) if progress is None else progress
     aoi = aoi_from_options(bbox, bbox_crs, aoi_file)
     layers = {k: v for k, v in (("SCL", write_scl), ("MSK_CLDPRB", write_cldprb)) if v is not None}

@@ -62,10 +62,10 @@ def stats(input_path, output, split, valid_only, raw, bands, dem, slope, offset,
     """
     from lsmap.data.stats import compute_stats
     from lsmap.io.aoi import aoi_from_options
-    from lsmap.io.outputs import check_outputs_apart, input_paths
+    from lsmap.io.outputs import check_outputs_apart, input_paths, output_path
     from lsmap.io.rasters import check_output
 
-    check_output(output, overwrite)
+    check_output(output_path(output, name="output"), overwrite)
     check_outputs_apart([output], input_paths(input_path, dem, slope, scl, mask_raster, aoi_file))
     source = scene_source(input_path, dem, slope, offset, folders=False)
     result = compute_stats(source, bands, split=split, valid_only=valid_only, raw=raw,

@@ -108,6 +108,23 @@ def check_path(option: str, value: Any, *, optional: bool = True) -> Any:
     return value
 
 
+def is_empty_path(value: Any) -> bool:
+    """Whether ``value`` is an empty (or blank) path: ``Path("")`` is the current folder, so an empty argument was
+    read as '.' (a folder's patches, band files or "raster is a folder") instead of being refused."""
+    return isinstance(value, (str, os.PathLike)) and not os.fspath(value).strip()
+
+
+def check_input_path(option: str, value: Any, what: str) -> Any:
+    """``value`` unless it is an empty path (:func:`is_empty_path`).
+
+    Raises:
+        InputError: an empty path, named as ``option`` with ``what`` to give instead.
+    """
+    if is_empty_path(value):
+        raise InputError(f"{_name(option)} is an empty path; give {what}")
+    return value
+
+
 def as_list(option: str, value: Any) -> list | None:
     """A sequence argument as a list; a single path (``"model.safetensors"``) becomes ``[path]``.
 

@@ -69,8 +69,12 @@ def scene_inputs(scene: Any, dem: Any = None, slope: str | os.PathLike | None = 
             ``dem`` or ``offset``.
 
     Raises:
-        InputError: ``slope`` without ``dem``, ``offset`` for a stacked GeoTIFF, or any of them beside a mapping.
+        InputError: an empty path, ``slope`` without ``dem``, ``offset`` for a stacked GeoTIFF, or any of them
+            beside a mapping.
     """
+    from lsmap.core.checks import check_input_path
+
+    check_input_path("scene", scene, "a scene: a GeoTIFF, a Sentinel-2 product or a band folder")
     if dem is not None and not isinstance(dem, (str, os.PathLike)):
         dem = list(dem) or None
     if dem is None and slope is None and offset is None:  # a product or folder is found by stack_arguments
@@ -263,8 +267,11 @@ def describe_source(source: str | os.PathLike) -> dict:
         InputError: an unreadable input.
     """
     from lsmap.core.bands import BAND_NAMES
+    from lsmap.core.checks import check_input_path
     from lsmap.errors import LsmapError
     from lsmap.learn.models import default_model_for
+
+    check_input_path("source", source, "a scene, a Sentinel-2 product or a band folder")
 
     def default_for(choose) -> dict:
         try:

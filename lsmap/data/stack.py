@@ -797,12 +797,15 @@ def stack_scene(
     from rasterio.windows import Window
     from rasterio.windows import transform as window_transform
 
+    from lsmap.core.checks import is_empty_path
     from lsmap.io.progress import progress_bar
 
     items = [s2] if isinstance(s2, (str, os.PathLike)) else s2
     if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, os.PathLike)) for i in items):
         raise InputError(f"`s2` must be a Sentinel-2 product, a band folder or band files as paths (got "
                          f"{type(s2).__name__})")
+    if any(is_empty_path(i) for i in items):  # Path("") is '.': the working folder's band files were stacked
+        raise InputError("`s2` holds an empty path; give a Sentinel-2 product, a band folder or band files")
     if offset is not None and not math.isfinite(offset):
         raise InputError(f"`offset` {offset}: give a finite number of DNs (-1000 for processing baseline 04.00 "
                          f"and later, 0 for earlier products)")

@@ -122,7 +122,7 @@ def compute_stats(
                                     f"Sentinel-2 product or a folder of band files")
         if path.is_dir():
             try:
-                patches = find_patches(path, split)
+                patches = find_patches(path, split, masks=False)  # the images alone: a missing mask refused them
             except InputError:
                 if not holds_band_files(path):
                     raise

@@ -72,7 +72,14 @@ from lsmap.data.sources import input_band_set, scene_inputs, source_name, stack_
 from lsmap.errors import InputError, LsmapWarning, MissingInputError, user_level
 from lsmap.io.aoi import AOI, as_aoi, crop_raster, geoms_to_crs, read_polygons
 from lsmap.io.locks import owner_tag
-from lsmap.io.outputs import atomic_output, check_owned_dir, drop_new_parents_on_error, is_empty_dir, mark_owned
+from lsmap.io.outputs import (
+    atomic_output,
+    check_owned_dir,
+    drop_new_parents_on_error,
+    is_empty_dir,
+    mark_owned,
+    output_path,
+)
 from lsmap.io.patches import META_NAME, read_image, read_mask, write_patch
 from lsmap.io.rasters import open_raster, read_window, row_cache_bytes
 from lsmap.io.scene import open_scene, read_scene_window, scene_info, terrain_nodata_warning
@@ -314,7 +321,7 @@ def tile_scene(
     stack_args = stack_arguments(scene)
     profile = get_profile(bands) if bands is not None else input_band_set(scene, stack_args)
     source = source_name(stack_args) if stack_args is not None else str(Path(scene).resolve())
-    out_dir = Path(out_dir)
+    out_dir = output_path(out_dir, directory=True, name="out_dir")
     if stack_args is not None and raw:
         raise InputError(f"{source}: a Sentinel-2 product or band files are stacked on the L4S scale; drop `raw`")
     if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE:  # 3 px wrote 25,480 patches (CLI audit)

@@ -17,6 +17,7 @@ reads; fetch it with ``huggingface-cli download --repo-type dataset ibm-nasa-geo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,6 +43,8 @@ L4S_RECORD = "10463239"
 URL_ENV = "LSMAP_ZENODO_URL"
 #: Datasets ``lsmap download`` knows.
 DATASETS = ("l4s",)
+#: Longest wait for the server (seconds) a ``timeout`` may ask: a day (the socket refuses inf, NaN and huge values).
+MAX_TIMEOUT = 86400.0
 _CHUNK = 1 << 20
 
 
@@ -86,8 +89,36 @@ class DownloadResult:
 
 
 def base_url(url: str | None = None) -> str:
-    """The Zenodo base URL: ``url``, else ``$LSMAP_ZENODO_URL``, else :data:`ZENODO_URL`."""
-    return (url or os.environ.get(URL_ENV) or ZENODO_URL).rstrip("/")
+    """The Zenodo base URL: ``url``, else ``$LSMAP_ZENODO_URL``, else :data:`ZENODO_URL`.
+
+    Raises:
+        InputError: ``url`` (or the environment variable) is empty or not an http(s) URL.
+    """
+    from urllib.parse import urlsplit
+
+    if url is not None:
+        name, value = "`url`", url
+    elif os.environ.get(URL_ENV):
+        name, value = URL_ENV, os.environ[URL_ENV]
+    else:
+        return ZENODO_URL
+    if not isinstance(value, str) or not value.strip():
+        # an empty --url fell back to zenodo.org without a word
+        raise InputError(f"{name} is empty; give the base URL of a Zenodo mirror, e.g. {ZENODO_URL}, or leave it "
+                         f"out for Zenodo itself")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        # urlopen's "unknown url type" was a traceback
+        raise InputError(f"{name} '{value}' is not an http(s) URL; give one like {ZENODO_URL} or http://host:port")
+    return value.strip().rstrip("/")
+
+
+def _check_timeout(timeout) -> float:
+    """``timeout`` as seconds: finite, above 0 and at most :data:`MAX_TIMEOUT` (NaN and inf were tracebacks from the
+    socket)."""
+    from lsmap.core.checks import check_number
+
+    return check_number("timeout", timeout, 0, MAX_TIMEOUT, lo_open=True)
 
 
 def _open(request: urllib.request.Request | str, timeout: float, *, past_end_ok: bool = False):
@@ -117,6 +148,7 @@ def zenodo_files(record: str = L4S_RECORD, url: str | None = None, timeout: floa
     """
     import urllib.request
 
+    timeout = _check_timeout(timeout)
     base = base_url(url)
     api = f"{base}/api/records/{record}"
     with _open(urllib.request.Request(api, headers={"Accept": "application/json"}), timeout) as resp:
@@ -172,6 +204,7 @@ def fetch(remote: RemoteFile, dest: Path, *, timeout: float = 60.0, progress: bo
 
     from lsmap.io.progress import progress_bar
 
+    timeout = _check_timeout(timeout)
     algo = remote.checksum.partition(":")[0] if remote.checksum else "md5"
     if algo not in hashlib.algorithms_available:
         raise DownloadError(f"{remote.url}: unknown checksum algorithm '{algo}'")
@@ -281,18 +314,66 @@ def download_l4s(root: str | os.PathLike, *, url: str | None = None, record: str
         timeout: Seconds to wait for the server on each request.
         progress: Progress bars (``None``: on a terminal).
 
+    A failed run removes the folders it created that are still empty (``root``, its missing parents,
+    ``root/archives``), never one that was there before or that holds anything (a partial download is kept
+    for the next run).
+
     Raises:
         DownloadError: the record or a file cannot be fetched, or a file is wrong.
-        InputError: an archive cannot be unpacked.
+        InputError: ``url`` is empty or not a URL, ``timeout`` is not a number of seconds in
+            (0, :data:`MAX_TIMEOUT`], or an archive cannot be unpacked.
         OutputLockedError: another download into ``root`` is running.
     """
     from lsmap.io.locks import output_lock
 
+    timeout = _check_timeout(timeout)
+    base_url(url)  # refused before any folder is made
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    # one download into a folder at a time: two at once raced on the same .part (a traceback; the failure audit)
-    with output_lock(root, clean=False):
-        return _download(root, url, record, timeout, progress, keep_archives)
+    made = _make_folders(root)  # the folders this run creates: a failed run removes those it left empty
+    try:
+        # one download into a folder at a time: two at once raced on the same .part (a traceback; the failure audit)
+        with output_lock(root, clean=False):
+            had_archives = (root / "archives").exists()
+            try:
+                return _download(root, url, record, timeout, progress, keep_archives)
+            except BaseException:
+                # a failed run left the empty folders it made behind (an unreachable server, a wrong URL);
+                # root and archives/ go while the lock is held, so no other download is using them
+                _remove_empty(([] if had_archives else [root / "archives"]) + [p for p in made if p == root])
+                raise
+    except BaseException:
+        _remove_empty([p for p in made if p != root])  # root's parents made by this run (the lock file was there)
+        raise
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """Create folder ``path`` and its missing parents; returns those this call created, innermost first."""
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            break
+        missing.append(p)
+    made: list[Path] = []
+    try:
+        for p in reversed(missing):
+            try:
+                p.mkdir()
+            except FileExistsError:  # made by someone else meanwhile: not ours to remove
+                continue
+            made.insert(0, p)
+        path.mkdir(parents=True, exist_ok=True)  # a file in the way, a permission: the usual error
+    except BaseException:
+        _remove_empty(made)
+        raise
+    return made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (innermost first) that is an empty folder; anything else stays."""
+    for p in folders:
+        if p.is_dir() and not p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.rmdir()  # only an empty folder goes; one holding a file (a .part, a lock) stays
 
 
 def _download(root: Path, url, record: str, timeout: float, progress, keep_archives: bool) -> DownloadResult:

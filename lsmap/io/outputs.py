@@ -182,14 +182,40 @@ def check_writable(path: str | os.PathLike) -> None:
                            f"free some space or write elsewhere")
 
 
+def output_path(path: str | os.PathLike, *, directory: bool = False, name: str | None = None) -> Path:
+    """``path`` as a Path after the checks of the name alone, made before the existing-output check.
+
+    An empty path is refused (``Path("")`` is the current folder: it was taken for an existing output,
+    "pass --overwrite", and then failed as a folder), and so is an existing folder where the output is a file
+    (refused before ``--overwrite`` is suggested, which could not help).
+
+    Args:
+        path: The output path as given.
+        directory: The output is a folder.
+        name: The argument that gave it (named in the message as ```name```), if known.
+
+    Raises:
+        InputError: ``path`` is empty.
+        OutputError: a file output that is an existing folder.
+    """
+    what = "folder" if directory else "file"
+    if isinstance(path, (str, os.PathLike)) and not os.fspath(path).strip():
+        raise InputError(f"{f'`{name}`' if name else 'the output path'} is empty; give an output {what} name")
+    path = Path(path)
+    if not directory and path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name for the output")
+    return path
+
+
 def check_output(path: str | os.PathLike, overwrite: bool, *, probe: bool = True) -> Path:
     """Return ``path`` as a Path after the checks made before any work.
 
     Raises:
+        InputError: ``path`` is empty.
         OutputExistsError: ``path`` exists and not ``overwrite``.
-        OutputError: the location cannot be written (see :func:`check_writable`).
+        OutputError: ``path`` is a folder, or the location cannot be written (see :func:`check_writable`).
     """
-    path = Path(path)
+    path = output_path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
     if probe:
@@ -318,7 +344,7 @@ def check_owned_dir(path: str | os.PathLike, overwrite: bool, command: str, patt
         OutputExistsError: ``path`` exists and not ``overwrite``.
         OutputError: ``path`` is a file, or cannot be written.
     """
-    path = Path(path)
+    path = output_path(path, directory=True)
     why = _protected(path)
     if why is not None:
         raise OutputOwnershipError(f"{path}: refusing to write the {command} output into {why}; "
@@ -421,11 +447,12 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False, *, directory
             :func:`check_owned_dir` check that raises when the folder is not lsmap's).
 
     Raises:
+        InputError: ``path`` is empty.
         OutputExistsError: ``path`` exists and ``overwrite`` is false (raised before any work).
         OutputLockedError: ``lock`` and another run holds the output.
         OutputError: the output cannot be written (e.g. no space left on the device).
     """
-    path = Path(path)
+    path = output_path(path, directory=directory)
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
     with drop_new_parents_on_error(path), _atomic(path, directory, lock, before_replace) as target:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from lsmap.core.bands import L4S_BANDS, BandProfile, band_indices
+from lsmap.core.checks import is_empty_path
 from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import mask_values
 from lsmap.errors import InputError, MissingInputError
@@ -164,13 +165,16 @@ def _sort_key(pid: str) -> tuple:
     return (0, int(pid), "") if pid.isdigit() else (1, 0, pid)
 
 
-def find_patches(root: str | os.PathLike, split: str = "train", require_masks: bool = False) -> list[Patch]:
+def find_patches(root: str | os.PathLike, split: str = "train", require_masks: bool = False, *,
+                 masks: bool = True) -> list[Patch]:
     """List the patches of ``split`` under ``root`` (any supported layout), sorted by id.
 
     Args:
         root: A plain patch folder or a dataset root.
         split: Which split to read from a dataset root (ignored for a plain folder).
         require_masks: Every image must have a mask.
+        masks: Pair the images with their masks (and refuse ids that do not match); ``False`` (a reader of the
+            images alone, such as the band statistics) lists the images with ``mask=None`` whatever the masks.
 
     Raises:
         MissingInputError: ``root`` does not exist.
@@ -178,6 +182,8 @@ def find_patches(root: str | os.PathLike, split: str = "train", require_masks: b
     """
     if split not in SPLITS:
         raise InputError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
+    if is_empty_path(root):  # Path("") is '.': the working folder's patches were read
+        raise InputError("empty path given as the patch folder; give a patch folder or a dataset root")
     root = Path(root)
     if not root.exists():
         raise MissingInputError(f"{root}: patch folder does not exist")
@@ -185,7 +191,9 @@ def find_patches(root: str | os.PathLike, split: str = "train", require_masks: b
     images = _by_id(img_dir)
     if not images:
         raise InputError(f"{img_dir}: folder holds no .h5 patch images")
-    masks = _by_id(mask_dir) if mask_dir.is_dir() else {}
+    if require_masks and not masks:
+        raise InputError("`require_masks` needs `masks`")
+    masks = _by_id(mask_dir) if masks and mask_dir.is_dir() else {}
     if require_masks and not masks:
         raise InputError(f"{root}: no mask files ({mask_dir} {'holds no .h5 masks' if mask_dir.is_dir() else 'does not exist'}); "
                          f"this needs labelled patches: a mask/ folder beside img/ with a mask_N.h5 per image_N.h5")

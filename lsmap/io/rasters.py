@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lsmap.core.checks import is_empty_path
 from lsmap.errors import InputError, MissingInputError
 from lsmap.io.outputs import atomic_output, check_output
 
@@ -72,6 +73,8 @@ def open_raster(path: str | os.PathLike, what: str = "raster"):
                 f"{gdal_source(path)}: cannot read {what} ({_first_line(e)}); check the product or its URL, or "
                 f"re-download it"
             ) from None
+    if is_empty_path(path):  # Path("") is '.': it read ".: raster is a folder"
+        raise InputError(f"empty path given as the {what}; give a raster file")
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path}: {what} file does not exist")

@@ -375,8 +375,19 @@ def _first_line(e: BaseException) -> str:
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """``(weights, card)`` paths of a checkpoint named by its ``.safetensors``, ``.json`` or stem."""
+    """``(weights, card)`` paths of a checkpoint named by its ``.safetensors``, ``.json`` or stem.
+
+    Raises:
+        CheckpointError: an empty path, or one without a name ('.', '/'): a folder, not a checkpoint.
+    """
+    from lsmap.core.checks import is_empty_path
+
+    if is_empty_path(path):  # Path('') is '.', whose empty name was a ValueError traceback from with_name
+        raise CheckpointError("`model` is an empty path; give a checkpoint (NAME.safetensors) or a shipped model's "
+                              "name")
     path = Path(path)
+    if not path.name:
+        raise CheckpointError(f"{path}: is a folder; give a checkpoint (NAME.safetensors) inside it")
     stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
@@ -556,9 +567,10 @@ def resolve_model(model: str | os.PathLike) -> Path:
 
     Raises:
         MissingInputError: neither a checkpoint nor a shipped model; the message lists the shipped ones.
+        CheckpointError: an empty path.
     """
+    weights, card = checkpoint_paths(model)  # an empty path is refused here, before Path('') becomes '.'
     path = Path(model)
-    weights, card = checkpoint_paths(path)
     if weights.exists() or card.exists() or path.exists():
         return path
     if len(path.parts) == 1:

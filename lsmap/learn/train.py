@@ -903,13 +903,14 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         OutputExistsError: ``out_dir`` holds a run (checked before any data is read).
     """
     from lsmap.core.labels import parse_label_map
+    from lsmap.io.outputs import output_path
     from lsmap.io.patches import check_labels
     from lsmap.learn.domain_bn import SOURCE, TARGET
 
     config = config or TrainConfig()
     config.check(need_weights=not resume and init is None)
     profile = get_profile(bands)
-    out_dir = Path(out_dir)
+    out_dir = output_path(out_dir, directory=True, name="out_dir")  # '' was Path('.'): a run into the working folder
     if data is not None and train_dir is not None:
         raise InputError("give either `data` ROOT or `train_dir` DIR, not both")
     if data is None and train_dir is None:

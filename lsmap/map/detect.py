@@ -58,7 +58,7 @@ from lsmap.io.aoi import as_aoi, crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
 from lsmap.io.malloc import limit_malloc_arenas
-from lsmap.io.outputs import atomic_output, check_outputs_apart, input_paths, provenance
+from lsmap.io.outputs import atomic_output, check_outputs_apart, input_paths, output_path, provenance
 from lsmap.io.resources import check_disk
 from lsmap.io.scene import scene_band_names, scene_info, terrain_nodata_warning
 from lsmap.learn.device import resolve_device
@@ -296,7 +296,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     scene = scene_inputs(scene, dem, slope, offset)
     models = _check_args(scene, models, (out, prob, mask, quicklook, report), overwrite, progress)
     opts = _options(options, settings)
-    outputs = DetectOutputs(*(Path(p) if p is not None else None for p in (out, prob, mask, quicklook, report)))
+    outputs = DetectOutputs(*(output_path(p, name=n) if p is not None else None  # '' refused, not Path('.')
+                              for n, p in zip(("out", "prob", "mask", "quicklook", "report"),
+                                              (out, prob, mask, quicklook, report), strict=True)))
     opts.check()
     outputs.check(overwrite)
     aoi = as_aoi(aoi)

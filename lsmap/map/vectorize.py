@@ -315,9 +315,9 @@ def check_vector_output(path: str | os.PathLike, overwrite: bool) -> Path:
     """Refuse an existing output (and, for shapefiles, existing sidecars) unless ``overwrite``, and a location
     that cannot be written (:func:`lsmap.io.outputs.check_writable`: a parent that is a file, a read-only
     folder), before any work."""
-    from lsmap.io.outputs import check_writable
+    from lsmap.io.outputs import check_writable, output_path
 
-    path = Path(path)
+    path = output_path(path)
     _, sidecars = vector_driver(path)
     if not overwrite:
         for p in [path, *(path.with_suffix(s) for s in sidecars)]:

@@ -289,3 +289,21 @@ def test_strict_offset_false_in_stacking_inputs_is_refused(tmp_path):
     with pytest.raises(InputError, match="`strict_offset` False applies to 'lsmap stack' only"):
         compute_stats({"s2": str(folder), "offset": -1000, "strict_offset": False}, "rgbn")
     assert compute_stats({"s2": str(folder), "strict_offset": True}, "rgbn").count > 0
+
+
+def test_stats_reads_the_images_of_a_folder_with_a_missing_mask(tmp_path):
+    """stats reads no mask, yet a patch without its mask refused the folder ('image and mask ids do not match').
+    Training and evaluation stay strict."""
+    from patchgen import make_patches
+
+    from lsmap.io.patches import find_patches
+
+    folder = make_patches(tmp_path / "p", 3, size=16)
+    next((folder / "mask").glob("*.h5")).unlink()
+    res = CliRunner().invoke(main, ["stats", str(folder), "-o", str(tmp_path / "s.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "s.json").read_text())["count"] == 3 * 16 * 16
+    with pytest.raises(InputError, match="image and mask ids do not match"):
+        find_patches(folder, require_masks=True)
+    with pytest.raises(InputError, match="image and mask ids do not match"):
+        find_patches(folder)

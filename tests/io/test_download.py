@@ -177,3 +177,41 @@ def test_two_downloads_into_one_folder_are_not_run_at_once(zenodo, tmp_path):
         holder.kill()
         holder.wait()
     assert download_l4s(tmp_path / "l4s", url=zenodo.url, progress=False).patches["train"] == 3
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "1e300"])
+def test_timeout_that_is_not_a_finite_number_of_seconds_is_one_line(tmp_path, timeout):
+    """NaN was a ValueError traceback from socket.settimeout, inf an OverflowError; the library refuses them too."""
+    res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "l4s"), "--url", "http://127.0.0.1:9",
+                                    "--timeout", timeout])
+    assert res.exit_code == 1 and "--timeout" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    from lsmap.errors import InputError
+
+    with pytest.raises(InputError, match="`timeout`"):
+        download_l4s(tmp_path / "l4s", url="http://127.0.0.1:9", timeout=float(timeout), progress=False)
+    assert not (tmp_path / "l4s").exists()
+
+
+@pytest.mark.parametrize("url", ["notaurl", "", "ftp://example.org"])
+def test_url_that_is_not_an_http_url_is_one_line(tmp_path, monkeypatch, url):
+    """'notaurl' was a ValueError traceback (unknown url type) and an empty --url fell back to zenodo.org silently."""
+    monkeypatch.setenv("LSMAP_ZENODO_URL", "http://127.0.0.1:9")  # never the real Zenodo, whatever happens
+    res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "l4s"), "--url", url])
+    assert res.exit_code == 1 and "--url" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert "cannot connect" not in res.output and not (tmp_path / "l4s").exists()
+
+
+def test_failed_download_removes_only_the_empty_folders_it_made(tmp_path):
+    """A failed run left the empty DIR (and parents) it had created behind; folders that were there stay."""
+    url = ["--url", "http://127.0.0.1:9", "--timeout", "5"]
+    res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "new" / "l4s"), *url])
+    assert res.exit_code == 1 and "cannot connect" in res.output
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine" / "archives").mkdir(parents=True)  # the user's, empty: kept
+    res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "mine"), *url])
+    assert res.exit_code == 1 and (tmp_path / "mine" / "archives").is_dir()
+    (tmp_path / "part" / "archives").mkdir(parents=True)
+    (tmp_path / "part" / "archives" / "TrainData.zip.part").write_bytes(b"x")  # kept for the next run
+    res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "part" / "more"), *url])
+    assert res.exit_code == 1 and not (tmp_path / "part" / "more").exists()
+    assert (tmp_path / "part" / "archives" / "TrainData.zip.part").read_bytes() == b"x"

@@ -117,3 +117,64 @@ def test_a_failed_output_removes_the_folders_it_created_and_nothing_else(tmp_pat
         (tmp_path / "kept" / "new" / "mine.txt").write_text("a file written meanwhile stays, and its folder")
         raise RuntimeError("the run failed")
     assert (tmp_path / "kept" / "new" / "mine.txt").exists()
+
+
+def _one_line(res) -> str:
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
+    return res.output
+
+
+@pytest.mark.parametrize("command", ["stack", "stats", "detect", "tile"])
+def test_empty_output_path_asks_for_a_name(tmp_path, rng, monkeypatch, command):
+    """-o '' was Path('.'): stack --overwrite ended in a RasterioIOError traceback, stats said '.: output exists;
+    pass --overwrite' and then 'Is a directory', detect '.: unknown vector format'. Now: give an output name."""
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng, h=32, w=32))
+    make_patches(tmp_path / "patches", 2, size=16)
+    source = str(tmp_path / ("patches" if command == "stats" else "scene.tif"))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for extra in ([], ["--overwrite"]) if command != "detect" else ([],):
+        out = _one_line(CliRunner().invoke(main, [command, source, "-o", "", *extra]))
+        assert "--output is empty; give an output" in out and "exists" not in out and ".:" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert scene.exists()
+
+
+def test_folder_as_file_output_is_refused_before_overwrite_is_suggested(tmp_path, rng):
+    """'-o st' naming a folder said 'output exists; pass --overwrite', and following that advice gave 'is a
+    folder'. The folder is refused at once, with or without --overwrite, and kept."""
+    source = str(write_scene(tmp_path / "scene.tif", smooth_scene(rng, h=32, w=32)))
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "mine.txt").write_text("kept")
+    for extra in ([], ["--overwrite"]):
+        out = _one_line(CliRunner().invoke(main, ["stack", source, "-o", str(tmp_path / "st"), *extra]))
+        assert "is a folder; give a file name" in out and "--overwrite" not in out
+    assert (tmp_path / "st" / "mine.txt").read_text() == "kept"
+
+
+def test_library_outputs_refuse_an_empty_path_and_a_folder(tmp_path):
+    from lsmap.errors import InputError, OutputError
+    from lsmap.io.outputs import atomic_output, check_output
+
+    with pytest.raises(InputError, match="output path is empty"):
+        check_output("", True)
+    with pytest.raises(InputError, match="output path is empty"):
+        with atomic_output("", True):
+            pass
+    with pytest.raises(OutputError, match="is a folder; give a file name"):
+        check_output(tmp_path, False)  # not 'output exists; pass `overwrite`', which cannot help
+    with pytest.raises(InputError, match="`out_dir` is empty; give an output folder name"):
+        train("", data=tmp_path / "none")  # '' trained into the working folder
+
+
+@pytest.mark.parametrize("args", [["info", ""], ["detect", "", "-o", "x.gpkg"], ["stats", "", "-o", "x.json"],
+                                  ["stack", "", "-o", "x.tif"], ["train", "--data", "", "-o", "run"]])
+def test_empty_input_path_says_empty_not_dot(tmp_path, monkeypatch, args):
+    """An empty input was '.': info said '.: raster is a folder', stats and stack read the working folder."""
+    make_patches(tmp_path / "patches", 2, size=16)
+    monkeypatch.chdir(tmp_path / "patches")  # '' read as '.' found these patches
+    res = CliRunner().invoke(main, args)  # detect and stats refuse SCENE as click's usage error (exit 2)
+    assert res.exit_code in (1, 2) and "Traceback" not in res.output, res.output
+    assert "empty path" in res.output and ".:" not in res.output
+    assert sorted(p.name for p in (tmp_path / "patches").iterdir()) == ["img", "mask"]

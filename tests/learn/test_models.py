@@ -230,3 +230,46 @@ def test_default_model_is_chosen_from_the_scene_bands(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r"s\.tif: no shipped model fits its bands \(B4, B3, B2, B8\).*"
                                               r"l2a-default lacks B1, B5"):
         models.default_model_for(["B4", "B3", "B2", "B8"], "s.tif")
+
+
+@pytest.mark.parametrize("args", [["detect", "scene.tif", "-o", "x.gpkg", "--model", ""],
+                                  ["evaluate", "", "--data", "patches"]])
+def test_empty_model_path_is_one_line(tmp_path, monkeypatch, rng, args):
+    """--model '' and 'evaluate ""' were Path('.'): a "PosixPath('.') has an empty name" ValueError traceback."""
+    from click.testing import CliRunner
+    from detect_fixtures import smooth_scene, write_scene
+    from patchgen import make_patches
+
+    from lsmap.cli import main
+    from lsmap.errors import CheckpointError
+    from lsmap.learn.models import check_checkpoint_name
+
+    write_scene(tmp_path / "scene.tif", smooth_scene(rng, h=32, w=32))
+    make_patches(tmp_path / "patches", 2, size=16)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "empty path" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    with pytest.raises(CheckpointError, match="`model` is an empty path"):
+        check_checkpoint_name("")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        check_checkpoint_name("/")
+
+
+def test_info_on_a_training_run_folder_shows_its_best_checkpoint(tmp_path):
+    """'lsmap info RUN_DIR' read the run folder as a band folder: "no Sentinel-2 band file in this folder"."""
+    from click.testing import CliRunner
+    from detect_fixtures import tiny_checkpoint
+
+    from lsmap.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    tiny_checkpoint(run / "best.safetensors")
+    tiny_checkpoint(run / "last.safetensors", seed=1)
+    (run / "log.csv").write_text("step,f1\n")
+    res = CliRunner().invoke(main, ["info", str(run)])
+    assert res.exit_code == 0, res.output
+    assert f"{run}: a training run folder" in res.output and str(run / "best.safetensors") in res.output
+    assert "tiny-unet" in res.output and "band file" not in res.output
+    res = CliRunner().invoke(main, ["info", str(run), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["path"] == str(run / "best.safetensors")

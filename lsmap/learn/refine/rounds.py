@@ -74,7 +74,7 @@ from lsmap.core.normalize import BandStats
 from lsmap.data.stats import patch_stats
 from lsmap.errors import InputError, LsmapWarning, OutputExistsError
 from lsmap.io.locks import output_lock
-from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned
+from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned, output_path
 from lsmap.io.patches import (
     Patch,
     check_labels,
@@ -678,7 +678,7 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
     config.check()
     if config.crf:
         require()
-    out_dir = Path(out_dir)
+    out_dir = output_path(out_dir, directory=True, name="out_dir")  # '' was Path('.'): rounds into the working folder
     if resume and overwrite:  # together they continued the old rounds under new settings, unchecked (a review)
         raise InputError("give `resume` (continue the run in the folder with its settings) or `overwrite` (start it "
                          "again), not both")
