@@ -162,7 +162,7 @@ def test_predict_normalises_scales_and_averages():
 
 
 def test_load_ensemble_needs_a_model():
-    with pytest.raises(CheckpointError, match="`model`"):
+    with pytest.raises(CheckpointError, match="`models`"):
         load_ensemble([])
 
 
