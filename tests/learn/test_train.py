@@ -31,6 +31,7 @@ from lsmap.learn.models import ModelCard, read_card, read_state_dict
 from lsmap.learn.train import (
     Source,
     TrainConfig,
+    TrainingError,
     fit,
     grad_scaler_enabled,
     loader_options,
@@ -454,6 +455,73 @@ def test_an_overwriting_run_keeps_the_previous_one_until_it_saves_its_own(run, d
         progress=False)
     assert (tmp_path / "r" / "last.safetensors").read_bytes() != before["last.safetensors"]
     assert not list((tmp_path / "r").glob(f"{ASIDE_PREFIX}*"))
+
+
+class _Diverge(torch.utils.data.Dataset):
+    """Wraps a dataset and returns NaN images from the ``after``-th item on (a training loss that becomes NaN)."""
+
+    def __init__(self, ds, after):
+        self.ds, self.after, self.calls = ds, after, 0
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, key):
+        self.calls += 1
+        item = self.ds[key]
+        if self.calls >= self.after:
+            item = {**item, "image": torch.full_like(item["image"], float("nan"))}
+        return item
+
+
+@pytest.mark.parametrize("wrap, error", [(_Diverge, TrainingError), (_Interrupt, KeyboardInterrupt)])
+def test_an_overwriting_run_that_fails_after_its_first_save_gives_the_previous_one_back(run, data, tmp_path, wrap,
+                                                                                          error):
+    """The previous run was set aside only until the new run's first save: an overwriting run whose loss became NaN
+    (or that was interrupted) later left its own broken files, and the finished run was gone (found by an audit).
+    It stays aside until the new run has finished."""
+    from lsmap.learn.run_folder import ASIDE_PREFIX, RUN_FILES
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "r")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.name in RUN_FILES}
+    failing = _sources(data, lambda d: wrap(d, 8 * 15))  # at step 15, after the save of step 10
+    with pytest.raises(error):
+        fit(failing, _val(data), TrainConfig(**FAST), tmp_path / "r", card=_card(data), overwrite=True,
+            progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.name in RUN_FILES} == before
+    assert not list((tmp_path / "r").glob(f"{ASIDE_PREFIX}*"))
+
+
+def test_a_diverged_model_is_never_saved_nor_loaded(data, tmp_path):
+    """lr 1e30: the step-1 weights (about 1e30) gave NaN outputs, scored F1 0 and were saved as best, which detect
+    then used to find nothing, with success (found by an audit). Training stops before saving them; weights with
+    NaN or inf are neither saved nor loaded."""
+    from lsmap.learn.models import load_checkpoint, save_checkpoint
+
+    with pytest.raises(TrainingError, match=r"output on the validation patches became NaN or infinite by step 1"):
+        fit(_sources(data), _val(data), TrainConfig(**FAST | {"lr": 1e30, "val_every": 1}), tmp_path / "r",
+            card=_card(data), progress=False)
+    assert not [p.name for p in (tmp_path / "r").glob("*.safetensors")]
+    from lsmap.learn.models import build_model
+
+    module = build_model("tiny-unet", 14)
+    card = ModelCard(model="tiny-unet", bands=PROFILES["l4s14"].to_dict())
+    save_checkpoint(tmp_path / "ok", module, card)
+    with torch.no_grad():
+        next(module.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"bad.safetensors: not saved: the weights hold NaN or infinite"):
+        save_checkpoint(tmp_path / "bad", module, card)
+    assert not (tmp_path / "bad.safetensors").exists()
+    # a file written by something else: refused on loading, with its name
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(tmp_path / "ok.safetensors")
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].clone().fill_(float("inf"))
+    save_file(state, tmp_path / "ok.safetensors", metadata={"lsmap_card": json.dumps(card.to_dict())})
+    with pytest.raises(CheckpointError, match=r"ok.safetensors: weights hold NaN or infinite values"):
+        load_checkpoint(tmp_path / "ok")
 
 
 def test_last_files_of_different_steps_are_not_resumed(run, data, tmp_path):
