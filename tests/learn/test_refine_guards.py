@@ -200,3 +200,30 @@ def test_final_caution_says_what_the_run_cannot_vouch_for():
         assert final_caution([]) is None
     with pytest.warns(LsmapWarning, match="no labels, so whether the rounds improved it is not measured"):
         final_caution([{"target_f1_before": None, "target_f1_after": None, "warnings": []}])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--mixup-alpha", "nan"], "--mixup-alpha must be a finite number of at least 0 (got nan)"),
+    (["--mixup-alpha", "inf"], "--mixup-alpha must be a finite number of at least 0 (got inf)"),
+    (["--lr", "nan"], "--lr must be a finite number above 0 (got nan)"),
+    (["--lr", "-1"], "--lr must be a finite number above 0 (got -1.0)"),
+])
+def test_bad_numbers_are_refused_before_any_work(world, tmp_path, extra, message):
+    """--mixup-alpha nan ran (rc 0) and wrote NaN into refine.json, inf was refused naming --lr, and --lr nan or -1
+    only by round 1's training, over a folder already written (found by an audit). RefineConfig.check refuses
+    them first, naming the flag; nothing is written."""
+    res = _cli(world, tmp_path / "out", *extra)
+    assert res.exit_code != 0
+    assert message in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_refine_config_checks_types_and_ranges():
+    for kw, message in (({"seed": -1}, "`seed` must be an integer of at least 0"),
+                        ({"steps": 2.5}, "`steps` must be an integer"),
+                        ({"pseudo_weight": float("nan")}, "`pseudo_weight` must be a finite number above 0"),
+                        ({"growth": float("inf")}, "`growth` must be a finite number above 1"),
+                        ({"guard": "no"}, "`guard` must be True or False")):
+        with pytest.raises(InputError, match=message):
+            RefineConfig(**kw).check()
+

@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
-from lsmap.core.checks import as_list
+from lsmap.core.checks import as_list, check_bool, check_int, check_number
 from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import BandStats
@@ -187,36 +187,42 @@ class RefineConfig:
     growth: float = 1.5
 
     def check(self) -> None:
-        """Raise :class:`InputError` on a setting out of range."""
-
+        """Raise :class:`InputError` on a setting of the wrong type or out of range, before any work (as
+        :meth:`lsmap.learn.config.TrainConfig.check`): ``mixup_alpha`` NaN ran and wrote NaN into refine.json, and
+        ``lr`` NaN or -1 was refused only by round 1's training, over a folder already written (found by an audit).
+        """
         if self.strategy not in STRATEGIES:
             raise InputError(f"unknown refinement strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
-        if self.rounds < 1:
-            raise InputError(f"`rounds` must be at least 1; got {self.rounds}")
-        if self.steps is not None and self.steps < 1:
-            raise InputError(f"`steps` must be at least 1; got {self.steps}")
+        check_int("rounds", self.rounds, 1)
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1)
+        check_int("predict_batch", self.predict_batch, 1)
+        check_int("seed", self.seed, 0)
+        if self.lr is not None:
+            check_number("lr", self.lr, 0, lo_open=True)
+        check_number("pos_thresh", self.pos_thresh, 0, 1)
+        check_number("neg_thresh", self.neg_thresh, 0, 1)
         check_thresholds(self.pos_thresh, self.neg_thresh)
-        for name, f in (("`keep_bg`", self.keep_bg), ("`keep_ls`", self.keep_ls)):
-            if not 0.0 < f <= 1.0:
-                raise InputError(f"{name} must be in (0, 1]; got {f}")
+        for name in ("keep_bg", "keep_ls"):
+            check_number(name, getattr(self, name), 0, 1, lo_open=True)
+        check_int("mc_passes", self.mc_passes, 1)
         if self.mc_passes < 2 and self.strategy == "uncertainty":
             raise InputError(f"`mc_passes` must be at least 2 to measure a variance; got {self.mc_passes}")
-        if not 0.0 <= self.mc_p < 1.0:
-            raise InputError(f"`mc_p` must be in [0, 1); got {self.mc_p}")
-        if self.mixup_alpha is not None and self.mixup_alpha < 0:
-            raise InputError(f"`mixup_alpha` must be >= 0; got {self.mixup_alpha}")
-        if self.pseudo_weight <= 0:
-            raise InputError(f"pseudo-label weight must be > 0; got {self.pseudo_weight}")
+        check_number("mc_p", self.mc_p, 0, 1, hi_open=True)
+        if self.mixup_alpha is not None:
+            check_number("mixup_alpha", self.mixup_alpha, 0)
+        check_number("pseudo_weight", self.pseudo_weight, 0, lo_open=True)
+        for name in ("crf", "amp", "guard"):
+            check_bool(name, getattr(self, name))
         if self.bands is not None:
             get_profile(self.bands)
         for name, value, choices in (("`norm`", self.norm, REFINE_NORMS), ("`teacher`", self.teacher, TEACHERS),
                                      ("`select`", self.select, SELECTS)):
             if value not in choices:
                 raise InputError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")
-        if not 0.0 <= self.collapse < 1.0:
-            raise InputError(f"`collapse` must be in [0, 1); got {self.collapse}")
-        if self.growth <= 1.0:
-            raise InputError(f"`growth` must be > 1; got {self.growth}")
+        check_number("collapse", self.collapse, 0, 1, hi_open=True)
+        check_number("growth", self.growth, 1, lo_open=True)
 
     @property
     def mixup(self) -> float:
