@@ -227,3 +227,15 @@ def test_refine_config_checks_types_and_ranges():
         with pytest.raises(InputError, match=message):
             RefineConfig(**kw).check()
 
+
+@pytest.mark.parametrize("folder", ["new", "empty"])
+def test_resume_without_a_run_is_refused(world, tmp_path, folder):
+    """--resume -o FOLDER without a refine run started a new run without a word; train --resume refuses there
+    (found by an audit). Nothing is written."""
+    out = tmp_path / "out"
+    if folder == "empty":
+        out.mkdir()
+    res = _cli(world, out, "--resume")
+    assert res.exit_code != 0
+    assert f"{out}: no refine run to resume (no refine.json); start without --resume" in res.output
+    assert not out.exists() if folder == "new" else not list(out.iterdir())

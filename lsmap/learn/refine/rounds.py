@@ -72,7 +72,7 @@ from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import BandStats
 from lsmap.data.stats import patch_stats
-from lsmap.errors import InputError, LsmapWarning, OutputExistsError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError, OutputExistsError
 from lsmap.io.locks import output_lock
 from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned
 from lsmap.io.patches import (
@@ -613,15 +613,28 @@ def _run_record(models: Sequence[str], source: Path, target: Path, val: Path | N
             "target": str(target.resolve()), "val": str(val.resolve()) if val else None, "config": asdict(config)}
 
 
-def _check_resume(out_dir: Path, record: dict) -> None:
-    path = out_dir / RUN_FILE
-    if not path.exists():
+def _check_resumable(out_dir: Path) -> None:
+    """Refuse to resume where there is no refine run (no :data:`RUN_FILE`): a missing or empty folder started a new
+    run without a word, where ``lsmap train --resume`` is refused (found by an audit).
+
+    Raises:
+        InputError: a folder with round folders or other files but no run record.
+        MissingInputError: no run there at all.
+    """
+    if (out_dir / RUN_FILE).exists():
+        return
+    if out_dir.is_dir():
         if any(out_dir.glob("round_*")):
             raise InputError(f"{out_dir}: has round folders but no {RUN_FILE}; not a refine run folder, choose another -o")
         if any(p.name != OWNER_MARKER for p in out_dir.iterdir()):  # a folder of the user's (even '.'): not ours
             raise InputError(f"{out_dir}: no refine run to resume here (no {RUN_FILE}) and the folder holds other "
                              f"files; give the run's folder, or an empty or new one")
-        return
+    raise MissingInputError(f"{out_dir}: no refine run to resume (no {RUN_FILE}); start without `resume`")
+
+
+def _check_resume(out_dir: Path, record: dict) -> None:
+    path = out_dir / RUN_FILE
+    _check_resumable(out_dir)
     try:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -674,6 +687,7 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
 
     Raises:
         OutputExistsError: ``out_dir`` exists without ``resume`` or ``overwrite`` (before any work).
+        MissingInputError: ``resume`` where there is no run (before any work).
         InputError: bad settings, empty or unusable folders, a resume with other settings.
         BandMismatchError: a source or target file with another band count than ``config.bands``.
         CheckpointError: unreadable models or models trained on another band profile.
@@ -690,6 +704,8 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
                          "again), not both")
     if out_dir.exists() and not (resume or overwrite):
         raise OutputExistsError(out_dir)
+    if resume:
+        _check_resumable(out_dir)
     if overwrite and not resume:
         check_owned_dir(out_dir, True, "refine", OUTPUT_PATTERNS, manifests=(RUN_FILE,))
     else:
@@ -714,7 +730,7 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     tgt_patches = find_patches(target)
     val_patches = find_patches(val, "validation", require_masks=True) if val is not None else None
     record = _run_record(model_paths, source, target, Path(val) if val else None, config)
-    if resume and out_dir.exists() and not overwrite:
+    if resume:
         _check_resume(out_dir, record)
     s_stats = patch_stats(src_patches, profile, progress=progress, desc="source statistics")
     # Nodata fill (0.0 in every band, as lsmap tile writes it) is left out: a target with nodata
