@@ -239,3 +239,16 @@ def test_resume_without_a_run_is_refused(world, tmp_path, folder):
     assert res.exit_code != 0
     assert f"{out}: no refine run to resume (no refine.json); start without --resume" in res.output
     assert not out.exists() if folder == "new" else not list(out.iterdir())
+
+
+def test_a_validation_folder_without_landslides_is_refused(world, tmp_path):
+    """--val FOLDER whose masks hold no landslide pixel ran (rc 0), each round's best chosen on an F1 that is always
+    0; train and evaluate refuse such folders (found by an audit). Nothing is written."""
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        write_patch(tmp_path / "val", str(i), rng.normal(1.0, 0.1, (3, 32, 32)).astype(np.float32),
+                    np.zeros((32, 32), np.uint8))
+    res = _cli(world, tmp_path / "out", "--val", str(tmp_path / "val"))
+    assert res.exit_code != 0
+    assert "the validation masks hold no landslide pixel (value 1) in 3 masks" in res.output
+    assert not (tmp_path / "out").exists()

@@ -729,6 +729,8 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     check_target_folder(target)
     tgt_patches = find_patches(target)
     val_patches = find_patches(val, "validation", require_masks=True) if val is not None else None
+    if val_patches:  # without a landslide every round's best was chosen on an F1 of 0 (found by an audit)
+        check_labels(val_patches, None, "validation")
     record = _run_record(model_paths, source, target, Path(val) if val else None, config)
     if resume:
         _check_resume(out_dir, record)
