@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lsmap.errors import CheckpointError, MissingInputError, OutputError, OutputExistsError
+from lsmap.errors import CheckpointError, MissingInputError, OutputError, OutputExistsError, OutputOwnershipError
 from lsmap.io.rasters import atomic_output
 from lsmap.learn.models import ModelCard, read_card
 
@@ -38,6 +38,7 @@ def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
     Raises:
         MissingInputError: ``resume`` but no interrupted run in ``out_dir``.
         OutputExistsError: ``out_dir`` holds a run and neither ``overwrite`` nor ``resume``.
+        OutputOwnershipError: ``out_dir`` holds no run but other files (an empty folder is fine).
         OutputError: ``out_dir`` cannot be written (read-only, full, a file in the way).
     """
     from lsmap.io.outputs import check_writable
@@ -54,6 +55,12 @@ def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
         interrupted = (out_dir / "last_state.pt").exists() and (out_dir / "last.safetensors").exists()
         raise OutputExistsError(out_dir / existing[0],
                                 ", or `resume` to continue that run from its last step" if interrupted else "")
+    if not existing and out_dir.is_dir():  # a folder of the user's: the run's files went in among theirs (an audit)
+        other = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".lsmap"))
+        if other:
+            shown = ", ".join(other[:5]) + (" ..." if len(other) > 5 else "")
+            raise OutputOwnershipError(f"{out_dir}: holds files that are not a training run's ({shown}); give a new "
+                                       f"or empty folder as `out_dir`")
     check_writable(out_dir)  # a read-only or full location fails now, not after the training
 
 

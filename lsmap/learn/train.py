@@ -547,6 +547,22 @@ def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init
     return run.result()
 
 
+def _check_out_apart(out_dir: Path, *inputs) -> None:
+    """Refuse a run folder that is, or lies inside, an input patch folder: the run's files went in among the
+    patches (``-o patches/img``; found by an audit).
+
+    Raises:
+        InputError: the first input folder ``out_dir`` lies in.
+    """
+    from lsmap.io.outputs import input_paths
+
+    target = out_dir.resolve()
+    for source in input_paths(*inputs):
+        if source.is_dir() and target.is_relative_to(source.resolve()):
+            raise InputError(f"{out_dir}: this output is inside the input folder {source}, whose files the run "
+                             f"reads; write it elsewhere")
+
+
 def _patch_windows(root) -> dict[str, tuple[int, int, int, int]]:
     """Where each patch of a folder written by ``lsmap tile`` lies in its scene (its index), for a spatial
     hold-out.
@@ -918,11 +934,12 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         label_map: Mask values of the files -> 0/1/255 (``"0:0,255:1"`` for 0/255 masks).
 
     Raises:
-        InputError: neither ``data`` nor ``train_dir``, both, ``val_dir`` with a hold-out
-            fraction, empty folders, images without masks, NaN-only patches, wrong band count,
+        InputError: ``out_dir`` inside an input folder; neither ``data`` nor ``train_dir``, both, ``val_dir``
+            with a hold-out fraction, empty folders, images without masks, NaN-only patches, wrong band count,
             masks with values outside 0/1/255 (unmapped) or without any landslide pixel.
         TooLargeError: a batch that cannot fit in memory.
         OutputExistsError: ``out_dir`` holds a run (checked before any data is read).
+        OutputOwnershipError: ``out_dir`` holds no run but other files.
     """
     from lsmap.core.labels import parse_label_map
     from lsmap.io.patches import check_labels
@@ -942,6 +959,7 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     if val_dir is not None and config.val_fraction is not None:
         raise InputError("give either `val_dir` DIR or `val_fraction` (patches held out of the training data), "
                          "not both")
+    _check_out_apart(out_dir, data, train_dir, val_dir, target_dir)
     check_run_dir(out_dir, overwrite, resume)
     root = data if data is not None else train_dir
     train_p = find_patches(root, "train", require_masks=True)

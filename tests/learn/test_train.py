@@ -24,6 +24,7 @@ from lsmap.errors import (
     MissingBandError,
     MissingInputError,
     OutputExistsError,
+    OutputOwnershipError,
 )
 from lsmap.io.patches import find_patches, read_image, write_patch
 from lsmap.learn.evaluate import evaluate
@@ -736,3 +737,26 @@ def test_evaluate_runs_the_models_folded_with_the_same_counts(run, data, monkeyp
     assert counts_agree(folded.pixel, as_trained.pixel)
     if folded.pixel == as_trained.pixel:
         assert folded.objects == as_trained.objects
+
+
+def test_a_run_folder_inside_the_patches_or_among_a_users_files_is_refused(data, tmp_path):
+    """-o PATCHES/img was accepted and wrote the run's files among the patches, and -o FOLDER of the user's (notes.txt)
+    was taken without --overwrite (found by an audit). Both are refused before any work, nothing written; an empty
+    folder is fine."""
+    shutil.copytree(data / "train", tmp_path / "pc")
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    for out in (tmp_path / "pc" / "img", tmp_path / "pc", tmp_path / "pc" / "runs" / "r"):
+        with pytest.raises(InputError, match=r"this output is inside the input folder .*pc, whose files the run reads"):
+            train(out, train_dir=tmp_path / "pc", config=TrainConfig(**FAST), overwrite=True)
+    (tmp_path / "ud").mkdir()
+    (tmp_path / "ud" / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(OutputOwnershipError, match=r"ud: holds files that are not a training run's \(notes.txt\); "
+                                                       r"give a new or empty folder as `out_dir`"):
+            train(tmp_path / "ud", train_dir=tmp_path / "pc", config=TrainConfig(**FAST), overwrite=overwrite)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if "ud" not in p.parts) == before
+    assert [p.name for p in (tmp_path / "ud").iterdir()] == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    train(tmp_path / "empty", train_dir=tmp_path / "pc", config=TrainConfig(**FAST | {"steps": 2, "val_every": 2}),
+          progress=False)
+    assert (tmp_path / "empty" / "last.safetensors").exists()
