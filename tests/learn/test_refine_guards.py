@@ -252,3 +252,12 @@ def test_a_validation_folder_without_landslides_is_refused(world, tmp_path):
     assert res.exit_code != 0
     assert "the validation masks hold no landslide pixel (value 1) in 3 masks" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_any_work(world, tmp_path):
+    """--batch-size 100000 had no memory check in refine (train and detect refuse it with an estimate; an audit)."""
+    res = _cli(world, tmp_path / "out", "--batch-size", "100000000")
+    assert res.exit_code != 0
+    assert "--batch-size 100000000: a training batch of 100000000 patches of 32 x 32 px" in res.output
+    assert "would need about" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()

@@ -264,6 +264,8 @@ def test_training_statistics_leave_nodata_out_as_detect_does(tmp_path):
     ({"scale": "2.5"}, "`scale` must be a number"),
     ({"amp": "no"}, "`amp` must be True or False"),
     ({"warmup": -5}, "`warmup` must be an integer of at least 0"),
+    ({"seed": -1}, r"`seed` must be an integer in \[0, "),  # numpy's ValueError traceback before (an audit)
+    ({"workers": 100000}, r"`workers` must be at most \d+ \(4 per CPU; this machine has \d+\); got 100000"),
 ])
 def test_bad_training_settings_are_one_line_errors(change, message):
     """Found by an audit: lr -1 or nan failed as tracebacks after the data was read, amp="no" turned AMP on,

@@ -91,7 +91,7 @@ from lsmap.learn.ensemble import folded_members, inference_context, load_ensembl
 from lsmap.learn.models import ModelCard, checkpoint_paths, read_card
 from lsmap.learn.refine import STRATEGIES
 from lsmap.learn.refine.pseudo import check_thresholds, confidence, ignore_unobserved, threshold_labels
-from lsmap.learn.train import Source, TrainConfig, fit
+from lsmap.learn.train import Source, TrainConfig, check_train_memory, fit
 
 RUN_FILE = "refine.json"
 SUMMARY_FILE = "summary.json"
@@ -726,6 +726,8 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     source, target = Path(source), Path(target)
     src_patches = find_patches(source, require_masks=True)
     check_labels(src_patches, None, "source")
+    for m in model_paths:  # a batch that cannot fit is refused now, as train does (it had no check; an audit)
+        check_train_memory(src_patches[0], profile, _train_config(read_card(m), config, config.seed, val is not None))
     check_target_folder(target)
     tgt_patches = find_patches(target)
     val_patches = find_patches(val, "validation", require_masks=True) if val is not None else None
