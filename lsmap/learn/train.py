@@ -995,15 +995,14 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     mapping = parse_label_map(label_map)
     check_labels(train_p, mapping, "training")
     if val_p:
-        try:
-            check_labels(val_p, mapping, "validation")
-        except InputError as e:
-            if not held:
-                raise
+        # a bad mask (no 'mask' dataset, values out of range) raises its own error; only a held-out draw that missed
+        # the landslides gets the message below (every error was reported as that before; found by an audit)
+        counts = check_labels(val_p, mapping, "validation", allow_empty=bool(held))
+        if held and counts["landslide"] == 0:
             # the masks as a whole hold landslides (checked before the hold-out): this draw missed them
             raise InputError(f"the {len(held)} patches held out for validation (ids {', '.join(held)}) hold no "
                              f"landslide pixel; draw others with another `seed` or a larger `val_fraction`, or give "
-                             f"`val_dir`") from e
+                             f"`val_dir`")
     check_train_memory(train_p[0], profile, config)
     source_stats = patch_stats(train_p, profile)  # nodata left out, as detect and refine do
     val_stats = (patch_stats(val_p, profile) if norm_mode(config.norm) == "own" else source_stats) if val_p else None

@@ -762,3 +762,17 @@ def test_a_run_folder_inside_the_patches_or_among_a_users_files_is_refused(data,
     train(tmp_path / "empty", train_dir=tmp_path / "pc", config=TrainConfig(**FAST | {"steps": 2, "val_every": 2}),
           progress=False)
     assert (tmp_path / "empty" / "last.safetensors").exists()
+
+
+def test_a_held_out_mask_that_is_no_mask_file_is_named(tmp_path):
+    """A held-out patch whose mask file is really an image file was reported as 'no landslide pixel in the held-out
+    patches'; the cause is the file without a 'mask' dataset, which is now said (found by an audit)."""
+    from lsmap.data.dataset import hold_out
+
+    make_patches(tmp_path / "p", 8, seed=1)
+    patches = find_patches(tmp_path / "p")
+    _, val = hold_out(patches, 0.2, 0)
+    shutil.copyfile(val[0].image, val[0].mask)
+    with pytest.raises(InputError, match=rf"{val[0].mask.name}: no 'mask' dataset"):
+        train(tmp_path / "r", train_dir=tmp_path / "p", config=TrainConfig(**FAST))
+    assert not (tmp_path / "r").exists()
