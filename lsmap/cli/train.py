@@ -57,7 +57,7 @@ _SCALES = [f"{s:g}" for s in SCALES]
 @click.option("--domain-bn", is_flag=True, help="Domain-specific batch-norm statistics (source vs target).")
 @click.option("--target", "target_dir", type=click.Path(file_okay=False),
               help="Unlabelled target patches for --domain-bn statistics [default: the validation images].")
-@click.option("--mixup", type=float, default=0.0, show_default=True, help="Mix-up Beta(a, a) parameter (0: off).")
+@click.option("--mixup", "mixup_alpha", type=float, default=0.0, show_default=True, help="Mix-up Beta(a, a) parameter (0: off).")
 @seed_opt
 @click.option("--steps", type=click.IntRange(1), default=_D.steps, show_default=True, help="Optimizer steps.")
 @click.option("--batch-size", type=click.IntRange(1), default=_D.batch_size, show_default=True,
@@ -78,7 +78,7 @@ _SCALES = [f"{s:g}" for s in SCALES]
 @json_opt
 @handle_errors
 def train(data, train_dir, val_dir, val_fraction, val_split, model, bands, loss, optimizer, lr, weight_decay, schedule, scale, no_augment, norm,
-          domain_bn, target_dir, mixup, seed, steps, batch_size, val_every, workers, device, no_amp, encoder_weights,
+          domain_bn, target_dir, mixup_alpha, seed, steps, batch_size, val_every, workers, device, no_amp, encoder_weights,
           init, resume, out_dir, overwrite, label_map, as_json):
     """Train a landslide segmentation model on L4S-style patches (the winners' recipe by default).
 
@@ -105,7 +105,7 @@ def train(data, train_dir, val_dir, val_fraction, val_split, model, bands, loss,
         model=model, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
         schedule=schedule, scale=float(scale), val_every=val_every, seed=seed, device=device, amp=not no_amp,
         domain_bn=domain_bn, workers=workers, loss=loss, augment=not no_augment, norm=norm,
-        encoder_weights=encoder_weights, mixup_alpha=mixup, val_fraction=val_fraction,
+        encoder_weights=encoder_weights, mixup_alpha=mixup_alpha, val_fraction=val_fraction,
         val_split=val_split,
     )
     if val_dir is not None and val_dir.lower() == "none":
@@ -115,7 +115,7 @@ def train(data, train_dir, val_dir, val_fraction, val_split, model, bands, loss,
         val_dir, given["val_fraction"] = None, 0.0
     if resume:  # the run's own settings, except options given on this command line
         ctx = click.get_current_context()
-        option = {"scale": "scale", "no_amp": "amp", "no_augment": "augment", "mixup": "mixup_alpha"}
+        option = {"scale": "scale", "no_amp": "amp", "no_augment": "augment"}
         explicit = {option.get(p, p) for p in ctx.params
                     if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT}
         if given["val_fraction"] == 0.0:

@@ -6,6 +6,7 @@ its choices and defaults from here without importing torch.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ SCHEDULES = ("poly", "cosine", "constant")
 VAL_SPLITS = ("random", "spatial")
 _DEFAULT_LR = {"adamw": 5e-4, "sgd": 1e-2}
 _DEFAULT_WD = {"adamw": 1e-2, "sgd": 5e-4}
+#: Most DataLoader worker processes per CPU of the machine that ``workers`` may ask for.
+WORKERS_PER_CPU = 4
 #: Fraction of the training patches held out for validation when no validation folder is given.
 VAL_FRACTION = 0.2
 
@@ -103,8 +106,12 @@ class TrainConfig:
         self.norm = norm_mode(self.norm)
         for name in ("steps", "batch_size", "val_every", "loss_every"):
             check_int(name, getattr(self, name), 1)
-        check_int("seed", self.seed)
+        check_int("seed", self.seed, 0, 2**63 - 1)  # numpy's generators refuse a negative seed (a traceback before)
         check_int("workers", self.workers, 0)
+        cpus = os.cpu_count() or 1
+        if self.workers > WORKERS_PER_CPU * cpus:  # 100000 ran into the OOM killer and left orphan workers (an audit)
+            raise InputError(f"`workers` must be at most {WORKERS_PER_CPU * cpus} ({WORKERS_PER_CPU} per CPU; this "
+                             f"machine has {cpus}); got {self.workers}")
         if self.warmup is not None:
             check_int("warmup", self.warmup, 0)
         if self.lr is not None:

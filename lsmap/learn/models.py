@@ -176,7 +176,9 @@ def read_state_dict(path: str | os.PathLike) -> dict:
         if _is_safetensors(path):
             from safetensors.torch import load_file
 
-            return load_file(str(path))
+            return _finite(load_file(str(path)), path)
+    except CheckpointError:
+        raise
     except Exception as e:  # safetensors raises many types on corrupt files
         raise CheckpointError(f"{path}: cannot read weights ({_first_line(e)}); is it a safetensors file?") from None
     try:
@@ -189,6 +191,25 @@ def read_state_dict(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a dict of tensors; save its state dict")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    return _finite(state, path)
+
+
+def _nonfinite(state: dict) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding NaN or infinite values."""
+    import torch
+
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+
+
+def _finite(state: dict, path: Path) -> dict:
+    """``state``, refused when a tensor holds NaN or inf: such a model scores every pixel as background, so a
+    detection with it found nothing and said so with success (found by an audit)."""
+    bad = _nonfinite(state)
+    if bad:
+        raise CheckpointError(f"{path}: weights hold NaN or infinite values ({bad[0]}"
+                              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the training that wrote "
+                              f"them diverged; train again (a lower learning rate) or use another checkpoint")
     return state
 
 
@@ -400,6 +421,10 @@ def save_checkpoint(path: str | os.PathLike, module, card: ModelCard, overwrite:
     weights, card_path = checkpoint_paths(path)
     text = json.dumps(card.to_dict(), indent=2, default=str)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    bad = _nonfinite(state)
+    if bad:  # it could not be loaded (read_state_dict refuses it), and would score every pixel as background
+        raise CheckpointError(f"{weights}: not saved: the weights hold NaN or infinite values ({bad[0]}"
+                              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''})")
     with atomic_output(weights, overwrite) as tmp:
         save_file(state, str(tmp), metadata={"lsmap_card": text})
     with atomic_output(card_path, overwrite=True) as tmp:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lsmap.errors import CheckpointError, MissingInputError, OutputError, OutputExistsError
+from lsmap.errors import CheckpointError, MissingInputError, OutputError, OutputExistsError, OutputOwnershipError
 from lsmap.io.rasters import atomic_output
 from lsmap.learn.models import ModelCard, read_card
 
@@ -38,6 +38,7 @@ def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
     Raises:
         MissingInputError: ``resume`` but no interrupted run in ``out_dir``.
         OutputExistsError: ``out_dir`` holds a run and neither ``overwrite`` nor ``resume``.
+        OutputOwnershipError: ``out_dir`` holds no run but other files (an empty folder is fine).
         OutputError: ``out_dir`` cannot be written (read-only, full, a file in the way).
     """
     from lsmap.io.outputs import check_writable
@@ -54,6 +55,12 @@ def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
         interrupted = (out_dir / "last_state.pt").exists() and (out_dir / "last.safetensors").exists()
         raise OutputExistsError(out_dir / existing[0],
                                 ", or `resume` to continue that run from its last step" if interrupted else "")
+    if not existing and out_dir.is_dir():  # a folder of the user's: the run's files went in among theirs (an audit)
+        other = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".lsmap"))
+        if other:
+            shown = ", ".join(other[:5]) + (" ..." if len(other) > 5 else "")
+            raise OutputOwnershipError(f"{out_dir}: holds files that are not a training run's ({shown}); give a new "
+                                       f"or empty folder as `out_dir`")
     check_writable(out_dir)  # a read-only or full location fails now, not after the training
 
 
@@ -65,8 +72,10 @@ def set_aside_run(out_dir: Path) -> Path | None:
     """Move the previous run's files of ``out_dir`` into a hidden folder (``None`` when there are none).
 
     ``overwrite`` deleted them before the new run had written anything: a Ctrl-C in its first minutes left an
-    empty folder, and an ``init`` checkpoint inside it was gone (found by the failure audit). The new run calls
-    :func:`discard_aside` once it has saved its own ``last``, and :func:`restore_aside` when it ends before that.
+    empty folder, and an ``init`` checkpoint inside it was gone (found by the failure audit). They stay set aside
+    until the new run has finished: it calls :func:`discard_aside` then, and :func:`restore_aside` when it ends
+    any other way (an error, a NaN loss, Ctrl-C). They went at the new run's first save before, so a run that
+    diverged later lost the finished one (found by an audit).
     """
     from lsmap.io.locks import owner_tag
 
@@ -81,29 +90,28 @@ def set_aside_run(out_dir: Path) -> Path | None:
 
 
 def restore_aside(aside: Path, out_dir: Path) -> None:
-    """Put the previous run's files back (the new run saved nothing of its own)."""
+    """Put the previous run's files back in place of those the unfinished new run wrote (its run files only)."""
+    for n in RUN_FILES:  # set_aside_run moved all of the previous run's: those here are the new run's
+        if (out_dir / n).is_file():
+            (out_dir / n).unlink()
     for p in aside.iterdir():
-        if not (out_dir / p.name).exists():
-            os.replace(p, out_dir / p.name)
+        os.replace(p, out_dir / p.name)
     shutil.rmtree(aside, ignore_errors=True)
 
 
 def discard_aside(aside: Path) -> None:
-    """Delete the previous run's files: the new run has saved its own."""
+    """Delete the previous run's files: the new run has finished."""
     shutil.rmtree(aside, ignore_errors=True)
 
 
 def recover_asides(out_dir: Path) -> None:
-    """Before a new run: the previous run's files that a killed overwriting run had set aside go back when that run
-    saved nothing (no ``last`` in the folder), else away."""
+    """Before a new run: the previous run's files that a killed overwriting run had set aside go back (that run
+    did not finish: its own files are replaced)."""
     from lsmap.io.locks import stale
 
     for aside in out_dir.glob(f"{ASIDE_PREFIX}*") if out_dir.is_dir() else []:
         if aside.is_dir() and stale(aside.name):
-            if (out_dir / "last.safetensors").exists():
-                discard_aside(aside)
-            else:
-                restore_aside(aside, out_dir)
+            restore_aside(aside, out_dir)
 
 
 def match_card(path: Path, card: ModelCard, model: str, bands: list, what: str) -> None:

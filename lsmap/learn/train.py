@@ -314,12 +314,16 @@ def resume_config(out_dir: str | os.PathLike, given: dict[str, Any], explicit: s
 
 
 def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = None, channels_last: bool = False,
-             domain: int | None = None):
+             domain: int | None = None, step: int | None = None):
     """Landslide confusion counts of ``module`` over ``loader``'s batches (summed over ranks); ``domain``: the
-    batch-norm domain of a domain-BN model (default the target's; the source's for source patches).
+    batch-norm domain of a domain-BN model (default the target's; the source's for source patches); ``step``:
+    the training step, for the message.
 
     Returns:
         A :class:`lsmap.core.metrics.Confusion` over the whole validation split.
+
+    Raises:
+        TrainingError: the model's output is NaN or infinite (a diverged training).
     """
     import numpy as np
     import torch
@@ -331,20 +335,27 @@ def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = N
     if config.domain_bn:
         set_domain(module, TARGET if domain is None else domain)
     total = Confusion()
+    bad = torch.zeros((), dtype=torch.bool, device=device)  # no per-batch host sync
     with torch.no_grad():
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True)
             logits = scaled_forward(module, x, config.scale, config.amp, channels_last)
+            bad |= ~torch.isfinite(logits).all()
             prob = torch.softmax(logits, dim=1)[:, 1]
             pred = (prob > config.threshold).cpu().numpy().astype(np.uint8)
             total = total + confusion(pred, batch["target"].numpy())
     module.train(was_training)
+    nonfinite = bool(bad)
     if dist is not None and dist.world > 1:
         import torch.distributed as tdist
 
-        t = torch.tensor([total.tp, total.fp, total.fn, total.tn], dtype=torch.float64)
+        t = torch.tensor([total.tp, total.fp, total.fn, total.tn, float(nonfinite)], dtype=torch.float64)
         tdist.all_reduce(t)
-        total = Confusion(*(int(v) for v in t.tolist()))
+        total, nonfinite = Confusion(*(int(v) for v in t.tolist()[:4])), bool(t[4] > 0)
+    if nonfinite:  # every pixel scored as background: an F1 of 0, and a diverged model kept as the best
+        when = f" by step {step}" if step is not None else ""
+        raise TrainingError(f"the model's output on the validation patches became NaN or infinite{when} (the "
+                            f"training diverged); lower `lr` or check the data")
     return total
 
 
@@ -508,11 +519,13 @@ def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init
          overwrite: bool, state, losses, in_channels: int, val_split: str = "validation",
          val_domain: int | None = None) -> TrainResult:
     dist, device = _setup_dist(config.device)
+    aside = None
     try:
         batch_size = _rank_batch_size(config.batch_size, dist)
         module = _initial_module(config, in_channels, card.bands, init,
                                  resume_from=out_dir / "last.safetensors" if state is not None else None)
-        # the previous run's files stay (set aside) until this run has saved its own last
+        # the previous run's files stay (set aside) until this run has finished: a run that failed after its
+        # first save (a NaN loss, Ctrl-C) lost them before (found by an audit)
         aside = set_aside_run(out_dir) if overwrite and not resume and dist.main else None
         dist.barrier()
         run = _Run(module, sources, losses, config, card, out_dir, dist, device)
@@ -521,15 +534,33 @@ def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init
         if state is not None:
             run.restore(state)
         run.open_loaders(batch_size, val)
-        try:
-            run.take_steps(progress)
-        except BaseException:
-            if run.aside is not None:  # nothing of this run saved: the previous run's files go back
-                restore_aside(run.aside, out_dir)
-            raise
+        run.take_steps(progress)
+    except BaseException:
+        if aside is not None:  # this run did not finish: the previous run's files go back in place of its own
+            restore_aside(aside, out_dir)
+        raise
     finally:
         dist.close()
+    if aside is not None:
+        discard_aside(aside)
+        run.aside = None
     return run.result()
+
+
+def _check_out_apart(out_dir: Path, *inputs) -> None:
+    """Refuse a run folder that is, or lies inside, an input patch folder: the run's files went in among the
+    patches (``-o patches/img``; found by an audit).
+
+    Raises:
+        InputError: the first input folder ``out_dir`` lies in.
+    """
+    from lsmap.io.outputs import input_paths
+
+    target = out_dir.resolve()
+    for source in input_paths(*inputs):
+        if source.is_dir() and target.is_relative_to(source.resolve()):
+            raise InputError(f"{out_dir}: this output is inside the input folder {source}, whose files the run "
+                             f"reads; write it elsewhere")
 
 
 def _patch_windows(root) -> dict[str, tuple[int, int, int, int]]:
@@ -632,7 +663,7 @@ class _Run:
         self.step, self.best_f1, self.best_metrics, self.history = 0, -1.0, {}, []
         self.val_split = "validation"  # what the best checkpoint is chosen on (fit's `val_split`)
         self.val_domain = None  # its batch-norm domain with domain_bn (fit's `val_domain`)
-        self.aside: Path | None = None  # the previous run's files, until this run saves its own last
+        self.aside: Path | None = None  # the previous run's files, until this run has finished
         self.iters: list = []
         self.val_loader = None
         self.run_loss = torch.zeros(len(sources), dtype=torch.float32, device=device)  # no per-step host sync
@@ -718,8 +749,8 @@ class _Run:
             if mid_step and before is not None:
                 for b, saved in zip(buffers, before, strict=True):
                     b.copy_(saved)
-            # an overwriting run interrupted before its first save gives the previous run back (fit), not a last
-            # of a few steps in its place
+            # an overwriting run interrupted gives the previous run back (fit), not a last of a few steps in its
+            # place
             if dist.main and dist.world == 1 and self.step > start and self.aside is None:
                 self.save_last()
             raise
@@ -750,6 +781,7 @@ class _Run:
         """Log the interval, validate, save ``best`` (when better) and ``last``; the log row."""
         row = self._interval_row(lr)
         self.dist.sync_buffers(self.module)
+        self._check_weights()
         better = self._validate(row) if self.val_loader is not None else None
         self.history.append(row)
         if better is not None:
@@ -764,6 +796,15 @@ class _Run:
         self.dist.barrier()
         self._new_interval()
         return row
+
+    def _check_weights(self) -> None:
+        """Refuse weights or batch-norm statistics that are NaN or infinite: no checkpoint is saved of them."""
+        import torch
+
+        bad = [k for k, v in self.module.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise TrainingError(f"the model's weights became NaN or infinite by step {self.step} ({bad[0]}"
+                                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower `lr` or check the data")
 
     def _interval_row(self, lr: float) -> dict:
         """Step, learning rate, mean losses and speed of the interval; refuses a non-finite loss."""
@@ -781,7 +822,7 @@ class _Run:
         """Add the validation scores to ``row``; the best checkpoint's metrics when they beat the best so far."""
 
         conf = validate(self.module, self.val_loader, self.device, self.config, self.dist, self.channels_last,
-                        self.val_domain)
+                        self.val_domain, self.step)
         sc = scores(conf)
         row |= {k: sc[k] for k in ("f1", "precision", "recall", "iou", "tp", "fp", "fn")}
         if sc["f1"] <= self.best_f1:
@@ -816,9 +857,6 @@ class _Run:
                 os.replace(stage / name, self.out_dir / name)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-        if self.aside is not None:  # this run has a last of its own: the previous run's go
-            discard_aside(self.aside)
-            self.aside = None
 
     def result(self) -> TrainResult:
         """What the run produced."""
@@ -896,11 +934,12 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         label_map: Mask values of the files -> 0/1/255 (``"0:0,255:1"`` for 0/255 masks).
 
     Raises:
-        InputError: neither ``data`` nor ``train_dir``, both, ``val_dir`` with a hold-out
-            fraction, empty folders, images without masks, NaN-only patches, wrong band count,
+        InputError: ``out_dir`` inside an input folder; neither ``data`` nor ``train_dir``, both, ``val_dir``
+            with a hold-out fraction, empty folders, images without masks, NaN-only patches, wrong band count,
             masks with values outside 0/1/255 (unmapped) or without any landslide pixel.
         TooLargeError: a batch that cannot fit in memory.
         OutputExistsError: ``out_dir`` holds a run (checked before any data is read).
+        OutputOwnershipError: ``out_dir`` holds no run but other files.
     """
     from lsmap.core.labels import parse_label_map
     from lsmap.io.outputs import output_path
@@ -921,6 +960,7 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     if val_dir is not None and config.val_fraction is not None:
         raise InputError("give either `val_dir` DIR or `val_fraction` (patches held out of the training data), "
                          "not both")
+    _check_out_apart(out_dir, data, train_dir, val_dir, target_dir)
     check_run_dir(out_dir, overwrite, resume)
     root = data if data is not None else train_dir
     train_p = find_patches(root, "train", require_masks=True)
@@ -956,15 +996,14 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     mapping = parse_label_map(label_map)
     check_labels(train_p, mapping, "training")
     if val_p:
-        try:
-            check_labels(val_p, mapping, "validation")
-        except InputError as e:
-            if not held:
-                raise
+        # a bad mask (no 'mask' dataset, values out of range) raises its own error; only a held-out draw that missed
+        # the landslides gets the message below (every error was reported as that before; found by an audit)
+        counts = check_labels(val_p, mapping, "validation", allow_empty=bool(held))
+        if held and counts["landslide"] == 0:
             # the masks as a whole hold landslides (checked before the hold-out): this draw missed them
             raise InputError(f"the {len(held)} patches held out for validation (ids {', '.join(held)}) hold no "
                              f"landslide pixel; draw others with another `seed` or a larger `val_fraction`, or give "
-                             f"`val_dir`") from e
+                             f"`val_dir`")
     check_train_memory(train_p[0], profile, config)
     source_stats = patch_stats(train_p, profile)  # nodata left out, as detect and refine do
     val_stats = (patch_stats(val_p, profile) if norm_mode(config.norm) == "own" else source_stats) if val_p else None

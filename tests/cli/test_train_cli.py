@@ -125,3 +125,11 @@ def test_evaluate_knows_the_patches_a_model_was_trained_on(data, tmp_path):
                                "--device", "cpu", "--unseen"])
     assert res.exit_code == 1
     assert "every one of its 8 patches was used to train the model(s)" in res.output
+
+
+def test_a_bad_mixup_names_its_flag(data, tmp_path):
+    """--mixup nan said 'mixup_alpha must be ...' (the config's name, which is no flag; found by an audit)."""
+    res = CliRunner().invoke(main, _train_args(data, tmp_path / "r", "--mixup", "nan"))
+    assert res.exit_code != 0
+    assert "--mixup must be a finite number of at least 0 (got nan)" in res.output
+    assert not (tmp_path / "r").exists()

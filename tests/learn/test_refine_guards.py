@@ -200,3 +200,64 @@ def test_final_caution_says_what_the_run_cannot_vouch_for():
         assert final_caution([]) is None
     with pytest.warns(LsmapWarning, match="no labels, so whether the rounds improved it is not measured"):
         final_caution([{"target_f1_before": None, "target_f1_after": None, "warnings": []}])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--mixup-alpha", "nan"], "--mixup-alpha must be a finite number of at least 0 (got nan)"),
+    (["--mixup-alpha", "inf"], "--mixup-alpha must be a finite number of at least 0 (got inf)"),
+    (["--lr", "nan"], "--lr must be a finite number above 0 (got nan)"),
+    (["--lr", "-1"], "--lr must be a finite number above 0 (got -1.0)"),
+])
+def test_bad_numbers_are_refused_before_any_work(world, tmp_path, extra, message):
+    """--mixup-alpha nan ran (rc 0) and wrote NaN into refine.json, inf was refused naming --lr, and --lr nan or -1
+    only by round 1's training, over a folder already written (found by an audit). RefineConfig.check refuses
+    them first, naming the flag; nothing is written."""
+    res = _cli(world, tmp_path / "out", *extra)
+    assert res.exit_code != 0
+    assert message in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_refine_config_checks_types_and_ranges():
+    for kw, message in (({"seed": -1}, "`seed` must be an integer of at least 0"),
+                        ({"steps": 2.5}, "`steps` must be an integer"),
+                        ({"pseudo_weight": float("nan")}, "`pseudo_weight` must be a finite number above 0"),
+                        ({"growth": float("inf")}, "`growth` must be a finite number above 1"),
+                        ({"guard": "no"}, "`guard` must be True or False")):
+        with pytest.raises(InputError, match=message):
+            RefineConfig(**kw).check()
+
+
+@pytest.mark.parametrize("folder", ["new", "empty"])
+def test_resume_without_a_run_is_refused(world, tmp_path, folder):
+    """--resume -o FOLDER without a refine run started a new run without a word; train --resume refuses there
+    (found by an audit). Nothing is written."""
+    out = tmp_path / "out"
+    if folder == "empty":
+        out.mkdir()
+    res = _cli(world, out, "--resume")
+    assert res.exit_code != 0
+    assert f"{out}: no refine run to resume (no refine.json); start without --resume" in res.output
+    assert not out.exists() if folder == "new" else not list(out.iterdir())
+
+
+def test_a_validation_folder_without_landslides_is_refused(world, tmp_path):
+    """--val FOLDER whose masks hold no landslide pixel ran (rc 0), each round's best chosen on an F1 that is always
+    0; train and evaluate refuse such folders (found by an audit). Nothing is written."""
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        write_patch(tmp_path / "val", str(i), rng.normal(1.0, 0.1, (3, 32, 32)).astype(np.float32),
+                    np.zeros((32, 32), np.uint8))
+    res = _cli(world, tmp_path / "out", "--val", str(tmp_path / "val"))
+    assert res.exit_code != 0
+    assert "the validation masks hold no landslide pixel (value 1) in 3 masks" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_any_work(world, tmp_path):
+    """--batch-size 100000 had no memory check in refine (train and detect refuse it with an estimate; an audit)."""
+    res = _cli(world, tmp_path / "out", "--batch-size", "100000000")
+    assert res.exit_code != 0
+    assert "--batch-size 100000000: a training batch of 100000000 patches of 32 x 32 px" in res.output
+    assert "would need about" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()

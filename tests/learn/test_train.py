@@ -24,6 +24,7 @@ from lsmap.errors import (
     MissingBandError,
     MissingInputError,
     OutputExistsError,
+    OutputOwnershipError,
 )
 from lsmap.io.patches import find_patches, read_image, write_patch
 from lsmap.learn.evaluate import evaluate
@@ -31,6 +32,7 @@ from lsmap.learn.models import ModelCard, read_card, read_state_dict
 from lsmap.learn.train import (
     Source,
     TrainConfig,
+    TrainingError,
     fit,
     grad_scaler_enabled,
     loader_options,
@@ -262,6 +264,8 @@ def test_training_statistics_leave_nodata_out_as_detect_does(tmp_path):
     ({"scale": "2.5"}, "`scale` must be a number"),
     ({"amp": "no"}, "`amp` must be True or False"),
     ({"warmup": -5}, "`warmup` must be an integer of at least 0"),
+    ({"seed": -1}, r"`seed` must be an integer in \[0, "),  # numpy's ValueError traceback before (an audit)
+    ({"workers": 100000}, r"`workers` must be at most \d+ \(4 per CPU; this machine has \d+\); got 100000"),
 ])
 def test_bad_training_settings_are_one_line_errors(change, message):
     """Found by an audit: lr -1 or nan failed as tracebacks after the data was read, amp="no" turned AMP on,
@@ -454,6 +458,73 @@ def test_an_overwriting_run_keeps_the_previous_one_until_it_saves_its_own(run, d
         progress=False)
     assert (tmp_path / "r" / "last.safetensors").read_bytes() != before["last.safetensors"]
     assert not list((tmp_path / "r").glob(f"{ASIDE_PREFIX}*"))
+
+
+class _Diverge(torch.utils.data.Dataset):
+    """Wraps a dataset and returns NaN images from the ``after``-th item on (a training loss that becomes NaN)."""
+
+    def __init__(self, ds, after):
+        self.ds, self.after, self.calls = ds, after, 0
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, key):
+        self.calls += 1
+        item = self.ds[key]
+        if self.calls >= self.after:
+            item = {**item, "image": torch.full_like(item["image"], float("nan"))}
+        return item
+
+
+@pytest.mark.parametrize("wrap, error", [(_Diverge, TrainingError), (_Interrupt, KeyboardInterrupt)])
+def test_an_overwriting_run_that_fails_after_its_first_save_gives_the_previous_one_back(run, data, tmp_path, wrap,
+                                                                                          error):
+    """The previous run was set aside only until the new run's first save: an overwriting run whose loss became NaN
+    (or that was interrupted) later left its own broken files, and the finished run was gone (found by an audit).
+    It stays aside until the new run has finished."""
+    from lsmap.learn.run_folder import ASIDE_PREFIX, RUN_FILES
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "r")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.name in RUN_FILES}
+    failing = _sources(data, lambda d: wrap(d, 8 * 15))  # at step 15, after the save of step 10
+    with pytest.raises(error):
+        fit(failing, _val(data), TrainConfig(**FAST), tmp_path / "r", card=_card(data), overwrite=True,
+            progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.name in RUN_FILES} == before
+    assert not list((tmp_path / "r").glob(f"{ASIDE_PREFIX}*"))
+
+
+def test_a_diverged_model_is_never_saved_nor_loaded(data, tmp_path):
+    """lr 1e30: the step-1 weights (about 1e30) gave NaN outputs, scored F1 0 and were saved as best, which detect
+    then used to find nothing, with success (found by an audit). Training stops before saving them; weights with
+    NaN or inf are neither saved nor loaded."""
+    from lsmap.learn.models import load_checkpoint, save_checkpoint
+
+    with pytest.raises(TrainingError, match=r"output on the validation patches became NaN or infinite by step 1"):
+        fit(_sources(data), _val(data), TrainConfig(**FAST | {"lr": 1e30, "val_every": 1}), tmp_path / "r",
+            card=_card(data), progress=False)
+    assert not [p.name for p in (tmp_path / "r").glob("*.safetensors")]
+    from lsmap.learn.models import build_model
+
+    module = build_model("tiny-unet", 14)
+    card = ModelCard(model="tiny-unet", bands=PROFILES["l4s14"].to_dict())
+    save_checkpoint(tmp_path / "ok", module, card)
+    with torch.no_grad():
+        next(module.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"bad.safetensors: not saved: the weights hold NaN or infinite"):
+        save_checkpoint(tmp_path / "bad", module, card)
+    assert not (tmp_path / "bad.safetensors").exists()
+    # a file written by something else: refused on loading, with its name
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(tmp_path / "ok.safetensors")
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].clone().fill_(float("inf"))
+    save_file(state, tmp_path / "ok.safetensors", metadata={"lsmap_card": json.dumps(card.to_dict())})
+    with pytest.raises(CheckpointError, match=r"ok.safetensors: weights hold NaN or infinite values"):
+        load_checkpoint(tmp_path / "ok")
 
 
 def test_last_files_of_different_steps_are_not_resumed(run, data, tmp_path):
@@ -668,3 +739,40 @@ def test_evaluate_runs_the_models_folded_with_the_same_counts(run, data, monkeyp
     assert counts_agree(folded.pixel, as_trained.pixel)
     if folded.pixel == as_trained.pixel:
         assert folded.objects == as_trained.objects
+
+
+def test_a_run_folder_inside_the_patches_or_among_a_users_files_is_refused(data, tmp_path):
+    """-o PATCHES/img was accepted and wrote the run's files among the patches, and -o FOLDER of the user's (notes.txt)
+    was taken without --overwrite (found by an audit). Both are refused before any work, nothing written; an empty
+    folder is fine."""
+    shutil.copytree(data / "train", tmp_path / "pc")
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    for out in (tmp_path / "pc" / "img", tmp_path / "pc", tmp_path / "pc" / "runs" / "r"):
+        with pytest.raises(InputError, match=r"this output is inside the input folder .*pc, whose files the run reads"):
+            train(out, train_dir=tmp_path / "pc", config=TrainConfig(**FAST), overwrite=True)
+    (tmp_path / "ud").mkdir()
+    (tmp_path / "ud" / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(OutputOwnershipError, match=r"ud: holds files that are not a training run's \(notes.txt\); "
+                                                       r"give a new or empty folder as `out_dir`"):
+            train(tmp_path / "ud", train_dir=tmp_path / "pc", config=TrainConfig(**FAST), overwrite=overwrite)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if "ud" not in p.parts) == before
+    assert [p.name for p in (tmp_path / "ud").iterdir()] == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    train(tmp_path / "empty", train_dir=tmp_path / "pc", config=TrainConfig(**FAST | {"steps": 2, "val_every": 2}),
+          progress=False)
+    assert (tmp_path / "empty" / "last.safetensors").exists()
+
+
+def test_a_held_out_mask_that_is_no_mask_file_is_named(tmp_path):
+    """A held-out patch whose mask file is really an image file was reported as 'no landslide pixel in the held-out
+    patches'; the cause is the file without a 'mask' dataset, which is now said (found by an audit)."""
+    from lsmap.data.dataset import hold_out
+
+    make_patches(tmp_path / "p", 8, seed=1)
+    patches = find_patches(tmp_path / "p")
+    _, val = hold_out(patches, 0.2, 0)
+    shutil.copyfile(val[0].image, val[0].mask)
+    with pytest.raises(InputError, match=rf"{val[0].mask.name}: no 'mask' dataset"):
+        train(tmp_path / "r", train_dir=tmp_path / "p", config=TrainConfig(**FAST))
+    assert not (tmp_path / "r").exists()

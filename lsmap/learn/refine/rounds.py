@@ -67,12 +67,12 @@ from typing import Any
 import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
-from lsmap.core.checks import as_list
+from lsmap.core.checks import as_list, check_bool, check_int, check_number
 from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import BandStats
 from lsmap.data.stats import patch_stats
-from lsmap.errors import InputError, LsmapWarning, OutputExistsError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError, OutputExistsError
 from lsmap.io.locks import output_lock
 from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned, output_path
 from lsmap.io.patches import (
@@ -91,7 +91,7 @@ from lsmap.learn.ensemble import folded_members, inference_context, load_ensembl
 from lsmap.learn.models import ModelCard, checkpoint_paths, read_card
 from lsmap.learn.refine import STRATEGIES
 from lsmap.learn.refine.pseudo import check_thresholds, confidence, ignore_unobserved, threshold_labels
-from lsmap.learn.train import Source, TrainConfig, fit
+from lsmap.learn.train import Source, TrainConfig, check_train_memory, fit
 
 RUN_FILE = "refine.json"
 SUMMARY_FILE = "summary.json"
@@ -187,36 +187,42 @@ class RefineConfig:
     growth: float = 1.5
 
     def check(self) -> None:
-        """Raise :class:`InputError` on a setting out of range."""
-
+        """Raise :class:`InputError` on a setting of the wrong type or out of range, before any work (as
+        :meth:`lsmap.learn.config.TrainConfig.check`): ``mixup_alpha`` NaN ran and wrote NaN into refine.json, and
+        ``lr`` NaN or -1 was refused only by round 1's training, over a folder already written (found by an audit).
+        """
         if self.strategy not in STRATEGIES:
             raise InputError(f"unknown refinement strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
-        if self.rounds < 1:
-            raise InputError(f"`rounds` must be at least 1; got {self.rounds}")
-        if self.steps is not None and self.steps < 1:
-            raise InputError(f"`steps` must be at least 1; got {self.steps}")
+        check_int("rounds", self.rounds, 1)
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1)
+        check_int("predict_batch", self.predict_batch, 1)
+        check_int("seed", self.seed, 0)
+        if self.lr is not None:
+            check_number("lr", self.lr, 0, lo_open=True)
+        check_number("pos_thresh", self.pos_thresh, 0, 1)
+        check_number("neg_thresh", self.neg_thresh, 0, 1)
         check_thresholds(self.pos_thresh, self.neg_thresh)
-        for name, f in (("`keep_bg`", self.keep_bg), ("`keep_ls`", self.keep_ls)):
-            if not 0.0 < f <= 1.0:
-                raise InputError(f"{name} must be in (0, 1]; got {f}")
+        for name in ("keep_bg", "keep_ls"):
+            check_number(name, getattr(self, name), 0, 1, lo_open=True)
+        check_int("mc_passes", self.mc_passes, 1)
         if self.mc_passes < 2 and self.strategy == "uncertainty":
             raise InputError(f"`mc_passes` must be at least 2 to measure a variance; got {self.mc_passes}")
-        if not 0.0 <= self.mc_p < 1.0:
-            raise InputError(f"`mc_p` must be in [0, 1); got {self.mc_p}")
-        if self.mixup_alpha is not None and self.mixup_alpha < 0:
-            raise InputError(f"`mixup_alpha` must be >= 0; got {self.mixup_alpha}")
-        if self.pseudo_weight <= 0:
-            raise InputError(f"pseudo-label weight must be > 0; got {self.pseudo_weight}")
+        check_number("mc_p", self.mc_p, 0, 1, hi_open=True)
+        if self.mixup_alpha is not None:
+            check_number("mixup_alpha", self.mixup_alpha, 0)
+        check_number("pseudo_weight", self.pseudo_weight, 0, lo_open=True)
+        for name in ("crf", "amp", "guard"):
+            check_bool(name, getattr(self, name))
         if self.bands is not None:
             get_profile(self.bands)
         for name, value, choices in (("`norm`", self.norm, REFINE_NORMS), ("`teacher`", self.teacher, TEACHERS),
                                      ("`select`", self.select, SELECTS)):
             if value not in choices:
                 raise InputError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")
-        if not 0.0 <= self.collapse < 1.0:
-            raise InputError(f"`collapse` must be in [0, 1); got {self.collapse}")
-        if self.growth <= 1.0:
-            raise InputError(f"`growth` must be > 1; got {self.growth}")
+        check_number("collapse", self.collapse, 0, 1, hi_open=True)
+        check_number("growth", self.growth, 1, lo_open=True)
 
     @property
     def mixup(self) -> float:
@@ -607,15 +613,28 @@ def _run_record(models: Sequence[str], source: Path, target: Path, val: Path | N
             "target": str(target.resolve()), "val": str(val.resolve()) if val else None, "config": asdict(config)}
 
 
-def _check_resume(out_dir: Path, record: dict) -> None:
-    path = out_dir / RUN_FILE
-    if not path.exists():
+def _check_resumable(out_dir: Path) -> None:
+    """Refuse to resume where there is no refine run (no :data:`RUN_FILE`): a missing or empty folder started a new
+    run without a word, where ``lsmap train --resume`` is refused (found by an audit).
+
+    Raises:
+        InputError: a folder with round folders or other files but no run record.
+        MissingInputError: no run there at all.
+    """
+    if (out_dir / RUN_FILE).exists():
+        return
+    if out_dir.is_dir():
         if any(out_dir.glob("round_*")):
             raise InputError(f"{out_dir}: has round folders but no {RUN_FILE}; not a refine run folder, choose another -o")
         if any(p.name != OWNER_MARKER for p in out_dir.iterdir()):  # a folder of the user's (even '.'): not ours
             raise InputError(f"{out_dir}: no refine run to resume here (no {RUN_FILE}) and the folder holds other "
                              f"files; give the run's folder, or an empty or new one")
-        return
+    raise MissingInputError(f"{out_dir}: no refine run to resume (no {RUN_FILE}); start without `resume`")
+
+
+def _check_resume(out_dir: Path, record: dict) -> None:
+    path = out_dir / RUN_FILE
+    _check_resumable(out_dir)
     try:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -668,6 +687,7 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
 
     Raises:
         OutputExistsError: ``out_dir`` exists without ``resume`` or ``overwrite`` (before any work).
+        MissingInputError: ``resume`` where there is no run (before any work).
         InputError: bad settings, empty or unusable folders, a resume with other settings.
         BandMismatchError: a source or target file with another band count than ``config.bands``.
         CheckpointError: unreadable models or models trained on another band profile.
@@ -684,6 +704,8 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
                          "again), not both")
     if out_dir.exists() and not (resume or overwrite):
         raise OutputExistsError(out_dir)
+    if resume:
+        _check_resumable(out_dir)
     if overwrite and not resume:
         check_owned_dir(out_dir, True, "refine", OUTPUT_PATTERNS, manifests=(RUN_FILE,))
     else:
@@ -704,11 +726,15 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     source, target = Path(source), Path(target)
     src_patches = find_patches(source, require_masks=True)
     check_labels(src_patches, None, "source")
+    for m in model_paths:  # a batch that cannot fit is refused now, as train does (it had no check; an audit)
+        check_train_memory(src_patches[0], profile, _train_config(read_card(m), config, config.seed, val is not None))
     check_target_folder(target)
     tgt_patches = find_patches(target)
     val_patches = find_patches(val, "validation", require_masks=True) if val is not None else None
+    if val_patches:  # without a landslide every round's best was chosen on an F1 of 0 (found by an audit)
+        check_labels(val_patches, None, "validation")
     record = _run_record(model_paths, source, target, Path(val) if val else None, config)
-    if resume and out_dir.exists() and not overwrite:
+    if resume:
         _check_resume(out_dir, record)
     s_stats = patch_stats(src_patches, profile, progress=progress, desc="source statistics")
     # Nodata fill (0.0 in every band, as lsmap tile writes it) is left out: a target with nodata
