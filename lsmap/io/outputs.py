@@ -225,7 +225,8 @@ def check_output(path: str | os.PathLike, overwrite: bool, *, probe: bool = True
 
 def input_paths(*inputs) -> list[Path]:
     """The local files and folders among a run's inputs: paths, nested in lists, tuples and mappings' values
-    and namespaces (the inputs of ``lsmap stack``); URLs, ``None`` and other objects (loaded models) are left out."""
+    and namespaces (the inputs of ``lsmap stack``); URLs, empty paths, ``None`` and other objects (loaded models) are
+    left out."""
     import argparse
     import types
 
@@ -239,8 +240,8 @@ def input_paths(*inputs) -> list[Path]:
             stack.extend(vars(item).values())
         elif isinstance(item, (list, tuple, set)):
             stack.extend(item)
-        elif isinstance(item, (str, os.PathLike)) and "://" not in str(item):
-            path = Path(item)
+        elif isinstance(item, (str, os.PathLike)) and "://" not in str(item) and os.fspath(item).strip():
+            path = Path(item)  # an empty path is no input (Path('') is the working folder): its reader refuses it
             if path.exists():
                 out.append(path)
     return out
