@@ -44,7 +44,7 @@ from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.norms import norm_mode
 from lsmap.data.dataset import Augment, PatchDataset, hold_out, spatial_hold_out
 from lsmap.data.stats import patch_stats
-from lsmap.errors import CheckpointError, InputError, LsmapError, LsmapWarning, TooLargeError
+from lsmap.errors import CheckpointError, InputError, LsmapError, LsmapWarning, TooLargeError, user_level
 from lsmap.io.patches import find_patches, has_split, is_plain_folder, patch_keys
 from lsmap.io.progress import is_terminal
 from lsmap.learn.config import VAL_FRACTION, TrainConfig
@@ -162,7 +162,7 @@ def warn_stretched_schedule(out_dir: Path, config: TrainConfig, step: int) -> No
     if not math.isclose(was, now, rel_tol=1e-6):
         warnings.warn(f"{out_dir}: the run planned {planned} steps and resumes at step {step} of {config.steps}: its "
                       f"{config.schedule} learning-rate schedule is recomputed over {config.steps} steps, so the rate "
-                      f"goes from {was:.3g} to {now:.3g} at step {step}", LsmapWarning, stacklevel=3)
+                      f"goes from {was:.3g} to {now:.3g} at step {step}", LsmapWarning, stacklevel=user_level())
 
 
 def grad_scaler_enabled(device, amp: bool) -> bool:
@@ -179,8 +179,9 @@ def loader_options(device, workers: int) -> dict:
 
 
 def show_bar(progress: bool | None) -> bool:
-    """The progress rule of training: a bar only on a terminal (``progress`` true or ``None``); elsewhere,
-    or with ``progress`` false, rank 0 writes a plain line per validation (:func:`log_line`)."""
+    """The progress rule of training: a bar only on a terminal (``progress`` true or ``None``); elsewhere rank 0
+    writes a plain line per validation (:func:`log_line`); with ``progress`` false, nothing (a script's or
+    ``--json``'s quiet run printed the lines all the same; found by the API audit)."""
     return (progress is None or bool(progress)) and is_terminal()
 
 
@@ -476,8 +477,8 @@ def fit(sources: Sequence[Source], val, config: TrainConfig, out_dir: str | os.P
             ``scale``, ``threshold``, ``domain_bn``, ``train`` and ``metrics`` are filled in.
         init: Checkpoint to start from (same model and bands), e.g. the previous refinement round.
         resume: Continue the interrupted run in ``out_dir`` from ``last``.
-        progress: A progress bar (``True``) or one plain log line per validation on stderr
-            (``False``), rank 0 only; ``None``: :func:`show_bar` decides (a bar on a terminal).
+        progress: Progress on stderr, rank 0 only (:func:`show_bar`): a bar on a terminal, else one plain log line
+            per validation (``True`` or ``None``); ``False``: none.
         overwrite: Start a new run over an existing one in ``out_dir``.
         val_split: What ``val`` is, recorded with the best checkpoint's metrics (``split``).
         val_domain: The batch-norm domain ``val`` is scored in with ``domain_bn`` (default the target's; the
@@ -710,8 +711,8 @@ class _Run:
     def take_steps(self, progress: bool | None) -> None:
         """Take steps up to ``config.steps``; on Ctrl-C a single process saves ``last`` first.
 
-        With a progress bar the loss and F1 are shown on it; without one (``progress`` false, or
-        ``None`` off a terminal) rank 0 writes one plain line per validation to stderr.
+        With a progress bar the loss and F1 are shown on it; without one (off a terminal) rank 0 writes one
+        plain line per validation to stderr; ``progress`` false shows neither.
         """
         from tqdm.auto import tqdm
 
@@ -719,7 +720,7 @@ class _Run:
         use_bar = show_bar(progress)
         bar = tqdm(total=config.steps, initial=start, disable=not (use_bar and dist.main), desc="train",
                    dynamic_ncols=True, unit="step")
-        log = dist.main and not use_bar
+        log = dist.main and not use_bar and progress is not False
         t_start = time.perf_counter()
         self._new_interval()
         shown_f1 = self.best_metrics.get("f1")
@@ -929,8 +930,8 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         init: Checkpoint to start from.
         resume: Continue the interrupted run in ``out_dir``.
         overwrite: Replace an existing run in ``out_dir``.
-        progress: A progress bar (``True``), or one plain log line per validation on stderr
-            (``False``); ``None``: the bar on a terminal, log lines otherwise (as ``lsmap train``).
+        progress: ``True`` or ``None``: a bar on a terminal, one plain log line per validation on stderr
+            otherwise (as ``lsmap train``); ``False``: no progress (as ``lsmap train --json``).
         label_map: Mask values of the files -> 0/1/255 (``"0:0,255:1"`` for 0/255 masks).
 
     Raises:

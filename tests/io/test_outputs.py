@@ -92,6 +92,8 @@ def test_detect_output_names_and_summary(tmp_path, rng):
 def test_train_off_a_terminal_prints_a_line_per_validation(tmp_path, capsys):
     make_patches(tmp_path / "p", 6, seed=1)
     cfg = TrainConfig(model="tiny-unet", batch_size=4, scale=1.0, steps=4, val_every=2, amp=False, device="cpu")
+    train(tmp_path / "q", train_dir=tmp_path / "p", config=cfg, progress=False)  # a quiet script (the API audit)
+    assert "step " not in capsys.readouterr().err
     train(tmp_path / "r", train_dir=tmp_path / "p", config=cfg)  # progress=None: capsys is no terminal
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("step ")]
     assert [ln.split()[1] for ln in lines] == ["2/4", "4/4"]

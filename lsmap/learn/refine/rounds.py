@@ -72,7 +72,7 @@ from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import BandStats
 from lsmap.data.stats import patch_stats
-from lsmap.errors import InputError, LsmapWarning, MissingInputError, OutputExistsError
+from lsmap.errors import InputError, LsmapWarning, MissingInputError, OutputExistsError, user_level
 from lsmap.io.locks import output_lock
 from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned, output_path
 from lsmap.io.patches import (
@@ -435,7 +435,7 @@ def proxies(members: Sequence[Any], check_patches: Sequence[Patch], check_stats:
 
 def _warn(message: str, notes: list[str]) -> None:
     notes.append(message)
-    warnings.warn(message, LsmapWarning, stacklevel=3)
+    warnings.warn(message, LsmapWarning, stacklevel=user_level())
 
 
 # --- pseudo labels ------------------------------------------------------------------------------
@@ -679,8 +679,7 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
         resume: Continue a run in ``out_dir`` after its last finished round.
         overwrite: Replace an existing ``out_dir``.
         progress: Progress on stderr (``True`` or ``None``): bars on a terminal, elsewhere a line now
-            and then (:mod:`lsmap.io.progress`) and one per training validation; ``False``: only
-            the lines of training validations (:func:`lsmap.learn.train.show_bar`).
+            and then (:mod:`lsmap.io.progress`) and one per training validation; ``False``: none.
 
     Returns:
         The summaries of all finished rounds and the final models.
@@ -844,7 +843,7 @@ def final_caution(rounds: Sequence[dict]) -> str | None:
         message = ("the target has no labels, so whether the rounds improved it is not measured: the label-free "
                    "checks passed, but they miss small losses; score the models on a few labelled target patches "
                    "(lsmap evaluate) before relying on them")
-    warnings.warn(message, LsmapWarning, stacklevel=3)
+    warnings.warn(message, LsmapWarning, stacklevel=user_level())
     return message
 
 
