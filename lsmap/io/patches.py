@@ -370,7 +370,7 @@ def read_mask(path: str | os.PathLike, label_map: Mapping[int, int] | None = Non
 
 
 def check_labels(patches: Sequence[Patch], label_map: Mapping[int, int] | None = None,
-                 what: str = "labelled", allow_empty: bool = False) -> dict[str, int]:
+                 what: str = "labelled", allow_empty: bool = False, mappable: bool = True) -> dict[str, int]:
     """Read every mask of ``patches`` once and refuse a folder whose labels would be lost.
 
     Each mask goes through :func:`read_mask` (values outside 0/1/255, non-integer floats); then
@@ -402,6 +402,9 @@ def check_labels(patches: Sequence[Patch], label_map: Mapping[int, int] | None =
         hint = ("; if 255 marks the landslides (a 0/255 export), read them with `label_map` 0:0,255:1"
                 if counts["ignored"] and label_map is None else
                 "; check the masks, or map their values with `label_map`")
+        if not mappable:  # the caller has no `label_map` (refine): say where the masks can be mapped
+            hint = ("; check the masks: they are read as 0 background, 1 landslide, 255 ignored (train, evaluate "
+                    "and tile map other values with `label_map`)")
         if what in ("evaluation", "unseen"):
             hint += "; to count false alarms on stable ground, allow it with `allow_no_landslides`"
         raise InputError(f"{folder}: the {what} masks hold no landslide pixel (value 1) in {len(masks)} masks "

@@ -251,6 +251,7 @@ def test_a_validation_folder_without_landslides_is_refused(world, tmp_path):
     res = _cli(world, tmp_path / "out", "--val", str(tmp_path / "val"))
     assert res.exit_code != 0
     assert "the validation masks hold no landslide pixel (value 1) in 3 masks" in res.output
+    assert "label_map" not in res.output.split("(train, evaluate")[0] and "--label-map 0:0" not in res.output
     assert not (tmp_path / "out").exists()
 
 

@@ -724,14 +724,14 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     load_ensemble(model_paths, "cpu", profile)  # validate the models before any work
     source, target = Path(source), Path(target)
     src_patches = find_patches(source, require_masks=True)
-    check_labels(src_patches, None, "source")
+    check_labels(src_patches, None, "source", mappable=False)
     for m in model_paths:  # a batch that cannot fit is refused now, as train does (it had no check; an audit)
         check_train_memory(src_patches[0], profile, _train_config(read_card(m), config, config.seed, val is not None))
     check_target_folder(target)
     tgt_patches = find_patches(target)
     val_patches = find_patches(val, "validation", require_masks=True) if val is not None else None
     if val_patches:  # without a landslide every round's best was chosen on an F1 of 0 (found by an audit)
-        check_labels(val_patches, None, "validation")
+        check_labels(val_patches, None, "validation", mappable=False)
     record = _run_record(model_paths, source, target, Path(val) if val else None, config)
     if resume:
         _check_resume(out_dir, record)
