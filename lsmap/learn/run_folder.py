@@ -104,14 +104,24 @@ def discard_aside(aside: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def has_resumable(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a run's ``last`` weights and training state (``--resume`` continues it)."""
+    return (out_dir / "last_state.pt").is_file() and (out_dir / "last.safetensors").is_file()
+
+
 def recover_asides(out_dir: Path) -> None:
-    """Before a new run: the previous run's files that a killed overwriting run had set aside go back (that run
-    did not finish: its own files are replaced)."""
+    """Before a new run, settle what a killed overwriting run left: when it saved a resumable ``last`` its work
+    is kept (``--resume`` continues it) and the previous run it replaced is deleted, as a finished run would have;
+    when it saved nothing, the previous run's files go back. A resumable run is never replaced by an older one
+    (the review of the set-aside change: a SIGTERM'd run's checkpoints were deleted by the next --resume)."""
     from lsmap.io.locks import stale
 
     for aside in out_dir.glob(f"{ASIDE_PREFIX}*") if out_dir.is_dir() else []:
         if aside.is_dir() and stale(aside.name):
-            restore_aside(aside, out_dir)
+            if has_resumable(out_dir):
+                discard_aside(aside)
+            else:
+                restore_aside(aside, out_dir)
 
 
 def match_card(path: Path, card: ModelCard, model: str, bands: list, what: str) -> None:

@@ -65,6 +65,7 @@ from lsmap.learn.run_folder import (
     check_resume_data,
     check_run_dir,
     discard_aside,
+    has_resumable,
     match_card,
     restore_aside,
     resume_state,
@@ -536,9 +537,14 @@ def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init
             run.restore(state)
         run.open_loaders(batch_size, val)
         run.take_steps(progress)
-    except BaseException:
-        if aside is not None:  # this run did not finish: the previous run's files go back in place of its own
-            restore_aside(aside, out_dir)
+    except BaseException as e:
+        # the previous run comes back when this one diverged or saved nothing to resume; an interrupted or failed
+        # run that saved its last stays, resumable, and replaces it, as before (hours of training are not dropped)
+        if aside is not None:
+            if isinstance(e, TrainingError) or not has_resumable(out_dir):
+                restore_aside(aside, out_dir)
+            else:
+                discard_aside(aside)
         raise
     finally:
         dist.close()
@@ -665,6 +671,7 @@ class _Run:
         self.val_split = "validation"  # what the best checkpoint is chosen on (fit's `val_split`)
         self.val_domain = None  # its batch-norm domain with domain_bn (fit's `val_domain`)
         self.aside: Path | None = None  # the previous run's files, until this run has finished
+        self.saved_last = False  # this run wrote a last of its own (at a validation)
         self.iters: list = []
         self.val_loader = None
         self.run_loss = torch.zeros(len(sources), dtype=torch.float32, device=device)  # no per-step host sync
@@ -750,9 +757,9 @@ class _Run:
             if mid_step and before is not None:
                 for b, saved in zip(buffers, before, strict=True):
                     b.copy_(saved)
-            # an overwriting run interrupted gives the previous run back (fit), not a last of a few steps in its
-            # place
-            if dist.main and dist.world == 1 and self.step > start and self.aside is None:
+            # its last is saved, resumable; an overwriting run interrupted before its first save gives the previous
+            # run back instead (fit), not a last of a few steps in its place
+            if dist.main and dist.world == 1 and self.step > start and (self.aside is None or self.saved_last):
                 self.save_last()
             raise
         finally:
@@ -840,6 +847,7 @@ class _Run:
 
     def save_last(self) -> None:
         """Write ``last.*`` and ``last_state.pt``: everything :meth:`restore` needs."""
+        self.saved_last = True
 
         # the three files are written beside first and put in place together: a failed write (a full disk) left
         # step-20 weights with a step-17 state, which resume took (found by the failure audit)

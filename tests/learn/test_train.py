@@ -477,23 +477,52 @@ class _Diverge(torch.utils.data.Dataset):
         return item
 
 
-@pytest.mark.parametrize("wrap, error", [(_Diverge, TrainingError), (_Interrupt, KeyboardInterrupt)])
-def test_an_overwriting_run_that_fails_after_its_first_save_gives_the_previous_one_back(run, data, tmp_path, wrap,
-                                                                                          error):
+def test_an_overwriting_run_that_diverges_after_its_first_save_gives_the_previous_one_back(run, data, tmp_path):
     """The previous run was set aside only until the new run's first save: an overwriting run whose loss became NaN
-    (or that was interrupted) later left its own broken files, and the finished run was gone (found by an audit).
-    It stays aside until the new run has finished."""
+    later left its own broken files, and the finished run was gone (found by an audit). It stays aside until the
+    new run has finished, and comes back when the new run diverges."""
     from lsmap.learn.run_folder import ASIDE_PREFIX, RUN_FILES
 
     out, _ = run
     shutil.copytree(out, tmp_path / "r")
     before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.name in RUN_FILES}
-    failing = _sources(data, lambda d: wrap(d, 8 * 15))  # at step 15, after the save of step 10
-    with pytest.raises(error):
+    failing = _sources(data, lambda d: _Diverge(d, 8 * 15))  # at step 15, after the save of step 10
+    with pytest.raises(TrainingError):
         fit(failing, _val(data), TrainConfig(**FAST), tmp_path / "r", card=_card(data), overwrite=True,
             progress=False)
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.name in RUN_FILES} == before
     assert not list((tmp_path / "r").glob(f"{ASIDE_PREFIX}*"))
+
+
+def test_an_overwriting_run_interrupted_or_killed_after_its_first_save_stays_resumable(run, data, tmp_path):
+    """The review of the change above: an interrupted overwriting run gave the previous run back and dropped its
+    own work, and after a kill the next --resume deleted the new run's checkpoints and resumed the old run. A run
+    that saved its last is kept and resumed; the run it replaced goes, as when it finishes."""
+    import os
+
+    from lsmap.io.locks import owner_tag
+    from lsmap.learn.run_folder import ASIDE_PREFIX, RUN_FILES, load_state
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "r")
+    old_last = (tmp_path / "r" / "last.safetensors").read_bytes()
+    failing = _sources(data, lambda d: _Interrupt(d, 8 * 15))  # Ctrl-C at step 15, after the save of step 10
+    with pytest.raises(KeyboardInterrupt):
+        fit(failing, _val(data), TrainConfig(**FAST), tmp_path / "r", card=_card(data), overwrite=True,
+            progress=False)
+    assert (tmp_path / "r" / "last.safetensors").read_bytes() != old_last
+    assert load_state(tmp_path / "r" / "last_state.pt")["step"] == 14  # the interrupted step is not counted
+    assert not list((tmp_path / "r").glob(f"{ASIDE_PREFIX}*"))
+    new = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.name in RUN_FILES}
+    # killed instead (no Python left to settle it): the next start keeps the new run's files
+    gone = owner_tag().replace(f"-{os.getpid()}-", "-999999999-")
+    aside = tmp_path / "r" / f"{ASIDE_PREFIX}{gone}"
+    shutil.copytree(out, aside)
+    res = fit(_sources(data), _val(data), TrainConfig(**FAST), tmp_path / "r", card=_card(data), resume=True,
+              progress=False)
+    assert res.best_path.parent == tmp_path / "r" and not aside.exists()
+    assert load_state(tmp_path / "r" / "last_state.pt")["step"] == FAST["steps"]
+    assert new["last.safetensors"] != old_last
 
 
 def test_a_diverged_model_is_never_saved_nor_loaded(data, tmp_path):
