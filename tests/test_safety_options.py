@@ -82,7 +82,7 @@ def test_detect_api_takes_one_model_string_and_validates(det):
         lsmap.detect(scene, str(model), window="128", device="cpu")
     with pytest.raises(InputError, match="`tta` must be True or False"):
         lsmap.detect(scene, str(model), tta="no", device="cpu")
-    with pytest.raises(InputError, match="`model` must be a checkpoint path"):
+    with pytest.raises(InputError, match="`models` must be a checkpoint path"):
         lsmap.detect(scene, [3.5], device="cpu")
     with pytest.raises(InputError, match="`scene` must be"):
         lsmap.detect(42, str(model), device="cpu")

@@ -83,6 +83,7 @@ from lsmap.io.outputs import (
     check_outputs_apart,
     gdal_write_check,
     input_paths,
+    output_path,
     verify_geotiff,
 )
 from lsmap.io.rasters import (
@@ -721,7 +722,7 @@ def resolve_s2(s2: str | os.PathLike | Sequence[str | os.PathLike], bands: Seque
 def _tiff_name(path: str | os.PathLike, what: str) -> Path:
     """``path``, refused unless it ends in .tif/.tiff: the stack is a GeoTIFF whatever its name (a ``.png`` or
     ``.gpkg`` name gave a GeoTIFF under it; found by the audits)."""
-    path = Path(path)
+    path = output_path(path, name=what)  # an empty path first: Path('').with_suffix raised a ValueError
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise InputError(f"{path}: the stack is a GeoTIFF; give `{what}` a .tif name (e.g. {path.with_suffix('.tif')})")
     return path

@@ -64,6 +64,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
+from lsmap.core.checks import check_int
 from lsmap.core.constants import FILL, IGNORE_INDEX
 from lsmap.core.labels import map_labels, parse_label_map, parse_label_where
 from lsmap.core.windows import Window, footprint, north_up_turn, owned_spans, pad_to, window_grid
@@ -324,9 +325,7 @@ def tile_scene(
     out_dir = output_path(out_dir, directory=True, name="out_dir")
     if stack_args is not None and raw:
         raise InputError(f"{source}: a Sentinel-2 product or band files are stacked on the L4S scale; drop `raw`")
-    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE:  # 3 px wrote 25,480 patches (CLI audit)
-        raise InputError(f"`size` must be an integer of at least {MIN_SIZE} px, the smallest window detection takes "
-                         f"(got {size!r}); Landslide4Sense patches are 128")
+    size = check_int("size", size, MIN_SIZE)  # 3 px wrote 25,480 patches (CLI audit); detection's smallest window
     if not 0 <= overlap < size:
         raise InputError(f"`overlap` must be in [0, {size}) for `size` {size} (got {overlap})")
     if not 0.0 <= min_valid <= 1.0:
@@ -471,7 +470,9 @@ def _check_tiled_labels(labels: Path, rows: Sequence[dict], n255: int, mapping) 
     if n255 and mapping is None:
         raise InputError(f"{labels}: no label pixel is 1 (landslide) but {n255:,} are 255, which lsmap reads as "
                          f"'ignored' (as Landslide4Sense does); if 255 marks the landslides (a 0/255 export), read "
-                         f"them with `label_map` 0:0,255:1; if 255 is no data, declare it (rio edit-info --nodata 255)")
+                         f"them with `label_map` 0:0,255:1; if 255 is no data, declare it (rio edit-info --nodata 255); "
+                         f"if it marks ignored pixels of ground without landslides, say so with `label_map` "
+                         f"0:0,1:1,255:255")
     warnings.warn(f"{labels}: the patches hold no landslide pixel (every label is background or ignored); training "
                   f"refuses a folder without landslides: check the labels or `label_map`", LsmapWarning, stacklevel=user_level())
 

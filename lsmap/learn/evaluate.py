@@ -143,7 +143,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
 
     from lsmap.io.progress import progress_bar
 
-    models = as_list("model", models)
+    models = as_list("models", models)
     norm = norm_mode(norm, auto=True)
     if norm == "model" and stats is not None:  # `stats` won silently (the CLI audit); detect refuses it too
         raise InputError("`stats` gives the data's statistics; it cannot be combined with `norm` model")

@@ -883,8 +883,10 @@ class _Run:
 TRAIN_ACTIVATION_BYTES = 1024
 
 
-def check_train_memory(patch, profile, config: TrainConfig) -> None:
-    """Refuse a batch size (x scale promotion) whose batch cannot fit in memory, before any training.
+def check_train_memory(patch, profile, config: TrainConfig, *, streams: int = 1,
+                       fix: str = "use a smaller `batch_size` (or `scale`)") -> None:
+    """Refuse a batch size (x scale promotion) whose batch cannot fit in memory, before any training; ``streams``:
+    the batches each step holds at once (refine's source and target), ``fix``: the advice of the message.
 
     Raises:
         TooLargeError: the estimate exceeds the available memory (CPU) or the GPU's memory.
@@ -894,12 +896,12 @@ def check_train_memory(patch, profile, config: TrainConfig) -> None:
 
     image, _ = read_image(patch.image, profile)
     _, h, w = image.shape
-    pixels = config.batch_size * h * w * config.scale ** 2
+    pixels = streams * config.batch_size * h * w * config.scale ** 2
     need = pixels * (profile.count * 4 + TRAIN_ACTIVATION_BYTES)
-    option = f"--batch-size {config.batch_size}"
-    what = f"a training batch of {config.batch_size} patches of {h} x {w} px at scale x{config.scale:g}"
-    fix = "use a smaller --batch-size (or --scale)"
-    if config.device.startswith("cuda"):
+    option = f"`batch_size` {config.batch_size}"
+    what = (f"a training batch of {config.batch_size} patches of {h} x {w} px at scale x{config.scale:g}"
+            + (f", {streams} at once" if streams > 1 else ""))
+    if resolve_device(config.device).type == "cuda":  # 'auto' on a GPU machine too (a review)
         import torch
 
         if torch.cuda.is_available():

@@ -58,7 +58,14 @@ from lsmap.io.aoi import as_aoi, crop_raster
 from lsmap.io.cog import write_mask_cog, write_probability_cog
 from lsmap.io.locks import owner_tag
 from lsmap.io.malloc import limit_malloc_arenas
-from lsmap.io.outputs import atomic_output, check_outputs_apart, input_paths, output_path, provenance
+from lsmap.io.outputs import (
+    atomic_output,
+    check_outputs_apart,
+    drop_new_parents_on_error,
+    input_paths,
+    output_path,
+    provenance,
+)
 from lsmap.io.resources import check_disk
 from lsmap.io.scene import scene_band_names, scene_info, terrain_nodata_warning
 from lsmap.learn.device import resolve_device
@@ -130,10 +137,10 @@ def _check_args(scene: Any, models: Any, paths: Sequence[Any], overwrite: Any, p
         check_path(name, value)
     check_bool("overwrite", overwrite)
     check_bool("progress", progress)
-    models = as_list("model", models)
+    models = as_list("models", models)
     for m in models or []:
         if not isinstance(m, (str, os.PathLike, Member)):
-            raise InputError(f"`model` must be a checkpoint path or a loaded ensemble member (got {m!r} of type "
+            raise InputError(f"`models` must be a checkpoint path or a loaded ensemble member (got {m!r} of type "
                              f"{type(m).__name__})")
     return models
 
@@ -322,9 +329,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         members = _default_for_inputs(stack_args, dev) if members is None else _check_input_bands(stack_args, members)
 
     work_parent = outputs.polygons.parent if outputs.polygons is not None else None
-    if work_parent is not None:
-        work_parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as es:
+        if work_parent is not None:  # a folder made for the outputs goes again if the run fails (a review)
+            es.enter_context(drop_new_parents_on_error(outputs.polygons))
+            work_parent.mkdir(parents=True, exist_ok=True)
         # every output gets its temporary name now (existence checked before any work) and is
         # renamed into place only when the block below completes
         tmp = _temporary_outputs(es, outputs, overwrite)

@@ -591,3 +591,9 @@ def test_the_stack_output_must_be_named_as_the_geotiff_it_is(tmp_path, s2_dir):
             stack_scene(s2_dir, tmp_path / name, bands="rgbn")
         assert not (tmp_path / name).exists()
     assert stack_scene(s2_dir, tmp_path / "x.TIFF", bands="rgbn").path.exists()
+
+
+def test_an_empty_stack_output_is_refused_as_empty(tmp_path, s2_dir):
+    """``stack_scene(s2, "")`` raised a raw ValueError from Path('').with_suffix (the review)."""
+    with pytest.raises(InputError, match="`out` is empty"):
+        stack_scene(s2_dir, "", bands="rgbn")

@@ -642,6 +642,6 @@ def test_an_existing_empty_folder_is_taken_as_the_output(tmp_path, chittagong_li
 @pytest.mark.parametrize("size", [3, 0, -8, 15.5, True])
 def test_a_patch_size_below_the_smallest_window_is_refused(tmp_path, chittagong_like, size):
     """``--size 3`` wrote 25,480 patches of 3 px in 77 s (the CLI audit)."""
-    with pytest.raises(InputError, match=r"`size` must be an integer of at least 16 px"):
+    with pytest.raises(InputError, match=r"`size` must be an integer( of at least 16)? \(got"):
         tile_scene(chittagong_like[0], tmp_path / "p", bands="rgbn", size=size, raw=True)
     assert not (tmp_path / "p").exists()

@@ -180,3 +180,20 @@ def test_empty_input_path_says_empty_not_dot(tmp_path, monkeypatch, args):
     assert res.exit_code in (1, 2) and "Traceback" not in res.output, res.output
     assert "empty path" in res.output and ".:" not in res.output
     assert sorted(p.name for p in (tmp_path / "patches").iterdir()) == ["img", "mask"]
+
+
+def test_a_detect_run_failing_after_its_checks_removes_the_output_folder_it_made(tmp_path, monkeypatch):
+    """The review: detect made the output's folder before its temporary outputs, so a failure while predicting
+    (or a Ctrl-C) left ``newdir/`` behind although the atomic outputs remove the folders they make."""
+    import lsmap.map.detect as det
+
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(np.random.default_rng(0), h=48, w=48))
+    model = tiny_checkpoint(tmp_path / "m")
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(det, "predict_scene", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        det.detect(scene, [model], out=tmp_path / "newdir" / "sub" / "x.gpkg", device="cpu")
+    assert not (tmp_path / "newdir").exists()

@@ -72,9 +72,9 @@ from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import BandStats
 from lsmap.data.stats import patch_stats
-from lsmap.errors import InputError, LsmapWarning, MissingInputError, OutputExistsError, user_level
+from lsmap.errors import CheckpointError, InputError, LsmapWarning, MissingInputError, OutputExistsError, user_level
 from lsmap.io.locks import output_lock
-from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, mark_owned, output_path
+from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, is_empty_dir, mark_owned, output_path
 from lsmap.io.patches import (
     Patch,
     check_labels,
@@ -625,7 +625,8 @@ def _check_resumable(out_dir: Path) -> None:
         return
     if out_dir.is_dir():
         if any(out_dir.glob("round_*")):
-            raise InputError(f"{out_dir}: has round folders but no {RUN_FILE}; not a refine run folder, choose another -o")
+            raise InputError(f"{out_dir}: has round folders but no {RUN_FILE}; not a refine run folder, choose another "
+                             f"`out_dir`")
         if any(p.name != OWNER_MARKER for p in out_dir.iterdir()):  # a folder of the user's (even '.'): not ours
             raise InputError(f"{out_dir}: no refine run to resume here (no {RUN_FILE}) and the folder holds other "
                              f"files; give the run's folder, or an empty or new one")
@@ -701,7 +702,7 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
     if resume and overwrite:  # together they continued the old rounds under new settings, unchecked (a review)
         raise InputError("give `resume` (continue the run in the folder with its settings) or `overwrite` (start it "
                          "again), not both")
-    if out_dir.exists() and not (resume or overwrite):
+    if out_dir.exists() and not (resume or overwrite) and not is_empty_dir(out_dir):  # a script's makedirs first
         raise OutputExistsError(out_dir)
     if resume:
         _check_resumable(out_dir)
@@ -715,9 +716,9 @@ def refine(models: Sequence[str | os.PathLike], source: str | os.PathLike, targe
 
 def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, resume: bool, overwrite: bool,
             progress: bool) -> RefineResult:
-    model_paths = [str(m) for m in as_list("model", models)]
+    model_paths = [str(m) for m in as_list("models", models)]
     if not model_paths:
-        raise InputError("no model given; pass `model` PATH (one or more)")
+        raise CheckpointError("no model given; pass `models` (one or more checkpoints)")
     profile = get_profile(config.bands) if config.bands is not None else read_card(model_paths[0]).profile
     config = dataclasses.replace(config, bands=profile.name)
     device = resolve_device(config.device)
@@ -726,7 +727,8 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     src_patches = find_patches(source, require_masks=True)
     check_labels(src_patches, None, "source", mappable=False)
     for m in model_paths:  # a batch that cannot fit is refused now, as train does (it had no check; an audit)
-        check_train_memory(src_patches[0], profile, _train_config(read_card(m), config, config.seed, val is not None))
+        check_train_memory(src_patches[0], profile, _train_config(read_card(m), config, config.seed, val is not None),
+                           streams=2, fix="use a smaller `batch_size`")  # a source and a target batch per step
     check_target_folder(target)
     tgt_patches = find_patches(target)
     val_patches = find_patches(val, "validation", require_masks=True) if val is not None else None

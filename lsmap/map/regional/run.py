@@ -211,8 +211,6 @@ NOT_PER_SCENE = {
     "quicklook": "`quicklook` is one scene's map; run lsmap.detect on a scene for its map",
     "report": "`report` is one scene's page; run lsmap.detect on a scene for its report",
     "out": "`out`: each scene's layer is written in `out_dir` as <stem>.gpkg",
-    "overwrite": "`overwrite` is detect_many's own argument; pass it once",
-    "progress": "`progress` is detect_many's own argument; pass it once",
     "options": "`options`: pass the DetectOptions fields as keyword arguments (dataclasses.asdict(options))",
     **{k: f"`{k}` applies to one scene's stacking inputs; stack each scene first (lsmap.stack_scene) or run "
           f"lsmap.detect per scene" for k in ("dem", "slope", "offset")},
@@ -317,6 +315,8 @@ def detect_many(
     """
     from lsmap.io.progress import progress_bar
 
+    if detect_kwargs.get("pre") is not None:  # with any detector: one pre-event scene cannot serve many scenes
+        raise InputError(NOT_PER_SCENE["pre"])
     if detector is None:  # lsmap.detect's options fail before any work (and before the folder is made), as there
         check_detect_kwargs(detect_kwargs)
     aoi = as_aoi(aoi)
@@ -326,7 +326,7 @@ def detect_many(
     per_scene = models is None  # each scene takes the default model that fits its bands (detect's choice)
     if per_scene:
         models = default_models()
-    model_list = as_list("model", models)
+    model_list = as_list("models", models)
     if not model_list:
         raise InputError("no model given; pass `models` (one or more checkpoints)")
 
