@@ -47,7 +47,7 @@ from lsmap.data.stats import patch_stats
 from lsmap.errors import CheckpointError, InputError, LsmapError, LsmapWarning, TooLargeError, user_level
 from lsmap.io.patches import find_patches, has_split, is_plain_folder, patch_keys
 from lsmap.io.progress import is_terminal
-from lsmap.learn.config import VAL_FRACTION, TrainConfig
+from lsmap.learn.config import VAL_FRACTION, WORKERS_PER_CPU, TrainConfig
 from lsmap.learn.device import amp_dtype, resolve_device, restore_rng_states, rng_states, use_channels_last
 from lsmap.learn.forward import scaled_forward
 from lsmap.learn.losses import build_loss
@@ -308,7 +308,11 @@ def resume_config(out_dir: str | os.PathLike, given: dict[str, Any], explicit: s
     unknown = sorted(set(given) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise InputError(f"unknown training setting(s) {', '.join(unknown)}")
-    return dataclasses.replace(saved_config(out_dir), **{k: v for k, v in given.items() if k in explicit})
+    config = dataclasses.replace(saved_config(out_dir), **{k: v for k, v in given.items() if k in explicit})
+    limit = WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if "workers" not in explicit and config.workers > limit:  # a run from a larger machine resumes here (a review):
+        config = dataclasses.replace(config, workers=limit)  # loader processes, not a setting of the results
+    return config
 
 
 

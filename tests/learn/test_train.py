@@ -805,3 +805,21 @@ def test_a_held_out_mask_that_is_no_mask_file_is_named(tmp_path):
     with pytest.raises(InputError, match=rf"{val[0].mask.name}: no 'mask' dataset"):
         train(tmp_path / "r", train_dir=tmp_path / "p", config=TrainConfig(**FAST))
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_resumed_on_a_smaller_machine_takes_the_workers_it_allows(run, monkeypatch):
+    """`workers` is capped at 4 per CPU; a run saved with more on a larger machine was refused on resume unless
+    --workers was given again (the review). The loader count is the machine's, not a setting of the results."""
+    import dataclasses
+
+    from lsmap.learn.train import resume_config
+
+    out, _ = run
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    big = resume_config(out, {"workers": 64}, {"workers"})
+    assert big.workers == 64  # asked for: kept, and TrainConfig.check refuses it with the machine's count
+    with pytest.raises(InputError, match="`workers` must be at most 4"):
+        big.check()
+    monkeypatch.setattr("lsmap.learn.train.saved_config",
+                        lambda d: dataclasses.replace(TrainConfig(**FAST), workers=16))
+    assert resume_config(out, {}, set()).workers == 4
