@@ -460,14 +460,8 @@ def test_an_overwriting_run_keeps_the_previous_one_until_it_saves_its_own(run, d
     assert not list((tmp_path / "r").glob(f"{ASIDE_PREFIX}*"))
 
 
-class _Diverge(torch.utils.data.Dataset):
+class _Diverge(_Interrupt):
     """Wraps a dataset and returns NaN images from the ``after``-th item on (a training loss that becomes NaN)."""
-
-    def __init__(self, ds, after):
-        self.ds, self.after, self.calls = ds, after, 0
-
-    def __len__(self):
-        return len(self.ds)
 
     def __getitem__(self, key):
         self.calls += 1
