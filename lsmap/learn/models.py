@@ -194,7 +194,7 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     return _finite(state, path)
 
 
-def _nonfinite(state: dict) -> list[str]:
+def nonfinite(state: dict) -> list[str]:
     """Names of the floating-point tensors of ``state`` holding NaN or infinite values."""
     import torch
 
@@ -205,7 +205,7 @@ def _nonfinite(state: dict) -> list[str]:
 def _finite(state: dict, path: Path) -> dict:
     """``state``, refused when a tensor holds NaN or inf: such a model scores every pixel as background, so a
     detection with it found nothing and said so with success (found by an audit)."""
-    bad = _nonfinite(state)
+    bad = nonfinite(state)
     if bad:
         raise CheckpointError(f"{path}: weights hold NaN or infinite values ({bad[0]}"
                               f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the training that wrote "
@@ -421,7 +421,7 @@ def save_checkpoint(path: str | os.PathLike, module, card: ModelCard, overwrite:
     weights, card_path = checkpoint_paths(path)
     text = json.dumps(card.to_dict(), indent=2, default=str)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    bad = _nonfinite(state)
+    bad = nonfinite(state)
     if bad:  # it could not be loaded (read_state_dict refuses it), and would score every pixel as background
         raise CheckpointError(f"{weights}: not saved: the weights hold NaN or infinite values ({bad[0]}"
                               f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''})")

@@ -55,6 +55,7 @@ from lsmap.learn.models import (
     ModelCard,
     build_model,
     checkpoint_paths,
+    nonfinite,
     read_card,
     read_state_dict,
     resolve_model,
@@ -811,9 +812,7 @@ class _Run:
 
     def _check_weights(self) -> None:
         """Refuse weights or batch-norm statistics that are NaN or infinite: no checkpoint is saved of them."""
-        import torch
-
-        bad = [k for k, v in self.module.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        bad = nonfinite(self.module.state_dict())
         if bad:
             raise TrainingError(f"the model's weights became NaN or infinite by step {self.step} ({bad[0]}"
                                 f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower `lr` or check the data")
