@@ -554,3 +554,24 @@ def test_refine_with_crf(world, tmp_path):
     result = _run(world, tmp_path / "run", crf=True)
     sel = json.loads((tmp_path / "run" / "round_1" / "selection.json").read_text())
     assert sel["crf"] is True and result.rounds[0]["target_f1_after"] is not None
+
+
+def test_a_resume_is_checked_against_the_run_a_killed_overwrite_gives_back(world, tmp_path):
+    """A killed overwriting run without a finished round gives the previous run back at the next start; a --resume
+    was checked against the killed run's settings first, then continued the previous run under them (a review)."""
+    import json
+    import os
+
+    from lsmap.io.locks import owner_tag
+
+    _run(world, tmp_path / "run", steps=2)  # the previous run, finished
+    dead = owner_tag().replace(f"-{os.getpid()}-", "-999999999-")
+    os.replace(tmp_path / "run", tmp_path / f".run.lsmap-previous-run-{dead}")  # set aside by the killed run
+    (tmp_path / "run").mkdir()  # the killed run: its record (another pos_thresh), no round finished
+    record = json.loads((tmp_path / f".run.lsmap-previous-run-{dead}" / "refine.json").read_text())
+    before = record["config"]["pos_thresh"]
+    record["config"]["pos_thresh"] = 0.95
+    (tmp_path / "run" / "refine.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match="cannot resume, the run was started with other pos_thresh"):
+        _run(world, tmp_path / "run", steps=2, pos_thresh=0.95, resume=True)
+    assert json.loads((tmp_path / "run" / "refine.json").read_text())["config"]["pos_thresh"] == before

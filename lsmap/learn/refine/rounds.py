@@ -735,6 +735,9 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     if val_patches:  # without a landslide every round's best was chosen on an F1 of 0 (found by an audit)
         check_labels(val_patches, None, "validation", mappable=False)
     record = _run_record(model_paths, source, target, Path(val) if val else None, config)
+    # a killed overwriting run is settled first: a resume is checked against the run it will continue (the
+    # previous run may come back in place of a killed run without rounds; a review found the check made before)
+    _recover_aside(out_dir)
     if resume:
         _check_resume(out_dir, record)
     s_stats = patch_stats(src_patches, profile, progress=progress, desc="source statistics")
@@ -744,7 +747,6 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
     v_stats = patch_stats(val_patches, profile, progress=progress, desc="validation statistics") if val_patches else None
 
     # Inputs are valid: now touch the outputs.
-    _recover_aside(out_dir)
     aside = None
     if overwrite and out_dir.exists() and not resume:
         check_owned_dir(out_dir, True, "refine", OUTPUT_PATTERNS, manifests=(RUN_FILE,))
