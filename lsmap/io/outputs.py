@@ -352,6 +352,9 @@ def check_owned_dir(path: str | os.PathLike, overwrite: bool, command: str, patt
                                    f"give a new folder, e.g. `out_dir` {command}_out/")
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: is a file; the {command} output is a folder, choose another `out_dir`")
+    if path.is_dir() and os.path.ismount(path):  # renamed into place at the end: EBUSY after all the work (a review)
+        raise OutputError(f"{path}: is a mount point, and lsmap writes its {command} folder beside and renames it "
+                          f"into place; give a new folder inside it, e.g. `out_dir` {path / (command + '_out')}")
     if path.exists():
         if not overwrite and not is_empty_dir(path):  # an empty folder (a script's makedirs) holds nothing to lose
             raise OutputExistsError(path)

@@ -197,3 +197,16 @@ def test_a_detect_run_failing_after_its_checks_removes_the_output_folder_it_made
     with pytest.raises(KeyboardInterrupt):
         det.detect(scene, [model], out=tmp_path / "newdir" / "sub" / "x.gpkg", device="cpu")
     assert not (tmp_path / "newdir").exists()
+
+
+def test_a_mount_point_is_refused_as_a_folder_output_before_any_work(tmp_path, monkeypatch):
+    """An empty mount point (docker -v out:/out) is now accepted as an empty folder, but the output folder is renamed
+    into place at the end: EBUSY after all the work (the review). It is refused first, with a folder inside it."""
+    from lsmap.errors import OutputError
+    from lsmap.io.outputs import check_owned_dir
+
+    (tmp_path / "mnt").mkdir()
+    monkeypatch.setattr(os.path, "ismount", lambda p: str(p) == str(tmp_path / "mnt"))
+    with pytest.raises(OutputError, match=r"mnt: is a mount point.*e\.g\. `out_dir` .*mnt/tile_out"):
+        check_owned_dir(tmp_path / "mnt", False, "tile", ["**"])
+    assert check_owned_dir(tmp_path / "mnt" / "new", False, "tile", ["**"]) == tmp_path / "mnt" / "new"
