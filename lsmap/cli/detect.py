@@ -165,13 +165,19 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     $ lsmap detect 'products/*.SAFE.zip' -o event/ --mask-raster external_clouds.tif
     """
     from lsmap.map.detect import detect as run_detect
-    from lsmap.map.regional.scenelist import names_many
+    from lsmap.map.regional.scenelist import LIST_SUFFIXES, names_many
+    from lsmap.map.vectorize import VECTOR_DRIVERS
 
     settings = dict(bands=bands, tta=tta, overlap=overlap, window=window, batch_size=batch_size, norm=norm,
                     stats=stats, input_scale=input_scale, threshold=threshold, uncertainty=uncertainty,
                     min_area=min_area, simplify=simplify, fill_holes=fill_holes, crf=crf, device=device,
                     min_ndvi_drop=min_ndvi_drop, min_slope=min_slope, keep_rejected=keep_rejected, gate=gate)
     if names_many(scenes, out):
+        lists = [s for s in scenes if not s.startswith("@") and os.path.splitext(s)[1].lower() in LIST_SUFFIXES]
+        if len(scenes) == 1 and lists and os.path.splitext(str(out))[1].lower() in VECTOR_DRIVERS:  # a typo read as a list (audit)
+            raise click.BadParameter(f"{lists[0]} is read as a list of scenes (one path per line), which writes a "
+                                     f"folder of layers, but -o {out} names one file; give -o a folder, or a raster "
+                                     f"as SCENE", param_hint="SCENES")
         for flag, value in (("--dem", dem or None), ("--slope", slope), ("--prob", prob), ("--mask", mask),
                             ("--quicklook", quicklook), ("--report", report),
                             ("--offset", offset), ("--pre", pre), ("--pre-bands", pre_bands), ("--pre-offset", pre_offset)):

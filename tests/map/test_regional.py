@@ -750,3 +750,12 @@ def test_a_band_folder_rewritten_in_place_is_detected_again(tmp_path, model):
     with open(folder / "B04.tif", "r+b") as f:  # in place: same size, the folder's own time unchanged
         f.write(b"c" * 100)
     assert job_key(folder, [str(model)], {}, None) != before
+
+
+def test_a_text_file_given_as_the_scene_with_a_file_output_says_it_is_read_as_a_list(tmp_path):
+    """`lsmap detect text.txt -o out.gpkg` said "several scenes write a folder" with no word of the list it read
+    (the CLI audit): plain .txt/.lst files are scene lists, as @list.txt is."""
+    (tmp_path / "text.txt").write_text("hello\n")
+    r = CliRunner().invoke(main, ["detect", str(tmp_path / "text.txt"), "-o", str(tmp_path / "out.gpkg")])
+    assert r.exit_code == 2 and "text.txt is read as a list of scenes (one path per line)" in r.output, r.output
+    assert not (tmp_path / "out.gpkg").exists()
