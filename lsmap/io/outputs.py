@@ -247,15 +247,18 @@ def input_paths(*inputs) -> list[Path]:
     return out
 
 
-def check_outputs_apart(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[Path]) -> None:
+def check_outputs_apart(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[Path], *,
+                        new_too: bool = False) -> None:
     """Raise before any work when an existing output is one of the run's inputs, or lies inside an input folder
     (a band folder, a SAFE product): ``overwrite`` replaces what lsmap wrote before, never what it reads.
+    ``new_too``: an output that does not exist yet is checked as well (a run folder written in place, among
+    the patches it trains on).
 
     Raises:
         InputError: the first such output, with the input it would replace.
     """
     for out in outputs:
-        if out is None or not Path(out).exists():
+        if out is None or not (new_too or Path(out).exists()):
             continue
         target = Path(out).resolve()
         for source in inputs:

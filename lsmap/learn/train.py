@@ -559,22 +559,6 @@ def _fit(sources, val, config: TrainConfig, out_dir: Path, card: ModelCard, init
     return run.result()
 
 
-def _check_out_apart(out_dir: Path, *inputs) -> None:
-    """Refuse a run folder that is, or lies inside, an input patch folder: the run's files went in among the
-    patches (``-o patches/img``; found by an audit).
-
-    Raises:
-        InputError: the first input folder ``out_dir`` lies in.
-    """
-    from lsmap.io.outputs import input_paths
-
-    target = out_dir.resolve()
-    for source in input_paths(*inputs):
-        if source.is_dir() and target.is_relative_to(source.resolve()):
-            raise InputError(f"{out_dir}: this output is inside the input folder {source}, whose files the run "
-                             f"reads; write it elsewhere")
-
-
 def _patch_windows(root) -> dict[str, tuple[int, int, int, int]]:
     """Where each patch of a folder written by ``lsmap tile`` lies in its scene (its index), for a spatial
     hold-out.
@@ -956,7 +940,7 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         OutputOwnershipError: ``out_dir`` holds no run but other files.
     """
     from lsmap.core.labels import parse_label_map
-    from lsmap.io.outputs import output_path
+    from lsmap.io.outputs import check_outputs_apart, input_paths, output_path
     from lsmap.io.patches import check_labels
     from lsmap.learn.domain_bn import SOURCE, TARGET
 
@@ -974,7 +958,8 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     if val_dir is not None and config.val_fraction is not None:
         raise InputError("give either `val_dir` DIR or `val_fraction` (patches held out of the training data), "
                          "not both")
-    _check_out_apart(out_dir, data, train_dir, val_dir, target_dir)
+    # a run folder inside a patch folder wrote its files among the patches (`-o patches/img`; an audit)
+    check_outputs_apart([out_dir], input_paths(data, train_dir, val_dir, target_dir), new_too=True)
     check_run_dir(out_dir, overwrite, resume)
     root = data if data is not None else train_dir
     train_p = find_patches(root, "train", require_masks=True)
