@@ -96,6 +96,14 @@ def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr,
     from lsmap.learn.refine.rounds import RefineConfig
     from lsmap.learn.refine.rounds import refine as run_refine
 
+    ctx = click.get_current_context()
+    other = {"threshold": ("keep_bg", "keep_ls", "mc_passes", "mc_p"), "uncertainty": ("pos_thresh", "neg_thresh")}
+    for name in other[strategy]:  # a setting of the other strategy did nothing without a word (the CLI audit)
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            flag = "--" + name.replace("_", "-")
+            raise click.BadParameter(f"{flag} belongs to the other strategy; --strategy {strategy} does not use it: "
+                                     f"drop it or choose the other --strategy", param_hint=flag)
+
     config = RefineConfig(
         strategy=strategy, rounds=rounds, steps=steps, batch_size=batch_size, lr=lr, pos_thresh=pos_thresh,
         neg_thresh=neg_thresh, keep_bg=keep_bg, keep_ls=keep_ls, mc_passes=mc_passes, mc_p=mc_p,

@@ -262,3 +262,12 @@ def test_a_batch_that_cannot_fit_is_refused_before_any_work(world, tmp_path):
     assert "--batch-size 100000000: a training batch of 100000000 patches of 32 x 32 px" in res.output
     assert "would need about" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("extra", "flag"), [(["--strategy", "uncertainty", "--pos-thresh", "0.9"], "--pos-thresh"),
+                                              (["--keep-bg", "0.5"], "--keep-bg")])
+def test_a_setting_of_the_other_strategy_is_refused(world, tmp_path, extra, flag):
+    """`--strategy uncertainty --pos-thresh 0.9` ran with exit 0 and the threshold unused (the CLI audit)."""
+    res = _cli(world, tmp_path / "out", *extra)
+    assert res.exit_code == 2 and f"{flag} belongs to the other strategy" in res.output, res.output
+    assert not (tmp_path / "out").exists()
