@@ -271,3 +271,16 @@ def test_a_setting_of_the_other_strategy_is_refused(world, tmp_path, extra, flag
     res = _cli(world, tmp_path / "out", *extra)
     assert res.exit_code == 2 and f"{flag} belongs to the other strategy" in res.output, res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_an_overwriting_run_stopped_before_refining_keeps_the_previous_run(world, tmp_path):
+    """`refine --overwrite` over a finished run, stopped by the guard in its first round, deleted the finished run
+    and ended with success and no refined model in the folder (the re-audit). The previous run stays."""
+    res = _cli(world, tmp_path / "run", "--rounds", "1", "--norm", "model")
+    assert res.exit_code == 0, res.output
+    before = sorted(str(p.relative_to(tmp_path / "run")) for p in (tmp_path / "run").rglob("*"))
+    res = _cli(world, tmp_path / "run", "--rounds", "1", "--norm", "model", "--overwrite", target="empty")
+    assert res.exit_code == 0 and "stopped refining" in res.output, res.output
+    assert "refined nothing, so the previous run there is kept as it was" in res.output
+    assert sorted(str(p.relative_to(tmp_path / "run")) for p in (tmp_path / "run").rglob("*")) == before
+    assert not list(tmp_path.glob(".run.lsmap-previous-run-*"))

@@ -816,11 +816,19 @@ def _rounds(out_dir: Path, aside: Path | None, record: dict, s_stats, t_stats, m
                              v_stats, profile, device, out_dir, config, progress)
         result.rounds.append(summary)
         result.models = summary["models"]
-        if aside is not None:  # a round of this run is done: the previous run goes
+        if aside is not None and not summary.get("stopped"):  # a round of this run refined: the previous run goes
             shutil.rmtree(aside, ignore_errors=True)
             aside = None
         if summary.get("stopped"):
             break
+    if aside is not None:  # stopped by the guard before refining anything: the previous run stays (a re-audit:
+        # it was deleted, and the command ended with success and no refined model in the folder)
+        shutil.rmtree(out_dir)
+        os.replace(aside, out_dir)
+        warnings.warn(f"{out_dir}: this run stopped in its first round and refined nothing, so the previous run "
+                      f"there is kept as it was", LsmapWarning, stacklevel=user_level())
+        done = finished_rounds(out_dir)
+        return RefineResult(out_dir, done, list(done[-1]["models"]) if done else model_paths, len(done))
     final_caution(result.rounds)
     return result
 
