@@ -49,6 +49,7 @@ def info(model: str | None, as_json: bool) -> None:
         _rows(described)
         return
     from lsmap.learn.models import (
+        check_weights_file,
         checkpoint_paths,
         default_model_path,
         describe_card,
@@ -61,6 +62,7 @@ def info(model: str | None, as_json: bool) -> None:
         _check_model_name(model)
     path = checkpoint_paths(resolve_model(model) if model else default_model_path())[0]
     card = read_card(path)
+    check_weights_file(path)
     defaults = [(p, read_card(p)) for p in shipped_defaults()] if model is None else []
     if as_json:
         listed = {"shipped_defaults": [{"name": p.stem, "path": str(p), "bands": c.bands} for p, c in defaults]}

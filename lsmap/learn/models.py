@@ -165,6 +165,24 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
+def check_weights_file(path: str | os.PathLike) -> None:
+    """Refuse a safetensors weights file whose header cannot be read or does not fit the file (garbage, a truncated
+    copy), without reading its tensors: ``lsmap info`` showed the card of such a checkpoint as if it were sound
+    (the re-audit), while detect and evaluate refused it.
+
+    Raises:
+        CheckpointError: the file cannot be read as safetensors.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as e:  # safetensors raises many types on corrupt files
+        raise CheckpointError(f"{path}: cannot read weights ({_first_line(e)}); the card is there but the weights "
+                              f"file is damaged: copy it again or retrain") from None
+
+
 def read_state_dict(path: str | os.PathLike) -> dict:
     """Read tensors from a safetensors file or a torch file (``weights_only=True``, never unpickling)."""
     import torch

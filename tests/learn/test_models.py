@@ -273,3 +273,21 @@ def test_info_on_a_training_run_folder_shows_its_best_checkpoint(tmp_path):
     assert "tiny-unet" in res.output and "band file" not in res.output
     res = CliRunner().invoke(main, ["info", str(run), "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["path"] == str(run / "best.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_info_refuses_a_checkpoint_whose_weights_are_damaged(tmp_path, damage):
+    """`lsmap info` showed the card of a garbage or truncated weights file as if it were sound; detect and evaluate
+    refused the same file (the re-audit)."""
+    from click.testing import CliRunner
+
+    from lsmap.cli import main
+
+    save_checkpoint(tmp_path / "m", build_model("tiny-unet", 4), _card())
+    weights = tmp_path / "m.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(b"garbage" if damage == "garbage" else data[: len(data) // 2])
+    for args in (["info", str(weights)], ["info", str(weights), "--json"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1 and "m.safetensors: cannot read weights" in res.output, res.output
+        assert "Traceback" not in res.output
