@@ -939,6 +939,7 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         OutputExistsError: ``out_dir`` holds a run (checked before any data is read).
         OutputOwnershipError: ``out_dir`` holds no run but other files.
     """
+    from lsmap.core.checks import check_input_path
     from lsmap.core.labels import parse_label_map
     from lsmap.io.outputs import check_outputs_apart, input_paths, output_path
     from lsmap.io.patches import check_labels
@@ -948,6 +949,8 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
     config.check(need_weights=not resume and init is None)
     profile = get_profile(bands)
     out_dir = output_path(out_dir, directory=True, name="out_dir")  # '' was Path('.'): a run into the working folder
+    if init is not None:  # '' was named as `model` by the checkpoint reader (the re-audit)
+        check_input_path("init", init, "a checkpoint to start from (NAME.safetensors)")
     if data is not None and train_dir is not None:
         raise InputError("give either `data` ROOT or `train_dir` DIR, not both")
     if data is None and train_dir is None:

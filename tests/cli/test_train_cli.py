@@ -133,3 +133,10 @@ def test_a_bad_mixup_names_its_flag(data, tmp_path):
     assert res.exit_code != 0
     assert "--mixup must be a finite number of at least 0 (got nan)" in res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_init_names_its_flag(data, tmp_path):
+    """`train --init ''` said '--model is an empty path' (the checkpoint reader's name; the re-audit)."""
+    res = CliRunner().invoke(main, _train_args(data, tmp_path / "r", "--init", ""))
+    assert res.exit_code != 0 and "--init is an empty path" in res.output and "--model" not in res.output, res.output
+    assert not (tmp_path / "r").exists()
