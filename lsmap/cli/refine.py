@@ -91,13 +91,14 @@ def refine(models, source, target, val, strategy, rounds, steps, batch_size, lr,
         --strategy uncertainty --keep-bg 0.9 --keep-ls 0.7 --mc-passes 10 --mc-p 0.3 -o runs/teacher
     $ lsmap refine --model runs/r18/best --source l4s/train --target scene_patches -o runs/refine --resume
     $ lsmap refine --model runs/r18/best --source l4s/train --target scene_patches --norm model \\
-        --teacher fixed --select source -o runs/refine
+        --select source -o runs/refine
     """
     from lsmap.learn.refine.rounds import RefineConfig
     from lsmap.learn.refine.rounds import refine as run_refine
 
     ctx = click.get_current_context()
-    other = {"threshold": ("keep_bg", "keep_ls", "mc_passes", "mc_p"), "uncertainty": ("pos_thresh", "neg_thresh")}
+    other = {"threshold": ("keep_bg", "keep_ls", "mc_passes", "mc_p", "teacher"),
+             "uncertainty": ("pos_thresh", "neg_thresh")}
     for name in other[strategy]:  # a setting of the other strategy did nothing without a word (the CLI audit)
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             flag = "--" + name.replace("_", "-")

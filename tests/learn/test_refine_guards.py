@@ -265,7 +265,7 @@ def test_a_batch_that_cannot_fit_is_refused_before_any_work(world, tmp_path):
 
 
 @pytest.mark.parametrize(("extra", "flag"), [(["--strategy", "uncertainty", "--pos-thresh", "0.9"], "--pos-thresh"),
-                                              (["--keep-bg", "0.5"], "--keep-bg")])
+                                              (["--keep-bg", "0.5"], "--keep-bg"), (["--teacher", "fixed"], "--teacher")])
 def test_a_setting_of_the_other_strategy_is_refused(world, tmp_path, extra, flag):
     """`--strategy uncertainty --pos-thresh 0.9` ran with exit 0 and the threshold unused (the CLI audit)."""
     res = _cli(world, tmp_path / "out", *extra)
@@ -284,3 +284,10 @@ def test_an_overwriting_run_stopped_before_refining_keeps_the_previous_run(world
     assert "refined nothing, so the previous run there is kept as it was" in res.output
     assert sorted(str(p.relative_to(tmp_path / "run")) for p in (tmp_path / "run").rglob("*")) == before
     assert not list(tmp_path.glob(".run.lsmap-previous-run-*"))
+
+
+def test_rounds_are_bounded(world, tmp_path):
+    """`--rounds 99999999999999999999` ran 345 rounds and wrote 1.1 GB before it was killed (the re-audit)."""
+    res = _cli(world, tmp_path / "out", "--rounds", "101")
+    assert res.exit_code != 0 and "--rounds must be an integer in [1, 100] (got 101)" in res.output, res.output
+    assert not (tmp_path / "out").exists()

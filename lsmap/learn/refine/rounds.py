@@ -100,6 +100,8 @@ OUTPUT_PATTERNS = (RUN_FILE, "source_stats.json", "target_stats.json", "norm.jso
 #: Settings that must not change when a run is resumed.
 _RESUME_KEYS = ("strategy", "bands", "pos_thresh", "neg_thresh", "keep_bg", "keep_ls", "mc_passes", "mc_p", "crf",
                 "norm", "teacher")
+#: Most self-training rounds a run takes (the winners ran 3; each round writes its maps and models).
+MAX_ROUNDS = 100
 #: How the target is normalised: chosen per run (``auto``), or forced.
 REFINE_NORMS = ("auto", "own", "model")
 #: Where the uncertainty strategy's teacher comes from in round 2 and later.
@@ -193,7 +195,7 @@ class RefineConfig:
         """
         if self.strategy not in STRATEGIES:
             raise InputError(f"unknown refinement strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
-        check_int("rounds", self.rounds, 1)
+        check_int("rounds", self.rounds, 1, MAX_ROUNDS)  # 10^20 ran 345 rounds, 1.1 GB, before it was killed
         for name in ("steps", "batch_size"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
