@@ -397,7 +397,8 @@ def test_a_moved_encoder_weights_file_does_not_stop_resume_or_refine(data, tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = refine([str(first.best_path)], data / "train", tmp_path / "tgt", tmp_path / "ref",
-                     RefineConfig(rounds=1, steps=2, device="cpu", amp=False, guard=False), progress=False)
+                     RefineConfig(rounds=1, steps=2, device="cpu", amp=False, guard=False, pos_thresh=0.5,
+                                  neg_thresh=0.4999), progress=False)  # a barely trained model: every pixel selected
     assert out.models and Path(out.models[0]).exists()
 
 
