@@ -73,8 +73,10 @@ def test_detect_api_takes_one_model_string_and_validates(det):
     scene, model, tmp = det
     gdf = lsmap.detect(scene, str(model), device="cpu")
     assert gdf.attrs["lsmap"]["models"] == [str(model)]
-    with pytest.raises(InputError, match=r"`threshold` must be a number in \[0, 1\] \(got 2.0\)"):
+    with pytest.raises(InputError, match=r"`threshold` must be a number in \[0, 1\) \(got 2.0\)"):
         lsmap.detect(scene, str(model), threshold=2.0, device="cpu")
+    with pytest.raises(InputError, match=r"`threshold` must be a number in \[0, 1\) \(got 1.0\)"):  # maps nothing
+        lsmap.detect(scene, str(model), threshold=1.0, device="cpu")
     # a one-sided range is said in words (it read "in [0, inf] (got inf)" for --min-area inf)
     with pytest.raises(InputError, match=r"`min_area` must be a finite number of at least 0 \(got inf\)"):
         lsmap.detect(scene, str(model), min_area=float("inf"), device="cpu")

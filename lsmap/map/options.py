@@ -64,7 +64,7 @@ class DetectOptions:
         """Raise :class:`InputError` for an option that cannot work, before any work.
 
         Types and ranges are checked as the command line would (:mod:`lsmap.core.checks`): NaN
-        never passes, a threshold outside [0, 1] or a string where a number belongs is refused.
+        never passes, a threshold outside [0, 1) (1 would map nothing) or a string where a number belongs is refused.
         """
         if norm_mode(self.norm, auto=True) == "model" and self.stats is not None:
             raise InputError("`stats` gives the scene's statistics; it cannot be combined with `norm` model")
@@ -75,7 +75,7 @@ class DetectOptions:
             check_int("batch_size", self.batch_size, 1)
         check_int("block", self.block, 16)
         if self.threshold is not None:
-            check_number("threshold", self.threshold, 0, 1)
+            check_number("threshold", self.threshold, 0, 1, hi_open=True)  # 1 maps nothing: a landslide is p > it
         for name in ("min_area", "simplify", "fill_holes"):
             check_number(name, getattr(self, name), 0)
         for name in ("tta", "uncertainty", "crf"):
