@@ -136,8 +136,8 @@ def _open(request: urllib.request.Request | str, timeout: float, *, past_end_ok:
     except (urllib.error.URLError, OSError) as e:
         url = request.full_url if isinstance(request, urllib.request.Request) else request
         reason = getattr(e, "reason", e)
-        raise DownloadError(f"{url}: cannot connect ({reason}); check the network (or {URL_ENV}) and re-run: "
-                            f"complete files are kept, partial ones resumed") from None
+        raise DownloadError(f"{url}: cannot connect ({reason}); check the network and the base URL (`url`, else "
+                            f"{URL_ENV}) and re-run: complete files are kept, partial ones resumed") from None
 
 
 def zenodo_files(record: str = L4S_RECORD, url: str | None = None, timeout: float = 60.0) -> list[RemoteFile]:

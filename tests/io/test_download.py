@@ -150,6 +150,7 @@ def test_unreachable_server_is_one_line(tmp_path):
     res = CliRunner().invoke(main, ["download", "l4s", str(tmp_path / "l4s"), "--url", "http://127.0.0.1:9",
                                     "--timeout", "5"])
     assert res.exit_code == 1 and "cannot connect" in res.output and len(res.output.strip().splitlines()) == 1
+    assert "the base URL (--url, else LSMAP_ZENODO_URL)" in res.output  # it named only the variable (the audit)
 
 
 def test_two_downloads_into_one_folder_are_not_run_at_once(zenodo, tmp_path):
