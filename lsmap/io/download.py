@@ -17,7 +17,6 @@ reads; fetch it with ``huggingface-cli download --repo-type dataset ibm-nasa-geo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -325,55 +324,18 @@ def download_l4s(root: str | os.PathLike, *, url: str | None = None, record: str
         OutputLockedError: another download into ``root`` is running.
     """
     from lsmap.io.locks import output_lock
+    from lsmap.io.outputs import drop_new_parents_on_error
 
     timeout = _check_timeout(timeout)
     base_url(url)  # refused before any folder is made
     root = Path(root)
-    made = _make_folders(root)  # the folders this run creates: a failed run removes those it left empty
-    try:
+    # a failed run removes the folders it made that are still empty (root, its new parents, archives/): an
+    # unreachable server or a wrong URL left them behind; a partial download keeps its folder for the next run
+    with drop_new_parents_on_error(root / "archives" / "-"):
+        root.mkdir(parents=True, exist_ok=True)
         # one download into a folder at a time: two at once raced on the same .part (a traceback; the failure audit)
         with output_lock(root, clean=False):
-            had_archives = (root / "archives").exists()
-            try:
-                return _download(root, url, record, timeout, progress, keep_archives)
-            except BaseException:
-                # a failed run left the empty folders it made behind (an unreachable server, a wrong URL);
-                # root and archives/ go while the lock is held, so no other download is using them
-                _remove_empty(([] if had_archives else [root / "archives"]) + [p for p in made if p == root])
-                raise
-    except BaseException:
-        _remove_empty([p for p in made if p != root])  # root's parents made by this run (the lock file was there)
-        raise
-
-
-def _make_folders(path: Path) -> list[Path]:
-    """Create folder ``path`` and its missing parents; returns those this call created, innermost first."""
-    missing = []
-    for p in (path, *path.parents):
-        if p.exists() or p.is_symlink():
-            break
-        missing.append(p)
-    made: list[Path] = []
-    try:
-        for p in reversed(missing):
-            try:
-                p.mkdir()
-            except FileExistsError:  # made by someone else meanwhile: not ours to remove
-                continue
-            made.insert(0, p)
-        path.mkdir(parents=True, exist_ok=True)  # a file in the way, a permission: the usual error
-    except BaseException:
-        _remove_empty(made)
-        raise
-    return made
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove each of ``folders`` (innermost first) that is an empty folder; anything else stays."""
-    for p in folders:
-        if p.is_dir() and not p.is_symlink():
-            with contextlib.suppress(OSError):
-                p.rmdir()  # only an empty folder goes; one holding a file (a .part, a lock) stays
+            return _download(root, url, record, timeout, progress, keep_archives)
 
 
 def _download(root: Path, url, record: str, timeout: float, progress, keep_archives: bool) -> DownloadResult:
