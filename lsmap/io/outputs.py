@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from lsmap.core.checks import is_empty_path
 from lsmap.errors import (
     InputError,
     LsmapError,
@@ -199,7 +200,7 @@ def output_path(path: str | os.PathLike, *, directory: bool = False, name: str |
         OutputError: a file output that is an existing folder.
     """
     what = "folder" if directory else "file"
-    if isinstance(path, (str, os.PathLike)) and not os.fspath(path).strip():
+    if is_empty_path(path):
         raise InputError(f"{f'`{name}`' if name else 'the output path'} is empty; give an output {what} name")
     path = Path(path)
     if not directory and path.is_dir():
@@ -240,7 +241,7 @@ def input_paths(*inputs) -> list[Path]:
             stack.extend(vars(item).values())
         elif isinstance(item, (list, tuple, set)):
             stack.extend(item)
-        elif isinstance(item, (str, os.PathLike)) and "://" not in str(item) and os.fspath(item).strip():
+        elif isinstance(item, (str, os.PathLike)) and "://" not in str(item) and not is_empty_path(item):
             path = Path(item)  # an empty path is no input (Path('') is the working folder): its reader refuses it
             if path.exists():
                 out.append(path)
