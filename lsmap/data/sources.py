@@ -160,15 +160,16 @@ def stack_source(args: Mapping, work: Path, bands: Any, spec: MaskSpec, *, aoi: 
         kwargs["layers"] = dict(written)
     kwargs.setdefault("progress", progress)
     if (kwargs.get("dem") or kwargs.get("slope")) and kwargs.get("bands") is not None:
-        from lsmap.core.bands import get_profile
+        from lsmap.core.bands import TERRAIN_BANDS, get_profile
 
-        if not {"slope", "DEM"} & set(get_profile(kwargs["bands"]).bands):  # stack_scene refuses it, as asked there
+        read = get_profile(kwargs["bands"])
+        if not TERRAIN_BANDS & set(read.bands):  # stack_scene refuses it, as asked there
             import warnings
 
             from lsmap.errors import LsmapWarning, user_level
 
-            warnings.warn(f"`dem` is not used: the bands read here ({get_profile(kwargs['bands']).name}) have no slope "
-                          f"or DEM band; it is not stacked", LsmapWarning, stacklevel=user_level())
+            warnings.warn(f"`dem` is not used: the bands read here ({read.name}) have no slope or DEM band; it is not "
+                          f"stacked", LsmapWarning, stacklevel=user_level())
             kwargs.pop("dem", None)
             kwargs.pop("slope", None)
     # DNs that look offset with no offset given are refused, not warned about: the caller's results would be wrong

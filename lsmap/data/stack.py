@@ -825,7 +825,7 @@ def stack_scene(
         profile, left_out = fullest_band_set(s2, dem, slope)
     else:
         profile = get_profile(bands)
-        if (dem or slope) and not {"slope", "DEM"} & set(profile.bands):  # dropped without a word (the CLI audit)
+        if (dem or slope) and not TERRAIN_BANDS & set(profile.bands):  # dropped without a word (the CLI audit)
             raise InputError(f"`dem` is given but the band set `bands` {profile.name} has no slope or DEM band; "
                              f"choose one with them (e.g. `bands` l2a-terrain or a list ending in slope,DEM) or drop "
                              f"`dem`")

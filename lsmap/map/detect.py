@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from lsmap.core.bands import BAND_NAMES, get_profile
+from lsmap.core.bands import BAND_NAMES, TERRAIN_BANDS, get_profile
 from lsmap.core.checks import as_list, as_settings, check_bool, check_path
 from lsmap.core.normalize import BandStats
 from lsmap.core.norms import ensemble_norm, norm_mode
@@ -551,7 +551,7 @@ def _check_input_bands(stack_args: Mapping, members: list) -> list:
         try:
             band_indices(have, m.card.profile, source=source_name(stack_args), user=m.source or m.card.model)
         except MissingBandError as e:
-            terrain = {"slope", "DEM"} & set(e.bands) and stack_args.get("dem") is None
+            terrain = TERRAIN_BANDS & set(e.bands) and stack_args.get("dem") is None
             raise MissingBandError(e.bands, e.source, e.user, e.available,
                                    fix="give inputs with them" + (" (a DEM as `dem` for slope and DEM)" if terrain else "")
                                    + ", or a model without them") from None
