@@ -212,12 +212,14 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     return _finite(state, path)
 
 
-def nonfinite(state: dict) -> list[str]:
-    """Names of the floating-point tensors of ``state`` holding NaN or infinite values."""
+def nonfinite(state: dict) -> str | None:
+    """The floating-point tensors of ``state`` holding NaN or infinite values, for a message (``"enc.weight and 3
+    more"``), or ``None`` when there are none."""
     import torch
 
-    return [k for k, v in state.items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    return f"{bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}" if bad else None
 
 
 def _finite(state: dict, path: Path) -> dict:
@@ -225,8 +227,7 @@ def _finite(state: dict, path: Path) -> dict:
     detection with it found nothing and said so with success (found by an audit)."""
     bad = nonfinite(state)
     if bad:
-        raise CheckpointError(f"{path}: weights hold NaN or infinite values ({bad[0]}"
-                              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the training that wrote "
+        raise CheckpointError(f"{path}: weights hold NaN or infinite values ({bad}): the training that wrote "
                               f"them diverged; train again (a lower learning rate) or use another checkpoint")
     return state
 
@@ -441,8 +442,7 @@ def save_checkpoint(path: str | os.PathLike, module, card: ModelCard, overwrite:
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     bad = nonfinite(state)
     if bad:  # it could not be loaded (read_state_dict refuses it), and would score every pixel as background
-        raise CheckpointError(f"{weights}: not saved: the weights hold NaN or infinite values ({bad[0]}"
-                              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''})")
+        raise CheckpointError(f"{weights}: not saved: the weights hold NaN or infinite values ({bad})")
     with atomic_output(weights, overwrite) as tmp:
         save_file(state, str(tmp), metadata={"lsmap_card": text})
     with atomic_output(card_path, overwrite=True) as tmp:

@@ -46,15 +46,14 @@ def check_run_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
     recover_asides(out_dir)
     existing = [n for n in RUN_FILES if (out_dir / n).exists()]
     if resume:
-        if not (out_dir / "last_state.pt").exists() or not (out_dir / "last.safetensors").exists():
+        if not has_resumable(out_dir):
             raise MissingInputError(f"{out_dir}: no interrupted run to resume (last.safetensors + last_state.pt); "
                                     f"start without `resume`")
         check_writable(out_dir)
         return
     if existing and not overwrite:
-        interrupted = (out_dir / "last_state.pt").exists() and (out_dir / "last.safetensors").exists()
         raise OutputExistsError(out_dir / existing[0],
-                                ", or `resume` to continue that run from its last step" if interrupted else "")
+                                ", or `resume` to continue that run from its last step" if has_resumable(out_dir) else "")
     if not existing and out_dir.is_dir():  # a folder of the user's: the run's files went in among theirs (an audit)
         other = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".lsmap"))
         if other:
@@ -73,9 +72,10 @@ def set_aside_run(out_dir: Path) -> Path | None:
 
     ``overwrite`` deleted them before the new run had written anything: a Ctrl-C in its first minutes left an
     empty folder, and an ``init`` checkpoint inside it was gone (found by the failure audit). They stay set aside
-    until the new run has finished: it calls :func:`discard_aside` then, and :func:`restore_aside` when it ends
-    any other way (an error, a NaN loss, Ctrl-C). They went at the new run's first save before, so a run that
-    diverged later lost the finished one (found by an audit).
+    until the new run has finished (then :func:`discard_aside`). A run that ends otherwise calls
+    :func:`restore_aside` when it diverged or saved nothing to resume (:func:`has_resumable`); one that saved its
+    ``last`` stays, resumable, and discards them (a run that diverged after its first save lost the finished one
+    before; found by an audit).
     """
     from lsmap.io.locks import owner_tag
 

@@ -798,8 +798,8 @@ class _Run:
         """Refuse weights or batch-norm statistics that are NaN or infinite: no checkpoint is saved of them."""
         bad = nonfinite(self.module.state_dict())
         if bad:
-            raise TrainingError(f"the model's weights became NaN or infinite by step {self.step} ({bad[0]}"
-                                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower `lr` or check the data")
+            raise TrainingError(f"the model's weights became NaN or infinite by step {self.step} ({bad}); lower `lr` "
+                                f"or check the data")
 
     def _interval_row(self, lr: float) -> dict:
         """Step, learning rate, mean losses and speed of the interval; refuses a non-finite loss."""
