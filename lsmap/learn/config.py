@@ -25,6 +25,11 @@ WORKERS_PER_CPU = 4
 VAL_FRACTION = 0.2
 
 
+def max_workers() -> int:
+    """The most DataLoader worker processes a run may ask for on this machine (:data:`WORKERS_PER_CPU` per CPU)."""
+    return WORKERS_PER_CPU * (os.cpu_count() or 1)
+
+
 @dataclass
 class TrainConfig:
     """Training configuration; the defaults are the 1st-place recipe (batch 16, 20k steps, x2.5).
@@ -108,10 +113,9 @@ class TrainConfig:
             check_int(name, getattr(self, name), 1)
         check_int("seed", self.seed, 0, 2**63 - 1)  # numpy's generators refuse a negative seed (a traceback before)
         check_int("workers", self.workers, 0)
-        cpus = os.cpu_count() or 1
-        if self.workers > WORKERS_PER_CPU * cpus:  # 100000 ran into the OOM killer and left orphan workers (an audit)
-            raise InputError(f"`workers` must be at most {WORKERS_PER_CPU * cpus} ({WORKERS_PER_CPU} per CPU; this "
-                             f"machine has {cpus}); got {self.workers}")
+        if self.workers > max_workers():  # 100000 ran into the OOM killer and left orphan workers (an audit)
+            raise InputError(f"`workers` must be at most {max_workers()} ({WORKERS_PER_CPU} per CPU; this "
+                             f"machine has {os.cpu_count() or 1}); got {self.workers}")
         if self.warmup is not None:
             check_int("warmup", self.warmup, 0)
         if self.lr is not None:

@@ -47,7 +47,7 @@ from lsmap.data.stats import patch_stats
 from lsmap.errors import CheckpointError, InputError, LsmapError, LsmapWarning, TooLargeError, user_level
 from lsmap.io.patches import find_patches, has_split, is_plain_folder, patch_keys
 from lsmap.io.progress import is_terminal
-from lsmap.learn.config import VAL_FRACTION, WORKERS_PER_CPU, TrainConfig
+from lsmap.learn.config import VAL_FRACTION, TrainConfig, max_workers
 from lsmap.learn.device import amp_dtype, resolve_device, restore_rng_states, rng_states, use_channels_last
 from lsmap.learn.forward import scaled_forward
 from lsmap.learn.losses import build_loss
@@ -310,7 +310,7 @@ def resume_config(out_dir: str | os.PathLike, given: dict[str, Any], explicit: s
     if unknown:
         raise InputError(f"unknown training setting(s) {', '.join(unknown)}")
     config = dataclasses.replace(saved_config(out_dir), **{k: v for k, v in given.items() if k in explicit})
-    limit = WORKERS_PER_CPU * (os.cpu_count() or 1)
+    limit = max_workers()
     if "workers" not in explicit and config.workers > limit:  # a run from a larger machine resumes here (a review):
         config = dataclasses.replace(config, workers=limit)  # loader processes, not a setting of the results
     return config
@@ -352,14 +352,14 @@ def validate(module, loader, device, config: TrainConfig, dist: _Dist | None = N
             pred = (prob > config.threshold).cpu().numpy().astype(np.uint8)
             total = total + confusion(pred, batch["target"].numpy())
     module.train(was_training)
-    nonfinite = bool(bad)
+    diverged = bool(bad)
     if dist is not None and dist.world > 1:
         import torch.distributed as tdist
 
-        t = torch.tensor([total.tp, total.fp, total.fn, total.tn, float(nonfinite)], dtype=torch.float64)
+        t = torch.tensor([total.tp, total.fp, total.fn, total.tn, float(diverged)], dtype=torch.float64)
         tdist.all_reduce(t)
-        total, nonfinite = Confusion(*(int(v) for v in t.tolist()[:4])), bool(t[4] > 0)
-    if nonfinite:  # every pixel scored as background: an F1 of 0, and a diverged model kept as the best
+        total, diverged = Confusion(*(int(v) for v in t.tolist()[:4])), bool(t[4] > 0)
+    if diverged:  # every pixel scored as background: an F1 of 0, and a diverged model kept as the best
         when = f" by step {step}" if step is not None else ""
         raise TrainingError(f"the model's output on the validation patches became NaN or infinite{when} (the "
                             f"training diverged); lower `lr` or check the data")
