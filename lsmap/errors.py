@@ -79,6 +79,13 @@ class CheckpointError(LsmapError, ValueError):
     """A checkpoint is unreadable or does not fit the input it is asked to process."""
 
 
+class NoModelError(CheckpointError, InputError):
+    """An empty list of models where at least one checkpoint is needed (one message for every caller)."""
+
+    def __init__(self) -> None:
+        super().__init__("no model given; pass `models` (one or more checkpoints)")
+
+
 class OutputError(LsmapError, OSError):
     """An output cannot be written: read-only or full filesystem, a parent that is a file, no permission."""
 

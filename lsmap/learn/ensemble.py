@@ -18,7 +18,7 @@ from typing import Any
 
 from lsmap.core.bands import BandProfile
 from lsmap.core.normalize import BandStats
-from lsmap.errors import CheckpointError
+from lsmap.errors import CheckpointError, NoModelError
 from lsmap.learn.device import autocast, inference_channels_last
 from lsmap.learn.forward import flip_passes, scaled_forward
 from lsmap.learn.models import ModelCard, load_checkpoint, resolve_model
@@ -52,7 +52,7 @@ def load_ensemble(paths: Sequence[str | os.PathLike], device: Any = "cpu",
     import torch
 
     if not paths:
-        raise CheckpointError("no model given; pass `models` (one or more checkpoints)")
+        raise NoModelError()
     members = []
     for p in paths:
         path = resolve_model(p)

@@ -27,7 +27,7 @@ from lsmap.core.normalize import BandStats
 from lsmap.core.norms import norm_mode, trained_norm
 from lsmap.data.scan import check_stats
 from lsmap.data.stats import patch_stats
-from lsmap.errors import InputError, LsmapWarning, user_level
+from lsmap.errors import InputError, LsmapWarning, NoModelError, user_level
 from lsmap.io.patches import check_labels, find_patches, is_plain_folder, read_mask, read_patch_image, recorded
 from lsmap.learn.crf import crf_refine, require, rgb_indices
 from lsmap.learn.device import resolve_device
@@ -155,7 +155,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         check_bool(name, v)
     mapping = parse_label_map(label_map)
     if not models:
-        raise InputError("no model given; pass one or more checkpoints")
+        raise NoModelError()
     if crf:
         require()
     patches = find_patches(data, split, require_masks=True)

@@ -50,6 +50,7 @@ from lsmap.errors import (
     InputError,
     LsmapWarning,
     MissingInputError,
+    NoModelError,
     OutputError,
     OutputExistsError,
     user_level,
@@ -527,7 +528,7 @@ def _load_members(models: Sequence[Any] | None, opts: DetectOptions):
         default_models()  # raises before any work when none is installed
         return dev, None
     if not models:
-        raise CheckpointError("no model given; pass `models` (one or more checkpoints)")
+        raise NoModelError()
     paths = [m for m in models if not isinstance(m, Member)]
     return dev, [m for m in models if isinstance(m, Member)] + (load_ensemble(paths, dev) if paths else [])
 

@@ -46,7 +46,7 @@ from lsmap.core.bands import BandProfile, band_indices, get_profile
 from lsmap.core.normalize import BandStats
 from lsmap.core.windows import Window, blend_weight, north_up_turn, offsets, window_grid
 from lsmap.data.scan import check_stats
-from lsmap.errors import CheckpointError, InputError
+from lsmap.errors import CheckpointError, InputError, NoModelError
 from lsmap.io.malloc import limit_malloc_arenas, reuse_freed_memory
 from lsmap.io.outputs import gdal_write_check
 from lsmap.io.rasters import geotiff_profile, open_raster, row_cache_bytes
@@ -566,7 +566,7 @@ def band_plan(scene: SceneInfo, members: Sequence, bands: str | Sequence[str] | 
         InputError: the scene's band names cannot be told (see :func:`lsmap.io.scene.scene_band_names`).
     """
     if not members:
-        raise CheckpointError("no model given; pass `models` (one or more checkpoints)")
+        raise NoModelError()
     sets = {tuple(m.card.bands) for m in members}
     assume = members[0].card.profile if len(sets) == 1 else None
     names = scene_band_names(scene, bands, assume=assume)
@@ -946,7 +946,7 @@ def _plan(scene, members: Sequence, stats: BandStats | None, fill, tta: bool, ov
     import torch
 
     if not members:
-        raise CheckpointError("no model given; pass `models` (one or more checkpoints)")
+        raise NoModelError()
     if not isinstance(scene, SceneInfo):
         scene = scene_info(scene)
     matched = band_plan(scene, members, bands)

@@ -72,7 +72,14 @@ from lsmap.core.constants import IGNORE_INDEX
 from lsmap.core.metrics import Confusion, confusion, scores
 from lsmap.core.normalize import BandStats
 from lsmap.data.stats import patch_stats
-from lsmap.errors import CheckpointError, InputError, LsmapWarning, MissingInputError, OutputExistsError, user_level
+from lsmap.errors import (
+    InputError,
+    LsmapWarning,
+    MissingInputError,
+    NoModelError,
+    OutputExistsError,
+    user_level,
+)
 from lsmap.io.locks import output_lock
 from lsmap.io.outputs import OWNER_MARKER, check_owned_dir, check_writable, is_empty_dir, mark_owned, output_path
 from lsmap.io.patches import (
@@ -720,7 +727,7 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
             progress: bool) -> RefineResult:
     model_paths = [str(m) for m in as_list("models", models)]
     if not model_paths:
-        raise CheckpointError("no model given; pass `models` (one or more checkpoints)")
+        raise NoModelError()
     profile = get_profile(config.bands) if config.bands is not None else read_card(model_paths[0]).profile
     config = dataclasses.replace(config, bands=profile.name)
     device = resolve_device(config.device)

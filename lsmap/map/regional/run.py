@@ -32,7 +32,7 @@ from typing import Any
 
 from lsmap.core.checks import as_list
 from lsmap.data.masks import check_blue_max, check_cloud_prob_max, check_masks, mask_spec, parse_scl_classes
-from lsmap.errors import InputError, MissingInputError, OutputExistsError
+from lsmap.errors import InputError, MissingInputError, NoModelError, OutputExistsError
 from lsmap.io.aoi import as_aoi
 from lsmap.io.outputs import atomic_output, provenance
 from lsmap.learn.crf import require
@@ -328,7 +328,7 @@ def detect_many(
         models = default_models()
     model_list = as_list("models", models)
     if not model_list:
-        raise InputError("no model given; pass `models` (one or more checkpoints)")
+        raise NoModelError()
 
     model_abs = []
     for m in model_list:
