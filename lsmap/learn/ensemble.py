@@ -150,8 +150,23 @@ def member_passes(members: Sequence[Member], x, stats: BandStats | None = None, 
     import torch
 
     for m in members:
-        yield from flip_passes(lambda xi, m=m: torch.softmax(member_logits(m, xi, stats, amp, domain), dim=1)[:, 1],
-                               x, tta)
+        for p in flip_passes(lambda xi, m=m: torch.softmax(member_logits(m, xi, stats, amp, domain), dim=1)[:, 1],
+                             x, tta):
+            if not bool(torch.isfinite(p).all()):
+                raise _nonfinite_output(m)
+            yield p
+
+
+def _nonfinite_output(member: Member) -> CheckpointError:
+    """The error for a member whose probabilities hold NaN or inf: finite weights that overflow (about 1e30, a
+    damaged or diverged checkpoint) would otherwise map nothing and report success (found by an audit)."""
+    import torch
+
+    big = max((float(v.detach().abs().max()) for v in member.module.state_dict().values()
+               if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel()), default=0.0)
+    return CheckpointError(f"{member.source or 'model'}: its output holds NaN or infinite values (largest weight "
+                           f"{big:.3g}): the checkpoint is damaged or its training diverged; train again (a lower "
+                           f"learning rate) or use another checkpoint")
 
 
 @contextlib.contextmanager

@@ -97,6 +97,30 @@ def test_api_with_checkpoints_writes_every_output(tmp_path, rng):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_weights_that_overflow_are_refused_with_their_file(tmp_path, rng):
+    """Finite weights of about 1e30 passed the load check (no NaN or inf), gave NaN probabilities, mapped nothing and
+    exited 0 (noticed in session 16). Any model output with NaN or inf is now refused, naming the checkpoint, before
+    anything is written; evaluate and refine share the check (``member_passes``)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from lsmap.learn.ensemble import load_ensemble, predict_proba
+
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(rng))
+    ck = tiny_checkpoint(tmp_path / "huge", seed=1)
+    meta = safe_open(ck, "pt").metadata()
+    state = {k: v * 1e30 if v.is_floating_point() and k.endswith("weight") else v for k, v in load_file(ck).items()}
+    save_file(state, ck, metadata=meta)
+    with pytest.raises(CheckpointError, match=r"huge.safetensors: its output holds NaN or infinite values \(largest "
+                                              r"weight [0-9.]+e\+3\d\): the checkpoint is damaged"):
+        lsmap.detect(scene, [ck], out=tmp_path / "s.gpkg", **KW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.json", "huge.safetensors", "scene.tif"]
+    members = load_ensemble([ck])
+    with pytest.raises(CheckpointError, match=r"huge.safetensors: its output holds NaN"):
+        predict_proba(members, torch.ones(1, 14, 32, 32))
+
+
 def test_lazy_reexport_and_default_model(monkeypatch, tmp_path):
     assert lsmap.detect is lsmap.map.detect.detect
     paths = lsmap.map.detect.default_models()
