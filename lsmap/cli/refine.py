@@ -23,7 +23,8 @@ from lsmap.learn.refine import STRATEGIES as REFINE_STRATEGIES
               help="Starting checkpoint; repeat for an ensemble (threshold) - the teacher for uncertainty.")
 @click.option("--source", type=click.Path(file_okay=False), required=True, help="Labelled patch folder (img/, mask/).")
 @click.option("--target", type=click.Path(file_okay=False), required=True,
-              help="Target patch folder (e.g. from lsmap tile); masks there are used only to report F1.")
+              help="Target patch folder (e.g. from lsmap tile); masks there, for all patches or a few, are used only to "
+                   "report F1.")
 @click.option("--val", type=click.Path(file_okay=False), default=None,
               help="Labelled folder (or a dataset root's validation split) to choose each round's best checkpoint "
                    "on [default: as --select says].")

@@ -166,7 +166,7 @@ def _sort_key(pid: str) -> tuple:
 
 
 def find_patches(root: str | os.PathLike, split: str = "train", require_masks: bool = False, *,
-                 masks: bool = True) -> list[Patch]:
+                 masks: bool = True, partial: bool = False) -> list[Patch]:
     """List the patches of ``split`` under ``root`` (any supported layout), sorted by id.
 
     Args:
@@ -175,6 +175,8 @@ def find_patches(root: str | os.PathLike, split: str = "train", require_masks: b
         require_masks: Every image must have a mask.
         masks: Pair the images with their masks (and refuse ids that do not match); ``False`` (a reader of the
             images alone, such as the band statistics) lists the images with ``mask=None`` whatever the masks.
+        partial: Images without a mask are listed with ``mask=None`` (an unlabelled target with a few patches
+            labelled to score it); masks without an image are still refused.
 
     Raises:
         MissingInputError: ``root`` does not exist.
@@ -198,7 +200,7 @@ def find_patches(root: str | os.PathLike, split: str = "train", require_masks: b
         raise InputError(f"{root}: no mask files ({mask_dir} {'holds no .h5 masks' if mask_dir.is_dir() else 'does not exist'}); "
                          f"this needs labelled patches: a mask/ folder beside img/ with a mask_N.h5 per image_N.h5")
     if masks or require_masks:
-        missing = sorted(set(images) - set(masks), key=_sort_key)
+        missing = [] if partial and not require_masks else sorted(set(images) - set(masks), key=_sort_key)
         orphan = sorted(set(masks) - set(images), key=_sort_key)
         if missing or orphan:
             parts = []

@@ -1014,7 +1014,7 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
                       config.mixup_alpha, name="train")]
     if config.domain_bn:
         if target_dir is not None:
-            tgt_p = find_patches(target_dir, "test")
+            tgt_p = find_patches(target_dir, "test", masks=False)  # its images only: a partial mask folder is no error
             tgt_stats = patch_stats(tgt_p, profile) if norm_mode(config.norm) == "own" else source_stats
         elif val_p:
             tgt_p, tgt_stats = [dataclasses.replace(p, mask=None) for p in val_p], val_stats

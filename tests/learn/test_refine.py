@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from lsmap.core.constants import IGNORE_INDEX
 from lsmap.data.stats import patch_stats
-from lsmap.errors import BandMismatchError, InputError, OutputExistsError
+from lsmap.errors import BandMismatchError, InputError, LsmapWarning, OutputExistsError
 from lsmap.io.patches import find_patches, read_mask, write_patch
 from lsmap.learn.refine.pseudo import (
     ClassBalancedSelector,
@@ -336,6 +336,24 @@ def test_threshold_round_on_unlabelled_target(world, tmp_path):
     probs = [np.load(tmp_path / "run" / "round_1" / "maps" / f"prob_{i}.npy").astype(np.float32) for i in range(3)]
     for m, p in zip(masks, probs, strict=False):
         np.testing.assert_array_equal(m, threshold_labels(p, 0.7, 0.3))
+
+
+@pytest.mark.filterwarnings("ignore:round 1")
+def test_a_target_with_a_few_masks_is_scored_on_those(world, tmp_path):
+    """The summary tells users to score the models on a few labelled target patches; a target whose mask folder held
+    masks for some patches only was refused ("image and mask ids do not match", noticed in session 16). The labelled
+    ones now score the target, with a warning that says how many there are."""
+    tgt = make_patches(tmp_path / "tgt", 3, np.random.default_rng(5), "target")
+    for i in (0, 2):
+        (tgt / "mask" / f"mask_{i}.h5").unlink()
+    with pytest.warns(LsmapWarning, match=r"tgt: 1 of 3 target patches have masks; the target F1 is scored on those 1"):
+        result = refine([world["model"]], world["src"], tgt, tmp_path / "run", _cfg(strategy="threshold"),
+                        progress=False)
+    (summary,) = result.rounds
+    assert summary["target_f1_before"] is not None and summary["target_f1_after"] is not None
+    (tgt / "img" / "image_1.h5").unlink()  # a mask without its image is still refused
+    with pytest.raises(InputError, match=r"masks without image: 1"):
+        refine([world["model"]], world["src"], tgt, tmp_path / "run2", _cfg(strategy="threshold"), progress=False)
 
 
 def test_inference_runs_folded_models_except_monte_carlo_dropout(world, tmp_path, monkeypatch):

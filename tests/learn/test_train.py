@@ -611,6 +611,16 @@ def test_domain_bn_keeps_separate_statistics(data, tmp_path):
     assert read_card(result.best_path).domain_bn is True
 
 
+def test_a_target_with_some_masks_is_read_for_its_images(data, tmp_path):
+    """`target_dir` gives images for domain BN only; a target mask folder missing some files (a few patches labelled to
+    score the target) was refused as "image and mask ids do not match" (noticed in session 16)."""
+    make_patches(tmp_path / "target", 4, seed=3, offset=3.0)
+    (tmp_path / "target" / "mask" / "mask_1.h5").unlink()
+    result = train(tmp_path / "r", train_dir=data / "train", val_dir=data / "val", target_dir=tmp_path / "target",
+                   config=TrainConfig(**FAST | {"steps": 2, "val_every": 2, "domain_bn": True}), progress=False)
+    assert read_card(result.best_path).domain_bn is True
+
+
 def test_schedule():
     c = TrainConfig(steps=100, lr=1.0, warmup=10)
     assert lr_at(0, c) == pytest.approx(0.1) and lr_at(9, c) == pytest.approx(1.0)

@@ -286,6 +286,15 @@ def check_target_folder(target: Path) -> None:
                      f"`target` is one folder of the patches to adapt to: {hint}")
 
 
+def _say_target_labels(patches: Sequence[Patch], target: Path) -> None:
+    """Warn when only some target patches have masks: the target F1 is then theirs alone, and a mask folder missing
+    files by mistake should not go unnoticed."""
+    labelled = sum(p.mask is not None for p in patches)
+    if 0 < labelled < len(patches):
+        warnings.warn(f"{target}: {labelled} of {len(patches)} target patches have masks; the target F1 is scored on "
+                      f"those {labelled} alone (the masks are never trained on)", LsmapWarning, stacklevel=user_level())
+
+
 def _batches(patches: Sequence[Patch], profile: BandProfile, size: int) -> Iterator[tuple[list[Patch], np.ndarray]]:
     """Consecutive patches of equal shape, read and stacked ``(N, C, H, W)``."""
     group: list[Patch] = []
@@ -739,7 +748,8 @@ def _refine(models, source, target, out_dir: Path, config: RefineConfig, val, re
         check_train_memory(src_patches[0], profile, _train_config(read_card(m), config, config.seed, val is not None),
                            streams=2, fix="use a smaller `batch_size`")  # a source and a target batch per step
     check_target_folder(target)
-    tgt_patches = find_patches(target)
+    tgt_patches = find_patches(target, partial=True)  # a few labelled patches score the target (the rest unlabelled)
+    _say_target_labels(tgt_patches, target)
     val_patches = find_patches(val, "validation", require_masks=True) if val is not None else None
     if val_patches:  # without a landslide every round's best was chosen on an F1 of 0 (found by an audit)
         check_labels(val_patches, None, "validation", mappable=False)
