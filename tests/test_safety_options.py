@@ -73,10 +73,22 @@ def test_detect_api_takes_one_model_string_and_validates(det):
     scene, model, tmp = det
     gdf = lsmap.detect(scene, str(model), device="cpu")
     assert gdf.attrs["lsmap"]["models"] == [str(model)]
-    with pytest.raises(InputError, match=r"`threshold` must be a number in \[0, 1\) \(got 2.0\)"):
+    with pytest.raises(InputError, match=r"`threshold` must be a number in \(0, 1\) \(got 2.0\)"):
         lsmap.detect(scene, str(model), threshold=2.0, device="cpu")
-    with pytest.raises(InputError, match=r"`threshold` must be a number in \[0, 1\) \(got 1.0\)"):  # maps nothing
+    with pytest.raises(InputError, match=r"`threshold` must be a number in \(0, 1\) \(got 1.0\): a pixel is a "
+                                         r"landslide where its probability is above it, so 0 would map every pixel"):
         lsmap.detect(scene, str(model), threshold=1.0, device="cpu")
+    # 0 mapped every observed pixel as one landslide, with success; detect took [0, 1), evaluate and refine (0, 1)
+    from tests.patchgen import make_patches
+
+    data = make_patches(tmp / "p0", 2, size=16)
+    for call in (lambda: lsmap.detect(scene, str(model), threshold=0, device="cpu"),
+                 lambda: lsmap.evaluate(str(model), data, device="cpu", threshold=0.0)):
+        with pytest.raises(InputError, match=r"`threshold` must be a number in \(0, 1\) \(got 0"):
+            call()
+    result = CliRunner().invoke(main, ["detect", str(scene), "--model", str(model), "-o", str(tmp / "z.gpkg"),
+                                       "--threshold", "0"])
+    assert result.exit_code == 2 and "0<x<1" in result.output and not (tmp / "z.gpkg").exists()
     # a one-sided range is said in words (it read "in [0, inf] (got inf)" for --min-area inf)
     with pytest.raises(InputError, match=r"`min_area` must be a finite number of at least 0 \(got inf\)"):
         lsmap.detect(scene, str(model), min_area=float("inf"), device="cpu")

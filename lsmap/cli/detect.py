@@ -71,7 +71,7 @@ _MANY_FIX = {
               help="Band statistics JSON (L4S scale) to normalise with instead of the scene's own.")
 @click.option("--input-scale", type=click.Choice(INPUT_SCALES), default=_D.input_scale, show_default=True,
               help="Scene values: raw (DN, degrees, metres; divided by the profile's divisors), L4S-scaled, or auto.")
-@click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=None,
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Landslide probability threshold: a pixel is a landslide where p > it (default: the models' card "
                    "thresholds, averaged).")
 @click.option("--prob", type=click.Path(dir_okay=False), default=None,

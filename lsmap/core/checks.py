@@ -54,6 +54,20 @@ def check_number(option: str, value: Any, lo: float | None = None, hi: float | N
     return v
 
 
+def check_threshold(value: Any, option: str = "threshold") -> float:
+    """A landslide probability threshold, in (0, 1) for every command: a pixel is a landslide where p > it, so 0
+    maps every observed pixel and 1 none.
+
+    Raises:
+        InputError: not a number in (0, 1); the message says why the ends are refused.
+    """
+    try:
+        return check_number(option, value, 0, 1, lo_open=True, hi_open=True)
+    except InputError as e:
+        raise InputError(f"{e}: a pixel is a landslide where its probability is above it, so 0 would map every "
+                         f"pixel and 1 none; leave it out for the models' own") from None
+
+
 def check_int(option: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     """``value`` as an int inside ``[lo, hi]``.
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lsmap.core.bands import BAND_NAMES, band_indices, get_profile
-from lsmap.core.checks import as_list, check_bool, check_int, check_number
+from lsmap.core.checks import as_list, check_bool, check_int, check_number, check_threshold
 from lsmap.core.labels import parse_label_map
 from lsmap.core.metrics import Confusion, ObjectScores, confusion, object_scores, scores
 from lsmap.core.normalize import BandStats
@@ -149,7 +149,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         raise InputError("`stats` gives the data's statistics; it cannot be combined with `norm` model")
     check_int("batch_size", batch_size, 1)
     if threshold is not None:
-        check_number("threshold", threshold, 0, 1, lo_open=True, hi_open=True)
+        check_threshold(threshold)
     check_number("object_iou", object_iou, 0, 1, lo_open=True)
     for name, v in (("tta", tta), ("crf", crf), ("progress", progress), ("unseen", unseen)):
         check_bool(name, v)
@@ -179,9 +179,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
     if stats is None and "own" in norms:
         target_stats = patch_stats(patches, profile)
     member_stats = [target_stats if n in ("own", "stats") else None for n in norms]
-    thr = threshold if threshold is not None else float(np.mean([m.card.threshold for m in members]))
-    if not 0 < thr < 1:
-        raise InputError(f"threshold must be in (0, 1), got {thr}")
+    thr = threshold if threshold is not None else float(np.mean([m.card.threshold for m in members]))  # cards: (0, 1)
 
     conf, objs = Confusion(), ObjectScores()
     with inference_context(dev):  # weights cast to the autocast dtype once, not per batch

@@ -383,8 +383,8 @@ def _check_rest(d: dict, bad) -> None:
     if not _number(scale) or not 0 < scale <= MAX_CARD_SCALE:
         raise bad("scale", f"must be a number in (0, {MAX_CARD_SCALE:g}] (got {scale!r})")
     thr = d.get("threshold", 0.5)
-    if not _number(thr) or not 0 <= thr <= 1:
-        raise bad("threshold", f"must be a number in [0, 1] (got {thr!r})")
+    if not _number(thr) or not 0 < thr < 1:  # as every command's `threshold`: 0 maps every pixel, 1 none
+        raise bad("threshold", f"must be a number in (0, 1) (got {thr!r})")
     if not isinstance(d.get("domain_bn", False), bool):
         raise bad("domain_bn", f"must be true or false (got {d.get('domain_bn')!r})")
     st = d.get("stats")

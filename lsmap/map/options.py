@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lsmap.core.checks import check_bool, check_choice, check_int, check_number
+from lsmap.core.checks import check_bool, check_choice, check_int, check_number, check_threshold
 from lsmap.core.constants import OVERLAP, WINDOW
 from lsmap.core.norms import norm_mode
 from lsmap.errors import InputError
@@ -64,7 +64,7 @@ class DetectOptions:
         """Raise :class:`InputError` for an option that cannot work, before any work.
 
         Types and ranges are checked as the command line would (:mod:`lsmap.core.checks`): NaN
-        never passes, a threshold outside [0, 1) (1 would map nothing) or a string where a number belongs is refused.
+        never passes, a threshold outside (0, 1) (0 would map everything, 1 nothing) or a string where a number belongs is refused.
         """
         if norm_mode(self.norm, auto=True) == "model" and self.stats is not None:
             raise InputError("`stats` gives the scene's statistics; it cannot be combined with `norm` model")
@@ -75,7 +75,7 @@ class DetectOptions:
             check_int("batch_size", self.batch_size, 1)
         check_int("block", self.block, 16)
         if self.threshold is not None:
-            check_number("threshold", self.threshold, 0, 1, hi_open=True)  # 1 maps nothing: a landslide is p > it
+            check_threshold(self.threshold)
         for name in ("min_area", "simplify", "fill_holes"):
             check_number(name, getattr(self, name), 0)
         for name in ("tta", "uncertainty", "crf"):

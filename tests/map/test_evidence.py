@@ -421,7 +421,7 @@ def test_a_pre_event_band_folder_takes_its_own_offset(tmp_path):
     model = tiny_checkpoint(tmp_path / "m", "rgbn")
     with pytest.raises(InputError, match=r"pre: the digital numbers look offset.*give `pre_offset` -1000"):
         lsmap.detect(post, [model], out=tmp_path / "a.gpkg", pre=pre, device="cpu")
-    gdf = lsmap.detect(post, [model], out=tmp_path / "b.gpkg", pre=pre, pre_offset=-1000, device="cpu", threshold=0)
+    gdf = lsmap.detect(post, [model], out=tmp_path / "b.gpkg", pre=pre, pre_offset=-1000, device="cpu", threshold=1e-6)
     assert "ndvi_pre" in gdf.columns and gdf.attrs["lsmap"]["evidence"] is not None
 
 

@@ -192,7 +192,7 @@ def test_regional_run_over_stac_item_urls(tmp_path):
     make_stac_item(tmp_path / "root" / "a", keys, seed=1)
     make_stac_item(tmp_path / "root" / "b", keys, seed=2)
     ckpt = tiny_checkpoint(tmp_path / "m.safetensors", "rgbn")
-    kw = dict(threshold=0.0, window=32, overlap=8, device="cpu", progress=False)
+    kw = dict(threshold=1e-6, window=32, overlap=8, device="cpu", progress=False)
     with serve(tmp_path / "root") as (url, _):
         urls = [f"{url}/a/item.json", f"{url}/b/item.json"]
         res = detect_many(urls, [ckpt], tmp_path / "ev", **kw)
@@ -201,7 +201,7 @@ def test_regional_run_over_stac_item_urls(tmp_path):
         assert len(res.gdf) > 0 and res.merged.is_file() and not res.skipped
         again = detect_many(urls, [ckpt], tmp_path / "ev", **kw)
         cli = CliRunner().invoke(main, ["detect", *urls, "-o", str(tmp_path / "ev2"), "--model", str(ckpt), "--window",
-                                        "32", "--overlap", "8", "--threshold", "0", "--device", "cpu", "--json"])
+                                        "32", "--overlap", "8", "--threshold", "1e-6", "--device", "cpu", "--json"])
     assert again.ok and again.skipped == urls
     assert cli.exit_code == 0, cli.output
     assert sorted(Path(p).name for p in json.loads(cli.output)["outputs"].values()) == ["a_item.gpkg", "b_item.gpkg"]
@@ -411,7 +411,7 @@ def test_cluster_worker_dying_every_time_is_reported(tmp_path, scenes, model, cl
 # --- with the real single-scene detection -----------------------------------------------------------
 
 #: threshold 0: every valid pixel is a landslide, so the layers are the scenes' valid footprints
-REAL = dict(threshold=0.0, window=64, overlap=16, device="cpu")
+REAL = dict(threshold=1e-6, window=64, overlap=16, device="cpu")
 #: union of the footprints of a (x 0..960 m) and b (x 640..1600 m), 960 m tall, minus a's nodata
 #: corner (210 m square; b's lies inside a's footprint)
 FOOTPRINT_M2 = 1600 * 960 - 210 * 210
@@ -439,7 +439,7 @@ def test_real_detect_local_and_cluster_agree(tmp_path, scenes, model, cluster):
     assert lm.geometry.iloc[0].symmetric_difference(dm.geometry.iloc[0]).area < 1e-6
     assert dm.max_prob.iloc[0] == pytest.approx(lm.max_prob.iloc[0], abs=1e-3)
     done = json.loads((tmp_path / "dist" / "a.done.json").read_text())
-    assert done["scene"] == str(scenes[0]) and done["params"]["threshold"] == 0.0 and done["polygons"] == 1
+    assert done["scene"] == str(scenes[0]) and done["params"]["threshold"] == 1e-6 and done["polygons"] == 1
 
 
 def test_an_invalid_area_polygon_is_repaired_not_taken_for_outside(tmp_path, scenes, model):
@@ -545,7 +545,7 @@ def test_real_detect_prob_and_mask_rasters_per_scene(tmp_path, scenes, model):
 def test_cli_many_scenes_glob_failure_and_resume(tmp_path, scenes, model):
     out = tmp_path / "event"
     args = ["detect", str(scenes[0].parent / "*.tif"), "-o", str(out), "--model", str(model),
-            "--threshold", "0", "--window", "64", "--overlap", "16", "--device", "cpu"]
+            "--threshold", "1e-6", "--window", "64", "--overlap", "16", "--device", "cpu"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 1, r.output
     assert "1 of 3 scenes failed: c.tif" in r.output and "2 done" in r.output
@@ -564,7 +564,7 @@ def test_cli_many_scenes_glob_failure_and_resume(tmp_path, scenes, model):
 
 
 def test_cli_one_scene_stays_single_and_many_refuse_prob(tmp_path, scenes, model):
-    opts = ["--model", str(model), "--threshold", "0", "--window", "64", "--device", "cpu"]
+    opts = ["--model", str(model), "--threshold", "1e-6", "--window", "64", "--device", "cpu"]
     r = CliRunner().invoke(main, ["detect", str(scenes[0]), "-o", str(tmp_path / "a.gpkg"), *opts])
     assert r.exit_code == 0, r.output
     assert len(read(tmp_path / "a.gpkg")) == 1 and not (tmp_path / "event.gpkg").exists()
@@ -579,7 +579,7 @@ def test_cli_one_scene_stays_single_and_many_refuse_prob(tmp_path, scenes, model
 
 def test_cli_scheduler_address(tmp_path, scenes, model, cluster):
     r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "-o", str(tmp_path / "ev"),
-                                  "--model", str(model), "--threshold", "0", "--window", "64", "--device", "cpu",
+                                  "--model", str(model), "--threshold", "1e-6", "--window", "64", "--device", "cpu",
                                   "--scheduler", cluster.scheduler.address])
     assert r.exit_code == 0, r.output
     assert "2 done" in r.output and len(read(tmp_path / "ev" / "event.gpkg")) == 1
@@ -682,7 +682,7 @@ def test_bad_options_and_scenes_fail_before_any_work(tmp_path, scenes, model):
 def test_cli_many_scenes_failures_name_flags_and_a_geojson_merge_says_lon_lat(tmp_path, scenes, model):
     """Failures of single scenes are said in the command's flags (they leaked `min_slope`), and the summary of a
     merged .geojson names the lon/lat it is written in (it named the scenes' CRS)."""
-    base = ["detect", str(scenes[0]), str(scenes[1]), "--model", str(model), "--threshold", "0", "--window", "64",
+    base = ["detect", str(scenes[0]), str(scenes[1]), "--model", str(model), "--threshold", "1e-6", "--window", "64",
             "--overlap", "16", "--device", "cpu"]
     r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "a"), "--min-slope", "10"])
     assert r.exit_code == 1 and "failed: " in r.output
@@ -728,7 +728,7 @@ def test_an_area_of_interest_crops_every_scene_and_lists_those_outside(tmp_path,
     by_path = detect_many(scenes[:1], [model], tmp_path / "vb", aoi=str(area), progress=False, **REAL)  # its path
     assert by_path.skipped == [str(scenes[0])] and again.outputs == by_path.outputs
     r = CliRunner().invoke(main, ["detect", str(scenes[0]), str(scenes[1]), "--model", str(model), "--bbox",
-                                  ",".join(map(str, box)), "--bbox-crs", UTM, "--threshold", "0", "--window", "64",
+                                  ",".join(map(str, box)), "--bbox-crs", UTM, "--threshold", "1e-6", "--window", "64",
                                   "--overlap", "16", "--device", "cpu", "-o", str(tmp_path / "cli")])
     assert r.exit_code == 0, r.output
     assert "2 scenes: 1 done, 0 already complete (skipped), 0 failed, 1 outside the area of interest" in r.output

@@ -19,7 +19,7 @@ from lsmap.errors import InputError, OutputExistsError
 from lsmap.map.regional.merge import merge_not_observed, true_area_m2
 from lsmap.map.regional.run import detect_many
 
-COMMON = dict(threshold=0.0, window=32, overlap=8, device="cpu", progress=False)
+COMMON = dict(threshold=1e-6, window=32, overlap=8, device="cpu", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_one_scene_says_when_no_cloud_mask_was_used_and_where_the_mask_layer_goe
     # was missing; a GeoJSON output dropped the not-observed layer without a word
     scene = _scenes(tmp_path)[0]
     mask, _ = _cloud_raster(tmp_path / "clouds.tif")
-    opts = ["--model", str(ckpt), "--window", "32", "--overlap", "8", "--device", "cpu", "--threshold", "0"]
+    opts = ["--model", str(ckpt), "--window", "32", "--overlap", "8", "--device", "cpu", "--threshold", "1e-6"]
     r = CliRunner().invoke(main, ["detect", str(scene), "-o", str(tmp_path / "a.gpkg"), *opts])
     assert r.exit_code == 0 and "note: no cloud mask was used" in r.output and "--blue-max 0.2" in r.output
     r = CliRunner().invoke(main, ["detect", str(scene), "-o", str(tmp_path / "b.gpkg"), *opts, "--mask-raster", str(mask)])
