@@ -356,7 +356,7 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
             dst.write(codes[None], window=win)
     from lsmap.data.stack import mean_pixel_area_m2
 
-    area = mean_pixel_area_m2(info.transform, info.crs, info.height)
+    area = mean_pixel_area_m2(info.transform, info.crs, info.height, info.width)
     return NotObserved(out, {REASONS[k]: int(counts[k]) for k in REASONS if counts[k]}, area)
 
 

@@ -73,6 +73,7 @@ import numpy as np
 
 from lsmap.core.bands import L4S_BANDS, S2_RESOLUTION, TERRAIN_BANDS, BandProfile, get_profile
 from lsmap.core.encoding import STACK_ENCODINGS, UINT16_NODATA, encode_uint16, scales_offsets
+from lsmap.core.ground import MAP_SCALE_TOLERANCE, areal_scales, axis_scales, distorted
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, LsmapWarning, MissingInputError, user_level
 from lsmap.io.aoi import AOI, aoi_inside, aoi_window, as_aoi
@@ -327,14 +328,26 @@ def _finest(band: str, files: list[Path]) -> Path:
     return winners[0]
 
 
-def mean_pixel_area_m2(transform, crs, height: int) -> float:
+def mean_pixel_area_m2(transform, crs, height: int, width: int = 1) -> float:
     """The mean area of a grid's pixels in m2: ``|a e - b d|`` times the linear unit squared for a projected
     CRS, and for a geographic one the mean over the rows of :func:`pixel_size_metres` (degrees shrink with
-    latitude), so that pixel counts give km2 in either."""
+    latitude), so that pixel counts give km2 in either. A projected CRS whose area scale departs from 1 by
+    more than :data:`lsmap.core.ground.MAP_SCALE_TOLERANCE` over the grid (Web Mercator away from the
+    equator) gives the mean ground area of its pixels at a lattice of up to 17 x 17 points of the grid."""
     if crs is not None and crs.is_geographic:
         dx, dy = pixel_size_metres(transform, crs, np.arange(max(1, height)))
         return float(np.mean(dx * dy))
-    return abs(transform.a * transform.e - transform.b * transform.d) * _metres_per_unit(crs) ** 2
+    planar = abs(transform.a * transform.e - transform.b * transform.d) * _metres_per_unit(crs) ** 2
+    from rasterio.transform import array_bounds
+
+    bounds = array_bounds(max(1, height), max(1, width), transform)
+    if crs is not None and transform.b == transform.d == 0 and distorted(crs, (bounds[0], bounds[1], bounds[2], bounds[3])):
+        rows = np.unique(np.linspace(0, max(1, height) - 1, 17).round()) + 0.5
+        cols = np.unique(np.linspace(0, max(1, width) - 1, 17).round()) + 0.5
+        x = transform.c + transform.a * cols[None, :]
+        y = transform.f + transform.e * rows[:, None]
+        return float(planar * np.mean(areal_scales(crs, x, y, half=abs(transform.a) / 2)))
+    return planar
 
 
 def _metres_per_unit(crs) -> float:
@@ -351,7 +364,9 @@ def _metres_per_unit(crs) -> float:
 def pixel_size_metres(transform, crs, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pixel width and height in metres for the given rows of a north-up grid.
 
-    Projected CRSs: the pixel size times the CRS's linear unit. Geographic CRSs: the degree
+    Projected CRSs: the pixel size times the CRS's linear unit, times the ground scale of each axis at the
+    row (first column) where that departs from 1 by more than :data:`lsmap.core.ground.MAP_SCALE_TOLERANCE`
+    (Web Mercator: ``sec(latitude)``; UTM and national grids are taken at their word). Geographic CRSs: the degree
     sizes times the WGS 84 radii of curvature at each row's centre latitude (prime vertical
     ``N cos(lat)`` across, meridional ``M`` along).
 
@@ -368,7 +383,15 @@ def pixel_size_metres(transform, crs, rows: np.ndarray) -> tuple[np.ndarray, np.
         dy = np.radians(abs(transform.e)) * m
         return dx, dy
     factor = _metres_per_unit(crs)
-    return np.full_like(rows, abs(transform.a) * factor), np.full_like(rows, abs(transform.e) * factor)
+    dx, dy = np.full_like(rows, abs(transform.a) * factor), np.full_like(rows, abs(transform.e) * factor)
+    if crs is None or transform.b != 0 or transform.d != 0:
+        return dx, dy
+    # map metres that are not ground metres (Web Mercator stretches both axes by sec(latitude)): the ground
+    # scale along each axis at the grid's first column, per row (so a block's values do not depend on the block)
+    with np.errstate(invalid="ignore"):
+        kx, ky = axis_scales(crs, transform.c + 0.5 * transform.a, transform.f + transform.e * (rows + 0.5))
+    off = np.isfinite(kx) & np.isfinite(ky) & (np.maximum(abs(kx - 1), abs(ky - 1)) > MAP_SCALE_TOLERANCE)
+    return np.where(off, dx * kx, dx), np.where(off, dy * ky, dy)
 
 
 def horn_slope(dem: np.ndarray, transform, crs, row_offset: int = 0) -> np.ndarray:

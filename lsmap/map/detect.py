@@ -418,7 +418,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
                              threshold=f"{threshold:g}")
         _write_outputs(tmp, outputs, pred, gdf, threshold, masked, rejected if opts.keep_rejected else None, made_by)
         km2 = _scene_area_km2(info)
-        px_km2 = mean_pixel_area_m2(info.transform, info.crs, info.height) / 1e6
+        px_km2 = mean_pixel_area_m2(info.transform, info.crs, info.height, info.width) / 1e6
         warn_implausible(float(gdf["area_m2"].sum()) / 1e6 if len(gdf) else 0.0, pred.valid_pixels * px_km2)
         summary = {
         "scene": str(scene) if isinstance(scene, (str, os.PathLike)) else "stacked inputs",

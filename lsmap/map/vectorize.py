@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lsmap.core.ground import distorted, to_lonlat
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, LsmapWarning, OutputExistsError, user_level
 from lsmap.io.qgis_style import write_layer_style
@@ -52,6 +53,10 @@ def _pyproj_crs(crs):
 def areas_m2(geoms: Sequence[Any], crs: Any) -> np.ndarray:
     """Area of each polygon in square metres, for projected and geographic CRSs alike.
 
+    Geographic CRSs: geodesic areas on the CRS's ellipsoid. Projected CRSs: planar areas in the CRS's unit,
+    unless its area scale departs from 1 by more than :data:`lsmap.core.ground.MAP_SCALE_TOLERANCE` over the
+    polygons' extent (Web Mercator away from the equator): then geodesic areas too, so they are ground m2.
+
     Args:
         geoms: Shapely polygons in ``crs`` coordinates (x = easting/longitude).
         crs: Any CRS pyproj understands (rasterio CRS, EPSG code, WKT).
@@ -69,8 +74,12 @@ def areas_m2(geoms: Sequence[Any], crs: Any) -> np.ndarray:
         geod = pcrs.get_geod()
         oriented = shapely.orient_polygons(np.asarray(geoms, dtype=object), exterior_cw=False)
         return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in oriented], np.float64)
+    arr = np.asarray(geoms, dtype=object)
+    if distorted(pcrs, tuple(shapely.total_bounds(arr))):  # map m2 are not ground m2 here (e.g. EPSG:3857)
+        lonlat, geodetic = to_lonlat(arr, pcrs)
+        return areas_m2(list(lonlat), geodetic)
     factor = pcrs.axis_info[0].unit_conversion_factor
-    return shapely.area(np.asarray(geoms, dtype=object)) * factor**2
+    return shapely.area(arr) * factor**2
 
 
 def metres_to_crs_units(metres: float, crs: Any) -> float:

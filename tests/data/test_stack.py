@@ -597,3 +597,35 @@ def test_an_empty_stack_output_is_refused_as_empty(tmp_path, s2_dir):
     """``stack_scene(s2, "")`` raised a raw ValueError from Path('').with_suffix (the review)."""
     with pytest.raises(InputError, match="`out` is empty"):
         stack_scene(s2_dir, "", bands="rgbn")
+
+
+def test_horn_slope_web_mercator_dem_is_in_ground_metres():
+    """A DEM in EPSG:3857 (web map tiles): its map metres are sec(lat) ground metres, so a 30 deg plane at
+    45 N read 22.2 deg (tan 30 deg x cos 45 deg) when they were taken as metres; the real Jiuzhaigou DEM
+    warped to EPSG:3857 lost 4.7 deg of slope (median) against the same DEM in UTM, 0.13 deg now."""
+    from lsmap.data.stack import mean_pixel_area_m2
+
+    merc = CRS.from_epsg(3857)
+    x0, y0 = transform("EPSG:4326", merc, [9.0], [45.0])
+    step, n = 30.0, 40
+    tr = from_origin(x0[0], y0[0], step, step)
+    cols, rows = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5)
+    east, north = transform(merc, "EPSG:32632", (tr.c + step * cols).ravel(), (tr.f - step * rows).ravel())
+    g = math.tan(math.radians(30))  # UTM 32N's central meridian is 9 E: scale 0.9996 there
+    z = 1000.0 + g * (0.6 * np.asarray(east) + 0.8 * np.asarray(north)).reshape(n, n) / 0.9996
+    s = horn_slope(z, tr, merc)
+    np.testing.assert_allclose(s[1:-1, 1:-1], 30.0, atol=0.05)
+    dx, dy = pixel_size_metres(tr, merc, np.array([0]))
+    assert dx[0, 0] == pytest.approx(30 * math.cos(math.radians(45)), rel=0.005) and dy[0, 0] == pytest.approx(dx[0, 0], rel=0.005)
+    # pixel counts to km2: a 30 m Web Mercator pixel at 45 N is about 450 m2 of ground, not 900
+    assert mean_pixel_area_m2(tr, merc, n, n) == pytest.approx(900 * math.cos(math.radians(45)) ** 2, rel=0.01)
+
+
+def test_utm_dem_and_pixel_area_keep_map_metres():
+    """UTM's scale is within 0.1 % of 1 in its zone: its metres are used as they are (as gdaldem does)."""
+    from lsmap.data.stack import mean_pixel_area_m2
+
+    tr = from_origin(X0, Y0, 30, 30)
+    dx, dy = pixel_size_metres(tr, UTM, np.arange(3))
+    assert (dx == 30).all() and (dy == 30).all()
+    assert mean_pixel_area_m2(from_origin(X0, Y0, 10, 10), UTM, 100, 100) == 100.0

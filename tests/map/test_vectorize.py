@@ -89,9 +89,12 @@ def test_geographic_crs_areas_are_true_square_metres(tmp_path):
 
 
 def test_areas_in_feet_and_metres():
-    square = shapely.box(0, 0, 100, 100)
-    assert areas_m2([square], "EPSG:32645")[0] == pytest.approx(1e4)
-    assert areas_m2([square], "EPSG:2229")[0] == pytest.approx(1e4 * 0.3048006096**2, rel=1e-6)  # US survey feet
+    """Map units inside each CRS's zone (at (0, 0), 500 km west of UTM 45N's central meridian, its scale is
+    1.0027: the 100 m square is 9,946 m2 of ground, and so measured, see the Web Mercator test)."""
+    assert areas_m2([shapely.box(500_000, 3_000_000, 500_100, 3_000_100)], "EPSG:32645")[0] == pytest.approx(1e4)
+    feet = shapely.box(6_561_667, 1_900_000, 6_561_767, 1_900_100)  # California zone 5, in US survey feet
+    assert areas_m2([feet], "EPSG:2229")[0] == pytest.approx(1e4 * 0.3048006096**2, rel=1e-6)
+    assert areas_m2([shapely.box(0, 0, 100, 100)], "EPSG:32645")[0] == pytest.approx(9946.3, rel=1e-4)
 
 
 def test_min_area_fill_holes_and_simplify(tmp_path):
@@ -465,3 +468,24 @@ def test_lsmap_warnings_name_the_callers_line(tmp_path):
         as_aoi(str(bowtie))
     ours = [w for w in [*caught, *more] if issubclass(w.category, LsmapWarning)]
     assert len(ours) == 2 and all(w.filename == __file__ for w in ours), [(w.filename, w.lineno) for w in ours]
+
+
+def test_web_mercator_areas_are_ground_square_metres(tmp_path):
+    """A scene in EPSG:3857 at 45 N: its map m2 are 2x ground m2 (sec^2 45 deg), so area_m2 were 2x too large
+    (+4.8 % at 11.5 N: the real Puthumala bands warped to EPSG:3857, 21 polygons); now geodesic, as in
+    EPSG:4326, and within 0.2 % of the local UTM area."""
+    from rasterio.warp import transform as warp_transform
+
+    x0, y0 = warp_transform("EPSG:4326", "EPSG:3857", [9.0], [45.0])
+    p = np.zeros((100, 100), np.float32)
+    p[20:60, 30:90] = 0.9
+    path = write_prob(tmp_path / "p.tif", p, crs="EPSG:3857", transform=from_origin(x0[0], y0[0], 10, 10))
+    gdf = vectorize(path)
+    assert len(gdf) == 1
+    geodesic = areas_m2(list(gdf.to_crs("EPSG:4326").geometry), "EPSG:4326")[0]
+    assert gdf["area_m2"].iloc[0] == pytest.approx(geodesic, rel=1e-6)
+    assert gdf["area_m2"].iloc[0] == pytest.approx(gdf.to_crs("EPSG:32632").area.iloc[0], rel=0.002)
+    assert gdf["area_m2"].iloc[0] == pytest.approx(40 * 60 * 100 * 0.5, rel=0.01)
+    # UTM polygons keep their planar areas
+    square = shapely.box(500_000, 5_000_000, 500_100, 5_000_100)
+    assert areas_m2([square], "EPSG:32632")[0] == 1e4
