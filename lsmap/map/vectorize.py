@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lsmap.core.ground import distorted, to_lonlat
+from lsmap.core.ground import distorted, pyproj_crs, to_lonlat
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, LsmapWarning, OutputExistsError, user_level
 from lsmap.io.qgis_style import write_layer_style
@@ -44,12 +44,6 @@ METRES_PER_DEGREE = 111_320.0
 COLUMNS = ("id", "area_m2", "mean_prob", "max_prob")
 
 
-def _pyproj_crs(crs):
-    import pyproj
-
-    return pyproj.CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
-
-
 def areas_m2(geoms: Sequence[Any], crs: Any) -> np.ndarray:
     """Area of each polygon in square metres, for projected and geographic CRSs alike.
 
@@ -66,7 +60,7 @@ def areas_m2(geoms: Sequence[Any], crs: Any) -> np.ndarray:
     geoms = list(geoms)
     if not geoms:
         return np.zeros(0)
-    pcrs = _pyproj_crs(crs)
+    pcrs = pyproj_crs(crs)
     if pcrs.is_geographic:
         # pyproj sums signed ring areas: exteriors counter-clockwise and holes clockwise, or the parts of a
         # MultiPolygon wound both ways cancel (found by a review: a not-observed layer's traced and dissolved
@@ -84,7 +78,7 @@ def areas_m2(geoms: Sequence[Any], crs: Any) -> np.ndarray:
 
 def metres_to_crs_units(metres: float, crs: Any) -> float:
     """A length in metres in ``crs`` units (degrees via :data:`METRES_PER_DEGREE` when geographic)."""
-    pcrs = _pyproj_crs(crs)
+    pcrs = pyproj_crs(crs)
     if pcrs.is_geographic:
         return metres / METRES_PER_DEGREE
     return metres / pcrs.axis_info[0].unit_conversion_factor
