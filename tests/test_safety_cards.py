@@ -48,6 +48,12 @@ def _edit(card_path, fn):
     (lambda d: {**d, "trained_on": ["0", "1"]}, "'trained_on' must be a JSON object"),
     (lambda d: {**d, "trained_on": {"/p/img": [0, 1]}}, "'trained_on' must map each folder to a list of patch ids"),
     (lambda d: {**d, "adapted_on": {"/p/img": "0"}}, "'adapted_on' must map each folder to a list of patch ids"),
+    (lambda d: {**d, "trained_digests": {"/p/img": ["0123456789abcdef"]}}, "'trained_digests' must be a list of patch "
+                                                                          "content digests"),
+    (lambda d: {**d, "trained_digests": "0123456789abcdef"}, "'trained_digests' must be a list of patch content"),
+    (lambda d: {**d, "trained_digests": None}, "'trained_digests' must be a list of patch content digests"),
+    (lambda d: {**d, "adapted_digests": [12345678901234567]}, "'adapted_digests' must be a list of patch content"),
+    (lambda d: {**d, "adapted_digests": ["not hex!"]}, "'adapted_digests' must be a list of patch content digests"),
 ])
 def test_bad_cards_give_one_line_naming_card_and_field(ckpt, edit, field):
     weights, card_path = ckpt

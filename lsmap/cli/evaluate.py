@@ -33,8 +33,9 @@ from lsmap.core.norms import norm_choices
 @click.option("--crf", is_flag=True,
               help="Sharpen each patch's probabilities with a dense CRF before thresholding (needs lsmap[crf]).")
 @click.option("--unseen", is_flag=True,
-              help="Score only the patches the models were not trained on (their cards record which): on the "
-                   "folder a model was trained from, the patches its training held out.")
+              help="Score only the patches the models were not trained on (their cards record which, by folder "
+                   "and id and by image content, so copies count too): on the folder a model was trained from, the "
+                   "patches its training held out.")
 @click.option("--no-landslides-ok", "allow_no_landslides", is_flag=True,
               help="Score masks without any landslide pixel: false alarms on stable ground (refused otherwise, "
                    "since a 0/255 export read without --label-map looks the same).")

@@ -31,6 +31,8 @@ no names is taken to be in the order of the band set asked for (its count is che
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import json
 import os
@@ -68,6 +70,8 @@ META_NAME = "tiles.json"
 BANDS_ATTR = "bands"
 #: HDF5 dataset of an image file marking its observed pixels (1) and the others (0).
 VALID_NAME = "valid"
+#: Hex digits kept of a patch's content digest (:func:`patch_digest`; 64 bits).
+DIGEST_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,9 @@ def patch_keys(patches: Sequence[Patch], before: Mapping[str, Sequence[str]] | N
 
     The folders are those of the resolved files, so the same files are recognised whichever path reaches them,
     through a linked folder or links to each file (found by an audit: a folder of links to training patches
-    passed as unseen); a copy elsewhere is not. ``before`` (an earlier record, e.g. the card of the checkpoint a
-    model started from) is merged in.
+    passed as unseen); a copy elsewhere is not by its place, but by its content (:func:`patch_digests`, which
+    cards record beside). ``before`` (an earlier record, e.g. the card of the checkpoint a model started from) is
+    merged in.
     """
     keys: dict[str, list[str]] = {str(k): list(v) for k, v in (before or {}).items()}
     seen = {k: set(v) for k, v in keys.items()}
@@ -104,10 +109,60 @@ def patch_keys(patches: Sequence[Patch], before: Mapping[str, Sequence[str]] | N
     return keys
 
 
-def recorded(patches: Sequence[Patch], record: Mapping[str, Sequence[str]]) -> list[bool]:
-    """Per patch, whether a :func:`patch_keys` record holds it (by resolved folder and id)."""
+def patch_digest(patch: Patch | str | os.PathLike) -> str:
+    """The content digest of a patch's image (:data:`DIGEST_CHARS` hex digits of a SHA-256).
+
+    Of the image array as the models read it (float32, ``(H, W, C)``, its shape hashed first), not of the file's
+    bytes: the same image is recognised in a copy, and also in a file written otherwise (compressed, float64, by
+    another HDF5 writer, without the band names), e.g. the official patches and a mirror of them. Digests are
+    kept for the process by file (path, inode, size and modification time), so a file that changes is read again.
+
+    Raises:
+        InputError: unreadable file, or no ``img`` dataset.
+    """
+    path = Path(patch.image if isinstance(patch, Patch) else patch).resolve()
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the patch ({e.strerror or e}); re-create or remove the file") from None
+    return _digest(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _digest(path: str, ino: int, size: int, mtime_ns: int) -> str:
+    """:func:`patch_digest` of the file at ``path`` as it is (``ino``, ``size`` and ``mtime_ns`` key the cache)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "img" not in f:
+                raise InputError(f"{path}: no 'img' dataset; is this a Landslide4Sense image patch?")
+            arr = np.ascontiguousarray(f["img"][()], dtype=np.float32)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read HDF5 patch ({e}); re-create or remove the file") from None
+    h = hashlib.sha256(repr(arr.shape).encode())
+    h.update(arr.data)
+    return h.hexdigest()[:DIGEST_CHARS]
+
+
+def patch_digests(patches: Sequence[Patch], before: Sequence[str] | None = None) -> list[str]:
+    """The content digests of ``patches``' images (:func:`patch_digest`), as a model card records them beside
+    :func:`patch_keys`, each once; ``before`` (an earlier record) is merged in, first."""
+    return list(dict.fromkeys([*(before or ()), *(patch_digest(p) for p in patches)]))
+
+
+def recorded(patches: Sequence[Patch], record: Mapping[str, Sequence[str]],
+             digests: Sequence[str] | None = None) -> list[bool]:
+    """Per patch, whether a :func:`patch_keys` record holds it (by resolved folder and id) or, failing that, its
+    image's content digest is one of ``digests`` (:func:`patch_digests`: a copy, a folder mounted elsewhere).
+    Without ``digests`` (a card from before they were recorded) no image is read."""
     sets = {folder: set(ids) for folder, ids in record.items()}
-    return [(key := _resolved(p))[1] in sets.get(key[0], ()) for p in patches]
+    known = set(digests or ())
+    out = []
+    for p in patches:
+        folder, pid = _resolved(p)
+        out.append(pid in sets.get(folder, ()) or (bool(known) and patch_digest(p) in known))
+    return out
 
 
 def _resolved(p: Patch) -> tuple[str, str]:

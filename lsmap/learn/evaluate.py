@@ -49,7 +49,8 @@ class EvalResult:
         pixel: Confusion counts (``tp, fp, fn, tn``) and ``precision, recall, f1, iou, accuracy``.
         objects: ``n_pred, n_true, matched, precision, recall, f1`` of connected components.
         seen_in_training: How many of the patches some member was trained on (its card's
-            ``trained_on``); above 0 the scores measure fit, not accuracy on new data.
+            ``trained_on``, or by content its ``trained_digests``); above 0 the scores measure fit, not
+            accuracy on new data.
         unseen: Whether only the patches no member was trained on were scored.
         adapted_on: How many of the patches some member was adapted to without their labels (its card's
             ``adapted_on``: refine's self-training, domain batch norms): the benchmark's transductive protocol,
@@ -128,7 +129,8 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         progress: Show a progress bar.
         label_map: Mask values of the files -> 0/1/255 (``"0:0,255:1"`` for 0/255 masks).
         unseen: Score only the patches no member was trained on (by the folder and ids its card
-            records, :attr:`ModelCard.trained_on`): on the folder a model was trained from, the
+            records, :attr:`ModelCard.trained_on`, or by their images' content, ``trained_digests``, so a
+            copy of the training patches is recognised too): on the folder a model was trained from, the
             patches its training held out. Without it, scoring training patches warns.
         allow_no_landslides: Score masks without any landslide pixel (false alarms on stable ground: the
             ``fp`` count and ``false_alarm_rate``; recall and F1 are then 0 by convention). Without it such a
@@ -169,7 +171,7 @@ def evaluate(models: Sequence[str | os.PathLike], data: str | os.PathLike, *, sp
         patches = unseen_patches(patches, members, data)
         counts = check_labels(patches, mapping, "unseen", allow_empty=allow_no_landslides)  # the patches left may hold none
     seen = warn_if_trained_on(patches, members, data)
-    adapted = max(sum(recorded(patches, m.card.adapted_on)) for m in members)
+    adapted = max(sum(recorded(patches, m.card.adapted_on, m.card.adapted_digests)) for m in members)
     if stats is not None and not isinstance(stats, BandStats):
         stats = BandStats.load(stats)
     if stats is not None:  # the models' bands, taken by name where the statistics name theirs, else counted
@@ -224,7 +226,7 @@ def unseen_patches(patches, members, data) -> list:
     Raises:
         InputError: every patch was trained on.
     """
-    seen = [recorded(patches, m.card.trained_on) for m in members]
+    seen = [_trained_on(patches, m.card) for m in members]
     kept = [p for p, *flags in zip(patches, *seen, strict=True) if not any(flags)]
     if not kept:
         raise InputError(f"{data}: every one of its {len(patches)} patches was used to train the model(s); "
@@ -232,12 +234,19 @@ def unseen_patches(patches, members, data) -> list:
     return kept
 
 
+def _trained_on(patches, card) -> list[bool]:
+    """Per patch, whether ``card`` records it as a training patch: by its folder and id, or by its image's content
+    (a copy, a folder mounted elsewhere; cards from before content digests: by folder and id only)."""
+    return recorded(patches, card.trained_on, card.trained_digests)
+
+
 def warn_if_trained_on(patches, members, data) -> int:
-    """How many of ``patches`` some member was trained on (by the folder and id its card records);
-    a warning when there are any, since scores on them say how well the model fits its training data."""
+    """How many of ``patches`` some member was trained on (by the folder and id its card records, or the
+    image's content: :func:`_trained_on`); a warning when there are any, since scores on them say how well the
+    model fits its training data."""
     import warnings
 
-    seen = [sum(recorded(patches, m.card.trained_on)) for m in members]
+    seen = [sum(_trained_on(patches, m.card)) for m in members]
     n = max(seen)
     if n:
         who = ", ".join(m.source or m.card.model for m, k in zip(members, seen, strict=True) if k)

@@ -16,6 +16,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,11 @@ class ModelCard:
             refine's pseudo-labelled target patches, and the target patches of training with domain batch norms.
             Scoring them is the benchmark's transductive protocol (self-training on the test images); evaluate
             counts them.
+        trained_digests: The content digests of the ``trained_on`` patches' images
+            (:func:`lsmap.io.patches.patch_digests`), by which evaluate recognises them in a copy or a folder
+            mounted elsewhere too; empty in cards written before lsmap recorded them (their patches are then
+            recognised by folder and id only).
+        adapted_digests: The same of the ``adapted_on`` patches.
         lsmap_version: lsmap version that wrote the card.
         created: UTC timestamp (ISO 8601).
     """
@@ -269,6 +275,8 @@ class ModelCard:
     data: str = ""
     trained_on: dict = field(default_factory=dict)
     adapted_on: dict = field(default_factory=dict)
+    trained_digests: list = field(default_factory=list)
+    adapted_digests: list = field(default_factory=list)
     lsmap_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
 
@@ -407,6 +415,14 @@ def _check_rest(d: dict, bad) -> None:
         for folder, ids in d.get(key, {}).items():
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                 raise bad(key, f"must map each folder to a list of patch ids (got {ids!r:.60} for {folder})")
+    for key in ("trained_digests", "adapted_digests"):
+        digests = d.get(key, [])
+        if not isinstance(digests, list) or not all(isinstance(x, str) and _DIGEST.fullmatch(x) for x in digests):
+            raise bad(key, f"must be a list of patch content digests, hex strings (got {digests!r:.60})")
+
+
+#: A patch content digest (:func:`lsmap.io.patches.patch_digest`): hex digits.
+_DIGEST = re.compile(r"[0-9a-f]{8,64}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -692,6 +708,9 @@ def describe_card(card: ModelCard) -> list[tuple[str, str]]:
     rows += [("trained on", f"{len(ids)} patches of {folder}") for folder, ids in card.trained_on.items()]
     rows += [("adapted on", f"{len(ids)} patches of {folder} (images, no labels)")
              for folder, ids in card.adapted_on.items()]
+    if card.trained_digests or card.adapted_digests:
+        rows.append(("content digests", f"{len(card.trained_digests)} trained on, {len(card.adapted_digests)} adapted "
+                                        f"on (their copies are recognised too)"))
     rows += [(f"metric {k}", f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in card.metrics.items()
              if not isinstance(v, (dict, list))]
     rows += [("lsmap version", card.lsmap_version), ("created", card.created)]

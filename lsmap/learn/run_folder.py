@@ -167,7 +167,7 @@ def check_resume_data(out_dir: Path, card):
     hold-out would choose the best checkpoint across two validation sets, some of them trained on before.
 
     Returns:
-        ``card`` with the run's ``trained_on`` and ``adapted_on`` kept (merged in: a run resumed without the
+        ``card`` with the run's ``trained_on`` and ``adapted_on`` and their digests kept (merged in: a run resumed without the
         ``init`` it started from still records the patches that checkpoint was trained on).
 
     Raises:
@@ -185,7 +185,9 @@ def check_resume_data(out_dir: Path, card):
         raise CheckpointError(f"{out_dir}: cannot resume on other data ({'; '.join(diff)}); resume with the run's data "
                               f"and hold-out ({last.data}) or start a new run")
     return dataclasses.replace(card, trained_on=_union(last.trained_on, card.trained_on),
-                               adapted_on=_union(last.adapted_on, card.adapted_on))
+                               adapted_on=_union(last.adapted_on, card.adapted_on),
+                               trained_digests=list(dict.fromkeys([*last.trained_digests, *card.trained_digests])),
+                               adapted_digests=list(dict.fromkeys([*last.adapted_digests, *card.adapted_digests])))
 
 
 def _union(a: dict, b: dict) -> dict:

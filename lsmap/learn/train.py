@@ -45,7 +45,7 @@ from lsmap.core.norms import norm_mode
 from lsmap.data.dataset import Augment, PatchDataset, hold_out, spatial_hold_out
 from lsmap.data.stats import patch_stats
 from lsmap.errors import CheckpointError, InputError, LsmapError, LsmapWarning, TooLargeError, user_level
-from lsmap.io.patches import find_patches, has_split, is_plain_folder, patch_keys
+from lsmap.io.patches import find_patches, has_split, is_plain_folder, patch_digests, patch_keys
 from lsmap.io.progress import is_terminal
 from lsmap.learn.config import VAL_FRACTION, TrainConfig, max_workers
 from lsmap.learn.device import amp_dtype, resolve_device, restore_rng_states, rng_states, use_channels_last
@@ -1023,9 +1023,12 @@ def train(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
         sources.append(Source(PatchDataset(tgt_p, tgt_stats, profile, augment=aug), config.loss, 0.0, TARGET, name="target"))
     val = PatchDataset(val_p, val_stats, profile, label_map=mapping) if val_p else None
     before = read_card(init) if init is not None else None
+    adapted = tgt_p if config.domain_bn else []
     card = ModelCard(model=config.model, bands=list(profile.bands), stats=source_stats.to_dict(), data=desc,
                      trained_on=patch_keys(train_p, before.trained_on if before is not None else None),
-                     adapted_on=patch_keys(tgt_p if config.domain_bn else [], before.adapted_on if before is not None else None))
+                     adapted_on=patch_keys(adapted, before.adapted_on if before is not None else None),
+                     trained_digests=patch_digests(train_p, before.trained_digests if before is not None else None),
+                     adapted_digests=patch_digests(adapted, before.adapted_digests if before is not None else None))
     # held-out source patches with another target: scored in the source's batch-norm domain (without a target
     # folder the target's statistics are those of these very images)
     val_domain = SOURCE if config.domain_bn and held and target_dir is not None else None

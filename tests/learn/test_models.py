@@ -173,12 +173,13 @@ def test_info_prints_the_card(tmp_path):
 
     save_checkpoint(tmp_path / "m", build_model("tiny-unet", 4),
                     _card(metrics={"f1": 0.5}, data="15 patches", trained_on={"/d/img": ["0", "3"]},
-                          adapted_on={"/t/img": ["1", "2", "5"]}))
+                          adapted_on={"/t/img": ["1", "2", "5"]}, trained_digests=["0123456789abcdef"] * 2))
     res = CliRunner().invoke(main, ["info", str(tmp_path / "m.safetensors")])
     assert res.exit_code == 0, res.output
     assert "tiny-unet" in res.output and "rgbn: B4, B3, B2, B8" in res.output and "0.5000" in res.output
     assert "trained on           2 patches of /d/img" in res.output
     assert "adapted on           3 patches of /t/img (images, no labels)" in res.output
+    assert "content digests      2 trained on, 0 adapted on (their copies are recognised too)" in res.output
     save_checkpoint(tmp_path / "t", build_model("tiny-unet", 4), _card(train={
         "norm": "model", "loss": "lovasz+ohem", "steps": 200, "batch_size": 16, "lr": None, "seed": 3,
         "effective": {"lr": 0.0005}}))

@@ -320,6 +320,13 @@ def test_round_outputs(world, tmp_path):
     assert scored.adapted_on == len(ids) and scored.seen_in_training == 0
     assert f"{len(ids)} of the {len(ids)} patches are ones the model(s) adapted to" in format_table(scored)
     assert evaluate([world["model"]], world["tgt"], bands=PROFILE, device="cpu", progress=False).adapted_on == 0
+    # by content too: a copy of the target is counted as adapted on, and the source images as trained on
+    import shutil
+
+    assert len(card.trained_digests) == len(src_ids) and len(card.adapted_digests) == len(ids)
+    shutil.copytree(world["tgt"], tmp_path / "tgt_copy")
+    copied = evaluate([result.models[0]], tmp_path / "tgt_copy", bands=PROFILE, device="cpu", progress=False)
+    assert copied.adapted_on == len(ids) and copied.seen_in_training == 0
 
 
 def test_threshold_round_on_unlabelled_target(world, tmp_path):

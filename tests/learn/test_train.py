@@ -26,7 +26,7 @@ from lsmap.errors import (
     OutputExistsError,
     OutputOwnershipError,
 )
-from lsmap.io.patches import find_patches, read_image, write_patch
+from lsmap.io.patches import find_patches, patch_digests, read_image, write_patch
 from lsmap.learn.evaluate import evaluate
 from lsmap.learn.models import ModelCard, read_card, read_state_dict
 from lsmap.learn.train import (
@@ -232,6 +232,7 @@ def test_resume_on_other_data_is_refused_and_keeps_the_record(run, data, tmp_pat
                  progress=False)
     card = read_card(done.last_path)
     assert {k: len(v) for k, v in card.trained_on.items()} == {str((data / "train" / "img").resolve()): 16}
+    assert card.trained_digests == patch_digests(find_patches(data / "train"))  # the images' content, once each
     assert card.train["validated_on"] == {str((data / "val" / "img").resolve()): [str(i) for i in range(8)]}
 
 
@@ -303,9 +304,9 @@ def test_unseen_patches_without_landslides_are_refused_unless_asked(tmp_path):
     make_patches(tmp_path / "d", 4, seed=6)
     result = train(tmp_path / "r", train_dir=tmp_path / "d", config=TrainConfig(**FAST | {"steps": 2, "val_fraction": 0}),
                    progress=False)
-    for i in ("7", "8"):  # added afterwards, landslide-free
+    for i in ("7", "8"):  # added afterwards, landslide-free (other images: a training image is seen, by content)
         p = find_patches(tmp_path / "d")[0]
-        write_patch(tmp_path / "d", i, read_image(p.image)[0], np.zeros_like(read_mask(p.mask)))
+        write_patch(tmp_path / "d", i, read_image(p.image)[0] + int(i), np.zeros_like(read_mask(p.mask)))
     with pytest.raises(InputError, match=r"the unseen masks hold no landslide pixel \(value 1\) in 2 masks.*"
                                          r"to count false alarms on stable ground, allow it with `allow_no_landslides`"):
         evaluate([result.last_path], tmp_path / "d", unseen=True, device="cpu")
@@ -748,6 +749,10 @@ def test_hugging_face_layout_with_domain_bn(data, tmp_path):
     # the validation images took part (their batch-norm statistics, not their labels): recorded as adapted on
     assert {k: len(v) for k, v in card.adapted_on.items()} == {str((root / "images" / "validation").resolve()): 8}
     assert str((root / "images" / "validation").resolve()) not in card.trained_on
+    # ... and by content: evaluate counts them in the folder they were copied from
+    assert len(card.adapted_digests) == 8 and len(card.trained_digests) == 16
+    scored = evaluate([result.best_path], data / "val", device="cpu")
+    assert scored.adapted_on == 8 and scored.seen_in_training == 0
 
 
 def test_evaluate_runs_the_models_folded_with_the_same_counts(run, data, monkeypatch):

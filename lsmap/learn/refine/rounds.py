@@ -86,6 +86,7 @@ from lsmap.io.patches import (
     Patch,
     check_labels,
     find_patches,
+    patch_digests,
     patch_keys,
     read_mask,
     read_observed,
@@ -1093,6 +1094,8 @@ def train_student(init: str, src_patches: list[Patch], pseudo_patches: list[Patc
     template = ModelCard(model=card.model, bands=list(profile.bands), stats=s_stats.to_dict(),
                          train={"refine": note} if note else {}, trained_on=patch_keys(src_patches, card.trained_on),
                          adapted_on=patch_keys(pseudo_patches, card.adapted_on),
+                         trained_digests=patch_digests(src_patches, card.trained_digests),
+                         adapted_digests=patch_digests(pseudo_patches, card.adapted_digests),
                          data=f"self-training ({config.strategy}) from {Path(init).name}: "
                               f"{len(src_patches)} labelled + {len(pseudo_patches)} pseudo-labelled patches"
                               + (f"; target normalised with its {'own' if norm == 'own' else 'source'} statistics "
