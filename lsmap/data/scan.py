@@ -161,6 +161,44 @@ def scale_warning(scan: SceneScan, profile: BandProfile, name: object, raw_optio
             f"scenes average about 0.5-3: {fix}. Results on it are likely wrong")
 
 
+#: Detect warns when a band's scene mean lies more than this many of the training data's standard deviations from
+#: the training mean, with the models normalised by their training statistics (``norm`` model). Between the 29
+#: labelled Landslide4Sense patches here, each patch's mean stays within 2.5 of the shipped models' statistics in
+#: every band but the cirrus band B10 (6.7 in two hazy patches); a whole scene averages more ground than a
+#: patch. Measured against it: the real Puthumala L2A scene 7.3 (B9), the cloudy Wayanad scene 12.4 (B9), 6.7
+#: (B3) (``docs/detect.md``, "Scenes unlike the training data").
+SHIFT_SIGMAS = 4.0
+#: Bands left out of that warning (still reported): the cirrus band varies with haze between Landslide4Sense's own
+#: patches (6.7 in two of them).
+SHIFT_EXEMPT = frozenset({"B10"})
+
+
+def band_shift(scene: BandStats, trained: BandStats) -> np.ndarray:
+    """Per band, how many of the training data's standard deviations the scene's mean lies from the training
+    mean (signed: above is positive).
+
+    Shape:
+        two statistics of ``C`` bands -> ``(C,)``.
+    """
+    return (np.asarray(scene.mean, np.float64) - np.asarray(trained.mean, np.float64)) \
+        / np.asarray(trained.std, np.float64)
+
+
+def shift_warning(shift: dict[str, float], name: object) -> str | None:
+    """Why a scene is unlike the models' training data (a band beyond :data:`SHIFT_SIGMAS`), or ``None``;
+    ``shift`` maps band names to :func:`band_shift` values."""
+    far = sorted(((b, z) for b, z in shift.items() if abs(z) > SHIFT_SIGMAS and b not in SHIFT_EXEMPT),
+                 key=lambda bz: -abs(bz[1]))
+    if not far:
+        return None
+    said = ", ".join(f"{b} {z:+.1f}" for b, z in far[:4]) + (f" and {len(far) - 4} more" if len(far) > 4 else "")
+    return (f"{name}: unlike the models' training data: {said} standard deviations from the training means "
+            f"(Landslide4Sense's own patches stay within 2.5; the limit is {SHIFT_SIGMAS:g}), so the map may miss "
+            f"landslides or flag false ones: check it against the imagery. Clouds or haze (mask them), surface "
+            f"reflectance (L2A) against the top-of-atmosphere training data, or land unlike the training regions can "
+            f"cause it; see docs/detect.md, 'Scenes unlike the training data'")
+
+
 def _block_stats(scene: SceneInfo, profile: BandProfile, windows: Sequence[Window], workers: int,
                  indexes: Sequence[int] | None = None, count_nodata: bool = False) -> Iterator[RunningStats]:
     """Statistics of each window's valid pixels (raw values), in window order, read by ``workers`` threads

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import tempfile
 import threading
@@ -42,7 +43,15 @@ from lsmap.data.masks import (
     product_mask_layers,
     write_not_observed,
 )
-from lsmap.data.scan import SCALE_MAX_PIXELS, STATS_MAX_PIXELS, check_stats, scale_warning, scan_scene
+from lsmap.data.scan import (
+    SCALE_MAX_PIXELS,
+    STATS_MAX_PIXELS,
+    band_shift,
+    check_stats,
+    scale_warning,
+    scan_scene,
+    shift_warning,
+)
 from lsmap.data.sources import scene_inputs, stack_arguments, stack_source
 from lsmap.data.stack import mean_pixel_area_m2
 from lsmap.errors import (
@@ -388,8 +397,10 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
                              f"map: the not-observed mask covers {100 * share:.0f} % of the area ({reasons}) and the "
                              f"rest is nodata; choose another date or area, or map through the mask (`scl_mask` none "
                              f"for a product's SCL)") from None
-        for why in (scale_warning(scan, plan.profile, named),
-                    terrain_nodata_warning(info.path, plan.profile, named, plan.indexes)):
+        shift = _shift(scan, members) if used is None else None  # the models see the scene through their statistics
+        scaled = scale_warning(scan, plan.profile, named)
+        for why in (scaled, terrain_nodata_warning(info.path, plan.profile, named, plan.indexes),
+                    shift_warning(shift, named) if shift and scaled is None else None):
             if why is not None:
                 warnings.warn(why, LsmapWarning, stacklevel=user_level())
         # the landslides are traced while the models run, unless the evidence gate changes the probabilities after
@@ -426,7 +437,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         "models": [m.source or m.card.model for m in members], "bands": plan.profile.name,
         "input_scale": "raw" if scan.raw else "l4s", "norm": norm_mode(opts.norm) if stats is None else "stats",
         "stats": used.to_dict() if used is not None else None, "stats_sampled": scan.sampled,
-        "valid_pixels": scan.valid_pixels, "threshold": threshold, "tta": opts.tta, "crf": opts.crf,
+        "shift_sigmas": shift, "valid_pixels": scan.valid_pixels, "threshold": threshold, "tta": opts.tta, "crf": opts.crf,
         "window": opts.window, "window_choice": window_choice, "overlap": opts.overlap, "batch_size": pred.batch_size, "windows": pred.windows,
         "passes": pred.passes, "device": str(dev), "uncertainty": pred.uncertainty_method, "polygons": len(gdf),
         "landslide_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
@@ -605,6 +616,23 @@ def _scan(info, plan, opts: DetectOptions, stats: BandStats | None, progress: bo
     else:
         used = None
     return scan, used, t_scan
+
+
+def _shift(scan, members) -> dict[str, float] | None:
+    """Per band, the scene mean's distance from the training mean in training standard deviations
+    (:func:`lsmap.data.scan.band_shift`), the largest over the members; ``None`` without a valid pixel."""
+    if not scan.valid_pixels:
+        return None
+    shift: dict[str, float] = {}
+    for m in members:
+        trained = m.card.band_stats
+        if trained is None:
+            continue
+        scene = scan.stats.take(m.inputs) if m.inputs is not None else scan.stats
+        for band, z in zip(m.card.profile.bands, band_shift(scene, trained).tolist(), strict=True):
+            if math.isfinite(z) and abs(z) >= abs(shift.get(band, 0.0)):
+                shift[band] = round(z, 2)
+    return shift or None
 
 
 def _block_stream(info, threshold: float, opts: DetectOptions, device) -> BlockStream:

@@ -138,8 +138,10 @@ def test_real_l2a_bands_stack_and_detect_with_the_shipped_default(tmp_path):
     r = CliRunner().invoke(main, ["detect", str(scene), "-o", str(tmp_path / "slides.gpkg"), "--quicklook",
                                   str(tmp_path / "q.png"), "--device", "cpu", "--json"])
     assert r.exit_code == 0, r.output
-    summary = json.loads(r.output)
+    summary = json.loads(r.stdout)
     assert [m.split("/")[-1] for m in summary["models"]] == ["l2a-default.safetensors"]
+    # surface reflectance against the top-of-atmosphere training data: B9 +7.3 training standard deviations
+    assert summary["shift_sigmas"]["B9"] > 7 and "unlike the models' training data: B9 +7." in r.stderr
     assert summary["bands"] == "l2a" and summary["input_scale"] == "l4s"
     assert (tmp_path / "q.png").stat().st_size > 10_000
     # the 2019 debris-flow scar: a corridor 150 m either side of its track (scene pixel col, row,
