@@ -13,6 +13,10 @@ IGNORE_INDEX = 255
 #: in place of non-finite values read from patches.
 FILL = 0.0
 
+#: Sentinel-2's special digital number for a saturated pixel (the products' ``Special_Values``: NODATA 0,
+#: SATURATED 65535): its reflectance is unknown, so ``lsmap stack`` takes it as not observed.
+S2_SATURATED = 65535
+
 #: Side of a Landslide4Sense patch in pixels (``lsmap tile`` default, the benchmark's patch size).
 PATCH_SIZE = 128
 

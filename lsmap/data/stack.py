@@ -33,7 +33,8 @@ so memory stays bounded whatever the scene size. Block size 16 and 1024 give ide
 (tested).
 
 Nodata: a source pixel is invalid when it equals the file's nodata value (for Sentinel-2 files
-without a declared nodata, the profile's raw nodata, 0). An output pixel is written as
+without a declared nodata, the profile's raw nodata, 0), or, in a uint16 Sentinel-2 band, the saturated
+value 65535 (:data:`lsmap.core.constants.S2_SATURATED`: its reflectance is unknown). An output pixel is written as
 :data:`lsmap.io.rasters.OUTPUT_NODATA` (-9999) in *every* band when any of its bands is invalid, so a
 model never sees a half-filled pixel stack; outside the DEM's footprint pixels are nodata too.
 
@@ -72,6 +73,7 @@ from pathlib import Path
 import numpy as np
 
 from lsmap.core.bands import L4S_BANDS, S2_RESOLUTION, TERRAIN_BANDS, BandProfile, get_profile
+from lsmap.core.constants import S2_SATURATED
 from lsmap.core.encoding import STACK_ENCODINGS, UINT16_NODATA, encode_uint16, scales_offsets
 from lsmap.core.ground import MAP_SCALE_TOLERANCE, areal_scales, axis_scales, distorted
 from lsmap.core.windows import block_grid
@@ -443,8 +445,10 @@ class _Layer:
 
     def __init__(self, src, name: str, nodata: float | None, grid: _Grid,
                  derive: Callable[[np.ndarray, int], np.ndarray] | None = None, halo: int = 0,
-                 nearest: bool = False, offset: float = 0.0, gain: float = 1.0) -> None:
+                 nearest: bool = False, offset: float = 0.0, gain: float = 1.0,
+                 saturated: float | None = None) -> None:
         self.src, self.name, self.nodata, self.grid = src, name, nodata, grid
+        self.saturated = saturated  # a value read as invalid as well (Sentinel-2's SATURATED digital number)
         self.derive, self.halo, self.nearest = derive, halo, nearest
         # radiometry, applied to source pixels before any resampling: (DN + offset) * gain
         self.offset, self.gain = float(offset), float(gain)
@@ -471,6 +475,8 @@ class _Layer:
         arr = read_window(self.src, 1, Window(c0, r0, c1 - c0, r1 - r0)).astype(np.float64)
         if self.nodata is not None:
             arr[arr == self.nodata] = np.nan
+        if self.saturated is not None:
+            arr[arr == self.saturated] = np.nan
         if self.offset or self.gain != 1.0:
             arr = (arr + self.offset) * self.gain
         out[r0 - row0:r1 - row0, c0 - col0:c1 - col0] = arr
@@ -895,7 +901,8 @@ def stack_scene(
         for b, src in opened.items():
             nodata = src.nodata if src.nodata is not None else profile.nodata
             layers_[b] = _Layer(src, b, nodata, grid, offset=source.dn_offset(b),
-                                gain=L4S_QUANTIFICATION / source.quantification)
+                                gain=L4S_QUANTIFICATION / source.quantification,
+                                saturated=S2_SATURATED if src.dtypes[0] == "uint16" else None)
             sources[b] = gdal_source(source.files[b])
         dem_src = None
         if needs_dem:

@@ -629,3 +629,18 @@ def test_utm_dem_and_pixel_area_keep_map_metres():
     dx, dy = pixel_size_metres(tr, UTM, np.arange(3))
     assert (dx == 30).all() and (dy == 30).all()
     assert mean_pixel_area_m2(from_origin(X0, Y0, 10, 10), UTM, 100, 100) == 100.0
+
+
+def test_saturated_digital_numbers_are_not_observed(s2_dir, raw, tmp_path):
+    """Sentinel-2 marks a saturated pixel with DN 65535 (SATURATED in the products' Special_Values); it was stacked
+    as a valid, very bright reading (found by the radiometry audit, session 17). Its pixel is now nodata in every
+    band, like a 0."""
+    from lsmap.core.constants import S2_SATURATED
+
+    b4 = raw["B4"].copy()
+    b4[10:12, 20:23] = S2_SATURATED
+    write_raster(next(s2_dir.glob("*_B04_10m.tif")), b4, UTM, from_origin(X0, Y0, 10, 10))
+    arr, _, _ = read(stack_scene(s2_dir, tmp_path / "rgbn.tif", bands="rgbn").path)
+    nod = arr[0] == OUTPUT_NODATA
+    assert nod[10:12, 20:23].all() and (arr[:, nod] == OUTPUT_NODATA).all()
+    assert nod.sum() == 6 + (raw["B2"] == 0).sum()  # the saturated pixels and the B2 zeros, nothing else
