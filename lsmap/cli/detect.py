@@ -154,7 +154,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     Without --model the default model is used; --model takes a checkpoint or a shipped model's
     name (--model default; see 'lsmap info').
 
-    Several scenes (paths, a quoted glob, or @list.txt with one path per line): -o is a folder that
+    Several scenes (paths, a quoted glob, or @list.txt with one path per line; a .txt or .lst path is
+    such a list with or without the @): -o is a folder that
     gets one layer per scene plus the merged event layer; complete scenes are skipped on a re-run
     (--overwrite redoes them); the exit status is non-zero when a scene failed. Products bring their
     own SCL; --scl-mask, --cloud-prob-max and one --mask-raster apply to every scene (one --scl file
