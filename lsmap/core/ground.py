@@ -107,6 +107,21 @@ def distorted(crs: Any, bounds: tuple[float, float, float, float]) -> bool:
     return bool(s.size and np.abs(s - 1.0).max() > MAP_SCALE_TOLERANCE)
 
 
+def ground_metres_per_unit(crs: Any, bounds: tuple[float, float, float, float]) -> float:
+    """Ground metres per map unit along x at the centre of ``bounds`` (left, bottom, right, top) of a projected
+    ``crs``: its unit's metres, times the ground scale where its map metres are not ground metres
+    (:func:`distorted`: Web Mercator, ``cos(latitude)``). A length in metres on the ground (a simplification
+    tolerance, a scale bar) divided by it is a length in map units."""
+    m = unit_metres(crs)
+    if not distorted(crs, bounds):
+        return m
+    left, bottom, right, top = bounds
+    with np.errstate(invalid="ignore"):
+        kx, _ = axis_scales(crs, (left + right) / 2, (bottom + top) / 2)
+    k = float(kx)
+    return m * k if np.isfinite(k) and k > 0 else m
+
+
 def to_lonlat(geoms, crs: Any, segment: float = 1000.0):
     """Shapely geometries of a projected ``crs`` in its geodetic CRS (x = longitude), edges first cut to at most
     ``segment`` map units so that long straight map edges follow their map path."""

@@ -36,6 +36,7 @@ from lsmap.core.display import (
     prob_class,
     to_uint8,
 )
+from lsmap.core.ground import ground_metres_per_unit
 from lsmap.data.scan import INPUT_SCALES, RAW_THRESHOLD
 from lsmap.errors import InputError
 from lsmap.io.rasters import atomic_output, check_output, open_raster, read_window
@@ -223,7 +224,8 @@ def nice_length(span: float) -> float:
 
 
 def _metres_per_unit(crs, bounds) -> tuple[float, str]:
-    """Metres per CRS unit along x at the scene centre, and the axes' unit label."""
+    """Ground metres per CRS unit along x at the scene centre (:func:`lsmap.core.ground.ground_metres_per_unit`),
+    and the axes' unit label."""
     from pyproj import CRS
 
     c = CRS.from_user_input(crs)
@@ -231,7 +233,7 @@ def _metres_per_unit(crs, bounds) -> tuple[float, str]:
         lat = (bounds[1] + bounds[3]) / 2
         return 111_320.0 * math.cos(math.radians(lat)), "°"
     axis = c.axis_info[0]
-    return float(axis.unit_conversion_factor or 1.0), {"metre": "m"}.get(axis.unit_name, axis.unit_name)
+    return ground_metres_per_unit(c, bounds), {"metre": "m"}.get(axis.unit_name, axis.unit_name)
 
 
 def grid_convergence(crs, x: float, y: float) -> float:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lsmap.core.ground import distorted, pyproj_crs, to_lonlat
+from lsmap.core.ground import distorted, ground_metres_per_unit, pyproj_crs, to_lonlat
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, LsmapWarning, OutputExistsError, user_level
 from lsmap.io.qgis_style import write_layer_style
@@ -76,11 +76,15 @@ def areas_m2(geoms: Sequence[Any], crs: Any) -> np.ndarray:
     return shapely.area(arr) * factor**2
 
 
-def metres_to_crs_units(metres: float, crs: Any) -> float:
-    """A length in metres in ``crs`` units (degrees via :data:`METRES_PER_DEGREE` when geographic)."""
+def metres_to_crs_units(metres: float, crs: Any, bounds: tuple[float, float, float, float] | None = None) -> float:
+    """A length in metres in ``crs`` units (degrees via :data:`METRES_PER_DEGREE` when geographic); with the
+    ``bounds`` of the data, ground metres where a projected CRS's map metres are not
+    (:func:`lsmap.core.ground.ground_metres_per_unit`: Web Mercator away from the equator)."""
     pcrs = pyproj_crs(crs)
     if pcrs.is_geographic:
         return metres / METRES_PER_DEGREE
+    if bounds is not None:
+        return metres / ground_metres_per_unit(pcrs, bounds)
     return metres / pcrs.axis_info[0].unit_conversion_factor
 
 
@@ -293,7 +297,10 @@ def landslide_table(found: Landslides, crs, *, min_area: float = 0.0, simplify: 
     keep = area >= min_area
     geom_arr = np.asarray(geom_list, dtype=object)[keep]
     if simplify > 0 and len(geom_arr):
-        geom_arr = simplify_polygons(geom_arr, metres_to_crs_units(simplify, crs))
+        import shapely
+
+        tolerance = metres_to_crs_units(simplify, crs, tuple(shapely.total_bounds(geom_arr)))
+        geom_arr = simplify_polygons(geom_arr, tolerance)
         area_kept = areas_m2(list(geom_arr), crs)
     else:
         area_kept = area[keep]

@@ -489,3 +489,22 @@ def test_web_mercator_areas_are_ground_square_metres(tmp_path):
     # UTM polygons keep their planar areas
     square = shapely.box(500_000, 5_000_000, 500_100, 5_000_100)
     assert areas_m2([square], "EPSG:32632")[0] == 1e4
+
+
+def test_lengths_in_metres_are_ground_metres_in_web_mercator():
+    """--simplify (metres) and the quick-look's scale bar took Web Mercator's map metres as ground metres: at 45 N a
+    map metre is 0.707 m of ground, so a 10 m tolerance simplified by 7 m and the bar read 41 % long (noticed by
+    the radiometry audit, session 17). Both now go through lsmap.core.ground.ground_metres_per_unit."""
+    from rasterio.warp import transform as warp_transform
+
+    from lsmap.map.quicklook import _metres_per_unit
+    from lsmap.map.vectorize import metres_to_crs_units
+
+    x, y = warp_transform("EPSG:4326", "EPSG:3857", [9.0], [45.0])
+    bounds = (x[0], y[0], x[0] + 5000, y[0] + 5000)
+    assert metres_to_crs_units(10, "EPSG:3857", bounds) == pytest.approx(10 * 2**0.5, rel=2e-3)
+    assert _metres_per_unit("EPSG:3857", bounds) == (pytest.approx(2**-0.5, rel=2e-3), "m")
+    utm = (500_000, 5_000_000, 505_000, 5_005_000)  # a UTM zone's map metres are taken at their word
+    assert metres_to_crs_units(10, "EPSG:32632", utm) == 10 and _metres_per_unit("EPSG:32632", utm) == (1.0, "m")
+    assert metres_to_crs_units(10, "EPSG:2229", (6_561_667, 1_900_000, 6_571_667, 1_910_000)) == \
+        pytest.approx(10 / 0.3048006096)
