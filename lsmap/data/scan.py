@@ -184,14 +184,22 @@ def band_shift(scene: BandStats, trained: BandStats) -> np.ndarray:
         / np.asarray(trained.std, np.float64)
 
 
-def shift_warning(shift: dict[str, float], name: object) -> str | None:
-    """Why a scene is unlike the models' training data (a band beyond :data:`SHIFT_SIGMAS`), or ``None``;
-    ``shift`` maps band names to :func:`band_shift` values."""
-    far = sorted(((b, z) for b, z in shift.items() if abs(z) > SHIFT_SIGMAS and b not in SHIFT_EXEMPT),
+def far_bands(shift: dict[str, float] | None) -> str | None:
+    """The bands of a :func:`band_shift` record beyond :data:`SHIFT_SIGMAS` (outside :data:`SHIFT_EXEMPT`), most
+    shifted first, as said to users (``"B9 +7.3, B1 -4.2"``), or ``None``."""
+    far = sorted(((b, z) for b, z in (shift or {}).items() if abs(z) > SHIFT_SIGMAS and b not in SHIFT_EXEMPT),
                  key=lambda bz: -abs(bz[1]))
     if not far:
         return None
-    said = ", ".join(f"{b} {z:+.1f}" for b, z in far[:4]) + (f" and {len(far) - 4} more" if len(far) > 4 else "")
+    return ", ".join(f"{b} {z:+.1f}" for b, z in far[:4]) + (f" and {len(far) - 4} more" if len(far) > 4 else "")
+
+
+def shift_warning(shift: dict[str, float] | None, name: object) -> str | None:
+    """Why a scene is unlike the models' training data (a band beyond :data:`SHIFT_SIGMAS`), or ``None``;
+    ``shift`` maps band names to :func:`band_shift` values."""
+    said = far_bands(shift)
+    if said is None:
+        return None
     return (f"{name}: unlike the models' training data: {said} standard deviations from the training means "
             f"(Landslide4Sense's own patches stay within 2.5; the limit is {SHIFT_SIGMAS:g}), so the map may miss "
             f"landslides or flag false ones: check it against the imagery. Clouds or haze (mask them), surface "

@@ -400,7 +400,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         shift = _shift(scan, members) if used is None else None  # the models see the scene through their statistics
         scaled = scale_warning(scan, plan.profile, named)
         for why in (scaled, terrain_nodata_warning(info.path, plan.profile, named, plan.indexes),
-                    shift_warning(shift, named) if shift and scaled is None else None):
+                    shift_warning(shift, named) if scaled is None else None):
             if why is not None:
                 warnings.warn(why, LsmapWarning, stacklevel=user_level())
         # the landslides are traced while the models run, unless the evidence gate changes the probabilities after

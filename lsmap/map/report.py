@@ -30,6 +30,7 @@ import numpy as np
 from lsmap import __version__
 from lsmap.core.bands import BandProfile
 from lsmap.core.display import NODATA_COLOUR, PROB_CLASSES, REJECTED_COLOUR, prob_class
+from lsmap.data.scan import far_bands
 from lsmap.errors import InputError
 from lsmap.io.rasters import atomic_output, check_output
 from lsmap.map.components import index_ranges
@@ -255,6 +256,10 @@ def write_report(out: str | os.PathLike, polygons, image, *, scene_name: str, da
             ("CRS", crs_name or "none"), ("size", f"{image.width} × {image.height} px of {size}")]
     rows += _area_lines(image, summary)
     rows += [("polygons", str(n)), ("landslide area", f"{area_km2:.3f} km²")]
+    far = far_bands(summary.get("shift_sigmas"))
+    if far:  # the warning of the run, where the reader of the report sees it (docs/detect.md)
+        rows.append(("unlike the training data", f"{far} standard deviations from the models' training means: "
+                                                  f"check the map against the imagery"))
     if dropped:
         rows.append(("rejected by evidence", f"{len(dropped)} ("
                      + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(reasons.items())) + ")"))

@@ -87,6 +87,20 @@ def test_report_is_one_offline_file(scene, polygons, tmp_path):
         write_report(out, polygons, image, scene_name="x")
 
 
+def test_a_scene_unlike_the_training_data_is_said_in_the_report(scene, polygons, tmp_path):
+    """The reader of a report does not see the run's warnings: a shift beyond SHIFT_SIGMAS is a summary row
+    (docs/detect.md, 'Scenes unlike the training data'); the cirrus band alone is not."""
+    image = natural_colour(scene, "rgbn")
+    shifted = {"scene_km2": 0.48, "shift_sigmas": {"B1": -2.2, "B9": 7.31, "B10": 9.0}}
+    rows = dict(page_data(write_report(tmp_path / "a.html", polygons, image, scene_name="a", summary=shifted))["summary"])
+    assert rows["unlike the training data"] == ("B9 +7.3 standard deviations from the models' training means: check "
+                                                "the map against the imagery")
+    for summary in ({"shift_sigmas": {"B9": 3.9, "B10": 9.0}}, {"shift_sigmas": None}, {}):
+        rows = dict(page_data(write_report(tmp_path / "b.html", polygons, image, scene_name="b", summary=summary,
+                                           overwrite=True))["summary"])
+        assert "unlike the training data" not in rows
+
+
 def test_render_report_reads_the_scene(scene, polygons, tmp_path):
     from lsmap.learn.models import ModelCard
 
