@@ -749,7 +749,7 @@ def test_detect_on_a_product_with_an_aoi_covers_the_full_runs_window(tmp_path):
                                     "--bbox-crs", CRS, "-o", str(tmp_path / "s.gpkg"), "--prob",
                                     str(tmp_path / "s.tif"), "--norm", "model", *common])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["aoi_window"] == [25, 30, 80, 60]
+    assert json.loads(res.stdout)["aoi_window"] == [25, 30, 80, 60]
     with rasterio.open(tmp_path / "s.tif") as s, rasterio.open(tmp_path / "aoi.tif") as a:
         assert (s.transform, s.shape) == (a.transform, a.shape)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no scratch left
