@@ -734,6 +734,33 @@ def test_an_area_of_interest_crops_every_scene_and_lists_those_outside(tmp_path,
     assert "2 scenes: 1 done, 0 already complete (skipped), 0 failed, 1 outside the area of interest" in r.output
 
 
+@pytest.mark.filterwarnings("ignore:--bbox")
+def test_a_scene_outside_the_area_is_not_opened_again(tmp_path, scenes, model, monkeypatch):
+    """A re-run opened every scene outside the area once more to find it outside again (a STAC Item fetched, a
+    product read; noticed in sessions 15-16). Its completion record now says outside, keyed like a layer's: the
+    re-run does not run it, another area or `overwrite` does."""
+    import lsmap.map.regional.run as run_module
+    from lsmap.io.aoi import parse_bbox
+
+    box = parse_bbox([X0 + 10, Y0 - 900, X0 + 500, Y0 - 100], UTM)  # inside scene a only
+    first = detect_many(scenes[:2], [model], tmp_path / "ev", aoi=box, progress=False, **REAL)
+    assert first.outside == [str(scenes[1])]
+    records = [json.loads(f.read_text()) for f in (tmp_path / "ev").glob("*.done.json")]
+    assert [r["scene"] for r in records if r.get("outside")] == [str(scenes[1])]
+    ran = []
+    real = run_module.run_scene
+    monkeypatch.setattr(run_module, "run_scene", lambda job: ran.append(job.scene) or real(job))
+    again = detect_many(scenes[:2], [model], tmp_path / "ev", aoi=box, progress=False, **REAL)
+    assert ran == [] and again.outside == [str(scenes[1])] and again.skipped == [str(scenes[0])]
+    assert again.ok and list(again.outputs) == [str(scenes[0])]
+    redo = detect_many(scenes[:2], [model], tmp_path / "ev", aoi=box, progress=False, overwrite=True, **REAL)
+    assert ran == [str(scenes[0]), str(scenes[1])] and redo.outside == [str(scenes[1])]
+    wider = parse_bbox([X0 + 10, Y0 - 900, X0 + 700, Y0 - 100], UTM)  # now reaching scene b: mapped, not skipped
+    ran.clear()
+    res = detect_many(scenes[1:2], [model], tmp_path / "ev", aoi=wider, progress=False, **REAL)
+    assert ran == [str(scenes[1])] and res.outside == [] and list(res.outputs) == [str(scenes[1])], res.failures
+
+
 def test_a_band_folder_rewritten_in_place_is_detected_again(tmp_path, model):
     """A folder's own size and time do not change when a band file in it is rewritten, so a rerun skipped a band or
     .SAFE folder whose bands had changed (found by the failure audit). Its files are fingerprinted."""

@@ -48,6 +48,7 @@ from lsmap.map.regional.scenejob import (
     done_polygons,
     failure_message,
     is_complete,
+    is_outside,
     job_key,
     read_done,
     run_scene,
@@ -368,7 +369,9 @@ def detect_many(
     outcomes: dict[str, SceneOutcome] = {}
     todo = []
     for job in jobs:
-        if not overwrite and is_complete(job):
+        if not overwrite and is_outside(job):  # recorded outside the area: not opened again
+            outcomes[job.scene] = SceneOutcome(job.scene, job.stem, outside=True)
+        elif not overwrite and is_complete(job):
             outcomes[job.scene] = SceneOutcome(job.scene, job.stem, out=job.out, skipped=True,
                                                polygons=done_polygons(job), **done_km2(job))
         else:

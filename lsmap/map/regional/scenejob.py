@@ -127,11 +127,22 @@ def read_done(job: SceneJob) -> dict | None:
 
 
 def is_complete(job: SceneJob) -> bool:
-    """Whether ``job``'s layer exists and its marker records the same scene and key."""
+    """Whether ``job``'s layer exists and its marker records the same scene and key, or its marker records it
+    outside the run's area of interest (:func:`is_outside`: no layer)."""
+    if is_outside(job):
+        return True
     if not all(Path(p).is_file() for p in (job.out, *(v for _, v in job.rasters))):
         return False
     done = read_done(job)
     return done is not None and done.get("scene") == job.scene and done.get("key") == job.key
+
+
+def is_outside(job: SceneJob) -> bool:
+    """Whether ``job``'s marker records its scene outside the run's area of interest, with the same scene and key
+    (the area is in the key): a re-run need not open the scene again (a STAC Item is fetched, a product read)."""
+    done = read_done(job)
+    return (done is not None and done.get("outside") is True and done.get("scene") == job.scene
+            and done.get("key") == job.key)
 
 
 def done_polygons(job: SceneJob) -> int:
@@ -280,6 +291,7 @@ def run_scene(job: SceneJob) -> SceneOutcome:
             tmp.write_text(json.dumps(done, indent=2, default=str) + "\n")
     except LsmapError as e:
         if job.aoi is not None and isinstance(e, OutsideError):  # aoi_window's refusal: the scene lies elsewhere
+            _mark_outside(job)
             return SceneOutcome(job.scene, job.stem, outside=True, seconds=time.perf_counter() - t0, worker=worker)
         return SceneOutcome(job.scene, job.stem, error=_name_scene(job.scene, str(e)),
                             seconds=time.perf_counter() - t0, worker=worker)
@@ -289,6 +301,19 @@ def run_scene(job: SceneJob) -> SceneOutcome:
         raise SceneError(_name_scene(job.scene, f"{type(e).__name__}: {e}")) from None
     return SceneOutcome(job.scene, job.stem, out=str(out), polygons=n,
                         seconds=time.perf_counter() - t0, worker=worker, **km2)
+
+
+def _mark_outside(job: SceneJob) -> None:
+    """Record that ``job``'s scene lies outside the run's area of interest (:func:`is_outside`), best effort: without
+    the record a re-run opens the scene once more and finds the same."""
+    done = {"scene": job.scene, "key": job.key, "outside": True, "params": job.params,
+            "aoi": job.aoi.to_dict() if job.aoi is not None else None, "detector": _detector_name(job.detector),
+            "lsmap_version": __version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        with atomic_output(job.marker, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(done, indent=2, default=str) + "\n")
+    except (OSError, LsmapError):
+        pass
 
 
 def _worker_address() -> str:
