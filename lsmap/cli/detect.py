@@ -151,8 +151,9 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     $ lsmap detect post.tif --pre pre.tif -o slides.gpkg --keep-rejected
     $ lsmap detect post.tif --pre pre_S2_folder/ --min-ndvi-drop 0.2 --min-slope 0 --gate --prob prob.tif -o slides.gpkg
 
-    Without --model the default model is used; --model takes a checkpoint or a shipped model's
-    name (--model default; see 'lsmap info').
+    Without --model the first shipped default model whose bands the scene has is used (l4s14-default,
+    then l2a-terrain-default, then l2a-default); --model takes a checkpoint or a shipped model's name
+    (--model default is l4s14-default; see 'lsmap info').
 
     Several scenes (paths, a quoted glob, or @list.txt with one path per line): -o is a folder that
     gets one layer per scene plus the merged event layer; complete scenes are skipped on a re-run
