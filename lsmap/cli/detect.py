@@ -119,7 +119,8 @@ _MANY_FIX = {
               help="Several scenes: 'local' (one after another here) or a Dask scheduler address "
                    "(tcp://host:8786; needs lsmap[cluster] and a filesystem the workers share).")
 @click.option("--merged", default="event.gpkg", show_default=True,
-              help="Several scenes: file name (in the output folder) of the merged event layer.")
+              help="Several scenes: file name (in the output folder) of the merged event layer; 'none' writes "
+                   "no merged layer.")
 @device_opt
 @overwrite_opt
 @json_opt
@@ -191,6 +192,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
         from lsmap.io.aoi import aoi_from_options
 
         area = aoi_from_options(bbox, bbox_crs, aoi_file)
+        merged = None if merged.lower() == "none" else merged  # the library's merged=None (its messages offer it)
         _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **settings, **masks,
                      **({"aoi": area} if area is not None else {}))
         return
