@@ -119,7 +119,8 @@ _MANY_FIX = {
               help="Several scenes: 'local' (one after another here) or a Dask scheduler address "
                    "(tcp://host:8786; needs lsmap[cluster] and a filesystem the workers share).")
 @click.option("--merged", default="event.gpkg", show_default=True,
-              help="Several scenes: file name (in the output folder) of the merged event layer.")
+              help="Several scenes: file name (in the output folder) of the merged event layer; 'none' writes "
+                   "no merged layer.")
 @device_opt
 @overwrite_opt
 @json_opt
@@ -151,8 +152,9 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
     $ lsmap detect post.tif --pre pre.tif -o slides.gpkg --keep-rejected
     $ lsmap detect post.tif --pre pre_S2_folder/ --min-ndvi-drop 0.2 --min-slope 0 --gate --prob prob.tif -o slides.gpkg
 
-    Without --model the default model is used; --model takes a checkpoint or a shipped model's
-    name (--model default; see 'lsmap info').
+    Without --model the first shipped default model whose bands the scene has is used (l4s14-default,
+    then l2a-terrain-default, then l2a-default); --model takes a checkpoint or a shipped model's name
+    (--model default is l4s14-default; see 'lsmap info').
 
     Several scenes (paths, a quoted glob, or @list.txt with one path per line; a .txt or .lst path is
     such a list with or without the @): -o is a folder that
@@ -191,6 +193,7 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
         from lsmap.io.aoi import aoi_from_options
 
         area = aoi_from_options(bbox, bbox_crs, aoi_file)
+        merged = None if merged.lower() == "none" else merged  # the library's merged=None (its messages offer it)
         _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **settings, **masks,
                      **({"aoi": area} if area is not None else {}))
         return

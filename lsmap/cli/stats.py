@@ -56,7 +56,7 @@ def stats(input_path, output, split, valid_only, raw, bands, dem, slope, offset,
     $ lsmap stats data/TrainData -o train_stats.json
     $ lsmap stats patches/ -o scene_stats.json --bands rgbn --valid-only
     $ lsmap stats chittagong.tif -o stats.json --bands rgbn --raw --valid-only
-    $ lsmap stats scene.tif -o clear_stats.json --bands rgbn --scl scl_20m.tif --mask-raster clouds.tif
+    $ lsmap stats scene.tif -o clear_stats.json --scl scl_20m.tif --mask-raster clouds.tif
     $ lsmap stats S2B_MSIL2A_....SAFE.zip -o stats.json --bands l2a --scl-mask 3,8,9
     $ lsmap stats sample_data/s2 -o out/s2_stats.json --dem sample_data/dem_30m.tif --overwrite
     """

@@ -60,3 +60,14 @@ def test_quick_examples_run(command, tmp_path, monkeypatch):
 @pytest.mark.parametrize("command", SLOW)
 def test_training_examples_run(command, tmp_path, monkeypatch):
     _run_examples(command, tmp_path, monkeypatch)
+
+
+def test_detect_help_names_the_shipped_defaults_in_their_order():
+    """detect --help said 'without --model the default model is used': it is the first shipped default whose
+    bands the scene has (the docs audit)."""
+    from lsmap.learn.models import DEFAULT_MODELS
+
+    text = " ".join(CliRunner().invoke(main, ["detect", "--help"], terminal_width=200).output.split())
+    positions = [text.find(name + ",") if name != DEFAULT_MODELS[-1] else text.find(name + ")")
+                 for name in DEFAULT_MODELS]
+    assert -1 not in positions and positions == sorted(positions), text

@@ -517,6 +517,26 @@ def test_a_merged_layer_the_folder_did_not_write_is_not_replaced(tmp_path, scene
                     progress=False, **REAL)
 
 
+def test_cli_merged_none_writes_no_merged_layer(tmp_path, scenes, model):
+    """The refusal of a merged layer the folder did not write says 'give another --merged name, or none', but
+    --merged none was refused as a file without a vector extension (the docs audit): it writes no merged layer."""
+    import geopandas as gpd
+    import shapely
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    gpd.GeoDataFrame(geometry=[shapely.box(X0, Y0 - 500, X0 + 500, Y0)], crs=UTM).to_file(out / "event.gpkg")
+    before = (out / "event.gpkg").read_bytes()
+    args = ["detect", str(scenes[0]), str(scenes[1]), "-o", str(out), "--model", str(model), "--window", "64",
+            "--overlap", "16", "--device", "cpu"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "no run of this folder wrote it (give another --merged name, or none)" in r.output
+    r = CliRunner().invoke(main, [*args, "--merged", "none", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["merged"] is None and (out / "a.gpkg").is_file() and (out / "b.gpkg").is_file()
+    assert (out / "event.gpkg").read_bytes() == before and not (out / "none").exists()
+
+
 def test_cluster_with_an_area_of_interest(tmp_path, scenes, model, cluster):
     """The area travels to the workers (a picklable dataclass): the same crop and the same scene outside as a local
     run."""
