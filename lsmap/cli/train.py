@@ -83,8 +83,8 @@ def train(data, train_dir, val_dir, val_fraction, val_split, model, bands, loss,
     """Train a landslide segmentation model on L4S-style patches (the winners' recipe by default).
 
     Writes RUN_DIR/best.safetensors + best.json (chosen on validation F1; not with --val none,
-    where last is the result), last.* for --resume, log.csv and curves.png. Run under torchrun
-    for several GPUs or nodes. With --overwrite the previous run is set aside until the new one
+    where last is the result), last.safetensors + last.json + last_state.pt for --resume, log.csv
+    and curves.png. Run under torchrun for several GPUs or nodes. With --overwrite the previous run is set aside until the new one
     saves its first last, and comes back if the new run stops before that or diverges; once
     saved, an interrupted run stays resumable in its place.
 

@@ -131,7 +131,7 @@ def test_detect_many_passes_crf_and_keys_scenes_on_it(tmp_path, rng, blurry):
     assert res.exit_code == 0, res.output
     assert "crf" not in json.loads((out / "s0.done.json").read_text())["params"]  # off: earlier markers stay valid
     res = CliRunner().invoke(main, [*args, "--crf"])
-    assert res.exit_code == 1 and "detected with other options (--crf None -> True)" in res.output  # names it
+    assert res.exit_code == 1 and "detected with other options (--crf default -> True)" in res.output  # names it
     res = CliRunner().invoke(main, [*args, "--crf", "--overwrite"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)

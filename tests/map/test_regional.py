@@ -309,7 +309,7 @@ def test_rerun_skips_complete_scenes_and_overwrite_redoes(tmp_path, scenes, mode
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].*")}
     with pytest.raises(OutputExistsError, match=r"a.gpkg: output exists; pass `overwrite` to replace it and redo 2 "
                                                 r"scene\(s\) \(a, b; the first detected with other options "
-                                                r"\(`threshold` None -> 2000\)\), or write to another folder"):
+                                                r"\(`threshold` default -> 2000\)\), or write to another folder"):
         detect_many(scenes[:2], [model], out, threshold=2000, **kw)
     assert len(log.read_text().splitlines()) == 4
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].*")} == mtimes  # nothing touched

@@ -569,7 +569,10 @@ def _what_changed(done: dict, job: SceneJob) -> str:
     """What differs between a completion record and ``job``: the options by name, else models or inputs."""
     then = json.loads(json.dumps(done.get("params") or {}, default=str))
     now = json.loads(json.dumps(job.params, default=str))
-    changed = [f"`{k}` {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(then) | set(now))
+    def said(params: dict, k: str) -> str:  # options at their defaults are not recorded: say so, not "None"
+        return repr(params[k]) if k in params else "default"
+
+    changed = [f"`{k}` {said(then, k)} -> {said(now, k)}" for k in sorted(set(then) | set(now))
                if then.get(k) != now.get(k)]
     area = job.aoi.to_dict() if job.aoi is not None else None
     if done.get("aoi") != area:
