@@ -19,8 +19,9 @@ from rasterio.warp import Resampling, reproject, transform
 from lsmap.cli import main
 from lsmap.core.bands import PROFILES, S2_RESOLUTION
 from lsmap.core.encoding import max_error
-from lsmap.data.stack import band_of, find_band_files, horn_slope, pixel_size_metres, stack_scene
+from lsmap.data.stack import horn_slope, pixel_size_metres, stack_scene
 from lsmap.errors import InputError, MissingInputError, OutputExistsError
+from lsmap.io.bandfiles import find_band_files
 from lsmap.io.rasters import OUTPUT_NODATA
 
 UTM = CRS.from_epsg(32645)
@@ -102,26 +103,6 @@ def read(path: Path) -> tuple[np.ndarray, dict, tuple]:
     """A stack's values as readers see them (uint16 codes unscaled), nodata pixels -9999 in every band."""
     with rasterio.open(path) as src:
         return read_stack(path), src.profile, src.descriptions
-
-
-# --- band names ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name,band", [
-    ("T45QYF_20230601_B04_10m.jp2", "B4"), ("B4.tif", "B4"), ("B04.tif", "B4"),
-    ("T45QYF_20230601_B8A_20m.jp2", "B8A"), ("B8A.tif", "B8A"), ("B08.tif", "B8"),
-    ("B1.tif", "B1"), ("B01.tif", "B1"), ("B10.tif", "B10"), ("B11.tif", "B11"), ("x_B12_20m.tif", "B12"),
-    ("T45QYF_20230601_TCI_10m.jp2", None), ("stack.tif", None), ("B2_B3.tif", None), ("AB04.tif", None),
-    ("B13.tif", None), ("S2B_MSIL2A_B03.tif", "B3"),
-])
-def test_band_of(name, band):
-    assert band_of(name) == band
-
-
-def test_find_band_files_prefers_finest_resolution(tmp_path):
-    for res in (10, 20, 60):
-        write_raster(tmp_path / f"T_B02_{res}m.tif", np.ones((4, 4), np.uint16), UTM, from_origin(X0, Y0, res, res))
-    assert find_band_files(tmp_path, ["B2"]) == {"B2": tmp_path / "T_B02_10m.tif"}
 
 
 # --- the stack ----------------------------------------------------------------------------------
