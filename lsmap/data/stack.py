@@ -38,10 +38,9 @@ value 65535 (:data:`lsmap.core.constants.S2_SATURATED`: its reflectance is unkno
 model never sees a half-filled pixel stack; outside the DEM's footprint pixels are nodata too.
 
 Slope: when no slope raster is given it is computed from the DEM in degrees with Horn's (1981)
-3 x 3 method **on the DEM's own grid** and then resampled bilinearly onto the 10 m grid, each
-block from a DEM window with a one-pixel halo so block borders are seamless. For a geographic
-DEM the pixel sizes are converted to metres per row from the WGS 84 ellipsoid's radii of
-curvature at the row's latitude. Why the source grid: it is what ``gdaldem slope`` does, and
+3 x 3 method (:func:`lsmap.core.terrain.horn_slope`, in ground metres) **on the DEM's own grid**
+and then resampled bilinearly onto the 10 m grid, each block from a DEM window with a one-pixel
+halo so block borders are seamless. Why the source grid: it is what ``gdaldem slope`` does, and
 what the slope of the real Jiuzhaigou data (``DEM_030_SLOPE.tif``) is: Horn on the native 30 m
 grid reproduces that file to 4e-6 deg. Measured against ``DEM_030_SLOPE.tif`` resampled
 bilinearly (by GDAL) to a 3 km x 3 km, 10 m grid inside the AOI (tests/test_stack.py, realdata):
@@ -73,7 +72,7 @@ import numpy as np
 from lsmap.core.bands import S2_RESOLUTION, TERRAIN_BANDS, BandProfile, get_profile
 from lsmap.core.constants import S2_SATURATED
 from lsmap.core.encoding import STACK_ENCODINGS, UINT16_NODATA, encode_uint16, scales_offsets
-from lsmap.core.ground import MAP_SCALE_TOLERANCE, areal_scales, axis_scales, distorted
+from lsmap.core.terrain import horn_slope
 from lsmap.core.windows import block_grid
 from lsmap.errors import InputError, LsmapWarning, MissingInputError, user_level
 from lsmap.io.aoi import AOI, aoi_inside, aoi_window, as_aoi
@@ -124,9 +123,6 @@ DEM_COVER_TOLERANCE = 1e-3
 #: GDAL creation options of uint16 stacks (chosen by bench/stack_encoding.py; BENCHMARKS.md). ZSTD level 3, not
 #: GDAL's default 9: a quarter to a half of the compression CPU for files 2-10 % larger, decoded as fast.
 UINT16_OPTIONS = {"compress": "zstd", "predictor": 2, "zstd_level": 3}
-# WGS 84 ellipsoid (used for metre pixel sizes of geographic DEMs).
-_WGS84_A = 6378137.0
-_WGS84_E2 = 6.69437999014e-3
 
 
 @dataclass(frozen=True)
@@ -191,99 +187,6 @@ class StackResult:
         d["window"] = list(self.window) if self.window is not None else None
         d["notes"], d["warnings"] = list(self.notes), list(self.warnings)
         return d
-
-
-def mean_pixel_area_m2(transform, crs, height: int, width: int = 1) -> float:
-    """The mean area of a grid's pixels in m2: ``|a e - b d|`` times the linear unit squared for a projected
-    CRS, and for a geographic one the mean over the rows of :func:`pixel_size_metres` (degrees shrink with
-    latitude), so that pixel counts give km2 in either. A projected CRS whose area scale departs from 1 by
-    more than :data:`lsmap.core.ground.MAP_SCALE_TOLERANCE` over the grid (Web Mercator away from the
-    equator) gives the mean ground area of its pixels at a lattice of up to 17 x 17 points of the grid."""
-    if crs is not None and crs.is_geographic:
-        dx, dy = pixel_size_metres(transform, crs, np.arange(max(1, height)))
-        return float(np.mean(dx * dy))
-    planar = abs(transform.a * transform.e - transform.b * transform.d) * _metres_per_unit(crs) ** 2
-    from rasterio.transform import array_bounds
-
-    bounds = array_bounds(max(1, height), max(1, width), transform)
-    if crs is not None and transform.b == transform.d == 0 and distorted(crs, (bounds[0], bounds[1], bounds[2], bounds[3])):
-        rows = np.unique(np.linspace(0, max(1, height) - 1, 17).round()) + 0.5
-        cols = np.unique(np.linspace(0, max(1, width) - 1, 17).round()) + 0.5
-        x = transform.c + transform.a * cols[None, :]
-        y = transform.f + transform.e * rows[:, None]
-        return float(planar * np.mean(areal_scales(crs, x, y, half=abs(transform.a) / 2)))
-    return planar
-
-
-def _metres_per_unit(crs) -> float:
-    """Metres per linear unit of a projected CRS (1 when it does not say)."""
-    if crs is not None:
-        with contextlib.suppress(Exception):
-            return float(crs.linear_units_factor[1])
-    return 1.0
-
-
-# --- slope ------------------------------------------------------------------------------------
-
-
-def pixel_size_metres(transform, crs, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel width and height in metres for the given rows of a north-up grid.
-
-    Projected CRSs: the pixel size times the CRS's linear unit, times the ground scale of each axis at the
-    row (first column) where that departs from 1 by more than :data:`lsmap.core.ground.MAP_SCALE_TOLERANCE`
-    (Web Mercator: ``sec(latitude)``; UTM and national grids are taken at their word). Geographic CRSs: the degree
-    sizes times the WGS 84 radii of curvature at each row's centre latitude (prime vertical
-    ``N cos(lat)`` across, meridional ``M`` along).
-
-    Returns:
-        ``(dx, dy)`` arrays of shape ``(len(rows), 1)``.
-    """
-    rows = np.asarray(rows, np.float64).reshape(-1, 1)
-    if crs is not None and crs.is_geographic:
-        lat = np.radians(transform.f + transform.e * (rows + 0.5))
-        w = 1.0 - _WGS84_E2 * np.sin(lat) ** 2
-        n = _WGS84_A / np.sqrt(w)
-        m = _WGS84_A * (1.0 - _WGS84_E2) / w**1.5
-        dx = np.radians(abs(transform.a)) * n * np.cos(lat)
-        dy = np.radians(abs(transform.e)) * m
-        return dx, dy
-    factor = _metres_per_unit(crs)
-    dx, dy = np.full_like(rows, abs(transform.a) * factor), np.full_like(rows, abs(transform.e) * factor)
-    if crs is None or transform.b != 0 or transform.d != 0:
-        return dx, dy
-    # map metres that are not ground metres (Web Mercator stretches both axes by sec(latitude)): the ground
-    # scale along each axis at the grid's first column, per row (so a block's values do not depend on the block)
-    with np.errstate(invalid="ignore"):
-        kx, ky = axis_scales(crs, transform.c + 0.5 * transform.a, transform.f + transform.e * (rows + 0.5))
-    off = np.isfinite(kx) & np.isfinite(ky) & (np.maximum(abs(kx - 1), abs(ky - 1)) > MAP_SCALE_TOLERANCE)
-    return np.where(off, dx * kx, dx), np.where(off, dy * ky, dy)
-
-
-def horn_slope(dem: np.ndarray, transform, crs, row_offset: int = 0) -> np.ndarray:
-    """Slope in degrees by Horn's (1981) method, as ``gdaldem slope`` computes it.
-
-    Args:
-        dem: Elevations in metres, NaN where invalid.
-        transform: Affine transform of the full grid ``dem`` belongs to (north-up).
-        crs: The grid's CRS (``rasterio.crs.CRS``); geographic CRSs are handled per row.
-        row_offset: Row of ``dem[0]`` in that grid (for per-row latitudes of a window).
-
-    Returns:
-        Slope in degrees, NaN on the outer ring and next to invalid elevations.
-
-    Shape:
-        ``(H, W)`` -> ``(H, W)``, float32.
-    """
-    if transform.b != 0 or transform.d != 0:
-        raise InputError("the DEM grid is rotated; warp it to a north-up grid first (gdalwarp)")
-    z = np.pad(np.asarray(dem, np.float64), 1, constant_values=np.nan)
-    dx, dy = pixel_size_metres(transform, crs, np.arange(dem.shape[0]) + row_offset)
-    a, b, c = z[:-2, :-2], z[:-2, 1:-1], z[:-2, 2:]
-    d, f = z[1:-1, :-2], z[1:-1, 2:]
-    g, h, i = z[2:, :-2], z[2:, 1:-1], z[2:, 2:]
-    gx = ((c + 2 * f + i) - (a + 2 * d + g)) / (8.0 * dx)
-    gy = ((g + 2 * h + i) - (a + 2 * b + c)) / (8.0 * dy)
-    return np.degrees(np.arctan(np.hypot(gx, gy))).astype(np.float32)
 
 
 # --- per-block reading --------------------------------------------------------------------------
