@@ -18,13 +18,9 @@ the 10 m grid covering it is read and written, computed exactly as in a whole-sc
 layers (SCL, MSK_CLDPRB) can be written on the same grid and window, nearest neighbour.
 
 Grid: the grid of a 10 m band (B2, B3, B4 or B8, in that order of preference), or the 10 m
-subdivision of the finest band's grid when no 10 m file is present. Bands on another
-grid (20/60 m bands, the DEM, a slope raster) are resampled onto it bilinearly at the output
-pixel centres (NaN-aware: invalid neighbours drop out and the weights renormalise). The centres
-are mapped to each source with an exact PROJ transform computed from the global grid, so a
-pixel's value does not depend on the block it falls in (rasterio's ``reproject`` always uses
-GDAL's approximate transformer, whose result does). A source much finer than 10 m is sampled,
-not averaged.
+subdivision of the finest band's grid when no 10 m file is present. Bands on another grid
+(20/60 m bands, the DEM, a slope raster) are resampled onto it bilinearly at the output pixel
+centres, NaN-aware and independent of the block (:mod:`lsmap.data.resample`).
 
 Streaming: the output is written block by block (``block`` x ``block`` pixels); for each block
 only the source windows under it (plus the interpolation margin and the slope halo) are read,
@@ -43,7 +39,7 @@ and then resampled bilinearly onto the 10 m grid, each block from a DEM window w
 halo so block borders are seamless. Why the source grid: it is what ``gdaldem slope`` does, and
 what the slope of the real Jiuzhaigou data (``DEM_030_SLOPE.tif``) is: Horn on the native 30 m
 grid reproduces that file to 4e-6 deg. Measured against ``DEM_030_SLOPE.tif`` resampled
-bilinearly (by GDAL) to a 3 km x 3 km, 10 m grid inside the AOI (tests/test_stack.py, realdata):
+bilinearly (by GDAL) to a 3 km x 3 km, 10 m grid inside the AOI (tests/data/test_stack.py, realdata):
 
 - 10 m grid in EPSG:32648 (the DEM's zone): source-grid Horn (used) median 0.0, p90 2e-6;
   Horn on the 10 m grid median 0.98, p90 3.34;
@@ -74,6 +70,7 @@ from lsmap.core.constants import S2_SATURATED
 from lsmap.core.encoding import STACK_ENCODINGS, UINT16_NODATA, encode_uint16, scales_offsets
 from lsmap.core.terrain import horn_slope
 from lsmap.core.windows import block_grid
+from lsmap.data.resample import Grid, Layer, overlaps
 from lsmap.errors import InputError, LsmapWarning, MissingInputError, user_level
 from lsmap.io.aoi import AOI, aoi_inside, aoi_window, as_aoi
 from lsmap.io.bandfiles import fullest_band_set, resolve_s2
@@ -93,7 +90,6 @@ from lsmap.io.rasters import (
     gdal_source,
     geotiff_profile,
     open_raster,
-    read_window,
     set_band_descriptions,
 )
 from lsmap.io.s2product import L4S_QUANTIFICATION
@@ -187,284 +183,6 @@ class StackResult:
         d["window"] = list(self.window) if self.window is not None else None
         d["notes"], d["warnings"] = list(self.notes), list(self.warnings)
         return d
-
-
-# --- per-block reading --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Grid:
-    crs: object
-    transform: object
-    width: int
-    height: int
-
-
-class _Layer:
-    """One output band's source: a file, sampled onto the output grid block by block.
-
-    Resampling is bilinear at the output pixel centres, done here rather than by the GDAL
-    warper: each centre is mapped to the source with an exact PROJ transform computed from the
-    *global* grid, so the result of a pixel does not depend on the block it falls in (GDAL's
-    approximate transformer, which rasterio's ``reproject`` always uses, does).
-    """
-
-    def __init__(self, src, name: str, nodata: float | None, grid: _Grid,
-                 derive: Callable[[np.ndarray, int], np.ndarray] | None = None, halo: int = 0,
-                 nearest: bool = False, offset: float = 0.0, gain: float = 1.0,
-                 saturated: float | None = None) -> None:
-        self.src, self.name, self.nodata, self.grid = src, name, nodata, grid
-        self.saturated = saturated  # a value read as invalid as well (Sentinel-2's SATURATED digital number)
-        self.derive, self.halo, self.nearest = derive, halo, nearest
-        # radiometry, applied to source pixels before any resampling: (DN + offset) * gain
-        self.offset, self.gain = float(offset), float(gain)
-        self.same_grid = (
-            src.crs == grid.crs and src.width == grid.width and src.height == grid.height
-            and src.transform.almost_equals(grid.transform, precision=1e-9 * max(1.0, abs(grid.transform.a)))
-        )
-        self.same_crs = src.crs == grid.crs
-        self._key = "" if self.same_crs else src.crs.to_wkt()
-        # Same CRS, both grids north-up: source rows depend on output rows only (and columns on
-        # columns), so the interpolation separates into two cheap 1-D passes.
-        t, g = src.transform, grid.transform
-        self.separable = self.same_crs and t.b == t.d == 0 and g.b == g.d == 0
-
-    def _read(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
-        """Source pixels ``[row0, row0+rows) x [col0, col0+cols)`` as float64, NaN outside/invalid."""
-        from rasterio.windows import Window
-
-        out = np.full((rows, cols), np.nan, np.float64)
-        r0, c0 = max(row0, 0), max(col0, 0)
-        r1, c1 = min(row0 + rows, self.src.height), min(col0 + cols, self.src.width)
-        if r1 <= r0 or c1 <= c0:
-            return out
-        arr = read_window(self.src, 1, Window(c0, r0, c1 - c0, r1 - r0)).astype(np.float64)
-        if self.nodata is not None:
-            arr[arr == self.nodata] = np.nan
-        if self.saturated is not None:
-            arr[arr == self.saturated] = np.nan
-        if self.offset or self.gain != 1.0:
-            arr = (arr + self.offset) * self.gain
-        out[r0 - row0:r1 - row0, c0 - col0:c1 - col0] = arr
-        return out
-
-    def block(self, w, cache: dict) -> np.ndarray:
-        """This band on output window ``w`` (a :class:`rasterio.windows.Window`), float32, NaN where invalid.
-
-        ``cache`` holds the block's pixel-centre coordinates per source CRS, shared by layers.
-        """
-        h = self.halo
-        if self.same_grid:
-            arr = self._read(w.row_off - h, w.col_off - h, w.height + 2 * h, w.width + 2 * h)
-            if self.derive is not None:
-                arr = self.derive(arr, w.row_off - h)
-            return np.asarray(arr[h:h + w.height, h:h + w.width], np.float32)
-        inv = ~self.src.transform
-        if self.separable:
-            g = self.grid.transform
-            col = inv.a * (g.a * (w.col_off + np.arange(w.width) + 0.5) + g.c) + inv.c - 0.5
-            row = inv.e * (g.e * (w.row_off + np.arange(w.height) + 0.5) + g.f) + inv.f - 0.5
-            return self._separable(row, col)
-        if self._key not in cache:
-            cache[self._key] = _centres(self.grid, w, None if self.same_crs else self.src.crs)
-        x, y = cache[self._key]
-        col = inv.a * x + inv.b * y + inv.c - 0.5  # source pixel-centre coordinates
-        row = inv.d * x + inv.e * y + inv.f - 0.5
-        ok = np.isfinite(col) & np.isfinite(row)
-        ok &= (col > -1) & (col < self.src.width) & (row > -1) & (row < self.src.height)
-        dst = np.full((w.height, w.width), np.nan, np.float32)
-        if self.nearest:
-            ri, ci = np.floor(row + 0.5), np.floor(col + 0.5)
-            ok = np.isfinite(ri) & np.isfinite(ci)
-            ok &= (ri >= 0) & (ri < self.src.height) & (ci >= 0) & (ci < self.src.width)
-            if ok.any():
-                ri, ci = ri[ok].astype(np.int64), ci[ok].astype(np.int64)
-                r0, c0 = int(ri.min()), int(ci.min())
-                arr = self._read(r0, c0, int(ri.max()) - r0 + 1, int(ci.max()) - c0 + 1)
-                dst[ok] = arr[ri - r0, ci - c0]
-            return dst
-        if not ok.any():
-            return dst
-        arr, r0, c0 = self._read_around(row[ok], col[ok])
-        dst[ok] = bilinear(arr, row[ok] - r0, col[ok] - c0)
-        return dst
-
-    def _read_around(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, int, int]:
-        """Source pixels covering fractional ``rows``/``cols`` plus the halo (derived if set), and their offsets."""
-        h = self.halo
-        r0 = int(np.floor(rows.min())) - h
-        c0 = int(np.floor(cols.min())) - h
-        r1 = int(np.floor(rows.max())) + 2 + h
-        c1 = int(np.floor(cols.max())) + 2 + h
-        arr = self._read(r0, c0, r1 - r0, c1 - c0)
-        if self.derive is not None:
-            arr = self.derive(arr, r0)
-        return arr, r0, c0
-
-    def _separable(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
-        if self.nearest:  # full-resolution source pixels, never a decimated (overview) read
-            ri, ci = np.floor(row + 0.5).astype(np.int64), np.floor(col + 0.5).astype(np.int64)
-            ok_r, ok_c = (ri >= 0) & (ri < self.src.height), (ci >= 0) & (ci < self.src.width)
-            dst = np.full((row.size, col.size), np.nan, np.float32)
-            if ok_r.any() and ok_c.any():
-                r0, c0 = int(ri[ok_r].min()), int(ci[ok_c].min())
-                arr = self._read(r0, c0, int(ri[ok_r].max()) - r0 + 1, int(ci[ok_c].max()) - c0 + 1)
-                dst[np.ix_(ok_r, ok_c)] = arr[np.ix_(ri[ok_r] - r0, ci[ok_c] - c0)]
-            return dst
-        ok_r = (row > -1) & (row < self.src.height)
-        ok_c = (col > -1) & (col < self.src.width)
-        dst = np.full((row.size, col.size), np.nan, np.float32)
-        if not ok_r.any() or not ok_c.any():
-            return dst
-        arr, r0, c0 = self._read_around(row[ok_r], col[ok_c])
-        dst[np.ix_(ok_r, ok_c)] = bilinear_separable(arr, row[ok_r] - r0, col[ok_c] - c0)
-        return dst
-
-
-#: Pixels between the nodes of the global lattice whose centres are mapped to another CRS exactly (PROJ); the
-#: centres between are interpolated bilinearly. Over 16 x 10 m, UTM -> geographic is flat to about 0.3 mm
-#: (1e-5 of a 30 m DEM pixel; tested against the exact transform), and PROJ on every centre took about 0.5 s per
-#: Mpx, most of stacking a DEM given in EPSG:4326 (BENCHMARKS.md). The lattice is the whole grid's, so a
-#: pixel's value does not depend on the block it falls in.
-CENTRE_LATTICE = 16
-
-
-def _centres(grid: _Grid, w, crs) -> tuple[np.ndarray, np.ndarray]:
-    """Map coordinates of the pixel centres of window ``w`` of ``grid`` (in ``crs`` if given: exact at the nodes
-    of the grid's :data:`CENTRE_LATTICE` lattice, bilinear between them)."""
-    t = grid.transform
-    if crs is None:
-        cols = (w.col_off + np.arange(w.width) + 0.5)[None, :]
-        rows = (w.row_off + np.arange(w.height) + 0.5)[:, None]
-        return t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
-    n = CENTRE_LATTICE
-    r = w.row_off + np.arange(w.height)  # global pixel indices
-    c = w.col_off + np.arange(w.width)
-    r_node, c_node = r // n, c // n  # the lattice node at or before each pixel
-    r0, c0 = int(r_node[0]), int(c_node[0])
-    nodes_r = (np.arange(r0, int(r_node[-1]) + 2) * n + 0.5)[:, None]
-    nodes_c = (np.arange(c0, int(c_node[-1]) + 2) * n + 0.5)[None, :]
-    xs, ys = _exact_centres(grid.crs, crs, t.a * nodes_c + t.b * nodes_r + t.c, t.d * nodes_c + t.e * nodes_r + t.f)
-    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):  # the lattice leaves the CRS's domain: every pixel exactly
-        cols = (c + 0.5)[None, :]
-        rows = (r + 0.5)[:, None]
-        return _exact_centres(grid.crs, crs, t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f)
-    i, a = r_node - r0, ((r % n) / n)[:, None]
-    j, b = c_node - c0, (c % n) / n
-
-    def lerp(v: np.ndarray) -> np.ndarray:
-        across = v[:, j] * (1 - b) + v[:, j + 1] * b  # (node rows, w)
-        return across[i] * (1 - a) + across[i + 1] * a
-
-    return lerp(xs), lerp(ys)
-
-
-def _exact_centres(src_crs, crs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``x``, ``y`` (same shape) mapped from ``src_crs`` to ``crs`` by PROJ, point by point."""
-    from rasterio.warp import transform
-
-    xs, ys = transform(src_crs, crs, x.ravel(), y.ravel())
-    return np.asarray(xs, np.float64).reshape(x.shape), np.asarray(ys, np.float64).reshape(x.shape)
-
-
-def bilinear_separable(arr: np.ndarray, row: np.ndarray, col: np.ndarray, min_weight: float = 0.5) -> np.ndarray:
-    """:func:`bilinear` on the grid ``row x col`` (1-D coordinates), in two 1-D passes.
-
-    Gives the same values as ``bilinear(arr, *np.meshgrid(row, col, indexing="ij"))`` up to
-    rounding.
-
-    Shape:
-        ``arr`` ``(h, w)``, ``row`` ``(H,)``, ``col`` ``(W,)`` -> ``(H, W)``, float32.
-    """
-    padded = np.pad(np.asarray(arr, np.float64), 1, constant_values=np.nan)
-    valid = np.isfinite(padded)
-    values = np.where(valid, padded, 0.0)
-    weights = valid.astype(np.float64)
-    ri = np.floor(row).astype(np.int64)
-    ci = np.floor(col).astype(np.int64)
-    fr = (row - ri)[:, None]
-    fc = (col - ci)[None, :]
-    ri += 1  # index into the padded array
-    ci += 1
-
-    def interp(a: np.ndarray) -> np.ndarray:
-        rows = a[ri] * (1 - fr) + a[ri + 1] * fr
-        return rows[:, ci] * (1 - fc) + rows[:, ci + 1] * fc
-
-    if valid[1:-1, 1:-1].all() and ri.min() >= 1 and ri.max() < arr.shape[0] and ci.min() >= 1 \
-            and ci.max() < arr.shape[1]:  # every neighbour valid (most blocks): the weights are all 1
-        return interp(values).astype(np.float32)
-    total, weight = interp(values), interp(weights)
-    out = np.full(total.shape, np.nan, np.float32)
-    keep = weight >= min_weight
-    out[keep] = total[keep] / weight[keep]
-    return out
-
-
-def bilinear(arr: np.ndarray, row: np.ndarray, col: np.ndarray, min_weight: float = 0.5) -> np.ndarray:
-    """Bilinear interpolation of ``arr`` at fractional pixel-centre coordinates, NaN-aware.
-
-    Invalid (NaN) neighbours drop out and the weights of the valid ones are renormalised, as the
-    GDAL warper does; a point whose valid neighbours weigh less than ``min_weight`` is NaN, so
-    nodata areas neither grow nor shrink by more than half a source pixel.
-
-    Args:
-        arr: Source values, NaN where invalid.
-        row: Row coordinates (0 = centre of the first row), any shape.
-        col: Column coordinates, same shape as ``row``.
-        min_weight: Least total weight of valid neighbours for a value.
-
-    Returns:
-        Interpolated values, float32, shape of ``row``.
-    """
-    h, w = arr.shape
-    r0, c0 = np.floor(row), np.floor(col)
-    fr, fc = row - r0, col - c0
-    r0 = r0.astype(np.int64)
-    c0 = c0.astype(np.int64)
-    if row.size and r0.min() >= 0 and r0.max() < h - 1 and c0.min() >= 0 and c0.max() < w - 1 \
-            and np.isfinite(arr).all():  # every neighbour inside and valid (a DEM's blocks, mostly): weights are 1
-        values, weights = np.asarray(arr, np.float64).ravel(), None
-        base = r0 * w + c0
-
-        def at(dr: int, dc: int) -> np.ndarray:
-            return base + (dr * w + dc)
-    else:
-        # a NaN frame around the source: a neighbour outside it (any distance: indices clipped to the frame) is
-        # invalid like a NaN one; invalid neighbours add 0 to the value and to the weight (no mask per neighbour)
-        padded = np.pad(np.asarray(arr, np.float64), 1, constant_values=np.nan)
-        valid = np.isfinite(padded)
-        values = np.where(valid, padded, 0.0).ravel()
-        weights = valid.astype(np.float64).ravel()
-
-        def at(dr: int, dc: int) -> np.ndarray:
-            return np.clip(r0 + (dr + 1), 0, h + 1) * (w + 2) + np.clip(c0 + (dc + 1), 0, w + 1)
-    total = np.zeros(row.shape, np.float64)
-    weight = np.zeros(row.shape, np.float64)
-    for dr, dc, wt in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
-        i = at(dr, dc)
-        total += wt * values[i]
-        weight += wt if weights is None else wt * weights[i]
-    out = np.full(row.shape, np.nan, np.float32)
-    keep = weight >= min_weight
-    out[keep] = total[keep] / weight[keep]
-    return out
-
-
-def _overlaps(src, grid: _Grid) -> bool:
-    """Does the raster ``src`` cover any part of ``grid``?"""
-    from rasterio.warp import transform_bounds
-    from rasterio.windows import Window, bounds
-
-    try:
-        left, bottom, right, top = transform_bounds(
-            grid.crs, src.crs, *bounds(Window(0, 0, grid.width, grid.height), grid.transform), densify_pts=21
-        )
-    except Exception:  # noqa: BLE001 - a CRS pair PROJ cannot relate cannot overlap either
-        return False
-    b = src.bounds  # south-up rasters have bottom above top: compare the ranges
-    return (min(left, right) < max(b.left, b.right) and max(left, right) > min(b.left, b.right)
-            and min(bottom, top) < max(b.bottom, b.top) and max(bottom, top) > min(b.bottom, b.top))
 
 
 def _single_band(src, what: str) -> None:
@@ -608,7 +326,7 @@ def stack_scene(
         ref_band = _ref_band(opened)
         ref = opened[ref_band]
         grid = _ten_metre_grid(ref)
-        off = [b for b, src in opened.items() if src is not ref and not _overlaps(src, grid)]
+        off = [b for b, src in opened.items() if src is not ref and not overlaps(src, grid)]
         if off:
             raise InputError(
                 f"{', '.join(gdal_source(source.files[b]) for b in off)}: band file{'s' if len(off) > 1 else ''} "
@@ -621,13 +339,13 @@ def stack_scene(
             aoi_grid = aoi.to_crs(grid.crs) if aoi.mask else None
         else:
             win, aoi_grid = Window(0, 0, grid.width, grid.height), None
-        out_grid = _Grid(grid.crs, window_transform(win, grid.transform), int(win.width), int(win.height))
+        out_grid = Grid(grid.crs, window_transform(win, grid.transform), int(win.width), int(win.height))
         area = "area of interest" if aoi is not None else "Sentinel-2 scene"
-        layers_: dict[str, _Layer] = {}
+        layers_: dict[str, Layer] = {}
         sources: dict[str, str] = {}
         for b, src in opened.items():
             nodata = src.nodata if src.nodata is not None else profile.nodata
-            layers_[b] = _Layer(src, b, nodata, grid, offset=source.dn_offset(b),
+            layers_[b] = Layer(src, b, nodata, grid, offset=source.dn_offset(b),
                                 gain=L4S_QUANTIFICATION / source.quantification,
                                 saturated=S2_SATURATED if src.dtypes[0] == "uint16" else None)
             sources[b] = gdal_source(source.files[b])
@@ -642,7 +360,7 @@ def stack_scene(
                 dem_path = dem_label = dem_files_[0]
             dem_src = stack.enter_context(open_raster(dem_path, "DEM"))
             _single_band(dem_src, "DEM")
-            if not _overlaps(dem_src, out_grid):
+            if not overlaps(dem_src, out_grid):
                 what = gdal_source(source.files[ref_band]) if aoi is None else aoi.source
                 raise InputError(f"{dem_label}: DEM does not overlap the {area} ({what}); give the DEM of this area")
             covered = coverage(dem_files_, out_grid.crs, out_grid.transform, out_grid.width, out_grid.height)
@@ -655,28 +373,28 @@ def stack_scene(
                               stacklevel=user_level())
                 found.append(msg)
         if "DEM" in profile.bands:
-            layers_["DEM"] = _Layer(dem_src, "DEM", dem_src.nodata, grid)
+            layers_["DEM"] = Layer(dem_src, "DEM", dem_src.nodata, grid)
             sources["DEM"] = str(dem_label)
         if "slope" in profile.bands:
             if slope is not None:
                 slope_src = stack.enter_context(open_raster(slope, "slope"))
                 _single_band(slope_src, "slope")
-                if not _overlaps(slope_src, out_grid):
+                if not overlaps(slope_src, out_grid):
                     raise InputError(
                         f"{slope}: slope raster does not overlap the {area}; give the slope of this area"
                     )
-                layers_["slope"] = _Layer(slope_src, "slope", slope_src.nodata, grid)
+                layers_["slope"] = Layer(slope_src, "slope", slope_src.nodata, grid)
                 sources["slope"] = str(slope)
             else:
                 def derive(arr: np.ndarray, row0: int, _src=dem_src) -> np.ndarray:
                     return horn_slope(arr, _src.transform, _src.crs, row_offset=row0)
 
-                layers_["slope"] = _Layer(dem_src, "slope", dem_src.nodata, grid, derive=derive, halo=1)
+                layers_["slope"] = Layer(dem_src, "slope", dem_src.nodata, grid, derive=derive, halo=1)
                 sources["slope"] = f"Horn slope of {dem_label}"
         for name in layer_outs:
             src = stack.enter_context(open_raster(source.layers[name], f"{name} layer"))
             _single_band(src, f"{name} layer")
-            layers_[name] = _Layer(src, name, None, grid, nearest=True)
+            layers_[name] = Layer(src, name, None, grid, nearest=True)
             sources[name] = gdal_source(source.layers[name])
 
         divisors = np.asarray(profile.divisors, np.float32).reshape(-1, 1, 1)
@@ -825,7 +543,7 @@ def groups_of(profile: BandProfile, layers: dict) -> list[str]:
     return list({id(layers[b].src): b for b in profile.bands}.values())
 
 
-def _ten_metre_grid(ref) -> _Grid:
+def _ten_metre_grid(ref) -> Grid:
     """The output grid: ``ref``'s grid, or its 10 m subdivision when ``ref`` is a coarser band (20/60 m) of a
     metric grid, e.g. a product whose 10 m files are absent: Sentinel-2 tile grids share their corner."""
     t = ref.transform
@@ -836,9 +554,9 @@ def _ten_metre_grid(ref) -> _Grid:
         from rasterio.transform import Affine
 
         k = round(k)
-        return _Grid(ref.crs, Affine(10.0, 0.0, t.c, 0.0, -10.0 if t.e < 0 else 10.0, t.f), ref.width * k,
+        return Grid(ref.crs, Affine(10.0, 0.0, t.c, 0.0, -10.0 if t.e < 0 else 10.0, t.f), ref.width * k,
                      ref.height * k)
-    return _Grid(ref.crs, t, ref.width, ref.height)
+    return Grid(ref.crs, t, ref.width, ref.height)
 
 
 def _blocks_ahead(windows: Sequence, resample: Callable, es: contextlib.ExitStack):
