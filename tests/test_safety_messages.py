@@ -12,7 +12,7 @@ from tests._rasters import write_tif
 
 
 def test_all_missing_sentinel2_bands_are_named(tmp_path):
-    from lsmap.data.stack import find_band_files
+    from lsmap.io.bandfiles import find_band_files
 
     for b in ("B02", "B03"):
         write_tif(tmp_path / f"{b}.tif", np.ones((8, 8), np.uint16))

@@ -103,8 +103,8 @@ def _check_model_name(arg: str) -> None:
     exist" for ``lsmap info model.txt``)."""
     from pathlib import Path
 
-    from lsmap.data.stack import RASTER_SUFFIXES
     from lsmap.errors import InputError, MissingInputError
+    from lsmap.io.bandfiles import RASTER_SUFFIXES
 
     path = Path(arg)
     suffix = path.suffix.lower()
@@ -119,7 +119,7 @@ def _is_input(arg: str) -> bool:
     """Whether ``arg`` names an input to describe rather than a model: a product or URL, a folder, a raster file."""
     from pathlib import Path
 
-    from lsmap.data.stack import RASTER_SUFFIXES
+    from lsmap.io.bandfiles import RASTER_SUFFIXES
     from lsmap.io.s2product import is_product
 
     path = Path(arg)

@@ -8,6 +8,11 @@ from 1 by more than :data:`MAP_SCALE_TOLERANCE`, lsmap measures on the ellipsoid
 scales below come from geodesic distances and areas of small squares, ``pyproj.Geod``), so areas in
 m2, km2 from pixel counts and slope from a DEM are true; within it, map units are taken at their word
 (UTM, national grids: areas and slopes as GIS packages and ``gdaldem`` give them).
+
+A grid's pixels in ground metres (:func:`pixel_size_metres`, :func:`mean_pixel_area_m2`): for a
+projected CRS its pixel size times the CRS's linear unit (and the scales above where they apply); for
+a geographic one the degree sizes converted to metres per row from the WGS 84 ellipsoid's radii of
+curvature at the row's latitude.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import numpy as np
 #: Largest departure of a projected CRS's length or area scale from 1 for which its map units are used as
 #: ground metres (UTM inside its zone: at most about 0.1 % in length, 0.2 % in area).
 MAP_SCALE_TOLERANCE = 0.005
+# WGS 84 ellipsoid (used for metre pixel sizes of geographic grids).
+_WGS84_A = 6378137.0
+_WGS84_E2 = 6.69437999014e-3
 
 
 def pyproj_crs(crs: Any):
@@ -136,3 +144,58 @@ def to_lonlat(geoms, crs: Any, segment: float = 1000.0):
         return np.column_stack([lon, lat])
 
     return shapely.transform(arr, move), p.geodetic_crs
+
+
+def mean_pixel_area_m2(transform, crs, height: int, width: int = 1) -> float:
+    """The mean area of a grid's pixels in m2: ``|a e - b d|`` times the linear unit squared for a projected
+    CRS, and for a geographic one the mean over the rows of :func:`pixel_size_metres` (degrees shrink with
+    latitude), so that pixel counts give km2 in either. A projected CRS whose area scale departs from 1 by
+    more than :data:`MAP_SCALE_TOLERANCE` over the grid (Web Mercator away from the
+    equator) gives the mean ground area of its pixels at a lattice of up to 17 x 17 points of the grid."""
+    if crs is not None and crs.is_geographic:
+        dx, dy = pixel_size_metres(transform, crs, np.arange(max(1, height)))
+        return float(np.mean(dx * dy))
+    planar = abs(transform.a * transform.e - transform.b * transform.d) * unit_metres(crs) ** 2
+    from rasterio.transform import array_bounds
+
+    bounds = array_bounds(max(1, height), max(1, width), transform)
+    if crs is not None and transform.b == transform.d == 0 and distorted(crs, (bounds[0], bounds[1], bounds[2], bounds[3])):
+        rows = np.unique(np.linspace(0, max(1, height) - 1, 17).round()) + 0.5
+        cols = np.unique(np.linspace(0, max(1, width) - 1, 17).round()) + 0.5
+        x = transform.c + transform.a * cols[None, :]
+        y = transform.f + transform.e * rows[:, None]
+        return float(planar * np.mean(areal_scales(crs, x, y, half=abs(transform.a) / 2)))
+    return planar
+
+
+def pixel_size_metres(transform, crs, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel width and height in metres for the given rows of a north-up grid.
+
+    Projected CRSs: the pixel size times the CRS's linear unit, times the ground scale of each axis at the
+    row (first column) where that departs from 1 by more than :data:`MAP_SCALE_TOLERANCE`
+    (Web Mercator: ``sec(latitude)``; UTM and national grids are taken at their word). Geographic CRSs: the degree
+    sizes times the WGS 84 radii of curvature at each row's centre latitude (prime vertical
+    ``N cos(lat)`` across, meridional ``M`` along).
+
+    Returns:
+        ``(dx, dy)`` arrays of shape ``(len(rows), 1)``.
+    """
+    rows = np.asarray(rows, np.float64).reshape(-1, 1)
+    if crs is not None and crs.is_geographic:
+        lat = np.radians(transform.f + transform.e * (rows + 0.5))
+        w = 1.0 - _WGS84_E2 * np.sin(lat) ** 2
+        n = _WGS84_A / np.sqrt(w)
+        m = _WGS84_A * (1.0 - _WGS84_E2) / w**1.5
+        dx = np.radians(abs(transform.a)) * n * np.cos(lat)
+        dy = np.radians(abs(transform.e)) * m
+        return dx, dy
+    factor = unit_metres(crs)
+    dx, dy = np.full_like(rows, abs(transform.a) * factor), np.full_like(rows, abs(transform.e) * factor)
+    if crs is None or transform.b != 0 or transform.d != 0:
+        return dx, dy
+    # map metres that are not ground metres (Web Mercator stretches both axes by sec(latitude)): the ground
+    # scale along each axis at the grid's first column, per row (so a block's values do not depend on the block)
+    with np.errstate(invalid="ignore"):
+        kx, ky = axis_scales(crs, transform.c + 0.5 * transform.a, transform.f + transform.e * (rows + 0.5))
+    off = np.isfinite(kx) & np.isfinite(ky) & (np.maximum(abs(kx - 1), abs(ky - 1)) > MAP_SCALE_TOLERANCE)
+    return np.where(off, dx * kx, dx), np.where(off, dy * ky, dy)

@@ -354,7 +354,7 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
                 codes[(codes == 0) & blue.cloud(scene, win)] = _CLOUD_REASON
             counts += np.bincount(codes.ravel(), minlength=counts.size)[:counts.size]
             dst.write(codes[None], window=win)
-    from lsmap.data.stack import mean_pixel_area_m2
+    from lsmap.core.ground import mean_pixel_area_m2
 
     area = mean_pixel_area_m2(info.transform, info.crs, info.height, info.width)
     return NotObserved(out, {REASONS[k]: int(counts[k]) for k in REASONS if counts[k]}, area)

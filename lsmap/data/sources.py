@@ -28,7 +28,7 @@ from lsmap.io.s2product import is_product, is_url
 def holds_band_files(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` (searched recursively) holds a raster named for a Sentinel-2 band (``B04.tif``,
     ``..._B8A_20m.jp2``), as ``lsmap stack`` finds loose bands."""
-    from lsmap.data.stack import RASTER_SUFFIXES, band_of
+    from lsmap.io.bandfiles import RASTER_SUFFIXES, band_of
 
     return any(p.suffix.lower() in RASTER_SUFFIXES and band_of(p.name) is not None for p in Path(folder).rglob("*"))
 
@@ -185,7 +185,7 @@ def input_bands(args: Mapping) -> tuple[str, ...]:
     """The bands stacking ``args`` (:func:`stack_arguments`) can give: their ``bands``, or what the product's
     metadata or the band files' names list, and a DEM."""
     from lsmap.core.bands import get_profile
-    from lsmap.data.stack import fullest_band_set
+    from lsmap.io.bandfiles import fullest_band_set
 
     if args.get("bands") is not None:
         return get_profile(args["bands"]).bands
@@ -281,7 +281,7 @@ def describe_source(source: str | os.PathLike) -> dict:
             return {"default_model": None, "default_model_why": str(e)}
 
     if is_product(source) or os.path.isdir(source):
-        from lsmap.data.stack import band_candidates, band_set_of
+        from lsmap.io.bandfiles import band_candidates, band_set_of
         from lsmap.io.s2product import open_product
 
         if is_product(source):  # opened once: its bands give the band set too

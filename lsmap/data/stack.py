@@ -8,24 +8,19 @@ fullest set in L4S order (B1..B12 without B8A, slope, DEM) that the inputs can f
 that has a file (an L2A product has no B10), and slope and DEM only with a DEM (slope also from a
 slope raster alone).
 
-Inputs (:func:`resolve_s2`): a product as downloaded (``.SAFE`` folder, ``.SAFE.zip`` read in
-place, STAC Item; :mod:`lsmap.io.s2product`, :mod:`lsmap.io.stac`), whose metadata gives the band
-files by name and the DN offset (-1000 from processing baseline 04.00 on), or loose band files
-(offset ``offset``, else unknown: a warning when no DN below 1000 occurs in any band). The offset
-is applied to the source pixels before resampling, so an offset product and the same scene
-without offset stack to identical values. Several DEM files or a folder of tiles are mosaicked as
+Inputs: a Sentinel-2 product or loose band files, resolved to band files by name and their DN
+offsets by :func:`lsmap.io.bandfiles.resolve_s2` (loose band files without ``offset``: a warning
+when their DNs look offset, no DN below 1000 in any band). The offset is applied to the source
+pixels before resampling, so an offset product and the same scene without offset stack to
+identical values. Several DEM files or a folder of tiles are mosaicked as
 a VRT (:mod:`lsmap.io.mosaic`). With an area of interest (:mod:`lsmap.io.aoi`) only the window of
 the 10 m grid covering it is read and written, computed exactly as in a whole-scene run. Product
 layers (SCL, MSK_CLDPRB) can be written on the same grid and window, nearest neighbour.
 
 Grid: the grid of a 10 m band (B2, B3, B4 or B8, in that order of preference), or the 10 m
-subdivision of the finest band's grid when no 10 m file is present. Bands on another
-grid (20/60 m bands, the DEM, a slope raster) are resampled onto it bilinearly at the output
-pixel centres (NaN-aware: invalid neighbours drop out and the weights renormalise). The centres
-are mapped to each source with an exact PROJ transform computed from the global grid, so a
-pixel's value does not depend on the block it falls in (rasterio's ``reproject`` always uses
-GDAL's approximate transformer, whose result does). A source much finer than 10 m is sampled,
-not averaged.
+subdivision of the finest band's grid when no 10 m file is present. Bands on another grid
+(20/60 m bands, the DEM, a slope raster) are resampled onto it bilinearly at the output pixel
+centres, NaN-aware and independent of the block (:mod:`lsmap.data.resample`).
 
 Streaming: the output is written block by block (``block`` x ``block`` pixels); for each block
 only the source windows under it (plus the interpolation margin and the slope halo) are read,
@@ -39,13 +34,12 @@ value 65535 (:data:`lsmap.core.constants.S2_SATURATED`: its reflectance is unkno
 model never sees a half-filled pixel stack; outside the DEM's footprint pixels are nodata too.
 
 Slope: when no slope raster is given it is computed from the DEM in degrees with Horn's (1981)
-3 x 3 method **on the DEM's own grid** and then resampled bilinearly onto the 10 m grid, each
-block from a DEM window with a one-pixel halo so block borders are seamless. For a geographic
-DEM the pixel sizes are converted to metres per row from the WGS 84 ellipsoid's radii of
-curvature at the row's latitude. Why the source grid: it is what ``gdaldem slope`` does, and
+3 x 3 method (:func:`lsmap.core.terrain.horn_slope`, in ground metres) **on the DEM's own grid**
+and then resampled bilinearly onto the 10 m grid, each block from a DEM window with a one-pixel
+halo so block borders are seamless. Why the source grid: it is what ``gdaldem slope`` does, and
 what the slope of the real Jiuzhaigou data (``DEM_030_SLOPE.tif``) is: Horn on the native 30 m
 grid reproduces that file to 4e-6 deg. Measured against ``DEM_030_SLOPE.tif`` resampled
-bilinearly (by GDAL) to a 3 km x 3 km, 10 m grid inside the AOI (tests/test_stack.py, realdata):
+bilinearly (by GDAL) to a 3 km x 3 km, 10 m grid inside the AOI (tests/data/test_stack.py, realdata):
 
 - 10 m grid in EPSG:32648 (the DEM's zone): source-grid Horn (used) median 0.0, p90 2e-6;
   Horn on the 10 m grid median 0.98, p90 3.34;
@@ -62,23 +56,24 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import tempfile
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from lsmap.core.bands import L4S_BANDS, S2_RESOLUTION, TERRAIN_BANDS, BandProfile, get_profile
+from lsmap.core.bands import S2_RESOLUTION, TERRAIN_BANDS, BandProfile, get_profile
 from lsmap.core.constants import S2_SATURATED
 from lsmap.core.encoding import STACK_ENCODINGS, UINT16_NODATA, encode_uint16, scales_offsets
-from lsmap.core.ground import MAP_SCALE_TOLERANCE, areal_scales, axis_scales, distorted
+from lsmap.core.terrain import horn_slope
 from lsmap.core.windows import block_grid
+from lsmap.data.resample import Grid, Layer, overlaps
 from lsmap.errors import InputError, LsmapWarning, MissingInputError, user_level
 from lsmap.io.aoi import AOI, aoi_inside, aoi_window, as_aoi
+from lsmap.io.bandfiles import fullest_band_set, resolve_s2
 from lsmap.io.mosaic import coverage, dem_files, dem_mosaic
 from lsmap.io.outputs import (
     atomic_output,
@@ -95,18 +90,13 @@ from lsmap.io.rasters import (
     gdal_source,
     geotiff_profile,
     open_raster,
-    read_window,
     set_band_descriptions,
 )
-from lsmap.io.s2product import L4S_QUANTIFICATION, S2Source, enclosing_product, is_product, open_product
+from lsmap.io.s2product import L4S_QUANTIFICATION
 from lsmap.io.scene import OFFSET_TAG, STACK_TAG
 
-#: File extensions searched in Sentinel-2 folders.
-RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
 #: 10 m bands whose grid becomes the output grid, in order of preference.
 REFERENCE_BANDS = ("B2", "B3", "B4", "B8")
-#: A band token in a file name: ``B4``, ``B04``, ``B8A``, ``B11`` not glued to letters/digits.
-_BAND_TOKEN = re.compile(r"(?<![A-Za-z0-9])B(\d{1,2})(A?)(?![A-Za-z0-9])", re.IGNORECASE)
 #: Nodata value of each product layer written beside a stack (SCL class 0 is "no data").
 LAYER_NODATA = {"SCL": 0, "MSK_CLDPRB": 255}
 #: Loose band files whose smallest DN over the scene is at least this look offset (baseline >= 04.00 adds 1000).
@@ -129,9 +119,6 @@ DEM_COVER_TOLERANCE = 1e-3
 #: GDAL creation options of uint16 stacks (chosen by bench/stack_encoding.py; BENCHMARKS.md). ZSTD level 3, not
 #: GDAL's default 9: a quarter to a half of the compression CPU for files 2-10 % larger, decoded as fast.
 UINT16_OPTIONS = {"compress": "zstd", "predictor": 2, "zstd_level": 3}
-# WGS 84 ellipsoid (used for metre pixel sizes of geographic DEMs).
-_WGS84_A = 6378137.0
-_WGS84_E2 = 6.69437999014e-3
 
 
 @dataclass(frozen=True)
@@ -198,554 +185,12 @@ class StackResult:
         return d
 
 
-# --- finding band files ----------------------------------------------------------------------
-
-
-def band_of(name: str) -> str | None:
-    """The Sentinel-2 band named in a file name, or ``None`` when there is none or several.
-
-    ``T45QYF_20230601_B04_10m.jp2`` -> ``"B4"``, ``B8A.tif`` -> ``"B8A"`` (never ``"B8"``),
-    ``B01.tif`` -> ``"B1"``, ``B12.tif`` -> ``"B12"`` (never ``"B1"``).
-    """
-    found = set()
-    for m in _BAND_TOKEN.finditer(Path(name).name):
-        band = f"B{int(m.group(1))}{m.group(2).upper()}"
-        if band in S2_RESOLUTION:
-            found.add(band)
-    return found.pop() if len(found) == 1 else None
-
-
-def find_band_files(sources: str | os.PathLike | Sequence[str | os.PathLike], bands: Sequence[str]) -> dict[str, Path]:
-    """Map each of ``bands`` to its file among ``sources`` (folders are searched recursively).
-
-    When a folder holds one band at several resolutions (as a Sentinel-2 L2A product does), the
-    finest one is used.
-
-    Args:
-        sources: Folders and/or band files.
-        bands: Sentinel-2 band names needed, e.g. ``("B4", "B3", "B2", "B8")``.
-
-    Returns:
-        Band name -> file.
-
-    Raises:
-        MissingInputError: a source does not exist, or no file holds one of ``bands``.
-        InputError: an explicitly given file names no band (or several), or one band has several
-            files at the same resolution.
-    """
-    candidates, where = band_candidates(sources)
-    missing = [band for band in bands if not candidates.get(band)]
-    if missing:
-        looked = ", ".join(f"'*_{b[0]}{b[1:].zfill(2)}*.jp2' or '{b}.tif'" for b in missing[:2])
-        raise MissingInputError(
-            f"{where}: no file for Sentinel-2 band{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-            f"(looked for names like {looked}); add {'them' if len(missing) > 1 else 'it'} or choose another "
-            f"`bands` profile"
-        )
-    chosen: dict[str, Path] = {}
-    for band in bands:
-        files = candidates[band]
-        chosen[band] = files[0] if len(files) == 1 else _finest(band, files)
-    return chosen
-
-
-def band_candidates(sources) -> tuple[dict[str, list[Path]], str]:
-    """Band name -> the files among ``sources`` that hold it, and the sources as text."""
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
-    sources = [Path(s) for s in sources]
-    if not sources:
-        raise MissingInputError("no Sentinel-2 input given; pass a folder or band files")
-    candidates: dict[str, list[Path]] = {}
-    for src in sources:
-        if not src.exists():
-            raise MissingInputError(f"{src}: Sentinel-2 input does not exist")
-        if src.is_dir():
-            files = sorted(p for p in src.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
-            for p in files:
-                band = band_of(p.name)
-                if band is not None:
-                    candidates.setdefault(band, []).append(p)
-        else:
-            band = band_of(src.name)
-            if band is None:
-                raise InputError(
-                    f"{src}: cannot tell which Sentinel-2 band this file holds; name it like "
-                    f"'..._B04.tif' (one band name per file)"
-                )
-            candidates.setdefault(band, []).append(src)
-    return candidates, ", ".join(str(s) for s in sources)
-
-
-def fullest_band_set(sources: str | os.PathLike | Sequence[str | os.PathLike], dem: object = None,
-                     slope: object = None) -> tuple[BandProfile, dict[str, str]]:
-    """The fullest L4S-ordered band set ``sources`` (and a DEM / slope raster) can fill.
-
-    Returns:
-        The band set, and each L4S band left out with why.
-
-    Raises:
-        MissingInputError: no source holds any L4S Sentinel-2 band.
-    """
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if len(items) == 1 and is_product(items[0]):  # a SAFE / zip / STAC Item: its metadata lists its bands
-        product = open_product(items[0])
-        candidates, where = set(product.files), product.where
-    else:
-        candidates, where = band_candidates(sources)
-    return band_set_of(candidates, where, dem, slope)
-
-
-def band_set_of(present, where: object, dem: object = None, slope: object = None) -> tuple[BandProfile, dict[str, str]]:
-    """:func:`fullest_band_set` of the Sentinel-2 bands ``present`` in the input ``where`` (for messages)."""
-    candidates = set(present)
-    names, left_out = [], {}
-    for b in L4S_BANDS:
-        if b in TERRAIN_BANDS:
-            ok = dem is not None or (b == "slope" and slope is not None)
-            why = "no DEM"
-        else:
-            ok, why = b in candidates, "no band file"
-        if ok:
-            names.append(b)
-        else:
-            left_out[b] = why
-    if not any(b not in TERRAIN_BANDS for b in names):
-        raise MissingInputError(f"{where}: no Sentinel-2 band file found (names like '*_B04*.jp2' or 'B4.tif')")
-    return get_profile(names), left_out
-
-
-def _finest(band: str, files: list[Path]) -> Path:
-    sizes = []
-    for p in files:
-        with open_raster(p, f"band {band}") as src:
-            sizes.append(abs(src.transform.a))
-    best = min(sizes)
-    winners = [p for p, s in zip(files, sizes, strict=False) if math.isclose(s, best, rel_tol=1e-9)]
-    if len(winners) > 1:
-        raise InputError(
-            f"{winners[0].parent}: several files hold band {band} at the same resolution "
-            f"({', '.join(p.name for p in winners)}); pass the band files explicitly"
-        )
-    return winners[0]
-
-
-def mean_pixel_area_m2(transform, crs, height: int, width: int = 1) -> float:
-    """The mean area of a grid's pixels in m2: ``|a e - b d|`` times the linear unit squared for a projected
-    CRS, and for a geographic one the mean over the rows of :func:`pixel_size_metres` (degrees shrink with
-    latitude), so that pixel counts give km2 in either. A projected CRS whose area scale departs from 1 by
-    more than :data:`lsmap.core.ground.MAP_SCALE_TOLERANCE` over the grid (Web Mercator away from the
-    equator) gives the mean ground area of its pixels at a lattice of up to 17 x 17 points of the grid."""
-    if crs is not None and crs.is_geographic:
-        dx, dy = pixel_size_metres(transform, crs, np.arange(max(1, height)))
-        return float(np.mean(dx * dy))
-    planar = abs(transform.a * transform.e - transform.b * transform.d) * _metres_per_unit(crs) ** 2
-    from rasterio.transform import array_bounds
-
-    bounds = array_bounds(max(1, height), max(1, width), transform)
-    if crs is not None and transform.b == transform.d == 0 and distorted(crs, (bounds[0], bounds[1], bounds[2], bounds[3])):
-        rows = np.unique(np.linspace(0, max(1, height) - 1, 17).round()) + 0.5
-        cols = np.unique(np.linspace(0, max(1, width) - 1, 17).round()) + 0.5
-        x = transform.c + transform.a * cols[None, :]
-        y = transform.f + transform.e * rows[:, None]
-        return float(planar * np.mean(areal_scales(crs, x, y, half=abs(transform.a) / 2)))
-    return planar
-
-
-def _metres_per_unit(crs) -> float:
-    """Metres per linear unit of a projected CRS (1 when it does not say)."""
-    if crs is not None:
-        with contextlib.suppress(Exception):
-            return float(crs.linear_units_factor[1])
-    return 1.0
-
-
-# --- slope ------------------------------------------------------------------------------------
-
-
-def pixel_size_metres(transform, crs, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel width and height in metres for the given rows of a north-up grid.
-
-    Projected CRSs: the pixel size times the CRS's linear unit, times the ground scale of each axis at the
-    row (first column) where that departs from 1 by more than :data:`lsmap.core.ground.MAP_SCALE_TOLERANCE`
-    (Web Mercator: ``sec(latitude)``; UTM and national grids are taken at their word). Geographic CRSs: the degree
-    sizes times the WGS 84 radii of curvature at each row's centre latitude (prime vertical
-    ``N cos(lat)`` across, meridional ``M`` along).
-
-    Returns:
-        ``(dx, dy)`` arrays of shape ``(len(rows), 1)``.
-    """
-    rows = np.asarray(rows, np.float64).reshape(-1, 1)
-    if crs is not None and crs.is_geographic:
-        lat = np.radians(transform.f + transform.e * (rows + 0.5))
-        w = 1.0 - _WGS84_E2 * np.sin(lat) ** 2
-        n = _WGS84_A / np.sqrt(w)
-        m = _WGS84_A * (1.0 - _WGS84_E2) / w**1.5
-        dx = np.radians(abs(transform.a)) * n * np.cos(lat)
-        dy = np.radians(abs(transform.e)) * m
-        return dx, dy
-    factor = _metres_per_unit(crs)
-    dx, dy = np.full_like(rows, abs(transform.a) * factor), np.full_like(rows, abs(transform.e) * factor)
-    if crs is None or transform.b != 0 or transform.d != 0:
-        return dx, dy
-    # map metres that are not ground metres (Web Mercator stretches both axes by sec(latitude)): the ground
-    # scale along each axis at the grid's first column, per row (so a block's values do not depend on the block)
-    with np.errstate(invalid="ignore"):
-        kx, ky = axis_scales(crs, transform.c + 0.5 * transform.a, transform.f + transform.e * (rows + 0.5))
-    off = np.isfinite(kx) & np.isfinite(ky) & (np.maximum(abs(kx - 1), abs(ky - 1)) > MAP_SCALE_TOLERANCE)
-    return np.where(off, dx * kx, dx), np.where(off, dy * ky, dy)
-
-
-def horn_slope(dem: np.ndarray, transform, crs, row_offset: int = 0) -> np.ndarray:
-    """Slope in degrees by Horn's (1981) method, as ``gdaldem slope`` computes it.
-
-    Args:
-        dem: Elevations in metres, NaN where invalid.
-        transform: Affine transform of the full grid ``dem`` belongs to (north-up).
-        crs: The grid's CRS (``rasterio.crs.CRS``); geographic CRSs are handled per row.
-        row_offset: Row of ``dem[0]`` in that grid (for per-row latitudes of a window).
-
-    Returns:
-        Slope in degrees, NaN on the outer ring and next to invalid elevations.
-
-    Shape:
-        ``(H, W)`` -> ``(H, W)``, float32.
-    """
-    if transform.b != 0 or transform.d != 0:
-        raise InputError("the DEM grid is rotated; warp it to a north-up grid first (gdalwarp)")
-    z = np.pad(np.asarray(dem, np.float64), 1, constant_values=np.nan)
-    dx, dy = pixel_size_metres(transform, crs, np.arange(dem.shape[0]) + row_offset)
-    a, b, c = z[:-2, :-2], z[:-2, 1:-1], z[:-2, 2:]
-    d, f = z[1:-1, :-2], z[1:-1, 2:]
-    g, h, i = z[2:, :-2], z[2:, 1:-1], z[2:, 2:]
-    gx = ((c + 2 * f + i) - (a + 2 * d + g)) / (8.0 * dx)
-    gy = ((g + 2 * h + i) - (a + 2 * b + c)) / (8.0 * dy)
-    return np.degrees(np.arctan(np.hypot(gx, gy))).astype(np.float32)
-
-
-# --- per-block reading --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Grid:
-    crs: object
-    transform: object
-    width: int
-    height: int
-
-
-class _Layer:
-    """One output band's source: a file, sampled onto the output grid block by block.
-
-    Resampling is bilinear at the output pixel centres, done here rather than by the GDAL
-    warper: each centre is mapped to the source with an exact PROJ transform computed from the
-    *global* grid, so the result of a pixel does not depend on the block it falls in (GDAL's
-    approximate transformer, which rasterio's ``reproject`` always uses, does).
-    """
-
-    def __init__(self, src, name: str, nodata: float | None, grid: _Grid,
-                 derive: Callable[[np.ndarray, int], np.ndarray] | None = None, halo: int = 0,
-                 nearest: bool = False, offset: float = 0.0, gain: float = 1.0,
-                 saturated: float | None = None) -> None:
-        self.src, self.name, self.nodata, self.grid = src, name, nodata, grid
-        self.saturated = saturated  # a value read as invalid as well (Sentinel-2's SATURATED digital number)
-        self.derive, self.halo, self.nearest = derive, halo, nearest
-        # radiometry, applied to source pixels before any resampling: (DN + offset) * gain
-        self.offset, self.gain = float(offset), float(gain)
-        self.same_grid = (
-            src.crs == grid.crs and src.width == grid.width and src.height == grid.height
-            and src.transform.almost_equals(grid.transform, precision=1e-9 * max(1.0, abs(grid.transform.a)))
-        )
-        self.same_crs = src.crs == grid.crs
-        self._key = "" if self.same_crs else src.crs.to_wkt()
-        # Same CRS, both grids north-up: source rows depend on output rows only (and columns on
-        # columns), so the interpolation separates into two cheap 1-D passes.
-        t, g = src.transform, grid.transform
-        self.separable = self.same_crs and t.b == t.d == 0 and g.b == g.d == 0
-
-    def _read(self, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
-        """Source pixels ``[row0, row0+rows) x [col0, col0+cols)`` as float64, NaN outside/invalid."""
-        from rasterio.windows import Window
-
-        out = np.full((rows, cols), np.nan, np.float64)
-        r0, c0 = max(row0, 0), max(col0, 0)
-        r1, c1 = min(row0 + rows, self.src.height), min(col0 + cols, self.src.width)
-        if r1 <= r0 or c1 <= c0:
-            return out
-        arr = read_window(self.src, 1, Window(c0, r0, c1 - c0, r1 - r0)).astype(np.float64)
-        if self.nodata is not None:
-            arr[arr == self.nodata] = np.nan
-        if self.saturated is not None:
-            arr[arr == self.saturated] = np.nan
-        if self.offset or self.gain != 1.0:
-            arr = (arr + self.offset) * self.gain
-        out[r0 - row0:r1 - row0, c0 - col0:c1 - col0] = arr
-        return out
-
-    def block(self, w, cache: dict) -> np.ndarray:
-        """This band on output window ``w`` (a :class:`rasterio.windows.Window`), float32, NaN where invalid.
-
-        ``cache`` holds the block's pixel-centre coordinates per source CRS, shared by layers.
-        """
-        h = self.halo
-        if self.same_grid:
-            arr = self._read(w.row_off - h, w.col_off - h, w.height + 2 * h, w.width + 2 * h)
-            if self.derive is not None:
-                arr = self.derive(arr, w.row_off - h)
-            return np.asarray(arr[h:h + w.height, h:h + w.width], np.float32)
-        inv = ~self.src.transform
-        if self.separable:
-            g = self.grid.transform
-            col = inv.a * (g.a * (w.col_off + np.arange(w.width) + 0.5) + g.c) + inv.c - 0.5
-            row = inv.e * (g.e * (w.row_off + np.arange(w.height) + 0.5) + g.f) + inv.f - 0.5
-            return self._separable(row, col)
-        if self._key not in cache:
-            cache[self._key] = _centres(self.grid, w, None if self.same_crs else self.src.crs)
-        x, y = cache[self._key]
-        col = inv.a * x + inv.b * y + inv.c - 0.5  # source pixel-centre coordinates
-        row = inv.d * x + inv.e * y + inv.f - 0.5
-        ok = np.isfinite(col) & np.isfinite(row)
-        ok &= (col > -1) & (col < self.src.width) & (row > -1) & (row < self.src.height)
-        dst = np.full((w.height, w.width), np.nan, np.float32)
-        if self.nearest:
-            ri, ci = np.floor(row + 0.5), np.floor(col + 0.5)
-            ok = np.isfinite(ri) & np.isfinite(ci)
-            ok &= (ri >= 0) & (ri < self.src.height) & (ci >= 0) & (ci < self.src.width)
-            if ok.any():
-                ri, ci = ri[ok].astype(np.int64), ci[ok].astype(np.int64)
-                r0, c0 = int(ri.min()), int(ci.min())
-                arr = self._read(r0, c0, int(ri.max()) - r0 + 1, int(ci.max()) - c0 + 1)
-                dst[ok] = arr[ri - r0, ci - c0]
-            return dst
-        if not ok.any():
-            return dst
-        arr, r0, c0 = self._read_around(row[ok], col[ok])
-        dst[ok] = bilinear(arr, row[ok] - r0, col[ok] - c0)
-        return dst
-
-    def _read_around(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, int, int]:
-        """Source pixels covering fractional ``rows``/``cols`` plus the halo (derived if set), and their offsets."""
-        h = self.halo
-        r0 = int(np.floor(rows.min())) - h
-        c0 = int(np.floor(cols.min())) - h
-        r1 = int(np.floor(rows.max())) + 2 + h
-        c1 = int(np.floor(cols.max())) + 2 + h
-        arr = self._read(r0, c0, r1 - r0, c1 - c0)
-        if self.derive is not None:
-            arr = self.derive(arr, r0)
-        return arr, r0, c0
-
-    def _separable(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
-        if self.nearest:  # full-resolution source pixels, never a decimated (overview) read
-            ri, ci = np.floor(row + 0.5).astype(np.int64), np.floor(col + 0.5).astype(np.int64)
-            ok_r, ok_c = (ri >= 0) & (ri < self.src.height), (ci >= 0) & (ci < self.src.width)
-            dst = np.full((row.size, col.size), np.nan, np.float32)
-            if ok_r.any() and ok_c.any():
-                r0, c0 = int(ri[ok_r].min()), int(ci[ok_c].min())
-                arr = self._read(r0, c0, int(ri[ok_r].max()) - r0 + 1, int(ci[ok_c].max()) - c0 + 1)
-                dst[np.ix_(ok_r, ok_c)] = arr[np.ix_(ri[ok_r] - r0, ci[ok_c] - c0)]
-            return dst
-        ok_r = (row > -1) & (row < self.src.height)
-        ok_c = (col > -1) & (col < self.src.width)
-        dst = np.full((row.size, col.size), np.nan, np.float32)
-        if not ok_r.any() or not ok_c.any():
-            return dst
-        arr, r0, c0 = self._read_around(row[ok_r], col[ok_c])
-        dst[np.ix_(ok_r, ok_c)] = bilinear_separable(arr, row[ok_r] - r0, col[ok_c] - c0)
-        return dst
-
-
-#: Pixels between the nodes of the global lattice whose centres are mapped to another CRS exactly (PROJ); the
-#: centres between are interpolated bilinearly. Over 16 x 10 m, UTM -> geographic is flat to about 0.3 mm
-#: (1e-5 of a 30 m DEM pixel; tested against the exact transform), and PROJ on every centre took about 0.5 s per
-#: Mpx, most of stacking a DEM given in EPSG:4326 (BENCHMARKS.md). The lattice is the whole grid's, so a
-#: pixel's value does not depend on the block it falls in.
-CENTRE_LATTICE = 16
-
-
-def _centres(grid: _Grid, w, crs) -> tuple[np.ndarray, np.ndarray]:
-    """Map coordinates of the pixel centres of window ``w`` of ``grid`` (in ``crs`` if given: exact at the nodes
-    of the grid's :data:`CENTRE_LATTICE` lattice, bilinear between them)."""
-    t = grid.transform
-    if crs is None:
-        cols = (w.col_off + np.arange(w.width) + 0.5)[None, :]
-        rows = (w.row_off + np.arange(w.height) + 0.5)[:, None]
-        return t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
-    n = CENTRE_LATTICE
-    r = w.row_off + np.arange(w.height)  # global pixel indices
-    c = w.col_off + np.arange(w.width)
-    r_node, c_node = r // n, c // n  # the lattice node at or before each pixel
-    r0, c0 = int(r_node[0]), int(c_node[0])
-    nodes_r = (np.arange(r0, int(r_node[-1]) + 2) * n + 0.5)[:, None]
-    nodes_c = (np.arange(c0, int(c_node[-1]) + 2) * n + 0.5)[None, :]
-    xs, ys = _exact_centres(grid.crs, crs, t.a * nodes_c + t.b * nodes_r + t.c, t.d * nodes_c + t.e * nodes_r + t.f)
-    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):  # the lattice leaves the CRS's domain: every pixel exactly
-        cols = (c + 0.5)[None, :]
-        rows = (r + 0.5)[:, None]
-        return _exact_centres(grid.crs, crs, t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f)
-    i, a = r_node - r0, ((r % n) / n)[:, None]
-    j, b = c_node - c0, (c % n) / n
-
-    def lerp(v: np.ndarray) -> np.ndarray:
-        across = v[:, j] * (1 - b) + v[:, j + 1] * b  # (node rows, w)
-        return across[i] * (1 - a) + across[i + 1] * a
-
-    return lerp(xs), lerp(ys)
-
-
-def _exact_centres(src_crs, crs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``x``, ``y`` (same shape) mapped from ``src_crs`` to ``crs`` by PROJ, point by point."""
-    from rasterio.warp import transform
-
-    xs, ys = transform(src_crs, crs, x.ravel(), y.ravel())
-    return np.asarray(xs, np.float64).reshape(x.shape), np.asarray(ys, np.float64).reshape(x.shape)
-
-
-def bilinear_separable(arr: np.ndarray, row: np.ndarray, col: np.ndarray, min_weight: float = 0.5) -> np.ndarray:
-    """:func:`bilinear` on the grid ``row x col`` (1-D coordinates), in two 1-D passes.
-
-    Gives the same values as ``bilinear(arr, *np.meshgrid(row, col, indexing="ij"))`` up to
-    rounding.
-
-    Shape:
-        ``arr`` ``(h, w)``, ``row`` ``(H,)``, ``col`` ``(W,)`` -> ``(H, W)``, float32.
-    """
-    padded = np.pad(np.asarray(arr, np.float64), 1, constant_values=np.nan)
-    valid = np.isfinite(padded)
-    values = np.where(valid, padded, 0.0)
-    weights = valid.astype(np.float64)
-    ri = np.floor(row).astype(np.int64)
-    ci = np.floor(col).astype(np.int64)
-    fr = (row - ri)[:, None]
-    fc = (col - ci)[None, :]
-    ri += 1  # index into the padded array
-    ci += 1
-
-    def interp(a: np.ndarray) -> np.ndarray:
-        rows = a[ri] * (1 - fr) + a[ri + 1] * fr
-        return rows[:, ci] * (1 - fc) + rows[:, ci + 1] * fc
-
-    if valid[1:-1, 1:-1].all() and ri.min() >= 1 and ri.max() < arr.shape[0] and ci.min() >= 1 \
-            and ci.max() < arr.shape[1]:  # every neighbour valid (most blocks): the weights are all 1
-        return interp(values).astype(np.float32)
-    total, weight = interp(values), interp(weights)
-    out = np.full(total.shape, np.nan, np.float32)
-    keep = weight >= min_weight
-    out[keep] = total[keep] / weight[keep]
-    return out
-
-
-def bilinear(arr: np.ndarray, row: np.ndarray, col: np.ndarray, min_weight: float = 0.5) -> np.ndarray:
-    """Bilinear interpolation of ``arr`` at fractional pixel-centre coordinates, NaN-aware.
-
-    Invalid (NaN) neighbours drop out and the weights of the valid ones are renormalised, as the
-    GDAL warper does; a point whose valid neighbours weigh less than ``min_weight`` is NaN, so
-    nodata areas neither grow nor shrink by more than half a source pixel.
-
-    Args:
-        arr: Source values, NaN where invalid.
-        row: Row coordinates (0 = centre of the first row), any shape.
-        col: Column coordinates, same shape as ``row``.
-        min_weight: Least total weight of valid neighbours for a value.
-
-    Returns:
-        Interpolated values, float32, shape of ``row``.
-    """
-    h, w = arr.shape
-    r0, c0 = np.floor(row), np.floor(col)
-    fr, fc = row - r0, col - c0
-    r0 = r0.astype(np.int64)
-    c0 = c0.astype(np.int64)
-    if row.size and r0.min() >= 0 and r0.max() < h - 1 and c0.min() >= 0 and c0.max() < w - 1 \
-            and np.isfinite(arr).all():  # every neighbour inside and valid (a DEM's blocks, mostly): weights are 1
-        values, weights = np.asarray(arr, np.float64).ravel(), None
-        base = r0 * w + c0
-
-        def at(dr: int, dc: int) -> np.ndarray:
-            return base + (dr * w + dc)
-    else:
-        # a NaN frame around the source: a neighbour outside it (any distance: indices clipped to the frame) is
-        # invalid like a NaN one; invalid neighbours add 0 to the value and to the weight (no mask per neighbour)
-        padded = np.pad(np.asarray(arr, np.float64), 1, constant_values=np.nan)
-        valid = np.isfinite(padded)
-        values = np.where(valid, padded, 0.0).ravel()
-        weights = valid.astype(np.float64).ravel()
-
-        def at(dr: int, dc: int) -> np.ndarray:
-            return np.clip(r0 + (dr + 1), 0, h + 1) * (w + 2) + np.clip(c0 + (dc + 1), 0, w + 1)
-    total = np.zeros(row.shape, np.float64)
-    weight = np.zeros(row.shape, np.float64)
-    for dr, dc, wt in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
-        i = at(dr, dc)
-        total += wt * values[i]
-        weight += wt if weights is None else wt * weights[i]
-    out = np.full(row.shape, np.nan, np.float32)
-    keep = weight >= min_weight
-    out[keep] = total[keep] / weight[keep]
-    return out
-
-
-def _overlaps(src, grid: _Grid) -> bool:
-    """Does the raster ``src`` cover any part of ``grid``?"""
-    from rasterio.warp import transform_bounds
-    from rasterio.windows import Window, bounds
-
-    try:
-        left, bottom, right, top = transform_bounds(
-            grid.crs, src.crs, *bounds(Window(0, 0, grid.width, grid.height), grid.transform), densify_pts=21
-        )
-    except Exception:  # noqa: BLE001 - a CRS pair PROJ cannot relate cannot overlap either
-        return False
-    b = src.bounds  # south-up rasters have bottom above top: compare the ranges
-    return (min(left, right) < max(b.left, b.right) and max(left, right) > min(b.left, b.right)
-            and min(bottom, top) < max(b.bottom, b.top) and max(bottom, top) > min(b.bottom, b.top))
-
-
 def _single_band(src, what: str) -> None:
     if src.count != 1:
         raise InputError(f"{src.name}: {what} file has {src.count} bands; expected one band per file")
 
 
 # --- the stack -------------------------------------------------------------------------------
-
-
-def resolve_s2(s2: str | os.PathLike | Sequence[str | os.PathLike], bands: Sequence[str],
-               offset: float | None = None) -> S2Source:
-    """Resolve the Sentinel-2 input of :func:`stack_scene` to band files by name, with their radiometry.
-
-    Args:
-        s2: One product (a ``.SAFE`` folder, a ``.SAFE.zip``, a STAC Item file or URL) or loose band
-            files / folders of band files.
-        bands: Sentinel-2 band names needed.
-        offset: DN offset of loose band files (they carry no metadata); refused for products, which
-            declare their own.
-
-    Raises:
-        MissingInputError: an input or a needed band does not exist.
-        InputError: a bad product, several products, or ``offset`` with a product.
-    """
-    items = [s2] if isinstance(s2, (str, os.PathLike)) else list(s2)
-    if len(items) == 1 and is_product(items[0]):
-        source = open_product(items[0])
-        if offset is not None:
-            if source.offsets is not None:
-                raise InputError(f"{source.where}: `offset` is for loose band files; this {source.kind} input "
-                                 f"declares its own DN offsets (drop `offset`)")
-            source = replace(source, offsets={b: float(offset) for b in source.files})
-        return source.select(bands)
-    products = [str(i) for i in items if is_product(i)]
-    if products:
-        raise InputError(f"{products[0]}: a Sentinel-2 product is stacked on its own; give one product "
-                         f"(SAFE folder, zip or STAC Item) or loose band files, not both")
-    inside = {enclosing_product(i) for i in items}
-    if offset is None and len(inside) == 1 and None not in inside:
-        safe = inside.pop()
-        raise InputError(f"{items[0]}: these band files lie inside the product {safe.name}; give the product itself "
-                         f"({safe}), which declares its DN offset and brings its SCL, or give `offset` with the "
-                         f"band files")
-    files = find_band_files(items, bands)
-    offsets = None if offset is None else {b: float(offset) for b in files}
-    return S2Source("files", ", ".join(str(i) for i in items), {b: str(p) for b, p in files.items()}, offsets)
 
 
 def _tiff_name(path: str | os.PathLike, what: str) -> Path:
@@ -787,7 +232,7 @@ def stack_scene(
         slope: Slope raster in degrees (any CRS/resolution); computed from ``dem`` when absent.
         bands: Band set: a profile name (``l4s14``, ``l2a-terrain``, ``l2a``, ``rgbn``, ...), a comma
             list of band names, or a profile; ``None``: the fullest L4S-ordered set the inputs can
-            fill (:func:`fullest_band_set`; what was left out is in the result).
+            fill (:func:`lsmap.io.bandfiles.fullest_band_set`; what was left out is in the result).
         overwrite: Replace existing outputs.
         block: Output block size in pixels (memory grows with ``block**2 * bands``).
         progress: Show progress (a bar on a terminal, lines elsewhere: :mod:`lsmap.io.progress`) over blocks.
@@ -881,7 +326,7 @@ def stack_scene(
         ref_band = _ref_band(opened)
         ref = opened[ref_band]
         grid = _ten_metre_grid(ref)
-        off = [b for b, src in opened.items() if src is not ref and not _overlaps(src, grid)]
+        off = [b for b, src in opened.items() if src is not ref and not overlaps(src, grid)]
         if off:
             raise InputError(
                 f"{', '.join(gdal_source(source.files[b]) for b in off)}: band file{'s' if len(off) > 1 else ''} "
@@ -894,13 +339,13 @@ def stack_scene(
             aoi_grid = aoi.to_crs(grid.crs) if aoi.mask else None
         else:
             win, aoi_grid = Window(0, 0, grid.width, grid.height), None
-        out_grid = _Grid(grid.crs, window_transform(win, grid.transform), int(win.width), int(win.height))
+        out_grid = Grid(grid.crs, window_transform(win, grid.transform), int(win.width), int(win.height))
         area = "area of interest" if aoi is not None else "Sentinel-2 scene"
-        layers_: dict[str, _Layer] = {}
+        layers_: dict[str, Layer] = {}
         sources: dict[str, str] = {}
         for b, src in opened.items():
             nodata = src.nodata if src.nodata is not None else profile.nodata
-            layers_[b] = _Layer(src, b, nodata, grid, offset=source.dn_offset(b),
+            layers_[b] = Layer(src, b, nodata, grid, offset=source.dn_offset(b),
                                 gain=L4S_QUANTIFICATION / source.quantification,
                                 saturated=S2_SATURATED if src.dtypes[0] == "uint16" else None)
             sources[b] = gdal_source(source.files[b])
@@ -915,7 +360,7 @@ def stack_scene(
                 dem_path = dem_label = dem_files_[0]
             dem_src = stack.enter_context(open_raster(dem_path, "DEM"))
             _single_band(dem_src, "DEM")
-            if not _overlaps(dem_src, out_grid):
+            if not overlaps(dem_src, out_grid):
                 what = gdal_source(source.files[ref_band]) if aoi is None else aoi.source
                 raise InputError(f"{dem_label}: DEM does not overlap the {area} ({what}); give the DEM of this area")
             covered = coverage(dem_files_, out_grid.crs, out_grid.transform, out_grid.width, out_grid.height)
@@ -928,28 +373,28 @@ def stack_scene(
                               stacklevel=user_level())
                 found.append(msg)
         if "DEM" in profile.bands:
-            layers_["DEM"] = _Layer(dem_src, "DEM", dem_src.nodata, grid)
+            layers_["DEM"] = Layer(dem_src, "DEM", dem_src.nodata, grid)
             sources["DEM"] = str(dem_label)
         if "slope" in profile.bands:
             if slope is not None:
                 slope_src = stack.enter_context(open_raster(slope, "slope"))
                 _single_band(slope_src, "slope")
-                if not _overlaps(slope_src, out_grid):
+                if not overlaps(slope_src, out_grid):
                     raise InputError(
                         f"{slope}: slope raster does not overlap the {area}; give the slope of this area"
                     )
-                layers_["slope"] = _Layer(slope_src, "slope", slope_src.nodata, grid)
+                layers_["slope"] = Layer(slope_src, "slope", slope_src.nodata, grid)
                 sources["slope"] = str(slope)
             else:
                 def derive(arr: np.ndarray, row0: int, _src=dem_src) -> np.ndarray:
                     return horn_slope(arr, _src.transform, _src.crs, row_offset=row0)
 
-                layers_["slope"] = _Layer(dem_src, "slope", dem_src.nodata, grid, derive=derive, halo=1)
+                layers_["slope"] = Layer(dem_src, "slope", dem_src.nodata, grid, derive=derive, halo=1)
                 sources["slope"] = f"Horn slope of {dem_label}"
         for name in layer_outs:
             src = stack.enter_context(open_raster(source.layers[name], f"{name} layer"))
             _single_band(src, f"{name} layer")
-            layers_[name] = _Layer(src, name, None, grid, nearest=True)
+            layers_[name] = Layer(src, name, None, grid, nearest=True)
             sources[name] = gdal_source(source.layers[name])
 
         divisors = np.asarray(profile.divisors, np.float32).reshape(-1, 1, 1)
@@ -1098,7 +543,7 @@ def groups_of(profile: BandProfile, layers: dict) -> list[str]:
     return list({id(layers[b].src): b for b in profile.bands}.values())
 
 
-def _ten_metre_grid(ref) -> _Grid:
+def _ten_metre_grid(ref) -> Grid:
     """The output grid: ``ref``'s grid, or its 10 m subdivision when ``ref`` is a coarser band (20/60 m) of a
     metric grid, e.g. a product whose 10 m files are absent: Sentinel-2 tile grids share their corner."""
     t = ref.transform
@@ -1109,9 +554,9 @@ def _ten_metre_grid(ref) -> _Grid:
         from rasterio.transform import Affine
 
         k = round(k)
-        return _Grid(ref.crs, Affine(10.0, 0.0, t.c, 0.0, -10.0 if t.e < 0 else 10.0, t.f), ref.width * k,
+        return Grid(ref.crs, Affine(10.0, 0.0, t.c, 0.0, -10.0 if t.e < 0 else 10.0, t.f), ref.width * k,
                      ref.height * k)
-    return _Grid(ref.crs, t, ref.width, ref.height)
+    return Grid(ref.crs, t, ref.width, ref.height)
 
 
 def _blocks_ahead(windows: Sequence, resample: Callable, es: contextlib.ExitStack):

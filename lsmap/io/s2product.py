@@ -14,7 +14,7 @@ Older products have no offset element: offset 0. :class:`S2Source` is what every
 offset per band (``None`` when unknown: loose files without ``--offset``), the quantification value,
 and the product's extra layers: the scene classification ``SCL`` and the cloud probability
 ``MSK_CLDPRB`` where present (read them with nearest-neighbour resampling at full resolution,
-:mod:`lsmap.data.stack`; JPEG 2000 overviews blend classes).
+:mod:`lsmap.data.resample`; JPEG 2000 overviews blend classes).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import numpy as np
 
 from lsmap.core.bands import BAND_NAMES, TERRAIN_BANDS, get_profile
 from lsmap.core.checks import as_list, as_settings, check_bool, check_path
+from lsmap.core.ground import mean_pixel_area_m2
 from lsmap.core.normalize import BandStats
 from lsmap.core.norms import ensemble_norm, norm_mode
 from lsmap.core.windows import is_north_up
@@ -53,7 +54,6 @@ from lsmap.data.scan import (
     shift_warning,
 )
 from lsmap.data.sources import scene_inputs, stack_arguments, stack_source
-from lsmap.data.stack import mean_pixel_area_m2
 from lsmap.errors import (
     CheckpointError,
     InputError,

@@ -11,7 +11,7 @@ pixel):
   bare in both scenes.
 - **Slope**: the post scene's ``slope`` band (degrees; L4S-scaled values are multiplied by the
   slope divisor of :mod:`lsmap.core.bands`), or Horn's slope of its ``DEM`` band
-  (:func:`lsmap.data.stack.horn_slope`). Gravel bars and fields lie on flat ground.
+  (:func:`lsmap.core.terrain.horn_slope`). Gravel bars and fields lie on flat ground.
 
 Per polygon (:func:`polygon_evidence`): ``ndvi_post`` (mean over the polygon's pixels),
 ``ndvi_pre`` and ``dndvi`` (means over the pixels observed in both scenes; ``dndvi`` is the mean
@@ -57,11 +57,11 @@ import numpy as np
 
 from lsmap.core.bands import BandProfile, get_profile
 from lsmap.core.constants import MIN_NDVI_DROP, MIN_SLOPE
+from lsmap.core.terrain import horn_slope
 from lsmap.core.windows import Window, block_grid
 from lsmap.data.masks import BLUE_BAND
 from lsmap.data.scan import scan_scene
 from lsmap.data.sources import stack_arguments
-from lsmap.data.stack import horn_slope
 from lsmap.errors import InputError, MissingBandError
 from lsmap.io.rasters import GDAL_CACHE_MB, open_raster, read_window
 from lsmap.io.scene import (

@@ -1,4 +1,4 @@
-"""Scene stacking: band file matching, grids, scaling, nodata, slope, streaming and bad inputs."""
+"""Scene stacking: grids, scaling, nodata, slope, streaming and bad inputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from _rasters import read_stack
+from _rasters import plane_dem_4326, read_stack
 from click.testing import CliRunner
 from conftest import shared_data
 from rasterio.crs import CRS
@@ -19,15 +19,16 @@ from rasterio.warp import Resampling, reproject, transform
 from lsmap.cli import main
 from lsmap.core.bands import PROFILES, S2_RESOLUTION
 from lsmap.core.encoding import max_error
-from lsmap.data.stack import band_of, find_band_files, horn_slope, pixel_size_metres, stack_scene
+from lsmap.core.terrain import horn_slope
+from lsmap.data.stack import stack_scene
 from lsmap.errors import InputError, MissingInputError, OutputExistsError
+from lsmap.io.bandfiles import find_band_files
 from lsmap.io.rasters import OUTPUT_NODATA
 
 UTM = CRS.from_epsg(32645)
 X0, Y0 = 500_000.0, 3_000_000.0  # top-left corner of the 10 m grid
 SIZE = 60  # 10 m pixels: a 600 m square scene
 L4S = PROFILES["l4s14"]
-WGS84_A, WGS84_E2 = 6378137.0, 6.69437999014e-3
 
 
 def write_raster(path: Path, arr: np.ndarray, crs, tr, nodata=None, dtype=None) -> Path:
@@ -40,27 +41,6 @@ def write_raster(path: Path, arr: np.ndarray, crs, tr, nodata=None, dtype=None) 
     ) as dst:
         dst.write(arr)
     return path
-
-
-def radii(lat_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """WGS 84 prime-vertical N and meridional M radii at ``lat_deg``."""
-    s2 = np.sin(np.radians(lat_deg)) ** 2
-    w = 1 - WGS84_E2 * s2
-    return WGS84_A / np.sqrt(w), WGS84_A * (1 - WGS84_E2) / w**1.5
-
-
-def plane_dem_4326(path: Path, lon0: float, lat0: float, n: int, step: float, gx: float, gy: float) -> Path:
-    """A DEM in EPSG:4326 whose surface rises ``gx`` m/m to the east and ``gy`` m/m to the north."""
-    rows = np.arange(n)[:, None]
-    cols = np.arange(n)[None, :]
-    lat = lat0 - (rows + 0.5) * step
-    lon = lon0 + (cols + 0.5) * step
-    nr, mr = radii(lat)
-    east = np.radians(lon - lon0) * nr * np.cos(np.radians(lat))
-    # northing along the meridian from the top edge (M varies slowly; integrate per row)
-    north = -np.cumsum(np.r_[0.0, np.radians(step) * radii(lat[:-1, 0] - step / 2)[1]])[:, None]
-    z = 1000.0 + gx * east + gy * north
-    return write_raster(path, z.astype(np.float32), "EPSG:4326", from_origin(lon0, lat0, step, step), nodata=-9999.0)
 
 
 @pytest.fixture
@@ -102,26 +82,6 @@ def read(path: Path) -> tuple[np.ndarray, dict, tuple]:
     """A stack's values as readers see them (uint16 codes unscaled), nodata pixels -9999 in every band."""
     with rasterio.open(path) as src:
         return read_stack(path), src.profile, src.descriptions
-
-
-# --- band names ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name,band", [
-    ("T45QYF_20230601_B04_10m.jp2", "B4"), ("B4.tif", "B4"), ("B04.tif", "B4"),
-    ("T45QYF_20230601_B8A_20m.jp2", "B8A"), ("B8A.tif", "B8A"), ("B08.tif", "B8"),
-    ("B1.tif", "B1"), ("B01.tif", "B1"), ("B10.tif", "B10"), ("B11.tif", "B11"), ("x_B12_20m.tif", "B12"),
-    ("T45QYF_20230601_TCI_10m.jp2", None), ("stack.tif", None), ("B2_B3.tif", None), ("AB04.tif", None),
-    ("B13.tif", None), ("S2B_MSIL2A_B03.tif", "B3"),
-])
-def test_band_of(name, band):
-    assert band_of(name) == band
-
-
-def test_find_band_files_prefers_finest_resolution(tmp_path):
-    for res in (10, 20, 60):
-        write_raster(tmp_path / f"T_B02_{res}m.tif", np.ones((4, 4), np.uint16), UTM, from_origin(X0, Y0, res, res))
-    assert find_band_files(tmp_path, ["B2"]) == {"B2": tmp_path / "T_B02_10m.tif"}
 
 
 # --- the stack ----------------------------------------------------------------------------------
@@ -211,33 +171,6 @@ def test_stack_block_size_does_not_change_output(s2_dir, tmp_path, rng):
     small = read(stack_scene(s2_dir, tmp_path / "a.tif", dem=dem, block=16).path)[0]
     large = read(stack_scene(s2_dir, tmp_path / "b.tif", dem=dem, block=1024).path)[0]
     np.testing.assert_array_equal(small, large)
-
-
-# --- Horn slope ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("gx,gy", [(0.0, 0.0), (0.5, 0.0), (0.3, -0.4), (1.0, 1.0)])
-def test_horn_slope_projected_plane(gx, gy):
-    """A plane z = gx * x + gy * y has slope atan(hypot(gx, gy)) everywhere inside the border."""
-    tr = from_origin(X0, Y0, 20, 25)
-    x = X0 + 20 * (np.arange(12) + 0.5)
-    y = Y0 - 25 * (np.arange(10) + 0.5)
-    z = gx * x[None, :] + gy * y[:, None]
-    s = horn_slope(z, tr, UTM)
-    assert np.isnan(s[0]).all() and np.isnan(s[:, -1]).all()
-    np.testing.assert_allclose(s[1:-1, 1:-1], math.degrees(math.atan(math.hypot(gx, gy))), atol=1e-4)
-
-
-def test_horn_slope_geographic_plane_near_45n(tmp_path):
-    """Degree pixel sizes become metres per row: a 30 deg plane at 45 N reads 30 deg."""
-    step = 1 / 3600
-    g = math.tan(math.radians(30))
-    path = plane_dem_4326(tmp_path / "p.tif", 7.0, 45.02, 40, step, gx=g * 0.6, gy=g * 0.8)
-    with rasterio.open(path) as src:
-        s = horn_slope(src.read(1), src.transform, src.crs)
-    np.testing.assert_allclose(s[1:-1, 1:-1], 30.0, atol=0.01)
-    dx, dy = pixel_size_metres(from_origin(7.0, 45.0, step, step), CRS.from_epsg(4326), np.array([0]))
-    assert 21.89 < dx[0, 0] < 21.91 and 30.86 < dy[0, 0] < 30.88  # 1" at 45 N: 21.90 m x 30.87 m
 
 
 # --- bad inputs (CLI) ---------------------------------------------------------------------------
@@ -492,98 +425,6 @@ def test_blocks_are_resampled_one_ahead_in_order_and_errors_stop_them():
     assert max(started) <= 4, "blocks past the failing one are not read (one was queued at most)"
 
 
-def test_pixel_centres_in_another_crs_are_exact_to_a_millimetre_and_block_free():
-    """Centres mapped to another CRS through the grid's lattice: within 1e-8 degrees (about a millimetre) of
-    PROJ on every centre, exact at the lattice nodes, and the same for a pixel whatever window holds it."""
-    from rasterio.crs import CRS
-    from rasterio.windows import Window
-
-    from lsmap.data.stack import CENTRE_LATTICE, _centres, _exact_centres, _Grid
-
-    grid = _Grid(CRS.from_epsg(32645), from_origin(500_000, 3_080_000, 10, 10), 10980, 10980)
-    wgs = CRS.from_epsg(4326)
-    t = grid.transform
-    for w in (Window(0, 0, 300, 200), Window(10_700, 10_900, 280, 80), Window(5_000, 37, 33, 77)):
-        x, y = _centres(grid, w, wgs)
-        cols = (w.col_off + np.arange(w.width) + 0.5)[None, :]
-        rows = (w.row_off + np.arange(w.height) + 0.5)[:, None]
-        ex, ey = _exact_centres(grid.crs, wgs, t.a * cols + t.c + 0 * rows, t.e * rows + t.f + 0 * cols)
-        assert np.abs(x - ex).max() < 1e-8 and np.abs(y - ey).max() < 1e-8
-        on = ((w.row_off + np.arange(w.height)) % CENTRE_LATTICE == 0)[:, None] & \
-             ((w.col_off + np.arange(w.width)) % CENTRE_LATTICE == 0)[None, :]
-        if on.any():
-            np.testing.assert_array_equal(x[on], ex[on])
-    big_x, big_y = _centres(grid, Window(4_990, 30, 60, 90), wgs)
-    small_x, small_y = _centres(grid, Window(5_000, 37, 33, 77), wgs)
-    np.testing.assert_array_equal(big_x[7:84, 10:43], small_x)
-    np.testing.assert_array_equal(big_y[7:84, 10:43], small_y)
-
-
-def test_bilinear_matches_a_point_by_point_reference_with_nodata_and_far_points():
-    """The vectorised NaN-aware bilinear (a NaN frame, indices clipped to it) against the rule written out
-    point by point: valid neighbours weighted and renormalised, NaN below half the weight, NaN outside."""
-    from lsmap.data.stack import bilinear
-
-    rng = np.random.default_rng(3)
-    arr = rng.random((9, 11)) * 100
-    arr[3:5, 4:7] = np.nan
-    row = rng.random(400) * 13 - 2
-    col = rng.random(400) * 15 - 2
-    row[:5], col[5:10] = [-40, 60, -1.2, 9.4, 3.5], [-30, 80, -1.01, 10.2, 5.0]
-
-    def reference(r, c):
-        r0, c0 = int(np.floor(r)), int(np.floor(c))
-        fr, fc = r - r0, c - c0
-        total = weight = 0.0
-        for dr, dc, wt in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
-            rr, cc = r0 + dr, c0 + dc
-            if 0 <= rr < arr.shape[0] and 0 <= cc < arr.shape[1] and np.isfinite(arr[rr, cc]):
-                total += wt * arr[rr, cc]
-                weight += wt
-        return np.float32(total / weight) if weight >= 0.5 else np.float32(np.nan)
-
-    want = np.array([reference(r, c) for r, c in zip(row, col, strict=True)], np.float32)
-    got = bilinear(arr, row, col)
-    np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
-    assert np.isnan(got[:2]).all() and np.isnan(got[5:7]).all() and np.isfinite(got).sum() > 150
-
-
-def test_separable_bilinear_without_nodata_takes_the_short_way_to_the_same_values():
-    """With every neighbour valid the weights are 1 and are not interpolated: the same values as with a NaN in
-    the source away from the points (the full way), and as the general bilinear."""
-    from lsmap.data.stack import bilinear, bilinear_separable
-
-    rng = np.random.default_rng(4)
-    arr = rng.random((40, 44)) * 3000
-    row = (np.arange(70) + 0.5) / 2 - 0.5 + 1.0
-    col = (np.arange(80) + 0.5) / 2 - 0.5 + 1.0
-    fast = bilinear_separable(arr, row, col)
-    nan_away = arr.copy()
-    nan_away[-1, -1] = np.nan
-    np.testing.assert_array_equal(fast, bilinear_separable(nan_away, row, col))
-    np.testing.assert_allclose(fast, bilinear(arr, *np.meshgrid(row, col, indexing="ij")), rtol=1e-6)
-    edge = bilinear_separable(arr, row - 1.6, col)  # points past the first row: NaN, as before
-    assert np.isnan(edge[0]).all() and np.isfinite(edge[3:]).all()
-
-
-def test_bilinear_without_nodata_takes_the_short_way_to_the_same_values():
-    """Every neighbour inside and valid: no NaN frame, no weight gathered, the same float32 values bit for bit as
-    the full way (forced by a NaN in the source away from the points); points at the edge take the full way."""
-    from lsmap.data.stack import bilinear
-
-    rng = np.random.default_rng(5)
-    arr = rng.random((30, 33)) * 3000
-    row, col = rng.random((2, 50, 60)) * [[[28.9]], [[31.9]]]
-    fast = bilinear(arr, row, col)
-    nan_away = np.pad(arr, ((0, 2), (0, 2)), constant_values=np.nan)  # never a neighbour of these points
-    np.testing.assert_array_equal(fast, bilinear(nan_away, row, col))
-    edge_row = row.copy()
-    edge_row[0, 0] = 29.5  # past the last row's centre: half its weight outside
-    got = bilinear(arr, edge_row, col)
-    assert np.isnan(got[0, 0]) or got[0, 0] == bilinear(nan_away, edge_row, col)[0, 0]
-    np.testing.assert_array_equal(got.ravel()[1:], fast.ravel()[1:])
-
-
 def test_the_stack_output_must_be_named_as_the_geotiff_it_is(tmp_path, s2_dir):
     """A .png or .gpkg name got a GeoTIFF under it, exit 0 (found by both audits)."""
     for name in ("q.png", "y.gpkg", "noext"):
@@ -597,38 +438,6 @@ def test_an_empty_stack_output_is_refused_as_empty(tmp_path, s2_dir):
     """``stack_scene(s2, "")`` raised a raw ValueError from Path('').with_suffix (the review)."""
     with pytest.raises(InputError, match="`out` is empty"):
         stack_scene(s2_dir, "", bands="rgbn")
-
-
-def test_horn_slope_web_mercator_dem_is_in_ground_metres():
-    """A DEM in EPSG:3857 (web map tiles): its map metres are sec(lat) ground metres, so a 30 deg plane at
-    45 N read 22.2 deg (tan 30 deg x cos 45 deg) when they were taken as metres; the real Jiuzhaigou DEM
-    warped to EPSG:3857 lost 4.7 deg of slope (median) against the same DEM in UTM, 0.13 deg now."""
-    from lsmap.data.stack import mean_pixel_area_m2
-
-    merc = CRS.from_epsg(3857)
-    x0, y0 = transform("EPSG:4326", merc, [9.0], [45.0])
-    step, n = 30.0, 40
-    tr = from_origin(x0[0], y0[0], step, step)
-    cols, rows = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5)
-    east, north = transform(merc, "EPSG:32632", (tr.c + step * cols).ravel(), (tr.f - step * rows).ravel())
-    g = math.tan(math.radians(30))  # UTM 32N's central meridian is 9 E: scale 0.9996 there
-    z = 1000.0 + g * (0.6 * np.asarray(east) + 0.8 * np.asarray(north)).reshape(n, n) / 0.9996
-    s = horn_slope(z, tr, merc)
-    np.testing.assert_allclose(s[1:-1, 1:-1], 30.0, atol=0.05)
-    dx, dy = pixel_size_metres(tr, merc, np.array([0]))
-    assert dx[0, 0] == pytest.approx(30 * math.cos(math.radians(45)), rel=0.005) and dy[0, 0] == pytest.approx(dx[0, 0], rel=0.005)
-    # pixel counts to km2: a 30 m Web Mercator pixel at 45 N is about 450 m2 of ground, not 900
-    assert mean_pixel_area_m2(tr, merc, n, n) == pytest.approx(900 * math.cos(math.radians(45)) ** 2, rel=0.01)
-
-
-def test_utm_dem_and_pixel_area_keep_map_metres():
-    """UTM's scale is within 0.1 % of 1 in its zone: its metres are used as they are (as gdaldem does)."""
-    from lsmap.data.stack import mean_pixel_area_m2
-
-    tr = from_origin(X0, Y0, 30, 30)
-    dx, dy = pixel_size_metres(tr, UTM, np.arange(3))
-    assert (dx == 30).all() and (dy == 30).all()
-    assert mean_pixel_area_m2(from_origin(X0, Y0, 10, 10), UTM, 100, 100) == 100.0
 
 
 def test_saturated_digital_numbers_are_not_observed(s2_dir, raw, tmp_path):
