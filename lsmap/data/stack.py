@@ -592,12 +592,8 @@ def _resample_block(layers: dict, groups, w, pool) -> dict[str, np.ndarray]:
 
 
 def _ref_band(opened: dict) -> str:
+    """The band whose grid becomes the output grid: a 10 m band, else the finest band."""
     for b in REFERENCE_BANDS:
         if b in opened:
             return b
     return min(opened, key=lambda b: (abs(opened[b].transform.a), S2_RESOLUTION[b]))
-
-
-def _reference(opened: dict):
-    """The dataset whose grid becomes the output grid: a 10 m band, else the finest band."""
-    return opened[_ref_band(opened)]
