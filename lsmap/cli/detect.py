@@ -283,6 +283,12 @@ def _detect_many(scenes, out, models, scheduler, merged, overwrite, as_json, **k
         written += [str(res.merged)] if res.merged is not None else []
         if written:
             click.echo("wrote: " + ", ".join(written))
+    unlike = res.unlike_training()
+    if unlike:  # the scenes' own warnings stay on Dask workers, and skipped scenes do not run again
+        click.echo(f"warning: {len(unlike)} scene(s) unlike the models' training data (standard deviations from the "
+                   f"training means), whose maps need checking against the imagery (docs/detect.md, 'Scenes unlike "
+                   f"the training data'): " + "; ".join(f"{os.path.basename(k)}: {v}" for k, v in unlike.items()),
+                   err=True)
     command = click.get_current_context().command
     for _scene, message in res.failures.items():  # in this command's flags, as its own errors are
         click.echo(f"failed: {cli_message(message, command)}", err=True)

@@ -781,6 +781,35 @@ def test_a_scene_outside_the_area_is_not_opened_again(tmp_path, scenes, model, m
     assert ran == [str(scenes[1])] and res.outside == [] and list(res.outputs) == [str(scenes[1])], res.failures
 
 
+@pytest.mark.filterwarnings("ignore:.*unlike the models")
+def test_scenes_unlike_the_training_data_are_said_after_the_run(tmp_path, model):
+    """A scene's shift warning stayed on the Dask worker that ran it, and a skipped scene does not run again: the
+    several-scene run now keeps each scene's shift (its completion record too) and names the scenes beyond the
+    limit, in the result, its JSON and the command's stderr."""
+    from detect_fixtures import smooth_scene
+    from detect_fixtures import write_scene as write_l4s
+
+    rng = np.random.default_rng(3)
+    plain = smooth_scene(rng, bands=4, h=64, w=64)
+    shifted = plain.copy()
+    shifted[0] += 6.0  # B4 of rgbn: 6 training standard deviations (the model's card: mean 1, std 1)
+    d = tmp_path / "in"
+    d.mkdir()
+    paths = [write_l4s(d / "plain.tif", plain, bands=("B4", "B3", "B2", "B8")),
+             write_l4s(d / "shifted.tif", shifted, bands=("B4", "B3", "B2", "B8"), origin=(500640.0, 3000000.0))]
+    kw = dict(norm="model", window=32, overlap=8, device="cpu", progress=False)
+    res = detect_many(paths, [model], tmp_path / "ev", **kw)
+    assert res.ok and list(res.unlike_training()) == [str(paths[1])]
+    assert res.unlike_training()[str(paths[1])].startswith("B4 +6.")
+    assert res.to_dict()["unlike_training"] == res.unlike_training()
+    again = detect_many(paths, [model], tmp_path / "ev", **kw)  # skipped: from the completion records
+    assert again.skipped == [str(p) for p in paths] and again.unlike_training() == res.unlike_training()
+    r = CliRunner().invoke(main, ["detect", *map(str, paths), "--model", str(model), "--norm", "model", "--window",
+                                  "32", "--overlap", "8", "--device", "cpu", "-o", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    assert "warning: 1 scene(s) unlike the models' training data" in r.stderr and "shifted.tif: B4 +6." in r.stderr
+
+
 def test_a_band_folder_rewritten_in_place_is_detected_again(tmp_path, model):
     """A folder's own size and time do not change when a band file in it is rewritten, so a rerun skipped a band or
     .SAFE folder whose bands had changed (found by the failure audit). Its files are fingerprinted."""

@@ -46,6 +46,7 @@ from lsmap.map.regional.scenejob import (
     SceneOutcome,
     done_km2,
     done_polygons,
+    done_shift,
     failure_message,
     is_complete,
     is_outside,
@@ -104,8 +105,17 @@ class RegionalResult:
             "polygons": 0 if self.gdf is None else len(self.gdf),
             "area_m2": 0.0 if self.gdf is None or not len(self.gdf) else float(self.gdf["area_m2"].sum()),
             "scenes": [vars(s) for s in self.scenes],
+            "unlike_training": self.unlike_training(),
             **self.km2(),
         }
+
+    def unlike_training(self) -> dict[str, str]:
+        """``{scene: bands}`` of the scenes whose bands lie beyond :data:`lsmap.data.scan.SHIFT_SIGMAS` from the
+        models' training data (``"B9 +7.3"``; :func:`lsmap.data.scan.far_bands`): their maps need checking
+        against the imagery (docs/detect.md, "Scenes unlike the training data")."""
+        from lsmap.data.scan import far_bands
+
+        return {s.scene: far for s in self.scenes if (far := far_bands(s.shift_sigmas))}
 
     def km2(self) -> dict[str, float | None]:
         """Observed and not-observed km2 of the run (``None`` when no scene was masked).
@@ -373,7 +383,8 @@ def detect_many(
             outcomes[job.scene] = SceneOutcome(job.scene, job.stem, outside=True)
         elif not overwrite and is_complete(job):
             outcomes[job.scene] = SceneOutcome(job.scene, job.stem, out=job.out, skipped=True,
-                                               polygons=done_polygons(job), **done_km2(job))
+                                               polygons=done_polygons(job), **done_km2(job),
+                                               shift_sigmas=done_shift(job))
         else:
             todo.append(job)
     local = scheduler in (None, "local")

@@ -153,6 +153,12 @@ def done_polygons(job: SceneJob) -> int:
         return 0
 
 
+def done_shift(job: SceneJob) -> dict | None:
+    """The scene's shift from the training data that ``job``'s completion marker records (``None``: none)."""
+    shift = (read_done(job) or {}).get("shift_sigmas")
+    return shift if isinstance(shift, dict) else None
+
+
 def done_km2(job: SceneJob) -> dict[str, float | None]:
     """``observed_km2`` / ``not_observed_km2`` that ``job``'s completion marker records (``None``: unknown)."""
     done = read_done(job) or {}
@@ -179,6 +185,9 @@ class SceneOutcome:
         observed_km2: Observed area of the scene when it was masked (``None``: no mask).
         not_observed_km2: Not-observed area of the scene when it was masked (``None``: no mask).
         outside: The scene does not overlap the run's area of interest (nothing to map; not a failure).
+        shift_sigmas: Per band, the scene's shift from the models' training data (the run summary's; ``None``:
+            not measured, e.g. the scene's own statistics normalised it). A worker's warnings never reach the
+            user, so the run reports it (:meth:`lsmap.map.regional.run.RegionalResult.unlike_training`).
     """
 
     scene: str
@@ -192,6 +201,7 @@ class SceneOutcome:
     observed_km2: float | None = None
     not_observed_km2: float | None = None
     outside: bool = False
+    shift_sigmas: dict | None = None
 
 
 class SceneError(RuntimeError):
@@ -279,11 +289,13 @@ def run_scene(job: SceneJob) -> SceneOutcome:
         n = len(gdf) if gdf is not None else 0
         summary = getattr(gdf, "attrs", {}).get("lsmap", {}) if gdf is not None else {}
         km2 = {k: summary.get(k) for k in ("observed_km2", "not_observed_km2")}
+        shift = summary.get("shift_sigmas")
         done = {
             "scene": job.scene, "key": job.key, "params": job.params,
             "aoi": job.aoi.to_dict() if job.aoi is not None else None,
             "models": list(summary.get("models") or job.models),  # the one default model that fitted, not all
             "detector": _detector_name(job.detector), "polygons": n, "lsmap_version": __version__, **km2,
+            "shift_sigmas": shift,
             "seconds": round(time.perf_counter() - t0, 3),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -300,7 +312,7 @@ def run_scene(job: SceneJob) -> SceneOutcome:
     except Exception as e:  # anything else: report it as a plain, picklable, retryable error
         raise SceneError(_name_scene(job.scene, f"{type(e).__name__}: {e}")) from None
     return SceneOutcome(job.scene, job.stem, out=str(out), polygons=n,
-                        seconds=time.perf_counter() - t0, worker=worker, **km2)
+                        seconds=time.perf_counter() - t0, worker=worker, **km2, shift_sigmas=shift)
 
 
 def _mark_outside(job: SceneJob) -> None:
