@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lsmap.core.bands import BandProfile
-from lsmap.core.normalize import BandStats, RunningStats
+from lsmap.core.normalize import _MIN_STD, BandStats, RunningStats
 from lsmap.core.windows import Window, block_grid, spread_sample
 from lsmap.errors import InputError
 from lsmap.io.rasters import GDAL_CACHE_MB, open_raster, read_window
@@ -175,13 +175,14 @@ SHIFT_EXEMPT = frozenset({"B10"})
 
 def band_shift(scene: BandStats, trained: BandStats) -> np.ndarray:
     """Per band, how many of the training data's standard deviations the scene's mean lies from the training
-    mean (signed: above is positive).
+    mean (signed: above is positive). A constant training band (std 0) is divided by the floor the models'
+    normalisation puts under it, so its shift is what the models see, not a division by zero.
 
     Shape:
         two statistics of ``C`` bands -> ``(C,)``.
     """
     return (np.asarray(scene.mean, np.float64) - np.asarray(trained.mean, np.float64)) \
-        / np.asarray(trained.std, np.float64)
+        / np.maximum(np.asarray(trained.std, np.float64), _MIN_STD)
 
 
 def far_bands(shift: dict[str, float] | None) -> str | None:

@@ -87,3 +87,22 @@ def test_a_scene_unlike_the_training_data_is_said(tmp_path, rng):
         warnings.simplefilter("error", LsmapWarning)
         assert lsmap.detect(scene, [model], norm="own", **KW).attrs["lsmap"]["shift_sigmas"] is None
     assert np.isfinite(list(info["shift_sigmas"].values())).all()
+
+
+def test_a_constant_training_band_is_reported_as_the_models_see_it(tmp_path, rng):
+    """A card whose training data held a band constant (std 0: cards allow it, and the models normalise with a floor
+    under it) gave a NumPy 'divide by zero' RuntimeWarning and an infinite shift, which was dropped: the band the
+    models see as shifted the most went unreported. Its shift is now taken with the normalisation's floor."""
+    import numpy as np
+    import pytest
+
+    from lsmap.errors import LsmapWarning
+
+    data = smooth_scene(rng, bands=14, h=80, w=96)
+    model = member(Band0Model(), train={"norm": "global"})
+    model.card.stats["std"][13] = 0.0  # DEM constant in training; the scene's DEM is not at its mean
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.warns(LsmapWarning, match=r"unlike the models' training data: DEM [+-]\d"):
+            shift = lsmap.detect(write_scene(tmp_path / "s.tif", data), [model], **KW).attrs["lsmap"]["shift_sigmas"]
+    assert np.isfinite(shift["DEM"]) and abs(shift["DEM"]) > 1e3

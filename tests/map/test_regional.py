@@ -410,7 +410,8 @@ def test_cluster_worker_dying_every_time_is_reported(tmp_path, scenes, model, cl
 
 # --- with the real single-scene detection -----------------------------------------------------------
 
-#: threshold 0: every valid pixel is a landslide, so the layers are the scenes' valid footprints
+#: threshold 1e-6 (0 is refused): every valid pixel is a landslide to the untrained model, so the layers are the
+#: scenes' valid footprints
 REAL = dict(threshold=1e-6, window=64, overlap=16, device="cpu")
 #: union of the footprints of a (x 0..960 m) and b (x 640..1600 m), 960 m tall, minus a's nodata
 #: corner (210 m square; b's lies inside a's footprint)
