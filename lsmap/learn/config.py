@@ -100,7 +100,7 @@ class TrainConfig:
         ``steps=10.5`` training 11 steps but saving step 10). ``need_weights=False`` (a resumed run, or one
         from an ``init`` checkpoint, whose weights replace the encoder's) does not ask for the
         ``encoder_weights`` file: refine and resume failed when it had moved (found by a code review)."""
-        from lsmap.core.checks import check_bool, check_int, check_number
+        from lsmap.core.checks import check_bool, check_int, check_number, check_threshold
         from lsmap.learn.models import get_spec  # numpy: not at a command line's start
 
         get_spec(self.model)
@@ -124,7 +124,7 @@ class TrainConfig:
             check_number("weight_decay", self.weight_decay, 0)
         check_number("scale", self.scale, 0, lo_open=True)
         check_number("mixup_alpha", self.mixup_alpha, 0)
-        check_number("threshold", self.threshold, 0, 1, lo_open=True, hi_open=True)
+        check_threshold(self.threshold)
         for name in ("amp", "domain_bn", "augment"):
             check_bool(name, getattr(self, name))
         if need_weights and self.encoder_weights not in (None, "imagenet") and not Path(self.encoder_weights).is_file():

@@ -149,12 +149,15 @@ def member_passes(members: Sequence[Member], x, stats: BandStats | None = None, 
     """
     import torch
 
+    finite = []  # checked once every pass is queued: a check per pass would make a GPU wait after each
     for m in members:
         for p in flip_passes(lambda xi, m=m: torch.softmax(member_logits(m, xi, stats, amp, domain), dim=1)[:, 1],
                              x, tta):
-            if not bool(torch.isfinite(p).all()):
-                raise _nonfinite_output(m)
+            finite.append((m, torch.isfinite(p).all()))
             yield p
+    bad = next((m for m, ok in finite if not bool(ok)), None)
+    if bad is not None:  # raised before the caller's loop over the passes ends, so before it returns
+        raise _nonfinite_output(bad)
 
 
 def _nonfinite_output(member: Member) -> CheckpointError:

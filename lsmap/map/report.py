@@ -134,7 +134,10 @@ def _card_fields(card: Any, source: str | None) -> dict:
         if d.get(key) not in (None, "", {}):
             fields.append((key.replace("_", " "), _fmt(d[key])))
     metrics = [(k, _fmt(v)) for k, v in (d.get("metrics") or {}).items() if isinstance(v, (int, float, str, bool))]
-    slim = {k: v for k, v in d.items() if k != "stats"}  # per-band statistics: long and not for reading
+    # per-band statistics and the training patches' content digests (about 70 KB for the full benchmark): long and
+    # not for reading; their counts stand in for the digests
+    slim = {k: (f"{len(v)} content digests" if k.endswith("_digests") and isinstance(v, list) else v)
+            for k, v in d.items() if k != "stats"}
     return {"fields": fields, "metrics": metrics, "data": str(d.get("data") or ""),
             "json": json.dumps(slim, indent=1, default=str)}
 

@@ -104,11 +104,16 @@ def test_a_scene_unlike_the_training_data_is_said_in_the_report(scene, polygons,
 def test_render_report_reads_the_scene(scene, polygons, tmp_path):
     from lsmap.learn.models import ModelCard
 
-    card = ModelCard("tiny-unet", {"name": "rgbn", "bands": ["B4", "B3", "B2", "B8"]}, metrics={"val_f1": 0.5})
+    digests = [f"{i:016x}" for i in range(3799)]  # as many as the full benchmark's training patches
+    card = ModelCard("tiny-unet", {"name": "rgbn", "bands": ["B4", "B3", "B2", "B8"]}, metrics={"val_f1": 0.5},
+                     trained_digests=digests)
     out = render_report(scene, polygons.iloc[:0], tmp_path / "empty.html", "rgbn", models=[card])
     d = page_data(out)
     assert d["polygons"] == [] and d["title"].endswith("2023-06-01")  # date from the file name
     assert dict(d["models"][0]["metrics"])["val_f1"] == "0.5" and "val_f1" in d["models"][0]["json"]
+    # the content digests (70 KB here) are counted, not listed (noticed by the session 17 review)
+    assert json.loads(d["models"][0]["json"])["trained_digests"] == "3799 content digests"
+    assert digests[-1] not in out.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
