@@ -56,9 +56,15 @@ def _to_lonlat(p):
 
 
 def unit_metres(crs: Any) -> float:
-    """Metres per map unit of a projected CRS's x axis (1 when it does not say)."""
-    p = _projected(crs)
-    if p is None:
+    """Metres per map unit of a projected or local (engineering) CRS's x axis; 1 for a geographic CRS, one that
+    does not say, or none. A local CRS in feet took 1 here while polygon areas took 0.3048 (found by a review)."""
+    if crs is None:
+        return 1.0
+    try:
+        p = pyproj_crs(crs)
+    except Exception:  # noqa: BLE001 - an unusual CRS: measured in its map units, as before
+        return 1.0
+    if p.is_geographic or not p.axis_info:
         return 1.0
     return float(p.axis_info[0].unit_conversion_factor or 1.0)
 

@@ -508,3 +508,17 @@ def test_lengths_in_metres_are_ground_metres_in_web_mercator():
     assert metres_to_crs_units(10, "EPSG:32632", utm) == 10 and _metres_per_unit("EPSG:32632", utm) == (1.0, "m")
     assert metres_to_crs_units(10, "EPSG:2229", (6_561_667, 1_900_000, 6_571_667, 1_910_000)) == \
         pytest.approx(10 / 0.3048006096)
+
+
+def test_a_local_crs_in_feet_counts_pixels_and_polygons_alike():
+    """A local (engineering) CRS in feet: pixel-count areas took its unit as 1 m while polygon areas took 0.3048 m
+    (found by the session 17 review); both are in square metres now."""
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    from lsmap.core.ground import mean_pixel_area_m2
+
+    local = CRS.from_wkt('ENGCRS["local feet",EDATUM["local"],CS[Cartesian,2],AXIS["x",east,LENGTHUNIT["foot",0.3048]],'
+                         'AXIS["y",north,LENGTHUNIT["foot",0.3048]]]')
+    pixel = mean_pixel_area_m2(from_origin(0, 1000, 10, 10), local, 100, 100)
+    assert pixel == pytest.approx(100 * 0.3048**2) == areas_m2([shapely.box(0, 0, 10, 10)], local)[0]
