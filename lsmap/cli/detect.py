@@ -12,6 +12,7 @@ from lsmap.cli.options import (
     blue_max_opt,
     cli_message,
     cloud_prob_opt,
+    dark_max_opt,
     device_opt,
     echo_json,
     handle_errors,
@@ -55,6 +56,7 @@ _MANY_FIX = {
 @mask_opts
 @cloud_prob_opt
 @blue_max_opt
+@dark_max_opt
 @click.option("--tta", is_flag=True, help="Also average over horizontal/vertical flips.")
 @click.option("--window", type=click.IntRange(16), default=_D.window,
               help="Window size (pixels) [default for fully convolutional models (U-Nets, DeepLabV3+): the size "
@@ -126,7 +128,7 @@ _MANY_FIX = {
 @json_opt
 @handle_errors
 def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, offset, scl, scl_mask, mask_raster,
-           cloud_prob_max, blue_max, tta, window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook,
+           cloud_prob_max, blue_max, dark_max, tta, window, overlap, batch_size, norm, stats, input_scale, threshold, prob, mask, quicklook,
            report, uncertainty, min_area, simplify, fill_holes, crf, pre, pre_bands, pre_offset, min_ndvi_drop, min_slope, keep_rejected, gate, scheduler,
            merged, device, overwrite, as_json):
     """Map the landslides of a scene: polygons with area and probability.
@@ -189,7 +191,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
                 raise click.BadParameter(f"{flag} works with one scene; with several, {_MANY_FIX.get(flag, _PER_SCENE)}",
                                          param_hint=flag)
         masks = {k: v for k, v in (("scl", scl), ("scl_mask", scl_mask), ("mask_raster", mask_raster),
-                                   ("cloud_prob_max", cloud_prob_max), ("blue_max", blue_max)) if v is not None}
+                                   ("cloud_prob_max", cloud_prob_max), ("blue_max", blue_max),
+                                   ("dark_max", dark_max)) if v is not None}
         from lsmap.io.aoi import aoi_from_options
 
         area = aoi_from_options(bbox, bbox_crs, aoi_file)
@@ -214,7 +217,8 @@ def detect(scenes, out, models, bands, dem, slope, bbox, bbox_crs, aoi_file, off
                                      f"to -o itself: drop {flag}", param_hint=flag)
     gdf = run_detect(source, list(models) or None, out=out, prob=prob, mask=mask, quicklook=quicklook, report=report,
                      overwrite=overwrite, progress=progress_default(as_json), aoi=aoi, scl=scl, scl_mask=scl_mask,
-                     mask_raster=mask_raster, cloud_prob_max=cloud_prob_max, blue_max=blue_max, **settings)
+                     mask_raster=mask_raster, cloud_prob_max=cloud_prob_max, blue_max=blue_max, dark_max=dark_max,
+                     **settings)
     summary = gdf.attrs["lsmap"]
     if as_json:
         echo_json(summary)

@@ -121,6 +121,12 @@ blue_max_opt = click.option(
          "them: for scenes without an SCL (loose bands, exports); 0.2 is measured in BENCHMARKS.md [default: off].",
 )
 
+dark_max_opt = click.option(
+    "--dark-max", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, metavar="REFL",
+    help="Also mask as 'dark' (cloud shadow or water) the pixels whose SWIR (B11) surface reflectance is below "
+         "REFL: for scenes without an SCL (loose bands, exports); 0.04 is measured in BENCHMARKS.md [default: off].",
+)
+
 
 def aoi_opts(fn):
     """``--bbox W,S,E,N``, ``--bbox-crs`` and ``--aoi FILE``: the area of interest, cropped before any work."""

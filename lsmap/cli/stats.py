@@ -10,6 +10,7 @@ from lsmap.cli.options import (
     aoi_opts,
     blue_max_opt,
     cloud_prob_opt,
+    dark_max_opt,
     echo_json,
     handle_errors,
     json_opt,
@@ -38,11 +39,12 @@ from lsmap.core.constants import SPLITS
 @mask_opts
 @cloud_prob_opt
 @blue_max_opt
+@dark_max_opt
 @overwrite_opt
 @json_opt
 @handle_errors
 def stats(input_path, output, split, valid_only, raw, bands, dem, slope, offset, bbox, bbox_crs, aoi_file, scl,
-          scl_mask, mask_raster, cloud_prob_max, blue_max, overwrite, as_json):
+          scl_mask, mask_raster, cloud_prob_max, blue_max, dark_max, overwrite, as_json):
     """Per-band mean and standard deviation of a patch folder or a scene, as JSON.
 
     INPUT is a patch folder, a GeoTIFF scene, or what 'lsmap stack' takes: a Sentinel-2 product
@@ -70,7 +72,7 @@ def stats(input_path, output, split, valid_only, raw, bands, dem, slope, offset,
     source = scene_source(input_path, dem, slope, offset, folders=False)
     result = compute_stats(source, bands, split=split, valid_only=valid_only, raw=raw,
                            progress=progress_default(as_json), scl=scl, scl_mask=scl_mask, mask_raster=mask_raster,
-                           cloud_prob_max=cloud_prob_max, blue_max=blue_max,
+                           cloud_prob_max=cloud_prob_max, blue_max=blue_max, dark_max=dark_max,
                            aoi=aoi_from_options(bbox, bbox_crs, aoi_file),
                            scratch=_existing_parent(output))
 

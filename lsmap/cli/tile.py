@@ -8,6 +8,7 @@ from lsmap.cli.options import (
     aoi_opts,
     blue_max_opt,
     cloud_prob_opt,
+    dark_max_opt,
     echo_json,
     handle_errors,
     json_opt,
@@ -54,11 +55,12 @@ from lsmap.core.constants import PATCH_SIZE
 @mask_opts
 @cloud_prob_opt
 @blue_max_opt
+@dark_max_opt
 @overwrite_opt
 @json_opt
 @handle_errors
 def tile(scene, out_dir, size, overlap, labels, label_map, label_where, min_valid, raw, bands, dem, slope, offset, bbox, bbox_crs,
-         aoi_file, scl, scl_mask, mask_raster, cloud_prob_max, blue_max, overwrite, as_json):
+         aoi_file, scl, scl_mask, mask_raster, cloud_prob_max, blue_max, dark_max, overwrite, as_json):
     """Cut a scene into Landslide4Sense-style patches plus an index GeoPackage.
 
     SCENE is a stack from 'lsmap stack', or what 'lsmap stack' takes: a Sentinel-2 product (.SAFE,
@@ -89,7 +91,7 @@ def tile(scene, out_dir, size, overlap, labels, label_map, label_where, min_vali
         source, out_dir, bands=bands, size=size, overlap=overlap, labels=labels, label_map=label_map,
         label_where=label_where,
         min_valid=min_valid, raw=raw, overwrite=overwrite, progress=progress_default(as_json), scl=scl,
-        scl_mask=scl_mask, mask_raster=mask_raster, cloud_prob_max=cloud_prob_max, blue_max=blue_max,
+        scl_mask=scl_mask, mask_raster=mask_raster, cloud_prob_max=cloud_prob_max, blue_max=blue_max, dark_max=dark_max,
         aoi=aoi_from_options(bbox, bbox_crs, aoi_file),
     )
     if as_json:

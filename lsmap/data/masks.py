@@ -18,6 +18,13 @@ The one owner of the rule "which pixels of a scene are not observed". Two source
   BENCHMARKS.md against the real SCL of a cloudy L2A tile, and on real landslide pixels (none of the
   Landslide4Sense patches' exceeds 0.2). The scene's values must be offset-corrected (as ``lsmap
   stack`` writes them); raw digital numbers are told from L4S values as detection tells them.
+- **Dark** (``--dark-max R``), for the cloud shadows of scenes without an SCL: pixels whose SWIR
+  (:data:`DARK_BAND`) surface reflectance is below ``R`` are ``dark`` (shadow or water: the test
+  cannot tell them apart), and so are the pixels within ``dark_buffer`` (:data:`DARK_BUFFER_PX`, none by
+  default) of them. Measured in BENCHMARKS.md against the real SCL of a cloudy L2A tile (NIR and SWIR
+  compared: SWIR finds more shadow for the clear land it costs), on real landslide pixels (none of the
+  labelled Landslide4Sense patches' is below 0.04 in B11) and on real scenes without SCL. The same value
+  rules as the blue test; the dark test masks the scene only, not a pre-event scene.
 
 Both are resampled by nearest neighbour onto the scene's grid (a GDAL warped VRT read at full
 resolution, window by window: memory stays flat in the scene's size) and written once as a uint8
@@ -53,14 +60,21 @@ SCL_CLASSES = {
 #: SCL classes masked by default.
 DEFAULT_SCL_CLASSES = (0, 1, 3, 8, 9, 10, 11)
 #: Reason codes of the reason raster (0 = observed).
-REASONS = {1: "no data", 2: "cloud", 3: "shadow", 4: "snow", 5: "mask", 6: "other"}
+REASONS = {1: "no data", 2: "cloud", 3: "shadow", 4: "snow", 5: "mask", 6: "other", 7: "dark"}
 #: Reason code of each SCL class when masked.
 _SCL_REASON = {0: 1, 1: 1, 3: 3, 8: 2, 9: 2, 10: 2, 11: 4}
 _MASK_REASON = 5
 _CLOUD_REASON = 2
+#: Reason code of the dark test: shadow or water (it cannot tell them apart).
+_DARK_REASON = 7
 #: The band of the bright-blue cloud test, and the pixels around its clouds also masked.
 BLUE_BAND = "B2"
 BLUE_BUFFER_PX = 3
+#: The band of the dark (shadow) test, and the pixels around its dark pixels also masked: none by default,
+#: as against the real SCL of T29UNU a margin bought less shadow per pixel of clear land lost than a
+#: higher threshold (BENCHMARKS.md).
+DARK_BAND = "B11"
+DARK_BUFFER_PX = 0
 #: Nodata value of ``MSK_CLDPRB`` as ``lsmap stack`` writes it (valid values are 0-100).
 CLDPRB_NODATA = 255
 
@@ -106,12 +120,17 @@ class MaskSpec:
     #: Blue (B2) surface reflectance above which a pixel is cloud, and the pixels around it also masked.
     blue_max: float | None = None
     blue_buffer: int = BLUE_BUFFER_PX
+    #: SWIR (:data:`DARK_BAND`) surface reflectance below which a pixel is dark (shadow or water), and the
+    #: pixels around it also masked.
+    dark_max: float | None = None
+    dark_buffer: int = DARK_BUFFER_PX
 
     @property
     def active(self) -> bool:
         """Whether anything is masked at all."""
         return ((self.scl is not None and bool(self.scl_classes)) or self.raster is not None
-                or (self.cloud_prob is not None and self.cloud_prob_max is not None) or self.blue_max is not None)
+                or (self.cloud_prob is not None and self.cloud_prob_max is not None) or self.blue_max is not None
+                or self.dark_max is not None)
 
     def to_dict(self) -> dict:
         """JSON-ready description (the run summaries record it)."""
@@ -119,7 +138,9 @@ class MaskSpec:
                 "mask_raster": str(self.raster) if self.raster else None,
                 "cloud_prob": str(self.cloud_prob) if self.cloud_prob else None,
                 "cloud_prob_max": self.cloud_prob_max, "blue_max": self.blue_max,
-                "blue_buffer": self.blue_buffer if self.blue_max is not None else None}
+                "blue_buffer": self.blue_buffer if self.blue_max is not None else None, "dark_max": self.dark_max,
+                "dark_band": DARK_BAND if self.dark_max is not None else None,
+                "dark_buffer": self.dark_buffer if self.dark_max is not None else None}
 
 
 def _threshold(value: Any, ok, message: str) -> float | None:
@@ -157,19 +178,32 @@ def check_blue_max(value: Any) -> float | None:
                       "reflectance exceeds it are masked as cloud, e.g. 0.2")
 
 
+def check_dark_max(value: Any) -> float | None:
+    """``value`` as the SWIR reflectance below which a pixel is dark: shadow or water (``None``: not used).
+
+    Raises:
+        InputError: not a reflectance in (0, 1).
+    """
+    return _threshold(value, lambda r: 0.0 < r < 1.0,
+                      f"`dark_max` must be a SWIR ({DARK_BAND}) surface reflectance in (0, 1) (got {{value!r}}); "
+                      f"pixels whose {DARK_BAND} reflectance is below it are masked as dark (shadow or water), "
+                      f"e.g. 0.04")
+
+
 def mask_spec(scl: str | os.PathLike | None = None, scl_mask: str | Sequence[int] | None = None,
               mask_raster: str | os.PathLike | None = None, cloud_prob_max: Any = None,
-              cloud_prob: str | os.PathLike | None = None, blue_max: Any = None) -> MaskSpec:
+              cloud_prob: str | os.PathLike | None = None, blue_max: Any = None,
+              dark_max: Any = None) -> MaskSpec:
     """The :class:`MaskSpec` of the user's options, checked (types and values; files by :func:`check_masks`).
 
     Raises:
-        InputError: an unknown SCL class, ``scl`` given with ``scl_mask`` ``"none"``, a bad ``cloud_prob_max``
-            or ``blue_max``.
+        InputError: an unknown SCL class, ``scl`` given with ``scl_mask`` ``"none"``, a bad ``cloud_prob_max``,
+            ``blue_max`` or ``dark_max``.
     """
     spec = MaskSpec(Path(scl) if scl is not None else None, parse_scl_classes(scl_mask),
                     Path(mask_raster) if mask_raster is not None else None,
                     Path(cloud_prob) if cloud_prob is not None else None, check_cloud_prob_max(cloud_prob_max),
-                    check_blue_max(blue_max))
+                    check_blue_max(blue_max), dark_max=check_dark_max(dark_max))
     if spec.scl is not None and not spec.scl_classes:
         raise InputError("`scl_mask` is 'none' but an SCL raster is given; drop `scl` or choose the classes")
     return spec
@@ -316,18 +350,22 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
 
     Args:
         bands: The scene's band names in file order, where the file does not name them (``info.bands``);
-            the bright-blue test reads its B2.
+            the bright-blue test reads its B2, the dark test its :data:`DARK_BAND`.
 
     Returns:
         The raster's path and its pixel counts per reason (:data:`REASONS`).
 
     Raises:
-        InputError: bad mask inputs; with ``blue_max``, a scene without a B2 band.
+        InputError: bad mask inputs; with ``blue_max``, a scene without a B2 band; with ``dark_max``, one
+            without :data:`DARK_BAND`.
     """
     import rasterio
 
     check_masks(spec, info)
-    blue = _BlueTest(spec, info, bands) if spec.blue_max is not None else None
+    blue = _BandTest(info, bands, BLUE_BAND, spec.blue_max, spec.blue_buffer, "blue_max", "blue", "clouds") \
+        if spec.blue_max is not None else None
+    dark = _BandTest(info, bands, DARK_BAND, spec.dark_max, spec.dark_buffer, "dark_max", "SWIR", "shadows",
+                     below=True) if spec.dark_max is not None else None
     out = Path(out)
     counts = np.zeros(len(REASONS) + 1, np.int64)
     with contextlib.ExitStack() as es:
@@ -341,7 +379,7 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
                                   count=1, dtype="uint8")
         profile.pop("nodata", None)
         dst = es.enter_context(rasterio.open(out, "w", **profile))
-        scene = es.enter_context(open_raster(info.path, "scene")) if blue is not None else None
+        scene = es.enter_context(open_raster(info.path, "scene")) if blue is not None or dark is not None else None
         dst.set_band_description(1, "not observed: " + ", ".join(f"{k} {v}" for k, v in REASONS.items()))
         for win in block_grid(info.height, info.width, block):
             s = read_window(scl, 1, win) if scl is not None else None
@@ -351,7 +389,9 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
                                   spec.cloud_prob_max) if (s is not None or r is not None or c is not None) else \
                 np.zeros((int(win.height), int(win.width)), np.uint8)
             if blue is not None:
-                codes[(codes == 0) & blue.cloud(scene, win)] = _CLOUD_REASON
+                codes[(codes == 0) & blue.hit(scene, win)] = _CLOUD_REASON
+            if dark is not None:  # after the clouds: a cloud's margin over its shadow stays cloud
+                codes[(codes == 0) & dark.hit(scene, win)] = _DARK_REASON
             counts += np.bincount(codes.ravel(), minlength=counts.size)[:counts.size]
             dst.write(codes[None], window=win)
     from lsmap.core.ground import mean_pixel_area_m2
@@ -360,12 +400,13 @@ def write_not_observed(spec: MaskSpec, info, out: str | os.PathLike, *, block: i
     return NotObserved(out, {REASONS[k]: int(counts[k]) for k in REASONS if counts[k]}, area)
 
 
-class _BlueTest:
-    """The bright-blue cloud test of one scene, window by window: B2 surface reflectance above
-    ``spec.blue_max``, grown by ``spec.blue_buffer`` pixels (read with that margin, so a window's result
-    does not depend on the windows)."""
+class _BandTest:
+    """A one-band threshold test of one scene, window by window: the bright-blue cloud test (B2 surface
+    reflectance above ``blue_max``) and the dark test (:data:`DARK_BAND` below ``dark_max``), grown by
+    ``buffer`` pixels (read with that margin, so a window's result does not depend on the windows)."""
 
-    def __init__(self, spec: MaskSpec, info, bands: Sequence[str] | None) -> None:
+    def __init__(self, info, bands: Sequence[str] | None, band: str, threshold: float, buffer: int, user: str,
+                 what: str, masks: str, *, below: bool = False) -> None:
         from lsmap.core.bands import get_profile
         from lsmap.data.scan import SCALE_MAX_PIXELS, scan_scene
         from lsmap.errors import MissingBandError
@@ -373,38 +414,38 @@ class _BlueTest:
 
         names = tuple(bands) if bands is not None else info.bands
         if names is None:
-            raise InputError(f"{info.path}: `blue_max` reads the scene's {BLUE_BAND} band, but its bands have no "
+            raise InputError(f"{info.path}: `{user}` reads the scene's {band} band, but its bands have no "
                              f"names; name them (`bands`) or stack the scene with 'lsmap stack'")
         try:
-            (self.index,) = scene_band_indices(names, (BLUE_BAND,), source=info.path, user="`blue_max`")
+            (self.index,) = scene_band_indices(names, (band,), source=info.path, user=f"`{user}`")
         except MissingBandError:
-            raise InputError(f"{info.path}: `blue_max` reads the blue band {BLUE_BAND}, which the scene does not "
-                             f"have (it has {', '.join(names)}); stack {BLUE_BAND} too, or mask clouds with "
+            raise InputError(f"{info.path}: `{user}` reads the {what} band {band}, which the scene does not "
+                             f"have (it has {', '.join(names)}); stack {band} too, or mask {masks} with "
                              f"`mask_raster`") from None
-        self.profile = get_profile([BLUE_BAND])
-        self.spec, self.info = spec, info
+        self.profile = get_profile([band])
+        self.info, self.threshold, self.buffer, self.below = info, threshold, max(0, int(buffer)), below
         # digital numbers or L4S values, told as detection tells them (the median of the valid values)
         self.raw = scan_scene(replace(info, mask=None), self.profile, "auto", max_pixels=SCALE_MAX_PIXELS,
                               indexes=(self.index,)).raw
 
-    def cloud(self, src, win: Window) -> np.ndarray:
-        """``(h, w)`` bool: cloud by the test, in window ``win`` of the open scene ``src``."""
+    def hit(self, src, win: Window) -> np.ndarray:
+        """``(h, w)`` bool: the test's pixels and their margin, in window ``win`` of the open scene ``src``."""
         from scipy import ndimage
 
         from lsmap.io.scene import read_scene_window
 
-        k = max(0, int(self.spec.blue_buffer))
+        k = self.buffer
         r0, c0 = max(0, int(win.row_off) - k), max(0, int(win.col_off) - k)
         r1 = min(self.info.height, int(win.row_off + win.height) + k)
         c1 = min(self.info.width, int(win.col_off + win.width) + k)
         data, valid = read_scene_window(src, Window(c0, r0, c1 - c0, r1 - r0), self.profile, raw=self.raw,
                                         declared=self.info.declares_nodata, indexes=(self.index,))
         reflectance = data[0].astype(np.float64) * self.profile.divisors[0] / 10000.0  # L4S value -> DN / 10000
-        bright = valid & (reflectance > self.spec.blue_max)
-        if k and bright.any():
-            bright = ndimage.binary_dilation(bright, structure=np.ones((3, 3), bool), iterations=k)
+        hit = valid & ((reflectance < self.threshold) if self.below else (reflectance > self.threshold))
+        if k and hit.any():
+            hit = ndimage.binary_dilation(hit, structure=np.ones((3, 3), bool), iterations=k)
         i, j = int(win.row_off) - r0, int(win.col_off) - c0
-        return bright[i:i + int(win.height), j:j + int(win.width)]
+        return hit[i:i + int(win.height), j:j + int(win.width)]
 
 
 def _mask_parts(not_observed):

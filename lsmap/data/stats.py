@@ -68,6 +68,7 @@ def compute_stats(
     aoi: AOI | None = None,
     scratch: str | os.PathLike | None = None,
     blue_max: float | None = None,
+    dark_max: float | None = None,
     dem: Any = None,
     slope: str | os.PathLike | None = None,
     offset: float | None = None,
@@ -97,6 +98,8 @@ def compute_stats(
             statistics are those of its window (and, for a vector AOI, of the pixels inside it).
         blue_max: Also leave out, as cloud, pixels whose blue (B2) reflectance exceeds this and those
             around them (:mod:`lsmap.data.masks`; for scenes without an SCL).
+        dark_max: Also leave out, as dark (cloud shadow or water), pixels whose SWIR (B11) reflectance is below
+            this and those around them (:mod:`lsmap.data.masks`; for scenes without an SCL).
         dem, slope, offset: Stacking inputs beside a product or band folder ``path``, as ``--dem``, ``--slope`` and
             ``--offset`` are on the command line (:func:`lsmap.data.sources.scene_inputs`).
         scratch: Folder for the scratch stack of stacked inputs (a whole tile's takes GBs; default: the
@@ -110,7 +113,7 @@ def compute_stats(
         InputError: unreadable inputs, wrong band count, ``raw`` or masks on a patch folder, bad
             masks (before any work), no valid pixel.
     """
-    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max)
+    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max, dark_max=dark_max)
     aoi = as_aoi(aoi)
     path = scene_inputs(path, dem, slope, offset, folders=False)
     args = stack_arguments(path, folders=False)  # a product or stack_scene arguments; a folder is decided below
@@ -140,7 +143,7 @@ def compute_stats(
         if raw:
             raise InputError(f"{path}: `raw` applies to scenes only; patches are already on the L4S scale")
         if spec.active or spec.cloud_prob_max is not None:
-            raise InputError(f"{path}: masks (`scl`, `mask_raster`, `cloud_prob_max`, `blue_max`) apply to scenes; "
+            raise InputError(f"{path}: masks (`scl`, `mask_raster`, `cloud_prob_max`, `blue_max`, `dark_max`) apply to scenes; "
                              f"'lsmap tile' writes not-observed pixels as 0.0, left out with `valid_only`")
         if aoi is not None:  # it was dropped without a word (found by a code review)
             raise InputError(f"{path}: `bbox`/`aoi` apply to scenes; a patch folder is summarised whole (tile the "

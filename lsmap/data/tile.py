@@ -267,6 +267,7 @@ def tile_scene(
     cloud_prob_max: float | None = None,
     aoi: AOI | None = None,
     blue_max: float | None = None,
+    dark_max: float | None = None,
     dem: Any = None,
     slope: str | os.PathLike | None = None,
     offset: float | None = None,
@@ -302,6 +303,8 @@ def tile_scene(
             window is cut, pixels outside a vector AOI are nodata.
         blue_max: Also leave out, as cloud, pixels whose blue (B2) reflectance exceeds this and those
             around them (:mod:`lsmap.data.masks`; for scenes without an SCL).
+        dark_max: Also leave out, as dark (cloud shadow or water), pixels whose SWIR (B11) reflectance is below
+            this and those around them (:mod:`lsmap.data.masks`; for scenes without an SCL).
         dem, slope, offset: Stacking inputs beside a product or band folder ``scene``, as ``--dem``, ``--slope`` and
             ``--offset`` are on the command line (:func:`lsmap.data.sources.scene_inputs`).
 
@@ -341,7 +344,7 @@ def tile_scene(
     if vector and mapping is not None:
         raise InputError(f"{labels}: `label_map` maps the values of a label raster; the polygons of a vector "
                          f"file are landslides (1) and the rest background (0): drop `label_map`")
-    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max)
+    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max, dark_max=dark_max)
     layers = product_mask_layers(stack_args.get("s2") if stack_args is not None else scene, spec)
     scl_source = str(spec.scl) if spec.scl is not None else ("the product's SCL" if "SCL" in layers else None)
     check_owned_dir(out_dir, overwrite, "tile", OUTPUT_PATTERNS, manifests=(META_NAME,))
@@ -447,7 +450,7 @@ def tile_scene(
                 "not_observed": ({"scl": scl_source, "scl_classes": list(spec.scl_classes),
                                   "mask_raster": str(spec.raster) if spec.raster else None,
                                   "cloud_prob_max": spec.cloud_prob_max, "blue_max": spec.blue_max,
-                                  **nobs.counts}
+                                  "dark_max": spec.dark_max, **nobs.counts}
                                  if nobs is not None else None),
                 "fill": FILL,
                 "bands": profile.to_dict(),

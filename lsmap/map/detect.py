@@ -204,7 +204,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
            options: DetectOptions | None = None, overwrite: bool = False, progress: bool = False,
            report: str | os.PathLike | None = None, aoi: Any = None, scl: str | os.PathLike | None = None,
            scl_mask: str | Sequence[int] | None = None, mask_raster: str | os.PathLike | None = None,
-           cloud_prob_max: float | None = None, blue_max: float | None = None, dem: Any = None,
+           cloud_prob_max: float | None = None, blue_max: float | None = None, dark_max: float | None = None,
+           dem: Any = None,
            slope: str | os.PathLike | None = None, offset: float | None = None, **settings: Any):
     """Map the landslides of a scene: polygons with area and probability attributes.
 
@@ -274,6 +275,9 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         blue_max: Also mask as cloud the pixels whose blue (B2) surface reflectance exceeds this, and those
             within :data:`lsmap.data.masks.BLUE_BUFFER_PX` pixels of them: for scenes without an SCL
             (0.2 is measured in BENCHMARKS.md); ``None``: not used.
+        dark_max: Also mask as ``dark`` (cloud shadow or water: the test cannot tell them apart) the pixels whose
+            SWIR (:data:`lsmap.data.masks.DARK_BAND`, B11) surface reflectance is below this: for scenes without
+            an SCL (0.04 is measured in BENCHMARKS.md); the scene only, not a ``pre`` scene; ``None``: not used.
         dem, slope, offset: Stacking inputs beside a product or band folder ``scene``, as ``--dem``, ``--slope`` and
             ``--offset`` are on the command line (:func:`lsmap.data.sources.scene_inputs`).
         pre: The pre-event scene, any input ``scene`` may be (a stacked GeoTIFF, or stacking
@@ -332,7 +336,7 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
     pre = _check_evidence(scene if stack_args is None else None, opts, outputs)
     t_check = time.perf_counter() - t_check
     stats = BandStats.load(opts.stats) if isinstance(opts.stats, (str, os.PathLike)) else opts.stats
-    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max)
+    spec = mask_spec(scl, scl_mask, mask_raster, cloud_prob_max, blue_max=blue_max, dark_max=dark_max)
     layers = product_mask_layers(stack_args.get("s2") if stack_args else scene, spec)  # fails before any work
     dev, members = _load_members(models, opts)
     if stack_args is not None:  # before stacking: only the models' bands are stacked, and they must be there
@@ -351,7 +355,8 @@ def detect(scene: str | os.PathLike | Mapping | Any, models: Sequence[Any] | Non
         es.enter_context(_scratch_named(work))
         crop = None  # the AOI's window in the scene's grid
         if stack_args is not None:
-            scene_path, spec = stack_source(stack_args, work, _union(members), spec, aoi=aoi, layers=layers)
+            scene_path, spec = stack_source(stack_args, work, _union(members, _test_bands(spec)), spec, aoi=aoi,
+                                            layers=layers)
         elif aoi is not None:
             check_masks(spec, scene_info(scene))  # a wrong scene or mask fails before the crop
             scene_path, win = crop_raster(scene, aoi, work / Path(scene).name)  # keeps its name for the map title
@@ -570,11 +575,19 @@ def _check_input_bands(stack_args: Mapping, members: list) -> list:
     return members
 
 
-def _union(members) -> Any:
-    """The band set to stack for ``members``: their bands in canonical order (``None``: the fullest set)."""
+def _test_bands(spec) -> tuple[str, ...]:
+    """The bands the not-observed tests of ``spec`` read (B2 for ``blue_max``, B11 for ``dark_max``)."""
+    from lsmap.data.masks import BLUE_BAND, DARK_BAND
+
+    return tuple(b for b, on in ((BLUE_BAND, spec.blue_max), (DARK_BAND, spec.dark_max)) if on is not None)
+
+
+def _union(members, extra: Sequence[str] = ()) -> Any:
+    """The band set to stack for ``members``, and the ``extra`` bands (those the masks read: a model without B11
+    still has its shadows tested): their bands in canonical order (``None``: the fullest set)."""
     if members is None:
         return None
-    needed = {b for m in members for b in m.card.bands}
+    needed = {b for m in members for b in m.card.bands} | set(extra)
     return get_profile([b for b in BAND_NAMES if b in needed])
 
 

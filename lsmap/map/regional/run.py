@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from lsmap.core.checks import as_list
-from lsmap.data.masks import check_blue_max, check_cloud_prob_max, check_masks, mask_spec, parse_scl_classes
+from lsmap.data.masks import (
+    check_blue_max,
+    check_cloud_prob_max,
+    check_dark_max,
+    check_masks,
+    mask_spec,
+    parse_scl_classes,
+)
 from lsmap.errors import InputError, MissingInputError, NoModelError, OutputExistsError
 from lsmap.io.aoi import as_aoi
 from lsmap.io.outputs import atomic_output, provenance
@@ -227,7 +234,7 @@ NOT_PER_SCENE = {
           f"lsmap.detect per scene" for k in ("dem", "slope", "offset")},
 }
 #: lsmap.detect's keywords a several-scene run passes to every scene, beside :class:`DetectOptions`' fields.
-PER_SCENE = (*RASTER_OUTPUTS, "scl", "scl_mask", "mask_raster", "cloud_prob_max", "blue_max")
+PER_SCENE = (*RASTER_OUTPUTS, "scl", "scl_mask", "mask_raster", "cloud_prob_max", "blue_max", "dark_max")
 
 
 def check_detect_kwargs(kwargs: Mapping[str, Any]) -> None:
@@ -433,7 +440,7 @@ def _check_masks(kwargs: dict, n_scenes: int) -> dict:
 
     Raises:
         InputError: one ``scl`` file for several scenes, an unknown class, a bad ``cloud_prob_max``,
-            an unusable mask raster.
+            ``blue_max`` or ``dark_max``, an unusable mask raster.
         MissingInputError: the mask raster does not exist.
     """
     if kwargs.get("scl") is not None and n_scenes > 1:
@@ -446,6 +453,8 @@ def _check_masks(kwargs: dict, n_scenes: int) -> dict:
         kwargs["cloud_prob_max"] = check_cloud_prob_max(kwargs["cloud_prob_max"])
     if kwargs.get("blue_max") is not None:
         kwargs["blue_max"] = check_blue_max(kwargs["blue_max"])
+    if kwargs.get("dark_max") is not None:
+        kwargs["dark_max"] = check_dark_max(kwargs["dark_max"])
     key: dict = {}
     for name in ("mask_raster", "scl"):
         if kwargs.get(name) is None:
