@@ -12,8 +12,9 @@ Valid pixel: every band holds data, that is, no band is
 - non-finite (NaN, inf);
 - and, only when the file declares no nodata value and no mask at all (:func:`declares_nodata`),
   equal to the band profile's raw nodata value (:attr:`lsmap.core.bands.BandProfile.nodata`, 0 for
-  Sentinel-2, whose digital number 0 means "no data" in every band) in any *spectral* band.
-  Terrain bands (slope, DEM) are not tested: 0 degrees or 0 m are real values.
+  Sentinel-2, whose digital number 0 means "no data" in every band) in any *spectral* band, or, in a
+  uint16 file, to Sentinel-2's saturated value 65535 (:data:`lsmap.core.constants.S2_SATURATED`, as
+  ``lsmap stack`` takes it). Terrain bands (slope, DEM) are not tested: 0 degrees or 0 m are real values.
 
 Band names: a scene's bands are known by name from its band descriptions (``lsmap stack`` writes
 them; :func:`band_names`), so a reader can take any band set from it in any order
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from lsmap.core.bands import L4S_BANDS, BandProfile, band_indices, canonical_band, get_profile
+from lsmap.core.constants import S2_SATURATED
 from lsmap.core.windows import Window
 from lsmap.errors import InputError, user_level
 from lsmap.io.rasters import GDAL_CACHE_MB, open_raster, read_window
@@ -267,7 +269,10 @@ def valid_pixels(src, stored: np.ndarray, window: Window | None, profile: BandPr
             shape = None if window is not None else (len(bands), *stored.shape[1:])
             valid &= (read_window(src, which, window, masks=True, out_shape=shape) > 0).all(axis=0)
     elif profile.nodata is not None and profile.spectral_indices:
-        valid &= ~(stored[list(profile.spectral_indices)] == profile.nodata).any(axis=0)
+        spectral = stored[list(profile.spectral_indices)]
+        valid &= ~(spectral == profile.nodata).any(axis=0)
+        if stored.dtype == np.uint16:  # Sentinel-2's saturated digital number, as `lsmap stack` takes it
+            valid &= ~(spectral == S2_SATURATED).any(axis=0)
     return valid
 
 

@@ -52,12 +52,15 @@ def test_undeclared_nodata_is_any_spectral_band_at_profile_nodata(tmp_path, rng)
     data[12, 1, :] = 0  # slope 0 degrees
     data[13, 2, :] = 0  # DEM at sea level
     data[:12, 3, :] = 0  # every spectral band
+    data[1, 5, :4] = 65535  # B2 saturated: not observed, as `lsmap stack` takes it (it was read as a bright value)
+    data[13, 6, :] = 65535  # a DEM value, not a Sentinel-2 reading
     path = write_tif(tmp_path / "s.tif", data)
     with open_scene(path, L4S) as src:
         assert not declares_nodata(src)
         scaled, valid = read_scene_window(src, Window(0, 0, 20, 20), L4S, raw=True)
     expected = np.ones((20, 20), bool)
     expected[[0, 3]] = False
+    expected[5, :4] = False
     np.testing.assert_array_equal(valid, expected)
     np.testing.assert_array_equal(scaled, scale_raw(data, L4S))
 
