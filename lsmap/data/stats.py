@@ -99,7 +99,7 @@ def compute_stats(
         blue_max: Also leave out, as cloud, pixels whose blue (B2) reflectance exceeds this and those
             around them (:mod:`lsmap.data.masks`; for scenes without an SCL).
         dark_max: Also leave out, as dark (cloud shadow or water), pixels whose SWIR (B11) reflectance is below
-            this and those around them (:mod:`lsmap.data.masks`; for scenes without an SCL).
+            this (:mod:`lsmap.data.masks`, with no margin by default; for scenes without an SCL).
         dem, slope, offset: Stacking inputs beside a product or band folder ``path``, as ``--dem``, ``--slope`` and
             ``--offset`` are on the command line (:func:`lsmap.data.sources.scene_inputs`).
         scratch: Folder for the scratch stack of stacked inputs (a whole tile's takes GBs; default: the

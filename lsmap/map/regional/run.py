@@ -51,15 +51,11 @@ from lsmap.map.regional.scenejob import (
     Detector,
     SceneJob,
     SceneOutcome,
-    done_km2,
-    done_polygons,
-    done_shift,
     failure_message,
-    is_complete,
-    is_outside,
     job_key,
     read_done,
     run_scene,
+    skipped_outcome,
 )
 from lsmap.map.regional.scenelist import expand_scenes, scene_stems
 from lsmap.map.vectorize import VECTOR_DRIVERS, check_vector_output, vector_driver, write_layer
@@ -386,12 +382,10 @@ def detect_many(
     outcomes: dict[str, SceneOutcome] = {}
     todo = []
     for job in jobs:
-        if not overwrite and is_outside(job):  # recorded outside the area: not opened again
-            outcomes[job.scene] = SceneOutcome(job.scene, job.stem, outside=True)
-        elif not overwrite and is_complete(job):
-            outcomes[job.scene] = SceneOutcome(job.scene, job.stem, out=job.out, skipped=True,
-                                               polygons=done_polygons(job), **done_km2(job),
-                                               shift_sigmas=done_shift(job))
+        # complete, or recorded outside the area: not run (nor opened) again
+        skipped = None if overwrite else skipped_outcome(job)
+        if skipped is not None:
+            outcomes[job.scene] = skipped
         else:
             todo.append(job)
     local = scheduler in (None, "local")

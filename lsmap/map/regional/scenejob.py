@@ -126,47 +126,43 @@ def read_done(job: SceneJob) -> dict | None:
     return done if isinstance(done, dict) else None
 
 
-def is_complete(job: SceneJob) -> bool:
+def is_complete(job: SceneJob, done: dict | None = None) -> bool:
     """Whether ``job``'s layer exists and its marker records the same scene and key, or its marker records it
-    outside the run's area of interest (:func:`is_outside`: no layer)."""
-    if is_outside(job):
+    outside the run's area of interest (:func:`is_outside`: no layer); ``done``: the marker, already read."""
+    done = read_done(job) if done is None else done
+    if is_outside(job, done):
         return True
     if not all(Path(p).is_file() for p in (job.out, *(v for _, v in job.rasters))):
         return False
-    done = read_done(job)
     return done is not None and done.get("scene") == job.scene and done.get("key") == job.key
 
 
-def is_outside(job: SceneJob) -> bool:
+def is_outside(job: SceneJob, done: dict | None = None) -> bool:
     """Whether ``job``'s marker records its scene outside the run's area of interest, with the same scene and key
-    (the area is in the key): a re-run need not open the scene again (a STAC Item is fetched, a product read)."""
-    done = read_done(job)
+    (the area is in the key): a re-run need not open the scene again (a STAC Item is fetched, a product read);
+    ``done``: the marker, already read."""
+    done = read_done(job) if done is None else done
     return (done is not None and done.get("outside") is True and done.get("scene") == job.scene
             and done.get("key") == job.key)
 
 
-def done_polygons(job: SceneJob) -> int:
-    """The number of polygons ``job``'s completion marker records (0 when unreadable)."""
+def skipped_outcome(job: SceneJob) -> SceneOutcome | None:
+    """What a re-run reports for ``job`` without running it, from its marker read once: outside the area of
+    interest, or complete with the polygons, km2 and shift the marker records; ``None``: the job must run."""
+    done = read_done(job)
+    if is_outside(job, done):
+        return SceneOutcome(job.scene, job.stem, outside=True)
+    if not is_complete(job, done):
+        return None
     try:
-        return int((read_done(job) or {}).get("polygons", 0))
+        polygons = int(done.get("polygons", 0))
     except (TypeError, ValueError):
-        return 0
-
-
-def done_shift(job: SceneJob) -> dict | None:
-    """The scene's shift from the training data that ``job``'s completion marker records (``None``: none)."""
-    shift = (read_done(job) or {}).get("shift_sigmas")
-    return shift if isinstance(shift, dict) else None
-
-
-def done_km2(job: SceneJob) -> dict[str, float | None]:
-    """``observed_km2`` / ``not_observed_km2`` that ``job``'s completion marker records (``None``: unknown)."""
-    done = read_done(job) or {}
-    out = {}
-    for k in ("observed_km2", "not_observed_km2"):
-        v = done.get(k)
-        out[k] = float(v) if isinstance(v, (int, float)) else None
-    return out
+        polygons = 0
+    km2 = {k: float(v) if isinstance(v := done.get(k), (int, float)) else None
+           for k in ("observed_km2", "not_observed_km2")}
+    shift = done.get("shift_sigmas")
+    return SceneOutcome(job.scene, job.stem, out=job.out, skipped=True, polygons=polygons, **km2,
+                        shift_sigmas=shift if isinstance(shift, dict) else None)
 
 
 @dataclass
